@@ -1,0 +1,217 @@
+"""Compiled k-means kernels.
+
+Every kernel here fills buffers its caller allocated and does no checking: the
+public functions in ``kmeans.py`` validate and prepare the arrays. Work is split
+into chunks whose count depends only on the problem size, never on the number
+of threads, and partial results are reduced in chunk order, so a given input
+gives bitwise the same output whatever the thread count.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numba
+import numpy as np
+from numba import config, njit, prange
+
+# The default workqueue layer aborts the process when two threads enter a
+# parallel region at once, which the gRPC thread pool does. "threadsafe"
+# takes tbb or omp.
+if not os.environ.get("NUMBA_THREADING_LAYER"):
+    config.THREADING_LAYER = "threadsafe"
+
+_MIN_CHUNK_ROWS = 2048
+_MAX_CHUNKS = 128
+_PARTIAL_SUMS_BUDGET_BYTES = 32 * 1024 * 1024
+
+_KERNEL = {"parallel": True, "nogil": True, "cache": True}
+
+
+def n_chunks_for(n_samples: int, n_clusters: int = 1, n_features: int = 1) -> int:
+    """How many chunks to split n_samples rows into; independent of thread count."""
+    by_rows = math.ceil(n_samples / _MIN_CHUNK_ROWS)
+    by_memory = _PARTIAL_SUMS_BUDGET_BYTES // max(1, n_clusters * n_features * 8)
+    return int(max(1, min(by_rows, _MAX_CHUNKS, by_memory)))
+
+
+@njit(**_KERNEL)
+def _lloyd_step(X, sample_weight, centers, labels, partial_sums, partial_weights, partial_inertia):
+    """Assign each row to its nearest center and accumulate per-chunk sums.
+
+    X (n, d), centers (k, d) in one float dtype; sample_weight (n,) float64;
+    labels (n,) int32 out; partial_sums (c, k, d), partial_weights (c, k) and
+    partial_inertia (c,) float64 out, one slot per chunk.
+    """
+    n_samples, n_features = X.shape
+    n_clusters = centers.shape[0]
+    n_chunks = partial_inertia.shape[0]
+    chunk_rows = (n_samples + n_chunks - 1) // n_chunks
+    for chunk in prange(n_chunks):
+        start = chunk * chunk_rows
+        stop = min(start + chunk_rows, n_samples)
+        sums = partial_sums[chunk]
+        weights = partial_weights[chunk]
+        sums[:, :] = 0.0
+        weights[:] = 0.0
+        inertia = 0.0
+        for i in range(start, stop):
+            best = 0
+            best_dist = np.inf
+            for j in range(n_clusters):
+                dist = 0.0
+                for f in range(n_features):
+                    diff = X[i, f] - centers[j, f]
+                    dist += diff * diff
+                if dist < best_dist:
+                    best_dist = dist
+                    best = j
+            labels[i] = best
+            w = sample_weight[i]
+            weights[best] += w
+            for f in range(n_features):
+                sums[best, f] += w * X[i, f]
+            inertia += w * best_dist
+        partial_inertia[chunk] = inertia
+
+
+@njit(**_KERNEL)
+def _assign(X, centers, labels, min_sq_dist):
+    """Nearest center of each row: labels (n,) int32 and min_sq_dist (n,) float64 out."""
+    n_samples, n_features = X.shape
+    n_clusters = centers.shape[0]
+    for i in prange(n_samples):
+        best = 0
+        best_dist = np.inf
+        for j in range(n_clusters):
+            dist = 0.0
+            for f in range(n_features):
+                diff = X[i, f] - centers[j, f]
+                dist += diff * diff
+            if dist < best_dist:
+                best_dist = dist
+                best = j
+        labels[i] = best
+        min_sq_dist[i] = best_dist
+
+
+@njit(**_KERNEL)
+def _all_distances(X, centers, out):
+    """Euclidean distance from every row to every center: out (n, k) in X's dtype."""
+    n_samples, n_features = X.shape
+    n_clusters = centers.shape[0]
+    for i in prange(n_samples):
+        for j in range(n_clusters):
+            dist = 0.0
+            for f in range(n_features):
+                diff = X[i, f] - centers[j, f]
+                dist += diff * diff
+            out[i, j] = math.sqrt(dist)
+
+
+@njit(**_KERNEL)
+def _sq_distances_to_assigned(X, centers, labels, out):
+    """Squared distance of each row to the center it is labelled with: out (n,) float64."""
+    n_samples, n_features = X.shape
+    for i in prange(n_samples):
+        j = labels[i]
+        dist = 0.0
+        for f in range(n_features):
+            diff = X[i, f] - centers[j, f]
+            dist += diff * diff
+        out[i] = dist
+
+
+@njit(**_KERNEL)
+def _sq_distances_to_point(X, point, out):
+    """Squared distance of each row to one point: out (n,) float64."""
+    n_samples, n_features = X.shape
+    for i in prange(n_samples):
+        dist = 0.0
+        for f in range(n_features):
+            diff = X[i, f] - point[f]
+            dist += diff * diff
+        out[i] = dist
+
+
+@njit(**_KERNEL)
+def _candidate_potentials(X, sample_weight, candidates, closest_sq_dist, partial_pots):
+    """Potential each k-means++ candidate would leave: partial_pots (c, t) out, per chunk.
+
+    The potential of candidate t is sum_i w_i * min(closest_sq_dist_i, |x_i - cand_t|^2).
+    """
+    n_samples, n_features = X.shape
+    n_candidates = candidates.shape[0]
+    n_chunks = partial_pots.shape[0]
+    chunk_rows = (n_samples + n_chunks - 1) // n_chunks
+    for chunk in prange(n_chunks):
+        start = chunk * chunk_rows
+        stop = min(start + chunk_rows, n_samples)
+        pots = partial_pots[chunk]
+        pots[:] = 0.0
+        for i in range(start, stop):
+            w = sample_weight[i]
+            closest = closest_sq_dist[i]
+            for t in range(n_candidates):
+                dist = 0.0
+                for f in range(n_features):
+                    diff = X[i, f] - candidates[t, f]
+                    dist += diff * diff
+                pots[t] += w * min(dist, closest)
+
+
+@njit(**_KERNEL)
+def _lower_closest(X, point, closest_sq_dist):
+    """closest_sq_dist[i] = min(closest_sq_dist[i], |x_i - point|^2), in place."""
+    n_samples, n_features = X.shape
+    for i in prange(n_samples):
+        dist = 0.0
+        for f in range(n_features):
+            diff = X[i, f] - point[f]
+            dist += diff * diff
+        if dist < closest_sq_dist[i]:
+            closest_sq_dist[i] = dist
+
+
+@njit(**_KERNEL)
+def _column_sums(X, partial_sums, partial_sq_dev, mean):
+    """Per-chunk column sums of X, then (when mean is given) of squared deviations.
+
+    partial_sums and partial_sq_dev (c, d) float64 out; mean (d,) float64 or empty.
+    """
+    n_samples, n_features = X.shape
+    n_chunks = partial_sums.shape[0]
+    chunk_rows = (n_samples + n_chunks - 1) // n_chunks
+    with_mean = mean.shape[0] == n_features
+    for chunk in prange(n_chunks):
+        start = chunk * chunk_rows
+        stop = min(start + chunk_rows, n_samples)
+        sums = partial_sums[chunk]
+        sq_dev = partial_sq_dev[chunk]
+        sums[:] = 0.0
+        sq_dev[:] = 0.0
+        for i in range(start, stop):
+            for f in range(n_features):
+                value = X[i, f]
+                sums[f] += value
+                if with_mean:
+                    dev = value - mean[f]
+                    sq_dev[f] += dev * dev
+
+
+@njit(**_KERNEL)
+def _count_non_finite(X):
+    """Number of NaN or Inf entries in a 2-D array."""
+    n_samples, n_features = X.shape
+    count = 0
+    for i in prange(n_samples):
+        for f in range(n_features):
+            if not np.isfinite(X[i, f]):
+                count += 1
+    return count
+
+
+def threading_layer() -> str:
+    """The threading layer numba chose; valid only after a parallel kernel ran."""
+    return str(numba.threading_layer())

@@ -1,0 +1,467 @@
+"""k-means: the public, validated API around the compiled kernels in ``_lloyd``.
+
+``fit`` runs Lloyd's algorithm from k-means++, random or given centers and keeps
+the best of ``n_init`` restarts. ``fit_steps`` is the same computation as a
+generator of progress events, so a caller (the server) can report progress and
+stop between iterations. ``predict`` and ``transform`` use a fitted model's
+centers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Union
+
+import numpy as np
+
+from . import _lloyd
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+Init = Union[str, np.ndarray]
+
+
+class InvalidInputError(ValueError):
+    """A caller's argument is unusable; ``field`` names the argument."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class Stage(Enum):
+    """What a Progress event reports."""
+
+    INITIALIZED = "initialized"
+    ITERATION = "iteration"
+    RESTART_DONE = "restart_done"
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One step of a running fit."""
+
+    stage: Stage
+    restart: int
+    n_init: int
+    iteration: int
+    inertia: float
+    center_shift: float
+
+
+@dataclass(frozen=True)
+class KMeansResult:
+    """A finished fit.
+
+    centers : ndarray of shape (n_clusters, n_features), the input's dtype
+    labels : ndarray of shape (n_samples,), int32
+    """
+
+    centers: np.ndarray
+    labels: np.ndarray
+    inertia: float
+    n_iter: int
+    best_restart: int
+    seed: int
+
+
+def fit(
+    X: Any,
+    n_clusters: int,
+    *,
+    init: Init = "k-means++",
+    n_init: int | None = None,
+    max_iter: int = 300,
+    tol: float = 1e-4,
+    seed: int | None = None,
+    sample_weight: Any = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> KMeansResult:
+    """Cluster X into n_clusters groups.
+
+    X : array-like of shape (n_samples, n_features), float32 or float64
+        (other numeric types are converted to float64).
+    init : "k-means++", "random", or an ndarray of shape (n_clusters, n_features).
+    n_init : restarts; None means 1 for k-means++ and given centers, 10 for random.
+    tol : convergence tolerance relative to the mean per-feature variance of X.
+    sample_weight : array-like of shape (n_samples,), or None for unit weights.
+    on_progress : called with every Progress event; an exception it raises stops
+        the fit between iterations and propagates.
+    """
+    steps = fit_steps(
+        X,
+        n_clusters,
+        init=init,
+        n_init=n_init,
+        max_iter=max_iter,
+        tol=tol,
+        seed=seed,
+        sample_weight=sample_weight,
+    )
+    while True:
+        try:
+            event = next(steps)
+        except StopIteration as done:
+            result: KMeansResult = done.value
+            return result
+        if on_progress is not None:
+            on_progress(event)
+
+
+def fit_steps(
+    X: Any,
+    n_clusters: int,
+    *,
+    init: Init = "k-means++",
+    n_init: int | None = None,
+    max_iter: int = 300,
+    tol: float = 1e-4,
+    seed: int | None = None,
+    sample_weight: Any = None,
+) -> Generator[Progress, None, KMeansResult]:
+    """``fit`` as a generator: yields Progress after every iteration, returns the result.
+
+    All arguments are validated before the first event, so a caller that closes
+    the generator early leaves nothing half done.
+    """
+    X = as_float_matrix(X, "X")
+    n_samples, n_features = X.shape
+    check_finite(X, "X")
+    n_clusters = _check_n_clusters(n_clusters, n_samples)
+    weights = _check_sample_weight(sample_weight, n_samples)
+    init_method, given_centers = _check_init(init, n_clusters, n_features, X.dtype)
+    n_init = _check_n_init(n_init, init_method)
+    if int(max_iter) < 1:
+        raise InvalidInputError("max_iter", f"max_iter must be at least 1, got {max_iter}")
+    if not (tol >= 0 and math.isfinite(tol)):
+        raise InvalidInputError("tol", f"tol must be a finite number >= 0, got {tol}")
+    if init_method == "random" and np.count_nonzero(weights) < n_clusters:
+        raise InvalidInputError(
+            "sample_weight",
+            f"init='random' needs at least n_clusters={n_clusters} points with positive "
+            f"weight, got {np.count_nonzero(weights)}",
+        )
+    if seed is None:
+        seed = int(np.random.SeedSequence().entropy % (2**63))
+    rng = np.random.default_rng(seed)
+    return (
+        yield from _fit_restarts(
+            X, weights, n_clusters, init_method, given_centers, n_init, int(max_iter),
+            float(tol), rng, seed,
+        )
+    )
+
+
+def _fit_restarts(
+    X: np.ndarray,
+    weights: np.ndarray,
+    n_clusters: int,
+    init_method: str,
+    given_centers: np.ndarray | None,
+    n_init: int,
+    max_iter: int,
+    tol: float,
+    rng: np.random.Generator,
+    seed: int,
+) -> Generator[Progress, None, KMeansResult]:
+    abs_tol = tol * mean_variance(X)
+    workspace = _Workspace(X.shape[0], n_clusters, X.shape[1])
+    best: KMeansResult | None = None
+    for restart in range(n_init):
+        if given_centers is not None:
+            centers = given_centers.copy()
+        elif init_method == "random":
+            chosen = rng.choice(X.shape[0], size=n_clusters, replace=False, p=weights / weights.sum())
+            centers = X[chosen].copy()
+        else:
+            centers = kmeans_plusplus(X, n_clusters, rng, weights)
+        yield Progress(Stage.INITIALIZED, restart, n_init, 0, math.nan, math.nan)
+        run = yield from _run_lloyd(X, weights, centers, max_iter, abs_tol, workspace, restart, n_init)
+        yield Progress(Stage.RESTART_DONE, restart, n_init, run.n_iter, run.inertia, 0.0)
+        if best is None or run.inertia < best.inertia:
+            best = KMeansResult(run.centers, run.labels.copy(), run.inertia, run.n_iter, restart, seed)
+    assert best is not None
+    return best
+
+
+@dataclass
+class _Workspace:
+    """Buffers one Lloyd run needs, allocated once per fit and reused across restarts."""
+
+    labels: np.ndarray
+    previous_labels: np.ndarray
+    partial_sums: np.ndarray
+    partial_weights: np.ndarray
+    partial_inertia: np.ndarray
+
+    def __init__(self, n_samples: int, n_clusters: int, n_features: int) -> None:
+        n_chunks = _lloyd.n_chunks_for(n_samples, n_clusters, n_features)
+        self.labels = np.empty(n_samples, dtype=np.int32)
+        self.previous_labels = np.full(n_samples, -1, dtype=np.int32)
+        self.partial_sums = np.empty((n_chunks, n_clusters, n_features), dtype=np.float64)
+        self.partial_weights = np.empty((n_chunks, n_clusters), dtype=np.float64)
+        self.partial_inertia = np.empty(n_chunks, dtype=np.float64)
+
+    def step(self, X: np.ndarray, weights: np.ndarray, centers: np.ndarray) -> float:
+        """One fused E-step; returns the inertia of the assignment to ``centers``."""
+        _lloyd._lloyd_step(
+            X, weights, centers, self.labels, self.partial_sums, self.partial_weights,
+            self.partial_inertia,
+        )
+        return float(self.partial_inertia.sum())
+
+
+def _run_lloyd(
+    X: np.ndarray,
+    weights: np.ndarray,
+    centers: np.ndarray,
+    max_iter: int,
+    abs_tol: float,
+    work: _Workspace,
+    restart: int,
+    n_init: int,
+) -> Generator[Progress, None, KMeansResult]:
+    """Lloyd iterations from ``centers``; stops on unchanged labels or shift <= abs_tol."""
+    work.previous_labels.fill(-1)
+    n_iter = 0
+    for n_iter in range(1, max_iter + 1):
+        inertia = work.step(X, weights, centers)
+        new_centers = _centers_from_sums(X, weights, centers, work)
+        shift = float(((new_centers.astype(np.float64) - centers) ** 2).sum())
+        centers = new_centers
+        yield Progress(Stage.ITERATION, restart, n_init, n_iter, inertia, shift)
+        if np.array_equal(work.labels, work.previous_labels) or shift <= abs_tol:
+            break
+        work.previous_labels, work.labels = work.labels, work.previous_labels
+    # One more assignment so the labels and inertia describe the final centers.
+    inertia = work.step(X, weights, centers)
+    return KMeansResult(centers, work.labels, inertia, n_iter, restart, 0)
+
+
+def _centers_from_sums(
+    X: np.ndarray, weights: np.ndarray, centers: np.ndarray, work: _Workspace
+) -> np.ndarray:
+    """Means of the assigned points; empty clusters move to the farthest points."""
+    sums = work.partial_sums.sum(axis=0)
+    cluster_weights = work.partial_weights.sum(axis=0)
+    empty = np.flatnonzero(cluster_weights == 0)
+    if empty.size:
+        far_dist = np.empty(X.shape[0], dtype=np.float64)
+        _lloyd._sq_distances_to_assigned(X, centers, work.labels, far_dist)
+        farthest = np.argsort(-far_dist, kind="stable")[: empty.size]
+        for cluster, row in zip(empty, farthest):
+            w = weights[row]
+            previous = work.labels[row]
+            sums[previous] -= w * X[row]
+            cluster_weights[previous] -= w
+            sums[cluster] = w * X[row]
+            cluster_weights[cluster] = w
+    filled = cluster_weights > 0
+    new_centers = centers.astype(np.float64)
+    new_centers[filled] = sums[filled] / cluster_weights[filled, None]
+    return new_centers.astype(X.dtype)
+
+
+def kmeans_plusplus(
+    X: np.ndarray,
+    n_clusters: int,
+    rng: np.random.Generator,
+    sample_weight: np.ndarray,
+    n_local_trials: int | None = None,
+) -> np.ndarray:
+    """Greedy k-means++ seeding: each step keeps the best of 2 + ln(k) sampled candidates.
+
+    X : ndarray of shape (n_samples, n_features), float32 or float64, C-contiguous
+    sample_weight : ndarray of shape (n_samples,), float64
+    Returns centers of shape (n_clusters, n_features) in X's dtype.
+    """
+    n_samples, n_features = X.shape
+    if n_local_trials is None:
+        n_local_trials = 2 + int(math.log(n_clusters))
+    centers = np.empty((n_clusters, n_features), dtype=X.dtype)
+    first = rng.choice(n_samples, p=sample_weight / sample_weight.sum())
+    centers[0] = X[first]
+    closest = np.empty(n_samples, dtype=np.float64)
+    _lloyd._sq_distances_to_point(X, centers[0], closest)
+    potential = float(closest @ sample_weight)
+    n_chunks = _lloyd.n_chunks_for(n_samples)
+    partial_pots = np.empty((n_chunks, n_local_trials), dtype=np.float64)
+    for c in range(1, n_clusters):
+        targets = rng.uniform(size=n_local_trials) * potential
+        cumulative = np.cumsum(sample_weight * closest)
+        candidate_rows = np.minimum(np.searchsorted(cumulative, targets), n_samples - 1)
+        candidates = np.ascontiguousarray(X[candidate_rows])
+        _lloyd._candidate_potentials(X, sample_weight, candidates, closest, partial_pots)
+        pots = partial_pots.sum(axis=0)
+        best = int(np.argmin(pots))
+        potential = float(pots[best])
+        centers[c] = candidates[best]
+        _lloyd._lower_closest(X, candidates[best], closest)
+    return centers
+
+
+def predict(
+    X: Any, centers: Any, *, return_distance: bool = False
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Index of the nearest center for each row.
+
+    X : array-like of shape (n_samples, n_features)
+    centers : array-like of shape (n_clusters, n_features); cast to X's dtype
+    Returns labels, ndarray of shape (n_samples,), int32; with return_distance
+    also the Euclidean distance to that center, shape (n_samples,), X's dtype.
+    """
+    X, centers = _check_predict_inputs(X, centers)
+    labels = np.empty(X.shape[0], dtype=np.int32)
+    min_sq_dist = np.empty(X.shape[0], dtype=np.float64)
+    _lloyd._assign(X, centers, labels, min_sq_dist)
+    if return_distance:
+        return labels, np.sqrt(min_sq_dist).astype(X.dtype)
+    return labels
+
+
+def transform(X: Any, centers: Any) -> np.ndarray:
+    """Euclidean distance from each row to each center.
+
+    Returns ndarray of shape (n_samples, n_clusters) in X's dtype.
+    """
+    X, centers = _check_predict_inputs(X, centers)
+    out = np.empty((X.shape[0], centers.shape[0]), dtype=X.dtype)
+    _lloyd._all_distances(X, centers, out)
+    return out
+
+
+def inertia(X: Any, centers: Any, sample_weight: Any = None) -> float:
+    """Sum over rows of the weighted squared distance to the nearest center."""
+    X, centers = _check_predict_inputs(X, centers)
+    weights = _check_sample_weight(sample_weight, X.shape[0])
+    labels = np.empty(X.shape[0], dtype=np.int32)
+    min_sq_dist = np.empty(X.shape[0], dtype=np.float64)
+    _lloyd._assign(X, centers, labels, min_sq_dist)
+    return float(min_sq_dist @ weights)
+
+
+def mean_variance(X: np.ndarray) -> float:
+    """Mean over features of the per-feature variance of X, in float64, without copying X."""
+    n_samples, n_features = X.shape
+    n_chunks = _lloyd.n_chunks_for(n_samples)
+    sums = np.empty((n_chunks, n_features), dtype=np.float64)
+    sq_dev = np.empty((n_chunks, n_features), dtype=np.float64)
+    _lloyd._column_sums(X, sums, sq_dev, np.empty(0, dtype=np.float64))
+    mean = sums.sum(axis=0) / n_samples
+    _lloyd._column_sums(X, sums, sq_dev, mean)
+    return float((sq_dev.sum(axis=0) / n_samples).mean())
+
+
+def as_float_matrix(X: Any, field: str) -> np.ndarray:
+    """X as a C-contiguous 2-D float32 or float64 array, copying only when needed."""
+    try:
+        array = np.asarray(X)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(field, f"{field} is not a numeric array: {exc}") from exc
+    if array.ndim != 2:
+        raise InvalidInputError(
+            field, f"{field} must be 2-D (n_samples, n_features), got shape {array.shape}"
+        )
+    if array.dtype not in FLOAT_DTYPES:
+        if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+            raise InvalidInputError(field, f"{field} has non-numeric dtype {array.dtype}")
+        array = array.astype(np.float64)
+    if array.shape[0] == 0:
+        raise InvalidInputError(field, f"{field} has 0 samples")
+    if array.shape[1] == 0:
+        raise InvalidInputError(field, f"{field} has 0 features")
+    return np.ascontiguousarray(array)
+
+
+def check_finite(X: np.ndarray, field: str) -> None:
+    """Raise InvalidInputError if X holds NaN or Inf."""
+    bad = int(_lloyd._count_non_finite(X))
+    if bad:
+        raise InvalidInputError(field, f"{field} contains {bad} NaN or Inf values")
+
+
+def _check_predict_inputs(X: Any, centers: Any) -> tuple[np.ndarray, np.ndarray]:
+    X = as_float_matrix(X, "X")
+    check_finite(X, "X")
+    centers = np.ascontiguousarray(as_float_matrix(centers, "centers"), dtype=X.dtype)
+    if centers.shape[1] != X.shape[1]:
+        raise InvalidInputError(
+            "X", f"X has {X.shape[1]} features but the centers have {centers.shape[1]}"
+        )
+    return X, centers
+
+
+def _check_n_clusters(n_clusters: Any, n_samples: int) -> int:
+    if isinstance(n_clusters, bool) or not isinstance(n_clusters, (int, np.integer)):
+        raise InvalidInputError("n_clusters", f"n_clusters must be an integer, got {n_clusters!r}")
+    if n_clusters < 1:
+        raise InvalidInputError("n_clusters", f"n_clusters must be at least 1, got {n_clusters}")
+    if n_clusters > n_samples:
+        raise InvalidInputError(
+            "n_clusters",
+            f"n_clusters={n_clusters} is larger than the number of samples, {n_samples}",
+        )
+    return int(n_clusters)
+
+
+def _check_sample_weight(sample_weight: Any, n_samples: int) -> np.ndarray:
+    if sample_weight is None:
+        return np.ones(n_samples, dtype=np.float64)
+    weights = np.ascontiguousarray(sample_weight, dtype=np.float64)
+    if weights.shape != (n_samples,):
+        raise InvalidInputError(
+            "sample_weight",
+            f"sample_weight must have shape ({n_samples},), got {weights.shape}",
+        )
+    if not np.isfinite(weights).all() or (weights < 0).any():
+        raise InvalidInputError("sample_weight", "sample_weight must be finite and >= 0")
+    if weights.sum() <= 0:
+        raise InvalidInputError("sample_weight", "sample_weight must have a positive sum")
+    return weights
+
+
+def _check_init(
+    init: Init, n_clusters: int, n_features: int, dtype: np.dtype
+) -> tuple[str, np.ndarray | None]:
+    if isinstance(init, str):
+        if init not in ("k-means++", "random"):
+            raise InvalidInputError(
+                "init", f"init must be 'k-means++', 'random' or an array, got {init!r}"
+            )
+        return init, None
+    centers = as_float_matrix(init, "init")
+    if centers.shape != (n_clusters, n_features):
+        raise InvalidInputError(
+            "init",
+            f"init centers must have shape ({n_clusters}, {n_features}), got {centers.shape}",
+        )
+    check_finite(centers, "init")
+    return "given", np.ascontiguousarray(centers, dtype=dtype)
+
+
+def _check_n_init(n_init: int | None, init_method: str) -> int:
+    if n_init is None:
+        return 10 if init_method == "random" else 1
+    if int(n_init) < 1:
+        raise InvalidInputError("n_init", f"n_init must be at least 1, got {n_init}")
+    if init_method == "given" and int(n_init) != 1:
+        raise InvalidInputError(
+            "n_init", f"n_init must be 1 when init centers are given, got {n_init}"
+        )
+    return int(n_init)
+
+
+def warmup() -> str:
+    """Compile every kernel signature the server uses; returns the threading layer."""
+    rng = np.random.default_rng(0)
+    for dtype in FLOAT_DTYPES:
+        X = rng.normal(size=(64, 3)).astype(dtype)
+        fit(X, 3, n_init=1, max_iter=3, seed=0)
+        fit(X, 3, init="random", n_init=1, max_iter=3, seed=0)
+        centers = fit(X, 2, init=X[:2], n_init=1, max_iter=3).centers
+        predict(X, centers, return_distance=True)
+        transform(X, centers)
+    return _lloyd.threading_layer()
