@@ -35,6 +35,7 @@ class InvalidInputError(ValueError):
 class Stage(Enum):
     """What a Progress event reports."""
 
+    SEEDING = "seeding"
     INITIALIZED = "initialized"
     ITERATION = "iteration"
     RESTART_DONE = "restart_done"
@@ -101,12 +102,19 @@ def fit(
         seed=seed,
         sample_weight=sample_weight,
     )
+    result: KMeansResult = _run_to_end(steps, on_progress)
+    return result
+
+
+def _run_to_end(
+    steps: Generator[Progress, None, Any], on_progress: Callable[[Progress], None] | None = None
+) -> Any:
+    """Exhaust a step generator, passing each event to on_progress; returns its value."""
     while True:
         try:
             event = next(steps)
         except StopIteration as done:
-            result: KMeansResult = done.value
-            return result
+            return done.value
         if on_progress is not None:
             on_progress(event)
 
@@ -177,7 +185,7 @@ def _fit_restarts(
             chosen = rng.choice(X.shape[0], size=n_clusters, replace=False, p=weights / weights.sum())
             centers = X[chosen].copy()
         else:
-            centers = kmeans_plusplus(X, n_clusters, rng, weights)
+            centers = yield from _plusplus_steps(X, n_clusters, rng, weights, restart, n_init)
         yield Progress(Stage.INITIALIZED, restart, n_init, 0, math.nan, math.nan)
         run = yield from _run_lloyd(X, weights, centers, max_iter, abs_tol, workspace, restart, n_init)
         yield Progress(Stage.RESTART_DONE, restart, n_init, run.n_iter, run.inertia, 0.0)
@@ -266,11 +274,7 @@ def _centers_from_sums(
 
 
 def kmeans_plusplus(
-    X: np.ndarray,
-    n_clusters: int,
-    rng: np.random.Generator,
-    sample_weight: np.ndarray,
-    n_local_trials: int | None = None,
+    X: np.ndarray, n_clusters: int, rng: np.random.Generator, sample_weight: np.ndarray
 ) -> np.ndarray:
     """Greedy k-means++ seeding: each step keeps the best of 2 + ln(k) sampled candidates.
 
@@ -278,9 +282,21 @@ def kmeans_plusplus(
     sample_weight : ndarray of shape (n_samples,), float64
     Returns centers of shape (n_clusters, n_features) in X's dtype.
     """
+    centers: np.ndarray = _run_to_end(_plusplus_steps(X, n_clusters, rng, sample_weight, 0, 1))
+    return centers
+
+
+def _plusplus_steps(
+    X: np.ndarray,
+    n_clusters: int,
+    rng: np.random.Generator,
+    sample_weight: np.ndarray,
+    restart: int,
+    n_init: int,
+) -> Generator[Progress, None, np.ndarray]:
+    """k-means++ as a generator that yields after each center it chooses."""
     n_samples, n_features = X.shape
-    if n_local_trials is None:
-        n_local_trials = 2 + int(math.log(n_clusters))
+    n_local_trials = 2 + int(math.log(n_clusters))
     centers = np.empty((n_clusters, n_features), dtype=X.dtype)
     first = rng.choice(n_samples, p=sample_weight / sample_weight.sum())
     centers[0] = X[first]
@@ -300,6 +316,7 @@ def kmeans_plusplus(
         potential = float(pots[best])
         centers[c] = candidates[best]
         _lloyd._lower_closest(X, candidates[best], closest)
+        yield Progress(Stage.SEEDING, restart, n_init, c + 1, potential, math.nan)
     return centers
 
 
@@ -462,6 +479,10 @@ def warmup() -> str:
         fit(X, 3, n_init=1, max_iter=3, seed=0)
         fit(X, 3, init="random", n_init=1, max_iter=3, seed=0)
         centers = fit(X, 2, init=X[:2], n_init=1, max_iter=3).centers
-        predict(X, centers, return_distance=True)
-        transform(X, centers)
+        # Points decoded from a request are read-only views: a separate signature.
+        frozen = X.copy()
+        frozen.setflags(write=False)
+        for points in (X, frozen):
+            predict(points, centers, return_distance=True)
+            transform(points, centers)
     return _lloyd.threading_layer()

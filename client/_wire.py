@@ -1,0 +1,187 @@
+"""All conversion between numpy and the v1 messages on the SDK side."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from centroidal.v1 import clustering_pb2 as pb
+
+_TO_WIRE = {np.dtype(np.float32): pb.DTYPE_FLOAT32, np.dtype(np.float64): pb.DTYPE_FLOAT64}
+_FROM_WIRE = {pb.DTYPE_FLOAT32: np.dtype("<f4"), pb.DTYPE_FLOAT64: np.dtype("<f8")}
+INIT_METHODS = {
+    "k-means++": pb.INIT_METHOD_KMEANS_PLUS_PLUS,
+    "random": pb.INIT_METHOD_RANDOM,
+}
+_INIT_NAMES = {
+    pb.INIT_METHOD_UNSPECIFIED: "k-means++",
+    pb.INIT_METHOD_KMEANS_PLUS_PLUS: "k-means++",
+    pb.INIT_METHOD_RANDOM: "random",
+    pb.INIT_METHOD_GIVEN: "given",
+}
+_KINDS = {
+    pb.MODEL_KIND_KMEANS: "kmeans",
+    pb.MODEL_KIND_MINIBATCH_KMEANS: "minibatch-kmeans",
+    pb.MODEL_KIND_PALETTE: "palette",
+}
+
+
+def as_points(X: Any, name: str = "X") -> np.ndarray:
+    """X as a C-contiguous 2-D float32 or float64 array; float32 is never widened."""
+    array = np.asarray(X)
+    if array.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {array.shape}")
+    if array.dtype not in _TO_WIRE:
+        if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+            raise ValueError(f"{name} must be numeric, got dtype {array.dtype}")
+        array = array.astype(np.float64)
+    return np.ascontiguousarray(array)
+
+
+def encode_matrix(array: np.ndarray) -> pb.Matrix:
+    """array : ndarray of shape (rows, cols), float32 or float64."""
+    return pb.Matrix(
+        dtype=_TO_WIRE[array.dtype.newbyteorder("=")],
+        rows=array.shape[0],
+        cols=array.shape[1],
+        data=np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes(),
+    )
+
+
+def decode_matrix(message: pb.Matrix) -> np.ndarray:
+    """A writable (rows, cols) array in native byte order."""
+    dtype = _FROM_WIRE[message.dtype]
+    flat = np.frombuffer(message.data, dtype=dtype)
+    return flat.reshape(int(message.rows), int(message.cols)).astype(dtype.newbyteorder("="))
+
+
+def encode_weights(weights: np.ndarray) -> pb.Vector:
+    return pb.Vector(dtype=pb.DTYPE_FLOAT64, data=np.ascontiguousarray(weights, dtype="<f8").tobytes())
+
+
+def decode_labels(data: bytes) -> np.ndarray:
+    return np.frombuffer(data, dtype="<i4").astype(np.int32)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A stored model as the server describes it.
+
+    centers : ndarray of shape (n_clusters, n_features), or None when not asked for
+    """
+
+    name: str
+    version: int
+    kind: str
+    n_clusters: int
+    n_features: int
+    dtype: np.dtype
+    inertia: float
+    n_iter: int
+    n_samples_seen: int
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    config: dict[str, Any] = field(default_factory=dict)
+    centers: np.ndarray | None = None
+
+
+def model_info(message: pb.Model) -> ModelInfo:
+    config = message.config
+    return ModelInfo(
+        name=message.name,
+        version=int(message.version),
+        kind=_KINDS.get(message.kind, "unknown"),
+        n_clusters=int(message.n_clusters),
+        n_features=int(message.n_features),
+        dtype=_FROM_WIRE.get(message.dtype, np.dtype(np.float64)).newbyteorder("="),
+        inertia=float(message.inertia),
+        n_iter=int(message.n_iter),
+        n_samples_seen=int(message.n_samples_seen),
+        created_at=message.created_at.ToDatetime(tzinfo=dt.timezone.utc),
+        updated_at=message.updated_at.ToDatetime(tzinfo=dt.timezone.utc),
+        config={
+            "n_clusters": int(config.n_clusters),
+            "init": _INIT_NAMES.get(config.init, "k-means++"),
+            "n_init": int(config.n_init),
+            "max_iter": int(config.max_iter),
+            "tol": float(config.tol),
+            "seed": int(config.seed) if config.HasField("seed") else None,
+        },
+        centers=decode_matrix(message.centers) if message.HasField("centers") else None,
+    )
+
+
+@dataclass(frozen=True)
+class FitProgress:
+    """One progress event of a fit.
+
+    stage is "uploading", "data_received", "seeding", "initialized", "iteration"
+    or "restart_done".
+    """
+
+    stage: str
+    restart: int = 0
+    n_init: int = 0
+    iteration: int = 0
+    inertia: float = 0.0
+    center_shift: float = 0.0
+    points_received: int = 0
+    points_total: int = 0
+    elapsed_seconds: float = 0.0
+
+
+_STAGES = {
+    pb.FitProgress.STAGE_DATA_RECEIVED: "data_received",
+    pb.FitProgress.STAGE_SEEDING: "seeding",
+    pb.FitProgress.STAGE_INITIALIZED: "initialized",
+    pb.FitProgress.STAGE_ITERATION: "iteration",
+    pb.FitProgress.STAGE_RESTART_DONE: "restart_done",
+}
+
+
+def fit_progress(message: pb.FitProgress, points_total: int) -> FitProgress:
+    return FitProgress(
+        stage=_STAGES.get(message.stage, "unknown"),
+        restart=int(message.restart),
+        n_init=int(message.n_init),
+        iteration=int(message.iteration),
+        inertia=float(message.inertia),
+        center_shift=float(message.center_shift),
+        points_received=int(message.points_received),
+        points_total=points_total,
+        elapsed_seconds=float(message.elapsed_seconds),
+    )
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """A finished remote fit.
+
+    labels : ndarray of shape (n_samples,), int32, when return_labels was set
+    """
+
+    model: ModelInfo
+    n_samples: int
+    best_restart: int
+    elapsed_seconds: float
+    labels: np.ndarray | None = None
+
+    @property
+    def centers(self) -> np.ndarray:
+        assert self.model.centers is not None
+        return self.model.centers
+
+    @property
+    def inertia(self) -> float:
+        return self.model.inertia
+
+    @property
+    def n_iter(self) -> int:
+        return self.model.n_iter
+
+    @property
+    def version(self) -> int:
+        return self.model.version

@@ -1,0 +1,45 @@
+"""`centroidal serve`: run the server until SIGTERM or SIGINT, then drain and exit 0."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+
+from .app import create_server
+from .config import parse_args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    config = parse_args(argv)
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    log = logging.getLogger("centroidal.server")
+    stop_requested = threading.Event()
+
+    def request_stop(signum: int, frame: object) -> None:
+        log.info("received %s, draining for up to %.1fs", signal.Signals(signum).name, config.grace_period)
+        stop_requested.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    try:
+        server, _ = create_server(config)
+    except OSError as exc:
+        log.error("cannot start: %s", exc)
+        return 2
+    server.start()
+    while not stop_requested.wait(0.5):
+        pass
+    server.stop()
+    log.info("stopped cleanly")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

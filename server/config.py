@@ -1,0 +1,119 @@
+"""Server configuration: command-line flags with CENTROIDAL_* environment variables behind them."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything ``create_server`` needs; defaults are the embedded ones ``make serve`` uses."""
+
+    host: str = "127.0.0.1"
+    port: int = 50051
+    data_dir: str = "./centroidal-data"
+    max_message_bytes: int = 16 * MIB
+    max_models: int = 1000
+    max_clusters: int = 4096
+    max_features: int = 4096
+    max_points: int = 50_000_000
+    max_fit_bytes: int = 4096 * MIB
+    max_concurrent_fits: int = 4
+    keep_versions: int = 5
+    max_workers: int = 32
+    grace_period: float = 10.0
+    tokens: tuple[str, ...] = field(default_factory=tuple)
+    log_level: str = "INFO"
+    warmup: bool = True
+
+    @property
+    def address(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+_HELP = {
+    "host": "address to bind",
+    "port": "port to bind; 0 picks a free one",
+    "data_dir": "directory of the SQLite model store",
+    "max_message_bytes": "largest gRPC message accepted or sent",
+    "max_models": "most models the server holds",
+    "max_clusters": "largest n_clusters of a fit",
+    "max_features": "most features (columns) per point",
+    "max_points": "most points in one fit or one predict message",
+    "max_fit_bytes": "largest fit dataset in bytes",
+    "max_concurrent_fits": "fits running at once; more are refused with RESOURCE_EXHAUSTED",
+    "keep_versions": "fit versions kept per model for pinned predicts",
+    "max_workers": "gRPC handler threads",
+    "grace_period": "seconds in-flight calls get to finish on SIGTERM",
+    "tokens": "bearer token clients must send (repeatable); none means no authentication",
+    "log_level": "DEBUG, INFO, WARNING or ERROR",
+    "warmup": "compile every kernel before reporting SERVING",
+}
+
+
+def _env_name(name: str) -> str:
+    return "CENTROIDAL_" + name.upper()
+
+
+def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> ServerConfig:
+    """Build a ServerConfig from flags, falling back to CENTROIDAL_* variables, then defaults."""
+    env = os.environ if env is None else env
+    defaults = ServerConfig()
+    parser = argparse.ArgumentParser(
+        prog="centroidal serve",
+        description="Serve k-means models over gRPC. Every flag also reads CENTROIDAL_<FLAG>.",
+    )
+    for spec in fields(ServerConfig):
+        flag = "--" + spec.name.replace("_", "-")
+        env_key = _env_name(spec.name)
+        default = getattr(defaults, spec.name)
+        help_text = f"{_HELP[spec.name]} (env {env_key}; default {default!r})"
+        if spec.name == "tokens":
+            raw = env.get("CENTROIDAL_TOKENS", "")
+            env_tokens = [token.strip() for token in raw.split(",") if token.strip()]
+            parser.add_argument(
+                "--token", dest="tokens", action="append", default=None,
+                help=f"{_HELP['tokens']} (env CENTROIDAL_TOKENS, comma-separated)",
+            )
+            parser.set_defaults(_env_tokens=env_tokens)
+            continue
+        if isinstance(default, bool):
+            value = env.get(env_key)
+            env_default = default if value is None else value.lower() not in ("0", "false", "no")
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=env_default,
+                                help=help_text)
+            continue
+        kind = type(default)
+        raw_env = env.get(env_key)
+        try:
+            env_default = kind(raw_env) if raw_env is not None else default
+        except ValueError:
+            parser.error(f"{env_key}={raw_env!r} is not a valid {kind.__name__}")
+        parser.add_argument(flag, type=kind, default=env_default, help=help_text)
+    args = parser.parse_args(argv)
+    values = vars(args)
+    env_tokens = values.pop("_env_tokens")
+    values["tokens"] = tuple(values["tokens"] if values["tokens"] is not None else env_tokens)
+    config = ServerConfig(**values)
+    _check(config, parser)
+    return config
+
+
+def _check(config: ServerConfig, parser: argparse.ArgumentParser) -> None:
+    positive = ("max_message_bytes", "max_models", "max_clusters", "max_features", "max_points",
+                "max_fit_bytes", "max_concurrent_fits", "keep_versions", "max_workers")
+    for name in positive:
+        if getattr(config, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}")
+    if not 0 <= config.port <= 65535:
+        parser.error(f"--port must be 0-65535, got {config.port}")
+    if config.grace_period < 0:
+        parser.error(f"--grace-period must be >= 0, got {config.grace_period}")
+    if config.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        parser.error(f"--log-level must be DEBUG, INFO, WARNING or ERROR, got {config.log_level}")

@@ -1,0 +1,163 @@
+"""The model registry: immutable snapshots read without locks, one writer lock per model.
+
+Readers call ``get`` and receive a frozen ModelSnapshot; they never wait. A
+write takes the model's lock, checks the expected version, commits to the store
+and only then publishes the new snapshot by swapping a reference, so a reader
+sees either the old model or the new one, and never a model that is not on disk.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import numpy as np
+
+from .errors import ServiceError, exhausted, not_found
+
+if TYPE_CHECKING:
+    from .store import ModelStore
+
+
+@dataclass(frozen=True)
+class ModelSnapshot:
+    """One version of a model.
+
+    centers : ndarray of shape (n_clusters, n_features), float32 or float64, read-only
+    config : the fit's parameters with defaults filled in (init, n_init, max_iter, tol, seed)
+    """
+
+    name: str
+    version: int
+    centers: np.ndarray
+    config: dict[str, Any]
+    inertia: float
+    n_iter: int
+    n_samples_seen: int
+    created_at: float
+    updated_at: float
+    kind: str = "kmeans"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_clusters(self) -> int:
+        return int(self.centers.shape[0])
+
+    @property
+    def n_features(self) -> int:
+        return int(self.centers.shape[1])
+
+
+class Registry:
+    """Maps model names to their current snapshot; the store is the source of truth."""
+
+    def __init__(self, store: ModelStore, *, max_models: int, keep_versions: int) -> None:
+        self._store = store
+        self._max_models = max_models
+        self._keep_versions = keep_versions
+        self._snapshots: dict[str, ModelSnapshot] = {
+            snap.name: snap for snap in store.load_current()
+        }
+        self._last_versions: dict[str, int] = store.last_versions()
+        self._guard = threading.Lock()
+        self._writer_locks: dict[str, threading.Lock] = {}
+
+    def __len__(self) -> int:
+        return len(self._snapshots)
+
+    def get(self, name: str, field: str = "name") -> ModelSnapshot:
+        snapshot = self._snapshots.get(name)
+        if snapshot is None:
+            raise not_found(field, f"model {name!r} does not exist")
+        return snapshot
+
+    def get_version(self, name: str, version: int | None, field: str = "model") -> ModelSnapshot:
+        """The current snapshot, or a pinned older version still kept in the store."""
+        current = self.get(name, field)
+        if version is None or version == current.version:
+            return current
+        older = self._store.load_version(name, version)
+        if older is None:
+            raise not_found(
+                "version",
+                f"model {name!r} has no version {version} (current is {current.version}; "
+                f"only the newest {self._keep_versions} versions are kept)",
+            )
+        return older
+
+    def names(self) -> list[str]:
+        return sorted(self._snapshots)
+
+    def current_version(self, name: str) -> int:
+        snapshot = self._snapshots.get(name)
+        return snapshot.version if snapshot is not None else 0
+
+    def check_expected(self, name: str, expected_version: int | None) -> None:
+        if expected_version is None:
+            return
+        current = self.current_version(name)
+        if current != expected_version:
+            raise ServiceError(
+                grpc.StatusCode.ABORTED,
+                f"model {name!r} is at version {current}, not the expected_version "
+                f"{expected_version}",
+                field="expected_version",
+                reason="VERSION_MISMATCH",
+                metadata={"current_version": str(current)},
+            )
+
+    def _writer_lock(self, name: str) -> threading.Lock:
+        with self._guard:
+            return self._writer_locks.setdefault(name, threading.Lock())
+
+    def commit(self, snapshot: ModelSnapshot, expected_version: int | None = None) -> ModelSnapshot:
+        """Store ``snapshot`` as the model's next version and publish it.
+
+        The version and timestamps of ``snapshot`` are replaced. Raises ABORTED on an
+        expected_version mismatch and RESOURCE_EXHAUSTED past the model limit.
+        """
+        name = snapshot.name
+        with self._writer_lock(name):
+            self.check_expected(name, expected_version)
+            previous = self._snapshots.get(name)
+            if previous is None and len(self._snapshots) >= self._max_models:
+                raise exhausted(
+                    "model",
+                    f"the server holds {len(self._snapshots)} models, its limit; delete one "
+                    f"before creating {name!r}",
+                )
+            now = time.time()
+            version = self._last_versions.get(name, 0) + 1
+            snapshot.centers.setflags(write=False)
+            published = replace(
+                snapshot,
+                version=version,
+                created_at=previous.created_at if previous is not None else now,
+                updated_at=now,
+            )
+            self._store.save(published, keep_versions=self._keep_versions)
+            self._publish(name, published, version)
+            return published
+
+    def delete(self, name: str, expected_version: int | None = None) -> int:
+        """Delete a model; returns the version the delete wrote."""
+        with self._writer_lock(name):
+            self.get(name)
+            self.check_expected(name, expected_version)
+            version = self._last_versions.get(name, 0) + 1
+            self._store.delete(name, version)
+            self._publish(name, None, version)
+            return version
+
+    def _publish(self, name: str, snapshot: ModelSnapshot | None, version: int) -> None:
+        with self._guard:
+            snapshots = dict(self._snapshots)
+            if snapshot is None:
+                snapshots.pop(name, None)
+            else:
+                snapshots[name] = snapshot
+            self._snapshots = snapshots
+            self._last_versions[name] = version

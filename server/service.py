@@ -1,0 +1,575 @@
+"""The ClusteringService servicer: convert, delegate to the engine and registry, map errors."""
+
+from __future__ import annotations
+
+import base64
+import bisect
+import logging
+import math
+import re
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+
+from centroidal.engine import kmeans
+from centroidal.v1 import clustering_pb2 as pb
+from centroidal.v1 import clustering_pb2_grpc as pb_grpc
+
+from .config import ServerConfig
+from .errors import ServiceError, exhausted, handle_errors, invalid
+from .registry import ModelSnapshot, Registry
+from .wire import (
+    INIT_NAMES,
+    check_finite,
+    decode_matrix,
+    decode_vector,
+    encode_labels,
+    encode_matrix,
+    model_message,
+)
+
+log = logging.getLogger("centroidal.server")
+
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+DEFAULT_MAX_ITER = 300
+DEFAULT_TOL = 1e-4
+MAX_N_INIT = 100
+MAX_MAX_ITER = 100_000
+PROGRESS_INTERVAL_S = 0.1
+LABELS_PER_MESSAGE = 1 << 19
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+# Room left in a message for everything but the bulk payload.
+ENVELOPE_BYTES = 64 * 1024
+
+_STAGES = {
+    kmeans.Stage.SEEDING: pb.FitProgress.STAGE_SEEDING,
+    kmeans.Stage.INITIALIZED: pb.FitProgress.STAGE_INITIALIZED,
+    kmeans.Stage.ITERATION: pb.FitProgress.STAGE_ITERATION,
+    kmeans.Stage.RESTART_DONE: pb.FitProgress.STAGE_RESTART_DONE,
+}
+
+
+def check_model_name(name: str, field: str = "model") -> str:
+    if not MODEL_NAME.fullmatch(name):
+        raise invalid(
+            field,
+            f"{field}={name!r} is not a valid model name: use 1-128 characters from "
+            "[A-Za-z0-9._-], starting with a letter or digit",
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class FitParams:
+    """A validated FitSpec, with defaults filled in."""
+
+    model: str
+    n_clusters: int
+    init: str
+    init_centers: np.ndarray | None
+    n_init: int
+    max_iter: int
+    tol: float
+    seed: int
+    n_samples: int
+    expected_version: int | None
+    return_labels: bool
+
+    def config(self) -> dict[str, object]:
+        return {
+            "init": self.init,
+            "n_init": self.n_init,
+            "max_iter": self.max_iter,
+            "tol": self.tol,
+            "seed": self.seed,
+        }
+
+
+@dataclass
+class FitData:
+    """The rows of a Fit stream, gathered into one C-contiguous array."""
+
+    points: np.ndarray
+    sample_weight: np.ndarray | None
+
+
+class ClusteringServicer(pb_grpc.ClusteringServiceServicer):
+    """Implements centroidal.v1.ClusteringService over a Registry."""
+
+    def __init__(self, config: ServerConfig, registry: Registry) -> None:
+        self._config = config
+        self._registry = registry
+        self._fit_slots = threading.BoundedSemaphore(config.max_concurrent_fits)
+        self._fits_lock = threading.Lock()
+        self.fits_in_flight = 0
+        self.last_stopped_fit_iteration: int | None = None
+
+    # ---- Fit -------------------------------------------------------------
+
+    @handle_errors
+    def Fit(self, request_iterator: Iterator[pb.FitRequest], context: grpc.ServicerContext):
+        started = time.monotonic()
+        first = next(request_iterator, None)
+        if first is None or not first.HasField("spec"):
+            raise invalid("spec", "the first FitRequest must carry a spec")
+        params = self._fit_params(first.spec)
+        self._registry.check_expected(params.model, params.expected_version)
+        if not self._fit_slots.acquire(blocking=False):
+            raise exhausted(
+                "model",
+                f"{self._config.max_concurrent_fits} fits are already running, the server's "
+                "limit; retry later",
+                reason="TOO_MANY_FITS",
+            )
+        with self._fits_lock:
+            self.fits_in_flight += 1
+        try:
+            data = self._receive_fit_data(first, request_iterator, params)
+            n_samples = data.points.shape[0]
+            yield _progress(pb.FitProgress.STAGE_DATA_RECEIVED, n_samples=n_samples, started=started)
+            result = yield from self._run_fit(params, data, context, started)
+            if result is None:
+                return
+            snapshot = self._registry.commit(
+                ModelSnapshot(
+                    name=params.model,
+                    version=0,
+                    centers=result.centers,
+                    config=params.config(),
+                    inertia=result.inertia,
+                    n_iter=result.n_iter,
+                    n_samples_seen=n_samples,
+                    created_at=0.0,
+                    updated_at=0.0,
+                ),
+                params.expected_version,
+            )
+            log.info(
+                "fit committed model=%s version=%d n=%d k=%d n_iter=%d inertia=%.6g",
+                snapshot.name, snapshot.version, n_samples, snapshot.n_clusters,
+                snapshot.n_iter, snapshot.inertia,
+            )
+            if params.return_labels:
+                for offset in range(0, n_samples, LABELS_PER_MESSAGE):
+                    chunk = result.labels[offset : offset + LABELS_PER_MESSAGE]
+                    yield pb.FitResponse(
+                        labels=pb.LabelsChunk(offset=offset, labels=encode_labels(chunk))
+                    )
+            yield pb.FitResponse(
+                result=pb.FitResult(
+                    model=model_message(snapshot, include_centers=True),
+                    n_samples=n_samples,
+                    best_restart=result.best_restart,
+                    elapsed_seconds=time.monotonic() - started,
+                )
+            )
+        finally:
+            with self._fits_lock:
+                self.fits_in_flight -= 1
+            self._fit_slots.release()
+
+    def _run_fit(
+        self, params: FitParams, data: FitData, context: grpc.ServicerContext, started: float
+    ):
+        """Drive the engine, forwarding progress; returns None when the call went away."""
+        steps = kmeans.fit_steps(
+            data.points,
+            params.n_clusters,
+            init=params.init_centers if params.init_centers is not None else params.init,
+            n_init=params.n_init,
+            max_iter=params.max_iter,
+            tol=params.tol,
+            seed=params.seed,
+            sample_weight=data.sample_weight,
+        )
+        last_sent = 0.0
+        iteration = 0
+        while True:
+            if not context.is_active():
+                steps.close()
+                self.last_stopped_fit_iteration = iteration
+                log.info("fit of %s stopped at iteration %d: call ended", params.model, iteration)
+                return None
+            try:
+                event = next(steps)
+            except StopIteration as done:
+                return done.value
+            iteration = event.iteration
+            now = time.monotonic()
+            throttled = event.stage in (kmeans.Stage.ITERATION, kmeans.Stage.SEEDING)
+            if throttled and event.iteration > 1 and now - last_sent < PROGRESS_INTERVAL_S:
+                continue
+            last_sent = now
+            yield pb.FitResponse(
+                progress=pb.FitProgress(
+                    stage=_STAGES[event.stage],
+                    restart=event.restart,
+                    n_init=event.n_init,
+                    iteration=event.iteration,
+                    inertia=0.0 if math.isnan(event.inertia) else event.inertia,
+                    center_shift=0.0 if math.isnan(event.center_shift) else event.center_shift,
+                    points_received=data.points.shape[0],
+                    elapsed_seconds=now - started,
+                )
+            )
+
+    def _fit_params(self, spec: pb.FitSpec) -> FitParams:
+        limits = self._config
+        config = spec.config
+        model = check_model_name(spec.model, "spec.model")
+        if config.algorithm not in (pb.ALGORITHM_UNSPECIFIED, pb.ALGORITHM_KMEANS):
+            raise invalid("spec.config.algorithm", f"unknown algorithm {config.algorithm}")
+        n_clusters = int(config.n_clusters)
+        if n_clusters < 1:
+            raise invalid(
+                "spec.config.n_clusters", f"spec.config.n_clusters must be at least 1, got {n_clusters}"
+            )
+        if n_clusters > limits.max_clusters:
+            raise exhausted(
+                "spec.config.n_clusters",
+                f"spec.config.n_clusters={n_clusters} exceeds the server's limit of "
+                f"{limits.max_clusters}",
+            )
+        if config.init not in INIT_NAMES:
+            raise invalid("spec.config.init", f"unknown init method {config.init}")
+        init = INIT_NAMES[config.init]
+        init_centers = None
+        if init == "given":
+            if not config.HasField("init_centers"):
+                raise invalid(
+                    "spec.config.init_centers",
+                    "spec.config.init_centers is required when init is INIT_METHOD_GIVEN",
+                )
+            init_centers = decode_matrix(
+                config.init_centers, "spec.config.init_centers",
+                max_rows=limits.max_clusters, max_cols=limits.max_features,
+            )
+            check_finite(init_centers, "spec.config.init_centers")
+            if init_centers.shape[0] != n_clusters:
+                raise invalid(
+                    "spec.config.init_centers.rows",
+                    f"spec.config.init_centers has {init_centers.shape[0]} rows but "
+                    f"n_clusters is {n_clusters}",
+                )
+        n_init = int(config.n_init) or (10 if init == "random" else 1)
+        if n_init > MAX_N_INIT:
+            raise invalid("spec.config.n_init", f"spec.config.n_init must be at most {MAX_N_INIT}, got {n_init}")
+        if init == "given" and n_init != 1:
+            raise invalid(
+                "spec.config.n_init", f"spec.config.n_init must be 1 with given centers, got {n_init}"
+            )
+        max_iter = int(config.max_iter) or DEFAULT_MAX_ITER
+        if max_iter > MAX_MAX_ITER:
+            raise invalid(
+                "spec.config.max_iter",
+                f"spec.config.max_iter must be at most {MAX_MAX_ITER}, got {max_iter}",
+            )
+        tol = config.tol if config.HasField("tol") else DEFAULT_TOL
+        if not (math.isfinite(tol) and tol >= 0):
+            raise invalid("spec.config.tol", f"spec.config.tol must be finite and >= 0, got {tol}")
+        seed = (
+            int(config.seed) if config.HasField("seed")
+            else int(np.random.SeedSequence().entropy % (2**63))
+        )
+        n_samples = int(spec.n_samples)
+        if n_samples > limits.max_points:
+            raise exhausted(
+                "spec.n_samples",
+                f"spec.n_samples={n_samples} exceeds the server's limit of {limits.max_points} points",
+            )
+        return FitParams(
+            model=model,
+            n_clusters=n_clusters,
+            init=init,
+            init_centers=init_centers,
+            n_init=n_init,
+            max_iter=max_iter,
+            tol=float(tol),
+            seed=seed,
+            n_samples=n_samples,
+            expected_version=spec.expected_version if spec.HasField("expected_version") else None,
+            return_labels=spec.return_labels,
+        )
+
+    def _receive_fit_data(
+        self, first: pb.FitRequest, rest: Iterator[pb.FitRequest], params: FitParams
+    ) -> FitData:
+        gatherer = _FitGatherer(self._config, params)
+        gatherer.add(first, 0)
+        for index, message in enumerate(rest, start=1):
+            gatherer.add(message, index)
+        return gatherer.finish()
+
+    # ---- Predict ---------------------------------------------------------
+
+    @handle_errors
+    def Predict(self, request: pb.PredictRequest, context: grpc.ServicerContext) -> pb.PredictResponse:
+        snapshot = self._snapshot_for(request)
+        if not request.HasField("points"):
+            raise invalid("points", "points is required")
+        return self._predict(snapshot, request.points, request.options, offset=0)
+
+    @handle_errors
+    def PredictStream(self, request_iterator: Iterator[pb.PredictRequest], context: grpc.ServicerContext):
+        first = next(request_iterator, None)
+        if first is None:
+            return
+        snapshot = self._snapshot_for(first)
+        options = first.options
+        offset = 0
+        for message in _chain(first, request_iterator):
+            if not message.HasField("points") or message.points.rows == 0:
+                continue
+            response = self._predict(snapshot, message.points, options, offset)
+            offset += message.points.rows
+            yield response
+
+    def _snapshot_for(self, request: pb.PredictRequest) -> ModelSnapshot:
+        name = check_model_name(request.model, "model")
+        version = request.version if request.HasField("version") else None
+        return self._registry.get_version(name, version)
+
+    def _predict(
+        self, snapshot: ModelSnapshot, message: pb.Matrix, options: pb.PredictOptions, offset: int
+    ) -> pb.PredictResponse:
+        limits = self._config
+        points = decode_matrix(
+            message, "points", max_rows=limits.max_points, max_cols=limits.max_features
+        )
+        if points.shape[1] != snapshot.n_features:
+            raise ServiceError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"points.cols={points.shape[1]} but model {snapshot.name!r} version "
+                f"{snapshot.version} has {snapshot.n_features} features",
+                field="points.cols",
+                reason="FEATURE_MISMATCH",
+            )
+        check_finite(points, "points")
+        itemsize = points.dtype.itemsize
+        row_bytes = 4 + itemsize * (options.return_distances + options.return_transform * snapshot.n_clusters)
+        budget = limits.max_message_bytes - ENVELOPE_BYTES
+        if points.shape[0] * row_bytes > budget:
+            raise exhausted(
+                "points.rows",
+                f"the answer for points.rows={points.shape[0]} would be "
+                f"{points.shape[0] * row_bytes} bytes, over the server's message limit of "
+                f"{limits.max_message_bytes}; send at most {max(1, budget // row_bytes)} rows "
+                "per message with PredictStream",
+            )
+        response = pb.PredictResponse(version=snapshot.version, offset=offset)
+        labels, distances = kmeans.predict(points, snapshot.centers, return_distance=True)
+        response.labels = encode_labels(labels)
+        if options.return_distances:
+            response.distances.CopyFrom(encode_matrix(distances.reshape(-1, 1)))
+        if options.return_transform:
+            response.transform.CopyFrom(encode_matrix(kmeans.transform(points, snapshot.centers)))
+        return response
+
+    # ---- Model management ------------------------------------------------
+
+    @handle_errors
+    def GetModel(self, request: pb.GetModelRequest, context: grpc.ServicerContext) -> pb.Model:
+        snapshot = self._registry.get(check_model_name(request.name, "name"))
+        return model_message(snapshot, include_centers=request.include_centers)
+
+    @handle_errors
+    def ListModels(
+        self, request: pb.ListModelsRequest, context: grpc.ServicerContext
+    ) -> pb.ListModelsResponse:
+        page_size = int(request.page_size) or DEFAULT_PAGE_SIZE
+        if page_size > MAX_PAGE_SIZE:
+            raise invalid("page_size", f"page_size must be at most {MAX_PAGE_SIZE}, got {page_size}")
+        after = _decode_page_token(request.page_token)
+        names = self._registry.names()
+        start = bisect.bisect_right(names, after) if after is not None else 0
+        page = names[start : start + page_size]
+        models = []
+        for name in page:
+            try:
+                models.append(model_message(self._registry.get(name), include_centers=False))
+            except ServiceError:
+                continue  # deleted since the listing was taken
+        more = start + page_size < len(names)
+        token = _encode_page_token(page[-1]) if more and page else ""
+        return pb.ListModelsResponse(models=models, next_page_token=token)
+
+    @handle_errors
+    def DeleteModel(
+        self, request: pb.DeleteModelRequest, context: grpc.ServicerContext
+    ) -> pb.DeleteModelResponse:
+        name = check_model_name(request.name, "name")
+        expected = request.expected_version if request.HasField("expected_version") else None
+        version = self._registry.delete(name, expected)
+        log.info("model deleted model=%s version=%d", name, version)
+        return pb.DeleteModelResponse(name=name, version=version)
+
+    # ---- Later capabilities ----------------------------------------------
+
+    @handle_errors
+    def StreamMiniBatch(self, request_iterator, context):
+        raise ServiceError(
+            grpc.StatusCode.UNIMPLEMENTED,
+            "StreamMiniBatch is not available in this centroidal release yet; fit models with Fit",
+            reason="NOT_YET_AVAILABLE",
+        )
+        yield  # pragma: no cover - makes this a streaming handler
+
+    @handle_errors
+    def QuantizeImage(self, request_iterator, context):
+        raise ServiceError(
+            grpc.StatusCode.UNIMPLEMENTED,
+            "QuantizeImage is not available in this centroidal release yet",
+            reason="NOT_YET_AVAILABLE",
+        )
+        yield  # pragma: no cover - makes this a streaming handler
+
+
+class _FitGatherer:
+    """Collects the chunks of a Fit stream, checking every one against the first."""
+
+    def __init__(self, limits: ServerConfig, params: FitParams) -> None:
+        self._limits = limits
+        self._params = params
+        self._declared = params.n_samples
+        self._buffer: np.ndarray | None = None
+        self._chunks: list[np.ndarray] = []
+        self._weights: list[np.ndarray] = []
+        self._rows = 0
+        self._dtype: np.dtype | None = None
+        self._cols = 0
+        self._weighted: bool | None = None
+
+    def add(self, message: pb.FitRequest, index: int) -> None:
+        if not message.HasField("points"):
+            if message.HasField("sample_weight"):
+                raise invalid("sample_weight", f"message {index} has sample_weight but no points")
+            return
+        limits = self._limits
+        chunk = decode_matrix(
+            message.points, "points", max_rows=limits.max_points, max_cols=limits.max_features,
+            allow_empty=True,
+        )
+        if self._dtype is None:
+            self._start(chunk)
+        elif chunk.dtype != self._dtype or chunk.shape[1] != self._cols:
+            raise invalid(
+                "points",
+                f"message {index} has {chunk.shape[1]} columns of {chunk.dtype.name} but the "
+                f"stream started with {self._cols} columns of {self._dtype.name}",
+            )
+        weighted = message.HasField("sample_weight")
+        if chunk.shape[0] and self._weighted is None:
+            self._weighted = weighted
+        if chunk.shape[0] and weighted != self._weighted:
+            raise invalid(
+                "sample_weight",
+                f"message {index}: sample_weight must be given for every chunk or for none",
+            )
+        rows = chunk.shape[0]
+        if self._rows + rows > limits.max_points:
+            raise exhausted(
+                "points.rows",
+                f"the stream carries more than the server's limit of {limits.max_points} points",
+            )
+        if self._rows * self._cols * chunk.dtype.itemsize > limits.max_fit_bytes:
+            raise exhausted(
+                "points",
+                f"the data exceeds the server's limit of {limits.max_fit_bytes} bytes per fit",
+            )
+        if weighted:
+            self._weights.append(decode_vector(message.sample_weight, "sample_weight", rows))
+        if self._buffer is not None:
+            if self._rows + rows > self._declared:
+                raise invalid(
+                    "spec.n_samples",
+                    f"the stream carries more rows than spec.n_samples={self._declared}",
+                )
+            self._buffer[self._rows : self._rows + rows] = chunk
+        else:
+            self._chunks.append(chunk)
+        self._rows += rows
+
+    def _start(self, chunk: np.ndarray) -> None:
+        self._dtype = chunk.dtype
+        self._cols = chunk.shape[1]
+        itemsize = chunk.dtype.itemsize
+        params, limits = self._params, self._limits
+        center_bytes = params.n_clusters * self._cols * itemsize
+        if center_bytes > limits.max_message_bytes - ENVELOPE_BYTES:
+            raise exhausted(
+                "spec.config.n_clusters",
+                f"{params.n_clusters} centers of {self._cols} features would not fit in one "
+                f"message under the server's limit of {limits.max_message_bytes} bytes",
+            )
+        if params.init_centers is not None and params.init_centers.shape[1] != self._cols:
+            raise invalid(
+                "spec.config.init_centers.cols",
+                f"spec.config.init_centers has {params.init_centers.shape[1]} columns but "
+                f"points have {self._cols}",
+            )
+        if self._declared:
+            if self._declared * self._cols * itemsize > limits.max_fit_bytes:
+                raise exhausted(
+                    "spec.n_samples",
+                    f"spec.n_samples={self._declared} rows of {self._cols} {chunk.dtype.name} "
+                    f"exceed the server's limit of {limits.max_fit_bytes} bytes per fit",
+                )
+            self._buffer = np.empty((self._declared, self._cols), dtype=chunk.dtype)
+
+    def finish(self) -> FitData:
+        if self._rows == 0:
+            raise invalid("points", "the Fit stream carried no points")
+        if self._buffer is not None:
+            if self._rows != self._declared:
+                raise invalid(
+                    "spec.n_samples",
+                    f"spec.n_samples={self._declared} but the stream carried {self._rows} rows",
+                )
+            points = self._buffer
+        else:
+            points = np.concatenate(self._chunks) if len(self._chunks) > 1 else self._chunks[0].copy()
+        self._chunks.clear()
+        check_finite(points, "points")
+        n_clusters = self._params.n_clusters
+        if n_clusters > self._rows:
+            raise invalid(
+                "spec.config.n_clusters",
+                f"spec.config.n_clusters={n_clusters} is larger than the number of points, {self._rows}",
+            )
+        weights = None
+        if self._weighted:
+            weights = np.concatenate(self._weights).astype(np.float64)
+            if weights.sum() <= 0:
+                raise invalid("sample_weight", "sample_weight must have a positive sum")
+        return FitData(points, weights)
+
+
+def _progress(stage: int, *, n_samples: int, started: float) -> pb.FitResponse:
+    return pb.FitResponse(
+        progress=pb.FitProgress(
+            stage=stage, points_received=n_samples, elapsed_seconds=time.monotonic() - started
+        )
+    )
+
+
+def _chain(first: pb.PredictRequest, rest: Iterator[pb.PredictRequest]) -> Iterator[pb.PredictRequest]:
+    yield first
+    yield from rest
+
+
+def _encode_page_token(name: str) -> str:
+    return base64.urlsafe_b64encode(name.encode()).decode()
+
+
+def _decode_page_token(token: str) -> str | None:
+    if not token:
+        return None
+    try:
+        return check_model_name(base64.urlsafe_b64decode(token.encode()).decode(), "page_token")
+    except (ValueError, UnicodeDecodeError, ServiceError):
+        raise invalid("page_token", f"page_token {token!r} was not issued by this server") from None

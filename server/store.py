@@ -1,0 +1,148 @@
+"""Durable model storage in SQLite (WAL mode, synchronous=FULL).
+
+Each save is one transaction: the new version's row, the name's version
+counter, and the pruning of versions past ``keep_versions``. A name's counter
+survives a delete, so versions never go backwards for a name.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from .registry import ModelSnapshot
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS names (
+    name TEXT PRIMARY KEY,
+    last_version INTEGER NOT NULL,
+    current_version INTEGER
+);
+CREATE TABLE IF NOT EXISTS versions (
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    meta TEXT NOT NULL,
+    centers BLOB NOT NULL,
+    PRIMARY KEY (name, version)
+);
+"""
+
+
+class ModelStore(Protocol):
+    """What the registry needs from storage; SQLite here, a networked store later."""
+
+    def load_current(self) -> list[ModelSnapshot]: ...
+
+    def last_versions(self) -> dict[str, int]: ...
+
+    def load_version(self, name: str, version: int) -> ModelSnapshot | None: ...
+
+    def save(self, snapshot: ModelSnapshot, *, keep_versions: int) -> None: ...
+
+    def delete(self, name: str, version: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class SQLiteStore:
+    """ModelStore in one SQLite file under the data directory."""
+
+    def __init__(self, data_dir: str | Path) -> None:
+        path = Path(data_dir)
+        path.mkdir(parents=True, exist_ok=True)
+        self.path = path / "models.sqlite3"
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+
+    def load_current(self) -> list[ModelSnapshot]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT v.name, v.version, v.meta, v.centers FROM versions v "
+                "JOIN names n ON n.name = v.name AND n.current_version = v.version"
+            ).fetchall()
+        return [_snapshot(*row) for row in rows]
+
+    def last_versions(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute("SELECT name, last_version FROM names").fetchall()
+        return {name: int(version) for name, version in rows}
+
+    def load_version(self, name: str, version: int) -> ModelSnapshot | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT name, version, meta, centers FROM versions WHERE name = ? AND version = ?",
+                (name, version),
+            ).fetchone()
+        return _snapshot(*row) if row else None
+
+    def save(self, snapshot: ModelSnapshot, *, keep_versions: int) -> None:
+        meta = json.dumps(
+            {
+                "kind": snapshot.kind,
+                "config": snapshot.config,
+                "inertia": snapshot.inertia,
+                "n_iter": snapshot.n_iter,
+                "n_samples_seen": snapshot.n_samples_seen,
+                "created_at": snapshot.created_at,
+                "updated_at": snapshot.updated_at,
+                "dtype": snapshot.centers.dtype.str,
+                "shape": list(snapshot.centers.shape),
+                "extra": snapshot.extra,
+            }
+        )
+        centers = np.ascontiguousarray(snapshot.centers).tobytes()
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute(
+                "INSERT INTO versions (name, version, meta, centers) VALUES (?, ?, ?, ?)",
+                (snapshot.name, snapshot.version, meta, centers),
+            )
+            self._db.execute(
+                "INSERT INTO names (name, last_version, current_version) VALUES (?, ?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET last_version = excluded.last_version, "
+                "current_version = excluded.current_version",
+                (snapshot.name, snapshot.version, snapshot.version),
+            )
+            self._db.execute(
+                "DELETE FROM versions WHERE name = ? AND version <= ?",
+                (snapshot.name, snapshot.version - keep_versions),
+            )
+
+    def delete(self, name: str, version: int) -> None:
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute(
+                "UPDATE names SET last_version = ?, current_version = NULL WHERE name = ?",
+                (version, name),
+            )
+            self._db.execute("DELETE FROM versions WHERE name = ?", (name,))
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def _snapshot(name: str, version: int, meta_json: str, centers_blob: bytes) -> ModelSnapshot:
+    meta = json.loads(meta_json)
+    centers = np.frombuffer(centers_blob, dtype=np.dtype(meta["dtype"])).reshape(meta["shape"])
+    return ModelSnapshot(
+        name=name,
+        version=int(version),
+        centers=centers.astype(centers.dtype.newbyteorder("="), copy=True),
+        config=meta["config"],
+        inertia=float(meta["inertia"]),
+        n_iter=int(meta["n_iter"]),
+        n_samples_seen=int(meta["n_samples_seen"]),
+        created_at=float(meta["created_at"]),
+        updated_at=float(meta["updated_at"]),
+        kind=meta["kind"],
+        extra=meta.get("extra", {}),
+    )

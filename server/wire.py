@@ -1,0 +1,144 @@
+"""Conversion between wire messages (Matrix, Vector, Model) and numpy, with validation.
+
+Decoding checks everything a client could get wrong and raises ServiceError
+naming the field; arrays are read with ``frombuffer`` and not copied.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from centroidal.v1 import clustering_pb2 as pb
+
+from .errors import exhausted, invalid
+from .registry import ModelSnapshot
+
+DTYPES = {
+    pb.DTYPE_FLOAT32: np.dtype("<f4"),
+    pb.DTYPE_FLOAT64: np.dtype("<f8"),
+}
+WIRE_DTYPES = {np.dtype(np.float32): pb.DTYPE_FLOAT32, np.dtype(np.float64): pb.DTYPE_FLOAT64}
+
+INIT_NAMES = {
+    pb.INIT_METHOD_UNSPECIFIED: "k-means++",
+    pb.INIT_METHOD_KMEANS_PLUS_PLUS: "k-means++",
+    pb.INIT_METHOD_RANDOM: "random",
+    pb.INIT_METHOD_GIVEN: "given",
+}
+INIT_ENUMS = {
+    "k-means++": pb.INIT_METHOD_KMEANS_PLUS_PLUS,
+    "random": pb.INIT_METHOD_RANDOM,
+    "given": pb.INIT_METHOD_GIVEN,
+}
+
+
+def dtype_of(code: int, field: str) -> np.dtype:
+    try:
+        return DTYPES[code]
+    except KeyError:
+        name = pb.DType.Name(code) if code in pb.DType.values() else str(code)
+        raise invalid(
+            f"{field}.dtype", f"{field}.dtype must be DTYPE_FLOAT32 or DTYPE_FLOAT64, got {name}"
+        ) from None
+
+
+def decode_matrix(
+    message: pb.Matrix, field: str, *, max_rows: int, max_cols: int, allow_empty: bool = False
+) -> np.ndarray:
+    """A read-only (rows, cols) view of a Matrix's bytes; checks shape, size and limits."""
+    dtype = dtype_of(message.dtype, field)
+    rows, cols = int(message.rows), int(message.cols)
+    if cols < 1:
+        raise invalid(f"{field}.cols", f"{field}.cols must be at least 1, got {cols}")
+    if cols > max_cols:
+        raise exhausted(
+            f"{field}.cols", f"{field}.cols={cols} exceeds the server's limit of {max_cols} features"
+        )
+    if rows == 0 and not allow_empty:
+        raise invalid(f"{field}.rows", f"{field} is empty: rows must be at least 1")
+    if rows > max_rows:
+        raise exhausted(
+            f"{field}.rows", f"{field}.rows={rows} exceeds the server's limit of {max_rows} points"
+        )
+    expected = rows * cols * dtype.itemsize
+    if len(message.data) != expected:
+        raise invalid(
+            f"{field}.data",
+            f"{field}.data has {len(message.data)} bytes but rows={rows} x cols={cols} of "
+            f"{dtype.name} needs {expected}",
+        )
+    array = np.frombuffer(message.data, dtype=dtype).reshape(rows, cols)
+    return array.astype(dtype.newbyteorder("="), copy=False)
+
+
+def check_finite(array: np.ndarray, field: str) -> None:
+    """Refuse NaN and Inf, naming the first offending row."""
+    finite = np.isfinite(array)
+    if not finite.all():
+        row = int(np.argwhere(~finite)[0][0])
+        raise invalid(f"{field}.data", f"{field} contains NaN or Inf (first at row {row})")
+
+
+def decode_vector(message: pb.Vector, field: str, length: int) -> np.ndarray:
+    """Sample weights: finite, >= 0, exactly ``length`` of them."""
+    dtype = dtype_of(message.dtype, field)
+    if len(message.data) != length * dtype.itemsize:
+        raise invalid(
+            f"{field}.data",
+            f"{field} has {len(message.data) // dtype.itemsize} values for {length} rows",
+        )
+    values = np.frombuffer(message.data, dtype=dtype)
+    if not np.isfinite(values).all() or (values < 0).any():
+        raise invalid(f"{field}.data", f"{field} must be finite and >= 0")
+    return values
+
+
+def encode_matrix(array: np.ndarray) -> pb.Matrix:
+    array = np.ascontiguousarray(array)
+    dtype = array.dtype.newbyteorder("<")
+    return pb.Matrix(
+        dtype=WIRE_DTYPES[np.dtype(array.dtype.newbyteorder("="))],
+        rows=array.shape[0],
+        cols=array.shape[1],
+        data=array.astype(dtype, copy=False).tobytes(),
+    )
+
+
+def encode_labels(labels: np.ndarray) -> bytes:
+    return np.ascontiguousarray(labels, dtype="<i4").tobytes()
+
+
+def _timestamp(seconds: float) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromNanoseconds(int(seconds * 1e9))
+    return stamp
+
+
+def model_message(snapshot: ModelSnapshot, *, include_centers: bool) -> pb.Model:
+    config = snapshot.config
+    message = pb.Model(
+        name=snapshot.name,
+        version=snapshot.version,
+        kind=pb.MODEL_KIND_KMEANS,
+        config=pb.KMeansConfig(
+            algorithm=pb.ALGORITHM_KMEANS,
+            n_clusters=snapshot.n_clusters,
+            init=INIT_ENUMS[config["init"]],
+            n_init=config["n_init"],
+            max_iter=config["max_iter"],
+            tol=config["tol"],
+            seed=config["seed"],
+        ),
+        n_features=snapshot.n_features,
+        n_clusters=snapshot.n_clusters,
+        dtype=WIRE_DTYPES[snapshot.centers.dtype],
+        inertia=snapshot.inertia,
+        n_iter=snapshot.n_iter,
+        n_samples_seen=snapshot.n_samples_seen,
+        created_at=_timestamp(snapshot.created_at),
+        updated_at=_timestamp(snapshot.updated_at),
+    )
+    if include_centers:
+        message.centers.CopyFrom(encode_matrix(snapshot.centers))
+    return message
