@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -53,19 +53,17 @@ def _serve(argv: list[str]) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="centroidal", description="k-means clustering service")
-    parser.add_argument(
-        "--target", default=default_target(),
-        help="server address (env CENTROIDAL_TARGET; default %(default)s)",
-    )
-    parser.add_argument(
-        "--token", default=os.environ.get("CENTROIDAL_TOKEN"),
-        help="bearer token (env CENTROIDAL_TOKEN)",
-    )
-    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per call")
+    _connection_options(parser, defaults=True)
+    # The same options after the command (`centroidal health --target ...`) win over these.
+    common = argparse.ArgumentParser(add_help=False)
+    _connection_options(common, defaults=False)
     commands = parser.add_subparsers(title="commands", metavar="{serve,fit,predict,models,health}")
     commands.add_parser("serve", help="run the server (see `centroidal serve --help`)")
 
-    fit = commands.add_parser("fit", help="fit a model on a .npy or .csv file")
+    def command(name: str, help_text: str, within: Any = commands) -> argparse.ArgumentParser:
+        return within.add_parser(name, help=help_text, parents=[common])
+
+    fit = command("fit", "fit a model on a .npy or .csv file")
     fit.add_argument("data", type=Path, help="points, one row per sample (.npy or .csv)")
     fit.add_argument("--model", required=True, help="model name")
     fit.add_argument("--clusters", "-k", type=int, required=True, help="number of clusters")
@@ -81,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     fit.set_defaults(run=_fit)
 
-    predict = commands.add_parser("predict", help="label the points of a .npy or .csv file")
+    predict = command("predict", "label the points of a .npy or .csv file")
     predict.add_argument("data", type=Path)
     predict.add_argument("--model", required=True)
     predict.add_argument("--version", type=int, default=None, help="pin a model version")
@@ -91,24 +89,39 @@ def _parser() -> argparse.ArgumentParser:
                          help="write labels to .npy or .csv instead of standard output")
     predict.set_defaults(run=_predict)
 
-    models = commands.add_parser("models", help="list, show or delete models")
+    models = command("models", "list, show or delete models")
     actions = models.add_subparsers(metavar="{list,get,delete}")
-    listing = actions.add_parser("list", help="list every model")
+    listing = command("list", "list every model", actions)
     listing.set_defaults(run=_models_list)
-    get = actions.add_parser("get", help="describe one model as JSON")
+    get = command("get", "describe one model as JSON", actions)
     get.add_argument("name")
     get.add_argument("--centers", action="store_true", help="include the centers")
     get.set_defaults(run=_models_get)
-    delete = actions.add_parser("delete", help="delete one model")
+    delete = command("delete", "delete one model", actions)
     delete.add_argument("name")
     delete.add_argument("--expected-version", type=int, default=None)
     delete.set_defaults(run=_models_delete)
     models.set_defaults(run=_models_list)
 
-    health = commands.add_parser("health", help="exit 0 only when the server is SERVING")
+    health = command("health", "exit 0 only when the server is SERVING")
     health.add_argument("--service", default="", help="service name to check (default: overall)")
     health.set_defaults(run=_health)
     return parser
+
+
+def _connection_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+    def default(value: object) -> object:
+        return value if defaults else argparse.SUPPRESS
+
+    parser.add_argument(
+        "--target", default=default(default_target()),
+        help="server address (env CENTROIDAL_TARGET, else 127.0.0.1:50051)",
+    )
+    parser.add_argument(
+        "--token", default=default(os.environ.get("CENTROIDAL_TOKEN")),
+        help="bearer token (env CENTROIDAL_TOKEN)",
+    )
+    parser.add_argument("--timeout", type=float, default=default(60.0), help="seconds per call")
 
 
 def load_points(path: Path, dtype: str | None) -> np.ndarray:

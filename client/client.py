@@ -160,7 +160,8 @@ class Client:
 
         def requests() -> Iterator[pb.FitRequest]:
             rows = self._rows_per_chunk(points)
-            for start in range(0, n_samples, rows):
+            # range(0, 1, ...) for empty data: the spec always goes out, so the server can say why.
+            for start in range(0, max(n_samples, 1), rows):
                 message = pb.FitRequest(points=_wire.encode_matrix(points[start : start + rows]))
                 if start == 0:
                     message.spec.CopyFrom(spec)
@@ -173,12 +174,12 @@ class Client:
 
         labels = np.empty(n_samples, dtype=np.int32) if return_labels else None
         result = None
+        responses = self._stub.Fit(
+            requests(),
+            timeout=self.fit_timeout if timeout is None else timeout,
+            metadata=self._metadata,
+        )
         try:
-            responses = self._stub.Fit(
-                requests(),
-                timeout=self.fit_timeout if timeout is None else timeout,
-                metadata=self._metadata,
-            )
             for response in responses:
                 kind = response.WhichOneof("event")
                 if kind == "progress" and on_progress is not None:
@@ -191,6 +192,10 @@ class Client:
                     result = response.result
         except grpc.RpcError as error:
             raise error_from_rpc(error) from error
+        except BaseException:
+            # on_progress raised (or the caller was interrupted): stop the server's work too.
+            responses.cancel()
+            raise
         if result is None:
             raise CentroidalError("the server ended the Fit stream without a result")
         return FitResult(

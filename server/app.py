@@ -57,9 +57,11 @@ class CentroidalServer:
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.grpc_server
         )
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
-        self.port = self.grpc_server.add_insecure_port(config.address)
-        if self.port == 0:
-            raise OSError(f"could not bind {config.address}")
+        try:
+            self.port = self.grpc_server.add_insecure_port(config.address)
+        except RuntimeError as exc:
+            self.store.close()
+            raise OSError(f"could not bind {config.address}: {exc}") from exc
         self._stopped = threading.Event()
 
     def _set_health(self, status: int) -> None:

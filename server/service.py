@@ -189,34 +189,39 @@ class ClusteringServicer(pb_grpc.ClusteringServiceServicer):
         )
         last_sent = 0.0
         iteration = 0
-        while True:
-            if not context.is_active():
+        finished = False
+        try:
+            while context.is_active():
+                try:
+                    event = next(steps)
+                except StopIteration as done:
+                    finished = True
+                    return done.value
+                iteration = event.iteration
+                now = time.monotonic()
+                throttled = event.stage in (kmeans.Stage.ITERATION, kmeans.Stage.SEEDING)
+                if throttled and event.iteration > 1 and now - last_sent < PROGRESS_INTERVAL_S:
+                    continue
+                last_sent = now
+                yield pb.FitResponse(
+                    progress=pb.FitProgress(
+                        stage=_STAGES[event.stage],
+                        restart=event.restart,
+                        n_init=event.n_init,
+                        iteration=event.iteration,
+                        inertia=0.0 if math.isnan(event.inertia) else event.inertia,
+                        center_shift=0.0 if math.isnan(event.center_shift) else event.center_shift,
+                        points_received=data.points.shape[0],
+                        elapsed_seconds=now - started,
+                    )
+                )
+            return None
+        finally:
+            # Reached on cancel or deadline, whether seen by is_active() or by a failed send.
+            if not finished:
                 steps.close()
                 self.last_stopped_fit_iteration = iteration
                 log.info("fit of %s stopped at iteration %d: call ended", params.model, iteration)
-                return None
-            try:
-                event = next(steps)
-            except StopIteration as done:
-                return done.value
-            iteration = event.iteration
-            now = time.monotonic()
-            throttled = event.stage in (kmeans.Stage.ITERATION, kmeans.Stage.SEEDING)
-            if throttled and event.iteration > 1 and now - last_sent < PROGRESS_INTERVAL_S:
-                continue
-            last_sent = now
-            yield pb.FitResponse(
-                progress=pb.FitProgress(
-                    stage=_STAGES[event.stage],
-                    restart=event.restart,
-                    n_init=event.n_init,
-                    iteration=event.iteration,
-                    inertia=0.0 if math.isnan(event.inertia) else event.inertia,
-                    center_shift=0.0 if math.isnan(event.center_shift) else event.center_shift,
-                    points_received=data.points.shape[0],
-                    elapsed_seconds=now - started,
-                )
-            )
 
     def _fit_params(self, spec: pb.FitSpec) -> FitParams:
         limits = self._config

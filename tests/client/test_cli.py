@@ -1,0 +1,71 @@
+"""The `centroidal` command against a real server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.datasets import make_blobs
+
+from centroidal.client.cli import main
+from centroidal.server import CentroidalServer
+
+X, _ = make_blobs(300, centers=4, cluster_std=0.6, random_state=0)
+
+
+@pytest.fixture
+def target(server: CentroidalServer) -> list[str]:
+    return ["--target", f"127.0.0.1:{server.port}"]
+
+
+def test_fit_predict_and_models_from_files(
+    target: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    npy = tmp_path / "points.npy"
+    np.save(npy, X.astype(np.float32))
+    csv = tmp_path / "points.csv"
+    np.savetxt(csv, X, delimiter=",", header="x,y", comments="")
+    labels_out = tmp_path / "labels.npy"
+
+    assert main([*target, "fit", str(npy), "--model", "blobs", "-k", "4", "--seed", "0",
+                 "--labels-out", str(labels_out)]) == 0
+    captured = capsys.readouterr()
+    assert "model blobs version 1: 300 points, 4 clusters" in captured.out
+    assert "uploading" in captured.err and "iteration" in captured.err
+
+    assert main([*target, "predict", str(csv), "--model", "blobs"]) == 0
+    printed = np.array(capsys.readouterr().out.split(), dtype=np.int32)
+    np.testing.assert_array_equal(printed, np.load(labels_out))
+
+    out = tmp_path / "predicted.csv"
+    assert main([*target, "predict", str(csv), "--model", "blobs", "--distances", "--out", str(out)]) == 0
+    table = np.loadtxt(out, delimiter=",")
+    assert table.shape == (300, 2)
+
+    assert main([*target, "models"]) == 0
+    assert "blobs" in capsys.readouterr().out
+    assert main([*target, "models", "get", "blobs", "--centers"]) == 0
+    described = json.loads(capsys.readouterr().out)
+    assert described["version"] == 1 and len(described["centers"]) == 4
+    assert main([*target, "models", "delete", "blobs"]) == 0
+    assert "deleted blobs (version 2)" in capsys.readouterr().out
+
+
+def test_errors_exit_nonzero_with_the_reason(
+    target: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    npy = tmp_path / "points.npy"
+    np.save(npy, X)
+    assert main([*target, "predict", str(npy), "--model", "absent"]) == 1
+    assert "NOT_FOUND" in capsys.readouterr().err
+    assert main([*target, "fit", str(npy), "--model", "m", "-k", "0", "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "INVALID_ARGUMENT" in err and "spec.config.n_clusters" in err
+
+
+def test_health_exit_code(target: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([*target, "health"]) == 0
+    assert capsys.readouterr().out.strip() == "SERVING"
+    assert main(["--target", "127.0.0.1:1", "--timeout", "2", "health"]) == 1

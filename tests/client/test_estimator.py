@@ -1,0 +1,65 @@
+"""RemoteKMeans behaves like sklearn.cluster.KMeans with one changed line."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.cluster import KMeans
+from sklearn.datasets import make_blobs
+from sklearn.exceptions import NotFittedError
+
+from centroidal.client import RemoteKMeans
+from centroidal.server import CentroidalServer
+
+X, _ = make_blobs(300, centers=4, cluster_std=0.6, random_state=0)
+
+
+@pytest.fixture
+def target(server: CentroidalServer, monkeypatch: pytest.MonkeyPatch) -> str:
+    address = f"127.0.0.1:{server.port}"
+    monkeypatch.setenv("CENTROIDAL_TARGET", address)
+    return address
+
+
+def test_drop_in_for_sklearn_kmeans(target: str) -> None:
+    ours = RemoteKMeans(n_clusters=4, random_state=0).fit(X)
+    ref = KMeans(n_clusters=4, random_state=0).fit(X)
+    assert ours.cluster_centers_.shape == ref.cluster_centers_.shape
+    assert ours.inertia_ == pytest.approx(ref.inertia_, rel=1e-6)
+    assert ours.n_features_in_ == 2 and ours.n_iter_ >= 1
+    np.testing.assert_array_equal(ours.predict(X), ours.labels_)
+    assert ours.transform(X[:3]).shape == (3, 4)
+    assert ours.score(X) == pytest.approx(-ours.inertia_, rel=1e-9)
+    np.testing.assert_array_equal(ours.fit_predict(X), ours.labels_)
+    assert ours.model_name_.startswith("remote-kmeans-")
+
+
+def test_named_model_is_stored_under_that_name(target: str) -> None:
+    estimator = RemoteKMeans(3, model_name="named", random_state=1).fit(X)
+    assert estimator.model_name_ == "named" and estimator.version_ == 1
+
+
+def test_params_round_trip_and_clone(target: str) -> None:
+    estimator = RemoteKMeans(5, max_iter=50, random_state=3)
+    params = estimator.get_params()
+    assert params["n_clusters"] == 5 and params["max_iter"] == 50 and params["target"] is None
+    copy = clone(estimator)
+    assert copy.get_params() == params
+    assert estimator.set_params(n_clusters=6) is estimator and estimator.n_clusters == 6
+    with pytest.raises(ValueError, match="invalid parameter"):
+        estimator.set_params(colour="red")
+    assert repr(estimator) == "RemoteKMeans(n_clusters=6, max_iter=50, random_state=3)"
+
+
+def test_unfitted_estimator_refuses_to_predict(target: str) -> None:
+    with pytest.raises(NotFittedError):
+        RemoteKMeans(3).predict(X)
+
+
+def test_fitted_estimator_pickles_without_its_channel(target: str) -> None:
+    estimator = RemoteKMeans(3, random_state=0).fit(X)
+    restored = pickle.loads(pickle.dumps(estimator))
+    np.testing.assert_array_equal(restored.predict(X), estimator.labels_)

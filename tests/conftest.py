@@ -1,0 +1,42 @@
+"""Shared fixtures: a real server on a free port, and an SDK client talking to it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from centroidal.client import Client
+from centroidal.server import CentroidalServer, ServerConfig, create_server
+
+ServerFactory = Callable[..., CentroidalServer]
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[ServerFactory]:
+    """Start servers on port 0; each keeps tmp_path/data unless data_dir is given."""
+    running: list[CentroidalServer] = []
+
+    def start(**overrides: object) -> CentroidalServer:
+        config = replace(ServerConfig(port=0, data_dir=str(tmp_path / "data")), **overrides)
+        server, _ = create_server(config)
+        server.start()
+        running.append(server)
+        return server
+
+    yield start
+    for server in running:
+        server.stop(0)
+
+
+@pytest.fixture
+def server(start_server: ServerFactory) -> CentroidalServer:
+    return start_server()
+
+
+@pytest.fixture
+def client(server: CentroidalServer) -> Iterator[Client]:
+    with Client(f"127.0.0.1:{server.port}", timeout=30) as sdk:
+        yield sdk

@@ -1,0 +1,110 @@
+"""`centroidal serve` as a real subprocess: start, serve, SIGTERM, restart on the same data."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from centroidal.client import Client
+
+CENTROIDAL = [sys.executable, "-m", "centroidal.client.cli"]
+LISTENING = re.compile(r"centroidal listening on ([\d.]+):(\d+)")
+
+
+class ServeProcess:
+    """A `centroidal serve` child whose log lines are collected as they arrive."""
+
+    def __init__(self, data_dir: Path, *extra: str) -> None:
+        env = {**os.environ, "CENTROIDAL_DATA_DIR": str(data_dir)}
+        self.process = subprocess.Popen(
+            [*CENTROIDAL, "serve", "--port", "0", "--grace-period", "5", *extra],
+            env=env, stderr=subprocess.PIPE, text=True,
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.lines.append(line)
+
+    def wait_for_address(self, limit_s: float = 180.0) -> str:
+        give_up = time.monotonic() + limit_s
+        while time.monotonic() < give_up:
+            for line in list(self.lines):
+                match = LISTENING.search(line)
+                if match:
+                    return f"{match.group(1)}:{match.group(2)}"
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.1)
+        raise AssertionError("server did not start:\n" + "".join(self.lines))
+
+    def terminate(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(60)
+        self._reader.join(5)
+        return code
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[type[ServeProcess]]:
+    started: list[ServeProcess] = []
+
+    def start(*extra: str) -> ServeProcess:
+        child = ServeProcess(tmp_path / "data", *extra)
+        started.append(child)
+        return child
+
+    yield start  # type: ignore[misc]
+    for child in started:
+        if child.process.poll() is None:
+            child.process.kill()
+            child.process.wait()
+
+
+def health(address: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CENTROIDAL, "health", "--target", address], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_serve_answers_drains_on_sigterm_and_reloads_models(serve) -> None:
+    X = np.random.default_rng(3).normal(size=(500, 3)).astype(np.float32)
+    first = serve()
+    address = first.wait_for_address()
+    checked = health(address)
+    assert checked.returncode == 0 and checked.stdout.strip() == "SERVING"
+    with Client(address) as client:
+        fitted = client.fit("persisted", X, 5, seed=2, return_labels=True)
+    assert first.terminate() == 0
+    assert any("stopped cleanly" in line for line in first.lines)
+    assert health(address).returncode != 0
+
+    second = serve()
+    address = second.wait_for_address()
+    with Client(address) as client:
+        assert client.get_model("persisted").version == 1
+        np.testing.assert_array_equal(client.predict("persisted", X), fitted.labels)
+    assert second.terminate() == 0
+
+
+def test_serve_refuses_a_busy_port(serve) -> None:
+    first = serve()
+    address = first.wait_for_address()
+    port = address.rsplit(":", 1)[1]
+    second = serve("--port", port)
+    assert second.process.wait(120) == 2
+    assert any("cannot start" in line for line in second.lines)
+    assert first.terminate() == 0

@@ -1,0 +1,150 @@
+"""The engine against scikit-learn and against the naive reference."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+from sklearn.cluster import KMeans
+from sklearn.datasets import load_digits, make_blobs
+
+from centroidal.engine import InvalidInputError, kmeans
+from tests import naive
+
+
+@pytest.fixture(scope="module")
+def blobs() -> np.ndarray:
+    X, _ = make_blobs(3000, n_features=6, centers=8, cluster_std=1.5, random_state=7)
+    return X
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_lloyd_from_same_centers_matches_sklearn(blobs: np.ndarray, dtype: type) -> None:
+    X = blobs.astype(dtype)
+    init = X[::375][:8].copy()
+    ours = kmeans.fit(X, 8, init=init, n_init=1)
+    ref = KMeans(8, init=init, n_init=1).fit(X)
+    np.testing.assert_array_equal(ours.labels, ref.labels_)
+    tolerance = 1e-4 if dtype is np.float32 else 1e-10
+    np.testing.assert_allclose(ours.centers, ref.cluster_centers_, rtol=tolerance, atol=tolerance)
+    assert ours.inertia == pytest.approx(ref.inertia_, rel=tolerance)
+
+
+@pytest.mark.parametrize(
+    "dataset, n_clusters",
+    [("blobs", 8), ("digits", 10)],
+)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_kmeans_plusplus_inertia_within_one_percent_of_sklearn_median(
+    blobs: np.ndarray, dataset: str, n_clusters: int, dtype: type
+) -> None:
+    X = (blobs if dataset == "blobs" else load_digits().data).astype(dtype)
+    ours = np.median([kmeans.fit(X, n_clusters, seed=seed).inertia for seed in range(10)])
+    ref = np.median([KMeans(n_clusters, random_state=seed).fit(X).inertia_ for seed in range(10)])
+    assert ours <= 1.01 * ref
+
+
+def test_float32_input_gives_float32_centers(blobs: np.ndarray) -> None:
+    result = kmeans.fit(blobs.astype(np.float32), 4, seed=0)
+    assert result.centers.dtype == np.float32
+    assert result.labels.dtype == np.int32
+    assert kmeans.transform(blobs.astype(np.float32), result.centers).dtype == np.float32
+
+
+def test_same_seed_gives_bitwise_identical_results(blobs: np.ndarray) -> None:
+    first = kmeans.fit(blobs, 8, seed=123, n_init=3)
+    second = kmeans.fit(blobs, 8, seed=123, n_init=3)
+    assert first.centers.tobytes() == second.centers.tobytes()
+    np.testing.assert_array_equal(first.labels, second.labels)
+    different = kmeans.fit(blobs, 8, seed=124, n_init=3)
+    assert different.centers.tobytes() != first.centers.tobytes()
+
+
+def test_result_does_not_depend_on_thread_count() -> None:
+    X, _ = make_blobs(50_000, n_features=4, centers=10, random_state=1)
+    X = X.astype(np.float32)
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        single = kmeans.fit(X, 10, seed=5)
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        multi = kmeans.fit(X, 10, seed=5)
+    finally:
+        numba.set_num_threads(before)
+    assert single.centers.tobytes() == multi.centers.tobytes()
+    assert single.inertia == multi.inertia
+
+
+def test_empty_cluster_moves_to_the_farthest_point() -> None:
+    X = np.array([[0.0], [0.1], [0.2], [10.0], [10.1], [50.0]])
+    init = np.array([[0.1], [10.0], [1000.0]])  # the third center attracts nothing
+    result = kmeans.fit(X, 3, init=init, n_init=1)
+    assert sorted(set(result.labels.tolist())) == [0, 1, 2]
+    assert 50.0 in result.centers[:, 0]
+
+
+def test_sample_weight_acts_like_repeated_rows(blobs: np.ndarray) -> None:
+    X = blobs[:500]
+    weights = np.tile([1.0, 2.0, 3.0], 500)[:500]
+    repeated = np.repeat(X, weights.astype(int), axis=0)
+    init = X[:5].copy()
+    weighted = kmeans.fit(X, 5, init=init, sample_weight=weights)
+    expanded = kmeans.fit(repeated, 5, init=init)
+    np.testing.assert_allclose(weighted.centers, expanded.centers, rtol=1e-10)
+    assert weighted.inertia == pytest.approx(expanded.inertia, rel=1e-10)
+
+
+def test_random_init_restarts_keep_the_best(blobs: np.ndarray) -> None:
+    single = [kmeans.fit(blobs, 8, init="random", n_init=1, seed=s).inertia for s in range(5)]
+    best_of_ten = kmeans.fit(blobs, 8, init="random", seed=0)
+    assert best_of_ten.inertia <= np.median(single)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_predict_and_transform_match_naive(blobs: np.ndarray, dtype: type) -> None:
+    X = blobs.astype(dtype)
+    centers = X[:7].copy()
+    labels, distances = kmeans.predict(X, centers, return_distance=True)
+    expected = naive.sq_distances(X, centers)
+    np.testing.assert_array_equal(labels, expected.argmin(axis=1))
+    np.testing.assert_allclose(distances, np.sqrt(expected.min(axis=1)), rtol=1e-5)
+    np.testing.assert_allclose(kmeans.transform(X, centers), np.sqrt(expected), rtol=1e-5)
+
+
+def test_tolerance_is_relative_to_data_variance(blobs: np.ndarray) -> None:
+    np.testing.assert_allclose(kmeans.mean_variance(blobs), np.var(blobs, axis=0).mean(), rtol=1e-12)
+    loose = kmeans.fit(blobs * 1000, 8, init=blobs[:8] * 1000, tol=1e-1)
+    strict = kmeans.fit(blobs * 1000, 8, init=blobs[:8] * 1000, tol=0)
+    assert loose.n_iter < strict.n_iter
+
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        ({"n_clusters": 0}, "n_clusters"),
+        ({"n_clusters": 11}, "n_clusters"),
+        ({"X": np.full((10, 2), np.nan)}, "X"),
+        ({"X": np.ones(10)}, "X"),
+        ({"X": np.ones((0, 3))}, "X"),
+        ({"sample_weight": -np.ones(10)}, "sample_weight"),
+        ({"sample_weight": np.ones(9)}, "sample_weight"),
+        ({"init": np.ones((3, 2))}, "init"),
+        ({"init": "farthest"}, "init"),
+        ({"max_iter": 0}, "max_iter"),
+        ({"tol": -1.0}, "tol"),
+    ],
+)
+def test_invalid_arguments_name_the_field(kwargs: dict, field: str) -> None:
+    arguments = {"X": np.random.default_rng(0).normal(size=(10, 2)), "n_clusters": 2, **kwargs}
+    with pytest.raises(InvalidInputError) as raised:
+        kmeans.fit(**arguments)
+    assert raised.value.field == field
+
+
+def test_closing_the_step_generator_stops_the_fit(blobs: np.ndarray) -> None:
+    steps = kmeans.fit_steps(blobs, 8, seed=0, tol=0)
+    stages = [next(steps).stage for _ in range(12)]
+    steps.close()
+    assert kmeans.Stage.ITERATION in stages
+    with pytest.raises(StopIteration):
+        next(steps)

@@ -1,0 +1,258 @@
+"""Every client mistake gets its canonical code, names the field, and loses nothing stored."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+import numpy as np
+import pytest
+
+from centroidal.client import (
+    Aborted,
+    CentroidalError,
+    Client,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unimplemented,
+)
+from centroidal.client.errors import error_from_rpc
+from centroidal.v1 import clustering_pb2 as pb
+from centroidal.v1 import clustering_pb2_grpc as pb_grpc
+from tests.conftest import ServerFactory
+
+RNG = np.random.default_rng(0)
+X = RNG.normal(size=(200, 3))
+
+
+@pytest.fixture
+def stub(server) -> Iterator[pb_grpc.ClusteringServiceStub]:
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        yield pb_grpc.ClusteringServiceStub(channel)
+
+
+@pytest.fixture
+def fitted(client: Client) -> Client:
+    client.fit("kept", X, 3, seed=0)
+    return client
+
+
+def raw_error(call) -> CentroidalError:
+    with pytest.raises(grpc.RpcError) as raised:
+        result = call()
+        if hasattr(result, "__iter__") and not isinstance(result, pb.PredictResponse):
+            list(result)
+    return error_from_rpc(raised.value)
+
+
+def assert_kept(client: Client) -> None:
+    model = client.get_model("kept")
+    assert model.version == 1
+    np.testing.assert_array_equal(client.predict("kept", X[:5]), client.predict("kept", X[:5]))
+
+
+def test_nan_in_fit_data(fitted: Client) -> None:
+    bad = X.copy()
+    bad[17, 2] = np.nan
+    with pytest.raises(InvalidArgument) as raised:
+        fitted.fit("kept", bad, 3)
+    assert raised.value.field == "points.data"
+    assert "row 17" in raised.value.message
+    assert_kept(fitted)
+
+
+def test_inf_in_predict_points(fitted: Client) -> None:
+    bad = X[:10].copy()
+    bad[4, 0] = np.inf
+    with pytest.raises(InvalidArgument) as raised:
+        fitted.predict("kept", bad)
+    assert raised.value.field == "points.data"
+    assert "row 4" in raised.value.message
+
+
+def test_wrong_dimension_for_the_model(fitted: Client) -> None:
+    with pytest.raises(FailedPrecondition) as raised:
+        fitted.predict("kept", X[:, :2])
+    assert raised.value.field == "points.cols"
+    assert "points.cols=2" in raised.value.message and "3 features" in raised.value.message
+
+
+def test_more_clusters_than_points(fitted: Client) -> None:
+    with pytest.raises(InvalidArgument) as raised:
+        fitted.fit("kept", X[:5], 6)
+    assert raised.value.field == "spec.config.n_clusters"
+    assert "n_clusters=6" in raised.value.message and "5" in raised.value.message
+    assert_kept(fitted)
+
+
+def test_zero_clusters(fitted: Client) -> None:
+    with pytest.raises(InvalidArgument) as raised:
+        fitted.fit("kept", X, 0)
+    assert raised.value.field == "spec.config.n_clusters"
+    assert "got 0" in raised.value.message
+    assert_kept(fitted)
+
+
+def test_empty_data(fitted: Client) -> None:
+    with pytest.raises(InvalidArgument) as raised:
+        fitted.fit("kept", np.empty((0, 3)), 2)
+    assert raised.value.field == "points"
+    assert "no points" in raised.value.message
+    assert_kept(fitted)
+
+
+def test_unknown_model(client: Client) -> None:
+    with pytest.raises(NotFound) as raised:
+        client.predict("missing", X)
+    assert raised.value.field == "model"
+    assert "'missing'" in raised.value.message
+    with pytest.raises(NotFound):
+        client.get_model("missing")
+    with pytest.raises(NotFound):
+        client.delete_model("missing")
+
+
+def test_unspecified_dtype(stub: pb_grpc.ClusteringServiceStub, fitted: Client) -> None:
+    points = pb.Matrix(rows=1, cols=3, data=bytes(12))
+    error = raw_error(lambda: stub.Predict(pb.PredictRequest(model="kept", points=points)))
+    assert isinstance(error, InvalidArgument)
+    assert error.field == "points.dtype"
+    assert "DTYPE_UNSPECIFIED" in error.message
+
+
+def test_byte_count_that_does_not_match_the_shape(stub, fitted: Client) -> None:
+    points = pb.Matrix(dtype=pb.DTYPE_FLOAT32, rows=2, cols=3, data=bytes(20))
+    error = raw_error(lambda: stub.Predict(pb.PredictRequest(model="kept", points=points)))
+    assert isinstance(error, InvalidArgument)
+    assert error.field == "points.data"
+    assert "20 bytes" in error.message and "24" in error.message
+
+
+def test_dtype_changing_mid_stream(stub, fitted: Client) -> None:
+    spec = pb.FitSpec(model="kept", config=pb.KMeansConfig(n_clusters=2))
+    chunks = [
+        pb.FitRequest(spec=spec, points=pb.Matrix(dtype=pb.DTYPE_FLOAT64, rows=2, cols=3, data=bytes(48))),
+        pb.FitRequest(points=pb.Matrix(dtype=pb.DTYPE_FLOAT32, rows=2, cols=3, data=bytes(24))),
+    ]
+    error = raw_error(lambda: stub.Fit(iter(chunks)))
+    assert isinstance(error, InvalidArgument)
+    assert error.field == "points" and "float32" in error.message
+    assert_kept(fitted)
+
+
+def test_first_fit_message_without_spec(stub) -> None:
+    chunk = pb.FitRequest(points=pb.Matrix(dtype=pb.DTYPE_FLOAT64, rows=1, cols=1, data=bytes(8)))
+    error = raw_error(lambda: stub.Fit(iter([chunk])))
+    assert isinstance(error, InvalidArgument) and error.field == "spec"
+
+
+def test_oversized_request(stub, fitted: Client) -> None:
+    rows = 17 * 1024 * 1024 // 24 + 1  # just over the default 16 MiB message limit
+    points = pb.Matrix(dtype=pb.DTYPE_FLOAT64, rows=rows, cols=3, data=bytes(rows * 24))
+    error = raw_error(lambda: stub.Predict(pb.PredictRequest(model="kept", points=points)))
+    assert isinstance(error, ResourceExhausted)
+    assert "larger than max" in error.message
+    assert_kept(fitted)
+
+
+def test_point_limit(start_server: ServerFactory) -> None:
+    server = start_server(max_points=100)
+    with Client(f"127.0.0.1:{server.port}") as client:
+        with pytest.raises(ResourceExhausted) as raised:
+            client.fit("big", X, 2)
+    assert raised.value.field == "spec.n_samples"
+    assert "200" in raised.value.message and "100" in raised.value.message
+
+
+def test_cluster_and_feature_limits(start_server: ServerFactory) -> None:
+    server = start_server(max_clusters=4, max_features=2)
+    with Client(f"127.0.0.1:{server.port}") as client:
+        with pytest.raises(ResourceExhausted) as raised:
+            client.fit("big", X, 5)
+        assert raised.value.field == "spec.config.n_clusters"
+        with pytest.raises(ResourceExhausted) as raised:
+            client.fit("wide", X, 2)
+        assert raised.value.field == "points.cols"
+
+
+def test_model_limit(start_server: ServerFactory) -> None:
+    server = start_server(max_models=1)
+    with Client(f"127.0.0.1:{server.port}") as client:
+        client.fit("first", X, 2, seed=0)
+        with pytest.raises(ResourceExhausted) as raised:
+            client.fit("second", X, 2)
+        assert "limit" in raised.value.message
+        client.fit("first", X, 3, seed=0)  # refitting an existing model is still allowed
+
+
+def test_transform_too_large_for_one_message_points_to_streaming(stub, fitted: Client) -> None:
+    rows = 1_200_000  # 14.4 MB of points in, 19.2 MB of labels and distances out
+    points = pb.Matrix(dtype=pb.DTYPE_FLOAT32, rows=rows, cols=3, data=bytes(rows * 12))
+    request = pb.PredictRequest(
+        model="kept", points=points, options=pb.PredictOptions(return_transform=True)
+    )
+    error = raw_error(lambda: stub.Predict(request))
+    assert isinstance(error, ResourceExhausted)
+    assert error.field == "points.rows" and "PredictStream" in error.message
+
+
+def test_expected_version_mismatch(fitted: Client) -> None:
+    with pytest.raises(Aborted) as raised:
+        fitted.fit("kept", X, 2, expected_version=7)
+    assert raised.value.field == "expected_version"
+    assert raised.value.metadata["current_version"] == "1"
+    with pytest.raises(Aborted):
+        fitted.delete_model("kept", expected_version=3)
+    assert_kept(fitted)
+
+
+@pytest.mark.parametrize("name", ["", "-leading-dash", "has space", "x" * 129, "slash/name"])
+def test_invalid_model_name(client: Client, name: str) -> None:
+    with pytest.raises(InvalidArgument) as raised:
+        client.fit(name, X, 2)
+    assert raised.value.field == "spec.model"
+
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        ({"n_init": 101}, "spec.config.n_init"),
+        ({"max_iter": 100_001}, "spec.config.max_iter"),
+        ({"tol": -1.0}, "spec.config.tol"),
+        ({"tol": float("nan")}, "spec.config.tol"),
+        ({"init": np.zeros((2, 3)), "n_init": 2}, "spec.config.n_init"),
+        ({"init": np.zeros((3, 3))}, "spec.config.init_centers.rows"),
+        ({"init": np.zeros((2, 4))}, "spec.config.init_centers.cols"),
+        ({"sample_weight": -np.ones(200)}, "sample_weight.data"),
+        ({"sample_weight": np.zeros(200)}, "sample_weight"),
+    ],
+)
+def test_bad_fit_configuration(fitted: Client, kwargs: dict, field: str) -> None:
+    with pytest.raises(InvalidArgument) as raised:
+        fitted.fit("kept", X, 2, **kwargs)
+    assert raised.value.field == field
+    assert_kept(fitted)
+
+
+def test_bad_page_requests(client: Client) -> None:
+    with pytest.raises(InvalidArgument) as raised:
+        client.list_models_page(page_token="not-a-token!")
+    assert raised.value.field == "page_token"
+    with pytest.raises(InvalidArgument) as raised:
+        client.list_models_page(page_size=5000)
+    assert raised.value.field == "page_size"
+
+
+def test_later_capabilities_answer_unimplemented(stub) -> None:
+    error = raw_error(lambda: stub.StreamMiniBatch(iter([pb.MiniBatchRequest()])))
+    assert isinstance(error, Unimplemented) and "StreamMiniBatch" in error.message
+    error = raw_error(lambda: stub.QuantizeImage(iter([pb.QuantizeImageRequest()])))
+    assert isinstance(error, Unimplemented) and "QuantizeImage" in error.message
+
+
+def test_unknown_version(fitted: Client) -> None:
+    with pytest.raises(NotFound) as raised:
+        fitted.predict("kept", X, version=9)
+    assert raised.value.field == "version"
