@@ -36,6 +36,29 @@ def n_chunks_for(n_samples: int, n_clusters: int = 1, n_features: int = 1) -> in
     return int(max(1, min(by_rows, _MAX_CHUNKS, by_memory)))
 
 
+@njit(inline="always", nogil=True, cache=True)
+def _sq_distance(X, i, centers, j):
+    """Squared Euclidean distance between row i of X and row j of centers, in float64."""
+    dist = 0.0
+    for f in range(X.shape[1]):
+        diff = X[i, f] - centers[j, f]
+        dist += diff * diff
+    return dist
+
+
+@njit(inline="always", nogil=True, cache=True)
+def _nearest(X, i, centers):
+    """Index of the center nearest to row i of X (the first on ties), and its squared distance."""
+    best = 0
+    best_dist = np.inf
+    for j in range(centers.shape[0]):
+        dist = _sq_distance(X, i, centers, j)
+        if dist < best_dist:
+            best_dist = dist
+            best = j
+    return best, best_dist
+
+
 @njit(**_KERNEL)
 def _lloyd_step(X, sample_weight, centers, labels, partial_sums, partial_weights, partial_inertia):
     """Assign each row to its nearest center and accumulate per-chunk sums.
@@ -45,7 +68,6 @@ def _lloyd_step(X, sample_weight, centers, labels, partial_sums, partial_weights
     partial_inertia (c,) float64 out, one slot per chunk.
     """
     n_samples, n_features = X.shape
-    n_clusters = centers.shape[0]
     n_chunks = partial_inertia.shape[0]
     chunk_rows = (n_samples + n_chunks - 1) // n_chunks
     for chunk in prange(n_chunks):
@@ -57,16 +79,7 @@ def _lloyd_step(X, sample_weight, centers, labels, partial_sums, partial_weights
         weights[:] = 0.0
         inertia = 0.0
         for i in range(start, stop):
-            best = 0
-            best_dist = np.inf
-            for j in range(n_clusters):
-                dist = 0.0
-                for f in range(n_features):
-                    diff = X[i, f] - centers[j, f]
-                    dist += diff * diff
-                if dist < best_dist:
-                    best_dist = dist
-                    best = j
+            best, best_dist = _nearest(X, i, centers)
             labels[i] = best
             w = sample_weight[i]
             weights[best] += w
@@ -79,60 +92,30 @@ def _lloyd_step(X, sample_weight, centers, labels, partial_sums, partial_weights
 @njit(**_KERNEL)
 def _assign(X, centers, labels, min_sq_dist):
     """Nearest center of each row: labels (n,) int32 and min_sq_dist (n,) float64 out."""
-    n_samples, n_features = X.shape
-    n_clusters = centers.shape[0]
-    for i in prange(n_samples):
-        best = 0
-        best_dist = np.inf
-        for j in range(n_clusters):
-            dist = 0.0
-            for f in range(n_features):
-                diff = X[i, f] - centers[j, f]
-                dist += diff * diff
-            if dist < best_dist:
-                best_dist = dist
-                best = j
-        labels[i] = best
-        min_sq_dist[i] = best_dist
+    for i in prange(X.shape[0]):
+        labels[i], min_sq_dist[i] = _nearest(X, i, centers)
 
 
 @njit(**_KERNEL)
 def _all_distances(X, centers, out):
     """Euclidean distance from every row to every center: out (n, k) in X's dtype."""
-    n_samples, n_features = X.shape
-    n_clusters = centers.shape[0]
-    for i in prange(n_samples):
-        for j in range(n_clusters):
-            dist = 0.0
-            for f in range(n_features):
-                diff = X[i, f] - centers[j, f]
-                dist += diff * diff
-            out[i, j] = math.sqrt(dist)
+    for i in prange(X.shape[0]):
+        for j in range(centers.shape[0]):
+            out[i, j] = math.sqrt(_sq_distance(X, i, centers, j))
 
 
 @njit(**_KERNEL)
 def _sq_distances_to_assigned(X, centers, labels, out):
     """Squared distance of each row to the center it is labelled with: out (n,) float64."""
-    n_samples, n_features = X.shape
-    for i in prange(n_samples):
-        j = labels[i]
-        dist = 0.0
-        for f in range(n_features):
-            diff = X[i, f] - centers[j, f]
-            dist += diff * diff
-        out[i] = dist
+    for i in prange(X.shape[0]):
+        out[i] = _sq_distance(X, i, centers, labels[i])
 
 
 @njit(**_KERNEL)
-def _sq_distances_to_point(X, point, out):
-    """Squared distance of each row to one point: out (n,) float64."""
-    n_samples, n_features = X.shape
-    for i in prange(n_samples):
-        dist = 0.0
-        for f in range(n_features):
-            diff = X[i, f] - point[f]
-            dist += diff * diff
-        out[i] = dist
+def _sq_distances_to_center(X, centers, j, out):
+    """Squared distance of each row to centers[j]: out (n,) float64."""
+    for i in prange(X.shape[0]):
+        out[i] = _sq_distance(X, i, centers, j)
 
 
 @njit(**_KERNEL)
@@ -141,7 +124,7 @@ def _candidate_potentials(X, sample_weight, candidates, closest_sq_dist, partial
 
     The potential of candidate t is sum_i w_i * min(closest_sq_dist_i, |x_i - cand_t|^2).
     """
-    n_samples, n_features = X.shape
+    n_samples = X.shape[0]
     n_candidates = candidates.shape[0]
     n_chunks = partial_pots.shape[0]
     chunk_rows = (n_samples + n_chunks - 1) // n_chunks
@@ -154,22 +137,14 @@ def _candidate_potentials(X, sample_weight, candidates, closest_sq_dist, partial
             w = sample_weight[i]
             closest = closest_sq_dist[i]
             for t in range(n_candidates):
-                dist = 0.0
-                for f in range(n_features):
-                    diff = X[i, f] - candidates[t, f]
-                    dist += diff * diff
-                pots[t] += w * min(dist, closest)
+                pots[t] += w * min(_sq_distance(X, i, candidates, t), closest)
 
 
 @njit(**_KERNEL)
-def _lower_closest(X, point, closest_sq_dist):
-    """closest_sq_dist[i] = min(closest_sq_dist[i], |x_i - point|^2), in place."""
-    n_samples, n_features = X.shape
-    for i in prange(n_samples):
-        dist = 0.0
-        for f in range(n_features):
-            diff = X[i, f] - point[f]
-            dist += diff * diff
+def _lower_closest(X, centers, j, closest_sq_dist):
+    """closest_sq_dist[i] = min(closest_sq_dist[i], |x_i - centers[j]|^2), in place."""
+    for i in prange(X.shape[0]):
+        dist = _sq_distance(X, i, centers, j)
         if dist < closest_sq_dist[i]:
             closest_sq_dist[i] = dist
 

@@ -301,7 +301,7 @@ def _plusplus_steps(
     first = rng.choice(n_samples, p=sample_weight / sample_weight.sum())
     centers[0] = X[first]
     closest = np.empty(n_samples, dtype=np.float64)
-    _lloyd._sq_distances_to_point(X, centers[0], closest)
+    _lloyd._sq_distances_to_center(X, centers, 0, closest)
     potential = float(closest @ sample_weight)
     n_chunks = _lloyd.n_chunks_for(n_samples)
     partial_pots = np.empty((n_chunks, n_local_trials), dtype=np.float64)
@@ -315,7 +315,7 @@ def _plusplus_steps(
         best = int(np.argmin(pots))
         potential = float(pots[best])
         centers[c] = candidates[best]
-        _lloyd._lower_closest(X, candidates[best], closest)
+        _lloyd._lower_closest(X, candidates, best, closest)
         yield Progress(Stage.SEEDING, restart, n_init, c + 1, potential, math.nan)
     return centers
 

@@ -62,7 +62,7 @@ class CentroidalServer:
         except RuntimeError as exc:
             self.store.close()
             raise OSError(f"could not bind {config.address}: {exc}") from exc
-        self._stopped = threading.Event()
+        self.stopping = threading.Event()
 
     def _set_health(self, status: int) -> None:
         for service in ("", SERVICE_NAME):
@@ -89,9 +89,9 @@ class CentroidalServer:
 
     def stop(self, grace: float | None = None) -> None:
         """Report NOT_SERVING, let in-flight calls finish for ``grace`` seconds, close the store."""
-        if self._stopped.is_set():
+        if self.stopping.is_set():
             return
-        self._stopped.set()
+        self.stopping.set()
         self.health.enter_graceful_shutdown()
         self.grpc_server.stop(self.config.grace_period if grace is None else grace).wait()
         self.store.close()

@@ -1,0 +1,70 @@
+"""Health, reflection and graceful shutdown of an in-process server."""
+
+from __future__ import annotations
+
+import threading
+
+import grpc
+import numpy as np
+import pytest
+from google.protobuf.descriptor_pool import DescriptorPool
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
+
+from centroidal.client import Client, Unavailable
+from centroidal.server import CentroidalServer
+from tests.conftest import ServerFactory
+
+
+def test_reflection_describes_the_service(server: CentroidalServer) -> None:
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        database = ProtoReflectionDescriptorDatabase(channel)
+        services = set(database.get_services())
+        assert {"centroidal.v1.ClusteringService", "grpc.health.v1.Health"} <= services
+        pool = DescriptorPool(database)
+        service = pool.FindServiceByName("centroidal.v1.ClusteringService")
+        methods = {method.name for method in service.methods}
+    assert methods == {
+        "Fit", "Predict", "PredictStream", "StreamMiniBatch", "QuantizeImage",
+        "GetModel", "ListModels", "DeleteModel",
+    }
+
+
+def test_health_reports_each_service(server: CentroidalServer) -> None:
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "centroidal.v1.ClusteringService"):
+            response = stub.Check(health_pb2.HealthCheckRequest(service=service))
+            assert response.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_shutdown_lets_an_inflight_fit_finish(start_server: ServerFactory) -> None:
+    server = start_server(grace_period=120.0)
+    X = np.random.default_rng(0).normal(size=(200_000, 16))
+    started = threading.Event()
+    outcome: dict[str, object] = {}
+
+    def fit() -> None:
+        with Client(f"127.0.0.1:{server.port}") as client:
+            def on_progress(event) -> None:
+                if event.stage == "iteration":
+                    started.set()
+            outcome["result"] = client.fit("drained", X, 128, seed=0, max_iter=15, tol=0,
+                                           on_progress=on_progress)
+
+    worker = threading.Thread(target=fit)
+    worker.start()
+    assert started.wait(120)
+    stopper = threading.Thread(target=server.stop)
+    stopper.start()
+    assert server.stopping.wait(60)
+    in_flight_at_shutdown = server.servicer.fits_in_flight
+    worker.join(300)
+    stopper.join(300)
+    assert in_flight_at_shutdown == 1, "the fit ended before the shutdown began"
+    assert "result" in outcome, "the in-flight fit was cut off by the shutdown"
+    assert outcome["result"].n_samples == 200_000  # type: ignore[attr-defined]
+    with Client(f"127.0.0.1:{server.port}", timeout=2) as client, pytest.raises(Unavailable):
+        client.list_models()
