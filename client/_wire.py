@@ -10,8 +10,11 @@ import numpy as np
 
 from centroidal.v1 import clustering_pb2 as pb
 
-_TO_WIRE = {np.dtype(np.float32): pb.DTYPE_FLOAT32, np.dtype(np.float64): pb.DTYPE_FLOAT64}
-_FROM_WIRE = {pb.DTYPE_FLOAT32: np.dtype("<f4"), pb.DTYPE_FLOAT64: np.dtype("<f8")}
+_TO_WIRE: dict[np.dtype, int] = {
+    np.dtype(np.float32): pb.DTYPE_FLOAT32,
+    np.dtype(np.float64): pb.DTYPE_FLOAT64,
+}
+_FROM_WIRE: dict[int, np.dtype] = {pb.DTYPE_FLOAT32: np.dtype("<f4"), pb.DTYPE_FLOAT64: np.dtype("<f8")}
 INIT_METHODS = {
     "k-means++": pb.INIT_METHOD_KMEANS_PLUS_PLUS,
     "random": pb.INIT_METHOD_RANDOM,

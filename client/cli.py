@@ -48,7 +48,8 @@ def _serve(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 2
-    return serve_main(argv)
+    code: int = serve_main(argv)
+    return code
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -61,7 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("serve", help="run the server (see `centroidal serve --help`)")
 
     def command(name: str, help_text: str, within: Any = commands) -> argparse.ArgumentParser:
-        return within.add_parser(name, help=help_text, parents=[common])
+        sub: argparse.ArgumentParser = within.add_parser(name, help=help_text, parents=[common])
+        return sub
 
     fit = command("fit", "fit a model on a .npy or .csv file")
     fit.add_argument("data", type=Path, help="points, one row per sample (.npy or .csv)")
@@ -135,7 +137,8 @@ def load_points(path: Path, dtype: str | None) -> np.ndarray:
             points = np.loadtxt(path, delimiter=",", ndmin=2, dtype=np.float64, skiprows=1)
     if points.ndim == 1:
         points = points.reshape(-1, 1)
-    return points.astype(dtype) if dtype else points
+    result: np.ndarray = points.astype(dtype) if dtype else points
+    return result
 
 
 def save_array(path: Path, array: np.ndarray) -> None:

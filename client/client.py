@@ -207,7 +207,7 @@ class Client:
         )
 
     def _rows_per_chunk(self, points: np.ndarray, response_row_bytes: int = 0) -> int:
-        row_bytes = points.shape[1] * points.dtype.itemsize
+        row_bytes = int(points.shape[1]) * points.dtype.itemsize
         rows = self.chunk_bytes // max(1, row_bytes)
         if response_row_bytes:
             rows = min(rows, _RESPONSE_BUDGET // response_row_bytes)
@@ -232,6 +232,7 @@ class Client:
         options = pb.PredictOptions(return_distances=return_distance)
         labels, distances, _ = self._predict(name, X, version, options, timeout)
         if return_distance:
+            assert distances is not None
             return labels, distances
         return labels
 
@@ -241,6 +242,7 @@ class Client:
         """Euclidean distance from each row to each center: (n_samples, n_clusters), X's dtype."""
         options = pb.PredictOptions(return_transform=True)
         _, _, transformed = self._predict(name, X, version, options, timeout)
+        assert transformed is not None
         return transformed
 
     def _predict(
@@ -333,4 +335,5 @@ class Client:
         request = pb.DeleteModelRequest(name=name)
         if expected_version is not None:
             request.expected_version = int(expected_version)
-        return int(self._call(self._stub.DeleteModel, request, timeout).version)
+        response: pb.DeleteModelResponse = self._call(self._stub.DeleteModel, request, timeout)
+        return int(response.version)

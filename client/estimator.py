@@ -181,4 +181,5 @@ def _not_fitted_error() -> Exception:
         from sklearn.exceptions import NotFittedError
     except ImportError:
         return AttributeError("this RemoteKMeans is not fitted yet; call fit first")
-    return NotFittedError("this RemoteKMeans is not fitted yet; call fit first")
+    error: Exception = NotFittedError("this RemoteKMeans is not fitted yet; call fit first")
+    return error

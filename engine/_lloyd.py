@@ -20,13 +20,14 @@ from numba import config, njit, prange
 # parallel region at once, which the gRPC thread pool does. "threadsafe"
 # takes tbb or omp.
 if not os.environ.get("NUMBA_THREADING_LAYER"):
-    config.THREADING_LAYER = "threadsafe"
+    config.THREADING_LAYER = "threadsafe"  # type: ignore[attr-defined]
 
 _MIN_CHUNK_ROWS = 2048
 _MAX_CHUNKS = 128
 _PARTIAL_SUMS_BUDGET_BYTES = 32 * 1024 * 1024
 
-_KERNEL = {"parallel": True, "nogil": True, "cache": True}
+# Every public kernel: multi-threaded, callable without the GIL, cached on disk.
+_kernel = njit(parallel=True, nogil=True, cache=True)
 
 
 def n_chunks_for(n_samples: int, n_clusters: int = 1, n_features: int = 1) -> int:
@@ -59,7 +60,7 @@ def _nearest(X, i, centers):
     return best, best_dist
 
 
-@njit(**_KERNEL)
+@_kernel
 def _lloyd_step(X, sample_weight, centers, labels, partial_sums, partial_weights, partial_inertia):
     """Assign each row to its nearest center and accumulate per-chunk sums.
 
@@ -89,14 +90,14 @@ def _lloyd_step(X, sample_weight, centers, labels, partial_sums, partial_weights
         partial_inertia[chunk] = inertia
 
 
-@njit(**_KERNEL)
+@_kernel
 def _assign(X, centers, labels, min_sq_dist):
     """Nearest center of each row: labels (n,) int32 and min_sq_dist (n,) float64 out."""
     for i in prange(X.shape[0]):
         labels[i], min_sq_dist[i] = _nearest(X, i, centers)
 
 
-@njit(**_KERNEL)
+@_kernel
 def _all_distances(X, centers, out):
     """Euclidean distance from every row to every center: out (n, k) in X's dtype."""
     for i in prange(X.shape[0]):
@@ -104,21 +105,21 @@ def _all_distances(X, centers, out):
             out[i, j] = math.sqrt(_sq_distance(X, i, centers, j))
 
 
-@njit(**_KERNEL)
+@_kernel
 def _sq_distances_to_assigned(X, centers, labels, out):
     """Squared distance of each row to the center it is labelled with: out (n,) float64."""
     for i in prange(X.shape[0]):
         out[i] = _sq_distance(X, i, centers, labels[i])
 
 
-@njit(**_KERNEL)
+@_kernel
 def _sq_distances_to_center(X, centers, j, out):
     """Squared distance of each row to centers[j]: out (n,) float64."""
     for i in prange(X.shape[0]):
         out[i] = _sq_distance(X, i, centers, j)
 
 
-@njit(**_KERNEL)
+@_kernel
 def _candidate_potentials(X, sample_weight, candidates, closest_sq_dist, partial_pots):
     """Potential each k-means++ candidate would leave: partial_pots (c, t) out, per chunk.
 
@@ -140,7 +141,7 @@ def _candidate_potentials(X, sample_weight, candidates, closest_sq_dist, partial
                 pots[t] += w * min(_sq_distance(X, i, candidates, t), closest)
 
 
-@njit(**_KERNEL)
+@_kernel
 def _lower_closest(X, centers, j, closest_sq_dist):
     """closest_sq_dist[i] = min(closest_sq_dist[i], |x_i - centers[j]|^2), in place."""
     for i in prange(X.shape[0]):
@@ -149,7 +150,7 @@ def _lower_closest(X, centers, j, closest_sq_dist):
             closest_sq_dist[i] = dist
 
 
-@njit(**_KERNEL)
+@_kernel
 def _column_sums(X, partial_sums, partial_sq_dev, mean):
     """Per-chunk column sums of X, then (when mean is given) of squared deviations.
 
@@ -175,7 +176,7 @@ def _column_sums(X, partial_sums, partial_sq_dev, mean):
                     sq_dev[f] += dev * dev
 
 
-@njit(**_KERNEL)
+@_kernel
 def _count_non_finite(X):
     """Number of NaN or Inf entries in a 2-D array."""
     n_samples, n_features = X.shape

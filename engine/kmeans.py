@@ -153,7 +153,7 @@ def fit_steps(
             f"weight, got {np.count_nonzero(weights)}",
         )
     if seed is None:
-        seed = int(np.random.SeedSequence().entropy % (2**63))
+        seed = int(np.random.default_rng().integers(2**63))
     rng = np.random.default_rng(seed)
     return (
         yield from _fit_restarts(

@@ -75,18 +75,18 @@ class FitParams:
     n_init: int
     max_iter: int
     tol: float
-    seed: int
+    seed: int | None  # None: the engine draws one, and the model records it
     n_samples: int
     expected_version: int | None
     return_labels: bool
 
-    def config(self) -> dict[str, object]:
+    def config(self, seed: int) -> dict[str, object]:
         return {
             "init": self.init,
             "n_init": self.n_init,
             "max_iter": self.max_iter,
             "tol": self.tol,
-            "seed": self.seed,
+            "seed": seed,
         }
 
 
@@ -140,7 +140,7 @@ class ClusteringServicer(pb_grpc.ClusteringServiceServicer):
                     name=params.model,
                     version=0,
                     centers=result.centers,
-                    config=params.config(),
+                    config=params.config(result.seed),
                     inertia=result.inertia,
                     n_iter=result.n_iter,
                     n_samples_seen=n_samples,
@@ -277,10 +277,7 @@ class ClusteringServicer(pb_grpc.ClusteringServiceServicer):
         tol = config.tol if config.HasField("tol") else DEFAULT_TOL
         if not (math.isfinite(tol) and tol >= 0):
             raise invalid("spec.config.tol", f"spec.config.tol must be finite and >= 0, got {tol}")
-        seed = (
-            int(config.seed) if config.HasField("seed")
-            else int(np.random.SeedSequence().entropy % (2**63))
-        )
+        seed = int(config.seed) if config.HasField("seed") else None
         n_samples = int(spec.n_samples)
         if n_samples > limits.max_points:
             raise exhausted(

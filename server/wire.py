@@ -14,11 +14,11 @@ from centroidal.v1 import clustering_pb2 as pb
 from .errors import exhausted, invalid
 from .registry import ModelSnapshot
 
-DTYPES = {
+DTYPES: dict[int, np.dtype] = {
     pb.DTYPE_FLOAT32: np.dtype("<f4"),
     pb.DTYPE_FLOAT64: np.dtype("<f8"),
 }
-WIRE_DTYPES = {np.dtype(np.float32): pb.DTYPE_FLOAT32, np.dtype(np.float64): pb.DTYPE_FLOAT64}
+WIRE_DTYPES: dict[np.dtype, int] = {np.dtype(np.float32): pb.DTYPE_FLOAT32, np.dtype(np.float64): pb.DTYPE_FLOAT64}
 
 INIT_NAMES = {
     pb.INIT_METHOD_UNSPECIFIED: "k-means++",
