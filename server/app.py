@@ -17,6 +17,7 @@ from centroidal.v1 import clustering_pb2_grpc as pb_grpc
 
 from .auth import BearerTokenInterceptor
 from .config import ServerConfig
+from .metrics import Metrics
 from .registry import Registry
 from .service import ClusteringServicer
 from .store import SQLiteStore
@@ -36,7 +37,9 @@ class CentroidalServer:
         self.registry = Registry(
             self.store, max_models=config.max_models, keep_versions=config.keep_versions
         )
-        self.servicer = ClusteringServicer(config, self.registry)
+        self.metrics = Metrics()
+        self.metrics_port: int | None = None
+        self.servicer = ClusteringServicer(config, self.registry, self.metrics)
         self.health = health.HealthServicer()
         interceptors = [BearerTokenInterceptor(config.tokens)] if config.tokens else []
         self.grpc_server = grpc.server(
@@ -71,6 +74,9 @@ class CentroidalServer:
     def start(self) -> None:
         """Start serving; health turns SERVING once every kernel is compiled."""
         self.grpc_server.start()
+        if self.config.metrics_port:
+            self.metrics_port = self.metrics.serve(self.config.host, self.config.metrics_port)
+            log.info("metrics on http://%s:%d/metrics", self.config.host, self.metrics_port)
         started = time.monotonic()
         if self.config.warmup:
             layer = kmeans.warmup()
@@ -94,6 +100,7 @@ class CentroidalServer:
         self.stopping.set()
         self.health.enter_graceful_shutdown()
         self.grpc_server.stop(self.config.grace_period if grace is None else grace).wait()
+        self.metrics.close()
         self.store.close()
 
     def wait_for_termination(self, timeout: float | None = None) -> bool:

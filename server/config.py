@@ -27,6 +27,7 @@ class ServerConfig:
     keep_versions: int = 5
     max_workers: int = 32
     grace_period: float = 10.0
+    metrics_port: int = 0
     tokens: tuple[str, ...] = field(default_factory=tuple)
     log_level: str = "INFO"
     warmup: bool = True
@@ -51,6 +52,7 @@ _HELP = {
     "keep_versions": "fit versions kept per model for pinned predicts",
     "max_workers": "gRPC handler threads",
     "grace_period": "seconds in-flight calls get to finish on SIGTERM",
+    "metrics_port": "port for Prometheus metrics at /metrics on --host; 0 turns them off",
     "tokens": "bearer token clients must send (repeatable); none means no authentication",
     "log_level": "DEBUG, INFO, WARNING or ERROR",
     "warmup": "compile every kernel before reporting SERVING",
@@ -111,8 +113,9 @@ def _check(config: ServerConfig, parser: argparse.ArgumentParser) -> None:
     for name in positive:
         if getattr(config, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}")
-    if not 0 <= config.port <= 65535:
-        parser.error(f"--port must be 0-65535, got {config.port}")
+    for name in ("port", "metrics_port"):
+        if not 0 <= getattr(config, name) <= 65535:
+            parser.error(f"--{name.replace('_', '-')} must be 0-65535, got {getattr(config, name)}")
     if config.grace_period < 0:
         parser.error(f"--grace-period must be >= 0, got {config.grace_period}")
     if config.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):

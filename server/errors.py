@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -130,31 +131,65 @@ def _is_abort(exc: BaseException, context: grpc.ServicerContext) -> bool:
     return type(exc) is Exception and context.code() is not None
 
 
+def _code_of(exc: BaseException, context: grpc.ServicerContext) -> str:
+    if isinstance(exc, ServiceError):
+        return exc.code.name
+    if isinstance(exc, InvalidInputError):
+        return grpc.StatusCode.INVALID_ARGUMENT.name
+    if not context.is_active():
+        return grpc.StatusCode.CANCELLED.name
+    if _is_abort(exc, context):
+        code = context.code()
+        return code.name if isinstance(code, grpc.StatusCode) else str(code)
+    return grpc.StatusCode.INTERNAL.name
+
+
 def handle_errors(handler: F) -> F:
-    """Map exceptions raised by a servicer method (plain or generator) to statuses."""
+    """Map exceptions raised by a servicer method (plain or generator) to statuses.
+
+    The servicer's ``metrics`` (when it has any) count the call by method and code.
+    """
     method = handler.__name__
+
+    def record(self: Any, code: str, started: float) -> None:
+        metrics = getattr(self, "metrics", None)
+        if metrics is not None:
+            metrics.observe(method, code, time.monotonic() - started)
 
     if inspect.isgeneratorfunction(handler):
 
         @functools.wraps(handler)
         def stream_wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+            started = time.monotonic()
+            code = "OK"
             try:
                 yield from handler(self, request, context)
             except Exception as exc:  # noqa: BLE001 - every failure must become a status
+                code = _code_of(exc, context)
                 if _is_abort(exc, context):
                     raise
                 _abort(context, method, exc)
+            except GeneratorExit:
+                code = grpc.StatusCode.CANCELLED.name
+                raise
+            finally:
+                record(self, code, started)
 
         return stream_wrapper  # type: ignore[return-value]
 
     @functools.wraps(handler)
     def unary_wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        started = time.monotonic()
+        code = "OK"
         try:
             return handler(self, request, context)
         except Exception as exc:  # noqa: BLE001 - every failure must become a status
+            code = _code_of(exc, context)
             if _is_abort(exc, context):
                 raise
             _abort(context, method, exc)
+        finally:
+            record(self, code, started)
 
     return unary_wrapper  # type: ignore[return-value]
 

@@ -21,6 +21,7 @@ from centroidal.v1 import clustering_pb2_grpc as pb_grpc
 
 from .config import ServerConfig
 from .errors import ServiceError, exhausted, handle_errors, invalid
+from .metrics import Metrics
 from .registry import ModelSnapshot, Registry
 from .wire import (
     INIT_NAMES,
@@ -101,9 +102,11 @@ class FitData:
 class ClusteringServicer(pb_grpc.ClusteringServiceServicer):
     """Implements centroidal.v1.ClusteringService over a Registry."""
 
-    def __init__(self, config: ServerConfig, registry: Registry) -> None:
+    def __init__(self, config: ServerConfig, registry: Registry, metrics: Metrics) -> None:
         self._config = config
         self._registry = registry
+        self.metrics = metrics
+        metrics.models.set(len(registry))
         self._fit_slots = threading.BoundedSemaphore(config.max_concurrent_fits)
         self._fits_lock = threading.Lock()
         self.fits_in_flight = 0
@@ -131,6 +134,7 @@ class ClusteringServicer(pb_grpc.ClusteringServiceServicer):
         try:
             data = self._receive_fit_data(first, request_iterator, params)
             n_samples = data.points.shape[0]
+            self.metrics.points.inc(n_samples)
             yield _progress(pb.FitProgress.STAGE_DATA_RECEIVED, n_samples=n_samples, started=started)
             result = yield from self._run_fit(params, data, context, started)
             if result is None:
@@ -149,6 +153,7 @@ class ClusteringServicer(pb_grpc.ClusteringServiceServicer):
                 ),
                 params.expected_version,
             )
+            self.metrics.models.set(len(self._registry))
             log.info(
                 "fit committed model=%s version=%d n=%d k=%d n_iter=%d inertia=%.6g",
                 snapshot.name, snapshot.version, n_samples, snapshot.n_clusters,
@@ -198,6 +203,8 @@ class ClusteringServicer(pb_grpc.ClusteringServiceServicer):
                     finished = True
                     return done.value
                 iteration = event.iteration
+                if event.stage is kmeans.Stage.ITERATION:
+                    self.metrics.iterations.inc()
                 now = time.monotonic()
                 throttled = event.stage in (kmeans.Stage.ITERATION, kmeans.Stage.SEEDING)
                 if throttled and event.iteration > 1 and now - last_sent < PROGRESS_INTERVAL_S:
@@ -363,6 +370,7 @@ class ClusteringServicer(pb_grpc.ClusteringServiceServicer):
                 f"{limits.max_message_bytes}; send at most {max(1, budget // row_bytes)} rows "
                 "per message with PredictStream",
             )
+        self.metrics.predicted.inc(points.shape[0])
         response = pb.PredictResponse(version=snapshot.version, offset=offset)
         labels, distances = kmeans.predict(points, snapshot.centers, return_distance=True)
         response.labels = encode_labels(labels)
@@ -407,6 +415,7 @@ class ClusteringServicer(pb_grpc.ClusteringServiceServicer):
         name = check_model_name(request.name, "name")
         expected = request.expected_version if request.HasField("expected_version") else None
         version = self._registry.delete(name, expected)
+        self.metrics.models.set(len(self._registry))
         log.info("model deleted model=%s version=%d", name, version)
         return pb.DeleteModelResponse(name=name, version=version)
 

@@ -1,0 +1,45 @@
+"""Prometheus metrics on their own port."""
+
+from __future__ import annotations
+
+import socket
+import urllib.request
+
+import numpy as np
+import pytest
+
+from centroidal.client import Client, NotFound
+from tests.conftest import ServerFactory
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def sample(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} not in the metrics")
+
+
+def test_metrics_count_rpcs_points_and_models(start_server: ServerFactory) -> None:
+    server = start_server(metrics_port=free_port())
+    X = np.random.default_rng(0).normal(size=(400, 3))
+    with Client(f"127.0.0.1:{server.port}") as client:
+        client.fit("measured", X, 4, seed=0, max_iter=5)
+        client.predict("measured", X[:50])
+        with pytest.raises(NotFound):
+            client.predict("absent", X)
+    url = f"http://127.0.0.1:{server.metrics_port}/metrics"
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    assert sample(text, 'centroidal_rpc_requests_total{code="OK",method="Fit"}') == 1
+    assert sample(text, 'centroidal_rpc_requests_total{code="OK",method="Predict"}') == 1
+    assert sample(text, 'centroidal_rpc_requests_total{code="NOT_FOUND",method="Predict"}') == 1
+    assert sample(text, "centroidal_points_ingested_total") == 400
+    assert sample(text, "centroidal_points_predicted_total") == 50
+    assert 1 <= sample(text, "centroidal_fit_iterations_total") <= 5
+    assert sample(text, "centroidal_models") == 1
+    assert 'centroidal_rpc_duration_seconds_count{method="Fit"} 1.0' in text
