@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -157,14 +158,17 @@ class ProgressBar:
         self._label = label
         self._tty = stream.isatty()
         self._last = 0.0
+        # Upload events arrive on gRPC's sending thread, the others on the caller's.
+        self._lock = threading.Lock()
 
     def __call__(self, event: FitProgress) -> None:
-        now = time.monotonic()
-        final = event.stage in ("restart_done", "data_received")
-        if not self._tty and not final and now - self._last < 1.0:
-            return
-        self._last = now
-        self._show(self._describe(event))
+        with self._lock:
+            now = time.monotonic()
+            final = event.stage in ("restart_done", "data_received")
+            if not self._tty and not final and now - self._last < 1.0:
+                return
+            self._last = now
+            self._show(self._describe(event))
 
     def _describe(self, event: FitProgress) -> str:
         if event.stage == "uploading":

@@ -21,6 +21,9 @@ DEFAULT_TARGET = "127.0.0.1:50051"
 DEFAULT_TIMEOUT_S = 60.0
 DEFAULT_FIT_TIMEOUT_S = 24 * 3600.0
 DEFAULT_CHUNK_BYTES = 2 * 1024 * 1024
+MIN_CHUNK_BYTES = 1024
+# Well under the server's default 16 MiB message limit, envelope included.
+MAX_CHUNK_BYTES = 8 * 1024 * 1024
 # The server's default message limit; answers larger than this are streamed.
 SERVER_MESSAGE_BYTES = 16 * 1024 * 1024
 _RESPONSE_BUDGET = SERVER_MESSAGE_BYTES // 2
@@ -50,8 +53,10 @@ class Client:
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         options: Sequence[tuple[str, Any]] = (),
     ) -> None:
-        if chunk_bytes < 1024:
-            raise ValueError(f"chunk_bytes must be at least 1024, got {chunk_bytes}")
+        if not MIN_CHUNK_BYTES <= chunk_bytes <= MAX_CHUNK_BYTES:
+            raise ValueError(
+                f"chunk_bytes must be from {MIN_CHUNK_BYTES} to {MAX_CHUNK_BYTES}, got {chunk_bytes}"
+            )
         self.target = target or default_target()
         self.timeout = timeout
         self.fit_timeout = fit_timeout
@@ -158,8 +163,12 @@ class Client:
                     f"sample_weight must have shape ({n_samples},), got {weights.shape}"
                 )
 
+        # on_progress runs on gRPC's sending thread for uploads; keep its exception for the caller.
+        upload_failure: list[BaseException] = []
+        call: list[grpc.Future] = []
+
         def requests() -> Iterator[pb.FitRequest]:
-            rows = self._rows_per_chunk(points)
+            rows = self._rows_per_chunk(points, extra_row_bytes=8 if weights is not None else 0)
             # range(0, 1, ...) for empty data: the spec always goes out, so the server can say why.
             for start in range(0, max(n_samples, 1), rows):
                 message = pb.FitRequest(points=_wire.encode_matrix(points[start : start + rows]))
@@ -170,7 +179,13 @@ class Client:
                 yield message
                 if on_progress is not None:
                     sent = min(start + rows, n_samples)
-                    on_progress(FitProgress("uploading", points_received=sent, points_total=n_samples))
+                    try:
+                        on_progress(FitProgress("uploading", points_received=sent, points_total=n_samples))
+                    except BaseException as failure:  # noqa: BLE001 - re-raised in the caller
+                        upload_failure.append(failure)
+                        if call:
+                            call[0].cancel()
+                        return
 
         labels = np.empty(n_samples, dtype=np.int32) if return_labels else None
         result = None
@@ -179,6 +194,7 @@ class Client:
             timeout=self.fit_timeout if timeout is None else timeout,
             metadata=self._metadata,
         )
+        call.append(responses)
         try:
             for response in responses:
                 kind = response.WhichOneof("event")
@@ -191,11 +207,15 @@ class Client:
                 elif kind == "result":
                     result = response.result
         except grpc.RpcError as error:
+            if upload_failure:
+                raise upload_failure[0] from None
             raise error_from_rpc(error) from error
         except BaseException:
             # on_progress raised (or the caller was interrupted): stop the server's work too.
             responses.cancel()
             raise
+        if upload_failure:
+            raise upload_failure[0]
         if result is None:
             raise CentroidalError("the server ended the Fit stream without a result")
         return FitResult(
@@ -206,8 +226,10 @@ class Client:
             labels=labels,
         )
 
-    def _rows_per_chunk(self, points: np.ndarray, response_row_bytes: int = 0) -> int:
-        row_bytes = int(points.shape[1]) * points.dtype.itemsize
+    def _rows_per_chunk(
+        self, points: np.ndarray, response_row_bytes: int = 0, extra_row_bytes: int = 0
+    ) -> int:
+        row_bytes = int(points.shape[1]) * points.dtype.itemsize + extra_row_bytes
         rows = self.chunk_bytes // max(1, row_bytes)
         if response_row_bytes:
             rows = min(rows, _RESPONSE_BUDGET // response_row_bytes)
@@ -257,7 +279,8 @@ class Client:
         n_samples = points.shape[0]
         n_clusters = 0
         if options.return_transform:
-            n_clusters = self.get_model(name, include_centers=False, timeout=timeout).n_clusters
+            model = self.get_model(name, version=version, include_centers=False, timeout=timeout)
+            n_clusters = model.n_clusters
         itemsize = points.dtype.itemsize
         response_row_bytes = 4 + itemsize * (options.return_distances + n_clusters)
         rows = self._rows_per_chunk(points, response_row_bytes)
@@ -276,35 +299,53 @@ class Client:
                     message.version = int(version)
             return message
 
+        answered = 0
+
         def store(response: pb.PredictResponse) -> None:
+            nonlocal answered
             offset = int(response.offset)
             chunk = _wire.decode_labels(response.labels)
             labels[offset : offset + chunk.size] = chunk
             if distances is not None:
                 distances[offset : offset + chunk.size] = _wire.decode_matrix(response.distances)[:, 0]
             if transformed is not None:
-                transformed[offset : offset + chunk.size] = _wire.decode_matrix(response.transform)
+                block = _wire.decode_matrix(response.transform)
+                if block.shape[1] != n_clusters:
+                    raise CentroidalError(
+                        f"model {name!r} answered with {block.shape[1]} clusters, expected {n_clusters}"
+                    )
+                transformed[offset : offset + chunk.size] = block
+            answered += chunk.size
 
         if n_samples <= rows:
             store(self._call(self._stub.Predict, request(0, True), timeout))
-            return labels, distances, transformed
-        requests = (request(start, start == 0) for start in range(0, n_samples, rows))
-        try:
-            for response in self._stub.PredictStream(
-                requests, timeout=self._deadline(timeout), metadata=self._metadata
-            ):
-                store(response)
-        except grpc.RpcError as error:
-            raise error_from_rpc(error) from error
+        else:
+            requests = (request(start, start == 0) for start in range(0, n_samples, rows))
+            try:
+                for response in self._stub.PredictStream(
+                    requests, timeout=self._deadline(timeout), metadata=self._metadata
+                ):
+                    store(response)
+            except grpc.RpcError as error:
+                raise error_from_rpc(error) from error
+        if answered != n_samples:
+            raise CentroidalError(f"the server answered {answered} of {n_samples} points")
         return labels, distances, transformed
 
     # ---- model management ------------------------------------------------
 
     def get_model(
-        self, name: str, *, include_centers: bool = True, timeout: float | None = None
+        self,
+        name: str,
+        *,
+        version: int | None = None,
+        include_centers: bool = True,
+        timeout: float | None = None,
     ) -> ModelInfo:
-        """Describe model ``name``; centers included unless include_centers is False."""
+        """Describe model ``name`` (or a kept earlier version); centers unless include_centers is False."""
         request = pb.GetModelRequest(name=name, include_centers=include_centers)
+        if version is not None:
+            request.version = int(version)
         return _wire.model_info(self._call(self._stub.GetModel, request, timeout))
 
     def list_models_page(

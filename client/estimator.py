@@ -65,7 +65,7 @@ class RemoteKMeans:
             if name not in valid:
                 raise ValueError(f"invalid parameter {name!r} for RemoteKMeans; valid: {sorted(valid)}")
             setattr(self, name, value)
-        if {"target", "token"} & params.keys():
+        if {"target", "token", "timeout"} & params.keys():
             self.close()
         return self
 
@@ -112,7 +112,8 @@ class RemoteKMeans:
             n_init = int(self.n_init)
         else:
             raise ValueError(f"n_init must be 'auto' or an int, got {self.n_init!r}")
-        name = self.model_name or f"remote-kmeans-{uuid.uuid4().hex[:16]}"
+        # A refit replaces this estimator's model rather than leaving the old one behind.
+        name = self.model_name or getattr(self, "model_name_", None) or f"remote-kmeans-{uuid.uuid4().hex[:16]}"
         result = self.client.fit(
             name,
             X,
@@ -133,6 +134,14 @@ class RemoteKMeans:
         self.n_iter_ = result.n_iter
         self.n_features_in_ = result.model.n_features
         return self
+
+    def delete_model(self) -> None:
+        """Delete this estimator's model from the server; the estimator is unfitted afterwards."""
+        self._check_fitted()
+        self.client.delete_model(self.model_name_)
+        for attribute in ("model_name_", "version_", "cluster_centers_", "labels_", "inertia_",
+                          "n_iter_", "n_features_in_"):
+            delattr(self, attribute)
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "model_name_"):

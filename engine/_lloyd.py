@@ -177,15 +177,34 @@ def _column_sums(X, partial_sums, partial_sq_dev, mean):
 
 
 @_kernel
-def _count_non_finite(X):
-    """Number of NaN or Inf entries in a 2-D array."""
+def _scan_values(X, partial_bad, partial_first, partial_max_abs):
+    """Per chunk: count of NaN/Inf entries, first row holding one, largest finite |value|.
+
+    partial_bad (c,) int64, partial_first (c,) int64 (-1 for none), partial_max_abs (c,) float64 out.
+    """
     n_samples, n_features = X.shape
-    count = 0
-    for i in prange(n_samples):
-        for f in range(n_features):
-            if not np.isfinite(X[i, f]):
-                count += 1
-    return count
+    n_chunks = partial_bad.shape[0]
+    chunk_rows = (n_samples + n_chunks - 1) // n_chunks
+    for chunk in prange(n_chunks):
+        start = chunk * chunk_rows
+        stop = min(start + chunk_rows, n_samples)
+        bad = 0
+        first = -1
+        largest = 0.0
+        for i in range(start, stop):
+            for f in range(n_features):
+                value = X[i, f]
+                if np.isfinite(value):
+                    magnitude = abs(value)
+                    if magnitude > largest:
+                        largest = magnitude
+                else:
+                    bad += 1
+                    if first < 0:
+                        first = i
+        partial_bad[chunk] = bad
+        partial_first[chunk] = first
+        partial_max_abs[chunk] = largest
 
 
 def threading_layer() -> str:

@@ -393,11 +393,44 @@ def as_float_matrix(X: Any, field: str) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
+# Squared float32 distances overflow past ~3.4e38: keep |x| where 4 * d * x^2 stays below it.
+FLOAT32_MAX_ABS = 1e17
+
+
+@dataclass(frozen=True)
+class ValueScan:
+    """What ``scan_values`` found in an array."""
+
+    non_finite: int
+    first_bad_row: int
+    max_abs: float
+
+
+def scan_values(X: np.ndarray) -> ValueScan:
+    """Count NaN/Inf entries, find the first row with one, and the largest finite magnitude."""
+    n_chunks = _lloyd.n_chunks_for(X.shape[0])
+    bad = np.empty(n_chunks, dtype=np.int64)
+    first = np.empty(n_chunks, dtype=np.int64)
+    max_abs = np.empty(n_chunks, dtype=np.float64)
+    _lloyd._scan_values(X, bad, first, max_abs)
+    rows = first[first >= 0]
+    return ValueScan(int(bad.sum()), int(rows.min()) if rows.size else -1, float(max_abs.max(initial=0.0)))
+
+
 def check_finite(X: np.ndarray, field: str) -> None:
-    """Raise InvalidInputError if X holds NaN or Inf."""
-    bad = int(_lloyd._count_non_finite(X))
-    if bad:
-        raise InvalidInputError(field, f"{field} contains {bad} NaN or Inf values")
+    """Raise InvalidInputError for NaN or Inf, or float32 values too large to square safely."""
+    scan = scan_values(X)
+    if scan.non_finite:
+        raise InvalidInputError(
+            field,
+            f"{field} contains {scan.non_finite} NaN or Inf values (first at row {scan.first_bad_row})",
+        )
+    if X.dtype == np.float32 and scan.max_abs > FLOAT32_MAX_ABS:
+        raise InvalidInputError(
+            field,
+            f"{field} has float32 values as large as {scan.max_abs:.3g}; float32 data must stay "
+            f"within +/-{FLOAT32_MAX_ABS:.0e} so squared distances do not overflow: send float64",
+        )
 
 
 def _check_predict_inputs(X: Any, centers: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -479,10 +512,16 @@ def warmup() -> str:
         fit(X, 3, n_init=1, max_iter=3, seed=0)
         fit(X, 3, init="random", n_init=1, max_iter=3, seed=0)
         centers = fit(X, 2, init=X[:2], n_init=1, max_iter=3).centers
-        # Points decoded from a request are read-only views: a separate signature.
-        frozen = X.copy()
-        frozen.setflags(write=False)
-        for points in (X, frozen):
-            predict(points, centers, return_distance=True)
-            transform(points, centers)
+        # A center far from every point starts empty: compiles the relocation path.
+        fit(X, 2, init=np.vstack([X[:1], np.full((1, 3), 1e6, dtype=dtype)]), max_iter=2)
+        # Points decoded from a request and stored centers are read-only: other signatures.
+        frozen_points = X.copy()
+        frozen_points.setflags(write=False)
+        frozen_centers = centers.copy()
+        frozen_centers.setflags(write=False)
+        for points in (X, frozen_points):
+            for model in (centers, frozen_centers):
+                predict(points, model, return_distance=True)
+                transform(points, model)
+        check_finite(frozen_points, "X")
     return _lloyd.threading_layer()

@@ -26,6 +26,7 @@ log = logging.getLogger("centroidal.server")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ClusteringService"].full_name
 THREAD_SAFE_LAYERS = ("omp", "tbb")
+FIT_EXIT_WAIT_S = 30.0
 
 
 class CentroidalServer:
@@ -100,6 +101,10 @@ class CentroidalServer:
         self.stopping.set()
         self.health.enter_graceful_shutdown()
         self.grpc_server.stop(self.config.grace_period if grace is None else grace).wait()
+        # Cancelled fits notice within one iteration; let them leave before the store closes.
+        give_up = time.monotonic() + FIT_EXIT_WAIT_S
+        while self.servicer.fits_in_flight and time.monotonic() < give_up:
+            time.sleep(0.05)
         self.metrics.close()
         self.store.close()
 

@@ -21,6 +21,8 @@ from .errors import ServiceError, exhausted, not_found
 if TYPE_CHECKING:
     from .store import ModelStore
 
+_WRITER_LOCKS = 64
+
 
 @dataclass(frozen=True)
 class ModelSnapshot:
@@ -63,7 +65,10 @@ class Registry:
         }
         self._last_versions: dict[str, int] = store.last_versions()
         self._guard = threading.Lock()
-        self._writer_locks: dict[str, threading.Lock] = {}
+        # Names being created right now count against max_models before they are published.
+        self._creating: set[str] = set()
+        # A fixed set of writer locks, one per name hash: bounded however many names are tried.
+        self._writer_locks = [threading.Lock() for _ in range(_WRITER_LOCKS)]
 
     def __len__(self) -> int:
         return len(self._snapshots)
@@ -110,8 +115,22 @@ class Registry:
             )
 
     def _writer_lock(self, name: str) -> threading.Lock:
+        return self._writer_locks[hash(name) % _WRITER_LOCKS]
+
+    def _reserve(self, name: str) -> bool:
+        """Count a new name against max_models; False when the name already exists."""
         with self._guard:
-            return self._writer_locks.setdefault(name, threading.Lock())
+            if name in self._snapshots:
+                return False
+            held = len(self._snapshots) + len(self._creating)
+            if held >= self._max_models:
+                raise exhausted(
+                    "model",
+                    f"the server holds {held} models, its limit of {self._max_models}; delete "
+                    f"one before creating {name!r}",
+                )
+            self._creating.add(name)
+            return True
 
     def commit(self, snapshot: ModelSnapshot, expected_version: int | None = None) -> ModelSnapshot:
         """Store ``snapshot`` as the model's next version and publish it.
@@ -122,25 +141,30 @@ class Registry:
         name = snapshot.name
         with self._writer_lock(name):
             self.check_expected(name, expected_version)
-            previous = self._snapshots.get(name)
-            if previous is None and len(self._snapshots) >= self._max_models:
-                raise exhausted(
-                    "model",
-                    f"the server holds {len(self._snapshots)} models, its limit; delete one "
-                    f"before creating {name!r}",
-                )
-            now = time.time()
-            version = self._last_versions.get(name, 0) + 1
-            snapshot.centers.setflags(write=False)
-            published = replace(
-                snapshot,
-                version=version,
-                created_at=previous.created_at if previous is not None else now,
-                updated_at=now,
-            )
-            self._store.save(published, keep_versions=self._keep_versions)
-            self._publish(name, published, version)
-            return published
+            creating = self._reserve(name)
+            try:
+                return self._write(snapshot, creating)
+            finally:
+                if creating:
+                    with self._guard:
+                        self._creating.discard(name)
+
+    def _write(self, snapshot: ModelSnapshot, creating: bool) -> ModelSnapshot:
+        """Store and publish under the name's writer lock."""
+        name = snapshot.name
+        previous = None if creating else self._snapshots.get(name)
+        now = time.time()
+        version = self._last_versions.get(name, 0) + 1
+        snapshot.centers.setflags(write=False)
+        published = replace(
+            snapshot,
+            version=version,
+            created_at=previous.created_at if previous is not None else now,
+            updated_at=now,
+        )
+        self._store.save(published, keep_versions=self._keep_versions)
+        self._publish(name, published, version)
+        return published
 
     def delete(self, name: str, expected_version: int | None = None) -> int:
         """Delete a model; returns the version the delete wrote."""

@@ -122,61 +122,72 @@ class ClusteringServicer(pb_grpc.ClusteringServiceServicer):
             raise invalid("spec", "the first FitRequest must carry a spec")
         params = self._fit_params(first.spec)
         self._registry.check_expected(params.model, params.expected_version)
-        if not self._fit_slots.acquire(blocking=False):
-            raise exhausted(
-                "model",
-                f"{self._config.max_concurrent_fits} fits are already running, the server's "
-                "limit; retry later",
-                reason="TOO_MANY_FITS",
-            )
         with self._fits_lock:
             self.fits_in_flight += 1
         try:
             data = self._receive_fit_data(first, request_iterator, params)
             n_samples = data.points.shape[0]
             self.metrics.points.inc(n_samples)
-            yield _progress(pb.FitProgress.STAGE_DATA_RECEIVED, n_samples=n_samples, started=started)
-            result = yield from self._run_fit(params, data, context, started)
-            if result is None:
-                return
-            snapshot = self._registry.commit(
-                ModelSnapshot(
-                    name=params.model,
-                    version=0,
-                    centers=result.centers,
-                    config=params.config(result.seed),
-                    inertia=result.inertia,
-                    n_iter=result.n_iter,
-                    n_samples_seen=n_samples,
-                    created_at=0.0,
-                    updated_at=0.0,
-                ),
-                params.expected_version,
-            )
-            self.metrics.models.set(len(self._registry))
-            log.info(
-                "fit committed model=%s version=%d n=%d k=%d n_iter=%d inertia=%.6g",
-                snapshot.name, snapshot.version, n_samples, snapshot.n_clusters,
-                snapshot.n_iter, snapshot.inertia,
-            )
-            if params.return_labels:
-                for offset in range(0, n_samples, LABELS_PER_MESSAGE):
-                    chunk = result.labels[offset : offset + LABELS_PER_MESSAGE]
-                    yield pb.FitResponse(
-                        labels=pb.LabelsChunk(offset=offset, labels=encode_labels(chunk))
-                    )
-            yield pb.FitResponse(
-                result=pb.FitResult(
-                    model=model_message(snapshot, include_centers=True),
-                    n_samples=n_samples,
-                    best_restart=result.best_restart,
-                    elapsed_seconds=time.monotonic() - started,
+            # The slot is taken once the data is here, so a slow upload holds no compute slot.
+            if not self._fit_slots.acquire(blocking=False):
+                raise exhausted(
+                    "model",
+                    f"{self._config.max_concurrent_fits} fits are already running, the server's "
+                    "limit; retry later",
+                    reason="TOO_MANY_FITS",
                 )
-            )
+            try:
+                yield from self._fit_and_commit(params, data, context, started)
+            finally:
+                self._fit_slots.release()
         finally:
             with self._fits_lock:
                 self.fits_in_flight -= 1
-            self._fit_slots.release()
+
+    def _fit_and_commit(
+        self, params: FitParams, data: FitData, context: grpc.ServicerContext, started: float
+    ):
+        n_samples = data.points.shape[0]
+        yield _progress(pb.FitProgress.STAGE_DATA_RECEIVED, n_samples=n_samples, started=started)
+        result = yield from self._run_fit(params, data, context, started)
+        if result is None:
+            return
+        # Labels go out before the commit, so a call that fails while sending them stores nothing.
+        if params.return_labels:
+            for offset in range(0, n_samples, LABELS_PER_MESSAGE):
+                chunk = result.labels[offset : offset + LABELS_PER_MESSAGE]
+                yield pb.FitResponse(labels=pb.LabelsChunk(offset=offset, labels=encode_labels(chunk)))
+        if not context.is_active():
+            log.info("fit of %s finished after its call ended; not stored", params.model)
+            return
+        snapshot = self._registry.commit(
+            ModelSnapshot(
+                name=params.model,
+                version=0,
+                centers=result.centers,
+                config=params.config(result.seed),
+                inertia=result.inertia,
+                n_iter=result.n_iter,
+                n_samples_seen=n_samples,
+                created_at=0.0,
+                updated_at=0.0,
+            ),
+            params.expected_version,
+        )
+        self.metrics.models.set(len(self._registry))
+        log.info(
+            "fit committed model=%s version=%d n=%d k=%d n_iter=%d inertia=%.6g",
+            snapshot.name, snapshot.version, n_samples, snapshot.n_clusters,
+            snapshot.n_iter, snapshot.inertia,
+        )
+        yield pb.FitResponse(
+            result=pb.FitResult(
+                model=model_message(snapshot, include_centers=True),
+                n_samples=n_samples,
+                best_restart=result.best_restart,
+                elapsed_seconds=time.monotonic() - started,
+            )
+        )
 
     def _run_fit(
         self, params: FitParams, data: FitData, context: grpc.ServicerContext, started: float
@@ -235,7 +246,9 @@ class ClusteringServicer(pb_grpc.ClusteringServiceServicer):
         config = spec.config
         model = check_model_name(spec.model, "spec.model")
         if config.algorithm not in (pb.ALGORITHM_UNSPECIFIED, pb.ALGORITHM_KMEANS):
-            raise invalid("spec.config.algorithm", f"unknown algorithm {config.algorithm}")
+            raise invalid(
+                "spec.config.algorithm", f"spec.config.algorithm={config.algorithm} is not a known algorithm"
+            )
         n_clusters = int(config.n_clusters)
         if n_clusters < 1:
             raise invalid(
@@ -248,7 +261,7 @@ class ClusteringServicer(pb_grpc.ClusteringServiceServicer):
                 f"{limits.max_clusters}",
             )
         if config.init not in INIT_NAMES:
-            raise invalid("spec.config.init", f"unknown init method {config.init}")
+            raise invalid("spec.config.init", f"spec.config.init={config.init} is not a known init method")
         init = INIT_NAMES[config.init]
         init_centers = None
         if init == "given":
@@ -331,8 +344,14 @@ class ClusteringServicer(pb_grpc.ClusteringServiceServicer):
         snapshot = self._snapshot_for(first)
         options = first.options
         offset = 0
-        for message in _chain(first, request_iterator):
-            if not message.HasField("points") or message.points.rows == 0:
+        for index, message in enumerate(_chain(first, request_iterator)):
+            if index and (message.model or message.HasField("version") or message.HasField("options")):
+                raise invalid(
+                    "model",
+                    f"message {index} of the stream sets model, version or options; only the "
+                    "first message may",
+                )
+            if not message.HasField("points"):
                 continue
             response = self._predict(snapshot, message.points, options, offset)
             offset += message.points.rows
@@ -348,7 +367,8 @@ class ClusteringServicer(pb_grpc.ClusteringServiceServicer):
     ) -> pb.PredictResponse:
         limits = self._config
         points = decode_matrix(
-            message, "points", max_rows=limits.max_points, max_cols=limits.max_features
+            message, "points", max_rows=limits.max_points, max_cols=limits.max_features,
+            allow_empty=True,
         )
         if points.shape[1] != snapshot.n_features:
             raise ServiceError(
@@ -358,6 +378,9 @@ class ClusteringServicer(pb_grpc.ClusteringServiceServicer):
                 field="points.cols",
                 reason="FEATURE_MISMATCH",
             )
+        response = pb.PredictResponse(version=snapshot.version, offset=offset)
+        if points.shape[0] == 0:
+            return response
         check_finite(points, "points")
         itemsize = points.dtype.itemsize
         row_bytes = 4 + itemsize * (options.return_distances + options.return_transform * snapshot.n_clusters)
@@ -371,7 +394,6 @@ class ClusteringServicer(pb_grpc.ClusteringServiceServicer):
                 "per message with PredictStream",
             )
         self.metrics.predicted.inc(points.shape[0])
-        response = pb.PredictResponse(version=snapshot.version, offset=offset)
         labels, distances = kmeans.predict(points, snapshot.centers, return_distance=True)
         response.labels = encode_labels(labels)
         if options.return_distances:
@@ -384,7 +406,9 @@ class ClusteringServicer(pb_grpc.ClusteringServiceServicer):
 
     @handle_errors
     def GetModel(self, request: pb.GetModelRequest, context: grpc.ServicerContext) -> pb.Model:
-        snapshot = self._registry.get(check_model_name(request.name, "name"))
+        name = check_model_name(request.name, "name")
+        version = request.version if request.HasField("version") else None
+        snapshot = self._registry.get_version(name, version, field="name")
         return model_message(snapshot, include_centers=request.include_centers)
 
     @handle_errors
@@ -487,10 +511,12 @@ class _FitGatherer:
                 "points.rows",
                 f"the stream carries more than the server's limit of {limits.max_points} points",
             )
-        if self._rows * self._cols * chunk.dtype.itemsize > limits.max_fit_bytes:
+        data_bytes = (self._rows + rows) * self._cols * chunk.dtype.itemsize
+        if data_bytes > limits.max_fit_bytes:
             raise exhausted(
                 "points",
-                f"the data exceeds the server's limit of {limits.max_fit_bytes} bytes per fit",
+                f"the stream's data reached {data_bytes} bytes, over the server's limit of "
+                f"{limits.max_fit_bytes} bytes per fit",
             )
         if weighted:
             self._weights.append(decode_vector(message.sample_weight, "sample_weight", rows))

@@ -13,8 +13,10 @@ import threading
 from pathlib import Path
 from typing import Protocol
 
+import grpc
 import numpy as np
 
+from .errors import ServiceError
 from .registry import ModelSnapshot
 
 _SCHEMA = """
@@ -57,6 +59,7 @@ class SQLiteStore:
         path.mkdir(parents=True, exist_ok=True)
         self.path = path / "models.sqlite3"
         self._lock = threading.Lock()
+        self._closed = False
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
@@ -99,7 +102,7 @@ class SQLiteStore:
             }
         )
         centers = np.ascontiguousarray(snapshot.centers).tobytes()
-        with self._lock, self._db:
+        with self._lock, self._writable():
             self._db.execute("BEGIN IMMEDIATE")
             self._db.execute(
                 "INSERT INTO versions (name, version, meta, centers) VALUES (?, ?, ?, ?)",
@@ -117,7 +120,7 @@ class SQLiteStore:
             )
 
     def delete(self, name: str, version: int) -> None:
-        with self._lock, self._db:
+        with self._lock, self._writable():
             self._db.execute("BEGIN IMMEDIATE")
             self._db.execute(
                 "UPDATE names SET last_version = ?, current_version = NULL WHERE name = ?",
@@ -125,8 +128,19 @@ class SQLiteStore:
             )
             self._db.execute("DELETE FROM versions WHERE name = ?", (name,))
 
+    def _writable(self) -> sqlite3.Connection:
+        """The connection as a transaction context; refuses once the store is closed."""
+        if self._closed:
+            raise ServiceError(
+                grpc.StatusCode.UNAVAILABLE,
+                "the server is shutting down; nothing was written, retry on another replica or later",
+                reason="SHUTTING_DOWN",
+            )
+        return self._db
+
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             self._db.close()
 
 

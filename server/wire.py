@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from centroidal.engine import kmeans
 from centroidal.v1 import clustering_pb2 as pb
 
 from .errors import exhausted, invalid
@@ -73,11 +74,11 @@ def decode_matrix(
 
 
 def check_finite(array: np.ndarray, field: str) -> None:
-    """Refuse NaN and Inf, naming the first offending row."""
-    finite = np.isfinite(array)
-    if not finite.all():
-        row = int(np.argwhere(~finite)[0][0])
-        raise invalid(f"{field}.data", f"{field} contains NaN or Inf (first at row {row})")
+    """Refuse NaN and Inf (naming the first offending row) and float32 values that would overflow."""
+    try:
+        kmeans.check_finite(array, field)
+    except kmeans.InvalidInputError as exc:
+        raise invalid(f"{field}.data", str(exc)) from None
 
 
 def decode_vector(message: pb.Vector, field: str, length: int) -> np.ndarray:
@@ -89,8 +90,12 @@ def decode_vector(message: pb.Vector, field: str, length: int) -> np.ndarray:
             f"{field} has {len(message.data) // dtype.itemsize} values for {length} rows",
         )
     values = np.frombuffer(message.data, dtype=dtype)
-    if not np.isfinite(values).all() or (values < 0).any():
-        raise invalid(f"{field}.data", f"{field} must be finite and >= 0")
+    bad = np.flatnonzero(~np.isfinite(values) | (values < 0))
+    if bad.size:
+        raise invalid(
+            f"{field}.data",
+            f"{field} must be finite and >= 0, but value {bad[0]} of this chunk is {values[bad[0]]}",
+        )
     return values
 
 

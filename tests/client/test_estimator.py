@@ -63,3 +63,14 @@ def test_fitted_estimator_pickles_without_its_channel(target: str) -> None:
     estimator = RemoteKMeans(3, random_state=0).fit(X)
     restored = pickle.loads(pickle.dumps(estimator))
     np.testing.assert_array_equal(restored.predict(X), estimator.labels_)
+
+
+def test_refit_replaces_its_own_model(target: str) -> None:
+    estimator = RemoteKMeans(3, random_state=0).fit(X)
+    name = estimator.model_name_
+    estimator.set_params(n_clusters=4).fit(X)
+    assert estimator.model_name_ == name and estimator.version_ == 2
+    assert estimator.cluster_centers_.shape == (4, 2)
+    estimator.delete_model()
+    with pytest.raises(NotFittedError):
+        estimator.predict(X)

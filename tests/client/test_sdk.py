@@ -185,3 +185,49 @@ def wait_until(condition, limit_s: float = 60.0) -> None:
     while not condition():
         assert time.monotonic() < give_up, "condition never became true"
         time.sleep(0.05)
+
+
+def test_fit_cancelled_while_labels_stream_stores_nothing(server: CentroidalServer) -> None:
+    import grpc
+
+    from centroidal.client import _wire
+    from centroidal.v1 import clustering_pb2 as pb
+    from centroidal.v1 import clustering_pb2_grpc as pb_grpc
+
+    points = np.random.default_rng(4).normal(size=(1_200_000, 2)).astype(np.float32)
+    spec = pb.FitSpec(model="unlabelled", config=pb.KMeansConfig(n_clusters=3, max_iter=3, seed=0),
+                      n_samples=len(points), return_labels=True)
+    chunks = [pb.FitRequest(points=_wire.encode_matrix(points[i : i + 200_000]))
+              for i in range(0, len(points), 200_000)]
+    chunks[0].spec.CopyFrom(spec)
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}",
+                               options=[("grpc.max_receive_message_length", -1)]) as channel:
+        call = pb_grpc.ClusteringServiceStub(channel).Fit(iter(chunks))
+        for response in call:
+            if response.WhichOneof("event") == "labels":
+                call.cancel()
+                break
+    wait_until(lambda: server.servicer.fits_in_flight == 0)
+    with Client(f"127.0.0.1:{server.port}") as client, pytest.raises(NotFound):
+        client.get_model("unlabelled")
+
+
+def test_transform_of_a_pinned_version_uses_its_own_clusters(client: Client) -> None:
+    first = client.fit("pinned", X, 2, seed=0)
+    client.fit("pinned", X, 4, seed=0)
+    distances = client.transform("pinned", X, version=first.version)
+    assert distances.shape == (300, 2)
+    np.testing.assert_allclose(distances, kmeans.transform(X, first.centers), rtol=1e-12)
+    assert client.get_model("pinned", version=first.version).n_clusters == 2
+
+
+def test_upload_progress_exception_reaches_the_caller(client: Client) -> None:
+    class Interrupted(Exception):
+        pass
+
+    def stop_uploading(event) -> None:
+        if event.stage == "uploading":
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        client.fit("interrupted", X, 2, on_progress=stop_uploading)

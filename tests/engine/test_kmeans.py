@@ -139,12 +139,3 @@ def test_invalid_arguments_name_the_field(kwargs: dict, field: str) -> None:
     with pytest.raises(InvalidInputError) as raised:
         kmeans.fit(**arguments)
     assert raised.value.field == field
-
-
-def test_closing_the_step_generator_stops_the_fit(blobs: np.ndarray) -> None:
-    steps = kmeans.fit_steps(blobs, 8, seed=0, tol=0)
-    stages = [next(steps).stage for _ in range(12)]
-    steps.close()
-    assert kmeans.Stage.ITERATION in stages
-    with pytest.raises(StopIteration):
-        next(steps)

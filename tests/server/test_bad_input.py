@@ -33,9 +33,12 @@ def stub(server) -> Iterator[pb_grpc.ClusteringServiceStub]:
         yield pb_grpc.ClusteringServiceStub(channel)
 
 
+KEPT_CENTERS: dict[str, np.ndarray] = {}
+
+
 @pytest.fixture
 def fitted(client: Client) -> Client:
-    client.fit("kept", X, 3, seed=0)
+    KEPT_CENTERS["kept"] = client.fit("kept", X, 3, seed=0).centers
     return client
 
 
@@ -48,9 +51,10 @@ def raw_error(call) -> CentroidalError:
 
 
 def assert_kept(client: Client) -> None:
+    """The model fitted before the bad request is still there, unchanged."""
     model = client.get_model("kept")
     assert model.version == 1
-    np.testing.assert_array_equal(client.predict("kept", X[:5]), client.predict("kept", X[:5]))
+    np.testing.assert_array_equal(model.centers, KEPT_CENTERS["kept"])
 
 
 def test_nan_in_fit_data(fitted: Client) -> None:
@@ -256,3 +260,30 @@ def test_unknown_version(fitted: Client) -> None:
     with pytest.raises(NotFound) as raised:
         fitted.predict("kept", X, version=9)
     assert raised.value.field == "version"
+
+
+def test_float32_values_too_large_to_square(fitted: Client) -> None:
+    huge = np.array([[3e19, 0.0, 0.0]], dtype=np.float32)
+    with pytest.raises(InvalidArgument) as raised:
+        fitted.predict("kept", huge.astype(np.float32))
+    assert raised.value.field == "points.data" and "3e+19" in raised.value.message
+    labels = fitted.predict("kept", huge.astype(np.float64))  # float64 copes
+    assert labels.shape == (1,)
+
+
+def test_later_stream_messages_cannot_change_the_model(stub, fitted: Client) -> None:
+    points = pb.Matrix(dtype=pb.DTYPE_FLOAT64, rows=1, cols=3, data=bytes(24))
+    messages = [pb.PredictRequest(model="kept", points=points),
+                pb.PredictRequest(model="other", points=points)]
+    error = raw_error(lambda: stub.PredictStream(iter(messages)))
+    assert isinstance(error, InvalidArgument) and error.field == "model"
+    assert "message 1" in error.message
+
+
+def test_negative_weight_is_located(fitted: Client) -> None:
+    weights = np.ones(200)
+    weights[42] = -3.0
+    with pytest.raises(InvalidArgument) as raised:
+        fitted.fit("kept", X, 2, sample_weight=weights)
+    assert "value 42" in raised.value.message and "-3.0" in raised.value.message
+    assert_kept(fitted)

@@ -412,12 +412,14 @@ class QuantizeImageResponse(_message.Message):
     def __init__(self, image: _Optional[bytes] = ..., summary: _Optional[_Union[QuantizeSummary, _Mapping]] = ...) -> None: ...
 
 class GetModelRequest(_message.Message):
-    __slots__ = ("name", "include_centers")
+    __slots__ = ("name", "include_centers", "version")
     NAME_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_CENTERS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     name: str
     include_centers: bool
-    def __init__(self, name: _Optional[str] = ..., include_centers: _Optional[bool] = ...) -> None: ...
+    version: int
+    def __init__(self, name: _Optional[str] = ..., include_centers: _Optional[bool] = ..., version: _Optional[int] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ("page_size", "page_token")

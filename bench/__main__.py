@@ -1,0 +1,26 @@
+"""`python -m bench [--quick]`: run every suite, print the table, write results/latest.json."""
+
+from __future__ import annotations
+
+import argparse
+
+from . import engine
+from .common import gemm_peak_gflops, machine, print_table, write_results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--quick", action="store_true", help="skip the multi-seed full fits")
+    args = parser.parse_args()
+    meta = machine()
+    peak = gemm_peak_gflops()
+    meta["gemm_peak_gflops_f32"] = peak
+    print(", ".join(f"{key} {value}" for key, value in meta.items()))
+    print(f"numpy float32 GEMM peak measured in this run: {peak:.1f} GFLOP/s\n")
+    rows = engine.run(quick=args.quick)
+    print_table(rows, peak)
+    write_results(rows, meta)
+
+
+if __name__ == "__main__":
+    main()

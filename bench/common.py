@@ -1,0 +1,107 @@
+"""Timing, GEMM peak, and the result table shared by the benchmark suites."""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
+
+
+@dataclass
+class Row:
+    """One comparison: our time against the reference's on the same work."""
+
+    name: str
+    ours_s: float
+    reference: str
+    reference_s: float
+    flops: float = 0.0
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float:
+        return self.ours_s / self.reference_s
+
+    def to_json(self) -> dict[str, object]:
+        record = {key: value for key, value in asdict(self).items() if key not in ("flops", "extra")}
+        record["ratio"] = self.ratio
+        record.update(self.extra)
+        return record
+
+
+def median_time(run: Callable[[], object], repeats: int, warmup: int = 1) -> float:
+    """Median wall time of ``run`` over ``repeats`` calls after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def gemm_peak_gflops(dtype: type = np.float32, size: int = 2048) -> float:
+    """float GEMM rate numpy's BLAS reaches on this machine right now, in GFLOP/s."""
+    a = np.random.default_rng(0).random((size, size)).astype(dtype)
+    seconds = median_time(lambda: a @ a, repeats=5)
+    return 2 * size**3 / seconds / 1e9
+
+
+def machine() -> dict[str, object]:
+    import os
+
+    import numba
+    import sklearn
+
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "numba": numba.__version__,
+        "scikit-learn": sklearn.__version__,
+        "numba_threads": numba.get_num_threads(),
+    }
+
+
+def print_table(rows: list[Row], peak: float) -> None:
+    header = f"{'benchmark':<44} {'ours':>9} {'reference':>26} {'ratio':>6} {'GFLOP/s':>8} {'%peak':>6}"
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        rate = row.flops / row.ours_s / 1e9 if row.flops else float("nan")
+        share = f"{100 * rate / peak:5.0f}%" if row.flops else "     -"
+        gflops = f"{rate:8.1f}" if row.flops else "       -"
+        reference = f"{row.reference} {_fmt(row.reference_s)}"
+        print(f"{row.name:<44} {_fmt(row.ours_s):>9} {reference:>26} {row.ratio:6.2f} {gflops} {share}")
+
+
+def _fmt(seconds: float) -> str:
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.0f}us"
+    if seconds < 1:
+        return f"{seconds * 1e3:.1f}ms"
+    return f"{seconds:.2f}s"
+
+
+def write_results(rows: list[Row], meta: dict[str, object]) -> None:
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps([row.to_json() for row in rows], indent=2) + "\n")
+    (RESULTS.parent / "machine.json").write_text(json.dumps(meta, indent=2) + "\n")
