@@ -16,6 +16,22 @@ import numba
 import numpy as np
 from numba import config, njit, prange
 
+def _limit_kernel_blas_threads() -> None:
+    """Run the BLAS that np.dot calls inside kernels single-threaded.
+
+    Kernels already use every core through numba's threads; a multi-threaded BLAS
+    inside each of them would oversubscribe. numpy's own BLAS is left alone.
+    """
+    import scipy.linalg.cython_blas  # noqa: F401 - loads the BLAS numba calls
+    from threadpoolctl import ThreadpoolController
+
+    for library in ThreadpoolController().lib_controllers:
+        if library.user_api == "blas" and "numpy" not in library.filepath:
+            library.set_num_threads(1)
+
+
+_limit_kernel_blas_threads()
+
 # The default workqueue layer aborts the process when two threads enter a
 # parallel region at once, which the gRPC thread pool does. "threadsafe"
 # takes tbb or omp.
@@ -60,17 +76,66 @@ def _nearest(X, i, centers):
     return best, best_dist
 
 
+# Rows per GEMM tile: the tile and its k dot products stay in cache.
+_TILE_ROWS = 256
+
+
+@njit(nogil=True, cache=True)
+def _shifted_centers(centers, shift, centers_t, half_sq_norms):
+    """centers_t (d, k) = (centers - shift).T and half_sq_norms (k,) = |centers - shift|^2 / 2."""
+    n_clusters, n_features = centers.shape
+    for j in range(n_clusters):
+        norm = 0.0
+        for f in range(n_features):
+            value = centers[j, f] - shift[f]
+            centers_t[f, j] = value
+            norm += value * value
+        half_sq_norms[j] = 0.5 * norm
+
+
+@njit(inline="always", nogil=True, cache=True)
+def _tile_nearest(X, start, rows, shift, centers_t, half_sq_norms, tile, dots, labels):
+    """Label rows start..start+rows of X with their nearest center via one GEMM.
+
+    |x - c|^2 = |x - s|^2 - 2 (x - s).(c - s) + |c - s|^2, so the argmin over c is that of
+    |c - s|^2 / 2 - (x - s).(c - s). Shifting by s, a point near the data, keeps float32 accurate.
+    """
+    n_features = X.shape[1]
+    n_clusters = centers_t.shape[1]
+    for r in range(rows):
+        for f in range(n_features):
+            tile[r, f] = X[start + r, f] - shift[f]
+    if rows == tile.shape[0]:
+        np.dot(tile, centers_t, dots)
+    else:
+        np.dot(tile[:rows], centers_t, dots[:rows])
+    for r in range(rows):
+        best = 0
+        best_value = half_sq_norms[0] - dots[r, 0]
+        for j in range(1, n_clusters):
+            value = half_sq_norms[j] - dots[r, j]
+            closer = value < best_value
+            best_value = value if closer else best_value
+            best = j if closer else best
+        labels[start + r] = best
+
+
 @_kernel
-def _lloyd_step(X, sample_weight, centers, labels, partial_sums, partial_weights, partial_inertia):
+def _lloyd_step(X, sample_weight, centers, shift, labels, partial_sums, partial_weights, partial_inertia):
     """Assign each row to its nearest center and accumulate per-chunk sums.
 
-    X (n, d), centers (k, d) in one float dtype; sample_weight (n,) float64;
+    X (n, d), centers (k, d) and shift (d,) in one float dtype; sample_weight (n,) float64;
     labels (n,) int32 out; partial_sums (c, k, d), partial_weights (c, k) and
-    partial_inertia (c,) float64 out, one slot per chunk.
+    partial_inertia (c,) float64 out, one slot per chunk. Inertia is the exact sum of
+    w * |x - c|^2 in float64, recomputed for the chosen center.
     """
     n_samples, n_features = X.shape
+    n_clusters = centers.shape[0]
     n_chunks = partial_inertia.shape[0]
     chunk_rows = (n_samples + n_chunks - 1) // n_chunks
+    centers_t = np.empty((n_features, n_clusters), dtype=X.dtype)
+    half_sq_norms = np.empty(n_clusters, dtype=X.dtype)
+    _shifted_centers(centers, shift, centers_t, half_sq_norms)
     for chunk in prange(n_chunks):
         start = chunk * chunk_rows
         stop = min(start + chunk_rows, n_samples)
@@ -79,22 +144,47 @@ def _lloyd_step(X, sample_weight, centers, labels, partial_sums, partial_weights
         sums[:, :] = 0.0
         weights[:] = 0.0
         inertia = 0.0
-        for i in range(start, stop):
-            best, best_dist = _nearest(X, i, centers)
-            labels[i] = best
-            w = sample_weight[i]
-            weights[best] += w
-            for f in range(n_features):
-                sums[best, f] += w * X[i, f]
-            inertia += w * best_dist
+        tile = np.empty((_TILE_ROWS, n_features), dtype=X.dtype)
+        dots = np.empty((_TILE_ROWS, n_clusters), dtype=X.dtype)
+        for tile_start in range(start, stop, _TILE_ROWS):
+            rows = min(_TILE_ROWS, stop - tile_start)
+            _tile_nearest(X, tile_start, rows, shift, centers_t, half_sq_norms, tile, dots, labels)
+            for i in range(tile_start, tile_start + rows):
+                best = labels[i]
+                w = sample_weight[i]
+                dist = 0.0
+                for f in range(n_features):
+                    value = X[i, f]
+                    diff = np.float64(value) - centers[best, f]
+                    dist += diff * diff
+                    sums[best, f] += w * value
+                weights[best] += w
+                inertia += w * dist
         partial_inertia[chunk] = inertia
 
 
 @_kernel
-def _assign(X, centers, labels, min_sq_dist):
-    """Nearest center of each row: labels (n,) int32 and min_sq_dist (n,) float64 out."""
-    for i in prange(X.shape[0]):
-        labels[i], min_sq_dist[i] = _nearest(X, i, centers)
+def _assign(X, centers, shift, labels, min_sq_dist):
+    """Nearest center of each row: labels (n,) int32 and exact min_sq_dist (n,) float64 out."""
+    n_samples, n_features = X.shape
+    n_clusters = centers.shape[0]
+    centers_t = np.empty((n_features, n_clusters), dtype=X.dtype)
+    half_sq_norms = np.empty(n_clusters, dtype=X.dtype)
+    _shifted_centers(centers, shift, centers_t, half_sq_norms)
+    n_tiles = (n_samples + _TILE_ROWS - 1) // _TILE_ROWS
+    for t in prange(n_tiles):
+        tile = np.empty((_TILE_ROWS, n_features), dtype=X.dtype)
+        dots = np.empty((_TILE_ROWS, n_clusters), dtype=X.dtype)
+        start = t * _TILE_ROWS
+        rows = min(_TILE_ROWS, n_samples - start)
+        _tile_nearest(X, start, rows, shift, centers_t, half_sq_norms, tile, dots, labels)
+        for i in range(start, start + rows):
+            dist = 0.0
+            best = labels[i]
+            for f in range(n_features):
+                diff = np.float64(X[i, f]) - centers[best, f]
+                dist += diff * diff
+            min_sq_dist[i] = dist
 
 
 @_kernel

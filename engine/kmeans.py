@@ -216,8 +216,8 @@ class _Workspace:
     def step(self, X: np.ndarray, weights: np.ndarray, centers: np.ndarray) -> float:
         """One fused E-step; returns the inertia of the assignment to ``centers``."""
         _lloyd._lloyd_step(
-            X, weights, centers, self.labels, self.partial_sums, self.partial_weights,
-            self.partial_inertia,
+            X, weights, centers, _shift_for(centers), self.labels, self.partial_sums,
+            self.partial_weights, self.partial_inertia,
         )
         return float(self.partial_inertia.sum())
 
@@ -333,7 +333,7 @@ def predict(
     X, centers = _check_predict_inputs(X, centers)
     labels = np.empty(X.shape[0], dtype=np.int32)
     min_sq_dist = np.empty(X.shape[0], dtype=np.float64)
-    _lloyd._assign(X, centers, labels, min_sq_dist)
+    _lloyd._assign(X, centers, _shift_for(centers), labels, min_sq_dist)
     if return_distance:
         return labels, np.sqrt(min_sq_dist).astype(X.dtype)
     return labels
@@ -356,8 +356,13 @@ def inertia(X: Any, centers: Any, sample_weight: Any = None) -> float:
     weights = _check_sample_weight(sample_weight, X.shape[0])
     labels = np.empty(X.shape[0], dtype=np.int32)
     min_sq_dist = np.empty(X.shape[0], dtype=np.float64)
-    _lloyd._assign(X, centers, labels, min_sq_dist)
+    _lloyd._assign(X, centers, _shift_for(centers), labels, min_sq_dist)
     return float(min_sq_dist @ weights)
+
+
+def _shift_for(centers: np.ndarray) -> np.ndarray:
+    """The centers' mean: a point near the data that distances are taken relative to."""
+    return np.ascontiguousarray(centers.mean(axis=0, dtype=np.float64), dtype=centers.dtype)
 
 
 def mean_variance(X: np.ndarray) -> float:
