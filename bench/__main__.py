@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import engine
+from . import engine, system
 from .common import gemm_peak_gflops, machine, print_table, write_results
 
 
@@ -16,9 +16,16 @@ def main() -> None:
     peak = gemm_peak_gflops()
     meta["gemm_peak_gflops_f32"] = peak
     print(", ".join(f"{key} {value}" for key, value in meta.items()))
-    print(f"numpy float32 GEMM peak measured in this run: {peak:.1f} GFLOP/s\n")
+    print(f"numpy float32 GEMM peak measured in this run: {peak:.1f} GFLOP/s")
+    print("GFLOP/s counts 2*n*k*d per distance pass, as a GEMM would; ratio = ours / reference\n")
     rows = engine.run(quick=args.quick)
+    system_rows, facts = system.run()
+    rows += system_rows
     print_table(rows, peak)
+    print()
+    for key, value in facts.items():
+        print(f"{key:<32} {value:8.2f}")
+    meta.update(facts)
     write_results(rows, meta)
 
 

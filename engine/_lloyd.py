@@ -97,6 +97,8 @@ def _shifted_centers(centers, shift, centers_t, half_sq_norms):
 def _tile_nearest(X, start, rows, shift, centers_t, half_sq_norms, tile, dots, labels):
     """Label rows start..start+rows of X with their nearest center via one GEMM.
 
+    Returns how many of those labels changed.
+
     |x - c|^2 = |x - s|^2 - 2 (x - s).(c - s) + |c - s|^2, so the argmin over c is that of
     |c - s|^2 / 2 - (x - s).(c - s). Shifting by s, a point near the data, keeps float32 accurate.
     """
@@ -109,6 +111,7 @@ def _tile_nearest(X, start, rows, shift, centers_t, half_sq_norms, tile, dots, l
         np.dot(tile, centers_t, dots)
     else:
         np.dot(tile[:rows], centers_t, dots[:rows])
+    changed = 0
     for r in range(rows):
         best = 0
         best_value = half_sq_norms[0] - dots[r, 0]
@@ -117,18 +120,26 @@ def _tile_nearest(X, start, rows, shift, centers_t, half_sq_norms, tile, dots, l
             closer = value < best_value
             best_value = value if closer else best_value
             best = j if closer else best
+        if labels[start + r] != best:
+            changed += 1
         labels[start + r] = best
+    return changed
 
 
 @_kernel
-def _lloyd_step(X, sample_weight, centers, shift, labels, partial_sums, partial_weights, partial_inertia):
+def _lloyd_step(
+    X, sample_weight, centers, shift, labels, partial_sums, partial_weights, partial_inertia,
+    partial_changed,
+):
     """Assign each row to its nearest center and accumulate per-chunk sums.
 
-    X (n, d), centers (k, d) and shift (d,) in one float dtype; sample_weight (n,) float64;
-    labels (n,) int32 out; partial_sums (c, k, d), partial_weights (c, k) and
-    partial_inertia (c,) float64 out, one slot per chunk. Inertia is the exact sum of
-    w * |x - c|^2 in float64, recomputed for the chosen center.
+    X (n, d), centers (k, d) and shift (d,) in one float dtype; sample_weight (n,) float64,
+    or empty for unit weights; labels (n,) int32 in (previous) and out; partial_sums
+    (c, k, d), partial_weights (c, k), partial_inertia (c,) float64 and partial_changed
+    (c,) int64 out, one slot per chunk. Inertia is the exact sum of w * |x - c|^2 in
+    float64, recomputed for the chosen center.
     """
+    weighted = sample_weight.shape[0] > 0
     n_samples, n_features = X.shape
     n_clusters = centers.shape[0]
     n_chunks = partial_inertia.shape[0]
@@ -144,14 +155,17 @@ def _lloyd_step(X, sample_weight, centers, shift, labels, partial_sums, partial_
         sums[:, :] = 0.0
         weights[:] = 0.0
         inertia = 0.0
+        changed = 0
         tile = np.empty((_TILE_ROWS, n_features), dtype=X.dtype)
         dots = np.empty((_TILE_ROWS, n_clusters), dtype=X.dtype)
         for tile_start in range(start, stop, _TILE_ROWS):
             rows = min(_TILE_ROWS, stop - tile_start)
-            _tile_nearest(X, tile_start, rows, shift, centers_t, half_sq_norms, tile, dots, labels)
+            changed += _tile_nearest(
+                X, tile_start, rows, shift, centers_t, half_sq_norms, tile, dots, labels
+            )
             for i in range(tile_start, tile_start + rows):
                 best = labels[i]
-                w = sample_weight[i]
+                w = sample_weight[i] if weighted else 1.0
                 dist = 0.0
                 for f in range(n_features):
                     value = X[i, f]
@@ -161,6 +175,7 @@ def _lloyd_step(X, sample_weight, centers, shift, labels, partial_sums, partial_
                 weights[best] += w
                 inertia += w * dist
         partial_inertia[chunk] = inertia
+        partial_changed[chunk] = changed
 
 
 @_kernel
@@ -213,19 +228,21 @@ def _sq_distances_to_center(X, centers, j, out):
 def _candidate_potentials(X, sample_weight, candidates, closest_sq_dist, partial_pots):
     """Potential each k-means++ candidate would leave: partial_pots (c, t) out, per chunk.
 
-    The potential of candidate t is sum_i w_i * min(closest_sq_dist_i, |x_i - cand_t|^2).
+    The potential of candidate t is sum_i w_i * min(closest_sq_dist_i, |x_i - cand_t|^2);
+    an empty sample_weight means unit weights.
     """
     n_samples = X.shape[0]
     n_candidates = candidates.shape[0]
     n_chunks = partial_pots.shape[0]
     chunk_rows = (n_samples + n_chunks - 1) // n_chunks
+    weighted = sample_weight.shape[0] > 0
     for chunk in prange(n_chunks):
         start = chunk * chunk_rows
         stop = min(start + chunk_rows, n_samples)
         pots = partial_pots[chunk]
         pots[:] = 0.0
         for i in range(start, stop):
-            w = sample_weight[i]
+            w = sample_weight[i] if weighted else 1.0
             closest = closest_sq_dist[i]
             for t in range(n_candidates):
                 pots[t] += w * min(_sq_distance(X, i, candidates, t), closest)
@@ -264,6 +281,49 @@ def _column_sums(X, partial_sums, partial_sq_dev, mean):
                 if with_mean:
                     dev = value - mean[f]
                     sq_dev[f] += dev * dev
+
+
+@_kernel
+def _chunk_mass(closest_sq_dist, sample_weight, partial_mass):
+    """Per chunk, the sum of w_i * closest_sq_dist_i (w_i = 1 for an empty sample_weight)."""
+    n_samples = closest_sq_dist.shape[0]
+    n_chunks = partial_mass.shape[0]
+    chunk_rows = (n_samples + n_chunks - 1) // n_chunks
+    weighted = sample_weight.shape[0] > 0
+    for chunk in prange(n_chunks):
+        start = chunk * chunk_rows
+        stop = min(start + chunk_rows, n_samples)
+        mass = 0.0
+        for i in range(start, stop):
+            mass += (sample_weight[i] if weighted else 1.0) * closest_sq_dist[i]
+        partial_mass[chunk] = mass
+
+
+@njit(nogil=True, cache=True)
+def _pick_rows(closest_sq_dist, sample_weight, partial_mass, targets, rows):
+    """Rows where the running sum of w_i * closest_sq_dist_i first exceeds each target.
+
+    Walks chunk totals, then one chunk: the same choice as a search in the full cumulative
+    sum, without allocating it.
+    """
+    n_samples = closest_sq_dist.shape[0]
+    n_chunks = partial_mass.shape[0]
+    chunk_rows = (n_samples + n_chunks - 1) // n_chunks
+    weighted = sample_weight.shape[0] > 0
+    for t in range(targets.shape[0]):
+        remaining = targets[t]
+        chunk = 0
+        while chunk < n_chunks - 1 and remaining >= partial_mass[chunk]:
+            remaining -= partial_mass[chunk]
+            chunk += 1
+        row = min(chunk * chunk_rows, n_samples - 1)
+        stop = min(row + chunk_rows, n_samples)
+        while row < stop - 1:
+            remaining -= (sample_weight[row] if weighted else 1.0) * closest_sq_dist[row]
+            if remaining < 0:
+                break
+            row += 1
+        rows[t] = row
 
 
 @_kernel

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any, Union
 
@@ -22,6 +22,9 @@ from . import _lloyd
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 Init = Union[str, np.ndarray]
+
+# Kernels read an empty weight array as "every weight is 1", saving an O(n) buffer.
+UNIT_WEIGHTS = np.empty(0, dtype=np.float64)
 
 
 class InvalidInputError(ValueError):
@@ -146,7 +149,7 @@ def fit_steps(
         raise InvalidInputError("max_iter", f"max_iter must be at least 1, got {max_iter}")
     if not (tol >= 0 and math.isfinite(tol)):
         raise InvalidInputError("tol", f"tol must be a finite number >= 0, got {tol}")
-    if init_method == "random" and np.count_nonzero(weights) < n_clusters:
+    if init_method == "random" and weights.size and np.count_nonzero(weights) < n_clusters:
         raise InvalidInputError(
             "sample_weight",
             f"init='random' needs at least n_clusters={n_clusters} points with positive "
@@ -176,50 +179,68 @@ def _fit_restarts(
     seed: int,
 ) -> Generator[Progress, None, KMeansResult]:
     abs_tol = tol * mean_variance(X)
-    workspace = _Workspace(X.shape[0], n_clusters, X.shape[1])
     best: KMeansResult | None = None
     for restart in range(n_init):
         if given_centers is not None:
             centers = given_centers.copy()
         elif init_method == "random":
-            chosen = rng.choice(X.shape[0], size=n_clusters, replace=False, p=weights / weights.sum())
+            p = weights / weights.sum() if weights.size else None
+            chosen = rng.choice(X.shape[0], size=n_clusters, replace=False, p=p)
             centers = X[chosen].copy()
         else:
             centers = yield from _plusplus_steps(X, n_clusters, rng, weights, restart, n_init)
         yield Progress(Stage.INITIALIZED, restart, n_init, 0, math.nan, math.nan)
+        # Made after seeding has freed its buffers and dropped after the run, so no two O(n)
+        # buffers coexist; the best restart's labels are recomputed at the end instead of kept.
+        workspace = _Workspace(X.shape[0], n_clusters, X.shape[1])
         run = yield from _run_lloyd(X, weights, centers, max_iter, abs_tol, workspace, restart, n_init)
+        del workspace
         yield Progress(Stage.RESTART_DONE, restart, n_init, run.n_iter, run.inertia, 0.0)
         if best is None or run.inertia < best.inertia:
-            best = KMeansResult(run.centers, run.labels.copy(), run.inertia, run.n_iter, restart, seed)
+            best = KMeansResult(run.centers, run.labels, run.inertia, run.n_iter, restart, seed)
+        if n_init > 1:
+            best = replace(best, labels=_NO_LABELS)
+            del run
     assert best is not None
+    if n_init > 1:
+        final = _Workspace(X.shape[0], n_clusters, X.shape[1])
+        final.step(X, weights, best.centers)
+        best = replace(best, labels=final.labels)
     return best
+
+
+_NO_LABELS = np.empty(0, dtype=np.int32)
 
 
 @dataclass
 class _Workspace:
-    """Buffers one Lloyd run needs, allocated once per fit and reused across restarts."""
+    """Buffers one Lloyd run needs, allocated once per fit and reused across restarts.
+
+    Besides X the only O(n) buffer is the int32 labels: weights default to an empty
+    array meaning unit weights, and convergence counts changed labels in the kernel.
+    """
 
     labels: np.ndarray
-    previous_labels: np.ndarray
     partial_sums: np.ndarray
     partial_weights: np.ndarray
     partial_inertia: np.ndarray
+    partial_changed: np.ndarray
 
     def __init__(self, n_samples: int, n_clusters: int, n_features: int) -> None:
         n_chunks = _lloyd.n_chunks_for(n_samples, n_clusters, n_features)
-        self.labels = np.empty(n_samples, dtype=np.int32)
-        self.previous_labels = np.full(n_samples, -1, dtype=np.int32)
+        self.labels = np.full(n_samples, -1, dtype=np.int32)
         self.partial_sums = np.empty((n_chunks, n_clusters, n_features), dtype=np.float64)
         self.partial_weights = np.empty((n_chunks, n_clusters), dtype=np.float64)
         self.partial_inertia = np.empty(n_chunks, dtype=np.float64)
+        self.partial_changed = np.empty(n_chunks, dtype=np.int64)
 
-    def step(self, X: np.ndarray, weights: np.ndarray, centers: np.ndarray) -> float:
-        """One fused E-step; returns the inertia of the assignment to ``centers``."""
+    def step(self, X: np.ndarray, weights: np.ndarray, centers: np.ndarray) -> tuple[float, int]:
+        """One fused E-step: the inertia of the assignment to ``centers`` and how many labels changed."""
         _lloyd._lloyd_step(
             X, weights, centers, _shift_for(centers), self.labels, self.partial_sums,
-            self.partial_weights, self.partial_inertia,
+            self.partial_weights, self.partial_inertia, self.partial_changed,
         )
-        return float(self.partial_inertia.sum())
+        return float(self.partial_inertia.sum()), int(self.partial_changed.sum())
 
 
 def _run_lloyd(
@@ -233,19 +254,18 @@ def _run_lloyd(
     n_init: int,
 ) -> Generator[Progress, None, KMeansResult]:
     """Lloyd iterations from ``centers``; stops on unchanged labels or shift <= abs_tol."""
-    work.previous_labels.fill(-1)
+    work.labels.fill(-1)
     n_iter = 0
     for n_iter in range(1, max_iter + 1):
-        inertia = work.step(X, weights, centers)
+        inertia, changed = work.step(X, weights, centers)
         new_centers = _centers_from_sums(X, weights, centers, work)
         shift = float(((new_centers.astype(np.float64) - centers) ** 2).sum())
         centers = new_centers
         yield Progress(Stage.ITERATION, restart, n_init, n_iter, inertia, shift)
-        if np.array_equal(work.labels, work.previous_labels) or shift <= abs_tol:
+        if changed == 0 or shift <= abs_tol:
             break
-        work.previous_labels, work.labels = work.labels, work.previous_labels
     # One more assignment so the labels and inertia describe the final centers.
-    inertia = work.step(X, weights, centers)
+    inertia, _ = work.step(X, weights, centers)
     return KMeansResult(centers, work.labels, inertia, n_iter, restart, 0)
 
 
@@ -261,7 +281,7 @@ def _centers_from_sums(
         _lloyd._sq_distances_to_assigned(X, centers, work.labels, far_dist)
         farthest = np.argsort(-far_dist, kind="stable")[: empty.size]
         for cluster, row in zip(empty, farthest):
-            w = weights[row]
+            w = weights[row] if weights.size else 1.0
             previous = work.labels[row]
             sums[previous] -= w * X[row]
             cluster_weights[previous] -= w
@@ -279,7 +299,7 @@ def kmeans_plusplus(
     """Greedy k-means++ seeding: each step keeps the best of 2 + ln(k) sampled candidates.
 
     X : ndarray of shape (n_samples, n_features), float32 or float64, C-contiguous
-    sample_weight : ndarray of shape (n_samples,), float64
+    sample_weight : ndarray of shape (n_samples,), float64, or empty for unit weights
     Returns centers of shape (n_clusters, n_features) in X's dtype.
     """
     centers: np.ndarray = _run_to_end(_plusplus_steps(X, n_clusters, rng, sample_weight, 0, 1))
@@ -298,25 +318,28 @@ def _plusplus_steps(
     n_samples, n_features = X.shape
     n_local_trials = 2 + int(math.log(n_clusters))
     centers = np.empty((n_clusters, n_features), dtype=X.dtype)
-    first = rng.choice(n_samples, p=sample_weight / sample_weight.sum())
+    if sample_weight.size:
+        first = int(rng.choice(n_samples, p=sample_weight / sample_weight.sum()))
+    else:
+        first = int(rng.integers(n_samples))
     centers[0] = X[first]
     closest = np.empty(n_samples, dtype=np.float64)
     _lloyd._sq_distances_to_center(X, centers, 0, closest)
-    potential = float(closest @ sample_weight)
     n_chunks = _lloyd.n_chunks_for(n_samples)
+    mass = np.empty(n_chunks, dtype=np.float64)
     partial_pots = np.empty((n_chunks, n_local_trials), dtype=np.float64)
+    candidate_rows = np.empty(n_local_trials, dtype=np.int64)
     for c in range(1, n_clusters):
-        targets = rng.uniform(size=n_local_trials) * potential
-        cumulative = np.cumsum(sample_weight * closest)
-        candidate_rows = np.minimum(np.searchsorted(cumulative, targets), n_samples - 1)
+        _lloyd._chunk_mass(closest, sample_weight, mass)
+        targets = rng.uniform(size=n_local_trials) * mass.sum()
+        _lloyd._pick_rows(closest, sample_weight, mass, targets, candidate_rows)
         candidates = np.ascontiguousarray(X[candidate_rows])
         _lloyd._candidate_potentials(X, sample_weight, candidates, closest, partial_pots)
         pots = partial_pots.sum(axis=0)
         best = int(np.argmin(pots))
-        potential = float(pots[best])
         centers[c] = candidates[best]
         _lloyd._lower_closest(X, candidates, best, closest)
-        yield Progress(Stage.SEEDING, restart, n_init, c + 1, potential, math.nan)
+        yield Progress(Stage.SEEDING, restart, n_init, c + 1, float(pots[best]), math.nan)
     return centers
 
 
@@ -357,7 +380,7 @@ def inertia(X: Any, centers: Any, sample_weight: Any = None) -> float:
     labels = np.empty(X.shape[0], dtype=np.int32)
     min_sq_dist = np.empty(X.shape[0], dtype=np.float64)
     _lloyd._assign(X, centers, _shift_for(centers), labels, min_sq_dist)
-    return float(min_sq_dist @ weights)
+    return float(min_sq_dist @ weights) if weights.size else float(min_sq_dist.sum())
 
 
 def _shift_for(centers: np.ndarray) -> np.ndarray:
@@ -464,7 +487,7 @@ def _check_n_clusters(n_clusters: Any, n_samples: int) -> int:
 
 def _check_sample_weight(sample_weight: Any, n_samples: int) -> np.ndarray:
     if sample_weight is None:
-        return np.ones(n_samples, dtype=np.float64)
+        return UNIT_WEIGHTS
     weights = np.ascontiguousarray(sample_weight, dtype=np.float64)
     if weights.shape != (n_samples,):
         raise InvalidInputError(

@@ -194,15 +194,23 @@ def test_fit_cancelled_while_labels_stream_stores_nothing(server: CentroidalServ
     from centroidal.v1 import clustering_pb2 as pb
     from centroidal.v1 import clustering_pb2_grpc as pb_grpc
 
-    points = np.random.default_rng(4).normal(size=(1_200_000, 2)).astype(np.float32)
+    # 64 MB of labels: far more than HTTP/2 flow control lets the server send unread, so
+    # the server is still streaming labels, before its commit, when the call is cancelled.
+    points = np.random.default_rng(4).normal(size=(16_000_000, 1)).astype(np.float32)
     spec = pb.FitSpec(model="unlabelled", config=pb.KMeansConfig(n_clusters=3, max_iter=3, seed=0),
                       n_samples=len(points), return_labels=True)
-    chunks = [pb.FitRequest(points=_wire.encode_matrix(points[i : i + 200_000]))
-              for i in range(0, len(points), 200_000)]
-    chunks[0].spec.CopyFrom(spec)
+    chunks = (pb.FitRequest(points=_wire.encode_matrix(points[i : i + 500_000]))
+              for i in range(0, len(points), 500_000))
+
+    def requests():
+        for index, chunk in enumerate(chunks):
+            if index == 0:
+                chunk.spec.CopyFrom(spec)
+            yield chunk
+
     with grpc.insecure_channel(f"127.0.0.1:{server.port}",
                                options=[("grpc.max_receive_message_length", -1)]) as channel:
-        call = pb_grpc.ClusteringServiceStub(channel).Fit(iter(chunks))
+        call = pb_grpc.ClusteringServiceStub(channel).Fit(requests())
         for response in call:
             if response.WhichOneof("event") == "labels":
                 call.cancel()

@@ -1,0 +1,113 @@
+"""Whole-service measurements: predict through the SDK, fit memory, start-up time."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+from sklearn.cluster import KMeans
+
+from centroidal.client import Client
+from centroidal.server import ServerConfig, create_server
+
+from .common import Row, median_time
+from .engine import blobs
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def sdk_predict(n: int, d: int, k: int) -> Row:
+    """Client.predict over loopback against sklearn's predict in process."""
+    X = blobs(n, d, k, np.float32)
+    model = KMeans(k, n_init=1, max_iter=5, random_state=0).fit(X[:50_000])
+    with tempfile.TemporaryDirectory() as data_dir:
+        server, port = create_server(ServerConfig(port=0, data_dir=data_dir))
+        server.start()
+        try:
+            with Client(f"127.0.0.1:{port}") as client:
+                client.fit("bench", X[:50_000], k, init=model.cluster_centers_, max_iter=1)
+                ours = median_time(lambda: client.predict("bench", X), 5)
+        finally:
+            server.stop(0)
+    return Row(
+        f"predict via SDK over loopback {n:.0e}x{d} k={k} f32",
+        ours,
+        "sklearn in-process",
+        median_time(lambda: model.predict(X), 5),
+        flops=2.0 * n * k * d,
+    )
+
+
+FIT_MEMORY = textwrap.dedent(
+    """
+    import ctypes
+
+    import numpy as np
+    from centroidal.engine import kmeans
+
+    def status(field):
+        for line in open("/proc/self/status"):
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+
+    kmeans.warmup()
+    n, d, k = 1_000_000, 16, 64
+    X = np.empty((n, d), dtype=np.float32)
+    rng = np.random.default_rng(0)
+    centers = rng.normal(scale=10.0, size=(k, d)) + 50.0
+    for start in range(0, n, 100_000):
+        X[start:start + 100_000] = centers[rng.integers(k, size=100_000)] + rng.normal(size=(100_000, d))
+    ctypes.CDLL("libc.so.6").malloc_trim(0)  # freed heap goes back, so reuse cannot hide growth
+    with open("/proc/self/clear_refs", "w") as reset:
+        reset.write("5")  # restart the peak-RSS count (VmHWM) from the current RSS
+    base = status("VmRSS")
+    kmeans.fit(X, k, seed=0, max_iter=20)
+    print((status("VmHWM") - base) / X.nbytes)
+    """
+)
+
+
+def fit_memory() -> float:
+    """Peak memory growth during a 1e6x16 float32 fit, as a fraction of the input's size."""
+    done = subprocess.run([sys.executable, "-c", FIT_MEMORY], capture_output=True, text=True,
+                          check=True)
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def start_up(cache_dir: str) -> float:
+    """Seconds from launching `centroidal serve` to its SERVING log line."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": cache_dir}
+    with tempfile.TemporaryDirectory() as data_dir:
+        started = time.monotonic()
+        child = subprocess.Popen(
+            [sys.executable, "-m", "centroidal.client.cli", "serve", "--port", "0",
+             "--data-dir", data_dir],
+            env=env, stderr=subprocess.PIPE, text=True,
+        )
+        assert child.stderr is not None
+        try:
+            for line in child.stderr:
+                if re.search(r"centroidal listening on", line):
+                    return time.monotonic() - started
+            raise RuntimeError("server exited before serving")
+        finally:
+            child.terminate()
+            child.wait(60)
+
+
+def run() -> tuple[list[Row], dict[str, float]]:
+    rows = [sdk_predict(1_000_000, 16, 64)]
+    with tempfile.TemporaryDirectory() as cache_dir:
+        facts = {
+            "fit_peak_memory_over_input": fit_memory(),
+            "start_to_serving_cold_s": start_up(cache_dir),
+            "start_to_serving_warm_s": start_up(cache_dir),
+        }
+    return rows, facts
