@@ -28,7 +28,13 @@ proto: $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -Iprotos \
 		--python_out=protos --pyi_out=protos --grpc_python_out=protos $(PROTO_SRC)
 
-bench: $(STAMP)
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[server,dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench
 
 clean:

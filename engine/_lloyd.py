@@ -225,27 +225,49 @@ def _sq_distances_to_center(X, centers, j, out):
 
 
 @_kernel
-def _candidate_potentials(X, sample_weight, candidates, closest_sq_dist, partial_pots):
+def _candidate_potentials(X, sample_weight, candidates, shift, closest_sq_dist, partial_pots):
     """Potential each k-means++ candidate would leave: partial_pots (c, t) out, per chunk.
 
     The potential of candidate t is sum_i w_i * min(closest_sq_dist_i, |x_i - cand_t|^2);
-    an empty sample_weight means unit weights.
+    an empty sample_weight means unit weights. Distances come from one GEMM per tile,
+    relative to ``shift`` (a point near the data) to keep float32 accurate.
     """
-    n_samples = X.shape[0]
+    n_samples, n_features = X.shape
     n_candidates = candidates.shape[0]
     n_chunks = partial_pots.shape[0]
     chunk_rows = (n_samples + n_chunks - 1) // n_chunks
     weighted = sample_weight.shape[0] > 0
+    candidates_t = np.empty((n_features, n_candidates), dtype=X.dtype)
+    half_sq_norms = np.empty(n_candidates, dtype=X.dtype)
+    _shifted_centers(candidates, shift, candidates_t, half_sq_norms)
     for chunk in prange(n_chunks):
         start = chunk * chunk_rows
         stop = min(start + chunk_rows, n_samples)
         pots = partial_pots[chunk]
         pots[:] = 0.0
-        for i in range(start, stop):
-            w = sample_weight[i] if weighted else 1.0
-            closest = closest_sq_dist[i]
-            for t in range(n_candidates):
-                pots[t] += w * min(_sq_distance(X, i, candidates, t), closest)
+        tile = np.empty((_TILE_ROWS, n_features), dtype=X.dtype)
+        dots = np.empty((_TILE_ROWS, n_candidates), dtype=X.dtype)
+        sq_norms = np.empty(_TILE_ROWS, dtype=np.float64)
+        for tile_start in range(start, stop, _TILE_ROWS):
+            rows = min(_TILE_ROWS, stop - tile_start)
+            for r in range(rows):
+                norm = 0.0
+                for f in range(n_features):
+                    value = X[tile_start + r, f] - shift[f]
+                    tile[r, f] = value
+                    norm += value * value
+                sq_norms[r] = norm
+            if rows == _TILE_ROWS:
+                np.dot(tile, candidates_t, dots)
+            else:
+                np.dot(tile[:rows], candidates_t, dots[:rows])
+            for r in range(rows):
+                i = tile_start + r
+                w = sample_weight[i] if weighted else 1.0
+                closest = closest_sq_dist[i]
+                for t in range(n_candidates):
+                    dist = max(sq_norms[r] - 2.0 * (dots[r, t] - half_sq_norms[t]), 0.0)
+                    pots[t] += w * min(dist, closest)
 
 
 @_kernel

@@ -334,7 +334,9 @@ def _plusplus_steps(
         targets = rng.uniform(size=n_local_trials) * mass.sum()
         _lloyd._pick_rows(closest, sample_weight, mass, targets, candidate_rows)
         candidates = np.ascontiguousarray(X[candidate_rows])
-        _lloyd._candidate_potentials(X, sample_weight, candidates, closest, partial_pots)
+        _lloyd._candidate_potentials(
+            X, sample_weight, candidates, _shift_for(candidates), closest, partial_pots
+        )
         pots = partial_pots.sum(axis=0)
         best = int(np.argmin(pots))
         centers[c] = candidates[best]
