@@ -32,9 +32,10 @@ def lloyd_iterations(n: int, d: int, k: int, dtype: type, repeats: int = 3) -> l
     X = blobs(n, d, k, dtype)
     init = X[np.random.default_rng(1).choice(n, k, replace=False)].copy()
     weights = kmeans.UNIT_WEIGHTS
-    work = kmeans._Workspace(n, k, d)
+    work = kmeans._Workspace(n, k, d, np.dtype(dtype))
 
     def ours() -> None:
+        work.reset()
         centers = init
         for _ in range(ITERATIONS):
             work.step(X, weights, centers)

@@ -76,6 +76,11 @@ def _nearest(X, i, centers):
     return best, best_dist
 
 
+# How _lloyd_step treats the per-row bounds.
+MODE_PLAIN = 0
+MODE_SET_BOUNDS = 1
+MODE_USE_BOUNDS = 2
+
 # Rows per GEMM tile: the tile and its k dot products stay in cache.
 _TILE_ROWS = 256
 
@@ -126,18 +131,84 @@ def _tile_nearest(X, start, rows, shift, centers_t, half_sq_norms, tile, dots, l
     return changed
 
 
+@njit(inline="always", nogil=True, cache=True)
+def _accumulate(X, i, best, w, centers, sums, weights):
+    """Add row i to its cluster's sums; returns its exact squared distance to the center."""
+    dist = 0.0
+    for f in range(X.shape[1]):
+        value = X[i, f]
+        diff = np.float64(value) - centers[best, f]
+        dist += diff * diff
+        sums[best, f] += w * value
+    weights[best] += w
+    return dist
+
+
+@njit(inline="always", nogil=True, cache=True)
+def _resolve_pending(
+    X, sample_weight, centers, centers_t, half_sq_norms, rel_margin, tile, dots, pending_rows,
+    pending_sq, pending, labels, lower, sums, weights,
+):
+    """Assign the queued rows by one GEMM; set each one's lower bound from its second-nearest.
+
+    Returns (number of labels changed, weighted inertia of those rows).
+    """
+    n_clusters = centers_t.shape[1]
+    weighted = sample_weight.shape[0] > 0
+    if pending == tile.shape[0]:
+        np.dot(tile, centers_t, dots)
+    else:
+        np.dot(tile[:pending], centers_t, dots[:pending])
+    max_half = 0.0
+    for j in range(n_clusters):
+        max_half = max(max_half, np.float64(half_sq_norms[j]))
+    changed = 0
+    inertia = 0.0
+    for r in range(pending):
+        i = pending_rows[r]
+        best = 0
+        best_value = half_sq_norms[0] - dots[r, 0]
+        second_value = np.inf
+        for j in range(1, n_clusters):
+            value = half_sq_norms[j] - dots[r, j]
+            if value < best_value:
+                second_value = best_value
+                best_value = value
+                best = j
+            elif value < second_value:
+                second_value = value
+        # |x - c|^2 = |x - s|^2 + 2 * value; widen by the rounding error of that sum.
+        second_sq = pending_sq[r] + 2.0 * np.float64(second_value)
+        margin = rel_margin * (pending_sq[r] + 2.0 * max_half) + 1e-300
+        lower[i] = math.sqrt(second_sq - margin) if second_sq > margin else 0.0
+        if labels[i] != best:
+            changed += 1
+        labels[i] = best
+        w = sample_weight[i] if weighted else 1.0
+        inertia += w * _accumulate(X, i, best, w, centers, sums, weights)
+    return changed, inertia
+
+
 @_kernel
 def _lloyd_step(
-    X, sample_weight, centers, shift, labels, partial_sums, partial_weights, partial_inertia,
-    partial_changed,
+    X, sample_weight, centers, shift, half_gaps, max_move, rel_margin, mode, labels,
+    lower, partial_sums, partial_weights, partial_inertia, partial_changed, partial_computed,
 ):
-    """Assign each row to its nearest center and accumulate per-chunk sums.
+    """Assign each row to its nearest center and accumulate per-chunk sums (Hamerly bounds).
 
     X (n, d), centers (k, d) and shift (d,) in one float dtype; sample_weight (n,) float64,
-    or empty for unit weights; labels (n,) int32 in (previous) and out; partial_sums
-    (c, k, d), partial_weights (c, k), partial_inertia (c,) float64 and partial_changed
-    (c,) int64 out, one slot per chunk. Inertia is the exact sum of w * |x - c|^2 in
-    float64, recomputed for the chosen center.
+    or empty for unit weights. labels (n,) int32 (-1: no bound yet) and lower (n,), a lower
+    bound on each row's distance to every center but its own, are read and updated.
+    half_gaps (k,) float64 is half the distance from each center to its nearest other one;
+    max_move is how far any center moved since the bounds were set. A row whose exact
+    distance to its center is within max(lower - max_move, half_gap) keeps its label
+    unexamined; the rest are queued into tiles and assigned by one GEMM each.
+    mode MODE_PLAIN assigns every row by contiguous tiles and leaves the bounds unset
+    (fastest while many labels still change), MODE_SET_BOUNDS queues every row to set the
+    bounds, MODE_USE_BOUNDS tests them first.
+    Out per chunk: partial_sums (c, k, d), partial_weights (c, k), partial_inertia (c,)
+    float64, partial_changed and partial_computed (rows that needed the GEMM) (c,) int64.
+    Inertia is the exact float64 sum of w * |x - c|^2.
     """
     weighted = sample_weight.shape[0] > 0
     n_samples, n_features = X.shape
@@ -156,26 +227,64 @@ def _lloyd_step(
         weights[:] = 0.0
         inertia = 0.0
         changed = 0
+        computed = 0
         tile = np.empty((_TILE_ROWS, n_features), dtype=X.dtype)
         dots = np.empty((_TILE_ROWS, n_clusters), dtype=X.dtype)
-        for tile_start in range(start, stop, _TILE_ROWS):
-            rows = min(_TILE_ROWS, stop - tile_start)
-            changed += _tile_nearest(
-                X, tile_start, rows, shift, centers_t, half_sq_norms, tile, dots, labels
-            )
-            for i in range(tile_start, tile_start + rows):
-                best = labels[i]
-                w = sample_weight[i] if weighted else 1.0
+        pending_rows = np.empty(_TILE_ROWS, dtype=np.int64)
+        pending_sq = np.empty(_TILE_ROWS, dtype=np.float64)
+        pending = 0
+        if mode == MODE_PLAIN:
+            for tile_start in range(start, stop, _TILE_ROWS):
+                rows = min(_TILE_ROWS, stop - tile_start)
+                changed += _tile_nearest(
+                    X, tile_start, rows, shift, centers_t, half_sq_norms, tile, dots, labels
+                )
+                for i in range(tile_start, tile_start + rows):
+                    w = sample_weight[i] if weighted else 1.0
+                    inertia += w * _accumulate(X, i, labels[i], w, centers, sums, weights)
+            computed = stop - start
+            start = stop  # nothing left for the bounded pass below
+        for i in range(start, stop):
+            current = labels[i]
+            w = sample_weight[i] if weighted else 1.0
+            if mode == MODE_USE_BOUNDS and current >= 0:
+                bound = np.float64(lower[i]) - max_move
                 dist = 0.0
                 for f in range(n_features):
-                    value = X[i, f]
-                    diff = np.float64(value) - centers[best, f]
+                    diff = np.float64(X[i, f]) - centers[current, f]
                     dist += diff * diff
-                    sums[best, f] += w * value
-                weights[best] += w
-                inertia += w * dist
+                if math.sqrt(dist) <= max(bound, half_gaps[current]):
+                    lower[i] = max(bound, 0.0)
+                    inertia += w * _accumulate(X, i, current, w, centers, sums, weights)
+                    continue
+            norm = 0.0
+            for f in range(n_features):
+                value = X[i, f] - shift[f]
+                tile[pending, f] = value
+                norm += np.float64(value) * value
+            pending_rows[pending] = i
+            pending_sq[pending] = norm
+            pending += 1
+            if pending == _TILE_ROWS:
+                tile_changed, tile_inertia = _resolve_pending(
+                    X, sample_weight, centers, centers_t, half_sq_norms, rel_margin, tile, dots,
+                    pending_rows, pending_sq, pending, labels, lower, sums, weights,
+                )
+                changed += tile_changed
+                inertia += tile_inertia
+                computed += pending
+                pending = 0
+        if pending:
+            tile_changed, tile_inertia = _resolve_pending(
+                X, sample_weight, centers, centers_t, half_sq_norms, rel_margin, tile, dots,
+                pending_rows, pending_sq, pending, labels, lower, sums, weights,
+            )
+            changed += tile_changed
+            inertia += tile_inertia
+            computed += pending
         partial_inertia[chunk] = inertia
         partial_changed[chunk] = changed
+        partial_computed[chunk] = computed
 
 
 @_kernel

@@ -192,7 +192,7 @@ def _fit_restarts(
         yield Progress(Stage.INITIALIZED, restart, n_init, 0, math.nan, math.nan)
         # Made after seeding has freed its buffers and dropped after the run, so no two O(n)
         # buffers coexist; the best restart's labels are recomputed at the end instead of kept.
-        workspace = _Workspace(X.shape[0], n_clusters, X.shape[1])
+        workspace = _Workspace(X.shape[0], n_clusters, X.shape[1], X.dtype)
         run = yield from _run_lloyd(X, weights, centers, max_iter, abs_tol, workspace, restart, n_init)
         del workspace
         yield Progress(Stage.RESTART_DONE, restart, n_init, run.n_iter, run.inertia, 0.0)
@@ -203,7 +203,7 @@ def _fit_restarts(
             del run
     assert best is not None
     if n_init > 1:
-        final = _Workspace(X.shape[0], n_clusters, X.shape[1])
+        final = _Workspace(X.shape[0], n_clusters, X.shape[1], X.dtype)
         final.step(X, weights, best.centers)
         best = replace(best, labels=final.labels)
     return best
@@ -214,33 +214,84 @@ _NO_LABELS = np.empty(0, dtype=np.int32)
 
 @dataclass
 class _Workspace:
-    """Buffers one Lloyd run needs, allocated once per fit and reused across restarts.
+    """Buffers one Lloyd run needs, allocated once per restart.
 
-    Besides X the only O(n) buffer is the int32 labels: weights default to an empty
-    array meaning unit weights, and convergence counts changed labels in the kernel.
+    Besides X the O(n) buffers are the int32 labels and one lower bound per row in X's
+    dtype: weights default to an empty array meaning unit weights, and convergence counts
+    changed labels in the kernel.
     """
 
     labels: np.ndarray
+    lower: np.ndarray
     partial_sums: np.ndarray
     partial_weights: np.ndarray
     partial_inertia: np.ndarray
     partial_changed: np.ndarray
+    partial_computed: np.ndarray
+    bound_centers: np.ndarray | None
+    changed_share: float
 
-    def __init__(self, n_samples: int, n_clusters: int, n_features: int) -> None:
+    def __init__(self, n_samples: int, n_clusters: int, n_features: int, dtype: np.dtype) -> None:
         n_chunks = _lloyd.n_chunks_for(n_samples, n_clusters, n_features)
         self.labels = np.full(n_samples, -1, dtype=np.int32)
+        self.lower = np.zeros(n_samples, dtype=dtype)
         self.partial_sums = np.empty((n_chunks, n_clusters, n_features), dtype=np.float64)
         self.partial_weights = np.empty((n_chunks, n_clusters), dtype=np.float64)
         self.partial_inertia = np.empty(n_chunks, dtype=np.float64)
         self.partial_changed = np.empty(n_chunks, dtype=np.int64)
+        self.partial_computed = np.empty(n_chunks, dtype=np.int64)
+        self.bound_centers = None
+        self.changed_share = 1.0
+
+    def reset(self) -> None:
+        """Forget every label and bound, as for a new restart."""
+        self.labels.fill(-1)
+        self.bound_centers = None
+        self.changed_share = 1.0
 
     def step(self, X: np.ndarray, weights: np.ndarray, centers: np.ndarray) -> tuple[float, int]:
         """One fused E-step: the inertia of the assignment to ``centers`` and how many labels changed."""
+        centers64 = centers.astype(np.float64)
+        if self.changed_share >= _BOUNDS_BELOW_CHANGED_SHARE:
+            mode, max_move, half_gaps = _lloyd.MODE_PLAIN, np.inf, _NO_GAPS
+        elif self.bound_centers is None:
+            mode, max_move, half_gaps = _lloyd.MODE_SET_BOUNDS, np.inf, _NO_GAPS
+        else:
+            mode = _lloyd.MODE_USE_BOUNDS
+            max_move = float(np.sqrt(((centers64 - self.bound_centers) ** 2).sum(axis=1)).max())
+            half_gaps = _half_gaps(centers64)
         _lloyd._lloyd_step(
-            X, weights, centers, _shift_for(centers), self.labels, self.partial_sums,
-            self.partial_weights, self.partial_inertia, self.partial_changed,
+            X, weights, centers, _shift_for(centers), half_gaps, max_move, _REL_MARGIN[X.dtype],
+            mode, self.labels, self.lower, self.partial_sums, self.partial_weights,
+            self.partial_inertia, self.partial_changed, self.partial_computed,
         )
-        return float(self.partial_inertia.sum()), int(self.partial_changed.sum())
+        self.bound_centers = None if mode == _lloyd.MODE_PLAIN else centers64
+        changed = int(self.partial_changed.sum())
+        self.changed_share = changed / X.shape[0]
+        return float(self.partial_inertia.sum()), changed
+
+
+# Bounds are kept only once the previous step changed fewer labels than this share:
+# while many rows still move, most would fail the test and keeping bounds costs more than
+# it saves.
+_BOUNDS_BELOW_CHANGED_SHARE = 0.2
+_NO_GAPS = np.zeros(1)
+
+# Relative error allowed for in a GEMM-derived squared distance, per dtype.
+_REL_MARGIN = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-12}
+
+
+def _half_gaps(centers: np.ndarray) -> np.ndarray:
+    """Half the distance from each center to its nearest other center, shape (k,), float64."""
+    if centers.shape[0] == 1:
+        return np.full(1, np.inf)
+    centered = centers - centers.mean(axis=0)
+    sq_norms = (centered**2).sum(axis=1)
+    sq_dist = sq_norms[:, None] + sq_norms[None, :] - 2.0 * (centered @ centered.T)
+    np.fill_diagonal(sq_dist, np.inf)
+    # The expansion can round up by about eps * |c|^2: take that off so the gap stays a bound.
+    slack = 1e-12 * (sq_norms.max() + 1e-300)
+    return 0.5 * np.sqrt(np.maximum(sq_dist.min(axis=1) - slack, 0.0))
 
 
 def _run_lloyd(
@@ -254,7 +305,7 @@ def _run_lloyd(
     n_init: int,
 ) -> Generator[Progress, None, KMeansResult]:
     """Lloyd iterations from ``centers``; stops on unchanged labels or shift <= abs_tol."""
-    work.labels.fill(-1)
+    work.reset()
     n_iter = 0
     for n_iter in range(1, max_iter + 1):
         inertia, changed = work.step(X, weights, centers)

@@ -139,3 +139,20 @@ def test_invalid_arguments_name_the_field(kwargs: dict, field: str) -> None:
     with pytest.raises(InvalidInputError) as raised:
         kmeans.fit(**arguments)
     assert raised.value.field == field
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_bounded_steps_assign_like_a_full_search(dtype: type) -> None:
+    X, _ = make_blobs(20_000, n_features=5, centers=20, cluster_std=2.5, random_state=3)
+    X = X.astype(dtype)
+    centers = X[:20].copy()
+    work = kmeans._Workspace(len(X), 20, 5, X.dtype)
+    work.reset()
+    skipped_rows = 0
+    for _ in range(30):
+        work.step(X, kmeans.UNIT_WEIGHTS, centers)
+        agreement = (work.labels == naive.assign(X, centers)).mean()
+        assert agreement == 1.0 if dtype is np.float64 else agreement >= 0.9999
+        skipped_rows += len(X) - int(work.partial_computed.sum())
+        centers = kmeans._centers_from_sums(X, kmeans.UNIT_WEIGHTS, centers, work)
+    assert skipped_rows > 0, "the bounds never let a row skip the full search"
