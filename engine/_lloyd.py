@@ -63,19 +63,6 @@ def _sq_distance(X, i, centers, j):
     return dist
 
 
-@njit(inline="always", nogil=True, cache=True)
-def _nearest(X, i, centers):
-    """Index of the center nearest to row i of X (the first on ties), and its squared distance."""
-    best = 0
-    best_dist = np.inf
-    for j in range(centers.shape[0]):
-        dist = _sq_distance(X, i, centers, j)
-        if dist < best_dist:
-            best_dist = dist
-            best = j
-    return best, best_dist
-
-
 # How _lloyd_step treats the per-row bounds.
 MODE_PLAIN = 0
 MODE_SET_BOUNDS = 1

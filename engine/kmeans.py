@@ -426,16 +426,6 @@ def transform(X: Any, centers: Any) -> np.ndarray:
     return out
 
 
-def inertia(X: Any, centers: Any, sample_weight: Any = None) -> float:
-    """Sum over rows of the weighted squared distance to the nearest center."""
-    X, centers = _check_predict_inputs(X, centers)
-    weights = _check_sample_weight(sample_weight, X.shape[0])
-    labels = np.empty(X.shape[0], dtype=np.int32)
-    min_sq_dist = np.empty(X.shape[0], dtype=np.float64)
-    _lloyd._assign(X, centers, _shift_for(centers), labels, min_sq_dist)
-    return float(min_sq_dist @ weights) if weights.size else float(min_sq_dist.sum())
-
-
 def _shift_for(centers: np.ndarray) -> np.ndarray:
     """The centers' mean: a point near the data that distances are taken relative to."""
     return np.ascontiguousarray(centers.mean(axis=0, dtype=np.float64), dtype=centers.dtype)
