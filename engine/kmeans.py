@@ -507,7 +507,9 @@ def check_finite(X: np.ndarray, field: str) -> None:
 def _check_predict_inputs(X: Any, centers: Any) -> tuple[np.ndarray, np.ndarray]:
     X = as_float_matrix(X, "X")
     check_finite(X, "X")
-    centers = np.ascontiguousarray(as_float_matrix(centers, "centers"), dtype=X.dtype)
+    # A fresh writable copy (k x d, small): read-only centers would need their own compiled
+    # kernel signatures, which cost start-up time.
+    centers = np.array(as_float_matrix(centers, "centers"), dtype=X.dtype, order="C", copy=True)
     if centers.shape[1] != X.shape[1]:
         raise InvalidInputError(
             "X", f"X has {X.shape[1]} features but the centers have {centers.shape[1]}"
@@ -585,14 +587,11 @@ def warmup() -> str:
         centers = fit(X, 2, init=X[:2], n_init=1, max_iter=3).centers
         # A center far from every point starts empty: compiles the relocation path.
         fit(X, 2, init=np.vstack([X[:1], np.full((1, 3), 1e6, dtype=dtype)]), max_iter=2)
-        # Points decoded from a request and stored centers are read-only: other signatures.
+        # Points decoded from a request are read-only views: another signature.
         frozen_points = X.copy()
         frozen_points.setflags(write=False)
-        frozen_centers = centers.copy()
-        frozen_centers.setflags(write=False)
         for points in (X, frozen_points):
-            for model in (centers, frozen_centers):
-                predict(points, model, return_distance=True)
-                transform(points, model)
+            predict(points, centers, return_distance=True)
+            transform(points, centers)
         check_finite(frozen_points, "X")
     return _lloyd.threading_layer()
