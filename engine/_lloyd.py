@@ -58,7 +58,7 @@ def _sq_distance(X, i, centers, j):
     """Squared Euclidean distance between row i of X and row j of centers, in float64."""
     dist = 0.0
     for f in range(X.shape[1]):
-        diff = X[i, f] - centers[j, f]
+        diff = np.float64(X[i, f]) - centers[j, f]
         dist += diff * diff
     return dist
 
@@ -119,16 +119,18 @@ def _tile_nearest(X, start, rows, shift, centers_t, half_sq_norms, tile, dots, l
 
 
 @njit(inline="always", nogil=True, cache=True)
+def _add_to_cluster(X, i, best, w, sums, weights):
+    """Add row i, with weight w, to cluster best's running sums."""
+    for f in range(X.shape[1]):
+        sums[best, f] += w * X[i, f]
+    weights[best] += w
+
+
+@njit(inline="always", nogil=True, cache=True)
 def _accumulate(X, i, best, w, centers, sums, weights):
     """Add row i to its cluster's sums; returns its exact squared distance to the center."""
-    dist = 0.0
-    for f in range(X.shape[1]):
-        value = X[i, f]
-        diff = np.float64(value) - centers[best, f]
-        dist += diff * diff
-        sums[best, f] += w * value
-    weights[best] += w
-    return dist
+    _add_to_cluster(X, i, best, w, sums, weights)
+    return _sq_distance(X, i, centers, best)
 
 
 @njit(inline="always", nogil=True, cache=True)
@@ -233,26 +235,26 @@ def _lloyd_step(
             start = stop  # nothing left for the bounded pass below
         for i in range(start, stop):
             current = labels[i]
-            w = sample_weight[i] if weighted else 1.0
+            settled = False
             if mode == MODE_USE_BOUNDS and current >= 0:
                 bound = np.float64(lower[i]) - max_move
-                dist = 0.0
-                for f in range(n_features):
-                    diff = np.float64(X[i, f]) - centers[current, f]
-                    dist += diff * diff
+                dist = _sq_distance(X, i, centers, current)
                 if math.sqrt(dist) <= max(bound, half_gaps[current]):
+                    settled = True
                     lower[i] = max(bound, 0.0)
-                    inertia += w * _accumulate(X, i, current, w, centers, sums, weights)
-                    continue
-            norm = 0.0
-            for f in range(n_features):
-                value = X[i, f] - shift[f]
-                tile[pending, f] = value
-                norm += np.float64(value) * value
-            pending_rows[pending] = i
-            pending_sq[pending] = norm
-            pending += 1
-            if pending == _TILE_ROWS:
+                    w = sample_weight[i] if weighted else 1.0
+                    _add_to_cluster(X, i, current, w, sums, weights)
+                    inertia += w * dist
+            if not settled:
+                norm = 0.0
+                for f in range(n_features):
+                    value = X[i, f] - shift[f]
+                    tile[pending, f] = value
+                    norm += np.float64(value) * value
+                pending_rows[pending] = i
+                pending_sq[pending] = norm
+                pending += 1
+            if pending == _TILE_ROWS or (pending and i == stop - 1):
                 tile_changed, tile_inertia = _resolve_pending(
                     X, sample_weight, centers, centers_t, half_sq_norms, rel_margin, tile, dots,
                     pending_rows, pending_sq, pending, labels, lower, sums, weights,
@@ -261,14 +263,6 @@ def _lloyd_step(
                 inertia += tile_inertia
                 computed += pending
                 pending = 0
-        if pending:
-            tile_changed, tile_inertia = _resolve_pending(
-                X, sample_weight, centers, centers_t, half_sq_norms, rel_margin, tile, dots,
-                pending_rows, pending_sq, pending, labels, lower, sums, weights,
-            )
-            changed += tile_changed
-            inertia += tile_inertia
-            computed += pending
         partial_inertia[chunk] = inertia
         partial_changed[chunk] = changed
         partial_computed[chunk] = computed
@@ -290,12 +284,7 @@ def _assign(X, centers, shift, labels, min_sq_dist):
         rows = min(_TILE_ROWS, n_samples - start)
         _tile_nearest(X, start, rows, shift, centers_t, half_sq_norms, tile, dots, labels)
         for i in range(start, start + rows):
-            dist = 0.0
-            best = labels[i]
-            for f in range(n_features):
-                diff = np.float64(X[i, f]) - centers[best, f]
-                dist += diff * diff
-            min_sq_dist[i] = dist
+            min_sq_dist[i] = _sq_distance(X, i, centers, labels[i])
 
 
 @_kernel
