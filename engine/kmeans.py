@@ -212,7 +212,6 @@ def _fit_restarts(
 _NO_LABELS = np.empty(0, dtype=np.int32)
 
 
-@dataclass
 class _Workspace:
     """Buffers one Lloyd run needs, allocated once per restart.
 
