@@ -71,47 +71,111 @@ MODE_USE_BOUNDS = 2
 # Rows per GEMM tile: the tile and its k dot products stay in cache.
 _TILE_ROWS = 256
 
+# The nearest-center scans below run over a tile's rows with no branch, so LLVM
+# vectorises them. Only contraction into FMAs is allowed: no reassociation, so
+# results still depend on nothing but the input. They are called, not inlined:
+# inlining would drop their fastmath flags.
+_scan = njit(nogil=True, cache=True, fastmath={"contract"})
+
 
 @njit(nogil=True, cache=True)
-def _shifted_centers(centers, shift, centers_t, half_sq_norms):
-    """centers_t (d, k) = (centers - shift).T and half_sq_norms (k,) = |centers - shift|^2 / 2."""
+def _shifted_centers(centers, shift, centers_s, half_sq_norms):
+    """centers_s (k, d) = centers - shift and half_sq_norms (k,) = |centers - shift|^2 / 2."""
     n_clusters, n_features = centers.shape
     for j in range(n_clusters):
         norm = 0.0
         for f in range(n_features):
             value = centers[j, f] - shift[f]
-            centers_t[f, j] = value
+            centers_s[j, f] = value
             norm += value * value
         half_sq_norms[j] = 0.5 * norm
 
 
 @njit(inline="always", nogil=True, cache=True)
-def _tile_nearest(X, start, rows, shift, centers_t, half_sq_norms, tile, dots, labels):
+def _put_row_only(X, i, shift, tile_t, r):
+    """Column r of the transposed tile (d, rows) = row i of X - shift."""
+    for f in range(X.shape[1]):
+        tile_t[f, r] = X[i, f] - shift[f]
+
+
+@njit(inline="always", nogil=True, cache=True)
+def _put_row(X, i, shift, tile_t, r):
+    """Column r of the transposed tile (d, rows) = row i of X - shift; returns its |.|^2 in float64."""
+    norm = 0.0
+    for f in range(X.shape[1]):
+        value = X[i, f] - shift[f]
+        tile_t[f, r] = value
+        norm += np.float64(value) * value
+    return norm
+
+
+@_scan
+def _scan_nearest(dots, rows, half_sq_norms, center_ids, best_value, best_id):
+    """For each of the first rows columns, the smallest half_sq_norms[j] - dots[j, r] and its j.
+
+    dots (k, T) holds one tile's dot products, a column per row of the tile; best_value and
+    best_id (T,) are written. center_ids (k,) is 0..k-1 in the tile's dtype.
+
+    best_id holds center indices as floats (exact below 2**24) so that the update is
+    arithmetic rather than a conditional store, which LLVM would not vectorise.
+    """
+    zero = center_ids[0]  # 0 and 1 in the tile's dtype
+    one = zero + 1
+    for r in range(rows):
+        best_value[r] = half_sq_norms[0] - dots[0, r]
+        best_id[r] = center_ids[0]
+    for j in range(1, dots.shape[0]):
+        half = half_sq_norms[j]
+        candidate = center_ids[j]
+        for r in range(rows):
+            value = half - dots[j, r]
+            best = best_value[r]
+            current = best_id[r]
+            best_id[r] = current + (candidate - current) * (one if value < best else zero)
+            best_value[r] = min(value, best)
+
+
+@_scan
+def _scan_two_nearest(dots, rows, half_sq_norms, center_ids, best_value, second_value, best_id):
+    """As _scan_nearest, and also each column's second-smallest value in second_value."""
+    zero = center_ids[0]  # 0 and 1 in the tile's dtype
+    one = zero + 1
+    for r in range(rows):
+        best_value[r] = half_sq_norms[0] - dots[0, r]
+        second_value[r] = np.inf
+        best_id[r] = center_ids[0]
+    for j in range(1, dots.shape[0]):
+        half = half_sq_norms[j]
+        candidate = center_ids[j]
+        for r in range(rows):
+            value = half - dots[j, r]
+            best = best_value[r]
+            current = best_id[r]
+            best_id[r] = current + (candidate - current) * (one if value < best else zero)
+            second_value[r] = min(second_value[r], max(value, best))
+            best_value[r] = min(value, best)
+
+
+@njit(inline="always", nogil=True, cache=True)
+def _tile_nearest(
+    X, start, rows, shift, centers_s, half_sq_norms, center_ids, tile_t, dots, best_value,
+    best_id, labels,
+):
     """Label rows start..start+rows of X with their nearest center via one GEMM.
 
-    Returns how many of those labels changed.
+    Returns how many of those labels changed. tile_t (d, T) and dots (k, T) are scratch;
+    columns past ``rows`` hold an earlier tile's rows (or zeros) and their results are unused.
 
     |x - c|^2 = |x - s|^2 - 2 (x - s).(c - s) + |c - s|^2, so the argmin over c is that of
     |c - s|^2 / 2 - (x - s).(c - s). Shifting by s, a point near the data, keeps float32 accurate.
     """
-    n_features = X.shape[1]
-    n_clusters = centers_t.shape[1]
     for r in range(rows):
-        for f in range(n_features):
-            tile[r, f] = X[start + r, f] - shift[f]
-    if rows == tile.shape[0]:
-        np.dot(tile, centers_t, dots)
-    else:
-        np.dot(tile[:rows], centers_t, dots[:rows])
+        _put_row_only(X, start + r, shift, tile_t, r)
+    np.dot(centers_s, tile_t, dots)
+    _scan_nearest(dots, rows, half_sq_norms, center_ids, best_value, best_id)
     changed = 0
     for r in range(rows):
-        best = 0
-        best_value = half_sq_norms[0] - dots[r, 0]
-        for j in range(1, n_clusters):
-            value = half_sq_norms[j] - dots[r, j]
-            closer = value < best_value
-            best_value = value if closer else best_value
-            best = j if closer else best
+        best = np.int32(best_id[r])
         if labels[start + r] != best:
             changed += 1
         labels[start + r] = best
@@ -135,39 +199,27 @@ def _accumulate(X, i, best, w, centers, sums, weights):
 
 @njit(inline="always", nogil=True, cache=True)
 def _resolve_pending(
-    X, sample_weight, centers, centers_t, half_sq_norms, rel_margin, tile, dots, pending_rows,
-    pending_sq, pending, labels, lower, sums, weights,
+    X, sample_weight, centers, centers_s, half_sq_norms, center_ids, rel_margin, tile_t, dots,
+    best_value, second_value, best_id, pending_rows, pending_sq, pending, labels, lower, sums,
+    weights,
 ):
     """Assign the queued rows by one GEMM; set each one's lower bound from its second-nearest.
 
     Returns (number of labels changed, weighted inertia of those rows).
     """
-    n_clusters = centers_t.shape[1]
     weighted = sample_weight.shape[0] > 0
-    if pending == tile.shape[0]:
-        np.dot(tile, centers_t, dots)
-    else:
-        np.dot(tile[:pending], centers_t, dots[:pending])
+    np.dot(centers_s, tile_t, dots)
+    _scan_two_nearest(dots, pending, half_sq_norms, center_ids, best_value, second_value, best_id)
     max_half = 0.0
-    for j in range(n_clusters):
+    for j in range(half_sq_norms.shape[0]):
         max_half = max(max_half, np.float64(half_sq_norms[j]))
     changed = 0
     inertia = 0.0
     for r in range(pending):
         i = pending_rows[r]
-        best = 0
-        best_value = half_sq_norms[0] - dots[r, 0]
-        second_value = np.inf
-        for j in range(1, n_clusters):
-            value = half_sq_norms[j] - dots[r, j]
-            if value < best_value:
-                second_value = best_value
-                best_value = value
-                best = j
-            elif value < second_value:
-                second_value = value
+        best = np.int32(best_id[r])
         # |x - c|^2 = |x - s|^2 + 2 * value; widen by the rounding error of that sum.
-        second_sq = pending_sq[r] + 2.0 * np.float64(second_value)
+        second_sq = pending_sq[r] + 2.0 * np.float64(second_value[r])
         margin = rel_margin * (pending_sq[r] + 2.0 * max_half) + 1e-300
         lower[i] = math.sqrt(second_sq - margin) if second_sq > margin else 0.0
         if labels[i] != best:
@@ -204,9 +256,10 @@ def _lloyd_step(
     n_clusters = centers.shape[0]
     n_chunks = partial_inertia.shape[0]
     chunk_rows = (n_samples + n_chunks - 1) // n_chunks
-    centers_t = np.empty((n_features, n_clusters), dtype=X.dtype)
+    centers_s = np.empty((n_clusters, n_features), dtype=X.dtype)
     half_sq_norms = np.empty(n_clusters, dtype=X.dtype)
-    _shifted_centers(centers, shift, centers_t, half_sq_norms)
+    _shifted_centers(centers, shift, centers_s, half_sq_norms)
+    center_ids = np.arange(n_clusters).astype(X.dtype)
     for chunk in prange(n_chunks):
         start = chunk * chunk_rows
         stop = min(start + chunk_rows, n_samples)
@@ -217,8 +270,11 @@ def _lloyd_step(
         inertia = 0.0
         changed = 0
         computed = 0
-        tile = np.empty((_TILE_ROWS, n_features), dtype=X.dtype)
-        dots = np.empty((_TILE_ROWS, n_clusters), dtype=X.dtype)
+        tile_t = np.zeros((n_features, _TILE_ROWS), dtype=X.dtype)
+        dots = np.empty((n_clusters, _TILE_ROWS), dtype=X.dtype)
+        best_value = np.empty(_TILE_ROWS, dtype=X.dtype)
+        second_value = np.empty(_TILE_ROWS, dtype=X.dtype)
+        best_id = np.empty(_TILE_ROWS, dtype=X.dtype)
         pending_rows = np.empty(_TILE_ROWS, dtype=np.int64)
         pending_sq = np.empty(_TILE_ROWS, dtype=np.float64)
         pending = 0
@@ -226,7 +282,8 @@ def _lloyd_step(
             for tile_start in range(start, stop, _TILE_ROWS):
                 rows = min(_TILE_ROWS, stop - tile_start)
                 changed += _tile_nearest(
-                    X, tile_start, rows, shift, centers_t, half_sq_norms, tile, dots, labels
+                    X, tile_start, rows, shift, centers_s, half_sq_norms, center_ids, tile_t,
+                    dots, best_value, best_id, labels,
                 )
                 for i in range(tile_start, tile_start + rows):
                     w = sample_weight[i] if weighted else 1.0
@@ -246,18 +303,14 @@ def _lloyd_step(
                     _add_to_cluster(X, i, current, w, sums, weights)
                     inertia += w * dist
             if not settled:
-                norm = 0.0
-                for f in range(n_features):
-                    value = X[i, f] - shift[f]
-                    tile[pending, f] = value
-                    norm += np.float64(value) * value
+                pending_sq[pending] = _put_row(X, i, shift, tile_t, pending)
                 pending_rows[pending] = i
-                pending_sq[pending] = norm
                 pending += 1
             if pending == _TILE_ROWS or (pending and i == stop - 1):
                 tile_changed, tile_inertia = _resolve_pending(
-                    X, sample_weight, centers, centers_t, half_sq_norms, rel_margin, tile, dots,
-                    pending_rows, pending_sq, pending, labels, lower, sums, weights,
+                    X, sample_weight, centers, centers_s, half_sq_norms, center_ids, rel_margin,
+                    tile_t, dots, best_value, second_value, best_id, pending_rows, pending_sq,
+                    pending, labels, lower, sums, weights,
                 )
                 changed += tile_changed
                 inertia += tile_inertia
@@ -270,21 +323,36 @@ def _lloyd_step(
 
 @_kernel
 def _assign(X, centers, shift, labels, min_sq_dist):
-    """Nearest center of each row: labels (n,) int32 and exact min_sq_dist (n,) float64 out."""
+    """Nearest center of each row: labels (n,) int32 and exact min_sq_dist (n,) float64 out.
+
+    An empty min_sq_dist asks for the labels alone.
+    """
     n_samples, n_features = X.shape
+    with_distance = min_sq_dist.shape[0] > 0
     n_clusters = centers.shape[0]
-    centers_t = np.empty((n_features, n_clusters), dtype=X.dtype)
+    centers_s = np.empty((n_clusters, n_features), dtype=X.dtype)
     half_sq_norms = np.empty(n_clusters, dtype=X.dtype)
-    _shifted_centers(centers, shift, centers_t, half_sq_norms)
+    _shifted_centers(centers, shift, centers_s, half_sq_norms)
+    center_ids = np.arange(n_clusters).astype(X.dtype)
     n_tiles = (n_samples + _TILE_ROWS - 1) // _TILE_ROWS
-    for t in prange(n_tiles):
-        tile = np.empty((_TILE_ROWS, n_features), dtype=X.dtype)
-        dots = np.empty((_TILE_ROWS, n_clusters), dtype=X.dtype)
-        start = t * _TILE_ROWS
-        rows = min(_TILE_ROWS, n_samples - start)
-        _tile_nearest(X, start, rows, shift, centers_t, half_sq_norms, tile, dots, labels)
-        for i in range(start, start + rows):
-            min_sq_dist[i] = _sq_distance(X, i, centers, labels[i])
+    # Threads take whole runs of tiles so that each allocates its buffers once.
+    n_runs = min(n_tiles, _MAX_CHUNKS)
+    tiles_per_run = (n_tiles + n_runs - 1) // n_runs
+    for run in prange(n_runs):
+        tile_t = np.zeros((n_features, _TILE_ROWS), dtype=X.dtype)
+        dots = np.empty((n_clusters, _TILE_ROWS), dtype=X.dtype)
+        best_value = np.empty(_TILE_ROWS, dtype=X.dtype)
+        best_id = np.empty(_TILE_ROWS, dtype=X.dtype)
+        for t in range(run * tiles_per_run, min((run + 1) * tiles_per_run, n_tiles)):
+            start = t * _TILE_ROWS
+            rows = min(_TILE_ROWS, n_samples - start)
+            _tile_nearest(
+                X, start, rows, shift, centers_s, half_sq_norms, center_ids, tile_t, dots,
+                best_value, best_id, labels,
+            )
+            if with_distance:
+                for i in range(start, start + rows):
+                    min_sq_dist[i] = _sq_distance(X, i, centers, labels[i])
 
 
 @_kernel
@@ -322,9 +390,10 @@ def _candidate_potentials(X, sample_weight, candidates, shift, closest_sq_dist, 
     n_chunks = partial_pots.shape[0]
     chunk_rows = (n_samples + n_chunks - 1) // n_chunks
     weighted = sample_weight.shape[0] > 0
-    candidates_t = np.empty((n_features, n_candidates), dtype=X.dtype)
+    candidates_s = np.empty((n_candidates, n_features), dtype=X.dtype)
     half_sq_norms = np.empty(n_candidates, dtype=X.dtype)
-    _shifted_centers(candidates, shift, candidates_t, half_sq_norms)
+    _shifted_centers(candidates, shift, candidates_s, half_sq_norms)
+    candidates_t = np.ascontiguousarray(candidates_s.T)
     for chunk in prange(n_chunks):
         start = chunk * chunk_rows
         stop = min(start + chunk_rows, n_samples)

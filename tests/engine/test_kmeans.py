@@ -143,10 +143,11 @@ def test_invalid_arguments_name_the_field(kwargs: dict, field: str) -> None:
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_bounded_steps_assign_like_a_full_search(dtype: type) -> None:
-    X, _ = make_blobs(20_000, n_features=5, centers=20, cluster_std=2.5, random_state=3)
+    X, _ = make_blobs(20_000, n_features=16, centers=20, cluster_std=6.0, random_state=3)
     X = X.astype(dtype)
     centers = X[:20].copy()
-    work = kmeans._Workspace(len(X), 20, 5, X.dtype)
+    work = kmeans._Workspace(len(X), 20, 16, X.dtype)
+    assert work.use_bounds
     work.reset()
     skipped_rows = 0
     for _ in range(30):
