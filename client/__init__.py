@@ -29,10 +29,12 @@ from .errors import (
     Unknown,
 )
 from .estimator import RemoteKMeans
+from .stream import BatchAck, MiniBatchStream
 
 __all__ = [
     "Aborted",
     "AlreadyExists",
+    "BatchAck",
     "Cancelled",
     "CentroidalError",
     "Client",
@@ -44,6 +46,7 @@ __all__ = [
     "FitResult",
     "Internal",
     "InvalidArgument",
+    "MiniBatchStream",
     "ModelInfo",
     "NotFound",
     "OutOfRange",

@@ -89,10 +89,38 @@ class ModelInfo:
     updated_at: dt.datetime
     config: dict[str, Any] = field(default_factory=dict)
     centers: np.ndarray | None = None
+    # The newest version on disk: below ``version`` while a streamed model awaits a checkpoint.
+    durable_version: int = 0
+    n_batches: int = 0
+    init_points_buffered: int = 0
+
+
+_HALF_LIFE_UNITS = {pb.MiniBatchConfig.HALF_LIFE_UNIT_POINTS: "points"}
+
+
+def _config(message: pb.Model) -> dict[str, Any]:
+    if message.kind == pb.MODEL_KIND_MINIBATCH_KMEANS:
+        mini = message.minibatch
+        return {
+            "n_clusters": int(mini.n_clusters),
+            "init_size": int(mini.init_size),
+            "reassignment_ratio": float(mini.reassignment_ratio),
+            "half_life": float(mini.half_life) if mini.HasField("half_life") else None,
+            "half_life_unit": _HALF_LIFE_UNITS.get(mini.half_life_unit, "batches"),
+            "seed": int(mini.seed) if mini.HasField("seed") else None,
+        }
+    config = message.config
+    return {
+        "n_clusters": int(config.n_clusters),
+        "init": _INIT_NAMES.get(config.init, "k-means++"),
+        "n_init": int(config.n_init),
+        "max_iter": int(config.max_iter),
+        "tol": float(config.tol),
+        "seed": int(config.seed) if config.HasField("seed") else None,
+    }
 
 
 def model_info(message: pb.Model) -> ModelInfo:
-    config = message.config
     return ModelInfo(
         name=message.name,
         version=int(message.version),
@@ -105,15 +133,11 @@ def model_info(message: pb.Model) -> ModelInfo:
         n_samples_seen=int(message.n_samples_seen),
         created_at=message.created_at.ToDatetime(tzinfo=dt.timezone.utc),
         updated_at=message.updated_at.ToDatetime(tzinfo=dt.timezone.utc),
-        config={
-            "n_clusters": int(config.n_clusters),
-            "init": _INIT_NAMES.get(config.init, "k-means++"),
-            "n_init": int(config.n_init),
-            "max_iter": int(config.max_iter),
-            "tol": float(config.tol),
-            "seed": int(config.seed) if config.HasField("seed") else None,
-        },
+        config=_config(message),
         centers=decode_matrix(message.centers) if message.HasField("centers") else None,
+        durable_version=int(message.durable_version),
+        n_batches=int(message.n_batches),
+        init_points_buffered=int(message.init_points_buffered),
     )
 
 

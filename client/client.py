@@ -16,6 +16,13 @@ from centroidal.v1 import clustering_pb2_grpc as pb_grpc
 from . import _wire
 from ._wire import FitProgress, FitResult, ModelInfo
 from .errors import CentroidalError, error_from_rpc
+from .stream import (
+    DEFAULT_MAX_REPLAY_BYTES,
+    DEFAULT_RECONNECT_TIMEOUT_S,
+    DEFAULT_WINDOW,
+    BatchAck,
+    MiniBatchStream,
+)
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 DEFAULT_TIMEOUT_S = 60.0
@@ -93,6 +100,61 @@ class Client:
 
     def _deadline(self, timeout: float | None) -> float:
         return self.timeout if timeout is None else timeout
+
+    # ---- streaming -------------------------------------------------------
+
+    def stream(
+        self,
+        name: str,
+        *,
+        n_clusters: int | None = None,
+        init_size: int = 0,
+        reassignment_ratio: float | None = None,
+        half_life: float | None = None,
+        half_life_unit: str = "batches",
+        seed: int | None = None,
+        producer_id: str | None = None,
+        first_sequence: int = 1,
+        window: int = DEFAULT_WINDOW,
+        reconnect_timeout: float = DEFAULT_RECONNECT_TIMEOUT_S,
+        max_replay_bytes: int = DEFAULT_MAX_REPLAY_BYTES,
+        on_ack: Callable[[BatchAck], None] | None = None,
+    ) -> MiniBatchStream:
+        """Open a stream of mini-batches into model ``name``; use it as a context manager.
+
+        With ``n_clusters`` the model is created if it does not exist (the other
+        model parameters apply only then). ``producer_id`` and ``first_sequence``
+        identify the batches: a producer that restarts passes its old id and one past
+        the ``durable_sequence`` it last saw, and the server skips what it already has.
+        """
+        if half_life_unit not in ("batches", "points"):
+            raise ValueError(f"half_life_unit must be 'batches' or 'points', got {half_life_unit!r}")
+        open_message = pb.MiniBatchOpen(model=name)
+        if n_clusters is not None:
+            config = open_message.create_if_missing
+            config.n_clusters = int(n_clusters)
+            config.init_size = int(init_size)
+            if reassignment_ratio is not None:
+                config.reassignment_ratio = float(reassignment_ratio)
+            if half_life is not None:
+                config.half_life = float(half_life)
+            config.half_life_unit = (
+                pb.MiniBatchConfig.HALF_LIFE_UNIT_POINTS
+                if half_life_unit == "points"
+                else pb.MiniBatchConfig.HALF_LIFE_UNIT_BATCHES
+            )
+            if seed is not None:
+                config.seed = int(seed)
+        return MiniBatchStream(
+            self,
+            open_message,
+            producer_id=producer_id,
+            first_sequence=first_sequence,
+            window=window,
+            reconnect_timeout=reconnect_timeout,
+            max_replay_bytes=max_replay_bytes,
+            on_ack=on_ack,
+        )
 
     # ---- health ----------------------------------------------------------
 

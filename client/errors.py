@@ -150,3 +150,10 @@ def error_from_rpc(error: grpc.RpcError) -> CentroidalError:
     return cls(
         message, code=code, field_violations=tuple(violations), reason=reason, metadata=metadata
     )
+
+
+def error_from_code(code: int, message: str, field: str = "") -> CentroidalError:
+    """The typed exception for a status carried inside a message (a rejected batch's ack)."""
+    status = next((c for c in grpc.StatusCode if c.value[0] == code), grpc.StatusCode.UNKNOWN)
+    violations = (FieldViolation(field, message),) if field else ()
+    return _BY_CODE.get(status, CentroidalError)(message, code=status, field_violations=violations)

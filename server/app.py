@@ -11,7 +11,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from centroidal.engine import kmeans
+from centroidal.engine import kmeans, minibatch
 from centroidal.v1 import clustering_pb2 as pb
 from centroidal.v1 import clustering_pb2_grpc as pb_grpc
 
@@ -81,6 +81,7 @@ class CentroidalServer:
         started = time.monotonic()
         if self.config.warmup:
             layer = kmeans.warmup()
+            minibatch.warmup()
             if layer not in THREAD_SAFE_LAYERS:
                 self.stop(0)
                 raise RuntimeError(
@@ -88,6 +89,7 @@ class CentroidalServer:
                     "concurrent calls; install the OpenMP runtime (libgomp) or tbb"
                 )
             log.info("warm-up done in %.2fs, threading layer %s", time.monotonic() - started, layer)
+        self.servicer.hub.start()
         self._set_health(health_pb2.HealthCheckResponse.SERVING)
         log.info(
             "centroidal listening on %s:%d with %d models from %s",
@@ -105,6 +107,7 @@ class CentroidalServer:
         give_up = time.monotonic() + FIT_EXIT_WAIT_S
         while self.servicer.fits_in_flight and time.monotonic() < give_up:
             time.sleep(0.05)
+        self.servicer.hub.stop()
         self.metrics.close()
         self.store.close()
 

@@ -27,6 +27,8 @@ class ServerConfig:
     keep_versions: int = 5
     max_workers: int = 32
     grace_period: float = 10.0
+    checkpoint_interval: float = 1.0
+    max_producers: int = 10_000
     metrics_port: int = 0
     tokens: tuple[str, ...] = field(default_factory=tuple)
     log_level: str = "INFO"
@@ -52,6 +54,8 @@ _HELP = {
     "keep_versions": "fit versions kept per model for pinned predicts",
     "max_workers": "gRPC handler threads",
     "grace_period": "seconds in-flight calls get to finish on SIGTERM",
+    "checkpoint_interval": "seconds between checkpoints of models fed by StreamMiniBatch",
+    "max_producers": "most producer ids whose last sequence one streamed model remembers",
     "metrics_port": "port for Prometheus metrics at /metrics on --host; 0 turns them off",
     "tokens": "bearer token clients must send (repeatable); none means no authentication",
     "log_level": "DEBUG, INFO, WARNING or ERROR",
@@ -109,7 +113,8 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
 
 def _check(config: ServerConfig, parser: argparse.ArgumentParser) -> None:
     positive = ("max_message_bytes", "max_models", "max_clusters", "max_features", "max_points",
-                "max_fit_bytes", "max_concurrent_fits", "keep_versions", "max_workers")
+                "max_fit_bytes", "max_concurrent_fits", "keep_versions", "max_workers",
+                "max_producers")
     for name in positive:
         if getattr(config, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}")
@@ -118,5 +123,7 @@ def _check(config: ServerConfig, parser: argparse.ArgumentParser) -> None:
             parser.error(f"--{name.replace('_', '-')} must be 0-65535, got {getattr(config, name)}")
     if config.grace_period < 0:
         parser.error(f"--grace-period must be >= 0, got {config.grace_period}")
+    if not config.checkpoint_interval > 0:
+        parser.error(f"--checkpoint-interval must be > 0, got {config.checkpoint_interval}")
     if config.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         parser.error(f"--log-level must be DEBUG, INFO, WARNING or ERROR, got {config.log_level}")

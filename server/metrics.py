@@ -22,13 +22,18 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
         )
         self.points = Counter(
-            "centroidal_points_ingested", "Points received for fitting", registry=self.registry
+            "centroidal_points_ingested", "Points received by Fit and learnt from streams",
+            registry=self.registry,
         )
         self.predicted = Counter(
             "centroidal_points_predicted", "Points assigned by Predict", registry=self.registry
         )
         self.iterations = Counter(
             "centroidal_fit_iterations", "Lloyd iterations run by fits", registry=self.registry
+        )
+        self.batches = Counter(
+            "centroidal_stream_batches", "Mini-batches acknowledged, by outcome",
+            ["outcome"], registry=self.registry,
         )
         self.models = Gauge("centroidal_models", "Models held", registry=self.registry)
         self._http: WSGIServer | None = None

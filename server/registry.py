@@ -43,6 +43,8 @@ class ModelSnapshot:
     updated_at: float
     kind: str = "kmeans"
     extra: dict[str, Any] = field(default_factory=dict)
+    # A streamed model's learning state (MiniBatchState.to_bytes), for checkpoints.
+    state: bytes | None = None
 
     @property
     def n_clusters(self) -> int:
@@ -114,8 +116,43 @@ class Registry:
                 metadata={"current_version": str(current)},
             )
 
-    def _writer_lock(self, name: str) -> threading.Lock:
+    def writer_lock(self, name: str) -> threading.Lock:
+        """The lock every write to ``name`` holds: fits, deletes and streamed batches."""
         return self._writer_locks[hash(name) % _WRITER_LOCKS]
+
+    def reserve(self, name: str) -> None:
+        """Count a new streamed model against max_models until it is published."""
+        self._reserve(name)
+
+    def release(self, name: str) -> None:
+        with self._guard:
+            self._creating.discard(name)
+
+    def publish_unsaved(self, snapshot: ModelSnapshot) -> ModelSnapshot:
+        """Publish the next version without storing it; the caller holds the writer lock.
+
+        Streamed models publish every batch and store a checkpoint now and then
+        (``save_checkpoint``), so readers may see versions that are not on disk yet.
+        """
+        name = snapshot.name
+        previous = self._snapshots.get(name)
+        now = time.time()
+        version = self._last_versions.get(name, 0) + 1
+        snapshot.centers.setflags(write=False)
+        published = replace(
+            snapshot,
+            version=version,
+            created_at=previous.created_at if previous is not None else now,
+            updated_at=now,
+        )
+        self._publish(name, published, version)
+        with self._guard:
+            self._creating.discard(name)
+        return published
+
+    def save_checkpoint(self, snapshot: ModelSnapshot) -> None:
+        """Store a published version; the caller holds the writer lock."""
+        self._store.save(snapshot, keep_versions=self._keep_versions)
 
     def _reserve(self, name: str) -> bool:
         """Count a new name against max_models; False when the name already exists."""
@@ -139,7 +176,7 @@ class Registry:
         expected_version mismatch and RESOURCE_EXHAUSTED past the model limit.
         """
         name = snapshot.name
-        with self._writer_lock(name):
+        with self.writer_lock(name):
             self.check_expected(name, expected_version)
             creating = self._reserve(name)
             try:
@@ -168,7 +205,7 @@ class Registry:
 
     def delete(self, name: str, expected_version: int | None = None) -> int:
         """Delete a model; returns the version the delete wrote."""
-        with self._writer_lock(name):
+        with self.writer_lock(name):
             self.get(name)
             self.check_expected(name, expected_version)
             version = self._last_versions.get(name, 0) + 1

@@ -20,9 +20,10 @@ from centroidal.v1 import clustering_pb2 as pb
 from centroidal.v1 import clustering_pb2_grpc as pb_grpc
 
 from .config import ServerConfig
-from .errors import ServiceError, exhausted, handle_errors, invalid
+from .errors import ServiceError, exhausted, from_engine, handle_errors, invalid
 from .metrics import Metrics
 from .registry import ModelSnapshot, Registry
+from .streaming import LiveModel, StreamHub
 from .wire import (
     INIT_NAMES,
     check_finite,
@@ -46,6 +47,9 @@ DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 # Room left in a message for everything but the bulk payload.
 ENVELOPE_BYTES = 64 * 1024
+
+# Batch errors that end the stream instead of being reported in an ack: the model is gone.
+_STREAM_ENDING = (grpc.StatusCode.ABORTED, grpc.StatusCode.UNAVAILABLE)
 
 _STAGES = {
     kmeans.Stage.SEEDING: pb.FitProgress.STAGE_SEEDING,
@@ -106,6 +110,7 @@ class ClusteringServicer(pb_grpc.ClusteringServiceServicer):
         self._config = config
         self._registry = registry
         self.metrics = metrics
+        self.hub = StreamHub(config, registry, metrics)
         metrics.models.set(len(registry))
         self._fit_slots = threading.BoundedSemaphore(config.max_concurrent_fits)
         self._fits_lock = threading.Lock()
@@ -360,7 +365,18 @@ class ClusteringServicer(pb_grpc.ClusteringServiceServicer):
     def _snapshot_for(self, request: pb.PredictRequest) -> ModelSnapshot:
         name = check_model_name(request.model, "model")
         version = request.version if request.HasField("version") else None
-        return self._registry.get_version(name, version)
+        snapshot = self._registry.get_version(name, version)
+        if snapshot.n_clusters == 0:
+            raise ServiceError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"model {name!r} has no centers yet: it holds "
+                f"{snapshot.extra.get('init_points_buffered', 0)} points and initialises "
+                f"once it has {snapshot.config.get('init_size') or 'its first batch or 3 * n_clusters'} "
+                "of them",
+                field="model",
+                reason="NOT_INITIALIZED",
+            )
+        return snapshot
 
     def _predict(
         self, snapshot: ModelSnapshot, message: pb.Matrix, options: pb.PredictOptions, offset: int
@@ -409,7 +425,11 @@ class ClusteringServicer(pb_grpc.ClusteringServiceServicer):
         name = check_model_name(request.name, "name")
         version = request.version if request.HasField("version") else None
         snapshot = self._registry.get_version(name, version, field="name")
-        return model_message(snapshot, include_centers=request.include_centers)
+        return model_message(
+            snapshot,
+            include_centers=request.include_centers,
+            durable_version=self.hub.durable_version(name, snapshot.version),
+        )
 
     @handle_errors
     def ListModels(
@@ -425,7 +445,14 @@ class ClusteringServicer(pb_grpc.ClusteringServiceServicer):
         models = []
         for name in page:
             try:
-                models.append(model_message(self._registry.get(name), include_centers=False))
+                snapshot = self._registry.get(name)
+                models.append(
+                    model_message(
+                        snapshot,
+                        include_centers=False,
+                        durable_version=self.hub.durable_version(name, snapshot.version),
+                    )
+                )
             except ServiceError:
                 continue  # deleted since the listing was taken
         more = start + page_size < len(names)
@@ -445,14 +472,48 @@ class ClusteringServicer(pb_grpc.ClusteringServiceServicer):
 
     # ---- Later capabilities ----------------------------------------------
 
+    # ---- StreamMiniBatch ---------------------------------------------------
+
     @handle_errors
-    def StreamMiniBatch(self, request_iterator, context):
-        raise ServiceError(
-            grpc.StatusCode.UNIMPLEMENTED,
-            "StreamMiniBatch is not available in this centroidal release yet; fit models with Fit",
-            reason="NOT_YET_AVAILABLE",
-        )
-        yield  # pragma: no cover - makes this a streaming handler
+    def StreamMiniBatch(
+        self, request_iterator: Iterator[pb.MiniBatchRequest], context: grpc.ServicerContext
+    ) -> Iterator[pb.MiniBatchAck]:
+        first = next(request_iterator, None)
+        if first is None:
+            return
+        if first.WhichOneof("item") != "open":
+            raise invalid("open", "the first message of a StreamMiniBatch stream must be open")
+        name = check_model_name(first.open.model, "open.model")
+        create = first.open.create_if_missing if first.open.HasField("create_if_missing") else None
+        live = self.hub.open(name, create)
+        try:
+            for index, message in enumerate(request_iterator, start=1):
+                if message.WhichOneof("item") != "batch":
+                    raise invalid("open", f"message {index} is not a batch; only the first may be open")
+                yield self._ack(live, message.batch)
+        finally:
+            self.hub.close(live)
+
+    def _ack(self, live: LiveModel, batch: pb.MiniBatch) -> pb.MiniBatchAck:
+        ack = pb.MiniBatchAck(producer_id=batch.producer_id, sequence=batch.sequence)
+        try:
+            result = self.hub.apply(live, batch)
+        except (ServiceError, kmeans.InvalidInputError) as exc:
+            error = exc if isinstance(exc, ServiceError) else from_engine(exc)
+            if error.code in _STREAM_ENDING:
+                raise error from None
+            ack.error.CopyFrom(
+                pb.BatchError(code=error.code.value[0], message=error.message, field=error.field or "")
+            )
+            self.metrics.batches.labels(error.code.name).inc()
+            return ack
+        ack.version = result.version
+        ack.batch_inertia = result.batch_inertia
+        ack.n_samples_seen = result.n_samples_seen
+        ack.durable_version = result.durable_version
+        ack.duplicate = result.duplicate
+        self.metrics.batches.labels("DUPLICATE" if result.duplicate else "OK").inc()
+        return ack
 
     @handle_errors
     def QuantizeImage(self, request_iterator, context):

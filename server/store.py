@@ -30,6 +30,7 @@ CREATE TABLE IF NOT EXISTS versions (
     version INTEGER NOT NULL,
     meta TEXT NOT NULL,
     centers BLOB NOT NULL,
+    state BLOB,
     PRIMARY KEY (name, version)
 );
 """
@@ -64,11 +65,14 @@ class SQLiteStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(versions)")}
+        if "state" not in columns:  # a store written before streamed models existed
+            self._db.execute("ALTER TABLE versions ADD COLUMN state BLOB")
 
     def load_current(self) -> list[ModelSnapshot]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT v.name, v.version, v.meta, v.centers FROM versions v "
+                "SELECT v.name, v.version, v.meta, v.centers, v.state FROM versions v "
                 "JOIN names n ON n.name = v.name AND n.current_version = v.version"
             ).fetchall()
         return [_snapshot(*row) for row in rows]
@@ -81,7 +85,8 @@ class SQLiteStore:
     def load_version(self, name: str, version: int) -> ModelSnapshot | None:
         with self._lock:
             row = self._db.execute(
-                "SELECT name, version, meta, centers FROM versions WHERE name = ? AND version = ?",
+                "SELECT name, version, meta, centers, state FROM versions "
+                "WHERE name = ? AND version = ?",
                 (name, version),
             ).fetchone()
         return _snapshot(*row) if row else None
@@ -105,8 +110,8 @@ class SQLiteStore:
         with self._lock, self._writable():
             self._db.execute("BEGIN IMMEDIATE")
             self._db.execute(
-                "INSERT INTO versions (name, version, meta, centers) VALUES (?, ?, ?, ?)",
-                (snapshot.name, snapshot.version, meta, centers),
+                "INSERT INTO versions (name, version, meta, centers, state) VALUES (?, ?, ?, ?, ?)",
+                (snapshot.name, snapshot.version, meta, centers, snapshot.state),
             )
             self._db.execute(
                 "INSERT INTO names (name, last_version, current_version) VALUES (?, ?, ?) "
@@ -144,7 +149,9 @@ class SQLiteStore:
             self._db.close()
 
 
-def _snapshot(name: str, version: int, meta_json: str, centers_blob: bytes) -> ModelSnapshot:
+def _snapshot(
+    name: str, version: int, meta_json: str, centers_blob: bytes, state: bytes | None
+) -> ModelSnapshot:
     meta = json.loads(meta_json)
     centers = np.frombuffer(centers_blob, dtype=np.dtype(meta["dtype"])).reshape(meta["shape"])
     return ModelSnapshot(
@@ -159,4 +166,5 @@ def _snapshot(name: str, version: int, meta_json: str, centers_blob: bytes) -> M
         updated_at=float(meta["updated_at"]),
         kind=meta["kind"],
         extra=meta.get("extra", {}),
+        state=state,
     )

@@ -10,6 +10,7 @@ import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from centroidal.engine import kmeans
+from centroidal.engine.minibatch import MiniBatchParams
 from centroidal.v1 import clustering_pb2 as pb
 
 from .errors import exhausted, invalid
@@ -120,7 +121,11 @@ def _timestamp(seconds: float) -> Timestamp:
     return stamp
 
 
-def model_message(snapshot: ModelSnapshot, *, include_centers: bool) -> pb.Model:
+def model_message(
+    snapshot: ModelSnapshot, *, include_centers: bool, durable_version: int | None = None
+) -> pb.Model:
+    if snapshot.kind == "minibatch_kmeans":
+        return _streamed_model_message(snapshot, include_centers, durable_version)
     config = snapshot.config
     message = pb.Model(
         name=snapshot.name,
@@ -143,7 +148,50 @@ def model_message(snapshot: ModelSnapshot, *, include_centers: bool) -> pb.Model
         n_samples_seen=snapshot.n_samples_seen,
         created_at=_timestamp(snapshot.created_at),
         updated_at=_timestamp(snapshot.updated_at),
+        durable_version=snapshot.version,
     )
     if include_centers:
         message.centers.CopyFrom(encode_matrix(snapshot.centers))
+    return message
+
+
+def _streamed_model_message(
+    snapshot: ModelSnapshot, include_centers: bool, durable_version: int | None
+) -> pb.Model:
+    params = MiniBatchParams(**snapshot.config)
+    message = pb.Model(
+        name=snapshot.name,
+        version=snapshot.version,
+        kind=pb.MODEL_KIND_MINIBATCH_KMEANS,
+        minibatch=params_message(params),
+        n_features=snapshot.n_features,
+        n_clusters=params.n_clusters,
+        dtype=WIRE_DTYPES[snapshot.centers.dtype],
+        inertia=snapshot.inertia,
+        n_samples_seen=snapshot.n_samples_seen,
+        created_at=_timestamp(snapshot.created_at),
+        updated_at=_timestamp(snapshot.updated_at),
+        durable_version=snapshot.version if durable_version is None else durable_version,
+        n_batches=int(snapshot.extra.get("n_batches", 0)),
+        init_points_buffered=int(snapshot.extra.get("init_points_buffered", 0)),
+    )
+    if include_centers and snapshot.centers.shape[0]:
+        message.centers.CopyFrom(encode_matrix(snapshot.centers))
+    return message
+
+
+def params_message(params: MiniBatchParams) -> pb.MiniBatchConfig:
+    message = pb.MiniBatchConfig(
+        n_clusters=params.n_clusters,
+        init_size=params.init_size,
+        reassignment_ratio=params.reassignment_ratio,
+        half_life_unit=(
+            pb.MiniBatchConfig.HALF_LIFE_UNIT_POINTS
+            if params.half_life_unit == "points"
+            else pb.MiniBatchConfig.HALF_LIFE_UNIT_BATCHES
+        ),
+        seed=params.seed,
+    )
+    if params.half_life is not None:
+        message.half_life = params.half_life
     return message

@@ -250,8 +250,6 @@ def test_bad_page_requests(client: Client) -> None:
 
 
 def test_later_capabilities_answer_unimplemented(stub) -> None:
-    error = raw_error(lambda: stub.StreamMiniBatch(iter([pb.MiniBatchRequest()])))
-    assert isinstance(error, Unimplemented) and "StreamMiniBatch" in error.message
     error = raw_error(lambda: stub.QuantizeImage(iter([pb.QuantizeImageRequest()])))
     assert isinstance(error, Unimplemented) and "QuantizeImage" in error.message
 

@@ -208,7 +208,7 @@ class FitResponse(_message.Message):
     def __init__(self, progress: _Optional[_Union[FitProgress, _Mapping]] = ..., labels: _Optional[_Union[LabelsChunk, _Mapping]] = ..., result: _Optional[_Union[FitResult, _Mapping]] = ...) -> None: ...
 
 class Model(_message.Message):
-    __slots__ = ("name", "version", "kind", "config", "n_features", "n_clusters", "dtype", "inertia", "n_iter", "n_samples_seen", "created_at", "updated_at", "centers")
+    __slots__ = ("name", "version", "kind", "config", "n_features", "n_clusters", "dtype", "inertia", "n_iter", "n_samples_seen", "created_at", "updated_at", "centers", "minibatch", "durable_version", "n_batches", "init_points_buffered")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -222,6 +222,10 @@ class Model(_message.Message):
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     CENTERS_FIELD_NUMBER: _ClassVar[int]
+    MINIBATCH_FIELD_NUMBER: _ClassVar[int]
+    DURABLE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    N_BATCHES_FIELD_NUMBER: _ClassVar[int]
+    INIT_POINTS_BUFFERED_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: int
     kind: ModelKind
@@ -235,7 +239,11 @@ class Model(_message.Message):
     created_at: _timestamp_pb2.Timestamp
     updated_at: _timestamp_pb2.Timestamp
     centers: Matrix
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., config: _Optional[_Union[KMeansConfig, _Mapping]] = ..., n_features: _Optional[int] = ..., n_clusters: _Optional[int] = ..., dtype: _Optional[_Union[DType, str]] = ..., inertia: _Optional[float] = ..., n_iter: _Optional[int] = ..., n_samples_seen: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., centers: _Optional[_Union[Matrix, _Mapping]] = ...) -> None: ...
+    minibatch: MiniBatchConfig
+    durable_version: int
+    n_batches: int
+    init_points_buffered: int
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., config: _Optional[_Union[KMeansConfig, _Mapping]] = ..., n_features: _Optional[int] = ..., n_clusters: _Optional[int] = ..., dtype: _Optional[_Union[DType, str]] = ..., inertia: _Optional[float] = ..., n_iter: _Optional[int] = ..., n_samples_seen: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., centers: _Optional[_Union[Matrix, _Mapping]] = ..., minibatch: _Optional[_Union[MiniBatchConfig, _Mapping]] = ..., durable_version: _Optional[int] = ..., n_batches: _Optional[int] = ..., init_points_buffered: _Optional[int] = ...) -> None: ...
 
 class PredictOptions(_message.Message):
     __slots__ = ("return_distances", "return_transform")

@@ -1,0 +1,139 @@
+"""StreamMiniBatch ingest through the SDK against scikit-learn's partial_fit in process.
+
+The server runs as a `centroidal serve` subprocess, as it would in production,
+so the producers and the server do not share one interpreter. Both sides see
+the same 8192-point float32 batches in the same order.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+from sklearn.cluster import MiniBatchKMeans
+
+from centroidal.client import Client
+from centroidal.engine import kmeans
+
+from .common import Row
+from .engine import blobs
+
+D, K, BATCH, N_BATCHES = 16, 64, 8192, 96
+
+
+@contextmanager
+def served() -> Iterator[str]:
+    """A `centroidal serve` subprocess on a free port; yields its address."""
+    with tempfile.TemporaryDirectory() as data_dir:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "centroidal.client.cli", "serve", "--port", "0",
+             "--data-dir", data_dir],
+            stderr=subprocess.PIPE, text=True,
+        )
+        assert child.stderr is not None
+        try:
+            for line in child.stderr:
+                found = re.search(r"centroidal listening on (\S+)", line)
+                if found:
+                    break
+            else:
+                raise RuntimeError("server exited before serving")
+            threading.Thread(target=child.stderr.read, daemon=True).start()  # keep the pipe drained
+            yield found.group(1)
+        finally:
+            child.terminate()
+            child.wait(60)
+
+
+def _inertia(X: np.ndarray, centers: np.ndarray) -> float:
+    _, distances = kmeans.predict(X, centers.astype(X.dtype), return_distance=True)
+    return float(np.square(distances.astype(np.float64)).sum())
+
+
+def _stream(address: str, name: str, batches: list[np.ndarray], producers: int) -> tuple[float, list[float]]:
+    """Seconds to send every batch with ``producers`` threads (batch i goes to producer i mod p),
+    through close(), and the ack latencies."""
+    latencies: list[float] = []
+    lock = threading.Lock()
+    with Client(address) as client:
+        # Create the model first so every producer streams into the same one.
+        with client.stream(name, n_clusters=K, seed=0, producer_id="setup") as first:
+            first.send(batches[0])
+        start = threading.Barrier(producers + 1)
+
+        def produce(index: int) -> None:
+            with client.stream(name, producer_id=f"producer-{index}") as stream:
+                start.wait()
+                for batch in batches[1 + index :: producers]:
+                    stream.send(batch)
+            with lock:
+                latencies.extend(stream.ack_latencies)
+
+        threads = [threading.Thread(target=produce, args=(i,)) for i in range(producers)]
+        for thread in threads:
+            thread.start()
+        start.wait()
+        began = time.perf_counter()
+        for thread in threads:
+            thread.join()
+        seconds = time.perf_counter() - began
+    return seconds, latencies
+
+
+def run() -> tuple[list[Row], dict[str, float]]:
+    X = blobs(BATCH * N_BATCHES, D, K, np.float32, seed=5)
+    X = X[np.random.default_rng(6).permutation(X.shape[0])]
+    batches = [X[i * BATCH : (i + 1) * BATCH] for i in range(N_BATCHES)]
+    streamed_points = BATCH * (N_BATCHES - 1)  # the first batch creates the model, untimed
+
+    reference = MiniBatchKMeans(K, random_state=0, n_init=1)
+    reference.partial_fit(batches[0])
+    began = time.perf_counter()
+    for batch in batches[1:]:
+        reference.partial_fit(batch)
+    reference_s = time.perf_counter() - began
+    reference_inertia = _inertia(X, reference.cluster_centers_)
+
+    rows: list[Row] = []
+    facts: dict[str, float] = {}
+    with served() as address:
+        for producers in (1, 4):
+            name = f"bench-stream-{producers}"
+            seconds, latencies = _stream(address, name, batches, producers)
+            with Client(address) as client:
+                centers = client.get_model(name, include_centers=True).centers
+            assert centers is not None
+            ratio = _inertia(X, centers) / reference_inertia
+            # Throughput is compared as time for the same points: below 1 is faster.
+            rows.append(
+                Row(
+                    f"stream ingest d={D} k={K} {BATCH}-point batches, {producers} producer(s)",
+                    seconds, "sklearn partial_fit", reference_s,
+                    extra={
+                        "points_per_s": streamed_points / seconds,
+                        "reference_points_per_s": streamed_points / reference_s,
+                        "inertia_ratio": ratio,
+                    },
+                )
+            )
+            facts[f"stream_{producers}p_points_per_s_millions"] = streamed_points / seconds / 1e6
+            facts[f"stream_{producers}p_ack_p50_ms"] = 1e3 * float(np.percentile(latencies, 50))
+            facts[f"stream_{producers}p_ack_p99_ms"] = 1e3 * float(np.percentile(latencies, 99))
+            facts[f"stream_{producers}p_inertia_over_sklearn"] = ratio
+    facts["sklearn_partial_fit_points_per_s_millions"] = streamed_points / reference_s / 1e6
+    return rows, facts
+
+
+if __name__ == "__main__":
+    rows, facts = run()
+    for row in rows:
+        print(f"{row.name:<60} ours {row.ours_s:.3f}s  sklearn {row.reference_s:.3f}s  ratio {row.ratio:.2f}")
+    for key, value in facts.items():
+        print(f"{key:<44} {value:10.3f}")

@@ -1,0 +1,373 @@
+"""Producer side of StreamMiniBatch: windowed sends, acks, reconnects and replay.
+
+A ``MiniBatchStream`` numbers each batch it sends with the next sequence of its
+producer id. ``send`` returns at once while fewer than ``window`` batches await
+their ack, and blocks when the window is full, so a slow server slows the
+producer down instead of filling its memory. An acknowledged batch is kept
+until the server reports a durable version at or past the one that batch made
+(at most ``max_replay_bytes`` of them: past that, ``send`` waits for the next
+checkpoint).
+If the connection drops, or the server restarts, the stream reconnects and
+sends again every batch that is not yet durable, in order. The server applies
+each (producer_id, sequence) once, so the replay never counts a batch twice,
+and a batch lost with an un-checkpointed version is applied again.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import numpy as np
+
+from centroidal.v1 import clustering_pb2 as pb
+
+from . import _wire
+from .errors import CentroidalError, DeadlineExceeded, error_from_code, error_from_rpc
+
+if TYPE_CHECKING:
+    from .client import Client
+
+DEFAULT_WINDOW = 16
+DEFAULT_RECONNECT_TIMEOUT_S = 60.0
+# Acknowledged batches are kept until a checkpoint stores them, for replay after a crash.
+DEFAULT_MAX_REPLAY_BYTES = 256 * 1024 * 1024
+# Codes after which the same batches can be sent again on a new connection.
+RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+_CLOSE = object()  # the producer is done: end the stream
+_HANG_UP = object()  # this connection is dead: stop feeding it
+_LATENCIES_KEPT = 100_000
+
+
+@dataclass(frozen=True)
+class BatchAck:
+    """The server's answer to one batch.
+
+    version is the model version after the batch; durable_version the newest
+    version on disk when the ack was sent. A duplicate was applied before.
+    """
+
+    sequence: int
+    version: int
+    batch_inertia: float
+    n_samples_seen: int
+    durable_version: int
+    duplicate: bool
+
+
+class MiniBatchStream:
+    """Sends mini-batches of one producer to one model; use ``Client.stream`` to open one."""
+
+    def __init__(
+        self,
+        client: Client,
+        open_message: pb.MiniBatchOpen,
+        *,
+        producer_id: str | None,
+        first_sequence: int,
+        window: int,
+        reconnect_timeout: float,
+        max_replay_bytes: int,
+        on_ack: Callable[[BatchAck], None] | None,
+    ) -> None:
+        if window < 1:
+            raise ValueError(f"window must be at least 1, got {window}")
+        if first_sequence < 1:
+            raise ValueError(f"first_sequence must be at least 1, got {first_sequence}")
+        self.model = open_message.model
+        self.producer_id = producer_id or uuid.uuid4().hex
+        self.window = window
+        self.reconnect_timeout = reconnect_timeout
+        self.reconnects = 0
+        self.last_ack: BatchAck | None = None
+        self.ack_latencies: list[float] = []
+        self._client = client
+        self._open = pb.MiniBatchRequest(open=open_message)
+        self._on_ack = on_ack
+        self._cond = threading.Condition()
+        self._next_sequence = first_sequence
+        # Sent, not acknowledged: sequence -> (request, monotonic send time).
+        self._unacked: OrderedDict[int, tuple[pb.MiniBatchRequest, float]] = OrderedDict()
+        # Acknowledged, not yet durable: sequence -> (request, version it made).
+        self._volatile: OrderedDict[int, tuple[pb.MiniBatchRequest, int]] = OrderedDict()
+        self._durable_version = 0
+        self._replay_bytes = 0
+        self.max_replay_bytes = max_replay_bytes
+        self._errors: list[CentroidalError] = []
+        self._unreported = 0
+        self._fatal: CentroidalError | None = None
+        self._closing = False
+        self._done = False
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._call: Any = None
+        self._worker = threading.Thread(
+            target=self._run, name=f"centroidal-stream-{self.model}", daemon=True
+        )
+        self._worker.start()
+
+    # ---- producer API ---------------------------------------------------------------
+
+    def send(self, X: Any, sample_weight: Any = None, *, timeout: float | None = None) -> int:
+        """Queue one batch; returns its sequence number.
+
+        Blocks while ``window`` batches await their ack, up to ``timeout`` seconds
+        (None waits as long as it takes), then raises DeadlineExceeded.
+        X : array-like of shape (n_points, n_features), float32 or float64
+        sample_weight : array-like of shape (n_points,), or None
+        """
+        points = _wire.as_points(X)
+        batch = pb.MiniBatch(producer_id=self.producer_id, points=_wire.encode_matrix(points))
+        if sample_weight is not None:
+            weights = np.asarray(sample_weight, dtype=np.float64).reshape(-1)
+            batch.sample_weight.CopyFrom(_wire.encode_weights(weights))
+        give_up = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._full() and self._fatal is None and not self._done:
+                remaining = None if give_up is None else give_up - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise DeadlineExceeded(
+                        f"the window of {self.window} unacknowledged batches (or "
+                        f"{self.max_replay_bytes} bytes kept for replay) stayed full for {timeout} s",
+                    )
+                self._cond.wait(remaining)
+            self._raise_if_dead()
+            sequence = self._next_sequence
+            self._next_sequence += 1
+            batch.sequence = sequence
+            request = pb.MiniBatchRequest(batch=batch)
+            self._unacked[sequence] = (request, time.monotonic())
+            self._queue.put(request)
+        return sequence
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until every sent batch is acknowledged.
+
+        Raises the first rejected batch's error (a CentroidalError with ``sequence``)
+        not raised before, or the error that ended the stream.
+        """
+        give_up = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._unacked and self._fatal is None and not self._done:
+                remaining = None if give_up is None else give_up - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise DeadlineExceeded(
+                        f"{len(self._unacked)} batches were still unacknowledged after {timeout} s"
+                    )
+                self._cond.wait(remaining)
+            if self._fatal is not None:
+                raise self._fatal
+            if self._unreported < len(self._errors):
+                error = self._errors[self._unreported]
+                self._unreported = len(self._errors)
+                raise error
+
+    def close(self, timeout: float | None = None) -> None:
+        """Flush, end the stream and wait for the server's final checkpoint."""
+        try:
+            self.flush(timeout)
+        finally:
+            with self._cond:
+                self._closing = True
+                self._queue.put(_CLOSE)
+            self._worker.join(timeout)
+        with self._cond:
+            if self._fatal is not None:
+                raise self._fatal
+
+    def abort(self) -> None:
+        """Drop the stream without waiting; unacknowledged batches may or may not be applied."""
+        with self._cond:
+            self._closing = True
+            self._done = True
+            self._queue.put(_CLOSE)
+            call = self._call
+            self._cond.notify_all()
+        if call is not None:
+            call.cancel()
+
+    def __enter__(self) -> MiniBatchStream:
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    # ---- state ----------------------------------------------------------------------
+
+    @property
+    def next_sequence(self) -> int:
+        return self._next_sequence
+
+    @property
+    def durable_sequence(self) -> int:
+        """Every batch of this stream up to this sequence is on the server's disk (or was
+        rejected); a restarted producer resumes with ``first_sequence`` one past it."""
+        with self._cond:
+            pending = [seq for seqs in (self._unacked, self._volatile) for seq in seqs]
+            return (min(pending) if pending else self._next_sequence) - 1
+
+    @property
+    def errors(self) -> list[CentroidalError]:
+        """Every rejected batch so far, as typed errors carrying ``sequence``."""
+        with self._cond:
+            return list(self._errors)
+
+    @property
+    def pending(self) -> int:
+        """Batches sent and not yet acknowledged."""
+        with self._cond:
+            return len(self._unacked)
+
+    def _full(self) -> bool:
+        """No room for another batch: the window is full, or too much awaits a checkpoint."""
+        return len(self._unacked) >= self.window or self._replay_bytes > self.max_replay_bytes
+
+    def _raise_if_dead(self) -> None:
+        if self._fatal is not None:
+            raise self._fatal
+        if self._done or self._closing:
+            raise RuntimeError(f"the stream to model {self.model!r} is closed")
+
+    # ---- connection -----------------------------------------------------------------
+
+    def _run(self) -> None:
+        failed_since: float | None = None
+        delay = 0.1
+        while True:
+            with self._cond:
+                if self._done:
+                    return
+                # Everything not yet durable goes first on the new connection, in order.
+                connection: queue.Queue[Any] = queue.Queue()
+                for sequence in sorted([*self._volatile, *self._unacked]):
+                    entry = self._volatile.get(sequence) or self._unacked[sequence]
+                    connection.put(entry[0])
+                if self._closing:
+                    connection.put(_CLOSE)
+                # send() and close() queue onto the new connection from here on.
+                self._queue = connection
+                call = self._client._stub.StreamMiniBatch(
+                    self._requests(connection), metadata=self._client._metadata
+                )
+                self._call = call
+            try:
+                for ack in call:
+                    self._on_message(ack)
+                    failed_since, delay = None, 0.1
+            except grpc.RpcError as error:
+                with self._cond:
+                    closing = self._done
+                retry_for = self._retry_budget(error, failed_since)
+                if closing or retry_for is None:
+                    self._fail(error_from_rpc(error))
+                    return
+                failed_since = failed_since or time.monotonic()
+                time.sleep(min(delay, retry_for))
+                delay = min(delay * 2, 2.0)
+                if not self._wait_for_channel(failed_since):
+                    self._fail(error_from_rpc(error))
+                    return
+                self.reconnects += 1
+                continue
+            finally:
+                connection.put(_HANG_UP)  # frees the request thread of a dead call
+            with self._cond:
+                if self._unacked and not self._done:
+                    # The server ended the stream with batches unanswered: resend them.
+                    continue
+                self._done = True
+                # The server checkpoints a model when its stream closes.
+                self._volatile.clear()
+                self._replay_bytes = 0
+                self._cond.notify_all()
+            return
+
+    def _retry_budget(self, error: grpc.RpcError, failed_since: float | None) -> float | None:
+        code = error.code() if isinstance(error, grpc.Call) else None
+        if code not in RETRYABLE:
+            return None
+        elapsed = 0.0 if failed_since is None else time.monotonic() - failed_since
+        remaining = self.reconnect_timeout - elapsed
+        return remaining if remaining > 0 else None
+
+    def _wait_for_channel(self, failed_since: float) -> bool:
+        remaining = self.reconnect_timeout - (time.monotonic() - failed_since)
+        if remaining <= 0:
+            return False
+        try:
+            grpc.channel_ready_future(self._client._channel).result(timeout=remaining)
+        except grpc.FutureTimeoutError:
+            return False
+        return True
+
+    def _requests(self, connection: queue.Queue[Any]) -> Iterator[pb.MiniBatchRequest]:
+        yield self._open
+        while True:
+            item = connection.get()
+            if item is _CLOSE or item is _HANG_UP:
+                return
+            yield item
+
+    def _on_message(self, message: pb.MiniBatchAck) -> None:
+        now = time.monotonic()
+        sequence = int(message.sequence)
+        with self._cond:
+            sent = self._unacked.pop(sequence, None)
+            if sent is not None:
+                if len(self.ack_latencies) < _LATENCIES_KEPT:
+                    self.ack_latencies.append(now - sent[1])
+                request = sent[0]
+            else:
+                previous = self._volatile.get(sequence)
+                request = previous[0] if previous is not None else None
+            if message.HasField("error"):
+                error = error_from_code(message.error.code, message.error.message, message.error.field)
+                error.sequence = sequence  # type: ignore[attr-defined]
+                self._errors.append(error)
+                dropped = self._volatile.pop(sequence, None)
+                if dropped is not None:
+                    self._replay_bytes -= dropped[0].ByteSize()
+            else:
+                if request is not None:
+                    if sequence not in self._volatile:
+                        self._replay_bytes += request.ByteSize()
+                    self._volatile[sequence] = (request, int(message.version))
+                self._durable_version = max(self._durable_version, int(message.durable_version))
+                self._drop_durable()
+            self._cond.notify_all()
+        ack = BatchAck(
+            sequence=sequence,
+            version=int(message.version),
+            batch_inertia=float(message.batch_inertia),
+            n_samples_seen=int(message.n_samples_seen),
+            durable_version=int(message.durable_version),
+            duplicate=bool(message.duplicate),
+        )
+        self.last_ack = ack
+        if self._on_ack is not None and not message.HasField("error"):
+            self._on_ack(ack)
+
+    def _drop_durable(self) -> None:
+        """Forget kept batches the server has stored; versions grow with sequences."""
+        volatile = self._volatile
+        while volatile:
+            sequence, (request, version) = next(iter(volatile.items()))
+            if version > self._durable_version:
+                break
+            volatile.popitem(last=False)
+            self._replay_bytes -= request.ByteSize()
+
+    def _fail(self, error: CentroidalError) -> None:
+        with self._cond:
+            self._fatal = error
+            self._done = True
+            self._cond.notify_all()

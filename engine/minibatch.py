@@ -1,0 +1,335 @@
+"""Mini-batch k-means: a model that learns one batch at a time.
+
+The update follows scikit-learn's MiniBatchKMeans. Each center keeps the total
+weight of the points it has absorbed, and moves towards a batch's points by
+their share of that total: c <- (c * n + sum of the batch's points) / (n + m).
+Centers whose weight falls below ``reassignment_ratio`` times the largest are
+moved onto random points of the batch. This happens at most once every
+10 * n_clusters points, and always while some center has absorbed nothing.
+
+An optional half-life makes the model follow drifting data, as Spark's
+StreamingKMeans does. Before each batch every center's weight is multiplied by
+0.5 ** (1 / half_life) for a half-life in batches, or by
+0.5 ** (batch points / half_life) for one in points.
+
+A new model buffers its first points until it has ``init_size`` of them, seeds
+its centers from the buffer with k-means++, and then learns the buffered
+batches in order. The state depends only on the batches and their order: the
+random draws of batch t come from a generator seeded with (seed, t), so a
+model rebuilt from a checkpoint and fed the same later batches ends where an
+uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numba import njit
+
+from . import _lloyd
+from .kmeans import (
+    UNIT_WEIGHTS,
+    InvalidInputError,
+    _shift_for,
+    as_float_matrix,
+    check_finite,
+    kmeans_plusplus,
+)
+
+HALF_LIFE_UNITS = ("batches", "points")
+
+
+@dataclass(frozen=True)
+class MiniBatchParams:
+    """How a mini-batch model learns; validated by ``check``."""
+
+    n_clusters: int
+    init_size: int = 0
+    reassignment_ratio: float = 0.01
+    half_life: float | None = None
+    half_life_unit: str = "batches"
+    seed: int = 0
+
+    def check(self) -> MiniBatchParams:
+        """Raise InvalidInputError naming the first bad field; returns self."""
+        if self.n_clusters < 1:
+            raise InvalidInputError("n_clusters", f"n_clusters must be at least 1, got {self.n_clusters}")
+        if self.init_size and self.init_size < self.n_clusters:
+            raise InvalidInputError(
+                "init_size",
+                f"init_size {self.init_size} is below n_clusters {self.n_clusters}; "
+                "k-means++ needs at least one point per center (0 picks a default)",
+            )
+        ratio = self.reassignment_ratio
+        if not (math.isfinite(ratio) and 0.0 <= ratio <= 1.0):
+            raise InvalidInputError(
+                "reassignment_ratio", f"reassignment_ratio must be in [0, 1], got {ratio}"
+            )
+        if self.half_life is not None and not (math.isfinite(self.half_life) and self.half_life > 0):
+            raise InvalidInputError(
+                "half_life", f"half_life must be a positive number, got {self.half_life}"
+            )
+        if self.half_life_unit not in HALF_LIFE_UNITS:
+            raise InvalidInputError(
+                "half_life_unit",
+                f"half_life_unit must be one of {HALF_LIFE_UNITS}, got {self.half_life_unit!r}",
+            )
+        return self
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "n_clusters": self.n_clusters,
+            "init_size": self.init_size,
+            "reassignment_ratio": self.reassignment_ratio,
+            "half_life": self.half_life,
+            "half_life_unit": self.half_life_unit,
+            "seed": self.seed,
+        }
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """What one batch did to the model.
+
+    batch_inertia is the batch's weighted inertia against the centers before the
+    update; NaN while the model is still buffering points for its initialisation.
+    """
+
+    batch_inertia: float
+    initialized_now: bool
+    n_reassigned: int
+
+
+class MiniBatchState:
+    """Centers, per-center weights and counters of one mini-batch model.
+
+    Not thread-safe: one writer at a time (the server holds the model's lock).
+    ``centers`` has shape (0, n_features) until the model is initialised.
+    """
+
+    def __init__(self, params: MiniBatchParams, n_features: int, dtype: np.dtype) -> None:
+        self.params = params.check()
+        self.n_features = int(n_features)
+        self.dtype = np.dtype(dtype)
+        self.centers = np.empty((0, self.n_features), dtype=self.dtype)
+        self.counts = np.zeros(params.n_clusters, dtype=np.float64)
+        self.n_samples_seen = 0
+        self.n_batches = 0
+        self.since_reassign = 0
+        # Batches waiting for initialisation: points, weights (empty: unit) in arrival order.
+        self.pending: list[tuple[np.ndarray, np.ndarray]] = []
+        self.init_target = params.init_size
+
+    def start_from(self, centers: Any) -> None:
+        """Use these centers instead of seeding from the first points (an empty model only)."""
+        centers = np.array(as_float_matrix(centers, "centers"), dtype=self.dtype, order="C")
+        if self.initialized or self.pending:
+            raise InvalidInputError("centers", "the model already has points; start_from needs a new one")
+        if centers.shape != (self.params.n_clusters, self.n_features):
+            raise InvalidInputError(
+                "centers",
+                f"centers must have shape ({self.params.n_clusters}, {self.n_features}), "
+                f"got {centers.shape}",
+            )
+        check_finite(centers, "centers")
+        self.centers = centers
+
+    @property
+    def initialized(self) -> bool:
+        return self.centers.shape[0] > 0
+
+    @property
+    def pending_points(self) -> int:
+        return sum(points.shape[0] for points, _ in self.pending)
+
+    def check_batch(
+        self, X: Any, sample_weight: Any = None, *, check_values: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Validate one batch against the model; returns (points, weights) ready to learn.
+
+        check_values=False skips the NaN/Inf scan for a caller that has done it.
+        """
+        X = as_float_matrix(X, "points")
+        if X.dtype != self.dtype:
+            raise InvalidInputError(
+                "points.dtype",
+                f"the model holds {self.dtype.name} centers; a batch of {X.dtype.name} was sent",
+            )
+        if X.shape[1] != self.n_features:
+            raise InvalidInputError(
+                "points.cols",
+                f"the model has {self.n_features} features; the batch has {X.shape[1]}",
+            )
+        if check_values:
+            check_finite(X, "points")
+        if sample_weight is None or np.size(sample_weight) == 0:
+            return X, UNIT_WEIGHTS
+        weights = np.asarray(sample_weight, dtype=np.float64).reshape(-1)
+        if weights.shape[0] != X.shape[0]:
+            raise InvalidInputError(
+                "sample_weight",
+                f"sample_weight has {weights.shape[0]} values for {X.shape[0]} points",
+            )
+        if not np.all(np.isfinite(weights)) or weights.min() < 0 or weights.sum() <= 0:
+            raise InvalidInputError(
+                "sample_weight", "sample_weight must be finite, non-negative and not all zero"
+            )
+        return X, np.ascontiguousarray(weights)
+
+    def partial_fit(self, X: np.ndarray, sample_weight: np.ndarray = UNIT_WEIGHTS) -> BatchOutcome:
+        """Learn one batch checked by ``check_batch``."""
+        if self.initialized:
+            inertia, reassigned = self._step(X, sample_weight)
+            return BatchOutcome(inertia, False, reassigned)
+        if not self.pending and not self.init_target:
+            self.init_target = max(3 * self.params.n_clusters, X.shape[0])
+        self.pending.append((X.copy(), sample_weight.copy()))
+        if self.pending_points < self.init_target:
+            return BatchOutcome(math.nan, False, 0)
+        return self._initialize()
+
+    def _initialize(self) -> BatchOutcome:
+        """Seed the centers from the buffered points, then learn the buffered batches."""
+        points = np.concatenate([p for p, _ in self.pending])
+        if any(w.size for _, w in self.pending):
+            weights = np.concatenate(
+                [w if w.size else np.ones(p.shape[0]) for p, w in self.pending]
+            )
+        else:
+            weights = UNIT_WEIGHTS
+        rng = np.random.default_rng((self.params.seed, 0))
+        self.centers = kmeans_plusplus(points, self.params.n_clusters, rng, weights)
+        buffered, self.pending = self.pending, []
+        inertia, reassigned = math.nan, 0
+        for batch, batch_weights in buffered:
+            inertia, moved = self._step(batch, batch_weights)
+            reassigned += moved
+        return BatchOutcome(inertia, True, reassigned)
+
+    def _step(self, X: np.ndarray, sample_weight: np.ndarray) -> tuple[float, int]:
+        """One mini-batch update; returns (batch inertia before it, centers reassigned)."""
+        n_clusters = self.params.n_clusters
+        labels = np.empty(X.shape[0], dtype=np.int32)
+        sq_dist = np.empty(X.shape[0], dtype=np.float64)
+        _lloyd._assign(X, self.centers, _shift_for(self.centers), labels, sq_dist)
+        sums = np.zeros((n_clusters, self.n_features), dtype=np.float64)
+        batch_weights = np.zeros(n_clusters, dtype=np.float64)
+        inertia = _batch_sums(X, sample_weight, labels, sq_dist, sums, batch_weights)
+        batch_points = X.shape[0]
+        self._forget(batch_points)
+        counts = self.counts
+        touched = batch_weights > 0
+        new_counts = counts[touched] + batch_weights[touched]
+        moved = (self.centers[touched] * counts[touched, None] + sums[touched]) / new_counts[:, None]
+        centers = self.centers.copy()
+        centers[touched] = moved
+        counts[touched] = new_counts
+        self.since_reassign += batch_points
+        reassigned = 0
+        if self.params.reassignment_ratio > 0 and (
+            (counts == 0).any() or self.since_reassign >= 10 * n_clusters
+        ):
+            self.since_reassign = 0
+            reassigned = self._reassign(X, centers)
+        self.centers = centers
+        self.n_batches += 1
+        self.n_samples_seen += batch_points
+        return inertia, reassigned
+
+    def _forget(self, batch_points: int) -> None:
+        half_life = self.params.half_life
+        if half_life is None:
+            return
+        exponent = 1.0 if self.params.half_life_unit == "batches" else float(batch_points)
+        self.counts *= 0.5 ** (exponent / half_life)
+
+    def _reassign(self, X: np.ndarray, centers: np.ndarray) -> int:
+        """Move starved centers onto random points of the batch; returns how many moved."""
+        counts = self.counts
+        starved = counts < self.params.reassignment_ratio * counts.max()
+        # At most half the batch becomes new centers: keep the better-fed ones.
+        limit = int(0.5 * X.shape[0])
+        if starved.sum() > limit:
+            starved[np.argsort(counts, kind="stable")[limit:]] = False
+        n_starved = int(starved.sum())
+        if n_starved == 0 or n_starved == counts.shape[0]:
+            return 0
+        rng = np.random.default_rng((self.params.seed, self.n_batches + 1))
+        rows = rng.choice(X.shape[0], size=n_starved, replace=False)
+        centers[starved] = X[rows]
+        # A fresh center gets the smallest surviving weight, so it is not moved again at once.
+        counts[starved] = counts[~starved].min()
+        return n_starved
+
+    # Checkpoints ---------------------------------------------------------------------
+
+    def to_bytes(self) -> bytes:
+        """Everything needed to continue learning, as one self-describing blob."""
+        arrays: dict[str, np.ndarray] = {"centers": self.centers, "counts": self.counts}
+        for i, (points, weights) in enumerate(self.pending):
+            arrays[f"pending_points_{i}"] = points
+            arrays[f"pending_weights_{i}"] = weights
+        meta = {
+            "params": self.params.as_dict(),
+            "n_features": self.n_features,
+            "dtype": self.dtype.str,
+            "n_samples_seen": self.n_samples_seen,
+            "n_batches": self.n_batches,
+            "since_reassign": self.since_reassign,
+            "n_pending": len(self.pending),
+            "init_target": self.init_target,
+        }
+        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)  # type: ignore[arg-type]  # numpy stubs mistype **kwds
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> MiniBatchState:
+        with np.load(io.BytesIO(blob), allow_pickle=False) as arrays:
+            meta = json.loads(arrays["meta"].tobytes().decode())
+            state = cls(MiniBatchParams(**meta["params"]), meta["n_features"], np.dtype(meta["dtype"]))
+            state.centers = np.array(arrays["centers"], dtype=state.dtype, order="C")
+            state.counts = np.array(arrays["counts"], dtype=np.float64)
+            state.pending = [
+                (np.array(arrays[f"pending_points_{i}"]), np.array(arrays[f"pending_weights_{i}"]))
+                for i in range(meta["n_pending"])
+            ]
+        state.n_samples_seen = int(meta["n_samples_seen"])
+        state.n_batches = int(meta["n_batches"])
+        state.since_reassign = int(meta["since_reassign"])
+        state.init_target = int(meta["init_target"])
+        return state
+
+
+@njit(nogil=True, cache=True)
+def _batch_sums(X, sample_weight, labels, sq_dist, sums, weights):
+    """Per-center weighted sums (k, d) and weights (k,) of a batch; returns its weighted inertia."""
+    weighted = sample_weight.shape[0] > 0
+    inertia = 0.0
+    for i in range(X.shape[0]):
+        w = sample_weight[i] if weighted else 1.0
+        best = labels[i]
+        for f in range(X.shape[1]):
+            sums[best, f] += w * X[i, f]
+        weights[best] += w
+        inertia += w * sq_dist[i]
+    return inertia
+
+
+def warmup() -> None:
+    """Compile the mini-batch kernels for both float dtypes."""
+    rng = np.random.default_rng(0)
+    for dtype in (np.float32, np.float64):
+        state = MiniBatchState(MiniBatchParams(n_clusters=2, half_life=2.0), 3, np.dtype(dtype))
+        batch = rng.normal(size=(8, 3)).astype(dtype)
+        frozen = batch.copy()
+        frozen.setflags(write=False)
+        for points in (batch, frozen):
+            state.partial_fit(*state.check_batch(points))
+            state.partial_fit(*state.check_batch(points, np.ones(8)))

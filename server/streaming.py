@@ -1,0 +1,349 @@
+"""Models fed by StreamMiniBatch: exactly-once batches, live snapshots, checkpoints.
+
+Each streamed model lives in memory as a ``LiveModel``: the engine's
+MiniBatchState and the last sequence applied for each producer. A batch is
+applied under the model's registry writer lock, so it is serialised with other
+batches, fits and deletes. Every batch publishes a new snapshot at once, and
+readers see it before it is on disk. A checkpointer thread stores each changed
+model every ``checkpoint_interval`` seconds, and again when a stream closes and
+at shutdown. The producers' sequences travel in the same row as the centers,
+so after a crash the model and its dedup table agree: a producer that resends
+everything above the durable version gets each batch applied exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from dataclasses import dataclass, replace
+
+import grpc
+import numpy as np
+
+from centroidal.engine import InvalidInputError
+from centroidal.engine.minibatch import MiniBatchParams, MiniBatchState
+from centroidal.v1 import clustering_pb2 as pb
+
+from .config import ServerConfig
+from .errors import ServiceError, exhausted, from_engine, invalid, not_found
+from .metrics import Metrics
+from .registry import ModelSnapshot, Registry
+from .wire import check_finite, decode_matrix, decode_vector
+
+log = logging.getLogger("centroidal.server")
+
+KIND = "minibatch_kmeans"
+MAX_PRODUCER_ID = 128
+HALF_LIFE_UNITS = {
+    pb.MiniBatchConfig.HALF_LIFE_UNIT_UNSPECIFIED: "batches",
+    pb.MiniBatchConfig.HALF_LIFE_UNIT_BATCHES: "batches",
+    pb.MiniBatchConfig.HALF_LIFE_UNIT_POINTS: "points",
+}
+DEFAULT_SEED = 0
+
+
+def params_from_message(config: pb.MiniBatchConfig, limits: ServerConfig) -> MiniBatchParams:
+    """Validate a create_if_missing config; fields are named as on the wire."""
+    prefix = "open.create_if_missing"
+    if config.n_clusters < 1:
+        raise invalid(f"{prefix}.n_clusters", f"{prefix}.n_clusters must be at least 1, got 0")
+    if config.n_clusters > limits.max_clusters:
+        raise exhausted(
+            f"{prefix}.n_clusters",
+            f"{prefix}.n_clusters={config.n_clusters} exceeds the server's limit of "
+            f"{limits.max_clusters}",
+        )
+    if config.init_size > limits.max_points:
+        raise exhausted(
+            f"{prefix}.init_size",
+            f"{prefix}.init_size={config.init_size} exceeds the server's limit of "
+            f"{limits.max_points} points",
+        )
+    if config.half_life_unit not in HALF_LIFE_UNITS:
+        raise invalid(f"{prefix}.half_life_unit", f"unknown half_life_unit {config.half_life_unit}")
+    params = MiniBatchParams(
+        n_clusters=int(config.n_clusters),
+        init_size=int(config.init_size),
+        reassignment_ratio=(
+            config.reassignment_ratio if config.HasField("reassignment_ratio") else 0.01
+        ),
+        half_life=config.half_life if config.HasField("half_life") else None,
+        half_life_unit=HALF_LIFE_UNITS[config.half_life_unit],
+        seed=int(config.seed) if config.HasField("seed") else DEFAULT_SEED,
+    )
+    try:
+        return params.check()
+    except InvalidInputError as exc:
+        raise invalid(f"{prefix}.{exc.field}", str(exc)) from None
+
+
+class LiveModel:
+    """One streamed model in memory. Everything but ``durable_version`` changes under the
+    model's writer lock."""
+
+    def __init__(self, name: str, params: MiniBatchParams) -> None:
+        self.name = name
+        self.params = params
+        self.state: MiniBatchState | None = None  # created by the first batch
+        self.producers: dict[str, int] = {}
+        self.snapshot: ModelSnapshot | None = None  # what this model last published
+        self.durable_version = 0
+        self.dirty = False
+        self.streams = 0  # open streams; guarded by the hub's lock
+
+    @classmethod
+    def from_snapshot(cls, snapshot: ModelSnapshot) -> LiveModel:
+        if snapshot.state is None:
+            raise RuntimeError(f"stored model {snapshot.name!r} has no streaming state")
+        state = MiniBatchState.from_bytes(snapshot.state)
+        live = cls(snapshot.name, state.params)
+        live.state = state
+        live.producers = {str(k): int(v) for k, v in snapshot.extra.get("producers", {}).items()}
+        live.snapshot = snapshot
+        # Loaded snapshots come from disk; newer ones were published by this process and
+        # are on disk only up to the last checkpoint, which the hub tracks from here on.
+        live.durable_version = snapshot.version
+        return live
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What the stream handler turns into an ack."""
+
+    version: int
+    batch_inertia: float
+    n_samples_seen: int
+    durable_version: int
+    duplicate: bool
+
+
+class StreamHub:
+    """All live models, and the thread that checkpoints them."""
+
+    def __init__(self, config: ServerConfig, registry: Registry, metrics: Metrics) -> None:
+        self._config = config
+        self._registry = registry
+        self._metrics = metrics
+        self._lock = threading.Lock()
+        self._live: dict[str, LiveModel] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ---- Streams ------------------------------------------------------------------
+
+    def open(self, name: str, create: pb.MiniBatchConfig | None) -> LiveModel:
+        """The live model for a new stream; created (lazily, at the first batch) if missing."""
+        params = params_from_message(create, self._config) if create is not None else None
+        with self._lock:
+            live = self._live.get(name)
+            if live is None or self._is_stale(live):
+                live = self._load_or_new(name, params)
+                self._live[name] = live
+            live.streams += 1
+            return live
+
+    def _load_or_new(self, name: str, params: MiniBatchParams | None) -> LiveModel:
+        try:
+            snapshot = self._registry.get(name, "open.model")
+        except ServiceError:
+            if params is None:
+                raise not_found(
+                    "open.model",
+                    f"model {name!r} does not exist; set open.create_if_missing.n_clusters to "
+                    "create it",
+                ) from None
+            return LiveModel(name, params)
+        if snapshot.kind != KIND:
+            raise ServiceError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"model {name!r} is a {snapshot.kind} model; StreamMiniBatch feeds mini-batch "
+                "models only (delete it or stream into another name)",
+                field="open.model",
+                reason="WRONG_MODEL_KIND",
+            )
+        return LiveModel.from_snapshot(snapshot)
+
+    def _is_stale(self, live: LiveModel) -> bool:
+        """True when a fit or a delete replaced the model since it last published."""
+        if live.snapshot is None:
+            return False
+        try:
+            return self._registry.get(live.name) is not live.snapshot
+        except ServiceError:
+            return True
+
+    def close(self, live: LiveModel) -> None:
+        """A stream ended: checkpoint its model, and forget a model that never started."""
+        self.checkpoint(live)
+        with self._lock:
+            live.streams -= 1
+            if live.streams == 0 and live.state is None and self._live.get(live.name) is live:
+                del self._live[live.name]
+
+    def apply(self, live: LiveModel, batch: pb.MiniBatch) -> BatchResult:
+        """Apply one batch exactly once; raises ServiceError for a batch the ack refuses."""
+        producer = batch.producer_id
+        if not producer or len(producer) > MAX_PRODUCER_ID:
+            raise invalid(
+                "batch.producer_id",
+                f"batch.producer_id must be 1-{MAX_PRODUCER_ID} characters, got {producer!r}",
+            )
+        if batch.sequence < 1:
+            raise invalid("batch.sequence", "batch.sequence must be at least 1, got 0")
+        if not batch.HasField("points"):
+            raise invalid("batch.points", "batch.points is required")
+        points, weights = self._decode(batch)
+        with self._registry.writer_lock(live.name):
+            if self._is_stale(live):
+                raise ServiceError(
+                    grpc.StatusCode.ABORTED,
+                    f"model {live.name!r} was deleted or refitted while this stream was open; "
+                    "open a new stream",
+                    field="open.model",
+                    reason="MODEL_REPLACED",
+                )
+            last = live.producers.get(producer, 0)
+            if batch.sequence <= last:
+                return self._result(live, math.nan, duplicate=True)
+            if producer not in live.producers and len(live.producers) >= self._config.max_producers:
+                raise exhausted(
+                    "batch.producer_id",
+                    f"model {live.name!r} already remembers {len(live.producers)} producers, "
+                    f"the server's limit of {self._config.max_producers}",
+                )
+            state = live.state
+            if state is None:
+                state = MiniBatchState(live.params, points.shape[1], points.dtype)
+            try:
+                points, weights = state.check_batch(points, weights, check_values=False)
+            except InvalidInputError as exc:
+                raise _batch_error(exc) from None
+            creating = live.snapshot is None
+            if creating:
+                self._registry.reserve(live.name)
+            try:
+                outcome = state.partial_fit(points, weights)
+                live.state = state
+                live.producers[producer] = int(batch.sequence)
+                live.snapshot = self._registry.publish_unsaved(
+                    self._snapshot_of(live, outcome.batch_inertia)
+                )
+            except BaseException:
+                if creating:
+                    self._registry.release(live.name)
+                raise
+            live.dirty = True
+            if creating:
+                self._metrics.models.set(len(self._registry))
+                log.info("streamed model created model=%s", live.name)
+        self._metrics.points.inc(points.shape[0])
+        return self._result(live, outcome.batch_inertia, duplicate=False)
+
+    def _decode(self, batch: pb.MiniBatch) -> tuple[np.ndarray, np.ndarray | None]:
+        limits = self._config
+        points = decode_matrix(
+            batch.points, "batch.points", max_rows=limits.max_points, max_cols=limits.max_features
+        )
+        check_finite(points, "batch.points")
+        weights = None
+        if batch.HasField("sample_weight"):
+            weights = decode_vector(batch.sample_weight, "batch.sample_weight", points.shape[0])
+        return points, weights
+
+    def _snapshot_of(self, live: LiveModel, batch_inertia: float) -> ModelSnapshot:
+        state = live.state
+        assert state is not None
+        return ModelSnapshot(
+            name=live.name,
+            version=0,
+            centers=state.centers.copy(),
+            config=state.params.as_dict(),
+            inertia=batch_inertia,
+            n_iter=0,
+            n_samples_seen=state.n_samples_seen,
+            created_at=0.0,
+            updated_at=0.0,
+            kind=KIND,
+            extra={
+                "n_batches": state.n_batches,
+                "init_points_buffered": state.pending_points,
+            },
+        )
+
+    @staticmethod
+    def _result(live: LiveModel, batch_inertia: float, *, duplicate: bool) -> BatchResult:
+        snapshot = live.snapshot
+        assert snapshot is not None and live.state is not None
+        return BatchResult(
+            version=snapshot.version,
+            batch_inertia=batch_inertia,
+            n_samples_seen=live.state.n_samples_seen,
+            durable_version=live.durable_version,
+            duplicate=duplicate,
+        )
+
+    def durable_version(self, name: str, version: int) -> int:
+        """The newest stored version of ``name``, given that ``version`` is published."""
+        live = self._live.get(name)
+        if live is None or live.snapshot is None or live.snapshot.version < version:
+            return version
+        return live.durable_version
+
+    # ---- Checkpoints ----------------------------------------------------------------
+
+    def checkpoint(self, live: LiveModel) -> None:
+        """Store the model's current version if it changed since the last checkpoint."""
+        with self._registry.writer_lock(live.name):
+            if not live.dirty or live.state is None or live.snapshot is None:
+                return
+            if self._is_stale(live):
+                live.dirty = False  # deleted or refitted: nothing of ours to keep
+                return
+            snapshot = replace(
+                live.snapshot,
+                state=live.state.to_bytes(),
+                extra={**live.snapshot.extra, "producers": dict(live.producers)},
+            )
+            self._registry.save_checkpoint(snapshot)
+            live.dirty = False
+            live.durable_version = snapshot.version
+
+    def checkpoint_all(self) -> None:
+        with self._lock:
+            models = list(self._live.values())
+        for live in models:
+            try:
+                self.checkpoint(live)
+            except ServiceError as exc:  # the store is closed: nothing more can be kept
+                log.warning("checkpoint of %s skipped: %s", live.name, exc.message)
+            except Exception:  # noqa: BLE001 - one model's failure must not stop the others
+                log.exception("checkpoint of %s failed", live.name)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="centroidal-checkpoint", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._config.checkpoint_interval):
+            self.checkpoint_all()
+
+    def stop(self) -> None:
+        """Stop the checkpointer and store every model one last time."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.checkpoint_all()
+
+
+def _batch_error(exc: InvalidInputError) -> ServiceError:
+    error = from_engine(exc)
+    field = exc.field
+    if field.startswith("points"):
+        error.field = "batch." + field
+    elif field == "sample_weight":
+        error.field = "batch.sample_weight"
+    if field in ("points.cols", "points.dtype"):
+        error.code = grpc.StatusCode.FAILED_PRECONDITION
+        error.reason = "FEATURE_MISMATCH" if field == "points.cols" else "DTYPE_MISMATCH"
+    return error

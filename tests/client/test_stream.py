@@ -1,0 +1,110 @@
+"""The SDK's producer stream: window, acks, errors, durability and reconnects."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from centroidal.client import BatchAck, Client, DeadlineExceeded, FailedPrecondition, NotFound
+from centroidal.engine.minibatch import MiniBatchParams, MiniBatchState
+from tests.conftest import ServerFactory
+
+RNG = np.random.default_rng(2)
+BATCHES = [
+    (RNG.normal(size=(150, 4)) + RNG.integers(0, 3, size=(150, 1)) * 6).astype(np.float32)
+    for _ in range(30)
+]
+
+
+def expected_centers(batches: list[np.ndarray], **params: object) -> np.ndarray:
+    state = MiniBatchState(MiniBatchParams(**params), 4, np.dtype(np.float32))
+    for batch in batches:
+        state.partial_fit(*state.check_batch(batch))
+    return state.centers
+
+
+def test_send_flush_close(client: Client) -> None:
+    acks: list[BatchAck] = []
+    with client.stream("s", n_clusters=3, seed=1, producer_id="me", on_ack=acks.append) as stream:
+        sequences = [stream.send(batch) for batch in BATCHES[:10]]
+        stream.flush()
+        assert stream.pending == 0
+        assert [a.sequence for a in acks] == sequences == list(range(1, 11))
+    assert stream.durable_sequence == 10  # the close stored everything
+    model = client.get_model("s", include_centers=True)
+    assert model.version == model.durable_version == 10
+    np.testing.assert_array_equal(model.centers, expected_centers(BATCHES[:10], n_clusters=3, seed=1))
+
+
+def test_a_rejected_batch_raises_from_flush_with_its_sequence(client: Client) -> None:
+    with client.stream("s", n_clusters=3) as stream:
+        stream.send(BATCHES[0])
+        stream.send(BATCHES[1][:, :3])
+        stream.send(BATCHES[2])
+        with pytest.raises(FailedPrecondition) as raised:
+            stream.flush()
+        assert raised.value.sequence == 2 and raised.value.field == "batch.points.cols"
+        stream.flush()  # reported once
+        assert [e.sequence for e in stream.errors] == [2]
+    assert client.get_model("s").n_samples_seen == 300
+
+
+def test_send_pushes_back_when_the_window_is_full(server, client: Client) -> None:
+    with client.stream("s", n_clusters=3, window=2) as stream:
+        with server.registry.writer_lock("s"):  # the server cannot apply anything meanwhile
+            stream.send(BATCHES[0])
+            stream.send(BATCHES[1])
+            started = time.monotonic()
+            with pytest.raises(DeadlineExceeded):
+                stream.send(BATCHES[2], timeout=0.3)
+            assert time.monotonic() - started >= 0.3
+            assert stream.pending == 2
+        stream.send(BATCHES[2], timeout=10)
+    assert client.get_model("s").n_batches == 3
+
+
+def test_opening_an_unknown_model_without_n_clusters_fails_on_flush(client: Client) -> None:
+    stream = client.stream("nowhere")
+    stream.send(BATCHES[0])
+    with pytest.raises(NotFound) as raised:
+        stream.flush(timeout=10)
+    assert raised.value.field == "open.model"
+    with pytest.raises(NotFound):
+        stream.send(BATCHES[0])
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_the_stream_reconnects_and_replays_after_a_server_restart(start_server: ServerFactory) -> None:
+    port = free_port()
+    server = start_server(port=port, checkpoint_interval=3600.0)  # nothing stored but at close
+    acks: list[BatchAck] = []
+    with Client(f"127.0.0.1:{port}") as client:
+        stream = client.stream("r", n_clusters=3, seed=4, producer_id="p", on_ack=acks.append)
+        for batch in BATCHES[:8]:
+            stream.send(batch)
+        stream.flush()
+        # A restart that loses everything since the last checkpoint: here, everything.
+        server.store.close()
+        server.stop(0)
+        restarted = threading.Timer(0.5, lambda: start_server(port=port))
+        restarted.start()
+        for batch in BATCHES[8:16]:
+            stream.send(batch)
+        stream.close(timeout=60)
+        restarted.join()
+        assert stream.reconnects >= 1 and stream.durable_sequence == 16
+        model = client.get_model("r", include_centers=True)
+    # Every batch applied once, in order, as if nothing had happened.
+    assert model.n_samples_seen == 16 * 150 and model.n_batches == 16
+    np.testing.assert_allclose(
+        model.centers, expected_centers(BATCHES[:16], n_clusters=3, seed=4), rtol=1e-6
+    )

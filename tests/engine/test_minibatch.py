@@ -1,0 +1,180 @@
+"""Mini-batch k-means against scikit-learn's MiniBatchKMeans, and its own guarantees."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from sklearn.cluster import MiniBatchKMeans
+from sklearn.datasets import make_blobs
+
+from centroidal.engine import InvalidInputError
+from centroidal.engine.minibatch import MiniBatchParams, MiniBatchState
+from tests import naive
+
+
+def batches_of(X: np.ndarray, size: int) -> list[np.ndarray]:
+    return [X[start : start + size] for start in range(0, len(X), size)]
+
+
+@pytest.fixture(scope="module")
+def stream() -> np.ndarray:
+    X, _ = make_blobs(6000, n_features=5, centers=10, cluster_std=1.2, random_state=11)
+    return X[np.random.default_rng(0).permutation(len(X))]
+
+
+def inertia(X: np.ndarray, centers: np.ndarray) -> float:
+    return float(naive.sq_distances(X, centers).min(axis=1).sum())
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_updates_match_sklearn_from_the_same_centers(stream: np.ndarray, dtype: type) -> None:
+    X = stream.astype(dtype)
+    init = X[:10].copy()
+    ours = MiniBatchState(MiniBatchParams(10, reassignment_ratio=0.0), 5, np.dtype(dtype))
+    ours.start_from(init)
+    ref = MiniBatchKMeans(10, init=init, n_init=1, reassignment_ratio=0.0)
+    for batch in batches_of(X, 500):
+        outcome = ours.partial_fit(*ours.check_batch(batch))
+        ref.partial_fit(batch)
+        assert outcome.batch_inertia > 0
+    tolerance = 1e-4 if dtype is np.float32 else 1e-9
+    np.testing.assert_allclose(ours.centers, ref.cluster_centers_, rtol=tolerance, atol=tolerance)
+    np.testing.assert_allclose(ours.counts, ref._counts, rtol=tolerance)
+    assert ours.n_samples_seen == len(X) and ours.n_batches == 12
+
+
+def test_default_learning_is_as_good_as_sklearn(stream: np.ndarray) -> None:
+    ours = MiniBatchState(MiniBatchParams(10, seed=3), 5, np.dtype(np.float64))
+    ref = MiniBatchKMeans(10, random_state=3, n_init=1)
+    for batch in batches_of(stream, 256):
+        ours.partial_fit(*ours.check_batch(batch))
+        ref.partial_fit(batch)
+    assert inertia(stream, ours.centers) <= 1.02 * inertia(stream, ref.cluster_centers_)
+
+
+def test_starved_centers_are_reassigned() -> None:
+    X, _ = make_blobs(4000, n_features=2, centers=4, cluster_std=0.3, random_state=2)
+    state = MiniBatchState(MiniBatchParams(4, reassignment_ratio=0.05, seed=1), 2, X.dtype)
+    # Three centers far from the data: only one absorbs points until the others move.
+    state.start_from(np.array([[0.0, 0.0], [1e3, 1e3], [1e3, -1e3], [-1e3, 1e3]]) + X.mean(axis=0))
+    moved = sum(state.partial_fit(*state.check_batch(b)).n_reassigned for b in batches_of(X, 200))
+    assert moved >= 3
+    assert np.abs(state.centers).max() < 100
+    disabled = MiniBatchState(MiniBatchParams(4, reassignment_ratio=0.0), 2, X.dtype)
+    disabled.start_from(np.array([[0.0, 0.0], [1e3, 1e3], [1e3, -1e3], [-1e3, 1e3]]) + X.mean(axis=0))
+    for batch in batches_of(X, 200):
+        assert disabled.partial_fit(*disabled.check_batch(batch)).n_reassigned == 0
+
+
+@pytest.mark.parametrize("unit, half_life", [("batches", 2.0), ("points", 400.0)])
+def test_half_life_follows_drift(unit: str, half_life: float) -> None:
+    rng = np.random.default_rng(4)
+    before = rng.normal(size=(4000, 2))
+    after = rng.normal(size=(4000, 2)) + 20.0
+    plain = MiniBatchState(MiniBatchParams(1, reassignment_ratio=0.0), 2, np.dtype(np.float64))
+    forgetful = MiniBatchState(
+        MiniBatchParams(1, reassignment_ratio=0.0, half_life=half_life, half_life_unit=unit),
+        2, np.dtype(np.float64),
+    )
+    for state in (plain, forgetful):
+        state.start_from(np.zeros((1, 2)))
+        for batch in batches_of(before, 200) + batches_of(after, 200)[:5]:
+            state.partial_fit(*state.check_batch(batch))
+    # Five batches after the jump: the plain mean has moved a fifth of the way (1000 of
+    # 5000 points), the forgetful one most of the way.
+    assert plain.centers[0, 0] < 5.0
+    assert forgetful.centers[0, 0] > 15.0
+
+
+def test_new_model_waits_for_init_size_points(stream: np.ndarray) -> None:
+    state = MiniBatchState(MiniBatchParams(10, init_size=1000, seed=0), 5, stream.dtype)
+    first = state.partial_fit(*state.check_batch(stream[:400]))
+    second = state.partial_fit(*state.check_batch(stream[400:800]))
+    assert math.isnan(first.batch_inertia) and math.isnan(second.batch_inertia)
+    assert not state.initialized and state.pending_points == 800
+    third = state.partial_fit(*state.check_batch(stream[800:1200]))
+    assert third.initialized_now and state.initialized
+    assert state.n_samples_seen == 1200 and state.n_batches == 3 and state.pending_points == 0
+    assert state.counts.sum() == pytest.approx(1200)
+
+
+def test_default_init_size_is_the_first_batch_or_three_per_center(stream: np.ndarray) -> None:
+    state = MiniBatchState(MiniBatchParams(10), 5, stream.dtype)
+    assert state.partial_fit(*state.check_batch(stream[:500])).initialized_now
+    small = MiniBatchState(MiniBatchParams(10), 5, stream.dtype)
+    assert not small.partial_fit(*small.check_batch(stream[:20])).initialized_now
+    assert small.partial_fit(*small.check_batch(stream[20:30])).initialized_now  # 30 = 3 * 10
+
+
+def test_a_checkpoint_continues_exactly_like_the_original(stream: np.ndarray) -> None:
+    params = MiniBatchParams(10, init_size=700, half_life=5.0, seed=9)
+    whole = MiniBatchState(params, 5, stream.dtype)
+    resumed = MiniBatchState(params, 5, stream.dtype)
+    batches = batches_of(stream, 300)
+    for index, batch in enumerate(batches):
+        whole.partial_fit(*whole.check_batch(batch))
+        if index in (1, 7):  # once mid-initialisation, once after
+            resumed = MiniBatchState.from_bytes(resumed.to_bytes())
+        resumed.partial_fit(*resumed.check_batch(batch))
+    np.testing.assert_array_equal(resumed.centers, whole.centers)
+    np.testing.assert_array_equal(resumed.counts, whole.counts)
+    assert (resumed.n_batches, resumed.n_samples_seen) == (whole.n_batches, whole.n_samples_seen)
+
+
+def test_weights_count_like_repeated_points() -> None:
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(300, 3))
+    init = X[:4].copy()
+    weighted = MiniBatchState(MiniBatchParams(4, reassignment_ratio=0.0), 3, X.dtype)
+    repeated = MiniBatchState(MiniBatchParams(4, reassignment_ratio=0.0), 3, X.dtype)
+    weighted.start_from(init)
+    repeated.start_from(init)
+    weighted.partial_fit(*weighted.check_batch(X, np.full(300, 2.0)))
+    repeated.partial_fit(*repeated.check_batch(np.repeat(X, 2, axis=0)))
+    np.testing.assert_allclose(weighted.centers, repeated.centers, rtol=1e-12)
+    np.testing.assert_allclose(weighted.counts, repeated.counts)
+
+
+@pytest.mark.parametrize(
+    "params, field",
+    [
+        (dict(n_clusters=0), "n_clusters"),
+        (dict(n_clusters=5, init_size=3), "init_size"),
+        (dict(n_clusters=5, reassignment_ratio=1.5), "reassignment_ratio"),
+        (dict(n_clusters=5, reassignment_ratio=float("nan")), "reassignment_ratio"),
+        (dict(n_clusters=5, half_life=0.0), "half_life"),
+        (dict(n_clusters=5, half_life=float("inf")), "half_life"),
+        (dict(n_clusters=5, half_life_unit="days"), "half_life_unit"),
+    ],
+)
+def test_bad_params_name_their_field(params: dict, field: str) -> None:
+    with pytest.raises(InvalidInputError) as raised:
+        MiniBatchParams(**params).check()
+    assert raised.value.field == field
+
+
+def test_bad_batches_name_their_field_and_change_nothing() -> None:
+    state = MiniBatchState(MiniBatchParams(2), 3, np.dtype(np.float32))
+    good = np.random.default_rng(0).normal(size=(10, 3)).astype(np.float32)
+    state.partial_fit(*state.check_batch(good))
+    before = state.centers.copy()
+    nan = good.copy()
+    nan[4, 1] = np.nan
+    cases = [
+        (good[:, :2], "points.cols"),
+        (good.astype(np.float64), "points.dtype"),
+        (good[:0], "points"),
+        (nan, "points"),
+    ]
+    for batch, field in cases:
+        with pytest.raises(InvalidInputError) as raised:
+            state.check_batch(batch)
+        assert raised.value.field == field
+    for weights in (np.ones(3), np.full(10, -1.0), np.zeros(10), np.full(10, np.inf)):
+        with pytest.raises(InvalidInputError) as raised:
+            state.check_batch(good, weights)
+        assert raised.value.field == "sample_weight"
+    np.testing.assert_array_equal(state.centers, before)
+    assert state.n_batches == 1
