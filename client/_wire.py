@@ -54,6 +54,54 @@ def encode_matrix(array: np.ndarray) -> pb.Matrix:
     )
 
 
+# Serialising a freshly built message that holds a large bytes field costs protobuf about
+# 1 ms per 512 KiB here, 25 times a plain copy. Requests that carry bulk data are encoded
+# by hand instead: the small fields by protobuf, the payload appended as its own
+# length-delimited field, which is the same wire format (a parser merges the parts).
+_MATRIX_DATA = pb.Matrix.DESCRIPTOR.fields_by_name["data"].number
+_BATCH_POINTS = pb.MiniBatch.DESCRIPTOR.fields_by_name["points"].number
+_BATCH_WEIGHTS = pb.MiniBatch.DESCRIPTOR.fields_by_name["sample_weight"].number
+_REQUEST_BATCH = pb.MiniBatchRequest.DESCRIPTOR.fields_by_name["batch"].number
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, value = value & 0x7F, value >> 7
+        if value:
+            out.append(low | 0x80)
+        else:
+            out.append(low)
+            return bytes(out)
+
+
+def _field_header(number: int, length: int) -> bytes:
+    """Tag and length of a length-delimited (wire type 2) field."""
+    return _varint(number << 3 | 2) + _varint(length)
+
+
+def encode_batch_request(
+    producer_id: str, sequence: int, points: np.ndarray, weights: np.ndarray | None
+) -> bytes:
+    """A serialised MiniBatchRequest carrying one batch; ``points`` from ``as_points``."""
+    little = np.ascontiguousarray(points, dtype=points.dtype.newbyteorder("<"))
+    payload = memoryview(little).cast("B")
+    matrix_head = pb.Matrix(
+        dtype=_TO_WIRE[points.dtype.newbyteorder("=")], rows=points.shape[0], cols=points.shape[1]
+    ).SerializeToString() + _field_header(_MATRIX_DATA, payload.nbytes)
+    matrix_length = len(matrix_head) + payload.nbytes
+    batch_head = pb.MiniBatch(producer_id=producer_id, sequence=sequence).SerializeToString()
+    batch_head += _field_header(_BATCH_POINTS, matrix_length)
+    tail = b""
+    if weights is not None:
+        vector = encode_weights(weights).SerializeToString()
+        tail = _field_header(_BATCH_WEIGHTS, len(vector)) + vector
+    batch_length = len(batch_head) + matrix_length + len(tail)
+    return b"".join(
+        (_field_header(_REQUEST_BATCH, batch_length), batch_head, matrix_head, payload, tail)
+    )
+
+
 def decode_matrix(message: pb.Matrix) -> np.ndarray:
     """A writable (rows, cols) array in native byte order."""
     dtype = _FROM_WIRE[message.dtype]

@@ -89,14 +89,20 @@ class MiniBatchStream:
         self.last_ack: BatchAck | None = None
         self.ack_latencies: list[float] = []
         self._client = client
-        self._open = pb.MiniBatchRequest(open=open_message)
+        self._open = pb.MiniBatchRequest(open=open_message).SerializeToString()
+        # Requests travel pre-serialised (see _wire.encode_batch_request).
+        self._method = client._channel.stream_stream(
+            "/centroidal.v1.ClusteringService/StreamMiniBatch",
+            request_serializer=bytes,
+            response_deserializer=pb.MiniBatchAck.FromString,
+        )
         self._on_ack = on_ack
         self._cond = threading.Condition()
         self._next_sequence = first_sequence
         # Sent, not acknowledged: sequence -> (request, monotonic send time).
-        self._unacked: OrderedDict[int, tuple[pb.MiniBatchRequest, float]] = OrderedDict()
+        self._unacked: OrderedDict[int, tuple[bytes, float]] = OrderedDict()
         # Acknowledged, not yet durable: sequence -> (request, version it made).
-        self._volatile: OrderedDict[int, tuple[pb.MiniBatchRequest, int]] = OrderedDict()
+        self._volatile: OrderedDict[int, tuple[bytes, int]] = OrderedDict()
         self._durable_version = 0
         self._replay_bytes = 0
         self.max_replay_bytes = max_replay_bytes
@@ -123,10 +129,9 @@ class MiniBatchStream:
         sample_weight : array-like of shape (n_points,), or None
         """
         points = _wire.as_points(X)
-        batch = pb.MiniBatch(producer_id=self.producer_id, points=_wire.encode_matrix(points))
+        weights = None
         if sample_weight is not None:
             weights = np.asarray(sample_weight, dtype=np.float64).reshape(-1)
-            batch.sample_weight.CopyFrom(_wire.encode_weights(weights))
         give_up = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while self._full() and self._fatal is None and not self._done:
@@ -140,8 +145,7 @@ class MiniBatchStream:
             self._raise_if_dead()
             sequence = self._next_sequence
             self._next_sequence += 1
-            batch.sequence = sequence
-            request = pb.MiniBatchRequest(batch=batch)
+            request = _wire.encode_batch_request(self.producer_id, sequence, points, weights)
             self._unacked[sequence] = (request, time.monotonic())
             self._queue.put(request)
         return sequence
@@ -255,9 +259,7 @@ class MiniBatchStream:
                     connection.put(_CLOSE)
                 # send() and close() queue onto the new connection from here on.
                 self._queue = connection
-                call = self._client._stub.StreamMiniBatch(
-                    self._requests(connection), metadata=self._client._metadata
-                )
+                call = self._method(self._requests(connection), metadata=self._client._metadata)
                 self._call = call
             try:
                 for ack in call:
@@ -309,7 +311,7 @@ class MiniBatchStream:
             return False
         return True
 
-    def _requests(self, connection: queue.Queue[Any]) -> Iterator[pb.MiniBatchRequest]:
+    def _requests(self, connection: queue.Queue[Any]) -> Iterator[bytes]:
         yield self._open
         while True:
             item = connection.get()
@@ -335,11 +337,11 @@ class MiniBatchStream:
                 self._errors.append(error)
                 dropped = self._volatile.pop(sequence, None)
                 if dropped is not None:
-                    self._replay_bytes -= dropped[0].ByteSize()
+                    self._replay_bytes -= len(dropped[0])
             else:
                 if request is not None:
                     if sequence not in self._volatile:
-                        self._replay_bytes += request.ByteSize()
+                        self._replay_bytes += len(request)
                     self._volatile[sequence] = (request, int(message.version))
                 self._durable_version = max(self._durable_version, int(message.durable_version))
                 self._drop_durable()
@@ -364,7 +366,7 @@ class MiniBatchStream:
             if version > self._durable_version:
                 break
             volatile.popitem(last=False)
-            self._replay_bytes -= request.ByteSize()
+            self._replay_bytes -= len(request)
 
     def _fail(self, error: CentroidalError) -> None:
         with self._cond:

@@ -6,6 +6,7 @@ import base64
 import bisect
 import logging
 import math
+import queue
 import re
 import threading
 import time
@@ -487,7 +488,7 @@ class ClusteringServicer(pb_grpc.ClusteringServiceServicer):
         create = first.open.create_if_missing if first.open.HasField("create_if_missing") else None
         live = self.hub.open(name, create)
         try:
-            for index, message in enumerate(request_iterator, start=1):
+            for index, message in enumerate(_read_ahead(request_iterator), start=1):
                 if message.WhichOneof("item") != "batch":
                     raise invalid("open", f"message {index} is not a batch; only the first may be open")
                 yield self._ack(live, message.batch)
@@ -653,6 +654,38 @@ def _progress(stage: int, *, n_samples: int, started: float) -> pb.FitResponse:
             stage=stage, points_received=n_samples, elapsed_seconds=time.monotonic() - started
         )
     )
+
+
+# Batches a stream receives ahead of the one being applied.
+READ_AHEAD = 8
+_END = object()
+
+
+def _read_ahead(messages: Iterator[pb.MiniBatchRequest]) -> Iterator[pb.MiniBatchRequest]:
+    """The same messages, received by a second thread while the caller works on earlier ones.
+
+    Receiving and parsing the next batch then overlaps applying this one, whose kernels
+    run without the GIL.
+    """
+    received: queue.Queue[object] = queue.Queue(maxsize=READ_AHEAD)
+
+    def receive() -> None:
+        try:
+            for message in messages:
+                received.put(message)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            received.put(exc)
+        else:
+            received.put(_END)
+
+    threading.Thread(target=receive, name="centroidal-read-ahead", daemon=True).start()
+    while True:
+        item = received.get()
+        if item is _END:
+            return
+        if isinstance(item, BaseException):
+            raise item
+        yield item  # type: ignore[misc]
 
 
 def _chain(first: pb.PredictRequest, rest: Iterator[pb.PredictRequest]) -> Iterator[pb.PredictRequest]:

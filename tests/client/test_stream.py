@@ -108,3 +108,20 @@ def test_the_stream_reconnects_and_replays_after_a_server_restart(start_server: 
     np.testing.assert_allclose(
         model.centers, expected_centers(BATCHES[:16], n_clusters=3, seed=4), rtol=1e-6
     )
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_hand_encoded_batches_parse_as_the_protobuf_message(dtype: type, weighted: bool) -> None:
+    from centroidal.client import _wire
+    from centroidal.v1 import clustering_pb2 as pb
+
+    points = np.arange(300 * 7, dtype=dtype).reshape(300, 7) / 7
+    weights = np.linspace(0.5, 2.0, 300) if weighted else None
+    expected = pb.MiniBatchRequest(
+        batch=pb.MiniBatch(producer_id="producer-é", sequence=2**40 + 3, points=_wire.encode_matrix(points))
+    )
+    if weights is not None:
+        expected.batch.sample_weight.CopyFrom(_wire.encode_weights(weights))
+    encoded = _wire.encode_batch_request("producer-é", 2**40 + 3, points, weights)
+    assert pb.MiniBatchRequest.FromString(encoded) == expected
