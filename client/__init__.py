@@ -7,6 +7,7 @@
 """
 
 from ._wire import FitProgress, FitResult, ModelInfo
+from .aio import AsyncClient, AsyncMiniBatchStream
 from .client import Client, default_target
 from .errors import (
     Aborted,
@@ -34,6 +35,8 @@ from .stream import BatchAck, MiniBatchStream
 __all__ = [
     "Aborted",
     "AlreadyExists",
+    "AsyncClient",
+    "AsyncMiniBatchStream",
     "BatchAck",
     "Cancelled",
     "CentroidalError",

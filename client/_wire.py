@@ -85,7 +85,7 @@ def encode_batch_request(
 ) -> bytes:
     """A serialised MiniBatchRequest carrying one batch; ``points`` from ``as_points``."""
     little = np.ascontiguousarray(points, dtype=points.dtype.newbyteorder("<"))
-    payload = memoryview(little).cast("B")
+    payload = little.data.cast("B")
     matrix_head = pb.Matrix(
         dtype=_TO_WIRE[points.dtype.newbyteorder("=")], rows=points.shape[0], cols=points.shape[1]
     ).SerializeToString() + _field_header(_MATRIX_DATA, payload.nbytes)

@@ -14,8 +14,9 @@ from centroidal.v1 import clustering_pb2 as pb
 from centroidal.v1 import clustering_pb2_grpc as pb_grpc
 
 from . import _wire
+from ._calls import FitPlan, PredictPlan, stream_open
 from ._wire import FitProgress, FitResult, ModelInfo
-from .errors import CentroidalError, error_from_rpc
+from .errors import error_from_rpc
 from .stream import (
     DEFAULT_MAX_REPLAY_BYTES,
     DEFAULT_RECONNECT_TIMEOUT_S,
@@ -127,24 +128,11 @@ class Client:
         identify the batches: a producer that restarts passes its old id and one past
         the ``durable_sequence`` it last saw, and the server skips what it already has.
         """
-        if half_life_unit not in ("batches", "points"):
-            raise ValueError(f"half_life_unit must be 'batches' or 'points', got {half_life_unit!r}")
-        open_message = pb.MiniBatchOpen(model=name)
-        if n_clusters is not None:
-            config = open_message.create_if_missing
-            config.n_clusters = int(n_clusters)
-            config.init_size = int(init_size)
-            if reassignment_ratio is not None:
-                config.reassignment_ratio = float(reassignment_ratio)
-            if half_life is not None:
-                config.half_life = float(half_life)
-            config.half_life_unit = (
-                pb.MiniBatchConfig.HALF_LIFE_UNIT_POINTS
-                if half_life_unit == "points"
-                else pb.MiniBatchConfig.HALF_LIFE_UNIT_BATCHES
-            )
-            if seed is not None:
-                config.seed = int(seed)
+        open_message = stream_open(
+            name, n_clusters=n_clusters, init_size=init_size,
+            reassignment_ratio=reassignment_ratio, half_life=half_life,
+            half_life_unit=half_life_unit, seed=seed,
+        )
         return MiniBatchStream(
             self,
             open_message,
@@ -191,66 +179,27 @@ class Client:
         sample_weight : array-like of shape (n_samples,), or None
         on_progress : called with each FitProgress event, upload progress included
         """
-        points = _wire.as_points(X)
-        n_samples = points.shape[0]
-        config = pb.KMeansConfig(
-            algorithm=pb.ALGORITHM_KMEANS,
-            n_clusters=int(n_clusters),
-            n_init=int(n_init or 0),
-            max_iter=int(max_iter or 0),
+        plan = FitPlan(
+            name, X, n_clusters, init=init, n_init=n_init, max_iter=max_iter, tol=tol, seed=seed,
+            sample_weight=sample_weight, expected_version=expected_version,
+            return_labels=return_labels, chunk_bytes=self.chunk_bytes,
         )
-        if isinstance(init, str):
-            if init not in _wire.INIT_METHODS:
-                raise ValueError(f"init must be 'k-means++', 'random' or an array, got {init!r}")
-            config.init = _wire.INIT_METHODS[init]
-        else:
-            config.init = pb.INIT_METHOD_GIVEN
-            config.init_centers.CopyFrom(
-                _wire.encode_matrix(np.ascontiguousarray(_wire.as_points(init, "init"), dtype=points.dtype))
-            )
-        if tol is not None:
-            config.tol = float(tol)
-        if seed is not None:
-            config.seed = int(seed)
-        spec = pb.FitSpec(
-            model=name, config=config, n_samples=n_samples, return_labels=return_labels
-        )
-        if expected_version is not None:
-            spec.expected_version = int(expected_version)
-        weights = None
-        if sample_weight is not None:
-            weights = np.asarray(sample_weight, dtype=np.float64)
-            if weights.shape != (n_samples,):
-                raise ValueError(
-                    f"sample_weight must have shape ({n_samples},), got {weights.shape}"
-                )
-
         # on_progress runs on gRPC's sending thread for uploads; keep its exception for the caller.
         upload_failure: list[BaseException] = []
         call: list[grpc.Future] = []
 
         def requests() -> Iterator[pb.FitRequest]:
-            rows = self._rows_per_chunk(points, extra_row_bytes=8 if weights is not None else 0)
-            # range(0, 1, ...) for empty data: the spec always goes out, so the server can say why.
-            for start in range(0, max(n_samples, 1), rows):
-                message = pb.FitRequest(points=_wire.encode_matrix(points[start : start + rows]))
-                if start == 0:
-                    message.spec.CopyFrom(spec)
-                if weights is not None:
-                    message.sample_weight.CopyFrom(_wire.encode_weights(weights[start : start + rows]))
+            for message, uploaded in plan.requests():
                 yield message
                 if on_progress is not None:
-                    sent = min(start + rows, n_samples)
                     try:
-                        on_progress(FitProgress("uploading", points_received=sent, points_total=n_samples))
+                        on_progress(uploaded)
                     except BaseException as failure:  # noqa: BLE001 - re-raised in the caller
                         upload_failure.append(failure)
                         if call:
                             call[0].cancel()
                         return
 
-        labels = np.empty(n_samples, dtype=np.int32) if return_labels else None
-        result = None
         responses = self._stub.Fit(
             requests(),
             timeout=self.fit_timeout if timeout is None else timeout,
@@ -259,15 +208,9 @@ class Client:
         call.append(responses)
         try:
             for response in responses:
-                kind = response.WhichOneof("event")
-                if kind == "progress" and on_progress is not None:
-                    on_progress(_wire.fit_progress(response.progress, n_samples))
-                elif kind == "labels" and labels is not None:
-                    chunk = _wire.decode_labels(response.labels.labels)
-                    offset = int(response.labels.offset)
-                    labels[offset : offset + chunk.size] = chunk
-                elif kind == "result":
-                    result = response.result
+                progress = plan.take(response)
+                if progress is not None and on_progress is not None:
+                    on_progress(progress)
         except grpc.RpcError as error:
             if upload_failure:
                 raise upload_failure[0] from None
@@ -278,24 +221,7 @@ class Client:
             raise
         if upload_failure:
             raise upload_failure[0]
-        if result is None:
-            raise CentroidalError("the server ended the Fit stream without a result")
-        return FitResult(
-            model=_wire.model_info(result.model),
-            n_samples=int(result.n_samples),
-            best_restart=int(result.best_restart),
-            elapsed_seconds=float(result.elapsed_seconds),
-            labels=labels,
-        )
-
-    def _rows_per_chunk(
-        self, points: np.ndarray, response_row_bytes: int = 0, extra_row_bytes: int = 0
-    ) -> int:
-        row_bytes = int(points.shape[1]) * points.dtype.itemsize + extra_row_bytes
-        rows = self.chunk_bytes // max(1, row_bytes)
-        if response_row_bytes:
-            rows = min(rows, _RESPONSE_BUDGET // response_row_bytes)
-        return max(1, rows)
+        return plan.result()
 
     # ---- predict ---------------------------------------------------------
 
@@ -338,61 +264,24 @@ class Client:
         timeout: float | None,
     ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         points = _wire.as_points(X)
-        n_samples = points.shape[0]
         n_clusters = 0
         if options.return_transform:
             model = self.get_model(name, version=version, include_centers=False, timeout=timeout)
             n_clusters = model.n_clusters
-        itemsize = points.dtype.itemsize
-        response_row_bytes = 4 + itemsize * (options.return_distances + n_clusters)
-        rows = self._rows_per_chunk(points, response_row_bytes)
-        labels = np.empty(n_samples, dtype=np.int32)
-        distances = np.empty(n_samples, dtype=points.dtype) if options.return_distances else None
-        transformed = (
-            np.empty((n_samples, n_clusters), dtype=points.dtype) if options.return_transform else None
+        plan = PredictPlan(
+            name, points, version, options, n_clusters, self.chunk_bytes, _RESPONSE_BUDGET
         )
-
-        def request(start: int, first: bool) -> pb.PredictRequest:
-            message = pb.PredictRequest(points=_wire.encode_matrix(points[start : start + rows]))
-            if first:
-                message.model = name
-                message.options.CopyFrom(options)
-                if version is not None:
-                    message.version = int(version)
-            return message
-
-        answered = 0
-
-        def store(response: pb.PredictResponse) -> None:
-            nonlocal answered
-            offset = int(response.offset)
-            chunk = _wire.decode_labels(response.labels)
-            labels[offset : offset + chunk.size] = chunk
-            if distances is not None:
-                distances[offset : offset + chunk.size] = _wire.decode_matrix(response.distances)[:, 0]
-            if transformed is not None:
-                block = _wire.decode_matrix(response.transform)
-                if block.shape[1] != n_clusters:
-                    raise CentroidalError(
-                        f"model {name!r} answered with {block.shape[1]} clusters, expected {n_clusters}"
-                    )
-                transformed[offset : offset + chunk.size] = block
-            answered += chunk.size
-
-        if n_samples <= rows:
-            store(self._call(self._stub.Predict, request(0, True), timeout))
+        if plan.single:
+            plan.store(self._call(self._stub.Predict, plan.request(0), timeout))
         else:
-            requests = (request(start, start == 0) for start in range(0, n_samples, rows))
             try:
                 for response in self._stub.PredictStream(
-                    requests, timeout=self._deadline(timeout), metadata=self._metadata
+                    plan.requests(), timeout=self._deadline(timeout), metadata=self._metadata
                 ):
-                    store(response)
+                    plan.store(response)
             except grpc.RpcError as error:
                 raise error_from_rpc(error) from error
-        if answered != n_samples:
-            raise CentroidalError(f"the server answered {answered} of {n_samples} points")
-        return labels, distances, transformed
+        return plan.finish()
 
     # ---- model management ------------------------------------------------
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import grpc
+import grpc.aio
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
@@ -128,12 +129,14 @@ _BY_CODE: dict[grpc.StatusCode, type[CentroidalError]] = {
 
 def error_from_rpc(error: grpc.RpcError) -> CentroidalError:
     """The typed exception for a failed call, with its google.rpc details decoded."""
-    code = error.code() if isinstance(error, grpc.Call) else grpc.StatusCode.UNKNOWN
-    message = (error.details() if isinstance(error, grpc.Call) else None) or str(error)
+    # A failed sync call is a grpc.Call; grpc.aio's AioRpcError has the same accessors.
+    is_call = isinstance(error, (grpc.Call, grpc.aio.AioRpcError))
+    code = error.code() if is_call else grpc.StatusCode.UNKNOWN
+    message = (error.details() if is_call else None) or str(error)
     violations: list[FieldViolation] = []
     reason = None
     metadata: dict[str, str] = {}
-    status = rpc_status.from_call(error) if isinstance(error, grpc.Call) else None
+    status = rpc_status.from_call(error) if is_call else None
     for detail in status.details if status is not None else ():
         if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
             bad_request = error_details_pb2.BadRequest()

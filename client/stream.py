@@ -62,6 +62,145 @@ class BatchAck:
     duplicate: bool
 
 
+class _Ledger:
+    """What a producer has sent and what became of it; the caller synchronises access.
+
+    Shared by the threaded and the asyncio stream, which differ only in how they wait.
+    """
+
+    def __init__(self, producer_id: str, first_sequence: int, window: int, max_replay_bytes: int) -> None:
+        if window < 1:
+            raise ValueError(f"window must be at least 1, got {window}")
+        if first_sequence < 1:
+            raise ValueError(f"first_sequence must be at least 1, got {first_sequence}")
+        self.producer_id = producer_id
+        self.window = window
+        self.max_replay_bytes = max_replay_bytes
+        self.next_sequence = first_sequence
+        # Sent, not acknowledged: sequence -> (request, monotonic send time).
+        self.unacked: OrderedDict[int, tuple[bytes, float]] = OrderedDict()
+        # Acknowledged, not yet durable: sequence -> (request, version it made).
+        self.volatile: OrderedDict[int, tuple[bytes, int]] = OrderedDict()
+        self.durable_version = 0
+        self.replay_bytes = 0
+        self.errors: list[CentroidalError] = []
+        self.unreported = 0
+        self.last_ack: BatchAck | None = None
+        self.ack_latencies: list[float] = []
+
+    def full(self) -> bool:
+        """No room for another batch: the window is full, or too much awaits a checkpoint."""
+        return len(self.unacked) >= self.window or self.replay_bytes > self.max_replay_bytes
+
+    def full_message(self, timeout: float | None) -> str:
+        return (
+            f"the window of {self.window} unacknowledged batches (or {self.max_replay_bytes} "
+            f"bytes kept for replay) stayed full for {timeout} s"
+        )
+
+    def add(self, X: Any, sample_weight: Any) -> tuple[int, bytes]:
+        """Number and encode the next batch; returns (sequence, request)."""
+        points = _wire.as_points(X)
+        weights = None
+        if sample_weight is not None:
+            weights = np.asarray(sample_weight, dtype=np.float64).reshape(-1)
+        sequence = self.next_sequence
+        request = _wire.encode_batch_request(self.producer_id, sequence, points, weights)
+        self.next_sequence += 1
+        self.unacked[sequence] = (request, time.monotonic())
+        return sequence, request
+
+    def replay(self) -> list[bytes]:
+        """Every request not yet durable, in sequence order, for a new connection."""
+        return [
+            (self.volatile.get(sequence) or self.unacked[sequence])[0]
+            for sequence in sorted([*self.volatile, *self.unacked])
+        ]
+
+    def durable_sequence(self) -> int:
+        pending = [seq for seqs in (self.unacked, self.volatile) for seq in seqs]
+        return (min(pending) if pending else self.next_sequence) - 1
+
+    def record(self, message: pb.MiniBatchAck) -> BatchAck | None:
+        """Account for one ack; returns it as a BatchAck, or None for a rejected batch."""
+        now = time.monotonic()
+        sequence = int(message.sequence)
+        sent = self.unacked.pop(sequence, None)
+        if sent is not None:
+            if len(self.ack_latencies) < _LATENCIES_KEPT:
+                self.ack_latencies.append(now - sent[1])
+            request: bytes | None = sent[0]
+        else:  # a replayed batch that was acknowledged before
+            previous = self.volatile.get(sequence)
+            request = previous[0] if previous is not None else None
+        if message.HasField("error"):
+            error = error_from_code(message.error.code, message.error.message, message.error.field)
+            error.sequence = sequence  # type: ignore[attr-defined]
+            self.errors.append(error)
+            dropped = self.volatile.pop(sequence, None)
+            if dropped is not None:
+                self.replay_bytes -= len(dropped[0])
+            return None
+        if request is not None:
+            if sequence not in self.volatile:
+                self.replay_bytes += len(request)
+            self.volatile[sequence] = (request, int(message.version))
+        self.durable_version = max(self.durable_version, int(message.durable_version))
+        self._drop_durable()
+        self.last_ack = BatchAck(
+            sequence=sequence,
+            version=int(message.version),
+            batch_inertia=float(message.batch_inertia),
+            n_samples_seen=int(message.n_samples_seen),
+            durable_version=int(message.durable_version),
+            duplicate=bool(message.duplicate),
+        )
+        return self.last_ack
+
+    def _drop_durable(self) -> None:
+        """Forget kept batches the server has stored; versions grow with sequences."""
+        volatile = self.volatile
+        while volatile:
+            sequence, (request, version) = next(iter(volatile.items()))
+            if version > self.durable_version:
+                break
+            volatile.popitem(last=False)
+            self.replay_bytes -= len(request)
+
+    def all_durable(self) -> None:
+        """The server closed the stream cleanly, which checkpoints the model."""
+        self.volatile.clear()
+        self.replay_bytes = 0
+
+    def unreported_error(self) -> CentroidalError | None:
+        if self.unreported < len(self.errors):
+            error = self.errors[self.unreported]
+            self.unreported = len(self.errors)
+            return error
+        return None
+
+
+def retry_budget(
+    error: Any, failed_since: float | None, reconnect_timeout: float, retryable: bool = False
+) -> float | None:
+    """Seconds left to reconnect after ``error``, or None when it is not worth retrying."""
+    code = error.code() if hasattr(error, "code") else None
+    if code not in RETRYABLE and not retryable:
+        return None
+    elapsed = 0.0 if failed_since is None else time.monotonic() - failed_since
+    remaining = reconnect_timeout - elapsed
+    return remaining if remaining > 0 else None
+
+
+def stream_method(channel: Any) -> Any:
+    """StreamMiniBatch with pre-serialised requests (see _wire.encode_batch_request)."""
+    return channel.stream_stream(
+        "/centroidal.v1.ClusteringService/StreamMiniBatch",
+        request_serializer=bytes,
+        response_deserializer=pb.MiniBatchAck.FromString,
+    )
+
+
 class MiniBatchStream:
     """Sends mini-batches of one producer to one model; use ``Client.stream`` to open one."""
 
@@ -77,37 +216,16 @@ class MiniBatchStream:
         max_replay_bytes: int,
         on_ack: Callable[[BatchAck], None] | None,
     ) -> None:
-        if window < 1:
-            raise ValueError(f"window must be at least 1, got {window}")
-        if first_sequence < 1:
-            raise ValueError(f"first_sequence must be at least 1, got {first_sequence}")
         self.model = open_message.model
-        self.producer_id = producer_id or uuid.uuid4().hex
-        self.window = window
+        self._ledger = _Ledger(producer_id or uuid.uuid4().hex, first_sequence, window, max_replay_bytes)
+        self.producer_id = self._ledger.producer_id
         self.reconnect_timeout = reconnect_timeout
         self.reconnects = 0
-        self.last_ack: BatchAck | None = None
-        self.ack_latencies: list[float] = []
         self._client = client
         self._open = pb.MiniBatchRequest(open=open_message).SerializeToString()
-        # Requests travel pre-serialised (see _wire.encode_batch_request).
-        self._method = client._channel.stream_stream(
-            "/centroidal.v1.ClusteringService/StreamMiniBatch",
-            request_serializer=bytes,
-            response_deserializer=pb.MiniBatchAck.FromString,
-        )
+        self._method = stream_method(client._channel)
         self._on_ack = on_ack
         self._cond = threading.Condition()
-        self._next_sequence = first_sequence
-        # Sent, not acknowledged: sequence -> (request, monotonic send time).
-        self._unacked: OrderedDict[int, tuple[bytes, float]] = OrderedDict()
-        # Acknowledged, not yet durable: sequence -> (request, version it made).
-        self._volatile: OrderedDict[int, tuple[bytes, int]] = OrderedDict()
-        self._durable_version = 0
-        self._replay_bytes = 0
-        self.max_replay_bytes = max_replay_bytes
-        self._errors: list[CentroidalError] = []
-        self._unreported = 0
         self._fatal: CentroidalError | None = None
         self._closing = False
         self._done = False
@@ -128,25 +246,15 @@ class MiniBatchStream:
         X : array-like of shape (n_points, n_features), float32 or float64
         sample_weight : array-like of shape (n_points,), or None
         """
-        points = _wire.as_points(X)
-        weights = None
-        if sample_weight is not None:
-            weights = np.asarray(sample_weight, dtype=np.float64).reshape(-1)
         give_up = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while self._full() and self._fatal is None and not self._done:
+            while self._ledger.full() and self._fatal is None and not self._done:
                 remaining = None if give_up is None else give_up - time.monotonic()
                 if remaining is not None and remaining <= 0:
-                    raise DeadlineExceeded(
-                        f"the window of {self.window} unacknowledged batches (or "
-                        f"{self.max_replay_bytes} bytes kept for replay) stayed full for {timeout} s",
-                    )
+                    raise DeadlineExceeded(self._ledger.full_message(timeout))
                 self._cond.wait(remaining)
             self._raise_if_dead()
-            sequence = self._next_sequence
-            self._next_sequence += 1
-            request = _wire.encode_batch_request(self.producer_id, sequence, points, weights)
-            self._unacked[sequence] = (request, time.monotonic())
+            sequence, request = self._ledger.add(X, sample_weight)
             self._queue.put(request)
         return sequence
 
@@ -158,18 +266,18 @@ class MiniBatchStream:
         """
         give_up = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while self._unacked and self._fatal is None and not self._done:
+            while self._ledger.unacked and self._fatal is None and not self._done:
                 remaining = None if give_up is None else give_up - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     raise DeadlineExceeded(
-                        f"{len(self._unacked)} batches were still unacknowledged after {timeout} s"
+                        f"{len(self._ledger.unacked)} batches were still unacknowledged after "
+                        f"{timeout} s"
                     )
                 self._cond.wait(remaining)
             if self._fatal is not None:
                 raise self._fatal
-            if self._unreported < len(self._errors):
-                error = self._errors[self._unreported]
-                self._unreported = len(self._errors)
+            error = self._ledger.unreported_error()
+            if error is not None:
                 raise error
 
     def close(self, timeout: float | None = None) -> None:
@@ -208,32 +316,40 @@ class MiniBatchStream:
     # ---- state ----------------------------------------------------------------------
 
     @property
+    def window(self) -> int:
+        return self._ledger.window
+
+    @property
     def next_sequence(self) -> int:
-        return self._next_sequence
+        return self._ledger.next_sequence
 
     @property
     def durable_sequence(self) -> int:
         """Every batch of this stream up to this sequence is on the server's disk (or was
         rejected); a restarted producer resumes with ``first_sequence`` one past it."""
         with self._cond:
-            pending = [seq for seqs in (self._unacked, self._volatile) for seq in seqs]
-            return (min(pending) if pending else self._next_sequence) - 1
+            return self._ledger.durable_sequence()
+
+    @property
+    def last_ack(self) -> BatchAck | None:
+        return self._ledger.last_ack
+
+    @property
+    def ack_latencies(self) -> list[float]:
+        """Seconds from each send to its ack (the first 100,000)."""
+        return self._ledger.ack_latencies
 
     @property
     def errors(self) -> list[CentroidalError]:
         """Every rejected batch so far, as typed errors carrying ``sequence``."""
         with self._cond:
-            return list(self._errors)
+            return list(self._ledger.errors)
 
     @property
     def pending(self) -> int:
         """Batches sent and not yet acknowledged."""
         with self._cond:
-            return len(self._unacked)
-
-    def _full(self) -> bool:
-        """No room for another batch: the window is full, or too much awaits a checkpoint."""
-        return len(self._unacked) >= self.window or self._replay_bytes > self.max_replay_bytes
+            return len(self._ledger.unacked)
 
     def _raise_if_dead(self) -> None:
         if self._fatal is not None:
@@ -252,9 +368,8 @@ class MiniBatchStream:
                     return
                 # Everything not yet durable goes first on the new connection, in order.
                 connection: queue.Queue[Any] = queue.Queue()
-                for sequence in sorted([*self._volatile, *self._unacked]):
-                    entry = self._volatile.get(sequence) or self._unacked[sequence]
-                    connection.put(entry[0])
+                for request in self._ledger.replay():
+                    connection.put(request)
                 if self._closing:
                     connection.put(_CLOSE)
                 # send() and close() queue onto the new connection from here on.
@@ -262,13 +377,17 @@ class MiniBatchStream:
                 call = self._method(self._requests(connection), metadata=self._client._metadata)
                 self._call = call
             try:
-                for ack in call:
-                    self._on_message(ack)
+                for message in call:
+                    with self._cond:
+                        ack = self._ledger.record(message)
+                        self._cond.notify_all()
+                    if ack is not None and self._on_ack is not None:
+                        self._on_ack(ack)
                     failed_since, delay = None, 0.1
             except grpc.RpcError as error:
                 with self._cond:
                     closing = self._done
-                retry_for = self._retry_budget(error, failed_since)
+                retry_for = retry_budget(error, failed_since, self.reconnect_timeout)
                 if closing or retry_for is None:
                     self._fail(error_from_rpc(error))
                     return
@@ -283,23 +402,13 @@ class MiniBatchStream:
             finally:
                 connection.put(_HANG_UP)  # frees the request thread of a dead call
             with self._cond:
-                if self._unacked and not self._done:
+                if self._ledger.unacked and not self._done:
                     # The server ended the stream with batches unanswered: resend them.
                     continue
                 self._done = True
-                # The server checkpoints a model when its stream closes.
-                self._volatile.clear()
-                self._replay_bytes = 0
+                self._ledger.all_durable()
                 self._cond.notify_all()
             return
-
-    def _retry_budget(self, error: grpc.RpcError, failed_since: float | None) -> float | None:
-        code = error.code() if isinstance(error, grpc.Call) else None
-        if code not in RETRYABLE:
-            return None
-        elapsed = 0.0 if failed_since is None else time.monotonic() - failed_since
-        remaining = self.reconnect_timeout - elapsed
-        return remaining if remaining > 0 else None
 
     def _wait_for_channel(self, failed_since: float) -> bool:
         remaining = self.reconnect_timeout - (time.monotonic() - failed_since)
@@ -318,55 +427,6 @@ class MiniBatchStream:
             if item is _CLOSE or item is _HANG_UP:
                 return
             yield item
-
-    def _on_message(self, message: pb.MiniBatchAck) -> None:
-        now = time.monotonic()
-        sequence = int(message.sequence)
-        with self._cond:
-            sent = self._unacked.pop(sequence, None)
-            if sent is not None:
-                if len(self.ack_latencies) < _LATENCIES_KEPT:
-                    self.ack_latencies.append(now - sent[1])
-                request = sent[0]
-            else:
-                previous = self._volatile.get(sequence)
-                request = previous[0] if previous is not None else None
-            if message.HasField("error"):
-                error = error_from_code(message.error.code, message.error.message, message.error.field)
-                error.sequence = sequence  # type: ignore[attr-defined]
-                self._errors.append(error)
-                dropped = self._volatile.pop(sequence, None)
-                if dropped is not None:
-                    self._replay_bytes -= len(dropped[0])
-            else:
-                if request is not None:
-                    if sequence not in self._volatile:
-                        self._replay_bytes += len(request)
-                    self._volatile[sequence] = (request, int(message.version))
-                self._durable_version = max(self._durable_version, int(message.durable_version))
-                self._drop_durable()
-            self._cond.notify_all()
-        ack = BatchAck(
-            sequence=sequence,
-            version=int(message.version),
-            batch_inertia=float(message.batch_inertia),
-            n_samples_seen=int(message.n_samples_seen),
-            durable_version=int(message.durable_version),
-            duplicate=bool(message.duplicate),
-        )
-        self.last_ack = ack
-        if self._on_ack is not None and not message.HasField("error"):
-            self._on_ack(ack)
-
-    def _drop_durable(self) -> None:
-        """Forget kept batches the server has stored; versions grow with sequences."""
-        volatile = self._volatile
-        while volatile:
-            sequence, (request, version) = next(iter(volatile.items()))
-            if version > self._durable_version:
-                break
-            volatile.popitem(last=False)
-            self._replay_bytes -= len(request)
 
     def _fail(self, error: CentroidalError) -> None:
         with self._cond:

@@ -1,0 +1,521 @@
+"""The asyncio SDK over grpc.aio: the same calls as Client, awaited.
+
+    from centroidal.client.aio import AsyncClient
+    async with AsyncClient("127.0.0.1:50051") as client:
+        await client.fit("shops", X, n_clusters=4)
+        async with client.stream("clicks", n_clusters=8) as stream:
+            await stream.send(batch)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+import grpc
+import grpc.aio
+import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from centroidal.v1 import clustering_pb2 as pb
+from centroidal.v1 import clustering_pb2_grpc as pb_grpc
+
+from . import _wire
+from ._calls import PredictPlan, stream_open
+from ._wire import FitProgress, FitResult, ModelInfo
+from .client import (
+    _RESPONSE_BUDGET,
+    Client,
+    DEFAULT_CHUNK_BYTES,
+    DEFAULT_FIT_TIMEOUT_S,
+    DEFAULT_TIMEOUT_S,
+    MAX_CHUNK_BYTES,
+    MIN_CHUNK_BYTES,
+    default_target,
+)
+from .errors import (
+    CentroidalError,
+    DeadlineExceeded,
+    FailedPrecondition,
+    FieldViolation,
+    NotFound,
+    error_from_rpc,
+)
+from .stream import (
+    DEFAULT_MAX_REPLAY_BYTES,
+    DEFAULT_RECONNECT_TIMEOUT_S,
+    DEFAULT_WINDOW,
+    BatchAck,
+    _Ledger,
+    retry_budget,
+    stream_method,
+)
+
+_CLOSE = object()
+_HANG_UP = object()
+
+
+class AsyncClient:
+    """A connection to a centroidal server for asyncio code.
+
+    Every call has a deadline and raises a subclass of ``CentroidalError`` named
+    after the status code, as with ``Client``. Use ``async with``, or await ``close``.
+    """
+
+    def __init__(
+        self,
+        target: str | None = None,
+        *,
+        token: str | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        fit_timeout: float = DEFAULT_FIT_TIMEOUT_S,
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        if not MIN_CHUNK_BYTES <= chunk_bytes <= MAX_CHUNK_BYTES:
+            raise ValueError(
+                f"chunk_bytes must be from {MIN_CHUNK_BYTES} to {MAX_CHUNK_BYTES}, got {chunk_bytes}"
+            )
+        self.target = target or default_target()
+        self.timeout = timeout
+        self.fit_timeout = fit_timeout
+        self.chunk_bytes = chunk_bytes
+        channel_options = [
+            ("grpc.max_receive_message_length", -1),
+            ("grpc.max_send_message_length", -1),
+            *options,
+        ]
+        if credentials is not None:
+            self._channel = grpc.aio.secure_channel(self.target, credentials, options=channel_options)
+        else:
+            self._channel = grpc.aio.insecure_channel(self.target, options=channel_options)
+        self._stub = pb_grpc.ClusteringServiceStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self._token = token
+        self._credentials = credentials
+        self._options = tuple(options)
+        self._sync: Client | None = None
+
+    async def close(self) -> None:
+        await self._channel.close()
+        if self._sync is not None:
+            self._sync.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def _call(self, method: Any, request: Any, timeout: float | None) -> Any:
+        try:
+            return await method(
+                request, timeout=self.timeout if timeout is None else timeout, metadata=self._metadata
+            )
+        except grpc.aio.AioRpcError as error:
+            raise error_from_rpc(error) from error
+
+    async def health(self, service: str = "", *, timeout: float | None = None) -> str:
+        """The server's health status name: SERVING, NOT_SERVING or SERVICE_UNKNOWN."""
+        response = await self._call(
+            self._health.Check, health_pb2.HealthCheckRequest(service=service), timeout
+        )
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
+
+    async def fit(
+        self,
+        name: str,
+        X: Any,
+        n_clusters: int,
+        *,
+        init: str | np.ndarray = "k-means++",
+        n_init: int | None = None,
+        max_iter: int | None = None,
+        tol: float | None = None,
+        seed: int | None = None,
+        sample_weight: Any = None,
+        expected_version: int | None = None,
+        return_labels: bool = False,
+        on_progress: Callable[[FitProgress], None] | None = None,
+        timeout: float | None = None,
+    ) -> FitResult:
+        """As Client.fit; on_progress is a plain function called on the event loop.
+
+        Runs the threaded Client's fit in a worker thread: with grpc.aio, a server that
+        ends a client-streaming call while data is still being written (a refused fit)
+        can surface as INTERNAL instead of the server's status (grpc/grpc#36066).
+        """
+        loop = asyncio.get_running_loop()
+        report = None
+        if on_progress is not None:
+            callback = on_progress
+
+            def report(progress: FitProgress) -> None:
+                loop.call_soon_threadsafe(callback, progress)
+
+        return await asyncio.to_thread(
+            self._threaded().fit, name, X, n_clusters, init=init, n_init=n_init,
+            max_iter=max_iter, tol=tol, seed=seed, sample_weight=sample_weight,
+            expected_version=expected_version, return_labels=return_labels,
+            on_progress=report, timeout=timeout,
+        )
+
+    def _threaded(self) -> Client:
+        """A threaded Client on the same target, for the calls grpc.aio gets wrong."""
+        if self._sync is None:
+            self._sync = Client(
+                self.target, token=self._token, credentials=self._credentials,
+                timeout=self.timeout, fit_timeout=self.fit_timeout, chunk_bytes=self.chunk_bytes,
+                options=self._options,
+            )
+        return self._sync
+
+    async def predict(
+        self,
+        name: str,
+        X: Any,
+        *,
+        version: int | None = None,
+        return_distance: bool = False,
+        timeout: float | None = None,
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """As Client.predict."""
+        options = pb.PredictOptions(return_distances=return_distance)
+        labels, distances, _ = await self._predict(name, X, version, options, timeout)
+        if return_distance:
+            assert distances is not None
+            return labels, distances
+        return labels
+
+    async def transform(
+        self, name: str, X: Any, *, version: int | None = None, timeout: float | None = None
+    ) -> np.ndarray:
+        """As Client.transform."""
+        options = pb.PredictOptions(return_transform=True)
+        _, _, transformed = await self._predict(name, X, version, options, timeout)
+        assert transformed is not None
+        return transformed
+
+    async def _predict(
+        self, name: str, X: Any, version: int | None, options: pb.PredictOptions, timeout: float | None
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        points = _wire.as_points(X)
+        n_clusters = 0
+        if options.return_transform:
+            model = await self.get_model(name, version=version, include_centers=False, timeout=timeout)
+            n_clusters = model.n_clusters
+        plan = PredictPlan(
+            name, points, version, options, n_clusters, self.chunk_bytes, _RESPONSE_BUDGET
+        )
+        if not plan.single:
+            # Many chunks: a client-streaming call, run threaded for the reason fit gives.
+            return await asyncio.to_thread(
+                self._threaded()._predict, name, points, version, options, timeout
+            )
+        plan.store(await self._call(self._stub.Predict, plan.request(0), timeout))
+        return plan.finish()
+
+    async def get_model(
+        self,
+        name: str,
+        *,
+        version: int | None = None,
+        include_centers: bool = True,
+        timeout: float | None = None,
+    ) -> ModelInfo:
+        """As Client.get_model."""
+        request = pb.GetModelRequest(name=name, include_centers=include_centers)
+        if version is not None:
+            request.version = int(version)
+        return _wire.model_info(await self._call(self._stub.GetModel, request, timeout))
+
+    async def list_models_page(
+        self, *, page_size: int = 100, page_token: str = "", timeout: float | None = None
+    ) -> tuple[list[ModelInfo], str]:
+        """One page of models in name order, and the token of the next page ("" at the end)."""
+        request = pb.ListModelsRequest(page_size=page_size, page_token=page_token)
+        response = await self._call(self._stub.ListModels, request, timeout)
+        return [_wire.model_info(m) for m in response.models], response.next_page_token
+
+    async def list_models(self, *, page_size: int = 100, timeout: float | None = None) -> list[ModelInfo]:
+        """Every model, without centers."""
+        models: list[ModelInfo] = []
+        token = ""
+        while True:
+            page, token = await self.list_models_page(
+                page_size=page_size, page_token=token, timeout=timeout
+            )
+            models.extend(page)
+            if not token:
+                return models
+
+    async def delete_model(
+        self, name: str, *, expected_version: int | None = None, timeout: float | None = None
+    ) -> int:
+        """Delete model ``name``; returns the version the delete wrote."""
+        request = pb.DeleteModelRequest(name=name)
+        if expected_version is not None:
+            request.expected_version = int(expected_version)
+        response = await self._call(self._stub.DeleteModel, request, timeout)
+        return int(response.version)
+
+    def stream(
+        self,
+        name: str,
+        *,
+        n_clusters: int | None = None,
+        init_size: int = 0,
+        reassignment_ratio: float | None = None,
+        half_life: float | None = None,
+        half_life_unit: str = "batches",
+        seed: int | None = None,
+        producer_id: str | None = None,
+        first_sequence: int = 1,
+        window: int = DEFAULT_WINDOW,
+        reconnect_timeout: float = DEFAULT_RECONNECT_TIMEOUT_S,
+        max_replay_bytes: int = DEFAULT_MAX_REPLAY_BYTES,
+        on_ack: Callable[[BatchAck], None] | None = None,
+    ) -> AsyncMiniBatchStream:
+        """As Client.stream; use the result with ``async with``."""
+        open_message = stream_open(
+            name, n_clusters=n_clusters, init_size=init_size,
+            reassignment_ratio=reassignment_ratio, half_life=half_life,
+            half_life_unit=half_life_unit, seed=seed,
+        )
+        return AsyncMiniBatchStream(
+            self, open_message, producer_id=producer_id, first_sequence=first_sequence,
+            window=window, reconnect_timeout=reconnect_timeout,
+            max_replay_bytes=max_replay_bytes, on_ack=on_ack,
+        )
+
+
+class AsyncMiniBatchStream:
+    """MiniBatchStream for asyncio: ``await send``, ``await flush``, ``await close``."""
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        open_message: pb.MiniBatchOpen,
+        *,
+        producer_id: str | None,
+        first_sequence: int,
+        window: int,
+        reconnect_timeout: float,
+        max_replay_bytes: int,
+        on_ack: Callable[[BatchAck], None] | None,
+    ) -> None:
+        self.model = open_message.model
+        self._creates = open_message.HasField("create_if_missing")
+        self._ledger = _Ledger(producer_id or uuid.uuid4().hex, first_sequence, window, max_replay_bytes)
+        self.producer_id = self._ledger.producer_id
+        self.reconnect_timeout = reconnect_timeout
+        self.reconnects = 0
+        self._client = client
+        self._open = pb.MiniBatchRequest(open=open_message).SerializeToString()
+        self._method = stream_method(client._channel)
+        self._on_ack = on_ack
+        self._cond: asyncio.Condition | None = None
+        self._queue: asyncio.Queue[Any] | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._call: Any = None
+        self._fatal: CentroidalError | None = None
+        self._closing = False
+        self._done = False
+
+    def _start(self) -> asyncio.Condition:
+        if self._cond is None:
+            self._cond = asyncio.Condition()
+            self._queue = asyncio.Queue()
+            self._worker = asyncio.get_running_loop().create_task(self._run())
+        return self._cond
+
+    async def __aenter__(self) -> AsyncMiniBatchStream:
+        self._start()
+        return self
+
+    async def __aexit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is None:
+            await self.close()
+        else:
+            await self.abort()
+
+    async def _wait(self, ready: Callable[[], bool], timeout: float | None, message: str) -> None:
+        cond = self._start()
+        async with cond:
+            try:
+                await asyncio.wait_for(
+                    cond.wait_for(lambda: ready() or self._fatal is not None or self._done), timeout
+                )
+            except asyncio.TimeoutError:
+                raise DeadlineExceeded(message) from None
+
+    async def send(self, X: Any, sample_weight: Any = None, *, timeout: float | None = None) -> int:
+        """Queue one batch; waits while the window is full. Returns its sequence."""
+        ledger = self._ledger
+        await self._wait(lambda: not ledger.full(), timeout, ledger.full_message(timeout))
+        if self._fatal is not None:
+            raise self._fatal
+        if self._done or self._closing:
+            raise RuntimeError(f"the stream to model {self.model!r} is closed")
+        sequence, request = ledger.add(X, sample_weight)
+        assert self._queue is not None
+        self._queue.put_nowait(request)
+        return sequence
+
+    async def flush(self, timeout: float | None = None) -> None:
+        """Wait for every ack; raises as MiniBatchStream.flush does."""
+        ledger = self._ledger
+        await self._wait(
+            lambda: not ledger.unacked, timeout,
+            f"batches were still unacknowledged after {timeout} s",
+        )
+        if self._fatal is not None:
+            raise self._fatal
+        error = ledger.unreported_error()
+        if error is not None:
+            raise error
+
+    async def close(self, timeout: float | None = None) -> None:
+        """Flush, end the stream and wait for the server's final checkpoint."""
+        try:
+            await self.flush(timeout)
+        finally:
+            self._closing = True
+            if self._queue is not None:
+                self._queue.put_nowait(_CLOSE)
+            if self._worker is not None:
+                await asyncio.wait_for(asyncio.shield(self._worker), timeout)
+        if self._fatal is not None:
+            raise self._fatal
+
+    async def abort(self) -> None:
+        """Drop the stream without waiting."""
+        self._closing = self._done = True
+        if self._call is not None:
+            self._call.cancel()
+        if self._worker is not None:
+            self._worker.cancel()
+            try:
+                await self._worker
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - dropping it
+                pass
+
+    @property
+    def next_sequence(self) -> int:
+        return self._ledger.next_sequence
+
+    @property
+    def durable_sequence(self) -> int:
+        return self._ledger.durable_sequence()
+
+    @property
+    def last_ack(self) -> BatchAck | None:
+        return self._ledger.last_ack
+
+    @property
+    def ack_latencies(self) -> list[float]:
+        return self._ledger.ack_latencies
+
+    @property
+    def errors(self) -> list[CentroidalError]:
+        return list(self._ledger.errors)
+
+    async def _notify(self) -> None:
+        assert self._cond is not None
+        async with self._cond:
+            self._cond.notify_all()
+
+    async def _requests(self, connection: asyncio.Queue[Any]) -> AsyncIterator[bytes]:
+        yield self._open
+        while True:
+            item = await connection.get()
+            if item is _CLOSE or item is _HANG_UP:
+                return
+            yield item
+
+    async def _preflight(self) -> None:
+        """Refuse an unknown model or one of the wrong kind with a unary call first.
+
+        A server that refuses a stream's opening while batches are being written can
+        reach a grpc.aio client as INTERNAL (grpc/grpc#36066); a unary call reports it as is.
+        """
+        try:
+            model = await self._client.get_model(self.model, include_centers=False)
+        except NotFound as missing:
+            if not self._creates:
+                missing.field_violations = (FieldViolation("open.model", missing.message),)
+                raise
+            return
+        if model.kind != "minibatch-kmeans":
+            raise FailedPrecondition(
+                f"model {self.model!r} is a {model.kind} model; StreamMiniBatch feeds "
+                "mini-batch models only",
+                field_violations=(FieldViolation("open.model", "wrong model kind"),),
+                reason="WRONG_MODEL_KIND",
+            )
+
+    async def _run(self) -> None:
+        failed_since: float | None = None
+        delay = 0.1
+        try:
+            try:
+                await self._preflight()
+            except CentroidalError as refused:
+                self._fatal = refused
+                return
+            while not self._done:
+                connection: asyncio.Queue[Any] = asyncio.Queue()
+                for request in self._ledger.replay():
+                    connection.put_nowait(request)
+                if self._closing:
+                    connection.put_nowait(_CLOSE)
+                self._queue = connection
+                call = self._method(self._requests(connection), metadata=self._client._metadata)
+                self._call = call
+                try:
+                    async for message in call:
+                        ack = self._ledger.record(message)
+                        await self._notify()
+                        if ack is not None and self._on_ack is not None:
+                            self._on_ack(ack)
+                        failed_since, delay = None, 0.1
+                except grpc.aio.AioRpcError as error:
+                    retry_for = retry_budget(
+                        error, failed_since, self.reconnect_timeout, _lost_write(error)
+                    )
+                    if self._done or retry_for is None:
+                        self._fatal = error_from_rpc(error)
+                        return
+                    failed_since = failed_since or time.monotonic()
+                    await asyncio.sleep(min(delay, retry_for))
+                    delay = min(delay * 2, 2.0)
+                    remaining = self.reconnect_timeout - (time.monotonic() - failed_since)
+                    try:
+                        await asyncio.wait_for(self._client._channel.channel_ready(), max(remaining, 0.0))
+                    except asyncio.TimeoutError:
+                        self._fatal = error_from_rpc(error)
+                        return
+                    self.reconnects += 1
+                    continue
+                finally:
+                    connection.put_nowait(_HANG_UP)
+                if self._ledger.unacked and not self._done:
+                    continue  # the server ended the stream early: resend what is unanswered
+                self._ledger.all_durable()
+                return
+        finally:
+            self._done = True
+            await self._notify()
+
+
+def _lost_write(error: grpc.aio.AioRpcError) -> bool:
+    """grpc.aio reports a write to a call that just ended as INTERNAL (grpc/grpc#36066),
+    hiding why it ended: a server restart or shutdown among others. Worth a reconnect."""
+    return error.code() == grpc.StatusCode.INTERNAL and "execute_batch" in (
+        error.debug_error_string() or ""
+    )

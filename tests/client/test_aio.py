@@ -1,0 +1,115 @@
+"""AsyncClient over grpc.aio against a real server."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+
+import numpy as np
+import pytest
+
+from centroidal.client import Client, FailedPrecondition, InvalidArgument, NotFound
+from centroidal.client.aio import AsyncClient
+from centroidal.engine.minibatch import MiniBatchParams, MiniBatchState
+from tests.conftest import ServerFactory
+
+RNG = np.random.default_rng(3)
+X = (RNG.normal(size=(3000, 4)) + RNG.integers(0, 3, size=(3000, 1)) * 6).astype(np.float32)
+
+
+def test_fit_predict_and_manage_models(server) -> None:
+    async def main() -> None:
+        async with AsyncClient(f"127.0.0.1:{server.port}", chunk_bytes=16 * 1024) as client:
+            assert await client.health() == "SERVING"
+            stages: list[str] = []
+            fitted = await client.fit("a", X, 3, seed=0, return_labels=True, on_progress=lambda p: stages.append(p.stage))
+            assert fitted.version == 1 and fitted.labels is not None and "uploading" in stages
+            labels = await client.predict("a", X)  # several chunks: the streaming path
+            np.testing.assert_array_equal(labels, fitted.labels)
+            labels, distances = await client.predict("a", X[:10], return_distance=True)
+            assert distances.shape == (10,) and distances.dtype == np.float32
+            assert (await client.transform("a", X[:5])).shape == (5, 3)
+            assert [m.name for m in await client.list_models(page_size=1)] == ["a"]
+            model = await client.get_model("a")
+            assert model.centers.shape == (3, 4)
+            with pytest.raises(FailedPrecondition) as raised:
+                await client.predict("a", X[:, :3])
+            assert raised.value.field == "points.cols"
+            with pytest.raises(InvalidArgument):
+                await client.fit("b", X, 0)
+            assert await client.delete_model("a") == 2
+            with pytest.raises(NotFound):
+                await client.get_model("a")
+
+    asyncio.run(main())
+
+
+def expected(batches: list[np.ndarray]) -> np.ndarray:
+    state = MiniBatchState(MiniBatchParams(3, seed=5), 4, np.dtype(np.float32))
+    for batch in batches:
+        state.partial_fit(*state.check_batch(batch))
+    return state.centers
+
+
+def test_async_stream_sends_and_reports_errors(server) -> None:
+    batches = [X[i * 200 : (i + 1) * 200] for i in range(10)]
+
+    async def main() -> None:
+        async with AsyncClient(f"127.0.0.1:{server.port}") as client:
+            async with client.stream("s", n_clusters=3, seed=5, window=2) as stream:
+                for batch in batches:
+                    await stream.send(batch)
+                await stream.send(X[:5, :3])
+                with pytest.raises(FailedPrecondition) as raised:
+                    await stream.flush()
+                assert raised.value.sequence == 11
+            assert stream.durable_sequence == 11
+            model = await client.get_model("s")
+            assert model.n_batches == 10 and model.durable_version == model.version
+            np.testing.assert_array_equal(model.centers, expected(batches))
+
+    asyncio.run(main())
+
+
+def test_async_stream_reconnects_after_a_restart(start_server: ServerFactory) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = start_server(port=port, checkpoint_interval=3600.0)
+    batches = [X[i * 200 : (i + 1) * 200] for i in range(12)]
+
+    async def main() -> int:
+        async with AsyncClient(f"127.0.0.1:{port}") as client:
+            stream = client.stream("r", n_clusters=3, seed=5, producer_id="p")
+            async with stream:
+                for batch in batches[:6]:
+                    await stream.send(batch)
+                await stream.flush()
+                server.store.close()  # nothing since the start reaches the disk
+                server.stop(0)
+                threading.Timer(0.5, lambda: start_server(port=port)).start()
+                for batch in batches[6:]:
+                    await stream.send(batch)
+            return stream.reconnects
+
+    assert asyncio.run(main()) >= 1
+    with Client(f"127.0.0.1:{port}") as client:
+        model = client.get_model("r")
+    assert model.n_batches == 12
+    np.testing.assert_allclose(model.centers, expected(batches), rtol=1e-6)
+
+
+def test_async_stream_refuses_unknown_models_and_wrong_kinds(server) -> None:
+    async def main() -> None:
+        async with AsyncClient(f"127.0.0.1:{server.port}") as client:
+            await client.fit("batch", X, 3, seed=0)
+            for name, kind, field in (("missing", NotFound, "open.model"), ("batch", FailedPrecondition, "open.model")):
+                stream = client.stream(name)
+                with pytest.raises(kind) as raised:
+                    async with stream:
+                        await stream.send(X[:10])
+                        await stream.flush()
+                assert raised.value.field == field
+
+    asyncio.run(main())
