@@ -29,7 +29,7 @@ from .errors import (
     Unimplemented,
     Unknown,
 )
-from .estimator import RemoteKMeans
+from .estimator import RemoteKMeans, RemoteMiniBatchKMeans
 from .stream import BatchAck, MiniBatchStream
 
 __all__ = [
@@ -55,6 +55,7 @@ __all__ = [
     "OutOfRange",
     "PermissionDenied",
     "RemoteKMeans",
+    "RemoteMiniBatchKMeans",
     "ResourceExhausted",
     "Unauthenticated",
     "Unavailable",

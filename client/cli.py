@@ -1,4 +1,4 @@
-"""The `centroidal` command: serve, fit, predict, models and health."""
+"""The `centroidal` command: serve, fit, predict, stream, models and health."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import numpy as np
 
 from ._wire import FitProgress, ModelInfo
 from .client import Client, default_target
+from .stream import BatchAck
 from .errors import CentroidalError
 
 
@@ -59,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     # The same options after the command (`centroidal health --target ...`) win over these.
     common = argparse.ArgumentParser(add_help=False)
     _connection_options(common, defaults=False)
-    commands = parser.add_subparsers(title="commands", metavar="{serve,fit,predict,models,health}")
+    commands = parser.add_subparsers(title="commands", metavar="{serve,fit,predict,stream,models,health}")
     commands.add_parser("serve", help="run the server (see `centroidal serve --help`)")
 
     def command(name: str, help_text: str, within: Any = commands) -> argparse.ArgumentParser:
@@ -91,6 +92,28 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", type=Path, default=None,
                          help="write labels to .npy or .csv instead of standard output")
     predict.set_defaults(run=_predict)
+
+    stream = command("stream", "feed a .npy or .csv file to a mini-batch model, batch by batch")
+    stream.add_argument("data", type=Path, help="points, one row per sample (.npy or .csv)")
+    stream.add_argument("--model", required=True, help="model name")
+    stream.add_argument("--batch-size", type=int, default=8192, help="rows per batch (default 8192)")
+    stream.add_argument("--clusters", "-k", type=int, default=None,
+                        help="create the model with this many clusters if it does not exist")
+    stream.add_argument("--init-size", type=int, default=0,
+                        help="points a new model seeds from (default: first batch or 3k)")
+    stream.add_argument("--reassignment-ratio", type=float, default=None)
+    stream.add_argument("--half-life", type=float, default=None, help="forget old data (default: never)")
+    stream.add_argument("--half-life-unit", choices=["batches", "points"], default="batches")
+    stream.add_argument("--seed", type=int, default=None)
+    stream.add_argument("--producer-id", default=None,
+                        help="producer identity; with --first-sequence, resumes an earlier run")
+    stream.add_argument("--first-sequence", type=int, default=1,
+                        help="sequence of the file's first batch; batches the model already has "
+                             "are skipped by the server")
+    stream.add_argument("--dtype", choices=["float32", "float64"], default=None)
+    stream.add_argument("--window", type=int, default=16, help="batches in flight (default 16)")
+    stream.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    stream.set_defaults(run=_stream)
 
     models = command("models", "list, show or delete models")
     actions = models.add_subparsers(metavar="{list,get,delete}")
@@ -174,8 +197,7 @@ class ProgressBar:
         if event.stage == "uploading":
             total = max(1, event.points_total)
             share = event.points_received / total
-            bar = "#" * int(share * 20)
-            return f"{self._label}: uploading [{bar:<20}] {share:6.1%} of {total} points"
+            return f"{self._label}: uploading {self.bar(share)} of {total} points"
         restart = f"restart {event.restart + 1}/{event.n_init}"
         if event.stage == "seeding":
             return f"{self._label}: {restart} choosing centers ({event.iteration} so far)"
@@ -187,6 +209,19 @@ class ProgressBar:
                 f"[{event.elapsed_seconds:.1f}s]"
             )
         return f"{self._label}: {event.stage.replace('_', ' ')}"
+
+    @staticmethod
+    def bar(share: float) -> str:
+        return f"[{'#' * int(share * 20):<20}] {share:6.1%}"
+
+    def show_line(self, line: str, *, final: bool = False) -> None:
+        """Show a line from any thread, at most once a second when not on a terminal."""
+        with self._lock:
+            now = time.monotonic()
+            if not self._tty and not final and now - self._last < 1.0:
+                return
+            self._last = now
+            self._show(line)
 
     def _show(self, line: str) -> None:
         if self._tty:
@@ -240,6 +275,64 @@ def _predict(client: Client, options: argparse.Namespace) -> int:
     return 0
 
 
+def _stream(client: Client, options: argparse.Namespace) -> int:
+    if options.batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {options.batch_size}")
+    points = load_points(options.data, options.dtype)
+    total = points.shape[0]
+    bar = None if options.quiet else ProgressBar(sys.stderr, f"stream {options.model}")
+    sent = 0
+
+    def progress(ack: BatchAck) -> None:
+        if bar is not None:
+            done = min(total, (ack.sequence - options.first_sequence + 1) * options.batch_size)
+            bar.show_line(
+                f"stream {options.model}: "
+                f"{ProgressBar.bar(done / max(1, total))} {done}/{total} points, version "
+                f"{ack.version} (durable {ack.durable_version}), batch inertia {ack.batch_inertia:.6g}",
+                final=done >= total,
+            )
+
+    started = time.monotonic()
+    stream = client.stream(
+        options.model, n_clusters=options.clusters, init_size=options.init_size,
+        reassignment_ratio=options.reassignment_ratio, half_life=options.half_life,
+        half_life_unit=options.half_life_unit, seed=options.seed,
+        producer_id=options.producer_id, first_sequence=options.first_sequence,
+        window=options.window, on_ack=progress,
+    )
+    try:
+        try:
+            for start in range(0, total, options.batch_size):
+                stream.send(points[start : start + options.batch_size])
+                sent += 1
+        except BaseException:
+            stream.abort()
+            raise
+        try:
+            stream.close()
+        except CentroidalError as refused:
+            if not hasattr(refused, "sequence"):
+                raise
+            # A rejected batch: the stream still closed; every rejection is listed below.
+    finally:
+        if bar is not None:
+            bar.close()
+    elapsed = time.monotonic() - started
+    rejected = len(stream.errors)
+    for rejection in stream.errors:
+        sequence = getattr(rejection, "sequence", "?")
+        print(f"centroidal: batch {sequence} rejected: {rejection}", file=sys.stderr)
+    last = stream.last_ack
+    version = last.version if last is not None else 0
+    print(
+        f"model {options.model} version {version}: {sent - rejected} of {sent} batches "
+        f"({total} points) sent in {elapsed:.2f}s, producer {stream.producer_id}, "
+        f"durable through sequence {stream.durable_sequence}"
+    )
+    return 1 if rejected else 0
+
+
 def _describe(model: ModelInfo) -> dict[str, object]:
     described: dict[str, object] = {
         "name": model.name,
@@ -254,7 +347,11 @@ def _describe(model: ModelInfo) -> dict[str, object]:
         "created_at": model.created_at.isoformat(),
         "updated_at": model.updated_at.isoformat(),
         "config": model.config,
+        "durable_version": model.durable_version,
     }
+    if model.kind == "minibatch-kmeans":
+        described["n_batches"] = model.n_batches
+        described["init_points_buffered"] = model.init_points_buffered
     if model.centers is not None:
         described["centers"] = model.centers.tolist()
     return described

@@ -10,46 +10,22 @@ import numpy as np
 
 from ._wire import as_points
 from .client import Client
+from .stream import MiniBatchStream
 
 
-class RemoteKMeans:
-    """K-means fitted and applied by a centroidal server, with sklearn.cluster.KMeans' API.
+class _RemoteEstimator:
+    """The scikit-learn parameter protocol and the server connection of a remote estimator."""
 
-    Parameters follow scikit-learn's KMeans; ``random_state`` must be an int or None.
-    ``model_name`` names the stored model (a unique name is made when it is None),
-    ``target`` defaults to $CENTROIDAL_TARGET, else 127.0.0.1:50051.
-
-    Attributes after fit: cluster_centers_ (n_clusters, n_features), labels_
-    (n_samples,) int32, inertia_, n_iter_, n_features_in_, model_name_, version_.
-    """
+    _fitted_attributes: tuple[str, ...] = ()
+    model_name_: str  # set once fitted
 
     def __init__(
-        self,
-        n_clusters: int = 8,
-        *,
-        init: str | np.ndarray = "k-means++",
-        n_init: int | str = "auto",
-        max_iter: int = 300,
-        tol: float = 1e-4,
-        random_state: int | None = None,
-        model_name: str | None = None,
-        target: str | None = None,
-        token: str | None = None,
-        timeout: float | None = None,
+        self, *, target: str | None = None, token: str | None = None, timeout: float | None = None
     ) -> None:
-        self.n_clusters = n_clusters
-        self.init = init
-        self.n_init = n_init
-        self.max_iter = max_iter
-        self.tol = tol
-        self.random_state = random_state
-        self.model_name = model_name
         self.target = target
         self.token = token
         self.timeout = timeout
         self._client: Client | None = None
-
-    # ---- scikit-learn parameter protocol ----------------------------------
 
     @classmethod
     def _param_names(cls) -> list[str]:
@@ -59,30 +35,30 @@ class RemoteKMeans:
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self._param_names()}
 
-    def set_params(self, **params: Any) -> RemoteKMeans:
+    def set_params(self, **params: Any) -> Any:
         valid = set(self._param_names())
         for name, value in params.items():
             if name not in valid:
-                raise ValueError(f"invalid parameter {name!r} for RemoteKMeans; valid: {sorted(valid)}")
+                raise ValueError(
+                    f"invalid parameter {name!r} for {type(self).__name__}; valid: {sorted(valid)}"
+                )
             setattr(self, name, value)
         if {"target", "token", "timeout"} & params.keys():
             self.close()
         return self
 
     def __repr__(self) -> str:
-        defaults = type(self)().get_params()
+        defaults = type(self)().get_params()  # every subclass has defaults for all parameters
         changed = [
             f"{name}={value!r}" for name, value in self.get_params().items()
             if not _same(value, defaults[name])
         ]
-        return f"RemoteKMeans({', '.join(changed)})"
+        return f"{type(self).__name__}({', '.join(changed)})"
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_client"] = None
         return state
-
-    # ---- connection --------------------------------------------------------
 
     @property
     def client(self) -> Client:
@@ -98,6 +74,67 @@ class RemoteKMeans:
         if self._client is not None:
             self._client.close()
             self._client = None
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "model_name_"):
+            raise _not_fitted_error(type(self).__name__)
+
+    def delete_model(self) -> None:
+        """Delete this estimator's model from the server; the estimator is unfitted afterwards."""
+        self._check_fitted()
+        self.client.delete_model(self.model_name_)
+        for attribute in self._fitted_attributes:
+            if hasattr(self, attribute):
+                delattr(self, attribute)
+
+    def _score(self, X: Any, sample_weight: Any, version: int | None) -> float:
+        points = as_points(X)
+        _, distances = self.client.predict(
+            self.model_name_, points, version=version, return_distance=True
+        )
+        squared = np.asarray(distances, dtype=np.float64) ** 2
+        weights = np.ones(points.shape[0]) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+        return -float(squared @ weights)
+
+
+class RemoteKMeans(_RemoteEstimator):
+    """K-means fitted and applied by a centroidal server, with sklearn.cluster.KMeans' API.
+
+    Parameters follow scikit-learn's KMeans; ``random_state`` must be an int or None.
+    ``model_name`` names the stored model (a unique name is made when it is None),
+    ``target`` defaults to $CENTROIDAL_TARGET, else 127.0.0.1:50051.
+
+    Attributes after fit: cluster_centers_ (n_clusters, n_features), labels_
+    (n_samples,) int32, inertia_, n_iter_, n_features_in_, model_name_, version_.
+    """
+
+    _fitted_attributes = (
+        "model_name_", "version_", "cluster_centers_", "labels_", "inertia_", "n_iter_",
+        "n_features_in_",
+    )
+
+    def __init__(
+        self,
+        n_clusters: int = 8,
+        *,
+        init: str | np.ndarray = "k-means++",
+        n_init: int | str = "auto",
+        max_iter: int = 300,
+        tol: float = 1e-4,
+        random_state: int | None = None,
+        model_name: str | None = None,
+        target: str | None = None,
+        token: str | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        super().__init__(target=target, token=token, timeout=timeout)
+        self.n_clusters = n_clusters
+        self.init = init
+        self.n_init = n_init
+        self.max_iter = max_iter
+        self.tol = tol
+        self.random_state = random_state
+        self.model_name = model_name
 
     # ---- estimator API -----------------------------------------------------
 
@@ -135,18 +172,6 @@ class RemoteKMeans:
         self.n_features_in_ = result.model.n_features
         return self
 
-    def delete_model(self) -> None:
-        """Delete this estimator's model from the server; the estimator is unfitted afterwards."""
-        self._check_fitted()
-        self.client.delete_model(self.model_name_)
-        for attribute in ("model_name_", "version_", "cluster_centers_", "labels_", "inertia_",
-                          "n_iter_", "n_features_in_"):
-            delattr(self, attribute)
-
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "model_name_"):
-            raise _not_fitted_error()
-
     def predict(self, X: Any, sample_weight: Any = None) -> np.ndarray:
         """Labels of the nearest centers, shape (n_samples,), int32."""
         self._check_fitted()
@@ -170,13 +195,154 @@ class RemoteKMeans:
     def score(self, X: Any, y: Any = None, sample_weight: Any = None) -> float:
         """Minus the weighted sum of squared distances of X to its nearest centers."""
         self._check_fitted()
+        return self._score(X, sample_weight, self.version_)
+
+
+class RemoteMiniBatchKMeans(_RemoteEstimator):
+    """Mini-batch k-means learnt by a centroidal server, with MiniBatchKMeans' partial_fit.
+
+    Each ``partial_fit`` sends one batch over a StreamMiniBatch stream that stays open
+    between calls, and returns once the server has applied it. The model is created by
+    the first batch, from ``init_size`` points (None: that batch, or 3 * n_clusters).
+    ``fit`` starts a new model and makes one pass over X in ``batch_size`` batches.
+    Parameters follow scikit-learn's MiniBatchKMeans, plus ``half_life`` and
+    ``half_life_unit`` ("batches" or "points") to forget old data.
+
+    Attributes after fitting: cluster_centers_ (fetched from the server when read),
+    n_steps_, n_samples_seen_, n_features_in_, model_name_, version_, inertia_ (of the
+    last batch, before it was applied).
+    """
+
+    _fitted_attributes = (
+        "model_name_", "version_", "n_steps_", "n_samples_seen_", "n_features_in_", "inertia_",
+    )
+
+    def __init__(
+        self,
+        n_clusters: int = 8,
+        *,
+        batch_size: int = 1024,
+        init_size: int | None = None,
+        reassignment_ratio: float = 0.01,
+        half_life: float | None = None,
+        half_life_unit: str = "batches",
+        random_state: int | None = None,
+        model_name: str | None = None,
+        target: str | None = None,
+        token: str | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        super().__init__(target=target, token=token, timeout=timeout)
+        self.n_clusters = n_clusters
+        self.batch_size = batch_size
+        self.init_size = init_size
+        self.reassignment_ratio = reassignment_ratio
+        self.half_life = half_life
+        self.half_life_unit = half_life_unit
+        self.random_state = random_state
+        self.model_name = model_name
+        self._stream: MiniBatchStream | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["_stream"] = None
+        return state
+
+    def close(self) -> None:
+        """Close the stream (the server checkpoints the model) and the connection."""
+        if self._stream is not None:
+            stream, self._stream = self._stream, None
+            stream.close(self.timeout)
+        super().close()
+
+    def _producer(self) -> MiniBatchStream:
+        if self._stream is None:
+            if self.random_state is not None and not isinstance(self.random_state, (int, np.integer)):
+                raise ValueError(
+                    f"random_state must be an int or None for a remote model, got {self.random_state!r}"
+                )
+            name = getattr(self, "model_name_", None) or self.model_name or (
+                f"remote-minibatch-{uuid.uuid4().hex[:16]}"
+            )
+            self._stream = self.client.stream(
+                name,
+                n_clusters=self.n_clusters,
+                init_size=self.init_size or 0,
+                reassignment_ratio=self.reassignment_ratio,
+                half_life=self.half_life,
+                half_life_unit=self.half_life_unit,
+                seed=None if self.random_state is None else int(self.random_state),
+            )
+            self.model_name_ = name
+        return self._stream
+
+    def partial_fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> RemoteMiniBatchKMeans:
+        """Learn one batch; returns once the server has applied it (or raises its error)."""
+        stream = self._producer()
+        stream.send(X, sample_weight)
+        stream.flush(self.timeout)
+        ack = stream.last_ack
+        assert ack is not None
+        self.version_ = ack.version
+        self.n_steps_ = getattr(self, "n_steps_", 0) + 1
+        self.n_samples_seen_ = ack.n_samples_seen
+        self.n_features_in_ = as_points(X).shape[1]
+        self.inertia_ = ack.batch_inertia
+        return self
+
+    def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> RemoteMiniBatchKMeans:
+        """A new model from one pass over X in batches of ``batch_size`` rows."""
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
         points = as_points(X)
-        _, distances = self.client.predict(
-            self.model_name_, points, version=self.version_, return_distance=True
-        )
-        squared = np.asarray(distances, dtype=np.float64) ** 2
-        weights = np.ones(points.shape[0]) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
-        return -float(squared @ weights)
+        weights = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+        name = getattr(self, "model_name_", None)
+        if name is not None:  # a refit replaces this estimator's model
+            self.close()
+            self.delete_model()
+            self.model_name_ = name
+        stream = self._producer()
+        for start in range(0, points.shape[0], self.batch_size):
+            batch_weights = None if weights is None else weights[start : start + self.batch_size]
+            stream.send(points[start : start + self.batch_size], batch_weights)
+        stream.flush(self.timeout)
+        ack = stream.last_ack
+        assert ack is not None
+        self.version_ = ack.version
+        self.n_steps_ = -(-points.shape[0] // self.batch_size)
+        self.n_samples_seen_ = ack.n_samples_seen
+        self.n_features_in_ = points.shape[1]
+        self.inertia_ = ack.batch_inertia
+        return self
+
+    @property
+    def cluster_centers_(self) -> np.ndarray:
+        """The model's current centers, read from the server."""
+        self._check_fitted()
+        centers = self.client.get_model(self.model_name_).centers
+        if centers is None:
+            raise _not_fitted_error(f"{type(self).__name__} (still buffering its first points)")
+        return centers
+
+    def predict(self, X: Any, sample_weight: Any = None) -> np.ndarray:
+        """Labels of the nearest current centers, shape (n_samples,), int32."""
+        self._check_fitted()
+        labels = self.client.predict(self.model_name_, X)
+        assert isinstance(labels, np.ndarray)
+        return labels
+
+    def fit_predict(self, X: Any, y: Any = None, sample_weight: Any = None) -> np.ndarray:
+        return self.fit(X, sample_weight=sample_weight).predict(X)
+
+    def transform(self, X: Any) -> np.ndarray:
+        """Distances to every current center, shape (n_samples, n_clusters)."""
+        self._check_fitted()
+        return self.client.transform(self.model_name_, X)
+
+    def score(self, X: Any, y: Any = None, sample_weight: Any = None) -> float:
+        """Minus the weighted sum of squared distances of X to its nearest centers."""
+        self._check_fitted()
+        return self._score(X, sample_weight, None)
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -185,10 +351,11 @@ def _same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
-def _not_fitted_error() -> Exception:
+def _not_fitted_error(kind: str) -> Exception:
+    message = f"this {kind} is not fitted yet; call fit or partial_fit first"
     try:
         from sklearn.exceptions import NotFittedError
     except ImportError:
-        return AttributeError("this RemoteKMeans is not fitted yet; call fit first")
-    error: Exception = NotFittedError("this RemoteKMeans is not fitted yet; call fit first")
+        return AttributeError(message)
+    error: Exception = NotFittedError(message)
     return error

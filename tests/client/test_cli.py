@@ -69,3 +69,32 @@ def test_health_exit_code(target: list[str], capsys: pytest.CaptureFixture[str])
     assert main([*target, "health"]) == 0
     assert capsys.readouterr().out.strip() == "SERVING"
     assert main(["--target", "127.0.0.1:1", "--timeout", "2", "health"]) == 1
+
+
+def test_stream_a_file_and_resume_it(
+    target: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    npy = tmp_path / "points.npy"
+    np.save(npy, X.astype(np.float32))
+    assert main([*target, "stream", str(npy), "--model", "live", "--batch-size", "50", "-k", "4",
+                 "--seed", "1", "--producer-id", "loader"]) == 0
+    captured = capsys.readouterr()
+    assert "model live version 6: 6 of 6 batches (300 points)" in captured.out
+    assert "durable through sequence 6" in captured.out
+    assert "300/300 points" in captured.err
+    # Running the same file again as the same producer changes nothing: every batch is a
+    # duplicate of one the model has.
+    assert main([*target, "stream", str(npy), "--model", "live", "--batch-size", "50",
+                 "--producer-id", "loader", "-q"]) == 0
+    assert "model live version 6" in capsys.readouterr().out
+    assert main([*target, "models", "get", "live"]) == 0
+    described = json.loads(capsys.readouterr().out)
+    assert described["kind"] == "minibatch-kmeans" and described["n_batches"] == 6
+    assert described["n_samples_seen"] == 300 and described["durable_version"] == 6
+
+    bad = tmp_path / "three.npy"
+    np.save(bad, np.ones((10, 3), dtype=np.float32))
+    assert main([*target, "stream", str(bad), "--model", "live", "-q"]) == 1
+    assert "rejected" in capsys.readouterr().err
+    assert main([*target, "stream", str(npy), "--model", "nowhere", "-q"]) == 1
+    assert "NOT_FOUND" in capsys.readouterr().err

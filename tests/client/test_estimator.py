@@ -74,3 +74,35 @@ def test_refit_replaces_its_own_model(target: str) -> None:
     estimator.delete_model()
     with pytest.raises(NotFittedError):
         estimator.predict(X)
+
+
+def test_remote_minibatch_kmeans_learns_like_sklearn(target: str) -> None:
+    from sklearn.cluster import MiniBatchKMeans
+
+    from centroidal.client import FailedPrecondition, RemoteMiniBatchKMeans
+
+    data, _ = make_blobs(6000, centers=5, n_features=3, cluster_std=0.8, random_state=4)
+    batches = [data[i : i + 500] for i in range(0, len(data), 500)]
+    ours = RemoteMiniBatchKMeans(5, random_state=2)
+    ref = MiniBatchKMeans(5, random_state=2, n_init=1)
+    for batch in batches:
+        assert ours.partial_fit(batch) is ours
+        ref.partial_fit(batch)
+    assert ours.n_steps_ == 12 and ours.n_samples_seen_ == 6000 and ours.n_features_in_ == 3
+    assert ours.cluster_centers_.shape == (5, 3)
+    assert -ours.score(data) <= 1.02 * -ref.score(data)
+    assert ours.predict(data[:10]).shape == (10,) and ours.transform(data[:4]).shape == (4, 5)
+    with pytest.raises(FailedPrecondition):
+        ours.partial_fit(data[:10, :2])
+    # clone keeps the parameters; pickling drops the connection and the stream.
+    assert clone(ours).get_params() == ours.get_params()
+    restored = pickle.loads(pickle.dumps(ours))
+    np.testing.assert_array_equal(restored.cluster_centers_, ours.cluster_centers_)
+    ours.close()
+    name = ours.model_name_
+    refit = ours.fit(data)  # a new model under the same name, one pass in batch_size batches
+    assert refit.model_name_ == name and refit.n_steps_ == 6 and refit.n_samples_seen_ == 6000
+    ours.close()
+    ours.delete_model()
+    with pytest.raises(NotFittedError):
+        ours.predict(data)
