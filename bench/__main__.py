@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import engine, system
+from . import engine, streaming, system
 from .common import gemm_peak_gflops, machine, print_table, write_results
 
 
@@ -21,6 +21,9 @@ def main() -> None:
     rows = engine.run(quick=args.quick)
     system_rows, facts = system.run()
     rows += system_rows
+    stream_rows, stream_facts = streaming.run()
+    rows += stream_rows
+    facts.update(stream_facts)
     print_table(rows, peak)
     print()
     for key, value in facts.items():

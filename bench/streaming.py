@@ -129,7 +129,7 @@ def run() -> tuple[list[Row], dict[str, float]]:
             # Throughput is compared as time for the same points: below 1 is faster.
             rows.append(
                 Row(
-                    f"stream ingest d={D} k={K} {BATCH}-point batches, {producers} producer(s)",
+                    f"stream ingest d={D} k={K} {BATCH}/batch, {producers} producer(s)",
                     seconds, "sklearn partial_fit", reference_s,
                     extra={
                         "points_per_s": streamed_points / seconds,

@@ -8,7 +8,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from centroidal.client import Client, NotFound
+from centroidal.client import Client, FailedPrecondition, NotFound
 from tests.conftest import ServerFactory
 
 
@@ -33,13 +33,24 @@ def test_metrics_count_rpcs_points_and_models(start_server: ServerFactory) -> No
         client.predict("measured", X[:50])
         with pytest.raises(NotFound):
             client.predict("absent", X)
+        with client.stream("streamed", n_clusters=2, producer_id="p") as stream:
+            stream.send(X[:100])
+            stream.send(X[:20, :2])  # rejected: wrong dimension
+            with pytest.raises(FailedPrecondition):
+                stream.flush()
+        with client.stream("streamed", producer_id="p") as stream:
+            stream.send(X[:100], timeout=10)  # sequence 1 again: a duplicate
     url = f"http://127.0.0.1:{server.metrics_port}/metrics"
     text = urllib.request.urlopen(url, timeout=10).read().decode()
     assert sample(text, 'centroidal_rpc_requests_total{code="OK",method="Fit"}') == 1
     assert sample(text, 'centroidal_rpc_requests_total{code="OK",method="Predict"}') == 1
     assert sample(text, 'centroidal_rpc_requests_total{code="NOT_FOUND",method="Predict"}') == 1
-    assert sample(text, "centroidal_points_ingested_total") == 400
+    assert sample(text, "centroidal_points_ingested_total") == 500
+    assert sample(text, 'centroidal_stream_batches_total{outcome="OK"}') == 1
+    assert sample(text, 'centroidal_stream_batches_total{outcome="FAILED_PRECONDITION"}') == 1
+    assert sample(text, 'centroidal_stream_batches_total{outcome="DUPLICATE"}') == 1
+    assert sample(text, 'centroidal_rpc_requests_total{code="OK",method="StreamMiniBatch"}') == 2
     assert sample(text, "centroidal_points_predicted_total") == 50
     assert 1 <= sample(text, "centroidal_fit_iterations_total") <= 5
-    assert sample(text, "centroidal_models") == 1
+    assert sample(text, "centroidal_models") == 2
     assert 'centroidal_rpc_duration_seconds_count{method="Fit"} 1.0' in text
