@@ -33,6 +33,7 @@ from numba import njit
 
 from . import _lloyd
 from .kmeans import (
+    FLOAT32_MAX_ABS,
     UNIT_WEIGHTS,
     InvalidInputError,
     _shift_for,
@@ -147,12 +148,11 @@ class MiniBatchState:
     def pending_points(self) -> int:
         return sum(points.shape[0] for points, _ in self.pending)
 
-    def check_batch(
-        self, X: Any, sample_weight: Any = None, *, check_values: bool = True
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Validate one batch against the model; returns (points, weights) ready to learn.
+    def check_batch(self, X: Any, sample_weight: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """Validate one batch's shape, dtype and weights; returns (points, weights).
 
-        check_values=False skips the NaN/Inf scan for a caller that has done it.
+        Its values (NaN, Inf, float32 overflow) are checked by ``partial_fit``, which
+        finds them in its own sums at no extra pass over the batch.
         """
         X = as_float_matrix(X, "points")
         if X.dtype != self.dtype:
@@ -165,8 +165,6 @@ class MiniBatchState:
                 "points.cols",
                 f"the model has {self.n_features} features; the batch has {X.shape[1]}",
             )
-        if check_values:
-            check_finite(X, "points")
         if sample_weight is None or np.size(sample_weight) == 0:
             return X, UNIT_WEIGHTS
         weights = np.asarray(sample_weight, dtype=np.float64).reshape(-1)
@@ -182,7 +180,12 @@ class MiniBatchState:
         return X, np.ascontiguousarray(weights)
 
     def partial_fit(self, X: np.ndarray, sample_weight: np.ndarray = UNIT_WEIGHTS) -> BatchOutcome:
-        """Learn one batch checked by ``check_batch``."""
+        """Learn one batch checked by ``check_batch``.
+
+        Raises InvalidInputError("points") for NaN, Inf or too large values, and then
+        leaves the model as it was.
+        """
+        _check_values(X)
         if self.initialized:
             inertia, reassigned = self._step(X, sample_weight)
             return BatchOutcome(inertia, False, reassigned)
@@ -305,6 +308,15 @@ class MiniBatchState:
         state.since_reassign = int(meta["since_reassign"])
         state.init_target = int(meta["init_target"])
         return state
+
+
+def _check_values(X: np.ndarray) -> None:
+    """check_finite's guarantee from two vectorised reductions (a NaN makes them NaN);
+    the full scan runs only to describe a batch that fails."""
+    limit = FLOAT32_MAX_ABS if X.dtype == np.float32 else math.inf
+    if not max(float(X.max()), -float(X.min())) < limit:
+        check_finite(X, "points")
+        raise InvalidInputError("points", "points hold values too large to square")  # not reached
 
 
 @njit(nogil=True, cache=True)

@@ -100,3 +100,25 @@ def test_sigkill_loses_nothing_durable_and_producers_resume(tmp_path: Path) -> N
         assert model.n_batches == 60 and model.n_samples_seen == expected.n_samples_seen
         np.testing.assert_allclose(model.centers, expected.centers, rtol=1e-5, atol=1e-5)
     assert server.terminate() == 0
+
+
+def test_sigterm_stores_every_acked_batch(tmp_path: Path) -> None:
+    port = free_port()
+    server = ServeProcess(tmp_path, "--port", str(port), "--checkpoint-interval", "3600")
+    address = server.wait_for_address()
+    with Client(address, timeout=60) as client:
+        stream = client.stream("term", n_clusters=4, seed=7, producer_id="p")
+        for batch in BATCHES[:10]:
+            stream.send(batch)
+        stream.flush()
+        assert stream.last_ack.durable_version < stream.last_ack.version  # nothing stored yet
+        acked = stream.last_ack.version
+        assert server.terminate() == 0
+        stream.abort()
+    assert any("stopped cleanly" in line for line in server.lines)
+    server, address = serve(tmp_path, port)
+    with Client(address, timeout=60) as client:
+        model = client.get_model("term", include_centers=True)
+    assert model.version == acked and model.n_batches == 10
+    np.testing.assert_array_equal(model.centers, uninterrupted(10).centers)
+    assert server.terminate() == 0
