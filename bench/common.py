@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 import statistics
+import subprocess
+import sys
+import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -105,3 +111,27 @@ def write_results(rows: list[Row], meta: dict[str, object]) -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps([row.to_json() for row in rows], indent=2) + "\n")
     (RESULTS.parent / "machine.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+@contextmanager
+def served() -> Iterator[str]:
+    """A `centroidal serve` subprocess on a free port; yields its address."""
+    with tempfile.TemporaryDirectory() as data_dir:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "centroidal.client.cli", "serve", "--port", "0",
+             "--data-dir", data_dir],
+            stderr=subprocess.PIPE, text=True,
+        )
+        assert child.stderr is not None
+        try:
+            for line in child.stderr:
+                found = re.search(r"centroidal listening on (\S+)", line)
+                if found:
+                    break
+            else:
+                raise RuntimeError("server exited before serving")
+            threading.Thread(target=child.stderr.read, daemon=True).start()  # keep the pipe drained
+            yield found.group(1)
+        finally:
+            child.terminate()
+            child.wait(60)

@@ -7,15 +7,9 @@ the same 8192-point float32 batches in the same order.
 
 from __future__ import annotations
 
-import re
 import statistics
-import subprocess
-import sys
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import numpy as np
 from sklearn.cluster import MiniBatchKMeans
@@ -23,35 +17,11 @@ from sklearn.cluster import MiniBatchKMeans
 from centroidal.client import Client
 from centroidal.engine import kmeans
 
-from .common import Row
+from .common import Row, served
 from .engine import blobs
 
 D, K, BATCH, N_BATCHES = 16, 64, 8192, 160
 REPEATS = 3
-
-
-@contextmanager
-def served() -> Iterator[str]:
-    """A `centroidal serve` subprocess on a free port; yields its address."""
-    with tempfile.TemporaryDirectory() as data_dir:
-        child = subprocess.Popen(
-            [sys.executable, "-m", "centroidal.client.cli", "serve", "--port", "0",
-             "--data-dir", data_dir],
-            stderr=subprocess.PIPE, text=True,
-        )
-        assert child.stderr is not None
-        try:
-            for line in child.stderr:
-                found = re.search(r"centroidal listening on (\S+)", line)
-                if found:
-                    break
-            else:
-                raise RuntimeError("server exited before serving")
-            threading.Thread(target=child.stderr.read, daemon=True).start()  # keep the pipe drained
-            yield found.group(1)
-        finally:
-            child.terminate()
-            child.wait(60)
 
 
 def _inertia(X: np.ndarray, centers: np.ndarray) -> float:

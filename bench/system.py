@@ -15,9 +15,8 @@ import numpy as np
 from sklearn.cluster import KMeans
 
 from centroidal.client import Client
-from centroidal.server import ServerConfig, create_server
 
-from .common import Row, median_time
+from .common import Row, median_time, served
 from .engine import blobs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,15 +26,11 @@ def sdk_predict(n: int, d: int, k: int) -> Row:
     """Client.predict over loopback against sklearn's predict in process."""
     X = blobs(n, d, k, np.float32)
     model = KMeans(k, n_init=1, max_iter=5, random_state=0).fit(X[:50_000])
-    with tempfile.TemporaryDirectory() as data_dir:
-        server, port = create_server(ServerConfig(port=0, data_dir=data_dir))
-        server.start()
-        try:
-            with Client(f"127.0.0.1:{port}") as client:
-                client.fit("bench", X[:50_000], k, init=model.cluster_centers_, max_iter=1)
-                ours = median_time(lambda: client.predict("bench", X), 5)
-        finally:
-            server.stop(0)
+    # The server runs in its own process, as in production: in this one it would compete
+    # with the client for the GIL.
+    with served() as address, Client(address) as client:
+        client.fit("bench", X[:50_000], k, init=model.cluster_centers_, max_iter=1)
+        ours = median_time(lambda: client.predict("bench", X), 5)
     return Row(
         f"predict via SDK over loopback {n:.0e}x{d} k={k} f32",
         ours,

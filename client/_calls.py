@@ -1,5 +1,8 @@
 """Request building and response gathering shared by Client and AsyncClient.
 
+Requests carrying arrays are built pre-serialised (``_wire.encode_with_matrix``);
+``raw_methods`` gives the multi-callables that send such bytes as they are.
+
 Each plan turns one SDK call's arguments into the messages to send, and the
 messages received into the call's result. The two clients differ only in how
 they send, wait and retry.
@@ -94,16 +97,17 @@ class FitPlan:
         self.labels = np.empty(n_samples, dtype=np.int32) if return_labels else None
         self._result: pb.FitResult | None = None
 
-    def requests(self) -> Iterator[tuple[pb.FitRequest, FitProgress]]:
-        """Each chunk to send, with the upload progress once it is sent."""
+    def requests(self) -> Iterator[tuple[bytes, FitProgress]]:
+        """Each serialised chunk to send, with the upload progress once it is sent."""
         points, weights, rows = self.points, self.weights, self.rows
         # range(0, 1, ...) for empty data: the spec always goes out, so the server can say why.
         for start in range(0, max(self.n_samples, 1), rows):
-            message = pb.FitRequest(points=_wire.encode_matrix(points[start : start + rows]))
+            head = pb.FitRequest()
             if start == 0:
-                message.spec.CopyFrom(self.spec)
+                head.spec.CopyFrom(self.spec)
             if weights is not None:
-                message.sample_weight.CopyFrom(_wire.encode_weights(weights[start : start + rows]))
+                head.sample_weight.CopyFrom(_wire.encode_weights(weights[start : start + rows]))
+            message = _wire.encode_with_matrix(head, "points", points[start : start + rows])
             sent = min(start + rows, self.n_samples)
             yield message, FitProgress("uploading", points_received=sent, points_total=self.n_samples)
 
@@ -166,16 +170,17 @@ class PredictPlan:
         """One unary call suffices."""
         return bool(self.n_samples <= self.rows)
 
-    def request(self, start: int) -> pb.PredictRequest:
-        message = pb.PredictRequest(points=_wire.encode_matrix(self.points[start : start + self.rows]))
+    def request(self, start: int) -> bytes:
+        """The serialised request for the rows from ``start``."""
+        head = pb.PredictRequest()
         if start == 0:
-            message.model = self.name
-            message.options.CopyFrom(self.options)
+            head.model = self.name
+            head.options.CopyFrom(self.options)
             if self.version is not None:
-                message.version = int(self.version)
-        return message
+                head.version = int(self.version)
+        return _wire.encode_with_matrix(head, "points", self.points[start : start + self.rows])
 
-    def requests(self) -> Iterator[pb.PredictRequest]:
+    def requests(self) -> Iterator[bytes]:
         return (self.request(start) for start in range(0, self.n_samples, self.rows))
 
     def store(self, response: pb.PredictResponse) -> None:
@@ -230,3 +235,23 @@ def stream_open(
         if seed is not None:
             config.seed = int(seed)
     return message
+
+
+_SERVICE = "/centroidal.v1.ClusteringService/"
+
+
+class RawMethods:
+    """Fit, Predict and PredictStream on a channel (sync or aio), taking serialised requests."""
+
+    def __init__(self, channel: Any) -> None:
+        self.fit = channel.stream_stream(
+            _SERVICE + "Fit", request_serializer=bytes, response_deserializer=pb.FitResponse.FromString
+        )
+        self.predict = channel.unary_unary(
+            _SERVICE + "Predict", request_serializer=bytes,
+            response_deserializer=pb.PredictResponse.FromString,
+        )
+        self.predict_stream = channel.stream_stream(
+            _SERVICE + "PredictStream", request_serializer=bytes,
+            response_deserializer=pb.PredictResponse.FromString,
+        )

@@ -24,7 +24,7 @@ from centroidal.v1 import clustering_pb2 as pb
 from centroidal.v1 import clustering_pb2_grpc as pb_grpc
 
 from . import _wire
-from ._calls import PredictPlan, stream_open
+from ._calls import PredictPlan, RawMethods, stream_open
 from ._wire import FitProgress, FitResult, ModelInfo
 from .client import (
     _RESPONSE_BUDGET,
@@ -94,6 +94,7 @@ class AsyncClient:
         else:
             self._channel = grpc.aio.insecure_channel(self.target, options=channel_options)
         self._stub = pb_grpc.ClusteringServiceStub(self._channel)
+        self._raw = RawMethods(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self._token = token
@@ -217,7 +218,7 @@ class AsyncClient:
             return await asyncio.to_thread(
                 self._threaded()._predict, name, points, version, options, timeout
             )
-        plan.store(await self._call(self._stub.Predict, plan.request(0), timeout))
+        plan.store(await self._call(self._raw.predict, plan.request(0), timeout))
         return plan.finish()
 
     async def get_model(

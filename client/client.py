@@ -14,7 +14,7 @@ from centroidal.v1 import clustering_pb2 as pb
 from centroidal.v1 import clustering_pb2_grpc as pb_grpc
 
 from . import _wire
-from ._calls import FitPlan, PredictPlan, stream_open
+from ._calls import FitPlan, PredictPlan, RawMethods, stream_open
 from ._wire import FitProgress, FitResult, ModelInfo
 from .errors import error_from_rpc
 from .stream import (
@@ -79,6 +79,7 @@ class Client:
         else:
             self._channel = grpc.insecure_channel(self.target, options=channel_options)
         self._stub = pb_grpc.ClusteringServiceStub(self._channel)
+        self._raw = RawMethods(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
 
@@ -188,7 +189,7 @@ class Client:
         upload_failure: list[BaseException] = []
         call: list[grpc.Future] = []
 
-        def requests() -> Iterator[pb.FitRequest]:
+        def requests() -> Iterator[bytes]:
             for message, uploaded in plan.requests():
                 yield message
                 if on_progress is not None:
@@ -200,7 +201,7 @@ class Client:
                             call[0].cancel()
                         return
 
-        responses = self._stub.Fit(
+        responses = self._raw.fit(
             requests(),
             timeout=self.fit_timeout if timeout is None else timeout,
             metadata=self._metadata,
@@ -272,10 +273,10 @@ class Client:
             name, points, version, options, n_clusters, self.chunk_bytes, _RESPONSE_BUDGET
         )
         if plan.single:
-            plan.store(self._call(self._stub.Predict, plan.request(0), timeout))
+            plan.store(self._call(self._raw.predict, plan.request(0), timeout))
         else:
             try:
-                for response in self._stub.PredictStream(
+                for response in self._raw.predict_stream(
                     plan.requests(), timeout=self._deadline(timeout), metadata=self._metadata
                 ):
                     plan.store(response)

@@ -33,7 +33,6 @@ from numba import njit
 
 from . import _lloyd
 from .kmeans import (
-    FLOAT32_MAX_ABS,
     UNIT_WEIGHTS,
     InvalidInputError,
     _shift_for,
@@ -185,7 +184,7 @@ class MiniBatchState:
         Raises InvalidInputError("points") for NaN, Inf or too large values, and then
         leaves the model as it was.
         """
-        _check_values(X)
+        check_finite(X, "points")
         if self.initialized:
             inertia, reassigned = self._step(X, sample_weight)
             return BatchOutcome(inertia, False, reassigned)
@@ -308,15 +307,6 @@ class MiniBatchState:
         state.since_reassign = int(meta["since_reassign"])
         state.init_target = int(meta["init_target"])
         return state
-
-
-def _check_values(X: np.ndarray) -> None:
-    """check_finite's guarantee from two vectorised reductions (a NaN makes them NaN);
-    the full scan runs only to describe a batch that fails."""
-    limit = FLOAT32_MAX_ABS if X.dtype == np.float32 else math.inf
-    if not max(float(X.max()), -float(X.min())) < limit:
-        check_finite(X, "points")
-        raise InvalidInputError("points", "points hold values too large to square")  # not reached
 
 
 @njit(nogil=True, cache=True)

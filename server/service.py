@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import grpc
 import numpy as np
@@ -350,7 +351,7 @@ class ClusteringServicer(pb_grpc.ClusteringServiceServicer):
         snapshot = self._snapshot_for(first)
         options = first.options
         offset = 0
-        for index, message in enumerate(_chain(first, request_iterator)):
+        for index, message in enumerate(_chain(first, _read_ahead(request_iterator))):
             if index and (message.model or message.HasField("version") or message.HasField("options")):
                 raise invalid(
                     "model",
@@ -411,7 +412,10 @@ class ClusteringServicer(pb_grpc.ClusteringServiceServicer):
                 "per message with PredictStream",
             )
         self.metrics.predicted.inc(points.shape[0])
-        labels, distances = kmeans.predict(points, snapshot.centers, return_distance=True)
+        if options.return_distances:
+            labels, distances = kmeans.predict(points, snapshot.centers, return_distance=True)
+        else:
+            labels = kmeans.predict(points, snapshot.centers)
         response.labels = encode_labels(labels)
         if options.return_distances:
             response.distances.CopyFrom(encode_matrix(distances.reshape(-1, 1)))
@@ -656,36 +660,51 @@ def _progress(stage: int, *, n_samples: int, started: float) -> pb.FitResponse:
     )
 
 
-# Batches a stream receives ahead of the one being applied.
+# Messages a stream receives ahead of the one being worked on.
 READ_AHEAD = 8
+T = TypeVar("T")
 _END = object()
 
 
-def _read_ahead(messages: Iterator[pb.MiniBatchRequest]) -> Iterator[pb.MiniBatchRequest]:
+def _read_ahead(messages: Iterator[T]) -> Iterator[T]:
     """The same messages, received by a second thread while the caller works on earlier ones.
 
-    Receiving and parsing the next batch then overlaps applying this one, whose kernels
-    run without the GIL.
+    Receiving and parsing the next message then overlaps the work on this one, whose
+    kernels run without the GIL.
     """
     received: queue.Queue[object] = queue.Queue(maxsize=READ_AHEAD)
+    stopped = threading.Event()
+
+    def hand_over(item: object) -> bool:
+        while not stopped.is_set():
+            try:
+                received.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False  # the consumer left early (an error ended the call)
 
     def receive() -> None:
         try:
             for message in messages:
-                received.put(message)
+                if not hand_over(message):
+                    return
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-            received.put(exc)
+            hand_over(exc)
         else:
-            received.put(_END)
+            hand_over(_END)
 
     threading.Thread(target=receive, name="centroidal-read-ahead", daemon=True).start()
-    while True:
-        item = received.get()
-        if item is _END:
-            return
-        if isinstance(item, BaseException):
-            raise item
-        yield item  # type: ignore[misc]
+    try:
+        while True:
+            item = received.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # type: ignore[misc]
+    finally:
+        stopped.set()
 
 
 def _chain(first: pb.PredictRequest, rest: Iterator[pb.PredictRequest]) -> Iterator[pb.PredictRequest]:

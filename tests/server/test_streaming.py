@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections.abc import Iterator
 
 import grpc
@@ -257,3 +258,21 @@ def test_model_limit_applies_to_streamed_models(start_server: ServerFactory) -> 
         run(stub, opening("one"), batch(1, POINTS[:50]))
         (ack,) = run(stub, opening("two"), batch(1, POINTS[:50]))
     assert ack.error.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0] and ack.error.field == "model"
+
+
+def test_a_refused_stream_leaves_no_receiving_thread_behind(stub) -> None:
+    before = {t.ident for t in threading.enumerate() if t.name == "centroidal-read-ahead"}
+    for _ in range(3):
+        # A second opening ends the call while 40 batches are still coming.
+        error = stream_error(
+            stub, opening("twice"), batch(1, POINTS[:50]), opening("twice"),
+            *(batch(s, POINTS[:50]) for s in range(2, 42)),
+        )
+        assert isinstance(error, InvalidArgument)
+    give_up = time.monotonic() + 10
+    while time.monotonic() < give_up:
+        left = {t.ident for t in threading.enumerate() if t.name == "centroidal-read-ahead"} - before
+        if not left:
+            break
+        time.sleep(0.05)
+    assert not left
