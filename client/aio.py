@@ -32,8 +32,7 @@ from .client import (
     DEFAULT_CHUNK_BYTES,
     DEFAULT_FIT_TIMEOUT_S,
     DEFAULT_TIMEOUT_S,
-    MAX_CHUNK_BYTES,
-    MIN_CHUNK_BYTES,
+    channel_settings,
     default_target,
 )
 from .errors import (
@@ -76,19 +75,11 @@ class AsyncClient:
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         options: Sequence[tuple[str, Any]] = (),
     ) -> None:
-        if not MIN_CHUNK_BYTES <= chunk_bytes <= MAX_CHUNK_BYTES:
-            raise ValueError(
-                f"chunk_bytes must be from {MIN_CHUNK_BYTES} to {MAX_CHUNK_BYTES}, got {chunk_bytes}"
-            )
         self.target = target or default_target()
         self.timeout = timeout
         self.fit_timeout = fit_timeout
         self.chunk_bytes = chunk_bytes
-        channel_options = [
-            ("grpc.max_receive_message_length", -1),
-            ("grpc.max_send_message_length", -1),
-            *options,
-        ]
+        channel_options = channel_settings(chunk_bytes, options)
         if credentials is not None:
             self._channel = grpc.aio.secure_channel(self.target, credentials, options=channel_options)
         else:

@@ -37,6 +37,19 @@ SERVER_MESSAGE_BYTES = 16 * 1024 * 1024
 _RESPONSE_BUDGET = SERVER_MESSAGE_BYTES // 2
 
 
+def channel_settings(chunk_bytes: int, options: Sequence[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    """Check chunk_bytes; the channel options every client uses, then the caller's."""
+    if not MIN_CHUNK_BYTES <= chunk_bytes <= MAX_CHUNK_BYTES:
+        raise ValueError(
+            f"chunk_bytes must be from {MIN_CHUNK_BYTES} to {MAX_CHUNK_BYTES}, got {chunk_bytes}"
+        )
+    return [
+        ("grpc.max_receive_message_length", -1),
+        ("grpc.max_send_message_length", -1),
+        *options,
+    ]
+
+
 def default_target() -> str:
     """$CENTROIDAL_TARGET, else 127.0.0.1:50051."""
     return os.environ.get("CENTROIDAL_TARGET") or DEFAULT_TARGET
@@ -61,19 +74,11 @@ class Client:
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         options: Sequence[tuple[str, Any]] = (),
     ) -> None:
-        if not MIN_CHUNK_BYTES <= chunk_bytes <= MAX_CHUNK_BYTES:
-            raise ValueError(
-                f"chunk_bytes must be from {MIN_CHUNK_BYTES} to {MAX_CHUNK_BYTES}, got {chunk_bytes}"
-            )
         self.target = target or default_target()
         self.timeout = timeout
         self.fit_timeout = fit_timeout
         self.chunk_bytes = chunk_bytes
-        channel_options = [
-            ("grpc.max_receive_message_length", -1),
-            ("grpc.max_send_message_length", -1),
-            *options,
-        ]
+        channel_options = channel_settings(chunk_bytes, options)
         if credentials is not None:
             self._channel = grpc.secure_channel(self.target, credentials, options=channel_options)
         else:

@@ -135,17 +135,8 @@ class Registry:
         (``save_checkpoint``), so readers may see versions that are not on disk yet.
         """
         name = snapshot.name
-        previous = self._snapshots.get(name)
-        now = time.time()
-        version = self._last_versions.get(name, 0) + 1
-        snapshot.centers.setflags(write=False)
-        published = replace(
-            snapshot,
-            version=version,
-            created_at=previous.created_at if previous is not None else now,
-            updated_at=now,
-        )
-        self._publish(name, published, version)
+        published = self._next_version(snapshot, self._snapshots.get(name))
+        self._publish(name, published, published.version)
         with self._guard:
             self._creating.discard(name)
         return published
@@ -189,19 +180,21 @@ class Registry:
     def _write(self, snapshot: ModelSnapshot, creating: bool) -> ModelSnapshot:
         """Store and publish under the name's writer lock."""
         name = snapshot.name
-        previous = None if creating else self._snapshots.get(name)
+        published = self._next_version(snapshot, None if creating else self._snapshots.get(name))
+        self._store.save(published, keep_versions=self._keep_versions)
+        self._publish(name, published, published.version)
+        return published
+
+    def _next_version(self, snapshot: ModelSnapshot, previous: ModelSnapshot | None) -> ModelSnapshot:
+        """``snapshot`` frozen, numbered after the name's last version and timestamped."""
         now = time.time()
-        version = self._last_versions.get(name, 0) + 1
         snapshot.centers.setflags(write=False)
-        published = replace(
+        return replace(
             snapshot,
-            version=version,
+            version=self._last_versions.get(snapshot.name, 0) + 1,
             created_at=previous.created_at if previous is not None else now,
             updated_at=now,
         )
-        self._store.save(published, keep_versions=self._keep_versions)
-        self._publish(name, published, version)
-        return published
 
     def delete(self, name: str, expected_version: int | None = None) -> int:
         """Delete a model; returns the version the delete wrote."""
