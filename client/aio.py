@@ -49,6 +49,7 @@ from .stream import (
     DEFAULT_WINDOW,
     BatchAck,
     _Ledger,
+    reopening,
     retry_budget,
     stream_method,
 )
@@ -315,7 +316,7 @@ class AsyncMiniBatchStream:
         self._queue: asyncio.Queue[Any] | None = None
         self._worker: asyncio.Task[None] | None = None
         self._call: Any = None
-        self._fatal: CentroidalError | None = None
+        self._fatal: BaseException | None = None
         self._closing = False
         self._done = False
 
@@ -371,6 +372,11 @@ class AsyncMiniBatchStream:
         error = ledger.unreported_error()
         if error is not None:
             raise error
+        if ledger.unacked:
+            raise RuntimeError(
+                f"the stream to model {self.model!r} is closed with {len(ledger.unacked)} "
+                "batches unacknowledged"
+            )
 
     async def close(self, timeout: float | None = None) -> None:
         """Flush, end the stream and wait for the server's final checkpoint."""
@@ -461,6 +467,8 @@ class AsyncMiniBatchStream:
                 self._fatal = refused
                 return
             while not self._done:
+                if self._ledger.model_stored():
+                    self._open = reopening(self._open)
                 connection: asyncio.Queue[Any] = asyncio.Queue()
                 for request in self._ledger.replay():
                     connection.put_nowait(request)
@@ -500,6 +508,12 @@ class AsyncMiniBatchStream:
                     continue  # the server ended the stream early: resend what is unanswered
                 self._ledger.all_durable()
                 return
+        except asyncio.CancelledError:
+            raise
+        except BaseException as failure:  # noqa: BLE001 - an on_ack callback or a closed channel
+            self._fatal = failure
+            if self._call is not None:
+                self._call.cancel()
         finally:
             self._done = True
             await self._notify()

@@ -44,6 +44,8 @@ RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
 _CLOSE = object()  # the producer is done: end the stream
 _HANG_UP = object()  # this connection is dead: stop feeding it
 _LATENCIES_KEPT = 100_000
+# The version of a kept batch whose ack is awaited again after a reconnect.
+UNKNOWN_VERSION = 2**63
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,13 @@ class _Ledger:
         return sequence, request
 
     def replay(self) -> list[bytes]:
-        """Every request not yet durable, in sequence order, for a new connection."""
+        """Every request not yet durable, in sequence order, for a new connection.
+
+        The versions acked before are forgotten: after a server crash the same numbers
+        may be given to other batches, so a kept batch waits for its new ack.
+        """
+        for sequence, (request, _) in self.volatile.items():
+            self.volatile[sequence] = (request, UNKNOWN_VERSION)
         return [
             (self.volatile.get(sequence) or self.unacked[sequence])[0]
             for sequence in sorted([*self.volatile, *self.unacked])
@@ -167,6 +175,14 @@ class _Ledger:
             volatile.popitem(last=False)
             self.replay_bytes -= len(request)
 
+    def model_stored(self) -> bool:
+        """The server has stored the model: a reconnect must not create it again.
+
+        Before any checkpoint, a server crash loses the model together with every batch,
+        and all of them are still kept here: re-creating it then replays the same model.
+        """
+        return self.durable_version > 0
+
     def all_durable(self) -> None:
         """The server closed the stream cleanly, which checkpoints the model."""
         self.volatile.clear()
@@ -190,6 +206,15 @@ def retry_budget(
     elapsed = 0.0 if failed_since is None else time.monotonic() - failed_since
     remaining = reconnect_timeout - elapsed
     return remaining if remaining > 0 else None
+
+
+def reopening(open_message: bytes) -> bytes:
+    """The open message for a reconnect once the model exists: without create_if_missing,
+    so a model deleted meanwhile is reported (NOT_FOUND) instead of silently re-created."""
+    message = pb.MiniBatchRequest.FromString(open_message)
+    message.open.ClearField("create_if_missing")
+    serialized: bytes = message.SerializeToString()
+    return serialized
 
 
 def stream_method(channel: Any) -> Any:
@@ -216,6 +241,8 @@ class MiniBatchStream:
         max_replay_bytes: int,
         on_ack: Callable[[BatchAck], None] | None,
     ) -> None:
+        """on_ack runs on the stream's receiving thread: it must not call send or flush.
+        If it raises, the stream ends and send, flush and close raise that exception."""
         self.model = open_message.model
         self._ledger = _Ledger(producer_id or uuid.uuid4().hex, first_sequence, window, max_replay_bytes)
         self.producer_id = self._ledger.producer_id
@@ -226,7 +253,8 @@ class MiniBatchStream:
         self._method = stream_method(client._channel)
         self._on_ack = on_ack
         self._cond = threading.Condition()
-        self._fatal: CentroidalError | None = None
+        # What ended the stream: a status, or an exception of the on_ack callback.
+        self._fatal: BaseException | None = None
         self._closing = False
         self._done = False
         self._queue: queue.Queue[Any] = queue.Queue()
@@ -279,6 +307,11 @@ class MiniBatchStream:
             error = self._ledger.unreported_error()
             if error is not None:
                 raise error
+            if self._ledger.unacked:
+                raise RuntimeError(
+                    f"the stream to model {self.model!r} is closed with "
+                    f"{len(self._ledger.unacked)} batches unacknowledged"
+                )
 
     def close(self, timeout: float | None = None) -> None:
         """Flush, end the stream and wait for the server's final checkpoint."""
@@ -360,12 +393,23 @@ class MiniBatchStream:
     # ---- connection -----------------------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            self._connect_and_receive()
+        except BaseException as failure:  # noqa: BLE001 - an on_ack callback or a closed channel
+            self._fail(failure)
+            call = self._call
+            if call is not None:
+                call.cancel()
+
+    def _connect_and_receive(self) -> None:
         failed_since: float | None = None
         delay = 0.1
         while True:
             with self._cond:
                 if self._done:
                     return
+                if self._ledger.model_stored():
+                    self._open = reopening(self._open)
                 # Everything not yet durable goes first on the new connection, in order.
                 connection: queue.Queue[Any] = queue.Queue()
                 for request in self._ledger.replay():
@@ -428,7 +472,7 @@ class MiniBatchStream:
                 return
             yield item
 
-    def _fail(self, error: CentroidalError) -> None:
+    def _fail(self, error: BaseException) -> None:
         with self._cond:
             self._fatal = error
             self._done = True

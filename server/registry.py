@@ -121,8 +121,18 @@ class Registry:
         return self._writer_locks[hash(name) % _WRITER_LOCKS]
 
     def reserve(self, name: str) -> None:
-        """Count a new streamed model against max_models until it is published."""
-        self._reserve(name)
+        """Count a new streamed model against max_models until it is published.
+
+        Raises ABORTED when another writer created the name meanwhile.
+        """
+        if not self._reserve(name):
+            raise ServiceError(
+                grpc.StatusCode.ABORTED,
+                f"model {name!r} was created by another writer while this stream was opening; "
+                "open a new stream",
+                field="open.model",
+                reason="MODEL_REPLACED",
+            )
 
     def release(self, name: str) -> None:
         with self._guard:

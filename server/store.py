@@ -127,9 +127,13 @@ class SQLiteStore:
     def delete(self, name: str, version: int) -> None:
         with self._lock, self._writable():
             self._db.execute("BEGIN IMMEDIATE")
+            # An upsert: a streamed model deleted before its first checkpoint has no row yet,
+            # and its version counter must still not go backwards.
             self._db.execute(
-                "UPDATE names SET last_version = ?, current_version = NULL WHERE name = ?",
-                (version, name),
+                "INSERT INTO names (name, last_version, current_version) VALUES (?, ?, NULL) "
+                "ON CONFLICT(name) DO UPDATE SET last_version = excluded.last_version, "
+                "current_version = NULL",
+                (name, version),
             )
             self._db.execute("DELETE FROM versions WHERE name = ?", (name,))
 

@@ -123,7 +123,7 @@ class _Pending:
         self.points = points
         self.weights = weights
         self.result: BatchResult | None = None
-        self.error: ServiceError | None = None
+        self.error: BaseException | None = None
 
 
 @dataclass(frozen=True)
@@ -184,21 +184,29 @@ class StreamHub:
         return LiveModel.from_snapshot(snapshot)
 
     def _is_stale(self, live: LiveModel) -> bool:
-        """True when a fit or a delete replaced the model since it last published."""
-        if live.snapshot is None:
-            return False
+        """True when another writer changed the name since this model last published: a fit,
+        a delete, or (for a model not created yet) a fit that took the name first."""
         try:
-            return self._registry.get(live.name) is not live.snapshot
+            current = self._registry.get(live.name)
         except ServiceError:
-            return True
+            return live.snapshot is not None
+        return current is not live.snapshot
 
     def close(self, live: LiveModel) -> None:
-        """A stream ended: checkpoint its model, and forget a model that never started."""
-        self.checkpoint(live)
-        with self._lock:
-            live.streams -= 1
-            if live.streams == 0 and live.state is None and self._live.get(live.name) is live:
-                del self._live[live.name]
+        """A stream ended: checkpoint its model, and forget a model that never started.
+
+        A failed checkpoint is logged, not raised: the stream's own status stands, and
+        the periodic checkpoint tries again.
+        """
+        try:
+            self.checkpoint(live)
+        except Exception:  # noqa: BLE001 - see above
+            log.exception("checkpoint of %s at stream close failed", live.name)
+        finally:
+            with self._lock:
+                live.streams -= 1
+                if live.streams == 0 and live.state is None and self._live.get(live.name) is live:
+                    del self._live[live.name]
 
     def apply(self, live: LiveModel, batch: pb.MiniBatch) -> BatchResult:
         """Apply one batch exactly once; raises ServiceError for a batch the ack refuses."""
@@ -223,7 +231,7 @@ class StreamHub:
                 pending = live.queue.popleft()
                 try:
                     pending.result = self._apply_locked(live, pending)
-                except ServiceError as exc:
+                except BaseException as exc:  # noqa: BLE001 - belongs to that batch's stream
                     pending.error = exc
         if entry.error is not None:
             raise entry.error

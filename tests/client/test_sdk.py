@@ -100,7 +100,9 @@ def test_predicts_run_while_another_model_fits(client: Client, server: Centroida
 def test_deadline_stops_the_fit_and_keeps_the_previous_version(
     client: Client, server: CentroidalServer
 ) -> None:
-    big, _ = make_blobs(100_000, n_features=16, centers=200, random_state=3)
+    # Structureless data: with tol=0 the fit runs until no label changes, hundreds of
+    # iterations, far past the deadline however fast the machine is.
+    big = np.random.default_rng(3).normal(size=(200_000, 16))
     first = client.fit("model", big[:1000], 8, seed=0)
     with pytest.raises(DeadlineExceeded):
         client.fit("model", big, 256, seed=0, tol=0, max_iter=100_000, timeout=1.5)

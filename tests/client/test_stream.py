@@ -125,3 +125,42 @@ def test_hand_encoded_batches_parse_as_the_protobuf_message(dtype: type, weighte
         expected.batch.sample_weight.CopyFrom(_wire.encode_weights(weights))
     encoded = _wire.encode_batch_request("producer-é", 2**40 + 3, points, weights)
     assert pb.MiniBatchRequest.FromString(encoded) == expected
+
+
+def test_an_on_ack_callback_that_raises_ends_the_stream_with_its_error(client: Client) -> None:
+    def explode(ack: BatchAck) -> None:
+        raise KeyError("callback failed")
+
+    stream = client.stream("s", n_clusters=3, on_ack=explode, window=2)
+    stream.send(BATCHES[0])
+    with pytest.raises(KeyError):
+        stream.flush(timeout=10)
+    with pytest.raises(KeyError):
+        stream.send(BATCHES[1], timeout=10)
+    with pytest.raises(KeyError):
+        stream.close(timeout=10)
+
+
+def test_a_reconnect_does_not_recreate_a_model_deleted_meanwhile(
+    start_server: ServerFactory, tmp_path
+) -> None:
+    port = free_port()
+    server = start_server(port=port, checkpoint_interval=0.05)
+    with Client(f"127.0.0.1:{port}") as client:
+        stream = client.stream("gone", n_clusters=3, producer_id="p")
+        stream.send(BATCHES[0])
+        give_up = time.monotonic() + 10
+        while stream.durable_sequence < 1 and time.monotonic() < give_up:
+            time.sleep(0.1)
+            stream.send(BATCHES[1])
+            stream.flush()
+        assert stream.durable_sequence >= 1
+        server.stop(0)
+        # The server comes back without the model, as after a delete.
+        start_server(port=port, data_dir=str(tmp_path / "elsewhere"))
+        with pytest.raises(NotFound) as raised:
+            stream.send(BATCHES[2])
+            stream.close(timeout=60)
+        assert raised.value.field == "open.model"
+        with pytest.raises(NotFound):
+            client.get_model("gone")

@@ -276,3 +276,43 @@ def test_a_refused_stream_leaves_no_receiving_thread_behind(stub) -> None:
             break
         time.sleep(0.05)
     assert not left
+
+
+def test_a_fit_that_takes_the_name_first_is_never_overwritten(stub, client: Client) -> None:
+    gate = threading.Event()
+
+    def requests() -> Iterator[pb.MiniBatchRequest]:
+        yield opening("contested")
+        gate.wait(10)
+        yield batch(1, POINTS[:100])
+
+    call = stub.StreamMiniBatch(requests())
+    time.sleep(0.3)  # the stream is open, its model not created yet
+    fitted = client.fit("contested", POINTS, 3, seed=0)
+    gate.set()
+    with pytest.raises(grpc.RpcError) as raised:
+        list(call)
+    assert raised.value.code() == grpc.StatusCode.ABORTED
+    model = client.get_model("contested", include_centers=True)
+    assert model.kind == "kmeans" and model.version == fitted.version
+    np.testing.assert_array_equal(model.centers, fitted.centers)
+
+
+def test_a_streamed_model_deleted_before_its_first_checkpoint_keeps_counting(
+    start_server: ServerFactory,
+) -> None:
+    server = start_server(checkpoint_interval=3600.0)
+    with Client(f"127.0.0.1:{server.port}") as client:
+        stream = client.stream("short-lived", n_clusters=2, producer_id="p")
+        for s in range(3):
+            stream.send(POINTS[s * 50 : (s + 1) * 50])
+        stream.flush()
+        assert stream.last_ack.durable_version == 0
+        assert client.delete_model("short-lived") == 4
+        stream.abort()
+    server.stop(0)
+    again = start_server()
+    with Client(f"127.0.0.1:{again.port}") as client:
+        with client.stream("short-lived", n_clusters=2, producer_id="p") as stream:
+            stream.send(POINTS[:50])
+        assert stream.last_ack.version == 5  # not 1: versions never go backwards
