@@ -190,10 +190,18 @@ class MiniBatchState:
             return BatchOutcome(inertia, False, reassigned)
         if not self.pending and not self.init_target:
             self.init_target = max(3 * self.params.n_clusters, X.shape[0])
+        before = (list(self.pending), self.centers, self.counts, self.n_batches,
+                  self.n_samples_seen, self.since_reassign)
         self.pending.append((X.copy(), sample_weight.copy()))
         if self.pending_points < self.init_target:
             return BatchOutcome(math.nan, False, 0)
-        return self._initialize()
+        try:
+            return self._initialize()
+        except BaseException:
+            # Nothing of a failed initialisation stays, the batch that triggered it included.
+            (self.pending, self.centers, self.counts, self.n_batches, self.n_samples_seen,
+             self.since_reassign) = before
+            raise
 
     def _initialize(self) -> BatchOutcome:
         """Seed the centers from the buffered points, then learn the buffered batches."""
@@ -214,7 +222,10 @@ class MiniBatchState:
         return BatchOutcome(inertia, True, reassigned)
 
     def _step(self, X: np.ndarray, sample_weight: np.ndarray) -> tuple[float, int]:
-        """One mini-batch update; returns (batch inertia before it, centers reassigned)."""
+        """One mini-batch update; returns (batch inertia before it, centers reassigned).
+
+        Works on copies and commits at the end, so a batch that fails changes nothing.
+        """
         n_clusters = self.params.n_clusters
         labels = np.empty(X.shape[0], dtype=np.int32)
         sq_dist = np.empty(X.shape[0], dtype=np.float64)
@@ -223,36 +234,43 @@ class MiniBatchState:
         batch_weights = np.zeros(n_clusters, dtype=np.float64)
         inertia = _batch_sums(X, sample_weight, labels, sq_dist, sums, batch_weights)
         batch_points = X.shape[0]
-        self._forget(batch_points)
-        counts = self.counts
+        counts = self.counts * self._decay(batch_points)
         touched = batch_weights > 0
         new_counts = counts[touched] + batch_weights[touched]
         moved = (self.centers[touched] * counts[touched, None] + sums[touched]) / new_counts[:, None]
         centers = self.centers.copy()
         centers[touched] = moved
         counts[touched] = new_counts
-        self.since_reassign += batch_points
+        if not (math.isfinite(inertia) and np.isfinite(centers).all()):
+            # Finite float64 values past ~1e154 overflow when squared.
+            raise InvalidInputError(
+                "points", "points hold values too large to square in float64; scale them down"
+            )
+        since_reassign = self.since_reassign + batch_points
         reassigned = 0
         if self.params.reassignment_ratio > 0 and (
-            (counts == 0).any() or self.since_reassign >= 10 * n_clusters
+            (counts == 0).any() or since_reassign >= 10 * n_clusters
         ):
-            self.since_reassign = 0
-            reassigned = self._reassign(X, centers)
+            since_reassign = 0
+            reassigned = self._reassign(X, centers, counts)
         self.centers = centers
+        self.counts = counts
+        self.since_reassign = since_reassign
         self.n_batches += 1
         self.n_samples_seen += batch_points
         return inertia, reassigned
 
-    def _forget(self, batch_points: int) -> None:
+    def _decay(self, batch_points: int) -> float:
+        """What every center's weight is multiplied by before a batch (1 without a half-life)."""
         half_life = self.params.half_life
         if half_life is None:
-            return
+            return 1.0
         exponent = 1.0 if self.params.half_life_unit == "batches" else float(batch_points)
-        self.counts *= 0.5 ** (exponent / half_life)
+        return float(0.5 ** (exponent / half_life))
 
-    def _reassign(self, X: np.ndarray, centers: np.ndarray) -> int:
-        """Move starved centers onto random points of the batch; returns how many moved."""
-        counts = self.counts
+    def _reassign(self, X: np.ndarray, centers: np.ndarray, counts: np.ndarray) -> int:
+        """Move starved centers onto random points of the batch, in ``centers`` and ``counts``;
+        returns how many moved."""
         starved = counts < self.params.reassignment_ratio * counts.max()
         # At most half the batch becomes new centers: keep the better-fed ones.
         limit = int(0.5 * X.shape[0])

@@ -660,8 +660,9 @@ def _progress(stage: int, *, n_samples: int, started: float) -> pb.FitResponse:
     )
 
 
-# Messages a stream receives ahead of the one being worked on.
-READ_AHEAD = 8
+# Messages a stream receives ahead of the one being worked on (each up to
+# --max-message-bytes, so this bounds the memory a stream holds).
+READ_AHEAD = 2
 T = TypeVar("T")
 _END = object()
 

@@ -205,8 +205,9 @@ class StreamHub:
         finally:
             with self._lock:
                 live.streams -= 1
-                if live.streams == 0 and live.state is None and self._live.get(live.name) is live:
-                    del self._live[live.name]
+                unused = live.state is None or self._is_stale(live)
+                if live.streams == 0 and unused and self._live.get(live.name) is live:
+                    del self._live[live.name]  # never started, or deleted or refitted since
 
     def apply(self, live: LiveModel, batch: pb.MiniBatch) -> BatchResult:
         """Apply one batch exactly once; raises ServiceError for a batch the ack refuses."""
@@ -260,6 +261,14 @@ class StreamHub:
             )
         state = live.state
         if state is None:
+            buffered = live.params.init_size * points.shape[1] * points.dtype.itemsize
+            if buffered > self._config.max_fit_bytes:
+                raise exhausted(
+                    "open.create_if_missing.init_size",
+                    f"init_size={live.params.init_size} points of {points.shape[1]} "
+                    f"{points.dtype.name} features would buffer {buffered} bytes, over the "
+                    f"server's limit of {self._config.max_fit_bytes}",
+                )
             state = MiniBatchState(live.params, points.shape[1], points.dtype)
         try:
             points, weights = state.check_batch(points, weights)

@@ -187,3 +187,24 @@ def test_bad_batches_name_their_field_and_change_nothing() -> None:
         assert raised.value.field == "sample_weight"
     np.testing.assert_array_equal(state.centers, before)
     assert state.n_batches == 1
+
+
+def test_values_too_large_to_square_leave_the_model_unchanged() -> None:
+    state = MiniBatchState(MiniBatchParams(2, seed=0), 2, np.dtype(np.float64))
+    good = np.random.default_rng(1).normal(size=(20, 2))
+    state.partial_fit(*state.check_batch(good))
+    before = (state.centers.copy(), state.counts.copy(), state.n_batches, state.since_reassign)
+    huge = good.copy()
+    huge[3] = 1e200  # finite, but its square is not
+    with pytest.raises(InvalidInputError) as raised:
+        state.partial_fit(*state.check_batch(huge))
+    assert raised.value.field == "points"
+    np.testing.assert_array_equal(state.centers, before[0])
+    np.testing.assert_array_equal(state.counts, before[1])
+    assert (state.n_batches, state.since_reassign) == before[2:]
+    # The same during initialisation: the buffered points stay as they were.
+    waiting = MiniBatchState(MiniBatchParams(2, init_size=30), 2, np.dtype(np.float64))
+    waiting.partial_fit(*waiting.check_batch(good))
+    with pytest.raises(InvalidInputError):
+        waiting.partial_fit(*waiting.check_batch(huge))
+    assert waiting.pending_points == 20 and not waiting.initialized

@@ -316,3 +316,13 @@ def test_a_streamed_model_deleted_before_its_first_checkpoint_keeps_counting(
         with client.stream("short-lived", n_clusters=2, producer_id="p") as stream:
             stream.send(POINTS[:50])
         assert stream.last_ack.version == 5  # not 1: versions never go backwards
+
+
+def test_init_size_is_limited_by_the_fit_byte_limit(start_server: ServerFactory) -> None:
+    server = start_server(max_fit_bytes=1000)
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        stub = pb_grpc.ClusteringServiceStub(channel)
+        # 100 points x 3 float32 features would be 1200 bytes held back.
+        (ack,) = run(stub, opening("greedy", init_size=100), batch(1, POINTS[:10]))
+    assert ack.error.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+    assert ack.error.field == "open.create_if_missing.init_size"
