@@ -455,14 +455,21 @@ class MiniBatchStream:
             return
 
     def _wait_for_channel(self, failed_since: float) -> bool:
-        remaining = self.reconnect_timeout - (time.monotonic() - failed_since)
-        if remaining <= 0:
-            return False
+        """Wait until the channel connects again; False past reconnect_timeout or on abort."""
+        give_up = failed_since + self.reconnect_timeout
+        ready = grpc.channel_ready_future(self._client._channel)
         try:
-            grpc.channel_ready_future(self._client._channel).result(timeout=remaining)
-        except grpc.FutureTimeoutError:
-            return False
-        return True
+            while True:
+                remaining = give_up - time.monotonic()
+                if remaining <= 0 or self._done:
+                    return False
+                try:
+                    ready.result(timeout=min(remaining, 0.2))
+                    return True
+                except grpc.FutureTimeoutError:
+                    continue
+        finally:
+            ready.cancel()  # stops gRPC's polling thread, which outlives a closed channel otherwise
 
     def _requests(self, connection: queue.Queue[Any]) -> Iterator[bytes]:
         yield self._open
