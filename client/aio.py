@@ -41,6 +41,7 @@ from .errors import (
     FailedPrecondition,
     FieldViolation,
     NotFound,
+    Unavailable,
     error_from_rpc,
 )
 from .stream import (
@@ -442,13 +443,28 @@ class AsyncMiniBatchStream:
         A server that refuses a stream's opening while batches are being written can
         reach a grpc.aio client as INTERNAL (grpc/grpc#36066); a unary call reports it as is.
         """
-        try:
-            model = await self._client.get_model(self.model, include_centers=False)
-        except NotFound as missing:
-            if not self._creates:
-                missing.field_violations = (FieldViolation("open.model", missing.message),)
-                raise
-            return
+        give_up = time.monotonic() + self.reconnect_timeout
+        while True:
+            try:
+                model = await self._client.get_model(self.model, include_centers=False)
+                break
+            except Unavailable:
+                # Not up yet: wait for it as a reconnect would.
+                remaining = give_up - time.monotonic()
+                if remaining <= 0:
+                    raise
+                try:
+                    await asyncio.wait_for(self._client._channel.channel_ready(), remaining)
+                except asyncio.TimeoutError:
+                    raise DeadlineExceeded(
+                        f"the server at {self._client.target} stayed unreachable for "
+                        f"{self.reconnect_timeout} s"
+                    ) from None
+            except NotFound as missing:
+                if not self._creates:
+                    missing.field_violations = (FieldViolation("open.model", missing.message),)
+                    raise
+                return
         if model.kind != "minibatch-kmeans":
             raise FailedPrecondition(
                 f"model {self.model!r} is a {model.kind} model; StreamMiniBatch feeds "

@@ -283,7 +283,11 @@ def _stream(client: Client, options: argparse.Namespace) -> int:
     bar = None if options.quiet else ProgressBar(sys.stderr, f"stream {options.model}")
     sent = 0
 
+    duplicates = 0
+
     def progress(ack: BatchAck) -> None:
+        nonlocal duplicates
+        duplicates += ack.duplicate
         if bar is not None:
             done = min(total, (ack.sequence - options.first_sequence + 1) * options.batch_size)
             bar.show_line(
@@ -326,9 +330,10 @@ def _stream(client: Client, options: argparse.Namespace) -> int:
     last = stream.last_ack
     version = last.version if last is not None else 0
     print(
-        f"model {options.model} version {version}: {sent - rejected} of {sent} batches "
-        f"({total} points) sent in {elapsed:.2f}s, producer {stream.producer_id}, "
-        f"durable through sequence {stream.durable_sequence}"
+        f"model {options.model} version {version}: {sent} batches ({total} points) sent in "
+        f"{elapsed:.2f}s: {sent - rejected - duplicates} learnt, {duplicates} already in the "
+        f"model, {rejected} rejected; producer {stream.producer_id}, durable through "
+        f"sequence {stream.durable_sequence}"
     )
     return 1 if rejected else 0
 

@@ -210,12 +210,16 @@ class RemoteMiniBatchKMeans(_RemoteEstimator):
 
     Attributes after fitting: cluster_centers_ (fetched from the server when read),
     n_steps_, n_samples_seen_, n_features_in_, model_name_, version_, inertia_ (of the
-    last batch, before it was applied).
+    last batch, before it was applied), producer_id_ and next_sequence_ (this
+    estimator's identity as a producer, kept across its streams; a pickled copy gets
+    its own).
     """
 
     _fitted_attributes = (
         "model_name_", "version_", "n_steps_", "n_samples_seen_", "n_features_in_", "inertia_",
     )
+    producer_id_: str
+    next_sequence_: int
 
     def __init__(
         self,
@@ -246,6 +250,10 @@ class RemoteMiniBatchKMeans(_RemoteEstimator):
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         state["_stream"] = None
+        # A copy is another producer: sharing the identity would make its batches look
+        # like replays of this one's, and the server would skip them.
+        state.pop("producer_id_", None)
+        state.pop("next_sequence_", None)
         return state
 
     def close(self) -> None:
@@ -264,6 +272,11 @@ class RemoteMiniBatchKMeans(_RemoteEstimator):
             name = getattr(self, "model_name_", None) or self.model_name or (
                 f"remote-minibatch-{uuid.uuid4().hex[:16]}"
             )
+            # One producer identity per estimator object, its sequence carried across
+            # streams, so the model remembers one producer for it rather than one per stream.
+            if not hasattr(self, "producer_id_"):
+                self.producer_id_ = f"estimator-{uuid.uuid4().hex}"
+                self.next_sequence_ = 1
             self._stream = self.client.stream(
                 name,
                 n_clusters=self.n_clusters,
@@ -272,6 +285,8 @@ class RemoteMiniBatchKMeans(_RemoteEstimator):
                 half_life=self.half_life,
                 half_life_unit=self.half_life_unit,
                 seed=None if self.random_state is None else int(self.random_state),
+                producer_id=self.producer_id_,
+                first_sequence=self.next_sequence_,
             )
             self.model_name_ = name
         return self._stream
@@ -280,6 +295,7 @@ class RemoteMiniBatchKMeans(_RemoteEstimator):
         """Learn one batch; returns once the server has applied it (or raises its error)."""
         stream = self._producer()
         stream.send(X, sample_weight)
+        self.next_sequence_ = stream.next_sequence
         stream.flush(self.timeout)
         ack = stream.last_ack
         assert ack is not None
@@ -297,14 +313,16 @@ class RemoteMiniBatchKMeans(_RemoteEstimator):
         points = as_points(X)
         weights = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
         name = getattr(self, "model_name_", None)
-        if name is not None:  # a refit replaces this estimator's model
+        if name is not None:  # a refit replaces this estimator's model, and its producers
             self.close()
             self.delete_model()
             self.model_name_ = name
+            self.next_sequence_ = 1
         stream = self._producer()
         for start in range(0, points.shape[0], self.batch_size):
             batch_weights = None if weights is None else weights[start : start + self.batch_size]
             stream.send(points[start : start + self.batch_size], batch_weights)
+            self.next_sequence_ = stream.next_sequence
         stream.flush(self.timeout)
         ack = stream.last_ack
         assert ack is not None

@@ -113,3 +113,18 @@ def test_async_stream_refuses_unknown_models_and_wrong_kinds(server) -> None:
                 assert raised.value.field == field
 
     asyncio.run(main())
+
+
+def test_async_stream_waits_for_a_server_that_is_starting(start_server: ServerFactory) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    async def main() -> int:
+        async with AsyncClient(f"127.0.0.1:{port}") as client:
+            threading.Timer(0.5, lambda: start_server(port=port)).start()
+            async with client.stream("late", n_clusters=2, reconnect_timeout=30) as stream:
+                await stream.send(X[:100])
+            return stream.last_ack.n_samples_seen
+
+    assert asyncio.run(main()) == 100

@@ -79,14 +79,15 @@ def test_stream_a_file_and_resume_it(
     assert main([*target, "stream", str(npy), "--model", "live", "--batch-size", "50", "-k", "4",
                  "--seed", "1", "--producer-id", "loader"]) == 0
     captured = capsys.readouterr()
-    assert "model live version 6: 6 of 6 batches (300 points)" in captured.out
+    assert "model live version 6: 6 batches (300 points)" in captured.out
+    assert "6 learnt, 0 already in the model, 0 rejected" in captured.out
     assert "durable through sequence 6" in captured.out
     assert "300/300 points" in captured.err
     # Running the same file again as the same producer changes nothing: every batch is a
     # duplicate of one the model has.
     assert main([*target, "stream", str(npy), "--model", "live", "--batch-size", "50",
                  "--producer-id", "loader", "-q"]) == 0
-    assert "model live version 6" in capsys.readouterr().out
+    assert "0 learnt, 6 already in the model, 0 rejected" in capsys.readouterr().out
     assert main([*target, "models", "get", "live"]) == 0
     described = json.loads(capsys.readouterr().out)
     assert described["kind"] == "minibatch-kmeans" and described["n_batches"] == 6

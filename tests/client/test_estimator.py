@@ -98,6 +98,14 @@ def test_remote_minibatch_kmeans_learns_like_sklearn(target: str) -> None:
     assert clone(ours).get_params() == ours.get_params()
     restored = pickle.loads(pickle.dumps(ours))
     np.testing.assert_array_equal(restored.cluster_centers_, ours.cluster_centers_)
+    # The restored copy is a producer of its own; the original keeps its identity and
+    # sequence across a new stream.
+    restored.partial_fit(data[:500])
+    assert restored.n_samples_seen_ == 6500 and restored.producer_id_ != ours.producer_id_
+    restored.close()
+    ours.close()
+    ours.partial_fit(data[:500])  # a new stream, the same producer: sequence 15, not 1
+    assert ours.n_samples_seen_ == 7000
     ours.close()
     name = ours.model_name_
     refit = ours.fit(data)  # a new model under the same name, one pass in batch_size batches
