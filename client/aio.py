@@ -18,13 +18,12 @@ from typing import Any
 import grpc
 import grpc.aio
 import numpy as np
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from centroidal.v1 import clustering_pb2 as pb
-from centroidal.v1 import clustering_pb2_grpc as pb_grpc
 
 from . import _wire
-from ._calls import PredictPlan, RawMethods, stream_open
+from ._calls import PredictPlan, stream_open
 from ._wire import FitProgress, FitResult, ModelInfo
 from .client import (
     _RESPONSE_BUDGET,
@@ -32,8 +31,7 @@ from .client import (
     DEFAULT_CHUNK_BYTES,
     DEFAULT_FIT_TIMEOUT_S,
     DEFAULT_TIMEOUT_S,
-    channel_settings,
-    default_target,
+    Connection,
 )
 from .errors import (
     CentroidalError,
@@ -59,7 +57,7 @@ _CLOSE = object()
 _HANG_UP = object()
 
 
-class AsyncClient:
+class AsyncClient(Connection):
     """A connection to a centroidal server for asyncio code.
 
     Every call has a deadline and raises a subclass of ``CentroidalError`` named
@@ -77,22 +75,8 @@ class AsyncClient:
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         options: Sequence[tuple[str, Any]] = (),
     ) -> None:
-        self.target = target or default_target()
-        self.timeout = timeout
-        self.fit_timeout = fit_timeout
-        self.chunk_bytes = chunk_bytes
-        channel_options = channel_settings(chunk_bytes, options)
-        if credentials is not None:
-            self._channel = grpc.aio.secure_channel(self.target, credentials, options=channel_options)
-        else:
-            self._channel = grpc.aio.insecure_channel(self.target, options=channel_options)
-        self._stub = pb_grpc.ClusteringServiceStub(self._channel)
-        self._raw = RawMethods(self._channel)
-        self._health = health_pb2_grpc.HealthStub(self._channel)
-        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
-        self._token = token
-        self._credentials = credentials
-        self._options = tuple(options)
+        super().__init__(grpc.aio, target, token=token, credentials=credentials, timeout=timeout,
+                         fit_timeout=fit_timeout, chunk_bytes=chunk_bytes, options=options)
         self._sync: Client | None = None
 
     async def close(self) -> None:
@@ -145,18 +129,17 @@ class AsyncClient:
         can surface as INTERNAL instead of the server's status (grpc/grpc#36066).
         """
         loop = asyncio.get_running_loop()
-        report = None
-        if on_progress is not None:
-            callback = on_progress
+        callback = on_progress
 
-            def report(progress: FitProgress) -> None:
+        def report(progress: FitProgress) -> None:
+            if callback is not None:
                 loop.call_soon_threadsafe(callback, progress)
 
         return await asyncio.to_thread(
             self._threaded().fit, name, X, n_clusters, init=init, n_init=n_init,
             max_iter=max_iter, tol=tol, seed=seed, sample_weight=sample_weight,
             expected_version=expected_version, return_labels=return_labels,
-            on_progress=report, timeout=timeout,
+            on_progress=report if on_progress is not None else None, timeout=timeout,
         )
 
     def _threaded(self) -> Client:

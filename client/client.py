@@ -50,12 +50,56 @@ def channel_settings(chunk_bytes: int, options: Sequence[tuple[str, Any]]) -> li
     ]
 
 
+class Connection:
+    """Settings, channel and stubs shared by Client and AsyncClient."""
+
+    target: str
+    timeout: float
+    fit_timeout: float
+    chunk_bytes: int
+    _channel: Any
+    _stub: pb_grpc.ClusteringServiceStub
+    _raw: RawMethods
+    _health: health_pb2_grpc.HealthStub
+    _metadata: tuple[tuple[str, str], ...]
+
+    def __init__(
+        self,
+        channels: Any,
+        target: str | None,
+        *,
+        token: str | None,
+        credentials: grpc.ChannelCredentials | None,
+        timeout: float,
+        fit_timeout: float,
+        chunk_bytes: int,
+        options: Sequence[tuple[str, Any]],
+    ) -> None:
+        """``channels`` is grpc or grpc.aio."""
+        self.target = target or default_target()
+        self.timeout = timeout
+        self.fit_timeout = fit_timeout
+        self.chunk_bytes = chunk_bytes
+        self._token = token
+        self._credentials = credentials
+        self._options = tuple(options)
+        channel_options = channel_settings(chunk_bytes, options)
+        if credentials is not None:
+            self._channel = channels.secure_channel(self.target, credentials, options=channel_options)
+        else:
+            self._channel = channels.insecure_channel(self.target, options=channel_options)
+        self._stub = pb_grpc.ClusteringServiceStub(self._channel)
+        self._raw = RawMethods(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+
+
 def default_target() -> str:
     """$CENTROIDAL_TARGET, else 127.0.0.1:50051."""
     return os.environ.get("CENTROIDAL_TARGET") or DEFAULT_TARGET
 
 
-class Client:
+class Client(Connection):
     """A connection to a centroidal server.
 
     Every call has a deadline (``timeout`` seconds unless the call says otherwise)
@@ -74,19 +118,8 @@ class Client:
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         options: Sequence[tuple[str, Any]] = (),
     ) -> None:
-        self.target = target or default_target()
-        self.timeout = timeout
-        self.fit_timeout = fit_timeout
-        self.chunk_bytes = chunk_bytes
-        channel_options = channel_settings(chunk_bytes, options)
-        if credentials is not None:
-            self._channel = grpc.secure_channel(self.target, credentials, options=channel_options)
-        else:
-            self._channel = grpc.insecure_channel(self.target, options=channel_options)
-        self._stub = pb_grpc.ClusteringServiceStub(self._channel)
-        self._raw = RawMethods(self._channel)
-        self._health = health_pb2_grpc.HealthStub(self._channel)
-        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        super().__init__(grpc, target, token=token, credentials=credentials, timeout=timeout,
+                         fit_timeout=fit_timeout, chunk_bytes=chunk_bytes, options=options)
 
     # ---- lifecycle -------------------------------------------------------
 
