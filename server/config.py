@@ -23,6 +23,8 @@ class ServerConfig:
     max_features: int = 4096
     max_points: int = 50_000_000
     max_fit_bytes: int = 4096 * MIB
+    max_image_pixels: int = 50_000_000
+    max_image_bytes: int = 256 * MIB
     max_concurrent_fits: int = 4
     keep_versions: int = 5
     max_workers: int = 32
@@ -50,6 +52,8 @@ _HELP = {
     "max_features": "most features (columns) per point",
     "max_points": "most points in one fit or one predict message",
     "max_fit_bytes": "largest fit dataset in bytes",
+    "max_image_pixels": "largest image QuantizeImage decodes, in pixels (checked before decoding)",
+    "max_image_bytes": "largest encoded image QuantizeImage accepts, in bytes",
     "max_concurrent_fits": "fits running at once; more are refused with RESOURCE_EXHAUSTED",
     "keep_versions": "fit versions kept per model for pinned predicts",
     "max_workers": "gRPC handler threads",
@@ -114,7 +118,7 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
 def _check(config: ServerConfig, parser: argparse.ArgumentParser) -> None:
     positive = ("max_message_bytes", "max_models", "max_clusters", "max_features", "max_points",
                 "max_fit_bytes", "max_concurrent_fits", "keep_versions", "max_workers",
-                "max_producers")
+                "max_producers", "max_image_pixels", "max_image_bytes")
     for name in positive:
         if getattr(config, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}")

@@ -25,6 +25,7 @@ from .config import ServerConfig
 from .errors import ServiceError, exhausted, from_engine, handle_errors, invalid
 from .metrics import Metrics
 from .registry import ModelSnapshot, Registry
+from . import imaging
 from .streaming import LiveModel, StreamHub
 from .wire import (
     INIT_NAMES,
@@ -45,6 +46,7 @@ MAX_N_INIT = 100
 MAX_MAX_ITER = 100_000
 PROGRESS_INTERVAL_S = 0.1
 LABELS_PER_MESSAGE = 1 << 19
+IMAGE_CHUNK_BYTES = 2 * 1024 * 1024
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 # Room left in a message for everything but the bulk payload.
@@ -520,14 +522,86 @@ class ClusteringServicer(pb_grpc.ClusteringServiceServicer):
         self.metrics.batches.labels("DUPLICATE" if result.duplicate else "OK").inc()
         return ack
 
+    # ---- QuantizeImage ------------------------------------------------------
+
     @handle_errors
-    def QuantizeImage(self, request_iterator, context):
-        raise ServiceError(
-            grpc.StatusCode.UNIMPLEMENTED,
-            "QuantizeImage is not available in this centroidal release yet",
-            reason="NOT_YET_AVAILABLE",
+    def QuantizeImage(
+        self, request_iterator: Iterator[pb.QuantizeImageRequest], context: grpc.ServicerContext
+    ) -> Iterator[pb.QuantizeImageResponse]:
+        first = next(request_iterator, None)
+        if first is None:
+            return
+        if not first.HasField("spec"):
+            raise invalid("spec", "the first message of a QuantizeImage stream must carry spec")
+        options, save_as = self._quantize_options(first.spec)
+        limit = self._config.max_image_bytes
+        chunks = [first.image]
+        size = len(first.image)
+        for message in request_iterator:
+            if message.HasField("spec"):
+                raise invalid("spec", "only the first message of the stream may carry spec")
+            size += len(message.image)
+            if size > limit:
+                raise exhausted(
+                    "image", f"the image is over the server's limit of {limit} bytes"
+                )
+            chunks.append(message.image)
+        result = imaging.quantize(b"".join(chunks), options, self._config.max_image_pixels)
+        summary = pb.QuantizeSummary(
+            palette=result.colors.astype(np.uint8).tobytes(),
+            pixel_counts=result.counts.tolist(),
+            mse=result.mse,
+            psnr=result.psnr,
+            width=result.width,
+            height=result.height,
+            format=imaging.FORMAT_ENUMS[result.image_format],
+            notes=result.notes,
         )
-        yield  # pragma: no cover - makes this a streaming handler
+        if save_as:
+            saved = self._registry.commit(
+                ModelSnapshot(
+                    name=save_as, version=0, centers=result.colors.astype(np.float32),
+                    config={"color_space": options.color_space, "seed": options.seed},
+                    inertia=result.mse * 3 * result.width * result.height, n_iter=0,
+                    n_samples_seen=result.width * result.height, created_at=0.0, updated_at=0.0,
+                    kind="palette",
+                )
+            )
+            self.metrics.models.set(len(self._registry))
+            summary.saved_version = saved.version
+        image = result.image
+        for start in range(0, max(len(image), 1), IMAGE_CHUNK_BYTES):
+            response = pb.QuantizeImageResponse(image=image[start : start + IMAGE_CHUNK_BYTES])
+            if start + IMAGE_CHUNK_BYTES >= len(image):
+                response.summary.CopyFrom(summary)
+            yield response
+
+    def _quantize_options(self, spec: pb.QuantizeSpec) -> tuple[imaging.QuantizeOptions, str]:
+        imaging.check_options(int(spec.n_colors), int(spec.max_samples))
+        colors = None
+        if spec.palette_model:
+            name = check_model_name(spec.palette_model, "spec.palette_model")
+            snapshot = self._registry.get(name, "spec.palette_model")
+            if snapshot.n_features != 3 or snapshot.n_clusters > 256:
+                raise ServiceError(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"model {name!r} has {snapshot.n_clusters} centers of {snapshot.n_features} "
+                    "features; a palette needs at most 256 colours of 3 (RGB) values",
+                    field="spec.palette_model",
+                    reason="NOT_A_PALETTE",
+                )
+            colors = np.rint(np.clip(snapshot.centers, 0, 255)).astype(np.uint8)
+        save_as = check_model_name(spec.save_palette_as, "spec.save_palette_as") if spec.save_palette_as else ""
+        options = imaging.QuantizeOptions(
+            n_colors=int(spec.n_colors),
+            seed=int(spec.seed) if spec.HasField("seed") else 0,
+            max_samples=int(spec.max_samples) or imaging.DEFAULT_MAX_SAMPLES,
+            color_space="lab" if spec.color_space == pb.COLOR_SPACE_LAB else "rgb",
+            dither=spec.dither == pb.DITHER_FLOYD_STEINBERG,
+            output_format=imaging.FORMAT_NAMES.get(spec.output_format, "PNG"),
+            colors=colors,
+        )
+        return options, save_as
 
 
 class _FitGatherer:

@@ -126,6 +126,8 @@ def model_message(
 ) -> pb.Model:
     if snapshot.kind == "minibatch_kmeans":
         return _streamed_model_message(snapshot, include_centers, durable_version)
+    if snapshot.kind == "palette":
+        return _palette_model_message(snapshot, include_centers)
     config = snapshot.config
     message = pb.Model(
         name=snapshot.name,
@@ -194,4 +196,23 @@ def params_message(params: MiniBatchParams) -> pb.MiniBatchConfig:
     )
     if params.half_life is not None:
         message.half_life = params.half_life
+    return message
+
+
+def _palette_model_message(snapshot: ModelSnapshot, include_centers: bool) -> pb.Model:
+    message = pb.Model(
+        name=snapshot.name,
+        version=snapshot.version,
+        kind=pb.MODEL_KIND_PALETTE,
+        n_features=snapshot.n_features,
+        n_clusters=snapshot.n_clusters,
+        dtype=WIRE_DTYPES[snapshot.centers.dtype],
+        inertia=snapshot.inertia,
+        n_samples_seen=snapshot.n_samples_seen,
+        created_at=_timestamp(snapshot.created_at),
+        updated_at=_timestamp(snapshot.updated_at),
+        durable_version=snapshot.version,
+    )
+    if include_centers:
+        message.centers.CopyFrom(encode_matrix(snapshot.centers))
     return message

@@ -16,7 +16,6 @@ from centroidal.client import (
     InvalidArgument,
     NotFound,
     ResourceExhausted,
-    Unimplemented,
 )
 from centroidal.client.errors import error_from_rpc
 from centroidal.v1 import clustering_pb2 as pb
@@ -247,11 +246,6 @@ def test_bad_page_requests(client: Client) -> None:
     with pytest.raises(InvalidArgument) as raised:
         client.list_models_page(page_size=5000)
     assert raised.value.field == "page_size"
-
-
-def test_later_capabilities_answer_unimplemented(stub) -> None:
-    error = raw_error(lambda: stub.QuantizeImage(iter([pb.QuantizeImageRequest()])))
-    assert isinstance(error, Unimplemented) and "QuantizeImage" in error.message
 
 
 def test_unknown_version(fitted: Client) -> None:

@@ -1,0 +1,210 @@
+"""QuantizeImage: decode with Pillow, fit a palette with the engine, map, encode with Pillow.
+
+Decoding is guarded: the dimensions are read from the header and refused past
+the pixel limit before any pixel is decoded, so a decompression bomb costs
+nothing. EXIF orientation is applied. Grey images are quantised as RGB;
+alpha is kept as it was and only the colours change. An animated image
+contributes its first frame, and the summary says so.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from centroidal.engine import palette as palettes
+from centroidal.v1 import clustering_pb2 as pb
+
+from .errors import exhausted, invalid
+
+# On china.jpg (427x640, 16 colours) a 20,000-pixel sample gave MSE 117.4 in 60 ms end
+# to end, against 114.7 in 145 ms with 100,000.
+DEFAULT_MAX_SAMPLES = 20_000
+# Formats the output may take when it follows the input's.
+OUTPUT_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
+# ImageFormat on the wire: SAME_AS_INPUT is None here.
+FORMAT_NAMES: dict[int, str | None] = {
+    pb.IMAGE_FORMAT_UNSPECIFIED: "PNG",
+    pb.IMAGE_FORMAT_PNG: "PNG",
+    pb.IMAGE_FORMAT_JPEG: "JPEG",
+    pb.IMAGE_FORMAT_WEBP: "WEBP",
+    pb.IMAGE_FORMAT_SAME_AS_INPUT: None,
+}
+FORMAT_ENUMS = {
+    "PNG": pb.IMAGE_FORMAT_PNG,
+    "JPEG": pb.IMAGE_FORMAT_JPEG,
+    "WEBP": pb.IMAGE_FORMAT_WEBP,
+    # BMP, TIFF and GIF come only from "same as input", which is what the wire says.
+    "BMP": pb.IMAGE_FORMAT_SAME_AS_INPUT,
+    "TIFF": pb.IMAGE_FORMAT_SAME_AS_INPUT,
+    "GIF": pb.IMAGE_FORMAT_SAME_AS_INPUT,
+}
+
+
+@dataclass(frozen=True)
+class QuantizeOptions:
+    n_colors: int
+    seed: int
+    max_samples: int
+    color_space: str  # "rgb" or "lab"
+    dither: bool
+    output_format: str | None  # None: the input's format
+    colors: np.ndarray | None = None  # a stored palette to reuse, (k, 3) uint8
+
+
+@dataclass
+class Quantized:
+    """The encoded result and its summary."""
+
+    image: bytes
+    image_format: str
+    colors: np.ndarray  # (k, 3) uint8
+    counts: np.ndarray  # (k,) int64
+    mse: float
+    psnr: float
+    width: int
+    height: int
+    notes: list[str] = field(default_factory=list)
+
+
+def decode(data: bytes, max_pixels: int) -> tuple[Image.Image, str, list[str]]:
+    """The image's first frame, oriented, loaded; its format; remarks for the summary."""
+    if not data:
+        raise invalid("image", "image is empty: send the encoded file's bytes")
+    notes: list[str] = []
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image: Image.Image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise invalid(
+            "image", f"image ({len(data)} bytes) is not in a format Pillow reads "
+            "(PNG, JPEG, WebP, BMP, TIFF, GIF)"
+        ) from None
+    except Image.DecompressionBombError as exc:  # Pillow's own limit, past ours
+        raise exhausted("image", f"image is too large; nothing was decoded ({exc})") from None
+    width, height = image.size
+    if width * height > max_pixels:
+        raise exhausted(
+            "image",
+            f"image is {width}x{height} = {width * height} pixels, over the server's limit of "
+            f"{max_pixels}; nothing was decoded",
+        )
+    image_format = (image.format or "PNG").upper()
+    frames = getattr(image, "n_frames", 1)
+    if frames > 1:
+        notes.append(f"the image has {frames} frames; only the first was quantised and returned")
+        image.seek(0)
+    try:
+        image.load()
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise invalid("image", f"image could not be decoded (truncated or corrupt): {exc}") from None
+    oriented = ImageOps.exif_transpose(image)
+    if oriented is not None and oriented is not image:
+        image = oriented
+    if image.width * image.height < 2:
+        raise invalid("image", f"image is {image.width}x{image.height}: at least 2 pixels are needed")
+    return image, image_format, notes
+
+
+def quantize(data: bytes, options: QuantizeOptions, max_pixels: int) -> Quantized:
+    image, input_format, notes = decode(data, max_pixels)
+    has_alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
+    alpha = np.asarray(image.convert("RGBA"))[:, :, 3] if has_alpha else None
+    rgb_image = image.convert("RGB")
+    width, height = rgb_image.size
+    rgb = np.asarray(rgb_image).reshape(-1, 3)
+
+    if options.colors is not None:
+        colors = options.colors
+    else:
+        colors = _fit(rgb, options, notes)
+    if options.dither:
+        indices = _dithered(rgb_image, colors)
+    else:
+        indices = palettes.map_pixels(rgb, colors, options.color_space)
+    counts = np.bincount(indices, minlength=colors.shape[0]).astype(np.int64)
+    mapped = colors[indices]
+    mse = float(np.mean((mapped.astype(np.float64) - rgb) ** 2))
+    psnr = math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
+
+    output_format = options.output_format or input_format
+    if output_format not in OUTPUT_FORMATS:
+        output_format = "PNG"
+        notes.append(f"the input's format {input_format} cannot be written; the output is PNG")
+    encoded = _encode(indices.reshape(height, width), colors, alpha, output_format, notes)
+    return Quantized(encoded, output_format, colors, counts, mse, psnr, width, height, notes)
+
+
+def _fit(rgb: np.ndarray, options: QuantizeOptions, notes: list[str]) -> np.ndarray:
+    packed = (rgb[:, 0].astype(np.uint32) << 16) | (rgb[:, 1].astype(np.uint32) << 8) | rgb[:, 2]
+    distinct = np.unique(packed)
+    if distinct.size <= options.n_colors:
+        if distinct.size < options.n_colors:
+            notes.append(
+                f"the image has only {distinct.size} distinct colours, fewer than the "
+                f"{options.n_colors} asked for; the palette holds exactly those"
+            )
+        return np.stack([distinct >> 16, (distinct >> 8) & 255, distinct & 255], axis=1).astype(np.uint8)
+    return palettes.fit_palette(
+        rgb, options.n_colors, seed=options.seed, max_samples=options.max_samples,
+        color_space=options.color_space,
+    )
+
+
+def _palette_image(colors: np.ndarray) -> Image.Image:
+    holder = Image.new("P", (1, 1))
+    flat = colors.astype(np.uint8).reshape(-1).tolist()
+    holder.putpalette(flat + flat[-3:] * (256 - colors.shape[0]))  # pad with the last colour
+    return holder
+
+
+def _dithered(rgb_image: Image.Image, colors: np.ndarray) -> np.ndarray:
+    """Floyd-Steinberg mapping by Pillow onto our palette; (n,) int32 indices."""
+    result = rgb_image.quantize(palette=_palette_image(colors), dither=Image.Dither.FLOYDSTEINBERG)
+    indices = np.asarray(result).reshape(-1).astype(np.int32)
+    # Padding entries repeat the last colour: fold them onto it.
+    return np.minimum(indices, colors.shape[0] - 1)
+
+
+def _encode(
+    indices: np.ndarray, colors: np.ndarray, alpha: np.ndarray | None, image_format: str,
+    notes: list[str],
+) -> bytes:
+    buffer = io.BytesIO()
+    if alpha is not None and image_format in ("PNG", "WEBP", "TIFF"):
+        # Alpha is kept per pixel, which a palette image cannot hold: full RGBA.
+        rgba = np.concatenate([colors[indices], alpha[:, :, None]], axis=2)
+        Image.fromarray(rgba, "RGBA").save(buffer, image_format, **_SAVE_OPTIONS.get(image_format, {}))
+        return buffer.getvalue()
+    if alpha is not None:
+        notes.append(f"{image_format} has no alpha channel; transparency was dropped")
+    if image_format in ("JPEG",):
+        Image.fromarray(colors[indices], "RGB").save(buffer, "JPEG", quality=95)
+        return buffer.getvalue()
+    image = Image.fromarray(indices.astype(np.uint8), "P")
+    image.putpalette(colors.astype(np.uint8).reshape(-1).tolist())
+    image.save(buffer, image_format, **_SAVE_OPTIONS.get(image_format, {}))
+    return buffer.getvalue()
+
+
+# Fast settings: a palette PNG compresses well at level 1, and level 9 costs several times more.
+_SAVE_OPTIONS: dict[str, dict[str, object]] = {
+    "PNG": {"compress_level": 1},
+    "WEBP": {"lossless": True, "method": 0},
+}
+
+
+def check_options(n_colors: int, max_samples: int) -> None:
+    if not 2 <= n_colors <= 256:
+        raise invalid("spec.n_colors", f"spec.n_colors must be from 2 to 256, got {n_colors}")
+    if 0 < max_samples < n_colors:
+        raise invalid(
+            "spec.max_samples",
+            f"spec.max_samples={max_samples} is below spec.n_colors={n_colors} (0 picks a default)",
+        )
