@@ -6,7 +6,7 @@
         labels = client.predict("shops", X_new)
 """
 
-from ._wire import FitProgress, FitResult, ModelInfo
+from ._wire import FitProgress, FitResult, ModelInfo, QuantizedImage
 from .aio import AsyncClient, AsyncMiniBatchStream
 from .client import Client, default_target
 from .errors import (
@@ -54,6 +54,7 @@ __all__ = [
     "NotFound",
     "OutOfRange",
     "PermissionDenied",
+    "QuantizedImage",
     "RemoteKMeans",
     "RemoteMiniBatchKMeans",
     "ResourceExhausted",

@@ -272,3 +272,46 @@ class FitResult:
     @property
     def version(self) -> int:
         return self.model.version
+
+
+_FORMAT_NAMES = {
+    pb.IMAGE_FORMAT_PNG: "PNG",
+    pb.IMAGE_FORMAT_JPEG: "JPEG",
+    pb.IMAGE_FORMAT_WEBP: "WEBP",
+    pb.IMAGE_FORMAT_SAME_AS_INPUT: "same as input",
+}
+
+
+@dataclass(frozen=True)
+class QuantizedImage:
+    """A quantised image and what the server measured.
+
+    palette : ndarray of shape (n_colors, 3), uint8 RGB
+    pixel_counts : ndarray of shape (n_colors,), int64
+    """
+
+    image: bytes
+    format: str
+    palette: np.ndarray
+    pixel_counts: np.ndarray
+    mse: float
+    psnr: float
+    width: int
+    height: int
+    notes: tuple[str, ...]
+    saved_version: int
+
+
+def quantized_image(image: bytes, summary: pb.QuantizeSummary) -> QuantizedImage:
+    return QuantizedImage(
+        image=image,
+        format=_FORMAT_NAMES.get(summary.format, "PNG"),
+        palette=np.frombuffer(summary.palette, dtype=np.uint8).reshape(-1, 3).copy(),
+        pixel_counts=np.array(summary.pixel_counts, dtype=np.int64),
+        mse=float(summary.mse),
+        psnr=float(summary.psnr),
+        width=int(summary.width),
+        height=int(summary.height),
+        notes=tuple(summary.notes),
+        saved_version=int(summary.saved_version),
+    )

@@ -1,4 +1,4 @@
-"""The `centroidal` command: serve, fit, predict, stream, models and health."""
+"""The `centroidal` command: serve, fit, predict, stream, quantize, models and health."""
 
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     # The same options after the command (`centroidal health --target ...`) win over these.
     common = argparse.ArgumentParser(add_help=False)
     _connection_options(common, defaults=False)
-    commands = parser.add_subparsers(title="commands", metavar="{serve,fit,predict,stream,models,health}")
+    commands = parser.add_subparsers(title="commands", metavar="{serve,fit,predict,stream,quantize,models,health}")
     commands.add_parser("serve", help="run the server (see `centroidal serve --help`)")
 
     def command(name: str, help_text: str, within: Any = commands) -> argparse.ArgumentParser:
@@ -114,6 +114,20 @@ def _parser() -> argparse.ArgumentParser:
     stream.add_argument("--window", type=int, default=16, help="batches in flight (default 16)")
     stream.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     stream.set_defaults(run=_stream)
+
+    quantize = command("quantize", "reduce an image to a few colours")
+    quantize.add_argument("input", type=Path, help="PNG, JPEG, WebP, BMP, TIFF or GIF")
+    quantize.add_argument("output", type=Path, help="where to write the result")
+    quantize.add_argument("--colors", type=int, default=16, help="palette size, 2-256 (default 16)")
+    quantize.add_argument("--dither", action="store_true", help="Floyd-Steinberg dithering")
+    quantize.add_argument("--space", choices=["rgb", "lab"], default="rgb", help="colour space of the fit")
+    quantize.add_argument("--format", choices=["png", "jpeg", "webp", "same"], default=None,
+                          help="output format (default: from OUTPUT's suffix, else png)")
+    quantize.add_argument("--seed", type=int, default=None)
+    quantize.add_argument("--max-samples", type=int, default=0, help="pixels to fit on (0: server default)")
+    quantize.add_argument("--palette-model", default="", help="reuse this stored palette")
+    quantize.add_argument("--save-palette-as", default="", help="store the palette under this name")
+    quantize.set_defaults(run=_quantize)
 
     models = command("models", "list, show or delete models")
     actions = models.add_subparsers(metavar="{list,get,delete}")
@@ -336,6 +350,29 @@ def _stream(client: Client, options: argparse.Namespace) -> int:
         f"sequence {stream.durable_sequence}"
     )
     return 1 if rejected else 0
+
+
+_SUFFIX_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
+
+
+def _quantize(client: Client, options: argparse.Namespace) -> int:
+    output_format = options.format or _SUFFIX_FORMATS.get(options.output.suffix.lower(), "png")
+    started = time.monotonic()
+    result = client.quantize_image(
+        options.input, options.colors, seed=options.seed, max_samples=options.max_samples,
+        color_space=options.space, dither=options.dither, output_format=output_format,
+        palette_model=options.palette_model, save_palette_as=options.save_palette_as,
+    )
+    options.output.write_bytes(result.image)
+    for note in result.notes:
+        print(f"centroidal: {note}", file=sys.stderr)
+    saved = f", palette saved as version {result.saved_version}" if result.saved_version else ""
+    print(
+        f"{options.output}: {result.width}x{result.height} {result.format}, "
+        f"{result.palette.shape[0]} colours, MSE {result.mse:.2f}, PSNR {result.psnr:.2f} dB, "
+        f"{time.monotonic() - started:.3f}s{saved}"
+    )
+    return 0
 
 
 def _describe(model: ModelInfo) -> dict[str, object]:

@@ -99,3 +99,25 @@ def test_stream_a_file_and_resume_it(
     assert "rejected" in capsys.readouterr().err
     assert main([*target, "stream", str(npy), "--model", "nowhere", "-q"]) == 1
     assert "NOT_FOUND" in capsys.readouterr().err
+
+
+def test_quantize_an_image_file(target: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, size=(40, 60, 3), dtype=np.uint8)
+    source = tmp_path / "photo.jpg"
+    Image.fromarray(pixels).save(source, "JPEG")
+    out = tmp_path / "small.png"
+    assert main([*target, "quantize", str(source), str(out), "--colors", "8", "--seed", "1",
+                 "--save-palette-as", "tones"]) == 0
+    printed = capsys.readouterr().out
+    assert "60x40 PNG, 8 colours" in printed and "palette saved as version 1" in printed
+    result = Image.open(out)
+    assert result.mode == "P" and result.size == (60, 40)
+    webp = tmp_path / "again.webp"
+    assert main([*target, "quantize", str(source), str(webp), "--palette-model", "tones",
+                 "--dither", "--space", "lab"]) == 0
+    assert Image.open(webp).format == "WEBP"
+    assert main([*target, "quantize", str(source), str(out), "--colors", "300"]) == 1
+    assert "spec.n_colors" in capsys.readouterr().err

@@ -241,3 +241,22 @@ def test_upload_progress_exception_reaches_the_caller(client: Client) -> None:
 
     with pytest.raises(Interrupted):
         client.fit("interrupted", X, 2, on_progress=stop_uploading)
+
+
+def test_quantize_image_from_bytes_or_a_path(client: Client, tmp_path) -> None:
+    import io
+
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    image = Image.fromarray(rng.integers(0, 256, size=(30, 50, 3), dtype=np.uint8))
+    path = tmp_path / "in.png"
+    image.save(path)
+    from_path = client.quantize_image(path, 6, seed=3)
+    from_bytes = client.quantize_image(path.read_bytes(), 6, seed=3, output_format="jpeg")
+    assert from_path.palette.shape == (6, 3) and from_path.palette.dtype == np.uint8
+    np.testing.assert_array_equal(from_path.palette, from_bytes.palette)
+    assert from_path.pixel_counts.sum() == 1500 and from_path.format == "PNG"
+    assert Image.open(io.BytesIO(from_bytes.image)).format == "JPEG"
+    with pytest.raises(ValueError):
+        client.quantize_image(path, 6, color_space="hsv")
