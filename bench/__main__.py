@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import engine, streaming, system
+from . import engine, images, streaming, system
 from .common import gemm_peak_gflops, machine, print_table, write_results
 
 
@@ -24,6 +24,7 @@ def main() -> None:
     stream_rows, stream_facts = streaming.run()
     rows += stream_rows
     facts.update(stream_facts)
+    rows += images.run()
     print_table(rows, peak)
     print()
     for key, value in facts.items():
