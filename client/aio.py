@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -24,7 +25,7 @@ from centroidal.v1 import clustering_pb2 as pb
 
 from . import _wire
 from ._calls import PredictPlan, stream_open
-from ._wire import FitProgress, FitResult, ModelInfo
+from ._wire import FitProgress, FitResult, ModelInfo, QuantizedImage
 from .client import (
     _RESPONSE_BUDGET,
     Client,
@@ -141,6 +142,11 @@ class AsyncClient(Connection):
             expected_version=expected_version, return_labels=return_labels,
             on_progress=report if on_progress is not None else None, timeout=timeout,
         )
+
+    async def quantize_image(self, image: bytes | str | os.PathLike[str], n_colors: int = 16,
+                             **options: Any) -> QuantizedImage:
+        """As Client.quantize_image; run threaded for the reason fit gives."""
+        return await asyncio.to_thread(self._threaded().quantize_image, image, n_colors, **options)
 
     def _threaded(self) -> Client:
         """A threaded Client on the same target, for the calls grpc.aio gets wrong."""

@@ -127,6 +127,9 @@ def _parser() -> argparse.ArgumentParser:
     quantize.add_argument("--max-samples", type=int, default=0, help="pixels to fit on (0: server default)")
     quantize.add_argument("--palette-model", default="", help="reuse this stored palette")
     quantize.add_argument("--save-palette-as", default="", help="store the palette under this name")
+    quantize.add_argument("--plot", type=Path, default=None,
+                          help="also draw R-G and R-B scatter plots of 10,000 pixels, before and "
+                               "after, to this file (needs the plot extra: matplotlib, Pillow)")
     quantize.set_defaults(run=_quantize)
 
     models = command("models", "list, show or delete models")
@@ -364,6 +367,8 @@ def _quantize(client: Client, options: argparse.Namespace) -> int:
         palette_model=options.palette_model, save_palette_as=options.save_palette_as,
     )
     options.output.write_bytes(result.image)
+    if options.plot is not None:
+        plot_colour_space(options.input.read_bytes(), result.image, options.plot, options.seed or 0)
     for note in result.notes:
         print(f"centroidal: {note}", file=sys.stderr)
     saved = f", palette saved as version {result.saved_version}" if result.saved_version else ""
@@ -373,6 +378,33 @@ def _quantize(client: Client, options: argparse.Namespace) -> int:
         f"{time.monotonic() - started:.3f}s{saved}"
     )
     return 0
+
+
+def plot_colour_space(original: bytes, quantised: bytes, path: Path, seed: int) -> None:
+    """R-G and R-B scatter plots of the same 10,000 pixels, before and after, saved to path."""
+    try:
+        import io
+
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from PIL import Image, ImageOps
+    except ImportError as error:
+        raise ValueError(f"--plot needs the plot extra: pip install 'centroidal[plot]' ({error})") from None
+    before_image = ImageOps.exif_transpose(Image.open(io.BytesIO(original))).convert("RGB")
+    before = np.asarray(before_image).reshape(-1, 3)
+    after = np.asarray(Image.open(io.BytesIO(quantised)).convert("RGB")).reshape(-1, 3)
+    rows = np.random.default_rng(seed).choice(before.shape[0], min(10_000, before.shape[0]), replace=False)
+    figure, axes = plt.subplots(2, 2, figsize=(10, 9), sharex=True, sharey=True)
+    for row, (label, pixels) in enumerate((("original", before[rows]), ("quantised", after[rows]))):
+        for column, (channel, name) in enumerate(((1, "green"), (2, "blue"))):
+            axis = axes[row][column]
+            axis.scatter(pixels[:, 0], pixels[:, channel], c=pixels / 255.0, s=4, marker=".")
+            axis.set(xlabel="red", ylabel=name, title=f"{label}: red-{name}", xlim=(0, 255), ylim=(0, 255))
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
 
 
 def _describe(model: ModelInfo) -> dict[str, object]:

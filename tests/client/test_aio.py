@@ -38,6 +38,14 @@ def test_fit_predict_and_manage_models(server) -> None:
             assert raised.value.field == "points.cols"
             with pytest.raises(InvalidArgument):
                 await client.fit("b", X, 0)
+            import io
+
+            from PIL import Image
+
+            buffer = io.BytesIO()
+            Image.fromarray(np.random.default_rng(0).integers(0, 255, (20, 30, 3), dtype=np.uint8)).save(buffer, "PNG")
+            quantised = await client.quantize_image(buffer.getvalue(), 4, seed=0)
+            assert quantised.palette.shape == (4, 3) and quantised.pixel_counts.sum() == 600
             assert await client.delete_model("a") == 2
             with pytest.raises(NotFound):
                 await client.get_model("a")

@@ -119,5 +119,8 @@ def test_quantize_an_image_file(target: list[str], tmp_path: Path, capsys: pytes
     assert main([*target, "quantize", str(source), str(webp), "--palette-model", "tones",
                  "--dither", "--space", "lab"]) == 0
     assert Image.open(webp).format == "WEBP"
+    figure = tmp_path / "colours.png"
+    assert main([*target, "quantize", str(source), str(out), "--plot", str(figure)]) == 0
+    assert Image.open(figure).size[0] > 500  # a real figure was drawn
     assert main([*target, "quantize", str(source), str(out), "--colors", "300"]) == 1
     assert "spec.n_colors" in capsys.readouterr().err
