@@ -546,7 +546,18 @@ class ClusteringServicer(pb_grpc.ClusteringServiceServicer):
                     "image", f"the image is over the server's limit of {limit} bytes"
                 )
             chunks.append(message.image)
-        result = imaging.quantize(b"".join(chunks), options, self._config.max_image_pixels)
+        # A quantisation holds the decoded image and fits: it counts against the fit limit.
+        if not self._fit_slots.acquire(blocking=False):
+            raise exhausted(
+                "image",
+                f"{self._config.max_concurrent_fits} fits or quantisations are already running, "
+                "the server's limit; retry later",
+                reason="TOO_MANY_FITS",
+            )
+        try:
+            result = imaging.quantize(b"".join(chunks), options, self._config.max_image_pixels)
+        finally:
+            self._fit_slots.release()
         summary = pb.QuantizeSummary(
             palette=result.colors.astype(np.uint8).tobytes(),
             pixel_counts=result.counts.tolist(),
