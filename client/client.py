@@ -214,7 +214,11 @@ class Client(Connection):
         or "same" (the input's). palette_model reuses a stored palette; save_palette_as
         stores this one. max_samples 0 lets the server choose how many pixels to fit on.
         """
-        data = image if isinstance(image, bytes) else open(image, "rb").read()
+        if isinstance(image, bytes):
+            data = image
+        else:
+            with open(image, "rb") as source:
+                data = source.read()
         if color_space not in _COLOR_SPACES:
             raise ValueError(f"color_space must be 'rgb' or 'lab', got {color_space!r}")
         if output_format not in _OUTPUT_FORMATS:
@@ -237,7 +241,8 @@ class Client(Connection):
         summary = None
         try:
             for response in self._stub.QuantizeImage(
-                iter(requests), timeout=self._deadline(timeout), metadata=self._metadata
+                iter(requests), timeout=self.fit_timeout if timeout is None else timeout,
+                metadata=self._metadata,
             ):
                 parts.append(response.image)
                 if response.HasField("summary"):

@@ -91,10 +91,16 @@ def fit_palette(
     return rounded
 
 
+# Pixels converted at a time: CIELAB conversion holds several float64 copies.
+_MAP_CHUNK = 1 << 20
+
+
 def map_pixels(rgb: np.ndarray, colors: np.ndarray, color_space: str = "rgb") -> np.ndarray:
     """Index of the nearest palette colour for each pixel, (n,) int32, in the working space."""
-    labels = kmeans.predict(
-        to_space(rgb, color_space), to_space(colors.astype(np.float32), color_space)
-    )
-    assert isinstance(labels, np.ndarray)
+    centers = to_space(colors.astype(np.float32), color_space)
+    labels = np.empty(rgb.shape[0], dtype=np.int32)
+    for start in range(0, rgb.shape[0], _MAP_CHUNK):
+        part = kmeans.predict(to_space(rgb[start : start + _MAP_CHUNK], color_space), centers)
+        assert isinstance(part, np.ndarray)
+        labels[start : start + part.shape[0]] = part
     return labels

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 import math
-import warnings
+import struct
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,6 +25,8 @@ from .errors import exhausted, invalid
 # On china.jpg (427x640, 16 colours) a 20,000-pixel sample gave MSE 117.4 in 60 ms end
 # to end, against 114.7 in 145 ms with 100,000.
 DEFAULT_MAX_SAMPLES = 20_000
+# More samples than this buy nothing visible and hold a fit slot for long.
+MAX_SAMPLES = 1_000_000
 # Formats the output may take when it follows the input's.
 OUTPUT_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
 # ImageFormat on the wire: SAME_AS_INPUT is None here.
@@ -72,22 +74,31 @@ class Quantized:
     notes: list[str] = field(default_factory=list)
 
 
+# What a malformed file makes Pillow's readers raise, at open, seek or load.
+_DECODE_ERRORS = (
+    OSError, EOFError, ValueError, SyntaxError, struct.error, IndexError, TypeError, KeyError,
+    ZeroDivisionError,
+)
+# Only the formats the contract names; Pillow reads more (EPS would run Ghostscript).
+INPUT_FORMATS = ["PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF"]
+
+
 def decode(data: bytes, max_pixels: int) -> tuple[Image.Image, str, list[str]]:
-    """The image's first frame, oriented, loaded; its format; remarks for the summary."""
+    """The image's first frame, oriented, loaded, in 8-bit RGB(A) or grey; its format;
+    remarks for the summary."""
     if not data:
         raise invalid("image", "image is empty: send the encoded file's bytes")
     notes: list[str] = []
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image: Image.Image = Image.open(io.BytesIO(data))
+        image: Image.Image = Image.open(io.BytesIO(data), formats=INPUT_FORMATS)
     except UnidentifiedImageError:
         raise invalid(
-            "image", f"image ({len(data)} bytes) is not in a format Pillow reads "
-            "(PNG, JPEG, WebP, BMP, TIFF, GIF)"
+            "image", f"image ({len(data)} bytes) is not a PNG, JPEG, WebP, BMP, TIFF or GIF file"
         ) from None
     except Image.DecompressionBombError as exc:  # Pillow's own limit, past ours
         raise exhausted("image", f"image is too large; nothing was decoded ({exc})") from None
+    except _DECODE_ERRORS as exc:
+        raise invalid("image", f"image header could not be read (truncated or corrupt): {exc}") from None
     width, height = image.size
     if width * height > max_pixels:
         raise exhausted(
@@ -95,27 +106,50 @@ def decode(data: bytes, max_pixels: int) -> tuple[Image.Image, str, list[str]]:
             f"image is {width}x{height} = {width * height} pixels, over the server's limit of "
             f"{max_pixels}; nothing was decoded",
         )
-    image_format = (image.format or "PNG").upper()
-    frames = getattr(image, "n_frames", 1)
-    if frames > 1:
-        notes.append(f"the image has {frames} frames; only the first was quantised and returned")
-        image.seek(0)
+    # Phone and camera JPEGs often hold extra images (MPO): they are JPEGs all the same.
+    image_format = "JPEG" if image.format == "MPO" else (image.format or "PNG").upper()
     try:
+        frames = getattr(image, "n_frames", 1)
+        if frames > 1 and image.format != "MPO":
+            notes.append(f"the image has {frames} frames; only the first was quantised and returned")
+        image.seek(0)
         image.load()
-    except (OSError, SyntaxError, ValueError) as exc:
+    except MemoryError:
+        raise exhausted("image", "image needs more memory to decode than the server has") from None
+    except _DECODE_ERRORS as exc:
         raise invalid("image", f"image could not be decoded (truncated or corrupt): {exc}") from None
-    oriented = ImageOps.exif_transpose(image)
-    if oriented is not None and oriented is not image:
+    try:
+        oriented = ImageOps.exif_transpose(image)
+    except _DECODE_ERRORS as exc:
+        oriented = None
+        notes.append(f"the EXIF data could not be read ({exc}); the image was not rotated")
+    if oriented is not None:
         image = oriented
     if image.width * image.height < 2:
         raise invalid("image", f"image is {image.width}x{image.height}: at least 2 pixels are needed")
-    return image, image_format, notes
+    return _eight_bit(image), image_format, notes
+
+
+def _eight_bit(image: Image.Image) -> Image.Image:
+    """16-bit and float grey scaled to 8 bits (a plain convert would clip them); other modes
+    Pillow converts to RGB as they are."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        values = np.asarray(image, dtype=np.float64) / 257.0
+        return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), "L")
+    if image.mode == "F":
+        values = np.asarray(image, dtype=np.float64)
+        top = 1.0 if np.nanmax(values) <= 1.0 else 255.0
+        scaled = np.nan_to_num(values * (255.0 / top))
+        return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), "L")
+    if image.mode not in ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr"):
+        raise invalid("image", f"images in Pillow mode {image.mode} are not supported")
+    return image
 
 
 def quantize(data: bytes, options: QuantizeOptions, max_pixels: int) -> Quantized:
     image, input_format, notes = decode(data, max_pixels)
     has_alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
-    alpha = np.asarray(image.convert("RGBA"))[:, :, 3] if has_alpha else None
+    alpha = np.asarray(image.convert("RGBA"))[:, :, 3].copy() if has_alpha else None
     rgb_image = image.convert("RGB")
     width, height = rgb_image.size
     rgb = np.asarray(rgb_image).reshape(-1, 3)
@@ -137,7 +171,12 @@ def quantize(data: bytes, options: QuantizeOptions, max_pixels: int) -> Quantize
     if output_format not in OUTPUT_FORMATS:
         output_format = "PNG"
         notes.append(f"the input's format {input_format} cannot be written; the output is PNG")
-    encoded = _encode(indices.reshape(height, width), colors, alpha, output_format, notes)
+    try:
+        encoded = _encode(indices.reshape(height, width), colors, alpha, output_format, notes)
+    except (OSError, ValueError) as exc:  # e.g. WebP past 16383 or JPEG past 65500 pixels a side
+        raise invalid(
+            "spec.output_format", f"a {width}x{height} image cannot be written as {output_format}: {exc}"
+        ) from None
     return Quantized(encoded, output_format, colors, counts, mse, psnr, width, height, notes)
 
 
@@ -203,8 +242,9 @@ _SAVE_OPTIONS: dict[str, dict[str, object]] = {
 def check_options(n_colors: int, max_samples: int) -> None:
     if not 2 <= n_colors <= 256:
         raise invalid("spec.n_colors", f"spec.n_colors must be from 2 to 256, got {n_colors}")
-    if 0 < max_samples < n_colors:
+    if 0 < max_samples < n_colors or max_samples > MAX_SAMPLES:
         raise invalid(
             "spec.max_samples",
-            f"spec.max_samples={max_samples} is below spec.n_colors={n_colors} (0 picks a default)",
+            f"spec.max_samples must be from spec.n_colors ({n_colors}) to {MAX_SAMPLES}, got "
+            f"{max_samples} (0 picks a default)",
         )

@@ -529,24 +529,11 @@ class ClusteringServicer(pb_grpc.ClusteringServiceServicer):
         self, request_iterator: Iterator[pb.QuantizeImageRequest], context: grpc.ServicerContext
     ) -> Iterator[pb.QuantizeImageResponse]:
         first = next(request_iterator, None)
-        if first is None:
-            return
-        if not first.HasField("spec"):
+        if first is None or not first.HasField("spec"):
             raise invalid("spec", "the first message of a QuantizeImage stream must carry spec")
         options, save_as = self._quantize_options(first.spec)
-        limit = self._config.max_image_bytes
-        chunks = [first.image]
-        size = len(first.image)
-        for message in request_iterator:
-            if message.HasField("spec"):
-                raise invalid("spec", "only the first message of the stream may carry spec")
-            size += len(message.image)
-            if size > limit:
-                raise exhausted(
-                    "image", f"the image is over the server's limit of {limit} bytes"
-                )
-            chunks.append(message.image)
-        # A quantisation holds the decoded image and fits: it counts against the fit limit.
+        # A quantisation holds the image and fits a palette: it counts against the fit limit,
+        # taken before the image is received so that waiting requests hold no image.
         if not self._fit_slots.acquire(blocking=False):
             raise exhausted(
                 "image",
@@ -555,7 +542,9 @@ class ClusteringServicer(pb_grpc.ClusteringServiceServicer):
                 reason="TOO_MANY_FITS",
             )
         try:
-            result = imaging.quantize(b"".join(chunks), options, self._config.max_image_pixels)
+            result = imaging.quantize(
+                self._receive_image(first, request_iterator), options, self._config.max_image_pixels
+            )
         finally:
             self._fit_slots.release()
         summary = pb.QuantizeSummary(
@@ -587,6 +576,19 @@ class ClusteringServicer(pb_grpc.ClusteringServiceServicer):
                 response.summary.CopyFrom(summary)
             yield response
 
+    def _receive_image(
+        self, first: pb.QuantizeImageRequest, rest: Iterator[pb.QuantizeImageRequest]
+    ) -> bytes:
+        limit = self._config.max_image_bytes
+        buffer = bytearray(first.image)
+        for message in rest:
+            if message.HasField("spec"):
+                raise invalid("spec", "only the first message of the stream may carry spec")
+            if len(buffer) + len(message.image) > limit:
+                raise exhausted("image", f"the image is over the server's limit of {limit} bytes")
+            buffer += message.image
+        return bytes(buffer)
+
     def _quantize_options(self, spec: pb.QuantizeSpec) -> tuple[imaging.QuantizeOptions, str]:
         imaging.check_options(int(spec.n_colors), int(spec.max_samples))
         colors = None
@@ -601,8 +603,22 @@ class ClusteringServicer(pb_grpc.ClusteringServiceServicer):
                     field="spec.palette_model",
                     reason="NOT_A_PALETTE",
                 )
+            if not np.isfinite(snapshot.centers).all():
+                raise ServiceError(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"model {name!r} has centers that are not finite numbers",
+                    field="spec.palette_model",
+                    reason="NOT_A_PALETTE",
+                )
             colors = np.rint(np.clip(snapshot.centers, 0, 255)).astype(np.uint8)
         save_as = check_model_name(spec.save_palette_as, "spec.save_palette_as") if spec.save_palette_as else ""
+        for field, value, known in (
+            ("spec.color_space", spec.color_space, (pb.COLOR_SPACE_UNSPECIFIED, pb.COLOR_SPACE_RGB, pb.COLOR_SPACE_LAB)),
+            ("spec.dither", spec.dither, (pb.DITHER_UNSPECIFIED, pb.DITHER_NONE, pb.DITHER_FLOYD_STEINBERG)),
+            ("spec.output_format", spec.output_format, tuple(imaging.FORMAT_NAMES)),
+        ):
+            if value not in known:
+                raise invalid(field, f"{field}={value} is not a known value")
         options = imaging.QuantizeOptions(
             n_colors=int(spec.n_colors),
             seed=int(spec.seed) if spec.HasField("seed") else 0,

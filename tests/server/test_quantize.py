@@ -198,3 +198,40 @@ def test_images_past_the_pixel_limit_are_refused_before_decoding(start_server: S
         assert "nothing was decoded" in error.message
         error = failure(stub, encode(photo(), "PNG"))  # 96 x 64 is over 1000 too
         assert error.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+@pytest.mark.parametrize(
+    "make, field",
+    [
+        (lambda: encode(photo(), "JPEG")[:300], "image"),  # cut inside the header segments
+        (lambda: encode(photo(), "PNG")[:20], "image"),  # cut inside IHDR
+        (lambda: encode(photo(), "GIF")[:13], "image"),  # the logical screen and nothing else
+        (lambda: b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n", "image"),  # not ours
+    ],
+)
+def test_broken_headers_are_invalid_arguments_not_internal(stub, make, field) -> None:
+    error = failure(stub, make())
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT and error.field == field, error
+
+
+def test_unknown_enum_values_and_sample_limits_are_refused(stub) -> None:
+    data = encode(photo(), "PNG")
+    for spec, field in (({"color_space": 9}, "spec.color_space"), ({"dither": 7}, "spec.dither"),
+                        ({"output_format": 42}, "spec.output_format"),
+                        ({"max_samples": 10**9}, "spec.max_samples")):
+        error = failure(stub, data, **spec)
+        assert error.code == grpc.StatusCode.INVALID_ARGUMENT and error.field == field, error
+
+
+def test_sixteen_bit_grey_is_scaled_not_clipped(stub) -> None:
+    ramp = (np.arange(64 * 96, dtype=np.uint32).reshape(64, 96) * 10).astype(np.uint16)
+    data = encode(Image.fromarray(ramp), "PNG")  # Pillow keeps uint16 as mode I;16
+    _, summary = quantize(stub, data)
+    colors = np.frombuffer(summary.palette, dtype=np.uint8).reshape(-1, 3)
+    assert colors.max() - colors.min() > 100  # spread over the range, not all white
+
+
+def test_an_empty_stream_is_refused(stub) -> None:
+    with pytest.raises(grpc.RpcError) as raised:
+        list(stub.QuantizeImage(iter([])))
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
