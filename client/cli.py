@@ -359,7 +359,12 @@ _SUFFIX_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "web
 
 
 def _quantize(client: Client, options: argparse.Namespace) -> int:
-    output_format = options.format or _SUFFIX_FORMATS.get(options.output.suffix.lower(), "png")
+    output_format = options.format or _SUFFIX_FORMATS.get(options.output.suffix.lower())
+    if output_format is None:
+        raise ValueError(
+            f"cannot tell the output format from {options.output.name!r}: name it .png, .jpg or "
+            ".webp, or pass --format (same keeps the input's format)"
+        )
     started = time.monotonic()
     result = client.quantize_image(
         options.input, options.colors, seed=options.seed, max_samples=options.max_samples,

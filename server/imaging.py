@@ -222,7 +222,7 @@ def _encode(
         Image.fromarray(rgba, "RGBA").save(buffer, image_format, **_SAVE_OPTIONS.get(image_format, {}))
         return buffer.getvalue()
     if alpha is not None:
-        notes.append(f"{image_format} has no alpha channel; transparency was dropped")
+        notes.append(f"the {image_format} output is written without transparency; it was dropped")
     if image_format in ("JPEG",):
         Image.fromarray(colors[indices], "RGB").save(buffer, "JPEG", quality=95)
         return buffer.getvalue()
