@@ -8,6 +8,7 @@ import socket
 import time
 from pathlib import Path
 
+import grpc
 import numpy as np
 
 from centroidal.client import Client
@@ -67,7 +68,10 @@ def test_sigkill_loses_nothing_durable_and_producers_resume(tmp_path: Path) -> N
         acked = stream.last_ack
         kill(server)
         server, _ = serve(tmp_path, port)
-        with Client(address) as fresh:  # this client's channel is still backing off
+        # This client's connection is still backing off, and channels in one process share
+        # connections unless told otherwise: ask on a connection of its own.
+        with Client(address, options=[("grpc.use_local_subchannel_pool", 1)]) as fresh:
+            grpc.channel_ready_future(fresh._channel).result(timeout=30)
             restored = fresh.get_model("crash")
         # Everything acked as durable came back; at most what was not yet stored is missing.
         assert acked.durable_version <= restored.version <= acked.version
@@ -117,7 +121,7 @@ def test_sigterm_stores_every_acked_batch(tmp_path: Path) -> None:
         stream.abort()
     assert any("stopped cleanly" in line for line in server.lines)
     server, address = serve(tmp_path, port)
-    with Client(address, timeout=60) as client:
+    with Client(address, timeout=60, options=[("grpc.use_local_subchannel_pool", 1)]) as client:
         model = client.get_model("term", include_centers=True)
     assert model.version == acked and model.n_batches == 10
     np.testing.assert_array_equal(model.centers, uninterrupted(10).centers)
