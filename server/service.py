@@ -138,13 +138,7 @@ class ClusteringServicer(pb_grpc.ClusteringServiceServicer):
             n_samples = data.points.shape[0]
             self.metrics.points.inc(n_samples)
             # The slot is taken once the data is here, so a slow upload holds no compute slot.
-            if not self._fit_slots.acquire(blocking=False):
-                raise exhausted(
-                    "model",
-                    f"{self._config.max_concurrent_fits} fits are already running, the server's "
-                    "limit; retry later",
-                    reason="TOO_MANY_FITS",
-                )
+            self._take_fit_slot("model")
             try:
                 yield from self._fit_and_commit(params, data, context, started)
             finally:
@@ -152,6 +146,16 @@ class ClusteringServicer(pb_grpc.ClusteringServiceServicer):
         finally:
             with self._fits_lock:
                 self.fits_in_flight -= 1
+
+    def _take_fit_slot(self, field: str) -> None:
+        """One of --max-concurrent-fits, shared by fits and quantisations; the caller releases."""
+        if not self._fit_slots.acquire(blocking=False):
+            raise exhausted(
+                field,
+                f"{self._config.max_concurrent_fits} fits or quantisations are already running, "
+                "the server's limit; retry later",
+                reason="TOO_MANY_FITS",
+            )
 
     def _fit_and_commit(
         self, params: FitParams, data: FitData, context: grpc.ServicerContext, started: float
@@ -534,13 +538,7 @@ class ClusteringServicer(pb_grpc.ClusteringServiceServicer):
         options, save_as = self._quantize_options(first.spec)
         # A quantisation holds the image and fits a palette: it counts against the fit limit,
         # taken before the image is received so that waiting requests hold no image.
-        if not self._fit_slots.acquire(blocking=False):
-            raise exhausted(
-                "image",
-                f"{self._config.max_concurrent_fits} fits or quantisations are already running, "
-                "the server's limit; retry later",
-                reason="TOO_MANY_FITS",
-            )
+        self._take_fit_slot("image")
         try:
             result = imaging.quantize(
                 self._receive_image(first, request_iterator), options, self._config.max_image_pixels

@@ -124,24 +124,10 @@ def _timestamp(seconds: float) -> Timestamp:
 def model_message(
     snapshot: ModelSnapshot, *, include_centers: bool, durable_version: int | None = None
 ) -> pb.Model:
-    if snapshot.kind == "minibatch_kmeans":
-        return _streamed_model_message(snapshot, include_centers, durable_version)
-    if snapshot.kind == "palette":
-        return _palette_model_message(snapshot, include_centers)
-    config = snapshot.config
+    """The wire description of a model; durable_version when it differs from version."""
     message = pb.Model(
         name=snapshot.name,
         version=snapshot.version,
-        kind=pb.MODEL_KIND_KMEANS,
-        config=pb.KMeansConfig(
-            algorithm=pb.ALGORITHM_KMEANS,
-            n_clusters=snapshot.n_clusters,
-            init=INIT_ENUMS[config["init"]],
-            n_init=config["n_init"],
-            max_iter=config["max_iter"],
-            tol=config["tol"],
-            seed=config["seed"],
-        ),
         n_features=snapshot.n_features,
         n_clusters=snapshot.n_clusters,
         dtype=WIRE_DTYPES[snapshot.centers.dtype],
@@ -150,33 +136,31 @@ def model_message(
         n_samples_seen=snapshot.n_samples_seen,
         created_at=_timestamp(snapshot.created_at),
         updated_at=_timestamp(snapshot.updated_at),
-        durable_version=snapshot.version,
-    )
-    if include_centers:
-        message.centers.CopyFrom(encode_matrix(snapshot.centers))
-    return message
-
-
-def _streamed_model_message(
-    snapshot: ModelSnapshot, include_centers: bool, durable_version: int | None
-) -> pb.Model:
-    params = MiniBatchParams(**snapshot.config)
-    message = pb.Model(
-        name=snapshot.name,
-        version=snapshot.version,
-        kind=pb.MODEL_KIND_MINIBATCH_KMEANS,
-        minibatch=params_message(params),
-        n_features=snapshot.n_features,
-        n_clusters=params.n_clusters,
-        dtype=WIRE_DTYPES[snapshot.centers.dtype],
-        inertia=snapshot.inertia,
-        n_samples_seen=snapshot.n_samples_seen,
-        created_at=_timestamp(snapshot.created_at),
-        updated_at=_timestamp(snapshot.updated_at),
         durable_version=snapshot.version if durable_version is None else durable_version,
-        n_batches=int(snapshot.extra.get("n_batches", 0)),
-        init_points_buffered=int(snapshot.extra.get("init_points_buffered", 0)),
     )
+    config = snapshot.config
+    if snapshot.kind == "minibatch_kmeans":
+        params = MiniBatchParams(**config)
+        message.kind = pb.MODEL_KIND_MINIBATCH_KMEANS
+        message.minibatch.CopyFrom(params_message(params))
+        message.n_clusters = params.n_clusters  # also while it has no centers yet
+        message.n_batches = int(snapshot.extra.get("n_batches", 0))
+        message.init_points_buffered = int(snapshot.extra.get("init_points_buffered", 0))
+    elif snapshot.kind == "palette":
+        message.kind = pb.MODEL_KIND_PALETTE
+    else:
+        message.kind = pb.MODEL_KIND_KMEANS
+        message.config.CopyFrom(
+            pb.KMeansConfig(
+                algorithm=pb.ALGORITHM_KMEANS,
+                n_clusters=snapshot.n_clusters,
+                init=INIT_ENUMS[config["init"]],
+                n_init=config["n_init"],
+                max_iter=config["max_iter"],
+                tol=config["tol"],
+                seed=config["seed"],
+            )
+        )
     if include_centers and snapshot.centers.shape[0]:
         message.centers.CopyFrom(encode_matrix(snapshot.centers))
     return message
@@ -196,23 +180,4 @@ def params_message(params: MiniBatchParams) -> pb.MiniBatchConfig:
     )
     if params.half_life is not None:
         message.half_life = params.half_life
-    return message
-
-
-def _palette_model_message(snapshot: ModelSnapshot, include_centers: bool) -> pb.Model:
-    message = pb.Model(
-        name=snapshot.name,
-        version=snapshot.version,
-        kind=pb.MODEL_KIND_PALETTE,
-        n_features=snapshot.n_features,
-        n_clusters=snapshot.n_clusters,
-        dtype=WIRE_DTYPES[snapshot.centers.dtype],
-        inertia=snapshot.inertia,
-        n_samples_seen=snapshot.n_samples_seen,
-        created_at=_timestamp(snapshot.created_at),
-        updated_at=_timestamp(snapshot.updated_at),
-        durable_version=snapshot.version,
-    )
-    if include_centers:
-        message.centers.CopyFrom(encode_matrix(snapshot.centers))
     return message
