@@ -278,7 +278,9 @@ _FORMAT_NAMES = {
     pb.IMAGE_FORMAT_PNG: "PNG",
     pb.IMAGE_FORMAT_JPEG: "JPEG",
     pb.IMAGE_FORMAT_WEBP: "WEBP",
-    pb.IMAGE_FORMAT_SAME_AS_INPUT: "same as input",
+    pb.IMAGE_FORMAT_BMP: "BMP",
+    pb.IMAGE_FORMAT_TIFF: "TIFF",
+    pb.IMAGE_FORMAT_GIF: "GIF",
 }
 
 

@@ -36,15 +36,17 @@ FORMAT_NAMES: dict[int, str | None] = {
     pb.IMAGE_FORMAT_JPEG: "JPEG",
     pb.IMAGE_FORMAT_WEBP: "WEBP",
     pb.IMAGE_FORMAT_SAME_AS_INPUT: None,
+    pb.IMAGE_FORMAT_BMP: "BMP",
+    pb.IMAGE_FORMAT_TIFF: "TIFF",
+    pb.IMAGE_FORMAT_GIF: "GIF",
 }
 FORMAT_ENUMS = {
     "PNG": pb.IMAGE_FORMAT_PNG,
     "JPEG": pb.IMAGE_FORMAT_JPEG,
     "WEBP": pb.IMAGE_FORMAT_WEBP,
-    # BMP, TIFF and GIF come only from "same as input", which is what the wire says.
-    "BMP": pb.IMAGE_FORMAT_SAME_AS_INPUT,
-    "TIFF": pb.IMAGE_FORMAT_SAME_AS_INPUT,
-    "GIF": pb.IMAGE_FORMAT_SAME_AS_INPUT,
+    "BMP": pb.IMAGE_FORMAT_BMP,
+    "TIFF": pb.IMAGE_FORMAT_TIFF,
+    "GIF": pb.IMAGE_FORMAT_GIF,
 }
 
 

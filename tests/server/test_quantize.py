@@ -79,10 +79,11 @@ def test_every_common_format_in_a_palette_png_out(stub, fmt: str) -> None:
 
 def test_output_formats_and_same_as_input(stub) -> None:
     data = encode(photo(), "BMP")
-    for wire, name in ((pb.IMAGE_FORMAT_JPEG, "JPEG"), (pb.IMAGE_FORMAT_WEBP, "WEBP"),
-                       (pb.IMAGE_FORMAT_SAME_AS_INPUT, "BMP")):
+    for wire, name, reported in ((pb.IMAGE_FORMAT_JPEG, "JPEG", pb.IMAGE_FORMAT_JPEG),
+                                 (pb.IMAGE_FORMAT_WEBP, "WEBP", pb.IMAGE_FORMAT_WEBP),
+                                 (pb.IMAGE_FORMAT_SAME_AS_INPUT, "BMP", pb.IMAGE_FORMAT_BMP)):
         out, summary = quantize(stub, data, output_format=wire)
-        assert Image.open(io.BytesIO(out)).format == name
+        assert Image.open(io.BytesIO(out)).format == name and summary.format == reported
 
 
 def test_alpha_is_kept_and_colours_quantised(stub) -> None:

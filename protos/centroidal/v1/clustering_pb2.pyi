@@ -54,6 +54,9 @@ class ImageFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     IMAGE_FORMAT_JPEG: _ClassVar[ImageFormat]
     IMAGE_FORMAT_WEBP: _ClassVar[ImageFormat]
     IMAGE_FORMAT_SAME_AS_INPUT: _ClassVar[ImageFormat]
+    IMAGE_FORMAT_BMP: _ClassVar[ImageFormat]
+    IMAGE_FORMAT_TIFF: _ClassVar[ImageFormat]
+    IMAGE_FORMAT_GIF: _ClassVar[ImageFormat]
 DTYPE_UNSPECIFIED: DType
 DTYPE_FLOAT32: DType
 DTYPE_FLOAT64: DType
@@ -78,6 +81,9 @@ IMAGE_FORMAT_PNG: ImageFormat
 IMAGE_FORMAT_JPEG: ImageFormat
 IMAGE_FORMAT_WEBP: ImageFormat
 IMAGE_FORMAT_SAME_AS_INPUT: ImageFormat
+IMAGE_FORMAT_BMP: ImageFormat
+IMAGE_FORMAT_TIFF: ImageFormat
+IMAGE_FORMAT_GIF: ImageFormat
 
 class Matrix(_message.Message):
     __slots__ = ("dtype", "rows", "cols", "data")
