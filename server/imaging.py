@@ -182,8 +182,19 @@ def quantize(data: bytes, options: QuantizeOptions, max_pixels: int) -> Quantize
     return Quantized(encoded, output_format, colors, counts, mse, psnr, width, height, notes)
 
 
+_PROBE_PIXELS = 4096
+
+
 def _fit(rgb: np.ndarray, options: QuantizeOptions, notes: list[str]) -> np.ndarray:
     packed = (rgb[:, 0].astype(np.uint32) << 16) | (rgb[:, 1].astype(np.uint32) << 8) | rgb[:, 2]
+    # Counting every distinct colour sorts the whole image (23 ms for a 640x427 photo); an
+    # evenly spaced subset with more than n_colors of them settles the usual case.
+    probe = packed[:: max(1, packed.size // _PROBE_PIXELS)]
+    if np.unique(probe).size > options.n_colors:
+        return palettes.fit_palette(
+            rgb, options.n_colors, seed=options.seed, max_samples=options.max_samples,
+            color_space=options.color_space,
+        )
     distinct = np.unique(packed)
     if distinct.size <= options.n_colors:
         if distinct.size < options.n_colors:
