@@ -1,5 +1,17 @@
-"""Numeric engine: k-means kernels and algorithms (numpy + numba, no gRPC, no I/O)."""
+"""Numeric engine: k-means kernels and algorithms (numpy + numba, no gRPC, no I/O).
 
-from .kmeans import InvalidInputError, KMeansResult, Progress, Stage, fit, predict, transform
+Modules by job: ``kmeans`` (the public API and the Lloyd driver), ``_lloyd`` (its
+kernels), ``seeding`` and ``_seeding`` (k-means++), ``validation``, ``progress``,
+``minibatch`` (the mini-batch step and its state), ``palette`` (colour fitting), and
+``threads`` (``configure_threads``, called once before kernels run concurrently).
+"""
 
-__all__ = ["InvalidInputError", "KMeansResult", "Progress", "Stage", "fit", "predict", "transform"]
+from .kmeans import KMeansResult, fit, predict, transform
+from .progress import Progress, Stage
+from .threads import configure_threads
+from .validation import InvalidInputError
+
+__all__ = [
+    "InvalidInputError", "KMeansResult", "Progress", "Stage", "configure_threads", "fit",
+    "predict", "transform",
+]

@@ -12,48 +12,32 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, replace
-from enum import Enum
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
 from . import _lloyd
+from .progress import Progress, Stage, run_to_end
+from .seeding import kmeans_plusplus, plusplus_steps, shift_for
+from .threads import configure_threads
+from .validation import (
+    FLOAT_DTYPES,
+    UNIT_WEIGHTS,
+    Init,
+    InvalidInputError,
+    as_float_matrix,
+    check_finite,
+    check_init,
+    check_n_clusters,
+    check_n_init,
+    check_predict_inputs,
+    check_sample_weight,
+)
 
-FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-
-Init = Union[str, np.ndarray]
-
-# Kernels read an empty weight array as "every weight is 1", saving an O(n) buffer.
-UNIT_WEIGHTS = np.empty(0, dtype=np.float64)
-
-
-class InvalidInputError(ValueError):
-    """A caller's argument is unusable; ``field`` names the argument."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-
-
-class Stage(Enum):
-    """What a Progress event reports."""
-
-    SEEDING = "seeding"
-    INITIALIZED = "initialized"
-    ITERATION = "iteration"
-    RESTART_DONE = "restart_done"
-
-
-@dataclass(frozen=True)
-class Progress:
-    """One step of a running fit."""
-
-    stage: Stage
-    restart: int
-    n_init: int
-    iteration: int
-    inertia: float
-    center_shift: float
+__all__ = [
+    "InvalidInputError", "KMeansResult", "Progress", "Stage", "UNIT_WEIGHTS", "check_finite",
+    "fit", "fit_steps", "kmeans_plusplus", "mean_variance", "predict", "transform", "warmup",
+]
 
 
 @dataclass(frozen=True)
@@ -105,21 +89,8 @@ def fit(
         seed=seed,
         sample_weight=sample_weight,
     )
-    result: KMeansResult = _run_to_end(steps, on_progress)
+    result: KMeansResult = run_to_end(steps, on_progress)
     return result
-
-
-def _run_to_end(
-    steps: Generator[Progress, None, Any], on_progress: Callable[[Progress], None] | None = None
-) -> Any:
-    """Exhaust a step generator, passing each event to on_progress; returns its value."""
-    while True:
-        try:
-            event = next(steps)
-        except StopIteration as done:
-            return done.value
-        if on_progress is not None:
-            on_progress(event)
 
 
 def fit_steps(
@@ -141,10 +112,10 @@ def fit_steps(
     X = as_float_matrix(X, "X")
     n_samples, n_features = X.shape
     check_finite(X, "X")
-    n_clusters = _check_n_clusters(n_clusters, n_samples)
-    weights = _check_sample_weight(sample_weight, n_samples)
-    init_method, given_centers = _check_init(init, n_clusters, n_features, X.dtype)
-    n_init = _check_n_init(n_init, init_method)
+    n_clusters = check_n_clusters(n_clusters, n_samples)
+    weights = check_sample_weight(sample_weight, n_samples)
+    init_method, given_centers = check_init(init, n_clusters, n_features, X.dtype)
+    n_init = check_n_init(n_init, init_method)
     if int(max_iter) < 1:
         raise InvalidInputError("max_iter", f"max_iter must be at least 1, got {max_iter}")
     if not (tol >= 0 and math.isfinite(tol)):
@@ -188,7 +159,7 @@ def _fit_restarts(
             chosen = rng.choice(X.shape[0], size=n_clusters, replace=False, p=p)
             centers = X[chosen].copy()
         else:
-            centers = yield from _plusplus_steps(X, n_clusters, rng, weights, restart, n_init)
+            centers = yield from plusplus_steps(X, n_clusters, rng, weights, restart, n_init)
         yield Progress(Stage.INITIALIZED, restart, n_init, 0, math.nan, math.nan)
         # Made after seeding has freed its buffers and dropped after the run, so no two O(n)
         # buffers coexist; the best restart's labels are recomputed at the end instead of kept.
@@ -262,7 +233,7 @@ class _Workspace:
             max_move = float(np.sqrt(((centers64 - self.bound_centers) ** 2).sum(axis=1)).max())
             half_gaps = _half_gaps(centers64)
         _lloyd._lloyd_step(
-            X, weights, centers, _shift_for(centers), half_gaps, max_move, _REL_MARGIN[X.dtype],
+            X, weights, centers, shift_for(centers), half_gaps, max_move, _REL_MARGIN[X.dtype],
             mode, self.labels, self.lower, self.partial_sums, self.partial_weights,
             self.partial_inertia, self.partial_changed, self.partial_computed,
         )
@@ -348,58 +319,6 @@ def _centers_from_sums(
     return new_centers.astype(X.dtype)
 
 
-def kmeans_plusplus(
-    X: np.ndarray, n_clusters: int, rng: np.random.Generator, sample_weight: np.ndarray
-) -> np.ndarray:
-    """Greedy k-means++ seeding: each step keeps the best of 2 + ln(k) sampled candidates.
-
-    X : ndarray of shape (n_samples, n_features), float32 or float64, C-contiguous
-    sample_weight : ndarray of shape (n_samples,), float64, or empty for unit weights
-    Returns centers of shape (n_clusters, n_features) in X's dtype.
-    """
-    centers: np.ndarray = _run_to_end(_plusplus_steps(X, n_clusters, rng, sample_weight, 0, 1))
-    return centers
-
-
-def _plusplus_steps(
-    X: np.ndarray,
-    n_clusters: int,
-    rng: np.random.Generator,
-    sample_weight: np.ndarray,
-    restart: int,
-    n_init: int,
-) -> Generator[Progress, None, np.ndarray]:
-    """k-means++ as a generator that yields after each center it chooses."""
-    n_samples, n_features = X.shape
-    n_local_trials = 2 + int(math.log(n_clusters))
-    centers = np.empty((n_clusters, n_features), dtype=X.dtype)
-    if sample_weight.size:
-        first = int(rng.choice(n_samples, p=sample_weight / sample_weight.sum()))
-    else:
-        first = int(rng.integers(n_samples))
-    centers[0] = X[first]
-    closest = np.empty(n_samples, dtype=np.float64)
-    _lloyd._sq_distances_to_center(X, centers, 0, closest)
-    n_chunks = _lloyd.n_chunks_for(n_samples)
-    mass = np.empty(n_chunks, dtype=np.float64)
-    partial_pots = np.empty((n_chunks, n_local_trials), dtype=np.float64)
-    candidate_rows = np.empty(n_local_trials, dtype=np.int64)
-    for c in range(1, n_clusters):
-        _lloyd._chunk_mass(closest, sample_weight, mass)
-        targets = rng.uniform(size=n_local_trials) * mass.sum()
-        _lloyd._pick_rows(closest, sample_weight, mass, targets, candidate_rows)
-        candidates = np.ascontiguousarray(X[candidate_rows])
-        _lloyd._candidate_potentials(
-            X, sample_weight, candidates, _shift_for(candidates), closest, partial_pots
-        )
-        pots = partial_pots.sum(axis=0)
-        best = int(np.argmin(pots))
-        centers[c] = candidates[best]
-        _lloyd._lower_closest(X, candidates, best, closest)
-        yield Progress(Stage.SEEDING, restart, n_init, c + 1, float(pots[best]), math.nan)
-    return centers
-
-
 def predict(
     X: Any, centers: Any, *, return_distance: bool = False
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
@@ -410,10 +329,10 @@ def predict(
     Returns labels, ndarray of shape (n_samples,), int32; with return_distance
     also the Euclidean distance to that center, shape (n_samples,), X's dtype.
     """
-    X, centers = _check_predict_inputs(X, centers)
+    X, centers = check_predict_inputs(X, centers)
     labels = np.empty(X.shape[0], dtype=np.int32)
     min_sq_dist = np.empty(X.shape[0] if return_distance else 0, dtype=np.float64)
-    _lloyd._assign(X, centers, _shift_for(centers), labels, min_sq_dist)
+    _lloyd._assign(X, centers, shift_for(centers), labels, min_sq_dist)
     if return_distance:
         return labels, np.sqrt(min_sq_dist).astype(X.dtype)
     return labels
@@ -424,15 +343,10 @@ def transform(X: Any, centers: Any) -> np.ndarray:
 
     Returns ndarray of shape (n_samples, n_clusters) in X's dtype.
     """
-    X, centers = _check_predict_inputs(X, centers)
+    X, centers = check_predict_inputs(X, centers)
     out = np.empty((X.shape[0], centers.shape[0]), dtype=X.dtype)
     _lloyd._all_distances(X, centers, out)
     return out
-
-
-def _shift_for(centers: np.ndarray) -> np.ndarray:
-    """The centers' mean: a point near the data that distances are taken relative to."""
-    return np.ascontiguousarray(centers.mean(axis=0, dtype=np.float64), dtype=centers.dtype)
 
 
 def mean_variance(X: np.ndarray) -> float:
@@ -447,147 +361,10 @@ def mean_variance(X: np.ndarray) -> float:
     return float((sq_dev.sum(axis=0) / n_samples).mean())
 
 
-def as_float_matrix(X: Any, field: str) -> np.ndarray:
-    """X as a C-contiguous 2-D float32 or float64 array, copying only when needed."""
-    try:
-        array = np.asarray(X)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInputError(field, f"{field} is not a numeric array: {exc}") from exc
-    if array.ndim != 2:
-        raise InvalidInputError(
-            field, f"{field} must be 2-D (n_samples, n_features), got shape {array.shape}"
-        )
-    if array.dtype not in FLOAT_DTYPES:
-        if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
-            raise InvalidInputError(field, f"{field} has non-numeric dtype {array.dtype}")
-        array = array.astype(np.float64)
-    if array.shape[0] == 0:
-        raise InvalidInputError(field, f"{field} has 0 samples")
-    if array.shape[1] == 0:
-        raise InvalidInputError(field, f"{field} has 0 features")
-    return np.ascontiguousarray(array)
-
-
-# Squared float32 distances overflow past ~3.4e38: keep |x| where 4 * d * x^2 stays below it.
-FLOAT32_MAX_ABS = 1e17
-
-
-@dataclass(frozen=True)
-class ValueScan:
-    """What ``scan_values`` found in an array."""
-
-    non_finite: int
-    first_bad_row: int
-    max_abs: float
-
-
-def scan_values(X: np.ndarray) -> ValueScan:
-    """Count NaN/Inf entries, find the first row with one, and the largest finite magnitude."""
-    n_chunks = _lloyd.n_chunks_for(X.shape[0])
-    bad = np.empty(n_chunks, dtype=np.int64)
-    first = np.empty(n_chunks, dtype=np.int64)
-    max_abs = np.empty(n_chunks, dtype=np.float64)
-    _lloyd._scan_values(X, bad, first, max_abs)
-    rows = first[first >= 0]
-    return ValueScan(int(bad.sum()), int(rows.min()) if rows.size else -1, float(max_abs.max(initial=0.0)))
-
-
-def check_finite(X: np.ndarray, field: str) -> None:
-    """Raise InvalidInputError for NaN or Inf, or float32 values too large to square safely."""
-    # Two vectorised reductions settle the usual case (a NaN turns them NaN); the scan,
-    # five times slower, runs only to describe what is wrong.
-    limit = FLOAT32_MAX_ABS if X.dtype == np.float32 else math.inf
-    if X.size == 0 or max(float(X.max()), -float(X.min())) < limit:
-        return
-    scan = scan_values(X)
-    if scan.non_finite:
-        raise InvalidInputError(
-            field,
-            f"{field} contains {scan.non_finite} NaN or Inf values (first at row {scan.first_bad_row})",
-        )
-    if X.dtype == np.float32 and scan.max_abs > FLOAT32_MAX_ABS:
-        raise InvalidInputError(
-            field,
-            f"{field} has float32 values as large as {scan.max_abs:.3g}; float32 data must stay "
-            f"within +/-{FLOAT32_MAX_ABS:.0e} so squared distances do not overflow: send float64",
-        )
-
-
-def _check_predict_inputs(X: Any, centers: Any) -> tuple[np.ndarray, np.ndarray]:
-    X = as_float_matrix(X, "X")
-    check_finite(X, "X")
-    # A fresh writable copy (k x d, small): read-only centers would need their own compiled
-    # kernel signatures, which cost start-up time.
-    centers = np.array(as_float_matrix(centers, "centers"), dtype=X.dtype, order="C", copy=True)
-    if centers.shape[1] != X.shape[1]:
-        raise InvalidInputError(
-            "X", f"X has {X.shape[1]} features but the centers have {centers.shape[1]}"
-        )
-    return X, centers
-
-
-def _check_n_clusters(n_clusters: Any, n_samples: int) -> int:
-    if isinstance(n_clusters, bool) or not isinstance(n_clusters, (int, np.integer)):
-        raise InvalidInputError("n_clusters", f"n_clusters must be an integer, got {n_clusters!r}")
-    if n_clusters < 1:
-        raise InvalidInputError("n_clusters", f"n_clusters must be at least 1, got {n_clusters}")
-    if n_clusters > n_samples:
-        raise InvalidInputError(
-            "n_clusters",
-            f"n_clusters={n_clusters} is larger than the number of samples, {n_samples}",
-        )
-    return int(n_clusters)
-
-
-def _check_sample_weight(sample_weight: Any, n_samples: int) -> np.ndarray:
-    if sample_weight is None:
-        return UNIT_WEIGHTS
-    weights = np.ascontiguousarray(sample_weight, dtype=np.float64)
-    if weights.shape != (n_samples,):
-        raise InvalidInputError(
-            "sample_weight",
-            f"sample_weight must have shape ({n_samples},), got {weights.shape}",
-        )
-    if not np.isfinite(weights).all() or (weights < 0).any():
-        raise InvalidInputError("sample_weight", "sample_weight must be finite and >= 0")
-    if weights.sum() <= 0:
-        raise InvalidInputError("sample_weight", "sample_weight must have a positive sum")
-    return weights
-
-
-def _check_init(
-    init: Init, n_clusters: int, n_features: int, dtype: np.dtype
-) -> tuple[str, np.ndarray | None]:
-    if isinstance(init, str):
-        if init not in ("k-means++", "random"):
-            raise InvalidInputError(
-                "init", f"init must be 'k-means++', 'random' or an array, got {init!r}"
-            )
-        return init, None
-    centers = as_float_matrix(init, "init")
-    if centers.shape != (n_clusters, n_features):
-        raise InvalidInputError(
-            "init",
-            f"init centers must have shape ({n_clusters}, {n_features}), got {centers.shape}",
-        )
-    check_finite(centers, "init")
-    return "given", np.ascontiguousarray(centers, dtype=dtype)
-
-
-def _check_n_init(n_init: int | None, init_method: str) -> int:
-    if n_init is None:
-        return 10 if init_method == "random" else 1
-    if int(n_init) < 1:
-        raise InvalidInputError("n_init", f"n_init must be at least 1, got {n_init}")
-    if init_method == "given" and int(n_init) != 1:
-        raise InvalidInputError(
-            "n_init", f"n_init must be 1 when init centers are given, got {n_init}"
-        )
-    return int(n_init)
-
-
 def warmup() -> str:
-    """Compile every kernel signature the server uses; returns the threading layer."""
+    """Configure threads and compile every kernel signature the server uses; returns the
+    threading layer."""
+    configure_threads()
     rng = np.random.default_rng(0)
     for dtype in FLOAT_DTYPES:
         X = rng.normal(size=(64, 3)).astype(dtype)

@@ -32,14 +32,9 @@ import numpy as np
 from numba import njit
 
 from . import _lloyd
-from .kmeans import (
-    UNIT_WEIGHTS,
-    InvalidInputError,
-    _shift_for,
-    as_float_matrix,
-    check_finite,
-    kmeans_plusplus,
-)
+from .seeding import kmeans_plusplus, shift_for
+from .threads import configure_threads
+from .validation import UNIT_WEIGHTS, InvalidInputError, as_float_matrix, check_finite
 
 HALF_LIFE_UNITS = ("batches", "points")
 
@@ -229,7 +224,7 @@ class MiniBatchState:
         n_clusters = self.params.n_clusters
         labels = np.empty(X.shape[0], dtype=np.int32)
         sq_dist = np.empty(X.shape[0], dtype=np.float64)
-        _lloyd._assign(X, self.centers, _shift_for(self.centers), labels, sq_dist)
+        _lloyd._assign(X, self.centers, shift_for(self.centers), labels, sq_dist)
         sums = np.zeros((n_clusters, self.n_features), dtype=np.float64)
         batch_weights = np.zeros(n_clusters, dtype=np.float64)
         inertia = _batch_sums(X, sample_weight, labels, sq_dist, sums, batch_weights)
@@ -343,7 +338,8 @@ def _batch_sums(X, sample_weight, labels, sq_dist, sums, weights):
 
 
 def warmup() -> None:
-    """Compile the mini-batch kernels for both float dtypes."""
+    """Configure threads and compile the mini-batch kernels for both float dtypes."""
+    configure_threads()
     rng = np.random.default_rng(0)
     for dtype in (np.float32, np.float64):
         state = MiniBatchState(MiniBatchParams(n_clusters=2, half_life=2.0), 3, np.dtype(dtype))

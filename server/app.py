@@ -1,25 +1,35 @@
-"""Assembles the gRPC server: servicer, health, reflection, auth, store and warm-up."""
+"""Assembles the server: grpc.aio with the handlers, health, reflection and auth, over the store.
+
+The gRPC server runs on one asyncio event loop in a thread of its own, shared by
+every server of the process, so that ``start`` and ``stop`` are plain calls for
+``centroidal serve`` and for tests.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
-from concurrent import futures
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+import grpc.aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import SERVICE_NAME as HEALTH_SERVICE
+from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
-from centroidal.engine import kmeans, minibatch
+from centroidal.engine import configure_threads, kmeans, minibatch
 from centroidal.v1 import clustering_pb2 as pb
 from centroidal.v1 import clustering_pb2_grpc as pb_grpc
 
 from .auth import BearerTokenInterceptor
 from .config import ServerConfig
+from .handlers import ClusteringHandlers
 from .metrics import Metrics
 from .registry import Registry
-from .service import ClusteringServicer
 from .store import SQLiteStore
 
 log = logging.getLogger("centroidal.server")
@@ -27,6 +37,23 @@ log = logging.getLogger("centroidal.server")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ClusteringService"].full_name
 THREAD_SAFE_LAYERS = ("omp", "tbb")
 FIT_EXIT_WAIT_S = 30.0
+T = TypeVar("T")
+
+
+class _EventLoop:
+    """The process's one event loop for gRPC servers, running in a daemon thread."""
+
+    _lock = threading.Lock()
+    _loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    def run(cls, coroutine: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        with cls._lock:
+            if cls._loop is None:
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, name="centroidal-loop", daemon=True).start()
+                cls._loop = loop
+        return asyncio.run_coroutine_threadsafe(coroutine, cls._loop).result(timeout)
 
 
 class CentroidalServer:
@@ -34,47 +61,45 @@ class CentroidalServer:
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
+        configure_threads()
         self.store = SQLiteStore(config.data_dir)
-        self.registry = Registry(
-            self.store, max_models=config.max_models, keep_versions=config.keep_versions
-        )
+        self.registry = Registry(self.store, max_models=config.max_models, keep_versions=config.keep_versions)
         self.metrics = Metrics()
         self.metrics_port: int | None = None
-        self.servicer = ClusteringServicer(config, self.registry, self.metrics)
-        self.health = health.HealthServicer()
+        self.servicer = ClusteringHandlers(config, self.registry, self.metrics)
+        self.health = health_aio.HealthServicer()
+        self.stopping = threading.Event()
+        try:
+            self.grpc_server, self.port = _EventLoop.run(self._build())
+        except RuntimeError as exc:
+            self.store.close()
+            raise OSError(f"could not bind {config.address}: {exc}") from exc
+
+    async def _build(self) -> tuple[grpc.aio.Server, int]:
+        config = self.config
         interceptors = [BearerTokenInterceptor(config.tokens)] if config.tokens else []
-        self.grpc_server = grpc.server(
-            futures.ThreadPoolExecutor(
-                max_workers=config.max_workers, thread_name_prefix="centroidal-rpc"
-            ),
+        server = grpc.aio.server(
             interceptors=interceptors,
             options=[
                 ("grpc.max_receive_message_length", config.max_message_bytes),
                 ("grpc.max_send_message_length", config.max_message_bytes),
                 ("grpc.so_reuseport", 0),
             ],
-            maximum_concurrent_rpcs=config.max_workers * 4,
+            maximum_concurrent_rpcs=config.max_concurrent_rpcs,
         )
-        pb_grpc.add_ClusteringServiceServicer_to_server(self.servicer, self.grpc_server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc_server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.grpc_server
-        )
-        self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
-        try:
-            self.port = self.grpc_server.add_insecure_port(config.address)
-        except RuntimeError as exc:
-            self.store.close()
-            raise OSError(f"could not bind {config.address}: {exc}") from exc
-        self.stopping = threading.Event()
+        pb_grpc.add_ClusteringServiceServicer_to_server(self.servicer, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection((SERVICE_NAME, HEALTH_SERVICE, reflection.SERVICE_NAME), server)
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        return server, server.add_insecure_port(config.address)
 
-    def _set_health(self, status: int) -> None:
+    async def _set_health(self, status: int) -> None:
         for service in ("", SERVICE_NAME):
-            self.health.set(service, status)
+            await self.health.set(service, status)
 
     def start(self) -> None:
         """Start serving; health turns SERVING once every kernel is compiled."""
-        self.grpc_server.start()
+        _EventLoop.run(self.grpc_server.start())
         if self.config.metrics_port:
             self.metrics_port = self.metrics.serve(self.config.host, self.config.metrics_port)
             log.info("metrics on http://%s:%d/metrics", self.config.host, self.metrics_port)
@@ -90,7 +115,7 @@ class CentroidalServer:
                 )
             log.info("warm-up done in %.2fs, threading layer %s", time.monotonic() - started, layer)
         self.servicer.hub.start()
-        self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        _EventLoop.run(self._set_health(health_pb2.HealthCheckResponse.SERVING))
         log.info(
             "centroidal listening on %s:%d with %d models from %s",
             self.config.host, self.port, len(self.registry), self.store.path,
@@ -101,18 +126,19 @@ class CentroidalServer:
         if self.stopping.is_set():
             return
         self.stopping.set()
-        self.health.enter_graceful_shutdown()
-        self.grpc_server.stop(self.config.grace_period if grace is None else grace).wait()
+        _EventLoop.run(self.health.enter_graceful_shutdown())
+        _EventLoop.run(self.grpc_server.stop(self.config.grace_period if grace is None else grace))
         # Cancelled fits notice within one iteration; let them leave before the store closes.
         give_up = time.monotonic() + FIT_EXIT_WAIT_S
         while self.servicer.fits_in_flight and time.monotonic() < give_up:
             time.sleep(0.05)
         self.servicer.hub.stop()
+        self.servicer.workers.shutdown()
         self.metrics.close()
         self.store.close()
 
     def wait_for_termination(self, timeout: float | None = None) -> bool:
-        return self.grpc_server.wait_for_termination(timeout)
+        return _EventLoop.run(self.grpc_server.wait_for_termination(timeout))
 
 
 def create_server(config: ServerConfig) -> tuple[CentroidalServer, int]:

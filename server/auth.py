@@ -1,17 +1,19 @@
-"""Bearer-token authentication as a server interceptor; health checks stay open for probes."""
+"""Bearer-token authentication as a grpc.aio server interceptor; health checks stay open for probes."""
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import grpc
+import grpc.aio
 
 OPEN_PREFIXES = ("/grpc.health.v1.Health/",)
+_REFUSAL = "missing or invalid bearer token in the 'authorization' metadata"
 
 
-class BearerTokenInterceptor(grpc.ServerInterceptor):
+class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
     """Refuses calls without ``authorization: Bearer <token>`` for one of the tokens."""
 
     def __init__(self, tokens: Iterable[str]) -> None:
@@ -28,12 +30,12 @@ class BearerTokenInterceptor(grpc.ServerInterceptor):
             return any(hmac.compare_digest(candidate, token) for token in self._tokens)
         return False
 
-    def intercept_service(
+    async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
-        handler = continuation(handler_call_details)
+        handler = await continuation(handler_call_details)
         method = handler_call_details.method
         if handler is None or method.startswith(OPEN_PREFIXES):
             return handler
@@ -43,13 +45,11 @@ class BearerTokenInterceptor(grpc.ServerInterceptor):
 
 
 def _refusal(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-    message = "missing or invalid bearer token in the 'authorization' metadata"
+    async def refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, _REFUSAL)
 
-    def refuse(request: Any, context: grpc.ServicerContext) -> None:
-        context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
-
-    def refuse_stream(request: Any, context: grpc.ServicerContext) -> Any:
-        context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+    async def refuse_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, _REFUSAL)
         yield  # pragma: no cover
 
     codec = {

@@ -27,7 +27,9 @@ class ServerConfig:
     max_image_bytes: int = 256 * MIB
     max_concurrent_fits: int = 4
     keep_versions: int = 5
-    max_workers: int = 32
+    max_concurrent_rpcs: int = 10_000
+    idle_timeout: float = 60.0
+    cpu_workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     grace_period: float = 10.0
     checkpoint_interval: float = 1.0
     max_producers: int = 10_000
@@ -56,7 +58,11 @@ _HELP = {
     "max_image_bytes": "largest encoded image QuantizeImage accepts, in bytes",
     "max_concurrent_fits": "fits running at once; more are refused with RESOURCE_EXHAUSTED",
     "keep_versions": "fit versions kept per model for pinned predicts",
-    "max_workers": "gRPC handler threads",
+    "max_concurrent_rpcs": "calls open at once (an open stream is one); more are refused with "
+    "RESOURCE_EXHAUSTED",
+    "idle_timeout": "seconds a call may wait for the client's next message; past that it ends "
+    "with DEADLINE_EXCEEDED",
+    "cpu_workers": "threads that run Predict and streamed batches (numba kernels release the GIL)",
     "grace_period": "seconds in-flight calls get to finish on SIGTERM",
     "checkpoint_interval": "seconds between checkpoints of models fed by StreamMiniBatch",
     "max_producers": "most producer ids whose last sequence one streamed model remembers",
@@ -117,7 +123,8 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
 
 def _check(config: ServerConfig, parser: argparse.ArgumentParser) -> None:
     positive = ("max_message_bytes", "max_models", "max_clusters", "max_features", "max_points",
-                "max_fit_bytes", "max_concurrent_fits", "keep_versions", "max_workers",
+                "max_fit_bytes", "max_concurrent_fits", "keep_versions", "max_concurrent_rpcs",
+                "cpu_workers",
                 "max_producers", "max_image_pixels", "max_image_bytes")
     for name in positive:
         if getattr(config, name) < 1:
@@ -127,6 +134,8 @@ def _check(config: ServerConfig, parser: argparse.ArgumentParser) -> None:
             parser.error(f"--{name.replace('_', '-')} must be 0-65535, got {getattr(config, name)}")
     if config.grace_period < 0:
         parser.error(f"--grace-period must be >= 0, got {config.grace_period}")
+    if not config.idle_timeout > 0:
+        parser.error(f"--idle-timeout must be > 0, got {config.idle_timeout}")
     if not config.checkpoint_interval > 0:
         parser.error(f"--checkpoint-interval must be > 0, got {config.checkpoint_interval}")
     if config.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):

@@ -1,85 +1,131 @@
-"""Service errors and their mapping to gRPC statuses with google.rpc details.
+"""The one place where errors become gRPC statuses.
 
-Handlers raise ``ServiceError``; ``handle_errors`` turns it into a status with a
-BadRequest (when a field is at fault) and an ErrorInfo detail. A client's
-mistake is never reported as INTERNAL or UNKNOWN: only an unexpected exception,
-which is a server bug, becomes INTERNAL, and it is logged with the request id.
+``STATUS`` maps every domain error (``exceptions.py``), the engine's
+InvalidInputError and the codec's WireError to a status code. ``ENGINE_FIELDS``
+renames the engine's argument names to wire field paths, per RPC. ``rpc`` wraps a
+grpc.aio handler (coroutine or async generator): a refusal becomes a status with a
+google.rpc BadRequest (when a field is at fault), an ErrorInfo and, for Busy, a
+RetryInfo detail. Only an unexpected exception, a server bug, becomes INTERNAL; it is
+logged with a request id. Every call is counted by method and code.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import logging
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
-from google.protobuf import any_pb2
+import grpc.aio
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from centroidal.engine import InvalidInputError
+from centroidal.v1.codec import WireError
+
+from . import exceptions as domain
+from .metrics import Metrics
 
 log = logging.getLogger("centroidal.server")
 
 ERROR_DOMAIN = "centroidal.v1"
 
-F = TypeVar("F", bound=Callable[..., Any])
+STATUS: dict[type[Exception], grpc.StatusCode] = {
+    domain.InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
+    WireError: grpc.StatusCode.INVALID_ARGUMENT,
+    InvalidInputError: grpc.StatusCode.INVALID_ARGUMENT,
+    domain.ModelNotFound: grpc.StatusCode.NOT_FOUND,
+    domain.VersionConflict: grpc.StatusCode.ABORTED,
+    domain.ModelReplaced: grpc.StatusCode.ABORTED,
+    domain.ModelMismatch: grpc.StatusCode.FAILED_PRECONDITION,
+    domain.LimitExceeded: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    domain.Busy: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    domain.ShuttingDown: grpc.StatusCode.UNAVAILABLE,
+    domain.IdleTimeout: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+
+# The engine names its arguments after the Python API; the wire names differ by RPC.
+ENGINE_FIELDS: dict[str, dict[str, str]] = {
+    "Fit": {
+        "X": "points",
+        "points": "points.data",
+        "init": "spec.config.init_centers",
+        "n_clusters": "spec.config.n_clusters",
+        "n_init": "spec.config.n_init",
+        "max_iter": "spec.config.max_iter",
+        "tol": "spec.config.tol",
+    },
+    "Predict": {"points": "points.data"},
+    "PredictStream": {"points": "points.data"},
+    "StreamMiniBatch": {
+        "points": "batch.points.data",
+        "points.cols": "batch.points.cols",
+        "points.dtype": "batch.points.dtype",
+        "sample_weight": "batch.sample_weight",
+        "n_clusters": "open.create_if_missing.n_clusters",
+        "init_size": "open.create_if_missing.init_size",
+        "reassignment_ratio": "open.create_if_missing.reassignment_ratio",
+        "half_life": "open.create_if_missing.half_life",
+        "half_life_unit": "open.create_if_missing.half_life_unit",
+    },
+}
+# A streamed batch of the wrong width or dtype does not fit the model: not a bad request.
+_MODEL_MISMATCH_FIELDS = {
+    "batch.points.cols": "FEATURE_MISMATCH",
+    "batch.points.dtype": "DTYPE_MISMATCH",
+}
 
 
-class ServiceError(Exception):
-    """A request the service refuses, with the status code and the field at fault."""
+@dataclass(frozen=True)
+class Refusal:
+    """A refused request as the status (or a batch's ack) reports it."""
 
-    def __init__(
-        self,
-        code: grpc.StatusCode,
-        message: str,
-        *,
-        field: str | None = None,
-        reason: str | None = None,
-        metadata: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.field = field
-        self.reason = reason or code.name
-        self.metadata = metadata or {}
+    code: grpc.StatusCode
+    message: str
+    field: str | None
+    reason: str
+    metadata: dict[str, str]
+    retry_after: float | None = None
 
     def to_status(self) -> grpc.Status:
         details = []
         if self.field is not None:
-            bad_request = error_details_pb2.BadRequest(
-                field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(
-                        field=self.field, description=self.message
-                    )
-                ]
+            violation = error_details_pb2.BadRequest.FieldViolation(
+                field=self.field, description=self.message
             )
-            details.append(_pack(bad_request))
-        info = error_details_pb2.ErrorInfo(
-            reason=self.reason, domain=ERROR_DOMAIN, metadata=self.metadata
+            details.append(_pack(error_details_pb2.BadRequest(field_violations=[violation])))
+        details.append(
+            _pack(error_details_pb2.ErrorInfo(reason=self.reason, domain=ERROR_DOMAIN, metadata=self.metadata))
         )
-        details.append(_pack(info))
-        status = status_pb2.Status(
-            code=self.code.value[0], message=self.message, details=details
-        )
+        if self.retry_after is not None:
+            delay = duration_pb2.Duration()
+            delay.FromNanoseconds(int(self.retry_after * 1e9))
+            details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
+        status = status_pb2.Status(code=self.code.value[0], message=self.message, details=details)
         return rpc_status.to_status(status)
 
 
-def invalid(field: str, message: str, reason: str = "INVALID_ARGUMENT") -> ServiceError:
-    return ServiceError(grpc.StatusCode.INVALID_ARGUMENT, message, field=field, reason=reason)
-
-
-def not_found(field: str, message: str) -> ServiceError:
-    return ServiceError(grpc.StatusCode.NOT_FOUND, message, field=field, reason="NOT_FOUND")
-
-
-def exhausted(field: str, message: str, reason: str = "LIMIT_EXCEEDED") -> ServiceError:
-    return ServiceError(grpc.StatusCode.RESOURCE_EXHAUSTED, message, field=field, reason=reason)
+def refusal(exc: BaseException, method: str) -> Refusal | None:
+    """How ``exc`` is reported to the client of ``method``; None for a server bug."""
+    code = next((STATUS[cls] for cls in type(exc).__mro__ if cls in STATUS), None)
+    if code is None:
+        return None
+    if isinstance(exc, domain.DomainError):
+        retry_after = exc.retry_after if isinstance(exc, domain.Busy) else None
+        return Refusal(code, exc.message, exc.field, exc.reason, exc.metadata, retry_after)
+    field = getattr(exc, "field", None)
+    field = ENGINE_FIELDS.get(method, {}).get(field, field) if field else field
+    reason = "INVALID_ARGUMENT"
+    if field in _MODEL_MISMATCH_FIELDS:
+        code, reason = grpc.StatusCode.FAILED_PRECONDITION, _MODEL_MISMATCH_FIELDS[field]
+    return Refusal(code, str(exc), field, reason, {})
 
 
 def _pack(message: Any) -> any_pb2.Any:
@@ -88,117 +134,88 @@ def _pack(message: Any) -> any_pb2.Any:
     return packed
 
 
-# The engine names its arguments after the Python API; the wire names differ.
-_ENGINE_FIELDS = {
-    "X": "points",
-    "init": "config.init_centers",
-    "n_clusters": "config.n_clusters",
-    "n_init": "config.n_init",
-    "max_iter": "config.max_iter",
-    "tol": "config.tol",
-    "sample_weight": "sample_weight",
-}
-
-
-def from_engine(exc: InvalidInputError) -> ServiceError:
-    return invalid(_ENGINE_FIELDS.get(exc.field, exc.field), str(exc))
-
-
-def _abort(context: grpc.ServicerContext, method: str, exc: BaseException) -> None:
-    if not context.is_active():
-        # The client cancelled or the deadline passed; there is nobody to answer.
-        log.info("%s ended after the call was cancelled: %r", method, exc)
-        return
-    if isinstance(exc, InvalidInputError):
-        exc = from_engine(exc)
-    if isinstance(exc, ServiceError):
-        log.info("%s refused: %s %s", method, exc.code.name, exc.message)
-        context.abort_with_status(exc.to_status())
+def _internal(method: str) -> Refusal:
     request_id = uuid.uuid4().hex[:12]
     log.exception("%s failed, request_id=%s", method, request_id)
-    context.abort_with_status(
-        ServiceError(
-            grpc.StatusCode.INTERNAL,
-            f"internal server error (request_id={request_id})",
-            reason="INTERNAL",
-            metadata={"request_id": request_id},
-        ).to_status()
+    return Refusal(
+        grpc.StatusCode.INTERNAL, f"internal server error (request_id={request_id})", None,
+        "INTERNAL", {"request_id": request_id},
     )
 
 
-def _is_abort(exc: BaseException, context: grpc.ServicerContext) -> bool:
-    # context.abort raises a bare Exception after recording the status; let it through.
-    return type(exc) is Exception and context.code() is not None
+async def _abort(context: grpc.aio.ServicerContext, method: str, exc: BaseException) -> str:
+    """Answer the call with the status for ``exc``; returns the code's name for metrics."""
+    answer = refusal(exc, method)
+    if answer is None:
+        answer = _internal(method)
+    else:
+        log.info("%s refused: %s %s", method, answer.code.name, answer.message)
+    status = answer.to_status()
+    await context.abort(status.code, status.details, status.trailing_metadata)
+    return answer.code.name  # not reached: abort raises
 
 
-def _code_of(exc: BaseException, context: grpc.ServicerContext) -> str:
-    if isinstance(exc, ServiceError):
-        return exc.code.name
-    if isinstance(exc, InvalidInputError):
-        return grpc.StatusCode.INVALID_ARGUMENT.name
-    if not context.is_active():
-        return grpc.StatusCode.CANCELLED.name
-    if _is_abort(exc, context):
-        code = context.code()
-        return code.name if isinstance(code, grpc.StatusCode) else str(code)
-    return grpc.StatusCode.INTERNAL.name
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-def handle_errors(handler: F) -> F:
-    """Map exceptions raised by a servicer method (plain or generator) to statuses.
+def rpc(handler: F) -> F:
+    """Map what a grpc.aio handler raises to a status, and count the call by method and code.
 
-    The servicer's ``metrics`` (when it has any) count the call by method and code.
+    The handler's ``self.metrics`` is a Metrics.
     """
     method = handler.__name__
 
     def record(self: Any, code: str, started: float) -> None:
-        metrics = getattr(self, "metrics", None)
-        if metrics is not None:
-            metrics.observe(method, code, time.monotonic() - started)
+        metrics: Metrics = self.metrics
+        metrics.observe(method, code, time.monotonic() - started)
 
-    if inspect.isgeneratorfunction(handler):
+    if inspect.isasyncgenfunction(handler):
 
         @functools.wraps(handler)
-        def stream_wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
-            started = time.monotonic()
-            code = "OK"
+        async def stream_wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+            started, code = time.monotonic(), "OK"
             try:
-                yield from handler(self, request, context)
-            except Exception as exc:  # noqa: BLE001 - every failure must become a status
-                code = _code_of(exc, context)
-                if _is_abort(exc, context):
-                    raise
-                _abort(context, method, exc)
-            except GeneratorExit:
+                async for response in handler(self, request, context):
+                    yield response
+            except asyncio.CancelledError:
                 code = grpc.StatusCode.CANCELLED.name
                 raise
+            except grpc.aio.AbortError:
+                code = _code_name(context)
+                raise
+            except Exception as exc:  # noqa: BLE001 - every failure must become a status
+                code = _name_for(exc, method)
+                await _abort(context, method, exc)
             finally:
                 record(self, code, started)
 
         return stream_wrapper  # type: ignore[return-value]
 
     @functools.wraps(handler)
-    def unary_wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
-        started = time.monotonic()
-        code = "OK"
+    async def unary_wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        started, code = time.monotonic(), "OK"
         try:
-            return handler(self, request, context)
+            return await handler(self, request, context)
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED.name
+            raise
+        except grpc.aio.AbortError:
+            code = _code_name(context)
+            raise
         except Exception as exc:  # noqa: BLE001 - every failure must become a status
-            code = _code_of(exc, context)
-            if _is_abort(exc, context):
-                raise
-            _abort(context, method, exc)
+            code = _name_for(exc, method)
+            await _abort(context, method, exc)
         finally:
             record(self, code, started)
 
     return unary_wrapper  # type: ignore[return-value]
 
 
-__all__ = [
-    "ServiceError",
-    "exhausted",
-    "from_engine",
-    "handle_errors",
-    "invalid",
-    "not_found",
-]
+def _name_for(exc: BaseException, method: str) -> str:
+    answer = refusal(exc, method)
+    return answer.code.name if answer is not None else grpc.StatusCode.INTERNAL.name
+
+
+def _code_name(context: grpc.aio.ServicerContext) -> str:
+    code = context.code()
+    return code.name if isinstance(code, grpc.StatusCode) else str(code)

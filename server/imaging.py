@@ -18,9 +18,11 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from centroidal.engine import palette as palettes
-from centroidal.v1 import clustering_pb2 as pb
+from centroidal.v1 import codec
 
-from .errors import exhausted, invalid
+from .exceptions import InvalidRequest, LimitExceeded, ModelMismatch
+from .limits import check_model_name
+from .registry import Registry
 
 # On china.jpg (427x640, 16 colours) a 20,000-pixel sample gave MSE 117.4 in 60 ms end
 # to end, against 114.7 in 145 ms with 100,000.
@@ -29,27 +31,6 @@ DEFAULT_MAX_SAMPLES = 20_000
 MAX_SAMPLES = 1_000_000
 # Formats the output may take when it follows the input's.
 OUTPUT_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
-# ImageFormat on the wire: SAME_AS_INPUT is None here.
-FORMAT_NAMES: dict[int, str | None] = {
-    pb.IMAGE_FORMAT_UNSPECIFIED: "PNG",
-    pb.IMAGE_FORMAT_PNG: "PNG",
-    pb.IMAGE_FORMAT_JPEG: "JPEG",
-    pb.IMAGE_FORMAT_WEBP: "WEBP",
-    pb.IMAGE_FORMAT_SAME_AS_INPUT: None,
-    pb.IMAGE_FORMAT_BMP: "BMP",
-    pb.IMAGE_FORMAT_TIFF: "TIFF",
-    pb.IMAGE_FORMAT_GIF: "GIF",
-}
-FORMAT_ENUMS = {
-    "PNG": pb.IMAGE_FORMAT_PNG,
-    "JPEG": pb.IMAGE_FORMAT_JPEG,
-    "WEBP": pb.IMAGE_FORMAT_WEBP,
-    "BMP": pb.IMAGE_FORMAT_BMP,
-    "TIFF": pb.IMAGE_FORMAT_TIFF,
-    "GIF": pb.IMAGE_FORMAT_GIF,
-}
-
-
 @dataclass(frozen=True)
 class QuantizeOptions:
     n_colors: int
@@ -57,7 +38,7 @@ class QuantizeOptions:
     max_samples: int
     color_space: str  # "rgb" or "lab"
     dither: bool
-    output_format: str | None  # None: the input's format
+    output_format: str  # a Pillow format name, or "same" for the input's
     colors: np.ndarray | None = None  # a stored palette to reuse, (k, 3) uint8
 
 
@@ -89,25 +70,20 @@ def decode(data: bytes, max_pixels: int) -> tuple[Image.Image, str, list[str]]:
     """The image's first frame, oriented, loaded, in 8-bit RGB(A) or grey; its format;
     remarks for the summary."""
     if not data:
-        raise invalid("image", "image is empty: send the encoded file's bytes")
+        raise InvalidRequest("image is empty: send the encoded file's bytes", field="image")
     notes: list[str] = []
     try:
         image: Image.Image = Image.open(io.BytesIO(data), formats=INPUT_FORMATS)
     except UnidentifiedImageError:
-        raise invalid(
-            "image", f"image ({len(data)} bytes) is not a PNG, JPEG, WebP, BMP, TIFF or GIF file"
-        ) from None
+        raise InvalidRequest(f"image ({len(data)} bytes) is not a PNG, JPEG, WebP, BMP, TIFF or GIF file", field="image") from None
     except Image.DecompressionBombError as exc:  # Pillow's own limit, past ours
-        raise exhausted("image", f"image is too large; nothing was decoded ({exc})") from None
+        raise LimitExceeded(f"image is too large; nothing was decoded ({exc})", field="image") from None
     except _DECODE_ERRORS as exc:
-        raise invalid("image", f"image header could not be read (truncated or corrupt): {exc}") from None
+        raise InvalidRequest(f"image header could not be read (truncated or corrupt): {exc}", field="image") from None
     width, height = image.size
     if width * height > max_pixels:
-        raise exhausted(
-            "image",
-            f"image is {width}x{height} = {width * height} pixels, over the server's limit of "
-            f"{max_pixels}; nothing was decoded",
-        )
+        raise LimitExceeded(f"image is {width}x{height} = {width * height} pixels, over the server's limit of "
+            f"{max_pixels}; nothing was decoded", field="image")
     # Phone and camera JPEGs often hold extra images (MPO): they are JPEGs all the same.
     image_format = "JPEG" if image.format == "MPO" else (image.format or "PNG").upper()
     try:
@@ -117,9 +93,9 @@ def decode(data: bytes, max_pixels: int) -> tuple[Image.Image, str, list[str]]:
         image.seek(0)
         image.load()
     except MemoryError:
-        raise exhausted("image", "image needs more memory to decode than the server has") from None
+        raise LimitExceeded("image needs more memory to decode than the server has", field="image") from None
     except _DECODE_ERRORS as exc:
-        raise invalid("image", f"image could not be decoded (truncated or corrupt): {exc}") from None
+        raise InvalidRequest(f"image could not be decoded (truncated or corrupt): {exc}", field="image") from None
     try:
         oriented = ImageOps.exif_transpose(image)
     except _DECODE_ERRORS as exc:
@@ -128,7 +104,7 @@ def decode(data: bytes, max_pixels: int) -> tuple[Image.Image, str, list[str]]:
     if oriented is not None:
         image = oriented
     if image.width * image.height < 2:
-        raise invalid("image", f"image is {image.width}x{image.height}: at least 2 pixels are needed")
+        raise InvalidRequest(f"image is {image.width}x{image.height}: at least 2 pixels are needed", field="image")
     return _eight_bit(image), image_format, notes
 
 
@@ -144,7 +120,7 @@ def _eight_bit(image: Image.Image) -> Image.Image:
         scaled = np.nan_to_num(values * (255.0 / top))
         return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), "L")
     if image.mode not in ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr"):
-        raise invalid("image", f"images in Pillow mode {image.mode} are not supported")
+        raise InvalidRequest(f"images in Pillow mode {image.mode} are not supported", field="image")
     return image
 
 
@@ -169,16 +145,14 @@ def quantize(data: bytes, options: QuantizeOptions, max_pixels: int) -> Quantize
     mse = float(np.mean((mapped.astype(np.float64) - rgb) ** 2))
     psnr = math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
-    output_format = options.output_format or input_format
+    output_format = input_format if options.output_format == "same" else options.output_format
     if output_format not in OUTPUT_FORMATS:
         output_format = "PNG"
         notes.append(f"the input's format {input_format} cannot be written; the output is PNG")
     try:
         encoded = _encode(indices.reshape(height, width), colors, alpha, output_format, notes)
     except (OSError, ValueError) as exc:  # e.g. WebP past 16383 or JPEG past 65500 pixels a side
-        raise invalid(
-            "spec.output_format", f"a {width}x{height} image cannot be written as {output_format}: {exc}"
-        ) from None
+        raise InvalidRequest(f"a {width}x{height} image cannot be written as {output_format}: {exc}", field="spec.output_format") from None
     return Quantized(encoded, output_format, colors, counts, mse, psnr, width, height, notes)
 
 
@@ -252,12 +226,43 @@ _SAVE_OPTIONS: dict[str, dict[str, object]] = {
 }
 
 
+def plan(spec: codec.QuantizeSpec, registry: Registry) -> tuple[QuantizeOptions, str]:
+    """Options for a QuantizeSpec, and the name to save the palette as ("" for none)."""
+    check_options(spec.n_colors, spec.max_samples)
+    colors = None
+    if spec.palette_model:
+        name = check_model_name(spec.palette_model, "spec.palette_model")
+        snapshot = registry.get(name, "spec.palette_model")
+        if snapshot.n_features != 3 or snapshot.n_clusters > 256:
+            raise ModelMismatch(
+                f"model {name!r} has {snapshot.n_clusters} centers of {snapshot.n_features} "
+                "features; a palette needs at most 256 colours of 3 (RGB) values",
+                field="spec.palette_model",
+                reason="NOT_A_PALETTE",
+            )
+        if not np.isfinite(snapshot.centers).all():
+            raise ModelMismatch(
+                f"model {name!r} has centers that are not finite numbers",
+                field="spec.palette_model",
+                reason="NOT_A_PALETTE",
+            )
+        colors = np.rint(np.clip(snapshot.centers, 0, 255)).astype(np.uint8)
+    save_as = check_model_name(spec.save_palette_as, "spec.save_palette_as") if spec.save_palette_as else ""
+    options = QuantizeOptions(
+        n_colors=spec.n_colors,
+        seed=0 if spec.seed is None else spec.seed,
+        max_samples=spec.max_samples or DEFAULT_MAX_SAMPLES,
+        color_space=spec.color_space,
+        dither=spec.dither == "floyd-steinberg",
+        output_format=spec.output_format,
+        colors=colors,
+    )
+    return options, save_as
+
+
 def check_options(n_colors: int, max_samples: int) -> None:
     if not 2 <= n_colors <= 256:
-        raise invalid("spec.n_colors", f"spec.n_colors must be from 2 to 256, got {n_colors}")
+        raise InvalidRequest(f"spec.n_colors must be from 2 to 256, got {n_colors}", field="spec.n_colors")
     if 0 < max_samples < n_colors or max_samples > MAX_SAMPLES:
-        raise invalid(
-            "spec.max_samples",
-            f"spec.max_samples must be from spec.n_colors ({n_colors}) to {MAX_SAMPLES}, got "
-            f"{max_samples} (0 picks a default)",
-        )
+        raise InvalidRequest(f"spec.max_samples must be from spec.n_colors ({n_colors}) to {MAX_SAMPLES}, got "
+            f"{max_samples} (0 picks a default)", field="spec.max_samples")

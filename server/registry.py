@@ -10,49 +10,12 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from dataclasses import replace
 
-import grpc
-import numpy as np
-
-from .errors import ServiceError, exhausted, not_found
-
-if TYPE_CHECKING:
-    from .store import ModelStore
+from .exceptions import LimitExceeded, ModelNotFound, ModelReplaced, VersionConflict
+from .snapshots import ModelSnapshot, ModelStore
 
 _WRITER_LOCKS = 64
-
-
-@dataclass(frozen=True)
-class ModelSnapshot:
-    """One version of a model.
-
-    centers : ndarray of shape (n_clusters, n_features), float32 or float64, read-only
-    config : the fit's parameters with defaults filled in (init, n_init, max_iter, tol, seed)
-    """
-
-    name: str
-    version: int
-    centers: np.ndarray
-    config: dict[str, Any]
-    inertia: float
-    n_iter: int
-    n_samples_seen: int
-    created_at: float
-    updated_at: float
-    kind: str = "kmeans"
-    extra: dict[str, Any] = field(default_factory=dict)
-    # A streamed model's learning state (MiniBatchState.to_bytes), for checkpoints.
-    state: bytes | None = None
-
-    @property
-    def n_clusters(self) -> int:
-        return int(self.centers.shape[0])
-
-    @property
-    def n_features(self) -> int:
-        return int(self.centers.shape[1])
 
 
 class Registry:
@@ -62,10 +25,9 @@ class Registry:
         self._store = store
         self._max_models = max_models
         self._keep_versions = keep_versions
-        self._snapshots: dict[str, ModelSnapshot] = {
-            snap.name: snap for snap in store.load_current()
-        }
-        self._last_versions: dict[str, int] = store.last_versions()
+        stored = store.load_all()
+        self._snapshots: dict[str, ModelSnapshot] = {snap.name: snap for snap in stored.current}
+        self._last_versions: dict[str, int] = dict(stored.last_versions)
         self._guard = threading.Lock()
         # Names being created right now count against max_models before they are published.
         self._creating: set[str] = set()
@@ -78,7 +40,7 @@ class Registry:
     def get(self, name: str, field: str = "name") -> ModelSnapshot:
         snapshot = self._snapshots.get(name)
         if snapshot is None:
-            raise not_found(field, f"model {name!r} does not exist")
+            raise ModelNotFound(f"model {name!r} does not exist", field=field)
         return snapshot
 
     def get_version(self, name: str, version: int | None, field: str = "model") -> ModelSnapshot:
@@ -88,10 +50,10 @@ class Registry:
             return current
         older = self._store.load_version(name, version)
         if older is None:
-            raise not_found(
-                "version",
+            raise ModelNotFound(
                 f"model {name!r} has no version {version} (current is {current.version}; "
                 f"only the newest {self._keep_versions} versions are kept)",
+                field="version",
             )
         return older
 
@@ -107,12 +69,10 @@ class Registry:
             return
         current = self.current_version(name)
         if current != expected_version:
-            raise ServiceError(
-                grpc.StatusCode.ABORTED,
+            raise VersionConflict(
                 f"model {name!r} is at version {current}, not the expected_version "
                 f"{expected_version}",
                 field="expected_version",
-                reason="VERSION_MISMATCH",
                 metadata={"current_version": str(current)},
             )
 
@@ -123,15 +83,13 @@ class Registry:
     def reserve(self, name: str) -> None:
         """Count a new streamed model against max_models until it is published.
 
-        Raises ABORTED when another writer created the name meanwhile.
+        Raises ModelReplaced when another writer created the name meanwhile.
         """
         if not self._reserve(name):
-            raise ServiceError(
-                grpc.StatusCode.ABORTED,
+            raise ModelReplaced(
                 f"model {name!r} was created by another writer while this stream was opening; "
                 "open a new stream",
                 field="open.model",
-                reason="MODEL_REPLACED",
             )
 
     def release(self, name: str) -> None:
@@ -151,9 +109,9 @@ class Registry:
             self._creating.discard(name)
         return published
 
-    def save_checkpoint(self, snapshot: ModelSnapshot) -> None:
-        """Store a published version; the caller holds the writer lock."""
-        self._store.save(snapshot, keep_versions=self._keep_versions)
+    def save_checkpoint(self, snapshot: ModelSnapshot, producers: dict[str, int]) -> None:
+        """Store a published version of a streamed model; the caller holds the writer lock."""
+        self._store.checkpoint(snapshot, producers, keep_versions=self._keep_versions)
 
     def _reserve(self, name: str) -> bool:
         """Count a new name against max_models; False when the name already exists."""
@@ -162,10 +120,10 @@ class Registry:
                 return False
             held = len(self._snapshots) + len(self._creating)
             if held >= self._max_models:
-                raise exhausted(
-                    "model",
+                raise LimitExceeded(
                     f"the server holds {held} models, its limit of {self._max_models}; delete "
                     f"one before creating {name!r}",
+                    field="model",
                 )
             self._creating.add(name)
             return True
@@ -173,8 +131,8 @@ class Registry:
     def commit(self, snapshot: ModelSnapshot, expected_version: int | None = None) -> ModelSnapshot:
         """Store ``snapshot`` as the model's next version and publish it.
 
-        The version and timestamps of ``snapshot`` are replaced. Raises ABORTED on an
-        expected_version mismatch and RESOURCE_EXHAUSTED past the model limit.
+        The version and timestamps of ``snapshot`` are replaced. Raises VersionConflict on an
+        expected_version mismatch and LimitExceeded past the model limit.
         """
         name = snapshot.name
         with self.writer_lock(name):
@@ -191,7 +149,7 @@ class Registry:
         """Store and publish under the name's writer lock."""
         name = snapshot.name
         published = self._next_version(snapshot, None if creating else self._snapshots.get(name))
-        self._store.save(published, keep_versions=self._keep_versions)
+        self._store.put(published, keep_versions=self._keep_versions)
         self._publish(name, published, published.version)
         return published
 

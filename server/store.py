@@ -1,8 +1,9 @@
-"""Durable model storage in SQLite (WAL mode, synchronous=FULL).
+"""ModelStore in SQLite (WAL mode, synchronous=FULL).
 
-Each save is one transaction: the new version's row, the name's version
-counter, and the pruning of versions past ``keep_versions``. A name's counter
-survives a delete, so versions never go backwards for a name.
+Each write is one transaction: the check that its version is above the name's
+last one, the new version's row, the name's version counter, and the pruning of
+versions past ``keep_versions``. A name's counter survives a delete, so versions
+never go backwards for a name.
 """
 
 from __future__ import annotations
@@ -10,14 +11,14 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
-from typing import Protocol
 
-import grpc
 import numpy as np
 
-from .errors import ServiceError
-from .registry import ModelSnapshot
+from .exceptions import ShuttingDown, VersionConflict
+from .snapshots import MINIBATCH_KMEANS, ModelSnapshot, StoredModels
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS names (
@@ -34,22 +35,6 @@ CREATE TABLE IF NOT EXISTS versions (
     PRIMARY KEY (name, version)
 );
 """
-
-
-class ModelStore(Protocol):
-    """What the registry needs from storage; SQLite here, a networked store later."""
-
-    def load_current(self) -> list[ModelSnapshot]: ...
-
-    def last_versions(self) -> dict[str, int]: ...
-
-    def load_version(self, name: str, version: int) -> ModelSnapshot | None: ...
-
-    def save(self, snapshot: ModelSnapshot, *, keep_versions: int) -> None: ...
-
-    def delete(self, name: str, version: int) -> None: ...
-
-    def close(self) -> None: ...
 
 
 class SQLiteStore:
@@ -69,18 +54,16 @@ class SQLiteStore:
         if "state" not in columns:  # a store written before streamed models existed
             self._db.execute("ALTER TABLE versions ADD COLUMN state BLOB")
 
-    def load_current(self) -> list[ModelSnapshot]:
+    def load_all(self) -> StoredModels:
         with self._lock:
             rows = self._db.execute(
                 "SELECT v.name, v.version, v.meta, v.centers, v.state FROM versions v "
                 "JOIN names n ON n.name = v.name AND n.current_version = v.version"
             ).fetchall()
-        return [_snapshot(*row) for row in rows]
-
-    def last_versions(self) -> dict[str, int]:
-        with self._lock:
-            rows = self._db.execute("SELECT name, last_version FROM names").fetchall()
-        return {name: int(version) for name, version in rows}
+            names = self._db.execute("SELECT name, last_version FROM names").fetchall()
+        return StoredModels(
+            [_snapshot(*row) for row in rows], {name: int(version) for name, version in names}
+        )
 
     def load_version(self, name: str, version: int) -> ModelSnapshot | None:
         with self._lock:
@@ -91,7 +74,17 @@ class SQLiteStore:
             ).fetchone()
         return _snapshot(*row) if row else None
 
-    def save(self, snapshot: ModelSnapshot, *, keep_versions: int) -> None:
+    def put(self, snapshot: ModelSnapshot, *, keep_versions: int) -> None:
+        self._write(snapshot, keep_versions)
+
+    def checkpoint(
+        self, snapshot: ModelSnapshot, producers: Mapping[str, int], *, keep_versions: int
+    ) -> None:
+        """Store a streamed model with each producer's last sequence, in the same row."""
+        extra = {**snapshot.extra, "producers": dict(producers)}
+        self._write(replace(snapshot, extra=extra), keep_versions)
+
+    def _write(self, snapshot: ModelSnapshot, keep_versions: int) -> None:
         meta = json.dumps(
             {
                 "kind": snapshot.kind,
@@ -109,6 +102,7 @@ class SQLiteStore:
         centers = np.ascontiguousarray(snapshot.centers).tobytes()
         with self._lock, self._writable():
             self._db.execute("BEGIN IMMEDIATE")
+            self._check_newer(snapshot.name, snapshot.version)
             self._db.execute(
                 "INSERT INTO versions (name, version, meta, centers, state) VALUES (?, ?, ?, ?, ?)",
                 (snapshot.name, snapshot.version, meta, centers, snapshot.state),
@@ -127,6 +121,7 @@ class SQLiteStore:
     def delete(self, name: str, version: int) -> None:
         with self._lock, self._writable():
             self._db.execute("BEGIN IMMEDIATE")
+            self._check_newer(name, version)
             # An upsert: a streamed model deleted before its first checkpoint has no row yet,
             # and its version counter must still not go backwards.
             self._db.execute(
@@ -137,13 +132,22 @@ class SQLiteStore:
             )
             self._db.execute("DELETE FROM versions WHERE name = ?", (name,))
 
+    def _check_newer(self, name: str, version: int) -> None:
+        """The compare-and-swap: refuse a version at or below one already stored for name."""
+        row = self._db.execute("SELECT last_version FROM names WHERE name = ?", (name,)).fetchone()
+        if row is not None and int(row[0]) >= version:
+            raise VersionConflict(
+                f"model {name!r} already has version {row[0]} in the store; version {version} "
+                "was not written",
+                field="version",
+                metadata={"current_version": str(row[0])},
+            )
+
     def _writable(self) -> sqlite3.Connection:
         """The connection as a transaction context; refuses once the store is closed."""
         if self._closed:
-            raise ServiceError(
-                grpc.StatusCode.UNAVAILABLE,
-                "the server is shutting down; nothing was written, retry on another replica or later",
-                reason="SHUTTING_DOWN",
+            raise ShuttingDown(
+                "the server is shutting down; nothing was written, retry on another replica or later"
             )
         return self._db
 
@@ -168,7 +172,8 @@ def _snapshot(
         n_samples_seen=int(meta["n_samples_seen"]),
         created_at=float(meta["created_at"]),
         updated_at=float(meta["updated_at"]),
-        kind=meta["kind"],
+        # Stores written before the codec named kinds once spelt this one with an underscore.
+        kind=MINIBATCH_KMEANS if meta["kind"] == "minibatch_kmeans" else meta["kind"],
         extra=meta.get("extra", {}),
         state=state,
     )

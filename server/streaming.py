@@ -19,64 +19,56 @@ import threading
 from collections import deque
 from dataclasses import dataclass, replace
 
-import grpc
 import numpy as np
 
-from centroidal.engine import InvalidInputError
 from centroidal.engine.minibatch import MiniBatchParams, MiniBatchState
-from centroidal.v1 import clustering_pb2 as pb
+from centroidal.v1 import codec
 
 from .config import ServerConfig
-from .errors import ServiceError, exhausted, from_engine, invalid, not_found
+from .exceptions import (
+    InvalidRequest,
+    LimitExceeded,
+    ModelMismatch,
+    ModelNotFound,
+    ModelReplaced,
+    ShuttingDown,
+)
+from .limits import check_matrix, check_weights, echo
 from .metrics import Metrics
-from .registry import ModelSnapshot, Registry
-from .wire import decode_matrix, decode_vector
+from .registry import Registry
+from .snapshots import MINIBATCH_KMEANS, ModelSnapshot
 
 log = logging.getLogger("centroidal.server")
 
-KIND = "minibatch_kmeans"
 MAX_PRODUCER_ID = 128
-HALF_LIFE_UNITS = {
-    pb.MiniBatchConfig.HALF_LIFE_UNIT_UNSPECIFIED: "batches",
-    pb.MiniBatchConfig.HALF_LIFE_UNIT_BATCHES: "batches",
-    pb.MiniBatchConfig.HALF_LIFE_UNIT_POINTS: "points",
-}
 DEFAULT_SEED = 0
 
 
-def params_from_message(config: pb.MiniBatchConfig, limits: ServerConfig) -> MiniBatchParams:
-    """Validate a create_if_missing config; fields are named as on the wire."""
+def params_from_config(config: codec.MiniBatchConfig, limits: ServerConfig) -> MiniBatchParams:
+    """Validate a create_if_missing config; the engine's own checks name engine fields, which
+    the errors table maps to wire fields."""
     prefix = "open.create_if_missing"
     if config.n_clusters < 1:
-        raise invalid(f"{prefix}.n_clusters", f"{prefix}.n_clusters must be at least 1, got 0")
+        raise InvalidRequest(f"{prefix}.n_clusters must be at least 1, got 0", field=f"{prefix}.n_clusters")
     if config.n_clusters > limits.max_clusters:
-        raise exhausted(
-            f"{prefix}.n_clusters",
-            f"{prefix}.n_clusters={config.n_clusters} exceeds the server's limit of "
-            f"{limits.max_clusters}",
+        raise LimitExceeded(
+            f"{prefix}.n_clusters={config.n_clusters} exceeds the server's limit of {limits.max_clusters}",
+            field=f"{prefix}.n_clusters",
         )
     if config.init_size > limits.max_points:
-        raise exhausted(
-            f"{prefix}.init_size",
-            f"{prefix}.init_size={config.init_size} exceeds the server's limit of "
-            f"{limits.max_points} points",
+        raise LimitExceeded(
+            f"{prefix}.init_size={config.init_size} exceeds the server's limit of {limits.max_points} points",
+            field=f"{prefix}.init_size",
         )
-    if config.half_life_unit not in HALF_LIFE_UNITS:
-        raise invalid(f"{prefix}.half_life_unit", f"unknown half_life_unit {config.half_life_unit}")
     params = MiniBatchParams(
-        n_clusters=int(config.n_clusters),
-        init_size=int(config.init_size),
-        reassignment_ratio=(
-            config.reassignment_ratio if config.HasField("reassignment_ratio") else 0.01
-        ),
-        half_life=config.half_life if config.HasField("half_life") else None,
-        half_life_unit=HALF_LIFE_UNITS[config.half_life_unit],
-        seed=int(config.seed) if config.HasField("seed") else DEFAULT_SEED,
+        n_clusters=config.n_clusters,
+        init_size=config.init_size,
+        reassignment_ratio=0.01 if config.reassignment_ratio is None else config.reassignment_ratio,
+        half_life=config.half_life,
+        half_life_unit=config.half_life_unit,
+        seed=DEFAULT_SEED if config.seed is None else config.seed,
     )
-    try:
-        return params.check()
-    except InvalidInputError as exc:
-        raise invalid(f"{prefix}.{exc.field}", str(exc)) from None
+    return params.check()
 
 
 class LiveModel:
@@ -151,9 +143,9 @@ class StreamHub:
 
     # ---- Streams ------------------------------------------------------------------
 
-    def open(self, name: str, create: pb.MiniBatchConfig | None) -> LiveModel:
+    def open(self, name: str, create: codec.MiniBatchConfig | None) -> LiveModel:
         """The live model for a new stream; created (lazily, at the first batch) if missing."""
-        params = params_from_message(create, self._config) if create is not None else None
+        params = params_from_config(create, self._config) if create is not None else None
         with self._lock:
             live = self._live.get(name)
             if live is None or self._is_stale(live):
@@ -165,17 +157,16 @@ class StreamHub:
     def _load_or_new(self, name: str, params: MiniBatchParams | None) -> LiveModel:
         try:
             snapshot = self._registry.get(name, "open.model")
-        except ServiceError:
+        except ModelNotFound:
             if params is None:
-                raise not_found(
-                    "open.model",
+                raise ModelNotFound(
                     f"model {name!r} does not exist; set open.create_if_missing.n_clusters to "
                     "create it",
+                    field="open.model",
                 ) from None
             return LiveModel(name, params)
-        if snapshot.kind != KIND:
-            raise ServiceError(
-                grpc.StatusCode.FAILED_PRECONDITION,
+        if snapshot.kind != MINIBATCH_KMEANS:
+            raise ModelMismatch(
                 f"model {name!r} is a {snapshot.kind} model; StreamMiniBatch feeds mini-batch "
                 "models only (delete it or stream into another name)",
                 field="open.model",
@@ -188,7 +179,7 @@ class StreamHub:
         a delete, or (for a model not created yet) a fit that took the name first."""
         try:
             current = self._registry.get(live.name)
-        except ServiceError:
+        except ModelNotFound:
             return live.snapshot is not None
         return current is not live.snapshot
 
@@ -209,20 +200,27 @@ class StreamHub:
                 if live.streams == 0 and unused and self._live.get(live.name) is live:
                     del self._live[live.name]  # never started, or deleted or refitted since
 
-    def apply(self, live: LiveModel, batch: pb.MiniBatch) -> BatchResult:
-        """Apply one batch exactly once; raises ServiceError for a batch the ack refuses."""
+    def apply(self, live: LiveModel, batch: codec.MiniBatch) -> BatchResult:
+        """Apply one batch exactly once; raises a domain or engine error for a batch the ack
+        refuses. Runs on a worker thread: it may wait for the model's writer lock."""
         producer = batch.producer_id
         if not producer or len(producer) > MAX_PRODUCER_ID:
-            raise invalid(
-                "batch.producer_id",
-                f"batch.producer_id must be 1-{MAX_PRODUCER_ID} characters, got {producer!r}",
+            raise InvalidRequest(
+                f"batch.producer_id must be 1-{MAX_PRODUCER_ID} characters, got {echo(producer)}",
+                field="batch.producer_id",
             )
         if batch.sequence < 1:
-            raise invalid("batch.sequence", "batch.sequence must be at least 1, got 0")
-        if not batch.HasField("points"):
-            raise invalid("batch.points", "batch.points is required")
-        points, weights = self._decode(batch)
-        entry = _Pending(producer, int(batch.sequence), points, weights)
+            raise InvalidRequest("batch.sequence must be at least 1, got 0", field="batch.sequence")
+        if batch.points is None:
+            raise InvalidRequest("batch.points is required", field="batch.points")
+        limits = self._config
+        points = check_matrix(
+            batch.points, "batch.points", max_rows=limits.max_points, max_cols=limits.max_features
+        )
+        weights = batch.sample_weight
+        if weights is not None:
+            weights = check_weights(weights, "batch.sample_weight", points.shape[0])
+        entry = _Pending(producer, batch.sequence, points, weights)
         # Flat combining: whoever holds the model's lock applies every batch queued by
         # then, from any stream, one step each; the others find theirs done. Under many
         # producers this saves a lock hand-over (and a GIL switch) per batch.
@@ -243,45 +241,37 @@ class StreamHub:
         """Apply one queued batch; the caller holds the model's writer lock."""
         producer, points, weights = entry.producer, entry.points, entry.weights
         if self._is_stale(live):
-            raise ServiceError(
-                grpc.StatusCode.ABORTED,
+            raise ModelReplaced(
                 f"model {live.name!r} was deleted or refitted while this stream was open; "
                 "open a new stream",
                 field="open.model",
-                reason="MODEL_REPLACED",
             )
         last = live.producers.get(producer, 0)
         if entry.sequence <= last:
             return self._result(live, math.nan, duplicate=True)
         if producer not in live.producers and len(live.producers) >= self._config.max_producers:
-            raise exhausted(
-                "batch.producer_id",
+            raise LimitExceeded(
                 f"model {live.name!r} already remembers {len(live.producers)} producers, "
                 f"the server's limit of {self._config.max_producers}",
+                field="batch.producer_id",
             )
         state = live.state
         if state is None:
             buffered = live.params.init_size * points.shape[1] * points.dtype.itemsize
             if buffered > self._config.max_fit_bytes:
-                raise exhausted(
-                    "open.create_if_missing.init_size",
+                raise LimitExceeded(
                     f"init_size={live.params.init_size} points of {points.shape[1]} "
                     f"{points.dtype.name} features would buffer {buffered} bytes, over the "
                     f"server's limit of {self._config.max_fit_bytes}",
+                    field="open.create_if_missing.init_size",
                 )
             state = MiniBatchState(live.params, points.shape[1], points.dtype)
-        try:
-            points, weights = state.check_batch(points, weights)
-        except InvalidInputError as exc:
-            raise _batch_error(exc) from None
+        points, weights = state.check_batch(points, weights)
         creating = live.snapshot is None
         if creating:
             self._registry.reserve(live.name)
         try:
-            try:
-                outcome = state.partial_fit(points, weights)
-            except InvalidInputError as exc:
-                raise _batch_error(exc) from None
+            outcome = state.partial_fit(points, weights)
             live.state = state
             live.producers[producer] = entry.sequence
             live.snapshot = self._registry.publish_unsaved(
@@ -298,16 +288,6 @@ class StreamHub:
         self._metrics.points.inc(points.shape[0])
         return self._result(live, outcome.batch_inertia, duplicate=False)
 
-    def _decode(self, batch: pb.MiniBatch) -> tuple[np.ndarray, np.ndarray | None]:
-        limits = self._config
-        points = decode_matrix(
-            batch.points, "batch.points", max_rows=limits.max_points, max_cols=limits.max_features
-        )
-        weights = None
-        if batch.HasField("sample_weight"):
-            weights = decode_vector(batch.sample_weight, "batch.sample_weight", points.shape[0])
-        return points, weights
-
     def _snapshot_of(self, live: LiveModel, batch_inertia: float) -> ModelSnapshot:
         state = live.state
         assert state is not None
@@ -321,7 +301,7 @@ class StreamHub:
             n_samples_seen=state.n_samples_seen,
             created_at=0.0,
             updated_at=0.0,
-            kind=KIND,
+            kind=MINIBATCH_KMEANS,
             extra={
                 "n_batches": state.n_batches,
                 "init_points_buffered": state.pending_points,
@@ -357,12 +337,8 @@ class StreamHub:
             if self._is_stale(live):
                 live.dirty = False  # deleted or refitted: nothing of ours to keep
                 return
-            snapshot = replace(
-                live.snapshot,
-                state=live.state.to_bytes(),
-                extra={**live.snapshot.extra, "producers": dict(live.producers)},
-            )
-            self._registry.save_checkpoint(snapshot)
+            snapshot = replace(live.snapshot, state=live.state.to_bytes())
+            self._registry.save_checkpoint(snapshot, dict(live.producers))
             live.dirty = False
             live.durable_version = snapshot.version
 
@@ -372,7 +348,7 @@ class StreamHub:
         for live in models:
             try:
                 self.checkpoint(live)
-            except ServiceError as exc:  # the store is closed: nothing more can be kept
+            except ShuttingDown as exc:  # the store is closed: nothing more can be kept
                 log.warning("checkpoint of %s skipped: %s", live.name, exc.message)
             except Exception:  # noqa: BLE001 - one model's failure must not stop the others
                 log.exception("checkpoint of %s failed", live.name)
@@ -391,18 +367,3 @@ class StreamHub:
         if self._thread is not None:
             self._thread.join()
         self.checkpoint_all()
-
-
-def _batch_error(exc: InvalidInputError) -> ServiceError:
-    error = from_engine(exc)
-    field = exc.field
-    if field == "points":  # the values: NaN, Inf or overflow
-        error.field = "batch.points.data"
-    elif field.startswith("points"):
-        error.field = "batch." + field
-    elif field == "sample_weight":
-        error.field = "batch.sample_weight"
-    if field in ("points.cols", "points.dtype"):
-        error.code = grpc.StatusCode.FAILED_PRECONDITION
-        error.reason = "FEATURE_MISMATCH" if field == "points.cols" else "DTYPE_MISMATCH"
-    return error

@@ -9,7 +9,11 @@ from pathlib import Path
 import pytest
 
 from centroidal.client import Client
+from centroidal.engine import configure_threads
 from centroidal.server import CentroidalServer, ServerConfig, create_server
+
+# Kernels run as in the server: threads configured once, before the first one.
+configure_threads()
 
 ServerFactory = Callable[..., CentroidalServer]
 

@@ -6,21 +6,21 @@ import threading
 import time
 from pathlib import Path
 
-import grpc
 import numpy as np
 import pytest
 
-from centroidal.server.errors import ServiceError
-from centroidal.server.registry import ModelSnapshot, Registry
+from centroidal.server.exceptions import DomainError, LimitExceeded, ModelNotFound, ShuttingDown
+from centroidal.server.registry import Registry
+from centroidal.server.snapshots import ModelSnapshot
 from centroidal.server.store import SQLiteStore
 
 
 class SlowStore(SQLiteStore):
     """The real store, with each save held open long enough for writers to overlap."""
 
-    def save(self, snapshot: ModelSnapshot, *, keep_versions: int) -> None:
+    def put(self, snapshot: ModelSnapshot, *, keep_versions: int) -> None:
         time.sleep(0.2)
-        super().save(snapshot, keep_versions=keep_versions)
+        super().put(snapshot, keep_versions=keep_versions)
 
 
 def snapshot(name: str) -> ModelSnapshot:
@@ -38,15 +38,15 @@ def test_model_limit_holds_when_new_models_are_created_at_once(tmp_path: Path) -
         try:
             registry.commit(snapshot(name))
             outcomes.append("stored")
-        except ServiceError as error:
-            outcomes.append(error.code.name)
+        except DomainError as error:
+            outcomes.append(type(error).__name__)
 
     workers = [threading.Thread(target=create, args=(f"m{i}",)) for i in range(4)]
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join()
-    assert sorted(outcomes) == ["RESOURCE_EXHAUSTED"] * 3 + ["stored"]
+    assert sorted(outcomes) == ["LimitExceeded"] * 3 + ["stored"]
     assert len(registry) == 1
 
 
@@ -54,8 +54,7 @@ def test_writes_after_close_are_refused_as_unavailable(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path)
     registry = Registry(store, max_models=10, keep_versions=5)
     store.close()
-    with pytest.raises(ServiceError) as raised:
+    with pytest.raises(ShuttingDown):
         registry.commit(snapshot("late"))
-    assert raised.value.code is grpc.StatusCode.UNAVAILABLE
-    with pytest.raises(ServiceError):
+    with pytest.raises(ModelNotFound):
         registry.get("late")

@@ -1,0 +1,39 @@
+"""Compiled scan of an array's values, for the checks in ``validation``."""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from ._lloyd import _kernel
+
+
+@_kernel
+def _scan_values(X, partial_bad, partial_first, partial_max_abs):
+    """Per chunk: count of NaN/Inf entries, first row holding one, largest finite |value|.
+
+    partial_bad (c,) int64, partial_first (c,) int64 (-1 for none), partial_max_abs (c,) float64 out.
+    """
+    n_samples, n_features = X.shape
+    n_chunks = partial_bad.shape[0]
+    chunk_rows = (n_samples + n_chunks - 1) // n_chunks
+    for chunk in prange(n_chunks):
+        start = chunk * chunk_rows
+        stop = min(start + chunk_rows, n_samples)
+        bad = 0
+        first = -1
+        largest = 0.0
+        for i in range(start, stop):
+            for f in range(n_features):
+                value = X[i, f]
+                if np.isfinite(value):
+                    magnitude = abs(value)
+                    if magnitude > largest:
+                        largest = magnitude
+                else:
+                    bad += 1
+                    if first < 0:
+                        first = i
+        partial_bad[chunk] = bad
+        partial_first[chunk] = first
+        partial_max_abs[chunk] = largest

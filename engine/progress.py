@@ -1,0 +1,42 @@
+"""What a running fit reports: its stages and progress events, and how to drive a step generator."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+
+class Stage(Enum):
+    """What a Progress event reports."""
+
+    SEEDING = "seeding"
+    INITIALIZED = "initialized"
+    ITERATION = "iteration"
+    RESTART_DONE = "restart_done"
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One step of a running fit."""
+
+    stage: Stage
+    restart: int
+    n_init: int
+    iteration: int
+    inertia: float
+    center_shift: float
+
+
+def run_to_end(
+    steps: Generator[Progress, None, Any], on_progress: Callable[[Progress], None] | None = None
+) -> Any:
+    """Exhaust a step generator, passing each event to on_progress; returns its value."""
+    while True:
+        try:
+            event = next(steps)
+        except StopIteration as done:
+            return done.value
+        if on_progress is not None:
+            on_progress(event)

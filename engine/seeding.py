@@ -1,0 +1,69 @@
+"""k-means++ seeding: the greedy variant, weighted, as a generator of progress events."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Generator
+
+import numpy as np
+
+from . import _seeding
+from ._lloyd import n_chunks_for
+from .progress import Progress, Stage, run_to_end
+
+
+def shift_for(centers: np.ndarray) -> np.ndarray:
+    """The centers' mean: a point near the data that distances are taken relative to."""
+    return np.ascontiguousarray(centers.mean(axis=0, dtype=np.float64), dtype=centers.dtype)
+
+
+def kmeans_plusplus(
+    X: np.ndarray, n_clusters: int, rng: np.random.Generator, sample_weight: np.ndarray
+) -> np.ndarray:
+    """Greedy k-means++ seeding: each step keeps the best of 2 + ln(k) sampled candidates.
+
+    X : ndarray of shape (n_samples, n_features), float32 or float64, C-contiguous
+    sample_weight : ndarray of shape (n_samples,), float64, or empty for unit weights
+    Returns centers of shape (n_clusters, n_features) in X's dtype.
+    """
+    centers: np.ndarray = run_to_end(plusplus_steps(X, n_clusters, rng, sample_weight, 0, 1))
+    return centers
+
+
+def plusplus_steps(
+    X: np.ndarray,
+    n_clusters: int,
+    rng: np.random.Generator,
+    sample_weight: np.ndarray,
+    restart: int,
+    n_init: int,
+) -> Generator[Progress, None, np.ndarray]:
+    """k-means++ as a generator that yields after each center it chooses."""
+    n_samples, n_features = X.shape
+    n_local_trials = 2 + int(math.log(n_clusters))
+    centers = np.empty((n_clusters, n_features), dtype=X.dtype)
+    if sample_weight.size:
+        first = int(rng.choice(n_samples, p=sample_weight / sample_weight.sum()))
+    else:
+        first = int(rng.integers(n_samples))
+    centers[0] = X[first]
+    closest = np.empty(n_samples, dtype=np.float64)
+    _seeding._sq_distances_to_center(X, centers, 0, closest)
+    n_chunks = n_chunks_for(n_samples)
+    mass = np.empty(n_chunks, dtype=np.float64)
+    partial_pots = np.empty((n_chunks, n_local_trials), dtype=np.float64)
+    candidate_rows = np.empty(n_local_trials, dtype=np.int64)
+    for c in range(1, n_clusters):
+        _seeding._chunk_mass(closest, sample_weight, mass)
+        targets = rng.uniform(size=n_local_trials) * mass.sum()
+        _seeding._pick_rows(closest, sample_weight, mass, targets, candidate_rows)
+        candidates = np.ascontiguousarray(X[candidate_rows])
+        _seeding._candidate_potentials(
+            X, sample_weight, candidates, shift_for(candidates), closest, partial_pots
+        )
+        pots = partial_pots.sum(axis=0)
+        best = int(np.argmin(pots))
+        centers[c] = candidates[best]
+        _seeding._lower_closest(X, candidates, best, closest)
+        yield Progress(Stage.SEEDING, restart, n_init, c + 1, float(pots[best]), math.nan)
+    return centers

@@ -1,0 +1,41 @@
+"""Threading set-up for the kernels, done once by ``configure_threads`` before the first fit.
+
+The server and ``warmup`` call it; so should any program that calls the engine
+from several threads at once.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from numba import config
+
+_done = False
+_lock = threading.Lock()
+
+
+def configure_threads() -> None:
+    """Pick a thread-safe numba layer and run the BLAS called inside kernels single-threaded.
+
+    - The default workqueue layer aborts the process when two threads enter a parallel
+      region at once, which a server's worker threads do; "threadsafe" takes tbb or omp.
+      A layer named in NUMBA_THREADING_LAYER is left as it is.
+    - Kernels already use every core through numba's threads; a multi-threaded BLAS
+      inside each of them would oversubscribe. numpy's own BLAS is left alone.
+
+    Idempotent; takes effect for kernels that have not run yet.
+    """
+    global _done
+    with _lock:
+        if _done:
+            return
+        if not os.environ.get("NUMBA_THREADING_LAYER"):
+            config.THREADING_LAYER = "threadsafe"  # type: ignore[attr-defined]
+        import scipy.linalg.cython_blas  # noqa: F401 - loads the BLAS numba calls
+        from threadpoolctl import ThreadpoolController
+
+        for library in ThreadpoolController().lib_controllers:
+            if library.user_api == "blas" and "numpy" not in library.filepath:
+                library.set_num_threads(1)
+        _done = True

@@ -1,0 +1,169 @@
+"""Checks of the engine's arguments: each raises InvalidInputError naming the argument.
+
+Public functions call these before any kernel runs; kernels trust their input.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Union
+
+import numpy as np
+
+from ._lloyd import n_chunks_for
+from ._validation import _scan_values
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+Init = Union[str, np.ndarray]
+
+# Kernels read an empty weight array as "every weight is 1", saving an O(n) buffer.
+UNIT_WEIGHTS = np.empty(0, dtype=np.float64)
+
+
+class InvalidInputError(ValueError):
+    """A caller's argument is unusable; ``field`` names the argument."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def as_float_matrix(X: Any, field: str) -> np.ndarray:
+    """X as a C-contiguous 2-D float32 or float64 array, copying only when needed."""
+    try:
+        array = np.asarray(X)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(field, f"{field} is not a numeric array: {exc}") from exc
+    if array.ndim != 2:
+        raise InvalidInputError(
+            field, f"{field} must be 2-D (n_samples, n_features), got shape {array.shape}"
+        )
+    if array.dtype not in FLOAT_DTYPES:
+        if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+            raise InvalidInputError(field, f"{field} has non-numeric dtype {array.dtype}")
+        array = array.astype(np.float64)
+    if array.shape[0] == 0:
+        raise InvalidInputError(field, f"{field} has 0 samples")
+    if array.shape[1] == 0:
+        raise InvalidInputError(field, f"{field} has 0 features")
+    return np.ascontiguousarray(array)
+
+
+# Squared float32 distances overflow past ~3.4e38: keep |x| where 4 * d * x^2 stays below it.
+FLOAT32_MAX_ABS = 1e17
+
+
+@dataclass(frozen=True)
+class ValueScan:
+    """What ``scan_values`` found in an array."""
+
+    non_finite: int
+    first_bad_row: int
+    max_abs: float
+
+
+def scan_values(X: np.ndarray) -> ValueScan:
+    """Count NaN/Inf entries, find the first row with one, and the largest finite magnitude."""
+    n_chunks = n_chunks_for(X.shape[0])
+    bad = np.empty(n_chunks, dtype=np.int64)
+    first = np.empty(n_chunks, dtype=np.int64)
+    max_abs = np.empty(n_chunks, dtype=np.float64)
+    _scan_values(X, bad, first, max_abs)
+    rows = first[first >= 0]
+    return ValueScan(int(bad.sum()), int(rows.min()) if rows.size else -1, float(max_abs.max(initial=0.0)))
+
+
+def check_finite(X: np.ndarray, field: str) -> None:
+    """Raise InvalidInputError for NaN or Inf, or float32 values too large to square safely."""
+    # Two vectorised reductions settle the usual case (a NaN turns them NaN); the scan,
+    # five times slower, runs only to describe what is wrong.
+    limit = FLOAT32_MAX_ABS if X.dtype == np.float32 else math.inf
+    if X.size == 0 or max(float(X.max()), -float(X.min())) < limit:
+        return
+    scan = scan_values(X)
+    if scan.non_finite:
+        raise InvalidInputError(
+            field,
+            f"{field} contains {scan.non_finite} NaN or Inf values (first at row {scan.first_bad_row})",
+        )
+    if X.dtype == np.float32 and scan.max_abs > FLOAT32_MAX_ABS:
+        raise InvalidInputError(
+            field,
+            f"{field} has float32 values as large as {scan.max_abs:.3g}; float32 data must stay "
+            f"within +/-{FLOAT32_MAX_ABS:.0e} so squared distances do not overflow: send float64",
+        )
+
+
+def check_predict_inputs(X: Any, centers: Any) -> tuple[np.ndarray, np.ndarray]:
+    X = as_float_matrix(X, "X")
+    check_finite(X, "X")
+    # A fresh writable copy (k x d, small): read-only centers would need their own compiled
+    # kernel signatures, which cost start-up time.
+    centers = np.array(as_float_matrix(centers, "centers"), dtype=X.dtype, order="C", copy=True)
+    if centers.shape[1] != X.shape[1]:
+        raise InvalidInputError(
+            "X", f"X has {X.shape[1]} features but the centers have {centers.shape[1]}"
+        )
+    return X, centers
+
+
+def check_n_clusters(n_clusters: Any, n_samples: int) -> int:
+    if isinstance(n_clusters, bool) or not isinstance(n_clusters, (int, np.integer)):
+        raise InvalidInputError("n_clusters", f"n_clusters must be an integer, got {n_clusters!r}")
+    if n_clusters < 1:
+        raise InvalidInputError("n_clusters", f"n_clusters must be at least 1, got {n_clusters}")
+    if n_clusters > n_samples:
+        raise InvalidInputError(
+            "n_clusters",
+            f"n_clusters={n_clusters} is larger than the number of samples, {n_samples}",
+        )
+    return int(n_clusters)
+
+
+def check_sample_weight(sample_weight: Any, n_samples: int) -> np.ndarray:
+    if sample_weight is None:
+        return UNIT_WEIGHTS
+    weights = np.ascontiguousarray(sample_weight, dtype=np.float64)
+    if weights.shape != (n_samples,):
+        raise InvalidInputError(
+            "sample_weight",
+            f"sample_weight must have shape ({n_samples},), got {weights.shape}",
+        )
+    if not np.isfinite(weights).all() or (weights < 0).any():
+        raise InvalidInputError("sample_weight", "sample_weight must be finite and >= 0")
+    if weights.sum() <= 0:
+        raise InvalidInputError("sample_weight", "sample_weight must have a positive sum")
+    return weights
+
+
+def check_init(
+    init: Init, n_clusters: int, n_features: int, dtype: np.dtype
+) -> tuple[str, np.ndarray | None]:
+    if isinstance(init, str):
+        if init not in ("k-means++", "random"):
+            raise InvalidInputError(
+                "init", f"init must be 'k-means++', 'random' or an array, got {init!r}"
+            )
+        return init, None
+    centers = as_float_matrix(init, "init")
+    if centers.shape != (n_clusters, n_features):
+        raise InvalidInputError(
+            "init",
+            f"init centers must have shape ({n_clusters}, {n_features}), got {centers.shape}",
+        )
+    check_finite(centers, "init")
+    return "given", np.ascontiguousarray(centers, dtype=dtype)
+
+
+def check_n_init(n_init: int | None, init_method: str) -> int:
+    if n_init is None:
+        return 10 if init_method == "random" else 1
+    if int(n_init) < 1:
+        raise InvalidInputError("n_init", f"n_init must be at least 1, got {n_init}")
+    if init_method == "given" and int(n_init) != 1:
+        raise InvalidInputError(
+            "n_init", f"n_init must be 1 when init centers are given, got {n_init}"
+        )
+    return int(n_init)

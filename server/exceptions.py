@@ -1,0 +1,87 @@
+"""What the server's domain code raises: plain exceptions that know nothing of gRPC.
+
+Each names the request field at fault (a wire path such as ``spec.config.n_clusters``)
+when there is one, and a short machine-readable ``reason``. ``errors.py`` maps every
+class here, and the engine's and codec's errors, to a status code in one table.
+"""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    """A request the service refuses."""
+
+    default_reason = "REFUSED"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        reason: str | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.reason = reason or self.default_reason
+        self.metadata = metadata or {}
+
+
+class InvalidRequest(DomainError):
+    """The request itself is wrong: a bad value, shape or combination."""
+
+    default_reason = "INVALID_ARGUMENT"
+
+
+class ModelNotFound(DomainError):
+    """No model by that name, or no kept version by that number."""
+
+    default_reason = "NOT_FOUND"
+
+
+class VersionConflict(DomainError):
+    """A conditional write whose expected_version is not the model's current one."""
+
+    default_reason = "VERSION_MISMATCH"
+
+
+class ModelReplaced(DomainError):
+    """The model a stream feeds was deleted, refitted or created by another writer."""
+
+    default_reason = "MODEL_REPLACED"
+
+
+class ModelMismatch(DomainError):
+    """The request does not fit the model: features, dtype, kind, or no centers yet."""
+
+    default_reason = "FAILED_PRECONDITION"
+
+
+class LimitExceeded(DomainError):
+    """Past one of the server's configured limits."""
+
+    default_reason = "LIMIT_EXCEEDED"
+
+
+class Busy(LimitExceeded):
+    """Every slot of a kind of work is taken; the same request may succeed after ``retry_after``."""
+
+    default_reason = "BUSY"
+
+    def __init__(self, message: str, *, retry_after: float, field: str | None = None,
+                 reason: str | None = None) -> None:
+        super().__init__(message, field=field, reason=reason)
+        self.retry_after = retry_after
+
+
+class ShuttingDown(DomainError):
+    """The server is draining; nothing was written."""
+
+    default_reason = "SHUTTING_DOWN"
+
+
+class IdleTimeout(DomainError):
+    """The client sent nothing on an open call for longer than --idle-timeout."""
+
+    default_reason = "IDLE_TIMEOUT"

@@ -1,0 +1,351 @@
+"""Fits: plan one from its spec, gather its rows, and run the engine a step at a time.
+
+Plain numpy and dataclasses in, domain errors out; the Fit handler does the wire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Generator
+from concurrent.futures import Executor, Future
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from centroidal.engine import kmeans
+from centroidal.engine.progress import Progress, Stage
+from centroidal.v1 import codec
+
+from .config import ServerConfig
+from .exceptions import InvalidRequest, LimitExceeded
+from .limits import check_finite, check_matrix, check_model_name, check_weights
+
+log = logging.getLogger("centroidal.server")
+
+DEFAULT_MAX_ITER = 300
+DEFAULT_TOL = 1e-4
+MAX_N_INIT = 100
+MAX_MAX_ITER = 100_000
+PROGRESS_INTERVAL_S = 0.1
+# Room left in a message for everything but the bulk payload.
+ENVELOPE_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class FitParams:
+    """A validated FitSpec, with defaults filled in."""
+
+    model: str
+    n_clusters: int
+    init: str
+    init_centers: np.ndarray | None
+    n_init: int
+    max_iter: int
+    tol: float
+    seed: int | None  # None: the engine draws one, and the model records it
+    n_samples: int
+    expected_version: int | None
+    return_labels: bool
+
+    def config(self, seed: int) -> dict[str, object]:
+        return {
+            "init": self.init, "n_init": self.n_init, "max_iter": self.max_iter, "tol": self.tol,
+            "seed": seed,
+        }
+
+
+def plan(spec: codec.FitSpec, limits: ServerConfig) -> FitParams:
+    """Check a FitSpec against the contract and the server's limits."""
+    config = spec.config
+    model = check_model_name(spec.model, "spec.model")
+    n_clusters = config.n_clusters
+    if n_clusters < 1:
+        raise InvalidRequest(
+            f"spec.config.n_clusters must be at least 1, got {n_clusters}", field="spec.config.n_clusters"
+        )
+    if n_clusters > limits.max_clusters:
+        raise LimitExceeded(
+            f"spec.config.n_clusters={n_clusters} exceeds the server's limit of {limits.max_clusters}",
+            field="spec.config.n_clusters",
+        )
+    init_centers = None
+    if config.init == "given":
+        if config.init_centers is None:
+            raise InvalidRequest(
+                "spec.config.init_centers is required when init is INIT_METHOD_GIVEN",
+                field="spec.config.init_centers",
+            )
+        init_centers = check_matrix(
+            config.init_centers, "spec.config.init_centers",
+            max_rows=limits.max_clusters, max_cols=limits.max_features,
+        )
+        check_finite(init_centers, "spec.config.init_centers")
+        if init_centers.shape[0] != n_clusters:
+            raise InvalidRequest(
+                f"spec.config.init_centers has {init_centers.shape[0]} rows but n_clusters is {n_clusters}",
+                field="spec.config.init_centers.rows",
+            )
+    n_init = config.n_init or (10 if config.init == "random" else 1)
+    if n_init > MAX_N_INIT:
+        raise InvalidRequest(
+            f"spec.config.n_init must be at most {MAX_N_INIT}, got {n_init}", field="spec.config.n_init"
+        )
+    if config.init == "given" and n_init != 1:
+        raise InvalidRequest(
+            f"spec.config.n_init must be 1 with given centers, got {n_init}", field="spec.config.n_init"
+        )
+    max_iter = config.max_iter or DEFAULT_MAX_ITER
+    if max_iter > MAX_MAX_ITER:
+        raise InvalidRequest(
+            f"spec.config.max_iter must be at most {MAX_MAX_ITER}, got {max_iter}",
+            field="spec.config.max_iter",
+        )
+    tol = DEFAULT_TOL if config.tol is None else config.tol
+    if not (math.isfinite(tol) and tol >= 0):
+        raise InvalidRequest(f"spec.config.tol must be finite and >= 0, got {tol}", field="spec.config.tol")
+    if spec.n_samples > limits.max_points:
+        raise LimitExceeded(
+            f"spec.n_samples={spec.n_samples} exceeds the server's limit of {limits.max_points} points",
+            field="spec.n_samples",
+        )
+    return FitParams(
+        model=model, n_clusters=n_clusters, init=config.init, init_centers=init_centers,
+        n_init=n_init, max_iter=max_iter, tol=float(tol), seed=config.seed,
+        n_samples=spec.n_samples, expected_version=spec.expected_version,
+        return_labels=spec.return_labels,
+    )
+
+
+@dataclass
+class FitData:
+    """The rows of a Fit stream, gathered into one C-contiguous array."""
+
+    points: np.ndarray
+    sample_weight: np.ndarray | None
+
+
+class Gatherer:
+    """Collects the chunks of a Fit stream, checking every one against the first."""
+
+    def __init__(self, limits: ServerConfig, params: FitParams) -> None:
+        self._limits = limits
+        self._params = params
+        self._declared = params.n_samples
+        self._buffer: np.ndarray | None = None
+        self._chunks: list[np.ndarray] = []
+        self._weights: list[np.ndarray] = []
+        self._rows = 0
+        self._dtype: np.dtype | None = None
+        self._cols = 0
+        self._weighted: bool | None = None
+
+    @property
+    def rows(self) -> int:
+        return self._rows
+
+    def add(self, chunk: codec.FitChunk, index: int) -> None:
+        if chunk.points is None:
+            if chunk.sample_weight is not None:
+                raise InvalidRequest(f"message {index} has sample_weight but no points", field="sample_weight")
+            return
+        limits = self._limits
+        points = check_matrix(
+            chunk.points, "points", max_rows=limits.max_points, max_cols=limits.max_features,
+            allow_empty=True,
+        )
+        if self._dtype is None:
+            self._start(points)
+        elif points.dtype != self._dtype or points.shape[1] != self._cols:
+            raise InvalidRequest(
+                f"message {index} has {points.shape[1]} columns of {points.dtype.name} but the "
+                f"stream started with {self._cols} columns of {self._dtype.name}",
+                field="points",
+            )
+        weighted = chunk.sample_weight is not None
+        rows = points.shape[0]
+        if rows and self._weighted is None:
+            self._weighted = weighted
+        if rows and weighted != self._weighted:
+            raise InvalidRequest(
+                f"message {index}: sample_weight must be given for every chunk or for none",
+                field="sample_weight",
+            )
+        if self._rows + rows > limits.max_points:
+            raise LimitExceeded(
+                f"the stream carries more than the server's limit of {limits.max_points} points",
+                field="points.rows",
+            )
+        data_bytes = (self._rows + rows) * self._cols * points.dtype.itemsize
+        if data_bytes > limits.max_fit_bytes:
+            raise LimitExceeded(
+                f"the stream's data reached {data_bytes} bytes, over the server's limit of "
+                f"{limits.max_fit_bytes} bytes per fit",
+                field="points",
+            )
+        if chunk.sample_weight is not None:
+            self._weights.append(check_weights(chunk.sample_weight, "sample_weight", rows))
+        if self._buffer is not None:
+            if self._rows + rows > self._declared:
+                raise InvalidRequest(
+                    f"the stream carries more rows than spec.n_samples={self._declared}",
+                    field="spec.n_samples",
+                )
+            self._buffer[self._rows : self._rows + rows] = points
+        else:
+            self._chunks.append(points)
+        self._rows += rows
+
+    def _start(self, points: np.ndarray) -> None:
+        self._dtype = points.dtype
+        self._cols = points.shape[1]
+        itemsize = points.dtype.itemsize
+        params, limits = self._params, self._limits
+        center_bytes = params.n_clusters * self._cols * itemsize
+        if center_bytes > limits.max_message_bytes - ENVELOPE_BYTES:
+            raise LimitExceeded(
+                f"{params.n_clusters} centers of {self._cols} features would not fit in one "
+                f"message under the server's limit of {limits.max_message_bytes} bytes",
+                field="spec.config.n_clusters",
+            )
+        if params.init_centers is not None and params.init_centers.shape[1] != self._cols:
+            raise InvalidRequest(
+                f"spec.config.init_centers has {params.init_centers.shape[1]} columns but "
+                f"points have {self._cols}",
+                field="spec.config.init_centers.cols",
+            )
+        if self._declared:
+            if self._declared * self._cols * itemsize > limits.max_fit_bytes:
+                raise LimitExceeded(
+                    f"spec.n_samples={self._declared} rows of {self._cols} {points.dtype.name} "
+                    f"exceed the server's limit of {limits.max_fit_bytes} bytes per fit",
+                    field="spec.n_samples",
+                )
+            self._buffer = np.empty((self._declared, self._cols), dtype=points.dtype)
+
+    def finish(self) -> FitData:
+        """The gathered rows, checked; CPU work on the whole dataset, run off the event loop."""
+        if self._rows == 0:
+            raise InvalidRequest("the Fit stream carried no points", field="points")
+        if self._buffer is not None:
+            if self._rows != self._declared:
+                raise InvalidRequest(
+                    f"spec.n_samples={self._declared} but the stream carried {self._rows} rows",
+                    field="spec.n_samples",
+                )
+            points = self._buffer
+        else:
+            points = np.concatenate(self._chunks) if len(self._chunks) > 1 else self._chunks[0].copy()
+        self._chunks.clear()
+        check_finite(points, "points")
+        n_clusters = self._params.n_clusters
+        if n_clusters > self._rows:
+            raise InvalidRequest(
+                f"spec.config.n_clusters={n_clusters} is larger than the number of points, {self._rows}",
+                field="spec.config.n_clusters",
+            )
+        weights = None
+        if self._weighted:
+            weights = np.concatenate(self._weights).astype(np.float64)
+            if weights.sum() <= 0:
+                raise InvalidRequest("sample_weight must have a positive sum", field="sample_weight")
+        return FitData(points, weights)
+
+
+class FitTally:
+    """The fits of one server: how many engines still run, and where the last stopped one stopped."""
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.last_stopped_iteration: int | None = None
+        self.lock = threading.Lock()
+
+
+class FitRun:
+    """One fit driven a step at a time on an executor, so that the event loop stays free and
+    a cancelled call stops the fit within one iteration."""
+
+    def __init__(
+        self, params: FitParams, data: FitData, executor: Executor, tally: FitTally,
+        on_iteration: Callable[[], None],
+    ) -> None:
+        self._params = params
+        self._executor = executor
+        self._tally = tally
+        self._on_iteration = on_iteration
+        self._steps: Generator[Progress, None, kmeans.KMeansResult] = kmeans.fit_steps(
+            data.points, params.n_clusters,
+            init=params.init_centers if params.init_centers is not None else params.init,
+            n_init=params.n_init, max_iter=params.max_iter, tol=params.tol, seed=params.seed,
+            sample_weight=data.sample_weight,
+        )
+        self.result: kmeans.KMeansResult | None = None
+        self._iteration = 0
+        self._closed = False
+        with tally.lock:
+            tally.in_flight += 1
+
+    def _advance(self) -> Progress | None:
+        """One engine step, on the executor; None once the fit has finished."""
+        try:
+            event = next(self._steps)
+        except StopIteration as done:
+            self.result = done.value
+            return None
+        self._iteration = event.iteration
+        if event.stage is Stage.ITERATION:
+            self._on_iteration()
+        return event
+
+    async def events(self) -> AsyncIterator[Progress]:
+        """The engine's progress events, a few per second at most; the result is in ``result``."""
+        last_sent = 0.0
+        pending: Future[Progress | None] | None = None
+        try:
+            while True:
+                pending = self._executor.submit(self._advance)
+                event = await asyncio.wrap_future(pending)
+                if event is None:
+                    return
+                now = time.monotonic()
+                throttled = event.stage in (Stage.ITERATION, Stage.SEEDING)
+                if throttled and event.iteration > 1 and now - last_sent < PROGRESS_INTERVAL_S:
+                    continue
+                last_sent = now
+                yield event
+        finally:
+            # A step may still be running on the executor: stop once it returns, never under it.
+            if pending is not None and not pending.done():
+                pending.add_done_callback(self._stop)
+            else:
+                self._stop()
+
+    def _stop(self, _: Future[Any] | None = None) -> None:
+        tally = self._tally
+        with tally.lock:
+            if self._closed:
+                return
+            self._closed = True
+            tally.in_flight -= 1
+            if self.result is None:
+                tally.last_stopped_iteration = self._iteration
+        if self.result is None:
+            self._steps.close()
+            log.info("fit of %s stopped at iteration %d: call ended", self._params.model, self._iteration)
+
+
+def progress_message(event: Progress, points: int, started: float) -> codec.FitProgress:
+    return codec.FitProgress(
+        stage=event.stage.value,
+        restart=event.restart,
+        n_init=event.n_init,
+        iteration=event.iteration,
+        inertia=0.0 if math.isnan(event.inertia) else event.inertia,
+        center_shift=0.0 if math.isnan(event.center_shift) else event.center_shift,
+        points_received=points,
+        elapsed_seconds=time.monotonic() - started,
+    )

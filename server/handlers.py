@@ -1,0 +1,343 @@
+"""The ClusteringService handlers on grpc.aio: decode with the codec, call the domain, encode.
+
+Each handler is a coroutine, so an open call costs a coroutine and not a thread.
+CPU work and SQLite writes run on the bounded executors of ``admission.Workers``;
+refusals are domain errors that ``errors.rpc`` maps to statuses.
+"""
+
+from __future__ import annotations
+
+import base64
+import bisect
+import logging
+import time
+from collections.abc import AsyncIterable, AsyncIterator
+from typing import TypeVar
+
+import grpc.aio
+import numpy as np
+
+from centroidal.v1 import clustering_pb2 as pb
+from centroidal.v1 import clustering_pb2_grpc as pb_grpc
+from centroidal.v1 import codec
+
+from . import fitting, imaging, predicting
+from .admission import Incoming, Slots, Workers
+from .config import ServerConfig
+from .errors import refusal, rpc
+from .exceptions import InvalidRequest, ModelNotFound, ModelReplaced, ShuttingDown
+from .limits import check_model_name, echo
+from .metrics import Metrics
+from .registry import Registry
+from .snapshots import KMEANS, MINIBATCH_KMEANS, PALETTE, ModelSnapshot
+from .streaming import LiveModel, StreamHub
+
+log = logging.getLogger("centroidal.server")
+T = TypeVar("T")
+
+LABELS_PER_MESSAGE = 1 << 19
+IMAGE_CHUNK_BYTES = 2 * 1024 * 1024
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+# Batch errors that end the stream instead of being reported in an ack.
+_STREAM_ENDING = (ModelReplaced, ShuttingDown)
+
+
+class ClusteringHandlers(pb_grpc.ClusteringServiceServicer):
+    """centroidal.v1.ClusteringService over a Registry."""
+
+    def __init__(self, config: ServerConfig, registry: Registry, metrics: Metrics) -> None:
+        self._config = config
+        self._registry = registry
+        self.metrics = metrics
+        self.hub = StreamHub(config, registry, metrics)
+        self.workers = Workers(config)
+        self.fit_slots = Slots(config.max_concurrent_fits, "fits or quantisations")
+        self.fits = fitting.FitTally()
+        metrics.models.set(len(registry))
+
+    def _incoming(self, messages: AsyncIterator[T]) -> Incoming[T]:
+        return Incoming(messages, self._config.idle_timeout)
+
+    @property
+    def fits_in_flight(self) -> int:
+        """Fits whose engine has not stopped yet (a cancelled one stops within an iteration)."""
+        return self.fits.in_flight
+
+    @property
+    def last_stopped_fit_iteration(self) -> int | None:
+        return self.fits.last_stopped_iteration
+
+    # ---- Fit ----------------------------------------------------------------------------
+
+    @rpc
+    async def Fit(self, requests: AsyncIterator[pb.FitRequest], context: grpc.aio.ServicerContext) -> AsyncIterator[pb.FitResponse]:
+        started = time.monotonic()
+        incoming = self._incoming(requests)
+        first = await incoming.next()
+        if first is None or not first.HasField("spec"):
+            raise InvalidRequest("the first FitRequest must carry a spec", field="spec")
+        params = fitting.plan(codec.decode_fit_spec(first.spec), self._config)
+        self._registry.check_expected(params.model, params.expected_version)
+        with self.fit_slots.take("model"):
+            gatherer = fitting.Gatherer(self._config, params)
+            gatherer.add(codec.decode_fit_request(first), 0)
+            index = 0
+            async for index, message in _numbered(incoming, start=1):
+                gatherer.add(codec.decode_fit_request(message), index)
+            data = await self.workers.run(self.workers.fits, gatherer.finish)
+            n_samples = data.points.shape[0]
+            self.metrics.points.inc(n_samples)
+            yield _progress(codec.FitProgress("data_received", points_received=n_samples,
+                                              elapsed_seconds=time.monotonic() - started))
+            run = fitting.FitRun(params, data, self.workers.fits, self.fits, self.metrics.iterations.inc)
+            async for event in run.events():
+                yield _progress(fitting.progress_message(event, n_samples, started))
+        result = run.result
+        assert result is not None
+        # Labels go out before the commit, so a call that fails while sending them stores nothing.
+        if params.return_labels:
+            for offset in range(0, n_samples, LABELS_PER_MESSAGE):
+                chunk = codec.LabelsChunk(offset, result.labels[offset : offset + LABELS_PER_MESSAGE])
+                yield pb.FitResponse(labels=codec.encode_labels_chunk(chunk))
+        snapshot = ModelSnapshot(
+            name=params.model, version=0, centers=result.centers, config=params.config(result.seed),
+            inertia=result.inertia, n_iter=result.n_iter, n_samples_seen=n_samples,
+            created_at=0.0, updated_at=0.0,
+        )
+        stored = await self.workers.run(self.workers.storage, self._registry.commit, snapshot,
+                                        params.expected_version)
+        self.metrics.models.set(len(self._registry))
+        log.info("fit committed model=%s version=%d n=%d k=%d n_iter=%d inertia=%.6g", stored.name,
+                 stored.version, n_samples, stored.n_clusters, stored.n_iter, stored.inertia)
+        fitted = codec.FitResult(describe(stored, include_centers=True), n_samples,
+                                 result.best_restart, time.monotonic() - started)
+        yield pb.FitResponse(result=codec.encode_fit_result(fitted))
+
+    # ---- Predict --------------------------------------------------------------------------
+
+    @rpc
+    async def Predict(self, request: pb.PredictRequest, context: grpc.aio.ServicerContext) -> pb.PredictResponse:
+        query = codec.decode_predict_request(request)
+        snapshot = predicting.snapshot_for(self._registry, query.model, query.version)
+        if query.points is None:
+            raise InvalidRequest("points is required", field="points")
+        return codec.encode_predict_response(
+            await self._answer(snapshot, query.points, query.options or codec.PredictOptions(), 0)
+        )
+
+    @rpc
+    async def PredictStream(
+        self, requests: AsyncIterator[pb.PredictRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.PredictResponse]:
+        snapshot, options, offset = None, codec.PredictOptions(), 0
+        async for index, message in _numbered(self._incoming(requests).ahead()):
+            query = codec.decode_predict_request(message)
+            if snapshot is None:
+                snapshot = predicting.snapshot_for(self._registry, query.model, query.version)
+                options = query.options or options
+            elif query.model or query.version is not None or query.options is not None:
+                raise InvalidRequest(
+                    f"message {index} of the stream sets model, version or options; only the "
+                    "first message may",
+                    field="model",
+                )
+            if query.points is not None:
+                yield codec.encode_predict_response(await self._answer(snapshot, query.points, options, offset))
+                offset += query.points.shape[0]
+
+    async def _answer(
+        self, snapshot: ModelSnapshot, points: np.ndarray, options: codec.PredictOptions, offset: int
+    ) -> codec.PredictResponse:
+        points = predicting.check_points(snapshot, points, options, self._config)
+        self.metrics.predicted.inc(points.shape[0])
+        if predicting.work_of(snapshot, points) <= predicting.INLINE_WORK:
+            return predicting.answer(snapshot, points, options, offset)
+        return await self.workers.run(self.workers.compute, predicting.answer, snapshot, points, options, offset)
+
+    # ---- Model management -----------------------------------------------------------------
+
+    @rpc
+    async def GetModel(self, request: pb.GetModelRequest, context: grpc.aio.ServicerContext) -> pb.Model:
+        query = codec.decode_get_model_request(request)
+        name = check_model_name(query.name, "name")
+        if query.version is None:
+            snapshot = self._registry.get(name)
+        else:  # an older version is read from the store
+            snapshot = await self.workers.run(
+                self.workers.storage, self._registry.get_version, name, query.version, "name"
+            )
+        return codec.encode_model(describe(
+            snapshot, include_centers=query.include_centers,
+            durable_version=self.hub.durable_version(name, snapshot.version),
+        ))
+
+    @rpc
+    async def ListModels(self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext) -> pb.ListModelsResponse:
+        query = codec.decode_list_models_request(request)
+        page_size = query.page_size or DEFAULT_PAGE_SIZE
+        if page_size > MAX_PAGE_SIZE:
+            raise InvalidRequest(f"page_size must be at most {MAX_PAGE_SIZE}, got {page_size}", field="page_size")
+        after = _decode_page_token(query.page_token)
+        names = self._registry.names()
+        start = bisect.bisect_right(names, after) if after is not None else 0
+        page = names[start : start + page_size]
+        models = []
+        for name in page:
+            try:
+                snapshot = self._registry.get(name)
+            except ModelNotFound:
+                continue  # deleted since the listing was taken
+            models.append(describe(snapshot, include_centers=False,
+                                   durable_version=self.hub.durable_version(name, snapshot.version)))
+        token = _encode_page_token(page[-1]) if start + page_size < len(names) and page else ""
+        return codec.encode_list_models_response(codec.ListModelsResponse(tuple(models), token))
+
+    @rpc
+    async def DeleteModel(self, request: pb.DeleteModelRequest, context: grpc.aio.ServicerContext) -> pb.DeleteModelResponse:
+        query = codec.decode_delete_model_request(request)
+        name = check_model_name(query.name, "name")
+        version = await self.workers.run(self.workers.storage, self._registry.delete, name, query.expected_version)
+        self.metrics.models.set(len(self._registry))
+        log.info("model deleted model=%s version=%d", name, version)
+        return codec.encode_delete_model_response(codec.DeleteModelResponse(name, version))
+
+    # ---- StreamMiniBatch ------------------------------------------------------------------
+
+    @rpc
+    async def StreamMiniBatch(
+        self, requests: AsyncIterator[pb.MiniBatchRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.MiniBatchAck]:
+        incoming = self._incoming(requests)
+        first = await incoming.next()
+        if first is None:
+            return
+        if first.WhichOneof("item") != "open":
+            raise InvalidRequest("the first message of a StreamMiniBatch stream must be open", field="open")
+        opening = codec.decode_minibatch_open(first.open)
+        live = self.hub.open(check_model_name(opening.model, "open.model"), opening.create_if_missing)
+        try:
+            async for index, message in _numbered(incoming.ahead(), start=1):
+                if message.WhichOneof("item") != "batch":
+                    raise InvalidRequest(f"message {index} is not a batch; only the first may be open", field="open")
+                yield codec.encode_minibatch_ack(await self._ack(live, message.batch))
+        finally:
+            await self.workers.run(self.workers.storage, self.hub.close, live)
+
+    async def _ack(self, live: LiveModel, message: pb.MiniBatch) -> codec.MiniBatchAck:
+        producer, sequence = message.producer_id, int(message.sequence)
+        try:
+            batch = codec.decode_minibatch(message)
+            result = await self.workers.run(self.workers.compute, self.hub.apply, live, batch)
+        except Exception as exc:  # noqa: BLE001 - a refused batch is told in its ack
+            refused = refusal(exc, "StreamMiniBatch")
+            if refused is None or isinstance(exc, _STREAM_ENDING):
+                raise
+            self.metrics.batches.labels(refused.code.name).inc()
+            error = codec.BatchError(refused.code.value[0], refused.message, refused.field or "")
+            return codec.MiniBatchAck(producer, sequence, error=error)
+        self.metrics.batches.labels("DUPLICATE" if result.duplicate else "OK").inc()
+        return codec.MiniBatchAck(
+            producer, sequence, result.version, result.batch_inertia, result.n_samples_seen,
+            result.durable_version, result.duplicate,
+        )
+
+    # ---- QuantizeImage ----------------------------------------------------------------------
+
+    @rpc
+    async def QuantizeImage(
+        self, requests: AsyncIterator[pb.QuantizeImageRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.QuantizeImageResponse]:
+        incoming = self._incoming(requests)
+        first = await incoming.next()
+        if first is None or not first.HasField("spec"):
+            raise InvalidRequest("the first message of a QuantizeImage stream must carry spec", field="spec")
+        options, save_as = imaging.plan(codec.decode_quantize_spec(first.spec), self._registry)
+        # It holds the image and fits a palette: it takes a fit slot, before the image arrives.
+        with self.fit_slots.take("image"):
+            image = await self._receive_image(first.image, incoming)
+            result = await self.workers.run(
+                self.workers.fits, imaging.quantize, image, options, self._config.max_image_pixels
+            )
+        saved_version = 0
+        if save_as:
+            palette = ModelSnapshot(
+                name=save_as, version=0, centers=result.colors.astype(np.float32),
+                config={"color_space": options.color_space, "seed": options.seed},
+                inertia=result.mse * 3 * result.width * result.height, n_iter=0,
+                n_samples_seen=result.width * result.height, created_at=0.0, updated_at=0.0,
+                kind=PALETTE,
+            )
+            saved = await self.workers.run(self.workers.storage, self._registry.commit, palette)
+            self.metrics.models.set(len(self._registry))
+            saved_version = saved.version
+        summary = codec.QuantizeSummary(
+            result.colors, result.counts, result.mse, result.psnr, result.width, result.height,
+            result.image_format, tuple(result.notes), saved_version,
+        )
+        data = result.image
+        for start in range(0, max(len(data), 1), IMAGE_CHUNK_BYTES):
+            last = start + IMAGE_CHUNK_BYTES >= len(data)
+            chunk = codec.QuantizeImageResponse(data[start : start + IMAGE_CHUNK_BYTES], summary if last else None)
+            yield codec.encode_quantize_response(chunk)
+
+    async def _receive_image(self, first: bytes, incoming: Incoming[pb.QuantizeImageRequest]) -> bytes:
+        limit = self._config.max_image_bytes
+        buffer = bytearray(first)
+        async for message in incoming:
+            if message.HasField("spec"):
+                raise InvalidRequest("only the first message of the stream may carry spec", field="spec")
+            if len(buffer) + len(message.image) > limit:
+                raise imaging.LimitExceeded(f"the image is over the server's limit of {limit} bytes", field="image")
+            buffer += message.image
+        return bytes(buffer)
+
+
+def describe(snapshot: ModelSnapshot, *, include_centers: bool, durable_version: int | None = None) -> codec.Model:
+    """The wire description of a model; durable_version when it differs from version."""
+    config = snapshot.config
+    kmeans_config = minibatch = None
+    n_clusters = snapshot.n_clusters
+    if snapshot.kind == MINIBATCH_KMEANS:
+        minibatch = codec.MiniBatchConfig(**config)
+        n_clusters = minibatch.n_clusters  # also while it has no centers yet
+    elif snapshot.kind == KMEANS:
+        kmeans_config = codec.KMeansConfig(
+            n_clusters=n_clusters, init=config["init"], n_init=config["n_init"],
+            max_iter=config["max_iter"], tol=config["tol"], seed=config["seed"],
+        )
+    return codec.Model(
+        name=snapshot.name, version=snapshot.version, kind=snapshot.kind,
+        n_features=snapshot.n_features, n_clusters=n_clusters, dtype=snapshot.centers.dtype,
+        inertia=snapshot.inertia, n_iter=snapshot.n_iter, n_samples_seen=snapshot.n_samples_seen,
+        created_at=snapshot.created_at, updated_at=snapshot.updated_at,
+        config=kmeans_config, minibatch=minibatch,
+        centers=snapshot.centers if include_centers and snapshot.centers.shape[0] else None,
+        durable_version=snapshot.version if durable_version is None else durable_version,
+        n_batches=int(snapshot.extra.get("n_batches", 0)),
+        init_points_buffered=int(snapshot.extra.get("init_points_buffered", 0)),
+    )
+
+
+def _progress(progress: codec.FitProgress) -> pb.FitResponse:
+    return pb.FitResponse(progress=codec.encode_fit_progress(progress))
+
+
+async def _numbered(messages: AsyncIterable[T], start: int = 0) -> AsyncIterator[tuple[int, T]]:
+    index = start
+    async for message in messages:
+        yield index, message
+        index += 1
+
+
+def _encode_page_token(name: str) -> str:
+    return base64.urlsafe_b64encode(name.encode()).decode()
+
+
+def _decode_page_token(token: str) -> str | None:
+    if not token:
+        return None
+    try:
+        return check_model_name(base64.urlsafe_b64decode(token.encode()).decode(), "page_token")
+    except (ValueError, UnicodeDecodeError, InvalidRequest):
+        raise InvalidRequest(f"page_token {echo(token)} was not issued by this server", field="page_token") from None

@@ -1,0 +1,86 @@
+"""Predict: find the model version asked for, check the points against it, assign them."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from centroidal.engine import kmeans
+from centroidal.v1 import codec
+
+from .config import ServerConfig
+from .exceptions import LimitExceeded, ModelMismatch
+from .fitting import ENVELOPE_BYTES
+from .limits import check_finite, check_matrix, check_model_name
+from .registry import Registry
+from .snapshots import ModelSnapshot
+
+# Below this many multiply-adds (n * k * d) an answer costs less than a hand-over to a
+# worker thread, so it is computed on the event loop.
+INLINE_WORK = 1 << 16
+
+
+def snapshot_for(registry: Registry, name: str, version: int | None) -> ModelSnapshot:
+    """The model version a Predict uses; refuses one that has no centers yet."""
+    snapshot = registry.get_version(check_model_name(name, "model"), version)
+    if snapshot.n_clusters == 0:
+        raise ModelMismatch(
+            f"model {name!r} has no centers yet: it holds "
+            f"{snapshot.extra.get('init_points_buffered', 0)} points and initialises "
+            f"once it has {snapshot.config.get('init_size') or 'its first batch or 3 * n_clusters'} "
+            "of them",
+            field="model",
+            reason="NOT_INITIALIZED",
+        )
+    return snapshot
+
+
+def check_points(
+    snapshot: ModelSnapshot, points: np.ndarray | None, options: codec.PredictOptions,
+    limits: ServerConfig,
+) -> np.ndarray:
+    """Points that fit the model, and whose answer fits in one message."""
+    if points is None:
+        points = np.empty((0, snapshot.n_features), dtype=snapshot.centers.dtype)
+    check_matrix(points, "points", max_rows=limits.max_points, max_cols=limits.max_features, allow_empty=True)
+    if points.shape[1] != snapshot.n_features:
+        raise ModelMismatch(
+            f"points.cols={points.shape[1]} but model {snapshot.name!r} version "
+            f"{snapshot.version} has {snapshot.n_features} features",
+            field="points.cols",
+            reason="FEATURE_MISMATCH",
+        )
+    row_bytes = 4 + points.dtype.itemsize * (
+        options.return_distances + options.return_transform * snapshot.n_clusters
+    )
+    budget = limits.max_message_bytes - ENVELOPE_BYTES
+    if points.shape[0] * row_bytes > budget:
+        raise LimitExceeded(
+            f"the answer for points.rows={points.shape[0]} would be "
+            f"{points.shape[0] * row_bytes} bytes, over the server's message limit of "
+            f"{limits.max_message_bytes}; send at most {max(1, budget // row_bytes)} rows "
+            "per message with PredictStream",
+            field="points.rows",
+        )
+    return points
+
+
+def work_of(snapshot: ModelSnapshot, points: np.ndarray) -> int:
+    return int(points.shape[0]) * snapshot.n_clusters * snapshot.n_features
+
+
+def answer(
+    snapshot: ModelSnapshot, points: np.ndarray, options: codec.PredictOptions, offset: int
+) -> codec.PredictResponse:
+    """Labels (and distances or the transform when asked) for checked points."""
+    if points.shape[0] == 0:
+        return codec.PredictResponse(snapshot.version, offset, np.empty(0, dtype=np.int32))
+    check_finite(points, "points")
+    distances = transform = None
+    if options.return_distances:
+        labels, nearest = kmeans.predict(points, snapshot.centers, return_distance=True)
+        distances = nearest.reshape(-1, 1)
+    else:
+        labels = kmeans.predict(points, snapshot.centers)
+    if options.return_transform:
+        transform = kmeans.transform(points, snapshot.centers)
+    return codec.PredictResponse(snapshot.version, offset, labels, distances, transform)

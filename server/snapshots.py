@@ -1,0 +1,78 @@
+"""A model version as the registry holds it, and the storage protocol the registry writes through."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+KMEANS = "kmeans"
+MINIBATCH_KMEANS = "minibatch-kmeans"
+PALETTE = "palette"
+
+
+@dataclass(frozen=True)
+class ModelSnapshot:
+    """One version of a model.
+
+    centers : ndarray of shape (n_clusters, n_features), float32 or float64, read-only
+    config : the fit's parameters with defaults filled in (init, n_init, max_iter, tol, seed)
+    kind : KMEANS, MINIBATCH_KMEANS or PALETTE
+    """
+
+    name: str
+    version: int
+    centers: np.ndarray
+    config: dict[str, Any]
+    inertia: float
+    n_iter: int
+    n_samples_seen: int
+    created_at: float
+    updated_at: float
+    kind: str = KMEANS
+    extra: dict[str, Any] = field(default_factory=dict)
+    # A streamed model's learning state (MiniBatchState.to_bytes), for checkpoints.
+    state: bytes | None = None
+
+    @property
+    def n_clusters(self) -> int:
+        return int(self.centers.shape[0])
+
+    @property
+    def n_features(self) -> int:
+        return int(self.centers.shape[1])
+
+
+@dataclass(frozen=True)
+class StoredModels:
+    """Everything a store holds at start: each name's current version, and every name's
+    last version number (deleted names included, so numbers never go backwards)."""
+
+    current: list[ModelSnapshot]
+    last_versions: dict[str, int]
+
+
+class ModelStore(Protocol):
+    """What the registry needs from storage: SQLite here, a shared database for replicas.
+
+    Every write is a compare-and-swap on the name's version: it is refused with
+    VersionConflict unless its version is above every version stored for the name, so
+    two writers can never make a name's version go backwards. Nothing is published as
+    stored before the write has committed.
+    """
+
+    def load_all(self) -> StoredModels: ...
+
+    def load_version(self, name: str, version: int) -> ModelSnapshot | None: ...
+
+    def put(self, snapshot: ModelSnapshot, *, keep_versions: int) -> None: ...
+
+    def checkpoint(
+        self, snapshot: ModelSnapshot, producers: Mapping[str, int], *, keep_versions: int
+    ) -> None: ...
+
+    def delete(self, name: str, version: int) -> None: ...
+
+    def close(self) -> None: ...
