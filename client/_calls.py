@@ -1,6 +1,6 @@
 """Request building and response gathering shared by Client and AsyncClient.
 
-Requests carrying arrays are built pre-serialised (``_wire.encode_with_matrix``);
+Requests carrying arrays are built pre-serialised (``codec.serialize_with_matrix``);
 ``raw_methods`` gives the multi-callables that send such bytes as they are.
 
 Each plan turns one SDK call's arguments into the messages to send, and the
@@ -10,18 +10,19 @@ they send, wait and retry.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 from centroidal.v1 import clustering_pb2 as pb
+from centroidal.v1 import codec
 
 from . import _wire
 from ._wire import FitProgress, FitResult
 from .errors import CentroidalError
 
-HALF_LIFE_UNITS = ("batches", "points")
 
 
 def rows_per_chunk(
@@ -60,30 +61,26 @@ class FitPlan:
     ) -> None:
         self.points = points = _wire.as_points(X)
         self.n_samples = n_samples = points.shape[0]
-        config = pb.KMeansConfig(
-            algorithm=pb.ALGORITHM_KMEANS,
+        init_centers = None
+        if isinstance(init, str):
+            if init not in ("k-means++", "random"):
+                raise ValueError(f"init must be 'k-means++', 'random' or an array, got {init!r}")
+        else:
+            init_centers = np.ascontiguousarray(_wire.as_points(init, "init"), dtype=points.dtype)
+        config = codec.KMeansConfig(
             n_clusters=int(n_clusters),
+            init="given" if init_centers is not None else str(init),
+            init_centers=init_centers,
             n_init=int(n_init or 0),
             max_iter=int(max_iter or 0),
+            tol=None if tol is None else float(tol),
+            seed=None if seed is None else int(seed),
         )
-        if isinstance(init, str):
-            if init not in _wire.INIT_METHODS:
-                raise ValueError(f"init must be 'k-means++', 'random' or an array, got {init!r}")
-            config.init = _wire.INIT_METHODS[init]
-        else:
-            config.init = pb.INIT_METHOD_GIVEN
-            config.init_centers.CopyFrom(
-                _wire.encode_matrix(np.ascontiguousarray(_wire.as_points(init, "init"), dtype=points.dtype))
-            )
-        if tol is not None:
-            config.tol = float(tol)
-        if seed is not None:
-            config.seed = int(seed)
-        self.spec = pb.FitSpec(
-            model=name, config=config, n_samples=n_samples, return_labels=return_labels
-        )
-        if expected_version is not None:
-            self.spec.expected_version = int(expected_version)
+        self.spec = codec.encode_fit_spec(codec.FitSpec(
+            model=name, config=config, n_samples=n_samples,
+            expected_version=None if expected_version is None else int(expected_version),
+            return_labels=return_labels,
+        ))
         self.weights = None
         if sample_weight is not None:
             self.weights = np.asarray(sample_weight, dtype=np.float64)
@@ -98,16 +95,21 @@ class FitPlan:
         self._result: pb.FitResult | None = None
 
     def requests(self) -> Iterator[tuple[bytes, FitProgress]]:
-        """Each serialised chunk to send, with the upload progress once it is sent."""
+        """Each serialised message to send, with the upload progress once it is sent.
+
+        The spec goes alone, first: a server that refuses the fit (a bad spec, or every
+        fit slot taken) says so before any data is uploaded.
+        """
         points, weights, rows = self.points, self.weights, self.rows
-        # range(0, 1, ...) for empty data: the spec always goes out, so the server can say why.
+        yield pb.FitRequest(spec=self.spec).SerializeToString(), FitProgress(
+            "uploading", points_received=0, points_total=self.n_samples
+        )
+        # range(0, 1, ...) for empty data: one empty chunk, so the server can say why.
         for start in range(0, max(self.n_samples, 1), rows):
             head = pb.FitRequest()
-            if start == 0:
-                head.spec.CopyFrom(self.spec)
             if weights is not None:
-                head.sample_weight.CopyFrom(_wire.encode_weights(weights[start : start + rows]))
-            message = _wire.encode_with_matrix(head, "points", points[start : start + rows])
+                head.sample_weight.CopyFrom(codec.encode_vector(weights[start : start + rows]))
+            message = codec.serialize_with_matrix(head, "points", points[start : start + rows])
             sent = min(start + rows, self.n_samples)
             yield message, FitProgress("uploading", points_received=sent, points_total=self.n_samples)
 
@@ -117,7 +119,7 @@ class FitPlan:
         if kind == "progress":
             return _wire.fit_progress(response.progress, self.n_samples)
         if kind == "labels" and self.labels is not None:
-            chunk = _wire.decode_labels(response.labels.labels)
+            chunk = codec.decode_labels(response.labels.labels)
             offset = int(response.labels.offset)
             self.labels[offset : offset + chunk.size] = chunk
         elif kind == "result":
@@ -178,19 +180,20 @@ class PredictPlan:
             head.options.CopyFrom(self.options)
             if self.version is not None:
                 head.version = int(self.version)
-        return _wire.encode_with_matrix(head, "points", self.points[start : start + self.rows])
+        request: bytes = codec.serialize_with_matrix(head, "points", self.points[start : start + self.rows])
+        return request
 
     def requests(self) -> Iterator[bytes]:
         return (self.request(start) for start in range(0, self.n_samples, self.rows))
 
     def store(self, response: pb.PredictResponse) -> None:
         offset = int(response.offset)
-        chunk = _wire.decode_labels(response.labels)
+        chunk = codec.decode_labels(response.labels)
         self.labels[offset : offset + chunk.size] = chunk
         if self.distances is not None:
-            self.distances[offset : offset + chunk.size] = _wire.decode_matrix(response.distances)[:, 0]
+            self.distances[offset : offset + chunk.size] = codec.decode_matrix(response.distances, "distances")[:, 0]
         if self.transformed is not None:
-            block = _wire.decode_matrix(response.transform)
+            block = codec.decode_matrix(response.transform, "transform")
             if block.shape[1] != self.n_clusters:
                 raise CentroidalError(
                     f"model {self.name!r} answered with {block.shape[1]} clusters, expected "
@@ -216,25 +219,67 @@ def stream_open(
     seed: int | None,
 ) -> pb.MiniBatchOpen:
     """The first message of a StreamMiniBatch stream."""
-    if half_life_unit not in HALF_LIFE_UNITS:
+    if half_life_unit not in codec.HALF_LIFE_UNITS.numbers:
         raise ValueError(f"half_life_unit must be 'batches' or 'points', got {half_life_unit!r}")
-    message = pb.MiniBatchOpen(model=name)
+    create = None
     if n_clusters is not None:
-        config = message.create_if_missing
-        config.n_clusters = int(n_clusters)
-        config.init_size = int(init_size)
-        if reassignment_ratio is not None:
-            config.reassignment_ratio = float(reassignment_ratio)
-        if half_life is not None:
-            config.half_life = float(half_life)
-        config.half_life_unit = (
-            pb.MiniBatchConfig.HALF_LIFE_UNIT_POINTS
-            if half_life_unit == "points"
-            else pb.MiniBatchConfig.HALF_LIFE_UNIT_BATCHES
+        create = codec.MiniBatchConfig(
+            n_clusters=int(n_clusters),
+            init_size=int(init_size),
+            reassignment_ratio=None if reassignment_ratio is None else float(reassignment_ratio),
+            half_life=None if half_life is None else float(half_life),
+            half_life_unit=half_life_unit,
+            seed=None if seed is None else int(seed),
         )
-        if seed is not None:
-            config.seed = int(seed)
-    return message
+    return codec.encode_minibatch_open(codec.MiniBatchOpen(name, create))
+
+
+def quantize_requests(
+    image: bytes | str | os.PathLike[str],
+    n_colors: int,
+    chunk_bytes: int,
+    *,
+    seed: int | None = None,
+    max_samples: int = 0,
+    color_space: str = "rgb",
+    dither: bool = False,
+    output_format: str = "png",
+    palette_model: str = "",
+    save_palette_as: str = "",
+) -> list[pb.QuantizeImageRequest]:
+    """The QuantizeImage stream for an encoded image (bytes, or a file's path)."""
+    if isinstance(image, bytes):
+        data = image
+    else:
+        with open(image, "rb") as source:
+            data = source.read()
+    spec = codec.encode_quantize_spec(codec.QuantizeSpec(
+        n_colors=int(n_colors),
+        seed=None if seed is None else int(seed),
+        max_samples=int(max_samples),
+        color_space=_choice(codec.COLOR_SPACES, color_space, "color_space"),
+        dither="floyd-steinberg" if dither else "none",
+        output_format=_choice(codec.IMAGE_FORMATS, _format_name(output_format), "output_format"),
+        palette_model=palette_model,
+        save_palette_as=save_palette_as,
+    ))
+    # The spec goes alone, first: a refusal (every slot taken, a bad spec) comes before upload.
+    return [pb.QuantizeImageRequest(spec=spec)] + [
+        pb.QuantizeImageRequest(image=data[i : i + chunk_bytes]) for i in range(0, len(data), chunk_bytes)
+    ]
+
+
+def _choice(table: codec.EnumTable, value: str, name: str) -> str:
+    """``value`` if the contract's table knows it; a ValueError listing the choices if not."""
+    if value not in table.numbers:
+        known = ", ".join(repr(choice.lower()) for choice in table.numbers)
+        raise ValueError(f"{name} must be one of {known}, got {value.lower()!r}")
+    return value
+
+
+def _format_name(output_format: str) -> str:
+    """The SDK takes "png", "jpeg", ... or "same"; the codec names formats as Pillow does."""
+    return output_format if output_format == "same" else output_format.upper()
 
 
 _SERVICE = "/centroidal.v1.ClusteringService/"

@@ -10,10 +10,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import Any
 
 import grpc
@@ -24,11 +25,10 @@ from grpc_health.v1 import health_pb2
 from centroidal.v1 import clustering_pb2 as pb
 
 from . import _wire
-from ._calls import PredictPlan, stream_open
+from ._calls import FitPlan, PredictPlan, quantize_requests, stream_open
 from ._wire import FitProgress, FitResult, ModelInfo, QuantizedImage
 from .client import (
     _RESPONSE_BUDGET,
-    Client,
     DEFAULT_CHUNK_BYTES,
     DEFAULT_FIT_TIMEOUT_S,
     DEFAULT_TIMEOUT_S,
@@ -78,12 +78,9 @@ class AsyncClient(Connection):
     ) -> None:
         super().__init__(grpc.aio, target, token=token, credentials=credentials, timeout=timeout,
                          fit_timeout=fit_timeout, chunk_bytes=chunk_bytes, options=options)
-        self._sync: Client | None = None
 
     async def close(self) -> None:
         await self._channel.close()
-        if self._sync is not None:
-            self._sync.close()
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -123,40 +120,56 @@ class AsyncClient(Connection):
         on_progress: Callable[[FitProgress], None] | None = None,
         timeout: float | None = None,
     ) -> FitResult:
-        """As Client.fit; on_progress is a plain function called on the event loop.
-
-        Runs the threaded Client's fit in a worker thread: with grpc.aio, a server that
-        ends a client-streaming call while data is still being written (a refused fit)
-        can surface as INTERNAL instead of the server's status (grpc/grpc#36066).
-        """
-        loop = asyncio.get_running_loop()
-        callback = on_progress
-
-        def report(progress: FitProgress) -> None:
-            if callback is not None:
-                loop.call_soon_threadsafe(callback, progress)
-
-        return await asyncio.to_thread(
-            self._threaded().fit, name, X, n_clusters, init=init, n_init=n_init,
-            max_iter=max_iter, tol=tol, seed=seed, sample_weight=sample_weight,
-            expected_version=expected_version, return_labels=return_labels,
-            on_progress=report if on_progress is not None else None, timeout=timeout,
+        """As Client.fit; on_progress is a plain function called on the event loop."""
+        plan = FitPlan(
+            name, X, n_clusters, init=init, n_init=n_init, max_iter=max_iter, tol=tol, seed=seed,
+            sample_weight=sample_weight, expected_version=expected_version,
+            return_labels=return_labels, chunk_bytes=self.chunk_bytes,
+        )
+        call = self._raw.fit(
+            timeout=self.fit_timeout if timeout is None else timeout, metadata=self._metadata
         )
 
-    async def quantize_image(self, image: bytes | str | os.PathLike[str], n_colors: int = 16,
-                             **options: Any) -> QuantizedImage:
-        """As Client.quantize_image; run threaded for the reason fit gives."""
-        return await asyncio.to_thread(self._threaded().quantize_image, image, n_colors, **options)
+        messages = plan.requests()
+        spec, _ = next(messages)
 
-    def _threaded(self) -> Client:
-        """A threaded Client on the same target, for the calls grpc.aio gets wrong."""
-        if self._sync is None:
-            self._sync = Client(
-                self.target, token=self._token, credentials=self._credentials,
-                timeout=self.timeout, fit_timeout=self.fit_timeout, chunk_bytes=self.chunk_bytes,
-                options=self._options,
-            )
-        return self._sync
+        async def upload() -> None:
+            for message, uploaded in messages:
+                await call.write(message)
+                if on_progress is not None:
+                    on_progress(uploaded)
+            await call.done_writing()
+
+        async for response in _streamed(call, spec, upload):
+            progress = plan.take(response)
+            if progress is not None and on_progress is not None:
+                on_progress(progress)
+        return plan.result()
+
+    async def quantize_image(
+        self, image: bytes | str | os.PathLike[str], n_colors: int = 16, *,
+        timeout: float | None = None, **options: Any,
+    ) -> QuantizedImage:
+        """As Client.quantize_image."""
+        requests = quantize_requests(image, n_colors, self.chunk_bytes, **options)
+        call = self._stub.QuantizeImage(
+            timeout=self.fit_timeout if timeout is None else timeout, metadata=self._metadata
+        )
+
+        async def upload() -> None:
+            for request in requests[1:]:
+                await call.write(request)
+            await call.done_writing()
+
+        parts: list[bytes] = []
+        summary = None
+        async for response in _streamed(call, requests[0], upload):
+            parts.append(response.image)
+            if response.HasField("summary"):
+                summary = response.summary
+        if summary is None:
+            raise CentroidalError("the server ended QuantizeImage without a summary")
+        return _wire.quantized_image(b"".join(parts), summary)
 
     async def predict(
         self,
@@ -195,12 +208,22 @@ class AsyncClient(Connection):
         plan = PredictPlan(
             name, points, version, options, n_clusters, self.chunk_bytes, _RESPONSE_BUDGET
         )
-        if not plan.single:
-            # Many chunks: a client-streaming call, run threaded for the reason fit gives.
-            return await asyncio.to_thread(
-                self._threaded()._predict, name, points, version, options, timeout
-            )
-        plan.store(await self._call(self._raw.predict, plan.request(0), timeout))
+        if plan.single:
+            plan.store(await self._call(self._raw.predict, plan.request(0), timeout))
+            return plan.finish()
+        call = self._raw.predict_stream(
+            timeout=self.timeout if timeout is None else timeout, metadata=self._metadata
+        )
+
+        requests = plan.requests()
+
+        async def upload() -> None:
+            for request in requests:
+                await call.write(request)
+            await call.done_writing()
+
+        async for response in _streamed(call, next(requests), upload):
+            plan.store(response)
         return plan.finish()
 
     async def get_model(
@@ -530,3 +553,37 @@ def _lost_write(error: grpc.aio.AioRpcError) -> bool:
     return error.code() == grpc.StatusCode.INTERNAL and "execute_batch" in (
         error.debug_error_string() or ""
     )
+
+
+async def _streamed(
+    call: Any, first: Any, upload: Callable[[], Coroutine[Any, Any, None]]
+) -> AsyncIterator[Any]:
+    """The responses of a request-streaming call: ``first`` is sent alone, and ``upload``
+    writes the rest only once the server has answered it.
+
+    With grpc.aio, a server that ends a call while the client is still writing reaches
+    the client as INTERNAL "Internal error from Core", and the server's status is lost
+    (grpc/grpc#36066; tests/client/test_aio.py shows it). Every refusal of a spec comes
+    before the server's first answer (a Fit's STAGE_ADMITTED event, QuantizeImage's
+    empty first message, the first Predict answer), so waiting for it keeps that status.
+    """
+    writer: asyncio.Task[None] | None = None
+    try:
+        await call.write(first)
+        responses = call.__aiter__()
+        try:
+            response = await responses.__anext__()
+        except StopAsyncIteration:
+            return
+        writer = asyncio.get_running_loop().create_task(upload())
+        yield response
+        async for response in responses:
+            yield response
+        await writer
+    except grpc.aio.AioRpcError as error:
+        raise error_from_rpc(error) from error
+    finally:
+        if writer is not None and not writer.done():
+            writer.cancel()
+            with contextlib.suppress(BaseException):
+                await writer

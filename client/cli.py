@@ -14,6 +14,8 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from centroidal.v1 import codec
+
 from ._wire import FitProgress, ModelInfo
 from .client import Client, default_target
 from .stream import BatchAck
@@ -121,7 +123,7 @@ def _parser() -> argparse.ArgumentParser:
     quantize.add_argument("--colors", type=int, default=16, help="palette size, 2-256 (default 16)")
     quantize.add_argument("--dither", action="store_true", help="Floyd-Steinberg dithering")
     quantize.add_argument("--space", choices=["rgb", "lab"], default="rgb", help="colour space of the fit")
-    quantize.add_argument("--format", choices=["png", "jpeg", "webp", "same"], default=None,
+    quantize.add_argument("--format", choices=[name.lower() for name in codec.IMAGE_FORMATS.numbers], default=None,
                           help="output format (default: from OUTPUT's suffix, else png)")
     quantize.add_argument("--seed", type=int, default=None)
     quantize.add_argument("--max-samples", type=int, default=0, help="pixels to fit on (0: server default)")
@@ -355,15 +357,18 @@ def _stream(client: Client, options: argparse.Namespace) -> int:
     return 1 if rejected else 0
 
 
-_SUFFIX_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
+_SUFFIX_FORMATS = {
+    ".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp", ".bmp": "bmp", ".tif": "tiff",
+    ".tiff": "tiff", ".gif": "gif",
+}
 
 
 def _quantize(client: Client, options: argparse.Namespace) -> int:
     output_format = options.format or _SUFFIX_FORMATS.get(options.output.suffix.lower())
     if output_format is None:
         raise ValueError(
-            f"cannot tell the output format from {options.output.name!r}: name it .png, .jpg or "
-            ".webp, or pass --format (same keeps the input's format)"
+            f"cannot tell the output format from {options.output.name!r}: name it .png, .jpg, "
+            ".webp, .bmp, .tif or .gif, or pass --format (same keeps the input's format)"
         )
     started = time.monotonic()
     result = client.quantize_image(

@@ -12,9 +12,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from centroidal.v1 import clustering_pb2 as pb
 from centroidal.v1 import clustering_pb2_grpc as pb_grpc
+from centroidal.v1 import codec
 
 from . import _wire
-from ._calls import FitPlan, PredictPlan, RawMethods, stream_open
+from ._calls import FitPlan, PredictPlan, RawMethods, quantize_requests, stream_open
 from ._wire import FitProgress, FitResult, ModelInfo, QuantizedImage
 from .errors import CentroidalError, error_from_rpc
 from .stream import (
@@ -35,15 +36,6 @@ MAX_CHUNK_BYTES = 8 * 1024 * 1024
 # The server's default message limit; answers larger than this are streamed.
 SERVER_MESSAGE_BYTES = 16 * 1024 * 1024
 _RESPONSE_BUDGET = SERVER_MESSAGE_BYTES // 2
-
-
-_COLOR_SPACES = {"rgb": pb.COLOR_SPACE_RGB, "lab": pb.COLOR_SPACE_LAB}
-_OUTPUT_FORMATS = {
-    "png": pb.IMAGE_FORMAT_PNG,
-    "jpeg": pb.IMAGE_FORMAT_JPEG,
-    "webp": pb.IMAGE_FORMAT_WEBP,
-    "same": pb.IMAGE_FORMAT_SAME_AS_INPUT,
-}
 
 
 def channel_settings(chunk_bytes: int, options: Sequence[tuple[str, Any]]) -> list[tuple[str, Any]]:
@@ -210,33 +202,15 @@ class Client(Connection):
     ) -> QuantizedImage:
         """Reduce an encoded image (bytes, or a file's path) to n_colors.
 
-        color_space "rgb" or "lab"; output_format "png" (a palette PNG), "jpeg", "webp"
-        or "same" (the input's). palette_model reuses a stored palette; save_palette_as
-        stores this one. max_samples 0 lets the server choose how many pixels to fit on.
+        color_space "rgb" or "lab"; output_format "png" (a palette PNG), "jpeg", "webp",
+        "bmp", "tiff", "gif" or "same" (the input's). palette_model reuses a stored palette;
+        save_palette_as stores this one. max_samples 0 lets the server choose how many pixels to fit on.
         """
-        if isinstance(image, bytes):
-            data = image
-        else:
-            with open(image, "rb") as source:
-                data = source.read()
-        if color_space not in _COLOR_SPACES:
-            raise ValueError(f"color_space must be 'rgb' or 'lab', got {color_space!r}")
-        if output_format not in _OUTPUT_FORMATS:
-            raise ValueError(f"output_format must be one of {sorted(_OUTPUT_FORMATS)}, got {output_format!r}")
-        spec = pb.QuantizeSpec(
-            n_colors=int(n_colors),
-            max_samples=int(max_samples),
-            color_space=_COLOR_SPACES[color_space],
-            dither=pb.DITHER_FLOYD_STEINBERG if dither else pb.DITHER_NONE,
-            output_format=_OUTPUT_FORMATS[output_format],
-            palette_model=palette_model,
-            save_palette_as=save_palette_as,
+        requests = quantize_requests(
+            image, n_colors, self.chunk_bytes, seed=seed, max_samples=max_samples,
+            color_space=color_space, dither=dither, output_format=output_format,
+            palette_model=palette_model, save_palette_as=save_palette_as,
         )
-        if seed is not None:
-            spec.seed = int(seed)
-        chunk = self.chunk_bytes
-        requests = [pb.QuantizeImageRequest(spec=spec, image=data[:chunk])]
-        requests += [pb.QuantizeImageRequest(image=data[i : i + chunk]) for i in range(chunk, len(data), chunk)]
         parts: list[bytes] = []
         summary = None
         try:

@@ -28,6 +28,7 @@ import grpc
 import numpy as np
 
 from centroidal.v1 import clustering_pb2 as pb
+from centroidal.v1 import codec
 
 from . import _wire
 from .errors import CentroidalError, DeadlineExceeded, error_from_code, error_from_rpc
@@ -107,7 +108,7 @@ class _Ledger:
         if sample_weight is not None:
             weights = np.asarray(sample_weight, dtype=np.float64).reshape(-1)
         sequence = self.next_sequence
-        request = _wire.encode_batch_request(self.producer_id, sequence, points, weights)
+        request = codec.serialize_batch_request(self.producer_id, sequence, points, weights)
         self.next_sequence += 1
         self.unacked[sequence] = (request, time.monotonic())
         return sequence, request
@@ -201,11 +202,18 @@ def retry_budget(
 ) -> float | None:
     """Seconds left to reconnect after ``error``, or None when it is not worth retrying."""
     code = error.code() if hasattr(error, "code") else None
-    if code not in RETRYABLE and not retryable:
+    if code not in RETRYABLE and not retryable and not _idle_timeout(error):
         return None
     elapsed = 0.0 if failed_since is None else time.monotonic() - failed_since
     remaining = reconnect_timeout - elapsed
     return remaining if remaining > 0 else None
+
+
+def _idle_timeout(error: Any) -> bool:
+    """The server ended a stream that sent nothing for its --idle-timeout: open a new one."""
+    if not isinstance(error, grpc.RpcError) or error.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+        return False
+    return error_from_rpc(error).reason == "IDLE_TIMEOUT"
 
 
 def reopening(open_message: bytes) -> bytes:
@@ -218,7 +226,7 @@ def reopening(open_message: bytes) -> bytes:
 
 
 def stream_method(channel: Any) -> Any:
-    """StreamMiniBatch with pre-serialised requests (see _wire.encode_batch_request)."""
+    """StreamMiniBatch with pre-serialised requests (see codec.serialize_batch_request)."""
     return channel.stream_stream(
         "/centroidal.v1.ClusteringService/StreamMiniBatch",
         request_serializer=bytes,

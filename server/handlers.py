@@ -80,6 +80,7 @@ class ClusteringHandlers(pb_grpc.ClusteringServiceServicer):
         params = fitting.plan(codec.decode_fit_spec(first.spec), self._config)
         self._registry.check_expected(params.model, params.expected_version)
         with self.fit_slots.take("model"):
+            yield _progress(codec.FitProgress("admitted", elapsed_seconds=time.monotonic() - started))
             gatherer = fitting.Gatherer(self._config, params)
             gatherer.add(codec.decode_fit_request(first), 0)
             index = 0
@@ -255,6 +256,7 @@ class ClusteringHandlers(pb_grpc.ClusteringServiceServicer):
         options, save_as = imaging.plan(codec.decode_quantize_spec(first.spec), self._registry)
         # It holds the image and fits a palette: it takes a fit slot, before the image arrives.
         with self.fit_slots.take("image"):
+            yield pb.QuantizeImageResponse()  # admitted: the client may send the image now
             image = await self._receive_image(first.image, incoming)
             result = await self.workers.run(
                 self.workers.fits, imaging.quantize, image, options, self._config.max_image_pixels

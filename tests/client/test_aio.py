@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 
+import grpc
+import grpc.aio
 import numpy as np
 import pytest
 
-from centroidal.client import Client, FailedPrecondition, InvalidArgument, NotFound
+from centroidal.client import CentroidalError, Client, FailedPrecondition, InvalidArgument, NotFound
 from centroidal.client.aio import AsyncClient
 from centroidal.engine.minibatch import MiniBatchParams, MiniBatchState
 from tests.conftest import ServerFactory
@@ -136,3 +139,55 @@ def test_async_stream_waits_for_a_server_that_is_starting(start_server: ServerFa
             return stream.last_ack.n_samples_seen
 
     assert asyncio.run(main()) == 100
+
+
+def test_grpc_aio_loses_a_refusal_that_races_the_upload(server) -> None:
+    """Why AsyncClient waits for the server's first answer before uploading (grpc/grpc#36066):
+    written straight after the spec, the data races the refusal, and the status is lost."""
+    from centroidal.v1 import clustering_pb2 as pb
+    from centroidal.v1 import codec
+
+    X = np.random.default_rng(0).normal(size=(500_000, 16)).astype(np.float32)
+    spec = pb.FitRequest(spec=pb.FitSpec(model="m", config=pb.KMeansConfig(n_clusters=0)))
+
+    async def refused_codes() -> list[grpc.StatusCode]:
+        codes = []
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            fit = channel.stream_stream("/centroidal.v1.ClusteringService/Fit", request_serializer=bytes,
+                                        response_deserializer=pb.FitResponse.FromString)
+            for _ in range(8):
+                call = fit()
+
+                async def upload() -> None:
+                    await call.write(spec.SerializeToString())
+                    for start in range(0, len(X), 50_000):
+                        await call.write(codec.serialize_with_matrix(pb.FitRequest(), "points", X[start : start + 50_000]))
+                    await call.done_writing()
+
+                writer = asyncio.get_running_loop().create_task(upload())
+                with pytest.raises(grpc.aio.AioRpcError):
+                    async for _ in call:
+                        pass
+                codes.append(await call.code())
+                with contextlib.suppress(BaseException):
+                    await writer
+        return codes
+
+    codes = asyncio.run(refused_codes())
+    assert grpc.StatusCode.INTERNAL in codes, codes
+
+
+def test_async_fit_refused_during_upload_keeps_the_servers_status(server) -> None:
+    X = np.random.default_rng(0).normal(size=(500_000, 16)).astype(np.float32)
+
+    async def refusals() -> list[CentroidalError]:
+        errors = []
+        async with AsyncClient(f"127.0.0.1:{server.port}") as client:
+            for _ in range(8):
+                with pytest.raises(CentroidalError) as raised:
+                    await client.fit("m", X, 0)
+                errors.append(raised.value)
+        return errors
+
+    for error in asyncio.run(refusals()):
+        assert isinstance(error, InvalidArgument) and error.field == "spec.config.n_clusters", error

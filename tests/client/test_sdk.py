@@ -192,7 +192,7 @@ def wait_until(condition, limit_s: float = 60.0) -> None:
 def test_fit_cancelled_while_labels_stream_stores_nothing(server: CentroidalServer) -> None:
     import grpc
 
-    from centroidal.client import _wire
+    from centroidal.v1 import codec
     from centroidal.v1 import clustering_pb2 as pb
     from centroidal.v1 import clustering_pb2_grpc as pb_grpc
 
@@ -201,7 +201,7 @@ def test_fit_cancelled_while_labels_stream_stores_nothing(server: CentroidalServ
     points = np.random.default_rng(4).normal(size=(16_000_000, 1)).astype(np.float32)
     spec = pb.FitSpec(model="unlabelled", config=pb.KMeansConfig(n_clusters=3, max_iter=3, seed=0),
                       n_samples=len(points), return_labels=True)
-    chunks = (pb.FitRequest(points=_wire.encode_matrix(points[i : i + 500_000]))
+    chunks = (pb.FitRequest(points=codec.encode_matrix(points[i : i + 500_000]))
               for i in range(0, len(points), 500_000))
 
     def requests():

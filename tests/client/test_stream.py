@@ -113,17 +113,17 @@ def test_the_stream_reconnects_and_replays_after_a_server_restart(start_server: 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("weighted", [False, True])
 def test_hand_encoded_batches_parse_as_the_protobuf_message(dtype: type, weighted: bool) -> None:
-    from centroidal.client import _wire
+    from centroidal.v1 import codec
     from centroidal.v1 import clustering_pb2 as pb
 
     points = np.arange(300 * 7, dtype=dtype).reshape(300, 7) / 7
     weights = np.linspace(0.5, 2.0, 300) if weighted else None
     expected = pb.MiniBatchRequest(
-        batch=pb.MiniBatch(producer_id="producer-é", sequence=2**40 + 3, points=_wire.encode_matrix(points))
+        batch=pb.MiniBatch(producer_id="producer-é", sequence=2**40 + 3, points=codec.encode_matrix(points))
     )
     if weights is not None:
-        expected.batch.sample_weight.CopyFrom(_wire.encode_weights(weights))
-    encoded = _wire.encode_batch_request("producer-é", 2**40 + 3, points, weights)
+        expected.batch.sample_weight.CopyFrom(codec.encode_vector(weights))
+    encoded = codec.serialize_batch_request("producer-é", 2**40 + 3, points, weights)
     assert pb.MiniBatchRequest.FromString(encoded) == expected
 
 
@@ -164,3 +164,17 @@ def test_a_reconnect_does_not_recreate_a_model_deleted_meanwhile(
         assert raised.value.field == "open.model"
         with pytest.raises(NotFound):
             client.get_model("gone")
+
+
+def test_a_stream_quiet_past_the_idle_timeout_reconnects_and_goes_on(start_server) -> None:
+    server = start_server(idle_timeout=0.5)
+    rng = np.random.default_rng(4)
+    with Client(f"127.0.0.1:{server.port}") as client:
+        with client.stream("quiet", n_clusters=3, seed=0) as stream:
+            stream.send(rng.normal(size=(300, 4)).astype(np.float32))
+            stream.flush(30)
+            time.sleep(1.5)  # the server ends the quiet stream; the SDK opens another
+            stream.send(rng.normal(size=(300, 4)).astype(np.float32))
+            stream.flush(30)
+        assert stream.reconnects >= 1
+        assert client.get_model("quiet").n_samples_seen == 600

@@ -159,12 +159,14 @@ class FitProgress(_message.Message):
         STAGE_ITERATION: _ClassVar[FitProgress.Stage]
         STAGE_RESTART_DONE: _ClassVar[FitProgress.Stage]
         STAGE_SEEDING: _ClassVar[FitProgress.Stage]
+        STAGE_ADMITTED: _ClassVar[FitProgress.Stage]
     STAGE_UNSPECIFIED: FitProgress.Stage
     STAGE_DATA_RECEIVED: FitProgress.Stage
     STAGE_INITIALIZED: FitProgress.Stage
     STAGE_ITERATION: FitProgress.Stage
     STAGE_RESTART_DONE: FitProgress.Stage
     STAGE_SEEDING: FitProgress.Stage
+    STAGE_ADMITTED: FitProgress.Stage
     STAGE_FIELD_NUMBER: _ClassVar[int]
     RESTART_FIELD_NUMBER: _ClassVar[int]
     N_INIT_FIELD_NUMBER: _ClassVar[int]

@@ -92,6 +92,7 @@ STAGES = EnumTable(
         pb.FitProgress.STAGE_ITERATION: "iteration",
         pb.FitProgress.STAGE_RESTART_DONE: "restart_done",
         pb.FitProgress.STAGE_SEEDING: "seeding",
+        pb.FitProgress.STAGE_ADMITTED: "admitted",
     },
     "unknown",
 )

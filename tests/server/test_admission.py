@@ -1,0 +1,138 @@
+"""Idle calls cannot starve the server: they cost a coroutine, fit slots are refused up front
+with RetryInfo, and a call that goes quiet is ended after --idle-timeout."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+import grpc.aio
+import numpy as np
+import pytest
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
+
+from centroidal.client import Client
+from centroidal.v1 import clustering_pb2 as pb
+from centroidal.v1 import clustering_pb2_grpc as pb_grpc
+from tests.conftest import ServerFactory
+
+POINTS = np.random.default_rng(0).normal(size=(200, 16)).astype(np.float32)
+
+
+async def _then_wait(first: object, release: asyncio.Event) -> AsyncIterator[object]:
+    yield first
+    await release.wait()
+
+
+def _opening(name: str) -> pb.MiniBatchRequest:
+    return pb.MiniBatchRequest(open=pb.MiniBatchOpen(
+        model=name, create_if_missing=pb.MiniBatchConfig(n_clusters=4)
+    ))
+
+
+def _quantize_spec() -> pb.QuantizeImageRequest:
+    return pb.QuantizeImageRequest(spec=pb.QuantizeSpec(n_colors=4))
+
+
+def test_health_and_predict_answer_while_idle_streams_hold_every_old_thread(
+    start_server: ServerFactory,
+) -> None:
+    server = start_server()
+    target = f"127.0.0.1:{server.port}"
+    with Client(target) as client:
+        client.fit("small", POINTS, 16, seed=0)
+
+    async def scenario() -> tuple[str, int, int]:
+        release = asyncio.Event()
+        async with grpc.aio.insecure_channel(target) as channel:
+            stub = pb_grpc.ClusteringServiceStub(channel)
+            idle = [stub.StreamMiniBatch(_then_wait(_opening(f"idle-{i}"), release)) for i in range(100)]
+            idle += [stub.QuantizeImage(_then_wait(_quantize_spec(), release)) for _ in range(10)]
+            await asyncio.sleep(0.5)  # every call is open and waiting on its client
+            health = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=5
+            )
+            request = pb.PredictRequest(model="small", points=pb.Matrix(
+                dtype=pb.DTYPE_FLOAT32, rows=8, cols=16, data=POINTS[:8].tobytes()
+            ))
+            answer = await stub.Predict(request, timeout=5)
+            still_open = sum(not call.done() for call in idle)
+            release.set()
+            for call in idle:
+                call.cancel()
+            return health_pb2.HealthCheckResponse.ServingStatus.Name(health.status), len(answer.labels), still_open
+
+    status, label_bytes, still_open = asyncio.run(scenario())
+    assert status == "SERVING"
+    assert label_bytes == 8 * 4
+    # The streams stay open; of the quantisations, the four that took a slot do.
+    assert still_open == 100 + 4
+
+
+def _retry_delay(error: grpc.RpcError) -> float | None:
+    status = rpc_status.from_call(error)
+    assert status is not None
+    for detail in status.details:
+        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            info = error_details_pb2.RetryInfo()
+            detail.Unpack(info)
+            return info.retry_delay.ToTimedelta().total_seconds()
+    return None
+
+
+def test_a_fit_is_refused_with_retry_info_when_every_slot_is_held(start_server: ServerFactory) -> None:
+    server = start_server(max_concurrent_fits=1)
+    target = f"127.0.0.1:{server.port}"
+
+    async def scenario() -> grpc.aio.AioRpcError:
+        release = asyncio.Event()
+        async with grpc.aio.insecure_channel(target) as channel:
+            stub = pb_grpc.ClusteringServiceStub(channel)
+            holder = stub.QuantizeImage(_then_wait(_quantize_spec(), release))
+            await asyncio.sleep(0.3)
+            spec = pb.FitRequest(spec=pb.FitSpec(model="late", config=pb.KMeansConfig(n_clusters=2)))
+            refused = stub.Fit(_then_wait(spec, release))  # the spec alone: no data is sent
+            try:
+                async for _ in refused:
+                    pass
+            except grpc.aio.AioRpcError as error:
+                return error
+            finally:
+                release.set()
+                holder.cancel()
+            raise AssertionError("the fit was not refused")
+
+    error = asyncio.run(scenario())
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "--max-concurrent-fits" in (error.details() or "")
+    assert _retry_delay(error) == pytest.approx(1.0)
+
+
+def test_a_quiet_call_ends_with_deadline_exceeded_and_frees_its_slot(start_server: ServerFactory) -> None:
+    server = start_server(idle_timeout=0.5, max_concurrent_fits=1)
+    target = f"127.0.0.1:{server.port}"
+
+    async def scenario() -> tuple[grpc.aio.AioRpcError, grpc.aio.AioRpcError]:
+        release = asyncio.Event()
+        async with grpc.aio.insecure_channel(target) as channel:
+            stub = pb_grpc.ClusteringServiceStub(channel)
+            errors = []
+            for call in (stub.StreamMiniBatch(_then_wait(_opening("quiet"), release)),
+                         stub.QuantizeImage(_then_wait(_quantize_spec(), release))):
+                with pytest.raises(grpc.aio.AioRpcError) as raised:
+                    async for _ in call:
+                        pass
+                errors.append(raised.value)
+            release.set()
+            return errors[0], errors[1]
+
+    stream_error, image_error = asyncio.run(scenario())
+    for error in (stream_error, image_error):
+        assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert "--idle-timeout" in (error.details() or "")
+    # The quiet quantisation's slot is free again: a fit runs.
+    with Client(target) as client:
+        assert client.fit("after", POINTS, 4, seed=0).version == 1
