@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import re
 import statistics
@@ -114,13 +115,19 @@ def write_results(rows: list[Row], meta: dict[str, object]) -> None:
 
 
 @contextmanager
-def served() -> Iterator[str]:
-    """A `centroidal serve` subprocess on a free port; yields its address."""
+def served(pythonpath: str | None = None) -> Iterator[str]:
+    """A `centroidal serve` subprocess on a free port; yields its address.
+
+    pythonpath, when given, is put first on the child's path: another tree's server.
+    """
+    env = dict(os.environ)
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
     with tempfile.TemporaryDirectory() as data_dir:
         child = subprocess.Popen(
             [sys.executable, "-m", "centroidal.client.cli", "serve", "--port", "0",
              "--data-dir", data_dir],
-            stderr=subprocess.PIPE, text=True,
+            stderr=subprocess.PIPE, text=True, env=env,
         )
         assert child.stderr is not None
         try:

@@ -8,7 +8,8 @@
 
 from ._wire import FitProgress, FitResult, ModelInfo, QuantizedImage
 from .aio import AsyncClient, AsyncMiniBatchStream
-from .client import Client, default_target
+from .client import Client
+from .transport import default_target
 from .errors import (
     Aborted,
     AlreadyExists,

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from google.protobuf.message import Message
 
 from centroidal.v1 import clustering_pb2 as pb
 from centroidal.v1 import codec

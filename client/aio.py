@@ -27,7 +27,7 @@ from centroidal.v1 import clustering_pb2 as pb
 from . import _wire
 from ._calls import FitPlan, PredictPlan, quantize_requests, stream_open
 from ._wire import FitProgress, FitResult, ModelInfo, QuantizedImage
-from .client import (
+from .transport import (
     _RESPONSE_BUDGET,
     DEFAULT_CHUNK_BYTES,
     DEFAULT_FIT_TIMEOUT_S,

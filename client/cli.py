@@ -17,7 +17,8 @@ import numpy as np
 from centroidal.v1 import codec
 
 from ._wire import FitProgress, ModelInfo
-from .client import Client, default_target
+from .client import Client
+from .transport import default_target
 from .stream import BatchAck
 from .errors import CentroidalError
 

@@ -22,7 +22,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 import numpy as np
@@ -32,9 +32,8 @@ from centroidal.v1 import codec
 
 from . import _wire
 from .errors import CentroidalError, DeadlineExceeded, error_from_code, error_from_rpc
+from .transport import Connection
 
-if TYPE_CHECKING:
-    from .client import Client
 
 DEFAULT_WINDOW = 16
 DEFAULT_RECONNECT_TIMEOUT_S = 60.0
@@ -239,7 +238,7 @@ class MiniBatchStream:
 
     def __init__(
         self,
-        client: Client,
+        client: Connection,
         open_message: pb.MiniBatchOpen,
         *,
         producer_id: str | None,

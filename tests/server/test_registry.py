@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from centroidal.server.exceptions import DomainError, LimitExceeded, ModelNotFound, ShuttingDown
+from centroidal.server.exceptions import DomainError, ModelNotFound, ShuttingDown
 from centroidal.server.registry import Registry
 from centroidal.server.snapshots import ModelSnapshot
 from centroidal.server.store import SQLiteStore
