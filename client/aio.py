@@ -10,11 +10,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -28,11 +27,13 @@ from . import _wire
 from ._calls import FitPlan, PredictPlan, quantize_requests, stream_open
 from ._wire import FitProgress, FitResult, ModelInfo, QuantizedImage
 from .transport import (
+    AsyncTransport,
+    Backoff,
+    status_lost,
     _RESPONSE_BUDGET,
     DEFAULT_CHUNK_BYTES,
     DEFAULT_FIT_TIMEOUT_S,
     DEFAULT_TIMEOUT_S,
-    Connection,
 )
 from .errors import (
     CentroidalError,
@@ -50,7 +51,6 @@ from .stream import (
     BatchAck,
     _Ledger,
     reopening,
-    retry_budget,
     stream_method,
 )
 
@@ -58,7 +58,7 @@ _CLOSE = object()
 _HANG_UP = object()
 
 
-class AsyncClient(Connection):
+class AsyncClient(AsyncTransport):
     """A connection to a centroidal server for asyncio code.
 
     Every call has a deadline and raises a subclass of ``CentroidalError`` named
@@ -76,7 +76,7 @@ class AsyncClient(Connection):
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         options: Sequence[tuple[str, Any]] = (),
     ) -> None:
-        super().__init__(grpc.aio, target, token=token, credentials=credentials, timeout=timeout,
+        super().__init__(target, token=token, credentials=credentials, timeout=timeout,
                          fit_timeout=fit_timeout, chunk_bytes=chunk_bytes, options=options)
 
     async def close(self) -> None:
@@ -88,17 +88,9 @@ class AsyncClient(Connection):
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    async def _call(self, method: Any, request: Any, timeout: float | None) -> Any:
-        try:
-            return await method(
-                request, timeout=self.timeout if timeout is None else timeout, metadata=self._metadata
-            )
-        except grpc.aio.AioRpcError as error:
-            raise error_from_rpc(error) from error
-
     async def health(self, service: str = "", *, timeout: float | None = None) -> str:
         """The server's health status name: SERVING, NOT_SERVING or SERVICE_UNKNOWN."""
-        response = await self._call(
+        response = await self.unary(
             self._health.Check, health_pb2.HealthCheckRequest(service=service), timeout
         )
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
@@ -126,9 +118,7 @@ class AsyncClient(Connection):
             sample_weight=sample_weight, expected_version=expected_version,
             return_labels=return_labels, chunk_bytes=self.chunk_bytes,
         )
-        call = self._raw.fit(
-            timeout=self.fit_timeout if timeout is None else timeout, metadata=self._metadata
-        )
+        call = self._raw.fit(timeout=self.deadline(timeout, fit=True))
 
         messages = plan.requests()
         spec, _ = next(messages)
@@ -140,7 +130,7 @@ class AsyncClient(Connection):
                     on_progress(uploaded)
             await call.done_writing()
 
-        async for response in _streamed(call, spec, upload):
+        async for response in self.responses(call, spec, upload):
             progress = plan.take(response)
             if progress is not None and on_progress is not None:
                 on_progress(progress)
@@ -152,9 +142,7 @@ class AsyncClient(Connection):
     ) -> QuantizedImage:
         """As Client.quantize_image."""
         requests = quantize_requests(image, n_colors, self.chunk_bytes, **options)
-        call = self._stub.QuantizeImage(
-            timeout=self.fit_timeout if timeout is None else timeout, metadata=self._metadata
-        )
+        call = self._stub.QuantizeImage(timeout=self.deadline(timeout, fit=True))
 
         async def upload() -> None:
             for request in requests[1:]:
@@ -163,7 +151,7 @@ class AsyncClient(Connection):
 
         parts: list[bytes] = []
         summary = None
-        async for response in _streamed(call, requests[0], upload):
+        async for response in self.responses(call, requests[0], upload):
             parts.append(response.image)
             if response.HasField("summary"):
                 summary = response.summary
@@ -209,11 +197,9 @@ class AsyncClient(Connection):
             name, points, version, options, n_clusters, self.chunk_bytes, _RESPONSE_BUDGET
         )
         if plan.single:
-            plan.store(await self._call(self._raw.predict, plan.request(0), timeout))
+            plan.store(await self.unary(self._raw.predict, plan.request(0), timeout))
             return plan.finish()
-        call = self._raw.predict_stream(
-            timeout=self.timeout if timeout is None else timeout, metadata=self._metadata
-        )
+        call = self._raw.predict_stream(timeout=self.deadline(timeout))
 
         requests = plan.requests()
 
@@ -222,7 +208,7 @@ class AsyncClient(Connection):
                 await call.write(request)
             await call.done_writing()
 
-        async for response in _streamed(call, next(requests), upload):
+        async for response in self.responses(call, next(requests), upload):
             plan.store(response)
         return plan.finish()
 
@@ -238,14 +224,14 @@ class AsyncClient(Connection):
         request = pb.GetModelRequest(name=name, include_centers=include_centers)
         if version is not None:
             request.version = int(version)
-        return _wire.model_info(await self._call(self._stub.GetModel, request, timeout))
+        return _wire.model_info(await self.unary(self._stub.GetModel, request, timeout))
 
     async def list_models_page(
         self, *, page_size: int = 100, page_token: str = "", timeout: float | None = None
     ) -> tuple[list[ModelInfo], str]:
         """One page of models in name order, and the token of the next page ("" at the end)."""
         request = pb.ListModelsRequest(page_size=page_size, page_token=page_token)
-        response = await self._call(self._stub.ListModels, request, timeout)
+        response = await self.unary(self._stub.ListModels, request, timeout)
         return [_wire.model_info(m) for m in response.models], response.next_page_token
 
     async def list_models(self, *, page_size: int = 100, timeout: float | None = None) -> list[ModelInfo]:
@@ -267,7 +253,7 @@ class AsyncClient(Connection):
         request = pb.DeleteModelRequest(name=name)
         if expected_version is not None:
             request.expected_version = int(expected_version)
-        response = await self._call(self._stub.DeleteModel, request, timeout)
+        response = await self.unary(self._stub.DeleteModel, request, timeout)
         return int(response.version)
 
     def stream(
@@ -486,8 +472,7 @@ class AsyncMiniBatchStream:
             )
 
     async def _run(self) -> None:
-        failed_since: float | None = None
-        delay = 0.1
+        backoff = Backoff(self.reconnect_timeout)
         try:
             try:
                 await self._preflight()
@@ -503,7 +488,7 @@ class AsyncMiniBatchStream:
                 if self._closing:
                     connection.put_nowait(_CLOSE)
                 self._queue = connection
-                call = self._method(self._requests(connection), metadata=self._client._metadata)
+                call = self._method(self._requests(connection))
                 self._call = call
                 try:
                     async for message in call:
@@ -511,20 +496,15 @@ class AsyncMiniBatchStream:
                         await self._notify()
                         if ack is not None and self._on_ack is not None:
                             self._on_ack(ack)
-                        failed_since, delay = None, 0.1
+                        backoff.succeeded()
                 except grpc.aio.AioRpcError as error:
-                    retry_for = retry_budget(
-                        error, failed_since, self.reconnect_timeout, _lost_write(error)
-                    )
-                    if self._done or retry_for is None:
+                    wait = backoff.next_wait(error, status_lost(error))
+                    if self._done or wait is None:
                         self._fatal = error_from_rpc(error)
                         return
-                    failed_since = failed_since or time.monotonic()
-                    await asyncio.sleep(min(delay, retry_for))
-                    delay = min(delay * 2, 2.0)
-                    remaining = self.reconnect_timeout - (time.monotonic() - failed_since)
+                    await asyncio.sleep(wait)
                     try:
-                        await asyncio.wait_for(self._client._channel.channel_ready(), max(remaining, 0.0))
+                        await asyncio.wait_for(self._client._channel.channel_ready(), max(backoff.remaining(), 0.0))
                     except asyncio.TimeoutError:
                         self._fatal = error_from_rpc(error)
                         return
@@ -545,45 +525,3 @@ class AsyncMiniBatchStream:
         finally:
             self._done = True
             await self._notify()
-
-
-def _lost_write(error: grpc.aio.AioRpcError) -> bool:
-    """grpc.aio reports a write to a call that just ended as INTERNAL (grpc/grpc#36066),
-    hiding why it ended: a server restart or shutdown among others. Worth a reconnect."""
-    return error.code() == grpc.StatusCode.INTERNAL and "execute_batch" in (
-        error.debug_error_string() or ""
-    )
-
-
-async def _streamed(
-    call: Any, first: Any, upload: Callable[[], Coroutine[Any, Any, None]]
-) -> AsyncIterator[Any]:
-    """The responses of a request-streaming call: ``first`` is sent alone, and ``upload``
-    writes the rest only once the server has answered it.
-
-    With grpc.aio, a server that ends a call while the client is still writing reaches
-    the client as INTERNAL "Internal error from Core", and the server's status is lost
-    (grpc/grpc#36066; tests/client/test_aio.py shows it). Every refusal of a spec comes
-    before the server's first answer (a Fit's STAGE_ADMITTED event, QuantizeImage's
-    empty first message, the first Predict answer), so waiting for it keeps that status.
-    """
-    writer: asyncio.Task[None] | None = None
-    try:
-        await call.write(first)
-        responses = call.__aiter__()
-        try:
-            response = await responses.__anext__()
-        except StopAsyncIteration:
-            return
-        writer = asyncio.get_running_loop().create_task(upload())
-        yield response
-        async for response in responses:
-            yield response
-        await writer
-    except grpc.aio.AioRpcError as error:
-        raise error_from_rpc(error) from error
-    finally:
-        if writer is not None and not writer.done():
-            writer.cancel()
-            with contextlib.suppress(BaseException):
-                await writer

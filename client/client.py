@@ -15,13 +15,13 @@ from centroidal.v1 import clustering_pb2 as pb
 from . import _wire
 from ._calls import FitPlan, PredictPlan, quantize_requests, stream_open
 from ._wire import FitProgress, FitResult, ModelInfo, QuantizedImage
-from .errors import CentroidalError, error_from_rpc
+from .errors import CentroidalError
 from .transport import (
     _RESPONSE_BUDGET,
     DEFAULT_CHUNK_BYTES,
     DEFAULT_FIT_TIMEOUT_S,
     DEFAULT_TIMEOUT_S,
-    Connection,
+    SyncTransport,
 )
 from .stream import (
     DEFAULT_MAX_REPLAY_BYTES,
@@ -31,7 +31,7 @@ from .stream import (
     MiniBatchStream,
 )
 
-class Client(Connection):
+class Client(SyncTransport):
     """A connection to a centroidal server.
 
     Every call has a deadline (``timeout`` seconds unless the call says otherwise)
@@ -50,7 +50,7 @@ class Client(Connection):
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         options: Sequence[tuple[str, Any]] = (),
     ) -> None:
-        super().__init__(grpc, target, token=token, credentials=credentials, timeout=timeout,
+        super().__init__(target, token=token, credentials=credentials, timeout=timeout,
                          fit_timeout=fit_timeout, chunk_bytes=chunk_bytes, options=options)
 
     # ---- lifecycle -------------------------------------------------------
@@ -63,15 +63,6 @@ class Client(Connection):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-    def _call(self, method: Callable[..., Any], request: Any, timeout: float | None) -> Any:
-        try:
-            return method(request, timeout=self._deadline(timeout), metadata=self._metadata)
-        except grpc.RpcError as error:
-            raise error_from_rpc(error) from error
-
-    def _deadline(self, timeout: float | None) -> float:
-        return self.timeout if timeout is None else timeout
 
     # ---- streaming -------------------------------------------------------
 
@@ -144,16 +135,11 @@ class Client(Connection):
         )
         parts: list[bytes] = []
         summary = None
-        try:
-            for response in self._stub.QuantizeImage(
-                iter(requests), timeout=self.fit_timeout if timeout is None else timeout,
-                metadata=self._metadata,
-            ):
-                parts.append(response.image)
-                if response.HasField("summary"):
-                    summary = response.summary
-        except grpc.RpcError as error:
-            raise error_from_rpc(error) from error
+        call = self._stub.QuantizeImage(iter(requests), timeout=self.deadline(timeout, fit=True))
+        for response in self.responses(call):
+            parts.append(response.image)
+            if response.HasField("summary"):
+                summary = response.summary
         if summary is None:
             raise CentroidalError("the server ended QuantizeImage without a summary")
         return _wire.quantized_image(b"".join(parts), summary)
@@ -162,7 +148,7 @@ class Client(Connection):
 
     def health(self, service: str = "", *, timeout: float | None = None) -> str:
         """The server's health status name: SERVING, NOT_SERVING or SERVICE_UNKNOWN."""
-        response = self._call(
+        response = self.unary(
             self._health.Check, health_pb2.HealthCheckRequest(service=service), timeout
         )
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
@@ -214,21 +200,17 @@ class Client(Connection):
                             call[0].cancel()
                         return
 
-        responses = self._raw.fit(
-            requests(),
-            timeout=self.fit_timeout if timeout is None else timeout,
-            metadata=self._metadata,
-        )
+        responses = self._raw.fit(requests(), timeout=self.deadline(timeout, fit=True))
         call.append(responses)
         try:
-            for response in responses:
+            for response in self.responses(responses):
                 progress = plan.take(response)
                 if progress is not None and on_progress is not None:
                     on_progress(progress)
-        except grpc.RpcError as error:
+        except CentroidalError:
             if upload_failure:
                 raise upload_failure[0] from None
-            raise error_from_rpc(error) from error
+            raise
         except BaseException:
             # on_progress raised (or the caller was interrupted): stop the server's work too.
             responses.cancel()
@@ -286,15 +268,11 @@ class Client(Connection):
             name, points, version, options, n_clusters, self.chunk_bytes, _RESPONSE_BUDGET
         )
         if plan.single:
-            plan.store(self._call(self._raw.predict, plan.request(0), timeout))
+            plan.store(self.unary(self._raw.predict, plan.request(0), timeout))
         else:
-            try:
-                for response in self._raw.predict_stream(
-                    plan.requests(), timeout=self._deadline(timeout), metadata=self._metadata
-                ):
-                    plan.store(response)
-            except grpc.RpcError as error:
-                raise error_from_rpc(error) from error
+            call = self._raw.predict_stream(plan.requests(), timeout=self.deadline(timeout))
+            for response in self.responses(call):
+                plan.store(response)
         return plan.finish()
 
     # ---- model management ------------------------------------------------
@@ -311,14 +289,14 @@ class Client(Connection):
         request = pb.GetModelRequest(name=name, include_centers=include_centers)
         if version is not None:
             request.version = int(version)
-        return _wire.model_info(self._call(self._stub.GetModel, request, timeout))
+        return _wire.model_info(self.unary(self._stub.GetModel, request, timeout))
 
     def list_models_page(
         self, *, page_size: int = 100, page_token: str = "", timeout: float | None = None
     ) -> tuple[list[ModelInfo], str]:
         """One page of models in name order, and the token of the next page ("" at the end)."""
         request = pb.ListModelsRequest(page_size=page_size, page_token=page_token)
-        response = self._call(self._stub.ListModels, request, timeout)
+        response = self.unary(self._stub.ListModels, request, timeout)
         return [_wire.model_info(m) for m in response.models], response.next_page_token
 
     def iter_models(self, *, page_size: int = 100, timeout: float | None = None) -> Iterator[ModelInfo]:
@@ -341,5 +319,5 @@ class Client(Connection):
         request = pb.DeleteModelRequest(name=name)
         if expected_version is not None:
             request.expected_version = int(expected_version)
-        response: pb.DeleteModelResponse = self._call(self._stub.DeleteModel, request, timeout)
+        response: pb.DeleteModelResponse = self.unary(self._stub.DeleteModel, request, timeout)
         return int(response.version)

@@ -32,15 +32,13 @@ from centroidal.v1 import codec
 
 from . import _wire
 from .errors import CentroidalError, DeadlineExceeded, error_from_code, error_from_rpc
-from .transport import Connection
+from .transport import Backoff, SyncTransport
 
 
 DEFAULT_WINDOW = 16
 DEFAULT_RECONNECT_TIMEOUT_S = 60.0
 # Acknowledged batches are kept until a checkpoint stores them, for replay after a crash.
 DEFAULT_MAX_REPLAY_BYTES = 256 * 1024 * 1024
-# Codes after which the same batches can be sent again on a new connection.
-RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
 _CLOSE = object()  # the producer is done: end the stream
 _HANG_UP = object()  # this connection is dead: stop feeding it
 _LATENCIES_KEPT = 100_000
@@ -196,25 +194,6 @@ class _Ledger:
         return None
 
 
-def retry_budget(
-    error: Any, failed_since: float | None, reconnect_timeout: float, retryable: bool = False
-) -> float | None:
-    """Seconds left to reconnect after ``error``, or None when it is not worth retrying."""
-    code = error.code() if hasattr(error, "code") else None
-    if code not in RETRYABLE and not retryable and not _idle_timeout(error):
-        return None
-    elapsed = 0.0 if failed_since is None else time.monotonic() - failed_since
-    remaining = reconnect_timeout - elapsed
-    return remaining if remaining > 0 else None
-
-
-def _idle_timeout(error: Any) -> bool:
-    """The server ended a stream that sent nothing for its --idle-timeout: open a new one."""
-    if not isinstance(error, grpc.RpcError) or error.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
-        return False
-    return error_from_rpc(error).reason == "IDLE_TIMEOUT"
-
-
 def reopening(open_message: bytes) -> bytes:
     """The open message for a reconnect once the model exists: without create_if_missing,
     so a model deleted meanwhile is reported (NOT_FOUND) instead of silently re-created."""
@@ -238,7 +217,7 @@ class MiniBatchStream:
 
     def __init__(
         self,
-        client: Connection,
+        client: SyncTransport,
         open_message: pb.MiniBatchOpen,
         *,
         producer_id: str | None,
@@ -409,8 +388,7 @@ class MiniBatchStream:
                 call.cancel()
 
     def _connect_and_receive(self) -> None:
-        failed_since: float | None = None
-        delay = 0.1
+        backoff = Backoff(self.reconnect_timeout)
         while True:
             with self._cond:
                 if self._done:
@@ -425,7 +403,7 @@ class MiniBatchStream:
                     connection.put(_CLOSE)
                 # send() and close() queue onto the new connection from here on.
                 self._queue = connection
-                call = self._method(self._requests(connection), metadata=self._client._metadata)
+                call = self._method(self._requests(connection))
                 self._call = call
             try:
                 for message in call:
@@ -434,18 +412,16 @@ class MiniBatchStream:
                         self._cond.notify_all()
                     if ack is not None and self._on_ack is not None:
                         self._on_ack(ack)
-                    failed_since, delay = None, 0.1
+                    backoff.succeeded()
             except grpc.RpcError as error:
                 with self._cond:
                     closing = self._done
-                retry_for = retry_budget(error, failed_since, self.reconnect_timeout)
-                if closing or retry_for is None:
+                wait = backoff.next_wait(error)
+                if closing or wait is None:
                     self._fail(error_from_rpc(error))
                     return
-                failed_since = failed_since or time.monotonic()
-                time.sleep(min(delay, retry_for))
-                delay = min(delay * 2, 2.0)
-                if not self._wait_for_channel(failed_since):
+                time.sleep(wait)
+                if not self._wait_for_channel(backoff):
                     self._fail(error_from_rpc(error))
                     return
                 self.reconnects += 1
@@ -461,13 +437,12 @@ class MiniBatchStream:
                 self._cond.notify_all()
             return
 
-    def _wait_for_channel(self, failed_since: float) -> bool:
+    def _wait_for_channel(self, backoff: Backoff) -> bool:
         """Wait until the channel connects again; False past reconnect_timeout or on abort."""
-        give_up = failed_since + self.reconnect_timeout
-        ready = grpc.channel_ready_future(self._client._channel)
+        ready = grpc.channel_ready_future(self._client._plain_channel)
         try:
             while True:
-                remaining = give_up - time.monotonic()
+                remaining = backoff.remaining()
                 if remaining <= 0 or self._done:
                     return False
                 try:

@@ -1,18 +1,31 @@
-"""The SDK's transport core: one place that builds the channel, carries the token and
-the defaults every call uses, for Client and AsyncClient alike."""
+"""The SDK's transport core, shared by Client and AsyncClient.
+
+One place builds the channel (with the token added by an interceptor), applies
+the deadline of every call, and turns ``grpc.RpcError`` into the SDK's typed
+exceptions (``raise ... from`` the original): ``SyncTransport.unary`` and
+``.responses`` for the threaded client, ``AsyncTransport.unary`` and
+``.responses`` for asyncio. ``Backoff`` is the one reconnect policy of both
+producer streams.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
-from collections.abc import Sequence
-from typing import Any
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
+from typing import Any, NamedTuple
 
 import grpc
+import grpc.aio
 from grpc_health.v1 import health_pb2_grpc
 
+from centroidal.v1 import clustering_pb2 as pb
 from centroidal.v1 import clustering_pb2_grpc as pb_grpc
 
 from ._calls import RawMethods
+from .errors import error_from_rpc
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 DEFAULT_TIMEOUT_S = 60.0
@@ -24,6 +37,13 @@ MAX_CHUNK_BYTES = 8 * 1024 * 1024
 # The server's default message limit; answers larger than this are streamed.
 SERVER_MESSAGE_BYTES = 16 * 1024 * 1024
 _RESPONSE_BUDGET = SERVER_MESSAGE_BYTES // 2
+# Codes after which a stream's batches can be sent again on a new connection.
+RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+
+
+def default_target() -> str:
+    """$CENTROIDAL_TARGET, else 127.0.0.1:50051."""
+    return os.environ.get("CENTROIDAL_TARGET") or DEFAULT_TARGET
 
 
 def channel_settings(chunk_bytes: int, options: Sequence[tuple[str, Any]]) -> list[tuple[str, Any]]:
@@ -39,6 +59,75 @@ def channel_settings(chunk_bytes: int, options: Sequence[tuple[str, Any]]) -> li
     ]
 
 
+# ---- the token, added to every call by an interceptor ---------------------------------
+
+
+class _CallDetails(NamedTuple):
+    method: str
+    timeout: float | None
+    metadata: Sequence[tuple[str, str]] | None
+    credentials: grpc.CallCredentials | None
+    wait_for_ready: bool | None
+    compression: Any
+
+
+def _with_token(details: Any, token: tuple[str, str]) -> _CallDetails:
+    return _CallDetails(
+        details.method, details.timeout, (*(details.metadata or ()), token), details.credentials,
+        details.wait_for_ready, getattr(details, "compression", None),
+    )
+
+
+_UU, _US = grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor
+_SU, _SS = grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor
+
+
+# grpc ships no type stubs: its base classes are Any to mypy.
+class _Token(_UU, _US, _SU, _SS):  # type: ignore[misc,valid-type]
+    """Adds ``authorization: Bearer <token>`` to every call of a threaded channel."""
+
+    def __init__(self, token: str) -> None:
+        self._token = ("authorization", f"Bearer {token}")
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(_with_token(details, self._token), request)
+
+    def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(_with_token(details, self._token), request)
+
+    def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return continuation(_with_token(details, self._token), requests)
+
+    def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return continuation(_with_token(details, self._token), requests)
+
+
+def _async_token_interceptors(token: str) -> list[grpc.aio.ClientInterceptor]:
+    """The same for grpc.aio, which wants one interceptor object per kind of call."""
+    header = ("authorization", f"Bearer {token}")
+
+    class UnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+        async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+            return await continuation(_with_token(details, header), request)
+
+    class UnaryStream(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
+        async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+            return await continuation(_with_token(details, header), request)
+
+    class StreamUnary(grpc.aio.StreamUnaryClientInterceptor):  # type: ignore[misc]
+        async def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+            return await continuation(_with_token(details, header), requests)
+
+    class StreamStream(grpc.aio.StreamStreamClientInterceptor):  # type: ignore[misc]
+        async def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
+            return await continuation(_with_token(details, header), requests)
+
+    return [UnaryUnary(), UnaryStream(), StreamUnary(), StreamStream()]
+
+
+# ---- the connection ------------------------------------------------------------------
+
+
 class Connection:
     """Settings, channel and stubs shared by Client and AsyncClient."""
 
@@ -50,11 +139,9 @@ class Connection:
     _stub: pb_grpc.ClusteringServiceStub
     _raw: RawMethods
     _health: health_pb2_grpc.HealthStub
-    _metadata: tuple[tuple[str, str], ...]
 
     def __init__(
         self,
-        channels: Any,
         target: str | None,
         *,
         token: str | None,
@@ -64,27 +151,173 @@ class Connection:
         chunk_bytes: int,
         options: Sequence[tuple[str, Any]],
     ) -> None:
-        """``channels`` is grpc or grpc.aio."""
         self.target = target or default_target()
         self.timeout = timeout
         self.fit_timeout = fit_timeout
         self.chunk_bytes = chunk_bytes
-        self._token = token
-        self._credentials = credentials
-        self._options = tuple(options)
-        channel_options = channel_settings(chunk_bytes, options)
-        if credentials is not None:
-            self._channel = channels.secure_channel(self.target, credentials, options=channel_options)
-        else:
-            self._channel = channels.insecure_channel(self.target, options=channel_options)
+        self._channel = self._open_channel(
+            self.target, token, credentials, channel_settings(chunk_bytes, options)
+        )
         self._stub = pb_grpc.ClusteringServiceStub(self._channel)
         self._raw = RawMethods(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
-        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+
+    def _open_channel(
+        self, target: str, token: str | None, credentials: grpc.ChannelCredentials | None,
+        options: list[tuple[str, Any]],
+    ) -> Any:
+        raise NotImplementedError
+
+    def deadline(self, timeout: float | None, *, fit: bool = False) -> float:
+        """Seconds a call may take: its own timeout, else the client's for its kind."""
+        if timeout is not None:
+            return timeout
+        return self.fit_timeout if fit else self.timeout
 
 
-def default_target() -> str:
-    """$CENTROIDAL_TARGET, else 127.0.0.1:50051."""
-    return os.environ.get("CENTROIDAL_TARGET") or DEFAULT_TARGET
+class SyncTransport(Connection):
+    """Connection over a threaded grpc channel."""
+
+    def _open_channel(
+        self, target: str, token: str | None, credentials: grpc.ChannelCredentials | None,
+        options: list[tuple[str, Any]],
+    ) -> Any:
+        if credentials is not None:
+            channel = grpc.secure_channel(target, credentials, options=options)
+        else:
+            channel = grpc.insecure_channel(target, options=options)
+        self._plain_channel = channel  # what readiness is watched on
+        return grpc.intercept_channel(channel, _Token(token)) if token else channel
+
+    def unary(self, method: Callable[..., Any], request: Any, timeout: float | None) -> Any:
+        """One unary call with the client's deadline; a failure as the SDK's exception."""
+        try:
+            return method(request, timeout=self.deadline(timeout))
+        except grpc.RpcError as error:
+            raise error_from_rpc(error) from error
+
+    def responses(self, call: Any) -> Iterator[Any]:
+        """A streaming call's responses; a failure as the SDK's exception."""
+        try:
+            yield from call
+        except grpc.RpcError as error:
+            raise error_from_rpc(error) from error
 
 
+class AsyncTransport(Connection):
+    """Connection over a grpc.aio channel."""
+
+    def _open_channel(
+        self, target: str, token: str | None, credentials: grpc.ChannelCredentials | None,
+        options: list[tuple[str, Any]],
+    ) -> Any:
+        interceptors = _async_token_interceptors(token) if token else None
+        if credentials is not None:
+            return grpc.aio.secure_channel(target, credentials, options=options, interceptors=interceptors)
+        return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
+
+    async def unary(self, method: Callable[..., Any], request: Any, timeout: float | None) -> Any:
+        try:
+            return await method(request, timeout=self.deadline(timeout))
+        except grpc.aio.AioRpcError as error:
+            raise error_from_rpc(error) from error
+
+    async def responses(
+        self, call: Any, first: Any, upload: Callable[[], Coroutine[Any, Any, None]]
+    ) -> AsyncIterator[Any]:
+        """The responses of a request-streaming call: ``first`` is sent alone, and ``upload``
+        writes the rest only once the server has answered it.
+
+        With grpc.aio, a server that ends a call while the client is still writing reaches
+        the client as INTERNAL "Internal error from Core", and the server's status is lost
+        (grpc/grpc#36066; tests/client/test_aio.py shows it). Every refusal of a spec comes
+        before the server's first answer (a Fit's STAGE_ADMITTED event, QuantizeImage's
+        empty first message, the first Predict answer), so waiting for it keeps that status.
+        """
+        writer: asyncio.Task[None] | None = None
+        try:
+            responses = call.__aiter__()
+            try:
+                await call.write(first)
+                response = await responses.__anext__()
+            except StopAsyncIteration:
+                return
+            except grpc.aio.AioRpcError as error:
+                if not status_lost(error):
+                    raise
+                # Refused before the first message (a token, a draining server): ask again
+                # with a unary call, which reports the status as sent.
+                await self.unary(self._stub.ListModels, pb.ListModelsRequest(page_size=1), None)
+                raise
+            writer = asyncio.get_running_loop().create_task(upload())
+            yield response
+            async for response in responses:
+                yield response
+            await writer
+        except grpc.aio.AioRpcError as error:
+            raise error_from_rpc(error) from error
+        finally:
+            if writer is not None and not writer.done():
+                writer.cancel()
+                with contextlib.suppress(BaseException):
+                    await writer
+
+
+# ---- reconnects ----------------------------------------------------------------------
+
+
+class Backoff:
+    """When a producer stream tries again after its connection failed.
+
+    Waits start at 0.1 s and double to 2 s; the stream gives up ``reconnect_timeout``
+    seconds after the first failure of a run of them. Worth retrying: UNAVAILABLE,
+    CANCELLED (a server restart), the server's idle timeout, and whatever the caller
+    knows to be a lost connection.
+    """
+
+    FIRST_S = 0.1
+    MOST_S = 2.0
+
+    def __init__(self, reconnect_timeout: float) -> None:
+        self.reconnect_timeout = reconnect_timeout
+        self._failed_since: float | None = None
+        self._delay = self.FIRST_S
+
+    def succeeded(self) -> None:
+        self._failed_since, self._delay = None, self.FIRST_S
+
+    def next_wait(self, error: Any, lost_connection: bool = False) -> float | None:
+        """Seconds to wait before the next try, or None when the stream should give up."""
+        if not (lost_connection or _code(error) in RETRYABLE or idle_timeout(error)):
+            return None
+        now = time.monotonic()
+        if self._failed_since is None:
+            self._failed_since = now
+        remaining = self.remaining()
+        if remaining <= 0:
+            return None
+        wait = min(self._delay, remaining)
+        self._delay = min(self._delay * 2, self.MOST_S)
+        return wait
+
+    def remaining(self) -> float:
+        """Seconds left of the reconnect budget."""
+        if self._failed_since is None:
+            return self.reconnect_timeout
+        return self.reconnect_timeout - (time.monotonic() - self._failed_since)
+
+
+def status_lost(error: grpc.aio.AioRpcError) -> bool:
+    """grpc.aio's INTERNAL for a write to a call the server had already ended (grpc/grpc#36066)."""
+    return error.code() == grpc.StatusCode.INTERNAL and "execute_batch" in (error.debug_error_string() or "")
+
+
+def _code(error: Any) -> grpc.StatusCode | None:
+    return error.code() if isinstance(error, grpc.RpcError) and hasattr(error, "code") else None
+
+
+def idle_timeout(error: Any) -> bool:
+    """The server ended a call that sent nothing for its --idle-timeout."""
+    if _code(error) != grpc.StatusCode.DEADLINE_EXCEEDED:
+        return False
+    return error_from_rpc(error).reason == "IDLE_TIMEOUT"

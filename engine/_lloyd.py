@@ -299,6 +299,28 @@ def _lloyd_step(
         partial_computed[chunk] = computed
 
 
+@njit(inline="always", nogil=True, cache=True)
+def _assign_tiles(X, centers, centers_s, half_sq_norms, shift, first, stop, labels, min_sq_dist):
+    """Label the rows of tiles first..stop-1 (and their exact distances, if asked for)."""
+    n_samples, n_features = X.shape
+    n_clusters = centers.shape[0]
+    center_ids = np.arange(n_clusters).astype(X.dtype)
+    tile_t = np.zeros((n_features, _TILE_ROWS), dtype=X.dtype)
+    dots = np.empty((n_clusters, _TILE_ROWS), dtype=X.dtype)
+    best_value = np.empty(_TILE_ROWS, dtype=X.dtype)
+    best_id = np.empty(_TILE_ROWS, dtype=X.dtype)
+    for t in range(first, stop):
+        start = t * _TILE_ROWS
+        rows = min(_TILE_ROWS, n_samples - start)
+        _tile_nearest(
+            X, start, rows, shift, centers_s, half_sq_norms, center_ids, tile_t, dots,
+            best_value, best_id, labels,
+        )
+        if min_sq_dist.shape[0] > 0:
+            for i in range(start, start + rows):
+                min_sq_dist[i] = _sq_distance(X, i, centers, labels[i])
+
+
 @_kernel
 def _assign(X, centers, shift, labels, min_sq_dist):
     """Nearest center of each row: labels (n,) int32 and exact min_sq_dist (n,) float64 out.
@@ -306,31 +328,32 @@ def _assign(X, centers, shift, labels, min_sq_dist):
     An empty min_sq_dist asks for the labels alone.
     """
     n_samples, n_features = X.shape
-    with_distance = min_sq_dist.shape[0] > 0
     n_clusters = centers.shape[0]
     centers_s = np.empty((n_clusters, n_features), dtype=X.dtype)
     half_sq_norms = np.empty(n_clusters, dtype=X.dtype)
     _shifted_centers(centers, shift, centers_s, half_sq_norms)
-    center_ids = np.arange(n_clusters).astype(X.dtype)
     n_tiles = (n_samples + _TILE_ROWS - 1) // _TILE_ROWS
     # Threads take whole runs of tiles so that each allocates its buffers once.
     n_runs = min(n_tiles, _MAX_CHUNKS)
     tiles_per_run = (n_tiles + n_runs - 1) // n_runs
     for run in prange(n_runs):
-        tile_t = np.zeros((n_features, _TILE_ROWS), dtype=X.dtype)
-        dots = np.empty((n_clusters, _TILE_ROWS), dtype=X.dtype)
-        best_value = np.empty(_TILE_ROWS, dtype=X.dtype)
-        best_id = np.empty(_TILE_ROWS, dtype=X.dtype)
-        for t in range(run * tiles_per_run, min((run + 1) * tiles_per_run, n_tiles)):
-            start = t * _TILE_ROWS
-            rows = min(_TILE_ROWS, n_samples - start)
-            _tile_nearest(
-                X, start, rows, shift, centers_s, half_sq_norms, center_ids, tile_t, dots,
-                best_value, best_id, labels,
-            )
-            if with_distance:
-                for i in range(start, start + rows):
-                    min_sq_dist[i] = _sq_distance(X, i, centers, labels[i])
+        _assign_tiles(
+            X, centers, centers_s, half_sq_norms, shift, run * tiles_per_run,
+            min((run + 1) * tiles_per_run, n_tiles), labels, min_sq_dist,
+        )
+
+
+@njit(nogil=True, cache=True)
+def _assign_on_caller(X, centers, shift, labels, min_sq_dist):
+    """``_assign`` on the calling thread: for a few rows, waking a thread team costs more
+    than the work. The same arithmetic, so the same labels."""
+    n_samples, n_features = X.shape
+    n_clusters = centers.shape[0]
+    centers_s = np.empty((n_clusters, n_features), dtype=X.dtype)
+    half_sq_norms = np.empty(n_clusters, dtype=X.dtype)
+    _shifted_centers(centers, shift, centers_s, half_sq_norms)
+    n_tiles = (n_samples + _TILE_ROWS - 1) // _TILE_ROWS
+    _assign_tiles(X, centers, centers_s, half_sq_norms, shift, 0, n_tiles, labels, min_sq_dist)
 
 
 @_kernel

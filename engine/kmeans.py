@@ -319,6 +319,11 @@ def _centers_from_sums(
     return new_centers.astype(X.dtype)
 
 
+# Below this many multiply-adds (n * k * d) predict runs on the calling thread: starting a
+# parallel region costs about 100 us when its threads sleep, more than the work.
+ON_CALLER_WORK = 1 << 16
+
+
 def predict(
     X: Any, centers: Any, *, return_distance: bool = False
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
@@ -332,7 +337,9 @@ def predict(
     X, centers = check_predict_inputs(X, centers)
     labels = np.empty(X.shape[0], dtype=np.int32)
     min_sq_dist = np.empty(X.shape[0] if return_distance else 0, dtype=np.float64)
-    _lloyd._assign(X, centers, shift_for(centers), labels, min_sq_dist)
+    small = X.shape[0] * centers.shape[0] * X.shape[1] <= ON_CALLER_WORK
+    assign = _lloyd._assign_on_caller if small else _lloyd._assign
+    assign(X, centers, shift_for(centers), labels, min_sq_dist)
     if return_distance:
         return labels, np.sqrt(min_sq_dist).astype(X.dtype)
     return labels
@@ -376,8 +383,13 @@ def warmup() -> str:
         # Points decoded from a request are read-only views: another signature.
         frozen_points = X.copy()
         frozen_points.setflags(write=False)
-        for points in (X, frozen_points):
+        # Enough rows to take the parallel path too, in both kinds of array.
+        many = np.repeat(X, ON_CALLER_WORK // (X.shape[0] * 2 * 3) + 1, axis=0)
+        frozen_many = many.copy()
+        frozen_many.setflags(write=False)
+        for points in (X, frozen_points, many, frozen_many):
             predict(points, centers, return_distance=True)
+            predict(points, centers)
             transform(points, centers)
         check_finite(frozen_points, "X")
     return _lloyd.threading_layer()
