@@ -30,12 +30,11 @@ from .validation import (
     check_init,
     check_n_clusters,
     check_n_init,
-    check_predict_inputs,
     check_sample_weight,
 )
 
 __all__ = [
-    "InvalidInputError", "KMeansResult", "Progress", "Stage", "UNIT_WEIGHTS", "check_finite",
+    "InvalidInputError", "KMeansResult", "NearestCenters", "Progress", "Stage", "UNIT_WEIGHTS", "check_finite",
     "fit", "fit_steps", "kmeans_plusplus", "mean_variance", "predict", "transform", "warmup",
 ]
 
@@ -324,6 +323,64 @@ def _centers_from_sums(
 ON_CALLER_WORK = 1 << 16
 
 
+class NearestCenters:
+    """A model's centers made ready for many predicts: a C-contiguous writable copy in each
+    dtype asked for, with its shift, prepared once instead of at every call.
+
+    centers : array-like of shape (n_clusters, n_features)
+    Safe to share between threads.
+    """
+
+    def __init__(self, centers: Any) -> None:
+        self.centers = as_float_matrix(centers, "centers")
+        self._by_dtype: dict[np.dtype, tuple[np.ndarray, np.ndarray]] = {}
+
+    def _prepared(self, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+        prepared = self._by_dtype.get(dtype)
+        if prepared is None:
+            # Writable: read-only centers would need kernel signatures of their own.
+            centers = np.array(self.centers, dtype=dtype, order="C", copy=True)
+            prepared = self._by_dtype[dtype] = (centers, shift_for(centers))
+        return prepared
+
+    def _points(self, X: Any, field: str) -> np.ndarray:
+        X = as_float_matrix(X, field)
+        check_finite(X, field)
+        if X.shape[1] != self.centers.shape[1]:
+            raise InvalidInputError(
+                field, f"{field} has {X.shape[1]} features but the centers have {self.centers.shape[1]}"
+            )
+        return X
+
+    def predict(
+        self, X: Any, *, return_distance: bool = False, field: str = "X"
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """Index of the nearest center for each row.
+
+        X : array-like of shape (n_samples, n_features); ``field`` names it in errors
+        Returns labels, ndarray of shape (n_samples,), int32; with return_distance
+        also the Euclidean distance to that center, shape (n_samples,), X's dtype.
+        """
+        X = self._points(X, field)
+        centers, shift = self._prepared(X.dtype)
+        labels = np.empty(X.shape[0], dtype=np.int32)
+        min_sq_dist = np.empty(X.shape[0] if return_distance else 0, dtype=np.float64)
+        small = X.shape[0] * centers.shape[0] * X.shape[1] <= ON_CALLER_WORK
+        assign = _lloyd._assign_on_caller if small else _lloyd._assign
+        assign(X, centers, shift, labels, min_sq_dist)
+        if return_distance:
+            return labels, np.sqrt(min_sq_dist).astype(X.dtype)
+        return labels
+
+    def transform(self, X: Any, *, field: str = "X") -> np.ndarray:
+        """Euclidean distance from each row to each center: (n_samples, n_clusters), X's dtype."""
+        X = self._points(X, field)
+        centers, _ = self._prepared(X.dtype)
+        out = np.empty((X.shape[0], centers.shape[0]), dtype=X.dtype)
+        _lloyd._all_distances(X, centers, out)
+        return out
+
+
 def predict(
     X: Any, centers: Any, *, return_distance: bool = False
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
@@ -334,15 +391,7 @@ def predict(
     Returns labels, ndarray of shape (n_samples,), int32; with return_distance
     also the Euclidean distance to that center, shape (n_samples,), X's dtype.
     """
-    X, centers = check_predict_inputs(X, centers)
-    labels = np.empty(X.shape[0], dtype=np.int32)
-    min_sq_dist = np.empty(X.shape[0] if return_distance else 0, dtype=np.float64)
-    small = X.shape[0] * centers.shape[0] * X.shape[1] <= ON_CALLER_WORK
-    assign = _lloyd._assign_on_caller if small else _lloyd._assign
-    assign(X, centers, shift_for(centers), labels, min_sq_dist)
-    if return_distance:
-        return labels, np.sqrt(min_sq_dist).astype(X.dtype)
-    return labels
+    return NearestCenters(centers).predict(X, return_distance=return_distance)
 
 
 def transform(X: Any, centers: Any) -> np.ndarray:
@@ -350,10 +399,7 @@ def transform(X: Any, centers: Any) -> np.ndarray:
 
     Returns ndarray of shape (n_samples, n_clusters) in X's dtype.
     """
-    X, centers = check_predict_inputs(X, centers)
-    out = np.empty((X.shape[0], centers.shape[0]), dtype=X.dtype)
-    _lloyd._all_distances(X, centers, out)
-    return out
+    return NearestCenters(centers).transform(X)
 
 
 def mean_variance(X: np.ndarray) -> float:

@@ -96,19 +96,6 @@ def check_finite(X: np.ndarray, field: str) -> None:
         )
 
 
-def check_predict_inputs(X: Any, centers: Any) -> tuple[np.ndarray, np.ndarray]:
-    X = as_float_matrix(X, "X")
-    check_finite(X, "X")
-    # A fresh writable copy (k x d, small): read-only centers would need their own compiled
-    # kernel signatures, which cost start-up time.
-    centers = np.array(as_float_matrix(centers, "centers"), dtype=X.dtype, order="C", copy=True)
-    if centers.shape[1] != X.shape[1]:
-        raise InvalidInputError(
-            "X", f"X has {X.shape[1]} features but the centers have {centers.shape[1]}"
-        )
-    return X, centers
-
-
 def check_n_clusters(n_clusters: Any, n_samples: int) -> int:
     if isinstance(n_clusters, bool) or not isinstance(n_clusters, (int, np.integer)):
         raise InvalidInputError("n_clusters", f"n_clusters must be an integer, got {n_clusters!r}")

@@ -37,10 +37,16 @@ class Metrics:
         )
         self.models = Gauge("centroidal_models", "Models held", registry=self.registry)
         self._http: WSGIServer | None = None
+        # Labelled children looked up once: labels() costs more than the count itself.
+        self._rpc_children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
 
     def observe(self, method: str, code: str, seconds: float) -> None:
-        self.rpcs.labels(method, code).inc()
-        self.latency.labels(method).observe(seconds)
+        children = self._rpc_children.get((method, code))
+        if children is None:
+            children = (self.rpcs.labels(method, code), self.latency.labels(method))
+            self._rpc_children[(method, code)] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def serve(self, host: str, port: int) -> int:
         """Expose /metrics over HTTP; returns the bound port."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 
 from centroidal.engine import kmeans
@@ -10,13 +12,22 @@ from centroidal.v1 import codec
 from .config import ServerConfig
 from .exceptions import LimitExceeded, ModelMismatch
 from .fitting import ENVELOPE_BYTES
-from .limits import check_finite, check_matrix, check_model_name
+from .limits import check_matrix, check_model_name
 from .registry import Registry
 from .snapshots import ModelSnapshot
 
 # Below this many multiply-adds (n * k * d) an answer costs less than a hand-over to a
 # worker thread, so it is computed on the event loop.
 INLINE_WORK = 1 << 16
+# Each snapshot's centers, prepared for predicts once, for as long as the snapshot lives.
+_prepared: weakref.WeakKeyDictionary[ModelSnapshot, kmeans.NearestCenters] = weakref.WeakKeyDictionary()
+
+
+def nearest(snapshot: ModelSnapshot) -> kmeans.NearestCenters:
+    prepared = _prepared.get(snapshot)
+    if prepared is None:
+        prepared = _prepared[snapshot] = kmeans.NearestCenters(snapshot.centers)
+    return prepared
 
 
 def snapshot_for(registry: Registry, name: str, version: int | None) -> ModelSnapshot:
@@ -74,13 +85,13 @@ def answer(
     """Labels (and distances or the transform when asked) for checked points."""
     if points.shape[0] == 0:
         return codec.PredictResponse(snapshot.version, offset, np.empty(0, dtype=np.int32))
-    check_finite(points, "points")
+    centers = nearest(snapshot)
     distances = transform = None
     if options.return_distances:
-        labels, nearest = kmeans.predict(points, snapshot.centers, return_distance=True)
-        distances = nearest.reshape(-1, 1)
+        labels, closest = centers.predict(points, return_distance=True, field="points")
+        distances = closest.reshape(-1, 1)
     else:
-        labels = kmeans.predict(points, snapshot.centers)
+        labels = centers.predict(points, field="points")
     if options.return_transform:
-        transform = kmeans.transform(points, snapshot.centers)
+        transform = centers.transform(points, field="points")
     return codec.PredictResponse(snapshot.version, offset, labels, distances, transform)

@@ -13,9 +13,9 @@ MINIBATCH_KMEANS = "minibatch-kmeans"
 PALETTE = "palette"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ModelSnapshot:
-    """One version of a model.
+    """One version of a model; compared and hashed by identity, as each is published once.
 
     centers : ndarray of shape (n_clusters, n_features), float32 or float64, read-only
     config : the fit's parameters with defaults filled in (init, n_init, max_iter, tol, seed)

@@ -152,7 +152,7 @@ def dtype_number(dtype: np.dtype) -> int:
 
 
 def _native(array: np.ndarray) -> np.ndarray:
-    return array.astype(array.dtype.newbyteorder("="), copy=False)
+    return array if array.dtype.isnative else array.astype(array.dtype.newbyteorder("="))
 
 
 def decode_matrix(message: pb.Matrix, field: str) -> np.ndarray:
