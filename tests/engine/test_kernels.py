@@ -1,0 +1,203 @@
+"""Every compiled kernel against its slow, obvious reference in tests/naive.py."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from centroidal.engine import _lloyd, _seeding, _validation, minibatch
+from centroidal.engine.seeding import shift_for
+from tests import naive
+
+DTYPES = [np.float32, np.float64]
+RTOL = {np.float32: 2e-4, np.float64: 1e-10}
+
+
+def data(dtype: type, n: int = 3000, d: int = 5, k: int = 7, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(scale=4.0, size=(k, d)) + 20.0
+    X = centers[rng.integers(k, size=n)] + rng.normal(size=(n, d))
+    return X.astype(dtype), rng.normal(scale=4.0, size=(k, d)).astype(dtype) + dtype(20.0)
+
+
+def assert_nearest(labels: np.ndarray, X: np.ndarray, centers: np.ndarray, dtype: type) -> None:
+    """Each label is a nearest center, up to the rounding of the GEMM form in this dtype."""
+    dist = naive.sq_distances(X, centers)
+    chosen = dist[np.arange(X.shape[0]), labels]
+    np.testing.assert_allclose(chosen, dist.min(axis=1), rtol=RTOL[dtype] * 10, atol=1e-9)
+    assert (labels == dist.argmin(axis=1)).mean() > 0.999
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_shifted_centers(dtype: type) -> None:
+    _, centers = data(dtype)
+    shift = shift_for(centers)
+    moved = np.empty_like(centers)
+    half = np.empty(centers.shape[0], dtype=dtype)
+    _lloyd._shifted_centers(centers, shift, moved, half)
+    expected_moved, expected_half = naive.shifted_centers(centers, shift)
+    np.testing.assert_allclose(moved, expected_moved, rtol=RTOL[dtype])
+    np.testing.assert_allclose(half, expected_half, rtol=RTOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_scan_nearest_and_two_nearest(dtype: type) -> None:
+    rng = np.random.default_rng(1)
+    k, tile = 9, 256
+    dots = rng.normal(size=(k, tile)).astype(dtype)
+    half = rng.normal(size=k).astype(dtype)
+    ids = np.arange(k).astype(dtype)
+    rows = 200
+    best = np.empty(tile, dtype=dtype)
+    best_id = np.empty(tile, dtype=dtype)
+    second = np.empty(tile, dtype=dtype)
+    expected_best, expected_id, expected_second = naive.scan_nearest(dots, rows, half)
+    _lloyd._scan_nearest(dots, rows, half, ids, best, best_id)
+    np.testing.assert_allclose(best[:rows], expected_best, rtol=RTOL[dtype])
+    np.testing.assert_array_equal(best_id[:rows].astype(int), expected_id)
+    _lloyd._scan_two_nearest(dots, rows, half, ids, best, second, best_id)
+    np.testing.assert_allclose(second[:rows], expected_second, rtol=RTOL[dtype])
+    np.testing.assert_array_equal(best_id[:rows].astype(int), expected_id)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kernel", ["_assign", "_assign_on_caller"])
+def test_assign(dtype: type, kernel: str) -> None:
+    X, centers = data(dtype)
+    labels = np.empty(X.shape[0], dtype=np.int32)
+    min_sq = np.empty(X.shape[0])
+    getattr(_lloyd, kernel)(X, centers, shift_for(centers), labels, min_sq)
+    assert_nearest(labels, X, centers, dtype)
+    expected = naive.sq_distances(X, centers)[np.arange(X.shape[0]), labels]
+    np.testing.assert_allclose(min_sq, expected, rtol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_all_distances_and_distances_to_assigned(dtype: type) -> None:
+    X, centers = data(dtype, n=500)
+    out = np.empty((X.shape[0], centers.shape[0]), dtype=dtype)
+    _lloyd._all_distances(X, centers, out)
+    np.testing.assert_allclose(out, np.sqrt(naive.sq_distances(X, centers)), rtol=RTOL[dtype])
+    labels = np.random.default_rng(2).integers(centers.shape[0], size=X.shape[0]).astype(np.int32)
+    assigned = np.empty(X.shape[0])
+    _lloyd._sq_distances_to_assigned(X, centers, labels, assigned)
+    np.testing.assert_allclose(assigned, naive.sq_distances(X, centers)[np.arange(X.shape[0]), labels], rtol=1e-12)
+
+
+def _step(X: np.ndarray, weights: np.ndarray, centers: np.ndarray, mode: int, labels: np.ndarray,
+          lower: np.ndarray, max_move: float = math.inf) -> tuple[np.ndarray, ...]:
+    n_chunks = _lloyd.n_chunks_for(X.shape[0], centers.shape[0], X.shape[1])
+    sums = np.empty((n_chunks, *centers.shape))
+    totals = np.empty((n_chunks, centers.shape[0]))
+    inertia = np.empty(n_chunks)
+    changed = np.empty(n_chunks, dtype=np.int64)
+    computed = np.empty(n_chunks, dtype=np.int64)
+    c64 = centers.astype(np.float64)
+    gaps = np.sqrt(np.sort(naive.sq_distances(c64, c64), axis=1)[:, 1]) / 2
+    margin = 1e-4 if X.dtype == np.float32 else 1e-12
+    _lloyd._lloyd_step(X, weights, centers, shift_for(centers), gaps, max_move, margin, mode,
+                       labels, lower, sums, totals, inertia, changed, computed)
+    return sums.sum(axis=0), totals.sum(axis=0), inertia.sum(), changed.sum(), computed.sum()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("weighted", [False, True])
+def test_lloyd_step_in_every_mode(dtype: type, weighted: bool) -> None:
+    X, centers = data(dtype)
+    weights = np.random.default_rng(3).uniform(0.5, 2.0, size=X.shape[0]) if weighted else np.empty(0)
+    labels = np.full(X.shape[0], -1, dtype=np.int32)
+    lower = np.zeros(X.shape[0], dtype=dtype)
+    for mode in (_lloyd.MODE_PLAIN, _lloyd.MODE_SET_BOUNDS):
+        previous = labels.copy()
+        sums, totals, inertia, changed, computed = _step(X, weights, centers, mode, labels, lower)
+        assert_nearest(labels, X, centers, dtype)
+        expected_sums, expected_totals, expected_inertia = naive.lloyd_sums(X, weights, labels, centers)
+        np.testing.assert_allclose(sums, expected_sums, rtol=1e-9)
+        np.testing.assert_allclose(totals, expected_totals, rtol=1e-12)
+        assert inertia == pytest.approx(expected_inertia, rel=1e-9)
+        assert changed == (labels != previous).sum() and computed == X.shape[0]
+    # The bounds set are true lower bounds on the distance to every other center.
+    assert (lower <= naive.second_nearest_distance(X, centers) * (1 + 1e-6) + 1e-9).all()
+    # Centers moved a little: bounded rows are skipped, and the answer is the same.
+    moved = (centers + np.asarray(0.01, dtype=dtype)).astype(dtype)
+    shift = float(np.sqrt(((moved.astype(np.float64) - centers) ** 2).sum(axis=1)).max())
+    _, _, inertia, _, computed = _step(X, weights, moved, _lloyd.MODE_USE_BOUNDS, labels, lower, shift)
+    assert computed < X.shape[0]
+    assert_nearest(labels, X, moved, dtype)
+    assert inertia == pytest.approx(naive.lloyd_sums(X, weights, labels, moved)[2], rel=1e-9)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_column_sums(dtype: type) -> None:
+    X, _ = data(dtype)
+    n_chunks = _lloyd.n_chunks_for(X.shape[0])
+    sums = np.empty((n_chunks, X.shape[1]))
+    deviations = np.empty((n_chunks, X.shape[1]))
+    _lloyd._column_sums(X, sums, deviations, np.empty(0))
+    mean = sums.sum(axis=0) / X.shape[0]
+    _lloyd._column_sums(X, sums, deviations, mean)
+    expected_sums, expected_deviations = naive.column_sums(X, mean)
+    np.testing.assert_allclose(sums.sum(axis=0), expected_sums, rtol=1e-12)
+    np.testing.assert_allclose(deviations.sum(axis=0), expected_deviations, rtol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("weighted", [False, True])
+def test_seeding_kernels(dtype: type, weighted: bool) -> None:
+    X, centers = data(dtype)
+    weights = np.random.default_rng(4).uniform(0.5, 2.0, size=X.shape[0]) if weighted else np.empty(0)
+    closest = np.empty(X.shape[0])
+    _seeding._sq_distances_to_center(X, centers, 2, closest)
+    np.testing.assert_allclose(closest, naive.sq_distances(X, centers)[:, 2], rtol=1e-12)
+    _seeding._lower_closest(X, centers, 5, closest)
+    np.testing.assert_allclose(closest, naive.sq_distances(X, centers)[:, [2, 5]].min(axis=1), rtol=1e-12)
+    n_chunks = _lloyd.n_chunks_for(X.shape[0])
+    candidates = np.ascontiguousarray(X[[10, 200, 3000 - 1]])
+    pots = np.empty((n_chunks, candidates.shape[0]))
+    _seeding._candidate_potentials(X, weights, candidates, shift_for(candidates), closest, pots)
+    np.testing.assert_allclose(
+        pots.sum(axis=0), naive.candidate_potentials(X, weights, candidates, closest), rtol=RTOL[dtype]
+    )
+    mass = np.empty(n_chunks)
+    _seeding._chunk_mass(closest, weights, mass)
+    w = naive.weights_of(weights, X.shape[0])
+    expected_mass = [(w[a:b] * closest[a:b]).sum() for a, b in naive.chunk_bounds(X.shape[0], n_chunks)]
+    np.testing.assert_allclose(mass, expected_mass, rtol=1e-12)
+    targets = np.random.default_rng(5).uniform(size=6) * mass.sum()
+    rows = np.empty(6, dtype=np.int64)
+    _seeding._pick_rows(closest, weights, mass, targets, rows)
+    np.testing.assert_array_equal(rows, naive.pick_rows(closest, weights, targets))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_scan_values(dtype: type) -> None:
+    X, _ = data(dtype)
+    X[1234, 2] = np.nan
+    X[2900, 0] = -np.inf
+    X[7, 1] = -1e6
+    n_chunks = _lloyd.n_chunks_for(X.shape[0])
+    bad = np.empty(n_chunks, dtype=np.int64)
+    first = np.empty(n_chunks, dtype=np.int64)
+    largest = np.empty(n_chunks)
+    _validation._scan_values(X, bad, first, largest)
+    expected_bad, expected_first, expected_largest = naive.scan_values(X)
+    assert bad.sum() == expected_bad
+    assert first[first >= 0].min() == expected_first
+    assert largest.max() == expected_largest
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_batch_sums(dtype: type) -> None:
+    X, centers = data(dtype, n=700)
+    labels = naive.assign(X, centers)
+    sq_dist = naive.sq_distances(X, centers)[np.arange(X.shape[0]), labels]
+    weights = np.random.default_rng(6).uniform(0.5, 2.0, size=X.shape[0])
+    sums = np.zeros(centers.shape, dtype=np.float64)
+    totals = np.zeros(centers.shape[0])
+    inertia = minibatch._batch_sums(X, weights, labels, sq_dist, sums, totals)
+    expected_sums, expected_totals, expected_inertia = naive.lloyd_sums(X, weights, labels, centers)
+    np.testing.assert_allclose(sums, expected_sums, rtol=1e-9)
+    np.testing.assert_allclose(totals, expected_totals, rtol=1e-12)
+    assert inertia == pytest.approx(expected_inertia, rel=1e-9)
