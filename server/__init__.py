@@ -1,4 +1,5 @@
-"""gRPC server: servicer, model registry, SQLite store, configuration and `centroidal serve`."""
+"""The service: grpc.aio handlers over the fitting, predicting, streaming and imaging domain,
+a model registry over a store (SQLite), configuration and `centroidal serve`."""
 
 from .app import CentroidalServer, create_server
 from .config import ServerConfig
