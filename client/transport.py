@@ -37,6 +37,8 @@ MAX_CHUNK_BYTES = 8 * 1024 * 1024
 # The server's default message limit; answers larger than this are streamed.
 SERVER_MESSAGE_BYTES = 16 * 1024 * 1024
 _RESPONSE_BUDGET = SERVER_MESSAGE_BYTES // 2
+# How long a request stream waits for the server's first answer before uploading anyway.
+ADMISSION_WAIT_S = 2.0
 # Codes after which a stream's batches can be sent again on a new connection.
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
 
@@ -235,11 +237,19 @@ class AsyncTransport(Connection):
         empty first message, the first Predict answer), so waiting for it keeps that status.
         """
         writer: asyncio.Task[None] | None = None
+        first_answer: asyncio.Future[Any] | None = None
         try:
             responses = call.__aiter__()
             try:
-                await call.write(first)
-                response = await responses.__anext__()
+                with contextlib.suppress(asyncio.InvalidStateError):
+                    await call.write(first)  # if the call has already ended, reading says why
+                first_answer = asyncio.ensure_future(responses.__anext__())
+                # A server older than the admission answer sends nothing until it has the
+                # data: after a short wait, upload all the same.
+                await asyncio.wait({first_answer}, timeout=ADMISSION_WAIT_S)
+                if not first_answer.done():
+                    writer = self._start_upload(call, upload)
+                response = await first_answer
             except StopAsyncIteration:
                 return
             except grpc.aio.AioRpcError as error:
@@ -249,18 +259,47 @@ class AsyncTransport(Connection):
                 # with a unary call, which reports the status as sent.
                 await self.unary(self._stub.ListModels, pb.ListModelsRequest(page_size=1), None)
                 raise
-            writer = asyncio.get_running_loop().create_task(upload())
+            if writer is None:
+                writer = self._start_upload(call, upload)
             yield response
             async for response in responses:
                 yield response
             await writer
-        except grpc.aio.AioRpcError as error:
+        except (grpc.aio.AioRpcError, asyncio.CancelledError) as error:
+            failed_upload = _failure(writer)
+            if failed_upload is not None:
+                raise failed_upload from None  # the upload failed first: its own error
+            if isinstance(error, asyncio.CancelledError):
+                raise
             raise error_from_rpc(error) from error
         finally:
-            if writer is not None and not writer.done():
-                writer.cancel()
-                with contextlib.suppress(BaseException):
-                    await writer
+            for task in (first_answer, writer):
+                if task is not None and not task.done():
+                    task.cancel()
+                    with contextlib.suppress(BaseException):
+                        await task
+
+    @staticmethod
+    def _start_upload(call: Any, upload: Callable[[], Coroutine[Any, Any, None]]) -> asyncio.Task[None]:
+        """Run ``upload``; if it fails (an on_progress callback raised), end the call with it."""
+        writer = asyncio.get_running_loop().create_task(upload())
+
+        def on_done(task: asyncio.Task[None]) -> None:
+            if _failure(task) is not None:
+                call.cancel()
+
+        writer.add_done_callback(on_done)
+        return writer
+
+
+def _failure(task: asyncio.Task[None] | None) -> BaseException | None:
+    """What made an upload fail, other than the call itself ending (the reader reports that)."""
+    if task is None or not task.done() or task.cancelled():
+        return None
+    failure = task.exception()
+    if isinstance(failure, (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError)):
+        return None
+    return failure
 
 
 # ---- reconnects ----------------------------------------------------------------------
@@ -288,7 +327,11 @@ class Backoff:
 
     def next_wait(self, error: Any, lost_connection: bool = False) -> float | None:
         """Seconds to wait before the next try, or None when the stream should give up."""
-        if not (lost_connection or _code(error) in RETRYABLE or idle_timeout(error)):
+        if idle_timeout(error):
+            # A quiet producer, not a failure: open a new stream at once, budget untouched.
+            self.succeeded()
+            return 0.0
+        if not (lost_connection or _code(error) in RETRYABLE):
             return None
         now = time.monotonic()
         if self._failed_since is None:

@@ -108,6 +108,7 @@ def fit_steps(
     All arguments are validated before the first event, so a caller that closes
     the generator early leaves nothing half done.
     """
+    configure_threads()  # once per process; the server and warm-up have done it already
     X = as_float_matrix(X, "X")
     n_samples, n_features = X.shape
     check_finite(X, "X")
@@ -332,6 +333,7 @@ class NearestCenters:
     """
 
     def __init__(self, centers: Any) -> None:
+        configure_threads()  # once per process; the server and warm-up have done it already
         self.centers = as_float_matrix(centers, "centers")
         self._by_dtype: dict[np.dtype, tuple[np.ndarray, np.ndarray]] = {}
 

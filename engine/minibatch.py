@@ -108,6 +108,7 @@ class MiniBatchState:
     """
 
     def __init__(self, params: MiniBatchParams, n_features: int, dtype: np.dtype) -> None:
+        configure_threads()  # once per process; the server and warm-up have done it already
         self.params = params.check()
         self.n_features = int(n_features)
         self.dtype = np.dtype(dtype)

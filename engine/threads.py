@@ -1,7 +1,9 @@
 """Threading set-up for the kernels, done once by ``configure_threads`` before the first fit.
 
-The server and ``warmup`` call it; so should any program that calls the engine
-from several threads at once.
+The server and ``warmup`` call it explicitly at start; the engine's public entry
+points (``fit``, ``predict``, ``NearestCenters``, ``MiniBatchState``) call it too, so
+a program using the engine as a library is set up before its first kernel runs.
+Importing the engine changes nothing.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ def configure_threads() -> None:
     Idempotent; takes effect for kernels that have not run yet.
     """
     global _done
+    if _done:
+        return
     with _lock:
         if _done:
             return

@@ -2,7 +2,8 @@
 
 - ``Slots`` admits fits and quantisations when their spec arrives, before any
   data: past ``--max-concurrent-fits`` a call is refused with Busy (RESOURCE_EXHAUSTED
-  with a RetryInfo detail).
+  with a RetryInfo detail). ``CallWork`` releases a slot only once the call's work
+  has stopped.
 - ``Incoming`` reads a client's stream with ``--idle-timeout`` between messages: a
   client that goes quiet ends its call with IdleTimeout (DEADLINE_EXCEEDED) instead
   of holding what the call holds forever. ``ahead`` reads a few messages in advance,
@@ -15,18 +16,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
 
+from centroidal.engine import InvalidInputError
+from centroidal.v1.codec import WireError
+
 from .config import ServerConfig
-from .exceptions import Busy, IdleTimeout
+from .exceptions import Busy, DomainError, IdleTimeout
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 # What a refused fit or quantisation is told to wait before it tries again.
 RETRY_AFTER_S = 1.0
+# How long a refused upload is read and dropped before the refusal is sent.
+DRAIN_S = 2.0
+DRAIN_GAP_S = 0.2
 # Messages a stream receives ahead of the one being worked on (each up to
 # --max-message-bytes, so this bounds the memory a stream holds).
 READ_AHEAD = 2
@@ -34,16 +41,18 @@ _END = object()
 
 
 class Slots:
-    """A fixed number of slots for one kind of heavy work; taking one never waits."""
+    """A fixed number of slots for one kind of heavy work; taking one never waits.
+
+    Used from the event loop thread only.
+    """
 
     def __init__(self, count: int, what: str) -> None:
         self.count = count
         self.in_use = 0
         self._what = what
 
-    @contextlib.contextmanager
-    def take(self, field: str) -> Iterator[None]:
-        """Hold a slot for the block; raises Busy at once when none is free."""
+    def take(self, field: str) -> Slot:
+        """A slot, held until released; raises Busy at once when none is free."""
         if self.in_use >= self.count:
             raise Busy(
                 f"{self.count} {self._what} are already running, the server's limit "
@@ -53,10 +62,54 @@ class Slots:
                 reason="TOO_MANY_FITS",
             )
         self.in_use += 1
-        try:
-            yield
-        finally:
-            self.in_use -= 1
+        return Slot(self)
+
+
+class Slot:
+    """One taken slot; releasing it twice is harmless."""
+
+    def __init__(self, slots: Slots) -> None:
+        self._slots: Slots | None = slots
+
+    def release(self) -> None:
+        if self._slots is not None:
+            self._slots.in_use -= 1
+            self._slots = None
+
+
+class CallWork:
+    """The worker jobs of one call, run one at a time.
+
+    A call that ends early leaves its current job running (a kernel cannot be
+    interrupted); ``after`` runs clean-up, such as releasing the call's slot, once that
+    job has stopped, so a new call never overlaps the abandoned work.
+    """
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._last: Future[Any] | None = None
+
+    async def run(self, executor: ThreadPoolExecutor, work: Callable[..., R], *args: Any) -> R:
+        job = executor.submit(work, *args)
+        self._last = job
+        return await asyncio.wrap_future(job)
+
+    def busy(self) -> bool:
+        """A job of this call is still queued or running."""
+        return self._last is not None and not self._last.done()
+
+    def after(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` on the event loop once the last job has stopped (now if it has)."""
+        job = self._last
+        if job is None or job.done():
+            callback()
+            return
+
+        def on_loop(_: Future[Any]) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: the process is ending
+                self._loop.call_soon_threadsafe(callback)
+
+        job.add_done_callback(on_loop)
 
 
 class Incoming(Generic[T]):
@@ -65,18 +118,60 @@ class Incoming(Generic[T]):
     def __init__(self, messages: AsyncIterator[T], idle_timeout: float) -> None:
         self._messages = messages.__aiter__()
         self._idle_timeout = idle_timeout
+        # Messages read ahead and not yet answered: while the server owes the client an
+        # answer, a client that sends nothing is waiting, not idle.
+        self._owed = 0
+        self._received: asyncio.Queue[Any] | None = None
 
     async def next(self) -> T | None:
         """The next message, or None when the client has finished sending."""
+        read: asyncio.Future[T] = asyncio.ensure_future(self._messages.__anext__())
         try:
-            return await asyncio.wait_for(self._messages.__anext__(), self._idle_timeout)
+            while True:
+                done, _ = await asyncio.wait({read}, timeout=self._idle_timeout)
+                if done:
+                    return read.result()
+                if self._owed == 0:
+                    raise IdleTimeout(
+                        f"the client sent nothing for {self._idle_timeout:g} s (the server's "
+                        "--idle-timeout); the call was ended"
+                    )
         except StopAsyncIteration:
             return None
-        except asyncio.TimeoutError:
-            raise IdleTimeout(
-                f"the client sent nothing for {self._idle_timeout:g} s (the server's "
-                "--idle-timeout); the call was ended"
-            ) from None
+        finally:
+            if not read.done():
+                read.cancel()
+
+    async def drain(self, seconds: float = DRAIN_S) -> None:
+        """Read and drop what the client is still sending, for up to ``seconds``, and until
+        it pauses for DRAIN_GAP_S (a client waiting for an answer sends nothing).
+
+        A refusal sent while the client is still writing can reach a grpc.aio client as
+        INTERNAL with the status lost (grpc/grpc#36066); once the client has finished
+        writing, the status arrives as sent.
+        """
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + seconds
+        received = self._received
+        with contextlib.suppress(Exception):
+            while (remaining := give_up - loop.time()) > 0:
+                wait = min(remaining, DRAIN_GAP_S)
+                if received is None:
+                    await asyncio.wait_for(self._messages.__anext__(), wait)
+                else:  # a reader task is reading ahead: take from it
+                    item = await asyncio.wait_for(received.get(), wait)
+                    if item is _END or isinstance(item, Exception):
+                        return
+
+    @contextlib.asynccontextmanager
+    async def drained_on_refusal(self) -> AsyncIterator[None]:
+        """Around an upload: a refusal raised in the block is sent once the client has
+        stopped writing (see ``drain``)."""
+        try:
+            yield
+        except (DomainError, InvalidInputError, WireError):
+            await self.drain()
+            raise
 
     def __aiter__(self) -> AsyncIterator[T]:
         return self._each()
@@ -88,10 +183,12 @@ class Incoming(Generic[T]):
     async def ahead(self, depth: int = READ_AHEAD) -> AsyncIterator[T]:
         """The same messages, received up to ``depth`` ahead of the consumer by another task."""
         received: asyncio.Queue[Any] = asyncio.Queue(maxsize=depth)
+        self._received = received
 
         async def receive() -> None:
             try:
                 async for message in self:
+                    self._owed += 1
                     await received.put(message)
             except Exception as exc:  # noqa: BLE001 - handed to the consumer
                 await received.put(exc)
@@ -107,22 +204,27 @@ class Incoming(Generic[T]):
                 if isinstance(item, Exception):
                     raise item
                 yield item
+                self._owed -= 1
         finally:
             reader.cancel()
+            await asyncio.wait({reader})
+            self._received = None
 
 
 class Workers:
     """The executors CPU work and storage run on.
 
-    - ``compute``: Predict kernels and streamed batches, one thread per core (numba
-      kernels release the GIL). A batch may wait there for its model's writer lock.
+    - ``compute``: Predict kernels, one thread per core (numba kernels release the GIL).
+    - ``streams``: streamed batches, one thread per core. A batch may wait there for its
+      model's writer lock, so batches have their own pool and never hold up a Predict.
     - ``fits``: fit steps and quantisations, one thread per fit slot, so fits never
       queue in front of a Predict.
-    - ``storage``: SQLite commits, deletes and checkpoints.
+    - ``storage``: SQLite reads and writes, and loading a streamed model's state.
     """
 
     def __init__(self, config: ServerConfig) -> None:
         self.compute = ThreadPoolExecutor(config.cpu_workers, thread_name_prefix="centroidal-compute")
+        self.streams = ThreadPoolExecutor(config.cpu_workers, thread_name_prefix="centroidal-stream")
         self.fits = ThreadPoolExecutor(config.max_concurrent_fits, thread_name_prefix="centroidal-fit")
         self.storage = ThreadPoolExecutor(2, thread_name_prefix="centroidal-store")
 
@@ -130,6 +232,8 @@ class Workers:
     async def run(executor: ThreadPoolExecutor, work: Callable[..., R], *args: Any) -> R:
         return await asyncio.get_running_loop().run_in_executor(executor, work, *args)
 
-    def shutdown(self) -> None:
-        for executor in (self.compute, self.fits, self.storage):
-            executor.shutdown(wait=True, cancel_futures=True)
+    def shutdown(self, *, storage: bool) -> None:
+        """Let queued work finish and stop the compute pools, or the storage pool."""
+        pools = (self.storage,) if storage else (self.compute, self.streams, self.fits)
+        for executor in pools:
+            executor.shutdown(wait=True)

@@ -132,8 +132,10 @@ class CentroidalServer:
         give_up = time.monotonic() + FIT_EXIT_WAIT_S
         while self.servicer.fits_in_flight and time.monotonic() < give_up:
             time.sleep(0.05)
+        # Batches still running publish before the last checkpoint, which stores them.
+        self.servicer.workers.shutdown(storage=False)
         self.servicer.hub.stop()
-        self.servicer.workers.shutdown()
+        self.servicer.workers.shutdown(storage=True)
         self.metrics.close()
         self.store.close()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 
@@ -112,8 +113,16 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
         except ValueError:
             parser.error(f"{env_key}={raw_env!r} is not a valid {kind.__name__}")
         parser.add_argument(flag, type=kind, default=env_default, help=help_text)
+    # Threads per call are gone with the grpc.aio server; the flag is still accepted.
+    parser.add_argument("--max-workers", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     values = vars(args)
+    if values.pop("max_workers") is not None or env.get("CENTROIDAL_MAX_WORKERS"):
+        print(
+            "centroidal serve: --max-workers (CENTROIDAL_MAX_WORKERS) no longer does anything: "
+            "an open call costs no thread; see --max-concurrent-rpcs and --cpu-workers",
+            file=sys.stderr,
+        )
     env_tokens = values.pop("_env_tokens")
     values["tokens"] = tuple(values["tokens"] if values["tokens"] is not None else env_tokens)
     config = ServerConfig(**values)

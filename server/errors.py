@@ -12,6 +12,7 @@ logged with a request id. Every call is counted by method and code.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
 import logging
@@ -121,10 +122,11 @@ def refusal(exc: BaseException, method: str) -> Refusal | None:
         retry_after = exc.retry_after if isinstance(exc, domain.Busy) else None
         return Refusal(code, exc.message, exc.field, exc.reason, exc.metadata, retry_after)
     field = getattr(exc, "field", None)
-    field = ENGINE_FIELDS.get(method, {}).get(field, field) if field else field
     reason = "INVALID_ARGUMENT"
-    if field in _MODEL_MISMATCH_FIELDS:
-        code, reason = grpc.StatusCode.FAILED_PRECONDITION, _MODEL_MISMATCH_FIELDS[field]
+    if isinstance(exc, InvalidInputError):  # the codec's WireError already names wire fields
+        field = ENGINE_FIELDS.get(method, {}).get(exc.field, exc.field)
+        if field in _MODEL_MISMATCH_FIELDS:
+            code, reason = grpc.StatusCode.FAILED_PRECONDITION, _MODEL_MISMATCH_FIELDS[field]
     return Refusal(code, str(exc), field, reason, {})
 
 
@@ -175,9 +177,12 @@ def rpc(handler: F) -> F:
         async def stream_wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
             started, code = time.monotonic(), "OK"
             try:
-                async for response in handler(self, request, context):
-                    yield response
-            except asyncio.CancelledError:
+                # aclosing: the handler's own clean-up runs at once when the call ends early.
+                async with contextlib.aclosing(handler(self, request, context)) as responses:
+                    async for response in responses:
+                        yield response
+            except (asyncio.CancelledError, GeneratorExit):
+                # A cancel that lands while a response is being sent arrives as GeneratorExit.
                 code = grpc.StatusCode.CANCELLED.name
                 raise
             except grpc.aio.AbortError:

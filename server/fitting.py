@@ -5,15 +5,13 @@ Plain numpy and dataclasses in, domain errors out; the Fit handler does the wire
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Generator
-from concurrent.futures import Executor, Future
+from collections.abc import AsyncGenerator, Callable, Generator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -21,6 +19,7 @@ from centroidal.engine import kmeans
 from centroidal.engine.progress import Progress, Stage
 from centroidal.v1 import codec
 
+from .admission import CallWork
 from .config import ServerConfig
 from .exceptions import InvalidRequest, LimitExceeded
 from .limits import check_finite, check_matrix, check_model_name, check_weights
@@ -270,10 +269,11 @@ class FitRun:
     a cancelled call stops the fit within one iteration."""
 
     def __init__(
-        self, params: FitParams, data: FitData, executor: Executor, tally: FitTally,
-        on_iteration: Callable[[], None],
+        self, params: FitParams, data: FitData, work: CallWork, executor: ThreadPoolExecutor,
+        tally: FitTally, on_iteration: Callable[[], None],
     ) -> None:
         self._params = params
+        self._work = work
         self._executor = executor
         self._tally = tally
         self._on_iteration = on_iteration
@@ -286,6 +286,7 @@ class FitRun:
         self.result: kmeans.KMeansResult | None = None
         self._iteration = 0
         self._closed = False
+        self._failed = False
         with tally.lock:
             tally.in_flight += 1
 
@@ -296,19 +297,20 @@ class FitRun:
         except StopIteration as done:
             self.result = done.value
             return None
+        except BaseException:
+            self._failed = True
+            raise
         self._iteration = event.iteration
         if event.stage is Stage.ITERATION:
             self._on_iteration()
         return event
 
-    async def events(self) -> AsyncIterator[Progress]:
+    async def events(self) -> AsyncGenerator[Progress, None]:
         """The engine's progress events, a few per second at most; the result is in ``result``."""
         last_sent = 0.0
-        pending: Future[Progress | None] | None = None
         try:
             while True:
-                pending = self._executor.submit(self._advance)
-                event = await asyncio.wrap_future(pending)
+                event = await self._work.run(self._executor, self._advance)
                 if event is None:
                     return
                 now = time.monotonic()
@@ -319,22 +321,21 @@ class FitRun:
                 yield event
         finally:
             # A step may still be running on the executor: stop once it returns, never under it.
-            if pending is not None and not pending.done():
-                pending.add_done_callback(self._stop)
-            else:
-                self._stop()
+            self._work.after(self._stop)
 
-    def _stop(self, _: Future[Any] | None = None) -> None:
+    def _stop(self) -> None:
         tally = self._tally
         with tally.lock:
             if self._closed:
                 return
             self._closed = True
             tally.in_flight -= 1
-            if self.result is None:
+            if self.result is None and not self._failed:
                 tally.last_stopped_iteration = self._iteration
         if self.result is None:
             self._steps.close()
+            if self._failed:
+                return
             log.info("fit of %s stopped at iteration %d: call ended", self._params.model, self._iteration)
 
 

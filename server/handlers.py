@@ -7,11 +7,14 @@ refusals are domain errors that ``errors.rpc`` maps to statuses.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import bisect
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterable, AsyncIterator
+from concurrent.futures import Future
 from typing import TypeVar
 
 import grpc.aio
@@ -22,7 +25,7 @@ from centroidal.v1 import clustering_pb2_grpc as pb_grpc
 from centroidal.v1 import codec
 
 from . import fitting, imaging, predicting
-from .admission import Incoming, Slots, Workers
+from .admission import CallWork, Incoming, Slots, Workers
 from .config import ServerConfig
 from .errors import refusal, rpc
 from .exceptions import InvalidRequest, ModelNotFound, ModelReplaced, ShuttingDown
@@ -79,21 +82,25 @@ class ClusteringHandlers(pb_grpc.ClusteringServiceServicer):
             raise InvalidRequest("the first FitRequest must carry a spec", field="spec")
         params = fitting.plan(codec.decode_fit_spec(first.spec), self._config)
         self._registry.check_expected(params.model, params.expected_version)
-        with self.fit_slots.take("model"):
+        slot, work = self.fit_slots.take("model"), CallWork()
+        try:
             yield _progress(codec.FitProgress("admitted", elapsed_seconds=time.monotonic() - started))
             gatherer = fitting.Gatherer(self._config, params)
-            gatherer.add(codec.decode_fit_request(first), 0)
-            index = 0
-            async for index, message in _numbered(incoming, start=1):
-                gatherer.add(codec.decode_fit_request(message), index)
-            data = await self.workers.run(self.workers.fits, gatherer.finish)
+            async with incoming.drained_on_refusal():
+                gatherer.add(codec.decode_fit_request(first), 0)
+                async for index, message in _numbered(incoming, start=1):
+                    gatherer.add(codec.decode_fit_request(message), index)
+            data = await work.run(self.workers.fits, gatherer.finish)
             n_samples = data.points.shape[0]
             self.metrics.points.inc(n_samples)
             yield _progress(codec.FitProgress("data_received", points_received=n_samples,
                                               elapsed_seconds=time.monotonic() - started))
-            run = fitting.FitRun(params, data, self.workers.fits, self.fits, self.metrics.iterations.inc)
-            async for event in run.events():
-                yield _progress(fitting.progress_message(event, n_samples, started))
+            run = fitting.FitRun(params, data, work, self.workers.fits, self.fits, self.metrics.iterations.inc)
+            async with contextlib.aclosing(run.events()) as events:
+                async for event in events:
+                    yield _progress(fitting.progress_message(event, n_samples, started))
+        finally:
+            work.after(slot.release)  # once the engine has stopped, not before
         result = run.result
         assert result is not None
         # Labels go out before the commit, so a call that fails while sending them stores nothing.
@@ -120,41 +127,51 @@ class ClusteringHandlers(pb_grpc.ClusteringServiceServicer):
     @rpc
     async def Predict(self, request: pb.PredictRequest, context: grpc.aio.ServicerContext) -> pb.PredictResponse:
         query = codec.decode_predict_request(request)
-        snapshot = predicting.snapshot_for(self._registry, query.model, query.version)
+        snapshot = await self._snapshot(query.model, query.version)
         if query.points is None:
             raise InvalidRequest("points is required", field="points")
-        return codec.encode_predict_response(
-            await self._answer(snapshot, query.points, query.options or codec.PredictOptions(), 0)
-        )
+        return await self._answer(snapshot, query.points, query.options or codec.PredictOptions(), 0)
 
     @rpc
     async def PredictStream(
         self, requests: AsyncIterator[pb.PredictRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.PredictResponse]:
         snapshot, options, offset = None, codec.PredictOptions(), 0
-        async for index, message in _numbered(self._incoming(requests).ahead()):
-            query = codec.decode_predict_request(message)
-            if snapshot is None:
-                snapshot = predicting.snapshot_for(self._registry, query.model, query.version)
-                options = query.options or options
-            elif query.model or query.version is not None or query.options is not None:
-                raise InvalidRequest(
-                    f"message {index} of the stream sets model, version or options; only the "
-                    "first message may",
-                    field="model",
-                )
-            if query.points is not None:
-                yield codec.encode_predict_response(await self._answer(snapshot, query.points, options, offset))
-                offset += query.points.shape[0]
+        incoming = self._incoming(requests)
+        async with incoming.drained_on_refusal():
+            async for index, message in _numbered(incoming.ahead()):
+                query = codec.decode_predict_request(message)
+                if snapshot is None:
+                    snapshot = await self._snapshot(query.model, query.version)
+                    options = query.options or options
+                elif query.model or query.version is not None or query.options is not None:
+                    raise InvalidRequest(
+                        f"message {index} of the stream sets model, version or options; only the "
+                        "first message may",
+                        field="model",
+                    )
+                if query.points is not None:
+                    yield await self._answer(snapshot, query.points, options, offset)
+                    offset += query.points.shape[0]
+
+    async def _snapshot(self, name: str, version: int | None) -> ModelSnapshot:
+        """The model version a Predict asks for; an older one is read from the store."""
+        if version is None:
+            return predicting.snapshot_for(self._registry, name, version)
+        return await self.workers.run(self.workers.storage, predicting.snapshot_for, self._registry, name, version)
 
     async def _answer(
         self, snapshot: ModelSnapshot, points: np.ndarray, options: codec.PredictOptions, offset: int
-    ) -> codec.PredictResponse:
+    ) -> pb.PredictResponse:
         points = predicting.check_points(snapshot, points, options, self._config)
-        self.metrics.predicted.inc(points.shape[0])
         if predicting.work_of(snapshot, points) <= predicting.INLINE_WORK:
-            return predicting.answer(snapshot, points, options, offset)
-        return await self.workers.run(self.workers.compute, predicting.answer, snapshot, points, options, offset)
+            response = _predict_response(snapshot, points, options, offset)
+        else:
+            response = await self.workers.run(
+                self.workers.compute, _predict_response, snapshot, points, options, offset
+            )
+        self.metrics.predicted.inc(points.shape[0])
+        return response
 
     # ---- Model management -----------------------------------------------------------------
 
@@ -216,20 +233,38 @@ class ClusteringHandlers(pb_grpc.ClusteringServiceServicer):
         if first.WhichOneof("item") != "open":
             raise InvalidRequest("the first message of a StreamMiniBatch stream must be open", field="open")
         opening = codec.decode_minibatch_open(first.open)
-        live = self.hub.open(check_model_name(opening.model, "open.model"), opening.create_if_missing)
+        name = check_model_name(opening.model, "open.model")
+        # Loading a stored model's state is CPU work: off the event loop.
+        live = await self.workers.run(self.workers.storage, self.hub.open, name, opening.create_if_missing)
+        work = CallWork()
         try:
             async for index, message in _numbered(incoming.ahead(), start=1):
                 if message.WhichOneof("item") != "batch":
                     raise InvalidRequest(f"message {index} is not a batch; only the first may be open", field="open")
-                yield codec.encode_minibatch_ack(await self._ack(live, message.batch))
+                yield codec.encode_minibatch_ack(await self._ack(live, message.batch, work))
         finally:
-            await self.workers.run(self.workers.storage, self.hub.close, live)
+            if work.busy():
+                # After the batch in flight: closing under it could orphan a new model.
+                work.after(lambda: self._close_stream_later(live))
+            else:  # the usual end: the model is stored before the call ends
+                await asyncio.wrap_future(self._close_stream(live))
 
-    async def _ack(self, live: LiveModel, message: pb.MiniBatch) -> codec.MiniBatchAck:
+    def _close_stream_later(self, live: LiveModel) -> None:
+        self._close_stream(live)
+
+    def _close_stream(self, live: LiveModel) -> Future[None]:
+        try:
+            return self.workers.storage.submit(self.hub.close, live)
+        except RuntimeError:  # the server is stopping: its last checkpoint covers this model
+            done: Future[None] = Future()
+            done.set_result(None)
+            return done
+
+    async def _ack(self, live: LiveModel, message: pb.MiniBatch, work: CallWork) -> codec.MiniBatchAck:
         producer, sequence = message.producer_id, int(message.sequence)
         try:
             batch = codec.decode_minibatch(message)
-            result = await self.workers.run(self.workers.compute, self.hub.apply, live, batch)
+            result = await work.run(self.workers.streams, self.hub.apply, live, batch)
         except Exception as exc:  # noqa: BLE001 - a refused batch is told in its ack
             refused = refusal(exc, "StreamMiniBatch")
             if refused is None or isinstance(exc, _STREAM_ENDING):
@@ -255,12 +290,14 @@ class ClusteringHandlers(pb_grpc.ClusteringServiceServicer):
             raise InvalidRequest("the first message of a QuantizeImage stream must carry spec", field="spec")
         options, save_as = imaging.plan(codec.decode_quantize_spec(first.spec), self._registry)
         # It holds the image and fits a palette: it takes a fit slot, before the image arrives.
-        with self.fit_slots.take("image"):
+        slot, work = self.fit_slots.take("image"), CallWork()
+        try:
             yield pb.QuantizeImageResponse()  # admitted: the client may send the image now
-            image = await self._receive_image(first.image, incoming)
-            result = await self.workers.run(
-                self.workers.fits, imaging.quantize, image, options, self._config.max_image_pixels
-            )
+            async with incoming.drained_on_refusal():
+                image = await self._receive_image(first.image, incoming)
+            result = await work.run(self.workers.fits, imaging.quantize, image, options, self._config.max_image_pixels)
+        finally:
+            work.after(slot.release)
         saved_version = 0
         if save_as:
             palette = ModelSnapshot(
@@ -283,7 +320,7 @@ class ClusteringHandlers(pb_grpc.ClusteringServiceServicer):
             chunk = codec.QuantizeImageResponse(data[start : start + IMAGE_CHUNK_BYTES], summary if last else None)
             yield codec.encode_quantize_response(chunk)
 
-    async def _receive_image(self, first: bytes, incoming: Incoming[pb.QuantizeImageRequest]) -> bytes:
+    async def _receive_image(self, first: bytes, incoming: Incoming[pb.QuantizeImageRequest]) -> bytearray:
         limit = self._config.max_image_bytes
         buffer = bytearray(first)
         async for message in incoming:
@@ -292,7 +329,7 @@ class ClusteringHandlers(pb_grpc.ClusteringServiceServicer):
             if len(buffer) + len(message.image) > limit:
                 raise imaging.LimitExceeded(f"the image is over the server's limit of {limit} bytes", field="image")
             buffer += message.image
-        return bytes(buffer)
+        return buffer
 
 
 def describe(snapshot: ModelSnapshot, *, include_centers: bool, durable_version: int | None = None) -> codec.Model:
@@ -319,6 +356,13 @@ def describe(snapshot: ModelSnapshot, *, include_centers: bool, durable_version:
         n_batches=int(snapshot.extra.get("n_batches", 0)),
         init_points_buffered=int(snapshot.extra.get("init_points_buffered", 0)),
     )
+
+
+def _predict_response(
+    snapshot: ModelSnapshot, points: np.ndarray, options: codec.PredictOptions, offset: int
+) -> pb.PredictResponse:
+    """The answer, encoded where it is computed: a transform can be a large message."""
+    return codec.encode_predict_response(predicting.answer(snapshot, points, options, offset))
 
 
 def _progress(progress: codec.FitProgress) -> pb.FitResponse:

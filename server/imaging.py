@@ -66,7 +66,7 @@ _DECODE_ERRORS = (
 INPUT_FORMATS = ["PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF"]
 
 
-def decode(data: bytes, max_pixels: int) -> tuple[Image.Image, str, list[str]]:
+def decode(data: bytes | bytearray, max_pixels: int) -> tuple[Image.Image, str, list[str]]:
     """The image's first frame, oriented, loaded, in 8-bit RGB(A) or grey; its format;
     remarks for the summary."""
     if not data:
@@ -124,7 +124,7 @@ def _eight_bit(image: Image.Image) -> Image.Image:
     return image
 
 
-def quantize(data: bytes, options: QuantizeOptions, max_pixels: int) -> Quantized:
+def quantize(data: bytes | bytearray, options: QuantizeOptions, max_pixels: int) -> Quantized:
     image, input_format, notes = decode(data, max_pixels)
     has_alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
     alpha = np.asarray(image.convert("RGBA"))[:, :, 3].copy() if has_alpha else None

@@ -20,6 +20,10 @@ import numpy as np
 from .exceptions import ShuttingDown, VersionConflict
 from .snapshots import MINIBATCH_KMEANS, ModelSnapshot, StoredModels
 
+# Streamed models keep the spelling stores have always had, so older servers still read them.
+_KIND_ON_DISK = {MINIBATCH_KMEANS: "minibatch_kmeans"}
+_KIND_FROM_DISK = {disk: kind for kind, disk in _KIND_ON_DISK.items()}
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS names (
     name TEXT PRIMARY KEY,
@@ -87,7 +91,7 @@ class SQLiteStore:
     def _write(self, snapshot: ModelSnapshot, keep_versions: int) -> None:
         meta = json.dumps(
             {
-                "kind": snapshot.kind,
+                "kind": _KIND_ON_DISK.get(snapshot.kind, snapshot.kind),
                 "config": snapshot.config,
                 "inertia": snapshot.inertia,
                 "n_iter": snapshot.n_iter,
@@ -172,8 +176,7 @@ def _snapshot(
         n_samples_seen=int(meta["n_samples_seen"]),
         created_at=float(meta["created_at"]),
         updated_at=float(meta["updated_at"]),
-        # Stores written before the codec named kinds once spelt this one with an underscore.
-        kind=MINIBATCH_KMEANS if meta["kind"] == "minibatch_kmeans" else meta["kind"],
+        kind=_KIND_FROM_DISK.get(meta["kind"], meta["kind"]),
         extra=meta.get("extra", {}),
         state=state,
     )

@@ -127,3 +127,9 @@ def test_hand_encoded_batch_parses_as_the_message() -> None:
     assert batch.points is not None and batch.sample_weight is not None
     np.testing.assert_array_equal(batch.points, points)
     np.testing.assert_array_equal(batch.sample_weight, weights)
+
+
+def test_answers_from_a_newer_server_read_unknown_values_as_unknown() -> None:
+    model = codec.decode_model(pb.Model(name="m", kind=99, config=pb.KMeansConfig(init=42)))
+    assert (model.kind, model.config.init if model.config else None) == ("unknown", "unknown")
+    assert codec.decode_fit_progress(pb.FitProgress(stage=77)).stage == "unknown"

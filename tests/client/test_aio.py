@@ -191,3 +191,37 @@ def test_async_fit_refused_during_upload_keeps_the_servers_status(server) -> Non
 
     for error in asyncio.run(refusals()):
         assert isinstance(error, InvalidArgument) and error.field == "spec.config.n_clusters", error
+
+
+def test_async_fit_refused_mid_upload_keeps_the_servers_status(server) -> None:
+    """Refused at its first chunk, while the upload is under way: the server reads the rest
+    before it answers, so the status is not lost (grpc/grpc#36066)."""
+    X = np.random.default_rng(0).normal(size=(300_000, 16)).astype(np.float32)
+
+    async def refusals() -> list[CentroidalError]:
+        errors = []
+        async with AsyncClient(f"127.0.0.1:{server.port}", chunk_bytes=256 * 1024) as client:
+            for _ in range(6):
+                with pytest.raises(CentroidalError) as raised:
+                    await client.fit("m", X, 3, init=np.zeros((3, 8), dtype=np.float32))
+                errors.append(raised.value)
+        return errors
+
+    for error in asyncio.run(refusals()):
+        assert isinstance(error, InvalidArgument) and error.field == "spec.config.init_centers.cols", error
+
+
+def test_an_async_on_progress_that_raises_ends_the_fit_with_its_error(server) -> None:
+    class Stop(Exception):
+        pass
+
+    def on_progress(event) -> None:
+        if event.stage == "uploading" and event.points_received:
+            raise Stop
+
+    async def fit() -> None:
+        async with AsyncClient(f"127.0.0.1:{server.port}", chunk_bytes=64 * 1024) as client:
+            await client.fit("m", X, 3, on_progress=on_progress)
+
+    with pytest.raises(Stop):
+        asyncio.run(fit())

@@ -32,3 +32,9 @@ def test_bad_settings_are_refused(argv: list[str], env: dict[str, str]) -> None:
     with pytest.raises(SystemExit) as raised:
         parse_args(argv, env=env)
     assert raised.value.code == 2
+
+
+def test_the_old_max_workers_flag_is_accepted_with_a_warning(capsys: pytest.CaptureFixture[str]) -> None:
+    config = parse_args(["--max-workers", "8"], env={})
+    assert config == ServerConfig()
+    assert "--max-workers" in capsys.readouterr().err

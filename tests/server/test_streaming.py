@@ -103,6 +103,13 @@ BAD_BATCHES = [
     (lambda: pb.MiniBatchRequest(batch=pb.MiniBatch(
         producer_id="p", sequence=5, points=pb.Matrix(dtype=pb.DTYPE_FLOAT32, rows=10, cols=3, data=b"x"))),
      grpc.StatusCode.INVALID_ARGUMENT, "batch.points.data"),
+    # A malformed matrix is the client's mistake, not a mismatch with the model.
+    (lambda: pb.MiniBatchRequest(batch=pb.MiniBatch(
+        producer_id="p", sequence=5, points=pb.Matrix(rows=10, cols=3, data=POINTS[:10].tobytes()))),
+     grpc.StatusCode.INVALID_ARGUMENT, "batch.points.dtype"),
+    (lambda: pb.MiniBatchRequest(batch=pb.MiniBatch(
+        producer_id="p", sequence=5, points=pb.Matrix(dtype=pb.DTYPE_FLOAT32, rows=0, cols=0))),
+     grpc.StatusCode.INVALID_ARGUMENT, "batch.points.cols"),
 ]
 
 

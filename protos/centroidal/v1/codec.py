@@ -46,12 +46,16 @@ class EnumTable:
         self.numbers = {name: number for number, name in self.names.items()}
         self.default = default
 
-    def name(self, number: int, field: str) -> str:
+    def name(self, number: int, field: str, *, lenient: bool = False) -> str:
+        """The name of a wire number. An unknown number is refused, or, when ``lenient`` (for
+        answers from a newer server), read as "unknown"."""
         if number == 0:
             return self.default
         try:
             return self.names[number]
         except KeyError:
+            if lenient:
+                return "unknown"
             raise WireError(field, f"{field}={number} is not a known {self.enum_name}") from None
 
     def number(self, name: str) -> int:
@@ -301,11 +305,11 @@ class KMeansConfig:
     seed: int | None = None
 
 
-def decode_kmeans_config(message: pb.KMeansConfig, field: str = "config") -> KMeansConfig:
+def decode_kmeans_config(message: pb.KMeansConfig, field: str = "config", lenient: bool = False) -> KMeansConfig:
     return KMeansConfig(
         n_clusters=int(message.n_clusters),
-        algorithm=ALGORITHMS.name(message.algorithm, f"{field}.algorithm"),
-        init=INIT_METHODS.name(message.init, f"{field}.init"),
+        algorithm=ALGORITHMS.name(message.algorithm, f"{field}.algorithm", lenient=lenient),
+        init=INIT_METHODS.name(message.init, f"{field}.init", lenient=lenient),
         init_centers=_matrix_or_none(message, "init_centers", f"{field}.init_centers"),
         n_init=int(message.n_init),
         max_iter=int(message.max_iter),
@@ -407,7 +411,7 @@ class FitProgress:
 
 def decode_fit_progress(message: pb.FitProgress) -> FitProgress:
     return FitProgress(
-        stage=STAGES.name(message.stage, "progress.stage"),
+        stage=STAGES.name(message.stage, "progress.stage", lenient=True),
         restart=int(message.restart),
         n_init=int(message.n_init),
         iteration=int(message.iteration),
@@ -457,13 +461,13 @@ class MiniBatchConfig:
     seed: int | None = None
 
 
-def decode_minibatch_config(message: pb.MiniBatchConfig, field: str) -> MiniBatchConfig:
+def decode_minibatch_config(message: pb.MiniBatchConfig, field: str, lenient: bool = False) -> MiniBatchConfig:
     return MiniBatchConfig(
         n_clusters=int(message.n_clusters),
         init_size=int(message.init_size),
         reassignment_ratio=_optional(message, "reassignment_ratio"),
         half_life=_optional(message, "half_life"),
-        half_life_unit=HALF_LIFE_UNITS.name(message.half_life_unit, f"{field}.half_life_unit"),
+        half_life_unit=HALF_LIFE_UNITS.name(message.half_life_unit, f"{field}.half_life_unit", lenient=lenient),
         seed=_optional(message, "seed"),
     )
 
@@ -512,10 +516,11 @@ def _seconds(stamp: Any) -> float:
 
 
 def decode_model(message: pb.Model, field: str = "model") -> Model:
+    """Models are only ever answers: unknown enum values from a newer server read as "unknown"."""
     return Model(
         name=message.name,
         version=int(message.version),
-        kind=MODEL_KINDS.name(message.kind, f"{field}.kind"),
+        kind=MODEL_KINDS.name(message.kind, f"{field}.kind", lenient=True),
         n_features=int(message.n_features),
         n_clusters=int(message.n_clusters),
         dtype=DTYPES.get(message.dtype, np.dtype("<f8")).newbyteorder("="),
@@ -525,11 +530,11 @@ def decode_model(message: pb.Model, field: str = "model") -> Model:
         created_at=_seconds(message.created_at),
         updated_at=_seconds(message.updated_at),
         config=(
-            decode_kmeans_config(message.config, f"{field}.config")
+            decode_kmeans_config(message.config, f"{field}.config", lenient=True)
             if message.HasField("config") else None
         ),
         minibatch=(
-            decode_minibatch_config(message.minibatch, f"{field}.minibatch")
+            decode_minibatch_config(message.minibatch, f"{field}.minibatch", lenient=True)
             if message.HasField("minibatch") else None
         ),
         centers=_matrix_or_none(message, "centers", f"{field}.centers"),
@@ -896,7 +901,7 @@ def decode_quantize_summary(message: pb.QuantizeSummary) -> QuantizeSummary:
         psnr=float(message.psnr),
         width=int(message.width),
         height=int(message.height),
-        format=IMAGE_FORMATS.name(message.format, "summary.format"),
+        format=IMAGE_FORMATS.name(message.format, "summary.format", lenient=True),
         notes=tuple(message.notes),
         saved_version=int(message.saved_version),
     )
