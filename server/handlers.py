@@ -326,9 +326,10 @@ class ClusteringHandlers(pb_grpc.ClusteringServiceServicer):
         async for message in incoming:
             if message.HasField("spec"):
                 raise InvalidRequest("only the first message of the stream may carry spec", field="spec")
-            if len(buffer) + len(message.image) > limit:
+            chunk = message.image  # each read of a bytes field copies it: read it once
+            if len(buffer) + len(chunk) > limit:
                 raise imaging.LimitExceeded(f"the image is over the server's limit of {limit} bytes", field="image")
-            buffer += message.image
+            buffer += chunk
         return buffer
 
 

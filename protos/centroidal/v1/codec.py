@@ -166,13 +166,14 @@ def decode_matrix(message: pb.Matrix, field: str) -> np.ndarray:
     if cols < 1:
         raise WireError(f"{field}.cols", f"{field}.cols must be at least 1, got {cols}")
     expected = rows * cols * dtype.itemsize
-    if len(message.data) != expected:
+    data = message.data  # each read of a bytes field copies it: read it once
+    if len(data) != expected:
         raise WireError(
             f"{field}.data",
-            f"{field}.data has {len(message.data)} bytes but rows={rows} x cols={cols} of "
+            f"{field}.data has {len(data)} bytes but rows={rows} x cols={cols} of "
             f"{dtype.name} needs {expected}",
         )
-    return _native(np.frombuffer(message.data, dtype=dtype).reshape(rows, cols))
+    return _native(np.frombuffer(data, dtype=dtype).reshape(rows, cols))
 
 
 def encode_matrix(array: np.ndarray) -> pb.Matrix:
@@ -187,12 +188,12 @@ def encode_matrix(array: np.ndarray) -> pb.Matrix:
 def decode_vector(message: pb.Vector, field: str) -> np.ndarray:
     """A (length,) view of a Vector's bytes, read-only."""
     dtype = dtype_of(message.dtype, field)
-    if len(message.data) % dtype.itemsize:
+    data = message.data
+    if len(data) % dtype.itemsize:
         raise WireError(
-            f"{field}.data",
-            f"{field}.data has {len(message.data)} bytes, not a whole number of {dtype.name}",
+            f"{field}.data", f"{field}.data has {len(data)} bytes, not a whole number of {dtype.name}"
         )
-    return _native(np.frombuffer(message.data, dtype=dtype))
+    return _native(np.frombuffer(data, dtype=dtype))
 
 
 def encode_vector(values: np.ndarray) -> pb.Vector:
