@@ -25,7 +25,7 @@ from .images import _photo
 from .serving import BASELINE, _baseline_tree
 from .streaming import BATCH, K, N_BATCHES, _stream
 
-ROUNDS = 3
+ROUNDS = 5
 
 
 def _workloads(address: str, tag: str) -> dict[str, Callable[[], None]]:

@@ -63,7 +63,7 @@ class FitPlan:
         self.n_samples = n_samples = points.shape[0]
         init_centers = None
         if isinstance(init, str):
-            if init not in ("k-means++", "random"):
+            if init not in codec.INIT_METHODS.numbers or init == "given":
                 raise ValueError(f"init must be 'k-means++', 'random' or an array, got {init!r}")
         else:
             init_centers = np.ascontiguousarray(_wire.as_points(init, "init"), dtype=points.dtype)
@@ -117,7 +117,9 @@ class FitPlan:
         """Absorb one response; returns the progress event it carries, if any."""
         kind = response.WhichOneof("event")
         if kind == "progress":
-            return _wire.fit_progress(response.progress, self.n_samples)
+            progress = _wire.fit_progress(response.progress, self.n_samples)
+            # Admission is the transport's business (it gates the upload), not progress to show.
+            return None if progress.stage == "admitted" else progress
         if kind == "labels" and self.labels is not None:
             chunk = codec.decode_labels(response.labels.labels)
             offset = int(response.labels.offset)

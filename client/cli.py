@@ -23,6 +23,10 @@ from .stream import BatchAck
 from .errors import CentroidalError
 
 
+# Init methods a command line can name; given centers come from the Python API.
+_NAMED_INITS = [name for name in codec.INIT_METHODS.numbers if name != "given"]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] == "serve":
@@ -74,7 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("data", type=Path, help="points, one row per sample (.npy or .csv)")
     fit.add_argument("--model", required=True, help="model name")
     fit.add_argument("--clusters", "-k", type=int, required=True, help="number of clusters")
-    fit.add_argument("--init", choices=["k-means++", "random"], default="k-means++")
+    fit.add_argument("--init", choices=list(_NAMED_INITS), default="k-means++")
     fit.add_argument("--n-init", type=int, default=None, help="restarts (default: auto)")
     fit.add_argument("--max-iter", type=int, default=None, help="iterations per restart (default 300)")
     fit.add_argument("--tol", type=float, default=None, help="relative tolerance (default 1e-4)")
@@ -106,7 +110,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="points a new model seeds from (default: first batch or 3k)")
     stream.add_argument("--reassignment-ratio", type=float, default=None)
     stream.add_argument("--half-life", type=float, default=None, help="forget old data (default: never)")
-    stream.add_argument("--half-life-unit", choices=["batches", "points"], default="batches")
+    stream.add_argument("--half-life-unit", choices=list(codec.HALF_LIFE_UNITS.numbers), default="batches")
     stream.add_argument("--seed", type=int, default=None)
     stream.add_argument("--producer-id", default=None,
                         help="producer identity; with --first-sequence, resumes an earlier run")
@@ -123,7 +127,8 @@ def _parser() -> argparse.ArgumentParser:
     quantize.add_argument("output", type=Path, help="where to write the result")
     quantize.add_argument("--colors", type=int, default=16, help="palette size, 2-256 (default 16)")
     quantize.add_argument("--dither", action="store_true", help="Floyd-Steinberg dithering")
-    quantize.add_argument("--space", choices=["rgb", "lab"], default="rgb", help="colour space of the fit")
+    quantize.add_argument("--space", choices=list(codec.COLOR_SPACES.numbers), default="rgb",
+                          help="colour space of the fit")
     quantize.add_argument("--format", choices=[name.lower() for name in codec.IMAGE_FORMATS.numbers], default=None,
                           help="output format (default: from OUTPUT's suffix, else png)")
     quantize.add_argument("--seed", type=int, default=None)

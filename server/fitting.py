@@ -31,6 +31,8 @@ DEFAULT_TOL = 1e-4
 MAX_N_INIT = 100
 MAX_MAX_ITER = 100_000
 PROGRESS_INTERVAL_S = 0.1
+# Longest run of engine steps in one executor job while their events are throttled away.
+BATCH_STEPS_S = 0.02
 # Room left in a message for everything but the bulk payload.
 ENVELOPE_BYTES = 64 * 1024
 
@@ -255,6 +257,10 @@ class Gatherer:
         return FitData(points, weights)
 
 
+# Returned by a job whose steps' events were all throttled away.
+_DROPPED = Progress(Stage.ITERATION, 0, 0, 0, math.nan, math.nan)
+
+
 class FitTally:
     """The fits of one server: how many engines still run, and where the last stopped one stopped."""
 
@@ -287,38 +293,49 @@ class FitRun:
         self._iteration = 0
         self._closed = False
         self._failed = False
+        self._last_sent = 0.0
         with tally.lock:
             tally.in_flight += 1
 
     def _advance(self) -> Progress | None:
-        """One engine step, on the executor; None once the fit has finished."""
-        try:
-            event = next(self._steps)
-        except StopIteration as done:
-            self.result = done.value
-            return None
-        except BaseException:
-            self._failed = True
-            raise
-        self._iteration = event.iteration
-        if event.stage is Stage.ITERATION:
-            self._on_iteration()
-        return event
+        """Engine steps on the executor, up to the next event worth sending; None once the
+        fit has finished.
+
+        Steps whose events the throttle would drop run in the same job for up to
+        BATCH_STEPS_S: a hand-over to the event loop per k-means++ center costs more than
+        the center on small data, and a cancel still waits at most that long or one step.
+        """
+        began = time.monotonic()
+        while True:
+            try:
+                event = next(self._steps)
+            except StopIteration as done:
+                self.result = done.value
+                return None
+            except BaseException:
+                self._failed = True
+                raise
+            self._iteration = event.iteration
+            if event.stage is Stage.ITERATION:
+                self._on_iteration()
+            now = time.monotonic()
+            throttled = event.stage in (Stage.ITERATION, Stage.SEEDING) and event.iteration > 1
+            if throttled and now - self._last_sent < PROGRESS_INTERVAL_S:
+                if now - began < BATCH_STEPS_S:
+                    continue
+                return _DROPPED
+            self._last_sent = now
+            return event
 
     async def events(self) -> AsyncGenerator[Progress, None]:
         """The engine's progress events, a few per second at most; the result is in ``result``."""
-        last_sent = 0.0
         try:
             while True:
                 event = await self._work.run(self._executor, self._advance)
                 if event is None:
                     return
-                now = time.monotonic()
-                throttled = event.stage in (Stage.ITERATION, Stage.SEEDING)
-                if throttled and event.iteration > 1 and now - last_sent < PROGRESS_INTERVAL_S:
-                    continue
-                last_sent = now
-                yield event
+                if event is not _DROPPED:
+                    yield event
         finally:
             # A step may still be running on the executor: stop once it returns, never under it.
             self._work.after(self._stop)
