@@ -321,18 +321,23 @@ def _assign_tiles(X, centers, centers_s, half_sq_norms, shift, first, stop, labe
                 min_sq_dist[i] = _sq_distance(X, i, centers, labels[i])
 
 
+@njit(inline="always", nogil=True, cache=True)
+def _assign_setup(X, centers, shift):
+    """The shifted centers and half their squared norms, in X's dtype, and the tile count."""
+    n_clusters, n_features = centers.shape
+    centers_s = np.empty((n_clusters, n_features), dtype=X.dtype)
+    half_sq_norms = np.empty(n_clusters, dtype=X.dtype)
+    _shifted_centers(centers, shift, centers_s, half_sq_norms)
+    return centers_s, half_sq_norms, (X.shape[0] + _TILE_ROWS - 1) // _TILE_ROWS
+
+
 @_kernel
 def _assign(X, centers, shift, labels, min_sq_dist):
     """Nearest center of each row: labels (n,) int32 and exact min_sq_dist (n,) float64 out.
 
     An empty min_sq_dist asks for the labels alone.
     """
-    n_samples, n_features = X.shape
-    n_clusters = centers.shape[0]
-    centers_s = np.empty((n_clusters, n_features), dtype=X.dtype)
-    half_sq_norms = np.empty(n_clusters, dtype=X.dtype)
-    _shifted_centers(centers, shift, centers_s, half_sq_norms)
-    n_tiles = (n_samples + _TILE_ROWS - 1) // _TILE_ROWS
+    centers_s, half_sq_norms, n_tiles = _assign_setup(X, centers, shift)
     # Threads take whole runs of tiles so that each allocates its buffers once.
     n_runs = min(n_tiles, _MAX_CHUNKS)
     tiles_per_run = (n_tiles + n_runs - 1) // n_runs
@@ -347,12 +352,7 @@ def _assign(X, centers, shift, labels, min_sq_dist):
 def _assign_on_caller(X, centers, shift, labels, min_sq_dist):
     """``_assign`` on the calling thread: for a few rows, waking a thread team costs more
     than the work. The same arithmetic, so the same labels."""
-    n_samples, n_features = X.shape
-    n_clusters = centers.shape[0]
-    centers_s = np.empty((n_clusters, n_features), dtype=X.dtype)
-    half_sq_norms = np.empty(n_clusters, dtype=X.dtype)
-    _shifted_centers(centers, shift, centers_s, half_sq_norms)
-    n_tiles = (n_samples + _TILE_ROWS - 1) // _TILE_ROWS
+    centers_s, half_sq_norms, n_tiles = _assign_setup(X, centers, shift)
     _assign_tiles(X, centers, centers_s, half_sq_norms, shift, 0, n_tiles, labels, min_sq_dist)
 
 
