@@ -15,7 +15,9 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
@@ -105,11 +107,80 @@ class CallWork:
             callback()
             return
 
-        def on_loop(_: Future[Any]) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop is closed: the process is ending
-                self._loop.call_soon_threadsafe(callback)
+        job.add_done_callback(lambda _: _call_on(self._loop, callback))
 
-        job.add_done_callback(on_loop)
+
+class InOrder:
+    """The jobs of one call, run in order on a pool, back to back.
+
+    A worker takes the next queued job as soon as one ends, without a round trip
+    through the event loop; each job's outcome comes back as an asyncio future. A
+    stream's batches run this way: in the order they arrived, with the next one
+    already waiting when the current one is done.
+    """
+
+    def __init__(self, executor: ThreadPoolExecutor) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._executor = executor
+        self._lock = threading.Lock()
+        self._queue: collections.deque[tuple[asyncio.Future[Any], Callable[..., Any], tuple[Any, ...]]] = (
+            collections.deque()
+        )
+        self._worker: Future[None] | None = None
+        self._closed = False
+
+    def submit(self, work: Callable[..., R], *args: Any) -> asyncio.Future[R]:
+        outcome: asyncio.Future[R] = self._loop.create_future()
+        with self._lock:
+            self._queue.append((outcome, work, args))
+            if self._worker is None:
+                self._worker = self._executor.submit(self._run)
+        return outcome
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                if self._closed or not self._queue:
+                    dropped = list(self._queue)
+                    self._queue.clear()
+                    self._worker = None
+                    break
+                outcome, work, args = self._queue.popleft()
+            try:
+                value = work(*args)
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting call
+                self._on_loop(outcome.set_exception, outcome, exc)
+            else:
+                self._on_loop(outcome.set_result, outcome, value)
+        for outcome, _, _ in dropped:
+            self._on_loop(lambda _: outcome.cancel(), outcome, None)
+
+    def _on_loop(self, settle: Callable[[Any], Any], outcome: asyncio.Future[Any], value: Any) -> None:
+        def run() -> None:
+            if not outcome.done():
+                settle(value)
+
+        _call_on(self._loop, run)
+
+    def close(self) -> None:
+        """Run no more queued jobs; the one running, if any, finishes."""
+        with self._lock:
+            self._closed = True
+
+    def after(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` on the event loop once no job is running (now if none is)."""
+        with self._lock:
+            worker = self._worker
+        if worker is None:
+            callback()
+            return
+        worker.add_done_callback(lambda _: _call_on(self._loop, callback))
+
+
+def _call_on(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
+    """Run ``callback`` on ``loop`` from another thread; nothing once the loop has closed."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(callback)
 
 
 class Incoming(Generic[T]):
@@ -122,6 +193,10 @@ class Incoming(Generic[T]):
         # answer, a client that sends nothing is waiting, not idle.
         self._owed = 0
         self._received: asyncio.Queue[Any] | None = None
+
+    def owe(self, answers: int) -> None:
+        """Count answers the server owes beyond those ``ahead`` counts (positive or negative)."""
+        self._owed += answers
 
     async def next(self) -> T | None:
         """The next message, or None when the client has finished sending."""

@@ -8,7 +8,6 @@ refusals are domain errors that ``errors.rpc`` maps to statuses.
 from __future__ import annotations
 
 import asyncio
-import base64
 import bisect
 import contextlib
 import logging
@@ -25,18 +24,21 @@ from centroidal.v1 import clustering_pb2_grpc as pb_grpc
 from centroidal.v1 import codec
 
 from . import fitting, imaging, predicting
-from .admission import CallWork, Incoming, Slots, Workers
+from .admission import READ_AHEAD, CallWork, Incoming, InOrder, Slots, Workers
 from .config import ServerConfig
+from .descriptions import decode_page_token, describe, encode_page_token
 from .errors import refusal, rpc
 from .exceptions import InvalidRequest, ModelNotFound, ModelReplaced, ShuttingDown
-from .limits import check_model_name, echo
+from .limits import check_model_name
 from .metrics import Metrics
 from .registry import Registry
-from .snapshots import KMEANS, MINIBATCH_KMEANS, PALETTE, ModelSnapshot
-from .streaming import LiveModel, StreamHub
+from .snapshots import PALETTE, ModelSnapshot
+from .streaming import BatchResult, LiveModel, StreamHub
 
 log = logging.getLogger("centroidal.server")
 T = TypeVar("T")
+# A queued batch: its producer, its sequence, and what applying it came to.
+_Queued = tuple[str, int, "asyncio.Future[BatchResult]"]
 
 LABELS_PER_MESSAGE = 1 << 19
 IMAGE_CHUNK_BYTES = 2 * 1024 * 1024
@@ -196,7 +198,7 @@ class ClusteringHandlers(pb_grpc.ClusteringServiceServicer):
         page_size = query.page_size or DEFAULT_PAGE_SIZE
         if page_size > MAX_PAGE_SIZE:
             raise InvalidRequest(f"page_size must be at most {MAX_PAGE_SIZE}, got {page_size}", field="page_size")
-        after = _decode_page_token(query.page_token)
+        after = decode_page_token(query.page_token)
         names = self._registry.names()
         start = bisect.bisect_right(names, after) if after is not None else 0
         page = names[start : start + page_size]
@@ -208,7 +210,7 @@ class ClusteringHandlers(pb_grpc.ClusteringServiceServicer):
                 continue  # deleted since the listing was taken
             models.append(describe(snapshot, include_centers=False,
                                    durable_version=self.hub.durable_version(name, snapshot.version)))
-        token = _encode_page_token(page[-1]) if start + page_size < len(names) and page else ""
+        token = encode_page_token(page[-1]) if start + page_size < len(names) and page else ""
         return codec.encode_list_models_response(codec.ListModelsResponse(tuple(models), token))
 
     @rpc
@@ -236,21 +238,48 @@ class ClusteringHandlers(pb_grpc.ClusteringServiceServicer):
         name = check_model_name(opening.model, "open.model")
         # Loading a stored model's state is CPU work: off the event loop.
         live = await self.workers.run(self.workers.storage, self.hub.open, name, opening.create_if_missing)
-        work = CallWork()
-        try:
+        jobs = InOrder(self.workers.streams)
+        # Batches are taken and queued while earlier ones are applied; acks go out in order.
+        queued: asyncio.Queue[_Queued | None] = asyncio.Queue(maxsize=READ_AHEAD + 1)
+
+        async def take() -> None:
             async for index, message in _numbered(incoming.ahead(), start=1):
                 if message.WhichOneof("item") != "batch":
                     raise InvalidRequest(f"message {index} is not a batch; only the first may be open", field="open")
-                yield codec.encode_minibatch_ack(await self._ack(live, message.batch, work))
-        finally:
-            if work.busy():
-                # After the batch in flight: closing under it could orphan a new model.
-                work.after(lambda: self._close_stream_later(live))
-            else:  # the usual end: the model is stored before the call ends
-                await asyncio.wrap_future(self._close_stream(live))
+                incoming.owe(1)  # until its ack is sent
+                await queued.put(self._queue_batch(live, message.batch, jobs))
+            await queued.put(None)
 
-    def _close_stream_later(self, live: LiveModel) -> None:
-        self._close_stream(live)
+        taker = asyncio.get_running_loop().create_task(take())
+        getting: asyncio.Future[_Queued | None] | None = None
+        try:
+            while True:
+                getting = asyncio.ensure_future(queued.get())
+                if not taker.done():
+                    await asyncio.wait({getting, taker}, return_when=asyncio.FIRST_COMPLETED)
+                failure = taker.exception() if taker.done() and not getting.done() else None
+                if failure is not None:
+                    raise failure  # a message that is not a batch, or an idle client
+                item = await getting  # a finished taker has queued its last item
+                if item is None:
+                    return
+                yield codec.encode_minibatch_ack(await self._ack(*item))
+                incoming.owe(-1)
+        finally:
+            for task in (getting, taker):
+                if task is not None:
+                    task.cancel()
+            await asyncio.wait({taker})
+            jobs.close()
+            while not queued.empty():  # acks nobody will send: their outcomes are not needed
+                left = queued.get_nowait()
+                if left is not None:
+                    left[2].add_done_callback(lambda outcome: outcome.cancelled() or outcome.exception())
+            # After the batch in flight, if any: closing under it could orphan a new model.
+            closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            jobs.after(lambda: closed.set_result(None))
+            await closed
+            await asyncio.wrap_future(self._close_stream(live))
 
     def _close_stream(self, live: LiveModel) -> Future[None]:
         try:
@@ -260,11 +289,19 @@ class ClusteringHandlers(pb_grpc.ClusteringServiceServicer):
             done.set_result(None)
             return done
 
-    async def _ack(self, live: LiveModel, message: pb.MiniBatch, work: CallWork) -> codec.MiniBatchAck:
+    def _queue_batch(self, live: LiveModel, message: pb.MiniBatch, jobs: InOrder) -> _Queued:
+        """Decode a batch and queue it for its model; a malformed one is refused in order."""
         producer, sequence = message.producer_id, int(message.sequence)
         try:
-            batch = codec.decode_minibatch(message)
-            result = await work.run(self.workers.streams, self.hub.apply, live, batch)
+            outcome = jobs.submit(self.hub.apply, live, codec.decode_minibatch(message))
+        except Exception as exc:  # noqa: BLE001 - told in the batch's ack
+            outcome = asyncio.get_running_loop().create_future()
+            outcome.set_exception(exc)
+        return producer, sequence, outcome
+
+    async def _ack(self, producer: str, sequence: int, outcome: asyncio.Future[BatchResult]) -> codec.MiniBatchAck:
+        try:
+            result = await outcome
         except Exception as exc:  # noqa: BLE001 - a refused batch is told in its ack
             refused = refusal(exc, "StreamMiniBatch")
             if refused is None or isinstance(exc, _STREAM_ENDING):
@@ -333,32 +370,6 @@ class ClusteringHandlers(pb_grpc.ClusteringServiceServicer):
         return buffer
 
 
-def describe(snapshot: ModelSnapshot, *, include_centers: bool, durable_version: int | None = None) -> codec.Model:
-    """The wire description of a model; durable_version when it differs from version."""
-    config = snapshot.config
-    kmeans_config = minibatch = None
-    n_clusters = snapshot.n_clusters
-    if snapshot.kind == MINIBATCH_KMEANS:
-        minibatch = codec.MiniBatchConfig(**config)
-        n_clusters = minibatch.n_clusters  # also while it has no centers yet
-    elif snapshot.kind == KMEANS:
-        kmeans_config = codec.KMeansConfig(
-            n_clusters=n_clusters, init=config["init"], n_init=config["n_init"],
-            max_iter=config["max_iter"], tol=config["tol"], seed=config["seed"],
-        )
-    return codec.Model(
-        name=snapshot.name, version=snapshot.version, kind=snapshot.kind,
-        n_features=snapshot.n_features, n_clusters=n_clusters, dtype=snapshot.centers.dtype,
-        inertia=snapshot.inertia, n_iter=snapshot.n_iter, n_samples_seen=snapshot.n_samples_seen,
-        created_at=snapshot.created_at, updated_at=snapshot.updated_at,
-        config=kmeans_config, minibatch=minibatch,
-        centers=snapshot.centers if include_centers and snapshot.centers.shape[0] else None,
-        durable_version=snapshot.version if durable_version is None else durable_version,
-        n_batches=int(snapshot.extra.get("n_batches", 0)),
-        init_points_buffered=int(snapshot.extra.get("init_points_buffered", 0)),
-    )
-
-
 def _predict_response(
     snapshot: ModelSnapshot, points: np.ndarray, options: codec.PredictOptions, offset: int
 ) -> pb.PredictResponse:
@@ -375,16 +386,3 @@ async def _numbered(messages: AsyncIterable[T], start: int = 0) -> AsyncIterator
     async for message in messages:
         yield index, message
         index += 1
-
-
-def _encode_page_token(name: str) -> str:
-    return base64.urlsafe_b64encode(name.encode()).decode()
-
-
-def _decode_page_token(token: str) -> str | None:
-    if not token:
-        return None
-    try:
-        return check_model_name(base64.urlsafe_b64decode(token.encode()).decode(), "page_token")
-    except (ValueError, UnicodeDecodeError, InvalidRequest):
-        raise InvalidRequest(f"page_token {echo(token)} was not issued by this server", field="page_token") from None
