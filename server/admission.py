@@ -111,12 +111,13 @@ class CallWork:
 
 
 class InOrder:
-    """The jobs of one call, run in order on a pool, back to back.
+    """The jobs of one call, run in order on a pool, one job per turn.
 
-    A worker takes the next queued job as soon as one ends, without a round trip
-    through the event loop; each job's outcome comes back as an asyncio future. A
-    stream's batches run this way: in the order they arrived, with the next one
-    already waiting when the current one is done.
+    When a job ends, the worker thread queues the call's next job on the pool itself,
+    behind other calls' jobs, with no round trip through the event loop; each job's
+    outcome comes back as an asyncio future. A stream's batches run this way: in the
+    order they arrived, the next already queued when one is done, and taking turns
+    with the batches of other streams.
     """
 
     def __init__(self, executor: ThreadPoolExecutor) -> None:
@@ -126,41 +127,55 @@ class InOrder:
         self._queue: collections.deque[tuple[asyncio.Future[Any], Callable[..., Any], tuple[Any, ...]]] = (
             collections.deque()
         )
-        self._worker: Future[None] | None = None
+        self._turn: Future[None] | None = None  # the pool job that runs the next job, if any
         self._closed = False
 
     def submit(self, work: Callable[..., R], *args: Any) -> asyncio.Future[R]:
         outcome: asyncio.Future[R] = self._loop.create_future()
         with self._lock:
             self._queue.append((outcome, work, args))
-            if self._worker is None:
-                self._worker = self._executor.submit(self._run)
+            if self._turn is None:
+                self._turn = self._executor.submit(self._run_one)
         return outcome
 
-    def _run(self) -> None:
-        while True:
-            with self._lock:
-                if self._closed or not self._queue:
-                    dropped = list(self._queue)
-                    self._queue.clear()
-                    self._worker = None
-                    break
-                outcome, work, args = self._queue.popleft()
+    def _run_one(self) -> None:
+        with self._lock:
+            if self._closed or not self._queue:
+                self._finish()
+                return
+            outcome, work, args = self._queue.popleft()
+        try:
+            value = work(*args)
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting call
+            self._on_loop(outcome, exc=exc)
+        else:
+            self._on_loop(outcome, value=value)
+        with self._lock:
+            if self._closed or not self._queue:
+                self._finish()
+                return
             try:
-                value = work(*args)
-            except BaseException as exc:  # noqa: BLE001 - handed to the waiting call
-                self._on_loop(outcome.set_exception, outcome, exc)
+                self._turn = self._executor.submit(self._run_one)
+            except RuntimeError:  # the pool is shutting down: the server's last checkpoint follows
+                self._finish()
+
+    def _finish(self) -> None:
+        """No more turns: cancel what is still queued. The caller holds the lock."""
+        for outcome, _, _ in self._queue:
+            _call_on(self._loop, outcome.cancel)
+        self._queue.clear()
+        self._turn = None
+
+    def _on_loop(self, outcome: asyncio.Future[Any], *, value: Any = None, exc: BaseException | None = None) -> None:
+        def settle() -> None:
+            if outcome.done():
+                return
+            if exc is not None:
+                outcome.set_exception(exc)
             else:
-                self._on_loop(outcome.set_result, outcome, value)
-        for outcome, _, _ in dropped:
-            self._on_loop(lambda _: outcome.cancel(), outcome, None)
+                outcome.set_result(value)
 
-    def _on_loop(self, settle: Callable[[Any], Any], outcome: asyncio.Future[Any], value: Any) -> None:
-        def run() -> None:
-            if not outcome.done():
-                settle(value)
-
-        _call_on(self._loop, run)
+        _call_on(self._loop, settle)
 
     def close(self) -> None:
         """Run no more queued jobs; the one running, if any, finishes."""
@@ -168,16 +183,16 @@ class InOrder:
             self._closed = True
 
     def after(self, callback: Callable[[], None]) -> None:
-        """Run ``callback`` on the event loop once no job is running (now if none is)."""
+        """Run ``callback`` on the event loop once no job is running or queued (now if none is)."""
         with self._lock:
-            worker = self._worker
-        if worker is None:
+            turn = self._turn
+        if turn is None:
             callback()
             return
-        worker.add_done_callback(lambda _: _call_on(self._loop, callback))
+        turn.add_done_callback(lambda _: _call_on(self._loop, lambda: self.after(callback)))
 
 
-def _call_on(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
+def _call_on(loop: asyncio.AbstractEventLoop, callback: Callable[[], object]) -> None:
     """Run ``callback`` on ``loop`` from another thread; nothing once the loop has closed."""
     with contextlib.suppress(RuntimeError):
         loop.call_soon_threadsafe(callback)
