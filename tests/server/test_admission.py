@@ -136,3 +136,44 @@ def test_a_quiet_call_ends_with_deadline_exceeded_and_frees_its_slot(start_serve
     # The quiet quantisation's slot is free again: a fit runs.
     with Client(target) as client:
         assert client.fit("after", POINTS, 4, seed=0).version == 1
+
+
+def test_the_idle_clock_stops_while_the_server_owes_an_ack(start_server: ServerFactory) -> None:
+    server = start_server(idle_timeout=0.3)
+    rng = np.random.default_rng(1)
+    # The first batch seeds 400 centers with k-means++ on 40,000 points: well past 0.3 s.
+    points = rng.normal(size=(40_000, 32)).astype(np.float32)
+    opening = pb.MiniBatchRequest(open=pb.MiniBatchOpen(
+        model="slow", create_if_missing=pb.MiniBatchConfig(n_clusters=400)
+    ))
+    batch = pb.MiniBatchRequest(batch=pb.MiniBatch(producer_id="p", sequence=1, points=pb.Matrix(
+        dtype=pb.DTYPE_FLOAT32, rows=points.shape[0], cols=points.shape[1], data=points.tobytes()
+    )))
+
+    later = pb.MiniBatchRequest()
+    later.CopyFrom(batch)
+    later.batch.sequence = 2
+
+    async def scenario() -> tuple[float, pb.MiniBatchAck, pb.MiniBatchAck]:
+        acked = asyncio.Event()
+
+        async def requests() -> AsyncIterator[pb.MiniBatchRequest]:
+            yield opening
+            yield batch
+            await acked.wait()  # the client waits for its ack, sending nothing meanwhile
+            yield later
+
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            call = pb_grpc.ClusteringServiceStub(channel).StreamMiniBatch(requests())
+            started = asyncio.get_running_loop().time()
+            first = await call.read()
+            waited = asyncio.get_running_loop().time() - started
+            acked.set()
+            second = await call.read()  # the stream is still open
+            call.cancel()
+            return waited, first, second
+
+    waited, first, second = asyncio.run(scenario())
+    assert waited > 0.3  # longer than the idle timeout
+    assert not first.HasField("error") and first.version == 1
+    assert not second.HasField("error") and second.version == 2
