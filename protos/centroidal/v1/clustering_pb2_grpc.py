@@ -87,7 +87,8 @@ class ClusteringServiceServicer:
         """Fits a model. The first message carries the FitSpec; every message may
         carry a chunk of rows. A refused spec (past a limit, or every fit slot
         taken: RESOURCE_EXHAUSTED with a RetryInfo) ends the call at once; an
-        accepted one gets a STAGE_ADMITTED event. The server answers with progress events, then the
+        accepted one gets a STAGE_ADMITTED event, after which the client may
+        send its rows. The server answers with progress events, then the
         training labels if asked for, then one FitResult. The model is committed
         to storage before the FitResult is sent. On cancel or deadline the fit
         stops within one iteration and the stored model is left untouched.
