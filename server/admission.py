@@ -207,30 +207,41 @@ class Incoming(Generic[T]):
         # Messages read ahead and not yet answered: while the server owes the client an
         # answer, a client that sends nothing is waiting, not idle.
         self._owed = 0
+        self._answered_at = 0.0  # loop time when the last owed answer went out
         self._received: asyncio.Queue[Any] | None = None
 
     def owe(self, answers: int) -> None:
         """Count answers the server owes beyond those ``ahead`` counts (positive or negative)."""
         self._owed += answers
+        if self._owed == 0:
+            self._answered_at = asyncio.get_running_loop().time()
 
     async def next(self) -> T | None:
         """The next message, or None when the client has finished sending."""
+        loop = asyncio.get_running_loop()
         read: asyncio.Future[T] = asyncio.ensure_future(self._messages.__anext__())
+        started = loop.time()
         try:
             while True:
-                done, _ = await asyncio.wait({read}, timeout=self._idle_timeout)
+                if self._owed:  # the client waits for answers: not idle
+                    wait = self._idle_timeout
+                else:  # idle since this read began or the last answer went out, the later
+                    wait = self._idle_timeout - (loop.time() - max(started, self._answered_at))
+                    if wait <= 0:
+                        raise IdleTimeout(
+                            f"the client sent nothing for {self._idle_timeout:g} s (the server's "
+                            "--idle-timeout); the call was ended"
+                        )
+                done, _ = await asyncio.wait({read}, timeout=wait)
                 if done:
                     return read.result()
-                if self._owed == 0:
-                    raise IdleTimeout(
-                        f"the client sent nothing for {self._idle_timeout:g} s (the server's "
-                        "--idle-timeout); the call was ended"
-                    )
         except StopAsyncIteration:
             return None
         finally:
             if not read.done():
                 read.cancel()
+            elif not read.cancelled():
+                read.exception()  # seen: the call ended meanwhile, and nobody else will look
 
     async def drain(self, seconds: float = DRAIN_S) -> None:
         """Read and drop what the client is still sending, for up to ``seconds``, and until
@@ -294,7 +305,7 @@ class Incoming(Generic[T]):
                 if isinstance(item, Exception):
                     raise item
                 yield item
-                self._owed -= 1
+                self.owe(-1)
         finally:
             reader.cancel()
             await asyncio.wait({reader})

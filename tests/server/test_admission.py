@@ -139,12 +139,12 @@ def test_a_quiet_call_ends_with_deadline_exceeded_and_frees_its_slot(start_serve
 
 
 def test_the_idle_clock_stops_while_the_server_owes_an_ack(start_server: ServerFactory) -> None:
-    server = start_server(idle_timeout=0.3)
+    server = start_server(idle_timeout=0.5)
     rng = np.random.default_rng(1)
-    # The first batch seeds 400 centers with k-means++ on 40,000 points: well past 0.3 s.
+    # The first batch seeds 600 centers with k-means++ on 40,000 points: well past 0.5 s.
     points = rng.normal(size=(40_000, 32)).astype(np.float32)
     opening = pb.MiniBatchRequest(open=pb.MiniBatchOpen(
-        model="slow", create_if_missing=pb.MiniBatchConfig(n_clusters=400)
+        model="slow", create_if_missing=pb.MiniBatchConfig(n_clusters=600)
     ))
     batch = pb.MiniBatchRequest(batch=pb.MiniBatch(producer_id="p", sequence=1, points=pb.Matrix(
         dtype=pb.DTYPE_FLOAT32, rows=points.shape[0], cols=points.shape[1], data=points.tobytes()
@@ -161,6 +161,7 @@ def test_the_idle_clock_stops_while_the_server_owes_an_ack(start_server: ServerF
             yield opening
             yield batch
             await acked.wait()  # the client waits for its ack, sending nothing meanwhile
+            await asyncio.sleep(0.3)  # then idles for less than the timeout: idle counts from the ack
             yield later
 
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
@@ -174,6 +175,6 @@ def test_the_idle_clock_stops_while_the_server_owes_an_ack(start_server: ServerF
             return waited, first, second
 
     waited, first, second = asyncio.run(scenario())
-    assert waited > 0.3  # longer than the idle timeout
+    assert waited > 0.5  # longer than the idle timeout
     assert not first.HasField("error") and first.version == 1
     assert not second.HasField("error") and second.version == 2
