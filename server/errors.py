@@ -145,16 +145,18 @@ def _internal(method: str) -> Refusal:
     )
 
 
-async def _abort(context: grpc.aio.ServicerContext, method: str, exc: BaseException) -> str:
-    """Answer the call with the status for ``exc``; returns the code's name for metrics."""
+def _answer(exc: BaseException, method: str) -> Refusal:
+    """The status a failed call ends with: a refusal, or INTERNAL for a server bug (logged)."""
     answer = refusal(exc, method)
     if answer is None:
-        answer = _internal(method)
-    else:
-        log.info("%s refused: %s %s", method, answer.code.name, answer.message)
+        return _internal(method)
+    log.info("%s refused: %s %s", method, answer.code.name, answer.message)
+    return answer
+
+
+async def _abort(context: grpc.aio.ServicerContext, answer: Refusal) -> None:
     status = answer.to_status()
     await context.abort(status.code, status.details, status.trailing_metadata)
-    return answer.code.name  # not reached: abort raises
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -189,8 +191,9 @@ def rpc(handler: F) -> F:
                 code = _code_name(context)
                 raise
             except Exception as exc:  # noqa: BLE001 - every failure must become a status
-                code = _name_for(exc, method)
-                await _abort(context, method, exc)
+                answer = _answer(exc, method)
+                code = answer.code.name
+                await _abort(context, answer)
             finally:
                 record(self, code, started)
 
@@ -208,17 +211,13 @@ def rpc(handler: F) -> F:
             code = _code_name(context)
             raise
         except Exception as exc:  # noqa: BLE001 - every failure must become a status
-            code = _name_for(exc, method)
-            await _abort(context, method, exc)
+            answer = _answer(exc, method)
+            code = answer.code.name
+            await _abort(context, answer)
         finally:
             record(self, code, started)
 
     return unary_wrapper  # type: ignore[return-value]
-
-
-def _name_for(exc: BaseException, method: str) -> str:
-    answer = refusal(exc, method)
-    return answer.code.name if answer is not None else grpc.StatusCode.INTERNAL.name
 
 
 def _code_name(context: grpc.aio.ServicerContext) -> str:

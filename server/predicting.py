@@ -16,9 +16,9 @@ from .limits import check_matrix, check_model_name
 from .registry import Registry
 from .snapshots import ModelSnapshot
 
-# Below this many multiply-adds (n * k * d) an answer costs less than a hand-over to a
-# worker thread, so it is computed on the event loop.
-INLINE_WORK = 1 << 16
+# An answer the engine computes on the calling thread (below this many multiply-adds,
+# n * k * d) costs less than a hand-over to a worker thread: it runs on the event loop.
+INLINE_WORK = kmeans.ON_CALLER_WORK
 # Each snapshot's centers, prepared for predicts once, for as long as the snapshot lives.
 _prepared: weakref.WeakKeyDictionary[ModelSnapshot, kmeans.NearestCenters] = weakref.WeakKeyDictionary()
 
@@ -46,12 +46,9 @@ def snapshot_for(registry: Registry, name: str, version: int | None) -> ModelSna
 
 
 def check_points(
-    snapshot: ModelSnapshot, points: np.ndarray | None, options: codec.PredictOptions,
-    limits: ServerConfig,
+    snapshot: ModelSnapshot, points: np.ndarray, options: codec.PredictOptions, limits: ServerConfig
 ) -> np.ndarray:
     """Points that fit the model, and whose answer fits in one message."""
-    if points is None:
-        points = np.empty((0, snapshot.n_features), dtype=snapshot.centers.dtype)
     check_matrix(points, "points", max_rows=limits.max_points, max_cols=limits.max_features, allow_empty=True)
     if points.shape[1] != snapshot.n_features:
         raise ModelMismatch(
