@@ -30,6 +30,7 @@ from .transport import (
     AsyncTransport,
     Backoff,
     status_lost,
+    worth_resending,
     _RESPONSE_BUDGET,
     DEFAULT_CHUNK_BYTES,
     DEFAULT_FIT_TIMEOUT_S,
@@ -50,6 +51,7 @@ from .stream import (
     DEFAULT_WINDOW,
     BatchAck,
     _Ledger,
+    durable_from_trailer,
     reopening,
     stream_method,
 )
@@ -318,6 +320,7 @@ class AsyncMiniBatchStream:
         self._fatal: BaseException | None = None
         self._closing = False
         self._done = False
+        self._aborted = False
 
     def _start(self) -> asyncio.Condition:
         if self._cond is None:
@@ -325,6 +328,17 @@ class AsyncMiniBatchStream:
             self._queue = asyncio.Queue()
             self._worker = asyncio.get_running_loop().create_task(self._run())
         return self._cond
+
+    def _resend_if_worth_it(self) -> None:
+        """As MiniBatchStream's: after an error that may have passed, connect again and
+        resend every kept batch."""
+        fatal, worker = self._fatal, self._worker
+        if self._aborted or fatal is None or not worth_resending(fatal):
+            return
+        if not self._ledger.holds_unstored() or worker is None or not worker.done():
+            return
+        self._fatal, self._done = None, False
+        self._worker = asyncio.get_running_loop().create_task(self._run(preflight=False))
 
     async def __aenter__(self) -> AsyncMiniBatchStream:
         self._start()
@@ -360,8 +374,11 @@ class AsyncMiniBatchStream:
         return sequence
 
     async def flush(self, timeout: float | None = None) -> None:
-        """Wait for every ack; raises as MiniBatchStream.flush does."""
+        """Wait for every ack; raises, and tries again when called again, as
+        MiniBatchStream.flush does."""
         ledger = self._ledger
+        self._start()
+        self._resend_if_worth_it()
         await self._wait(
             lambda: not ledger.unacked, timeout,
             f"batches were still unacknowledged after {timeout} s",
@@ -378,7 +395,8 @@ class AsyncMiniBatchStream:
             )
 
     async def close(self, timeout: float | None = None) -> None:
-        """Flush, end the stream and wait for the server's final checkpoint."""
+        """Flush, end the stream and wait for the server's final checkpoint; raises, keeps
+        what is not stored and resends it when called again, as MiniBatchStream.close does."""
         try:
             await self.flush(timeout)
         finally:
@@ -392,7 +410,7 @@ class AsyncMiniBatchStream:
 
     async def abort(self) -> None:
         """Drop the stream without waiting."""
-        self._closing = self._done = True
+        self._closing = self._done = self._aborted = True
         if self._call is not None:
             self._call.cancel()
         if self._worker is not None:
@@ -471,11 +489,12 @@ class AsyncMiniBatchStream:
                 reason="WRONG_MODEL_KIND",
             )
 
-    async def _run(self) -> None:
+    async def _run(self, preflight: bool = True) -> None:
         backoff = Backoff(self.reconnect_timeout)
         try:
             try:
-                await self._preflight()
+                if preflight:
+                    await self._preflight()
             except CentroidalError as refused:
                 self._fatal = refused
                 return
@@ -514,7 +533,9 @@ class AsyncMiniBatchStream:
                     connection.put_nowait(_HANG_UP)
                 if self._ledger.unacked and not self._done:
                     continue  # the server ended the stream early: resend what is unanswered
-                self._ledger.all_durable()
+                unstored = self._ledger.closed(durable_from_trailer(await call.trailing_metadata()))
+                if unstored is not None:
+                    self._fatal = unstored
                 return
         except asyncio.CancelledError:
             raise

@@ -11,6 +11,13 @@ If the connection drops, or the server restarts, the stream reconnects and
 sends again every batch that is not yet durable, in order. The server applies
 each (producer_id, sequence) once, so the replay never counts a batch twice,
 and a batch lost with an un-checkpointed version is applied again.
+
+A close is done when the server has checkpointed the model: it reports the
+durable version in the ``centroidal-durable-version`` trailer, and ``last_ack``
+shows it. If the server cannot store the model (a full disk, a read-only data
+directory) the stream ends with that status; after the reconnect budget,
+``flush`` and ``close`` raise it and keep every batch that is not stored, and
+calling them again resends those batches.
 """
 
 from __future__ import annotations
@@ -21,7 +28,8 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import grpc
@@ -31,8 +39,8 @@ from centroidal.v1 import clustering_pb2 as pb
 from centroidal.v1 import codec
 
 from . import _wire
-from .errors import CentroidalError, DeadlineExceeded, error_from_code, error_from_rpc
-from .transport import Backoff, SyncTransport
+from .errors import CentroidalError, DeadlineExceeded, Unavailable, error_from_code, error_from_rpc
+from .transport import Backoff, SyncTransport, worth_resending
 
 
 DEFAULT_WINDOW = 16
@@ -44,6 +52,19 @@ _HANG_UP = object()  # this connection is dead: stop feeding it
 _LATENCIES_KEPT = 100_000
 # The version of a kept batch whose ack is awaited again after a reconnect.
 UNKNOWN_VERSION = 2**63
+# Trailing metadata of a stream the server closed cleanly: the model's durable version.
+DURABLE_VERSION_TRAILER = "centroidal-durable-version"
+
+
+def durable_from_trailer(metadata: Sequence[Any] | None) -> int | None:
+    """The durable version a clean close reported; None from a server that does not say."""
+    for key, value in metadata or ():
+        if key == DURABLE_VERSION_TRAILER:
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
 
 
 @dataclass(frozen=True)
@@ -181,10 +202,28 @@ class _Ledger:
         """
         return self.durable_version > 0
 
-    def all_durable(self) -> None:
-        """The server closed the stream cleanly, which checkpoints the model."""
-        self.volatile.clear()
-        self.replay_bytes = 0
+    def closed(self, durable_version: int | None) -> CentroidalError | None:
+        """The server ended the stream cleanly after its closing checkpoint. Returns an error
+        when batches it acknowledged are still not stored (they stay kept)."""
+        if durable_version is None:  # a server that predates the trailer stored everything
+            self.volatile.clear()
+            self.replay_bytes = 0
+            return None
+        self.durable_version = max(self.durable_version, durable_version)
+        self._drop_durable()
+        if self.last_ack is not None and self.last_ack.durable_version < self.durable_version:
+            self.last_ack = replace(self.last_ack, durable_version=self.durable_version)
+        if not self.volatile:
+            return None
+        return Unavailable(
+            f"the server closed the stream with the model stored at version "
+            f"{self.durable_version}, before {len(self.volatile)} acknowledged batches; they are "
+            "kept, and flush() or close() resends them"
+        )
+
+    def holds_unstored(self) -> bool:
+        """Batches not yet acknowledged, or acknowledged and not yet stored."""
+        return bool(self.unacked or self.volatile)
 
     def unreported_error(self) -> CentroidalError | None:
         if self.unreported < len(self.errors):
@@ -243,12 +282,26 @@ class MiniBatchStream:
         self._fatal: BaseException | None = None
         self._closing = False
         self._done = False
+        self._aborted = False
         self._queue: queue.Queue[Any] = queue.Queue()
         self._call: Any = None
-        self._worker = threading.Thread(
-            target=self._run, name=f"centroidal-stream-{self.model}", daemon=True
-        )
-        self._worker.start()
+        self._worker = self._start_worker()
+
+    def _start_worker(self) -> threading.Thread:
+        worker = threading.Thread(target=self._run, name=f"centroidal-stream-{self.model}", daemon=True)
+        worker.start()
+        return worker
+
+    def _resend_if_worth_it(self) -> None:
+        """After the stream ended on a condition that may have passed (the server unreachable,
+        its disk full), connect again and resend every kept batch. Holds ``_cond``."""
+        fatal = self._fatal
+        if self._aborted or fatal is None or not worth_resending(fatal):
+            return
+        if not self._ledger.holds_unstored() or self._worker.is_alive():
+            return
+        self._fatal, self._done = None, False
+        self._worker = self._start_worker()
 
     # ---- producer API ---------------------------------------------------------------
 
@@ -276,10 +329,13 @@ class MiniBatchStream:
         """Wait until every sent batch is acknowledged.
 
         Raises the first rejected batch's error (a CentroidalError with ``sequence``)
-        not raised before, or the error that ended the stream.
+        not raised before, or the error that ended the stream. After an error worth
+        retrying (UNAVAILABLE, or the server's store full), a new call reconnects and
+        resends every batch not yet stored.
         """
         give_up = None if timeout is None else time.monotonic() + timeout
         with self._cond:
+            self._resend_if_worth_it()
             while self._ledger.unacked and self._fatal is None and not self._done:
                 remaining = None if give_up is None else give_up - time.monotonic()
                 if remaining is not None and remaining <= 0:
@@ -300,14 +356,20 @@ class MiniBatchStream:
                 )
 
     def close(self, timeout: float | None = None) -> None:
-        """Flush, end the stream and wait for the server's final checkpoint."""
+        """Flush, end the stream and wait for the server's final checkpoint.
+
+        Returns once the server has stored every batch (``last_ack.durable_version`` is then
+        the model's stored version). Raises when it could not; the batches not stored are
+        kept, and calling close again resends them.
+        """
         try:
             self.flush(timeout)
         finally:
             with self._cond:
                 self._closing = True
                 self._queue.put(_CLOSE)
-            self._worker.join(timeout)
+                worker = self._worker
+            worker.join(timeout)
         with self._cond:
             if self._fatal is not None:
                 raise self._fatal
@@ -317,6 +379,7 @@ class MiniBatchStream:
         with self._cond:
             self._closing = True
             self._done = True
+            self._aborted = True
             self._queue.put(_CLOSE)
             call = self._call
             self._cond.notify_all()
@@ -432,8 +495,10 @@ class MiniBatchStream:
                 if self._ledger.unacked and not self._done:
                     # The server ended the stream with batches unanswered: resend them.
                     continue
+                unstored = self._ledger.closed(durable_from_trailer(call.trailing_metadata()))
+                if unstored is not None:
+                    self._fatal = unstored
                 self._done = True
-                self._ledger.all_durable()
                 self._cond.notify_all()
             return
 

@@ -25,7 +25,7 @@ from centroidal.v1 import clustering_pb2 as pb
 from centroidal.v1 import clustering_pb2_grpc as pb_grpc
 
 from ._calls import RawMethods
-from .errors import error_from_rpc
+from .errors import CentroidalError, error_from_rpc
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 DEFAULT_TIMEOUT_S = 60.0
@@ -331,7 +331,7 @@ class Backoff:
             # A quiet producer, not a failure: open a new stream at once, budget untouched.
             self.succeeded()
             return 0.0
-        if not (lost_connection or _code(error) in RETRYABLE):
+        if not (lost_connection or _code(error) in RETRYABLE or store_full(error)):
             return None
         now = time.monotonic()
         if self._failed_since is None:
@@ -357,6 +357,23 @@ def status_lost(error: grpc.aio.AioRpcError) -> bool:
 
 def _code(error: Any) -> grpc.StatusCode | None:
     return error.code() if isinstance(error, grpc.RpcError) and hasattr(error, "code") else None
+
+
+def store_full(error: Any) -> bool:
+    """The server's disk (or store quota) is full: nothing was stored; worth trying later."""
+    if _code(error) != grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return False
+    return error_from_rpc(error).reason == "STORE_FULL"
+
+
+def worth_resending(error: BaseException) -> bool:
+    """A stream that ended with ``error`` (already a CentroidalError) may be opened again
+    and its kept batches resent: the server was unreachable or could not store them."""
+    if not isinstance(error, CentroidalError):
+        return False
+    if error.code in RETRYABLE:
+        return True
+    return error.code == grpc.StatusCode.RESOURCE_EXHAUSTED and error.reason == "STORE_FULL"
 
 
 def idle_timeout(error: Any) -> bool:

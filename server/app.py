@@ -30,11 +30,13 @@ from .config import ServerConfig
 from .handlers import ClusteringHandlers
 from .metrics import Metrics
 from .registry import Registry
-from .store import SQLiteStore
+from .store import SQLiteStore, StoreCondition
 
 log = logging.getLogger("centroidal.server")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ClusteringService"].full_name
+# A health service of its own: NOT_SERVING while the store refuses writes (reads still work).
+WRITES_HEALTH = "centroidal.writes"
 THREAD_SAFE_LAYERS = ("omp", "tbb")
 FIT_EXIT_WAIT_S = 30.0
 T = TypeVar("T")
@@ -45,6 +47,10 @@ class _EventLoop:
 
     _lock = threading.Lock()
     _loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    def loop(cls) -> asyncio.AbstractEventLoop | None:
+        return cls._loop
 
     @classmethod
     def run(cls, coroutine: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
@@ -62,12 +68,20 @@ class CentroidalServer:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         configure_threads()
-        self.store = SQLiteStore(config.data_dir)
-        self.registry = Registry(self.store, max_models=config.max_models, keep_versions=config.keep_versions)
         self.metrics = Metrics()
+        self.health = health_aio.HealthServicer()
+        self.store = SQLiteStore(
+            config.data_dir, min_free_bytes=config.min_free_disk, max_bytes=config.max_store_bytes,
+            on_condition=self._store_condition,
+        )
+        try:
+            self.registry = Registry(self.store, max_models=config.max_models, keep_versions=config.keep_versions)
+        except BaseException:
+            self.store.close()
+            raise
+        self.unsaved: list[str] = []
         self.metrics_port: int | None = None
         self.servicer = ClusteringHandlers(config, self.registry, self.metrics)
-        self.health = health_aio.HealthServicer()
         self.stopping = threading.Event()
         try:
             self.grpc_server, self.port = _EventLoop.run(self._build())
@@ -96,6 +110,21 @@ class CentroidalServer:
     async def _set_health(self, status: int) -> None:
         for service in ("", SERVICE_NAME):
             await self.health.set(service, status)
+        writable = status == health_pb2.HealthCheckResponse.SERVING and self.store.condition is None
+        await self._set_writes_health(writable)
+
+    async def _set_writes_health(self, writable: bool) -> None:
+        serving = health_pb2.HealthCheckResponse.SERVING if writable else health_pb2.HealthCheckResponse.NOT_SERVING
+        await self.health.set(WRITES_HEALTH, serving)
+
+    def _store_condition(self, condition: StoreCondition | None) -> None:
+        """The store began or stopped refusing writes (from any thread): health and metrics."""
+        self.metrics.store_writable.set(0 if condition else 1)
+        if condition is not None:
+            self.metrics.store_failures.labels(condition.reason).inc()
+        loop = _EventLoop.loop()
+        if loop is not None and not self.stopping.is_set():
+            asyncio.run_coroutine_threadsafe(self._set_writes_health(condition is None), loop)
 
     def start(self) -> None:
         """Start serving; health turns SERVING once every kernel is compiled."""
@@ -117,14 +146,19 @@ class CentroidalServer:
         self.servicer.hub.start()
         _EventLoop.run(self._set_health(health_pb2.HealthCheckResponse.SERVING))
         log.info(
-            "centroidal listening on %s:%d with %d models from %s",
+            "centroidal listening on %s:%d with %d models from %s (checked: locked, quick_check "
+            "ok, every current version's checksum verified)",
             self.config.host, self.port, len(self.registry), self.store.path,
         )
 
-    def stop(self, grace: float | None = None) -> None:
-        """Report NOT_SERVING, let in-flight calls finish for ``grace`` seconds, close the store."""
+    def stop(self, grace: float | None = None) -> list[str]:
+        """Report NOT_SERVING, let in-flight calls finish for ``grace`` seconds, close the store.
+
+        Returns a line for each streamed model whose newest version could not be stored
+        (also kept in ``unsaved``); empty when everything acknowledged is on disk.
+        """
         if self.stopping.is_set():
-            return
+            return self.unsaved
         self.stopping.set()
         _EventLoop.run(self.health.enter_graceful_shutdown())
         _EventLoop.run(self.grpc_server.stop(self.config.grace_period if grace is None else grace))
@@ -134,10 +168,11 @@ class CentroidalServer:
             time.sleep(0.05)
         # Batches still running publish before the last checkpoint, which stores them.
         self.servicer.workers.shutdown(storage=False)
-        self.servicer.hub.stop()
+        self.unsaved = self.servicer.hub.stop()
         self.servicer.workers.shutdown(storage=True)
         self.metrics.close()
         self.store.close()
+        return self.unsaved
 
     def wait_for_termination(self, timeout: float | None = None) -> bool:
         return _EventLoop.run(self.grpc_server.wait_for_termination(timeout))

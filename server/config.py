@@ -33,6 +33,8 @@ class ServerConfig:
     cpu_workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     grace_period: float = 10.0
     checkpoint_interval: float = 1.0
+    min_free_disk: int = 64 * MIB
+    max_store_bytes: int = 0
     max_producers: int = 10_000
     metrics_port: int = 0
     tokens: tuple[str, ...] = field(default_factory=tuple)
@@ -66,6 +68,9 @@ _HELP = {
     "cpu_workers": "threads that run Predict and streamed batches (numba kernels release the GIL)",
     "grace_period": "seconds in-flight calls get to finish on SIGTERM",
     "checkpoint_interval": "seconds between checkpoints of models fed by StreamMiniBatch",
+    "min_free_disk": "writes are refused (RESOURCE_EXHAUSTED) while the data directory's disk has "
+    "fewer free bytes than this; reads and deletes go on",
+    "max_store_bytes": "largest the model store may grow, in bytes; 0 leaves it to the disk",
     "max_producers": "most producer ids whose last sequence one streamed model remembers",
     "metrics_port": "port for Prometheus metrics at /metrics on --host; 0 turns them off",
     "tokens": "bearer token clients must send (repeatable); none means no authentication",
@@ -141,6 +146,9 @@ def _check(config: ServerConfig, parser: argparse.ArgumentParser) -> None:
     for name in ("port", "metrics_port"):
         if not 0 <= getattr(config, name) <= 65535:
             parser.error(f"--{name.replace('_', '-')} must be 0-65535, got {getattr(config, name)}")
+    for name in ("min_free_disk", "max_store_bytes"):
+        if getattr(config, name) < 0:
+            parser.error(f"--{name.replace('_', '-')} must be >= 0, got {getattr(config, name)}")
     if config.grace_period < 0:
         parser.error(f"--grace-period must be >= 0, got {config.grace_period}")
     if not config.idle_timeout > 0:

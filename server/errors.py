@@ -50,6 +50,9 @@ STATUS: dict[type[Exception], grpc.StatusCode] = {
     domain.Busy: grpc.StatusCode.RESOURCE_EXHAUSTED,
     domain.ShuttingDown: grpc.StatusCode.UNAVAILABLE,
     domain.IdleTimeout: grpc.StatusCode.DEADLINE_EXCEEDED,
+    domain.StoreUnavailable: grpc.StatusCode.UNAVAILABLE,
+    domain.StoreFull: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    domain.StoreDamaged: grpc.StatusCode.DATA_LOSS,
 }
 
 # The engine names its arguments after the Python API; the wire names differ by RPC.
@@ -119,8 +122,7 @@ def refusal(exc: BaseException, method: str) -> Refusal | None:
     if code is None:
         return None
     if isinstance(exc, domain.DomainError):
-        retry_after = exc.retry_after if isinstance(exc, domain.Busy) else None
-        return Refusal(code, exc.message, exc.field, exc.reason, exc.metadata, retry_after)
+        return Refusal(code, exc.message, exc.field, exc.reason, exc.metadata, exc.retry_after)
     field = getattr(exc, "field", None)
     reason = "INVALID_ARGUMENT"
     if isinstance(exc, InvalidInputError):  # the codec's WireError already names wire fields

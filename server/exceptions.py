@@ -20,12 +20,15 @@ class DomainError(Exception):
         field: str | None = None,
         reason: str | None = None,
         metadata: dict[str, str] | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.field = field
         self.reason = reason or self.default_reason
         self.metadata = metadata or {}
+        # Seconds after which the same request may succeed; sent as a google.rpc.RetryInfo.
+        self.retry_after = retry_after
 
 
 class InvalidRequest(DomainError):
@@ -71,8 +74,7 @@ class Busy(LimitExceeded):
 
     def __init__(self, message: str, *, retry_after: float, field: str | None = None,
                  reason: str | None = None) -> None:
-        super().__init__(message, field=field, reason=reason)
-        self.retry_after = retry_after
+        super().__init__(message, field=field, reason=reason, retry_after=retry_after)
 
 
 class ShuttingDown(DomainError):
@@ -85,3 +87,22 @@ class IdleTimeout(DomainError):
     """The client sent nothing on an open call for longer than --idle-timeout."""
 
     default_reason = "IDLE_TIMEOUT"
+
+
+class StoreUnavailable(DomainError):
+    """The store cannot take writes now (a read-only data directory, an I/O error); nothing
+    was written, and reads still work. ``reason`` says which condition."""
+
+    default_reason = "STORE_UNAVAILABLE"
+
+
+class StoreFull(StoreUnavailable):
+    """The data directory's disk is full, or the store reached --max-store-bytes."""
+
+    default_reason = "STORE_FULL"
+
+
+class StoreDamaged(DomainError):
+    """Stored data failed its checksum or SQLite's checks: it is refused, never served."""
+
+    default_reason = "STORE_DAMAGED"

@@ -28,7 +28,14 @@ from .admission import READ_AHEAD, CallWork, Incoming, InOrder, Slots, Workers
 from .config import ServerConfig
 from .descriptions import decode_page_token, describe, encode_page_token
 from .errors import refusal, rpc
-from .exceptions import InvalidRequest, ModelNotFound, ModelReplaced, ShuttingDown
+from .exceptions import (
+    InvalidRequest,
+    ModelNotFound,
+    ModelReplaced,
+    ShuttingDown,
+    StoreDamaged,
+    StoreUnavailable,
+)
 from .limits import check_model_name
 from .metrics import Metrics
 from .registry import Registry
@@ -45,7 +52,10 @@ IMAGE_CHUNK_BYTES = 2 * 1024 * 1024
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 # Batch errors that end the stream instead of being reported in an ack.
-_STREAM_ENDING = (ModelReplaced, ShuttingDown)
+# Trailing metadata of a StreamMiniBatch that ended OK: the model's version on disk.
+DURABLE_VERSION_TRAILER = "centroidal-durable-version"
+# These end the stream instead of refusing one batch: the SDK reconnects and resends.
+_STREAM_ENDING = (ModelReplaced, ShuttingDown, StoreUnavailable, StoreDamaged)
 
 
 class ClusteringHandlers(pb_grpc.ClusteringServiceServicer):
@@ -84,6 +94,7 @@ class ClusteringHandlers(pb_grpc.ClusteringServiceServicer):
             raise InvalidRequest("the first FitRequest must carry a spec", field="spec")
         params = fitting.plan(codec.decode_fit_spec(first.spec), self._config)
         self._registry.check_expected(params.model, params.expected_version)
+        self._registry.check_writable()  # before the data: a fit that cannot be stored is refused
         slot, work = self.fit_slots.take("model"), CallWork()
         try:
             yield _progress(codec.FitProgress("admitted", elapsed_seconds=time.monotonic() - started))
@@ -252,6 +263,7 @@ class ClusteringHandlers(pb_grpc.ClusteringServiceServicer):
 
         taker = asyncio.get_running_loop().create_task(take())
         getting: asyncio.Future[_Queued | None] | None = None
+        ended = False  # the client half-closed and every ack went out
         try:
             while True:
                 getting = asyncio.ensure_future(queued.get())
@@ -262,7 +274,8 @@ class ClusteringHandlers(pb_grpc.ClusteringServiceServicer):
                     raise failure  # a message that is not a batch, or an idle client
                 item = await getting  # a finished taker has queued its last item
                 if item is None:
-                    return
+                    ended = True
+                    break
                 yield codec.encode_minibatch_ack(await self._ack(*item))
                 incoming.owe(-1)
         finally:
@@ -279,14 +292,23 @@ class ClusteringHandlers(pb_grpc.ClusteringServiceServicer):
             closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             jobs.after(lambda: closed.set_result(None))
             await closed
-            await asyncio.wrap_future(self._close_stream(live))
+            closing = self._close_stream(live)
+            if not ended:  # the call already ends with its own status; the close only logs
+                closing.add_done_callback(_log_close_failure)
+        # The close checkpoints the model: a failure is the stream's status, so the producer
+        # keeps every batch that is not stored; success tells it the durable version.
+        durable = await asyncio.wrap_future(closing)
+        context.set_trailing_metadata(((DURABLE_VERSION_TRAILER, str(durable)),))
 
-    def _close_stream(self, live: LiveModel) -> Future[None]:
+    def _close_stream(self, live: LiveModel) -> Future[int]:
         try:
             return self.workers.storage.submit(self.hub.close, live)
-        except RuntimeError:  # the server is stopping: its last checkpoint covers this model
-            done: Future[None] = Future()
-            done.set_result(None)
+        except RuntimeError:  # the server is stopping: its last checkpoint may store this model
+            done: Future[int] = Future()
+            done.set_exception(ShuttingDown(
+                f"the server is stopping before model {live.name!r} was checkpointed for this "
+                "stream; reconnect and resend what is not durable"
+            ))
             return done
 
     def _queue_batch(self, live: LiveModel, message: pb.MiniBatch, jobs: InOrder) -> _Queued:
@@ -326,6 +348,8 @@ class ClusteringHandlers(pb_grpc.ClusteringServiceServicer):
         if first is None or not first.HasField("spec"):
             raise InvalidRequest("the first message of a QuantizeImage stream must carry spec", field="spec")
         options, save_as = imaging.plan(codec.decode_quantize_spec(first.spec), self._registry)
+        if save_as:
+            self._registry.check_writable()
         # It holds the image and fits a palette: it takes a fit slot, before the image arrives.
         slot, work = self.fit_slots.take("image"), CallWork()
         try:
@@ -386,3 +410,10 @@ async def _numbered(messages: AsyncIterable[T], start: int = 0) -> AsyncIterator
     async for message in messages:
         yield index, message
         index += 1
+
+
+def _log_close_failure(closing: Future[int]) -> None:
+    failure = None if closing.cancelled() else closing.exception()
+    if failure is not None:
+        log.warning("checkpoint at the close of a failed stream did not store: %s",
+                    getattr(failure, "message", None) or repr(failure))

@@ -36,6 +36,16 @@ class Metrics:
             ["outcome"], registry=self.registry,
         )
         self.models = Gauge("centroidal_models", "Models held", registry=self.registry)
+        self.store_writable = Gauge(
+            "centroidal_store_writable", "1 while the model store takes writes, 0 while it refuses them",
+            registry=self.registry,
+        )
+        self.store_writable.set(1)
+        self.store_failures = Counter(
+            "centroidal_store_write_failures",
+            "Times the store began refusing writes, by reason (STORE_FULL, STORE_READ_ONLY, ...)",
+            ["reason"], registry=self.registry,
+        )
         self._http: WSGIServer | None = None
         # Labelled children looked up once: labels() costs more than the count itself.
         self._rpc_children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}

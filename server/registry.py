@@ -76,6 +76,11 @@ class Registry:
                 metadata={"current_version": str(current)},
             )
 
+    def check_writable(self) -> None:
+        """Raise StoreFull or StoreUnavailable when the store would refuse a write now; called
+        before a write's data is accepted."""
+        self._store.check_writable()
+
     def writer_lock(self, name: str) -> threading.Lock:
         """The lock every write to ``name`` holds: fits, deletes and streamed batches."""
         return self._writer_locks[hash(name) % _WRITER_LOCKS]

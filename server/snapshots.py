@@ -60,7 +60,9 @@ class ModelStore(Protocol):
     Every write is a compare-and-swap on the name's version: it is refused with
     VersionConflict unless its version is above every version stored for the name, so
     two writers can never make a name's version go backwards. Nothing is published as
-    stored before the write has committed.
+    stored before the write has committed. A write that fails raises StoreFull,
+    StoreUnavailable or StoreDamaged, never reports success; every version read back
+    is verified against its checksum (StoreDamaged when it fails).
     """
 
     def load_all(self) -> StoredModels: ...
@@ -73,6 +75,13 @@ class ModelStore(Protocol):
         self, snapshot: ModelSnapshot, producers: Mapping[str, int], *, keep_versions: int
     ) -> None: ...
 
-    def delete(self, name: str, version: int) -> None: ...
+    def delete(self, name: str, version: int) -> None:
+        """Runs even while other writes are refused, so that space can be freed."""
+        ...
+
+    def check_writable(self) -> None:
+        """Raise StoreFull or StoreUnavailable (with a retry_after) when a write would be
+        refused now; cheap, as it runs before a request's data is accepted."""
+        ...
 
     def close(self) -> None: ...

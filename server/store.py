@@ -1,24 +1,58 @@
-"""ModelStore in SQLite (WAL mode, synchronous=FULL).
+"""ModelStore in SQLite (WAL mode, synchronous=FULL), locked to one server, every row checksummed.
 
 Each write is one transaction: the check that its version is above the name's
 last one, the new version's row, the name's version counter, and the pruning of
 versions past ``keep_versions``. A name's counter survives a delete, so versions
 never go backwards for a name.
+
+Trust, in order of when it is checked:
+- **One server per data directory.** ``open`` takes an exclusive ``flock`` on
+  ``<data-dir>/lock`` and holds it until ``close``; a second server refuses to start.
+- **Damage is refused, never served.** A new store is built under a temporary name
+  and renamed into place, so a ``models.sqlite3`` that is empty or not SQLite is
+  damage, not a fresh start. At open, the write-ahead log is checked frame by frame
+  (``wal.py``: committed frames past a broken one mean lost writes), then SQLite's
+  ``quick_check`` runs, then every current version's SHA-256 is verified. Any
+  failure raises StoreDamaged naming the models and the way back.
+- **A write that failed is never reported as stored.** SQLite errors become
+  StoreFull (RESOURCE_EXHAUSTED) or StoreUnavailable (UNAVAILABLE) after the
+  transaction is rolled back. While the disk has less than ``min_free_bytes`` free,
+  or for ``RETRY_AFTER_S`` after a write failed, writes are refused before any work;
+  deletes always run, and a small reserve file is given up to let one through a
+  full disk.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import json
+import logging
+import os
 import sqlite3
 import threading
-from collections.abc import Mapping
-from dataclasses import replace
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 
-from .exceptions import ShuttingDown, VersionConflict
+from . import wal
+from .exceptions import ShuttingDown, StoreDamaged, StoreFull, StoreUnavailable, VersionConflict
 from .snapshots import MINIBATCH_KMEANS, ModelSnapshot, StoredModels
+
+log = logging.getLogger("centroidal.server")
+
+STORE_FILE = "models.sqlite3"
+LOCK_FILE = "lock"
+RESERVE_FILE = "reserve"
+RESERVE_BYTES = 8 * 1024 * 1024
+DEFAULT_MIN_FREE_BYTES = 64 * 1024 * 1024
+# After a failed write, writes are refused this long before the store tries again.
+RETRY_AFTER_S = 5.0
 
 # Streamed models keep the spelling stores have always had, so older servers still read them.
 _KIND_ON_DISK = {MINIBATCH_KMEANS: "minibatch_kmeans"}
@@ -36,47 +70,106 @@ CREATE TABLE IF NOT EXISTS versions (
     meta TEXT NOT NULL,
     centers BLOB NOT NULL,
     state BLOB,
+    checksum TEXT,
     PRIMARY KEY (name, version)
 );
 """
 
+_RECOVERY = (
+    "stop every server on this directory, then restore {path} from a copy made with "
+    "`centroidal store backup`, or run `centroidal store check --data-dir {dir}` for details; "
+    "to start empty instead, move {path} (and any -wal/-shm files) aside"
+)
+
+
+class StoreLocked(OSError):
+    """Another process holds the data directory."""
+
+
+@dataclass(frozen=True)
+class StoreCondition:
+    """Why writes are refused right now, as health and metrics report it."""
+
+    reason: str  # STORE_FULL, STORE_READ_ONLY, STORE_IO_ERROR, ...
+    message: str
+
 
 class SQLiteStore:
-    """ModelStore in one SQLite file under the data directory."""
+    """ModelStore in one SQLite file under the data directory.
 
-    def __init__(self, data_dir: str | Path) -> None:
-        path = Path(data_dir)
-        path.mkdir(parents=True, exist_ok=True)
-        self.path = path / "models.sqlite3"
+    min_free_bytes : writes are refused while the disk has less free space (deletes run)
+    max_bytes : the largest the database may grow (0: only the disk limits it)
+    on_condition : called with the new StoreCondition, or None when writes work again
+    """
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        *,
+        min_free_bytes: int = DEFAULT_MIN_FREE_BYTES,
+        max_bytes: int = 0,
+        on_condition: Callable[[StoreCondition | None], None] | None = None,
+    ) -> None:
+        self.dir = Path(data_dir)
+        self.path = self.dir / STORE_FILE
+        self.min_free_bytes = min_free_bytes
+        self._on_condition = on_condition
         self._lock = threading.Lock()
         self._closed = False
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(versions)")}
-        if "state" not in columns:  # a store written before streamed models existed
-            self._db.execute("ALTER TABLE versions ADD COLUMN state BLOB")
+        self._condition: StoreCondition | None = None
+        self._failed_at = 0.0
+        self._lock_file = _lock_directory(self.dir)
+        try:
+            self._db = _open(self.path)
+            if max_bytes:
+                page_size = int(self._db.execute("PRAGMA page_size").fetchone()[0])
+                self._db.execute(f"PRAGMA max_page_count = {max(1, max_bytes // page_size)}")
+            self._keep_reserve()
+        except BaseException:
+            self._lock_file.close()
+            raise
+
+    # ---- Reads -------------------------------------------------------------------------
 
     def load_all(self) -> StoredModels:
-        with self._lock:
+        """Every current version, each verified; raises StoreDamaged naming every bad one."""
+        with self._lock, self._reading():
             rows = self._db.execute(
-                "SELECT v.name, v.version, v.meta, v.centers, v.state FROM versions v "
+                "SELECT v.name, v.version, v.meta, v.centers, v.state, v.checksum FROM versions v "
                 "JOIN names n ON n.name = v.name AND n.current_version = v.version"
             ).fetchall()
             names = self._db.execute("SELECT name, last_version FROM names").fetchall()
-        return StoredModels(
-            [_snapshot(*row) for row in rows], {name: int(version) for name, version in names}
-        )
+            missing = self._db.execute(
+                "SELECT n.name FROM names n LEFT JOIN versions v "
+                "ON v.name = n.name AND v.version = n.current_version "
+                "WHERE n.current_version IS NOT NULL AND v.name IS NULL"
+            ).fetchall()
+        snapshots, damaged = [], [str(name) for (name,) in missing]
+        for row in rows:
+            try:
+                snapshots.append(_snapshot(*row))
+            except StoreDamaged:
+                damaged.append(str(row[0]))
+        if damaged:
+            shown = ", ".join(repr(name) for name in sorted(damaged)[:20])
+            more = f" and {len(damaged) - 20} more" if len(damaged) > 20 else ""
+            raise StoreDamaged(
+                f"{len(damaged)} stored models fail their checksum or are missing: {shown}{more}; "
+                + _RECOVERY.format(path=self.path, dir=self.dir),
+                metadata={"models": ",".join(sorted(damaged)[:20])},
+            )
+        return StoredModels(snapshots, {name: int(version) for name, version in names})
 
     def load_version(self, name: str, version: int) -> ModelSnapshot | None:
-        with self._lock:
+        with self._lock, self._reading():
             row = self._db.execute(
-                "SELECT name, version, meta, centers, state FROM versions "
+                "SELECT name, version, meta, centers, state, checksum FROM versions "
                 "WHERE name = ? AND version = ?",
                 (name, version),
             ).fetchone()
         return _snapshot(*row) if row else None
+
+    # ---- Writes ------------------------------------------------------------------------
 
     def put(self, snapshot: ModelSnapshot, *, keep_versions: int) -> None:
         self._write(snapshot, keep_versions)
@@ -87,6 +180,30 @@ class SQLiteStore:
         """Store a streamed model with each producer's last sequence, in the same row."""
         extra = {**snapshot.extra, "producers": dict(producers)}
         self._write(replace(snapshot, extra=extra), keep_versions)
+
+    def check_writable(self) -> None:
+        """Raise StoreFull or StoreUnavailable when a write would be refused now; cheap enough
+        to call before accepting a request's data."""
+        if self._closed:
+            raise _shutting_down()
+        failed = self._condition
+        if failed is not None and time.monotonic() - self._failed_at < RETRY_AFTER_S:
+            raise _refusal(failed)
+        free = _free_bytes(self.dir)
+        if free is not None and free < self.min_free_bytes:
+            condition = StoreCondition(
+                "STORE_FULL",
+                f"the disk of the data directory {self.dir} has {free} bytes free, under the "
+                f"{self.min_free_bytes} bytes --min-free-disk keeps; nothing was written. Delete "
+                "models (deletes still work) or free disk space",
+            )
+            self._set_condition(condition)
+            raise _refusal(condition)
+
+    @property
+    def condition(self) -> StoreCondition | None:
+        """Why writes are refused, or None while they work."""
+        return self._condition
 
     def _write(self, snapshot: ModelSnapshot, keep_versions: int) -> None:
         meta = json.dumps(
@@ -104,12 +221,14 @@ class SQLiteStore:
             }
         )
         centers = np.ascontiguousarray(snapshot.centers).tobytes()
-        with self._lock, self._writable():
-            self._db.execute("BEGIN IMMEDIATE")
+        checksum = _checksum(snapshot.name, snapshot.version, meta, centers, snapshot.state)
+        self.check_writable()
+        with self._lock, self._transaction():
             self._check_newer(snapshot.name, snapshot.version)
             self._db.execute(
-                "INSERT INTO versions (name, version, meta, centers, state) VALUES (?, ?, ?, ?, ?)",
-                (snapshot.name, snapshot.version, meta, centers, snapshot.state),
+                "INSERT INTO versions (name, version, meta, centers, state, checksum) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (snapshot.name, snapshot.version, meta, centers, snapshot.state, checksum),
             )
             self._db.execute(
                 "INSERT INTO names (name, last_version, current_version) VALUES (?, ?, ?) "
@@ -123,8 +242,19 @@ class SQLiteStore:
             )
 
     def delete(self, name: str, version: int) -> None:
-        with self._lock, self._writable():
-            self._db.execute("BEGIN IMMEDIATE")
+        """Delete a name's versions. Runs even while writes are refused, to free space; on a
+        full disk it gives up the reserve file once and tries again."""
+        try:
+            self._delete(name, version)
+        except StoreFull:
+            if not self._release_reserve():
+                raise
+            self._delete(name, version)
+
+    def _delete(self, name: str, version: int) -> None:
+        if self._closed:
+            raise _shutting_down()
+        with self._lock, self._transaction():
             self._check_newer(name, version)
             # An upsert: a streamed model deleted before its first checkpoint has no row yet,
             # and its version counter must still not go backwards.
@@ -147,23 +277,233 @@ class SQLiteStore:
                 metadata={"current_version": str(row[0])},
             )
 
-    def _writable(self) -> sqlite3.Connection:
-        """The connection as a transaction context; refuses once the store is closed."""
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One write transaction; a SQLite failure rolls it back and becomes a store error.
+        The caller holds ``_lock``."""
         if self._closed:
-            raise ShuttingDown(
-                "the server is shutting down; nothing was written, retry on another replica or later"
-            )
-        return self._db
+            raise _shutting_down()
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            failure = _classify(exc, self.path)
+            self._set_condition(failure)
+            raise _refusal(failure) from exc
+        self._set_condition(None)
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        if self._closed:
+            raise _shutting_down()
+        try:
+            yield
+        except sqlite3.Error as exc:
+            failure = _classify(exc, self.path)
+            if failure.reason == "STORE_DAMAGED":
+                raise StoreDamaged(failure.message) from exc
+            raise StoreUnavailable(failure.message, reason=failure.reason, retry_after=RETRY_AFTER_S) from exc
+
+    def _set_condition(self, condition: StoreCondition | None) -> None:
+        previous = self._condition
+        if condition is not None:
+            self._failed_at = time.monotonic()
+        self._condition = condition
+        if (previous is None) == (condition is None):
+            return
+        if condition is None:
+            log.warning("store writes work again: %s", self.path)
+            self._keep_reserve()
+        else:
+            log.error("store writes refused: %s", condition.message)
+        if self._on_condition is not None:
+            self._on_condition(condition)
+
+    # ---- The reserve: a little disk space given up to let a delete through ------------
+
+    def _keep_reserve(self) -> None:
+        reserve = self.dir / RESERVE_FILE
+        free = _free_bytes(self.dir)
+        if reserve.exists() or free is None or free < self.min_free_bytes + 2 * RESERVE_BYTES:
+            return
+        try:
+            with open(reserve, "wb") as handle:
+                os.posix_fallocate(handle.fileno(), 0, RESERVE_BYTES)
+        except OSError as exc:  # a filesystem without fallocate, or no room after all
+            log.warning("could not keep a %d-byte reserve file in %s: %s", RESERVE_BYTES, self.dir, exc)
+            reserve.unlink(missing_ok=True)
+
+    def _release_reserve(self) -> bool:
+        reserve = self.dir / RESERVE_FILE
+        try:
+            reserve.unlink()
+        except FileNotFoundError:
+            return False
+        log.warning("the disk is full: gave up the %d-byte reserve file to let a delete through", RESERVE_BYTES)
+        return True
+
+    # ---- Operators' tools ----------------------------------------------------------------
+
+    def backup(self, target: str | Path) -> int:
+        """Copy the store to ``target`` with SQLite's online backup API, while it serves;
+        returns the models copied. The copy is checked before it is kept."""
+        target = Path(target)
+        partial = target.with_name(target.name + ".partial")
+        partial.unlink(missing_ok=True)
+        copy = sqlite3.connect(partial)
+        try:
+            with self._lock:
+                self._db.backup(copy)
+            copy.execute("PRAGMA journal_mode=DELETE")
+            verdict = copy.execute("PRAGMA quick_check").fetchall()
+            count = int(copy.execute("SELECT COUNT(*) FROM names WHERE current_version IS NOT NULL").fetchone()[0])
+        finally:
+            copy.close()
+        if verdict != [("ok",)]:
+            partial.unlink(missing_ok=True)
+            raise StoreDamaged(f"the backup failed SQLite's quick_check: {verdict[:5]}")
+        os.replace(partial, target)
+        return count
 
     def close(self) -> None:
         with self._lock:
+            if self._closed:
+                return
             self._closed = True
             self._db.close()
+            self._lock_file.close()
+
+
+# ---- Opening --------------------------------------------------------------------------
+
+
+def _lock_directory(data_dir: Path) -> TextIO:
+    """Take the data directory's exclusive lock, or raise StoreLocked naming the holder."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(data_dir / LOCK_FILE, "a+")
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise StoreLocked(
+            f"the data directory {data_dir} is in use by another centroidal server (pid {holder}); "
+            "two servers on one directory would overwrite each other's versions. Stop it, or "
+            "give this one its own --data-dir"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    """Open (or create) the store and check it: WAL frames, quick_check, schema."""
+    if not path.exists():
+        _create(path)
+    elif path.stat().st_size == 0:
+        raise StoreDamaged(
+            f"{path} is empty (0 bytes), though a store is only ever created whole: it was "
+            "truncated. " + _RECOVERY.format(path=path, dir=path.parent)
+        )
+    lost = wal.lost_frames(path.with_name(path.name + "-wal"))
+    if lost:
+        raise StoreDamaged(
+            f"the write-ahead log {path}-wal is damaged: {lost}; opening it would silently drop "
+            "writes that were acknowledged. " + _RECOVERY.format(path=path, dir=path.parent)
+        )
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        verdict = db.execute("PRAGMA quick_check").fetchall()
+        if verdict != [("ok",)]:
+            problems = "; ".join(str(row[0]) for row in verdict[:5])
+            raise StoreDamaged(
+                f"{path} failed SQLite's quick_check ({problems}). "
+                + _RECOVERY.format(path=path, dir=path.parent)
+            )
+        db.executescript(_SCHEMA)
+        columns = {row[1] for row in db.execute("PRAGMA table_info(versions)")}
+        if "state" not in columns:  # a store written before streamed models existed
+            db.execute("ALTER TABLE versions ADD COLUMN state BLOB")
+        if "checksum" not in columns:  # a store written before checksums
+            db.execute("ALTER TABLE versions ADD COLUMN checksum TEXT")
+        _adopt_unchecked(db)
+    except sqlite3.Error as exc:
+        db.close()
+        failure = _classify(exc, path)
+        if failure.reason == "STORE_DAMAGED":
+            raise StoreDamaged(failure.message + ". " + _RECOVERY.format(path=path, dir=path.parent)) from exc
+        raise StoreUnavailable(failure.message, reason=failure.reason) from exc
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _create(path: Path) -> None:
+    """A new, empty store, built beside its final name and renamed into place whole."""
+    building = path.with_name(path.name + ".new")
+    building.unlink(missing_ok=True)
+    db = sqlite3.connect(building, isolation_level=None)
+    try:
+        db.executescript(_SCHEMA)
+    finally:
+        db.close()
+    with open(building, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(building, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def _adopt_unchecked(db: sqlite3.Connection) -> None:
+    """Give rows written before checksums existed their checksum (after quick_check passed)."""
+    rows = db.execute("SELECT name, version, meta, centers, state FROM versions WHERE checksum IS NULL").fetchall()
+    if not rows:
+        return
+    db.execute("BEGIN IMMEDIATE")
+    for name, version, meta, centers, state in rows:
+        db.execute(
+            "UPDATE versions SET checksum = ? WHERE name = ? AND version = ?",
+            (_checksum(name, int(version), meta, centers, state), name, version),
+        )
+    db.execute("COMMIT")
+    log.info("gave %d stored versions written before checksums their checksum", len(rows))
+
+
+# ---- Rows -----------------------------------------------------------------------------
+
+
+def _checksum(name: str, version: int, meta: str, centers: bytes, state: bytes | None) -> str:
+    digest = hashlib.sha256()
+    for part in (name.encode(), str(int(version)).encode(), meta.encode(), centers, state or b""):
+        digest.update(len(part).to_bytes(8, "little"))
+        digest.update(part)
+    return "sha256:" + digest.hexdigest()
 
 
 def _snapshot(
-    name: str, version: int, meta_json: str, centers_blob: bytes, state: bytes | None
+    name: str, version: int, meta_json: str, centers_blob: bytes, state: bytes | None, checksum: str | None
 ) -> ModelSnapshot:
+    if checksum != _checksum(name, int(version), meta_json, centers_blob, state):
+        raise StoreDamaged(
+            f"stored model {name!r} version {version} fails its checksum: it is refused, not "
+            "served; delete it, or restore the store from a backup"
+        )
     meta = json.loads(meta_json)
     centers = np.frombuffer(centers_blob, dtype=np.dtype(meta["dtype"])).reshape(meta["shape"])
     return ModelSnapshot(
@@ -180,3 +520,52 @@ def _snapshot(
         extra=meta.get("extra", {}),
         state=state,
     )
+
+
+# ---- Failures -------------------------------------------------------------------------
+
+
+def _classify(exc: sqlite3.Error, path: Path) -> StoreCondition:
+    """What a SQLite error means for the service."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    if name.startswith("SQLITE_FULL"):
+        return StoreCondition(
+            "STORE_FULL",
+            f"the model store {path} is full (its disk, or --max-store-bytes): nothing was "
+            "written. Delete models (deletes still work) or free disk space",
+        )
+    if name.startswith(("SQLITE_READONLY", "SQLITE_PERM", "SQLITE_CANTOPEN", "SQLITE_AUTH")):
+        return StoreCondition(
+            "STORE_READ_ONLY",
+            f"the model store {path} cannot be written ({name}: {exc}); nothing was written. "
+            "Make the data directory writable by the server",
+        )
+    if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
+        return StoreCondition("STORE_DAMAGED", f"the model store {path} is damaged ({name}: {exc})")
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        return StoreCondition("STORE_BUSY", f"the model store {path} is locked by another process ({exc})")
+    if name.startswith("SQLITE_IOERR"):
+        return StoreCondition(
+            "STORE_IO_ERROR", f"the model store {path} hit an I/O error ({name}: {exc}); nothing was written"
+        )
+    return StoreCondition("STORE_ERROR", f"the model store {path} failed ({name or type(exc).__name__}: {exc})")
+
+
+def _refusal(condition: StoreCondition) -> StoreUnavailable | StoreDamaged:
+    if condition.reason == "STORE_FULL":
+        return StoreFull(condition.message, retry_after=RETRY_AFTER_S)
+    if condition.reason == "STORE_DAMAGED":
+        return StoreDamaged(condition.message)
+    return StoreUnavailable(condition.message, reason=condition.reason, retry_after=RETRY_AFTER_S)
+
+
+def _shutting_down() -> ShuttingDown:
+    return ShuttingDown("the server is shutting down; nothing was written, retry on another replica or later")
+
+
+def _free_bytes(directory: Path) -> int | None:
+    try:
+        stats = os.statvfs(directory)
+    except OSError:
+        return None
+    return stats.f_bavail * stats.f_frsize

@@ -31,7 +31,6 @@ from .exceptions import (
     ModelMismatch,
     ModelNotFound,
     ModelReplaced,
-    ShuttingDown,
 )
 from .limits import check_matrix, check_weights, echo
 from .metrics import Metrics
@@ -83,6 +82,7 @@ class LiveModel:
         self.snapshot: ModelSnapshot | None = None  # what this model last published
         self.durable_version = 0
         self.dirty = False
+        self.checkpoint_failure: str | None = None  # the last failed checkpoint's message
         self.streams = 0  # open streams; guarded by the hub's lock
         # Batches of every stream waiting for the writer lock (deque appends are atomic).
         self.queue: deque[_Pending] = deque()
@@ -146,6 +146,7 @@ class StreamHub:
     def open(self, name: str, create: codec.MiniBatchConfig | None) -> LiveModel:
         """The live model for a new stream; created (lazily, at the first batch) if missing."""
         params = params_from_config(create, self._config) if create is not None else None
+        self._registry.check_writable()
         with self._lock:
             live = self._live.get(name)
             if live is None or self._is_stale(live):
@@ -183,26 +184,35 @@ class StreamHub:
             return live.snapshot is not None
         return current is not live.snapshot
 
-    def close(self, live: LiveModel) -> None:
+    def close(self, live: LiveModel) -> int:
         """A stream ended: checkpoint its model, and forget a model that never started.
 
-        A failed checkpoint is logged, not raised: the stream's own status stands, and
-        the periodic checkpoint tries again.
+        Returns the model's durable version, the one the stream's close reports. A
+        checkpoint that fails raises (StoreUnavailable, StoreFull, ShuttingDown): the
+        stream ends with that status, so its producer keeps what is not stored, and the
+        periodic checkpoint tries again.
         """
         try:
             self.checkpoint(live)
-        except Exception:  # noqa: BLE001 - see above
-            log.exception("checkpoint of %s at stream close failed", live.name)
         finally:
             with self._lock:
                 live.streams -= 1
                 unused = live.state is None or self._is_stale(live)
                 if live.streams == 0 and unused and self._live.get(live.name) is live:
                     del self._live[live.name]  # never started, or deleted or refitted since
+        if live.snapshot is None:
+            return 0
+        # A model deleted or refitted meanwhile will never be stored: nothing is left to keep.
+        return live.snapshot.version if self._is_stale(live) else live.durable_version
 
     def apply(self, live: LiveModel, batch: codec.MiniBatch) -> BatchResult:
         """Apply one batch exactly once; raises a domain or engine error for a batch the ack
-        refuses. Runs on a worker thread: it may wait for the model's writer lock."""
+        refuses. Runs on a worker thread: it may wait for the model's writer lock.
+
+        While the store cannot take writes, no batch is applied: one that could not be
+        checkpointed would only be lost, so StoreUnavailable ends the stream instead.
+        """
+        self._registry.check_writable()
         producer = batch.producer_id
         if not producer or len(producer) > MAX_PRODUCER_ID:
             raise InvalidRequest(
@@ -342,16 +352,27 @@ class StreamHub:
             live.dirty = False
             live.durable_version = snapshot.version
 
-    def checkpoint_all(self) -> None:
+    def checkpoint_all(self) -> list[str]:
+        """Checkpoint every changed model; returns a line for each one left unsaved."""
         with self._lock:
             models = list(self._live.values())
+        unsaved = []
         for live in models:
             try:
                 self.checkpoint(live)
-            except ShuttingDown as exc:  # the store is closed: nothing more can be kept
-                log.warning("checkpoint of %s skipped: %s", live.name, exc.message)
-            except Exception:  # noqa: BLE001 - one model's failure must not stop the others
-                log.exception("checkpoint of %s failed", live.name)
+            except Exception as exc:  # noqa: BLE001 - one model's failure must not stop the others
+                failure = getattr(exc, "message", None) or repr(exc)
+                if failure != live.checkpoint_failure:  # once per failure, not every second
+                    log.error("checkpoint of %s failed: %s", live.name, failure)
+                live.checkpoint_failure = failure
+            else:
+                live.checkpoint_failure = None
+            if live.dirty and live.snapshot is not None:
+                unsaved.append(
+                    f"model {live.name!r}: version {live.snapshot.version} in memory, "
+                    f"{live.durable_version or 'none'} stored"
+                )
+        return unsaved
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="centroidal-checkpoint", daemon=True)
@@ -361,9 +382,10 @@ class StreamHub:
         while not self._stop.wait(self._config.checkpoint_interval):
             self.checkpoint_all()
 
-    def stop(self) -> None:
-        """Stop the checkpointer and store every model one last time."""
+    def stop(self) -> list[str]:
+        """Stop the checkpointer and store every model one last time; returns a line for each
+        model whose newest version could not be stored."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        self.checkpoint_all()
+        return self.checkpoint_all()
