@@ -29,8 +29,8 @@ _NAMED_INITS = [name for name in codec.INIT_METHODS.numbers if name != "given"]
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] == "serve":
-        return _serve(args[1:])
+    if args and args[0] in ("serve", "store"):
+        return _server_command(args[0], args[1:])
     parser = _parser()
     options = parser.parse_args(args)
     if not hasattr(options, "run"):
@@ -48,16 +48,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-def _serve(argv: list[str]) -> int:
+def _server_command(command: str, argv: list[str]) -> int:
+    """`centroidal serve` and `centroidal store`, which need the server extra."""
     try:
-        from centroidal.server.cli import main as serve_main
+        from centroidal.server import cli as server_cli
     except ImportError as error:
         print(
-            f"centroidal serve needs the server extra: pip install 'centroidal[server]' ({error})",
+            f"centroidal {command} needs the server extra: pip install 'centroidal[server]' ({error})",
             file=sys.stderr,
         )
         return 2
-    code: int = serve_main(argv)
+    run = server_cli.main if command == "serve" else server_cli.store_main
+    code: int = run(argv)
     return code
 
 
@@ -67,8 +69,9 @@ def _parser() -> argparse.ArgumentParser:
     # The same options after the command (`centroidal health --target ...`) win over these.
     common = argparse.ArgumentParser(add_help=False)
     _connection_options(common, defaults=False)
-    commands = parser.add_subparsers(title="commands", metavar="{serve,fit,predict,stream,quantize,models,health}")
+    commands = parser.add_subparsers(title="commands", metavar="{serve,store,fit,predict,stream,quantize,models,health}")
     commands.add_parser("serve", help="run the server (see `centroidal serve --help`)")
+    commands.add_parser("store", help="check or back up a data directory (`centroidal store --help`)")
 
     def command(name: str, help_text: str, within: Any = commands) -> argparse.ArgumentParser:
         sub: argparse.ArgumentParser = within.add_parser(name, help=help_text, parents=[common])

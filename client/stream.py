@@ -47,6 +47,8 @@ DEFAULT_WINDOW = 16
 DEFAULT_RECONNECT_TIMEOUT_S = 60.0
 # Acknowledged batches are kept until a checkpoint stores them, for replay after a crash.
 DEFAULT_MAX_REPLAY_BYTES = 256 * 1024 * 1024
+# How long abort waits for the stream's thread to stop (it checks every 0.2 s).
+ABORT_WAIT_S = 5.0
 _CLOSE = object()  # the producer is done: end the stream
 _HANG_UP = object()  # this connection is dead: stop feeding it
 _LATENCIES_KEPT = 100_000
@@ -385,6 +387,9 @@ class MiniBatchStream:
             self._cond.notify_all()
         if call is not None:
             call.cancel()
+        # The worker may be waiting for the channel: let it stop before the caller closes that.
+        if self._worker is not threading.current_thread():
+            self._worker.join(ABORT_WAIT_S)
 
     def __enter__(self) -> MiniBatchStream:
         return self
@@ -509,7 +514,7 @@ class MiniBatchStream:
             while True:
                 remaining = backoff.remaining()
                 if remaining <= 0 or self._done:
-                    return False
+                    break
                 try:
                     ready.result(timeout=min(remaining, 0.2))
                     return True
@@ -517,6 +522,10 @@ class MiniBatchStream:
                     continue
         finally:
             ready.cancel()  # stops gRPC's polling thread, which outlives a closed channel otherwise
+        # That thread wakes every 0.2 s: a channel closed before it sees the cancel makes it
+        # raise. Only a stream that gives up waits for it.
+        time.sleep(0.25)
+        return False
 
     def _requests(self, connection: queue.Queue[Any]) -> Iterator[bytes]:
         yield self._open

@@ -80,6 +80,7 @@ class CentroidalServer:
             self.store.close()
             raise
         self.unsaved: list[str] = []
+        self.metrics.store_writable.set(0 if self.store.condition else 1)
         self.metrics_port: int | None = None
         self.servicer = ClusteringHandlers(config, self.registry, self.metrics)
         self.stopping = threading.Event()

@@ -6,15 +6,18 @@ version could not be stored (each is logged), 2 when the server could not start.
 
 from __future__ import annotations
 
+import argparse
 import logging
+import os
 import signal
 import sys
 import threading
 from collections.abc import Sequence
 
 from .app import create_server
-from .config import parse_args
+from .config import ServerConfig, parse_args
 from .exceptions import StoreDamaged, StoreUnavailable
+from .store import backup, inspect
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -51,6 +54,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 1
     log.info("stopped cleanly: everything acknowledged is stored")
+    return 0
+
+
+
+def store_main(argv: Sequence[str] | None = None) -> int:
+    """`centroidal store check|backup`: the operator's tools for a data directory."""
+    parser = argparse.ArgumentParser(prog="centroidal store", description="Check or back up a model store.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    check = commands.add_parser("check", help="verify the store; exit 1 if anything is damaged")
+    check.add_argument("--data-dir", default=os.environ.get("CENTROIDAL_DATA_DIR", ServerConfig.data_dir))
+    copy = commands.add_parser("backup", help="copy the store (safe while a server runs)")
+    copy.add_argument("target", help="file (or directory) for the copy")
+    copy.add_argument("--data-dir", default=os.environ.get("CENTROIDAL_DATA_DIR", ServerConfig.data_dir))
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "backup":
+            models = backup(args.data_dir, args.target)
+            print(f"backed up {models} models from {args.data_dir} to {args.target}")
+            return 0
+        report = inspect(args.data_dir)
+    except (OSError, StoreDamaged) as exc:
+        print(f"centroidal store: {getattr(exc, 'message', None) or exc}", file=sys.stderr)
+        return 1
+    held = f"; in use by the server with pid {report.held_by}" if report.held_by else ""
+    print(f"{report.path}: {report.models} models, {report.versions} stored versions{held}")
+    for problem in report.problems:
+        print(f"  DAMAGED: {problem}")
+    if report.problems:
+        affected = ", ".join(repr(name) for name in report.damaged_models) or "unknown (see above)"
+        print(f"models affected: {affected}")
+        print("to recover: stop the server, restore from a backup (`centroidal store backup`), or "
+              "delete the damaged models through the API once the rest is restored")
+        return 1
+    print("ok: quick_check passed, every stored version matches its checksum, the log is whole")
     return 0
 
 

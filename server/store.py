@@ -118,15 +118,28 @@ class SQLiteStore:
         self._closed = False
         self._condition: StoreCondition | None = None
         self._failed_at = 0.0
-        self._lock_file = _lock_directory(self.dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        # A read-only data directory (a read-only mount, or no write permission) is served
+        # for reads, with every write refused as STORE_READ_ONLY.
+        self.read_only = not os.access(self.dir, os.W_OK)
+        self._lock_file = _lock_directory(self.dir, self.read_only)
         try:
-            self._db = _open(self.path)
-            if max_bytes:
+            self._db = _open_read_only(self.path) if self.read_only else _open(self.path)
+            if self.read_only:
+                self._condition = StoreCondition(
+                    "STORE_READ_ONLY",
+                    f"the data directory {self.dir} is read-only: the server answers reads, and "
+                    "refuses every write; make it writable and restart to take writes",
+                )
+                log.warning("%s", self._condition.message)
+            elif max_bytes:
                 page_size = int(self._db.execute("PRAGMA page_size").fetchone()[0])
                 self._db.execute(f"PRAGMA max_page_count = {max(1, max_bytes // page_size)}")
-            self._keep_reserve()
+            if not self.read_only:
+                self._keep_reserve()
         except BaseException:
-            self._lock_file.close()
+            if self._lock_file is not None:
+                self._lock_file.close()
             raise
 
     # ---- Reads -------------------------------------------------------------------------
@@ -135,7 +148,7 @@ class SQLiteStore:
         """Every current version, each verified; raises StoreDamaged naming every bad one."""
         with self._lock, self._reading():
             rows = self._db.execute(
-                "SELECT v.name, v.version, v.meta, v.centers, v.state, v.checksum FROM versions v "
+                "SELECT v.name, v.version, CAST(v.meta AS BLOB), v.centers, v.state, v.checksum FROM versions v "
                 "JOIN names n ON n.name = v.name AND n.current_version = v.version"
             ).fetchall()
             names = self._db.execute("SELECT name, last_version FROM names").fetchall()
@@ -163,7 +176,7 @@ class SQLiteStore:
     def load_version(self, name: str, version: int) -> ModelSnapshot | None:
         with self._lock, self._reading():
             row = self._db.execute(
-                "SELECT name, version, meta, centers, state, checksum FROM versions "
+                "SELECT name, version, CAST(meta AS BLOB), centers, state, checksum FROM versions "
                 "WHERE name = ? AND version = ?",
                 (name, version),
             ).fetchone()
@@ -187,7 +200,7 @@ class SQLiteStore:
         if self._closed:
             raise _shutting_down()
         failed = self._condition
-        if failed is not None and time.monotonic() - self._failed_at < RETRY_AFTER_S:
+        if failed is not None and (self.read_only or time.monotonic() - self._failed_at < RETRY_AFTER_S):
             raise _refusal(failed)
         free = _free_bytes(self.dir)
         if free is not None and free < self.min_free_bytes:
@@ -254,6 +267,8 @@ class SQLiteStore:
     def _delete(self, name: str, version: int) -> None:
         if self._closed:
             raise _shutting_down()
+        if self.read_only and self._condition is not None:
+            raise _refusal(self._condition)
         with self._lock, self._transaction():
             self._check_newer(name, version)
             # An upsert: a streamed model deleted before its first checkpoint has no row yet,
@@ -349,45 +364,29 @@ class SQLiteStore:
         log.warning("the disk is full: gave up the %d-byte reserve file to let a delete through", RESERVE_BYTES)
         return True
 
-    # ---- Operators' tools ----------------------------------------------------------------
-
-    def backup(self, target: str | Path) -> int:
-        """Copy the store to ``target`` with SQLite's online backup API, while it serves;
-        returns the models copied. The copy is checked before it is kept."""
-        target = Path(target)
-        partial = target.with_name(target.name + ".partial")
-        partial.unlink(missing_ok=True)
-        copy = sqlite3.connect(partial)
-        try:
-            with self._lock:
-                self._db.backup(copy)
-            copy.execute("PRAGMA journal_mode=DELETE")
-            verdict = copy.execute("PRAGMA quick_check").fetchall()
-            count = int(copy.execute("SELECT COUNT(*) FROM names WHERE current_version IS NOT NULL").fetchone()[0])
-        finally:
-            copy.close()
-        if verdict != [("ok",)]:
-            partial.unlink(missing_ok=True)
-            raise StoreDamaged(f"the backup failed SQLite's quick_check: {verdict[:5]}")
-        os.replace(partial, target)
-        return count
-
     def close(self) -> None:
         with self._lock:
             if self._closed:
                 return
             self._closed = True
             self._db.close()
-            self._lock_file.close()
+            if self._lock_file is not None:
+                self._lock_file.close()
 
 
 # ---- Opening --------------------------------------------------------------------------
 
 
-def _lock_directory(data_dir: Path) -> TextIO:
-    """Take the data directory's exclusive lock, or raise StoreLocked naming the holder."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    handle = open(data_dir / LOCK_FILE, "a+")
+def _lock_directory(data_dir: Path, read_only: bool) -> TextIO | None:
+    """Take the data directory's exclusive lock, or raise StoreLocked naming the holder.
+
+    In a read-only directory the lock file is only read (flock needs no write access);
+    without one, nothing can write there anyway.
+    """
+    try:
+        handle = open(data_dir / LOCK_FILE, "r" if read_only else "a+")
+    except FileNotFoundError:
+        return None
     try:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -399,10 +398,11 @@ def _lock_directory(data_dir: Path) -> TextIO:
             "two servers on one directory would overwrite each other's versions. Stop it, or "
             "give this one its own --data-dir"
         ) from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"{os.getpid()}\n")
-    handle.flush()
+    if not read_only:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
     return handle
 
 
@@ -451,6 +451,47 @@ def _open(path: Path) -> sqlite3.Connection:
     return db
 
 
+def _open_read_only(path: Path) -> sqlite3.Connection:
+    """Open a store in a read-only directory: its main file only, which must hold everything."""
+    if not path.exists() or path.stat().st_size == 0:
+        raise StoreUnavailable(
+            f"the data directory {path.parent} is read-only and holds no store: make it writable",
+            reason="STORE_READ_ONLY",
+        )
+    log_file = path.with_name(path.name + "-wal")
+    if log_file.exists() and log_file.stat().st_size > 32:
+        raise StoreUnavailable(
+            f"the data directory {path.parent} is read-only, and its write-ahead log holds writes "
+            "not yet folded into the main file; make it writable for one start so they can be",
+            reason="STORE_READ_ONLY",
+        )
+    # immutable: nothing else can change a file in a read-only directory, and SQLite then
+    # needs no -shm file beside it.
+    db = sqlite3.connect(f"{path.as_uri()}?mode=ro&immutable=1", uri=True, check_same_thread=False,
+                         isolation_level=None)
+    try:
+        verdict = db.execute("PRAGMA quick_check").fetchall()
+        if verdict != [("ok",)]:
+            raise StoreDamaged(
+                f"{path} failed SQLite's quick_check ({verdict[0][0]}). "
+                + _RECOVERY.format(path=path, dir=path.parent)
+            )
+        columns = {row[1] for row in db.execute("PRAGMA table_info(versions)")}
+        if "checksum" not in columns:
+            raise StoreUnavailable(
+                f"the store in the read-only directory {path.parent} predates checksums; make it "
+                "writable for one start so every version gets one",
+                reason="STORE_READ_ONLY",
+            )
+    except sqlite3.Error as exc:
+        db.close()
+        raise StoreDamaged(f"{path} cannot be read ({exc}). " + _RECOVERY.format(path=path, dir=path.parent)) from exc
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
 def _create(path: Path) -> None:
     """A new, empty store, built beside its final name and renamed into place whole."""
     building = path.with_name(path.name + ".new")
@@ -472,7 +513,9 @@ def _create(path: Path) -> None:
 
 def _adopt_unchecked(db: sqlite3.Connection) -> None:
     """Give rows written before checksums existed their checksum (after quick_check passed)."""
-    rows = db.execute("SELECT name, version, meta, centers, state FROM versions WHERE checksum IS NULL").fetchall()
+    rows = db.execute(
+        "SELECT name, version, CAST(meta AS BLOB), centers, state FROM versions WHERE checksum IS NULL"
+    ).fetchall()
     if not rows:
         return
     db.execute("BEGIN IMMEDIATE")
@@ -485,19 +528,124 @@ def _adopt_unchecked(db: sqlite3.Connection) -> None:
     log.info("gave %d stored versions written before checksums their checksum", len(rows))
 
 
+# ---- Operators' checks, on a store that may be serving -------------------------------
+
+
+@dataclass(frozen=True)
+class StoreReport:
+    """What ``centroidal store check`` found."""
+
+    path: Path
+    models: int
+    versions: int
+    problems: list[str]
+    damaged_models: list[str]
+    held_by: str | None  # the pid holding the data directory's lock, if any
+
+
+def inspect(data_dir: str | Path) -> StoreReport:
+    """Check a store without changing it, while a server may be using it: the lock, the
+    write-ahead log, SQLite's quick_check, and every stored version's checksum."""
+    directory = Path(data_dir)
+    path = directory / STORE_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"there is no store at {path}")
+    problems: list[str] = []
+    damaged: set[str] = set()
+    held_by = _lock_holder(directory)
+    if path.stat().st_size == 0:
+        return StoreReport(path, 0, 0, [f"{path} is empty (0 bytes): it was truncated"], [], held_by)
+    lost = wal.lost_frames(path.with_name(path.name + "-wal"))
+    if lost:
+        problems.append(f"the write-ahead log is damaged: {lost}")
+    models = versions = 0
+    db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+    try:
+        verdict = db.execute("PRAGMA quick_check").fetchall()
+        if verdict != [("ok",)]:
+            problems.extend(f"quick_check: {row[0]}" for row in verdict[:20])
+        models = int(db.execute("SELECT COUNT(*) FROM names WHERE current_version IS NOT NULL").fetchone()[0])
+        for row in db.execute("SELECT name, version, CAST(meta AS BLOB), centers, state, checksum FROM versions"):
+            versions += 1
+            if row[5] is None:
+                continue  # written before checksums; the server gives it one when it opens
+            try:
+                _snapshot(*row)
+            except StoreDamaged:
+                damaged.add(str(row[0]))
+                problems.append(f"model {row[0]!r} version {row[1]} fails its checksum")
+    except sqlite3.Error as exc:
+        problems.append(f"SQLite could not read the store: {exc}")
+    finally:
+        db.close()
+    return StoreReport(path, models, versions, problems, sorted(damaged), held_by)
+
+
+def backup(data_dir: str | Path, target: str | Path) -> int:
+    """Copy the store at ``data_dir`` to ``target`` with SQLite's online backup API; safe
+    while a server writes to it. The copy is checked before it is kept. Returns the models."""
+    source_path = Path(data_dir) / STORE_FILE
+    if not source_path.exists():
+        raise FileNotFoundError(f"there is no store at {source_path}")
+    target = Path(target)
+    if target.exists() and target.is_dir():
+        target = target / STORE_FILE
+    partial = target.with_name(target.name + ".partial")
+    partial.unlink(missing_ok=True)
+    source = sqlite3.connect(f"{source_path.as_uri()}?mode=ro", uri=True)
+    copy = sqlite3.connect(partial)
+    try:
+        source.backup(copy)
+        copy.execute("PRAGMA journal_mode=DELETE")
+        verdict = copy.execute("PRAGMA quick_check").fetchall()
+        models = int(copy.execute("SELECT COUNT(*) FROM names WHERE current_version IS NOT NULL").fetchone()[0])
+        bad = [
+            f"{row[0]!r} v{row[1]}"
+            for row in copy.execute("SELECT name, version, CAST(meta AS BLOB), centers, state, checksum FROM versions")
+            if row[5] is not None and row[5] != _checksum(str(row[0]), int(row[1]), row[2], row[3], row[4])
+        ]
+    finally:
+        copy.close()
+        source.close()
+    if verdict != [("ok",)] or bad:
+        partial.unlink(missing_ok=True)
+        raise StoreDamaged(
+            f"the copy of {source_path} is damaged, so it was not kept: quick_check {verdict[:3]}, "
+            f"checksum failures {bad[:5]}"
+        )
+    os.replace(partial, target)
+    return models
+
+
+def _lock_holder(directory: Path) -> str | None:
+    try:
+        handle = open(directory / LOCK_FILE)
+    except FileNotFoundError:
+        return None
+    with handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return handle.read().strip() or "unknown"
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        return None
+
+
 # ---- Rows -----------------------------------------------------------------------------
 
 
-def _checksum(name: str, version: int, meta: str, centers: bytes, state: bytes | None) -> str:
+def _checksum(name: str, version: int, meta: str | bytes, centers: bytes, state: bytes | None) -> str:
+    """SHA-256 over every part of a stored version, each prefixed by its length."""
     digest = hashlib.sha256()
-    for part in (name.encode(), str(int(version)).encode(), meta.encode(), centers, state or b""):
+    meta_bytes = meta.encode() if isinstance(meta, str) else meta
+    for part in (name.encode(), str(int(version)).encode(), meta_bytes, centers, state or b""):
         digest.update(len(part).to_bytes(8, "little"))
         digest.update(part)
     return "sha256:" + digest.hexdigest()
 
 
 def _snapshot(
-    name: str, version: int, meta_json: str, centers_blob: bytes, state: bytes | None, checksum: str | None
+    name: str, version: int, meta_json: bytes, centers_blob: bytes, state: bytes | None, checksum: str | None
 ) -> ModelSnapshot:
     if checksum != _checksum(name, int(version), meta_json, centers_blob, state):
         raise StoreDamaged(
@@ -540,8 +688,8 @@ def _classify(exc: sqlite3.Error, path: Path) -> StoreCondition:
             f"the model store {path} cannot be written ({name}: {exc}); nothing was written. "
             "Make the data directory writable by the server",
         )
-    if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
-        return StoreCondition("STORE_DAMAGED", f"the model store {path} is damaged ({name}: {exc})")
+    if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or "decode to UTF-8" in str(exc):
+        return StoreCondition("STORE_DAMAGED", f"the model store {path} is damaged ({name or 'SQLite'}: {exc})")
     if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
         return StoreCondition("STORE_BUSY", f"the model store {path} is locked by another process ({exc})")
     if name.startswith("SQLITE_IOERR"):
