@@ -35,6 +35,7 @@ from .transport import (
     DEFAULT_CHUNK_BYTES,
     DEFAULT_FIT_TIMEOUT_S,
     DEFAULT_TIMEOUT_S,
+    PEM,
 )
 from .errors import (
     CentroidalError,
@@ -72,6 +73,10 @@ class AsyncClient(AsyncTransport):
         target: str | None = None,
         *,
         token: str | None = None,
+        token_file: str | os.PathLike[str] | None = None,
+        tls: bool = False,
+        root_certificates: PEM | None = None,
+        client_certificate: tuple[PEM, PEM] | None = None,
         credentials: grpc.ChannelCredentials | None = None,
         timeout: float = DEFAULT_TIMEOUT_S,
         fit_timeout: float = DEFAULT_FIT_TIMEOUT_S,
@@ -79,7 +84,9 @@ class AsyncClient(AsyncTransport):
         options: Sequence[tuple[str, Any]] = (),
     ) -> None:
         super().__init__(target, token=token, credentials=credentials, timeout=timeout,
-                         fit_timeout=fit_timeout, chunk_bytes=chunk_bytes, options=options)
+                         fit_timeout=fit_timeout, chunk_bytes=chunk_bytes, options=options,
+                         token_file=token_file, tls=tls, root_certificates=root_certificates,
+                         client_certificate=client_certificate)
 
     async def close(self) -> None:
         await self._channel.close()

@@ -37,7 +37,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        with Client(options.target, token=options.token, timeout=options.timeout) as client:
+        if bool(options.tls_cert) != bool(options.tls_key):
+            parser.error("--tls-cert and --tls-key go together")
+        with Client(
+            options.target, token=options.token, token_file=options.token_file, tls=options.tls,
+            root_certificates=options.tls_ca,
+            client_certificate=(options.tls_cert, options.tls_key) if options.tls_cert else None,
+            timeout=options.timeout,
+        ) as client:
             return int(options.run(client, options))
     except CentroidalError as error:
         detail = f" [field {error.field}]" if error.field else ""
@@ -172,9 +179,15 @@ def _connection_options(parser: argparse.ArgumentParser, *, defaults: bool) -> N
         help="server address (env CENTROIDAL_TARGET, else 127.0.0.1:50051)",
     )
     parser.add_argument(
-        "--token", default=default(os.environ.get("CENTROIDAL_TOKEN")),
-        help="bearer token (env CENTROIDAL_TOKEN)",
+        "--token", default=default(None),
+        help="bearer token; it shows in `ps`, so prefer --token-file or env CENTROIDAL_TOKEN",
     )
+    parser.add_argument("--token-file", default=default(None), help="file whose first line is the token")
+    parser.add_argument("--tls", action="store_true", default=default(False),
+                        help="speak TLS (implied by --tls-ca and --tls-cert)")
+    parser.add_argument("--tls-ca", default=default(None), help="PEM roots to check the server against")
+    parser.add_argument("--tls-cert", default=default(None), help="PEM client certificate, for mutual TLS")
+    parser.add_argument("--tls-key", default=default(None), help="PEM private key of --tls-cert")
     parser.add_argument("--timeout", type=float, default=default(60.0), help="seconds per call")
 
 

@@ -21,6 +21,7 @@ from .transport import (
     DEFAULT_CHUNK_BYTES,
     DEFAULT_FIT_TIMEOUT_S,
     DEFAULT_TIMEOUT_S,
+    PEM,
     SyncTransport,
 )
 from .stream import (
@@ -37,6 +38,12 @@ class Client(SyncTransport):
     Every call has a deadline (``timeout`` seconds unless the call says otherwise)
     and raises a subclass of ``CentroidalError`` named after the status code.
     Use it as a context manager, or call ``close``.
+
+    target : host:port, else $CENTROIDAL_TARGET, else 127.0.0.1:50051
+    token : the bearer token; else the first in ``token_file``; else $CENTROIDAL_TOKEN
+    tls : speak TLS, checking the server against the system's roots, or against
+        ``root_certificates`` (PEM bytes or a file); ``client_certificate`` is
+        (certificate chain, private key) for a server that requires mutual TLS
     """
 
     def __init__(
@@ -44,6 +51,10 @@ class Client(SyncTransport):
         target: str | None = None,
         *,
         token: str | None = None,
+        token_file: str | os.PathLike[str] | None = None,
+        tls: bool = False,
+        root_certificates: PEM | None = None,
+        client_certificate: tuple[PEM, PEM] | None = None,
         credentials: grpc.ChannelCredentials | None = None,
         timeout: float = DEFAULT_TIMEOUT_S,
         fit_timeout: float = DEFAULT_FIT_TIMEOUT_S,
@@ -51,7 +62,9 @@ class Client(SyncTransport):
         options: Sequence[tuple[str, Any]] = (),
     ) -> None:
         super().__init__(target, token=token, credentials=credentials, timeout=timeout,
-                         fit_timeout=fit_timeout, chunk_bytes=chunk_bytes, options=options)
+                         fit_timeout=fit_timeout, chunk_bytes=chunk_bytes, options=options,
+                         token_file=token_file, tls=tls, root_certificates=root_certificates,
+                         client_certificate=client_certificate)
 
     # ---- lifecycle -------------------------------------------------------
 

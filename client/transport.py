@@ -48,6 +48,49 @@ def default_target() -> str:
     return os.environ.get("CENTROIDAL_TARGET") or DEFAULT_TARGET
 
 
+TOKEN_ENV = "CENTROIDAL_TOKEN"
+
+
+def default_token() -> str | None:
+    """The first token in $CENTROIDAL_TOKEN, the variable the server reads too (where it may
+    list several, comma-separated, during a rotation); None when it is not set."""
+    tokens = [token.strip() for token in os.environ.get(TOKEN_ENV, "").split(",") if token.strip()]
+    return tokens[0] if tokens else None
+
+
+def read_token(path: str | os.PathLike[str]) -> str:
+    """The first token in a token file (one per line, # comments), as the server reads it."""
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            token = line.split("#", 1)[0].strip()
+            if token:
+                return token
+    raise ValueError(f"token file {os.fspath(path)!r} holds no token")
+
+
+PEM = bytes | str | os.PathLike[str]
+
+
+def tls_credentials(
+    root_certificates: PEM | None = None, client_certificate: tuple[PEM, PEM] | None = None
+) -> grpc.ChannelCredentials:
+    """Channel credentials for TLS: the server is checked against ``root_certificates``
+    (PEM bytes or a file; None uses the system's roots); ``client_certificate`` is
+    (certificate chain, private key), as PEM bytes or files, for mutual TLS."""
+    chain = key = None
+    if client_certificate is not None:
+        chain, key = (_pem(part) for part in client_certificate)
+    roots = None if root_certificates is None else _pem(root_certificates)
+    return grpc.ssl_channel_credentials(root_certificates=roots, private_key=key, certificate_chain=chain)
+
+
+def _pem(value: PEM) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    with open(value, "rb") as handle:
+        return handle.read()
+
+
 def channel_settings(chunk_bytes: int, options: Sequence[tuple[str, Any]]) -> list[tuple[str, Any]]:
     """Check chunk_bytes; the channel options every client uses, then the caller's."""
     if not MIN_CHUNK_BYTES <= chunk_bytes <= MAX_CHUNK_BYTES:
@@ -152,8 +195,18 @@ class Connection:
         fit_timeout: float,
         chunk_bytes: int,
         options: Sequence[tuple[str, Any]],
+        token_file: str | os.PathLike[str] | None = None,
+        tls: bool = False,
+        root_certificates: PEM | None = None,
+        client_certificate: tuple[PEM, PEM] | None = None,
     ) -> None:
+        """token, else the first line of token_file, else $CENTROIDAL_TOKEN. TLS is on with
+        ``tls=True``, ``root_certificates`` or ``client_certificate`` (or ``credentials``)."""
         self.target = target or default_target()
+        if token is None:
+            token = read_token(token_file) if token_file is not None else default_token()
+        if credentials is None and (tls or root_certificates is not None or client_certificate is not None):
+            credentials = tls_credentials(root_certificates, client_certificate)
         self.timeout = timeout
         self.fit_timeout = fit_timeout
         self.chunk_bytes = chunk_bytes

@@ -34,7 +34,13 @@ from numba import njit
 from . import _lloyd
 from .seeding import kmeans_plusplus, shift_for
 from .threads import configure_threads
-from .validation import UNIT_WEIGHTS, InvalidInputError, as_float_matrix, check_finite
+from .validation import (
+    UNIT_WEIGHTS,
+    InvalidInputError,
+    as_float_matrix,
+    check_finite,
+    check_weight_total,
+)
 
 HALF_LIFE_UNITS = ("batches", "points")
 
@@ -168,10 +174,9 @@ class MiniBatchState:
                 "sample_weight",
                 f"sample_weight has {weights.shape[0]} values for {X.shape[0]} points",
             )
-        if not np.all(np.isfinite(weights)) or weights.min() < 0 or weights.sum() <= 0:
-            raise InvalidInputError(
-                "sample_weight", "sample_weight must be finite, non-negative and not all zero"
-            )
+        if not np.all(np.isfinite(weights)) or weights.min() < 0:
+            raise InvalidInputError("sample_weight", "sample_weight must be finite and non-negative")
+        check_weight_total(weights)
         return X, np.ascontiguousarray(weights)
 
     def partial_fit(self, X: np.ndarray, sample_weight: np.ndarray = UNIT_WEIGHTS) -> BatchOutcome:
@@ -237,7 +242,13 @@ class MiniBatchState:
         centers = self.centers.copy()
         centers[touched] = moved
         counts[touched] = new_counts
-        if not (math.isfinite(inertia) and np.isfinite(centers).all()):
+        if not (math.isfinite(inertia) and np.isfinite(centers).all() and np.isfinite(counts).all()):
+            if sample_weight.size and np.isfinite(sq_dist).all():  # the points alone are fine
+                raise InvalidInputError(
+                    "sample_weight",
+                    "sample_weight is too large for these points and the weight the model "
+                    "already holds: the weighted sums overflow float64; scale the weights down",
+                )
             # Finite float64 values past ~1e154 overflow when squared.
             raise InvalidInputError(
                 "points", "points hold values too large to square in float64; scale them down"

@@ -96,6 +96,11 @@ def check_finite(X: np.ndarray, field: str) -> None:
         )
 
 
+# Weights only matter relative to each other; a total past this leaves too little of
+# float64's range for the weighted sums of squared distances.
+MAX_WEIGHT_TOTAL = 1e150
+
+
 def check_n_clusters(n_clusters: Any, n_samples: int) -> int:
     if isinstance(n_clusters, bool) or not isinstance(n_clusters, (int, np.integer)):
         raise InvalidInputError("n_clusters", f"n_clusters must be an integer, got {n_clusters!r}")
@@ -120,9 +125,24 @@ def check_sample_weight(sample_weight: Any, n_samples: int) -> np.ndarray:
         )
     if not np.isfinite(weights).all() or (weights < 0).any():
         raise InvalidInputError("sample_weight", "sample_weight must be finite and >= 0")
-    if weights.sum() <= 0:
-        raise InvalidInputError("sample_weight", "sample_weight must have a positive sum")
+    check_weight_total(weights)
     return weights
+
+
+def check_weight_total(weights: np.ndarray) -> float:
+    """The weights' sum: positive, and far enough inside float64 that the weighted sums of a
+    fit (a weight times a point, or a squared distance) stay finite."""
+    with np.errstate(over="ignore"):
+        total = float(weights.sum())
+    if not total > 0:
+        raise InvalidInputError("sample_weight", "sample_weight must have a positive sum")
+    if not total <= MAX_WEIGHT_TOTAL:
+        raise InvalidInputError(
+            "sample_weight",
+            f"sample_weight sums to {total:.3g}, past the {MAX_WEIGHT_TOTAL:.0e} the weighted sums "
+            "can hold; scale the weights down (only their ratios matter)",
+        )
+    return total
 
 
 def check_init(

@@ -23,10 +23,10 @@ from grpc_reflection.v1alpha import reflection
 
 from centroidal.engine import configure_threads, kmeans, minibatch
 from centroidal.v1 import clustering_pb2 as pb
-from centroidal.v1 import clustering_pb2_grpc as pb_grpc
 
-from .auth import BearerTokenInterceptor
+from .auth import BearerTokenInterceptor, Tokens
 from .config import ServerConfig
+from .errors import parser
 from .handlers import ClusteringHandlers
 from .metrics import Metrics
 from .registry import Registry
@@ -89,10 +89,14 @@ class CentroidalServer:
         except RuntimeError as exc:
             self.store.close()
             raise OSError(f"could not bind {config.address}: {exc}") from exc
+        except BaseException:  # a TLS or token file that cannot be read
+            self.store.close()
+            raise
 
     async def _build(self) -> tuple[grpc.aio.Server, int]:
         config = self.config
-        interceptors = [BearerTokenInterceptor(config.tokens)] if config.tokens else []
+        self.tokens = Tokens(config.tokens, config.token_file) if config.tokens or config.token_file else None
+        interceptors = [BearerTokenInterceptor(self.tokens, self.metrics)] if self.tokens else []
         server = grpc.aio.server(
             interceptors=interceptors,
             options=[
@@ -102,11 +106,14 @@ class CentroidalServer:
             ],
             maximum_concurrent_rpcs=config.max_concurrent_rpcs,
         )
-        pb_grpc.add_ClusteringServiceServicer_to_server(self.servicer, server)
+        _add_service(self.servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection((SERVICE_NAME, HEALTH_SERVICE, reflection.SERVICE_NAME), server)
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
-        return server, server.add_insecure_port(config.address)
+        credentials = _tls_credentials(config)
+        if credentials is None:
+            return server, server.add_insecure_port(config.address)
+        return server, server.add_secure_port(config.address, credentials)
 
     async def _set_health(self, status: int) -> None:
         for service in ("", SERVICE_NAME):
@@ -130,9 +137,13 @@ class CentroidalServer:
     def start(self) -> None:
         """Start serving; health turns SERVING once every kernel is compiled."""
         _EventLoop.run(self.grpc_server.start())
-        if self.config.metrics_port:
-            self.metrics_port = self.metrics.serve(self.config.host, self.config.metrics_port)
-            log.info("metrics on http://%s:%d/metrics", self.config.host, self.metrics_port)
+        config = self.config
+        if config.metrics_port:
+            allowed = self.tokens.accepts if config.metrics_auth and self.tokens else None
+            self.metrics_port = self.metrics.serve(config.metrics_host, config.metrics_port, allowed)
+            log.info("metrics on http://%s:%d/metrics (%s)", config.metrics_host, self.metrics_port,
+                     "bearer token required" if allowed else "no token required")
+        self._log_security()
         started = time.monotonic()
         if self.config.warmup:
             layer = kmeans.warmup()
@@ -151,6 +162,20 @@ class CentroidalServer:
             "ok, every current version's checksum verified)",
             self.config.host, self.port, len(self.registry), self.store.path,
         )
+
+    def _log_security(self) -> None:
+        config = self.config
+        if self.tokens is not None:
+            log.info("auth: on, bearer tokens required (%s); health checks stay open", self.tokens.describe())
+        else:
+            log.warning("auth: OFF, any client that reaches %s may call; set CENTROIDAL_TOKEN or "
+                        "--token-file to require a token", config.address)
+        if config.tls_client_ca:
+            log.info("TLS: on, with client certificates signed by %s required (mutual TLS)", config.tls_client_ca)
+        elif config.tls_cert:
+            log.info("TLS: on, certificate %s", config.tls_cert)
+        else:
+            log.warning("TLS: off, calls and tokens travel in plaintext; set --tls-cert and --tls-key")
 
     def stop(self, grace: float | None = None) -> list[str]:
         """Report NOT_SERVING, let in-flight calls finish for ``grace`` seconds, close the store.
@@ -177,6 +202,40 @@ class CentroidalServer:
 
     def wait_for_termination(self, timeout: float | None = None) -> bool:
         return _EventLoop.run(self.grpc_server.wait_for_termination(timeout))
+
+
+def _tls_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
+    """Server credentials from the PEM files of the config; None for plaintext."""
+    if not config.tls_cert:
+        return None
+    with open(config.tls_key, "rb") as key, open(config.tls_cert, "rb") as chain:
+        pair = (key.read(), chain.read())
+    client_ca = None
+    if config.tls_client_ca:
+        with open(config.tls_client_ca, "rb") as handle:
+            client_ca = handle.read()
+    return grpc.ssl_server_credentials([pair], root_certificates=client_ca, require_client_auth=client_ca is not None)
+
+
+def _add_service(servicer: ClusteringHandlers, server: grpc.aio.Server) -> None:
+    """The generated registration, with request deserializers that never raise: bytes that
+    are not the request reach the handler, which answers INVALID_ARGUMENT."""
+    handlers = {}
+    kinds = {
+        (False, False): grpc.unary_unary_rpc_method_handler,
+        (False, True): grpc.unary_stream_rpc_method_handler,
+        (True, False): grpc.stream_unary_rpc_method_handler,
+        (True, True): grpc.stream_stream_rpc_method_handler,
+    }
+    for method in pb.DESCRIPTOR.services_by_name["ClusteringService"].methods:
+        request, response = getattr(pb, method.input_type.name), getattr(pb, method.output_type.name)
+        handlers[method.name] = kinds[(method.client_streaming, method.server_streaming)](
+            getattr(servicer, method.name),
+            request_deserializer=parser(request),
+            response_serializer=response.SerializeToString,
+        )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
 
 
 def create_server(config: ServerConfig) -> tuple[CentroidalServer, int]:

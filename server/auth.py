@@ -1,50 +1,140 @@
-"""Bearer-token authentication as a grpc.aio server interceptor; health checks stay open for probes."""
+"""Bearer-token authentication as a grpc.aio server interceptor; health checks stay open for probes.
+
+Tokens come from CENTROIDAL_TOKEN and from ``--token-file``, which is read again
+when it changes, so a token can be added, then the old one removed, without a
+restart. Every call but a health check needs one, unknown methods included (an
+unauthenticated caller learns nothing about which methods exist). Refused calls
+are counted by reason and logged, at most one line per ``LOG_EVERY_S``.
+"""
 
 from __future__ import annotations
 
 import hmac
+import logging
+import os
+import threading
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import grpc
 import grpc.aio
 
+from .config import read_token_file
+from .metrics import Metrics
+
+log = logging.getLogger("centroidal.server")
+
 OPEN_PREFIXES = ("/grpc.health.v1.Health/",)
 _REFUSAL = "missing or invalid bearer token in the 'authorization' metadata"
+LOG_EVERY_S = 10.0
+# How often the token file's modification time is looked at.
+RECHECK_S = 2.0
+
+
+class Tokens:
+    """The tokens a call may present: fixed ones, and those of a file read when it changes."""
+
+    def __init__(self, tokens: Iterable[str], path: str = "") -> None:
+        self._fixed = [token.encode() for token in tokens]
+        self._path = path
+        self._lock = threading.Lock()
+        self._from_file: list[bytes] = []
+        self._stamp: tuple[float, int] | None = None
+        self._checked = 0.0
+        if path:
+            self._reload(force=True)
+
+    def __len__(self) -> int:
+        return len(self._fixed) + len(self._from_file)
+
+    def describe(self) -> str:
+        where = [f"{len(self._fixed)} from CENTROIDAL_TOKEN"] if self._fixed else []
+        if self._path:
+            where.append(f"{len(self._from_file)} from {self._path}")
+        return ", ".join(where)
+
+    def accepts(self, presented: bytes) -> bool:
+        if self._path and time.monotonic() - self._checked > RECHECK_S:
+            self._reload()
+        # Compared with every token, whichever matches: the time taken says nothing.
+        matches = [hmac.compare_digest(presented, token) for token in (*self._fixed, *self._from_file)]
+        return any(matches)
+
+    def _reload(self, force: bool = False) -> None:
+        with self._lock:
+            self._checked = time.monotonic()
+            try:
+                stat = os.stat(self._path)
+                stamp = (stat.st_mtime, stat.st_size)
+                if stamp == self._stamp and not force:
+                    return
+                tokens = read_token_file(self._path)
+            except (OSError, UnicodeDecodeError) as exc:
+                if force:
+                    raise
+                log.error("token file %s cannot be read (%s); keeping its previous %d tokens",
+                          self._path, exc, len(self._from_file))
+                return
+            if not tokens:
+                log.error("token file %s is now empty; keeping its previous %d tokens",
+                          self._path, len(self._from_file))
+                return
+            if self._stamp is not None:
+                log.warning("token file %s changed: %d tokens now", self._path, len(tokens))
+            self._from_file = [token.encode() for token in tokens]
+            self._stamp = stamp
 
 
 class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
     """Refuses calls without ``authorization: Bearer <token>`` for one of the tokens."""
 
-    def __init__(self, tokens: Iterable[str]) -> None:
-        self._tokens = [token.encode() for token in tokens]
+    def __init__(self, tokens: Tokens, metrics: Metrics) -> None:
+        self._tokens = tokens
+        self._metrics = metrics
+        self._logged_at = -LOG_EVERY_S
+        self._unlogged = 0
 
-    def _allowed(self, metadata: Iterable[tuple[str, Any]]) -> bool:
+    def _refusal_reason(self, metadata: Iterable[tuple[str, Any]]) -> str | None:
+        """None for a call with a valid token; otherwise why it is refused."""
         for key, value in metadata:
             if key != "authorization":
                 continue
             scheme, _, presented = str(value).partition(" ")
             if scheme.lower() != "bearer":
-                return False
-            candidate = presented.strip().encode()
-            return any(hmac.compare_digest(candidate, token) for token in self._tokens)
-        return False
+                return "not_bearer"
+            return None if self._tokens.accepts(presented.strip().encode()) else "wrong_token"
+        return "no_token"
 
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
-        handler = await continuation(handler_call_details)
         method = handler_call_details.method
-        if handler is None or method.startswith(OPEN_PREFIXES):
-            return handler
-        if self._allowed(handler_call_details.invocation_metadata or ()):
-            return handler
+        if method.startswith(OPEN_PREFIXES):
+            return await continuation(handler_call_details)
+        reason = self._refusal_reason(handler_call_details.invocation_metadata or ())
+        if reason is None:
+            return await continuation(handler_call_details)
+        self._record(method, reason, handler_call_details.invocation_metadata or ())
+        handler = await continuation(handler_call_details)
         return _refusal(handler)
 
+    def _record(self, method: str, reason: str, metadata: Iterable[tuple[str, Any]]) -> None:
+        self._metrics.auth_refused.labels(reason).inc()
+        now = time.monotonic()
+        if now - self._logged_at < LOG_EVERY_S:
+            self._unlogged += 1
+            return
+        agent = next((str(value)[:80] for key, value in metadata if key == "user-agent"), "?")
+        more = f" ({self._unlogged} more refused since the last line)" if self._unlogged else ""
+        log.warning("refused a call without a valid token: method=%s reason=%s user-agent=%s%s",
+                    method[:120], reason, agent, more)
+        self._logged_at, self._unlogged = now, 0
 
-def _refusal(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+
+def _refusal(handler: grpc.RpcMethodHandler | None) -> grpc.RpcMethodHandler:
     async def refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, _REFUSAL)
 
@@ -52,6 +142,8 @@ def _refusal(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, _REFUSAL)
         yield  # pragma: no cover
 
+    if handler is None:  # an unknown method: refused like a known one, its bytes never read
+        return grpc.stream_stream_rpc_method_handler(refuse_stream)
     codec = {
         "request_deserializer": handler.request_deserializer,
         "response_serializer": handler.response_serializer,

@@ -37,7 +37,13 @@ class ServerConfig:
     max_store_bytes: int = 0
     max_producers: int = 10_000
     metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"
+    metrics_auth: bool = False
     tokens: tuple[str, ...] = field(default_factory=tuple)
+    token_file: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
     log_level: str = "INFO"
     warmup: bool = True
 
@@ -72,8 +78,16 @@ _HELP = {
     "fewer free bytes than this; reads and deletes go on",
     "max_store_bytes": "largest the model store may grow, in bytes; 0 leaves it to the disk",
     "max_producers": "most producer ids whose last sequence one streamed model remembers",
-    "metrics_port": "port for Prometheus metrics at /metrics on --host; 0 turns them off",
-    "tokens": "bearer token clients must send (repeatable); none means no authentication",
+    "metrics_port": "port for Prometheus metrics at /metrics; 0 turns them off",
+    "metrics_host": "address the metrics endpoint binds (loopback unless you expose it)",
+    "metrics_auth": "the metrics endpoint requires the same bearer token as gRPC calls",
+    "tokens": "bearer tokens clients must send: one per line in --token-file, or comma-separated "
+    "in CENTROIDAL_TOKEN (the variable the SDK reads); none means no authentication",
+    "token_file": "file of bearer tokens, one per line (# comments); re-read when it changes, "
+    "so tokens rotate without a restart",
+    "tls_cert": "PEM certificate chain; with --tls-key the server speaks TLS only",
+    "tls_key": "PEM private key of --tls-cert",
+    "tls_client_ca": "PEM CA bundle: clients must present a certificate it signed (mutual TLS)",
     "log_level": "DEBUG, INFO, WARNING or ERROR",
     "warmup": "compile every kernel before reporting SERVING",
 }
@@ -97,13 +111,9 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
         default = getattr(defaults, spec.name)
         help_text = f"{_HELP[spec.name]} (env {env_key}; default {default!r})"
         if spec.name == "tokens":
-            raw = env.get("CENTROIDAL_TOKENS", "")
-            env_tokens = [token.strip() for token in raw.split(",") if token.strip()]
-            parser.add_argument(
-                "--token", dest="tokens", action="append", default=None,
-                help=f"{_HELP['tokens']} (env CENTROIDAL_TOKENS, comma-separated)",
-            )
-            parser.set_defaults(_env_tokens=env_tokens)
+            # On the command line a token shows in `ps`: the flag is kept, with a warning.
+            parser.add_argument("--token", dest="tokens", action="append", default=None,
+                                help=argparse.SUPPRESS)
             continue
         if isinstance(default, bool):
             value = env.get(env_key)
@@ -128,11 +138,36 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
             "an open call costs no thread; see --max-concurrent-rpcs and --cpu-workers",
             file=sys.stderr,
         )
-    env_tokens = values.pop("_env_tokens")
-    values["tokens"] = tuple(values["tokens"] if values["tokens"] is not None else env_tokens)
+    values["tokens"] = _tokens(values["tokens"], env)
     config = ServerConfig(**values)
     _check(config, parser)
     return config
+
+
+TOKEN_ENV = "CENTROIDAL_TOKEN"
+
+
+def _tokens(flagged: list[str] | None, env: Mapping[str, str]) -> tuple[str, ...]:
+    """Tokens from CENTROIDAL_TOKEN (comma-separated), or from the old places with a warning:
+    --token, which shows in `ps`, and CENTROIDAL_TOKENS, which the SDK never read."""
+    tokens = [token.strip() for token in env.get(TOKEN_ENV, "").split(",") if token.strip()]
+    if flagged:
+        print("centroidal serve: --token shows in `ps` to every user of the machine; use "
+              "--token-file or CENTROIDAL_TOKEN", file=sys.stderr)
+        tokens += flagged
+    old = [token.strip() for token in env.get("CENTROIDAL_TOKENS", "").split(",") if token.strip()]
+    if old:
+        print("centroidal serve: CENTROIDAL_TOKENS is read for now, but renamed CENTROIDAL_TOKEN, "
+              "the variable the SDK and the CLI read", file=sys.stderr)
+        tokens += old
+    return tuple(dict.fromkeys(tokens))
+
+
+def read_token_file(path: str) -> tuple[str, ...]:
+    """Tokens in a file: one per line; blank lines and # comments are skipped."""
+    with open(path, encoding="utf-8") as handle:
+        lines = (line.split("#", 1)[0].strip() for line in handle)
+        return tuple(dict.fromkeys(line for line in lines if line))
 
 
 def _check(config: ServerConfig, parser: argparse.ArgumentParser) -> None:
@@ -155,5 +190,21 @@ def _check(config: ServerConfig, parser: argparse.ArgumentParser) -> None:
         parser.error(f"--idle-timeout must be > 0, got {config.idle_timeout}")
     if not config.checkpoint_interval > 0:
         parser.error(f"--checkpoint-interval must be > 0, got {config.checkpoint_interval}")
+    if bool(config.tls_cert) != bool(config.tls_key):
+        parser.error("--tls-cert and --tls-key go together: give both, or neither")
+    if config.tls_client_ca and not config.tls_cert:
+        parser.error("--tls-client-ca needs --tls-cert and --tls-key: client certificates are checked over TLS")
+    for name in ("tls_cert", "tls_key", "tls_client_ca", "token_file"):
+        path = getattr(config, name)
+        if path and not os.path.isfile(path):
+            parser.error(f"--{name.replace('_', '-')} {path!r} is not a readable file")
+    if config.token_file:
+        try:
+            if not read_token_file(config.token_file):
+                parser.error(f"--token-file {config.token_file!r} holds no token")
+        except (OSError, UnicodeDecodeError) as exc:
+            parser.error(f"--token-file {config.token_file!r} cannot be read: {exc}")
+    if config.metrics_auth and not (config.tokens or config.token_file):
+        parser.error("--metrics-auth needs tokens (--token-file or CENTROIDAL_TOKEN)")
     if config.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         parser.error(f"--log-level must be DEBUG, INFO, WARNING or ERROR, got {config.log_level}")

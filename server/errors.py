@@ -18,13 +18,14 @@ import inspect
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
 import grpc.aio
 from google.protobuf import any_pb2, duration_pb2
+from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -32,6 +33,7 @@ from centroidal.engine import InvalidInputError
 from centroidal.v1.codec import WireError
 
 from . import exceptions as domain
+from .limits import echo
 from .metrics import Metrics
 
 log = logging.getLogger("centroidal.server")
@@ -132,6 +134,47 @@ def refusal(exc: BaseException, method: str) -> Refusal | None:
     return Refusal(code, str(exc), field, reason, {})
 
 
+class Unparseable:
+    """What the server's deserializer gives for bytes that are not the request message:
+    the handler refuses it with INVALID_ARGUMENT (grpcio itself would answer UNKNOWN or
+    INTERNAL, as if the server had failed)."""
+
+    __slots__ = ("type_name", "error")
+
+    def __init__(self, type_name: str, error: str) -> None:
+        self.type_name = type_name
+        self.error = error
+
+    def refusal(self, position: str) -> domain.InvalidRequest:
+        return domain.InvalidRequest(
+            f"{position} is not a valid {self.type_name} message: {echo(self.error)}",
+            reason="UNPARSEABLE_REQUEST",
+        )
+
+
+def parser(message_class: Any) -> Callable[[bytes], Any]:
+    """A request deserializer that never raises: bytes that do not parse become Unparseable."""
+    type_name = message_class.DESCRIPTOR.full_name
+
+    def parse(data: bytes) -> Any:
+        try:
+            return message_class.FromString(data)
+        except DecodeError as error:
+            return Unparseable(type_name, str(error) or "malformed")
+
+    return parse
+
+
+async def parsed_stream(messages: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """A request stream whose unparseable message raises InvalidRequest naming its position."""
+    index = 0
+    async for message in messages:
+        if isinstance(message, Unparseable):
+            raise message.refusal(f"message {index} of the stream")
+        index += 1
+        yield message
+
+
 def _pack(message: Any) -> any_pb2.Any:
     packed = any_pb2.Any()
     packed.Pack(message)
@@ -205,6 +248,8 @@ def rpc(handler: F) -> F:
     async def unary_wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
         started, code = time.monotonic(), "OK"
         try:
+            if isinstance(request, Unparseable):
+                raise request.refusal("the request")
             return await handler(self, request, context)
         except asyncio.CancelledError:
             code = grpc.StatusCode.CANCELLED.name

@@ -17,6 +17,7 @@ import numpy as np
 
 from centroidal.engine import kmeans
 from centroidal.engine.progress import Progress, Stage
+from centroidal.engine.validation import InvalidInputError, check_weight_total
 from centroidal.v1 import codec
 
 from .admission import CallWork
@@ -252,8 +253,10 @@ class Gatherer:
         weights = None
         if self._weighted:
             weights = np.concatenate(self._weights).astype(np.float64)
-            if weights.sum() <= 0:
-                raise InvalidRequest("sample_weight must have a positive sum", field="sample_weight")
+            try:
+                check_weight_total(weights)
+            except InvalidInputError as exc:
+                raise InvalidRequest(str(exc), field="sample_weight") from None
         return FitData(points, weights)
 
 

@@ -27,7 +27,7 @@ from . import fitting, imaging, predicting
 from .admission import READ_AHEAD, CallWork, Incoming, InOrder, Slots, Workers
 from .config import ServerConfig
 from .descriptions import decode_page_token, describe, encode_page_token
-from .errors import refusal, rpc
+from .errors import parsed_stream, refusal, rpc
 from .exceptions import (
     InvalidRequest,
     ModelNotFound,
@@ -72,7 +72,7 @@ class ClusteringHandlers(pb_grpc.ClusteringServiceServicer):
         metrics.models.set(len(registry))
 
     def _incoming(self, messages: AsyncIterator[T]) -> Incoming[T]:
-        return Incoming(messages, self._config.idle_timeout)
+        return Incoming(parsed_stream(messages), self._config.idle_timeout)
 
     @property
     def fits_in_flight(self) -> int:

@@ -233,6 +233,13 @@ def plan(spec: codec.QuantizeSpec, registry: Registry) -> tuple[QuantizeOptions,
     if spec.palette_model:
         name = check_model_name(spec.palette_model, "spec.palette_model")
         snapshot = registry.get(name, "spec.palette_model")
+        if snapshot.n_clusters == 0:
+            raise ModelMismatch(
+                f"model {name!r} has no centers yet (a streamed model still buffering its first "
+                "points); it cannot be a palette until it has some",
+                field="spec.palette_model",
+                reason="NO_CENTERS_YET",
+            )
         if snapshot.n_features != 3 or snapshot.n_clusters > 256:
             raise ModelMismatch(
                 f"model {name!r} has {snapshot.n_clusters} centers of {snapshot.n_features} "

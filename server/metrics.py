@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from wsgiref.simple_server import WSGIServer
+import threading
+from collections.abc import Callable, Iterable
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
 
 class Metrics:
@@ -46,6 +50,12 @@ class Metrics:
             "Times the store began refusing writes, by reason (STORE_FULL, STORE_READ_ONLY, ...)",
             ["reason"], registry=self.registry,
         )
+        self.auth_refused = Counter(
+            "centroidal_auth_refused",
+            "Calls refused for a missing or wrong bearer token, by reason (no_token, not_bearer, "
+            "wrong_token); metrics scrapes refused for the same reasons count too",
+            ["reason"], registry=self.registry,
+        )
         self._http: WSGIServer | None = None
         # Labelled children looked up once: labels() costs more than the count itself.
         self._rpc_children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
@@ -58,9 +68,30 @@ class Metrics:
         children[0].inc()
         children[1].observe(seconds)
 
-    def serve(self, host: str, port: int) -> int:
-        """Expose /metrics over HTTP; returns the bound port."""
-        http, _ = start_http_server(port, addr=host, registry=self.registry)
+    def serve(self, host: str, port: int, allowed: Callable[[bytes], bool] | None = None) -> int:
+        """Expose /metrics over HTTP on its own thread; returns the bound port.
+
+        allowed : when given, a scrape must send ``Authorization: Bearer <token>`` it accepts.
+        Every other path is 404.
+        """
+        metrics_app = make_wsgi_app(self.registry)
+        refused = self.auth_refused
+
+        def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+            if environ.get("PATH_INFO") not in ("/metrics", "/metrics/"):
+                start_response("404 Not Found", [("Content-Type", "text/plain")])
+                return [b"not found: metrics are at /metrics\n"]
+            if allowed is not None:
+                scheme, _, token = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
+                if scheme.lower() != "bearer" or not allowed(token.strip().encode()):
+                    refused.labels("wrong_token" if token else "no_token").inc()
+                    start_response("401 Unauthorized", [("Content-Type", "text/plain"),
+                                                        ("WWW-Authenticate", "Bearer")])
+                    return [b"a bearer token is required\n"]
+            return metrics_app(environ, start_response)  # type: ignore[no-any-return]
+
+        http = make_server(host, port, app, server_class=_ThreadingServer, handler_class=_QuietHandler)
+        threading.Thread(target=http.serve_forever, name="centroidal-metrics", daemon=True).start()
         self._http = http
         return int(http.server_port)
 
@@ -69,3 +100,12 @@ class Metrics:
             self._http.shutdown()
             self._http.server_close()
             self._http = None
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        """Scrapes are not logged."""

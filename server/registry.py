@@ -16,6 +16,8 @@ from .exceptions import LimitExceeded, ModelNotFound, ModelReplaced, VersionConf
 from .snapshots import ModelSnapshot, ModelStore
 
 _WRITER_LOCKS = 64
+# Versions are stored as SQLite's signed 64-bit integers.
+MAX_VERSION = 2**63 - 1
 
 
 class Registry:
@@ -48,6 +50,12 @@ class Registry:
         current = self.get(name, field)
         if version is None or version == current.version:
             return current
+        if version > MAX_VERSION:  # no store can hold it, so no model has it
+            raise ModelNotFound(
+                f"model {name!r} has no version {version}: versions go up to {MAX_VERSION} "
+                f"(current is {current.version})",
+                field="version",
+            )
         older = self._store.load_version(name, version)
         if older is None:
             raise ModelNotFound(

@@ -279,3 +279,71 @@ def test_negative_weight_is_located(fitted: Client) -> None:
         fitted.fit("kept", X, 2, sample_weight=weights)
     assert "value 42" in raised.value.message and "-3.0" in raised.value.message
     assert_kept(fitted)
+
+
+# ---- Patterns the fuzzing of issue 10 found answered as INTERNAL -----------------------
+
+
+def test_a_version_past_int64_is_not_found(fitted: Client, stub: pb_grpc.ClusteringServiceStub) -> None:
+    points = pb.Matrix(dtype=pb.DTYPE_FLOAT64, rows=1, cols=3, data=np.zeros(3).tobytes())
+    for call in (
+        lambda: stub.Predict(pb.PredictRequest(model="kept", version=2**63, points=points)),
+        lambda: stub.PredictStream(iter([pb.PredictRequest(model="kept", version=2**64 - 1, points=points)])),
+        lambda: stub.GetModel(pb.GetModelRequest(name="kept", version=2**63)),
+    ):
+        error = raw_error(call)
+        assert isinstance(error, NotFound) and error.field == "version", error
+    assert_kept(fitted)
+
+
+def test_weights_whose_sum_overflows_are_refused(fitted: Client) -> None:
+    for weights in (np.full(200, 1e308), np.full(200, 1e200)):
+        with pytest.raises(InvalidArgument, match="sample_weight sums to") as refused:
+            fitted.fit("kept", X, 3, sample_weight=weights)
+        assert refused.value.field == "sample_weight"
+    stream = fitted.stream("s", n_clusters=3, init_size=10)
+    stream.send(X[:50])
+    stream.send(X[:50], sample_weight=np.full(50, 1e308))
+    stream.send(X[50:100])
+    with pytest.raises(InvalidArgument, match="sample_weight") as refused:
+        stream.flush(timeout=30)
+    assert refused.value.sequence == 2  # type: ignore[attr-defined]
+    stream.close(timeout=30)  # one batch refused; the stream went on
+    assert fitted.get_model("s").n_samples_seen == 100
+    assert_kept(fitted)
+
+
+def test_a_palette_model_without_centers_is_refused(fitted: Client) -> None:
+    import io
+
+    from PIL import Image
+
+    with fitted.stream("buffering", n_clusters=4, init_size=1000) as stream:
+        stream.send(np.zeros((5, 3)))  # buffered: the model exists, without centers
+    encoded = io.BytesIO()
+    Image.new("RGB", (4, 4), (10, 20, 30)).save(encoded, format="PNG")
+    for dither in (True, False):
+        with pytest.raises(FailedPrecondition, match="no centers yet") as refused:
+            fitted.quantize_image(encoded.getvalue(), n_colors=4, palette_model="buffering", dither=dither)
+        assert refused.value.field == "spec.palette_model"
+
+
+@pytest.mark.parametrize("method", ["Predict", "GetModel", "ListModels", "DeleteModel"])
+def test_bytes_that_are_not_the_request_are_invalid_argument(server, method: str) -> None:
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        call = channel.unary_unary(f"/centroidal.v1.ClusteringService/{method}")
+        with pytest.raises(grpc.RpcError) as raised:
+            call(b"\xff\xff\xff\xff\x0f", timeout=10)
+    error = error_from_rpc(raised.value)
+    assert isinstance(error, InvalidArgument) and error.reason == "UNPARSEABLE_REQUEST"
+    assert "is not a valid centroidal.v1." in error.message
+
+
+@pytest.mark.parametrize("method", ["Fit", "PredictStream", "StreamMiniBatch", "QuantizeImage"])
+def test_a_stream_message_that_does_not_parse_is_invalid_argument(server, method: str) -> None:
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        call = channel.stream_stream(f"/centroidal.v1.ClusteringService/{method}")
+        with pytest.raises(grpc.RpcError) as raised:
+            list(call(iter([b"\x0a\x80\x80"]), timeout=10))
+    error = error_from_rpc(raised.value)
+    assert isinstance(error, InvalidArgument) and "message 0 of the stream" in error.message

@@ -1,0 +1,154 @@
+"""TLS, mutual TLS and token files, with real certificates made by a throwaway CA."""
+
+from __future__ import annotations
+
+import logging
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+import trustme
+
+from centroidal.client import Client, Unauthenticated, Unavailable
+from centroidal.server import auth
+from tests.conftest import ServerFactory
+from tests.server.test_metrics import free_port
+
+X = np.random.default_rng(0).normal(size=(60, 2))
+
+
+@dataclass(frozen=True)
+class Pki:
+    ca: Path  # the roots clients and the server trust
+    cert: Path
+    key: Path
+    client_cert: Path
+    client_key: Path
+    stranger_cert: Path  # a client certificate from another CA
+    stranger_key: Path
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    folder = tmp_path_factory.mktemp("pki")
+    ca, other = trustme.CA(), trustme.CA()
+    server = ca.issue_cert("127.0.0.1", "localhost")
+    client = ca.issue_cert("producer@example.test")
+    stranger = other.issue_cert("stranger@example.test")
+    paths = {}
+    for name, blob in {
+        "ca": ca.cert_pem, "cert": server.cert_chain_pems[0], "key": server.private_key_pem,
+        "client_cert": client.cert_chain_pems[0], "client_key": client.private_key_pem,
+        "stranger_cert": stranger.cert_chain_pems[0], "stranger_key": stranger.private_key_pem,
+    }.items():
+        path = folder / f"{name}.pem"
+        blob.write_to_path(str(path))
+        paths[name] = path
+    return Pki(**paths)
+
+
+def test_a_tls_server_talks_only_to_clients_that_trust_it(start_server: ServerFactory, pki: Pki) -> None:
+    server = start_server(tls_cert=str(pki.cert), tls_key=str(pki.key))
+    target = f"127.0.0.1:{server.port}"
+    with Client(target, root_certificates=pki.ca, timeout=10) as client:
+        assert client.fit("m", X, 2, seed=1).model.version == 1
+    with Client(target, root_certificates=pki.ca.read_bytes(), timeout=10) as client:
+        assert client.health() == "SERVING"
+    with Client(target, timeout=3) as plaintext, pytest.raises(Unavailable):
+        plaintext.list_models()
+    with Client(target, tls=True, timeout=3) as system_roots, pytest.raises(Unavailable):
+        system_roots.list_models()  # the throwaway CA is not among the system's roots
+
+
+def test_mutual_tls_requires_a_certificate_from_the_client_ca(start_server: ServerFactory, pki: Pki) -> None:
+    server = start_server(tls_cert=str(pki.cert), tls_key=str(pki.key), tls_client_ca=str(pki.ca))
+    target = f"127.0.0.1:{server.port}"
+    with Client(target, root_certificates=pki.ca, client_certificate=(pki.client_cert, pki.client_key),
+                timeout=10) as client:
+        assert client.fit("m", X, 2, seed=1).model.version == 1
+    with Client(target, root_certificates=pki.ca, timeout=3) as anonymous, pytest.raises(Unavailable):
+        anonymous.list_models()
+    with Client(target, root_certificates=pki.ca, client_certificate=(pki.stranger_cert, pki.stranger_key),
+                timeout=3) as stranger, pytest.raises(Unavailable):
+        stranger.list_models()
+
+
+def test_tokens_come_from_a_file_and_rotate_without_a_restart(
+    start_server: ServerFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(auth, "RECHECK_S", 0.0)
+    tokens = tmp_path / "tokens"
+    tokens.write_text("# rotation: new first, old until every client has moved\nold-token\n")
+    server = start_server(token_file=str(tokens))
+    target = f"127.0.0.1:{server.port}"
+    with Client(target, token="old-token", timeout=10) as client:
+        client.fit("m", X, 2, seed=1)
+    tokens.write_text("new-token\nold-token\n")
+    with Client(target, token_file=tokens, timeout=10) as client:  # the file's first line
+        assert [info.name for info in client.list_models()] == ["m"]
+    tokens.write_text("new-token\n")
+    time.sleep(0.05)  # a new modification time
+    with Client(target, token="old-token", timeout=10) as client, pytest.raises(Unauthenticated):
+        client.list_models()
+
+
+def test_the_sdk_and_the_server_read_the_same_variable(
+    start_server: ServerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = start_server(tokens=("shared-secret",))
+    monkeypatch.setenv("CENTROIDAL_TOKEN", "shared-secret")
+    with Client(f"127.0.0.1:{server.port}", timeout=10) as client:
+        assert client.list_models() == []
+    monkeypatch.delenv("CENTROIDAL_TOKEN")
+    with Client(f"127.0.0.1:{server.port}", timeout=10) as client, pytest.raises(Unauthenticated):
+        client.list_models()
+
+
+def test_unknown_methods_need_a_token_too(start_server: ServerFactory) -> None:
+    server = start_server(tokens=("t",))
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        probe = channel.unary_unary("/centroidal.v1.ClusteringService/NoSuchMethod")
+        with pytest.raises(grpc.RpcError) as anonymous:
+            probe(b"", timeout=10)
+        assert anonymous.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        with pytest.raises(grpc.RpcError) as known:
+            probe(b"", timeout=10, metadata=(("authorization", "Bearer t"),))
+        assert known.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_refused_calls_are_counted_and_logged_sparingly(
+    start_server: ServerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = start_server(tokens=("t",), metrics_port=free_port())
+    caplog.set_level(logging.WARNING, "centroidal.server")
+    with Client(f"127.0.0.1:{server.port}", token="wrong", timeout=10) as client:
+        for _ in range(20):
+            with pytest.raises(Unauthenticated):
+                client.list_models()
+    lines = [record for record in caplog.records if "refused a call without a valid token" in record.message]
+    assert len(lines) == 1 and "reason=wrong_token" in lines[0].message
+    request = urllib.request.Request(f"http://127.0.0.1:{server.metrics_port}/metrics")
+    with urllib.request.urlopen(request, timeout=10) as page:
+        body = page.read().decode()
+    assert 'centroidal_auth_refused_total{reason="wrong_token"} 20.0' in body
+
+
+def test_the_metrics_endpoint_is_loopback_only_and_can_require_the_token(start_server: ServerFactory) -> None:
+    server = start_server(tokens=("t",), metrics_port=free_port(), metrics_auth=True)
+    base = f"http://127.0.0.1:{server.metrics_port}"
+    assert server.metrics._http is not None and server.metrics._http.server_address[0] == "127.0.0.1"
+    with pytest.raises(urllib.error.HTTPError) as anonymous:
+        urllib.request.urlopen(f"{base}/metrics", timeout=10)
+    assert anonymous.value.code == 401
+    with pytest.raises(urllib.error.HTTPError) as elsewhere:
+        urllib.request.urlopen(urllib.request.Request(f"{base}/other", headers={"Authorization": "Bearer t"}),
+                               timeout=10)
+    assert elsewhere.value.code == 404
+    scrape = urllib.request.Request(f"{base}/metrics", headers={"Authorization": "Bearer t"})
+    with urllib.request.urlopen(scrape, timeout=10) as page:
+        assert b"centroidal_models" in page.read()
