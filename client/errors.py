@@ -35,9 +35,12 @@ class CentroidalError(Exception):
         field_violations: tuple[FieldViolation, ...] = (),
         reason: str | None = None,
         metadata: dict[str, str] | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
+        # Seconds after which the same call may succeed (the server's google.rpc.RetryInfo).
+        self.retry_after = retry_after
         if code is not None:
             self.code = code
         self.field_violations = field_violations
@@ -136,6 +139,7 @@ def error_from_rpc(error: grpc.RpcError) -> CentroidalError:
     violations: list[FieldViolation] = []
     reason = None
     metadata: dict[str, str] = {}
+    retry_after: float | None = None
     status = rpc_status.from_call(error) if is_call else None
     for detail in status.details if status is not None else ():
         if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
@@ -149,9 +153,14 @@ def error_from_rpc(error: grpc.RpcError) -> CentroidalError:
             detail.Unpack(info)
             reason = info.reason
             metadata = dict(info.metadata)
+        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            retry = error_details_pb2.RetryInfo()
+            detail.Unpack(retry)
+            retry_after = retry.retry_delay.ToNanoseconds() / 1e9
     cls = _BY_CODE.get(code, CentroidalError)
     return cls(
-        message, code=code, field_violations=tuple(violations), reason=reason, metadata=metadata
+        message, code=code, field_violations=tuple(violations), reason=reason, metadata=metadata,
+        retry_after=retry_after,
     )
 
 

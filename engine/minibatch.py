@@ -146,6 +146,12 @@ class MiniBatchState:
         return self.centers.shape[0] > 0
 
     @property
+    def nbytes(self) -> int:
+        """Memory held: centers, weights, and the points buffered for initialisation."""
+        buffered = sum(points.nbytes + weights.nbytes for points, weights in self.pending)
+        return int(self.centers.nbytes + self.counts.nbytes + buffered)
+
+    @property
     def pending_points(self) -> int:
         return sum(points.shape[0] for points, _ in self.pending)
 

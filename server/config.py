@@ -8,6 +8,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 
+from .memory import default_budget
+
 MIB = 1024 * 1024
 
 
@@ -33,6 +35,7 @@ class ServerConfig:
     cpu_workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     grace_period: float = 10.0
     checkpoint_interval: float = 1.0
+    memory_budget: int = field(default_factory=default_budget)
     min_free_disk: int = 64 * MIB
     max_store_bytes: int = 0
     max_producers: int = 10_000
@@ -74,6 +77,9 @@ _HELP = {
     "cpu_workers": "threads that run Predict and streamed batches (numba kernels release the GIL)",
     "grace_period": "seconds in-flight calls get to finish on SIGTERM",
     "checkpoint_interval": "seconds between checkpoints of models fed by StreamMiniBatch",
+    "memory_budget": "bytes the server may hold in models, uploads and images; a request that "
+    "would go past it is refused up front with RESOURCE_EXHAUSTED (default: 60%% of the "
+    "machine's or the container's memory)",
     "min_free_disk": "writes are refused (RESOURCE_EXHAUSTED) while the data directory's disk has "
     "fewer free bytes than this; reads and deletes go on",
     "max_store_bytes": "largest the model store may grow, in bytes; 0 leaves it to the disk",
@@ -171,7 +177,7 @@ def read_token_file(path: str) -> tuple[str, ...]:
 
 
 def _check(config: ServerConfig, parser: argparse.ArgumentParser) -> None:
-    positive = ("max_message_bytes", "max_models", "max_clusters", "max_features", "max_points",
+    positive = ("memory_budget", "max_message_bytes", "max_models", "max_clusters", "max_features", "max_points",
                 "max_fit_bytes", "max_concurrent_fits", "keep_versions", "max_concurrent_rpcs",
                 "cpu_workers",
                 "max_producers", "max_image_pixels", "max_image_bytes")

@@ -24,6 +24,7 @@ from .admission import CallWork
 from .config import ServerConfig
 from .exceptions import InvalidRequest, LimitExceeded
 from .limits import check_finite, check_matrix, check_model_name, check_weights
+from .memory import Reservation
 
 log = logging.getLogger("centroidal.server")
 
@@ -131,12 +132,18 @@ class FitData:
     sample_weight: np.ndarray | None
 
 
+# The engine's arrays per row during a fit: labels, squared distances, the best labels.
+WORKING_BYTES_PER_ROW = 16
+
+
 class Gatherer:
     """Collects the chunks of a Fit stream, checking every one against the first."""
 
-    def __init__(self, limits: ServerConfig, params: FitParams) -> None:
+    def __init__(self, limits: ServerConfig, params: FitParams, memory: Reservation) -> None:
         self._limits = limits
         self._params = params
+        # The call's memory: the rows as they arrive, then the engine's working arrays.
+        self._memory = memory
         self._declared = params.n_samples
         self._buffer: np.ndarray | None = None
         self._chunks: list[np.ndarray] = []
@@ -191,6 +198,8 @@ class Gatherer:
             )
         if chunk.sample_weight is not None:
             self._weights.append(check_weights(chunk.sample_weight, "sample_weight", rows))
+            if self._buffer is None:
+                self._memory.grow(rows * 8)
         if self._buffer is not None:
             if self._rows + rows > self._declared:
                 raise InvalidRequest(
@@ -199,6 +208,7 @@ class Gatherer:
                 )
             self._buffer[self._rows : self._rows + rows] = points
         else:
+            self._memory.grow(points.nbytes)
             self._chunks.append(points)
         self._rows += rows
 
@@ -227,6 +237,8 @@ class Gatherer:
                     f"exceed the server's limit of {limits.max_fit_bytes} bytes per fit",
                     field="spec.n_samples",
                 )
+            # Declared: the whole fit's memory is asked for before the first row is kept.
+            self._memory.grow(self._declared * (self._cols * itemsize + WORKING_BYTES_PER_ROW + 8))
             self._buffer = np.empty((self._declared, self._cols), dtype=points.dtype)
 
     def finish(self) -> FitData:
@@ -241,6 +253,9 @@ class Gatherer:
                 )
             points = self._buffer
         else:
+            # The joined copy, beside the chunks until they go, and the engine's arrays.
+            itemsize = self._chunks[0].dtype.itemsize
+            self._memory.grow(self._rows * (self._cols * itemsize + WORKING_BYTES_PER_ROW))
             points = np.concatenate(self._chunks) if len(self._chunks) > 1 else self._chunks[0].copy()
         self._chunks.clear()
         check_finite(points, "points")

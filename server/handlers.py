@@ -37,6 +37,7 @@ from .exceptions import (
     StoreUnavailable,
 )
 from .limits import check_model_name
+from .memory import MemoryBudget, Reservation
 from .metrics import Metrics
 from .registry import Registry
 from .snapshots import PALETTE, ModelSnapshot
@@ -65,7 +66,10 @@ class ClusteringHandlers(pb_grpc.ClusteringServiceServicer):
         self._config = config
         self._registry = registry
         self.metrics = metrics
-        self.hub = StreamHub(config, registry, metrics)
+        self.memory = MemoryBudget(config.memory_budget)
+        self.memory.add_resident(registry.resident_bytes)
+        self.hub = StreamHub(config, registry, metrics, self.memory)
+        self.memory.add_resident(self.hub.resident_bytes)
         self.workers = Workers(config)
         self.fit_slots = Slots(config.max_concurrent_fits, "fits or quantisations")
         self.fits = fitting.FitTally()
@@ -96,9 +100,10 @@ class ClusteringHandlers(pb_grpc.ClusteringServiceServicer):
         self._registry.check_expected(params.model, params.expected_version)
         self._registry.check_writable()  # before the data: a fit that cannot be stored is refused
         slot, work = self.fit_slots.take("model"), CallWork()
+        memory = self.memory.reservation("this fit", field="points")
         try:
             yield _progress(codec.FitProgress("admitted", elapsed_seconds=time.monotonic() - started))
-            gatherer = fitting.Gatherer(self._config, params)
+            gatherer = fitting.Gatherer(self._config, params, memory)
             async with incoming.drained_on_refusal():
                 gatherer.add(codec.decode_fit_request(first), 0)
                 async for index, message in _numbered(incoming, start=1):
@@ -114,6 +119,7 @@ class ClusteringHandlers(pb_grpc.ClusteringServiceServicer):
                     yield _progress(fitting.progress_message(event, n_samples, started))
         finally:
             work.after(slot.release)  # once the engine has stopped, not before
+            work.after(memory.release)
         result = run.result
         assert result is not None
         # Labels go out before the commit, so a call that fails while sending them stores nothing.
@@ -352,13 +358,16 @@ class ClusteringHandlers(pb_grpc.ClusteringServiceServicer):
             self._registry.check_writable()
         # It holds the image and fits a palette: it takes a fit slot, before the image arrives.
         slot, work = self.fit_slots.take("image"), CallWork()
+        memory = self.memory.reservation("this image", field="image")
         try:
             yield pb.QuantizeImageResponse()  # admitted: the client may send the image now
             async with incoming.drained_on_refusal():
-                image = await self._receive_image(first.image, incoming)
-            result = await work.run(self.workers.fits, imaging.quantize, image, options, self._config.max_image_pixels)
+                image = await self._receive_image(first.image, incoming, memory)
+            result = await work.run(self.workers.fits, imaging.quantize, image, options,
+                                    self._config.max_image_pixels, memory.grow)
         finally:
             work.after(slot.release)
+            work.after(memory.release)
         saved_version = 0
         if save_as:
             palette = ModelSnapshot(
@@ -381,8 +390,11 @@ class ClusteringHandlers(pb_grpc.ClusteringServiceServicer):
             chunk = codec.QuantizeImageResponse(data[start : start + IMAGE_CHUNK_BYTES], summary if last else None)
             yield codec.encode_quantize_response(chunk)
 
-    async def _receive_image(self, first: bytes, incoming: Incoming[pb.QuantizeImageRequest]) -> bytearray:
+    async def _receive_image(
+        self, first: bytes, incoming: Incoming[pb.QuantizeImageRequest], memory: Reservation
+    ) -> bytearray:
         limit = self._config.max_image_bytes
+        memory.grow(len(first))
         buffer = bytearray(first)
         async for message in incoming:
             if message.HasField("spec"):
@@ -390,6 +402,7 @@ class ClusteringHandlers(pb_grpc.ClusteringServiceServicer):
             chunk = message.image  # each read of a bytes field copies it: read it once
             if len(buffer) + len(chunk) > limit:
                 raise imaging.LimitExceeded(f"the image is over the server's limit of {limit} bytes", field="image")
+            memory.grow(len(chunk))
             buffer += chunk
         return buffer
 

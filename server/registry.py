@@ -29,6 +29,7 @@ class Registry:
         self._keep_versions = keep_versions
         stored = store.load_all()
         self._snapshots: dict[str, ModelSnapshot] = {snap.name: snap for snap in stored.current}
+        self._resident = sum(snap.centers.nbytes for snap in stored.current)
         self._last_versions: dict[str, int] = dict(stored.last_versions)
         self._guard = threading.Lock()
         # Names being created right now count against max_models before they are published.
@@ -38,6 +39,10 @@ class Registry:
 
     def __len__(self) -> int:
         return len(self._snapshots)
+
+    def resident_bytes(self) -> int:
+        """Bytes of centers the current versions hold in memory."""
+        return self._resident
 
     def get(self, name: str, field: str = "name") -> ModelSnapshot:
         snapshot = self._snapshots.get(name)
@@ -190,9 +195,11 @@ class Registry:
     def _publish(self, name: str, snapshot: ModelSnapshot | None, version: int) -> None:
         with self._guard:
             snapshots = dict(self._snapshots)
-            if snapshot is None:
-                snapshots.pop(name, None)
-            else:
+            previous = snapshots.pop(name, None)
+            if previous is not None:
+                self._resident -= previous.centers.nbytes
+            if snapshot is not None:
                 snapshots[name] = snapshot
+                self._resident += snapshot.centers.nbytes
             self._snapshots = snapshots
             self._last_versions[name] = version

@@ -33,6 +33,7 @@ from .exceptions import (
     ModelReplaced,
 )
 from .limits import check_matrix, check_weights, echo
+from .memory import MemoryBudget
 from .metrics import Metrics
 from .registry import Registry
 from .snapshots import MINIBATCH_KMEANS, ModelSnapshot
@@ -132,14 +133,21 @@ class BatchResult:
 class StreamHub:
     """All live models, and the thread that checkpoints them."""
 
-    def __init__(self, config: ServerConfig, registry: Registry, metrics: Metrics) -> None:
+    def __init__(self, config: ServerConfig, registry: Registry, metrics: Metrics, memory: MemoryBudget) -> None:
         self._config = config
         self._registry = registry
         self._metrics = metrics
+        self._memory = memory
         self._lock = threading.Lock()
         self._live: dict[str, LiveModel] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    def resident_bytes(self) -> int:
+        """Memory of every live model's learning state, buffered init points included."""
+        with self._lock:
+            models = list(self._live.values())
+        return sum(live.state.nbytes for live in models if live.state is not None)
 
     # ---- Streams ------------------------------------------------------------------
 
@@ -277,6 +285,11 @@ class StreamHub:
                 )
             state = MiniBatchState(live.params, points.shape[1], points.dtype)
         points, weights = state.check_batch(points, weights)
+        growth = 0 if state.initialized else points.nbytes + weights.nbytes  # buffered for init
+        if live.state is None:  # a new model: its state, and the centers it will publish
+            growth += live.params.n_clusters * points.shape[1] * points.dtype.itemsize * 2
+        if growth:
+            self._memory.check(growth, f"model {live.name!r} buffering this batch", "batch.points")
         creating = live.snapshot is None
         if creating:
             self._registry.reserve(live.name)

@@ -1,0 +1,138 @@
+"""The memory budget: what a request may hold is counted before it is taken.
+
+Two kinds of memory count against ``--memory-budget``:
+- **resident**: every model's centers in the registry, and each streamed model's
+  learning state with the init points it still buffers, asked of their owners;
+- **reserved**: what calls hold while they run: a Fit's upload as it arrives and its
+  working arrays, an image's encoded bytes as they arrive and its decoded pixels,
+  estimated from the header before a pixel is decoded.
+
+A reservation that would take the total past the budget is refused with
+RESOURCE_EXHAUSTED and a RetryInfo, before the memory is touched; one that could
+never fit, even into an idle server, is refused without one.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from .exceptions import Busy, LimitExceeded
+
+MIB = 1024 * 1024
+# The default budget: this share of the memory the process may use.
+DEFAULT_SHARE = 0.6
+RETRY_AFTER_S = 2.0
+
+
+def machine_memory() -> int:
+    """Bytes the process may use: the machine's memory, or the cgroup's limit when lower."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(limit_file).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and 0 < int(text) < total:
+            total = int(text)
+    return int(total)
+
+
+def default_budget() -> int:
+    return int(machine_memory() * DEFAULT_SHARE)
+
+
+class MemoryBudget:
+    """Counts resident and reserved bytes against one limit; thread-safe."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._reserved = 0
+        self._resident: list[Callable[[], int]] = []
+
+    def add_resident(self, source: Callable[[], int]) -> None:
+        """A function that tells the bytes some part of the server keeps in memory."""
+        self._resident.append(source)
+
+    def resident(self) -> int:
+        return sum(source() for source in self._resident)
+
+    @property
+    def reserved(self) -> int:
+        return self._reserved
+
+    def used(self) -> int:
+        return self.resident() + self._reserved
+
+    def check(self, nbytes: int, what: str, field: str | None = None) -> None:
+        """Refuse, as ``Reservation.grow`` would, memory that is about to become resident."""
+        self._take(nbytes, nbytes, what, field)
+        self._give_back(nbytes)
+
+    def reservation(self, what: str, field: str | None = None) -> Reservation:
+        """An empty reservation for one call, grown as its data arrives."""
+        return Reservation(self, what, field)
+
+    def _take(self, nbytes: int, call_total: int, what: str, field: str | None) -> None:
+        """Reserve ``nbytes`` more for a call that would then hold ``call_total``."""
+        with self._lock:
+            resident = self.resident()
+            if resident + self._reserved + nbytes <= self.limit:
+                self._reserved += nbytes
+                return
+        if resident + call_total > self.limit:  # even with every other call gone
+            raise LimitExceeded(
+                f"{what} needs {_size(call_total)} of memory, and the models held take {_size(resident)} "
+                f"of the server's {_size(self.limit)} budget (--memory-budget): it cannot fit; send "
+                "less data, or delete models",
+                field=field, reason="MEMORY_BUDGET",
+            )
+        raise Busy(
+            f"{what} needs {_size(call_total)} of memory; the server's {_size(self.limit)} budget "
+            f"(--memory-budget) has {_size(max(0, self.limit - resident - self._reserved))} free "
+            "while other calls run; nothing was kept, retry later",
+            retry_after=RETRY_AFTER_S, field=field, reason="MEMORY_BUDGET",
+        )
+
+    def _give_back(self, nbytes: int) -> None:
+        with self._lock:
+            self._reserved -= nbytes
+
+
+class Reservation:
+    """Bytes one call holds; grows as data arrives, released once at the end."""
+
+    def __init__(self, budget: MemoryBudget, what: str, field: str | None) -> None:
+        self._budget = budget
+        self.what = what
+        self.field = field
+        self.nbytes = 0
+
+    def grow(self, nbytes: int, what: str | None = None) -> None:
+        """Hold ``nbytes`` more, or raise Busy / LimitExceeded and hold nothing more."""
+        if nbytes <= 0:
+            return
+        self._budget._take(nbytes, self.nbytes + nbytes, what or self.what, self.field)
+        self.nbytes += nbytes
+
+    def release(self) -> None:
+        if self.nbytes:
+            self._budget._give_back(self.nbytes)
+            self.nbytes = 0
+
+    def __enter__(self) -> Reservation:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+
+def _size(nbytes: int) -> str:
+    if nbytes >= 10 * 1024 * MIB:
+        return f"{nbytes / (1024 * MIB):.1f} GiB"
+    if nbytes >= 10 * MIB:
+        return f"{nbytes / MIB:.0f} MiB"
+    return f"{nbytes} bytes"
