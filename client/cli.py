@@ -6,15 +6,19 @@ import argparse
 import json
 import os
 import sys
+import re
 import threading
 import time
 from collections.abc import Sequence
+from importlib import metadata
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import numpy as np
 
 from centroidal.v1 import codec
+
+from tqdm import tqdm
 
 from ._wire import FitProgress, ModelInfo
 from .client import Client
@@ -50,6 +54,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         detail = f" [field {error.field}]" if error.field else ""
         print(f"centroidal: {error}{detail}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        # Closing the channel on the way out cancelled the call: a fit stops, nothing is stored.
+        print("centroidal: interrupted; the call was cancelled", file=sys.stderr)
+        return 130
     except (OSError, ValueError) as error:
         print(f"centroidal: {error}", file=sys.stderr)
         return 1
@@ -72,11 +80,12 @@ def _server_command(command: str, argv: list[str]) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="centroidal", description="k-means clustering service")
+    parser.add_argument("--version", action="version", version=f"centroidal {_version()}")
     _connection_options(parser, defaults=True)
     # The same options after the command (`centroidal health --target ...`) win over these.
     common = argparse.ArgumentParser(add_help=False)
     _connection_options(common, defaults=False)
-    commands = parser.add_subparsers(title="commands", metavar="{serve,store,fit,predict,stream,quantize,models,health}")
+    commands = parser.add_subparsers(title="commands", metavar="{serve,store,fit,predict,stream,quantize,get,delete,models,health}")
     commands.add_parser("serve", help="run the server (see `centroidal serve --help`)")
     commands.add_parser("store", help="check or back up a data directory (`centroidal store --help`)")
 
@@ -150,6 +159,15 @@ def _parser() -> argparse.ArgumentParser:
                                "after, to this file (needs the plot extra: matplotlib, Pillow)")
     quantize.set_defaults(run=_quantize)
 
+    top_get = command("get", "describe one model as JSON (as `models get`)")
+    top_get.add_argument("name")
+    top_get.add_argument("--centers", action="store_true", help="include the centers")
+    top_get.set_defaults(run=_models_get)
+    top_delete = command("delete", "delete one model (as `models delete`)")
+    top_delete.add_argument("name")
+    top_delete.add_argument("--expected-version", type=int, default=None)
+    top_delete.set_defaults(run=_models_delete)
+
     models = command("models", "list, show or delete models")
     actions = models.add_subparsers(metavar="{list,get,delete}")
     listing = command("list", "list every model", actions)
@@ -192,18 +210,38 @@ def _connection_options(parser: argparse.ArgumentParser, *, defaults: bool) -> N
 
 
 def load_points(path: Path, dtype: str | None) -> np.ndarray:
-    """Rows of a .npy file or a comma-separated file (a header line is skipped)."""
+    """Rows of a .npy file or a comma-separated file (a header line is skipped). A value that
+    is not a number is reported with the file's line and column."""
     if path.suffix.lower() == ".npy":
         points = np.load(path, allow_pickle=False)
     else:
-        try:
-            points = np.loadtxt(path, delimiter=",", ndmin=2, dtype=np.float64)
-        except ValueError:
-            points = np.loadtxt(path, delimiter=",", ndmin=2, dtype=np.float64, skiprows=1)
+        points = _load_csv(path)
     if points.ndim == 1:
         points = points.reshape(-1, 1)
     result: np.ndarray = points.astype(dtype) if dtype else points
     return result
+
+
+def _load_csv(path: Path) -> np.ndarray:
+    skip = 0
+    while True:
+        try:
+            return np.loadtxt(path, delimiter=",", ndmin=2, dtype=np.float64, skiprows=skip)
+        except ValueError as error:
+            text = str(error)
+            bad_value = re.search(r"could not convert string (.*) to float64 at row (\d+), column (\d+)", text)
+            if bad_value and int(bad_value.group(2)) == 0 and skip == 0:
+                skip = 1  # a header line
+                continue
+            if bad_value:
+                line = int(bad_value.group(2)) + skip + 1
+                raise ValueError(f"{path}, line {line}, column {bad_value.group(3)}: "
+                                 f"{bad_value.group(1)} is not a number") from None
+            columns = re.search(r"number of columns changed from (\d+) to (\d+) at row (\d+)", text)
+            if columns:
+                raise ValueError(f"{path}, line {int(columns.group(3)) + skip}: {columns.group(2)} "
+                                 f"values, but the rows before have {columns.group(1)}") from None
+            raise ValueError(f"{path}: {text}") from None
 
 
 def save_array(path: Path, array: np.ndarray) -> None:
@@ -214,72 +252,56 @@ def save_array(path: Path, array: np.ndarray) -> None:
         np.savetxt(path, array, delimiter=",", fmt=fmt)
 
 
-class ProgressBar:
-    """One status line on a terminal, or a line per second elsewhere."""
+class FitBar:
+    """A fit's progress on tqdm bars: the upload in points, then each restart's iterations.
 
-    def __init__(self, stream: TextIO, label: str) -> None:
-        self._stream = stream
+    Upload events arrive on gRPC's sending thread, the others on the caller's.
+    """
+
+    def __init__(self, label: str, max_iter: int | None) -> None:
         self._label = label
-        self._tty = stream.isatty()
-        self._last = 0.0
-        # Upload events arrive on gRPC's sending thread, the others on the caller's.
+        self._max_iter = max_iter or 300
         self._lock = threading.Lock()
+        self._bar: tqdm[Any] | None = None
+        self._phase = ""
+
+    def _switch(self, phase: str, **settings: Any) -> tqdm[Any]:
+        if self._bar is None or self._phase != phase:
+            if self._bar is not None:
+                self._bar.close()
+            self._bar = progress_bar(desc=f"{self._label} {phase}", **settings)
+            self._phase = phase
+        return self._bar
 
     def __call__(self, event: FitProgress) -> None:
         with self._lock:
-            now = time.monotonic()
-            final = event.stage in ("restart_done", "data_received")
-            if not self._tty and not final and now - self._last < 1.0:
-                return
-            self._last = now
-            self._show(self._describe(event))
-
-    def _describe(self, event: FitProgress) -> str:
-        if event.stage == "uploading":
-            total = max(1, event.points_total)
-            share = event.points_received / total
-            return f"{self._label}: uploading {self.bar(share)} of {total} points"
-        restart = f"restart {event.restart + 1}/{event.n_init}"
-        if event.stage == "seeding":
-            return f"{self._label}: {restart} choosing centers ({event.iteration} so far)"
-        if event.stage in ("iteration", "restart_done"):
-            done = " done" if event.stage == "restart_done" else ""
-            return (
-                f"{self._label}: {restart} iteration {event.iteration}{done} "
-                f"inertia {event.inertia:.6g} shift {event.center_shift:.3g} "
-                f"[{event.elapsed_seconds:.1f}s]"
-            )
-        return f"{self._label}: {event.stage.replace('_', ' ')}"
-
-    @staticmethod
-    def bar(share: float) -> str:
-        return f"[{'#' * int(share * 20):<20}] {share:6.1%}"
-
-    def show_line(self, line: str, *, final: bool = False) -> None:
-        """Show a line from any thread, at most once a second when not on a terminal."""
-        with self._lock:
-            now = time.monotonic()
-            if not self._tty and not final and now - self._last < 1.0:
-                return
-            self._last = now
-            self._show(line)
-
-    def _show(self, line: str) -> None:
-        if self._tty:
-            self._stream.write("\r\033[K" + line)
-        else:
-            self._stream.write(line + "\n")
-        self._stream.flush()
+            if event.stage == "uploading":
+                bar = self._switch("upload", total=max(1, event.points_total), unit="pt", unit_scale=True)
+                bar.update(event.points_received - bar.n)
+            elif event.stage in ("seeding", "iteration", "restart_done"):
+                bar = self._switch(f"restart {event.restart + 1}/{event.n_init}", total=self._max_iter, unit="it")
+                if event.stage != "seeding":
+                    bar.update(event.iteration - bar.n)
+                    bar.set_postfix(inertia=f"{event.inertia:.6g}", shift=f"{event.center_shift:.3g}")
+            elif self._bar is not None:
+                self._bar.set_postfix_str(event.stage.replace("_", " "))
 
     def close(self) -> None:
-        if self._tty:
-            self._stream.write("\n")
-            self._stream.flush()
+        with self._lock:
+            if self._bar is not None:
+                self._bar.close()
+                self._bar = None
+
+
+def progress_bar(**settings: Any) -> tqdm[Any]:
+    """A tqdm bar on standard error; off a terminal it writes at most once every 5 s."""
+    interval = 0.1 if sys.stderr.isatty() else 5.0
+    return tqdm(file=sys.stderr, mininterval=interval, dynamic_ncols=True, **settings)
 
 
 def _fit(client: Client, options: argparse.Namespace) -> int:
     points = load_points(options.data, options.dtype)
-    bar = None if options.quiet else ProgressBar(sys.stderr, f"fit {options.model}")
+    bar = None if options.quiet else FitBar(f"fit {options.model}", options.max_iter)
     try:
         result = client.fit(
             options.model, points, options.clusters, init=options.init, n_init=options.n_init,
@@ -321,7 +343,8 @@ def _stream(client: Client, options: argparse.Namespace) -> int:
         raise ValueError(f"--batch-size must be at least 1, got {options.batch_size}")
     points = load_points(options.data, options.dtype)
     total = points.shape[0]
-    bar = None if options.quiet else ProgressBar(sys.stderr, f"stream {options.model}")
+    bar = None if options.quiet else progress_bar(desc=f"stream {options.model}", total=total, unit="pt",
+                                                  unit_scale=True)
     sent = 0
 
     duplicates = 0
@@ -331,12 +354,8 @@ def _stream(client: Client, options: argparse.Namespace) -> int:
         duplicates += ack.duplicate
         if bar is not None:
             done = min(total, (ack.sequence - options.first_sequence + 1) * options.batch_size)
-            bar.show_line(
-                f"stream {options.model}: "
-                f"{ProgressBar.bar(done / max(1, total))} {done}/{total} points, version "
-                f"{ack.version} (durable {ack.durable_version}), batch inertia {ack.batch_inertia:.6g}",
-                final=done >= total,
-            )
+            bar.update(done - bar.n)
+            bar.set_postfix(version=ack.version, durable=ack.durable_version, refresh=False)
 
     started = time.monotonic()
     stream = client.stream(
@@ -362,6 +381,9 @@ def _stream(client: Client, options: argparse.Namespace) -> int:
             # A rejected batch: the stream still closed; every rejection is listed below.
     finally:
         if bar is not None:
+            if stream.last_ack is not None:  # the close made the model durable: show it
+                bar.set_postfix(version=stream.last_ack.version, durable=stream.last_ack.durable_version,
+                                refresh=False)
             bar.close()
     elapsed = time.monotonic() - started
     rejected = len(stream.errors)
@@ -484,6 +506,13 @@ def _models_delete(client: Client, options: argparse.Namespace) -> int:
     version = client.delete_model(options.name, expected_version=options.expected_version)
     print(f"deleted {options.name} (version {version})")
     return 0
+
+
+def _version() -> str:
+    try:
+        return metadata.version("centroidal")
+    except metadata.PackageNotFoundError:  # run from a tree that is not installed
+        return "unknown"
 
 
 def _health(client: Client, options: argparse.Namespace) -> int:

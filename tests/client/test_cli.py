@@ -33,7 +33,8 @@ def test_fit_predict_and_models_from_files(
                  "--labels-out", str(labels_out)]) == 0
     captured = capsys.readouterr()
     assert "model blobs version 1: 300 points, 4 clusters" in captured.out
-    assert "uploading" in captured.err and "iteration" in captured.err
+    assert "fit blobs upload" in captured.err and "fit blobs restart 1/" in captured.err
+    assert "inertia=" in captured.err  # the bar of the last restart, as it closed
 
     assert main([*target, "predict", str(csv), "--model", "blobs"]) == 0
     printed = np.array(capsys.readouterr().out.split(), dtype=np.int32)
@@ -82,7 +83,7 @@ def test_stream_a_file_and_resume_it(
     assert "model live version 6: 6 batches (300 points)" in captured.out
     assert "6 learnt, 0 already in the model, 0 rejected" in captured.out
     assert "durable through sequence 6" in captured.out
-    assert "300/300 points" in captured.err
+    assert "300/300" in captured.err and "durable=6" in captured.err
     # Running the same file again as the same producer changes nothing: every batch is a
     # duplicate of one the model has.
     assert main([*target, "stream", str(npy), "--model", "live", "--batch-size", "50",
@@ -124,3 +125,61 @@ def test_quantize_an_image_file(target: list[str], tmp_path: Path, capsys: pytes
     assert Image.open(figure).size[0] > 500  # a real figure was drawn
     assert main([*target, "quantize", str(source), str(out), "--colors", "300"]) == 1
     assert "spec.n_colors" in capsys.readouterr().err
+
+
+def test_version_get_and_delete_as_a_user_would_type_them(
+    target: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as shown:
+        main(["--version"])
+    assert shown.value.code == 0 and capsys.readouterr().out.startswith("centroidal ")
+    npy = tmp_path / "points.npy"
+    np.save(npy, X)
+    assert main([*target, "fit", str(npy), "--model", "m", "-k", "2", "-q"]) == 0
+    capsys.readouterr()
+    assert main([*target, "get", "m"]) == 0
+    assert json.loads(capsys.readouterr().out)["name"] == "m"
+    assert main([*target, "delete", "m"]) == 0
+    assert "deleted m" in capsys.readouterr().out
+    assert main([*target, "get", "m"]) == 1
+    assert "NOT_FOUND" in capsys.readouterr().err
+
+
+def test_a_bad_csv_value_is_reported_with_its_line(
+    target: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    csv = tmp_path / "points.csv"
+    csv.write_text("x,y\n1,2\n3,4\n5,oops\n7,8\n")
+    assert main([*target, "fit", str(csv), "--model", "m", "-k", "2"]) == 1
+    assert "points.csv, line 4, column 2: 'oops' is not a number" in capsys.readouterr().err
+    csv.write_text("1,2\n3\n")
+    assert main([*target, "fit", str(csv), "--model", "m", "-k", "2"]) == 1
+    assert "points.csv, line 2: 1 values, but the rows before have 2" in capsys.readouterr().err
+
+
+def test_ctrl_c_ends_a_fit_with_one_line(server: CentroidalServer, tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    npy = tmp_path / "big.npy"
+    np.save(npy, np.random.default_rng(0).normal(size=(300_000, 16)).astype(np.float32))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "centroidal.client.cli", "--target", f"127.0.0.1:{server.port}", "fit",
+         str(npy), "--model", "interrupted", "-k", "256", "--tol", "0", "--max-iter", "300"],
+        stderr=subprocess.PIPE, text=True,
+    )
+    assert process.stderr is not None
+    seen = ""
+    while "restart" not in seen:  # the fit is running on the server
+        character = process.stderr.read(1)
+        assert character, f"the fit ended early: {seen}"
+        seen += character
+    process.send_signal(signal.SIGINT)
+    rest = process.stderr.read()
+    assert process.wait(60) == 130
+    assert "centroidal: interrupted; the call was cancelled" in rest and "Traceback" not in rest
+    from centroidal.client import Client, NotFound
+
+    with Client(f"127.0.0.1:{server.port}") as client, pytest.raises(NotFound):
+        client.get_model("interrupted")  # nothing stored
