@@ -30,7 +30,8 @@ from .errors import parser
 from .handlers import ClusteringHandlers
 from .metrics import Metrics
 from .registry import Registry
-from .store import SQLiteStore, StoreCondition
+from .integrity import StoreCondition
+from .store import SQLiteStore
 
 log = logging.getLogger("centroidal.server")
 

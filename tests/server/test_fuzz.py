@@ -18,7 +18,7 @@ from PIL import Image
 
 from centroidal.client import Client
 from centroidal.server import ServerConfig, create_server
-from centroidal.server.store import inspect
+from centroidal.server.integrity import inspect
 from tests.conftest import ServerFactory
 from tests.fuzzing import METHODS, Fuzzer, NearValid
 

@@ -22,7 +22,8 @@ import pytest
 from centroidal.client import Client, Unavailable
 from centroidal.server import ServerConfig, create_server
 from centroidal.server.exceptions import StoreDamaged
-from centroidal.server.store import SQLiteStore, StoreLocked, inspect
+from centroidal.server.integrity import StoreLocked, inspect
+from centroidal.server.store import SQLiteStore
 from tests.server.test_store import snapshot
 
 N_MODELS = 30
