@@ -253,8 +253,10 @@ class ClusteringHandlers(pb_grpc.ClusteringServiceServicer):
             raise InvalidRequest("the first message of a StreamMiniBatch stream must be open", field="open")
         opening = codec.decode_minibatch_open(first.open)
         name = check_model_name(opening.model, "open.model")
-        # Loading a stored model's state is CPU work: off the event loop.
-        live = await self.workers.run(self.workers.storage, self.hub.open, name, opening.create_if_missing)
+        # Loading a stored model's state is CPU work: off the event loop. A refusal waits for
+        # the client's replayed batches to stop, or grpc.aio may lose it (see Incoming.drain).
+        async with incoming.drained_on_refusal():
+            live = await self.workers.run(self.workers.storage, self.hub.open, name, opening.create_if_missing)
         jobs = InOrder(self.workers.streams)
         # Batches are taken and queued while earlier ones are applied; acks go out in order.
         queued: asyncio.Queue[_Queued | None] = asyncio.Queue(maxsize=READ_AHEAD + 1)
@@ -282,7 +284,14 @@ class ClusteringHandlers(pb_grpc.ClusteringServiceServicer):
                 if item is None:
                     ended = True
                     break
-                yield codec.encode_minibatch_ack(await self._ack(*item))
+                try:
+                    ack = await self._ack(*item)
+                except _STREAM_ENDING:  # sent once the client stops writing, as above
+                    taker.cancel()
+                    await asyncio.wait({taker})
+                    await incoming.drain()
+                    raise
+                yield codec.encode_minibatch_ack(ack)
                 incoming.owe(-1)
         finally:
             for task in (getting, taker):

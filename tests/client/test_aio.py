@@ -225,3 +225,33 @@ def test_an_async_on_progress_that_raises_ends_the_fit_with_its_error(server) ->
 
     with pytest.raises(Stop):
         asyncio.run(fit())
+
+
+def test_async_close_raises_when_the_model_cannot_be_stored_and_resends_later(
+    start_server: ServerFactory,
+) -> None:
+    from centroidal.client import ResourceExhausted
+
+    rng = np.random.default_rng(0)
+    server = start_server(max_store_bytes=384 * 1024, checkpoint_interval=3600)
+    batches = [rng.normal(size=(200, 64)).astype(np.float32) for _ in range(6)]
+
+    async def run() -> tuple[int, int, int]:
+        async with AsyncClient(f"127.0.0.1:{server.port}", timeout=30) as client:
+            await client.fit("filler", rng.normal(size=(1100, 64)).astype(np.float32), 1024, max_iter=1)
+            stream = client.stream("s", n_clusters=256, seed=3, producer_id="p", reconnect_timeout=1.0)
+            for batch in batches:
+                await stream.send(batch)
+            with pytest.raises(ResourceExhausted):
+                await stream.close(timeout=60)
+            kept = stream.durable_sequence
+            await client.delete_model("filler")
+            await asyncio.sleep(5.1)
+            await stream.close(timeout=60)  # resends what was not stored
+            model = await client.get_model("s")
+            assert stream.last_ack is not None
+            assert stream.last_ack.durable_version == model.version == model.durable_version
+            return kept, stream.durable_sequence, model.n_samples_seen
+
+    kept, durable, seen = asyncio.run(run())
+    assert kept < len(batches) and durable == len(batches) and seen == len(batches) * 200
