@@ -49,7 +49,7 @@ class Tokens:
         return len(self._fixed) + len(self._from_file)
 
     def describe(self) -> str:
-        where = [f"{len(self._fixed)} from CENTROIDAL_TOKEN"] if self._fixed else []
+        where = [f"{len(self._fixed)} from CENTROIDAL_TOKEN or --token"] if self._fixed else []
         if self._path:
             where.append(f"{len(self._from_file)} from {self._path}")
         return ", ".join(where)
