@@ -6,6 +6,8 @@
         labels = client.predict("shops", X_new)
 """
 
+from typing import TYPE_CHECKING
+
 from ._wire import FitProgress, FitResult, ModelInfo, QuantizedImage
 from .aio import AsyncClient, AsyncMiniBatchStream
 from .client import Client
@@ -30,8 +32,26 @@ from .errors import (
     Unimplemented,
     Unknown,
 )
-from .estimator import RemoteKMeans, RemoteMiniBatchKMeans
 from .stream import BatchAck, MiniBatchStream
+
+if TYPE_CHECKING:
+    from .estimator import RemoteKMeans, RemoteMiniBatchKMeans
+
+_ESTIMATORS = ("RemoteKMeans", "RemoteMiniBatchKMeans")
+
+
+def __getattr__(name: str) -> object:
+    """The scikit-learn estimators, imported on first use: they need the sklearn extra."""
+    if name not in _ESTIMATORS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    try:
+        from . import estimator
+    except ImportError as missing:
+        raise ImportError(
+            f"{name} is a scikit-learn estimator: install the extra, "
+            f"pip install 'centroidal[sklearn]' ({missing})"
+        ) from missing
+    return getattr(estimator, name)
 
 __all__ = [
     "Aborted",

@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
-import inspect
 import uuid
 from typing import Any
 
 import numpy as np
+from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from ._wire import as_points
 from .client import Client
 from .stream import MiniBatchStream
 
 
-class _RemoteEstimator:
-    """The scikit-learn parameter protocol and the server connection of a remote estimator."""
+class _RemoteEstimator(ClusterMixin, TransformerMixin, BaseEstimator):  # type: ignore[misc]
+    """A scikit-learn estimator whose work runs on a centroidal server: the parameter
+    protocol is BaseEstimator's; the connection is made on first use and never pickled."""
 
     _fitted_attributes: tuple[str, ...] = ()
     model_name_: str  # set once fitted
+    _client: Client | None = None
 
     def __init__(
         self, *, target: str | None = None, token: str | None = None, timeout: float | None = None
@@ -25,39 +28,17 @@ class _RemoteEstimator:
         self.target = target
         self.token = token
         self.timeout = timeout
-        self._client: Client | None = None
-
-    @classmethod
-    def _param_names(cls) -> list[str]:
-        signature = inspect.signature(cls.__init__)
-        return [name for name in signature.parameters if name != "self"]
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self._param_names()}
 
     def set_params(self, **params: Any) -> Any:
-        valid = set(self._param_names())
-        for name, value in params.items():
-            if name not in valid:
-                raise ValueError(
-                    f"invalid parameter {name!r} for {type(self).__name__}; valid: {sorted(valid)}"
-                )
-            setattr(self, name, value)
+        super().set_params(**params)
         if {"target", "token", "timeout"} & params.keys():
-            self.close()
+            self.close()  # the next call connects with the new settings
         return self
 
-    def __repr__(self) -> str:
-        defaults = type(self)().get_params()  # every subclass has defaults for all parameters
-        changed = [
-            f"{name}={value!r}" for name, value in self.get_params().items()
-            if not _same(value, defaults[name])
-        ]
-        return f"{type(self).__name__}({', '.join(changed)})"
-
     def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_client"] = None
+        # A copy: BaseEstimator's may be the object's own __dict__.
+        state: dict[str, Any] = dict(super().__getstate__())
+        state.pop("_client", None)
         return state
 
     @property
@@ -76,8 +57,24 @@ class _RemoteEstimator:
             self._client = None
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "model_name_"):
-            raise _not_fitted_error(type(self).__name__)
+        check_is_fitted(self, "model_name_")
+
+    def _points(self, X: Any, *, reset: bool) -> np.ndarray:
+        """X checked as scikit-learn checks it: 2-D, finite, numeric, dense (sparse input is
+        refused: densify it first), float32 kept, anything else made float64."""
+        points: np.ndarray = validate_data(
+            self, X, reset=reset, dtype=[np.float64, np.float32], accept_sparse=False, order="C",
+        )
+        return points
+
+    @staticmethod
+    def _weights(sample_weight: Any, points: np.ndarray) -> np.ndarray | None:
+        if sample_weight is None:
+            return None
+        weights: np.ndarray = _check_sample_weight(sample_weight, points, dtype=np.float64)
+        if not weights.any():
+            raise ValueError("sample_weight: every weight is zero; at least one must be positive")
+        return weights
 
     def delete_model(self) -> None:
         """Delete this estimator's model from the server; the estimator is unfitted afterwards."""
@@ -88,7 +85,7 @@ class _RemoteEstimator:
                 delattr(self, attribute)
 
     def _score(self, X: Any, sample_weight: Any, version: int | None) -> float:
-        points = as_points(X)
+        points = self._points(X, reset=False)
         _, distances = self.client.predict(
             self.model_name_, points, version=version, return_distance=True
         )
@@ -149,18 +146,22 @@ class RemoteKMeans(_RemoteEstimator):
             n_init = int(self.n_init)
         else:
             raise ValueError(f"n_init must be 'auto' or an int, got {self.n_init!r}")
+        points = self._points(X, reset=True)
+        weights = self._weights(sample_weight, points)
+        if points.shape[0] < self.n_clusters:
+            raise ValueError(f"n_samples={points.shape[0]} should be >= n_clusters={self.n_clusters}.")
         # A refit replaces this estimator's model rather than leaving the old one behind.
         name = self.model_name or getattr(self, "model_name_", None) or f"remote-kmeans-{uuid.uuid4().hex[:16]}"
         result = self.client.fit(
             name,
-            X,
+            points,
             self.n_clusters,
             init=self.init,
             n_init=n_init,
             max_iter=self.max_iter,
             tol=self.tol,
             seed=None if self.random_state is None else int(self.random_state),
-            sample_weight=sample_weight,
+            sample_weight=weights,
             return_labels=True,
         )
         self.model_name_ = name
@@ -169,13 +170,12 @@ class RemoteKMeans(_RemoteEstimator):
         self.labels_ = result.labels
         self.inertia_ = result.inertia
         self.n_iter_ = result.n_iter
-        self.n_features_in_ = result.model.n_features
         return self
 
     def predict(self, X: Any, sample_weight: Any = None) -> np.ndarray:
         """Labels of the nearest centers, shape (n_samples,), int32."""
         self._check_fitted()
-        labels = self.client.predict(self.model_name_, X, version=self.version_)
+        labels = self.client.predict(self.model_name_, self._points(X, reset=False), version=self.version_)
         assert isinstance(labels, np.ndarray)
         return labels
 
@@ -187,7 +187,7 @@ class RemoteKMeans(_RemoteEstimator):
     def transform(self, X: Any) -> np.ndarray:
         """Distances to every center, shape (n_samples, n_clusters)."""
         self._check_fitted()
-        return self.client.transform(self.model_name_, X, version=self.version_)
+        return self.client.transform(self.model_name_, self._points(X, reset=False), version=self.version_)
 
     def fit_transform(self, X: Any, y: Any = None, sample_weight: Any = None) -> np.ndarray:
         return self.fit(X, sample_weight=sample_weight).transform(X)
@@ -361,12 +361,6 @@ class RemoteMiniBatchKMeans(_RemoteEstimator):
         """Minus the weighted sum of squared distances of X to its nearest centers."""
         self._check_fitted()
         return self._score(X, sample_weight, None)
-
-
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        return a is b
-    return bool(a == b)
 
 
 def _not_fitted_error(kind: str) -> Exception:

@@ -22,9 +22,14 @@ CHECK_SDK = textwrap.dedent(
     """
     import sys
     import centroidal.client as sdk
-    from centroidal.client import Client, RemoteKMeans
+    from centroidal.client import Client
     Client("127.0.0.1:1").close()
-    RemoteKMeans(3).get_params()
+    try:
+        from centroidal.client import RemoteKMeans
+    except ImportError as missing:
+        assert "centroidal[sklearn]" in str(missing), missing
+    else:
+        raise AssertionError("RemoteKMeans imported without scikit-learn")
     loaded = sorted(name for name in sys.modules if name.split(".")[0] in {blocked!r}
                     or name in {blocked!r})
     assert not loaded, loaded

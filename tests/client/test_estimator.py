@@ -49,9 +49,9 @@ def test_params_round_trip_and_clone(target: str) -> None:
     copy = clone(estimator)
     assert copy.get_params() == params
     assert estimator.set_params(n_clusters=6) is estimator and estimator.n_clusters == 6
-    with pytest.raises(ValueError, match="invalid parameter"):
+    with pytest.raises(ValueError, match="Invalid parameter"):
         estimator.set_params(colour="red")
-    assert repr(estimator) == "RemoteKMeans(n_clusters=6, max_iter=50, random_state=3)"
+    assert repr(estimator) == "RemoteKMeans(max_iter=50, n_clusters=6, random_state=3)"
 
 
 def test_unfitted_estimator_refuses_to_predict(target: str) -> None:
