@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from typing import Any
 
@@ -9,8 +10,8 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
-from ._wire import as_points
 from .client import Client
+from .errors import NotFound
 from .stream import MiniBatchStream
 
 
@@ -216,7 +217,7 @@ class RemoteMiniBatchKMeans(_RemoteEstimator):
     """
 
     _fitted_attributes = (
-        "model_name_", "version_", "n_steps_", "n_samples_seen_", "n_features_in_", "inertia_",
+        "model_name_", "version_", "n_steps_", "n_samples_seen_", "n_features_in_", "inertia_", "labels_",
     )
     producer_id_: str
     next_sequence_: int
@@ -263,7 +264,9 @@ class RemoteMiniBatchKMeans(_RemoteEstimator):
             stream.close(self.timeout)
         super().close()
 
-    def _producer(self) -> MiniBatchStream:
+    def _producer(self, init_size: int | None = None) -> MiniBatchStream:
+        """The open stream to this estimator's model; ``init_size`` overrides the parameter
+        for a model this call creates."""
         if self._stream is None:
             if self.random_state is not None and not isinstance(self.random_state, (int, np.integer)):
                 raise ValueError(
@@ -280,7 +283,7 @@ class RemoteMiniBatchKMeans(_RemoteEstimator):
             self._stream = self.client.stream(
                 name,
                 n_clusters=self.n_clusters,
-                init_size=self.init_size or 0,
+                init_size=(init_size if init_size is not None else self.init_size) or 0,
                 reassignment_ratio=self.reassignment_ratio,
                 half_life=self.half_life,
                 half_life_unit=self.half_life_unit,
@@ -292,9 +295,12 @@ class RemoteMiniBatchKMeans(_RemoteEstimator):
         return self._stream
 
     def partial_fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> RemoteMiniBatchKMeans:
-        """Learn one batch; returns once the server has applied it (or raises its error)."""
+        """Learn one batch; returns once the server has applied it (or raises its error).
+        ``labels_`` are the batch's labels against the updated centers, once there are any."""
+        points = self._points(X, reset=not hasattr(self, "n_features_in_"))
+        weights = self._weights(sample_weight, points)
         stream = self._producer()
-        stream.send(X, sample_weight)
+        stream.send(points, weights)
         self.next_sequence_ = stream.next_sequence
         stream.flush(self.timeout)
         ack = stream.last_ack
@@ -302,23 +308,28 @@ class RemoteMiniBatchKMeans(_RemoteEstimator):
         self.version_ = ack.version
         self.n_steps_ = getattr(self, "n_steps_", 0) + 1
         self.n_samples_seen_ = ack.n_samples_seen
-        self.n_features_in_ = as_points(X).shape[1]
         self.inertia_ = ack.batch_inertia
+        if ack.n_samples_seen:  # initialised: the model has centers
+            self.labels_ = self.predict(points)
         return self
 
     def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> RemoteMiniBatchKMeans:
-        """A new model from one pass over X in batches of ``batch_size`` rows."""
+        """A new model from one pass over X in batches of ``batch_size`` rows; complete when
+        it returns: a model seeds from at most all of X, so it always has centers."""
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
-        points = as_points(X)
-        weights = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+        points = self._points(X, reset=True)
+        weights = self._weights(sample_weight, points)
+        if points.shape[0] < self.n_clusters:
+            raise ValueError(f"n_samples={points.shape[0]} should be >= n_clusters={self.n_clusters}.")
         name = getattr(self, "model_name_", None)
         if name is not None:  # a refit replaces this estimator's model, and its producers
             self.close()
-            self.delete_model()
-            self.model_name_ = name
+            with contextlib.suppress(NotFound):  # a first fit that failed left no model
+                self.client.delete_model(name)
             self.next_sequence_ = 1
-        stream = self._producer()
+        init_size = min(self.init_size or 3 * self.n_clusters, points.shape[0])
+        stream = self._producer(init_size=max(init_size, self.n_clusters))
         for start in range(0, points.shape[0], self.batch_size):
             batch_weights = None if weights is None else weights[start : start + self.batch_size]
             stream.send(points[start : start + self.batch_size], batch_weights)
@@ -329,8 +340,8 @@ class RemoteMiniBatchKMeans(_RemoteEstimator):
         self.version_ = ack.version
         self.n_steps_ = -(-points.shape[0] // self.batch_size)
         self.n_samples_seen_ = ack.n_samples_seen
-        self.n_features_in_ = points.shape[1]
         self.inertia_ = ack.batch_inertia
+        self.labels_ = self.predict(points)
         return self
 
     @property
@@ -345,7 +356,7 @@ class RemoteMiniBatchKMeans(_RemoteEstimator):
     def predict(self, X: Any, sample_weight: Any = None) -> np.ndarray:
         """Labels of the nearest current centers, shape (n_samples,), int32."""
         self._check_fitted()
-        labels = self.client.predict(self.model_name_, X)
+        labels = self.client.predict(self.model_name_, self._points(X, reset=False))
         assert isinstance(labels, np.ndarray)
         return labels
 
@@ -355,7 +366,7 @@ class RemoteMiniBatchKMeans(_RemoteEstimator):
     def transform(self, X: Any) -> np.ndarray:
         """Distances to every current center, shape (n_samples, n_clusters)."""
         self._check_fitted()
-        return self.client.transform(self.model_name_, X)
+        return self.client.transform(self.model_name_, self._points(X, reset=False))
 
     def score(self, X: Any, y: Any = None, sample_weight: Any = None) -> float:
         """Minus the weighted sum of squared distances of X to its nearest centers."""

@@ -10,7 +10,10 @@ from collections import Counter
 
 from sklearn.utils.estimator_checks import check_estimator
 
-from centroidal.client import RemoteKMeans
+import numpy as np
+import pytest
+
+from centroidal.client import RemoteKMeans, RemoteMiniBatchKMeans
 from centroidal.server import CentroidalServer
 
 KMEANS_EXPECTED_FAILURES = {
@@ -19,10 +22,23 @@ KMEANS_EXPECTED_FAILURES = {
 }
 
 
-def test_remote_kmeans_passes_check_estimator(server: CentroidalServer) -> None:
-    estimator = RemoteKMeans(n_clusters=3, target=f"127.0.0.1:{server.port}")
+@pytest.mark.parametrize("kind", [RemoteKMeans, RemoteMiniBatchKMeans])
+def test_passes_check_estimator(server: CentroidalServer, kind: type) -> None:
+    estimator = kind(n_clusters=3, target=f"127.0.0.1:{server.port}")
     results = check_estimator(estimator, on_fail=None, expected_failed_checks=KMEANS_EXPECTED_FAILURES)
     failed = [f"{r['check_name']}: {str(r['exception'])[:300]}" for r in results if r["status"] == "failed"]
     assert not failed, "\n".join(failed)
     statuses = Counter(r["status"] for r in results)
     assert statuses["passed"] >= 50, statuses
+
+
+def test_a_minibatch_fit_is_complete_when_it_returns(server: CentroidalServer) -> None:
+    target = f"127.0.0.1:{server.port}"
+    X = np.random.default_rng(0).normal(size=(40, 2))
+    estimator = RemoteMiniBatchKMeans(n_clusters=4, init_size=1000, target=target)
+    with pytest.raises(ValueError, match="sample_weight"):
+        estimator.fit(X, sample_weight=np.ones(3))  # a failed first fit ...
+    estimator.fit(X)  # ... does not break the next one
+    assert estimator.cluster_centers_.shape == (4, 2)  # fewer points than init_size: seeded anyway
+    assert estimator.labels_.shape == (40,)
+    estimator.close()
