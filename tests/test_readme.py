@@ -41,3 +41,28 @@ def test_the_configuration_table_names_every_flag() -> None:
         flag = spec.name.replace("_", "-")
         assert f"--{flag}`" in table or f"--[no-]{flag}`" in table, flag
         assert f"`CENTROIDAL_{spec.name.upper()}`" in table
+
+
+def test_the_grpcurl_example_is_valid_json_for_the_contract(server: CentroidalServer) -> None:
+    import grpc
+    import numpy as np
+    from google.protobuf import json_format
+
+    from centroidal.v1 import clustering_pb2 as pb
+
+    section = README[README.index("## Calling it from another language"):README.index("## Compatibility")]
+    fit_lines = section.split("<<'JSON'\n", 1)[1].split("\nJSON", 1)[0].splitlines()
+    predict_json = re.search(r"-d '(\{.*?\})'", section).group(1)  # type: ignore[union-attr]
+    requests = [json_format.Parse(line, pb.FitRequest()) for line in fit_lines]
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        fit = channel.stream_stream("/centroidal.v1.ClusteringService/Fit",
+                                    request_serializer=pb.FitRequest.SerializeToString,
+                                    response_deserializer=pb.FitResponse.FromString)
+        answers = list(fit(iter(requests), timeout=30))
+        assert answers[-1].HasField("result") and answers[-1].result.model.name == "tiny"
+        predict = channel.unary_unary("/centroidal.v1.ClusteringService/Predict",
+                                      request_serializer=pb.PredictRequest.SerializeToString,
+                                      response_deserializer=pb.PredictResponse.FromString)
+        answer = predict(json_format.Parse(predict_json, pb.PredictRequest()), timeout=30)
+    labels = np.frombuffer(answer.labels, dtype="<i4")
+    assert labels.shape == (2,) and labels[0] != labels[1]

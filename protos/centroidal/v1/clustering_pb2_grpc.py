@@ -116,7 +116,11 @@ class ClusteringServiceServicer:
 
     def StreamMiniBatch(self, request_iterator, context):
         """Feeds mini-batches from one producer into a live model, with one ack per
-        batch. Exactly-once effect per (producer_id, sequence).
+        batch. Exactly-once effect per (producer_id, sequence). A stream the
+        client closes ends once the model is checkpointed: OK with trailing
+        metadata `centroidal-durable-version` (the model's version on disk), or
+        the store's error (RESOURCE_EXHAUSTED STORE_FULL, UNAVAILABLE), in which
+        case the batches after the durable version must be sent again later.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
