@@ -36,31 +36,22 @@ class _RemoteEstimator(ClassNamePrefixFeaturesOutMixin, ClusterMixin, Transforme
     _client: Client | None = None
 
     def __init__(
-        self, *, target: str | None = None, token: str | None = None, timeout: float | None = None,
-        ephemeral: bool = False,
+        self, *, target: str | None = None, token: str | None = None, timeout: float | None = None
     ) -> None:
         self.target = target
         self.token = token
         self.timeout = timeout
-        self.ephemeral = ephemeral
 
     def set_params(self, **params: Any) -> Any:
         super().set_params(**params)
         if {"target", "token", "timeout"} & params.keys():
-            # The next call connects with the new settings; the model stays where it is.
-            owned = self.__dict__.pop("_owns_model", None)
-            try:
-                self.close()
-            finally:
-                if owned is not None:
-                    self._owns_model = owned
+            self.close()  # the next call connects with the new settings
         return self
 
     def __getstate__(self) -> dict[str, Any]:
         # A copy: BaseEstimator's may be the object's own __dict__.
         state: dict[str, Any] = dict(super().__getstate__())
         state.pop("_client", None)
-        state.pop("_owns_model", None)
         return state
 
     @property
@@ -80,32 +71,16 @@ class _RemoteEstimator(ClassNamePrefixFeaturesOutMixin, ClusterMixin, Transforme
         return int(self.n_clusters)
 
     def close(self) -> None:
-        """End the connection; an ``ephemeral`` estimator deletes its model first."""
-        if self._owned_model() is not None:
-            with contextlib.suppress(NotFound):  # deleted by someone else meanwhile
-                self.delete_model()
         if self._client is not None:
             self._client.close()
             self._client = None
-
-    def _owned_model(self) -> str | None:
-        """The model this estimator deletes when it goes: its own fitted model, when
-        ``ephemeral`` (a pickled copy owns nothing)."""
-        if self.__dict__.get("_owns_model") and isinstance(self.ephemeral, (bool, np.bool_)) and self.ephemeral:
-            return getattr(self, "model_name_", None)
-        return None
 
     def _detach(self) -> list[Callable[[], object]]:
         """Let go of the connection; returns what closes it, run by collection and at exit
         without waiting on the server (every batch of a mini-batch estimator was already
         acknowledged)."""
-        owned, client, self._client = self._owned_model(), self._client, None
-        if client is None:
-            return []
-        if owned is None:
-            return [client.close]
-        self._owns_model = False
-        return [lambda: client.delete_model(owned), client.close]
+        client, self._client = self._client, None
+        return [client.close] if client is not None else []
 
     def __del__(self) -> None:
         try:
@@ -137,7 +112,6 @@ class _RemoteEstimator(ClassNamePrefixFeaturesOutMixin, ClusterMixin, Transforme
         """Delete this estimator's model from the server; the estimator is unfitted afterwards."""
         self._check_fitted()
         self.client.delete_model(self.model_name_)
-        self._owns_model = False
         for attribute in self._fitted_attributes:
             if hasattr(self, attribute):
                 delattr(self, attribute)
@@ -157,9 +131,7 @@ class RemoteKMeans(_RemoteEstimator):
 
     Parameters follow scikit-learn's KMeans; ``random_state`` must be an int or None.
     ``model_name`` names the stored model (a unique name is made when it is None),
-    ``target`` defaults to $CENTROIDAL_TARGET, else 127.0.0.1:50051. The model stays on
-    the server after the estimator is gone, unless ``ephemeral=True``: then ``close()``,
-    collection or interpreter exit delete it.
+    ``target`` defaults to $CENTROIDAL_TARGET, else 127.0.0.1:50051.
 
     Attributes after fit: cluster_centers_ (n_clusters, n_features), labels_
     (n_samples,) int32, inertia_, n_iter_, n_features_in_, model_name_, version_.
@@ -183,9 +155,8 @@ class RemoteKMeans(_RemoteEstimator):
         target: str | None = None,
         token: str | None = None,
         timeout: float | None = None,
-        ephemeral: bool = False,
     ) -> None:
-        super().__init__(target=target, token=token, timeout=timeout, ephemeral=ephemeral)
+        super().__init__(target=target, token=token, timeout=timeout)
         self.n_clusters = n_clusters
         self.init = init
         self.n_init = n_init
@@ -226,7 +197,6 @@ class RemoteKMeans(_RemoteEstimator):
             return_labels=True,
         )
         self.model_name_ = name
-        self._owns_model = True
         self.version_ = result.version
         self.cluster_centers_ = result.centers
         self.labels_ = result.labels
@@ -297,9 +267,8 @@ class RemoteMiniBatchKMeans(_RemoteEstimator):
         target: str | None = None,
         token: str | None = None,
         timeout: float | None = None,
-        ephemeral: bool = False,
     ) -> None:
-        super().__init__(target=target, token=token, timeout=timeout, ephemeral=ephemeral)
+        super().__init__(target=target, token=token, timeout=timeout)
         self.n_clusters = n_clusters
         self.batch_size = batch_size
         self.init_size = init_size
@@ -320,8 +289,7 @@ class RemoteMiniBatchKMeans(_RemoteEstimator):
         return state
 
     def close(self) -> None:
-        """Close the stream (the server checkpoints the model) and the connection; an
-        ``ephemeral`` estimator deletes its model."""
+        """Close the stream (the server checkpoints the model) and the connection."""
         if self._stream is not None:
             stream, self._stream = self._stream, None
             stream.close(self.timeout)
@@ -348,7 +316,6 @@ class RemoteMiniBatchKMeans(_RemoteEstimator):
             if not hasattr(self, "producer_id_"):
                 self.producer_id_ = f"estimator-{uuid.uuid4().hex}"
                 self.next_sequence_ = 1
-            self._owns_model = True
             self._stream = self.client.stream(
                 name,
                 n_clusters=self.n_clusters,

@@ -72,33 +72,3 @@ def test_collected_estimators_hold_no_stream(server: CentroidalServer) -> None:
     with Client(target, timeout=10) as client:
         assert client.health() == "SERVING"
         assert client.get_model("loop39").n_samples_seen == 50  # stored as its stream ended
-
-
-@pytest.mark.parametrize("kind", [RemoteKMeans, RemoteMiniBatchKMeans])
-def test_ephemeral_models_go_with_their_estimator(server: CentroidalServer, kind: type) -> None:
-    import gc
-    import pickle
-    import time
-
-    from centroidal.client import Client
-
-    target = f"127.0.0.1:{server.port}"
-    X = np.random.default_rng(0).normal(size=(60, 2))
-    with Client(target, timeout=10) as client:
-        kept = kind(n_clusters=2, target=target).fit(X)
-        closed = kind(n_clusters=2, target=target, ephemeral=True).fit(X)
-        copy = pickle.loads(pickle.dumps(closed))
-        collected = kind(n_clusters=2, target=target, ephemeral=True).fit(X)
-        names = {kept.model_name_, closed.model_name_, collected.model_name_}
-        closed_name, collected_name = closed.model_name_, collected.model_name_
-        closed.close()
-        copy.close()  # a pickled copy owns nothing
-        del collected
-        gc.collect()
-        give_up = time.monotonic() + 20
-        while collected_name in {info.name for info in client.list_models()}:
-            assert time.monotonic() < give_up, "a collected ephemeral estimator left its model"
-            time.sleep(0.05)
-        left = {info.name for info in client.list_models()} & names
-        assert left == {kept.model_name_}, (left, closed_name)
-        kept.close()
