@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import queue
-import threading
 import uuid
-import weakref
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
+from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from .client import Client
@@ -20,16 +15,9 @@ from .errors import NotFound
 from .stream import MiniBatchStream
 
 
-class _RemoteEstimator(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, BaseEstimator):  # type: ignore[misc]
+class _RemoteEstimator(ClusterMixin, TransformerMixin, BaseEstimator):  # type: ignore[misc]
     """A scikit-learn estimator whose work runs on a centroidal server: the parameter
-    protocol is BaseEstimator's; the connection is made on first use and never pickled.
-
-    ``transform`` gives one column per center, named ``<class>0``, ``<class>1``, ... by
-    ``get_feature_names_out``, so ``set_output(transform="pandas")`` works. ``close()``
-    ends the connection (and a mini-batch estimator's stream); it also runs when the
-    estimator is collected and at interpreter exit, so an idle estimator holds nothing
-    on the server.
-    """
+    protocol is BaseEstimator's; the connection is made on first use and never pickled."""
 
     _fitted_attributes: tuple[str, ...] = ()
     model_name_: str  # set once fitted
@@ -62,31 +50,12 @@ class _RemoteEstimator(ClassNamePrefixFeaturesOutMixin, ClusterMixin, Transforme
                 kwargs["timeout"] = self.timeout
                 kwargs["fit_timeout"] = self.timeout
             self._client = Client(self.target, **kwargs)
-            _CONNECTED.add(self)
         return self._client
-
-    @property
-    def _n_features_out(self) -> int:
-        """Columns of ``transform``: one per center."""
-        return int(self.n_clusters)
 
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
             self._client = None
-
-    def _detach(self) -> list[Callable[[], object]]:
-        """Let go of the connection; returns what closes it, run by collection and at exit
-        without waiting on the server (every batch of a mini-batch estimator was already
-        acknowledged)."""
-        client, self._client = self._client, None
-        return [client.close] if client is not None else []
-
-    def __del__(self) -> None:
-        try:
-            _REAPER.close(self._detach())
-        except Exception:  # noqa: BLE001 - nothing to report to from a finaliser
-            pass
 
     def _check_fitted(self) -> None:
         check_is_fitted(self, "model_name_")
@@ -295,11 +264,6 @@ class RemoteMiniBatchKMeans(_RemoteEstimator):
             stream.close(self.timeout)
         super().close()
 
-    def _detach(self) -> list[Callable[[], object]]:
-        stream, self._stream = self._stream, None
-        # Aborting ends the stream; the server checkpoints the model as it does.
-        return ([stream.abort] if stream is not None else []) + super()._detach()
-
     def _producer(self, init_size: int | None = None) -> MiniBatchStream:
         """The open stream to this estimator's model; ``init_size`` overrides the parameter
         for a model this call creates."""
@@ -408,57 +372,6 @@ class RemoteMiniBatchKMeans(_RemoteEstimator):
         """Minus the weighted sum of squared distances of X to its nearest centers."""
         self._check_fitted()
         return self._score(X, sample_weight, None)
-
-
-class _Reaper:
-    """Closes what collected estimators held, on a thread of its own: a finaliser may run on
-    any thread, gRPC's included, where closing a channel could wait on itself."""
-
-    def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[list[Callable[[], object]]] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-
-    def close(self, closers: list[Callable[[], object]]) -> None:
-        if not closers:
-            return
-        self._queue.put(closers)
-        with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="centroidal-estimator-reaper", daemon=True)
-                self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            _run_all(self._queue.get())
-
-    def drain(self) -> None:
-        while True:
-            try:
-                closers = self._queue.get_nowait()
-            except queue.Empty:
-                return
-            _run_all(closers)
-
-
-def _run_all(closers: list[Callable[[], object]]) -> None:
-    for close in closers:
-        try:
-            close()
-        except Exception:  # noqa: BLE001 - the server may be gone; nothing waits for this
-            pass
-
-
-_REAPER = _Reaper()
-# Estimators with a connection, let go of at interpreter exit if nothing did it before.
-_CONNECTED: weakref.WeakSet[_RemoteEstimator] = weakref.WeakSet()
-
-
-@atexit.register
-def _release_all() -> None:
-    for estimator in list(_CONNECTED):
-        _run_all(estimator._detach())
-    _REAPER.drain()
 
 
 def _not_fitted_error(kind: str) -> Exception:

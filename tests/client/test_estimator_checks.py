@@ -42,33 +42,3 @@ def test_a_minibatch_fit_is_complete_when_it_returns(server: CentroidalServer) -
     assert estimator.cluster_centers_.shape == (4, 2)  # fewer points than init_size: seeded anyway
     assert estimator.labels_.shape == (40,)
     estimator.close()
-
-
-def test_transform_columns_are_named(server: CentroidalServer) -> None:
-    X = np.random.default_rng(0).normal(size=(30, 2))
-    estimator = RemoteKMeans(n_clusters=3, target=f"127.0.0.1:{server.port}").fit(X)
-    assert list(estimator.get_feature_names_out()) == ["remotekmeans0", "remotekmeans1", "remotekmeans2"]
-    assert estimator.set_output(transform="default").fit_transform(X).shape == (30, 3)
-
-
-def test_collected_estimators_hold_no_stream(server: CentroidalServer) -> None:
-    import gc
-    import time
-
-    target = f"127.0.0.1:{server.port}"
-    X = np.random.default_rng(0).normal(size=(50, 2))
-    for index in range(40):  # more than a thread-per-call server once had threads
-        estimator = RemoteMiniBatchKMeans(n_clusters=2, model_name=f"loop{index}", target=target)
-        estimator.partial_fit(X)
-        del estimator
-    gc.collect()
-    live = server.servicer.hub._live
-    give_up = time.monotonic() + 30
-    while any(model.streams for model in list(live.values())):
-        assert time.monotonic() < give_up, {name: model.streams for name, model in live.items() if model.streams}
-        time.sleep(0.05)
-    from centroidal.client import Client
-
-    with Client(target, timeout=10) as client:
-        assert client.health() == "SERVING"
-        assert client.get_model("loop39").n_samples_seen == 50  # stored as its stream ended
