@@ -256,7 +256,7 @@ class ClusteringHandlers(pb_grpc.ClusteringServiceServicer):
         # Loading a stored model's state is CPU work: off the event loop. A refusal waits for
         # the client's replayed batches to stop, or grpc.aio may lose it (see Incoming.drain).
         async with incoming.drained_on_refusal():
-            live = await self.workers.run(self.workers.storage, self.hub.open, name, opening.create_if_missing)
+            live = await self._open_stream(name, opening.create_if_missing)
         jobs = InOrder(self.workers.streams)
         # Batches are taken and queued while earlier ones are applied; acks go out in order.
         queued: asyncio.Queue[_Queued | None] = asyncio.Queue(maxsize=READ_AHEAD + 1)
@@ -297,23 +297,47 @@ class ClusteringHandlers(pb_grpc.ClusteringServiceServicer):
             for task in (getting, taker):
                 if task is not None:
                     task.cancel()
-            await asyncio.wait({taker})
-            jobs.close()
-            while not queued.empty():  # acks nobody will send: their outcomes are not needed
-                left = queued.get_nowait()
-                if left is not None:
-                    left[2].add_done_callback(lambda outcome: outcome.cancelled() or outcome.exception())
-            # After the batch in flight, if any: closing under it could orphan a new model.
-            closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            jobs.after(lambda: closed.set_result(None))
-            await closed
-            closing = self._close_stream(live)
+            # The stream's end runs as a task of its own: a call cancelled again while it
+            # runs must not skip it, or the model would count an open stream forever.
+            ending = asyncio.ensure_future(self._end_stream(live, taker, jobs, queued))
+            closing = await asyncio.shield(ending)
             if not ended:  # the call already ends with its own status; the close only logs
                 closing.add_done_callback(_log_close_failure)
         # The close checkpoints the model: a failure is the stream's status, so the producer
         # keeps every batch that is not stored; success tells it the durable version.
         durable = await asyncio.wrap_future(closing)
         context.set_trailing_metadata(((DURABLE_VERSION_TRAILER, str(durable)),))
+
+    async def _open_stream(self, name: str, create: codec.MiniBatchConfig | None) -> LiveModel:
+        """The stream's live model. The open counts the stream on the model; a call cancelled
+        while it runs must not leave that count behind, so the close follows it there."""
+        opening = self.workers.storage.submit(self.hub.open, name, create)
+        try:
+            return await asyncio.wrap_future(opening)
+        except asyncio.CancelledError:
+            opening.add_done_callback(self._close_orphan)
+            raise
+
+    def _close_orphan(self, opening: Future[LiveModel]) -> None:
+        if not opening.cancelled() and opening.exception() is None:
+            self._close_stream(opening.result()).add_done_callback(_log_close_failure)
+
+    async def _end_stream(
+        self, live: LiveModel, taker: asyncio.Task[None], jobs: InOrder, queued: asyncio.Queue[_Queued | None],
+    ) -> Future[int]:
+        """Stop taking batches, drop the unsent acks, and close the stream once the batch in
+        flight is applied; returns the close (a checkpoint) as it runs."""
+        await asyncio.wait({taker})
+        jobs.close()
+        while not queued.empty():  # acks nobody will send: their outcomes are not needed
+            left = queued.get_nowait()
+            if left is not None:
+                left[2].add_done_callback(lambda outcome: outcome.cancelled() or outcome.exception())
+        # After the batch in flight, if any: closing under it could orphan a new model.
+        closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        jobs.after(lambda: closed.set_result(None))
+        await closed
+        return self._close_stream(live)
 
     def _close_stream(self, live: LiveModel) -> Future[int]:
         try:
