@@ -30,7 +30,6 @@ from .transport import (
     AsyncTransport,
     Backoff,
     status_lost,
-    worth_resending,
     _RESPONSE_BUDGET,
     DEFAULT_CHUNK_BYTES,
     DEFAULT_FIT_TIMEOUT_S,
@@ -339,10 +338,8 @@ class AsyncMiniBatchStream:
     def _resend_if_worth_it(self) -> None:
         """As MiniBatchStream's: after an error that may have passed, connect again and
         resend every kept batch."""
-        fatal, worker = self._fatal, self._worker
-        if self._aborted or fatal is None or not worth_resending(fatal):
-            return
-        if not self._ledger.holds_unstored() or worker is None or not worker.done():
+        worker = self._worker
+        if self._aborted or not self._ledger.worth_resending(self._fatal) or worker is None or not worker.done():
             return
         self._fatal, self._done = None, False
         self._worker = asyncio.get_running_loop().create_task(self._run(preflight=False))

@@ -223,9 +223,10 @@ class _Ledger:
             "kept, and flush() or close() resends them"
         )
 
-    def holds_unstored(self) -> bool:
-        """Batches not yet acknowledged, or acknowledged and not yet stored."""
-        return bool(self.unacked or self.volatile)
+    def worth_resending(self, fatal: BaseException | None) -> bool:
+        """The stream ended with ``fatal``, a condition that may pass (the server unreachable,
+        its disk full), and batches are still not stored: connecting again would resend them."""
+        return fatal is not None and worth_resending(fatal) and bool(self.unacked or self.volatile)
 
     def unreported_error(self) -> CentroidalError | None:
         if self.unreported < len(self.errors):
@@ -297,10 +298,7 @@ class MiniBatchStream:
     def _resend_if_worth_it(self) -> None:
         """After the stream ended on a condition that may have passed (the server unreachable,
         its disk full), connect again and resend every kept batch. Holds ``_cond``."""
-        fatal = self._fatal
-        if self._aborted or fatal is None or not worth_resending(fatal):
-            return
-        if not self._ledger.holds_unstored() or self._worker.is_alive():
+        if self._aborted or not self._ledger.worth_resending(self._fatal) or self._worker.is_alive():
             return
         self._fatal, self._done = None, False
         self._worker = self._start_worker()

@@ -61,6 +61,15 @@ RECOVERY = (
 )
 
 
+def recovery_advice(path: Path) -> str:
+    return RECOVERY.format(path=path, dir=path.parent)
+
+
+# Every stored version's row, as the checksum covers it (meta read as bytes: damage to it
+# must fail the checksum, not the decoding).
+VERSION_ROWS = "SELECT name, version, CAST(meta AS BLOB), centers, state, checksum FROM versions"
+
+
 class StoreLocked(OSError):
     """Another process holds the data directory."""
 
@@ -112,25 +121,19 @@ def open_checked(path: Path) -> sqlite3.Connection:
     elif path.stat().st_size == 0:
         raise StoreDamaged(
             f"{path} is empty (0 bytes), though a store is only ever created whole: it was "
-            "truncated. " + RECOVERY.format(path=path, dir=path.parent)
+            "truncated. " + recovery_advice(path)
         )
     lost = wal.lost_frames(path.with_name(path.name + "-wal"))
     if lost:
         raise StoreDamaged(
             f"the write-ahead log {path}-wal is damaged: {lost}; opening it would silently drop "
-            "writes that were acknowledged. " + RECOVERY.format(path=path, dir=path.parent)
+            "writes that were acknowledged. " + recovery_advice(path)
         )
     db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
     try:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
-        verdict = db.execute("PRAGMA quick_check").fetchall()
-        if verdict != [("ok",)]:
-            problems = "; ".join(str(row[0]) for row in verdict[:5])
-            raise StoreDamaged(
-                f"{path} failed SQLite's quick_check ({problems}). "
-                + RECOVERY.format(path=path, dir=path.parent)
-            )
+        _refuse_damage(db, path)
         db.executescript(SCHEMA)
         columns = {row[1] for row in db.execute("PRAGMA table_info(versions)")}
         if "state" not in columns:  # a store written before streamed models existed
@@ -142,7 +145,7 @@ def open_checked(path: Path) -> sqlite3.Connection:
         db.close()
         failure = classify(exc, path)
         if failure.reason == "STORE_DAMAGED":
-            raise StoreDamaged(failure.message + ". " + RECOVERY.format(path=path, dir=path.parent)) from exc
+            raise StoreDamaged(failure.message + ". " + recovery_advice(path)) from exc
         raise StoreUnavailable(failure.message, reason=failure.reason) from exc
     except BaseException:
         db.close()
@@ -169,12 +172,7 @@ def open_read_only(path: Path) -> sqlite3.Connection:
     db = sqlite3.connect(f"{path.as_uri()}?mode=ro&immutable=1", uri=True, check_same_thread=False,
                          isolation_level=None)
     try:
-        verdict = db.execute("PRAGMA quick_check").fetchall()
-        if verdict != [("ok",)]:
-            raise StoreDamaged(
-                f"{path} failed SQLite's quick_check ({verdict[0][0]}). "
-                + RECOVERY.format(path=path, dir=path.parent)
-            )
+        _refuse_damage(db, path)
         columns = {row[1] for row in db.execute("PRAGMA table_info(versions)")}
         if "checksum" not in columns:
             raise StoreUnavailable(
@@ -184,11 +182,38 @@ def open_read_only(path: Path) -> sqlite3.Connection:
             )
     except sqlite3.Error as exc:
         db.close()
-        raise StoreDamaged(f"{path} cannot be read ({exc}). " + RECOVERY.format(path=path, dir=path.parent)) from exc
+        raise StoreDamaged(f"{path} cannot be read ({exc}). " + recovery_advice(path)) from exc
     except BaseException:
         db.close()
         raise
     return db
+
+
+def _quick_check(db: sqlite3.Connection) -> list[str]:
+    """SQLite's quick_check: the problems it reports, none for a sound file."""
+    verdict = [str(row[0]) for row in db.execute("PRAGMA quick_check").fetchall()]
+    return [] if verdict == ["ok"] else verdict
+
+
+def _refuse_damage(db: sqlite3.Connection, path: Path) -> None:
+    problems = _quick_check(db)
+    if problems:
+        raise StoreDamaged(f"{path} failed SQLite's quick_check ({'; '.join(problems[:5])}). " + recovery_advice(path))
+
+
+def _checksum_failures(db: sqlite3.Connection) -> tuple[int, list[tuple[str, int]]]:
+    """Every stored version checked against its checksum: how many there are, and the
+    (name, version) of each that fails. Rows written before checksums are skipped."""
+    count, failures = 0, []
+    for row in db.execute(VERSION_ROWS):
+        count += 1
+        if row[5] is None:
+            continue  # written before checksums; the server gives it one when it opens
+        try:
+            verified_snapshot(*row)
+        except StoreDamaged:
+            failures.append((str(row[0]), int(row[1])))
+    return count, failures
 
 
 def _create(path: Path) -> None:
@@ -260,19 +285,12 @@ def inspect(data_dir: str | Path) -> StoreReport:
     models = versions = 0
     db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
     try:
-        verdict = db.execute("PRAGMA quick_check").fetchall()
-        if verdict != [("ok",)]:
-            problems.extend(f"quick_check: {row[0]}" for row in verdict[:20])
-        models = int(db.execute("SELECT COUNT(*) FROM names WHERE current_version IS NOT NULL").fetchone()[0])
-        for row in db.execute("SELECT name, version, CAST(meta AS BLOB), centers, state, checksum FROM versions"):
-            versions += 1
-            if row[5] is None:
-                continue  # written before checksums; the server gives it one when it opens
-            try:
-                verified_snapshot(*row)
-            except StoreDamaged:
-                damaged.add(str(row[0]))
-                problems.append(f"model {row[0]!r} version {row[1]} fails its checksum")
+        problems.extend(f"quick_check: {problem}" for problem in _quick_check(db)[:20])
+        models = _model_count(db)
+        versions, failures = _checksum_failures(db)
+        for name, version in failures:
+            damaged.add(name)
+            problems.append(f"model {name!r} version {version} fails its checksum")
     except sqlite3.Error as exc:
         problems.append(f"SQLite could not read the store: {exc}")
     finally:
@@ -296,24 +314,24 @@ def backup(data_dir: str | Path, target: str | Path) -> int:
     try:
         source.backup(copy)
         copy.execute("PRAGMA journal_mode=DELETE")
-        verdict = copy.execute("PRAGMA quick_check").fetchall()
-        models = int(copy.execute("SELECT COUNT(*) FROM names WHERE current_version IS NOT NULL").fetchone()[0])
-        bad = [
-            f"{row[0]!r} v{row[1]}"
-            for row in copy.execute("SELECT name, version, CAST(meta AS BLOB), centers, state, checksum FROM versions")
-            if row[5] is not None and row[5] != row_checksum(str(row[0]), int(row[1]), row[2], row[3], row[4])
-        ]
+        problems = _quick_check(copy)
+        models = _model_count(copy)
+        _, failures = _checksum_failures(copy)
     finally:
         copy.close()
         source.close()
-    if verdict != [("ok",)] or bad:
+    if problems or failures:
         partial.unlink(missing_ok=True)
         raise StoreDamaged(
-            f"the copy of {source_path} is damaged, so it was not kept: quick_check {verdict[:3]}, "
-            f"checksum failures {bad[:5]}"
+            f"the copy of {source_path} is damaged, so it was not kept: quick_check {problems[:3]}, "
+            f"checksum failures {[f'{name!r} v{version}' for name, version in failures[:5]]}"
         )
     os.replace(partial, target)
     return models
+
+
+def _model_count(db: sqlite3.Connection) -> int:
+    return int(db.execute("SELECT COUNT(*) FROM names WHERE current_version IS NOT NULL").fetchone()[0])
 
 
 def _lock_holder(directory: Path) -> str | None:

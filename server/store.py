@@ -34,13 +34,14 @@ import numpy as np
 from .exceptions import ShuttingDown, StoreDamaged, StoreFull, StoreUnavailable, VersionConflict
 from .integrity import (
     KIND_ON_DISK,
-    RECOVERY,
     STORE_FILE,
+    VERSION_ROWS,
     StoreCondition,
     classify,
     lock_directory,
     open_checked,
     open_read_only,
+    recovery_advice,
     row_checksum,
     verified_snapshot,
 )
@@ -93,10 +94,10 @@ class SQLiteStore:
                     "refuses every write; make it writable and restart to take writes",
                 )
                 log.warning("%s", self._condition.message)
-            elif max_bytes:
-                page_size = int(self._db.execute("PRAGMA page_size").fetchone()[0])
-                self._db.execute(f"PRAGMA max_page_count = {max(1, max_bytes // page_size)}")
-            if not self.read_only:
+            else:
+                if max_bytes:
+                    page_size = int(self._db.execute("PRAGMA page_size").fetchone()[0])
+                    self._db.execute(f"PRAGMA max_page_count = {max(1, max_bytes // page_size)}")
                 self._keep_reserve()
         except BaseException:
             if self._lock_file is not None:
@@ -129,18 +130,14 @@ class SQLiteStore:
             more = f" and {len(damaged) - 20} more" if len(damaged) > 20 else ""
             raise StoreDamaged(
                 f"{len(damaged)} stored models fail their checksum or are missing: {shown}{more}; "
-                + RECOVERY.format(path=self.path, dir=self.dir),
+                + recovery_advice(self.path),
                 metadata={"models": ",".join(sorted(damaged)[:20])},
             )
         return StoredModels(snapshots, {name: int(version) for name, version in names})
 
     def load_version(self, name: str, version: int) -> ModelSnapshot | None:
         with self._lock, self._reading():
-            row = self._db.execute(
-                "SELECT name, version, CAST(meta AS BLOB), centers, state, checksum FROM versions "
-                "WHERE name = ? AND version = ?",
-                (name, version),
-            ).fetchone()
+            row = self._db.execute(f"{VERSION_ROWS} WHERE name = ? AND version = ?", (name, version)).fetchone()
         return verified_snapshot(*row) if row else None
 
     # ---- Writes ------------------------------------------------------------------------
@@ -180,6 +177,7 @@ class SQLiteStore:
         return self._condition
 
     def _write(self, snapshot: ModelSnapshot, keep_versions: int) -> None:
+        self.check_writable()  # before the row is serialised
         meta = json.dumps(
             {
                 "kind": KIND_ON_DISK.get(snapshot.kind, snapshot.kind),
@@ -196,7 +194,6 @@ class SQLiteStore:
         )
         centers = np.ascontiguousarray(snapshot.centers).tobytes()
         digest = row_checksum(snapshot.name, snapshot.version, meta, centers, snapshot.state)
-        self.check_writable()
         with self._lock, self._transaction():
             self._check_newer(snapshot.name, snapshot.version)
             self._db.execute(
@@ -226,8 +223,6 @@ class SQLiteStore:
             self._delete(name, version)
 
     def _delete(self, name: str, version: int) -> None:
-        if self._closed:
-            raise _shutting_down()
         if self.read_only and self._condition is not None:
             raise _refusal(self._condition)
         with self._lock, self._transaction():
@@ -282,10 +277,7 @@ class SQLiteStore:
         try:
             yield
         except sqlite3.Error as exc:
-            failure = classify(exc, self.path)
-            if failure.reason == "STORE_DAMAGED":
-                raise StoreDamaged(failure.message) from exc
-            raise StoreUnavailable(failure.message, reason=failure.reason, retry_after=RETRY_AFTER_S) from exc
+            raise _refusal(classify(exc, self.path)) from exc
 
     def _set_condition(self, condition: StoreCondition | None) -> None:
         previous = self._condition

@@ -109,12 +109,10 @@ def _powers(n: int) -> np.ndarray:
     return rows
 
 
-@lru_cache(maxsize=8)
 def _power(n: int) -> tuple[int, int, int, int]:
-    m = (1, 0, 0, 1)
-    for _ in range(n):
-        m = _times(m)
-    return m
+    """M**n mod 2**32: one step past the last of ``_powers(n)``."""
+    m00, m01, m10, m11 = (int(value) for value in _powers(n)[-1])
+    return _times((m00, m01, m10, m11))
 
 
 def _times(m: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
