@@ -58,6 +58,7 @@ class FitPlan:
         expected_version: int | None,
         return_labels: bool,
         chunk_bytes: int,
+        metric: str = "euclidean",
     ) -> None:
         self.points = points = _wire.as_points(X)
         self.n_samples = n_samples = points.shape[0]
@@ -75,6 +76,7 @@ class FitPlan:
             max_iter=int(max_iter or 0),
             tol=None if tol is None else float(tol),
             seed=None if seed is None else int(seed),
+            metric=_choice(codec.METRICS, metric, "metric"),
         )
         self.spec = codec.encode_fit_spec(codec.FitSpec(
             model=name, config=config, n_samples=n_samples,
@@ -219,6 +221,7 @@ def stream_open(
     half_life: float | None,
     half_life_unit: str,
     seed: int | None,
+    metric: str = "euclidean",
 ) -> pb.MiniBatchOpen:
     """The first message of a StreamMiniBatch stream."""
     if half_life_unit not in codec.HALF_LIFE_UNITS.numbers:
@@ -232,6 +235,7 @@ def stream_open(
             half_life=None if half_life is None else float(half_life),
             half_life_unit=half_life_unit,
             seed=None if seed is None else int(seed),
+            metric=_choice(codec.METRICS, metric, "metric"),
         )
     return codec.encode_minibatch_open(codec.MiniBatchOpen(name, create))
 

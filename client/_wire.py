@@ -47,6 +47,8 @@ class ModelInfo:
     durable_version: int = 0
     n_batches: int = 0
     init_points_buffered: int = 0
+    # "euclidean" or "cosine": how Predict measures distance for this model.
+    metric: str = "euclidean"
 
 
 def _config(model: codec.Model) -> dict[str, Any]:
@@ -59,6 +61,7 @@ def _config(model: codec.Model) -> dict[str, Any]:
             "half_life": mini.half_life,
             "half_life_unit": mini.half_life_unit,
             "seed": mini.seed,
+            "metric": mini.metric,
         }
     config = model.config or codec.KMeansConfig()
     return {
@@ -68,6 +71,7 @@ def _config(model: codec.Model) -> dict[str, Any]:
         "max_iter": config.max_iter,
         "tol": config.tol if config.tol is not None else 0.0,
         "seed": config.seed,
+        "metric": config.metric,
     }
 
 
@@ -90,6 +94,7 @@ def model_info(message: pb.Model) -> ModelInfo:
         durable_version=model.durable_version,
         n_batches=model.n_batches,
         init_points_buffered=model.init_points_buffered,
+        metric=model.metric,
     )
 
 

@@ -114,6 +114,7 @@ class AsyncClient(AsyncTransport):
         max_iter: int | None = None,
         tol: float | None = None,
         seed: int | None = None,
+        metric: str = "euclidean",
         sample_weight: Any = None,
         expected_version: int | None = None,
         return_labels: bool = False,
@@ -124,7 +125,7 @@ class AsyncClient(AsyncTransport):
         plan = FitPlan(
             name, X, n_clusters, init=init, n_init=n_init, max_iter=max_iter, tol=tol, seed=seed,
             sample_weight=sample_weight, expected_version=expected_version,
-            return_labels=return_labels, chunk_bytes=self.chunk_bytes,
+            return_labels=return_labels, chunk_bytes=self.chunk_bytes, metric=metric,
         )
         call = self._raw.fit(timeout=self.deadline(timeout, fit=True))
 
@@ -274,6 +275,7 @@ class AsyncClient(AsyncTransport):
         half_life: float | None = None,
         half_life_unit: str = "batches",
         seed: int | None = None,
+        metric: str = "euclidean",
         producer_id: str | None = None,
         first_sequence: int = 1,
         window: int = DEFAULT_WINDOW,
@@ -285,7 +287,7 @@ class AsyncClient(AsyncTransport):
         open_message = stream_open(
             name, n_clusters=n_clusters, init_size=init_size,
             reassignment_ratio=reassignment_ratio, half_life=half_life,
-            half_life_unit=half_life_unit, seed=seed,
+            half_life_unit=half_life_unit, seed=seed, metric=metric,
         )
         return AsyncMiniBatchStream(
             self, open_message, producer_id=producer_id, first_sequence=first_sequence,

@@ -102,6 +102,8 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--max-iter", type=int, default=None, help="iterations per restart (default 300)")
     fit.add_argument("--tol", type=float, default=None, help="relative tolerance (default 1e-4)")
     fit.add_argument("--seed", type=int, default=None)
+    fit.add_argument("--metric", choices=list(codec.METRICS.numbers), default="euclidean",
+                     help="cosine: spherical k-means, for embeddings (default euclidean)")
     fit.add_argument("--dtype", choices=["float32", "float64"], default=None,
                      help="element type to send (default: the file's, float64 for CSV)")
     fit.add_argument("--labels-out", type=Path, default=None, help="write training labels here")
@@ -131,6 +133,8 @@ def _parser() -> argparse.ArgumentParser:
     stream.add_argument("--half-life", type=float, default=None, help="forget old data (default: never)")
     stream.add_argument("--half-life-unit", choices=list(codec.HALF_LIFE_UNITS.numbers), default="batches")
     stream.add_argument("--seed", type=int, default=None)
+    stream.add_argument("--metric", choices=list(codec.METRICS.numbers), default="euclidean",
+                        help="for a new model: cosine or euclidean (default)")
     stream.add_argument("--producer-id", default=None,
                         help="producer identity; with --first-sequence, resumes an earlier run")
     stream.add_argument("--first-sequence", type=int, default=1,
@@ -305,7 +309,7 @@ def _fit(client: Client, options: argparse.Namespace) -> int:
     try:
         result = client.fit(
             options.model, points, options.clusters, init=options.init, n_init=options.n_init,
-            max_iter=options.max_iter, tol=options.tol, seed=options.seed,
+            max_iter=options.max_iter, tol=options.tol, seed=options.seed, metric=options.metric,
             return_labels=options.labels_out is not None, on_progress=bar,
             timeout=options.fit_timeout,
         )
@@ -361,7 +365,7 @@ def _stream(client: Client, options: argparse.Namespace) -> int:
     stream = client.stream(
         options.model, n_clusters=options.clusters, init_size=options.init_size,
         reassignment_ratio=options.reassignment_ratio, half_life=options.half_life,
-        half_life_unit=options.half_life_unit, seed=options.seed,
+        half_life_unit=options.half_life_unit, seed=options.seed, metric=options.metric,
         producer_id=options.producer_id, first_sequence=options.first_sequence,
         window=options.window, on_ack=progress,
     )

@@ -89,6 +89,7 @@ class Client(SyncTransport):
         half_life: float | None = None,
         half_life_unit: str = "batches",
         seed: int | None = None,
+        metric: str = "euclidean",
         producer_id: str | None = None,
         first_sequence: int = 1,
         window: int = DEFAULT_WINDOW,
@@ -106,7 +107,7 @@ class Client(SyncTransport):
         open_message = stream_open(
             name, n_clusters=n_clusters, init_size=init_size,
             reassignment_ratio=reassignment_ratio, half_life=half_life,
-            half_life_unit=half_life_unit, seed=seed,
+            half_life_unit=half_life_unit, seed=seed, metric=metric,
         )
         return MiniBatchStream(
             self,
@@ -179,6 +180,7 @@ class Client(SyncTransport):
         max_iter: int | None = None,
         tol: float | None = None,
         seed: int | None = None,
+        metric: str = "euclidean",
         sample_weight: Any = None,
         expected_version: int | None = None,
         return_labels: bool = False,
@@ -189,13 +191,16 @@ class Client(SyncTransport):
 
         X : array-like of shape (n_samples, n_features), float32 or float64
         init : "k-means++", "random", or initial centers of shape (n_clusters, n_features)
+        metric : "euclidean", or "cosine" for spherical k-means on embeddings: rows are
+            scaled to unit length (a row of zero length is refused), and the model's
+            predicts, distances and inertia are cosine (1 - cos)
         sample_weight : array-like of shape (n_samples,), or None
         on_progress : called with each FitProgress event, upload progress included
         """
         plan = FitPlan(
             name, X, n_clusters, init=init, n_init=n_init, max_iter=max_iter, tol=tol, seed=seed,
             sample_weight=sample_weight, expected_version=expected_version,
-            return_labels=return_labels, chunk_bytes=self.chunk_bytes,
+            return_labels=return_labels, chunk_bytes=self.chunk_bytes, metric=metric,
         )
         # on_progress runs on gRPC's sending thread for uploads; keep its exception for the caller.
         upload_failure: list[BaseException] = []
@@ -245,8 +250,8 @@ class Client(SyncTransport):
     ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Nearest-center labels, ndarray of shape (n_samples,), int32.
 
-        With return_distance, also the Euclidean distance to that center, shape
-        (n_samples,), in X's dtype. version pins a model version.
+        With return_distance, also the distance to that center (Euclidean, or 1 - cos for
+        a cosine model), shape (n_samples,), in X's dtype. version pins a model version.
         """
         options = pb.PredictOptions(return_distances=return_distance)
         labels, distances, _ = self._predict(name, X, version, options, timeout)
@@ -258,7 +263,8 @@ class Client(SyncTransport):
     def transform(
         self, name: str, X: Any, *, version: int | None = None, timeout: float | None = None
     ) -> np.ndarray:
-        """Euclidean distance from each row to each center: (n_samples, n_clusters), X's dtype."""
+        """Distance from each row to each center, in the model's metric: (n_samples,
+        n_clusters), X's dtype."""
         options = pb.PredictOptions(return_transform=True)
         _, _, transformed = self._predict(name, X, version, options, timeout)
         assert transformed is not None

@@ -20,6 +20,7 @@ class _RemoteEstimator(ClusterMixin, TransformerMixin, BaseEstimator):  # type: 
     protocol is BaseEstimator's; the connection is made on first use and never pickled."""
 
     _fitted_attributes: tuple[str, ...] = ()
+    metric: str
     model_name_: str  # set once fitted
     _client: Client | None = None
 
@@ -90,16 +91,20 @@ class _RemoteEstimator(ClusterMixin, TransformerMixin, BaseEstimator):  # type: 
         _, distances = self.client.predict(
             self.model_name_, points, version=version, return_distance=True
         )
-        squared = np.asarray(distances, dtype=np.float64) ** 2
+        # The model's inertia terms: squared Euclidean distances, or cosine distances as they are.
+        losses = np.asarray(distances, dtype=np.float64)
+        if self.metric != "cosine":
+            losses = losses**2
         weights = np.ones(points.shape[0]) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
-        return -float(squared @ weights)
+        return -float(losses @ weights)
 
 
 class RemoteKMeans(_RemoteEstimator):
     """K-means fitted and applied by a centroidal server, with sklearn.cluster.KMeans' API.
 
     Parameters follow scikit-learn's KMeans; ``random_state`` must be an int or None.
-    ``model_name`` names the stored model (a unique name is made when it is None),
+    ``metric="cosine"`` fits spherical k-means (unit-length rows and centers, for
+    embeddings): transform gives cosine distances and score sums them. ``model_name`` names the stored model (a unique name is made when it is None),
     ``target`` defaults to $CENTROIDAL_TARGET, else 127.0.0.1:50051.
 
     Attributes after fit: cluster_centers_ (n_clusters, n_features), labels_
@@ -120,6 +125,7 @@ class RemoteKMeans(_RemoteEstimator):
         max_iter: int = 300,
         tol: float = 1e-4,
         random_state: int | None = None,
+        metric: str = "euclidean",
         model_name: str | None = None,
         target: str | None = None,
         token: str | None = None,
@@ -127,6 +133,7 @@ class RemoteKMeans(_RemoteEstimator):
     ) -> None:
         super().__init__(target=target, token=token, timeout=timeout)
         self.n_clusters = n_clusters
+        self.metric = metric
         self.init = init
         self.n_init = n_init
         self.max_iter = max_iter
@@ -162,6 +169,7 @@ class RemoteKMeans(_RemoteEstimator):
             max_iter=self.max_iter,
             tol=self.tol,
             seed=None if self.random_state is None else int(self.random_state),
+            metric=self.metric,
             sample_weight=weights,
             return_labels=True,
         )
@@ -207,7 +215,8 @@ class RemoteMiniBatchKMeans(_RemoteEstimator):
     the first batch, from ``init_size`` points (None: that batch, or 3 * n_clusters).
     ``fit`` starts a new model and makes one pass over X in ``batch_size`` batches.
     Parameters follow scikit-learn's MiniBatchKMeans, plus ``half_life`` and
-    ``half_life_unit`` ("batches" or "points") to forget old data.
+    ``half_life_unit`` ("batches" or "points") to forget old data, and ``metric``
+    ("euclidean" or "cosine", as for RemoteKMeans).
 
     Attributes after fitting: cluster_centers_ (fetched from the server when read),
     n_steps_, n_samples_seen_, n_features_in_, model_name_, version_, inertia_ (of the
@@ -232,6 +241,7 @@ class RemoteMiniBatchKMeans(_RemoteEstimator):
         half_life: float | None = None,
         half_life_unit: str = "batches",
         random_state: int | None = None,
+        metric: str = "euclidean",
         model_name: str | None = None,
         target: str | None = None,
         token: str | None = None,
@@ -239,6 +249,7 @@ class RemoteMiniBatchKMeans(_RemoteEstimator):
     ) -> None:
         super().__init__(target=target, token=token, timeout=timeout)
         self.n_clusters = n_clusters
+        self.metric = metric
         self.batch_size = batch_size
         self.init_size = init_size
         self.reassignment_ratio = reassignment_ratio
@@ -288,6 +299,7 @@ class RemoteMiniBatchKMeans(_RemoteEstimator):
                 half_life=self.half_life,
                 half_life_unit=self.half_life_unit,
                 seed=None if self.random_state is None else int(self.random_state),
+                metric=self.metric,
                 producer_id=self.producer_id_,
                 first_sequence=self.next_sequence_,
             )

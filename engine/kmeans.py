@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from . import _lloyd
+from .cosine import COSINE_PER_SQ_EUCLIDEAN, check_metric, unit_centers, unit_rows
 from .progress import Progress, Stage, run_to_end
 from .seeding import kmeans_plusplus, plusplus_steps, shift_for
 from .threads import configure_threads
@@ -65,6 +66,8 @@ def fit(
     tol: float = 1e-4,
     seed: int | None = None,
     sample_weight: Any = None,
+    metric: str = "euclidean",
+    copy_x: bool = True,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> KMeansResult:
     """Cluster X into n_clusters groups.
@@ -75,6 +78,10 @@ def fit(
     n_init : restarts; None means 1 for k-means++ and given centers, 10 for random.
     tol : convergence tolerance relative to the mean per-feature variance of X.
     sample_weight : array-like of shape (n_samples,), or None for unit weights.
+    metric : "euclidean", or "cosine" for spherical k-means (see ``cosine``): the result's
+        centers have unit length and its inertia sums weighted cosine distances.
+    copy_x : with the cosine metric, False scales X's rows in place (when X is a writable
+        float array) instead of in a copy.
     on_progress : called with every Progress event; an exception it raises stops
         the fit between iterations and propagates.
     """
@@ -87,6 +94,8 @@ def fit(
         tol=tol,
         seed=seed,
         sample_weight=sample_weight,
+        metric=metric,
+        copy_x=copy_x,
     )
     result: KMeansResult = run_to_end(steps, on_progress)
     return result
@@ -102,6 +111,8 @@ def fit_steps(
     tol: float = 1e-4,
     seed: int | None = None,
     sample_weight: Any = None,
+    metric: str = "euclidean",
+    copy_x: bool = True,
 ) -> Generator[Progress, None, KMeansResult]:
     """``fit`` as a generator: yields Progress after every iteration, returns the result.
 
@@ -109,13 +120,18 @@ def fit_steps(
     the generator early leaves nothing half done.
     """
     configure_threads()  # once per process; the server and warm-up have done it already
+    spherical = check_metric(metric) == "cosine"
     X = as_float_matrix(X, "X")
     n_samples, n_features = X.shape
     check_finite(X, "X")
+    if spherical:
+        X = unit_rows(X, "X", in_place=not copy_x)
     n_clusters = check_n_clusters(n_clusters, n_samples)
     weights = check_sample_weight(sample_weight, n_samples)
     init_method, given_centers = check_init(init, n_clusters, n_features, X.dtype)
     n_init = check_n_init(n_init, init_method)
+    if spherical and given_centers is not None:
+        given_centers = unit_centers(given_centers)
     if int(max_iter) < 1:
         raise InvalidInputError("max_iter", f"max_iter must be at least 1, got {max_iter}")
     if not (tol >= 0 and math.isfinite(tol)):
@@ -132,7 +148,7 @@ def fit_steps(
     return (
         yield from _fit_restarts(
             X, weights, n_clusters, init_method, given_centers, n_init, int(max_iter),
-            float(tol), rng, seed,
+            float(tol), rng, seed, spherical,
         )
     )
 
@@ -148,6 +164,7 @@ def _fit_restarts(
     tol: float,
     rng: np.random.Generator,
     seed: int,
+    spherical: bool,
 ) -> Generator[Progress, None, KMeansResult]:
     abs_tol = tol * mean_variance(X)
     best: KMeansResult | None = None
@@ -164,7 +181,9 @@ def _fit_restarts(
         # Made after seeding has freed its buffers and dropped after the run, so no two O(n)
         # buffers coexist; the best restart's labels are recomputed at the end instead of kept.
         workspace = _Workspace(X.shape[0], n_clusters, X.shape[1], X.dtype)
-        run = yield from _run_lloyd(X, weights, centers, max_iter, abs_tol, workspace, restart, n_init)
+        run = yield from _run_lloyd(
+            X, weights, centers, max_iter, abs_tol, workspace, restart, n_init, spherical
+        )
         del workspace
         yield Progress(Stage.RESTART_DONE, restart, n_init, run.n_iter, run.inertia, 0.0)
         if best is None or run.inertia < best.inertia:
@@ -278,21 +297,29 @@ def _run_lloyd(
     work: _Workspace,
     restart: int,
     n_init: int,
+    spherical: bool = False,
 ) -> Generator[Progress, None, KMeansResult]:
-    """Lloyd iterations from ``centers``; stops on unchanged labels or shift <= abs_tol."""
+    """Lloyd iterations from ``centers``; stops on unchanged labels or shift <= abs_tol.
+
+    With ``spherical`` the rows have unit length, each new center is scaled to unit
+    length, and the inertia is reported as cosine distances.
+    """
+    scale = COSINE_PER_SQ_EUCLIDEAN if spherical else 1.0
     work.reset()
     n_iter = 0
     for n_iter in range(1, max_iter + 1):
         inertia, changed = work.step(X, weights, centers)
         new_centers = _centers_from_sums(X, weights, centers, work)
+        if spherical:
+            new_centers = unit_centers(new_centers, previous=centers)
         shift = float(((new_centers.astype(np.float64) - centers) ** 2).sum())
         centers = new_centers
-        yield Progress(Stage.ITERATION, restart, n_init, n_iter, inertia, shift)
+        yield Progress(Stage.ITERATION, restart, n_init, n_iter, scale * inertia, shift)
         if changed == 0 or shift <= abs_tol:
             break
     # One more assignment so the labels and inertia describe the final centers.
     inertia, _ = work.step(X, weights, centers)
-    return KMeansResult(centers, work.labels, inertia, n_iter, restart, 0)
+    return KMeansResult(centers, work.labels, scale * inertia, n_iter, restart, 0)
 
 
 def _centers_from_sums(
@@ -329,12 +356,17 @@ class NearestCenters:
     dtype asked for, with its shift, prepared once instead of at every call.
 
     centers : array-like of shape (n_clusters, n_features)
+    metric : "euclidean", or "cosine": rows are scaled to unit length (one of zero length
+        is refused), and distances are cosine distances, 1 - cos(x, c)
     Safe to share between threads.
     """
 
-    def __init__(self, centers: Any) -> None:
+    def __init__(self, centers: Any, metric: str = "euclidean") -> None:
         configure_threads()  # once per process; the server and warm-up have done it already
+        self.metric = check_metric(metric)
         self.centers = as_float_matrix(centers, "centers")
+        if self.metric == "cosine":
+            self.centers = unit_centers(self.centers)
         self._by_dtype: dict[np.dtype, tuple[np.ndarray, np.ndarray]] = {}
 
     def _prepared(self, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
@@ -352,7 +384,7 @@ class NearestCenters:
             raise InvalidInputError(
                 field, f"{field} has {X.shape[1]} features but the centers have {self.centers.shape[1]}"
             )
-        return X
+        return unit_rows(X, field) if self.metric == "cosine" else X
 
     def predict(
         self, X: Any, *, return_distance: bool = False, field: str = "X"
@@ -361,7 +393,8 @@ class NearestCenters:
 
         X : array-like of shape (n_samples, n_features); ``field`` names it in errors
         Returns labels, ndarray of shape (n_samples,), int32; with return_distance
-        also the Euclidean distance to that center, shape (n_samples,), X's dtype.
+        also the distance to that center (Euclidean, or cosine for a cosine model),
+        shape (n_samples,), X's dtype.
         """
         X = self._points(X, field)
         centers, shift = self._prepared(X.dtype)
@@ -371,20 +404,26 @@ class NearestCenters:
         assign = _lloyd._assign_on_caller if small else _lloyd._assign
         assign(X, centers, shift, labels, min_sq_dist)
         if return_distance:
+            if self.metric == "cosine":
+                return labels, (COSINE_PER_SQ_EUCLIDEAN * min_sq_dist).astype(X.dtype)
             return labels, np.sqrt(min_sq_dist).astype(X.dtype)
         return labels
 
     def transform(self, X: Any, *, field: str = "X") -> np.ndarray:
-        """Euclidean distance from each row to each center: (n_samples, n_clusters), X's dtype."""
+        """Distance from each row to each center (Euclidean, or cosine for a cosine model):
+        (n_samples, n_clusters), X's dtype."""
         X = self._points(X, field)
         centers, _ = self._prepared(X.dtype)
         out = np.empty((X.shape[0], centers.shape[0]), dtype=X.dtype)
         _lloyd._all_distances(X, centers, out)
+        if self.metric == "cosine":
+            np.square(out, out=out)
+            out *= COSINE_PER_SQ_EUCLIDEAN
         return out
 
 
 def predict(
-    X: Any, centers: Any, *, return_distance: bool = False
+    X: Any, centers: Any, *, return_distance: bool = False, metric: str = "euclidean"
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Index of the nearest center for each row.
 
@@ -393,15 +432,15 @@ def predict(
     Returns labels, ndarray of shape (n_samples,), int32; with return_distance
     also the Euclidean distance to that center, shape (n_samples,), X's dtype.
     """
-    return NearestCenters(centers).predict(X, return_distance=return_distance)
+    return NearestCenters(centers, metric).predict(X, return_distance=return_distance)
 
 
-def transform(X: Any, centers: Any) -> np.ndarray:
+def transform(X: Any, centers: Any, *, metric: str = "euclidean") -> np.ndarray:
     """Euclidean distance from each row to each center.
 
     Returns ndarray of shape (n_samples, n_clusters) in X's dtype.
     """
-    return NearestCenters(centers).transform(X)
+    return NearestCenters(centers, metric).transform(X)
 
 
 def mean_variance(X: np.ndarray) -> float:
@@ -440,4 +479,6 @@ def warmup() -> str:
             predict(points, centers)
             transform(points, centers)
         check_finite(frozen_points, "X")
+        for points in (X, frozen_points):
+            unit_rows(points, "X")
     return _lloyd.threading_layer()

@@ -32,6 +32,7 @@ import numpy as np
 from numba import njit
 
 from . import _lloyd
+from .cosine import COSINE_PER_SQ_EUCLIDEAN, check_metric, unit_centers, unit_rows
 from .seeding import kmeans_plusplus, shift_for
 from .threads import configure_threads
 from .validation import (
@@ -55,6 +56,7 @@ class MiniBatchParams:
     half_life: float | None = None
     half_life_unit: str = "batches"
     seed: int = 0
+    metric: str = "euclidean"
 
     def check(self) -> MiniBatchParams:
         """Raise InvalidInputError naming the first bad field; returns self."""
@@ -80,6 +82,7 @@ class MiniBatchParams:
                 "half_life_unit",
                 f"half_life_unit must be one of {HALF_LIFE_UNITS}, got {self.half_life_unit!r}",
             )
+        check_metric(self.metric)
         return self
 
     def as_dict(self) -> dict[str, Any]:
@@ -90,6 +93,7 @@ class MiniBatchParams:
             "half_life": self.half_life,
             "half_life_unit": self.half_life_unit,
             "seed": self.seed,
+            "metric": self.metric,
         }
 
 
@@ -139,7 +143,11 @@ class MiniBatchState:
                 f"got {centers.shape}",
             )
         check_finite(centers, "centers")
-        self.centers = centers
+        self.centers = unit_centers(centers) if self.spherical else centers
+
+    @property
+    def spherical(self) -> bool:
+        return self.params.metric == "cosine"
 
     @property
     def initialized(self) -> bool:
@@ -158,8 +166,8 @@ class MiniBatchState:
     def check_batch(self, X: Any, sample_weight: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """Validate one batch's shape, dtype and weights; returns (points, weights).
 
-        Its values (NaN, Inf, float32 overflow) are checked by ``partial_fit``, which
-        finds them in its own sums at no extra pass over the batch.
+        Its values (NaN, Inf, float32 overflow) are checked by ``partial_fit``. A cosine
+        model's points come back scaled to unit length; a row of zero length is refused.
         """
         X = as_float_matrix(X, "points")
         if X.dtype != self.dtype:
@@ -172,6 +180,9 @@ class MiniBatchState:
                 "points.cols",
                 f"the model has {self.n_features} features; the batch has {X.shape[1]}",
             )
+        if self.spherical:
+            check_finite(X, "points")
+            X = unit_rows(X, "points")
         if sample_weight is None or np.size(sample_weight) == 0:
             return X, UNIT_WEIGHTS
         weights = np.asarray(sample_weight, dtype=np.float64).reshape(-1)
@@ -246,8 +257,10 @@ class MiniBatchState:
         new_counts = counts[touched] + batch_weights[touched]
         moved = (self.centers[touched] * counts[touched, None] + sums[touched]) / new_counts[:, None]
         centers = self.centers.copy()
-        centers[touched] = moved
+        centers[touched] = unit_centers(moved, self.centers[touched]) if self.spherical else moved
         counts[touched] = new_counts
+        if self.spherical:
+            inertia *= COSINE_PER_SQ_EUCLIDEAN
         if not (math.isfinite(inertia) and np.isfinite(centers).all() and np.isfinite(counts).all()):
             if sample_weight.size and np.isfinite(sq_dist).all():  # the points alone are fine
                 raise InvalidInputError(
@@ -367,3 +380,6 @@ def warmup() -> None:
         for points in (batch, frozen):
             state.partial_fit(*state.check_batch(points))
             state.partial_fit(*state.check_batch(points, np.ones(8)))
+        spherical = MiniBatchState(MiniBatchParams(n_clusters=2, metric="cosine"), 3, np.dtype(dtype))
+        for points in (batch, frozen):
+            spherical.partial_fit(*spherical.check_batch(points))

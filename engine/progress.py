@@ -29,9 +29,7 @@ class Progress:
     center_shift: float
 
 
-def run_to_end(
-    steps: Generator[Progress, None, Any], on_progress: Callable[[Progress], None] | None = None
-) -> Any:
+def run_to_end(steps: Generator[Any, None, Any], on_progress: Callable[[Any], None] | None = None) -> Any:
     """Exhaust a step generator, passing each event to on_progress; returns its value."""
     while True:
         try:

@@ -23,6 +23,7 @@ def describe(snapshot: ModelSnapshot, *, include_centers: bool, durable_version:
         kmeans_config = codec.KMeansConfig(
             n_clusters=n_clusters, init=config["init"], n_init=config["n_init"],
             max_iter=config["max_iter"], tol=config["tol"], seed=config["seed"],
+            metric=config.get("metric", "euclidean"),
         )
     return codec.Model(
         name=snapshot.name, version=snapshot.version, kind=snapshot.kind,
@@ -34,6 +35,7 @@ def describe(snapshot: ModelSnapshot, *, include_centers: bool, durable_version:
         durable_version=snapshot.version if durable_version is None else durable_version,
         n_batches=int(snapshot.extra.get("n_batches", 0)),
         init_points_buffered=int(snapshot.extra.get("init_points_buffered", 0)),
+        metric=config.get("metric", "euclidean"),
     )
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from centroidal.engine import kmeans
+from centroidal.engine.cosine import unit_rows
 from centroidal.engine.progress import Progress, Stage
 from centroidal.engine.validation import InvalidInputError, check_weight_total
 from centroidal.v1 import codec
@@ -54,11 +55,12 @@ class FitParams:
     n_samples: int
     expected_version: int | None
     return_labels: bool
+    metric: str = "euclidean"
 
     def config(self, seed: int) -> dict[str, object]:
         return {
             "init": self.init, "n_init": self.n_init, "max_iter": self.max_iter, "tol": self.tol,
-            "seed": seed,
+            "seed": seed, "metric": self.metric,
         }
 
 
@@ -120,7 +122,7 @@ def plan(spec: codec.FitSpec, limits: ServerConfig) -> FitParams:
         model=model, n_clusters=n_clusters, init=config.init, init_centers=init_centers,
         n_init=n_init, max_iter=max_iter, tol=float(tol), seed=config.seed,
         n_samples=spec.n_samples, expected_version=spec.expected_version,
-        return_labels=spec.return_labels,
+        return_labels=spec.return_labels, metric=config.metric,
     )
 
 
@@ -259,6 +261,8 @@ class Gatherer:
             points = np.concatenate(self._chunks) if len(self._chunks) > 1 else self._chunks[0].copy()
         self._chunks.clear()
         check_finite(points, "points")
+        if self._params.metric == "cosine":
+            unit_rows(points, "points", in_place=True)  # the call's own copy: no more memory
         n_clusters = self._params.n_clusters
         if n_clusters > self._rows:
             raise InvalidRequest(
@@ -305,7 +309,7 @@ class FitRun:
             data.points, params.n_clusters,
             init=params.init_centers if params.init_centers is not None else params.init,
             n_init=params.n_init, max_iter=params.max_iter, tol=params.tol, seed=params.seed,
-            sample_weight=data.sample_weight,
+            sample_weight=data.sample_weight, metric=params.metric, copy_x=False,
         )
         self.result: kmeans.KMeansResult | None = None
         self._iteration = 0

@@ -26,7 +26,8 @@ _prepared: weakref.WeakKeyDictionary[ModelSnapshot, kmeans.NearestCenters] = wea
 def nearest(snapshot: ModelSnapshot) -> kmeans.NearestCenters:
     prepared = _prepared.get(snapshot)
     if prepared is None:
-        prepared = _prepared[snapshot] = kmeans.NearestCenters(snapshot.centers)
+        metric = snapshot.config.get("metric", "euclidean")  # none before metrics, nor palettes
+        prepared = _prepared[snapshot] = kmeans.NearestCenters(snapshot.centers, metric)
     return prepared
 
 

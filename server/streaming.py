@@ -67,6 +67,7 @@ def params_from_config(config: codec.MiniBatchConfig, limits: ServerConfig) -> M
         half_life=config.half_life,
         half_life_unit=config.half_life_unit,
         seed=DEFAULT_SEED if config.seed is None else config.seed,
+        metric=config.metric,
     )
     return params.check()
 

@@ -114,3 +114,24 @@ def test_remote_minibatch_kmeans_learns_like_sklearn(target: str) -> None:
     ours.delete_model()
     with pytest.raises(NotFittedError):
         ours.predict(data)
+
+
+def test_cosine_estimators_score_by_cosine_distance(target: str) -> None:
+    from centroidal.client import RemoteMiniBatchKMeans
+
+    directions = X - X.mean(axis=0)
+    ours = RemoteKMeans(n_clusters=4, metric="cosine", random_state=0).fit(directions)
+    unit = directions / np.linalg.norm(directions, axis=1, keepdims=True)
+    centers = ours.cluster_centers_ / np.linalg.norm(ours.cluster_centers_, axis=1, keepdims=True)
+    cosine = 1.0 - unit @ centers.T
+    np.testing.assert_allclose(ours.transform(directions), cosine, atol=1e-9)
+    np.testing.assert_array_equal(ours.labels_, cosine.argmin(axis=1))
+    assert ours.score(directions) == pytest.approx(-ours.inertia_, rel=1e-9)
+    assert ours.get_params()["metric"] == "cosine"
+    streamed = RemoteMiniBatchKMeans(n_clusters=4, metric="cosine", batch_size=50, random_state=0)
+    try:
+        streamed.fit(directions)
+        assert streamed.client.get_model(streamed.model_name_).metric == "cosine"
+        np.testing.assert_allclose(np.linalg.norm(streamed.cluster_centers_, axis=1), 1.0)
+    finally:
+        streamed.close()

@@ -175,6 +175,7 @@ def test_get_model_reports_config_and_stats(client: Client) -> None:
     model = client.get_model("described")
     assert model.config == {
         "n_clusters": 4, "init": "k-means++", "n_init": 2, "max_iter": 50, "tol": 1e-3, "seed": 9,
+        "metric": "euclidean",
     }
     assert (model.n_clusters, model.n_features, model.n_samples_seen) == (4, 2, 300)
     assert model.inertia > 0 and model.n_iter >= 1

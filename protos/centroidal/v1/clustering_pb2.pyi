@@ -21,6 +21,12 @@ class Algorithm(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ALGORITHM_UNSPECIFIED: _ClassVar[Algorithm]
     ALGORITHM_KMEANS: _ClassVar[Algorithm]
 
+class Metric(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    METRIC_UNSPECIFIED: _ClassVar[Metric]
+    METRIC_EUCLIDEAN: _ClassVar[Metric]
+    METRIC_COSINE: _ClassVar[Metric]
+
 class InitMethod(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     INIT_METHOD_UNSPECIFIED: _ClassVar[InitMethod]
@@ -62,6 +68,9 @@ DTYPE_FLOAT32: DType
 DTYPE_FLOAT64: DType
 ALGORITHM_UNSPECIFIED: Algorithm
 ALGORITHM_KMEANS: Algorithm
+METRIC_UNSPECIFIED: Metric
+METRIC_EUCLIDEAN: Metric
+METRIC_COSINE: Metric
 INIT_METHOD_UNSPECIFIED: InitMethod
 INIT_METHOD_KMEANS_PLUS_PLUS: InitMethod
 INIT_METHOD_RANDOM: InitMethod
@@ -106,7 +115,7 @@ class Vector(_message.Message):
     def __init__(self, dtype: _Optional[_Union[DType, str]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class KMeansConfig(_message.Message):
-    __slots__ = ("algorithm", "n_clusters", "init", "init_centers", "n_init", "max_iter", "tol", "seed")
+    __slots__ = ("algorithm", "n_clusters", "init", "init_centers", "n_init", "max_iter", "tol", "seed", "metric")
     ALGORITHM_FIELD_NUMBER: _ClassVar[int]
     N_CLUSTERS_FIELD_NUMBER: _ClassVar[int]
     INIT_FIELD_NUMBER: _ClassVar[int]
@@ -115,6 +124,7 @@ class KMeansConfig(_message.Message):
     MAX_ITER_FIELD_NUMBER: _ClassVar[int]
     TOL_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
     algorithm: Algorithm
     n_clusters: int
     init: InitMethod
@@ -123,7 +133,8 @@ class KMeansConfig(_message.Message):
     max_iter: int
     tol: float
     seed: int
-    def __init__(self, algorithm: _Optional[_Union[Algorithm, str]] = ..., n_clusters: _Optional[int] = ..., init: _Optional[_Union[InitMethod, str]] = ..., init_centers: _Optional[_Union[Matrix, _Mapping]] = ..., n_init: _Optional[int] = ..., max_iter: _Optional[int] = ..., tol: _Optional[float] = ..., seed: _Optional[int] = ...) -> None: ...
+    metric: Metric
+    def __init__(self, algorithm: _Optional[_Union[Algorithm, str]] = ..., n_clusters: _Optional[int] = ..., init: _Optional[_Union[InitMethod, str]] = ..., init_centers: _Optional[_Union[Matrix, _Mapping]] = ..., n_init: _Optional[int] = ..., max_iter: _Optional[int] = ..., tol: _Optional[float] = ..., seed: _Optional[int] = ..., metric: _Optional[_Union[Metric, str]] = ...) -> None: ...
 
 class FitSpec(_message.Message):
     __slots__ = ("model", "config", "n_samples", "expected_version", "return_labels")
@@ -150,7 +161,7 @@ class FitRequest(_message.Message):
     def __init__(self, spec: _Optional[_Union[FitSpec, _Mapping]] = ..., points: _Optional[_Union[Matrix, _Mapping]] = ..., sample_weight: _Optional[_Union[Vector, _Mapping]] = ...) -> None: ...
 
 class FitProgress(_message.Message):
-    __slots__ = ("stage", "restart", "n_init", "iteration", "inertia", "center_shift", "points_received", "elapsed_seconds")
+    __slots__ = ("stage", "restart", "n_init", "iteration", "inertia", "center_shift", "points_received", "elapsed_seconds", "n_clusters")
     class Stage(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         STAGE_UNSPECIFIED: _ClassVar[FitProgress.Stage]
@@ -160,6 +171,7 @@ class FitProgress(_message.Message):
         STAGE_RESTART_DONE: _ClassVar[FitProgress.Stage]
         STAGE_SEEDING: _ClassVar[FitProgress.Stage]
         STAGE_ADMITTED: _ClassVar[FitProgress.Stage]
+        STAGE_SCORING: _ClassVar[FitProgress.Stage]
     STAGE_UNSPECIFIED: FitProgress.Stage
     STAGE_DATA_RECEIVED: FitProgress.Stage
     STAGE_INITIALIZED: FitProgress.Stage
@@ -167,6 +179,7 @@ class FitProgress(_message.Message):
     STAGE_RESTART_DONE: FitProgress.Stage
     STAGE_SEEDING: FitProgress.Stage
     STAGE_ADMITTED: FitProgress.Stage
+    STAGE_SCORING: FitProgress.Stage
     STAGE_FIELD_NUMBER: _ClassVar[int]
     RESTART_FIELD_NUMBER: _ClassVar[int]
     N_INIT_FIELD_NUMBER: _ClassVar[int]
@@ -175,6 +188,7 @@ class FitProgress(_message.Message):
     CENTER_SHIFT_FIELD_NUMBER: _ClassVar[int]
     POINTS_RECEIVED_FIELD_NUMBER: _ClassVar[int]
     ELAPSED_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    N_CLUSTERS_FIELD_NUMBER: _ClassVar[int]
     stage: FitProgress.Stage
     restart: int
     n_init: int
@@ -183,7 +197,8 @@ class FitProgress(_message.Message):
     center_shift: float
     points_received: int
     elapsed_seconds: float
-    def __init__(self, stage: _Optional[_Union[FitProgress.Stage, str]] = ..., restart: _Optional[int] = ..., n_init: _Optional[int] = ..., iteration: _Optional[int] = ..., inertia: _Optional[float] = ..., center_shift: _Optional[float] = ..., points_received: _Optional[int] = ..., elapsed_seconds: _Optional[float] = ...) -> None: ...
+    n_clusters: int
+    def __init__(self, stage: _Optional[_Union[FitProgress.Stage, str]] = ..., restart: _Optional[int] = ..., n_init: _Optional[int] = ..., iteration: _Optional[int] = ..., inertia: _Optional[float] = ..., center_shift: _Optional[float] = ..., points_received: _Optional[int] = ..., elapsed_seconds: _Optional[float] = ..., n_clusters: _Optional[int] = ...) -> None: ...
 
 class LabelsChunk(_message.Message):
     __slots__ = ("offset", "labels")
@@ -216,7 +231,7 @@ class FitResponse(_message.Message):
     def __init__(self, progress: _Optional[_Union[FitProgress, _Mapping]] = ..., labels: _Optional[_Union[LabelsChunk, _Mapping]] = ..., result: _Optional[_Union[FitResult, _Mapping]] = ...) -> None: ...
 
 class Model(_message.Message):
-    __slots__ = ("name", "version", "kind", "config", "n_features", "n_clusters", "dtype", "inertia", "n_iter", "n_samples_seen", "created_at", "updated_at", "centers", "minibatch", "durable_version", "n_batches", "init_points_buffered")
+    __slots__ = ("name", "version", "kind", "config", "n_features", "n_clusters", "dtype", "inertia", "n_iter", "n_samples_seen", "created_at", "updated_at", "centers", "minibatch", "durable_version", "n_batches", "init_points_buffered", "metric")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -234,6 +249,7 @@ class Model(_message.Message):
     DURABLE_VERSION_FIELD_NUMBER: _ClassVar[int]
     N_BATCHES_FIELD_NUMBER: _ClassVar[int]
     INIT_POINTS_BUFFERED_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: int
     kind: ModelKind
@@ -251,7 +267,8 @@ class Model(_message.Message):
     durable_version: int
     n_batches: int
     init_points_buffered: int
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., config: _Optional[_Union[KMeansConfig, _Mapping]] = ..., n_features: _Optional[int] = ..., n_clusters: _Optional[int] = ..., dtype: _Optional[_Union[DType, str]] = ..., inertia: _Optional[float] = ..., n_iter: _Optional[int] = ..., n_samples_seen: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., centers: _Optional[_Union[Matrix, _Mapping]] = ..., minibatch: _Optional[_Union[MiniBatchConfig, _Mapping]] = ..., durable_version: _Optional[int] = ..., n_batches: _Optional[int] = ..., init_points_buffered: _Optional[int] = ...) -> None: ...
+    metric: Metric
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., config: _Optional[_Union[KMeansConfig, _Mapping]] = ..., n_features: _Optional[int] = ..., n_clusters: _Optional[int] = ..., dtype: _Optional[_Union[DType, str]] = ..., inertia: _Optional[float] = ..., n_iter: _Optional[int] = ..., n_samples_seen: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., centers: _Optional[_Union[Matrix, _Mapping]] = ..., minibatch: _Optional[_Union[MiniBatchConfig, _Mapping]] = ..., durable_version: _Optional[int] = ..., n_batches: _Optional[int] = ..., init_points_buffered: _Optional[int] = ..., metric: _Optional[_Union[Metric, str]] = ...) -> None: ...
 
 class PredictOptions(_message.Message):
     __slots__ = ("return_distances", "return_transform")
@@ -288,7 +305,7 @@ class PredictResponse(_message.Message):
     def __init__(self, version: _Optional[int] = ..., offset: _Optional[int] = ..., labels: _Optional[bytes] = ..., distances: _Optional[_Union[Matrix, _Mapping]] = ..., transform: _Optional[_Union[Matrix, _Mapping]] = ...) -> None: ...
 
 class MiniBatchConfig(_message.Message):
-    __slots__ = ("n_clusters", "init_size", "reassignment_ratio", "half_life", "half_life_unit", "seed")
+    __slots__ = ("n_clusters", "init_size", "reassignment_ratio", "half_life", "half_life_unit", "seed", "metric")
     class HalfLifeUnit(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         HALF_LIFE_UNIT_UNSPECIFIED: _ClassVar[MiniBatchConfig.HalfLifeUnit]
@@ -303,13 +320,15 @@ class MiniBatchConfig(_message.Message):
     HALF_LIFE_FIELD_NUMBER: _ClassVar[int]
     HALF_LIFE_UNIT_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
     n_clusters: int
     init_size: int
     reassignment_ratio: float
     half_life: float
     half_life_unit: MiniBatchConfig.HalfLifeUnit
     seed: int
-    def __init__(self, n_clusters: _Optional[int] = ..., init_size: _Optional[int] = ..., reassignment_ratio: _Optional[float] = ..., half_life: _Optional[float] = ..., half_life_unit: _Optional[_Union[MiniBatchConfig.HalfLifeUnit, str]] = ..., seed: _Optional[int] = ...) -> None: ...
+    metric: Metric
+    def __init__(self, n_clusters: _Optional[int] = ..., init_size: _Optional[int] = ..., reassignment_ratio: _Optional[float] = ..., half_life: _Optional[float] = ..., half_life_unit: _Optional[_Union[MiniBatchConfig.HalfLifeUnit, str]] = ..., seed: _Optional[int] = ..., metric: _Optional[_Union[Metric, str]] = ...) -> None: ...
 
 class MiniBatchOpen(_message.Message):
     __slots__ = ("model", "create_if_missing")
@@ -468,3 +487,123 @@ class DeleteModelResponse(_message.Message):
     name: str
     version: int
     def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+
+class SilhouetteOptions(_message.Message):
+    __slots__ = ("sample_size", "all_rows", "seed")
+    SAMPLE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    ALL_ROWS_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    sample_size: int
+    all_rows: bool
+    seed: int
+    def __init__(self, sample_size: _Optional[int] = ..., all_rows: _Optional[bool] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class EvaluateSpec(_message.Message):
+    __slots__ = ("model", "version", "silhouette", "n_samples")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    SILHOUETTE_FIELD_NUMBER: _ClassVar[int]
+    N_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: int
+    silhouette: SilhouetteOptions
+    n_samples: int
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., silhouette: _Optional[_Union[SilhouetteOptions, _Mapping]] = ..., n_samples: _Optional[int] = ...) -> None: ...
+
+class EvaluateRequest(_message.Message):
+    __slots__ = ("spec", "points")
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    spec: EvaluateSpec
+    points: Matrix
+    def __init__(self, spec: _Optional[_Union[EvaluateSpec, _Mapping]] = ..., points: _Optional[_Union[Matrix, _Mapping]] = ...) -> None: ...
+
+class ClusterScores(_message.Message):
+    __slots__ = ("silhouette", "silhouette_rows", "calinski_harabasz", "davies_bouldin", "n_clusters_present")
+    SILHOUETTE_FIELD_NUMBER: _ClassVar[int]
+    SILHOUETTE_ROWS_FIELD_NUMBER: _ClassVar[int]
+    CALINSKI_HARABASZ_FIELD_NUMBER: _ClassVar[int]
+    DAVIES_BOULDIN_FIELD_NUMBER: _ClassVar[int]
+    N_CLUSTERS_PRESENT_FIELD_NUMBER: _ClassVar[int]
+    silhouette: float
+    silhouette_rows: int
+    calinski_harabasz: float
+    davies_bouldin: float
+    n_clusters_present: int
+    def __init__(self, silhouette: _Optional[float] = ..., silhouette_rows: _Optional[int] = ..., calinski_harabasz: _Optional[float] = ..., davies_bouldin: _Optional[float] = ..., n_clusters_present: _Optional[int] = ...) -> None: ...
+
+class EvaluateResponse(_message.Message):
+    __slots__ = ("version", "n_samples", "inertia", "scores", "elapsed_seconds")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    N_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    INERTIA_FIELD_NUMBER: _ClassVar[int]
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    ELAPSED_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    n_samples: int
+    inertia: float
+    scores: ClusterScores
+    elapsed_seconds: float
+    def __init__(self, version: _Optional[int] = ..., n_samples: _Optional[int] = ..., inertia: _Optional[float] = ..., scores: _Optional[_Union[ClusterScores, _Mapping]] = ..., elapsed_seconds: _Optional[float] = ...) -> None: ...
+
+class SuggestKSpec(_message.Message):
+    __slots__ = ("k_min", "k_max", "config", "silhouette", "n_samples", "save_best_as")
+    K_MIN_FIELD_NUMBER: _ClassVar[int]
+    K_MAX_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    SILHOUETTE_FIELD_NUMBER: _ClassVar[int]
+    N_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    SAVE_BEST_AS_FIELD_NUMBER: _ClassVar[int]
+    k_min: int
+    k_max: int
+    config: KMeansConfig
+    silhouette: SilhouetteOptions
+    n_samples: int
+    save_best_as: str
+    def __init__(self, k_min: _Optional[int] = ..., k_max: _Optional[int] = ..., config: _Optional[_Union[KMeansConfig, _Mapping]] = ..., silhouette: _Optional[_Union[SilhouetteOptions, _Mapping]] = ..., n_samples: _Optional[int] = ..., save_best_as: _Optional[str] = ...) -> None: ...
+
+class SuggestKRequest(_message.Message):
+    __slots__ = ("spec", "points")
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    spec: SuggestKSpec
+    points: Matrix
+    def __init__(self, spec: _Optional[_Union[SuggestKSpec, _Mapping]] = ..., points: _Optional[_Union[Matrix, _Mapping]] = ...) -> None: ...
+
+class KScore(_message.Message):
+    __slots__ = ("n_clusters", "inertia", "n_iter", "scores")
+    N_CLUSTERS_FIELD_NUMBER: _ClassVar[int]
+    INERTIA_FIELD_NUMBER: _ClassVar[int]
+    N_ITER_FIELD_NUMBER: _ClassVar[int]
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    n_clusters: int
+    inertia: float
+    n_iter: int
+    scores: ClusterScores
+    def __init__(self, n_clusters: _Optional[int] = ..., inertia: _Optional[float] = ..., n_iter: _Optional[int] = ..., scores: _Optional[_Union[ClusterScores, _Mapping]] = ...) -> None: ...
+
+class SuggestKResult(_message.Message):
+    __slots__ = ("recommended_k", "elbow_k", "rule", "per_k", "saved", "elapsed_seconds")
+    RECOMMENDED_K_FIELD_NUMBER: _ClassVar[int]
+    ELBOW_K_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    PER_K_FIELD_NUMBER: _ClassVar[int]
+    SAVED_FIELD_NUMBER: _ClassVar[int]
+    ELAPSED_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    recommended_k: int
+    elbow_k: int
+    rule: str
+    per_k: _containers.RepeatedCompositeFieldContainer[KScore]
+    saved: Model
+    elapsed_seconds: float
+    def __init__(self, recommended_k: _Optional[int] = ..., elbow_k: _Optional[int] = ..., rule: _Optional[str] = ..., per_k: _Optional[_Iterable[_Union[KScore, _Mapping]]] = ..., saved: _Optional[_Union[Model, _Mapping]] = ..., elapsed_seconds: _Optional[float] = ...) -> None: ...
+
+class SuggestKResponse(_message.Message):
+    __slots__ = ("progress", "k_score", "result")
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    K_SCORE_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    progress: FitProgress
+    k_score: KScore
+    result: SuggestKResult
+    def __init__(self, progress: _Optional[_Union[FitProgress, _Mapping]] = ..., k_score: _Optional[_Union[KScore, _Mapping]] = ..., result: _Optional[_Union[SuggestKResult, _Mapping]] = ...) -> None: ...

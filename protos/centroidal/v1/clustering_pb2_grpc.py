@@ -76,6 +76,16 @@ class ClusteringServiceStub:
                 request_serializer=centroidal_dot_v1_dot_clustering__pb2.DeleteModelRequest.SerializeToString,
                 response_deserializer=centroidal_dot_v1_dot_clustering__pb2.DeleteModelResponse.FromString,
                 _registered_method=True)
+        self.Evaluate = channel.stream_unary(
+                '/centroidal.v1.ClusteringService/Evaluate',
+                request_serializer=centroidal_dot_v1_dot_clustering__pb2.EvaluateRequest.SerializeToString,
+                response_deserializer=centroidal_dot_v1_dot_clustering__pb2.EvaluateResponse.FromString,
+                _registered_method=True)
+        self.SuggestK = channel.stream_stream(
+                '/centroidal.v1.ClusteringService/SuggestK',
+                request_serializer=centroidal_dot_v1_dot_clustering__pb2.SuggestKRequest.SerializeToString,
+                response_deserializer=centroidal_dot_v1_dot_clustering__pb2.SuggestKResponse.FromString,
+                _registered_method=True)
 
 
 class ClusteringServiceServicer:
@@ -155,6 +165,28 @@ class ClusteringServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Evaluate(self, request_iterator, context):
+        """Scores how a model clusters the given points: their inertia, the
+        silhouette, Calinski-Harabasz and Davies-Bouldin. The first message
+        carries the EvaluateSpec; every message may carry rows. It takes a fit
+        slot (RESOURCE_EXHAUSTED BUSY when none is free) and stops when the call
+        is cancelled.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SuggestK(self, request_iterator, context):
+        """Fits every k of a range on the same points and scores each, to choose k.
+        The first message carries the SuggestKSpec; every message may carry rows.
+        The server answers with an admitted event, the fits' progress, one KScore
+        per k as it is done, then the SuggestKResult. It takes a fit slot, and
+        stops within one iteration when the call is cancelled.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ClusteringServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -197,6 +229,16 @@ def add_ClusteringServiceServicer_to_server(servicer, server):
                     servicer.DeleteModel,
                     request_deserializer=centroidal_dot_v1_dot_clustering__pb2.DeleteModelRequest.FromString,
                     response_serializer=centroidal_dot_v1_dot_clustering__pb2.DeleteModelResponse.SerializeToString,
+            ),
+            'Evaluate': grpc.stream_unary_rpc_method_handler(
+                    servicer.Evaluate,
+                    request_deserializer=centroidal_dot_v1_dot_clustering__pb2.EvaluateRequest.FromString,
+                    response_serializer=centroidal_dot_v1_dot_clustering__pb2.EvaluateResponse.SerializeToString,
+            ),
+            'SuggestK': grpc.stream_stream_rpc_method_handler(
+                    servicer.SuggestK,
+                    request_deserializer=centroidal_dot_v1_dot_clustering__pb2.SuggestKRequest.FromString,
+                    response_serializer=centroidal_dot_v1_dot_clustering__pb2.SuggestKResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -417,6 +459,60 @@ class ClusteringService:
             '/centroidal.v1.ClusteringService/DeleteModel',
             centroidal_dot_v1_dot_clustering__pb2.DeleteModelRequest.SerializeToString,
             centroidal_dot_v1_dot_clustering__pb2.DeleteModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Evaluate(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/centroidal.v1.ClusteringService/Evaluate',
+            centroidal_dot_v1_dot_clustering__pb2.EvaluateRequest.SerializeToString,
+            centroidal_dot_v1_dot_clustering__pb2.EvaluateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SuggestK(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/centroidal.v1.ClusteringService/SuggestK',
+            centroidal_dot_v1_dot_clustering__pb2.SuggestKRequest.SerializeToString,
+            centroidal_dot_v1_dot_clustering__pb2.SuggestKResponse.FromString,
             options,
             channel_credentials,
             insecure,

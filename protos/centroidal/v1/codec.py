@@ -79,6 +79,9 @@ INIT_METHODS = EnumTable(
     },
     "k-means++",
 )
+METRICS = EnumTable(
+    "Metric", {pb.METRIC_EUCLIDEAN: "euclidean", pb.METRIC_COSINE: "cosine"}, "euclidean"
+)
 MODEL_KINDS = EnumTable(
     "ModelKind",
     {
@@ -97,6 +100,7 @@ STAGES = EnumTable(
         pb.FitProgress.STAGE_RESTART_DONE: "restart_done",
         pb.FitProgress.STAGE_SEEDING: "seeding",
         pb.FitProgress.STAGE_ADMITTED: "admitted",
+        pb.FitProgress.STAGE_SCORING: "scoring",
     },
     "unknown",
 )
@@ -132,7 +136,7 @@ ENUM_TABLES: dict[str, EnumTable] = {
     table.enum_name: table
     for table in (
         ALGORITHMS, INIT_METHODS, MODEL_KINDS, STAGES, HALF_LIFE_UNITS, COLOR_SPACES, DITHERS,
-        IMAGE_FORMATS,
+        IMAGE_FORMATS, METRICS,
     )
 }
 
@@ -304,6 +308,7 @@ class KMeansConfig:
     max_iter: int = 0  # 0: the default
     tol: float | None = None
     seed: int | None = None
+    metric: str = "euclidean"
 
 
 def decode_kmeans_config(message: pb.KMeansConfig, field: str = "config", lenient: bool = False) -> KMeansConfig:
@@ -316,6 +321,7 @@ def decode_kmeans_config(message: pb.KMeansConfig, field: str = "config", lenien
         max_iter=int(message.max_iter),
         tol=_optional(message, "tol"),
         seed=_optional(message, "seed"),
+        metric=METRICS.name(message.metric, f"{field}.metric", lenient=lenient),
     )
 
 
@@ -326,6 +332,7 @@ def encode_kmeans_config(config: KMeansConfig) -> pb.KMeansConfig:
         init=INIT_METHODS.number(config.init),
         n_init=config.n_init,
         max_iter=config.max_iter,
+        metric=METRICS.number(config.metric),
     )
     if config.init_centers is not None:
         message.init_centers.CopyFrom(encode_matrix(config.init_centers))
@@ -408,6 +415,7 @@ class FitProgress:
     center_shift: float = 0.0
     points_received: int = 0
     elapsed_seconds: float = 0.0
+    n_clusters: int = 0  # a SuggestK's k
 
 
 def decode_fit_progress(message: pb.FitProgress) -> FitProgress:
@@ -420,6 +428,7 @@ def decode_fit_progress(message: pb.FitProgress) -> FitProgress:
         center_shift=float(message.center_shift),
         points_received=int(message.points_received),
         elapsed_seconds=float(message.elapsed_seconds),
+        n_clusters=int(message.n_clusters),
     )
 
 
@@ -433,6 +442,7 @@ def encode_fit_progress(progress: FitProgress) -> pb.FitProgress:
         center_shift=progress.center_shift,
         points_received=progress.points_received,
         elapsed_seconds=progress.elapsed_seconds,
+        n_clusters=progress.n_clusters,
     )
 
 
@@ -460,6 +470,7 @@ class MiniBatchConfig:
     half_life: float | None = None
     half_life_unit: str = "batches"
     seed: int | None = None
+    metric: str = "euclidean"
 
 
 def decode_minibatch_config(message: pb.MiniBatchConfig, field: str, lenient: bool = False) -> MiniBatchConfig:
@@ -470,6 +481,7 @@ def decode_minibatch_config(message: pb.MiniBatchConfig, field: str, lenient: bo
         half_life=_optional(message, "half_life"),
         half_life_unit=HALF_LIFE_UNITS.name(message.half_life_unit, f"{field}.half_life_unit", lenient=lenient),
         seed=_optional(message, "seed"),
+        metric=METRICS.name(message.metric, f"{field}.metric", lenient=lenient),
     )
 
 
@@ -478,6 +490,7 @@ def encode_minibatch_config(config: MiniBatchConfig) -> pb.MiniBatchConfig:
         n_clusters=config.n_clusters,
         init_size=config.init_size,
         half_life_unit=HALF_LIFE_UNITS.number(config.half_life_unit),
+        metric=METRICS.number(config.metric),
     )
     for name in ("reassignment_ratio", "half_life", "seed"):
         value = getattr(config, name)
@@ -510,6 +523,7 @@ class Model:
     durable_version: int = 0
     n_batches: int = 0
     init_points_buffered: int = 0
+    metric: str = "euclidean"
 
 
 def _seconds(stamp: Any) -> float:
@@ -542,6 +556,7 @@ def decode_model(message: pb.Model, field: str = "model") -> Model:
         durable_version=int(message.durable_version),
         n_batches=int(message.n_batches),
         init_points_buffered=int(message.init_points_buffered),
+        metric=METRICS.name(message.metric, f"{field}.metric", lenient=True),
     )
 
 
@@ -559,6 +574,7 @@ def encode_model(model: Model) -> pb.Model:
         durable_version=model.durable_version,
         n_batches=model.n_batches,
         init_points_buffered=model.init_points_buffered,
+        metric=METRICS.number(model.metric),
     )
     message.created_at.FromNanoseconds(int(round(model.created_at * 1e9)))
     message.updated_at.FromNanoseconds(int(round(model.updated_at * 1e9)))
@@ -1024,6 +1040,264 @@ def encode_delete_model_response(response: DeleteModelResponse) -> pb.DeleteMode
     return pb.DeleteModelResponse(name=response.name, version=response.version)
 
 
+# ---- Evaluate and SuggestK ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SilhouetteOptions:
+    sample_size: int = 0  # 0: the default
+    all_rows: bool = False
+    seed: int | None = None
+
+
+def decode_silhouette_options(message: pb.SilhouetteOptions) -> SilhouetteOptions:
+    return SilhouetteOptions(int(message.sample_size), message.all_rows, _optional(message, "seed"))
+
+
+def encode_silhouette_options(options: SilhouetteOptions) -> pb.SilhouetteOptions:
+    message = pb.SilhouetteOptions(sample_size=options.sample_size, all_rows=options.all_rows)
+    if options.seed is not None:
+        message.seed = options.seed
+    return message
+
+
+@dataclass(frozen=True)
+class EvaluateSpec:
+    model: str
+    version: int | None = None
+    silhouette: SilhouetteOptions = SilhouetteOptions()
+    n_samples: int = 0  # 0: not declared
+
+
+def decode_evaluate_spec(message: pb.EvaluateSpec) -> EvaluateSpec:
+    return EvaluateSpec(
+        model=message.model,
+        version=_optional(message, "version"),
+        silhouette=decode_silhouette_options(message.silhouette),
+        n_samples=int(message.n_samples),
+    )
+
+
+def encode_evaluate_spec(spec: EvaluateSpec) -> pb.EvaluateSpec:
+    message = pb.EvaluateSpec(
+        model=spec.model, silhouette=encode_silhouette_options(spec.silhouette), n_samples=spec.n_samples,
+    )
+    if spec.version is not None:
+        message.version = spec.version
+    return message
+
+
+@dataclass(frozen=True)
+class EvaluateChunk:
+    """One EvaluateRequest: the spec (first message only) and rows."""
+
+    spec: EvaluateSpec | None = None
+    points: np.ndarray | None = None
+
+
+def decode_evaluate_request(message: pb.EvaluateRequest) -> EvaluateChunk:
+    return EvaluateChunk(
+        spec=decode_evaluate_spec(message.spec) if message.HasField("spec") else None,
+        points=_matrix_or_none(message, "points", "points"),
+    )
+
+
+def encode_evaluate_request(chunk: EvaluateChunk) -> pb.EvaluateRequest:
+    message = pb.EvaluateRequest()
+    if chunk.spec is not None:
+        message.spec.CopyFrom(encode_evaluate_spec(chunk.spec))
+    if chunk.points is not None:
+        message.points.CopyFrom(encode_matrix(chunk.points))
+    return message
+
+
+@dataclass(frozen=True)
+class ClusterScores:
+    """None where a score is undefined."""
+
+    silhouette: float | None = None
+    silhouette_rows: int = 0
+    calinski_harabasz: float | None = None
+    davies_bouldin: float | None = None
+    n_clusters_present: int = 0
+
+
+def decode_cluster_scores(message: pb.ClusterScores) -> ClusterScores:
+    return ClusterScores(
+        silhouette=_optional(message, "silhouette"),
+        silhouette_rows=int(message.silhouette_rows),
+        calinski_harabasz=_optional(message, "calinski_harabasz"),
+        davies_bouldin=_optional(message, "davies_bouldin"),
+        n_clusters_present=int(message.n_clusters_present),
+    )
+
+
+def encode_cluster_scores(scores: ClusterScores) -> pb.ClusterScores:
+    message = pb.ClusterScores(
+        silhouette_rows=scores.silhouette_rows, n_clusters_present=scores.n_clusters_present
+    )
+    for name in ("silhouette", "calinski_harabasz", "davies_bouldin"):
+        value = getattr(scores, name)
+        if value is not None:
+            setattr(message, name, value)
+    return message
+
+
+@dataclass(frozen=True)
+class EvaluateResponse:
+    version: int
+    n_samples: int
+    inertia: float
+    scores: ClusterScores
+    elapsed_seconds: float = 0.0
+
+
+def decode_evaluate_response(message: pb.EvaluateResponse) -> EvaluateResponse:
+    return EvaluateResponse(
+        version=int(message.version),
+        n_samples=int(message.n_samples),
+        inertia=float(message.inertia),
+        scores=decode_cluster_scores(message.scores),
+        elapsed_seconds=float(message.elapsed_seconds),
+    )
+
+
+def encode_evaluate_response(response: EvaluateResponse) -> pb.EvaluateResponse:
+    return pb.EvaluateResponse(
+        version=response.version, n_samples=response.n_samples, inertia=response.inertia,
+        scores=encode_cluster_scores(response.scores), elapsed_seconds=response.elapsed_seconds,
+    )
+
+
+@dataclass(frozen=True)
+class SuggestKSpec:
+    k_min: int
+    k_max: int
+    config: KMeansConfig = KMeansConfig()
+    silhouette: SilhouetteOptions = SilhouetteOptions()
+    n_samples: int = 0  # 0: not declared
+    save_best_as: str = ""
+
+
+def decode_suggest_k_spec(message: pb.SuggestKSpec, field: str = "spec") -> SuggestKSpec:
+    return SuggestKSpec(
+        k_min=int(message.k_min),
+        k_max=int(message.k_max),
+        config=decode_kmeans_config(message.config, f"{field}.config"),
+        silhouette=decode_silhouette_options(message.silhouette),
+        n_samples=int(message.n_samples),
+        save_best_as=message.save_best_as,
+    )
+
+
+def encode_suggest_k_spec(spec: SuggestKSpec) -> pb.SuggestKSpec:
+    return pb.SuggestKSpec(
+        k_min=spec.k_min, k_max=spec.k_max, config=encode_kmeans_config(spec.config),
+        silhouette=encode_silhouette_options(spec.silhouette), n_samples=spec.n_samples,
+        save_best_as=spec.save_best_as,
+    )
+
+
+@dataclass(frozen=True)
+class SuggestKChunk:
+    """One SuggestKRequest: the spec (first message only) and rows."""
+
+    spec: SuggestKSpec | None = None
+    points: np.ndarray | None = None
+
+
+def decode_suggest_k_request(message: pb.SuggestKRequest) -> SuggestKChunk:
+    return SuggestKChunk(
+        spec=decode_suggest_k_spec(message.spec) if message.HasField("spec") else None,
+        points=_matrix_or_none(message, "points", "points"),
+    )
+
+
+def encode_suggest_k_request(chunk: SuggestKChunk) -> pb.SuggestKRequest:
+    message = pb.SuggestKRequest()
+    if chunk.spec is not None:
+        message.spec.CopyFrom(encode_suggest_k_spec(chunk.spec))
+    if chunk.points is not None:
+        message.points.CopyFrom(encode_matrix(chunk.points))
+    return message
+
+
+@dataclass(frozen=True)
+class KScore:
+    n_clusters: int
+    inertia: float
+    n_iter: int
+    scores: ClusterScores
+
+
+def decode_k_score(message: pb.KScore) -> KScore:
+    return KScore(
+        int(message.n_clusters), float(message.inertia), int(message.n_iter),
+        decode_cluster_scores(message.scores),
+    )
+
+
+def encode_k_score(score: KScore) -> pb.KScore:
+    return pb.KScore(
+        n_clusters=score.n_clusters, inertia=score.inertia, n_iter=score.n_iter,
+        scores=encode_cluster_scores(score.scores),
+    )
+
+
+@dataclass(frozen=True)
+class SuggestKResult:
+    recommended_k: int
+    elbow_k: int
+    rule: str
+    per_k: tuple[KScore, ...]
+    saved: Model | None = None
+    elapsed_seconds: float = 0.0
+
+
+def decode_suggest_k_result(message: pb.SuggestKResult) -> SuggestKResult:
+    return SuggestKResult(
+        recommended_k=int(message.recommended_k),
+        elbow_k=int(message.elbow_k),
+        rule=message.rule,
+        per_k=tuple(decode_k_score(entry) for entry in message.per_k),
+        saved=decode_model(message.saved, "saved") if message.HasField("saved") else None,
+        elapsed_seconds=float(message.elapsed_seconds),
+    )
+
+
+def encode_suggest_k_result(result: SuggestKResult) -> pb.SuggestKResult:
+    message = pb.SuggestKResult(
+        recommended_k=result.recommended_k, elbow_k=result.elbow_k, rule=result.rule,
+        per_k=[encode_k_score(entry) for entry in result.per_k],
+        elapsed_seconds=result.elapsed_seconds,
+    )
+    if result.saved is not None:
+        message.saved.CopyFrom(encode_model(result.saved))
+    return message
+
+
+SuggestKEvent = Union[FitProgress, KScore, SuggestKResult]
+
+
+def decode_suggest_k_response(message: pb.SuggestKResponse) -> SuggestKEvent | None:
+    kind = message.WhichOneof("event")
+    if kind == "progress":
+        return decode_fit_progress(message.progress)
+    if kind == "k_score":
+        return decode_k_score(message.k_score)
+    if kind == "result":
+        return decode_suggest_k_result(message.result)
+    return None
+
+
+def encode_suggest_k_response(event: SuggestKEvent) -> pb.SuggestKResponse:
+    if isinstance(event, FitProgress):
+        return pb.SuggestKResponse(progress=encode_fit_progress(event))
+    if isinstance(event, KScore):
+        return pb.SuggestKResponse(k_score=encode_k_score(event))
+    return pb.SuggestKResponse(result=encode_suggest_k_result(event))
+
+
 # Every message of the contract: its decoder and encoder. The round-trip test walks this.
 MESSAGES: dict[str, tuple[Callable[[Any], Any], Callable[[Any], Any]]] = {
     "Matrix": ((lambda m: decode_matrix(m, "matrix")), encode_matrix),
@@ -1054,5 +1328,15 @@ MESSAGES: dict[str, tuple[Callable[[Any], Any], Callable[[Any], Any]]] = {
     "ListModelsResponse": (decode_list_models_response, encode_list_models_response),
     "DeleteModelRequest": (decode_delete_model_request, encode_delete_model_request),
     "DeleteModelResponse": (decode_delete_model_response, encode_delete_model_response),
+    "SilhouetteOptions": (decode_silhouette_options, encode_silhouette_options),
+    "EvaluateSpec": (decode_evaluate_spec, encode_evaluate_spec),
+    "EvaluateRequest": (decode_evaluate_request, encode_evaluate_request),
+    "ClusterScores": (decode_cluster_scores, encode_cluster_scores),
+    "EvaluateResponse": (decode_evaluate_response, encode_evaluate_response),
+    "SuggestKSpec": (decode_suggest_k_spec, encode_suggest_k_spec),
+    "SuggestKRequest": (decode_suggest_k_request, encode_suggest_k_request),
+    "KScore": (decode_k_score, encode_k_score),
+    "SuggestKResult": (decode_suggest_k_result, encode_suggest_k_result),
+    "SuggestKResponse": (decode_suggest_k_response, encode_suggest_k_response),
 }
 

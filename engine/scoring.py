@@ -1,0 +1,386 @@
+"""How good a clustering is, and which k to choose.
+
+- The silhouette of a row is (b - a) / max(a, b): a is its mean distance to the other
+  rows of its cluster, b the smallest mean distance to the rows of another cluster; 0
+  for a row alone in its cluster. The score is the mean over rows. It costs n^2 * d,
+  but never an n x n matrix: blocks of rows meet tiles of the data through a GEMM,
+  and each row keeps only its k distance sums. ``sample_size`` scores a seeded sample
+  drawn exactly as scikit-learn's ``silhouette_score`` draws it for the same
+  ``random_state``.
+- Calinski-Harabasz: between-cluster over within-cluster dispersion, each divided by
+  its degrees of freedom, (B / (K - 1)) / (W / (n - K)).
+- Davies-Bouldin: the mean over clusters of the worst ratio (s_i + s_j) / d_ij, with
+  s the mean distance of a cluster's rows to its mean and d the distance of the means.
+
+All three take the clusters present in the labels (K of them) and are defined for
+2 <= K <= n - 1, as in scikit-learn; outside that they are None. For the cosine
+metric, rows are scaled to unit length, the silhouette uses cosine distance, and the
+other two use Euclidean geometry on the unit rows. Everything runs in float64 and
+gives bitwise the same result at any thread count.
+
+``suggest_k_steps`` fits each k of a range and scores it; ``recommend`` names the k
+with the highest silhouette (the smaller k on a tie), and the elbow of the inertia
+curve beside it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit, prange
+
+from . import kmeans
+from ._lloyd import n_chunks_for
+from .cosine import check_metric, unit_rows
+from .progress import Progress, run_to_end
+from .validation import InvalidInputError, as_float_matrix, check_finite
+
+# Rows of one block of the silhouette (a GEMM's height) and of one tile of the data it meets.
+_BLOCK_ROWS = 64
+_TILE_ROWS = 512
+# Work (rows x data rows x features) per silhouette step, between which a caller may stop.
+_STEP_WORK = 1 << 28
+_MIN_STEP_BLOCKS = 8
+
+
+@dataclass(frozen=True)
+class Scores:
+    """The scores of one labelling; None where undefined (fewer than 2 clusters present,
+    or as many as rows). silhouette_rows is how many rows the silhouette averaged."""
+
+    n_clusters_present: int
+    silhouette: float | None
+    silhouette_rows: int
+    calinski_harabasz: float | None
+    davies_bouldin: float | None
+
+
+@dataclass(frozen=True)
+class KScore:
+    """One k of a suggest-k run: its fit and its scores."""
+
+    n_clusters: int
+    inertia: float
+    n_iter: int
+    scores: Scores
+    centers: np.ndarray
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """A suggest-k run is scoring k: ``share`` of its silhouette is done."""
+
+    n_clusters: int
+    share: float
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """The recommended k (highest silhouette) and the elbow of the inertia curve."""
+
+    recommended: int
+    elbow: int
+    per_k: tuple[KScore, ...]
+
+
+RULE = (
+    "the k with the highest silhouette (the smaller k on a tie); the elbow is the k "
+    "whose point lies farthest below the chord joining the first and last points of "
+    "the inertia curve, both axes scaled to [0, 1]"
+)
+
+
+def sample_rows(n_samples: int, sample_size: int | None, seed: int) -> np.ndarray | None:
+    """The rows a sampled silhouette scores, or None for all: the first sample_size of a
+    permutation by numpy's legacy RandomState(seed), as scikit-learn draws them."""
+    if sample_size is None or sample_size >= n_samples:
+        return None
+    if sample_size < 2:
+        raise InvalidInputError("sample_size", f"sample_size must be at least 2, got {sample_size}")
+    return np.sort(np.random.RandomState(seed).permutation(n_samples)[:sample_size])
+
+
+def silhouette_steps(
+    X: np.ndarray, labels: np.ndarray, n_clusters: int, *, cosine: bool = False
+) -> Generator[float, None, float | None]:
+    """The mean silhouette of X's rows, as a generator of the share done so far.
+
+    X : ndarray of shape (n_samples, n_features), float32 or float64, finite; unit rows
+        when ``cosine``
+    labels : ndarray of shape (n_samples,), int32 in [0, n_clusters)
+    Returns None when fewer than 2 clusters, or as many clusters as rows, are present.
+    """
+    n_samples = X.shape[0]
+    counts = np.bincount(labels, minlength=n_clusters).astype(np.int64)
+    present = int(np.count_nonzero(counts))
+    if not 2 <= present <= n_samples - 1:
+        return None
+    shift = np.zeros(X.shape[1]) if cosine else X.mean(axis=0, dtype=np.float64)
+    values = np.empty(n_samples, dtype=np.float64)
+    # Whole blocks, and enough of them for every thread to have some.
+    rows_per_step = max(_MIN_STEP_BLOCKS, _STEP_WORK // max(1, n_samples * X.shape[1]) // _BLOCK_ROWS) * _BLOCK_ROWS
+    for first in range(0, n_samples, rows_per_step):
+        stop = min(first + rows_per_step, n_samples)
+        _silhouette_rows(X, shift, labels, counts, first, stop, cosine, values)
+        yield stop / n_samples
+    return float(values.sum() / n_samples)
+
+
+def score(
+    X: np.ndarray,
+    labels: np.ndarray,
+    n_clusters: int,
+    *,
+    metric: str = "euclidean",
+    sample_size: int | None = None,
+    seed: int = 0,
+) -> Scores:
+    """Silhouette (over all rows, or a seeded sample of ``sample_size``), Calinski-Harabasz
+    and Davies-Bouldin of ``labels`` on X. See the module's docstring."""
+    result: Scores = run_to_end(
+        score_steps(X, labels, n_clusters, metric=metric, sample_size=sample_size, seed=seed)
+    )
+    return result
+
+
+def score_steps(
+    X: np.ndarray,
+    labels: np.ndarray,
+    n_clusters: int,
+    *,
+    metric: str = "euclidean",
+    sample_size: int | None = None,
+    seed: int = 0,
+    prepared: bool = False,
+) -> Generator[float, None, Scores]:
+    """``score`` as a generator of the silhouette's share done. ``prepared``: X is already
+    checked (finite, and unit rows for the cosine metric)."""
+    cosine = check_metric(metric) == "cosine"
+    if not prepared:
+        X = as_float_matrix(X, "X")
+        check_finite(X, "X")
+        if cosine:
+            X = unit_rows(X, "X")
+    labels = np.ascontiguousarray(labels, dtype=np.int32)
+    if labels.shape != (X.shape[0],):
+        raise InvalidInputError("labels", f"labels must have shape ({X.shape[0]},), got {labels.shape}")
+    if labels.size and (labels.min() < 0 or labels.max() >= n_clusters):
+        raise InvalidInputError("labels", f"labels must lie in [0, {n_clusters})")
+    rows = sample_rows(X.shape[0], sample_size, seed)
+    sampled_X, sampled_labels = (X, labels) if rows is None else (X[rows], labels[rows])
+    silhouette = yield from silhouette_steps(sampled_X, sampled_labels, n_clusters, cosine=cosine)
+    calinski, davies = _dispersion_scores(X, labels, n_clusters)
+    present = int(np.count_nonzero(np.bincount(labels, minlength=n_clusters)))
+    return Scores(present, silhouette, sampled_X.shape[0], calinski, davies)
+
+
+def _dispersion_scores(X: np.ndarray, labels: np.ndarray, n_clusters: int) -> tuple[float | None, float | None]:
+    """Calinski-Harabasz and Davies-Bouldin, from two passes over X."""
+    n_samples, n_features = X.shape
+    n_chunks = n_chunks_for(n_samples, n_clusters, n_features)
+    partial_sums = np.empty((n_chunks, n_clusters, n_features))
+    partial_counts = np.empty((n_chunks, n_clusters))
+    _label_sums(X, labels, partial_sums, partial_counts)
+    sums, counts = partial_sums.sum(axis=0), partial_counts.sum(axis=0)
+    present = counts > 0
+    n_present = int(present.sum())
+    if not 2 <= n_present <= n_samples - 1:
+        return None, None
+    means = np.zeros((n_clusters, n_features))
+    means[present] = sums[present] / counts[present, None]
+    partial_sq = np.empty((n_chunks, n_clusters))
+    partial_dist = np.empty((n_chunks, n_clusters))
+    _spread(X, labels, means, partial_sq, partial_dist)
+    within_sq, within_dist = partial_sq.sum(axis=0), partial_dist.sum(axis=0)
+    overall = sums.sum(axis=0) / n_samples
+    between = float((counts[present] * ((means[present] - overall) ** 2).sum(axis=1)).sum())
+    within = float(within_sq.sum())
+    calinski = 1.0 if within == 0 else between * (n_samples - n_present) / (within * (n_present - 1))
+    spread = within_dist[present] / counts[present]
+    centers = means[present]
+    gaps = np.sqrt(((centers[:, None, :] - centers[None, :, :]) ** 2).sum(axis=2))
+    if np.allclose(spread, 0) or np.allclose(gaps, 0):
+        return calinski, 0.0
+    gaps[gaps == 0] = np.inf
+    ratios = (spread[:, None] + spread[None, :]) / gaps
+    return calinski, float(ratios.max(axis=1).mean())
+
+
+def suggest_k_steps(
+    X: np.ndarray,
+    n_clusters_range: Sequence[int],
+    *,
+    metric: str = "euclidean",
+    n_init: int | None = None,
+    max_iter: int = 300,
+    tol: float = 1e-4,
+    seed: int = 0,
+    sample_size: int | None = None,
+    copy_x: bool = True,
+) -> Generator[Progress | Scoring | KScore, None, Suggestion]:
+    """Fit and score each k in turn: yields every fit's Progress, Scoring shares, and one
+    KScore per k, and returns the Suggestion. Every k is seeded with ``seed`` and scored on the same sample."""
+    cosine = check_metric(metric) == "cosine"
+    X = as_float_matrix(X, "X")
+    check_finite(X, "X")
+    ks = [int(k) for k in n_clusters_range]
+    if not ks or min(ks) < 2 or max(ks) > X.shape[0] - 1:
+        raise InvalidInputError(
+            "n_clusters_range",
+            f"every k must lie in [2, n_samples - 1 = {X.shape[0] - 1}], got {ks[:1]}..{ks[-1:]}",
+        )
+    if cosine:
+        X = unit_rows(X, "X", in_place=not copy_x)
+    per_k = []
+    for k in ks:
+        result = yield from kmeans.fit_steps(
+            X, k, n_init=n_init, max_iter=max_iter, tol=tol, seed=seed, metric=metric, copy_x=False,
+        )
+        scoring = score_steps(
+            X, result.labels, k, metric=metric, sample_size=sample_size, seed=seed, prepared=True,
+        )
+        while True:
+            try:
+                share = next(scoring)
+            except StopIteration as done:
+                scores: Scores = done.value
+                break
+            yield Scoring(k, share)
+        k_score = KScore(k, result.inertia, result.n_iter, scores, result.centers)
+        per_k.append(k_score)
+        yield k_score
+    return recommend(per_k)
+
+
+def recommend(per_k: Sequence[KScore]) -> Suggestion:
+    """The k with the highest silhouette (smaller on a tie; the elbow when no silhouette
+    is defined), and the elbow of the inertia curve."""
+    ks = np.array([entry.n_clusters for entry in per_k], dtype=np.float64)
+    inertia = np.array([entry.inertia for entry in per_k])
+    elbow = int(ks[0])
+    if len(per_k) >= 3 and inertia[0] > inertia[-1]:
+        x = (ks - ks[0]) / (ks[-1] - ks[0])
+        y = (inertia - inertia[-1]) / (inertia[0] - inertia[-1])
+        elbow = int(ks[int(np.argmax(1.0 - x - y))])
+    best, best_value = elbow, -math.inf
+    for entry in per_k:
+        value = entry.scores.silhouette
+        if value is not None and value > best_value:
+            best, best_value = entry.n_clusters, value
+    return Suggestion(best, elbow, tuple(per_k))
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def _silhouette_rows(X, shift, labels, counts, first, stop, cosine, out):  # pragma: no cover - compiled
+    """Silhouette of rows first..stop-1 of X against every row of X, into out[first:stop].
+
+    X (n, d) IN, float32 or float64; shift (d,) float64 IN, subtracted from every row
+    (zeros for cosine); labels (n,) int32 IN; counts (k,) int64 IN, rows per cluster;
+    out (n,) float64 OUT. Prior validation of the data is assumed.
+    """
+    n_samples, n_features = X.shape
+    n_clusters = counts.shape[0]
+    n_blocks = (stop - first + _BLOCK_ROWS - 1) // _BLOCK_ROWS
+    for block in prange(n_blocks):
+        start = first + block * _BLOCK_ROWS
+        rows = min(_BLOCK_ROWS, stop - start)
+        block_rows = np.zeros((_BLOCK_ROWS, n_features))
+        block_sq = np.zeros(_BLOCK_ROWS)
+        for r in range(rows):
+            total = 0.0
+            for f in range(n_features):
+                value = np.float64(X[start + r, f]) - shift[f]
+                block_rows[r, f] = value
+                total += value * value
+            block_sq[r] = total
+        tile_t = np.zeros((n_features, _TILE_ROWS))
+        tile_sq = np.zeros(_TILE_ROWS)
+        dots = np.empty((_BLOCK_ROWS, _TILE_ROWS))
+        sums = np.zeros((_BLOCK_ROWS, n_clusters))
+        for tile_start in range(0, n_samples, _TILE_ROWS):
+            tile_rows = min(_TILE_ROWS, n_samples - tile_start)
+            for j in range(tile_rows):
+                total = 0.0
+                for f in range(n_features):
+                    value = np.float64(X[tile_start + j, f]) - shift[f]
+                    tile_t[f, j] = value
+                    total += value * value
+                tile_sq[j] = total
+            np.dot(block_rows, tile_t, dots)
+            for r in range(rows):
+                i = start + r
+                for j in range(tile_rows):
+                    if tile_start + j == i:
+                        continue
+                    if cosine:
+                        distance = min(max(1.0 - dots[r, j], 0.0), 2.0)
+                    else:
+                        distance = math.sqrt(max(block_sq[r] + tile_sq[j] - 2.0 * dots[r, j], 0.0))
+                    sums[r, labels[tile_start + j]] += distance
+        for r in range(rows):
+            i = start + r
+            own = labels[i]
+            if counts[own] <= 1:
+                out[i] = 0.0
+                continue
+            within = sums[r, own] / (counts[own] - 1)
+            nearest = np.inf
+            for c in range(n_clusters):
+                if c != own and counts[c] > 0:
+                    nearest = min(nearest, sums[r, c] / counts[c])
+            larger = max(within, nearest)
+            out[i] = 0.0 if larger == 0.0 else (nearest - within) / larger
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def _label_sums(X, labels, partial_sums, partial_counts):  # pragma: no cover - compiled
+    """Per-chunk sums of each cluster's rows: partial_sums (c, k, d) and partial_counts
+    (c, k), float64 OUT."""
+    n_samples, n_features = X.shape
+    n_chunks = partial_sums.shape[0]
+    chunk_rows = (n_samples + n_chunks - 1) // n_chunks
+    for chunk in prange(n_chunks):
+        sums = partial_sums[chunk]
+        counts = partial_counts[chunk]
+        sums[:] = 0.0
+        counts[:] = 0.0
+        for i in range(chunk * chunk_rows, min((chunk + 1) * chunk_rows, n_samples)):
+            label = labels[i]
+            counts[label] += 1.0
+            for f in range(n_features):
+                sums[label, f] += X[i, f]
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def _spread(X, labels, means, partial_sq, partial_dist):  # pragma: no cover - compiled
+    """Per-chunk sums over each cluster's rows of the squared distance, and the distance,
+    to the cluster's mean: partial_sq and partial_dist (c, k) float64 OUT."""
+    n_samples, n_features = X.shape
+    n_chunks = partial_sq.shape[0]
+    chunk_rows = (n_samples + n_chunks - 1) // n_chunks
+    for chunk in prange(n_chunks):
+        sq = partial_sq[chunk]
+        dist = partial_dist[chunk]
+        sq[:] = 0.0
+        dist[:] = 0.0
+        for i in range(chunk * chunk_rows, min((chunk + 1) * chunk_rows, n_samples)):
+            label = labels[i]
+            total = 0.0
+            for f in range(n_features):
+                gap = np.float64(X[i, f]) - means[label, f]
+                total += gap * gap
+            sq[label] += total
+            dist[label] += math.sqrt(total)
+
+
+def warmup() -> None:
+    """Compile the scoring kernels for both float dtypes."""
+    rng = np.random.default_rng(0)
+    for dtype in (np.float32, np.float64):
+        X = rng.normal(size=(40, 3)).astype(dtype)
+        labels = (np.arange(40) % 3).astype(np.int32)
+        score(X, labels, 3)
+        score(X, labels, 3, metric="cosine")
