@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import engine, images, regression, serving, streaming, system
+from . import engine, images, regression, scoring, serving, streaming, system
 from .common import gemm_peak_gflops, machine, print_table, write_results
 
 
@@ -19,6 +19,7 @@ def main() -> None:
     print(f"numpy float32 GEMM peak measured in this run: {peak:.1f} GFLOP/s")
     print("GFLOP/s counts 2*n*k*d per distance pass, as a GEMM would; ratio = ours / reference\n")
     rows = engine.run(quick=args.quick)
+    rows += scoring.run(quick=args.quick)
     system_rows, facts = system.run()
     rows += system_rows
     stream_rows, stream_facts = streaming.run()

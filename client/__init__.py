@@ -8,6 +8,7 @@
 
 from typing import TYPE_CHECKING
 
+from ._scoring import ClusterScores, Evaluation, KScore, Suggestion
 from ._wire import FitProgress, FitResult, ModelInfo, QuantizedImage
 from .aio import AsyncClient, AsyncMiniBatchStream
 from .client import Client
@@ -61,6 +62,10 @@ __all__ = [
     "BatchAck",
     "Cancelled",
     "CentroidalError",
+    "ClusterScores",
+    "Evaluation",
+    "KScore",
+    "Suggestion",
     "Client",
     "DataLoss",
     "DeadlineExceeded",

@@ -306,3 +306,11 @@ class RawMethods:
             _SERVICE + "PredictStream", request_serializer=bytes,
             response_deserializer=pb.PredictResponse.FromString,
         )
+        self.evaluate = channel.stream_unary(
+            _SERVICE + "Evaluate", request_serializer=bytes,
+            response_deserializer=pb.EvaluateResponse.FromString,
+        )
+        self.suggest_k = channel.stream_stream(
+            _SERVICE + "SuggestK", request_serializer=bytes,
+            response_deserializer=pb.SuggestKResponse.FromString,
+        )

@@ -103,7 +103,8 @@ class FitProgress:
     """One progress event of a fit.
 
     stage is "uploading", "data_received", "seeding", "initialized", "iteration"
-    or "restart_done".
+    or "restart_done", and in a suggest_k also "scoring"; n_clusters is then the k
+    being fitted or scored.
     """
 
     stage: str
@@ -115,6 +116,7 @@ class FitProgress:
     points_received: int = 0
     points_total: int = 0
     elapsed_seconds: float = 0.0
+    n_clusters: int = 0
 
 
 def fit_progress(message: pb.FitProgress, points_total: int) -> FitProgress:
@@ -129,6 +131,7 @@ def fit_progress(message: pb.FitProgress, points_total: int) -> FitProgress:
         points_received=progress.points_received,
         points_total=points_total,
         elapsed_seconds=progress.elapsed_seconds,
+        n_clusters=progress.n_clusters,
     )
 
 

@@ -20,6 +20,8 @@ from centroidal.v1 import codec
 
 from tqdm import tqdm
 
+from . import export, figures
+from ._scoring import ClusterScores, KScore
 from ._wire import FitProgress, ModelInfo
 from .client import Client
 from .transport import default_target
@@ -85,7 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     # The same options after the command (`centroidal health --target ...`) win over these.
     common = argparse.ArgumentParser(add_help=False)
     _connection_options(common, defaults=False)
-    commands = parser.add_subparsers(title="commands", metavar="{serve,store,fit,predict,stream,quantize,get,delete,models,health}")
+    commands = parser.add_subparsers(title="commands", metavar="{serve,store,fit,predict,stream,evaluate,suggest-k,quantize,get,export,delete,models,health}")
     commands.add_parser("serve", help="run the server (see `centroidal serve --help`)")
     commands.add_parser("store", help="check or back up a data directory (`centroidal store --help`)")
 
@@ -163,6 +165,42 @@ def _parser() -> argparse.ArgumentParser:
                                "after, to this file (needs the plot extra: matplotlib, Pillow)")
     quantize.set_defaults(run=_quantize)
 
+    evaluate = command("evaluate", "score a model on a .npy or .csv file: inertia, silhouette, "
+                                   "Calinski-Harabasz, Davies-Bouldin")
+    evaluate.add_argument("data", type=Path, help="points, one row per sample (.npy or .csv)")
+    evaluate.add_argument("--model", required=True)
+    evaluate.add_argument("--version", type=int, default=None, help="pin a model version")
+    _silhouette_options(evaluate)
+    evaluate.add_argument("--json", action="store_true", help="print the scores as JSON")
+    evaluate.set_defaults(run=_evaluate)
+
+    suggest = command("suggest-k", "fit a range of k and recommend one by silhouette")
+    suggest.add_argument("data", type=Path, help="points, one row per sample (.npy or .csv)")
+    suggest.add_argument("--k", dest="k_range", type=_k_range, default=range(2, 11),
+                         help="values of k to try, as FIRST..LAST (default 2..10)")
+    suggest.add_argument("--metric", choices=list(codec.METRICS.numbers), default="euclidean")
+    suggest.add_argument("--n-init", type=int, default=None, help="restarts per k (default 1)")
+    suggest.add_argument("--max-iter", type=int, default=None)
+    suggest.add_argument("--seed", type=int, default=None, help="seed of every fit and of the sample")
+    _silhouette_options(suggest, seeded=False)
+    suggest.add_argument("--dtype", choices=["float32", "float64"], default=None)
+    suggest.add_argument("--save-best-as", default="", help="store the recommended k's fit under this name")
+    suggest.add_argument("--plot", type=Path, default=None,
+                         help="draw inertia, silhouette and the dispersion indices against k to "
+                              "this PNG (needs the plot extra: matplotlib)")
+    suggest.add_argument("--json", action="store_true", help="print the result as JSON")
+    suggest.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    suggest.set_defaults(run=_suggest_k)
+
+    export_command = command("export", "write a model's centers and description to a file")
+    export_command.add_argument("name")
+    export_command.add_argument("--format", choices=list(export.FORMATS), default=None,
+                                help="npz, json or onnx (default: from --out's suffix, else npz)")
+    export_command.add_argument("--out", type=Path, default=None,
+                                help="where to write (default NAME.FORMAT)")
+    export_command.add_argument("--version", type=int, default=None, help="pin a model version")
+    export_command.set_defaults(run=_export)
+
     top_get = command("get", "describe one model as JSON (as `models get`)")
     top_get.add_argument("name")
     top_get.add_argument("--centers", action="store_true", help="include the centers")
@@ -190,6 +228,29 @@ def _parser() -> argparse.ArgumentParser:
     health.add_argument("--service", default="", help="service name to check (default: overall)")
     health.set_defaults(run=_health)
     return parser
+
+
+def _silhouette_options(parser: argparse.ArgumentParser, *, seeded: bool = True) -> None:
+    parser.add_argument("--sample-size", type=int, default=0,
+                        help="rows the silhouette scores (default: all up to 20,000, else a "
+                             "seeded sample of 20,000)")
+    parser.add_argument("--all-rows", action="store_true",
+                        help="score the silhouette on every row (n^2 work, bounded memory)")
+    if seeded:  # suggest-k draws its sample with --seed
+        parser.add_argument("--sample-seed", type=int, default=None,
+                            help="seed of the silhouette's sample (as scikit-learn's random_state)")
+
+
+def _k_range(text: str) -> range:
+    """FIRST..LAST (inclusive), or a single k."""
+    first, dots, last = text.partition("..")
+    try:
+        values = range(int(first), int(last if dots else first) + 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--k takes FIRST..LAST, such as 2..12; got {text!r}") from None
+    if len(values) == 0:
+        raise argparse.ArgumentTypeError(f"--k {text}: LAST is below FIRST")
+    return values
 
 
 def _connection_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
@@ -411,6 +472,95 @@ _SUFFIX_FORMATS = {
 }
 
 
+def _scores_dict(scores: ClusterScores) -> dict[str, object]:
+    return {
+        "silhouette": scores.silhouette, "silhouette_rows": scores.silhouette_rows,
+        "calinski_harabasz": scores.calinski_harabasz, "davies_bouldin": scores.davies_bouldin,
+        "n_clusters_present": scores.n_clusters_present,
+    }
+
+
+def _evaluate(client: Client, options: argparse.Namespace) -> int:
+    points = load_points(options.data, None)
+    evaluation = client.evaluate(
+        options.model, points, version=options.version,
+        silhouette_sample_size=None if options.all_rows else options.sample_size, seed=options.sample_seed,
+    )
+    scores = evaluation.scores
+    if options.json:
+        print(json.dumps({"model": options.model, "version": evaluation.version,
+                          "n_samples": evaluation.n_samples, "inertia": evaluation.inertia,
+                          **_scores_dict(scores)}, indent=2))
+        return 0
+    undefined = "undefined (fewer than 2 clusters among the points)"
+    print(f"{options.model} version {evaluation.version} on {evaluation.n_samples} points:")
+    print(f"  inertia            {evaluation.inertia:.6g}")
+    silhouette = undefined if scores.silhouette is None else (
+        f"{scores.silhouette:.6f} (over {scores.silhouette_rows} rows)")
+    print(f"  silhouette         {silhouette}")
+    for label, value in (("calinski-harabasz", scores.calinski_harabasz), ("davies-bouldin", scores.davies_bouldin)):
+        print(f"  {label:<18} {undefined if value is None else f'{value:.6f}'}")
+    return 0
+
+
+def _suggest_k(client: Client, options: argparse.Namespace) -> int:
+    points = load_points(options.data, options.dtype)
+    if options.plot is not None:
+        figures.pyplot()  # a missing extra is said before the work, not after
+    ks: range = options.k_range
+    bar = None if options.quiet or options.json else progress_bar(desc="suggest-k", total=len(ks), unit="k")
+
+    def progress(event: object) -> None:
+        if bar is not None and isinstance(event, KScore):
+            silhouette = event.scores.silhouette
+            bar.set_postfix_str(f"k={event.n_clusters} silhouette={silhouette if silhouette is None else round(silhouette, 4)}")
+            bar.update(1)
+
+    try:
+        suggestion = client.suggest_k(
+            points, ks, metric=options.metric, n_init=options.n_init, max_iter=options.max_iter,
+            seed=options.seed, silhouette_sample_size=None if options.all_rows else options.sample_size,
+            save_best_as=options.save_best_as, on_progress=progress,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    if options.plot is not None:
+        figures.suggest_k_figure(suggestion, options.plot)
+    if options.json:
+        print(json.dumps({
+            "recommended_k": suggestion.recommended_k, "elbow_k": suggestion.elbow_k, "rule": suggestion.rule,
+            "per_k": [{"k": entry.n_clusters, "inertia": entry.inertia, "n_iter": entry.n_iter,
+                       **_scores_dict(entry.scores)} for entry in suggestion.per_k],
+            "saved": None if suggestion.saved is None else {"name": suggestion.saved.name,
+                                                            "version": suggestion.saved.version},
+        }, indent=2))
+        return 0
+    print(suggestion.table())
+    print(f"recommended k={suggestion.recommended_k}: {suggestion.rule}")
+    if suggestion.saved is not None:
+        print(f"saved as {suggestion.saved.name} version {suggestion.saved.version}")
+    return 0
+
+
+def _export(client: Client, options: argparse.Namespace) -> int:
+    export_format = options.format
+    if export_format is None and options.out is None:
+        export_format = "npz"
+    elif export_format is None:
+        suffix = options.out.suffix.lstrip(".").lower()
+        if suffix not in export.FORMATS:
+            raise ValueError(f"cannot tell the format from {str(options.out)!r}: pass --format npz, json or onnx")
+        export_format = suffix
+    model = client.get_model(options.name, version=options.version, include_centers=True)
+    data = export.to_bytes(model, export_format)
+    path = options.out or Path(f"{options.name}.{export_format}")
+    path.write_bytes(data)
+    print(f"{path}: {options.name} version {model.version}, {model.n_clusters} centers of "
+          f"{model.n_features} features, {export_format}, {len(data)} bytes")
+    return 0
+
+
 def _quantize(client: Client, options: argparse.Namespace) -> int:
     output_format = options.format or _SUFFIX_FORMATS.get(options.output.suffix.lower())
     if output_format is None:
@@ -479,6 +629,7 @@ def _describe(model: ModelInfo) -> dict[str, object]:
         "created_at": model.created_at.isoformat(),
         "updated_at": model.updated_at.isoformat(),
         "config": model.config,
+        "metric": model.metric,
         "durable_version": model.durable_version,
     }
     if model.kind == "minibatch-kmeans":

@@ -14,6 +14,7 @@ from centroidal.v1 import clustering_pb2 as pb
 
 from . import _wire
 from ._calls import FitPlan, PredictPlan, quantize_requests, stream_open
+from ._scoring import ClusterScores, Evaluation, EvaluatePlan, KScore, Suggestion, SuggestPlan
 from ._wire import FitProgress, FitResult, ModelInfo, QuantizedImage
 from .errors import CentroidalError
 from .transport import (
@@ -293,6 +294,76 @@ class Client(SyncTransport):
             for response in self.responses(call):
                 plan.store(response)
         return plan.finish()
+
+    # ---- scoring and choosing k --------------------------------------------
+
+    def evaluate(
+        self,
+        name: str,
+        X: Any,
+        *,
+        version: int | None = None,
+        silhouette_sample_size: int | None = 0,
+        seed: int | None = None,
+        timeout: float | None = None,
+    ) -> Evaluation:
+        """Score how model ``name`` clusters X: its inertia on X, and the silhouette,
+        Calinski-Harabasz and Davies-Bouldin of the labels it gives X.
+
+        X : array-like of shape (n_samples, n_features)
+        silhouette_sample_size : rows the silhouette scores, a seeded sample drawn as
+            scikit-learn's silhouette_score(sample_size, random_state=seed) draws it;
+            0 is the server's default (every row up to 20,000), None every row
+            (n^2 work, bounded memory).
+        """
+        plan = EvaluatePlan(
+            name, X, version=version, silhouette_sample_size=silhouette_sample_size, seed=seed,
+            chunk_bytes=self.chunk_bytes,
+        )
+        response = self.unary(self._raw.evaluate, plan.requests(), timeout if timeout is not None
+                              else self.fit_timeout)
+        return plan.result(response)
+
+    def suggest_k(
+        self,
+        X: Any,
+        k_range: Sequence[int] = range(2, 11),
+        *,
+        metric: str = "euclidean",
+        n_init: int | None = None,
+        max_iter: int | None = None,
+        tol: float | None = None,
+        seed: int | None = None,
+        silhouette_sample_size: int | None = 0,
+        save_best_as: str = "",
+        on_progress: Callable[[FitProgress | KScore], None] | None = None,
+        timeout: float | None = None,
+    ) -> Suggestion:
+        """Fit every k of ``k_range`` (consecutive, from 2) on X and score each; returns
+        the k with the highest silhouette, the elbow of the inertia curve, and every
+        k's scores. ``save_best_as`` stores the recommended k's fit as a model.
+
+        on_progress : called with the fits' FitProgress (n_clusters says which k) and
+            each KScore as its k is done
+        silhouette_sample_size : as for evaluate; every k is scored on the same rows
+        """
+        plan = SuggestPlan(
+            X, k_range, metric=metric, n_init=n_init, max_iter=max_iter, tol=tol, seed=seed,
+            silhouette_sample_size=silhouette_sample_size, save_best_as=save_best_as,
+            chunk_bytes=self.chunk_bytes,
+        )
+        responses = self._raw.suggest_k(plan.requests(), timeout=self.deadline(timeout, fit=True))
+        try:
+            for response in self.responses(responses):
+                event = plan.take(response)
+                if event is not None and on_progress is not None:
+                    on_progress(event)
+        except CentroidalError:
+            raise
+        except BaseException:
+            responses.cancel()  # on_progress raised, or the caller was interrupted
+            raise
+        return plan.result()
 
     # ---- model management ------------------------------------------------
 

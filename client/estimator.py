@@ -10,6 +10,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
+from . import export
 from .client import Client
 from .errors import NotFound
 from .stream import MiniBatchStream
@@ -77,6 +78,13 @@ class _RemoteEstimator(ClusterMixin, TransformerMixin, BaseEstimator):  # type: 
         if not weights.any():
             raise ValueError("sample_weight: every weight is zero; at least one must be positive")
         return weights
+
+    def to_sklearn(self) -> Any:
+        """A fitted sklearn.cluster.KMeans with this model's centers (Euclidean models
+        only), to predict without the server."""
+        self._check_fitted()
+        model = self.client.get_model(self.model_name_, version=getattr(self, "version_", None), include_centers=True)
+        return export.to_sklearn(model)
 
     def delete_model(self) -> None:
         """Delete this estimator's model from the server; the estimator is unfitted afterwards."""

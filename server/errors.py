@@ -69,6 +69,16 @@ ENGINE_FIELDS: dict[str, dict[str, str]] = {
         "tol": "spec.config.tol",
     },
     "Predict": {"points": "points.data"},
+    "Evaluate": {"X": "points", "points": "points.data", "sample_size": "spec.silhouette.sample_size"},
+    "SuggestK": {
+        "X": "points",
+        "points": "points.data",
+        "sample_size": "spec.silhouette.sample_size",
+        "n_clusters_range": "spec.k_max",
+        "n_init": "spec.config.n_init",
+        "max_iter": "spec.config.max_iter",
+        "tol": "spec.config.tol",
+    },
     "PredictStream": {"points": "points.data"},
     "StreamMiniBatch": {
         "points": "batch.points.data",

@@ -12,12 +12,14 @@ import time
 from collections.abc import AsyncGenerator, Callable, Generator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from centroidal.engine import kmeans
 from centroidal.engine.cosine import unit_rows
 from centroidal.engine.progress import Progress, Stage
+from centroidal.engine.scoring import Scoring
 from centroidal.engine.validation import InvalidInputError, check_weight_total
 from centroidal.v1 import codec
 
@@ -56,6 +58,8 @@ class FitParams:
     expected_version: int | None
     return_labels: bool
     metric: str = "euclidean"
+    # The spec field that sets n_clusters, as errors name it.
+    n_clusters_field: str = "spec.config.n_clusters"
 
     def config(self, seed: int) -> dict[str, object]:
         return {
@@ -224,7 +228,7 @@ class Gatherer:
             raise LimitExceeded(
                 f"{params.n_clusters} centers of {self._cols} features would not fit in one "
                 f"message under the server's limit of {limits.max_message_bytes} bytes",
-                field="spec.config.n_clusters",
+                field=params.n_clusters_field,
             )
         if params.init_centers is not None and params.init_centers.shape[1] != self._cols:
             raise InvalidRequest(
@@ -266,8 +270,9 @@ class Gatherer:
         n_clusters = self._params.n_clusters
         if n_clusters > self._rows:
             raise InvalidRequest(
-                f"spec.config.n_clusters={n_clusters} is larger than the number of points, {self._rows}",
-                field="spec.config.n_clusters",
+                f"{self._params.n_clusters_field}={n_clusters} is larger than the number of "
+                f"points, {self._rows}",
+                field=self._params.n_clusters_field,
             )
         weights = None
         if self._weighted:
@@ -277,6 +282,12 @@ class Gatherer:
             except InvalidInputError as exc:
                 raise InvalidRequest(str(exc), field="sample_weight") from None
         return FitData(points, weights)
+
+
+def _is_throttled(event: object) -> bool:
+    """Whether an event that is not a fit's Progress may be dropped between sends: a
+    suggest-k's scoring shares may, its per-k scores may not."""
+    return isinstance(event, Scoring) and event.share < 1.0
 
 
 # Returned by a job whose steps' events were all throttled away.
@@ -292,26 +303,32 @@ class FitTally:
         self.lock = threading.Lock()
 
 
+def fit_steps(params: FitParams, data: FitData) -> Generator[Progress, None, kmeans.KMeansResult]:
+    """The engine's steps for a planned fit on its gathered rows (scaled in place for cosine)."""
+    return kmeans.fit_steps(
+        data.points, params.n_clusters,
+        init=params.init_centers if params.init_centers is not None else params.init,
+        n_init=params.n_init, max_iter=params.max_iter, tol=params.tol, seed=params.seed,
+        sample_weight=data.sample_weight, metric=params.metric, copy_x=False,
+    )
+
+
 class FitRun:
-    """One fit driven a step at a time on an executor, so that the event loop stays free and
-    a cancelled call stops the fit within one iteration."""
+    """Engine steps (a fit's, or any generator of events) driven a step at a time on an
+    executor, so that the event loop stays free and a cancelled call stops the work
+    within one step. ``label`` names the work in the log."""
 
     def __init__(
-        self, params: FitParams, data: FitData, work: CallWork, executor: ThreadPoolExecutor,
-        tally: FitTally, on_iteration: Callable[[], None],
+        self, label: str, steps: Generator[Any, None, Any], work: CallWork,
+        executor: ThreadPoolExecutor, tally: FitTally, on_iteration: Callable[[], None],
     ) -> None:
-        self._params = params
+        self._label = label
         self._work = work
         self._executor = executor
         self._tally = tally
         self._on_iteration = on_iteration
-        self._steps: Generator[Progress, None, kmeans.KMeansResult] = kmeans.fit_steps(
-            data.points, params.n_clusters,
-            init=params.init_centers if params.init_centers is not None else params.init,
-            n_init=params.n_init, max_iter=params.max_iter, tol=params.tol, seed=params.seed,
-            sample_weight=data.sample_weight, metric=params.metric, copy_x=False,
-        )
-        self.result: kmeans.KMeansResult | None = None
+        self._steps = steps
+        self.result: Any = None
         self._iteration = 0
         self._closed = False
         self._failed = False
@@ -337,11 +354,14 @@ class FitRun:
             except BaseException:
                 self._failed = True
                 raise
-            self._iteration = event.iteration
-            if event.stage is Stage.ITERATION:
-                self._on_iteration()
             now = time.monotonic()
-            throttled = event.stage in (Stage.ITERATION, Stage.SEEDING) and event.iteration > 1
+            if isinstance(event, Progress):
+                self._iteration = event.iteration
+                if event.stage is Stage.ITERATION:
+                    self._on_iteration()
+                throttled = event.stage in (Stage.ITERATION, Stage.SEEDING) and event.iteration > 1
+            else:
+                throttled = _is_throttled(event)
             if throttled and now - self._last_sent < PROGRESS_INTERVAL_S:
                 if now - began < BATCH_STEPS_S:
                     continue
@@ -349,7 +369,7 @@ class FitRun:
             self._last_sent = now
             return event
 
-    async def events(self) -> AsyncGenerator[Progress, None]:
+    async def events(self) -> AsyncGenerator[Any, None]:
         """The engine's progress events, a few per second at most; the result is in ``result``."""
         try:
             while True:
@@ -375,7 +395,7 @@ class FitRun:
             self._steps.close()
             if self._failed:
                 return
-            log.info("fit of %s stopped at iteration %d: call ended", self._params.model, self._iteration)
+            log.info("%s stopped at iteration %d: call ended", self._label, self._iteration)
 
 
 def progress_message(event: Progress, points: int, started: float) -> codec.FitProgress:

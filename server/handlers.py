@@ -14,22 +14,25 @@ import logging
 import time
 from collections.abc import AsyncIterable, AsyncIterator
 from concurrent.futures import Future
+from dataclasses import replace
 from typing import TypeVar
 
 import grpc.aio
 import numpy as np
 
+from centroidal.engine.scoring import RULE, KScore, Scoring, Suggestion
 from centroidal.v1 import clustering_pb2 as pb
 from centroidal.v1 import clustering_pb2_grpc as pb_grpc
 from centroidal.v1 import codec
 
-from . import fitting, imaging, predicting
+from . import fitting, imaging, predicting, scoring
 from .admission import READ_AHEAD, CallWork, Incoming, InOrder, Slots, Workers
 from .config import ServerConfig
 from .descriptions import decode_page_token, describe, encode_page_token
 from .errors import parsed_stream, refusal, rpc
 from .exceptions import (
     InvalidRequest,
+    ModelMismatch,
     ModelNotFound,
     ModelReplaced,
     ShuttingDown,
@@ -113,7 +116,8 @@ class ClusteringHandlers(pb_grpc.ClusteringServiceServicer):
             self.metrics.points.inc(n_samples)
             yield _progress(codec.FitProgress("data_received", points_received=n_samples,
                                               elapsed_seconds=time.monotonic() - started))
-            run = fitting.FitRun(params, data, work, self.workers.fits, self.fits, self.metrics.iterations.inc)
+            run = fitting.FitRun(f"fit of {params.model}", fitting.fit_steps(params, data), work,
+                                 self.workers.fits, self.fits, self.metrics.iterations.inc)
             async with contextlib.aclosing(run.events()) as events:
                 async for event in events:
                     yield _progress(fitting.progress_message(event, n_samples, started))
@@ -140,6 +144,111 @@ class ClusteringHandlers(pb_grpc.ClusteringServiceServicer):
         fitted = codec.FitResult(describe(stored, include_centers=True), n_samples,
                                  result.best_restart, time.monotonic() - started)
         yield pb.FitResponse(result=codec.encode_fit_result(fitted))
+
+    # ---- Evaluate and SuggestK ------------------------------------------------------------
+
+    @rpc
+    async def Evaluate(
+        self, requests: AsyncIterator[pb.EvaluateRequest], context: grpc.aio.ServicerContext
+    ) -> pb.EvaluateResponse:
+        started = time.monotonic()
+        incoming = self._incoming(requests)
+        first = await incoming.next()
+        if first is None or not first.HasField("spec"):
+            raise InvalidRequest("the first EvaluateRequest must carry a spec", field="spec")
+        spec = codec.decode_evaluate_spec(first.spec)
+        snapshot = await self._snapshot(spec.model, spec.version, "spec.model")
+        scoring.silhouette_rows(spec.silhouette, "spec.silhouette")  # refused before the data
+        metric = predicting.nearest(snapshot).metric
+        params = scoring.gathering_params(snapshot.name, spec.n_samples, 1, metric, "spec.model")
+        slot, work = self.fit_slots.take("spec.model"), CallWork()
+        memory = self.memory.reservation("this evaluation", field="points")
+        try:
+            gatherer = fitting.Gatherer(self._config, params, memory)
+            async with incoming.drained_on_refusal():
+                gatherer.add(_rows_for(snapshot, codec.decode_evaluate_request(first)), 0)
+                async for index, message in _numbered(incoming, start=1):
+                    gatherer.add(_rows_for(snapshot, codec.decode_evaluate_request(message)), index)
+            data = await work.run(self.workers.fits, gatherer.finish)
+            run = fitting.FitRun(
+                f"evaluation of {snapshot.name}", scoring.evaluate_steps(snapshot, data, spec), work,
+                self.workers.fits, self.fits, _nothing,
+            )
+            async with contextlib.aclosing(run.events()) as events:
+                async for _ in events:
+                    pass
+        finally:
+            work.after(slot.release)
+            work.after(memory.release)
+        evaluation: scoring.Evaluation = run.result
+        return codec.encode_evaluate_response(codec.EvaluateResponse(
+            version=snapshot.version, n_samples=data.points.shape[0], inertia=evaluation.inertia,
+            scores=scoring.scores_message(evaluation.scores), elapsed_seconds=time.monotonic() - started,
+        ))
+
+    @rpc
+    async def SuggestK(
+        self, requests: AsyncIterator[pb.SuggestKRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.SuggestKResponse]:
+        started = time.monotonic()
+        incoming = self._incoming(requests)
+        first = await incoming.next()
+        if first is None or not first.HasField("spec"):
+            raise InvalidRequest("the first SuggestKRequest must carry a spec", field="spec")
+        plan = scoring.plan_suggest(codec.decode_suggest_k_spec(first.spec), self._config)
+        if plan.save_best_as:
+            self._registry.check_writable()  # before the data, as for a Fit
+        slot, work = self.fit_slots.take("spec"), CallWork()
+        memory = self.memory.reservation("this suggest-k", field="points")
+        try:
+            yield _suggest_progress(codec.FitProgress("admitted", elapsed_seconds=time.monotonic() - started))
+            gatherer = fitting.Gatherer(self._config, plan.gathering, memory)
+            async with incoming.drained_on_refusal():
+                gatherer.add(codec.FitChunk(points=codec.decode_suggest_k_request(first).points), 0)
+                async for index, message in _numbered(incoming, start=1):
+                    gatherer.add(codec.FitChunk(points=codec.decode_suggest_k_request(message).points), index)
+            data = await work.run(self.workers.fits, gatherer.finish)
+            n_samples = data.points.shape[0]
+            self.metrics.points.inc(n_samples)
+            yield _suggest_progress(codec.FitProgress("data_received", points_received=n_samples,
+                                                      elapsed_seconds=time.monotonic() - started))
+            run = fitting.FitRun(
+                "suggest-k", scoring.suggest_steps(plan, data), work, self.workers.fits, self.fits,
+                self.metrics.iterations.inc,
+            )
+            k = plan.ks.start
+            async with contextlib.aclosing(run.events()) as events:
+                async for event in events:
+                    if isinstance(event, KScore):
+                        k = event.n_clusters + 1
+                        yield pb.SuggestKResponse(k_score=codec.encode_k_score(scoring.k_score_message(event)))
+                        continue
+                    if isinstance(event, Scoring):
+                        progress = codec.FitProgress("scoring", elapsed_seconds=time.monotonic() - started)
+                    else:
+                        progress = fitting.progress_message(event, n_samples, started)
+                    yield _suggest_progress(replace(progress, n_clusters=k))
+        finally:
+            work.after(slot.release)
+            work.after(memory.release)
+        suggestion: Suggestion = run.result
+        saved = None
+        if plan.save_best_as:
+            best = scoring.best_fit(suggestion)
+            snapshot = ModelSnapshot(
+                name=plan.save_best_as, version=0, centers=best.centers, config=plan.config(best.n_clusters),
+                inertia=best.inertia, n_iter=best.n_iter, n_samples_seen=n_samples,
+                created_at=0.0, updated_at=0.0,
+            )
+            stored = await self.workers.run(self.workers.storage, self._registry.commit, snapshot, None)
+            self.metrics.models.set(len(self._registry))
+            saved = describe(stored, include_centers=True)
+        result = codec.SuggestKResult(
+            recommended_k=suggestion.recommended, elbow_k=suggestion.elbow, rule=RULE,
+            per_k=tuple(scoring.k_score_message(entry) for entry in suggestion.per_k), saved=saved,
+            elapsed_seconds=time.monotonic() - started,
+        )
+        yield pb.SuggestKResponse(result=codec.encode_suggest_k_result(result))
 
     # ---- Predict --------------------------------------------------------------------------
 
@@ -173,11 +282,13 @@ class ClusteringHandlers(pb_grpc.ClusteringServiceServicer):
                     yield await self._answer(snapshot, query.points, options, offset)
                     offset += query.points.shape[0]
 
-    async def _snapshot(self, name: str, version: int | None) -> ModelSnapshot:
+    async def _snapshot(self, name: str, version: int | None, field: str = "model") -> ModelSnapshot:
         """The model version a Predict asks for; an older one is read from the store."""
         if version is None:
-            return predicting.snapshot_for(self._registry, name, version)
-        return await self.workers.run(self.workers.storage, predicting.snapshot_for, self._registry, name, version)
+            return predicting.snapshot_for(self._registry, name, version, field)
+        return await self.workers.run(
+            self.workers.storage, predicting.snapshot_for, self._registry, name, version, field
+        )
 
     async def _answer(
         self, snapshot: ModelSnapshot, points: np.ndarray, options: codec.PredictOptions, offset: int
@@ -445,6 +556,25 @@ def _predict_response(
 ) -> pb.PredictResponse:
     """The answer, encoded where it is computed: a transform can be a large message."""
     return codec.encode_predict_response(predicting.answer(snapshot, points, options, offset))
+
+
+def _rows_for(snapshot: ModelSnapshot, chunk: codec.EvaluateChunk) -> codec.FitChunk:
+    """An Evaluate chunk's rows, refused unless they have the model's width."""
+    if chunk.points is not None and chunk.points.shape[1] != snapshot.n_features:
+        raise ModelMismatch(
+            f"points.cols={chunk.points.shape[1]} but model {snapshot.name!r} version "
+            f"{snapshot.version} has {snapshot.n_features} features",
+            field="points.cols", reason="FEATURE_MISMATCH",
+        )
+    return codec.FitChunk(points=chunk.points)
+
+
+def _nothing() -> None:
+    """No metric counts an evaluation's steps."""
+
+
+def _suggest_progress(progress: codec.FitProgress) -> pb.SuggestKResponse:
+    return pb.SuggestKResponse(progress=codec.encode_fit_progress(progress))
 
 
 def _progress(progress: codec.FitProgress) -> pb.FitResponse:

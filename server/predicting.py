@@ -31,16 +31,17 @@ def nearest(snapshot: ModelSnapshot) -> kmeans.NearestCenters:
     return prepared
 
 
-def snapshot_for(registry: Registry, name: str, version: int | None) -> ModelSnapshot:
-    """The model version a Predict uses; refuses one that has no centers yet."""
-    snapshot = registry.get_version(check_model_name(name, "model"), version)
+def snapshot_for(registry: Registry, name: str, version: int | None, field: str = "model") -> ModelSnapshot:
+    """The model version a Predict uses; refuses one that has no centers yet. ``field``
+    names the model in the request."""
+    snapshot = registry.get_version(check_model_name(name, field), version, field)
     if snapshot.n_clusters == 0:
         raise ModelMismatch(
             f"model {name!r} has no centers yet: it holds "
             f"{snapshot.extra.get('init_points_buffered', 0)} points and initialises "
             f"once it has {snapshot.config.get('init_size') or 'its first batch or 3 * n_clusters'} "
             "of them",
-            field="model",
+            field=field,
             reason="NOT_INITIALIZED",
         )
     return snapshot

@@ -205,6 +205,20 @@ def valid_calls(rng: random.Random, image: bytes) -> dict[str, list[Any]]:
         "GetModel": [pb.GetModelRequest(name=rng.choice(["km", "mb", "pal"]), include_centers=True, version=1)],
         "ListModels": [pb.ListModelsRequest(page_size=2)],
         "DeleteModel": [pb.DeleteModelRequest(name=rng.choice(["fz", "fz-mb", "fz-pal"]))],
+        "Evaluate": [
+            pb.EvaluateRequest(spec=pb.EvaluateSpec(
+                model=rng.choice(["km", "mb", "pal", "mb-empty"]),
+                silhouette=pb.SilhouetteOptions(sample_size=rng.choice([0, 2, 10]), seed=3), n_samples=n,
+            ), points=_points(rng, n // 2, 3)),
+            pb.EvaluateRequest(points=_points(rng, n - n // 2, 3)),
+        ],
+        "SuggestK": [
+            pb.SuggestKRequest(spec=pb.SuggestKSpec(
+                k_min=2, k_max=rng.choice([3, 5]), config=pb.KMeansConfig(max_iter=5, seed=1, metric=rng.choice([1, 2])),
+                silhouette=pb.SilhouetteOptions(sample_size=rng.choice([0, 10])),
+                save_best_as=rng.choice(["", "fz-best"]),
+            ), points=_points(rng, n, 3)),
+        ],
     }
 
 

@@ -183,3 +183,24 @@ def test_ctrl_c_ends_a_fit_with_one_line(server: CentroidalServer, tmp_path: Pat
 
     with Client(f"127.0.0.1:{server.port}") as client, pytest.raises(NotFound):
         client.get_model("interrupted")  # nothing stored
+
+
+def test_suggest_k_and_evaluate_commands(target: list[str], tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    npy = tmp_path / "blobs.npy"
+    np.save(npy, X)
+    plot = tmp_path / "k.png"
+    assert main([*target, "suggest-k", str(npy), "--k", "2..8", "--seed", "0", "--save-best-as", "best",
+                 "--plot", str(plot), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "recommended k=4" in printed and "saved as best version 1" in printed
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main([*target, "suggest-k", str(npy), "--k", "2..5", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["recommended_k"] == 4 and [row["k"] for row in result["per_k"]] == [2, 3, 4, 5]
+    assert main([*target, "evaluate", str(npy), "--model", "best", "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert scores["silhouette"] == pytest.approx(result["per_k"][2]["silhouette"], abs=1e-12)
+    with pytest.raises(SystemExit):
+        main([*target, "suggest-k", str(npy), "--k", "5..2"])
+    assert "LAST is below FIRST" in capsys.readouterr().err
