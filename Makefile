@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PROTO_SRC := protos/centroidal/v1/clustering.proto
 
-.PHONY: install serve test test-slow proto proto-check bench soak clean
+.PHONY: install serve test test-slow proto proto-check bench soak demo clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ bench: $(BENCH_STAMP)
 # 60 s of mixed load on one server: errors by code, latency, memory growth, a clean stop.
 soak: $(STAMP)
 	$(BIN)/python -m bench.soak
+
+# The walkthrough through the SDK, on a private server: PNG figures in ./demo.
+demo: $(STAMP)
+	$(BIN)/centroidal demo --serve --out demo
 
 clean:
 	rm -rf $(VENV) build *.egg-info

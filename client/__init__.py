@@ -36,9 +36,9 @@ from .errors import (
 from .stream import BatchAck, MiniBatchStream
 
 if TYPE_CHECKING:
-    from .estimator import RemoteKMeans, RemoteMiniBatchKMeans
+    from .estimator import RemoteKMeans, RemoteMiniBatchKMeans, RemoteSpectralClustering
 
-_ESTIMATORS = ("RemoteKMeans", "RemoteMiniBatchKMeans")
+_ESTIMATORS = ("RemoteKMeans", "RemoteMiniBatchKMeans", "RemoteSpectralClustering")
 
 
 def __getattr__(name: str) -> object:
@@ -83,6 +83,7 @@ __all__ = [
     "QuantizedImage",
     "RemoteKMeans",
     "RemoteMiniBatchKMeans",
+    "RemoteSpectralClustering",
     "ResourceExhausted",
     "Unauthenticated",
     "Unavailable",

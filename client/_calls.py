@@ -59,6 +59,8 @@ class FitPlan:
         return_labels: bool,
         chunk_bytes: int,
         metric: str = "euclidean",
+        algorithm: str = "kmeans",
+        n_neighbors: int | None = None,
     ) -> None:
         self.points = points = _wire.as_points(X)
         self.n_samples = n_samples = points.shape[0]
@@ -77,6 +79,8 @@ class FitPlan:
             tol=None if tol is None else float(tol),
             seed=None if seed is None else int(seed),
             metric=_choice(codec.METRICS, metric, "metric"),
+            algorithm=_choice(codec.ALGORITHMS, algorithm, "algorithm"),
+            n_neighbors=int(n_neighbors or 0),
         )
         self.spec = codec.encode_fit_spec(codec.FitSpec(
             model=name, config=config, n_samples=n_samples,

@@ -64,7 +64,7 @@ def _config(model: codec.Model) -> dict[str, Any]:
             "metric": mini.metric,
         }
     config = model.config or codec.KMeansConfig()
-    return {
+    described: dict[str, Any] = {
         "n_clusters": config.n_clusters,
         "init": config.init,
         "n_init": config.n_init,
@@ -73,6 +73,9 @@ def _config(model: codec.Model) -> dict[str, Any]:
         "seed": config.seed,
         "metric": config.metric,
     }
+    if config.algorithm != "kmeans":
+        described.update(algorithm=config.algorithm, n_neighbors=config.n_neighbors)
+    return described
 
 
 def model_info(message: pb.Model) -> ModelInfo:

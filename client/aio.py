@@ -115,6 +115,8 @@ class AsyncClient(AsyncTransport):
         tol: float | None = None,
         seed: int | None = None,
         metric: str = "euclidean",
+        algorithm: str = "kmeans",
+        n_neighbors: int | None = None,
         sample_weight: Any = None,
         expected_version: int | None = None,
         return_labels: bool = False,
@@ -126,6 +128,7 @@ class AsyncClient(AsyncTransport):
             name, X, n_clusters, init=init, n_init=n_init, max_iter=max_iter, tol=tol, seed=seed,
             sample_weight=sample_weight, expected_version=expected_version,
             return_labels=return_labels, chunk_bytes=self.chunk_bytes, metric=metric,
+            algorithm=algorithm, n_neighbors=n_neighbors,
         )
         call = self._raw.fit(timeout=self.deadline(timeout, fit=True))
 

@@ -20,7 +20,7 @@ from centroidal.v1 import codec
 
 from tqdm import tqdm
 
-from . import export, figures
+from . import demo, export, figures
 from ._scoring import ClusterScores, KScore
 from ._wire import FitProgress, ModelInfo
 from .client import Client
@@ -87,7 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     # The same options after the command (`centroidal health --target ...`) win over these.
     common = argparse.ArgumentParser(add_help=False)
     _connection_options(common, defaults=False)
-    commands = parser.add_subparsers(title="commands", metavar="{serve,store,fit,predict,stream,evaluate,suggest-k,quantize,get,export,delete,models,health}")
+    commands = parser.add_subparsers(title="commands", metavar="{serve,store,fit,predict,stream,evaluate,suggest-k,quantize,get,export,delete,models,health,demo}")
     commands.add_parser("serve", help="run the server (see `centroidal serve --help`)")
     commands.add_parser("store", help="check or back up a data directory (`centroidal store --help`)")
 
@@ -106,6 +106,10 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--seed", type=int, default=None)
     fit.add_argument("--metric", choices=list(codec.METRICS.numbers), default="euclidean",
                      help="cosine: spherical k-means, for embeddings (default euclidean)")
+    fit.add_argument("--algorithm", choices=list(codec.ALGORITHMS.numbers), default="kmeans",
+                     help="spectral: for clusters k-means cannot separate, up to 20,000 rows")
+    fit.add_argument("--neighbors", type=int, default=None,
+                     help="neighbours per row of a spectral fit's graph (default 10)")
     fit.add_argument("--dtype", choices=["float32", "float64"], default=None,
                      help="element type to send (default: the file's, float64 for CSV)")
     fit.add_argument("--labels-out", type=Path, default=None, help="write training labels here")
@@ -161,8 +165,9 @@ def _parser() -> argparse.ArgumentParser:
     quantize.add_argument("--palette-model", default="", help="reuse this stored palette")
     quantize.add_argument("--save-palette-as", default="", help="store the palette under this name")
     quantize.add_argument("--plot", type=Path, default=None,
-                          help="also draw R-G and R-B scatter plots of 10,000 pixels, before and "
-                               "after, to this file (needs the plot extra: matplotlib, Pillow)")
+                          help="also draw the palette in colour space (sized by pixel count, over "
+                               "10,000 of the image's pixels), both images and the palette's pixel "
+                               "shares, to this PNG (needs the plot extra: matplotlib, Pillow)")
     quantize.set_defaults(run=_quantize)
 
     evaluate = command("evaluate", "score a model on a .npy or .csv file: inertia, silhouette, "
@@ -227,6 +232,15 @@ def _parser() -> argparse.ArgumentParser:
     health = command("health", "exit 0 only when the server is SERVING")
     health.add_argument("--service", default="", help="service name to check (default: overall)")
     health.set_defaults(run=_health)
+
+    walkthrough = command("demo", "run the k-means walkthrough through the SDK and write its figures")
+    walkthrough.add_argument("--out", type=Path, default=Path("centroidal-demo"),
+                             help="directory for the PNG figures (default ./centroidal-demo)")
+    walkthrough.add_argument("--serve", action="store_true",
+                             help="start a private server for the run instead of using --target")
+    walkthrough.add_argument("--steps", default=",".join(demo.STEPS),
+                             help=f"comma-separated steps to run (default all: {','.join(demo.STEPS)})")
+    walkthrough.set_defaults(run=_demo)
     return parser
 
 
@@ -371,6 +385,7 @@ def _fit(client: Client, options: argparse.Namespace) -> int:
         result = client.fit(
             options.model, points, options.clusters, init=options.init, n_init=options.n_init,
             max_iter=options.max_iter, tol=options.tol, seed=options.seed, metric=options.metric,
+            algorithm=options.algorithm, n_neighbors=options.neighbors,
             return_labels=options.labels_out is not None, on_progress=bar,
             timeout=options.fit_timeout,
         )
@@ -543,6 +558,20 @@ def _suggest_k(client: Client, options: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(client: Client, options: argparse.Namespace) -> int:
+    steps = tuple(step.strip() for step in options.steps.split(",") if step.strip())
+    unknown = [step for step in steps if step not in demo.STEPS]
+    if unknown:
+        raise ValueError(f"unknown demo steps {unknown}; choose from {', '.join(demo.STEPS)}")
+    if not options.serve:
+        demo.run(client, options.out, steps=steps)
+        return 0
+    with demo.private_server() as target, Client(target) as private:
+        print(f"centroidal demo: a private server on {target}")
+        demo.run(private, options.out, steps=steps)
+    return 0
+
+
 def _export(client: Client, options: argparse.Namespace) -> int:
     export_format = options.format
     if export_format is None and options.out is None:
@@ -568,6 +597,8 @@ def _quantize(client: Client, options: argparse.Namespace) -> int:
             f"cannot tell the output format from {options.output.name!r}: name it .png, .jpg, "
             ".webp, .bmp, .tif or .gif, or pass --format (same keeps the input's format)"
         )
+    if options.plot is not None:
+        figures.pyplot()  # a missing extra is said before the work, not after
     started = time.monotonic()
     result = client.quantize_image(
         options.input, options.colors, seed=options.seed, max_samples=options.max_samples,
@@ -576,7 +607,8 @@ def _quantize(client: Client, options: argparse.Namespace) -> int:
     )
     options.output.write_bytes(result.image)
     if options.plot is not None:
-        plot_colour_space(options.input.read_bytes(), result.image, options.plot, options.seed or 0)
+        figures.quantize_figure(options.input.read_bytes(), result.image, result.palette, result.pixel_counts,
+                                options.space, options.plot, options.seed or 0)
     for note in result.notes:
         print(f"centroidal: {note}", file=sys.stderr)
     saved = f", palette saved as version {result.saved_version}" if result.saved_version else ""
@@ -586,33 +618,6 @@ def _quantize(client: Client, options: argparse.Namespace) -> int:
         f"{time.monotonic() - started:.3f}s{saved}"
     )
     return 0
-
-
-def plot_colour_space(original: bytes, quantised: bytes, path: Path, seed: int) -> None:
-    """R-G and R-B scatter plots of the same 10,000 pixels, before and after, saved to path."""
-    try:
-        import io
-
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        from PIL import Image, ImageOps
-    except ImportError as error:
-        raise ValueError(f"--plot needs the plot extra: pip install 'centroidal[plot]' ({error})") from None
-    before_image = ImageOps.exif_transpose(Image.open(io.BytesIO(original))).convert("RGB")
-    before = np.asarray(before_image).reshape(-1, 3)
-    after = np.asarray(Image.open(io.BytesIO(quantised)).convert("RGB")).reshape(-1, 3)
-    rows = np.random.default_rng(seed).choice(before.shape[0], min(10_000, before.shape[0]), replace=False)
-    figure, axes = plt.subplots(2, 2, figsize=(10, 9), sharex=True, sharey=True)
-    for row, (label, pixels) in enumerate((("original", before[rows]), ("quantised", after[rows]))):
-        for column, (channel, name) in enumerate(((1, "green"), (2, "blue"))):
-            axis = axes[row][column]
-            axis.scatter(pixels[:, 0], pixels[:, channel], c=pixels / 255.0, s=4, marker=".")
-            axis.set(xlabel="red", ylabel=name, title=f"{label}: red-{name}", xlim=(0, 255), ylim=(0, 255))
-    figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
 
 
 def _describe(model: ModelInfo) -> dict[str, object]:

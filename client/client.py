@@ -182,6 +182,8 @@ class Client(SyncTransport):
         tol: float | None = None,
         seed: int | None = None,
         metric: str = "euclidean",
+        algorithm: str = "kmeans",
+        n_neighbors: int | None = None,
         sample_weight: Any = None,
         expected_version: int | None = None,
         return_labels: bool = False,
@@ -195,6 +197,9 @@ class Client(SyncTransport):
         metric : "euclidean", or "cosine" for spherical k-means on embeddings: rows are
             scaled to unit length (a row of zero length is refused), and the model's
             predicts, distances and inertia are cosine (1 - cos)
+        algorithm : "kmeans", or "spectral" (at most 20,000 rows, no weights): k-means on
+            the spectral embedding of the rows' n_neighbors graph (default 10); the model
+            keeps its rows, and labels a new point by the vote of its nearest ones
         sample_weight : array-like of shape (n_samples,), or None
         on_progress : called with each FitProgress event, upload progress included
         """
@@ -202,6 +207,7 @@ class Client(SyncTransport):
             name, X, n_clusters, init=init, n_init=n_init, max_iter=max_iter, tol=tol, seed=seed,
             sample_weight=sample_weight, expected_version=expected_version,
             return_labels=return_labels, chunk_bytes=self.chunk_bytes, metric=metric,
+            algorithm=algorithm, n_neighbors=n_neighbors,
         )
         # on_progress runs on gRPC's sending thread for uploads; keep its exception for the caller.
         upload_failure: list[BaseException] = []

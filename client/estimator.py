@@ -16,7 +16,7 @@ from .errors import NotFound
 from .stream import MiniBatchStream
 
 
-class _RemoteEstimator(ClusterMixin, TransformerMixin, BaseEstimator):  # type: ignore[misc]
+class _RemoteEstimator(ClusterMixin, BaseEstimator):  # type: ignore[misc]
     """A scikit-learn estimator whose work runs on a centroidal server: the parameter
     protocol is BaseEstimator's; the connection is made on first use and never pickled."""
 
@@ -107,7 +107,7 @@ class _RemoteEstimator(ClusterMixin, TransformerMixin, BaseEstimator):  # type: 
         return -float(losses @ weights)
 
 
-class RemoteKMeans(_RemoteEstimator):
+class RemoteKMeans(TransformerMixin, _RemoteEstimator):  # type: ignore[misc]
     """K-means fitted and applied by a centroidal server, with sklearn.cluster.KMeans' API.
 
     Parameters follow scikit-learn's KMeans; ``random_state`` must be an int or None.
@@ -215,7 +215,7 @@ class RemoteKMeans(_RemoteEstimator):
         return self._score(X, sample_weight, self.version_)
 
 
-class RemoteMiniBatchKMeans(_RemoteEstimator):
+class RemoteMiniBatchKMeans(TransformerMixin, _RemoteEstimator):  # type: ignore[misc]
     """Mini-batch k-means learnt by a centroidal server, with MiniBatchKMeans' partial_fit.
 
     Each ``partial_fit`` sends one batch over a StreamMiniBatch stream that stays open
@@ -402,3 +402,66 @@ def _not_fitted_error(kind: str) -> Exception:
         return AttributeError(message)
     error: Exception = NotFittedError(message)
     return error
+
+
+class RemoteSpectralClustering(_RemoteEstimator):
+    """Spectral clustering fitted by a centroidal server, with SpectralClustering's
+    parameters for a nearest-neighbour affinity, plus ``predict`` for new points.
+
+    The server builds the symmetric ``n_neighbors`` graph of X's rows, embeds them with
+    the eigenvectors of its normalised Laplacian, and runs k-means (best of ``n_init``)
+    there. The model keeps its training rows (at most 20,000) and labels a new point by
+    the majority label of its ``n_neighbors`` nearest ones.
+
+    Attributes after fit: labels_ (n_samples,) int32, cluster_centers_ (each cluster's
+    mean, for description), n_features_in_, model_name_, version_.
+    """
+
+    _fitted_attributes = ("model_name_", "version_", "labels_", "cluster_centers_", "n_features_in_")
+
+    def __init__(
+        self,
+        n_clusters: int = 8,
+        *,
+        n_neighbors: int = 10,
+        n_init: int = 10,
+        random_state: int | None = None,
+        model_name: str | None = None,
+        target: str | None = None,
+        token: str | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        super().__init__(target=target, token=token, timeout=timeout)
+        self.n_clusters = n_clusters
+        self.n_neighbors = n_neighbors
+        self.n_init = n_init
+        self.random_state = random_state
+        self.model_name = model_name
+
+    def fit(self, X: Any, y: Any = None) -> RemoteSpectralClustering:
+        if self.random_state is not None and not isinstance(self.random_state, (int, np.integer)):
+            raise ValueError(f"random_state must be an int or None for a remote fit, got {self.random_state!r}")
+        points = self._points(X, reset=True)
+        name = self.model_name or getattr(self, "model_name_", None) or f"remote-spectral-{uuid.uuid4().hex[:16]}"
+        result = self.client.fit(
+            name, points, self.n_clusters, algorithm="spectral", n_neighbors=self.n_neighbors,
+            n_init=self.n_init, seed=None if self.random_state is None else int(self.random_state),
+            return_labels=True,
+        )
+        self.model_name_ = name
+        self.version_ = result.version
+        self.labels_ = result.labels
+        self.cluster_centers_ = result.centers
+        return self
+
+    def fit_predict(self, X: Any, y: Any = None) -> np.ndarray:
+        labels = self.fit(X).labels_
+        assert labels is not None
+        return labels
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Labels of new points by their training neighbours' vote, shape (n_samples,), int32."""
+        self._check_fitted()
+        labels = self.client.predict(self.model_name_, self._points(X, reset=False), version=self.version_)
+        assert isinstance(labels, np.ndarray)
+        return labels

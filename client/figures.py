@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ._scoring import Suggestion
 
 
@@ -54,4 +56,59 @@ def suggest_k_figure(suggestion: Suggestion, path: Path) -> None:
     axes[2].legend(handles=handles, fontsize="small")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def palette_axis(axis: Any, palette: np.ndarray, pixel_counts: np.ndarray) -> None:
+    """A swatch of the palette, each colour as wide as its share of the pixels, most used
+    first, labelled with its share and hex code."""
+    order = np.argsort(-pixel_counts, kind="stable")
+    shares = pixel_counts[order] / max(1, int(pixel_counts.sum()))
+    left = 0.0
+    for colour, share in zip(palette[order], shares):
+        axis.barh(0, share, left=left, color=colour / 255.0, edgecolor="white", linewidth=0.5)
+        if share >= 0.03:
+            text = "black" if colour.astype(float) @ [0.299, 0.587, 0.114] > 140 else "white"
+            axis.text(left + share / 2, 0, f"{share:.0%}\n#{colour[0]:02x}{colour[1]:02x}{colour[2]:02x}",
+                      ha="center", va="center", fontsize=7, color=text)
+        left += share
+    axis.set(xlim=(0, 1), yticks=[], xticks=[], title="palette, by share of pixels")
+    for side in axis.spines.values():
+        side.set_visible(False)
+
+
+def quantize_figure(
+    original: bytes, quantised: bytes, palette: np.ndarray, pixel_counts: np.ndarray,
+    color_space: str, path: Path, seed: int,
+) -> None:
+    """The palette in colour space: 10,000 of the image's pixels in red-green and red-blue,
+    each palette colour drawn over them at a size by its pixel count; the two images; and
+    the palette swatch with pixel shares. Saved to path."""
+    import io
+
+    from PIL import Image, ImageOps
+
+    plt = pyplot()
+    before_image = ImageOps.exif_transpose(Image.open(io.BytesIO(original))).convert("RGB")
+    pixels = np.asarray(before_image).reshape(-1, 3)
+    rows = np.random.default_rng(seed).choice(pixels.shape[0], min(10_000, pixels.shape[0]), replace=False)
+    sample = pixels[rows]
+    sizes = 40 + 1500 * pixel_counts / max(1, int(pixel_counts.max()))
+    figure = plt.figure(figsize=(13, 9))
+    grid = figure.add_gridspec(3, 2, height_ratios=[5, 5, 1])
+    fitted_in = "CIE Lab" if color_space == "lab" else "RGB"
+    for column, (channel, name) in enumerate(((1, "green"), (2, "blue"))):
+        axis = figure.add_subplot(grid[0, column])
+        axis.scatter(sample[:, 0], sample[:, channel], c=sample / 255.0, s=3, marker=".", alpha=0.5)
+        axis.scatter(palette[:, 0], palette[:, channel], c=palette / 255.0, s=sizes, edgecolors="black",
+                     linewidths=0.8)
+        axis.set(xlabel="red", ylabel=name, xlim=(0, 255), ylim=(0, 255),
+                 title=f"red-{name}: pixels, and the palette sized by pixel count (fitted in {fitted_in})")
+    for column, (data, title) in enumerate(((original, "original"), (quantised, f"{palette.shape[0]} colours"))):
+        axis = figure.add_subplot(grid[1, column])
+        axis.imshow(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
+        axis.set(xticks=[], yticks=[], title=title)
+    palette_axis(figure.add_subplot(grid[2, :]), palette, pixel_counts)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
     plt.close(figure)

@@ -8,7 +8,7 @@ from centroidal.v1 import codec
 
 from .exceptions import InvalidRequest
 from .limits import check_model_name, echo
-from .snapshots import KMEANS, MINIBATCH_KMEANS, ModelSnapshot
+from .snapshots import KMEANS, MINIBATCH_KMEANS, SPECTRAL, ModelSnapshot
 
 
 def describe(snapshot: ModelSnapshot, *, include_centers: bool, durable_version: int | None = None) -> codec.Model:
@@ -19,11 +19,12 @@ def describe(snapshot: ModelSnapshot, *, include_centers: bool, durable_version:
     if snapshot.kind == MINIBATCH_KMEANS:
         minibatch = codec.MiniBatchConfig(**config)
         n_clusters = minibatch.n_clusters  # also while it has no centers yet
-    elif snapshot.kind == KMEANS:
+    elif snapshot.kind in (KMEANS, SPECTRAL):
         kmeans_config = codec.KMeansConfig(
             n_clusters=n_clusters, init=config["init"], n_init=config["n_init"],
             max_iter=config["max_iter"], tol=config["tol"], seed=config["seed"],
-            metric=config.get("metric", "euclidean"),
+            metric=config.get("metric", "euclidean"), algorithm=config.get("algorithm", "kmeans"),
+            n_neighbors=config.get("n_neighbors", 0),
         )
     return codec.Model(
         name=snapshot.name, version=snapshot.version, kind=snapshot.kind,

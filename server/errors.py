@@ -67,6 +67,7 @@ ENGINE_FIELDS: dict[str, dict[str, str]] = {
         "n_init": "spec.config.n_init",
         "max_iter": "spec.config.max_iter",
         "tol": "spec.config.tol",
+        "n_neighbors": "spec.config.n_neighbors",
     },
     "Predict": {"points": "points.data"},
     "Evaluate": {"X": "points", "points": "points.data", "sample_size": "spec.silhouette.sample_size"},

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from centroidal.engine import kmeans
+from centroidal.engine import kmeans, spectral
 from centroidal.engine.cosine import unit_rows
 from centroidal.engine.progress import Progress, Stage
 from centroidal.engine.scoring import Scoring
@@ -60,12 +60,17 @@ class FitParams:
     metric: str = "euclidean"
     # The spec field that sets n_clusters, as errors name it.
     n_clusters_field: str = "spec.config.n_clusters"
+    algorithm: str = "kmeans"
+    n_neighbors: int = 0  # spectral only
 
     def config(self, seed: int) -> dict[str, object]:
-        return {
+        config: dict[str, object] = {
             "init": self.init, "n_init": self.n_init, "max_iter": self.max_iter, "tol": self.tol,
             "seed": seed, "metric": self.metric,
         }
+        if self.algorithm == "spectral":
+            config.update(algorithm="spectral", n_neighbors=self.n_neighbors)
+        return config
 
 
 def plan(spec: codec.FitSpec, limits: ServerConfig) -> FitParams:
@@ -99,7 +104,11 @@ def plan(spec: codec.FitSpec, limits: ServerConfig) -> FitParams:
                 f"spec.config.init_centers has {init_centers.shape[0]} rows but n_clusters is {n_clusters}",
                 field="spec.config.init_centers.rows",
             )
-    n_init = config.n_init or (10 if config.init == "random" else 1)
+    spectral_fit = config.algorithm == "spectral"
+    n_neighbors = 0
+    if spectral_fit:
+        n_neighbors = _check_spectral(spec, limits)
+    n_init = config.n_init or (10 if config.init == "random" or spectral_fit else 1)
     if n_init > MAX_N_INIT:
         raise InvalidRequest(
             f"spec.config.n_init must be at most {MAX_N_INIT}, got {n_init}", field="spec.config.n_init"
@@ -126,8 +135,32 @@ def plan(spec: codec.FitSpec, limits: ServerConfig) -> FitParams:
         model=model, n_clusters=n_clusters, init=config.init, init_centers=init_centers,
         n_init=n_init, max_iter=max_iter, tol=float(tol), seed=config.seed,
         n_samples=spec.n_samples, expected_version=spec.expected_version,
-        return_labels=spec.return_labels, metric=config.metric,
+        return_labels=spec.return_labels, metric=config.metric, algorithm=config.algorithm,
+        n_neighbors=n_neighbors,
     )
+
+
+def _check_spectral(spec: codec.FitSpec, limits: ServerConfig) -> int:
+    """Refuse what a spectral fit cannot take; returns its n_neighbors."""
+    config = spec.config
+    if config.n_clusters < 2:
+        raise InvalidRequest(f"spec.config.n_clusters must be at least 2 for a spectral fit, got "
+                             f"{config.n_clusters}", field="spec.config.n_clusters")
+    if config.init != "k-means++":
+        raise InvalidRequest("spec.config.init must be k-means++ (or unset) for a spectral fit: its "
+                             "centers come from the embedding", field="spec.config.init")
+    if config.metric != "euclidean":
+        raise InvalidRequest("spec.config.metric must be Euclidean for a spectral fit",
+                             field="spec.config.metric")
+    if spec.n_samples > spectral.MAX_POINTS:
+        raise LimitExceeded(f"spec.n_samples={spec.n_samples} exceeds the {spectral.MAX_POINTS} rows a "
+                            "spectral fit takes (its model keeps them); fit k-means, or a sample",
+                            field="spec.n_samples")
+    n_neighbors = config.n_neighbors or spectral.DEFAULT_NEIGHBORS
+    if n_neighbors < 2:
+        raise InvalidRequest(f"spec.config.n_neighbors must be at least 2, got {n_neighbors}",
+                             field="spec.config.n_neighbors")
+    return n_neighbors
 
 
 @dataclass
@@ -182,6 +215,8 @@ class Gatherer:
                 field="points",
             )
         weighted = chunk.sample_weight is not None
+        if weighted and self._params.algorithm == "spectral":
+            raise InvalidRequest("a spectral fit takes no sample_weight", field="sample_weight")
         rows = points.shape[0]
         if rows and self._weighted is None:
             self._weighted = weighted
@@ -189,6 +224,11 @@ class Gatherer:
             raise InvalidRequest(
                 f"message {index}: sample_weight must be given for every chunk or for none",
                 field="sample_weight",
+            )
+        if self._params.algorithm == "spectral" and self._rows + rows > spectral.MAX_POINTS:
+            raise LimitExceeded(
+                f"the stream carries more than the {spectral.MAX_POINTS} rows a spectral fit takes "
+                "(its model keeps them); fit k-means, or a sample", field="points.rows",
             )
         if self._rows + rows > limits.max_points:
             raise LimitExceeded(
@@ -303,8 +343,15 @@ class FitTally:
         self.lock = threading.Lock()
 
 
-def fit_steps(params: FitParams, data: FitData) -> Generator[Progress, None, kmeans.KMeansResult]:
+def fit_steps(
+    params: FitParams, data: FitData
+) -> Generator[Progress, None, kmeans.KMeansResult | spectral.SpectralResult]:
     """The engine's steps for a planned fit on its gathered rows (scaled in place for cosine)."""
+    if params.algorithm == "spectral":
+        return spectral.fit_steps(
+            data.points, params.n_clusters, n_neighbors=params.n_neighbors, n_init=params.n_init,
+            seed=params.seed,
+        )
     return kmeans.fit_steps(
         data.points, params.n_clusters,
         init=params.init_centers if params.init_centers is not None else params.init,

@@ -21,6 +21,7 @@ import grpc.aio
 import numpy as np
 
 from centroidal.engine.scoring import RULE, KScore, Scoring, Suggestion
+from centroidal.engine.spectral import SpectralResult
 from centroidal.v1 import clustering_pb2 as pb
 from centroidal.v1 import clustering_pb2_grpc as pb_grpc
 from centroidal.v1 import codec
@@ -43,7 +44,7 @@ from .limits import check_model_name
 from .memory import MemoryBudget, Reservation
 from .metrics import Metrics
 from .registry import Registry
-from .snapshots import PALETTE, ModelSnapshot
+from .snapshots import KMEANS, PALETTE, SPECTRAL, ModelSnapshot
 from .streaming import BatchResult, LiveModel, StreamHub
 
 log = logging.getLogger("centroidal.server")
@@ -131,10 +132,12 @@ class ClusteringHandlers(pb_grpc.ClusteringServiceServicer):
             for offset in range(0, n_samples, LABELS_PER_MESSAGE):
                 chunk = codec.LabelsChunk(offset, result.labels[offset : offset + LABELS_PER_MESSAGE])
                 yield pb.FitResponse(labels=codec.encode_labels_chunk(chunk))
+        spectral_fit = isinstance(result, SpectralResult)
         snapshot = ModelSnapshot(
             name=params.model, version=0, centers=result.centers, config=params.config(result.seed),
             inertia=result.inertia, n_iter=result.n_iter, n_samples_seen=n_samples,
-            created_at=0.0, updated_at=0.0,
+            created_at=0.0, updated_at=0.0, kind=SPECTRAL if spectral_fit else KMEANS,
+            state=result.to_bytes() if spectral_fit else None,
         )
         stored = await self.workers.run(self.workers.storage, self._registry.commit, snapshot,
                                         params.expected_version)

@@ -6,7 +6,7 @@ import weakref
 
 import numpy as np
 
-from centroidal.engine import kmeans
+from centroidal.engine import kmeans, spectral
 from centroidal.v1 import codec
 
 from .config import ServerConfig
@@ -14,13 +14,15 @@ from .exceptions import LimitExceeded, ModelMismatch
 from .fitting import ENVELOPE_BYTES
 from .limits import check_matrix, check_model_name
 from .registry import Registry
-from .snapshots import ModelSnapshot
+from .snapshots import SPECTRAL, ModelSnapshot
 
 # An answer the engine computes on the calling thread (below this many multiply-adds,
 # n * k * d) costs less than a hand-over to a worker thread: it runs on the event loop.
 INLINE_WORK = kmeans.ON_CALLER_WORK
-# Each snapshot's centers, prepared for predicts once, for as long as the snapshot lives.
+# Each snapshot's centers (or a spectral model's rows), prepared for predicts once, for as
+# long as the snapshot lives.
 _prepared: weakref.WeakKeyDictionary[ModelSnapshot, kmeans.NearestCenters] = weakref.WeakKeyDictionary()
+_votes: weakref.WeakKeyDictionary[ModelSnapshot, spectral.NeighbourVote] = weakref.WeakKeyDictionary()
 
 
 def nearest(snapshot: ModelSnapshot) -> kmeans.NearestCenters:
@@ -29,6 +31,23 @@ def nearest(snapshot: ModelSnapshot) -> kmeans.NearestCenters:
         metric = snapshot.config.get("metric", "euclidean")  # none before metrics, nor palettes
         prepared = _prepared[snapshot] = kmeans.NearestCenters(snapshot.centers, metric)
     return prepared
+
+
+def neighbour_vote(snapshot: ModelSnapshot) -> spectral.NeighbourVote:
+    """A spectral model's training rows and labels, ready to vote."""
+    vote = _votes.get(snapshot)
+    if vote is None:
+        assert snapshot.state is not None
+        vote = _votes[snapshot] = spectral.NeighbourVote.from_bytes(snapshot.state, snapshot.n_clusters)
+    return vote
+
+
+def labels_of(snapshot: ModelSnapshot, points: np.ndarray) -> np.ndarray:
+    """The model's labels for checked points: nearest center, or a spectral model's vote."""
+    if snapshot.kind == SPECTRAL:
+        return neighbour_vote(snapshot).predict(points, field="points")
+    labels: np.ndarray = nearest(snapshot).predict(points, field="points")
+    return labels
 
 
 def snapshot_for(registry: Registry, name: str, version: int | None, field: str = "model") -> ModelSnapshot:
@@ -59,6 +78,12 @@ def check_points(
             field="points.cols",
             reason="FEATURE_MISMATCH",
         )
+    if snapshot.kind == SPECTRAL and (options.return_distances or options.return_transform):
+        raise ModelMismatch(
+            f"model {snapshot.name!r} is a spectral model: it labels points by their training "
+            "neighbours and has no distances or transform to return",
+            field="options", reason="SPECTRAL_MODEL",
+        )
     row_bytes = 4 + points.dtype.itemsize * (
         options.return_distances + options.return_transform * snapshot.n_clusters
     )
@@ -75,6 +100,8 @@ def check_points(
 
 
 def work_of(snapshot: ModelSnapshot, points: np.ndarray) -> int:
+    if snapshot.kind == SPECTRAL:  # tree searches: never worth blocking the event loop for
+        return int(points.shape[0]) * (INLINE_WORK + 1)
     return int(points.shape[0]) * snapshot.n_clusters * snapshot.n_features
 
 
@@ -84,6 +111,8 @@ def answer(
     """Labels (and distances or the transform when asked) for checked points."""
     if points.shape[0] == 0:
         return codec.PredictResponse(snapshot.version, offset, np.empty(0, dtype=np.int32))
+    if snapshot.kind == SPECTRAL:
+        return codec.PredictResponse(snapshot.version, offset, labels_of(snapshot, points))
     centers = nearest(snapshot)
     distances = transform = None
     if options.return_distances:

@@ -29,7 +29,7 @@ class Registry:
         self._keep_versions = keep_versions
         stored = store.load_all()
         self._snapshots: dict[str, ModelSnapshot] = {snap.name: snap for snap in stored.current}
-        self._resident = sum(snap.centers.nbytes for snap in stored.current)
+        self._resident = sum(snap.nbytes for snap in stored.current)
         self._last_versions: dict[str, int] = dict(stored.last_versions)
         self._guard = threading.Lock()
         # Names being created right now count against max_models before they are published.
@@ -41,7 +41,7 @@ class Registry:
         return len(self._snapshots)
 
     def resident_bytes(self) -> int:
-        """Bytes of centers the current versions hold in memory."""
+        """Bytes the current versions hold in memory: centers, and spectral models' rows."""
         return self._resident
 
     def get(self, name: str, field: str = "name") -> ModelSnapshot:
@@ -197,9 +197,9 @@ class Registry:
             snapshots = dict(self._snapshots)
             previous = snapshots.pop(name, None)
             if previous is not None:
-                self._resident -= previous.centers.nbytes
+                self._resident -= previous.nbytes
             if snapshot is not None:
                 snapshots[name] = snapshot
-                self._resident += snapshot.centers.nbytes
+                self._resident += snapshot.nbytes
             self._snapshots = snapshots
             self._last_versions[name] = version

@@ -20,8 +20,8 @@ from .config import ServerConfig
 from .exceptions import InvalidRequest, LimitExceeded
 from .fitting import DEFAULT_MAX_ITER, DEFAULT_TOL, MAX_MAX_ITER, MAX_N_INIT, FitData, FitParams
 from .limits import check_model_name
-from .predicting import nearest
-from .snapshots import ModelSnapshot
+from .predicting import labels_of, nearest
+from .snapshots import SPECTRAL, ModelSnapshot
 
 # Rows the silhouette scores unless told otherwise: the whole input up to this many.
 DEFAULT_SILHOUETTE_ROWS = 20_000
@@ -67,10 +67,15 @@ def evaluate_steps(
     """Label the rows with the model, then score the labelling; yields the share of the
     silhouette done. The rows are unit rows already for a cosine model."""
     prepared = nearest(snapshot)
-    labels, distances = prepared.predict(data.points, return_distance=True, field="points")
-    assert isinstance(distances, np.ndarray)
-    losses = distances.astype(np.float64)
-    inertia = float(losses.sum() if prepared.metric == "cosine" else (losses**2).sum())
+    if snapshot.kind == SPECTRAL:  # labelled by the vote; its inertia is around the cluster means
+        labels = labels_of(snapshot, data.points)
+        gaps = data.points.astype(np.float64) - snapshot.centers.astype(np.float64)[labels]
+        inertia = float(np.einsum("ij,ij->", gaps, gaps))
+    else:
+        labels, distances = prepared.predict(data.points, return_distance=True, field="points")
+        assert isinstance(distances, np.ndarray)
+        losses = distances.astype(np.float64)
+        inertia = float(losses.sum() if prepared.metric == "cosine" else (losses**2).sum())
     sample = silhouette_rows(spec.silhouette, "spec.silhouette")
     scores = yield from scoring.score_steps(
         data.points, labels, snapshot.n_clusters, metric=prepared.metric, sample_size=sample,

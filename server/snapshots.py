@@ -11,6 +11,7 @@ import numpy as np
 KMEANS = "kmeans"
 MINIBATCH_KMEANS = "minibatch-kmeans"
 PALETTE = "palette"
+SPECTRAL = "spectral"
 
 
 @dataclass(frozen=True, eq=False)
@@ -19,7 +20,7 @@ class ModelSnapshot:
 
     centers : ndarray of shape (n_clusters, n_features), float32 or float64, read-only
     config : the fit's parameters with defaults filled in (init, n_init, max_iter, tol, seed)
-    kind : KMEANS, MINIBATCH_KMEANS or PALETTE
+    kind : KMEANS, MINIBATCH_KMEANS, PALETTE or SPECTRAL
     """
 
     name: str
@@ -35,6 +36,11 @@ class ModelSnapshot:
     extra: dict[str, Any] = field(default_factory=dict)
     # A streamed model's learning state (MiniBatchState.to_bytes), for checkpoints.
     state: bytes | None = None
+
+    @property
+    def nbytes(self) -> int:
+        """Memory the snapshot holds: its centers, and its state (a spectral model's rows)."""
+        return int(self.centers.nbytes) + len(self.state or b"")
 
     @property
     def n_clusters(self) -> int:

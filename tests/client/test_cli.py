@@ -204,3 +204,20 @@ def test_suggest_k_and_evaluate_commands(target: list[str], tmp_path: Path,
     with pytest.raises(SystemExit):
         main([*target, "suggest-k", str(npy), "--k", "5..2"])
     assert "LAST is below FIRST" in capsys.readouterr().err
+
+
+def test_fit_command_takes_the_spectral_algorithm(target: list[str], tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from sklearn.datasets import make_moons
+    from sklearn.metrics import adjusted_rand_score
+
+    moons, truth = make_moons(200, noise=0.05, random_state=0)
+    npy, labels = tmp_path / "moons.npy", tmp_path / "labels.txt"
+    np.save(npy, moons)
+    assert main([*target, "fit", str(npy), "--model", "moons", "-k", "2", "--algorithm", "spectral",
+                 "--neighbors", "8", "--seed", "0", "--labels-out", str(labels), "--quiet"]) == 0
+    assert adjusted_rand_score(np.loadtxt(labels, dtype=int), truth) == 1.0
+    capsys.readouterr()
+    assert main([*target, "get", "moons"]) == 0
+    described = json.loads(capsys.readouterr().out)
+    assert described["kind"] == "spectral" and described["config"]["n_neighbors"] == 8

@@ -20,6 +20,7 @@ class Algorithm(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     ALGORITHM_UNSPECIFIED: _ClassVar[Algorithm]
     ALGORITHM_KMEANS: _ClassVar[Algorithm]
+    ALGORITHM_SPECTRAL: _ClassVar[Algorithm]
 
 class Metric(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -40,6 +41,7 @@ class ModelKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MODEL_KIND_KMEANS: _ClassVar[ModelKind]
     MODEL_KIND_MINIBATCH_KMEANS: _ClassVar[ModelKind]
     MODEL_KIND_PALETTE: _ClassVar[ModelKind]
+    MODEL_KIND_SPECTRAL: _ClassVar[ModelKind]
 
 class ColorSpace(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -68,6 +70,7 @@ DTYPE_FLOAT32: DType
 DTYPE_FLOAT64: DType
 ALGORITHM_UNSPECIFIED: Algorithm
 ALGORITHM_KMEANS: Algorithm
+ALGORITHM_SPECTRAL: Algorithm
 METRIC_UNSPECIFIED: Metric
 METRIC_EUCLIDEAN: Metric
 METRIC_COSINE: Metric
@@ -79,6 +82,7 @@ MODEL_KIND_UNSPECIFIED: ModelKind
 MODEL_KIND_KMEANS: ModelKind
 MODEL_KIND_MINIBATCH_KMEANS: ModelKind
 MODEL_KIND_PALETTE: ModelKind
+MODEL_KIND_SPECTRAL: ModelKind
 COLOR_SPACE_UNSPECIFIED: ColorSpace
 COLOR_SPACE_RGB: ColorSpace
 COLOR_SPACE_LAB: ColorSpace
@@ -115,7 +119,7 @@ class Vector(_message.Message):
     def __init__(self, dtype: _Optional[_Union[DType, str]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class KMeansConfig(_message.Message):
-    __slots__ = ("algorithm", "n_clusters", "init", "init_centers", "n_init", "max_iter", "tol", "seed", "metric")
+    __slots__ = ("algorithm", "n_clusters", "init", "init_centers", "n_init", "max_iter", "tol", "seed", "metric", "n_neighbors")
     ALGORITHM_FIELD_NUMBER: _ClassVar[int]
     N_CLUSTERS_FIELD_NUMBER: _ClassVar[int]
     INIT_FIELD_NUMBER: _ClassVar[int]
@@ -125,6 +129,7 @@ class KMeansConfig(_message.Message):
     TOL_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     METRIC_FIELD_NUMBER: _ClassVar[int]
+    N_NEIGHBORS_FIELD_NUMBER: _ClassVar[int]
     algorithm: Algorithm
     n_clusters: int
     init: InitMethod
@@ -134,7 +139,8 @@ class KMeansConfig(_message.Message):
     tol: float
     seed: int
     metric: Metric
-    def __init__(self, algorithm: _Optional[_Union[Algorithm, str]] = ..., n_clusters: _Optional[int] = ..., init: _Optional[_Union[InitMethod, str]] = ..., init_centers: _Optional[_Union[Matrix, _Mapping]] = ..., n_init: _Optional[int] = ..., max_iter: _Optional[int] = ..., tol: _Optional[float] = ..., seed: _Optional[int] = ..., metric: _Optional[_Union[Metric, str]] = ...) -> None: ...
+    n_neighbors: int
+    def __init__(self, algorithm: _Optional[_Union[Algorithm, str]] = ..., n_clusters: _Optional[int] = ..., init: _Optional[_Union[InitMethod, str]] = ..., init_centers: _Optional[_Union[Matrix, _Mapping]] = ..., n_init: _Optional[int] = ..., max_iter: _Optional[int] = ..., tol: _Optional[float] = ..., seed: _Optional[int] = ..., metric: _Optional[_Union[Metric, str]] = ..., n_neighbors: _Optional[int] = ...) -> None: ...
 
 class FitSpec(_message.Message):
     __slots__ = ("model", "config", "n_samples", "expected_version", "return_labels")

@@ -69,7 +69,9 @@ class EnumTable:
 DTYPES: dict[int, np.dtype] = {pb.DTYPE_FLOAT32: np.dtype("<f4"), pb.DTYPE_FLOAT64: np.dtype("<f8")}
 _DTYPE_NUMBERS = {np.dtype(np.float32): pb.DTYPE_FLOAT32, np.dtype(np.float64): pb.DTYPE_FLOAT64}
 
-ALGORITHMS = EnumTable("Algorithm", {pb.ALGORITHM_KMEANS: "kmeans"}, "kmeans")
+ALGORITHMS = EnumTable(
+    "Algorithm", {pb.ALGORITHM_KMEANS: "kmeans", pb.ALGORITHM_SPECTRAL: "spectral"}, "kmeans"
+)
 INIT_METHODS = EnumTable(
     "InitMethod",
     {
@@ -88,6 +90,7 @@ MODEL_KINDS = EnumTable(
         pb.MODEL_KIND_KMEANS: "kmeans",
         pb.MODEL_KIND_MINIBATCH_KMEANS: "minibatch-kmeans",
         pb.MODEL_KIND_PALETTE: "palette",
+        pb.MODEL_KIND_SPECTRAL: "spectral",
     },
     "unknown",
 )
@@ -309,6 +312,7 @@ class KMeansConfig:
     tol: float | None = None
     seed: int | None = None
     metric: str = "euclidean"
+    n_neighbors: int = 0  # 0: the default (spectral only)
 
 
 def decode_kmeans_config(message: pb.KMeansConfig, field: str = "config", lenient: bool = False) -> KMeansConfig:
@@ -322,6 +326,7 @@ def decode_kmeans_config(message: pb.KMeansConfig, field: str = "config", lenien
         tol=_optional(message, "tol"),
         seed=_optional(message, "seed"),
         metric=METRICS.name(message.metric, f"{field}.metric", lenient=lenient),
+        n_neighbors=int(message.n_neighbors),
     )
 
 
@@ -333,6 +338,7 @@ def encode_kmeans_config(config: KMeansConfig) -> pb.KMeansConfig:
         n_init=config.n_init,
         max_iter=config.max_iter,
         metric=METRICS.number(config.metric),
+        n_neighbors=config.n_neighbors,
     )
     if config.init_centers is not None:
         message.init_centers.CopyFrom(encode_matrix(config.init_centers))
