@@ -7,7 +7,7 @@ import uuid
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from . import export
@@ -107,7 +107,18 @@ class _RemoteEstimator(ClusterMixin, BaseEstimator):  # type: ignore[misc]
         return -float(losses @ weights)
 
 
-class RemoteKMeans(TransformerMixin, _RemoteEstimator):  # type: ignore[misc]
+class _RemoteTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _RemoteEstimator):  # type: ignore[misc]
+    """``transform`` gives one column per center, named ``<class>0``, ``<class>1``, ... by
+    ``get_feature_names_out``, so ``set_output(transform="pandas")`` gives a DataFrame."""
+
+    n_clusters: int
+
+    @property
+    def _n_features_out(self) -> int:
+        return int(self.n_clusters)
+
+
+class RemoteKMeans(_RemoteTransformer):
     """K-means fitted and applied by a centroidal server, with sklearn.cluster.KMeans' API.
 
     Parameters follow scikit-learn's KMeans; ``random_state`` must be an int or None.
@@ -215,7 +226,7 @@ class RemoteKMeans(TransformerMixin, _RemoteEstimator):  # type: ignore[misc]
         return self._score(X, sample_weight, self.version_)
 
 
-class RemoteMiniBatchKMeans(TransformerMixin, _RemoteEstimator):  # type: ignore[misc]
+class RemoteMiniBatchKMeans(_RemoteTransformer):
     """Mini-batch k-means learnt by a centroidal server, with MiniBatchKMeans' partial_fit.
 
     Each ``partial_fit`` sends one batch over a StreamMiniBatch stream that stays open
@@ -442,6 +453,8 @@ class RemoteSpectralClustering(_RemoteEstimator):
         if self.random_state is not None and not isinstance(self.random_state, (int, np.integer)):
             raise ValueError(f"random_state must be an int or None for a remote fit, got {self.random_state!r}")
         points = self._points(X, reset=True)
+        if points.shape[0] < 2:
+            raise ValueError(f"n_samples={points.shape[0]}: spectral clustering needs at least 2 samples")
         name = self.model_name or getattr(self, "model_name_", None) or f"remote-spectral-{uuid.uuid4().hex[:16]}"
         result = self.client.fit(
             name, points, self.n_clusters, algorithm="spectral", n_neighbors=self.n_neighbors,

@@ -119,9 +119,9 @@ def check_spectral(n_samples: int, n_clusters: int, n_neighbors: int) -> None:
         raise InvalidInputError(
             "n_neighbors", f"n_neighbors={n_neighbors} must be below the number of rows, {n_samples}"
         )
-    if not 2 <= n_clusters < n_samples:
+    if not 1 <= n_clusters < n_samples:
         raise InvalidInputError(
-            "n_clusters", f"spectral clustering needs 2 <= n_clusters < n_samples, got {n_clusters}"
+            "n_clusters", f"spectral clustering needs 1 <= n_clusters < n_samples={n_samples}, got {n_clusters}"
         )
 
 

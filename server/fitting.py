@@ -143,9 +143,6 @@ def plan(spec: codec.FitSpec, limits: ServerConfig) -> FitParams:
 def _check_spectral(spec: codec.FitSpec, limits: ServerConfig) -> int:
     """Refuse what a spectral fit cannot take; returns its n_neighbors."""
     config = spec.config
-    if config.n_clusters < 2:
-        raise InvalidRequest(f"spec.config.n_clusters must be at least 2 for a spectral fit, got "
-                             f"{config.n_clusters}", field="spec.config.n_clusters")
     if config.init != "k-means++":
         raise InvalidRequest("spec.config.init must be k-means++ (or unset) for a spectral fit: its "
                              "centers come from the embedding", field="spec.config.init")

@@ -135,3 +135,22 @@ def test_cosine_estimators_score_by_cosine_distance(target: str) -> None:
         np.testing.assert_allclose(np.linalg.norm(streamed.cluster_centers_, axis=1), 1.0)
     finally:
         streamed.close()
+
+
+def test_dataframes_name_features_in_and_out(target: str) -> None:
+    import pandas as pd
+
+    frame = pd.DataFrame(X, columns=["width", "height"])
+    ours = RemoteKMeans(n_clusters=4, random_state=0).fit(frame)
+    assert list(ours.feature_names_in_) == ["width", "height"]
+    assert list(ours.get_feature_names_out()) == [f"remotekmeans{i}" for i in range(4)]
+    ours.set_output(transform="pandas")
+    distances = ours.transform(frame)
+    assert isinstance(distances, pd.DataFrame)
+    assert list(distances.columns) == [f"remotekmeans{i}" for i in range(4)]
+    np.testing.assert_allclose(distances.to_numpy(), KMeans(4, init=ours.cluster_centers_, n_init=1).fit(X).transform(X),
+                               rtol=1e-6)
+    with pytest.warns(UserWarning, match="feature names"):
+        ours.predict(X)  # fitted with names, given none: scikit-learn's warning
+    with pytest.raises(ValueError, match="feature names"):
+        ours.predict(frame.rename(columns={"width": "w"}))

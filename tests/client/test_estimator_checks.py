@@ -13,7 +13,7 @@ from sklearn.utils.estimator_checks import check_estimator
 import numpy as np
 import pytest
 
-from centroidal.client import RemoteKMeans, RemoteMiniBatchKMeans
+from centroidal.client import RemoteKMeans, RemoteMiniBatchKMeans, RemoteSpectralClustering
 from centroidal.server import CentroidalServer
 
 KMEANS_EXPECTED_FAILURES = {
@@ -30,6 +30,15 @@ def test_passes_check_estimator(server: CentroidalServer, kind: type) -> None:
     assert not failed, "\n".join(failed)
     statuses = Counter(r["status"] for r in results)
     assert statuses["passed"] >= 50, statuses
+
+
+def test_spectral_clustering_passes_check_estimator(server: CentroidalServer) -> None:
+    # scikit-learn declares no expected failures for its SpectralClustering.
+    estimator = RemoteSpectralClustering(n_clusters=3, n_neighbors=5, target=f"127.0.0.1:{server.port}")
+    results = check_estimator(estimator, on_fail=None)
+    failed = [f"{r['check_name']}: {str(r['exception'])[:300]}" for r in results if r["status"] == "failed"]
+    assert not failed, "\n".join(failed)
+    assert Counter(r["status"] for r in results)["passed"] >= 40
 
 
 def test_a_minibatch_fit_is_complete_when_it_returns(server: CentroidalServer) -> None:

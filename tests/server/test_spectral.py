@@ -75,7 +75,7 @@ def test_spectral_limits_and_refusals(client: Client) -> None:
         client.fit("big", too_many, 2, algorithm="spectral")
     assert raised.value.field == "spec.n_samples"
     cases = [
-        (dict(n_clusters=1), "spec.config.n_clusters"),
+        (dict(n_clusters=200), "spec.config.n_clusters"),
         (dict(n_clusters=2, metric="cosine"), "spec.config.metric"),
         (dict(n_clusters=2, init="random"), "spec.config.init"),
         (dict(n_clusters=2, sample_weight=np.ones(len(MOONS))), "sample_weight"),
