@@ -25,6 +25,7 @@ from centroidal.v1 import clustering_pb2 as pb
 
 from . import _wire
 from ._calls import FitPlan, PredictPlan, quantize_requests, stream_open
+from ._scoring import Evaluation, EvaluatePlan, KScore, Suggestion, SuggestPlan
 from ._wire import FitProgress, FitResult, ModelInfo, QuantizedImage
 from .transport import (
     AsyncTransport,
@@ -146,6 +147,67 @@ class AsyncClient(AsyncTransport):
             progress = plan.take(response)
             if progress is not None and on_progress is not None:
                 on_progress(progress)
+        return plan.result()
+
+    async def evaluate(
+        self,
+        name: str,
+        X: Any,
+        *,
+        version: int | None = None,
+        silhouette_sample_size: int | None = 0,
+        seed: int | None = None,
+        timeout: float | None = None,
+    ) -> Evaluation:
+        """As Client.evaluate."""
+        plan = EvaluatePlan(
+            name, X, version=version, silhouette_sample_size=silhouette_sample_size, seed=seed,
+            chunk_bytes=self.chunk_bytes,
+        )
+
+        async def requests() -> AsyncIterator[bytes]:
+            for message in plan.requests():
+                yield message
+
+        # grpc.aio writes from an iterator itself, and then keeps a refusal's status.
+        response = await self.unary(self._raw.evaluate, requests(), timeout if timeout is not None
+                                    else self.fit_timeout)
+        return plan.result(response)
+
+    async def suggest_k(
+        self,
+        X: Any,
+        k_range: Sequence[int] = range(2, 11),
+        *,
+        metric: str = "euclidean",
+        n_init: int | None = None,
+        max_iter: int | None = None,
+        tol: float | None = None,
+        seed: int | None = None,
+        silhouette_sample_size: int | None = 0,
+        save_best_as: str = "",
+        on_progress: Callable[[FitProgress | KScore], None] | None = None,
+        timeout: float | None = None,
+    ) -> Suggestion:
+        """As Client.suggest_k; on_progress is a plain function called on the event loop."""
+        plan = SuggestPlan(
+            X, k_range, metric=metric, n_init=n_init, max_iter=max_iter, tol=tol, seed=seed,
+            silhouette_sample_size=silhouette_sample_size, save_best_as=save_best_as,
+            chunk_bytes=self.chunk_bytes,
+        )
+        call = self._raw.suggest_k(timeout=self.deadline(timeout, fit=True))
+        messages = plan.requests()
+        spec = next(messages)
+
+        async def upload() -> None:
+            for message in messages:
+                await call.write(message)
+            await call.done_writing()
+
+        async for response in self.responses(call, spec, upload):
+            event = plan.take(response)
+            if event is not None and on_progress is not None:
+                on_progress(event)
         return plan.result()
 
     async def quantize_image(

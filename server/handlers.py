@@ -159,12 +159,16 @@ class ClusteringHandlers(pb_grpc.ClusteringServiceServicer):
         first = await incoming.next()
         if first is None or not first.HasField("spec"):
             raise InvalidRequest("the first EvaluateRequest must carry a spec", field="spec")
-        spec = codec.decode_evaluate_spec(first.spec)
-        snapshot = await self._snapshot(spec.model, spec.version, "spec.model")
-        scoring.silhouette_rows(spec.silhouette, "spec.silhouette")  # refused before the data
-        metric = predicting.nearest(snapshot).metric
-        params = scoring.gathering_params(snapshot.name, spec.n_samples, 1, metric, "spec.model")
-        slot, work = self.fit_slots.take("spec.model"), CallWork()
+        # The answer is a single message, so a refusal of the spec waits for the upload to end:
+        # a client still writing would not get the status (grpc/grpc#36066).
+        async with incoming.drained_on_refusal():
+            spec = codec.decode_evaluate_spec(first.spec)
+            snapshot = await self._snapshot(spec.model, spec.version, "spec.model")
+            scoring.silhouette_rows(spec.silhouette, "spec.silhouette")
+            metric = predicting.nearest(snapshot).metric
+            params = scoring.gathering_params(snapshot.name, spec.n_samples, 1, metric, "spec.model")
+            slot = self.fit_slots.take("spec.model")
+        work = CallWork()
         memory = self.memory.reservation("this evaluation", field="points")
         try:
             gatherer = fitting.Gatherer(self._config, params, memory)

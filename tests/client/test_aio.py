@@ -255,3 +255,30 @@ def test_async_close_raises_when_the_model_cannot_be_stored_and_resends_later(
 
     kept, durable, seen = asyncio.run(run())
     assert kept < len(batches) and durable == len(batches) and seen == len(batches) * 200
+
+
+def test_async_evaluate_and_suggest_k(server) -> None:
+    from sklearn.datasets import make_blobs
+
+    blobs, _ = make_blobs(n_samples=300, centers=4, cluster_std=0.60, random_state=0)
+    big = np.random.default_rng(0).normal(size=(400_000, 8)).astype(np.float32)
+
+    async def main() -> None:
+        async with AsyncClient(f"127.0.0.1:{server.port}") as client:
+            events: list[object] = []
+            suggestion = await client.suggest_k(blobs, range(2, 7), seed=0, save_best_as="best",
+                                                on_progress=events.append)
+            assert suggestion.recommended_k == 4 and len(events) >= 5
+            with Client(f"127.0.0.1:{server.port}") as sync:
+                expected = sync.evaluate("best", blobs)
+            evaluation = await client.evaluate("best", blobs)
+            assert evaluation.scores == expected.scores and evaluation.inertia == expected.inertia
+            for _ in range(4):  # refused while the upload runs: the status still arrives
+                with pytest.raises(NotFound) as raised:
+                    await client.evaluate("missing", big)
+                assert raised.value.field == "spec.model"
+                with pytest.raises(InvalidArgument) as invalid:
+                    await client.suggest_k(big, range(1, 3))
+                assert invalid.value.field == "spec.k_min"
+
+    asyncio.run(main())
