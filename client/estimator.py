@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import queue
+import threading
 import uuid
+import weakref
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -18,7 +23,14 @@ from .stream import MiniBatchStream
 
 class _RemoteEstimator(ClusterMixin, BaseEstimator):  # type: ignore[misc]
     """A scikit-learn estimator whose work runs on a centroidal server: the parameter
-    protocol is BaseEstimator's; the connection is made on first use and never pickled."""
+    protocol is BaseEstimator's; the connection is made on first use and never pickled.
+
+    ``close()`` ends the connection (and a mini-batch estimator's stream); it also runs,
+    without waiting on the server, when the estimator is collected and at interpreter
+    exit, so an idle estimator holds nothing there. The fitted model stays on the server
+    for other processes to use by name, unless ``ephemeral=True``: then closing,
+    collection or exit delete it too (a pickled copy owns nothing and deletes nothing).
+    """
 
     _fitted_attributes: tuple[str, ...] = ()
     metric: str
@@ -26,23 +38,39 @@ class _RemoteEstimator(ClusterMixin, BaseEstimator):  # type: ignore[misc]
     _client: Client | None = None
 
     def __init__(
-        self, *, target: str | None = None, token: str | None = None, timeout: float | None = None
+        self, *, target: str | None = None, token: str | None = None, timeout: float | None = None,
+        ephemeral: bool = False,
     ) -> None:
         self.target = target
         self.token = token
         self.timeout = timeout
+        self.ephemeral = ephemeral
 
     def set_params(self, **params: Any) -> Any:
         super().set_params(**params)
         if {"target", "token", "timeout"} & params.keys():
-            self.close()  # the next call connects with the new settings
+            # The next call connects with the new settings; the model stays where it is.
+            owned = self.__dict__.pop("_owns_model", None)
+            try:
+                self.close()
+            finally:
+                if owned is not None:
+                    self._owns_model = owned
         return self
 
     def __getstate__(self) -> dict[str, Any]:
         # A copy: BaseEstimator's may be the object's own __dict__.
         state: dict[str, Any] = dict(super().__getstate__())
         state.pop("_client", None)
+        state.pop("_owns_model", None)
         return state
+
+    def _owned_model(self) -> str | None:
+        """The model this estimator deletes when it goes: its own fitted model, when
+        ``ephemeral`` (a pickled copy owns nothing)."""
+        if self.__dict__.get("_owns_model") and isinstance(self.ephemeral, (bool, np.bool_)) and self.ephemeral:
+            return getattr(self, "model_name_", None)
+        return None
 
     @property
     def client(self) -> Client:
@@ -52,12 +80,34 @@ class _RemoteEstimator(ClusterMixin, BaseEstimator):  # type: ignore[misc]
                 kwargs["timeout"] = self.timeout
                 kwargs["fit_timeout"] = self.timeout
             self._client = Client(self.target, **kwargs)
+            _CONNECTED.add(self)
         return self._client
 
     def close(self) -> None:
+        """End the connection; an ``ephemeral`` estimator deletes its model first."""
+        if self._owned_model() is not None:
+            with contextlib.suppress(NotFound):  # deleted by someone else meanwhile
+                self.delete_model()
         if self._client is not None:
             self._client.close()
             self._client = None
+
+    def _detach(self) -> list[Callable[[], object]]:
+        """Let go of the connection; returns what closes it (and deletes an ephemeral
+        model), run after collection and at exit without waiting on the server."""
+        owned, client, self._client = self._owned_model(), self._client, None
+        if client is None:
+            return []
+        if owned is None:
+            return [client.close]
+        self._owns_model = False
+        return [lambda: client.delete_model(owned), client.close]
+
+    def __del__(self) -> None:
+        try:
+            _REAPER.close(self._detach())
+        except Exception:  # noqa: BLE001 - nothing to report to from a finaliser
+            pass
 
     def _check_fitted(self) -> None:
         check_is_fitted(self, "model_name_")
@@ -90,6 +140,7 @@ class _RemoteEstimator(ClusterMixin, BaseEstimator):  # type: ignore[misc]
         """Delete this estimator's model from the server; the estimator is unfitted afterwards."""
         self._check_fitted()
         self.client.delete_model(self.model_name_)
+        self._owns_model = False
         for attribute in self._fitted_attributes:
             if hasattr(self, attribute):
                 delattr(self, attribute)
@@ -149,8 +200,9 @@ class RemoteKMeans(_RemoteTransformer):
         target: str | None = None,
         token: str | None = None,
         timeout: float | None = None,
+        ephemeral: bool = False,
     ) -> None:
-        super().__init__(target=target, token=token, timeout=timeout)
+        super().__init__(target=target, token=token, timeout=timeout, ephemeral=ephemeral)
         self.n_clusters = n_clusters
         self.metric = metric
         self.init = init
@@ -193,6 +245,7 @@ class RemoteKMeans(_RemoteTransformer):
             return_labels=True,
         )
         self.model_name_ = name
+        self._owns_model = True
         self.version_ = result.version
         self.cluster_centers_ = result.centers
         self.labels_ = result.labels
@@ -265,8 +318,9 @@ class RemoteMiniBatchKMeans(_RemoteTransformer):
         target: str | None = None,
         token: str | None = None,
         timeout: float | None = None,
+        ephemeral: bool = False,
     ) -> None:
-        super().__init__(target=target, token=token, timeout=timeout)
+        super().__init__(target=target, token=token, timeout=timeout, ephemeral=ephemeral)
         self.n_clusters = n_clusters
         self.metric = metric
         self.batch_size = batch_size
@@ -288,11 +342,17 @@ class RemoteMiniBatchKMeans(_RemoteTransformer):
         return state
 
     def close(self) -> None:
-        """Close the stream (the server checkpoints the model) and the connection."""
+        """Close the stream (the server checkpoints the model) and the connection; an
+        ``ephemeral`` estimator deletes its model."""
         if self._stream is not None:
             stream, self._stream = self._stream, None
             stream.close(self.timeout)
         super().close()
+
+    def _detach(self) -> list[Callable[[], object]]:
+        stream, self._stream = self._stream, None
+        # Aborting ends the stream; the server checkpoints the model as it does.
+        return ([stream.abort] if stream is not None else []) + super()._detach()
 
     def _producer(self, init_size: int | None = None) -> MiniBatchStream:
         """The open stream to this estimator's model; ``init_size`` overrides the parameter
@@ -310,6 +370,7 @@ class RemoteMiniBatchKMeans(_RemoteTransformer):
             if not hasattr(self, "producer_id_"):
                 self.producer_id_ = f"estimator-{uuid.uuid4().hex}"
                 self.next_sequence_ = 1
+            self._owns_model = True
             self._stream = self.client.stream(
                 name,
                 n_clusters=self.n_clusters,
@@ -441,8 +502,9 @@ class RemoteSpectralClustering(_RemoteEstimator):
         target: str | None = None,
         token: str | None = None,
         timeout: float | None = None,
+        ephemeral: bool = False,
     ) -> None:
-        super().__init__(target=target, token=token, timeout=timeout)
+        super().__init__(target=target, token=token, timeout=timeout, ephemeral=ephemeral)
         self.n_clusters = n_clusters
         self.n_neighbors = n_neighbors
         self.n_init = n_init
@@ -462,6 +524,7 @@ class RemoteSpectralClustering(_RemoteEstimator):
             return_labels=True,
         )
         self.model_name_ = name
+        self._owns_model = True
         self.version_ = result.version
         self.labels_ = result.labels
         self.cluster_centers_ = result.centers
@@ -478,3 +541,54 @@ class RemoteSpectralClustering(_RemoteEstimator):
         labels = self.client.predict(self.model_name_, self._points(X, reset=False), version=self.version_)
         assert isinstance(labels, np.ndarray)
         return labels
+
+
+class _Reaper:
+    """Closes what collected estimators held, on a thread of its own: a finaliser may run on
+    any thread, gRPC's included, where closing a channel could wait on itself."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[list[Callable[[], object]]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def close(self, closers: list[Callable[[], object]]) -> None:
+        if not closers:
+            return
+        self._queue.put(closers)
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="centroidal-estimator-reaper", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            _run_all(self._queue.get())
+
+    def drain(self) -> None:
+        while True:
+            try:
+                closers = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            _run_all(closers)
+
+
+def _run_all(closers: list[Callable[[], object]]) -> None:
+    for close in closers:
+        try:
+            close()
+        except Exception:  # noqa: BLE001 - the server may be gone; nothing waits for this
+            pass
+
+
+_REAPER = _Reaper()
+# Estimators with a connection, let go of at interpreter exit if nothing did it before.
+_CONNECTED: weakref.WeakSet[_RemoteEstimator] = weakref.WeakSet()
+
+
+@atexit.register
+def _release_all() -> None:
+    for estimator in list(_CONNECTED):
+        _run_all(estimator._detach())
+    _REAPER.drain()

@@ -423,7 +423,9 @@ class ClusteringHandlers(pb_grpc.ClusteringServiceServicer):
                 closing.add_done_callback(_log_close_failure)
         # The close checkpoints the model: a failure is the stream's status, so the producer
         # keeps every batch that is not stored; success tells it the durable version.
-        durable = await asyncio.wrap_future(closing)
+        # Shielded: a cancel that lands while the close waits for a storage thread must not
+        # cancel the queued close with it, or the model would count this stream forever.
+        durable = await asyncio.shield(asyncio.wrap_future(closing))
         context.set_trailing_metadata(((DURABLE_VERSION_TRAILER, str(durable)),))
 
     async def _open_stream(self, name: str, create: codec.MiniBatchConfig | None) -> LiveModel:
