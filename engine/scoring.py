@@ -280,6 +280,11 @@ def _silhouette_rows(X, shift, labels, counts, first, stop, cosine, out):  # pra
     X (n, d) IN, float32 or float64; shift (d,) float64 IN, subtracted from every row
     (zeros for cosine); labels (n,) int32 IN; counts (k,) int64 IN, rows per cluster;
     out (n,) float64 OUT. Prior validation of the data is assumed.
+
+    A block of rows meets each tile of the data through one GEMM. Its sums by cluster are
+    kept transposed, (k, block), so that adding one data row's distances to the whole
+    block is a contiguous loop the compiler vectorises, sqrt included; each sum still
+    takes its terms in data-row order.
     """
     n_samples, n_features = X.shape
     n_clusters = counts.shape[0]
@@ -287,50 +292,55 @@ def _silhouette_rows(X, shift, labels, counts, first, stop, cosine, out):  # pra
     for block in prange(n_blocks):
         start = first + block * _BLOCK_ROWS
         rows = min(_BLOCK_ROWS, stop - start)
-        block_rows = np.zeros((_BLOCK_ROWS, n_features))
+        block_t = np.zeros((n_features, _BLOCK_ROWS))
         block_sq = np.zeros(_BLOCK_ROWS)
         for r in range(rows):
             total = 0.0
             for f in range(n_features):
                 value = np.float64(X[start + r, f]) - shift[f]
-                block_rows[r, f] = value
+                block_t[f, r] = value
                 total += value * value
             block_sq[r] = total
-        tile_t = np.zeros((n_features, _TILE_ROWS))
+        tile = np.zeros((_TILE_ROWS, n_features))
         tile_sq = np.zeros(_TILE_ROWS)
-        dots = np.empty((_BLOCK_ROWS, _TILE_ROWS))
-        sums = np.zeros((_BLOCK_ROWS, n_clusters))
+        dots = np.empty((_TILE_ROWS, _BLOCK_ROWS))
+        distances = np.empty(_BLOCK_ROWS)
+        sums_t = np.zeros((n_clusters, _BLOCK_ROWS))
         for tile_start in range(0, n_samples, _TILE_ROWS):
             tile_rows = min(_TILE_ROWS, n_samples - tile_start)
             for j in range(tile_rows):
                 total = 0.0
                 for f in range(n_features):
                     value = np.float64(X[tile_start + j, f]) - shift[f]
-                    tile_t[f, j] = value
+                    tile[j, f] = value
                     total += value * value
                 tile_sq[j] = total
-            np.dot(block_rows, tile_t, dots)
-            for r in range(rows):
-                i = start + r
-                for j in range(tile_rows):
-                    if tile_start + j == i:
-                        continue
-                    if cosine:
-                        distance = min(max(1.0 - dots[r, j], 0.0), 2.0)
-                    else:
-                        distance = math.sqrt(max(block_sq[r] + tile_sq[j] - 2.0 * dots[r, j], 0.0))
-                    sums[r, labels[tile_start + j]] += distance
+            np.dot(tile, block_t, dots)
+            for j in range(tile_rows):
+                if cosine:
+                    for r in range(_BLOCK_ROWS):
+                        distances[r] = min(max(1.0 - dots[j, r], 0.0), 2.0)
+                else:
+                    data_sq = tile_sq[j]
+                    for r in range(_BLOCK_ROWS):
+                        distances[r] = math.sqrt(max(block_sq[r] + data_sq - 2.0 * dots[j, r], 0.0))
+                itself = tile_start + j - start
+                if 0 <= itself < rows:
+                    distances[itself] = 0.0  # a row adds nothing to its own cluster's sum
+                sums = sums_t[labels[tile_start + j]]
+                for r in range(_BLOCK_ROWS):
+                    sums[r] += distances[r]
         for r in range(rows):
             i = start + r
             own = labels[i]
             if counts[own] <= 1:
                 out[i] = 0.0
                 continue
-            within = sums[r, own] / (counts[own] - 1)
+            within = sums_t[own, r] / (counts[own] - 1)
             nearest = np.inf
             for c in range(n_clusters):
                 if c != own and counts[c] > 0:
-                    nearest = min(nearest, sums[r, c] / counts[c])
+                    nearest = min(nearest, sums_t[c, r] / counts[c])
             larger = max(within, nearest)
             out[i] = 0.0 if larger == 0.0 else (nearest - within) / larger
 

@@ -89,3 +89,18 @@ def test_suggest_k_refuses_a_range_outside_the_data() -> None:
         run_to_end(scoring.suggest_k_steps(X[:10], range(1, 4)))
     with pytest.raises(scoring.InvalidInputError, match="every k must lie in"):
         run_to_end(scoring.suggest_k_steps(X[:10], range(2, 11)))
+
+
+def test_scores_do_not_depend_on_thread_count() -> None:
+    import numba
+
+    points = X.astype(np.float32)
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        single = scoring.score(points, LABELS, 5)
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        multi = scoring.score(points, LABELS, 5)
+    finally:
+        numba.set_num_threads(before)
+    assert single == multi
