@@ -30,6 +30,7 @@ from ._wire import FitProgress, FitResult, ModelInfo, QuantizedImage
 from .transport import (
     AsyncTransport,
     Backoff,
+    idle_timeout,
     status_lost,
     _RESPONSE_BUDGET,
     DEFAULT_CHUNK_BYTES,
@@ -442,6 +443,7 @@ class AsyncMiniBatchStream:
         sequence, request = ledger.add(X, sample_weight)
         assert self._queue is not None
         self._queue.put_nowait(request)
+        await self._notify()  # wakes a worker parked after an idle timeout
         return sequence
 
     async def flush(self, timeout: float | None = None) -> None:
@@ -474,6 +476,8 @@ class AsyncMiniBatchStream:
             self._closing = True
             if self._queue is not None:
                 self._queue.put_nowait(_CLOSE)
+            if self._cond is not None:
+                await self._notify()
             if self._worker is not None:
                 await asyncio.wait_for(asyncio.shield(self._worker), timeout)
         if self._fatal is not None:
@@ -588,6 +592,10 @@ class AsyncMiniBatchStream:
                             self._on_ack(ack)
                         backoff.succeeded()
                 except grpc.aio.AioRpcError as error:
+                    if idle_timeout(error):
+                        # A quiet stream the server ended: hold none open until a batch or
+                        # the close needs one.
+                        await self._wait(lambda: bool(self._ledger.unacked) or self._closing, None, "")
                     wait = backoff.next_wait(error, status_lost(error))
                     if self._done or wait is None:
                         self._fatal = error_from_rpc(error)

@@ -40,7 +40,7 @@ from centroidal.v1 import codec
 
 from . import _wire
 from .errors import CentroidalError, DeadlineExceeded, Unavailable, error_from_code, error_from_rpc
-from .transport import Backoff, SyncTransport, worth_resending
+from .transport import Backoff, SyncTransport, idle_timeout, worth_resending
 
 
 DEFAULT_WINDOW = 16
@@ -323,6 +323,7 @@ class MiniBatchStream:
             self._raise_if_dead()
             sequence, request = self._ledger.add(X, sample_weight)
             self._queue.put(request)
+            self._cond.notify_all()  # wakes a worker parked after an idle timeout
         return sequence
 
     def flush(self, timeout: float | None = None) -> None:
@@ -368,6 +369,7 @@ class MiniBatchStream:
             with self._cond:
                 self._closing = True
                 self._queue.put(_CLOSE)
+                self._cond.notify_all()  # a worker parked after an idle timeout reconnects to close
                 worker = self._worker
             worker.join(timeout)
         with self._cond:
@@ -481,6 +483,11 @@ class MiniBatchStream:
                     backoff.succeeded()
             except grpc.RpcError as error:
                 with self._cond:
+                    if idle_timeout(error):
+                        # The server ended a quiet stream: hold none open until there is a
+                        # batch to send or the stream closes (its close reconnects at once).
+                        while not (self._ledger.unacked or self._closing or self._done):
+                            self._cond.wait()
                     closing = self._done
                 wait = backoff.next_wait(error)
                 if closing or wait is None:

@@ -178,3 +178,50 @@ def test_a_stream_quiet_past_the_idle_timeout_reconnects_and_goes_on(start_serve
             stream.flush(30)
         assert stream.reconnects >= 1
         assert client.get_model("quiet").n_samples_seen == 600
+
+
+def test_a_quiet_stream_holds_nothing_on_the_server_until_its_next_batch(start_server) -> None:
+    """The server ends a stream idle past --idle-timeout; the producer then keeps none open
+    until it has a batch to send (or closes), rather than reconnecting at once, forever."""
+    import asyncio
+
+    from centroidal.client.aio import AsyncClient
+    from tests.client.test_sdk import wait_until
+
+    server = start_server(idle_timeout=0.5)
+    live = server.servicer.hub._live
+    target = f"127.0.0.1:{server.port}"
+    X = np.random.default_rng(0).normal(size=(60, 2))
+
+    def open_streams(name: str) -> int:
+        model = live.get(name)
+        return 0 if model is None else model.streams
+
+    with Client(target, timeout=30) as client:
+        stream = client.stream("quiet", n_clusters=2)
+        stream.send(X)
+        stream.flush(30)
+        assert open_streams("quiet") == 1
+        wait_until(lambda: open_streams("quiet") == 0)
+        time.sleep(1.5)  # three idle timeouts: a producer that reconnected would hold one again
+        assert open_streams("quiet") == 0 and stream.reconnects == 0
+        stream.send(X)
+        stream.flush(30)
+        stream.close(30)
+        assert stream.last_ack is not None and stream.last_ack.durable_version == client.get_model("quiet").version
+        assert client.get_model("quiet").n_samples_seen == 120
+
+    async def quiet_async() -> None:
+        async with AsyncClient(target, timeout=30) as client:
+            stream = client.stream("quiet-async", n_clusters=2)
+            await stream.send(X)
+            await stream.flush(30)
+            await asyncio.to_thread(wait_until, lambda: open_streams("quiet-async") == 0)
+            await asyncio.sleep(1.5)
+            assert open_streams("quiet-async") == 0
+            await stream.send(X)
+            await stream.flush(30)
+            await stream.close(30)
+            assert (await client.get_model("quiet-async")).n_samples_seen == 120
+
+    asyncio.run(quiet_async())
