@@ -81,9 +81,10 @@ def quantize_figure(
     original: bytes, quantised: bytes, palette: np.ndarray, pixel_counts: np.ndarray,
     color_space: str, path: Path, seed: int,
 ) -> None:
-    """The palette in colour space: 10,000 of the image's pixels in red-green and red-blue,
-    each palette colour drawn over them at a size by its pixel count; the two images; and
-    the palette swatch with pixel shares. Saved to path."""
+    """The palette in the colour space the fit used: 10,000 of the image's pixels (red-green
+    and red-blue for RGB; a*-b* and L*-a* for CIE Lab), each palette colour drawn over them
+    at a size by its pixel count; the two images; and the palette swatch with pixel shares.
+    Saved to path."""
     import io
 
     from PIL import Image, ImageOps
@@ -96,14 +97,20 @@ def quantize_figure(
     sizes = 40 + 1500 * pixel_counts / max(1, int(pixel_counts.max()))
     figure = plt.figure(figsize=(13, 9))
     grid = figure.add_gridspec(3, 2, height_ratios=[5, 5, 1])
-    fitted_in = "CIE Lab" if color_space == "lab" else "RGB"
-    for column, (channel, name) in enumerate(((1, "green"), (2, "blue"))):
+    if color_space == "lab":
+        (sample_at, fitted_in), (palette_at, _) = _to_lab(sample), _to_lab(palette)
+        planes = (((1, "a*", (-128, 127)), (2, "b*", (-128, 127))), ((0, "L*", (0, 100)), (1, "a*", (-128, 127))))
+    else:
+        sample_at, palette_at = sample.astype(float), palette.astype(float)
+        planes = (((0, "red", (0, 255)), (1, "green", (0, 255))), ((0, "red", (0, 255)), (2, "blue", (0, 255))))
+        fitted_in = "RGB"
+    for column, ((x, x_name, x_range), (y, y_name, y_range)) in enumerate(planes):
         axis = figure.add_subplot(grid[0, column])
-        axis.scatter(sample[:, 0], sample[:, channel], c=sample / 255.0, s=3, marker=".", alpha=0.5)
-        axis.scatter(palette[:, 0], palette[:, channel], c=palette / 255.0, s=sizes, edgecolors="black",
+        axis.scatter(sample_at[:, x], sample_at[:, y], c=sample / 255.0, s=3, marker=".", alpha=0.5)
+        axis.scatter(palette_at[:, x], palette_at[:, y], c=palette / 255.0, s=sizes, edgecolors="black",
                      linewidths=0.8)
-        axis.set(xlabel="red", ylabel=name, xlim=(0, 255), ylim=(0, 255),
-                 title=f"red-{name}: pixels, and the palette sized by pixel count (fitted in {fitted_in})")
+        axis.set(xlabel=x_name, ylabel=y_name, xlim=x_range, ylim=y_range,
+                 title=f"{x_name}-{y_name} in {fitted_in}: pixels, palette sized by pixel count")
     for column, (data, title) in enumerate(((original, "original"), (quantised, f"{palette.shape[0]} colours"))):
         axis = figure.add_subplot(grid[1, column])
         axis.imshow(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
@@ -112,3 +119,26 @@ def quantize_figure(
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
+
+
+def _to_lab(rgb: np.ndarray) -> tuple[np.ndarray, str]:
+    """sRGB colours (n, 3) uint8 as CIE L*a*b* (n, 3) float, and the name of the space:
+    the engine's own conversion (D65, the one the palette was fitted in) where the engine
+    is installed, else LittleCMS's through Pillow (D50), which shifts a* by up to ~12."""
+    try:
+        from centroidal.engine.palette import rgb_to_lab
+    except ImportError:  # the SDK alone: no engine
+        pass
+    else:
+        return rgb_to_lab(rgb.astype(np.float32)).astype(float), "CIE Lab (D65)"
+    from PIL import Image, ImageCms
+
+    transform = ImageCms.buildTransformFromOpenProfiles(
+        ImageCms.createProfile("sRGB"), ImageCms.createProfile("LAB"), "RGB", "LAB"
+    )
+    image = Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8).reshape(1, -1, 3), "RGB")
+    encoded = np.asarray(ImageCms.applyTransform(image, transform)).reshape(-1, 3)
+    lab = np.empty(encoded.shape, dtype=float)
+    lab[:, 0] = encoded[:, 0] * (100.0 / 255.0)  # Pillow stores L* scaled to 0-255
+    lab[:, 1:] = encoded[:, 1:].view(np.int8)  # and a*, b* as signed bytes
+    return lab, "CIE Lab (D50, LittleCMS)"

@@ -123,6 +123,9 @@ def test_quantize_an_image_file(target: list[str], tmp_path: Path, capsys: pytes
     figure = tmp_path / "colours.png"
     assert main([*target, "quantize", str(source), str(out), "--plot", str(figure)]) == 0
     assert Image.open(figure).size[0] > 500  # a real figure was drawn
+    in_lab = tmp_path / "lab.png"
+    assert main([*target, "quantize", str(source), str(out), "--space", "lab", "--plot", str(in_lab)]) == 0
+    assert Image.open(in_lab).size == Image.open(figure).size
     assert main([*target, "quantize", str(source), str(out), "--colors", "300"]) == 1
     assert "spec.n_colors" in capsys.readouterr().err
 
