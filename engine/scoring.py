@@ -95,12 +95,17 @@ RULE = (
 
 def sample_rows(n_samples: int, sample_size: int | None, seed: int) -> np.ndarray | None:
     """The rows a sampled silhouette scores, or None for all: the first sample_size of a
-    permutation by numpy's legacy RandomState(seed), as scikit-learn draws them."""
+    permutation by numpy's legacy RandomState(seed), as scikit-learn draws them. That
+    generator takes seeds below 2**32; a larger seed draws with default_rng(seed)."""
     if sample_size is None or sample_size >= n_samples:
         return None
     if sample_size < 2:
         raise InvalidInputError("sample_size", f"sample_size must be at least 2, got {sample_size}")
-    return np.sort(np.random.RandomState(seed).permutation(n_samples)[:sample_size])
+    if 0 <= seed < 2**32:
+        order = np.random.RandomState(seed).permutation(n_samples)
+    else:
+        order = np.random.default_rng(seed).permutation(n_samples)
+    return np.sort(order[:sample_size])
 
 
 def silhouette_steps(
@@ -219,10 +224,12 @@ def suggest_k_steps(
     tol: float = 1e-4,
     seed: int = 0,
     sample_size: int | None = None,
+    sample_seed: int | None = None,
     copy_x: bool = True,
 ) -> Generator[Progress | Scoring | KScore, None, Suggestion]:
     """Fit and score each k in turn: yields every fit's Progress, Scoring shares, and one
-    KScore per k, and returns the Suggestion. Every k is seeded with ``seed`` and scored on the same sample."""
+    KScore per k, and returns the Suggestion. Every k is seeded with ``seed`` and scored on
+    the same sample, drawn with ``sample_seed`` (None: ``seed``)."""
     cosine = check_metric(metric) == "cosine"
     X = as_float_matrix(X, "X")
     check_finite(X, "X")
@@ -240,7 +247,8 @@ def suggest_k_steps(
             X, k, n_init=n_init, max_iter=max_iter, tol=tol, seed=seed, metric=metric, copy_x=False,
         )
         scoring = score_steps(
-            X, result.labels, k, metric=metric, sample_size=sample_size, seed=seed, prepared=True,
+            X, result.labels, k, metric=metric, sample_size=sample_size,
+            seed=seed if sample_seed is None else sample_seed, prepared=True,
         )
         while True:
             try:

@@ -106,6 +106,7 @@ class SuggestPlan:
     seed: int
     metric: str
     silhouette_rows: int | None
+    sample_seed: int | None
     save_best_as: str
     gathering: FitParams
 
@@ -158,7 +159,8 @@ def plan_suggest(spec: codec.SuggestKSpec, limits: ServerConfig) -> SuggestPlan:
     return SuggestPlan(
         ks=range(spec.k_min, spec.k_max + 1), n_init=config.n_init or None, max_iter=max_iter,
         tol=float(tol), seed=0 if config.seed is None else int(config.seed), metric=config.metric,
-        silhouette_rows=silhouette_rows(spec.silhouette, "spec.silhouette"), save_best_as=save_as,
+        silhouette_rows=silhouette_rows(spec.silhouette, "spec.silhouette"),
+        sample_seed=spec.silhouette.seed, save_best_as=save_as,
         gathering=gathering_params(
             save_as or "suggest-k", spec.n_samples, spec.k_max, config.metric, "spec.k_max"
         ),
@@ -176,7 +178,8 @@ def suggest_steps(
         )
     steps: Generator[Any, None, scoring.Suggestion] = scoring.suggest_k_steps(
         data.points, plan.ks, metric=plan.metric, n_init=plan.n_init, max_iter=plan.max_iter,
-        tol=plan.tol, seed=plan.seed, sample_size=plan.silhouette_rows, copy_x=False,
+        tol=plan.tol, seed=plan.seed, sample_size=plan.silhouette_rows, sample_seed=plan.sample_seed,
+        copy_x=False,
     )
     return steps
 

@@ -104,3 +104,12 @@ def test_scores_do_not_depend_on_thread_count() -> None:
     finally:
         numba.set_num_threads(before)
     assert single == multi
+
+
+def test_a_seed_past_two_to_the_32_still_draws_a_seeded_sample() -> None:
+    # scikit-learn's RandomState takes seeds below 2**32; the contract's seed is 64-bit.
+    big = 2**63 + 12345
+    first = scoring.score(X, LABELS, 5, sample_size=300, seed=big)
+    assert first == scoring.score(X, LABELS, 5, sample_size=300, seed=big)
+    assert first.silhouette_rows == 300
+    assert first != scoring.score(X, LABELS, 5, sample_size=300, seed=big + 1)

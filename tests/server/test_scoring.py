@@ -138,3 +138,10 @@ def test_a_cancelled_suggest_k_stops_and_frees_its_slot(server: CentroidalServer
     wait_until(lambda: server.servicer.fits_in_flight == 0)
     assert server.servicer.last_stopped_fit_iteration is not None
     assert client.suggest_k(BLOBS, range(3, 5), seed=0).recommended_k == 4
+
+
+def test_a_64_bit_seed_is_a_seed_not_a_server_fault(client: Client) -> None:
+    client.fit("blobs", BLOBS, 4, seed=0)
+    big = 2**64 - 1
+    assert client.evaluate("blobs", BLOBS, silhouette_sample_size=50, seed=big).scores.silhouette_rows == 50
+    assert client.suggest_k(BLOBS, range(3, 5), seed=big, silhouette_sample_size=50).recommended_k == 4
