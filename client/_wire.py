@@ -107,7 +107,8 @@ class FitProgress:
 
     stage is "uploading", "data_received", "seeding", "initialized", "iteration"
     or "restart_done", and in a suggest_k also "scoring"; n_clusters is then the k
-    being fitted or scored.
+    being fitted or scored. In an "iteration" event, distances_skipped is the share of
+    point-to-center distances the server's bounds let it skip (0 to 1).
     """
 
     stage: str
@@ -120,6 +121,7 @@ class FitProgress:
     points_total: int = 0
     elapsed_seconds: float = 0.0
     n_clusters: int = 0
+    distances_skipped: float = 0.0
 
 
 def fit_progress(message: pb.FitProgress, points_total: int) -> FitProgress:
@@ -135,6 +137,7 @@ def fit_progress(message: pb.FitProgress, points_total: int) -> FitProgress:
         points_total=points_total,
         elapsed_seconds=progress.elapsed_seconds,
         n_clusters=progress.n_clusters,
+        distances_skipped=progress.distances_skipped,
     )
 
 

@@ -361,7 +361,8 @@ class FitBar:
                 bar = self._switch(f"restart {event.restart + 1}/{event.n_init}", total=self._max_iter, unit="it")
                 if event.stage != "seeding":
                     bar.update(event.iteration - bar.n)
-                    bar.set_postfix(inertia=f"{event.inertia:.6g}", shift=f"{event.center_shift:.3g}")
+                    bar.set_postfix(inertia=f"{event.inertia:.6g}", shift=f"{event.center_shift:.3g}",
+                                    skipped=f"{event.distances_skipped:.0%}")
             elif self._bar is not None:
                 self._bar.set_postfix_str(event.stage.replace("_", " "))
 

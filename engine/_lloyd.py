@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 from numba import njit, prange
 
@@ -134,7 +133,7 @@ def _scan_two_nearest(dots, rows, half_sq_norms, center_ids, best_value, second_
             best_value[r] = min(value, best)
 
 
-@njit(inline="always", nogil=True, cache=True)
+@njit(nogil=True, cache=True)
 def _tile_nearest(
     X, start, rows, shift, centers_s, half_sq_norms, center_ids, tile_t, dots, best_value,
     best_id, labels,
@@ -175,7 +174,7 @@ def _accumulate(X, i, best, w, centers, sums, weights):
     return _sq_distance(X, i, centers, best)
 
 
-@njit(inline="always", nogil=True, cache=True)
+@njit(nogil=True, cache=True)
 def _resolve_pending(
     X, sample_weight, centers, centers_s, half_sq_norms, center_ids, rel_margin, tile_t, dots,
     best_value, second_value, best_id, pending_rows, pending_sq, pending, labels, lower, sums,
@@ -299,7 +298,7 @@ def _lloyd_step(
         partial_computed[chunk] = computed
 
 
-@njit(inline="always", nogil=True, cache=True)
+@njit(nogil=True, cache=True)
 def _assign_tiles(X, centers, centers_s, half_sq_norms, shift, first, stop, labels, min_sq_dist):
     """Label the rows of tiles first..stop-1 (and their exact distances, if asked for)."""
     n_samples, n_features = X.shape
@@ -321,7 +320,7 @@ def _assign_tiles(X, centers, centers_s, half_sq_norms, shift, first, stop, labe
                 min_sq_dist[i] = _sq_distance(X, i, centers, labels[i])
 
 
-@njit(inline="always", nogil=True, cache=True)
+@njit(nogil=True, cache=True)
 def _assign_setup(X, centers, shift):
     """The shifted centers and half their squared norms, in X's dtype, and the tile count."""
     n_clusters, n_features = centers.shape
@@ -395,8 +394,3 @@ def _column_sums(X, partial_sums, partial_sq_dev, mean):
                 if with_mean:
                     dev = value - mean[f]
                     sq_dev[f] += dev * dev
-
-
-def threading_layer() -> str:
-    """The threading layer numba chose; valid only after a parallel kernel ran."""
-    return str(numba.threading_layer())

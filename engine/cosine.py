@@ -18,7 +18,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._lloyd import n_chunks_for
-from .validation import InvalidInputError
+from .validation import InvalidInputError, read_only
 
 METRICS = ("euclidean", "cosine")
 # For unit vectors, a cosine distance is this times the squared Euclidean distance.
@@ -41,7 +41,7 @@ def unit_rows(X: np.ndarray, field: str, *, in_place: bool = False) -> np.ndarra
     out = X if in_place and X.flags.writeable else np.empty_like(X, order="C")
     n_chunks = n_chunks_for(X.shape[0])
     first_zero = np.empty(n_chunks, dtype=np.int64)
-    _unit_rows(X, out, first_zero)
+    _unit_rows(read_only(X), out, first_zero)
     zero = first_zero[first_zero >= 0]
     if zero.size:
         row = int(zero.min())

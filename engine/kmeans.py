@@ -20,7 +20,7 @@ from . import _lloyd
 from .cosine import COSINE_PER_SQ_EUCLIDEAN, check_metric, unit_centers, unit_rows
 from .progress import Progress, Stage, run_to_end
 from .seeding import kmeans_plusplus, plusplus_steps, shift_for
-from .threads import configure_threads
+from .threads import configure_threads, threading_layer
 from .validation import (
     FLOAT_DTYPES,
     UNIT_WEIGHTS,
@@ -32,11 +32,13 @@ from .validation import (
     check_n_clusters,
     check_n_init,
     check_sample_weight,
+    read_only,
 )
 
 __all__ = [
     "InvalidInputError", "KMeansResult", "NearestCenters", "Progress", "Stage", "UNIT_WEIGHTS", "check_finite",
     "fit", "fit_steps", "kmeans_plusplus", "mean_variance", "predict", "transform", "warmup",
+    "warmup_steps",
 ]
 
 
@@ -126,6 +128,7 @@ def fit_steps(
     check_finite(X, "X")
     if spherical:
         X = unit_rows(X, "X", in_place=not copy_x)
+    X = read_only(X)
     n_clusters = check_n_clusters(n_clusters, n_samples)
     weights = check_sample_weight(sample_weight, n_samples)
     init_method, given_centers = check_init(init, n_clusters, n_features, X.dtype)
@@ -219,6 +222,7 @@ class _Workspace:
     partial_computed: np.ndarray
     bound_centers: np.ndarray | None
     changed_share: float
+    skipped_share: float
     use_bounds: bool
 
     def __init__(self, n_samples: int, n_clusters: int, n_features: int, dtype: np.dtype) -> None:
@@ -232,6 +236,7 @@ class _Workspace:
         self.partial_computed = np.empty(n_chunks, dtype=np.int64)
         self.bound_centers = None
         self.changed_share = 1.0
+        self.skipped_share = 0.0
         self.use_bounds = n_clusters * n_features >= _BOUNDS_MIN_WORK
 
     def reset(self) -> None:
@@ -259,6 +264,11 @@ class _Workspace:
         self.bound_centers = None if mode == _lloyd.MODE_PLAIN else centers64
         changed = int(self.partial_changed.sum())
         self.changed_share = changed / X.shape[0]
+        # A searched row computes all k distances, a settled one only its own center's.
+        n_samples, n_clusters = X.shape[0], centers.shape[0]
+        searched = int(self.partial_computed.sum())
+        computed = searched * n_clusters + (n_samples - searched)
+        self.skipped_share = 1.0 - computed / (n_samples * n_clusters)
         return float(self.partial_inertia.sum()), changed
 
 
@@ -314,7 +324,9 @@ def _run_lloyd(
             new_centers = unit_centers(new_centers, previous=centers)
         shift = float(((new_centers.astype(np.float64) - centers) ** 2).sum())
         centers = new_centers
-        yield Progress(Stage.ITERATION, restart, n_init, n_iter, scale * inertia, shift)
+        yield Progress(
+            Stage.ITERATION, restart, n_init, n_iter, scale * inertia, shift, work.skipped_share
+        )
         if changed == 0 or shift <= abs_tol:
             break
     # One more assignment so the labels and inertia describe the final centers.
@@ -384,7 +396,7 @@ class NearestCenters:
             raise InvalidInputError(
                 field, f"{field} has {X.shape[1]} features but the centers have {self.centers.shape[1]}"
             )
-        return unit_rows(X, field) if self.metric == "cosine" else X
+        return read_only(unit_rows(X, field) if self.metric == "cosine" else X)
 
     def predict(
         self, X: Any, *, return_distance: bool = False, field: str = "X"
@@ -445,6 +457,7 @@ def transform(X: Any, centers: Any, *, metric: str = "euclidean") -> np.ndarray:
 
 def mean_variance(X: np.ndarray) -> float:
     """Mean over features of the per-feature variance of X, in float64, without copying X."""
+    X = read_only(X)
     n_samples, n_features = X.shape
     n_chunks = _lloyd.n_chunks_for(n_samples)
     sums = np.empty((n_chunks, n_features), dtype=np.float64)
@@ -458,27 +471,37 @@ def mean_variance(X: np.ndarray) -> float:
 def warmup() -> str:
     """Configure threads and compile every kernel signature the server uses; returns the
     threading layer."""
+    for _ in warmup_steps():
+        pass
+    return threading_layer()
+
+
+def warmup_steps() -> Generator[str, None, None]:
+    """``warmup`` a step at a time: yields after each group of kernels, naming it.
+
+    The kernels a first request most likely needs come first: float32 predict and fit,
+    then float64, then the transform and the other inits. Kernels read data through
+    read-only views only (``read_only``), so one signature per dtype serves every caller.
+    """
     configure_threads()
     rng = np.random.default_rng(0)
-    for dtype in FLOAT_DTYPES:
-        X = rng.normal(size=(64, 3)).astype(dtype)
-        fit(X, 3, n_init=1, max_iter=3, seed=0)
-        fit(X, 3, init="random", n_init=1, max_iter=3, seed=0)
-        centers = fit(X, 2, init=X[:2], n_init=1, max_iter=3).centers
-        # A center far from every point starts empty: compiles the relocation path.
-        fit(X, 2, init=np.vstack([X[:1], np.full((1, 3), 1e6, dtype=dtype)]), max_iter=2)
-        # Points decoded from a request are read-only views: another signature.
-        frozen_points = X.copy()
-        frozen_points.setflags(write=False)
-        # Enough rows to take the parallel path too, in both kinds of array.
-        many = np.repeat(X, ON_CALLER_WORK // (X.shape[0] * 2 * 3) + 1, axis=0)
-        frozen_many = many.copy()
-        frozen_many.setflags(write=False)
-        for points in (X, frozen_points, many, frozen_many):
+    samples = {dtype: rng.normal(size=(64, 3)).astype(dtype) for dtype in FLOAT_DTYPES}
+    # Enough rows to take the parallel path as well as the one on the caller's thread.
+    copies = ON_CALLER_WORK // (64 * 2 * 3) + 1
+    for dtype, X in samples.items():
+        centers = X[:2].copy()
+        for points in (X, np.repeat(X, copies, axis=0)):
             predict(points, centers, return_distance=True)
             predict(points, centers)
-            transform(points, centers)
-        check_finite(frozen_points, "X")
-        for points in (X, frozen_points):
-            unit_rows(points, "X")
-    return _lloyd.threading_layer()
+        check_finite(X, "X")
+        unit_rows(X, "X")
+        yield f"predict {dtype.name}"
+        fit(X, 3, n_init=1, max_iter=3, seed=0)
+        yield f"fit {dtype.name}"
+    for dtype, X in samples.items():
+        transform(np.repeat(X, copies, axis=0), X[:2].copy())
+        fit(X, 3, init="random", n_init=1, max_iter=3, seed=0)
+        fit(X, 2, init=X[:2], n_init=1, max_iter=3)
+        # A center far from every point starts empty: compiles the relocation path.
+        fit(X, 2, init=np.vstack([X[:1], np.full((1, 3), 1e6, dtype=dtype)]), max_iter=2)
+        yield f"transform and other inits {dtype.name}"

@@ -41,6 +41,7 @@ from .validation import (
     as_float_matrix,
     check_finite,
     check_weight_total,
+    read_only,
 )
 
 HALF_LIFE_UNITS = ("batches", "points")
@@ -245,6 +246,7 @@ class MiniBatchState:
         Works on copies and commits at the end, so a batch that fails changes nothing.
         """
         n_clusters = self.params.n_clusters
+        X = read_only(X)
         labels = np.empty(X.shape[0], dtype=np.int32)
         sq_dist = np.empty(X.shape[0], dtype=np.float64)
         _lloyd._assign(X, self.centers, shift_for(self.centers), labels, sq_dist)

@@ -27,6 +27,8 @@ class Progress:
     iteration: int
     inertia: float
     center_shift: float
+    # In an ITERATION event: the share of point-to-center distances the bounds skipped.
+    distances_skipped: float = 0.0
 
 
 def run_to_end(steps: Generator[Any, None, Any], on_progress: Callable[[Any], None] | None = None) -> Any:

@@ -36,7 +36,7 @@ from . import kmeans
 from ._lloyd import n_chunks_for
 from .cosine import check_metric, unit_rows
 from .progress import Progress, run_to_end
-from .validation import InvalidInputError, as_float_matrix, check_finite
+from .validation import InvalidInputError, as_float_matrix, check_finite, read_only
 
 # Rows of one block of the silhouette (a GEMM's height) and of one tile of the data it meets.
 _BLOCK_ROWS = 64
@@ -118,6 +118,7 @@ def silhouette_steps(
     labels : ndarray of shape (n_samples,), int32 in [0, n_clusters)
     Returns None when fewer than 2 clusters, or as many clusters as rows, are present.
     """
+    X = read_only(X)
     n_samples = X.shape[0]
     counts = np.bincount(labels, minlength=n_clusters).astype(np.int64)
     present = int(np.count_nonzero(counts))
@@ -184,6 +185,7 @@ def score_steps(
 
 def _dispersion_scores(X: np.ndarray, labels: np.ndarray, n_clusters: int) -> tuple[float | None, float | None]:
     """Calinski-Harabasz and Davies-Bouldin, from two passes over X."""
+    X = read_only(X)
     n_samples, n_features = X.shape
     n_chunks = n_chunks_for(n_samples, n_clusters, n_features)
     partial_sums = np.empty((n_chunks, n_clusters, n_features))

@@ -10,6 +10,7 @@ import numpy as np
 from . import _seeding
 from ._lloyd import n_chunks_for
 from .progress import Progress, Stage, run_to_end
+from .validation import read_only
 
 
 def shift_for(centers: np.ndarray) -> np.ndarray:
@@ -39,6 +40,7 @@ def plusplus_steps(
     n_init: int,
 ) -> Generator[Progress, None, np.ndarray]:
     """k-means++ as a generator that yields after each center it chooses."""
+    X = read_only(X)
     n_samples, n_features = X.shape
     n_local_trials = 2 + int(math.log(n_clusters))
     centers = np.empty((n_clusters, n_features), dtype=X.dtype)

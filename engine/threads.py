@@ -11,7 +11,9 @@ from __future__ import annotations
 import os
 import threading
 
-from numba import config
+import numba
+import numpy as np
+from numba import config, njit, prange
 
 _done = False
 _lock = threading.Lock()
@@ -43,3 +45,21 @@ def configure_threads() -> None:
             if library.user_api == "blas" and "numpy" not in library.filepath:
                 library.set_num_threads(1)
         _done = True
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def _probe(out):  # pragma: no cover - compiled
+    """The smallest parallel kernel: running it makes numba choose its threading layer."""
+    for i in prange(out.shape[0]):
+        out[i] = i
+
+
+def threading_layer() -> str:
+    """The threading layer numba uses for parallel kernels, found by running a tiny one.
+
+    Cheap: it compiles (or loads from the cache) one small kernel, so a server can check
+    the layer before it reports SERVING and compile everything else afterwards.
+    """
+    configure_threads()
+    _probe(np.empty(4, dtype=np.int64))
+    return str(numba.threading_layer())

@@ -21,7 +21,8 @@ from grpc_health.v1.health import SERVICE_NAME as HEALTH_SERVICE
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
-from centroidal.engine import configure_threads, kmeans, minibatch
+from centroidal.engine import configure_threads, kmeans, minibatch, scoring
+from centroidal.engine.threads import threading_layer
 from centroidal.v1 import clustering_pb2 as pb
 
 from .auth import BearerTokenInterceptor, Tokens
@@ -39,6 +40,8 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ClusteringService"].full_name
 # A health service of its own: NOT_SERVING while the store refuses writes (reads still work).
 WRITES_HEALTH = "centroidal.writes"
 THREAD_SAFE_LAYERS = ("omp", "tbb")
+# How long stop() waits for a background warm-up to reach its next step (one compilation).
+WARMUP_EXIT_WAIT_S = 60.0
 FIT_EXIT_WAIT_S = 30.0
 T = TypeVar("T")
 
@@ -85,6 +88,9 @@ class CentroidalServer:
         self.metrics_port: int | None = None
         self.servicer = ClusteringHandlers(config, self.registry, self.metrics)
         self.stopping = threading.Event()
+        # Set once every kernel is compiled (at once when warm-up is off).
+        self.warmed_up = threading.Event()
+        self._warmer: threading.Thread | None = None
         try:
             self.grpc_server, self.port = _EventLoop.run(self._build())
         except RuntimeError as exc:
@@ -145,17 +151,24 @@ class CentroidalServer:
             log.info("metrics on http://%s:%d/metrics (%s)", config.metrics_host, self.metrics_port,
                      "bearer token required" if allowed else "no token required")
         self._log_security()
-        started = time.monotonic()
         if self.config.warmup:
-            layer = kmeans.warmup()
-            minibatch.warmup()
+            layer = threading_layer()
             if layer not in THREAD_SAFE_LAYERS:
                 self.stop(0)
                 raise RuntimeError(
                     f"numba chose the {layer!r} threading layer, which is not safe for "
                     "concurrent calls; install the OpenMP runtime (libgomp) or tbb"
                 )
-            log.info("warm-up done in %.2fs, threading layer %s", time.monotonic() - started, layer)
+            if self.config.warmup_before_serving:
+                self._warm_up(layer)
+            else:
+                self._warmer = threading.Thread(
+                    target=self._warm_up, args=(layer,), name="centroidal-warmup", daemon=True
+                )
+                self._warmer.start()
+        else:
+            self.warmed_up.set()
+            self.metrics.warmed_up.set(1)
         self.servicer.hub.start()
         _EventLoop.run(self._set_health(health_pb2.HealthCheckResponse.SERVING))
         log.info(
@@ -163,6 +176,28 @@ class CentroidalServer:
             "ok, every current version's checksum verified)",
             self.config.host, self.port, len(self.registry), self.store.path,
         )
+
+    def _warm_up(self, layer: str) -> None:
+        """Compile every kernel signature the handlers use, Predict's first.
+
+        Run in the background, it competes with early requests for the compiler: a request
+        whose kernel is not compiled yet compiles it (numba serialises compilations), so it
+        waits for at most the compilation in progress and its own, and never runs uncompiled.
+        """
+        started = time.monotonic()
+        try:
+            for step in kmeans.warmup_steps():
+                log.debug("warm-up: %s compiled after %.2fs", step, time.monotonic() - started)
+                if self.stopping.is_set():
+                    return
+            minibatch.warmup()
+            scoring.warmup()
+        except Exception:  # a server that cannot compile still answers; each call compiles its own
+            log.exception("warm-up failed after %.2fs", time.monotonic() - started)
+            return
+        self.warmed_up.set()
+        self.metrics.warmed_up.set(1)
+        log.info("warm-up done in %.2fs, threading layer %s", time.monotonic() - started, layer)
 
     def _log_security(self) -> None:
         config = self.config
@@ -199,6 +234,9 @@ class CentroidalServer:
         self.servicer.workers.shutdown(storage=True)
         self.metrics.close()
         self.store.close()
+        if self._warmer is not None:
+            # It stops at its next step; a kernel still running as the process exits could crash it.
+            self._warmer.join(WARMUP_EXIT_WAIT_S)
         return self.unsaved
 
     def wait_for_termination(self, timeout: float | None = None) -> bool:

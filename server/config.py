@@ -49,6 +49,7 @@ class ServerConfig:
     tls_client_ca: str = ""
     log_level: str = "INFO"
     warmup: bool = True
+    warmup_before_serving: bool = False
 
     @property
     def address(self) -> str:
@@ -95,7 +96,10 @@ _HELP = {
     "tls_key": "PEM private key of --tls-cert",
     "tls_client_ca": "PEM CA bundle: clients must present a certificate it signed (mutual TLS)",
     "log_level": "DEBUG, INFO, WARNING or ERROR",
-    "warmup": "compile every kernel before reporting SERVING",
+    "warmup": "compile every kernel at start (in the background once SERVING, unless "
+    "--warmup-before-serving); a request for a kernel not yet compiled compiles it first",
+    "warmup_before_serving": "finish the warm-up before reporting SERVING (slower start, and "
+    "no request ever waits for a compilation)",
 }
 
 

@@ -452,4 +452,5 @@ def progress_message(event: Progress, points: int, started: float) -> codec.FitP
         center_shift=0.0 if math.isnan(event.center_shift) else event.center_shift,
         points_received=points,
         elapsed_seconds=time.monotonic() - started,
+        distances_skipped=event.distances_skipped,
     )

@@ -45,6 +45,11 @@ class Metrics:
             registry=self.registry,
         )
         self.store_writable.set(1)
+        self.warmed_up = Gauge(
+            "centroidal_kernels_compiled",
+            "1 once the start-up warm-up has compiled every kernel; 0 while it runs in the background",
+            registry=self.registry,
+        )
         self.store_failures = Counter(
             "centroidal_store_write_failures",
             "Times the store began refusing writes, by reason (STORE_FULL, STORE_READ_ONLY, ...)",

@@ -24,8 +24,8 @@ LISTENING = re.compile(r"centroidal listening on ([\d.]+):(\d+)")
 class ServeProcess:
     """A `centroidal serve` child whose log lines are collected as they arrive."""
 
-    def __init__(self, data_dir: Path, *extra: str) -> None:
-        env = {**os.environ, "CENTROIDAL_DATA_DIR": str(data_dir)}
+    def __init__(self, data_dir: Path, *extra: str, env: dict[str, str] | None = None) -> None:
+        env = {**os.environ, "CENTROIDAL_DATA_DIR": str(data_dir), **(env or {})}
         self.process = subprocess.Popen(
             [*CENTROIDAL, "serve", "--port", "0", "--grace-period", "5", *extra],
             env=env, stderr=subprocess.PIPE, text=True,
@@ -62,8 +62,8 @@ class ServeProcess:
 def serve(tmp_path: Path) -> Iterator[type[ServeProcess]]:
     started: list[ServeProcess] = []
 
-    def start(*extra: str) -> ServeProcess:
-        child = ServeProcess(tmp_path / "data", *extra)
+    def start(*extra: str, env: dict[str, str] | None = None) -> ServeProcess:
+        child = ServeProcess(tmp_path / "data", *extra, env=env)
         started.append(child)
         return child
 
@@ -108,3 +108,38 @@ def test_serve_refuses_a_busy_port(serve) -> None:
     assert second.process.wait(120) == 2
     assert any("cannot start" in line for line in second.lines)
     assert first.terminate() == 0
+
+
+def _line_index(lines: list[str], text: str) -> int:
+    return next((i for i, line in enumerate(lines) if text in line), -1)
+
+
+@pytest.mark.slow
+def test_a_cold_server_serves_while_it_compiles(serve, tmp_path: Path) -> None:
+    """With an empty numba cache the server reports SERVING before its kernels are compiled;
+    calls that arrive meanwhile compile their own kernels and give the engine's answers."""
+    from centroidal.engine import kmeans
+
+    cache = {"NUMBA_CACHE_DIR": str(tmp_path / "numba-cache"), "CENTROIDAL_LOG_LEVEL": "DEBUG"}
+    X = np.random.default_rng(5).normal(size=(2_000, 4)).astype(np.float32)
+    cold = serve(env=cache)
+    address = cold.wait_for_address(limit_s=600)
+    listening = _line_index(cold.lines, "centroidal listening on")
+    assert health(address).stdout.strip() == "SERVING"
+    with Client(address) as client:
+        fitted = client.fit("cold", X, 6, seed=4, return_labels=True)
+        predicted = client.predict("cold", X)
+    np.testing.assert_array_equal(predicted, fitted.labels)
+    np.testing.assert_array_equal(predicted, kmeans.predict(X, fitted.centers))
+    # The first compilation alone takes longer than getting to SERVING did.
+    first_step = _line_index(cold.lines, "warm-up: predict float32 compiled")
+    assert listening >= 0 and (first_step == -1 or first_step > listening)
+    assert cold.terminate() == 0
+    assert any("stopped cleanly" in line for line in cold.lines)
+
+    # Asked to, the server compiles everything first: the warm-up ends before SERVING.
+    eager = serve("--warmup-before-serving", env=cache)
+    eager.wait_for_address(limit_s=600)
+    done = _line_index(eager.lines, "warm-up done")
+    assert 0 <= done < _line_index(eager.lines, "centroidal listening on")
+    assert eager.terminate() == 0

@@ -157,3 +157,19 @@ def test_bounded_steps_assign_like_a_full_search(dtype: type) -> None:
         skipped_rows += len(X) - int(work.partial_computed.sum())
         centers = kmeans._centers_from_sums(X, kmeans.UNIT_WEIGHTS, centers, work)
     assert skipped_rows > 0, "the bounds never let a row skip the full search"
+
+
+def test_iterations_report_the_share_of_distances_the_bounds_skipped() -> None:
+    # Well-separated clusters with k * d large enough for bounds: once few labels change,
+    # most rows keep their center unexamined.
+    X, _ = make_blobs(20_000, n_features=16, centers=32, cluster_std=2.0, random_state=3)
+    events: list[kmeans.Progress] = []
+    result = kmeans.fit(X, 32, seed=1, tol=0, max_iter=50, on_progress=events.append)
+    shares = [event.distances_skipped for event in events if event.stage is kmeans.Stage.ITERATION]
+    assert len(shares) == result.n_iter
+    assert shares[0] == 0.0  # no bounds yet: every row searched
+    assert all(0.0 <= share < 1.0 for share in shares)
+    assert max(shares) > 0.5
+    # The bounds change what is computed, never the answer.
+    plain = kmeans.fit(X, 32, init=result.centers, n_init=1, max_iter=1)
+    np.testing.assert_array_equal(plain.labels, result.labels)

@@ -68,3 +68,26 @@ def test_shutdown_lets_an_inflight_fit_finish(start_server: ServerFactory) -> No
     assert outcome["result"].n_samples == 200_000  # type: ignore[attr-defined]
     with Client(f"127.0.0.1:{server.port}", timeout=2) as client, pytest.raises(Unavailable):
         client.list_models()
+
+
+def test_fit_progress_reports_the_distances_the_bounds_skipped(
+    start_server: ServerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sklearn.datasets import make_blobs
+
+    from centroidal.server import fitting
+
+    monkeypatch.setattr(fitting, "PROGRESS_INTERVAL_S", 0.0)  # every iteration's event
+    server = start_server()
+    X, _ = make_blobs(20_000, n_features=16, centers=32, cluster_std=2.0, random_state=3)
+    shares: list[float] = []
+
+    def on_progress(event) -> None:
+        if event.stage == "iteration":
+            shares.append(event.distances_skipped)
+
+    with Client(f"127.0.0.1:{server.port}") as client:
+        fitted = client.fit("bounded", X, 32, seed=1, tol=0, max_iter=50, on_progress=on_progress)
+    assert len(shares) == fitted.n_iter
+    assert shares[0] == 0.0 and all(0.0 <= share < 1.0 for share in shares)
+    assert max(shares) > 0.5

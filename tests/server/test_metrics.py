@@ -53,4 +53,7 @@ def test_metrics_count_rpcs_points_and_models(start_server: ServerFactory) -> No
     assert sample(text, "centroidal_points_predicted_total") == 50
     assert 1 <= sample(text, "centroidal_fit_iterations_total") <= 5
     assert sample(text, "centroidal_models") == 2
+    server.warmed_up.wait(300)
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    assert sample(text, "centroidal_kernels_compiled") == 1
     assert 'centroidal_rpc_duration_seconds_count{method="Fit"} 1.0' in text

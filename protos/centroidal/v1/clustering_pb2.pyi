@@ -167,7 +167,7 @@ class FitRequest(_message.Message):
     def __init__(self, spec: _Optional[_Union[FitSpec, _Mapping]] = ..., points: _Optional[_Union[Matrix, _Mapping]] = ..., sample_weight: _Optional[_Union[Vector, _Mapping]] = ...) -> None: ...
 
 class FitProgress(_message.Message):
-    __slots__ = ("stage", "restart", "n_init", "iteration", "inertia", "center_shift", "points_received", "elapsed_seconds", "n_clusters")
+    __slots__ = ("stage", "restart", "n_init", "iteration", "inertia", "center_shift", "points_received", "elapsed_seconds", "n_clusters", "distances_skipped")
     class Stage(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         STAGE_UNSPECIFIED: _ClassVar[FitProgress.Stage]
@@ -195,6 +195,7 @@ class FitProgress(_message.Message):
     POINTS_RECEIVED_FIELD_NUMBER: _ClassVar[int]
     ELAPSED_SECONDS_FIELD_NUMBER: _ClassVar[int]
     N_CLUSTERS_FIELD_NUMBER: _ClassVar[int]
+    DISTANCES_SKIPPED_FIELD_NUMBER: _ClassVar[int]
     stage: FitProgress.Stage
     restart: int
     n_init: int
@@ -204,7 +205,8 @@ class FitProgress(_message.Message):
     points_received: int
     elapsed_seconds: float
     n_clusters: int
-    def __init__(self, stage: _Optional[_Union[FitProgress.Stage, str]] = ..., restart: _Optional[int] = ..., n_init: _Optional[int] = ..., iteration: _Optional[int] = ..., inertia: _Optional[float] = ..., center_shift: _Optional[float] = ..., points_received: _Optional[int] = ..., elapsed_seconds: _Optional[float] = ..., n_clusters: _Optional[int] = ...) -> None: ...
+    distances_skipped: float
+    def __init__(self, stage: _Optional[_Union[FitProgress.Stage, str]] = ..., restart: _Optional[int] = ..., n_init: _Optional[int] = ..., iteration: _Optional[int] = ..., inertia: _Optional[float] = ..., center_shift: _Optional[float] = ..., points_received: _Optional[int] = ..., elapsed_seconds: _Optional[float] = ..., n_clusters: _Optional[int] = ..., distances_skipped: _Optional[float] = ...) -> None: ...
 
 class LabelsChunk(_message.Message):
     __slots__ = ("offset", "labels")

@@ -422,6 +422,7 @@ class FitProgress:
     points_received: int = 0
     elapsed_seconds: float = 0.0
     n_clusters: int = 0  # a SuggestK's k
+    distances_skipped: float = 0.0  # share of an iteration's distances the bounds skipped
 
 
 def decode_fit_progress(message: pb.FitProgress) -> FitProgress:
@@ -435,6 +436,7 @@ def decode_fit_progress(message: pb.FitProgress) -> FitProgress:
         points_received=int(message.points_received),
         elapsed_seconds=float(message.elapsed_seconds),
         n_clusters=int(message.n_clusters),
+        distances_skipped=float(message.distances_skipped),
     )
 
 
@@ -449,6 +451,7 @@ def encode_fit_progress(progress: FitProgress) -> pb.FitProgress:
         points_received=progress.points_received,
         elapsed_seconds=progress.elapsed_seconds,
         n_clusters=progress.n_clusters,
+        distances_skipped=progress.distances_skipped,
     )
 
 
