@@ -163,7 +163,10 @@ class PredictPlan:
         self.name = name
         self.points = points
         self.version = version
-        self.options = options
+        # Labels travel in the narrowest type the model allows (at most 4 bytes each); the
+        # caller still gets int32.
+        self.options = pb.PredictOptions(narrow_labels=True)
+        self.options.MergeFrom(options)
         self.n_clusters = n_clusters
         self.n_samples = n_samples = points.shape[0]
         response_row_bytes = 4 + points.dtype.itemsize * (options.return_distances + n_clusters)
@@ -196,7 +199,7 @@ class PredictPlan:
 
     def store(self, response: pb.PredictResponse) -> None:
         offset = int(response.offset)
-        chunk = codec.decode_labels(response.labels)
+        chunk = codec.decode_labels(response.labels, width=response.label_bytes)
         self.labels[offset : offset + chunk.size] = chunk
         if self.distances is not None:
             self.distances[offset : offset + chunk.size] = codec.decode_matrix(response.distances, "distances")[:, 0]

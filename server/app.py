@@ -11,7 +11,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import grpc
@@ -256,6 +256,16 @@ def _tls_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
     return grpc.ssl_server_credentials([pair], root_certificates=client_ca, require_client_auth=client_ca is not None)
 
 
+def _serializer(message_type: type) -> Callable[[Any], bytes]:
+    """A response serializer that also takes a response a handler serialised itself."""
+    serialize = message_type.SerializeToString
+
+    def to_bytes(response: Any) -> bytes:
+        return response if isinstance(response, bytes) else serialize(response)
+
+    return to_bytes
+
+
 def _add_service(servicer: ClusteringHandlers, server: grpc.aio.Server) -> None:
     """The generated registration, with request deserializers that never raise: bytes that
     are not the request reach the handler, which answers INVALID_ARGUMENT."""
@@ -271,7 +281,7 @@ def _add_service(servicer: ClusteringHandlers, server: grpc.aio.Server) -> None:
         handlers[method.name] = kinds[(method.client_streaming, method.server_streaming)](
             getattr(servicer, method.name),
             request_deserializer=parser(request),
-            response_serializer=response.SerializeToString,
+            response_serializer=_serializer(response),
         )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
     server.add_registered_method_handlers(SERVICE_NAME, handlers)

@@ -260,7 +260,9 @@ class ClusteringHandlers(pb_grpc.ClusteringServiceServicer):
     # ---- Predict --------------------------------------------------------------------------
 
     @rpc
-    async def Predict(self, request: pb.PredictRequest, context: grpc.aio.ServicerContext) -> pb.PredictResponse:
+    async def Predict(self, request: pb.PredictRequest, context: grpc.aio.ServicerContext) -> bytes:
+        """Answers with the PredictResponse already serialised (the service's serializers
+        pass bytes through)."""
         query = codec.decode_predict_request(request)
         snapshot = await self._snapshot(query.model, query.version)
         if query.points is None:
@@ -270,7 +272,7 @@ class ClusteringHandlers(pb_grpc.ClusteringServiceServicer):
     @rpc
     async def PredictStream(
         self, requests: AsyncIterator[pb.PredictRequest], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[pb.PredictResponse]:
+    ) -> AsyncIterator[bytes]:
         snapshot, options, offset = None, codec.PredictOptions(), 0
         incoming = self._incoming(requests)
         async with incoming.drained_on_refusal():
@@ -299,7 +301,7 @@ class ClusteringHandlers(pb_grpc.ClusteringServiceServicer):
 
     async def _answer(
         self, snapshot: ModelSnapshot, points: np.ndarray, options: codec.PredictOptions, offset: int
-    ) -> pb.PredictResponse:
+    ) -> bytes:
         points = predicting.check_points(snapshot, points, options, self._config)
         if predicting.work_of(snapshot, points) <= predicting.INLINE_WORK:
             response = _predict_response(snapshot, points, options, offset)
@@ -562,9 +564,10 @@ class ClusteringHandlers(pb_grpc.ClusteringServiceServicer):
 
 def _predict_response(
     snapshot: ModelSnapshot, points: np.ndarray, options: codec.PredictOptions, offset: int
-) -> pb.PredictResponse:
-    """The answer, encoded where it is computed: a transform can be a large message."""
-    return codec.encode_predict_response(predicting.answer(snapshot, points, options, offset))
+) -> bytes:
+    """The answer, serialised where it is computed (off the event loop): labels and a
+    transform can make a large message."""
+    return codec.serialize_predict_response(predicting.answer(snapshot, points, options, offset))
 
 
 def _rows_for(snapshot: ModelSnapshot, chunk: codec.EvaluateChunk) -> codec.FitChunk:

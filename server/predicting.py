@@ -84,7 +84,8 @@ def check_points(
             "neighbours and has no distances or transform to return",
             field="options", reason="SPECTRAL_MODEL",
         )
-    row_bytes = 4 + points.dtype.itemsize * (
+    label_bytes = codec.narrowest_label_type(snapshot.n_clusters).itemsize if options.narrow_labels else 4
+    row_bytes = label_bytes + points.dtype.itemsize * (
         options.return_distances + options.return_transform * snapshot.n_clusters
     )
     budget = limits.max_message_bytes - ENVELOPE_BYTES
@@ -108,11 +109,14 @@ def work_of(snapshot: ModelSnapshot, points: np.ndarray) -> int:
 def answer(
     snapshot: ModelSnapshot, points: np.ndarray, options: codec.PredictOptions, offset: int
 ) -> codec.PredictResponse:
-    """Labels (and distances or the transform when asked) for checked points."""
+    """Labels (and distances or the transform when asked) for checked points; the labels in
+    the narrowest type for the model's clusters when the options ask for it."""
+    label_type = codec.narrowest_label_type(snapshot.n_clusters) if options.narrow_labels else np.int32
     if points.shape[0] == 0:
-        return codec.PredictResponse(snapshot.version, offset, np.empty(0, dtype=np.int32))
+        return codec.PredictResponse(snapshot.version, offset, np.empty(0, dtype=label_type))
     if snapshot.kind == SPECTRAL:
-        return codec.PredictResponse(snapshot.version, offset, labels_of(snapshot, points))
+        labels = labels_of(snapshot, points).astype(label_type, copy=False)
+        return codec.PredictResponse(snapshot.version, offset, labels)
     centers = nearest(snapshot)
     distances = transform = None
     if options.return_distances:
@@ -122,4 +126,5 @@ def answer(
         labels = centers.predict(points, field="points")
     if options.return_transform:
         transform = centers.transform(points, field="points")
+    labels = labels.astype(label_type, copy=False)
     return codec.PredictResponse(snapshot.version, offset, labels, distances, transform)

@@ -67,6 +67,8 @@ def _value(field: FieldDescriptor, variant: int) -> object:
         return {"labels": b"\x01\x00\x00\x00" * 3, "palette": bytes(range(6))}.get(field.name, b"img")
     if field.type in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
         return 0.5 + variant
+    if field.name == "label_bytes":  # the width of the labels above: 1, 2 or 4
+        return (1, 2, 4)[variant % 3]
     return 7 + variant
 
 
@@ -133,3 +135,25 @@ def test_answers_from_a_newer_server_read_unknown_values_as_unknown() -> None:
     model = codec.decode_model(pb.Model(name="m", kind=99, config=pb.KMeansConfig(init=42)))
     assert (model.kind, model.config.init if model.config else None) == ("unknown", "unknown")
     assert codec.decode_fit_progress(pb.FitProgress(stage=77)).stage == "unknown"
+
+
+@pytest.mark.parametrize("n_clusters, width", [(2, 1), (256, 1), (257, 2), (65_536, 2), (65_537, 4)])
+def test_narrow_labels_take_the_narrowest_type_and_survive_the_wire(n_clusters: int, width: int) -> None:
+    label_type = codec.narrowest_label_type(n_clusters)
+    assert label_type.itemsize == width
+    labels = np.array([0, n_clusters - 1, n_clusters // 2], dtype=label_type)
+    response = codec.PredictResponse(version=3, offset=10, labels=labels,
+                                     distances=np.ones((3, 1), dtype=np.float32))
+    wire = codec.serialize_predict_response(response)
+    # The hand-written bytes are what protobuf itself would write.
+    assert pb.PredictResponse.FromString(wire) == codec.encode_predict_response(response)
+    decoded = codec.decode_predict_response(pb.PredictResponse.FromString(wire))
+    assert decoded.labels.dtype == label_type
+    np.testing.assert_array_equal(decoded.labels, labels)
+    np.testing.assert_array_equal(decoded.distances, response.distances)
+
+
+def test_a_label_width_other_than_1_2_or_4_is_refused() -> None:
+    with pytest.raises(codec.WireError) as caught:
+        codec.decode_predict_response(pb.PredictResponse(labels=b"\0" * 6, label_bytes=3))
+    assert caught.value.field == "label_bytes"

@@ -261,3 +261,30 @@ def test_quantize_image_from_bytes_or_a_path(client: Client, tmp_path) -> None:
     assert Image.open(io.BytesIO(from_bytes.image)).format == "JPEG"
     with pytest.raises(ValueError):
         client.quantize_image(path, 6, color_space="hsv")
+
+
+@pytest.mark.parametrize("n_clusters, label_bytes", [(5, 1), (300, 2)])
+def test_predict_labels_travel_narrow_on_request(
+    server: CentroidalServer, client: Client, n_clusters: int, label_bytes: int
+) -> None:
+    import grpc
+
+    from centroidal.v1 import clustering_pb2 as pb
+    from centroidal.v1 import clustering_pb2_grpc as pb_grpc
+    from centroidal.v1 import codec
+
+    X = np.random.default_rng(2).normal(size=(2_000, 4)).astype(np.float32)
+    fitted = client.fit("narrow", X, n_clusters, seed=1, max_iter=5)
+    expected = kmeans.predict(X, fitted.centers)
+    np.testing.assert_array_equal(client.predict("narrow", X), expected)  # the SDK asks for narrow
+    request = codec.encode_predict_request(codec.PredictRequest(model="narrow", points=X))
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        stub = pb_grpc.ClusteringServiceStub(channel)
+        plain = stub.Predict(request, timeout=60)
+        request.options.narrow_labels = True
+        narrow = stub.Predict(request, timeout=60)
+    # A client that does not ask (any client built from the .proto alone) gets int32.
+    assert plain.label_bytes == 4 and len(plain.labels) == 4 * len(X)
+    assert narrow.label_bytes == label_bytes and len(narrow.labels) == label_bytes * len(X)
+    np.testing.assert_array_equal(codec.decode_labels(plain.labels), expected)
+    np.testing.assert_array_equal(codec.decode_labels(narrow.labels, width=narrow.label_bytes), expected)

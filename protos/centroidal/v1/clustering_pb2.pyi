@@ -279,12 +279,14 @@ class Model(_message.Message):
     def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., config: _Optional[_Union[KMeansConfig, _Mapping]] = ..., n_features: _Optional[int] = ..., n_clusters: _Optional[int] = ..., dtype: _Optional[_Union[DType, str]] = ..., inertia: _Optional[float] = ..., n_iter: _Optional[int] = ..., n_samples_seen: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., centers: _Optional[_Union[Matrix, _Mapping]] = ..., minibatch: _Optional[_Union[MiniBatchConfig, _Mapping]] = ..., durable_version: _Optional[int] = ..., n_batches: _Optional[int] = ..., init_points_buffered: _Optional[int] = ..., metric: _Optional[_Union[Metric, str]] = ...) -> None: ...
 
 class PredictOptions(_message.Message):
-    __slots__ = ("return_distances", "return_transform")
+    __slots__ = ("return_distances", "return_transform", "narrow_labels")
     RETURN_DISTANCES_FIELD_NUMBER: _ClassVar[int]
     RETURN_TRANSFORM_FIELD_NUMBER: _ClassVar[int]
+    NARROW_LABELS_FIELD_NUMBER: _ClassVar[int]
     return_distances: bool
     return_transform: bool
-    def __init__(self, return_distances: _Optional[bool] = ..., return_transform: _Optional[bool] = ...) -> None: ...
+    narrow_labels: bool
+    def __init__(self, return_distances: _Optional[bool] = ..., return_transform: _Optional[bool] = ..., narrow_labels: _Optional[bool] = ...) -> None: ...
 
 class PredictRequest(_message.Message):
     __slots__ = ("model", "version", "points", "options")
@@ -299,18 +301,20 @@ class PredictRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., points: _Optional[_Union[Matrix, _Mapping]] = ..., options: _Optional[_Union[PredictOptions, _Mapping]] = ...) -> None: ...
 
 class PredictResponse(_message.Message):
-    __slots__ = ("version", "offset", "labels", "distances", "transform")
+    __slots__ = ("version", "offset", "labels", "distances", "transform", "label_bytes")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     DISTANCES_FIELD_NUMBER: _ClassVar[int]
     TRANSFORM_FIELD_NUMBER: _ClassVar[int]
+    LABEL_BYTES_FIELD_NUMBER: _ClassVar[int]
     version: int
     offset: int
     labels: bytes
     distances: Matrix
     transform: Matrix
-    def __init__(self, version: _Optional[int] = ..., offset: _Optional[int] = ..., labels: _Optional[bytes] = ..., distances: _Optional[_Union[Matrix, _Mapping]] = ..., transform: _Optional[_Union[Matrix, _Mapping]] = ...) -> None: ...
+    label_bytes: int
+    def __init__(self, version: _Optional[int] = ..., offset: _Optional[int] = ..., labels: _Optional[bytes] = ..., distances: _Optional[_Union[Matrix, _Mapping]] = ..., transform: _Optional[_Union[Matrix, _Mapping]] = ..., label_bytes: _Optional[int] = ...) -> None: ...
 
 class MiniBatchConfig(_message.Message):
     __slots__ = ("n_clusters", "init_size", "reassignment_ratio", "half_life", "half_life_unit", "seed", "metric")

@@ -209,11 +209,27 @@ def encode_vector(values: np.ndarray) -> pb.Vector:
     return pb.Vector(dtype=dtype_number(values.dtype), data=little.tobytes())
 
 
-def decode_labels(data: bytes, field: str = "labels") -> np.ndarray:
-    """int32 little-endian labels as a (n,) int32 array."""
-    if len(data) % 4:
-        raise WireError(field, f"{field} has {len(data)} bytes, not a whole number of int32")
-    return _native(np.frombuffer(data, dtype="<i4"))
+# Label types by their width in bytes: int32 everywhere, narrower in Predict on request.
+LABEL_TYPES = {1: np.dtype("u1"), 2: np.dtype("<u2"), 4: np.dtype("<i4")}
+
+
+def narrowest_label_type(n_clusters: int) -> np.dtype:
+    """The narrowest label type that holds every index below n_clusters."""
+    for width in (1, 2):
+        if n_clusters <= 1 << (8 * width):
+            return LABEL_TYPES[width]
+    return LABEL_TYPES[4]
+
+
+def decode_labels(data: bytes, field: str = "labels", width: int = 4) -> np.ndarray:
+    """Little-endian labels of ``width`` bytes each (1: uint8, 2: uint16, 4 or 0: int32) as a
+    (n,) array of that type in native byte order."""
+    dtype = LABEL_TYPES.get(width or 4)
+    if dtype is None:
+        raise WireError("label_bytes", f"label_bytes must be 1, 2 or 4, got {width}")
+    if len(data) % dtype.itemsize:
+        raise WireError(field, f"{field} has {len(data)} bytes, not a whole number of {dtype.itemsize}-byte labels")
+    return _native(np.frombuffer(data, dtype=dtype))
 
 
 def encode_labels(labels: np.ndarray) -> bytes:
@@ -644,15 +660,17 @@ def encode_fit_response(event: FitEvent) -> pb.FitResponse:
 class PredictOptions:
     return_distances: bool = False
     return_transform: bool = False
+    narrow_labels: bool = False
 
 
 def decode_predict_options(message: pb.PredictOptions) -> PredictOptions:
-    return PredictOptions(message.return_distances, message.return_transform)
+    return PredictOptions(message.return_distances, message.return_transform, message.narrow_labels)
 
 
 def encode_predict_options(options: PredictOptions) -> pb.PredictOptions:
     return pb.PredictOptions(
-        return_distances=options.return_distances, return_transform=options.return_transform
+        return_distances=options.return_distances, return_transform=options.return_transform,
+        narrow_labels=options.narrow_labels,
     )
 
 
@@ -688,7 +706,8 @@ def encode_predict_request(request: PredictRequest) -> pb.PredictRequest:
 
 @dataclass(frozen=True)
 class PredictResponse:
-    """labels (n,) int32; distances (n, 1) and transform (n, n_clusters) when asked for."""
+    """labels (n,) int32, or uint8 or uint16 when narrow labels were asked for; distances
+    (n, 1) and transform (n, n_clusters) when asked for."""
 
     version: int
     offset: int
@@ -701,21 +720,54 @@ def decode_predict_response(message: pb.PredictResponse) -> PredictResponse:
     return PredictResponse(
         version=int(message.version),
         offset=int(message.offset),
-        labels=decode_labels(message.labels),
+        labels=decode_labels(message.labels, width=message.label_bytes),
         distances=_matrix_or_none(message, "distances", "distances"),
         transform=_matrix_or_none(message, "transform", "transform"),
     )
 
 
+def _label_payload(labels: np.ndarray) -> tuple[int, memoryview]:
+    """A PredictResponse's labels as (label_bytes, little-endian payload), kept in their type
+    when it is one of LABEL_TYPES, else as int32."""
+    dtype = labels.dtype.newbyteorder("<") if labels.dtype.kind in "iu" else LABEL_TYPES[4]
+    if dtype not in LABEL_TYPES.values():
+        dtype = LABEL_TYPES[4]
+    little = np.ascontiguousarray(labels, dtype=dtype)
+    return dtype.itemsize, little.data.cast("B") if little.size else memoryview(b"")
+
+
 def encode_predict_response(response: PredictResponse) -> pb.PredictResponse:
+    width, payload = _label_payload(response.labels)
     message = pb.PredictResponse(
-        version=response.version, offset=response.offset, labels=encode_labels(response.labels)
+        version=response.version, offset=response.offset, labels=bytes(payload), label_bytes=width
     )
     if response.distances is not None:
         message.distances.CopyFrom(encode_matrix(response.distances))
     if response.transform is not None:
         message.transform.CopyFrom(encode_matrix(response.transform))
     return message
+
+
+_RESPONSE_LABELS = pb.PredictResponse.DESCRIPTOR.fields_by_name["labels"].number
+_RESPONSE_DISTANCES = pb.PredictResponse.DESCRIPTOR.fields_by_name["distances"].number
+_RESPONSE_TRANSFORM = pb.PredictResponse.DESCRIPTOR.fields_by_name["transform"].number
+
+
+def serialize_predict_response(response: PredictResponse) -> bytes:
+    """``encode_predict_response(response).SerializeToString()``, written by hand: the labels
+    and arrays go in with one copy each instead of protobuf's slower one."""
+    width, labels = _label_payload(response.labels)
+    parts: list[bytes | memoryview] = [
+        pb.PredictResponse(version=response.version, offset=response.offset, label_bytes=width)
+        .SerializeToString(),
+        _field_header(_RESPONSE_LABELS, labels.nbytes),
+        labels,
+    ]
+    for number, array in ((_RESPONSE_DISTANCES, response.distances), (_RESPONSE_TRANSFORM, response.transform)):
+        if array is not None:
+            head, payload = _matrix_parts(array)
+            parts += [_field_header(number, len(head) + payload.nbytes), head, payload]
+    return b"".join(parts)
 
 
 @dataclass(frozen=True)
