@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import grpc
 import grpc.aio
+from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import SERVICE_NAME as HEALTH_SERVICE
 from grpc_health.v1.health import aio as health_aio
@@ -256,11 +257,11 @@ def _tls_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
     return grpc.ssl_server_credentials([pair], root_certificates=client_ca, require_client_auth=client_ca is not None)
 
 
-def _serializer(message_type: type) -> Callable[[Any], bytes]:
+def _serializer(message_type: type[Message]) -> Callable[[Message | bytes], bytes]:
     """A response serializer that also takes a response a handler serialised itself."""
     serialize = message_type.SerializeToString
 
-    def to_bytes(response: Any) -> bytes:
+    def to_bytes(response: Message | bytes) -> bytes:
         return response if isinstance(response, bytes) else serialize(response)
 
     return to_bytes
