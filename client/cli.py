@@ -359,10 +359,12 @@ class FitBar:
                 bar.update(event.points_received - bar.n)
             elif event.stage in ("seeding", "iteration", "restart_done"):
                 bar = self._switch(f"restart {event.restart + 1}/{event.n_init}", total=self._max_iter, unit="it")
-                if event.stage != "seeding":
+                if event.stage == "iteration":
                     bar.update(event.iteration - bar.n)
                     bar.set_postfix(inertia=f"{event.inertia:.6g}", shift=f"{event.center_shift:.3g}",
                                     skipped=f"{event.distances_skipped:.0%}")
+                elif event.stage == "restart_done":
+                    bar.update(event.iteration - bar.n)
             elif self._bar is not None:
                 self._bar.set_postfix_str(event.stage.replace("_", " "))
 
