@@ -97,7 +97,19 @@ def print_table(rows: list[Row], peak: float) -> None:
         share = f"{100 * rate / peak:5.0f}%" if row.flops else "     -"
         gflops = f"{rate:8.1f}" if row.flops else "       -"
         reference = f"{row.reference} {_fmt(row.reference_s)}"
-        print(f"{row.name:<44} {_fmt(row.ours_s):>9} {reference:>26} {row.ratio:6.2f} {gflops} {share}")
+        print(f"{row.name:<44} {_fmt(row.ours_s):>9} {reference:>26} {row.ratio:6.2f} {gflops} {share}"
+              f"{_note(row)}")
+
+
+def _note(row: Row) -> str:
+    """The share of distances the bounds skipped, and how the steps that pruned compare."""
+    if row.reference != "sklearn" or "distances_skipped_mean" not in row.extra:
+        return ""
+    note = f"  skipped {float(row.extra['distances_skipped_mean']):.0%}"  # type: ignore[arg-type]
+    if "pruned_step_ratio" in row.extra:
+        ratio = float(row.extra["pruned_step_ratio"])  # type: ignore[arg-type]
+        note += f"; its {row.extra['pruned_steps']} pruned steps {ratio:.2f}x"
+    return note
 
 
 def _fmt(seconds: float) -> str:

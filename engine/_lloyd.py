@@ -17,7 +17,9 @@ from numba import njit, prange
 
 _MIN_CHUNK_ROWS = 2048
 _MAX_CHUNKS = 128
-_PARTIAL_SUMS_BUDGET_BYTES = 32 * 1024 * 1024
+# Per-chunk sums are zeroed every step and reduced after it: at 32 MiB a bounded step on
+# 1e5x128 with k=1024 (32 chunks) spent more time on them than on its rows.
+_PARTIAL_SUMS_BUDGET_BYTES = 8 * 1024 * 1024
 
 # Every public kernel: multi-threaded, callable without the GIL, cached on disk.
 _kernel = njit(parallel=True, nogil=True, cache=True)
@@ -128,15 +130,18 @@ def _scan_nearest(dots, rows, half_sq_norms, center_ids, best_value, best_id):
 
 
 @_scan
-def _scan_two_nearest(dots, rows, half_sq_norms, center_ids, best_value, second_value, best_id):
-    """As _scan_nearest, and also each column's second-smallest value in second_value."""
+def _scan_group(dots, rows, half_sq_norms, center_ids, members, best_value, second_value, best_id):
+    """As _scan_nearest over the centers ``members`` (ascending indices) only, and also each
+    column's second-smallest value among them in second_value (inf if there is none)."""
     zero = center_ids[0]  # 0 and 1 in the tile's dtype
     one = zero + 1
+    first = members[0]
     for r in range(rows):
-        best_value[r] = half_sq_norms[0] - dots[0, r]
+        best_value[r] = half_sq_norms[first] - dots[first, r]
         second_value[r] = np.inf
-        best_id[r] = center_ids[0]
-    for j in range(1, dots.shape[0]):
+        best_id[r] = center_ids[first]
+    for m in range(1, members.shape[0]):
+        j = members[m]
         half = half_sq_norms[j]
         candidate = center_ids[j]
         for r in range(rows):
@@ -146,6 +151,35 @@ def _scan_two_nearest(dots, rows, half_sq_norms, center_ids, best_value, second_
             best_id[r] = current + (candidate - current) * (one if value < best else zero)
             second_value[r] = min(second_value[r], max(value, best))
             best_value[r] = min(value, best)
+
+
+@njit(nogil=True, cache=True)
+def _scan_groups(
+    dots, rows, half_sq_norms, center_ids, group_order, group_start, group_best, group_second,
+    group_id, best_value, best_id, best_group,
+):
+    """Per group of centers, each column's smallest and second-smallest value of
+    half_sq_norms[j] - dots[j, r]; then over all groups the smallest, its center and group.
+
+    The centers of group g are group_order[group_start[g]:group_start[g + 1]], ascending.
+    group_best and group_second (G, T) and group_id (T,) are written as scratch too.
+    A tie goes to the lowest center index, as in _scan_nearest.
+    """
+    for r in range(rows):
+        best_value[r] = np.inf
+        best_id[r] = 0
+        best_group[r] = 0
+    for g in range(group_start.shape[0] - 1):
+        members = group_order[group_start[g]:group_start[g + 1]]
+        _scan_group(
+            dots, rows, half_sq_norms, center_ids, members, group_best[g], group_second[g], group_id
+        )
+        for r in range(rows):
+            value = group_best[g, r]
+            if value < best_value[r] or (value == best_value[r] and group_id[r] < best_id[r]):
+                best_value[r] = value
+                best_id[r] = group_id[r]
+                best_group[r] = g
 
 
 @njit(nogil=True, cache=True)
@@ -191,17 +225,22 @@ def _accumulate(X, i, best, w, centers, sums, weights):
 
 @njit(nogil=True, cache=True)
 def _resolve_pending(
-    X, sample_weight, centers, centers_s, half_sq_norms, center_ids, rel_margin, tile_t, dots,
-    best_value, second_value, best_id, pending_rows, pending_sq, pending, labels, lower, sums,
-    weights,
+    X, sample_weight, centers, centers_s, half_sq_norms, center_ids, group_order, group_start,
+    rel_margin, tile_t, dots, group_best, group_second, group_id, best_value, best_id, best_group,
+    pending_rows, pending_sq, pending, labels, lower, sums, weights,
 ):
-    """Assign the queued rows by one GEMM; set each one's lower bound from its second-nearest.
+    """Assign the queued rows by one GEMM, and set each one's lower bound per group of
+    centers: from the group's nearest center, or its second-nearest in the row's own group.
 
     Returns (number of labels changed, weighted inertia of those rows).
     """
     weighted = sample_weight.shape[0] > 0
+    n_groups = group_start.shape[0] - 1
     np.dot(centers_s, tile_t, dots)
-    _scan_two_nearest(dots, pending, half_sq_norms, center_ids, best_value, second_value, best_id)
+    _scan_groups(
+        dots, pending, half_sq_norms, center_ids, group_order, group_start, group_best,
+        group_second, group_id, best_value, best_id, best_group,
+    )
     max_half = 0.0
     for j in range(half_sq_norms.shape[0]):
         max_half = max(max_half, np.float64(half_sq_norms[j]))
@@ -211,9 +250,11 @@ def _resolve_pending(
         i = pending_rows[r]
         best = np.int32(best_id[r])
         # |x - c|^2 = |x - s|^2 + 2 * value; widen by the rounding error of that sum.
-        second_sq = pending_sq[r] + 2.0 * np.float64(second_value[r])
         margin = rel_margin * (pending_sq[r] + 2.0 * max_half) + 1e-300
-        lower[i] = math.sqrt(second_sq - margin) if second_sq > margin else 0.0
+        for g in range(n_groups):
+            value = group_second[g, r] if g == best_group[r] else group_best[g, r]
+            sq = pending_sq[r] + 2.0 * np.float64(value)
+            lower[i, g] = math.sqrt(sq - margin) if sq > margin else 0.0
         if labels[i] != best:
             changed += 1
         labels[i] = best
@@ -224,18 +265,24 @@ def _resolve_pending(
 
 @_kernel
 def _lloyd_step(
-    X, sample_weight, centers, shift, half_gaps, max_move, rel_margin, mode, labels,
-    lower, partial_sums, partial_weights, partial_inertia, partial_changed, partial_computed,
+    X, sample_weight, centers, shift, half_gaps, group_order, group_start, group_move, rel_margin,
+    mode, labels, lower, partial_sums, partial_weights, partial_inertia, partial_changed,
+    partial_computed,
 ):
-    """Assign each row to its nearest center and accumulate per-chunk sums (Hamerly bounds).
+    """Assign each row to its nearest center and accumulate per-chunk sums, skipping the
+    search for rows whose bounds prove their center unchanged.
 
     X (n, d), centers (k, d) and shift (d,) in one float dtype; sample_weight (n,) float64,
-    or empty for unit weights. labels (n,) int32 (-1: no bound yet) and lower (n,), a lower
-    bound on each row's distance to every center but its own, are read and updated.
+    or empty for unit weights. The centers are split into G groups: group g is
+    group_order[group_start[g]:group_start[g + 1]] (int64, ascending within a group).
+    labels (n,) int32 (-1: no bound yet) and lower (n, G), a lower bound on each row's
+    distance to every center of each group but its own center, are read and updated
+    (G = 1 is Hamerly's single bound; more groups are Yinyang's global filter).
     half_gaps (k,) float64 is half the distance from each center to its nearest other one;
-    max_move is how far any center moved since the bounds were set. A row whose exact
-    distance to its center is within max(lower - max_move, half_gap) keeps its label
-    unexamined; the rest are queued into tiles and assigned by one GEMM each.
+    group_move (G,) float64 is how far any center of each group moved since the bounds
+    were set. A row whose exact distance to its center is within
+    max(min over g of lower[g] - group_move[g], half_gap) keeps its label unexamined; the rest
+    are queued into tiles and assigned by one GEMM each, which also resets their bounds.
     mode MODE_PLAIN assigns every row by contiguous tiles and leaves the bounds unset
     (fastest while many labels still change), MODE_SET_BOUNDS queues every row to set the
     bounds, MODE_USE_BOUNDS tests them first.
@@ -246,6 +293,7 @@ def _lloyd_step(
     weighted = sample_weight.shape[0] > 0
     n_samples, n_features = X.shape
     n_clusters = centers.shape[0]
+    n_groups = group_start.shape[0] - 1
     n_chunks = partial_inertia.shape[0]
     chunk_rows = (n_samples + n_chunks - 1) // n_chunks
     centers_s = np.empty((n_clusters, n_features), dtype=X.dtype)
@@ -265,10 +313,7 @@ def _lloyd_step(
         tile_t = np.zeros((n_features, _TILE_ROWS), dtype=X.dtype)
         dots = np.empty((n_clusters, _TILE_ROWS), dtype=X.dtype)
         best_value = np.empty(_TILE_ROWS, dtype=X.dtype)
-        second_value = np.empty(_TILE_ROWS, dtype=X.dtype)
         best_id = np.empty(_TILE_ROWS, dtype=X.dtype)
-        pending_rows = np.empty(_TILE_ROWS, dtype=np.int64)
-        pending_sq = np.empty(_TILE_ROWS, dtype=np.float64)
         pending = 0
         if mode == MODE_PLAIN:
             for tile_start in range(start, stop, _TILE_ROWS):
@@ -282,15 +327,24 @@ def _lloyd_step(
                     inertia += w * _accumulate(X, i, labels[i], w, centers, sums, weights)
             computed = stop - start
             start = stop  # nothing left for the bounded pass below
+        group_best = np.empty((n_groups, _TILE_ROWS), dtype=X.dtype)
+        group_second = np.empty((n_groups, _TILE_ROWS), dtype=X.dtype)
+        group_id = np.empty(_TILE_ROWS, dtype=X.dtype)
+        best_group = np.empty(_TILE_ROWS, dtype=np.int64)
+        pending_rows = np.empty(_TILE_ROWS, dtype=np.int64)
+        pending_sq = np.empty(_TILE_ROWS, dtype=np.float64)
         for i in range(start, stop):
             current = labels[i]
             settled = False
             if mode == MODE_USE_BOUNDS and current >= 0:
-                bound = np.float64(lower[i]) - max_move
+                bound = np.inf
+                for g in range(n_groups):
+                    bound = min(bound, np.float64(lower[i, g]) - group_move[g])
                 dist = _sq_distance(X, i, centers, current)
                 if math.sqrt(dist) <= max(bound, half_gaps[current]):
                     settled = True
-                    lower[i] = max(bound, 0.0)
+                    for g in range(n_groups):
+                        lower[i, g] = max(np.float64(lower[i, g]) - group_move[g], 0.0)
                     w = sample_weight[i] if weighted else 1.0
                     _add_to_cluster(X, i, current, w, sums, weights)
                     inertia += w * dist
@@ -300,9 +354,10 @@ def _lloyd_step(
                 pending += 1
             if pending == _TILE_ROWS or (pending and i == stop - 1):
                 tile_changed, tile_inertia = _resolve_pending(
-                    X, sample_weight, centers, centers_s, half_sq_norms, center_ids, rel_margin,
-                    tile_t, dots, best_value, second_value, best_id, pending_rows, pending_sq,
-                    pending, labels, lower, sums, weights,
+                    X, sample_weight, centers, centers_s, half_sq_norms, center_ids, group_order,
+                    group_start, rel_margin, tile_t, dots, group_best, group_second, group_id,
+                    best_value, best_id, best_group, pending_rows, pending_sq, pending, labels,
+                    lower, sums, weights,
                 )
                 changed += tile_changed
                 inertia += tile_inertia

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from centroidal.engine import _lloyd, _seeding, _validation, minibatch
+from centroidal.engine import _lloyd, _seeding, _validation, kmeans, minibatch
 from centroidal.engine.seeding import shift_for
 from tests import naive
 
@@ -57,9 +57,37 @@ def test_scan_nearest_and_two_nearest(dtype: type) -> None:
     _lloyd._scan_nearest(dots, rows, half, ids, best, best_id)
     np.testing.assert_allclose(best[:rows], expected_best, rtol=RTOL[dtype])
     np.testing.assert_array_equal(best_id[:rows].astype(int), expected_id)
-    _lloyd._scan_two_nearest(dots, rows, half, ids, best, second, best_id)
+    _lloyd._scan_group(dots, rows, half, ids, np.arange(k), best, second, best_id)
     np.testing.assert_allclose(second[:rows], expected_second, rtol=RTOL[dtype])
     np.testing.assert_array_equal(best_id[:rows].astype(int), expected_id)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_scan_groups(dtype: type) -> None:
+    rng = np.random.default_rng(5)
+    k, tile, rows = 23, 256, 190
+    dots = rng.normal(size=(k, tile)).astype(dtype)
+    half = rng.normal(size=k).astype(dtype)
+    # A tie across groups: center 20 repeats center 3, and the lower index must win.
+    dots[20], half[20] = dots[3], half[3]
+    group = rng.integers(4, size=k)
+    order = np.argsort(group, kind="stable").astype(np.int64)
+    start = np.searchsorted(group[order], np.arange(5)).astype(np.int64)
+    group_best = np.empty((4, tile), dtype=dtype)
+    group_second = np.empty((4, tile), dtype=dtype)
+    scratch = [np.empty(tile, dtype=dtype) for _ in range(3)]
+    best_group = np.empty(tile, dtype=np.int64)
+    _lloyd._scan_groups(dots, rows, half, np.arange(k).astype(dtype), order, start, group_best,
+                        group_second, scratch[0], scratch[1], scratch[2], best_group)
+    expected_best, expected_id, _ = naive.scan_nearest(dots, rows, half)
+    np.testing.assert_allclose(scratch[1][:rows], expected_best, rtol=RTOL[dtype])
+    np.testing.assert_array_equal(scratch[2][:rows].astype(int), expected_id)
+    np.testing.assert_array_equal(best_group[:rows], group[expected_id])
+    for g in range(4):
+        members = np.flatnonzero(group == g)
+        g_best, _, g_second = naive.scan_nearest(dots[members], rows, half[members])
+        np.testing.assert_allclose(group_best[g, :rows], g_best, rtol=RTOL[dtype])
+        np.testing.assert_allclose(group_second[g, :rows], g_second, rtol=RTOL[dtype])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -87,7 +115,8 @@ def test_all_distances_and_distances_to_assigned(dtype: type) -> None:
 
 
 def _step(X: np.ndarray, weights: np.ndarray, centers: np.ndarray, mode: int, labels: np.ndarray,
-          lower: np.ndarray, max_move: float = math.inf) -> tuple[np.ndarray, ...]:
+          lower: np.ndarray, groups: tuple[np.ndarray, np.ndarray],
+          group_move: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
     n_chunks = _lloyd.n_chunks_for(X.shape[0], centers.shape[0], X.shape[1])
     sums = np.empty((n_chunks, *centers.shape))
     totals = np.empty((n_chunks, centers.shape[0]))
@@ -97,36 +126,87 @@ def _step(X: np.ndarray, weights: np.ndarray, centers: np.ndarray, mode: int, la
     c64 = centers.astype(np.float64)
     gaps = np.sqrt(np.sort(naive.sq_distances(c64, c64), axis=1)[:, 1]) / 2
     margin = 1e-4 if X.dtype == np.float32 else 1e-12
-    _lloyd._lloyd_step(X, weights, centers, shift_for(centers), gaps, max_move, margin, mode,
-                       labels, lower, sums, totals, inertia, changed, computed)
+    order, start = groups
+    if group_move is None:
+        group_move = np.full(start.size - 1, math.inf)
+    _lloyd._lloyd_step(X, weights, centers, shift_for(centers), gaps, order, start, group_move,
+                       margin, mode, labels, lower, sums, totals, inertia, changed, computed)
     return sums.sum(axis=0), totals.sum(axis=0), inertia.sum(), changed.sum(), computed.sum()
+
+
+def _group_lower_bounds(X: np.ndarray, centers: np.ndarray, labels: np.ndarray,
+                        groups: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """The true distance from each row to the nearest center of each group but its own."""
+    dist = np.sqrt(naive.sq_distances(X, centers))
+    dist[np.arange(X.shape[0]), labels] = np.inf
+    order, start = groups
+    return np.stack([dist[:, order[a:b]].min(axis=1) for a, b in zip(start[:-1], start[1:])], axis=1)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("weighted", [False, True])
-def test_lloyd_step_in_every_mode(dtype: type, weighted: bool) -> None:
+@pytest.mark.parametrize("n_groups", [1, 3])
+def test_lloyd_step_in_every_mode(dtype: type, weighted: bool, n_groups: int) -> None:
     X, centers = data(dtype)
     weights = np.random.default_rng(3).uniform(0.5, 2.0, size=X.shape[0]) if weighted else np.empty(0)
+    groups = kmeans.group_centers(centers.astype(np.float64), n_groups)
+    assert groups[1].size == n_groups + 1
     labels = np.full(X.shape[0], -1, dtype=np.int32)
-    lower = np.zeros(X.shape[0], dtype=dtype)
+    lower = np.zeros((X.shape[0], n_groups), dtype=dtype)
     for mode in (_lloyd.MODE_PLAIN, _lloyd.MODE_SET_BOUNDS):
         previous = labels.copy()
-        sums, totals, inertia, changed, computed = _step(X, weights, centers, mode, labels, lower)
+        sums, totals, inertia, changed, computed = _step(X, weights, centers, mode, labels, lower, groups)
         assert_nearest(labels, X, centers, dtype)
         expected_sums, expected_totals, expected_inertia = naive.lloyd_sums(X, weights, labels, centers)
         np.testing.assert_allclose(sums, expected_sums, rtol=1e-9)
         np.testing.assert_allclose(totals, expected_totals, rtol=1e-12)
         assert inertia == pytest.approx(expected_inertia, rel=1e-9)
         assert changed == (labels != previous).sum() and computed == X.shape[0]
-    # The bounds set are true lower bounds on the distance to every other center.
-    assert (lower <= naive.second_nearest_distance(X, centers) * (1 + 1e-6) + 1e-9).all()
+    # The bounds set are true lower bounds on the distance to every other center of each
+    # group, and close to it.
+    truth = _group_lower_bounds(X, centers, labels, groups)
+    assert (lower <= truth * (1 + 1e-6) + 1e-9).all()
+    np.testing.assert_allclose(lower, truth, rtol=1e-3)
     # Centers moved a little: bounded rows are skipped, and the answer is the same.
-    moved = (centers + np.asarray(0.01, dtype=dtype)).astype(dtype)
-    shift = float(np.sqrt(((moved.astype(np.float64) - centers) ** 2).sum(axis=1)).max())
-    _, _, inertia, _, computed = _step(X, weights, moved, _lloyd.MODE_USE_BOUNDS, labels, lower, shift)
+    moved = centers.copy()
+    moved[0] += np.asarray(0.3, dtype=dtype)
+    moved[1:] += np.asarray(0.01, dtype=dtype)
+    moves = np.sqrt(((moved.astype(np.float64) - centers) ** 2).sum(axis=1))
+    order, start = groups
+    group_move = np.maximum.reduceat(moves[order], start[:-1])
+    _, _, inertia, _, computed = _step(X, weights, moved, _lloyd.MODE_USE_BOUNDS, labels, lower,
+                                       groups, group_move)
     assert computed < X.shape[0]
     assert_nearest(labels, X, moved, dtype)
     assert inertia == pytest.approx(naive.lloyd_sums(X, weights, labels, moved)[2], rel=1e-9)
+    # Every bound kept or reset is still a lower bound for the moved centers.
+    assert (lower <= _group_lower_bounds(X, moved, labels, groups) * (1 + 1e-6) + 1e-9).all()
+
+
+def test_group_centers_partitions_the_centers_by_nearness() -> None:
+    rng = np.random.default_rng(6)
+    sites = rng.normal(scale=100.0, size=(4, 8))
+    centers = np.repeat(sites, 10, axis=0) + rng.normal(size=(40, 8))
+    order, start = kmeans.group_centers(centers, 4)
+    assert sorted(order.tolist()) == list(range(40))
+    groups = [order[a:b] for a, b in zip(start[:-1], start[1:])]
+    assert all((np.diff(g) > 0).all() for g in groups)
+    # The four tight sites come out as the four groups.
+    assert sorted(np.unique(g // 10).tolist() for g in groups) == [[0], [1], [2], [3]]
+    again = kmeans.group_centers(centers, 4)
+    np.testing.assert_array_equal(again[0], order)
+    # More groups than centers, or one group, still cover every center once.
+    for n_groups in (1, 60):
+        order, start = kmeans.group_centers(centers[:5], n_groups)
+        assert sorted(order.tolist()) == list(range(5)) and start[0] == 0 and start[-1] == 5
+
+
+def test_n_groups_for_follows_k_and_d() -> None:
+    assert kmeans.n_groups_for(16, 3) == 1
+    assert kmeans.n_groups_for(64, 16) == 1
+    assert kmeans.n_groups_for(256, 64) == 4
+    assert kmeans.n_groups_for(1024, 128) == 8
+    assert kmeans.n_groups_for(20, 1024) == 2
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
