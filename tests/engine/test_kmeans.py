@@ -75,6 +75,32 @@ def test_result_does_not_depend_on_thread_count() -> None:
     assert single.inertia == multi.inertia
 
 
+def test_result_with_group_bounds_does_not_depend_on_thread_count() -> None:
+    # k * d = 1024 and 32 features: the bounds are used, in two groups of centers.
+    X, _ = make_blobs(30_000, n_features=32, centers=32, cluster_std=3.0, random_state=2)
+    X = X.astype(np.float32)
+    assert kmeans.n_groups_for(32, 32) == 2
+    before = numba.get_num_threads()
+    results, skipped = [], []
+    try:
+        for threads in (1, numba.config.NUMBA_NUM_THREADS):
+            numba.set_num_threads(threads)
+            events: list[kmeans.Progress] = []
+            results.append(kmeans.fit(X, 32, seed=9, n_init=2, on_progress=events.append))
+            skipped.append([e.distances_skipped for e in events if e.stage == kmeans.Stage.ITERATION])
+    finally:
+        numba.set_num_threads(before)
+    single, multi = results
+    assert max(skipped[0]) > 0.5  # the bounds did prune
+    assert skipped[0] == skipped[1]
+    assert single.centers.tobytes() == multi.centers.tobytes()
+    np.testing.assert_array_equal(single.labels, multi.labels)
+    assert single.inertia == multi.inertia
+    # And the labels are the nearest centers: bounds never kept a row from a nearer one.
+    distances = naive.sq_distances(X, single.centers)
+    assert (single.labels == distances.argmin(axis=1)).mean() > 0.9999
+
+
 def test_empty_cluster_moves_to_the_farthest_point() -> None:
     X = np.array([[0.0], [0.1], [0.2], [10.0], [10.1], [50.0]])
     init = np.array([[0.1], [10.0], [1000.0]])  # the third center attracts nothing
