@@ -64,6 +64,15 @@ MODE_USE_BOUNDS = 2
 
 # Rows per GEMM tile: the tile and its k dot products stay in cache.
 _TILE_ROWS = 256
+# Up to this many features a tile is not multiplied by BLAS but scanned directly
+# (_scan_narrow); narrower data is padded with zero features to this width.
+_NARROW = 4
+
+
+@njit(inline="always", nogil=True, cache=True)
+def _tile_width(n_features):
+    """Rows of a transposed tile and columns of the shifted centers: d, or _NARROW if less."""
+    return max(n_features, _NARROW)
 
 # The nearest-center scans below run over a tile's rows with no branch, so LLVM
 # vectorises them. Only contraction into FMAs is allowed: no reassociation, so
@@ -74,7 +83,7 @@ _scan = njit(nogil=True, cache=True, fastmath={"contract"})
 
 @njit(nogil=True, cache=True)
 def _shifted_centers(centers, shift, centers_s, half_sq_norms):
-    """centers_s (k, d) = centers - shift and half_sq_norms (k,) = |centers - shift|^2 / 2."""
+    """centers_s[:, :d] = centers - shift and half_sq_norms (k,) = |centers - shift|^2 / 2."""
     n_clusters, n_features = centers.shape
     for j in range(n_clusters):
         norm = 0.0
@@ -101,6 +110,29 @@ def _put_row(X, i, shift, tile_t, r):
         tile_t[f, r] = value
         norm += np.float64(value) * value
     return norm
+
+
+@njit(nogil=True, cache=True)
+def _put_narrow_tile(X, start, rows, shift, tile_t):
+    """Columns 0..rows-1 of the (_NARROW, T) tile = rows start.. of X - shift, for d <= _NARROW.
+
+    Written unrolled, with no loop over the features (twice as fast at d = 3). A tile row past
+    the data's features repeats its last feature: the zero centers_s columns cancel it.
+    """
+    last = X.shape[1] - 1
+    f1 = min(1, last)
+    f2 = min(2, last)
+    f3 = min(3, last)
+    s0 = shift[0]
+    s1 = shift[f1]
+    s2 = shift[f2]
+    s3 = shift[f3]
+    for r in range(rows):
+        i = start + r
+        tile_t[0, r] = X[i, 0] - s0
+        tile_t[1, r] = X[i, f1] - s1
+        tile_t[2, r] = X[i, f2] - s2
+        tile_t[3, r] = X[i, f3] - s3
 
 
 @_scan
@@ -153,6 +185,35 @@ def _scan_group(dots, rows, half_sq_norms, center_ids, members, best_value, seco
             best_value[r] = min(value, best)
 
 
+@_scan
+def _scan_narrow(centers_s, half_sq_norms, tile_t, best_value, best_id, center_ids):
+    """_scan_nearest for at most _NARROW features, without the GEMM: each center's values
+    half_sq_norms[j] - (x - s).(c - s) are formed and compared in one pass over the tile.
+
+    centers_s (k, _NARROW) is zero past the data's features. (1e6x3, k=16, one thread:
+    labelling every row took 7.2 ms through BLAS's GEMM and _scan_nearest, 3.9 ms this way.)
+    """
+    zero = center_ids[0]  # 0 and 1 in the tile's dtype
+    one = zero + 1
+    for r in range(tile_t.shape[1]):
+        best_value[r] = np.inf
+        best_id[r] = zero
+    for j in range(centers_s.shape[0]):
+        half = half_sq_norms[j]
+        c0 = centers_s[j, 0]
+        c1 = centers_s[j, 1]
+        c2 = centers_s[j, 2]
+        c3 = centers_s[j, 3]
+        candidate = center_ids[j]
+        for r in range(tile_t.shape[1]):
+            dot = (c0 * tile_t[0, r] + c1 * tile_t[1, r]) + (c2 * tile_t[2, r] + c3 * tile_t[3, r])
+            value = half - dot
+            best = best_value[r]
+            current = best_id[r]
+            best_id[r] = current + (candidate - current) * (one if value < best else zero)
+            best_value[r] = min(value, best)
+
+
 @njit(nogil=True, cache=True)
 def _scan_groups(
     dots, rows, half_sq_norms, center_ids, group_order, group_start, group_best, group_second,
@@ -189,16 +250,20 @@ def _tile_nearest(
 ):
     """Label rows start..start+rows of X with their nearest center via one GEMM.
 
-    Returns how many of those labels changed. tile_t (d, T) and dots (k, T) are scratch;
+    Returns how many of those labels changed. tile_t (_tile_width(d), T) and dots (k, T) are scratch;
     columns past ``rows`` hold an earlier tile's rows (or zeros) and their results are unused.
 
     |x - c|^2 = |x - s|^2 - 2 (x - s).(c - s) + |c - s|^2, so the argmin over c is that of
     |c - s|^2 / 2 - (x - s).(c - s). Shifting by s, a point near the data, keeps float32 accurate.
     """
-    for r in range(rows):
-        _put_row_only(X, start + r, shift, tile_t, r)
-    np.dot(centers_s, tile_t, dots)
-    _scan_nearest(dots, rows, half_sq_norms, center_ids, best_value, best_id)
+    if tile_t.shape[0] == _NARROW:
+        _put_narrow_tile(X, start, rows, shift, tile_t)
+        _scan_narrow(centers_s, half_sq_norms, tile_t, best_value, best_id, center_ids)
+    else:
+        for r in range(rows):
+            _put_row_only(X, start + r, shift, tile_t, r)
+        np.dot(centers_s, tile_t, dots)
+        _scan_nearest(dots, rows, half_sq_norms, center_ids, best_value, best_id)
     changed = 0
     for r in range(rows):
         best = np.int32(best_id[r])
@@ -363,7 +428,7 @@ def _lloyd_step(
     n_clusters = centers.shape[0]
     n_chunks = partial_inertia.shape[0]
     chunk_rows = (n_samples + n_chunks - 1) // n_chunks
-    centers_s = np.empty((n_clusters, n_features), dtype=X.dtype)
+    centers_s = np.zeros((n_clusters, _tile_width(n_features)), dtype=X.dtype)
     half_sq_norms = np.empty(n_clusters, dtype=X.dtype)
     _shifted_centers(centers, shift, centers_s, half_sq_norms)
     center_ids = np.arange(n_clusters).astype(X.dtype)
@@ -377,7 +442,7 @@ def _lloyd_step(
         inertia = 0.0
         changed = 0
         computed = 0
-        tile_t = np.zeros((n_features, _TILE_ROWS), dtype=X.dtype)
+        tile_t = np.zeros((_tile_width(n_features), _TILE_ROWS), dtype=X.dtype)
         dots = np.empty((n_clusters, _TILE_ROWS), dtype=X.dtype)
         best_value = np.empty(_TILE_ROWS, dtype=X.dtype)
         best_id = np.empty(_TILE_ROWS, dtype=X.dtype)
@@ -409,7 +474,7 @@ def _assign_tiles(X, centers, centers_s, half_sq_norms, shift, first, stop, labe
     n_samples, n_features = X.shape
     n_clusters = centers.shape[0]
     center_ids = np.arange(n_clusters).astype(X.dtype)
-    tile_t = np.zeros((n_features, _TILE_ROWS), dtype=X.dtype)
+    tile_t = np.zeros((_tile_width(n_features), _TILE_ROWS), dtype=X.dtype)
     dots = np.empty((n_clusters, _TILE_ROWS), dtype=X.dtype)
     best_value = np.empty(_TILE_ROWS, dtype=X.dtype)
     best_id = np.empty(_TILE_ROWS, dtype=X.dtype)
@@ -429,7 +494,7 @@ def _assign_tiles(X, centers, centers_s, half_sq_norms, shift, first, stop, labe
 def _assign_setup(X, centers, shift):
     """The shifted centers and half their squared norms, in X's dtype, and the tile count."""
     n_clusters, n_features = centers.shape
-    centers_s = np.empty((n_clusters, n_features), dtype=X.dtype)
+    centers_s = np.zeros((n_clusters, _tile_width(n_features)), dtype=X.dtype)
     half_sq_norms = np.empty(n_clusters, dtype=X.dtype)
     _shifted_centers(centers, shift, centers_s, half_sq_norms)
     return centers_s, half_sq_norms, (X.shape[0] + _TILE_ROWS - 1) // _TILE_ROWS
