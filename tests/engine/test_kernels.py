@@ -121,7 +121,7 @@ def test_all_distances_and_distances_to_assigned(dtype: type) -> None:
 
 def _step(X: np.ndarray, weights: np.ndarray, centers: np.ndarray, mode: int, labels: np.ndarray,
           lower: np.ndarray, groups: tuple[np.ndarray, np.ndarray],
-          group_move: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+          group_move: np.ndarray | None = None, exact: bool = True) -> tuple[np.ndarray, ...]:
     n_chunks = _lloyd.n_chunks_for(X.shape[0], centers.shape[0], X.shape[1])
     sums = np.empty((n_chunks, *centers.shape))
     totals = np.empty((n_chunks, centers.shape[0]))
@@ -135,7 +135,7 @@ def _step(X: np.ndarray, weights: np.ndarray, centers: np.ndarray, mode: int, la
     if group_move is None:
         group_move = np.full(start.size - 1, math.inf)
     _lloyd._lloyd_step(X, weights, centers, shift_for(centers), gaps, order, start, group_move,
-                       margin, mode, labels, lower, sums, totals, inertia, changed, computed)
+                       margin, mode, exact, labels, lower, sums, totals, inertia, changed, computed)
     return sums.sum(axis=0), totals.sum(axis=0), inertia.sum(), changed.sum(), computed.sum()
 
 
@@ -168,6 +168,15 @@ def test_lloyd_step_in_every_mode(dtype: type, weighted: bool, n_groups: int, n_
         np.testing.assert_allclose(totals, expected_totals, rtol=1e-12)
         assert inertia == pytest.approx(expected_inertia, rel=1e-9)
         assert changed == (labels != previous).sum() and computed == X.shape[0]
+        # The same step with the inertia read off the GEMM: the same labels and sums, and the
+        # inertia good to the dtype's rounding.
+        again = labels.copy()
+        sums2, _, inexact, changed, _ = _step(X, weights, centers, mode, again, lower.copy(), groups,
+                                              exact=False)
+        np.testing.assert_array_equal(again, labels)
+        np.testing.assert_array_equal(sums2, sums)
+        assert changed == 0 and (inexact != inertia or dtype == np.float64)
+        assert inexact == pytest.approx(expected_inertia, rel=1e-5 if dtype == np.float32 else 1e-12)
     # The bounds set are true lower bounds on the distance to every other center of each
     # group, and close to it.
     truth = _group_lower_bounds(X, centers, labels, groups)
