@@ -96,13 +96,14 @@ def test_scan_groups(dtype: type) -> None:
 def test_assign(dtype: type, kernel: str, n_features: int) -> None:
     # Up to _NARROW features the tiles are scanned directly, past it through a GEMM.
     X, centers = data(dtype, d=n_features)
-    # Two equal centers, nearest to row 0: the lower index wins every tie.
-    centers[2] = centers[5] = X[0]
+    # Equal centers, nearest to row 0, in one block of four and past it: the lowest index
+    # wins every tie.
+    centers[1] = centers[2] = centers[5] = X[0]
     labels = np.empty(X.shape[0], dtype=np.int32)
     min_sq = np.empty(X.shape[0])
     getattr(_lloyd, kernel)(X, centers, shift_for(centers), labels, min_sq)
     assert_nearest(labels, X, centers, dtype)
-    assert 2 in labels and 5 not in labels
+    assert 1 in labels and 2 not in labels and 5 not in labels
     expected = naive.sq_distances(X, centers)[np.arange(X.shape[0]), labels]
     np.testing.assert_allclose(min_sq, expected, rtol=1e-10)
 
