@@ -162,6 +162,22 @@ def _put_narrow_tile(X, start, rows, shift, tile_t):
         tile_t[3, r] = X[i, f3] - s3
 
 
+@njit(inline="always", nogil=True, cache=True)
+def _nearest_of_four(best, current, value_a, value_b, value_c, value_d, id_a, id_b, id_c, id_d,
+                     one, zero):
+    """The best value and its center id after four more candidates, taken in index order
+    with a strict < each, so a tie keeps the lower index. Arithmetic rather than a branch, so
+    that the scans it is inlined into vectorise across rows."""
+    current = current + (id_a - current) * (one if value_a < best else zero)
+    best = min(value_a, best)
+    current = current + (id_b - current) * (one if value_b < best else zero)
+    best = min(value_b, best)
+    current = current + (id_c - current) * (one if value_c < best else zero)
+    best = min(value_c, best)
+    current = current + (id_d - current) * (one if value_d < best else zero)
+    return min(value_d, best), current
+
+
 @_scan
 def _scan_nearest(dots, rows, half_sq_norms, center_ids, best_value, best_id):
     """For each of the first rows columns, the smallest half_sq_norms[j] - dots[j, r] and its j.
@@ -190,18 +206,10 @@ def _scan_nearest(dots, rows, half_sq_norms, center_ids, best_value, best_id):
             value_b = half_b - dots[j + 1, r]
             value_c = half_c - dots[j + 2, r]
             value_d = half_d - dots[j + 3, r]
-            # In index order, a strict < each: a tie keeps the lower index.
-            best = best_value[r]
-            current = best_id[r]
-            current = current + (id_a - current) * (one if value_a < best else zero)
-            best = min(value_a, best)
-            current = current + (id_b - current) * (one if value_b < best else zero)
-            best = min(value_b, best)
-            current = current + (id_c - current) * (one if value_c < best else zero)
-            best = min(value_c, best)
-            current = current + (id_d - current) * (one if value_d < best else zero)
-            best_value[r] = min(value_d, best)
-            best_id[r] = current
+            best_value[r], best_id[r] = _nearest_of_four(
+                best_value[r], best_id[r], value_a, value_b, value_c, value_d, id_a, id_b, id_c,
+                id_d, one, zero,
+            )
         j += 4
     for last in range(j, n_clusters):
         half = half_sq_norms[last]
@@ -269,18 +277,10 @@ def _scan_narrow(centers_s, half_sq_norms, tile_t, best_value, best_id, center_i
             value_b = half_b - ((b0 * x0 + b1 * x1) + (b2 * x2 + b3 * x3))
             value_c = half_c - ((c0 * x0 + c1 * x1) + (c2 * x2 + c3 * x3))
             value_d = half_d - ((d0 * x0 + d1 * x1) + (d2 * x2 + d3 * x3))
-            # In index order, a strict < each: a tie keeps the lower index.
-            best = best_value[r]
-            current = best_id[r]
-            current = current + (id_a - current) * (one if value_a < best else zero)
-            best = min(value_a, best)
-            current = current + (id_b - current) * (one if value_b < best else zero)
-            best = min(value_b, best)
-            current = current + (id_c - current) * (one if value_c < best else zero)
-            best = min(value_c, best)
-            current = current + (id_d - current) * (one if value_d < best else zero)
-            best_value[r] = min(value_d, best)
-            best_id[r] = current
+            best_value[r], best_id[r] = _nearest_of_four(
+                best_value[r], best_id[r], value_a, value_b, value_c, value_d, id_a, id_b, id_c,
+                id_d, one, zero,
+            )
     for j in range(quad, n_clusters):
         half = half_sq_norms[j]
         c0, c1, c2, c3 = centers_s[j, 0], centers_s[j, 1], centers_s[j, 2], centers_s[j, 3]
