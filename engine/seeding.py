@@ -18,10 +18,21 @@ def shift_for(centers: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(centers.mean(axis=0, dtype=np.float64), dtype=centers.dtype)
 
 
+def local_trials(n_clusters: int) -> int:
+    """Candidates sampled for each center: three times scikit-learn's 2 + ln(k).
+
+    The extra candidates buy a better start for a little more seeding. Over seeds 0-4 on
+    the bench's blobs, full-fit inertia against scikit-learn's same seed went from medians
+    0.996-1.013 (worst 1.014-1.058) to 0.944-1.001 (worst 1.016 at 1e6x16, k=64; 1.001 or
+    less elsewhere), and the fits took 0-21% longer.
+    """
+    return 3 * (2 + int(math.log(n_clusters)))
+
+
 def kmeans_plusplus(
     X: np.ndarray, n_clusters: int, rng: np.random.Generator, sample_weight: np.ndarray
 ) -> np.ndarray:
-    """Greedy k-means++ seeding: each step keeps the best of 2 + ln(k) sampled candidates.
+    """Greedy k-means++ seeding: each step keeps the best of local_trials(k) sampled candidates.
 
     X : ndarray of shape (n_samples, n_features), float32 or float64, C-contiguous
     sample_weight : ndarray of shape (n_samples,), float64, or empty for unit weights
@@ -42,7 +53,7 @@ def plusplus_steps(
     """k-means++ as a generator that yields after each center it chooses."""
     X = read_only(X)
     n_samples, n_features = X.shape
-    n_local_trials = 2 + int(math.log(n_clusters))
+    n_local_trials = local_trials(n_clusters)
     centers = np.empty((n_clusters, n_features), dtype=X.dtype)
     if sample_weight.size:
         first = int(rng.choice(n_samples, p=sample_weight / sample_weight.sum()))
