@@ -70,6 +70,12 @@ _NARROW = 4
 
 
 @njit(inline="always", nogil=True, cache=True)
+def _is_narrow(X):
+    """Whether X's tiles are narrow: a row per feature, scanned without BLAS."""
+    return X.shape[1] <= _NARROW
+
+
+@njit(inline="always", nogil=True, cache=True)
 def _tile_width(n_features):
     """Columns of the shifted centers: d, or _NARROW if less."""
     return max(n_features, _NARROW)
@@ -83,15 +89,15 @@ def _new_tile(X):
     Wide tiles keep X's layout: filling a transposed one stored each value 1 KB past the
     last, and took as long as a third of the GEMM (2e5x64, k=256: 25 ms against 4 ms).
     """
-    if X.shape[1] <= _NARROW:
+    if _is_narrow(X):
         return np.zeros((_NARROW, _TILE_ROWS), dtype=X.dtype)
     return np.zeros((_TILE_ROWS, X.shape[1]), dtype=X.dtype)
 
 
 @njit(inline="always", nogil=True, cache=True)
-def _tile_dots(centers_s, tile, narrow, dots):
-    """dots (k, T) = centers_s . (the tile's rows, shifted) by one GEMM, either layout."""
-    if narrow:
+def _tile_dots(X, centers_s, tile, dots):
+    """dots (k, T) = centers_s . (the tile's rows of X, shifted) by one GEMM, either layout."""
+    if _is_narrow(X):
         np.dot(centers_s, tile, dots)
     else:
         np.dot(centers_s, tile.T, dots)
@@ -127,7 +133,7 @@ def _put_rows(X, start, rows, shift, tile):
 @njit(inline="always", nogil=True, cache=True)
 def _put_row(X, i, shift, tile, r):
     """Place r of either tile layout = row i of X - shift; returns its |.|^2 in float64."""
-    narrow = X.shape[1] <= _NARROW
+    narrow = _is_narrow(X)
     norm = 0.0
     for f in range(X.shape[1]):
         value = X[i, f] - shift[f]
@@ -163,11 +169,18 @@ def _put_narrow_tile(X, start, rows, shift, tile_t):
 
 
 @njit(inline="always", nogil=True, cache=True)
+def _nearer(best, current, value, candidate, one, zero):
+    """The best value and its center id after one more candidate, which wins only if strictly
+    smaller: taken in index order, a tie keeps the lower index. Arithmetic rather than a
+    branch, so that the scans it is inlined into vectorise across rows."""
+    return min(value, best), current + (candidate - current) * (one if value < best else zero)
+
+
+@njit(inline="always", nogil=True, cache=True)
 def _nearest_of_four(best, current, value_a, value_b, value_c, value_d, id_a, id_b, id_c, id_d,
                      one, zero):
-    """The best value and its center id after four more candidates, taken in index order
-    with a strict < each, so a tie keeps the lower index. Arithmetic rather than a branch, so
-    that the scans it is inlined into vectorise across rows."""
+    """_nearer for four candidates in index order, written out: as four chained calls the
+    wide scan ran 2% slower."""
     current = current + (id_a - current) * (one if value_a < best else zero)
     best = min(value_a, best)
     current = current + (id_b - current) * (one if value_b < best else zero)
@@ -200,7 +213,8 @@ def _scan_nearest(dots, rows, half_sq_norms, center_ids, best_value, best_id):
     while j + 4 <= n_clusters:
         half_a, half_b = half_sq_norms[j], half_sq_norms[j + 1]
         half_c, half_d = half_sq_norms[j + 2], half_sq_norms[j + 3]
-        id_a, id_b, id_c, id_d = center_ids[j], center_ids[j + 1], center_ids[j + 2], center_ids[j + 3]
+        id_a, id_b = center_ids[j], center_ids[j + 1]
+        id_c, id_d = center_ids[j + 2], center_ids[j + 3]
         for r in range(rows):
             value_a = half_a - dots[j, r]
             value_b = half_b - dots[j + 1, r]
@@ -215,11 +229,9 @@ def _scan_nearest(dots, rows, half_sq_norms, center_ids, best_value, best_id):
         half = half_sq_norms[last]
         candidate = center_ids[last]
         for r in range(rows):
-            value = half - dots[last, r]
-            best = best_value[r]
-            current = best_id[r]
-            best_id[r] = current + (candidate - current) * (one if value < best else zero)
-            best_value[r] = min(value, best)
+            best_value[r], best_id[r] = _nearer(
+                best_value[r], best_id[r], half - dots[last, r], candidate, one, zero
+            )
 
 
 @_scan
@@ -239,11 +251,8 @@ def _scan_group(dots, rows, half_sq_norms, center_ids, members, best_value, seco
         candidate = center_ids[j]
         for r in range(rows):
             value = half - dots[j, r]
-            best = best_value[r]
-            current = best_id[r]
-            best_id[r] = current + (candidate - current) * (one if value < best else zero)
-            second_value[r] = min(second_value[r], max(value, best))
-            best_value[r] = min(value, best)
+            second_value[r] = min(second_value[r], max(value, best_value[r]))
+            best_value[r], best_id[r] = _nearer(best_value[r], best_id[r], value, candidate, one, zero)
 
 
 @_scan
@@ -270,7 +279,8 @@ def _scan_narrow(centers_s, half_sq_norms, tile_t, best_value, best_id, center_i
         d0, d1, d2, d3 = centers_s[j + 3, 0], centers_s[j + 3, 1], centers_s[j + 3, 2], centers_s[j + 3, 3]
         half_a, half_b = half_sq_norms[j], half_sq_norms[j + 1]
         half_c, half_d = half_sq_norms[j + 2], half_sq_norms[j + 3]
-        id_a, id_b, id_c, id_d = center_ids[j], center_ids[j + 1], center_ids[j + 2], center_ids[j + 3]
+        id_a, id_b = center_ids[j], center_ids[j + 1]
+        id_c, id_d = center_ids[j + 2], center_ids[j + 3]
         for r in range(tile_t.shape[1]):
             x0, x1, x2, x3 = tile_t[0, r], tile_t[1, r], tile_t[2, r], tile_t[3, r]
             value_a = half_a - ((a0 * x0 + a1 * x1) + (a2 * x2 + a3 * x3))
@@ -287,11 +297,7 @@ def _scan_narrow(centers_s, half_sq_norms, tile_t, best_value, best_id, center_i
         candidate = center_ids[j]
         for r in range(tile_t.shape[1]):
             dot = (c0 * tile_t[0, r] + c1 * tile_t[1, r]) + (c2 * tile_t[2, r] + c3 * tile_t[3, r])
-            value = half - dot
-            best = best_value[r]
-            current = best_id[r]
-            best_id[r] = current + (candidate - current) * (one if value < best else zero)
-            best_value[r] = min(value, best)
+            best_value[r], best_id[r] = _nearer(best_value[r], best_id[r], half - dot, candidate, one, zero)
 
 
 @njit(nogil=True, cache=True)
@@ -337,18 +343,17 @@ def _tile_nearest(
     |c - s|^2 / 2 - (x - s).(c - s). Shifting by s, a point near the data, keeps float32 accurate.
     A non-empty tile_sq (T,) is set to each row's |x - s|^2, in the tile's dtype.
     """
-    narrow = X.shape[1] <= _NARROW
-    if narrow:
+    with_norms = tile_sq.shape[0] > 0
+    if _is_narrow(X):
         _put_narrow_tile(X, start, rows, shift, tile)
         _scan_narrow(centers_s, half_sq_norms, tile, best_value, best_id, center_ids)
+        if with_norms:
+            _narrow_sq_norms(tile, X.shape[1], tile_sq)
     else:
         _put_rows(X, start, rows, shift, tile)
-        _tile_dots(centers_s, tile, narrow, dots)
+        _tile_dots(X, centers_s, tile, dots)
         _scan_nearest(dots, rows, half_sq_norms, center_ids, best_value, best_id)
-    if tile_sq.shape[0] > 0:
-        if narrow:
-            _narrow_sq_norms(tile, X.shape[1], tile_sq)
-        else:
+        if with_norms:
             _wide_sq_norms(tile, rows, tile_sq)
     changed = 0
     for r in range(rows):
@@ -375,7 +380,9 @@ def _accumulate(X, i, best, w, centers, sums, weights):
 
 
 @njit(nogil=True, cache=True)
-def _accumulate_tile(X, sample_weight, start, rows, labels, centers, sums, weights, tile_sq, best_value):
+def _accumulate_tile(
+    X, sample_weight, start, rows, labels, centers, sums, weights, tile_sq, best_value
+):
     """Add rows start..start+rows to their clusters' sums; returns their weighted inertia.
 
     With an empty tile_sq each row's squared distance is exact; otherwise it is read off the
@@ -440,7 +447,7 @@ def _resolve_pending(
     """
     weighted = sample_weight.shape[0] > 0
     n_groups = group_start.shape[0] - 1
-    _tile_dots(centers_s, tile, X.shape[1] <= _NARROW, dots)
+    _tile_dots(X, centers_s, tile, dots)
     _scan_groups(
         dots, pending, half_sq_norms, center_ids, group_order, group_start, group_best,
         group_second, group_id, best_value, best_id, best_group,

@@ -352,7 +352,8 @@ def group_centers(centers: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.nd
     means = points[(np.arange(n_groups) * n_clusters) // n_groups].copy()
     group = np.zeros(n_clusters, dtype=np.int64)
     for _ in range(_GROUPING_STEPS):
-        sq = (points**2).sum(axis=1)[:, None] - 2.0 * _lloyd._dot_t(points, means) + (means**2).sum(axis=1)
+        cross = _lloyd._dot_t(points, means)
+        sq = (points**2).sum(axis=1)[:, None] - 2.0 * cross + (means**2).sum(axis=1)
         group = sq.argmin(axis=1)
         for g in range(means.shape[0]):
             members = group == g
