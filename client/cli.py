@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import re
+import signal
 import threading
 import time
 from collections.abc import Sequence
@@ -35,6 +36,10 @@ _NAMED_INITS = [name for name in codec.INIT_METHODS.numbers if name != "given"]
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if threading.current_thread() is threading.main_thread():
+        # A shell that starts a job in the background, or a CI runner, may hand us SIGINT
+        # ignored; Python then keeps it ignored, and Ctrl-C would not end the command.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     if args and args[0] in ("serve", "store"):
         return _server_command(args[0], args[1:])
     parser = _parser()

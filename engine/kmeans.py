@@ -19,7 +19,7 @@ import numpy as np
 from . import _lloyd
 from .cosine import COSINE_PER_SQ_EUCLIDEAN, check_metric, unit_centers, unit_rows
 from .progress import Progress, Stage, run_to_end
-from .seeding import kmeans_plusplus, plusplus_steps, shift_for
+from .seeding import kmeans_plusplus, local_trials, plusplus_steps, shift_for
 from .threads import configure_threads, threading_layer
 from .validation import (
     FLOAT_DTYPES,
@@ -297,6 +297,25 @@ class _Workspace:
             self.plain_left, self.backoff = self.backoff, 2 * self.backoff
             self.bound_centers = None
         return float(self.partial_inertia.sum()), changed
+
+
+def working_bytes(n_samples: int, n_clusters: int, n_features: int, dtype: Any) -> int:
+    """The most a fit allocates beside X and its centers, in bytes: its peak, not its sum.
+
+    Seeding holds a float64 distance per row; a Lloyd run holds an int32 label per row, a
+    lower bound per row and group of centers (in X's dtype) once bounds start, and per-chunk
+    sums. An empty cluster's relocation briefly adds a float64 distance and an int64 order
+    per row. The server budgets a fit's memory with this figure, and a test holds the
+    engine's allocations to it.
+    """
+    itemsize = np.dtype(dtype).itemsize
+    n_chunks = _lloyd.n_chunks_for(n_samples, n_clusters, n_features)
+    seeding = n_samples * 8 + _lloyd.n_chunks_for(n_samples) * (local_trials(n_clusters) + 1) * 8
+    bounds = n_groups_for(n_clusters, n_features) * itemsize if n_clusters * n_features >= _BOUNDS_MIN_WORK else 0
+    per_chunk = n_chunks * (n_clusters * n_features + n_clusters + 4) * 8
+    lloyd = n_samples * (4 + bounds) + per_chunk
+    relocation = n_samples * (8 + 8)
+    return max(seeding, lloyd + relocation)
 
 
 # Bounds are kept only once the previous step changed fewer labels than this share:

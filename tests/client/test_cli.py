@@ -171,6 +171,8 @@ def test_ctrl_c_ends_a_fit_with_one_line(server: CentroidalServer, tmp_path: Pat
         [sys.executable, "-m", "centroidal.client.cli", "--target", f"127.0.0.1:{server.port}", "fit",
          str(npy), "--model", "interrupted", "-k", "256", "--tol", "0", "--max-iter", "300"],
         stderr=subprocess.PIPE, text=True,
+        # As from a shell's background job or a CI runner: SIGINT ignored when the CLI starts.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     assert process.stderr is not None
     seen = ""
