@@ -17,6 +17,7 @@ RUN useradd --create-home --uid 10001 centroidal \
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY protos ./protos
+COPY codec ./codec
 COPY engine ./engine
 COPY server ./server
 COPY client ./client
@@ -32,9 +33,9 @@ ENV CENTROIDAL_HOST=0.0.0.0 \
     NUMBA_THREADING_LAYER=omp \
     PYTHONUNBUFFERED=1
 
-# Compile every kernel the server runs (Lloyd, seeding, predict, mini-batch, palettes) into
-# the image's cache, so a container is SERVING in about a second.
-RUN python -c "from centroidal.engine import kmeans, minibatch; print(kmeans.warmup()); minibatch.warmup()"
+# Compile every kernel the server runs (the same list a server's warm-up compiles) into the
+# image's cache, so a container is SERVING in about a second and its first calls wait for none.
+RUN python -m centroidal.engine.warmup
 
 VOLUME ["/data"]
 EXPOSE 50051

@@ -13,7 +13,7 @@ from sklearn.cluster import KMeans, kmeans_plusplus
 from sklearn.cluster._k_means_lloyd import lloyd_iter_chunked_dense
 from threadpoolctl import threadpool_limits
 
-from centroidal.engine import kmeans
+from centroidal.engine import kmeans, lloyd, warmup
 
 from .common import Row, median_time
 
@@ -48,7 +48,7 @@ def lloyd_iterations(
     X = DATA[data](n, d, k, dtype)
     init = X[np.random.default_rng(1).choice(n, k, replace=False)].copy()
     weights = kmeans.UNIT_WEIGHTS
-    work = kmeans._Workspace(n, k, d, np.dtype(dtype))
+    work = lloyd.Workspace(n, k, d, np.dtype(dtype))
     skipped: list[float] = []
     pruned_s: list[list[float]] = []  # per run, the times of the steps whose bounds skipped
 
@@ -181,7 +181,7 @@ LLOYD_REGIMES = [
 
 
 def run(quick: bool = False) -> list[Row]:
-    kmeans.warmup()
+    warmup.compile_all()
     rows = [
         row for data in DATA for n, d, k in LLOYD_REGIMES
         for row in lloyd_iterations(n, d, k, np.float32, data)

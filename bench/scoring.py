@@ -19,7 +19,7 @@ import numpy as np
 from sklearn import metrics
 from sklearn.cluster import KMeans
 
-from centroidal.engine import kmeans, scoring
+from centroidal.engine import kmeans, scoring, warmup
 
 from .common import Row, machine, median_time, print_table, gemm_peak_gflops
 
@@ -92,8 +92,7 @@ def full_silhouette(n: int, d: int, k: int) -> dict[str, float]:
 
 
 def run(quick: bool = False) -> list[Row]:
-    scoring.warmup()
-    kmeans.warmup()
+    warmup.compile_all()
     rows = [silhouette(200_000, 16, 16, 20_000), silhouette(200_000, 16, 16, 50_000),
             silhouette(30_000, 16, 16, None)]
     if not quick:

@@ -45,14 +45,14 @@ FIT_MEMORY = textwrap.dedent(
     import ctypes
 
     import numpy as np
-    from centroidal.engine import kmeans
+    from centroidal.engine import kmeans, warmup
 
     def status(field):
         for line in open("/proc/self/status"):
             if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
 
-    kmeans.warmup()
+    warmup.compile_all()
     n, d, k = 1_000_000, 16, 64
     X = np.empty((n, d), dtype=np.float32)
     rng = np.random.default_rng(0)

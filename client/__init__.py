@@ -8,32 +8,24 @@
 
 from typing import TYPE_CHECKING
 
-from ._scoring import ClusterScores, Evaluation, KScore, Suggestion
-from ._wire import FitProgress, FitResult, ModelInfo, QuantizedImage
-from .aio import AsyncClient, AsyncMiniBatchStream
+from . import errors
+from .aio import AsyncClient
+from .aio_stream import AsyncMiniBatchStream
 from .client import Client
-from .transport import default_target
-from .errors import (
-    Aborted,
-    AlreadyExists,
-    Cancelled,
-    CentroidalError,
-    DataLoss,
-    DeadlineExceeded,
-    FailedPrecondition,
-    FieldViolation,
-    Internal,
-    InvalidArgument,
-    NotFound,
-    OutOfRange,
-    PermissionDenied,
-    ResourceExhausted,
-    Unauthenticated,
-    Unavailable,
-    Unimplemented,
-    Unknown,
+from .errors import *  # noqa: F403 - one class per status code, listed once in errors.py
+from .results import (
+    BatchAck,
+    ClusterScores,
+    Evaluation,
+    FitProgress,
+    FitResult,
+    KScore,
+    ModelInfo,
+    QuantizedImage,
+    Suggestion,
 )
-from .stream import BatchAck, MiniBatchStream
+from .stream import MiniBatchStream
+from .transport import default_target
 
 if TYPE_CHECKING:
     from .estimator import RemoteKMeans, RemoteMiniBatchKMeans, RemoteSpectralClustering
@@ -55,39 +47,22 @@ def __getattr__(name: str) -> object:
     return getattr(estimator, name)
 
 __all__ = [
-    "Aborted",
-    "AlreadyExists",
     "AsyncClient",
     "AsyncMiniBatchStream",
     "BatchAck",
-    "Cancelled",
-    "CentroidalError",
+    "Client",
     "ClusterScores",
     "Evaluation",
-    "KScore",
-    "Suggestion",
-    "Client",
-    "DataLoss",
-    "DeadlineExceeded",
-    "FailedPrecondition",
-    "FieldViolation",
     "FitProgress",
     "FitResult",
-    "Internal",
-    "InvalidArgument",
+    "KScore",
     "MiniBatchStream",
     "ModelInfo",
-    "NotFound",
-    "OutOfRange",
-    "PermissionDenied",
     "QuantizedImage",
     "RemoteKMeans",
     "RemoteMiniBatchKMeans",
     "RemoteSpectralClustering",
-    "ResourceExhausted",
-    "Unauthenticated",
-    "Unavailable",
-    "Unimplemented",
-    "Unknown",
+    "Suggestion",
     "default_target",
+    *errors.__all__,
 ]

@@ -1,11 +1,12 @@
-"""Request building and response gathering shared by Client and AsyncClient.
+"""Request building and answer gathering shared by Client and AsyncClient.
 
-Requests carrying arrays are built pre-serialised (``codec.serialize_with_matrix``);
-``raw_methods`` gives the multi-callables that send such bytes as they are.
+Every request goes out as bytes the codec wrote, and every answer is read through the
+codec: nothing here touches a protobuf field. ``Methods`` gives the multi-callables that
+send such bytes as they are.
 
-Each plan turns one SDK call's arguments into the messages to send, and the
-messages received into the call's result. The two clients differ only in how
-they send, wait and retry.
+Each plan turns one SDK call's arguments into the messages to send, and the messages
+received into the call's result. The two clients differ only in how they send, wait and
+retry.
 """
 
 from __future__ import annotations
@@ -16,13 +17,23 @@ from typing import Any
 
 import numpy as np
 
+from centroidal import codec
 from centroidal.v1 import clustering_pb2 as pb
-from centroidal.v1 import codec
 
-from . import _wire
-from ._wire import FitProgress, FitResult
 from .errors import CentroidalError
+from .results import FitProgress, FitResult, QuantizedImage
 
+
+def as_points(X: Any, name: str = "X") -> np.ndarray:
+    """X as a C-contiguous 2-D float32 or float64 array; float32 is never widened."""
+    array = np.asarray(X)
+    if array.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {array.shape}")
+    if array.dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+        if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+            raise ValueError(f"{name} must be numeric, got dtype {array.dtype}")
+        array = array.astype(np.float64)
+    return np.ascontiguousarray(array)
 
 
 def rows_per_chunk(
@@ -38,6 +49,10 @@ def rows_per_chunk(
     if response_row_bytes:
         rows = min(rows, response_budget // response_row_bytes)
     return max(1, rows)
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 class FitPlan:
@@ -62,14 +77,14 @@ class FitPlan:
         algorithm: str = "kmeans",
         n_neighbors: int | None = None,
     ) -> None:
-        self.points = points = _wire.as_points(X)
+        self.points = points = as_points(X)
         self.n_samples = n_samples = points.shape[0]
         init_centers = None
         if isinstance(init, str):
             if init not in codec.INIT_METHODS.numbers or init == "given":
                 raise ValueError(f"init must be 'k-means++', 'random' or an array, got {init!r}")
         else:
-            init_centers = np.ascontiguousarray(_wire.as_points(init, "init"), dtype=points.dtype)
+            init_centers = np.ascontiguousarray(as_points(init, "init"), dtype=points.dtype)
         config = codec.KMeansConfig(
             n_clusters=int(n_clusters),
             init="given" if init_centers is not None else str(init),
@@ -77,16 +92,15 @@ class FitPlan:
             n_init=int(n_init or 0),
             max_iter=int(max_iter or 0),
             tol=None if tol is None else float(tol),
-            seed=None if seed is None else int(seed),
-            metric=_choice(codec.METRICS, metric, "metric"),
-            algorithm=_choice(codec.ALGORITHMS, algorithm, "algorithm"),
+            seed=_optional_int(seed),
+            metric=codec.METRICS.choice(metric, "metric"),
+            algorithm=codec.ALGORITHMS.choice(algorithm, "algorithm"),
             n_neighbors=int(n_neighbors or 0),
         )
-        self.spec = codec.encode_fit_spec(codec.FitSpec(
+        self.spec = codec.FitSpec(
             model=name, config=config, n_samples=n_samples,
-            expected_version=None if expected_version is None else int(expected_version),
-            return_labels=return_labels,
-        ))
+            expected_version=_optional_int(expected_version), return_labels=return_labels,
+        )
         self.weights = None
         if sample_weight is not None:
             self.weights = np.asarray(sample_weight, dtype=np.float64)
@@ -98,7 +112,7 @@ class FitPlan:
             chunk_bytes, points, extra_row_bytes=8 if self.weights is not None else 0
         )
         self.labels = np.empty(n_samples, dtype=np.int32) if return_labels else None
-        self._result: pb.FitResult | None = None
+        self._result: codec.FitResult | None = None
 
     def requests(self) -> Iterator[tuple[bytes, FitProgress]]:
         """Each serialised message to send, with the upload progress once it is sent.
@@ -107,44 +121,36 @@ class FitPlan:
         fit slot taken) says so before any data is uploaded.
         """
         points, weights, rows = self.points, self.weights, self.rows
-        yield pb.FitRequest(spec=self.spec).SerializeToString(), FitProgress(
+        yield codec.serialize_fit_request(codec.FitChunk(spec=self.spec)), FitProgress(
             "uploading", points_received=0, points_total=self.n_samples
         )
         # range(0, 1, ...) for empty data: one empty chunk, so the server can say why.
         for start in range(0, max(self.n_samples, 1), rows):
-            head = pb.FitRequest()
-            if weights is not None:
-                head.sample_weight.CopyFrom(codec.encode_vector(weights[start : start + rows]))
-            message = codec.serialize_with_matrix(head, "points", points[start : start + rows])
+            chunk = codec.FitChunk(
+                points=points[start : start + rows],
+                sample_weight=None if weights is None else weights[start : start + rows],
+            )
             sent = min(start + rows, self.n_samples)
-            yield message, FitProgress("uploading", points_received=sent, points_total=self.n_samples)
+            yield codec.serialize_fit_request(chunk), FitProgress(
+                "uploading", points_received=sent, points_total=self.n_samples
+            )
 
     def take(self, response: pb.FitResponse) -> FitProgress | None:
         """Absorb one response; returns the progress event it carries, if any."""
-        kind = response.WhichOneof("event")
-        if kind == "progress":
-            progress = _wire.fit_progress(response.progress, self.n_samples)
+        event = codec.decode_fit_response(response)
+        if isinstance(event, codec.FitProgress):
             # Admission is the transport's business (it gates the upload), not progress to show.
-            return None if progress.stage == "admitted" else progress
-        if kind == "labels" and self.labels is not None:
-            chunk = codec.decode_labels(response.labels.labels)
-            offset = int(response.labels.offset)
-            self.labels[offset : offset + chunk.size] = chunk
-        elif kind == "result":
-            self._result = response.result
+            return None if event.stage == "admitted" else FitProgress.of(event, self.n_samples)
+        if isinstance(event, codec.LabelsChunk) and self.labels is not None:
+            self.labels[event.offset : event.offset + event.labels.size] = event.labels
+        elif isinstance(event, codec.FitResult):
+            self._result = event
         return None
 
     def result(self) -> FitResult:
-        result = self._result
-        if result is None:
+        if self._result is None:
             raise CentroidalError("the server ended the Fit stream without a result")
-        return FitResult(
-            model=_wire.model_info(result.model),
-            n_samples=int(result.n_samples),
-            best_restart=int(result.best_restart),
-            elapsed_seconds=float(result.elapsed_seconds),
-            labels=self.labels,
-        )
+        return FitResult.of(self._result, self.labels)
 
 
 class PredictPlan:
@@ -155,18 +161,19 @@ class PredictPlan:
         name: str,
         points: np.ndarray,
         version: int | None,
-        options: pb.PredictOptions,
+        options: codec.PredictOptions,
         n_clusters: int,
         chunk_bytes: int,
         response_budget: int,
     ) -> None:
         self.name = name
         self.points = points
-        self.version = version
+        self.version = _optional_int(version)
         # Labels travel in the narrowest type the model allows (at most 4 bytes each); the
         # caller still gets int32.
-        self.options = pb.PredictOptions(narrow_labels=True)
-        self.options.MergeFrom(options)
+        self.options = codec.PredictOptions(
+            options.return_distances, options.return_transform, narrow_labels=True
+        )
         self.n_clusters = n_clusters
         self.n_samples = n_samples = points.shape[0]
         response_row_bytes = 4 + points.dtype.itemsize * (options.return_distances + n_clusters)
@@ -184,34 +191,35 @@ class PredictPlan:
         return bool(self.n_samples <= self.rows)
 
     def request(self, start: int) -> bytes:
-        """The serialised request for the rows from ``start``."""
-        head = pb.PredictRequest()
-        if start == 0:
-            head.model = self.name
-            head.options.CopyFrom(self.options)
-            if self.version is not None:
-                head.version = int(self.version)
-        request: bytes = codec.serialize_with_matrix(head, "points", self.points[start : start + self.rows])
-        return request
+        """The serialised request for the rows from ``start``; the first names the model."""
+        rows = self.points[start : start + self.rows]
+        if start:
+            return codec.serialize_predict_request(codec.PredictRequest(points=rows))
+        return codec.serialize_predict_request(
+            codec.PredictRequest(self.name, self.version, rows, self.options)
+        )
 
     def requests(self) -> Iterator[bytes]:
         return (self.request(start) for start in range(0, self.n_samples, self.rows))
 
     def store(self, response: pb.PredictResponse) -> None:
-        offset = int(response.offset)
-        chunk = codec.decode_labels(response.labels, width=response.label_bytes)
-        self.labels[offset : offset + chunk.size] = chunk
+        answer = codec.decode_predict_response(response)
+        offset, size = answer.offset, answer.labels.size
+        self.labels[offset : offset + size] = answer.labels
         if self.distances is not None:
-            self.distances[offset : offset + chunk.size] = codec.decode_matrix(response.distances, "distances")[:, 0]
+            if answer.distances is None:
+                raise CentroidalError(f"model {self.name!r} answered without the distances asked for")
+            self.distances[offset : offset + size] = answer.distances[:, 0]
         if self.transformed is not None:
-            block = codec.decode_matrix(response.transform, "transform")
-            if block.shape[1] != self.n_clusters:
+            block = answer.transform
+            if block is None or block.shape[1] != self.n_clusters:
                 raise CentroidalError(
-                    f"model {self.name!r} answered with {block.shape[1]} clusters, expected "
-                    f"{self.n_clusters}"
+                    f"model {self.name!r} answered with "
+                    f"{'no transform' if block is None else f'{block.shape[1]} clusters'}, "
+                    f"expected {self.n_clusters} clusters"
                 )
-            self.transformed[offset : offset + chunk.size] = block
-        self.answered += chunk.size
+            self.transformed[offset : offset + size] = block
+        self.answered += size
 
     def finish(self) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         if self.answered != self.n_samples:
@@ -229,10 +237,8 @@ def stream_open(
     half_life_unit: str,
     seed: int | None,
     metric: str = "euclidean",
-) -> pb.MiniBatchOpen:
+) -> codec.MiniBatchOpen:
     """The first message of a StreamMiniBatch stream."""
-    if half_life_unit not in codec.HALF_LIFE_UNITS.numbers:
-        raise ValueError(f"half_life_unit must be 'batches' or 'points', got {half_life_unit!r}")
     create = None
     if n_clusters is not None:
         create = codec.MiniBatchConfig(
@@ -240,54 +246,64 @@ def stream_open(
             init_size=int(init_size),
             reassignment_ratio=None if reassignment_ratio is None else float(reassignment_ratio),
             half_life=None if half_life is None else float(half_life),
-            half_life_unit=half_life_unit,
-            seed=None if seed is None else int(seed),
-            metric=_choice(codec.METRICS, metric, "metric"),
+            half_life_unit=codec.HALF_LIFE_UNITS.choice(half_life_unit, "half_life_unit"),
+            seed=_optional_int(seed),
+            metric=codec.METRICS.choice(metric, "metric"),
         )
-    return codec.encode_minibatch_open(codec.MiniBatchOpen(name, create))
+    return codec.MiniBatchOpen(name, create)
 
 
-def quantize_requests(
-    image: bytes | str | os.PathLike[str],
-    n_colors: int,
-    chunk_bytes: int,
-    *,
-    seed: int | None = None,
-    max_samples: int = 0,
-    color_space: str = "rgb",
-    dither: bool = False,
-    output_format: str = "png",
-    palette_model: str = "",
-    save_palette_as: str = "",
-) -> list[pb.QuantizeImageRequest]:
-    """The QuantizeImage stream for an encoded image (bytes, or a file's path)."""
-    if isinstance(image, bytes):
-        data = image
-    else:
-        with open(image, "rb") as source:
-            data = source.read()
-    spec = codec.encode_quantize_spec(codec.QuantizeSpec(
-        n_colors=int(n_colors),
-        seed=None if seed is None else int(seed),
-        max_samples=int(max_samples),
-        color_space=_choice(codec.COLOR_SPACES, color_space, "color_space"),
-        dither="floyd-steinberg" if dither else "none",
-        output_format=_choice(codec.IMAGE_FORMATS, _format_name(output_format), "output_format"),
-        palette_model=palette_model,
-        save_palette_as=save_palette_as,
-    ))
-    # The spec goes alone, first: a refusal (every slot taken, a bad spec) comes before upload.
-    return [pb.QuantizeImageRequest(spec=spec)] + [
-        pb.QuantizeImageRequest(image=data[i : i + chunk_bytes]) for i in range(0, len(data), chunk_bytes)
-    ]
+class QuantizePlan:
+    """The QuantizeImage stream for an encoded image (bytes, or a file's path), and the
+    quantised image gathered from the answers."""
 
+    def __init__(
+        self,
+        image: bytes | str | os.PathLike[str],
+        n_colors: int,
+        chunk_bytes: int,
+        *,
+        seed: int | None = None,
+        max_samples: int = 0,
+        color_space: str = "rgb",
+        dither: bool = False,
+        output_format: str = "png",
+        palette_model: str = "",
+        save_palette_as: str = "",
+    ) -> None:
+        if isinstance(image, bytes):
+            data = image
+        else:
+            with open(image, "rb") as source:
+                data = source.read()
+        spec = codec.QuantizeSpec(
+            n_colors=int(n_colors),
+            seed=_optional_int(seed),
+            max_samples=int(max_samples),
+            color_space=codec.COLOR_SPACES.choice(color_space, "color_space"),
+            dither="floyd-steinberg" if dither else "none",
+            output_format=codec.IMAGE_FORMATS.choice(_format_name(output_format), "output_format"),
+            palette_model=palette_model,
+            save_palette_as=save_palette_as,
+        )
+        # The spec goes alone, first: a refusal (every slot taken, a bad spec) comes before upload.
+        self.requests = [_bytes(codec.encode_quantize_request(codec.QuantizeImageRequest(spec)))] + [
+            _bytes(codec.encode_quantize_request(codec.QuantizeImageRequest(image=data[i : i + chunk_bytes])))
+            for i in range(0, len(data), chunk_bytes)
+        ]
+        self._parts: list[bytes] = []
+        self._summary: codec.QuantizeSummary | None = None
 
-def _choice(table: codec.EnumTable, value: str, name: str) -> str:
-    """``value`` if the contract's table knows it; a ValueError listing the choices if not."""
-    if value not in table.numbers:
-        known = ", ".join(repr(choice.lower()) for choice in table.numbers)
-        raise ValueError(f"{name} must be one of {known}, got {value.lower()!r}")
-    return value
+    def take(self, response: pb.QuantizeImageResponse) -> None:
+        answer = codec.decode_quantize_response(response)
+        self._parts.append(answer.image)
+        if answer.summary is not None:
+            self._summary = answer.summary
+
+    def result(self) -> QuantizedImage:
+        if self._summary is None:
+            raise CentroidalError("the server ended QuantizeImage without a summary")
+        return QuantizedImage.of(self._summary, b"".join(self._parts))
 
 
 def _format_name(output_format: str) -> str:
@@ -295,29 +311,48 @@ def _format_name(output_format: str) -> str:
     return output_format if output_format == "same" else output_format.upper()
 
 
-_SERVICE = "/centroidal.v1.ClusteringService/"
+def _bytes(message: Any) -> bytes:
+    serialized: bytes = message.SerializeToString()
+    return serialized
 
 
-class RawMethods:
-    """Fit, Predict and PredictStream on a channel (sync or aio), taking serialised requests."""
+# ---- model management -----------------------------------------------------------------
+
+
+def get_model_request(name: str, version: int | None, include_centers: bool) -> bytes:
+    return _bytes(codec.encode_get_model_request(
+        codec.GetModelRequest(name, include_centers, _optional_int(version))
+    ))
+
+
+def list_models_request(page_size: int, page_token: str) -> bytes:
+    return _bytes(codec.encode_list_models_request(codec.ListModelsRequest(int(page_size), page_token)))
+
+
+def delete_model_request(name: str, expected_version: int | None) -> bytes:
+    return _bytes(codec.encode_delete_model_request(
+        codec.DeleteModelRequest(name, _optional_int(expected_version))
+    ))
+
+
+class Methods:
+    """Every ClusteringService method on a channel (sync or aio), taking serialised requests
+    and giving the answers as protobuf messages for the codec to read."""
 
     def __init__(self, channel: Any) -> None:
-        self.fit = channel.stream_stream(
-            _SERVICE + "Fit", request_serializer=bytes, response_deserializer=pb.FitResponse.FromString
-        )
-        self.predict = channel.unary_unary(
-            _SERVICE + "Predict", request_serializer=bytes,
-            response_deserializer=pb.PredictResponse.FromString,
-        )
-        self.predict_stream = channel.stream_stream(
-            _SERVICE + "PredictStream", request_serializer=bytes,
-            response_deserializer=pb.PredictResponse.FromString,
-        )
-        self.evaluate = channel.stream_unary(
-            _SERVICE + "Evaluate", request_serializer=bytes,
-            response_deserializer=pb.EvaluateResponse.FromString,
-        )
-        self.suggest_k = channel.stream_stream(
-            _SERVICE + "SuggestK", request_serializer=bytes,
-            response_deserializer=pb.SuggestKResponse.FromString,
-        )
+        def method(kind: str, name: str, answer: Any) -> Any:
+            return getattr(channel, kind)(
+                codec.method_path(name), request_serializer=bytes,
+                response_deserializer=answer.FromString,
+            )
+
+        self.fit = method("stream_stream", "Fit", pb.FitResponse)
+        self.predict = method("unary_unary", "Predict", pb.PredictResponse)
+        self.predict_stream = method("stream_stream", "PredictStream", pb.PredictResponse)
+        self.stream_mini_batch = method("stream_stream", "StreamMiniBatch", pb.MiniBatchAck)
+        self.quantize_image = method("stream_stream", "QuantizeImage", pb.QuantizeImageResponse)
+        self.get_model = method("unary_unary", "GetModel", pb.Model)
+        self.list_models = method("unary_unary", "ListModels", pb.ListModelsResponse)
+        self.delete_model = method("unary_unary", "DeleteModel", pb.DeleteModelResponse)
+        self.evaluate = method("stream_unary", "Evaluate", pb.EvaluateResponse)
+        self.suggest_k = method("stream_stream", "SuggestK", pb.SuggestKResponse)

@@ -10,15 +10,23 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2
 
-from centroidal.v1 import clustering_pb2 as pb
+from centroidal import codec
 
-from . import _wire
-from ._calls import FitPlan, PredictPlan, quantize_requests, stream_open
-from ._scoring import ClusterScores, Evaluation, EvaluatePlan, KScore, Suggestion, SuggestPlan
-from ._wire import FitProgress, FitResult, ModelInfo, QuantizedImage
+from ._calls import (
+    FitPlan,
+    PredictPlan,
+    QuantizePlan,
+    as_points,
+    delete_model_request,
+    get_model_request,
+    list_models_request,
+    stream_open,
+)
+from ._scoring import EvaluatePlan, SuggestPlan
 from .errors import CentroidalError
+from .results import BatchAck, Evaluation, FitProgress, FitResult, KScore, ModelInfo, QuantizedImage, Suggestion
 from .transport import (
-    _RESPONSE_BUDGET,
+    RESPONSE_BUDGET,
     DEFAULT_CHUNK_BYTES,
     DEFAULT_FIT_TIMEOUT_S,
     DEFAULT_TIMEOUT_S,
@@ -29,7 +37,6 @@ from .stream import (
     DEFAULT_MAX_REPLAY_BYTES,
     DEFAULT_RECONNECT_TIMEOUT_S,
     DEFAULT_WINDOW,
-    BatchAck,
     MiniBatchStream,
 )
 
@@ -105,14 +112,14 @@ class Client(SyncTransport):
         identify the batches: a producer that restarts passes its old id and one past
         the ``durable_sequence`` it last saw, and the server skips what it already has.
         """
-        open_message = stream_open(
+        opening = stream_open(
             name, n_clusters=n_clusters, init_size=init_size,
             reassignment_ratio=reassignment_ratio, half_life=half_life,
             half_life_unit=half_life_unit, seed=seed, metric=metric,
         )
         return MiniBatchStream(
             self,
-            open_message,
+            opening,
             producer_id=producer_id,
             first_sequence=first_sequence,
             window=window,
@@ -143,21 +150,15 @@ class Client(SyncTransport):
         "bmp", "tiff", "gif" or "same" (the input's). palette_model reuses a stored palette;
         save_palette_as stores this one. max_samples 0 lets the server choose how many pixels to fit on.
         """
-        requests = quantize_requests(
+        plan = QuantizePlan(
             image, n_colors, self.chunk_bytes, seed=seed, max_samples=max_samples,
             color_space=color_space, dither=dither, output_format=output_format,
             palette_model=palette_model, save_palette_as=save_palette_as,
         )
-        parts: list[bytes] = []
-        summary = None
-        call = self._stub.QuantizeImage(iter(requests), timeout=self.deadline(timeout, fit=True))
+        call = self._methods.quantize_image(iter(plan.requests), timeout=self.deadline(timeout, fit=True))
         for response in self.responses(call):
-            parts.append(response.image)
-            if response.HasField("summary"):
-                summary = response.summary
-        if summary is None:
-            raise CentroidalError("the server ended QuantizeImage without a summary")
-        return _wire.quantized_image(b"".join(parts), summary)
+            plan.take(response)
+        return plan.result()
 
     # ---- health ----------------------------------------------------------
 
@@ -225,7 +226,7 @@ class Client(SyncTransport):
                             call[0].cancel()
                         return
 
-        responses = self._raw.fit(requests(), timeout=self.deadline(timeout, fit=True))
+        responses = self._methods.fit(requests(), timeout=self.deadline(timeout, fit=True))
         call.append(responses)
         try:
             for response in self.responses(responses):
@@ -260,7 +261,7 @@ class Client(SyncTransport):
         With return_distance, also the distance to that center (Euclidean, or 1 - cos for
         a cosine model), shape (n_samples,), in X's dtype. version pins a model version.
         """
-        options = pb.PredictOptions(return_distances=return_distance)
+        options = codec.PredictOptions(return_distances=return_distance)
         labels, distances, _ = self._predict(name, X, version, options, timeout)
         if return_distance:
             assert distances is not None
@@ -272,7 +273,7 @@ class Client(SyncTransport):
     ) -> np.ndarray:
         """Distance from each row to each center, in the model's metric: (n_samples,
         n_clusters), X's dtype."""
-        options = pb.PredictOptions(return_transform=True)
+        options = codec.PredictOptions(return_transform=True)
         _, _, transformed = self._predict(name, X, version, options, timeout)
         assert transformed is not None
         return transformed
@@ -282,21 +283,21 @@ class Client(SyncTransport):
         name: str,
         X: Any,
         version: int | None,
-        options: pb.PredictOptions,
+        options: codec.PredictOptions,
         timeout: float | None,
     ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-        points = _wire.as_points(X)
+        points = as_points(X)
         n_clusters = 0
         if options.return_transform:
             model = self.get_model(name, version=version, include_centers=False, timeout=timeout)
             n_clusters = model.n_clusters
         plan = PredictPlan(
-            name, points, version, options, n_clusters, self.chunk_bytes, _RESPONSE_BUDGET
+            name, points, version, options, n_clusters, self.chunk_bytes, RESPONSE_BUDGET
         )
         if plan.single:
-            plan.store(self.unary(self._raw.predict, plan.request(0), timeout))
+            plan.store(self.unary(self._methods.predict, plan.request(0), timeout))
         else:
-            call = self._raw.predict_stream(plan.requests(), timeout=self.deadline(timeout))
+            call = self._methods.predict_stream(plan.requests(), timeout=self.deadline(timeout))
             for response in self.responses(call):
                 plan.store(response)
         return plan.finish()
@@ -326,7 +327,7 @@ class Client(SyncTransport):
             name, X, version=version, silhouette_sample_size=silhouette_sample_size, seed=seed,
             chunk_bytes=self.chunk_bytes,
         )
-        response = self.unary(self._raw.evaluate, plan.requests(), timeout if timeout is not None
+        response = self.unary(self._methods.evaluate, plan.requests(), timeout if timeout is not None
                               else self.fit_timeout)
         return plan.result(response)
 
@@ -336,6 +337,7 @@ class Client(SyncTransport):
         k_range: Sequence[int] = range(2, 11),
         *,
         metric: str = "euclidean",
+        init: str = "k-means++",
         n_init: int | None = None,
         max_iter: int | None = None,
         tol: float | None = None,
@@ -349,16 +351,17 @@ class Client(SyncTransport):
         the k with the highest silhouette, the elbow of the inertia curve, and every
         k's scores. ``save_best_as`` stores the recommended k's fit as a model.
 
+        init : "k-means++" or "random", the start of every k's fit
         on_progress : called with the fits' FitProgress (n_clusters says which k) and
             each KScore as its k is done
         silhouette_sample_size : as for evaluate; every k is scored on the same rows
         """
         plan = SuggestPlan(
-            X, k_range, metric=metric, n_init=n_init, max_iter=max_iter, tol=tol, seed=seed,
+            X, k_range, metric=metric, init=init, n_init=n_init, max_iter=max_iter, tol=tol, seed=seed,
             silhouette_sample_size=silhouette_sample_size, save_best_as=save_best_as,
             chunk_bytes=self.chunk_bytes,
         )
-        responses = self._raw.suggest_k(plan.requests(), timeout=self.deadline(timeout, fit=True))
+        responses = self._methods.suggest_k(plan.requests(), timeout=self.deadline(timeout, fit=True))
         try:
             for response in self.responses(responses):
                 event = plan.take(response)
@@ -382,18 +385,16 @@ class Client(SyncTransport):
         timeout: float | None = None,
     ) -> ModelInfo:
         """Describe model ``name`` (or a kept earlier version); centers unless include_centers is False."""
-        request = pb.GetModelRequest(name=name, include_centers=include_centers)
-        if version is not None:
-            request.version = int(version)
-        return _wire.model_info(self.unary(self._stub.GetModel, request, timeout))
+        request = get_model_request(name, version, include_centers)
+        return codec.decode_model(self.unary(self._methods.get_model, request, timeout))
 
     def list_models_page(
         self, *, page_size: int = 100, page_token: str = "", timeout: float | None = None
     ) -> tuple[list[ModelInfo], str]:
         """One page of models in name order, and the token of the next page ("" at the end)."""
-        request = pb.ListModelsRequest(page_size=page_size, page_token=page_token)
-        response = self.unary(self._stub.ListModels, request, timeout)
-        return [_wire.model_info(m) for m in response.models], response.next_page_token
+        request = list_models_request(page_size, page_token)
+        page = codec.decode_list_models_response(self.unary(self._methods.list_models, request, timeout))
+        return list(page.models), page.next_page_token
 
     def iter_models(self, *, page_size: int = 100, timeout: float | None = None) -> Iterator[ModelInfo]:
         """Every model, fetched a page at a time."""
@@ -412,8 +413,5 @@ class Client(SyncTransport):
         self, name: str, *, expected_version: int | None = None, timeout: float | None = None
     ) -> int:
         """Delete model ``name``; returns the version the delete wrote."""
-        request = pb.DeleteModelRequest(name=name)
-        if expected_version is not None:
-            request.expected_version = int(expected_version)
-        response: pb.DeleteModelResponse = self.unary(self._stub.DeleteModel, request, timeout)
-        return int(response.version)
+        request = delete_model_request(name, expected_version)
+        return codec.decode_delete_model_response(self.unary(self._methods.delete_model, request, timeout)).version

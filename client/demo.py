@@ -92,7 +92,7 @@ def _seeds(client: Client, datasets: Any, plt: Any, path: Path, say: Callable[[s
         say("2. bad seed: none of 200 single random starts ended in a worse optimum")
         _scatter(axes[0], X, best.labels, best.centers, "no bad seed found")
     else:
-        seed = bad.model.config["seed"]
+        seed = bad.model.settings()["seed"]
         say(f"2. bad seed: random init, n_init=1, seed {seed}: inertia {bad.inertia:.1f}; "
             f"n_init=10 finds {best.inertia:.1f}")
         _scatter(axes[0], X, bad.labels, bad.centers, f"n_init=1, seed {seed}: inertia {bad.inertia:.1f}")

@@ -22,10 +22,19 @@ class FieldViolation:
     description: str
 
 
+# Every status code's exception class, filled in as each class below is defined.
+_BY_CODE: dict[grpc.StatusCode, type[CentroidalError]] = {}
+
+
 class CentroidalError(Exception):
     """Base of every error the SDK raises for a failed call."""
 
     code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if "code" in cls.__dict__:
+            _BY_CODE[cls.code] = cls
 
     def __init__(
         self,
@@ -120,16 +129,6 @@ class Unauthenticated(CentroidalError):
     code = grpc.StatusCode.UNAUTHENTICATED
 
 
-_BY_CODE: dict[grpc.StatusCode, type[CentroidalError]] = {
-    cls.code: cls
-    for cls in (
-        Cancelled, Unknown, InvalidArgument, DeadlineExceeded, NotFound, AlreadyExists,
-        PermissionDenied, ResourceExhausted, FailedPrecondition, Aborted, OutOfRange,
-        Unimplemented, Internal, Unavailable, DataLoss, Unauthenticated,
-    )
-}
-
-
 def error_from_rpc(error: grpc.RpcError) -> CentroidalError:
     """The typed exception for a failed call, with its google.rpc details decoded."""
     # A failed sync call is a grpc.Call; grpc.aio's AioRpcError has the same accessors.
@@ -169,3 +168,6 @@ def error_from_code(code: int, message: str, field: str = "") -> CentroidalError
     status = next((c for c in grpc.StatusCode if c.value[0] == code), grpc.StatusCode.UNKNOWN)
     violations = (FieldViolation(field, message),) if field else ()
     return _BY_CODE.get(status, CentroidalError)(message, code=status, field_violations=violations)
+
+
+__all__ = ["CentroidalError", "FieldViolation", *(cls.__name__ for cls in _BY_CODE.values())]

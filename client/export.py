@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ._wire import ModelInfo
+from .results import ModelInfo
 
 FORMATS = ("npz", "json", "onnx")
 
@@ -34,7 +34,7 @@ def description(model: ModelInfo) -> dict[str, Any]:
         "n_samples_seen": model.n_samples_seen,
         "created_at": model.created_at.isoformat(),
         "updated_at": model.updated_at.isoformat(),
-        "config": model.config,
+        "config": model.settings(),
     }
 
 
@@ -83,7 +83,7 @@ def to_sklearn(model: ModelInfo) -> Any:
     estimator.inertia_ = model.inertia
     estimator.n_iter_ = model.n_iter
     estimator._n_threads = _openmp_effective_n_threads()
-    seed = model.config.get("seed")
+    seed = model.settings().get("seed")
     if seed is not None:
         estimator.random_state = int(seed)
     return estimator

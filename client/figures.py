@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ._scoring import Suggestion
+from .results import Suggestion
 
 
 def pyplot() -> Any:

@@ -26,21 +26,17 @@ import queue
 import threading
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
 from typing import Any
 
 import grpc
-import numpy as np
 
-from centroidal.v1 import clustering_pb2 as pb
-from centroidal.v1 import codec
+from centroidal import codec
 
-from . import _wire
-from .errors import CentroidalError, DeadlineExceeded, Unavailable, error_from_code, error_from_rpc
-from .transport import Backoff, SyncTransport, idle_timeout, worth_resending
+from .errors import CentroidalError, DeadlineExceeded, error_from_rpc
+from .ledger import CLOSE, HANG_UP, Ledger, durable_from_trailer, reopening
+from .results import BatchAck
+from .transport import Backoff, SyncTransport, idle_timeout
 
 
 DEFAULT_WINDOW = 16
@@ -49,209 +45,6 @@ DEFAULT_RECONNECT_TIMEOUT_S = 60.0
 DEFAULT_MAX_REPLAY_BYTES = 256 * 1024 * 1024
 # How long abort waits for the stream's thread to stop (it checks every 0.2 s).
 ABORT_WAIT_S = 5.0
-_CLOSE = object()  # the producer is done: end the stream
-_HANG_UP = object()  # this connection is dead: stop feeding it
-_LATENCIES_KEPT = 100_000
-# The version of a kept batch whose ack is awaited again after a reconnect.
-UNKNOWN_VERSION = 2**63
-# Trailing metadata of a stream the server closed cleanly: the model's durable version.
-DURABLE_VERSION_TRAILER = "centroidal-durable-version"
-
-
-def durable_from_trailer(metadata: Sequence[Any] | None) -> int | None:
-    """The durable version a clean close reported; None from a server that does not say."""
-    for key, value in metadata or ():
-        if key == DURABLE_VERSION_TRAILER:
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
-
-
-@dataclass(frozen=True)
-class BatchAck:
-    """The server's answer to one batch.
-
-    version is the model version after the batch; durable_version the newest
-    version on disk when the ack was sent. A duplicate was applied before.
-    """
-
-    sequence: int
-    version: int
-    batch_inertia: float
-    n_samples_seen: int
-    durable_version: int
-    duplicate: bool
-
-
-class _Ledger:
-    """What a producer has sent and what became of it; the caller synchronises access.
-
-    Shared by the threaded and the asyncio stream, which differ only in how they wait.
-    """
-
-    def __init__(self, producer_id: str, first_sequence: int, window: int, max_replay_bytes: int) -> None:
-        if window < 1:
-            raise ValueError(f"window must be at least 1, got {window}")
-        if first_sequence < 1:
-            raise ValueError(f"first_sequence must be at least 1, got {first_sequence}")
-        self.producer_id = producer_id
-        self.window = window
-        self.max_replay_bytes = max_replay_bytes
-        self.next_sequence = first_sequence
-        # Sent, not acknowledged: sequence -> (request, monotonic send time).
-        self.unacked: OrderedDict[int, tuple[bytes, float]] = OrderedDict()
-        # Acknowledged, not yet durable: sequence -> (request, version it made).
-        self.volatile: OrderedDict[int, tuple[bytes, int]] = OrderedDict()
-        self.durable_version = 0
-        self.replay_bytes = 0
-        self.errors: list[CentroidalError] = []
-        self.unreported = 0
-        self.last_ack: BatchAck | None = None
-        self.ack_latencies: list[float] = []
-
-    def full(self) -> bool:
-        """No room for another batch: the window is full, or too much awaits a checkpoint."""
-        return len(self.unacked) >= self.window or self.replay_bytes > self.max_replay_bytes
-
-    def full_message(self, timeout: float | None) -> str:
-        return (
-            f"the window of {self.window} unacknowledged batches (or {self.max_replay_bytes} "
-            f"bytes kept for replay) stayed full for {timeout} s"
-        )
-
-    def add(self, X: Any, sample_weight: Any) -> tuple[int, bytes]:
-        """Number and encode the next batch; returns (sequence, request)."""
-        points = _wire.as_points(X)
-        weights = None
-        if sample_weight is not None:
-            weights = np.asarray(sample_weight, dtype=np.float64).reshape(-1)
-        sequence = self.next_sequence
-        request = codec.serialize_batch_request(self.producer_id, sequence, points, weights)
-        self.next_sequence += 1
-        self.unacked[sequence] = (request, time.monotonic())
-        return sequence, request
-
-    def replay(self) -> list[bytes]:
-        """Every request not yet durable, in sequence order, for a new connection.
-
-        The versions acked before are forgotten: after a server crash the same numbers
-        may be given to other batches, so a kept batch waits for its new ack.
-        """
-        for sequence, (request, _) in self.volatile.items():
-            self.volatile[sequence] = (request, UNKNOWN_VERSION)
-        return [
-            (self.volatile.get(sequence) or self.unacked[sequence])[0]
-            for sequence in sorted([*self.volatile, *self.unacked])
-        ]
-
-    def durable_sequence(self) -> int:
-        pending = [seq for seqs in (self.unacked, self.volatile) for seq in seqs]
-        return (min(pending) if pending else self.next_sequence) - 1
-
-    def record(self, message: pb.MiniBatchAck) -> BatchAck | None:
-        """Account for one ack; returns it as a BatchAck, or None for a rejected batch."""
-        now = time.monotonic()
-        sequence = int(message.sequence)
-        sent = self.unacked.pop(sequence, None)
-        if sent is not None:
-            if len(self.ack_latencies) < _LATENCIES_KEPT:
-                self.ack_latencies.append(now - sent[1])
-            request: bytes | None = sent[0]
-        else:  # a replayed batch that was acknowledged before
-            previous = self.volatile.get(sequence)
-            request = previous[0] if previous is not None else None
-        if message.HasField("error"):
-            error = error_from_code(message.error.code, message.error.message, message.error.field)
-            error.sequence = sequence  # type: ignore[attr-defined]
-            self.errors.append(error)
-            dropped = self.volatile.pop(sequence, None)
-            if dropped is not None:
-                self.replay_bytes -= len(dropped[0])
-            return None
-        if request is not None:
-            if sequence not in self.volatile:
-                self.replay_bytes += len(request)
-            self.volatile[sequence] = (request, int(message.version))
-        self.durable_version = max(self.durable_version, int(message.durable_version))
-        self._drop_durable()
-        self.last_ack = BatchAck(
-            sequence=sequence,
-            version=int(message.version),
-            batch_inertia=float(message.batch_inertia),
-            n_samples_seen=int(message.n_samples_seen),
-            durable_version=int(message.durable_version),
-            duplicate=bool(message.duplicate),
-        )
-        return self.last_ack
-
-    def _drop_durable(self) -> None:
-        """Forget kept batches the server has stored; versions grow with sequences."""
-        volatile = self.volatile
-        while volatile:
-            sequence, (request, version) = next(iter(volatile.items()))
-            if version > self.durable_version:
-                break
-            volatile.popitem(last=False)
-            self.replay_bytes -= len(request)
-
-    def model_stored(self) -> bool:
-        """The server has stored the model: a reconnect must not create it again.
-
-        Before any checkpoint, a server crash loses the model together with every batch,
-        and all of them are still kept here: re-creating it then replays the same model.
-        """
-        return self.durable_version > 0
-
-    def closed(self, durable_version: int | None) -> CentroidalError | None:
-        """The server ended the stream cleanly after its closing checkpoint. Returns an error
-        when batches it acknowledged are still not stored (they stay kept)."""
-        if durable_version is None:  # a server that predates the trailer stored everything
-            self.volatile.clear()
-            self.replay_bytes = 0
-            return None
-        self.durable_version = max(self.durable_version, durable_version)
-        self._drop_durable()
-        if self.last_ack is not None and self.last_ack.durable_version < self.durable_version:
-            self.last_ack = replace(self.last_ack, durable_version=self.durable_version)
-        if not self.volatile:
-            return None
-        return Unavailable(
-            f"the server closed the stream with the model stored at version "
-            f"{self.durable_version}, before {len(self.volatile)} acknowledged batches; they are "
-            "kept, and flush() or close() resends them"
-        )
-
-    def worth_resending(self, fatal: BaseException | None) -> bool:
-        """The stream ended with ``fatal``, a condition that may pass (the server unreachable,
-        its disk full), and batches are still not stored: connecting again would resend them."""
-        return fatal is not None and worth_resending(fatal) and bool(self.unacked or self.volatile)
-
-    def unreported_error(self) -> CentroidalError | None:
-        if self.unreported < len(self.errors):
-            error = self.errors[self.unreported]
-            self.unreported = len(self.errors)
-            return error
-        return None
-
-
-def reopening(open_message: bytes) -> bytes:
-    """The open message for a reconnect once the model exists: without create_if_missing,
-    so a model deleted meanwhile is reported (NOT_FOUND) instead of silently re-created."""
-    message = pb.MiniBatchRequest.FromString(open_message)
-    message.open.ClearField("create_if_missing")
-    serialized: bytes = message.SerializeToString()
-    return serialized
-
-
-def stream_method(channel: Any) -> Any:
-    """StreamMiniBatch with pre-serialised requests (see codec.serialize_batch_request)."""
-    return channel.stream_stream(
-        "/centroidal.v1.ClusteringService/StreamMiniBatch",
-        request_serializer=bytes,
-        response_deserializer=pb.MiniBatchAck.FromString,
-    )
 
 
 class MiniBatchStream:
@@ -260,7 +53,7 @@ class MiniBatchStream:
     def __init__(
         self,
         client: SyncTransport,
-        open_message: pb.MiniBatchOpen,
+        opening: codec.MiniBatchOpen,
         *,
         producer_id: str | None,
         first_sequence: int,
@@ -271,14 +64,14 @@ class MiniBatchStream:
     ) -> None:
         """on_ack runs on the stream's receiving thread: it must not call send or flush.
         If it raises, the stream ends and send, flush and close raise that exception."""
-        self.model = open_message.model
-        self._ledger = _Ledger(producer_id or uuid.uuid4().hex, first_sequence, window, max_replay_bytes)
+        self.model = opening.model
+        self._ledger = Ledger(producer_id or uuid.uuid4().hex, first_sequence, window, max_replay_bytes)
         self.producer_id = self._ledger.producer_id
         self.reconnect_timeout = reconnect_timeout
         self.reconnects = 0
         self._client = client
-        self._open = pb.MiniBatchRequest(open=open_message).SerializeToString()
-        self._method = stream_method(client._channel)
+        self._opening = opening
+        self._method = client._methods.stream_mini_batch
         self._on_ack = on_ack
         self._cond = threading.Condition()
         # What ended the stream: a status, or an exception of the on_ack callback.
@@ -368,7 +161,7 @@ class MiniBatchStream:
         finally:
             with self._cond:
                 self._closing = True
-                self._queue.put(_CLOSE)
+                self._queue.put(CLOSE)
                 self._cond.notify_all()  # a worker parked after an idle timeout reconnects to close
                 worker = self._worker
             worker.join(timeout)
@@ -382,7 +175,7 @@ class MiniBatchStream:
             self._closing = True
             self._done = True
             self._aborted = True
-            self._queue.put(_CLOSE)
+            self._queue.put(CLOSE)
             call = self._call
             self._cond.notify_all()
         if call is not None:
@@ -462,13 +255,13 @@ class MiniBatchStream:
                 if self._done:
                     return
                 if self._ledger.model_stored():
-                    self._open = reopening(self._open)
+                    self._opening = reopening(self._opening)
                 # Everything not yet durable goes first on the new connection, in order.
                 connection: queue.Queue[Any] = queue.Queue()
                 for request in self._ledger.replay():
                     connection.put(request)
                 if self._closing:
-                    connection.put(_CLOSE)
+                    connection.put(CLOSE)
                 # send() and close() queue onto the new connection from here on.
                 self._queue = connection
                 call = self._method(self._requests(connection))
@@ -500,7 +293,7 @@ class MiniBatchStream:
                 self.reconnects += 1
                 continue
             finally:
-                connection.put(_HANG_UP)  # frees the request thread of a dead call
+                connection.put(HANG_UP)  # frees the request thread of a dead call
             with self._cond:
                 if self._ledger.unacked and not self._done:
                     # The server ended the stream with batches unanswered: resend them.
@@ -533,10 +326,10 @@ class MiniBatchStream:
         return False
 
     def _requests(self, connection: queue.Queue[Any]) -> Iterator[bytes]:
-        yield self._open
+        yield codec.serialize_minibatch_request(self._opening)
         while True:
             item = connection.get()
-            if item is _CLOSE or item is _HANG_UP:
+            if item is CLOSE or item is HANG_UP:
                 return
             yield item
 

@@ -21,10 +21,7 @@ import grpc
 import grpc.aio
 from grpc_health.v1 import health_pb2_grpc
 
-from centroidal.v1 import clustering_pb2 as pb
-from centroidal.v1 import clustering_pb2_grpc as pb_grpc
-
-from ._calls import RawMethods
+from ._calls import Methods, list_models_request
 from .errors import CentroidalError, error_from_rpc
 
 DEFAULT_TARGET = "127.0.0.1:50051"
@@ -36,7 +33,7 @@ MIN_CHUNK_BYTES = 1024
 MAX_CHUNK_BYTES = 8 * 1024 * 1024
 # The server's default message limit; answers larger than this are streamed.
 SERVER_MESSAGE_BYTES = 16 * 1024 * 1024
-_RESPONSE_BUDGET = SERVER_MESSAGE_BYTES // 2
+RESPONSE_BUDGET = SERVER_MESSAGE_BYTES // 2
 # How long a request stream waits for the server's first answer before uploading anyway.
 ADMISSION_WAIT_S = 2.0
 # Codes after which a stream's batches can be sent again on a new connection.
@@ -181,8 +178,7 @@ class Connection:
     fit_timeout: float
     chunk_bytes: int
     _channel: Any
-    _stub: pb_grpc.ClusteringServiceStub
-    _raw: RawMethods
+    _methods: Methods
     _health: health_pb2_grpc.HealthStub
 
     def __init__(
@@ -213,8 +209,7 @@ class Connection:
         self._channel = self._open_channel(
             self.target, token, credentials, channel_settings(chunk_bytes, options)
         )
-        self._stub = pb_grpc.ClusteringServiceStub(self._channel)
-        self._raw = RawMethods(self._channel)
+        self._methods = Methods(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
     def _open_channel(
@@ -310,7 +305,7 @@ class AsyncTransport(Connection):
                     raise
                 # Refused before the first message (a token, a draining server): ask again
                 # with a unary call, which reports the status as sent.
-                await self.unary(self._stub.ListModels, pb.ListModelsRequest(page_size=1), None)
+                await self.unary(self._methods.list_models, list_models_request(1, ""), None)
                 raise
             if writer is None:
                 writer = self._start_upload(call, upload)

@@ -10,17 +10,17 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ._lloyd import _TILE_ROWS, _kernel, _shifted_centers, _sq_distance
+from ._common import TILE_ROWS, kernel, shifted_centers, sq_distance
 
 
-@_kernel
+@kernel
 def _sq_distances_to_center(X, centers, j, out):
     """Squared distance of each row to centers[j]: out (n,) float64."""
     for i in prange(X.shape[0]):
-        out[i] = _sq_distance(X, i, centers, j)
+        out[i] = sq_distance(X, i, centers, j)
 
 
-@_kernel
+@kernel
 def _candidate_potentials(X, sample_weight, candidates, shift, closest_sq_dist, partial_pots):
     """Potential each k-means++ candidate would leave: partial_pots (c, t) out, per chunk.
 
@@ -35,18 +35,18 @@ def _candidate_potentials(X, sample_weight, candidates, shift, closest_sq_dist, 
     weighted = sample_weight.shape[0] > 0
     candidates_s = np.empty((n_candidates, n_features), dtype=X.dtype)
     half_sq_norms = np.empty(n_candidates, dtype=X.dtype)
-    _shifted_centers(candidates, shift, candidates_s, half_sq_norms)
+    shifted_centers(candidates, shift, candidates_s, half_sq_norms)
     candidates_t = np.ascontiguousarray(candidates_s.T)
     for chunk in prange(n_chunks):
         start = chunk * chunk_rows
         stop = min(start + chunk_rows, n_samples)
         pots = partial_pots[chunk]
         pots[:] = 0.0
-        tile = np.empty((_TILE_ROWS, n_features), dtype=X.dtype)
-        dots = np.empty((_TILE_ROWS, n_candidates), dtype=X.dtype)
-        sq_norms = np.empty(_TILE_ROWS, dtype=np.float64)
-        for tile_start in range(start, stop, _TILE_ROWS):
-            rows = min(_TILE_ROWS, stop - tile_start)
+        tile = np.empty((TILE_ROWS, n_features), dtype=X.dtype)
+        dots = np.empty((TILE_ROWS, n_candidates), dtype=X.dtype)
+        sq_norms = np.empty(TILE_ROWS, dtype=np.float64)
+        for tile_start in range(start, stop, TILE_ROWS):
+            rows = min(TILE_ROWS, stop - tile_start)
             for r in range(rows):
                 norm = 0.0
                 for f in range(n_features):
@@ -54,7 +54,7 @@ def _candidate_potentials(X, sample_weight, candidates, shift, closest_sq_dist, 
                     tile[r, f] = value
                     norm += value * value
                 sq_norms[r] = norm
-            if rows == _TILE_ROWS:
+            if rows == TILE_ROWS:
                 np.dot(tile, candidates_t, dots)
             else:
                 np.dot(tile[:rows], candidates_t, dots[:rows])
@@ -67,16 +67,16 @@ def _candidate_potentials(X, sample_weight, candidates, shift, closest_sq_dist, 
                     pots[t] += w * min(dist, closest)
 
 
-@_kernel
+@kernel
 def _lower_closest(X, centers, j, closest_sq_dist):
     """closest_sq_dist[i] = min(closest_sq_dist[i], |x_i - centers[j]|^2), in place."""
     for i in prange(X.shape[0]):
-        dist = _sq_distance(X, i, centers, j)
+        dist = sq_distance(X, i, centers, j)
         if dist < closest_sq_dist[i]:
             closest_sq_dist[i] = dist
 
 
-@_kernel
+@kernel
 def _chunk_mass(closest_sq_dist, sample_weight, partial_mass):
     """Per chunk, the sum of w_i * closest_sq_dist_i (w_i = 1 for an empty sample_weight)."""
     n_samples = closest_sq_dist.shape[0]

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from ._lloyd import _kernel
+from ._common import kernel
 
 
-@_kernel
+@kernel
 def _scan_values(X, partial_bad, partial_first, partial_max_abs):
     """Per chunk: count of NaN/Inf entries, first row holding one, largest finite |value|.
 

@@ -17,7 +17,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ._lloyd import n_chunks_for
+from ._common import n_chunks_for
 from .validation import InvalidInputError, read_only
 
 METRICS = ("euclidean", "cosine")

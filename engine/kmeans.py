@@ -12,34 +12,138 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 
 from . import _lloyd
 from .cosine import COSINE_PER_SQ_EUCLIDEAN, check_metric, unit_centers, unit_rows
+from .lloyd import Workspace, mean_variance, run_lloyd, working_bytes
 from .progress import Progress, Stage, run_to_end
-from .seeding import kmeans_plusplus, local_trials, plusplus_steps, shift_for
-from .threads import configure_threads, threading_layer
+from .seeding import kmeans_plusplus, plusplus_steps, shift_for
+from .threads import configure_threads
 from .validation import (
-    FLOAT_DTYPES,
     UNIT_WEIGHTS,
     Init,
     InvalidInputError,
     as_float_matrix,
     check_finite,
-    check_init,
     check_n_clusters,
-    check_n_init,
     check_sample_weight,
     read_only,
 )
 
 __all__ = [
-    "InvalidInputError", "KMeansResult", "NearestCenters", "Progress", "Stage", "UNIT_WEIGHTS", "check_finite",
-    "fit", "fit_steps", "kmeans_plusplus", "mean_variance", "predict", "transform", "warmup",
-    "warmup_steps",
+    "InvalidInputError", "KMeansParams", "KMeansResult", "NearestCenters", "Progress", "Stage",
+    "UNIT_WEIGHTS", "check_finite", "fit", "fit_prepared_steps", "fit_steps", "fit_steps_with", "fresh_seed",
+    "kmeans_plusplus", "mean_variance", "predict", "transform",
+    "working_bytes",
 ]
+
+
+INIT_METHODS = ("k-means++", "random", "given")
+ALGORITHMS = ("kmeans", "spectral")
+DEFAULT_MAX_ITER = 300
+DEFAULT_TOL = 1e-4
+DEFAULT_NEIGHBORS = 10
+
+
+@dataclass(frozen=True)
+class KMeansParams:
+    """How a clustering fit runs, each parameter's rule written once, in ``check``.
+
+    The Python API, the server's Fit and SuggestK, and spectral fits all build one and check
+    it. None means the default, which ``check`` fills in; the seed stays None until a fit
+    draws one (``fresh_seed``) and records it.
+
+    init : "k-means++", "random", or "given" with init_centers of shape (n_clusters, n_features)
+    n_init : restarts, the best kept; default 1, or 10 for random init and spectral fits
+    max_iter : Lloyd iterations per restart; default 300
+    tol : a restart stops once the squared center shift is at most tol times the mean
+        per-feature variance of X; default 1e-4
+    metric : "euclidean", or "cosine" (spherical k-means)
+    algorithm : "kmeans", or "spectral" (k-means++ on the spectral embedding of the rows'
+        n_neighbors graph, Euclidean only)
+    n_neighbors : a spectral fit's neighbours per row; default 10
+    """
+
+    n_clusters: int
+    init: str = "k-means++"
+    init_centers: np.ndarray | None = None
+    n_init: int | None = None
+    max_iter: int | None = None
+    tol: float | None = None
+    seed: int | None = None
+    metric: str = "euclidean"
+    algorithm: str = "kmeans"
+    n_neighbors: int | None = None
+
+    def check(self) -> KMeansParams:
+        """Raise InvalidInputError naming the first bad parameter; returns the parameters
+        with every default filled in. Rules that need the data (n_clusters at most the
+        rows, the centers' width) are checked when a fit has it."""
+        n_clusters = self.n_clusters
+        if isinstance(n_clusters, bool) or not isinstance(n_clusters, (int, np.integer)):
+            raise InvalidInputError("n_clusters", f"n_clusters must be an integer, got {n_clusters!r}")
+        if n_clusters < 1:
+            raise InvalidInputError("n_clusters", f"n_clusters must be at least 1, got {n_clusters}")
+        if self.init not in INIT_METHODS:
+            raise InvalidInputError(
+                "init", f"init must be 'k-means++', 'random' or given centers, got {self.init!r}"
+            )
+        if (self.init == "given") != (self.init_centers is not None):
+            raise InvalidInputError(
+                "init_centers", "init_centers are required with init='given', and only then"
+            )
+        if self.init_centers is not None:
+            if self.init_centers.ndim != 2 or self.init_centers.shape[0] != n_clusters:
+                raise InvalidInputError(
+                    "init_centers.rows",
+                    f"init_centers have shape {self.init_centers.shape}; they need n_clusters="
+                    f"{n_clusters} rows",
+                )
+            check_finite(self.init_centers, "init_centers")
+        check_metric(self.metric)
+        if self.algorithm not in ALGORITHMS:
+            raise InvalidInputError("algorithm", f"algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
+        spectral = self.algorithm == "spectral"
+        n_init = self.n_init
+        if n_init is None:
+            n_init = 10 if self.init == "random" or spectral else 1
+        if n_init < 1:
+            raise InvalidInputError("n_init", f"n_init must be at least 1, got {n_init}")
+        if self.init == "given" and n_init != 1:
+            raise InvalidInputError("n_init", f"n_init must be 1 when init centers are given, got {n_init}")
+        max_iter = DEFAULT_MAX_ITER if self.max_iter is None else self.max_iter
+        if max_iter < 1:
+            raise InvalidInputError("max_iter", f"max_iter must be at least 1, got {max_iter}")
+        tol = DEFAULT_TOL if self.tol is None else float(self.tol)
+        if not (math.isfinite(tol) and tol >= 0):
+            raise InvalidInputError("tol", f"tol must be a finite number >= 0, got {tol}")
+        n_neighbors = None
+        if spectral:
+            if self.init != "k-means++":
+                raise InvalidInputError("init", "a spectral fit seeds with k-means++ on its embedding: "
+                                                f"init must be 'k-means++', got {self.init!r}")
+            if self.metric != "euclidean":
+                raise InvalidInputError("metric", f"a spectral fit is Euclidean, got metric={self.metric!r}")
+            n_neighbors = DEFAULT_NEIGHBORS if self.n_neighbors is None else self.n_neighbors
+            if n_neighbors < 2:
+                raise InvalidInputError("n_neighbors", f"n_neighbors must be at least 2, got {n_neighbors}")
+        return replace(
+            self, n_clusters=int(n_clusters), n_init=int(n_init), max_iter=int(max_iter), tol=tol,
+            n_neighbors=n_neighbors,
+        )
+
+    def as_config(self, seed: int) -> dict[str, Any]:
+        """The checked parameters as a model records them, with the seed its fit used."""
+        config: dict[str, Any] = {
+            "init": self.init, "n_init": self.n_init, "max_iter": self.max_iter, "tol": self.tol,
+            "seed": seed, "metric": self.metric,
+        }
+        if self.algorithm == "spectral":
+            config.update(algorithm="spectral", n_neighbors=self.n_neighbors)
+        return config
 
 
 @dataclass(frozen=True)
@@ -64,21 +168,21 @@ def fit(
     *,
     init: Init = "k-means++",
     n_init: int | None = None,
-    max_iter: int = 300,
-    tol: float = 1e-4,
+    max_iter: int | None = None,
+    tol: float | None = None,
     seed: int | None = None,
     sample_weight: Any = None,
     metric: str = "euclidean",
     copy_x: bool = True,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> KMeansResult:
-    """Cluster X into n_clusters groups.
+    """Cluster X into n_clusters groups (the parameters are KMeansParams', with its defaults).
 
     X : array-like of shape (n_samples, n_features), float32 or float64
         (other numeric types are converted to float64).
     init : "k-means++", "random", or an ndarray of shape (n_clusters, n_features).
     n_init : restarts; None means 1 for k-means++ and given centers, 10 for random.
-    tol : convergence tolerance relative to the mean per-feature variance of X.
+    tol : convergence tolerance relative to the mean per-feature variance of X (1e-4).
     sample_weight : array-like of shape (n_samples,), or None for unit weights.
     metric : "euclidean", or "cosine" for spherical k-means (see ``cosine``): the result's
         centers have unit length and its inertia sums weighted cosine distances.
@@ -109,8 +213,8 @@ def fit_steps(
     *,
     init: Init = "k-means++",
     n_init: int | None = None,
-    max_iter: int = 300,
-    tol: float = 1e-4,
+    max_iter: int | None = None,
+    tol: float | None = None,
     seed: int | None = None,
     sample_weight: Any = None,
     metric: str = "euclidean",
@@ -121,39 +225,68 @@ def fit_steps(
     All arguments are validated before the first event, so a caller that closes
     the generator early leaves nothing half done.
     """
+    if isinstance(init, str):
+        params = KMeansParams(n_clusters, init, None, n_init, max_iter, tol, seed, metric)
+    else:
+        params = KMeansParams(n_clusters, "given", as_float_matrix(init, "init_centers"), n_init,
+                              max_iter, tol, seed, metric)
+    return (yield from fit_steps_with(X, params, sample_weight=sample_weight, copy_x=copy_x))
+
+
+def fit_steps_with(
+    X: Any, params: KMeansParams, *, sample_weight: Any = None, copy_x: bool = True
+) -> Generator[Progress, None, KMeansResult]:
+    """``fit_steps`` for parameters gathered in a KMeansParams (checked here)."""
+    params = params.check()
     configure_threads()  # once per process; the server and warm-up have done it already
-    spherical = check_metric(metric) == "cosine"
     X = as_float_matrix(X, "X")
-    n_samples, n_features = X.shape
     check_finite(X, "X")
-    if spherical:
+    if params.metric == "cosine":
         X = unit_rows(X, "X", in_place=not copy_x)
     X = read_only(X)
-    n_clusters = check_n_clusters(n_clusters, n_samples)
-    weights = check_sample_weight(sample_weight, n_samples)
-    init_method, given_centers = check_init(init, n_clusters, n_features, X.dtype)
-    n_init = check_n_init(n_init, init_method)
-    if spherical and given_centers is not None:
-        given_centers = unit_centers(given_centers)
-    if int(max_iter) < 1:
-        raise InvalidInputError("max_iter", f"max_iter must be at least 1, got {max_iter}")
-    if not (tol >= 0 and math.isfinite(tol)):
-        raise InvalidInputError("tol", f"tol must be a finite number >= 0, got {tol}")
-    if init_method == "random" and weights.size and np.count_nonzero(weights) < n_clusters:
+    weights = check_sample_weight(sample_weight, X.shape[0])
+    return (yield from fit_prepared_steps(X, params, weights))
+
+
+def fit_prepared_steps(
+    X: np.ndarray, params: KMeansParams, weights: np.ndarray = UNIT_WEIGHTS
+) -> Generator[Progress, None, KMeansResult]:
+    """``fit_steps_with`` on data already made ready: X checked for finite values, its rows of
+    unit length for the cosine metric, read-only; params and weights checked. For callers
+    that fit the same rows many times (suggest-k), so they are scanned once."""
+    assert params.n_init is not None and params.max_iter is not None and params.tol is not None
+    n_samples, n_features = X.shape
+    n_clusters = check_n_clusters(params.n_clusters, n_samples)
+    spherical = params.metric == "cosine"
+    given_centers = None
+    if params.init_centers is not None:
+        if params.init_centers.shape[1] != n_features:
+            raise InvalidInputError(
+                "init_centers.cols",
+                f"init_centers have {params.init_centers.shape[1]} features but X has {n_features}",
+            )
+        given_centers = np.ascontiguousarray(params.init_centers, dtype=X.dtype)
+        if spherical:
+            given_centers = unit_centers(given_centers)
+    if params.init == "random" and weights.size and np.count_nonzero(weights) < n_clusters:
         raise InvalidInputError(
             "sample_weight",
             f"init='random' needs at least n_clusters={n_clusters} points with positive "
             f"weight, got {np.count_nonzero(weights)}",
         )
-    if seed is None:
-        seed = int(np.random.default_rng().integers(2**63))
+    seed = params.seed if params.seed is not None else fresh_seed()
     rng = np.random.default_rng(seed)
     return (
         yield from _fit_restarts(
-            X, weights, n_clusters, init_method, given_centers, n_init, int(max_iter),
-            float(tol), rng, seed, spherical,
+            X, weights, n_clusters, params.init, given_centers, params.n_init, params.max_iter,
+            params.tol, rng, seed, spherical,
         )
     )
+
+
+def fresh_seed() -> int:
+    """A seed for a fit that was given none; the result records it, so the fit can be repeated."""
+    return int(np.random.default_rng().integers(2**63))
 
 
 def _fit_restarts(
@@ -183,8 +316,8 @@ def _fit_restarts(
         yield Progress(Stage.INITIALIZED, restart, n_init, 0, math.nan, math.nan)
         # Made after seeding has freed its buffers and dropped after the run, so no two O(n)
         # buffers coexist; the best restart's labels are recomputed at the end instead of kept.
-        workspace = _Workspace(X.shape[0], n_clusters, X.shape[1], X.dtype)
-        run = yield from _run_lloyd(
+        workspace = Workspace(X.shape[0], n_clusters, X.shape[1], X.dtype)
+        run = yield from run_lloyd(
             X, weights, centers, max_iter, abs_tol, workspace, restart, n_init, spherical
         )
         del workspace
@@ -196,273 +329,13 @@ def _fit_restarts(
             del run
     assert best is not None
     if n_init > 1:
-        final = _Workspace(X.shape[0], n_clusters, X.shape[1], X.dtype)
+        final = Workspace(X.shape[0], n_clusters, X.shape[1], X.dtype)
         final.step(X, weights, best.centers)
         best = replace(best, labels=final.labels)
     return best
 
 
 _NO_LABELS = np.empty(0, dtype=np.int32)
-
-
-class _Workspace:
-    """Buffers one Lloyd run needs, allocated once per restart.
-
-    Besides X the O(n) buffers are the int32 labels and the lower bounds, one per row and
-    group of centers in X's dtype: weights default to an empty array meaning unit weights,
-    and convergence counts changed labels in the kernel.
-    """
-
-    labels: np.ndarray
-    lower: np.ndarray
-    partial_sums: np.ndarray
-    partial_weights: np.ndarray
-    partial_inertia: np.ndarray
-    partial_changed: np.ndarray
-    partial_computed: np.ndarray
-    bound_centers: np.ndarray | None
-    groups: tuple[np.ndarray, np.ndarray] | None
-    changed_share: float
-    skipped_share: float
-    use_bounds: bool
-    plain_left: int
-    backoff: int
-
-    def __init__(self, n_samples: int, n_clusters: int, n_features: int, dtype: np.dtype) -> None:
-        n_chunks = _lloyd.n_chunks_for(n_samples, n_clusters, n_features)
-        self.use_bounds = n_clusters * n_features >= _BOUNDS_MIN_WORK
-        self.n_groups = n_groups_for(n_clusters, n_features)
-        self.labels = np.full(n_samples, -1, dtype=np.int32)
-        self.lower = np.zeros((n_samples if self.use_bounds else 0, self.n_groups), dtype=dtype)
-        self.partial_sums = np.empty((n_chunks, n_clusters, n_features), dtype=np.float64)
-        self.partial_weights = np.empty((n_chunks, n_clusters), dtype=np.float64)
-        self.partial_inertia = np.empty(n_chunks, dtype=np.float64)
-        self.partial_changed = np.empty(n_chunks, dtype=np.int64)
-        self.partial_computed = np.empty(n_chunks, dtype=np.int64)
-        self.reset()
-        self.skipped_share = 0.0
-
-    def reset(self) -> None:
-        """Forget every label, bound and grouping, as for a new restart."""
-        self.labels.fill(-1)
-        self.bound_centers = None
-        self.groups = None
-        self.changed_share = 1.0
-        self.plain_left = 0
-        self.backoff = _BOUNDS_BACKOFF
-
-    def step(
-        self, X: np.ndarray, weights: np.ndarray, centers: np.ndarray, exact_inertia: bool = True
-    ) -> tuple[float, int]:
-        """One fused E-step: the inertia of the assignment to ``centers`` and how many labels changed.
-
-        Without exact_inertia the inertia is good to X's dtype's rounding rather than exact:
-        a row's term comes from the values that chose its center (at d = 3, an exact distance
-        per row took a quarter of the step).
-        """
-        centers64 = centers.astype(np.float64)
-        mode, half_gaps = _lloyd.MODE_PLAIN, _NO_GAPS
-        group_order, group_start, group_move = _ONE_GROUP, _ONE_GROUP, _NO_MOVES
-        if self.plain_left > 0:
-            self.plain_left -= 1
-        elif self.use_bounds and self.changed_share < _BOUNDS_BELOW_CHANGED_SHARE:
-            if self.groups is None:
-                # Grouped once per run, by where the centers are when bounds are first set.
-                self.groups = group_centers(centers64, self.n_groups)
-            group_order, group_start = self.groups
-            if self.bound_centers is None:
-                mode = _lloyd.MODE_SET_BOUNDS
-            else:
-                mode = _lloyd.MODE_USE_BOUNDS
-                moves = np.sqrt(((centers64 - self.bound_centers) ** 2).sum(axis=1))
-                group_move = np.maximum.reduceat(moves[group_order], group_start[:-1])
-                half_gaps = _half_gaps(centers64)
-        _lloyd._lloyd_step(
-            X, weights, centers, shift_for(centers), half_gaps, group_order, group_start,
-            group_move, _REL_MARGIN[X.dtype], mode, exact_inertia, self.labels, self.lower,
-            self.partial_sums, self.partial_weights, self.partial_inertia,
-            self.partial_changed, self.partial_computed,
-        )
-        self.bound_centers = None if mode == _lloyd.MODE_PLAIN else centers64
-        changed = int(self.partial_changed.sum())
-        self.changed_share = changed / X.shape[0]
-        # A searched row computes all k distances, a settled one only its own center's.
-        n_samples, n_clusters = X.shape[0], centers.shape[0]
-        searched = int(self.partial_computed.sum())
-        computed = searched * n_clusters + (n_samples - searched)
-        self.skipped_share = 1.0 - computed / (n_samples * n_clusters)
-        if mode == _lloyd.MODE_USE_BOUNDS and self.skipped_share < _BOUNDS_MIN_SKIPPED:
-            # The bounds cost more than they saved: search in full for a while, then retry,
-            # waiting twice as long after each failure.
-            self.plain_left, self.backoff = self.backoff, 2 * self.backoff
-            self.bound_centers = None
-        return float(self.partial_inertia.sum()), changed
-
-
-def working_bytes(n_samples: int, n_clusters: int, n_features: int, dtype: Any) -> int:
-    """The most a fit allocates beside X and its centers, in bytes: its peak, not its sum.
-
-    Seeding holds a float64 distance per row; a Lloyd run holds an int32 label per row, a
-    lower bound per row and group of centers (in X's dtype) once bounds start, and per-chunk
-    sums. An empty cluster's relocation briefly adds a float64 distance and an int64 order
-    per row. The server budgets a fit's memory with this figure, and a test holds the
-    engine's allocations to it.
-    """
-    itemsize = np.dtype(dtype).itemsize
-    n_chunks = _lloyd.n_chunks_for(n_samples, n_clusters, n_features)
-    seeding = n_samples * 8 + _lloyd.n_chunks_for(n_samples) * (local_trials(n_clusters) + 1) * 8
-    bounds = n_groups_for(n_clusters, n_features) * itemsize if n_clusters * n_features >= _BOUNDS_MIN_WORK else 0
-    per_chunk = n_chunks * (n_clusters * n_features + n_clusters + 4) * 8
-    lloyd = n_samples * (4 + bounds) + per_chunk
-    relocation = n_samples * (8 + 8)
-    return max(seeding, lloyd + relocation)
-
-
-# Bounds are kept only once the previous step changed fewer labels than this share:
-# while many rows still move, most would fail the test and keeping bounds costs more than
-# it saves. (Blobs from random init: a step that changed 26-29% of the labels is followed
-# by one that changes 1-7%, when the group bounds skip most distances.)
-_BOUNDS_BELOW_CHANGED_SHARE = 0.3
-# Nor when k * d is below this: the full search costs about what testing a bound costs
-# (1e6x3, k=16: 15-19 ms per plain step against 18-22 ms with bounds, plus 30 ms to set them).
-_BOUNDS_MIN_WORK = 256
-# A bounded step that skipped less than this share of the distances cost more than a plain
-# one (overlapping data: 2e5x64, k=256 skipped 7% and ran 1.3x slower than the plain step):
-# the next _BOUNDS_BACKOFF steps are plain, then bounds are tried again, the wait doubling.
-_BOUNDS_MIN_SKIPPED = 0.35
-_BOUNDS_BACKOFF = 2
-_NO_GAPS = np.zeros(1)
-_NO_MOVES = np.zeros(1)
-_ONE_GROUP = np.zeros(2, dtype=np.int64)  # placeholder order and start while no bounds are used
-
-# About this many centers per group of bounds (Yinyang's choice); and at most one group per
-# _FEATURES_PER_GROUP features, so that the bounds take no more memory than the labels, a
-# sixteenth of X's, and their upkeep stays small beside a row's own distance. (Blobs,
-# 1e5x128, k=1024: 4, 8, 16 and 32 groups skipped 96-99% of the distances by the 10th step,
-# one group 91%; 2e5x64, k=256: 2, 4 and 8 groups 90-91%; at d=16, 4 groups skipped no
-# more than one, and their upkeep cost more.)
-_CENTERS_PER_GROUP = 10
-_FEATURES_PER_GROUP = 16
-
-# Relative error allowed for in a GEMM-derived squared distance, per dtype.
-_REL_MARGIN = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-12}
-
-
-def n_groups_for(n_clusters: int, n_features: int) -> int:
-    """How many groups of centers keep a lower bound per row: 1 is Hamerly's single bound."""
-    by_clusters = n_clusters // _CENTERS_PER_GROUP
-    by_memory = n_features // _FEATURES_PER_GROUP
-    return max(1, min(by_clusters, by_memory))
-
-
-def group_centers(centers: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
-    """Split the centers into at most n_groups groups of nearby centers.
-
-    Returns (order, start), int64: group g is order[start[g]:start[g + 1]], ascending. Groups
-    come from a few Lloyd steps on the centers themselves, started from n_groups of them
-    evenly spaced in their order, so they depend on nothing but the centers.
-    """
-    n_clusters = centers.shape[0]
-    if n_groups <= 1:
-        return np.arange(n_clusters, dtype=np.int64), np.array([0, n_clusters], dtype=np.int64)
-    points = centers - centers.mean(axis=0)
-    # Seeds spread over the centers' order, not the farthest points: those are outliers, and
-    # from them one group took nearly every center (overlapping data, k=1024: 1016 of them).
-    means = points[(np.arange(n_groups) * n_clusters) // n_groups].copy()
-    group = np.zeros(n_clusters, dtype=np.int64)
-    for _ in range(_GROUPING_STEPS):
-        cross = _lloyd._dot_t(points, means)
-        sq = (points**2).sum(axis=1)[:, None] - 2.0 * cross + (means**2).sum(axis=1)
-        group = sq.argmin(axis=1)
-        for g in range(means.shape[0]):
-            members = group == g
-            if members.any():
-                means[g] = points[members].mean(axis=0)
-    used, group = np.unique(group, return_inverse=True)
-    order = np.argsort(group, kind="stable").astype(np.int64)
-    start = np.searchsorted(group[order], np.arange(used.size + 1)).astype(np.int64)
-    return order, start
-
-
-_GROUPING_STEPS = 5
-
-
-def _half_gaps(centers: np.ndarray) -> np.ndarray:
-    """Half the distance from each center to its nearest other center, shape (k,), float64."""
-    if centers.shape[0] == 1:
-        return np.full(1, np.inf)
-    centered = centers - centers.mean(axis=0)
-    sq_norms = (centered**2).sum(axis=1)
-    # |ci - cj|^2 = |cj|^2 + (|ci|^2 - 2 ci.cj): the bracket's minimum over i, formed in place
-    # in the Gram matrix (k = 1024: 3 passes over 8 MB instead of 3 new 8 MB arrays).
-    partial = _lloyd._dot_t(centered, centered)
-    partial *= -2.0
-    partial += sq_norms[None, :]
-    np.fill_diagonal(partial, np.inf)
-    sq_dist = partial.min(axis=1) + sq_norms
-    # The expansion can round up by about eps * |c|^2: take that off so the gap stays a bound.
-    slack = 1e-12 * (sq_norms.max() + 1e-300)
-    return 0.5 * np.sqrt(np.maximum(sq_dist - slack, 0.0))
-
-
-def _run_lloyd(
-    X: np.ndarray,
-    weights: np.ndarray,
-    centers: np.ndarray,
-    max_iter: int,
-    abs_tol: float,
-    work: _Workspace,
-    restart: int,
-    n_init: int,
-    spherical: bool = False,
-) -> Generator[Progress, None, KMeansResult]:
-    """Lloyd iterations from ``centers``; stops on unchanged labels or shift <= abs_tol.
-
-    With ``spherical`` the rows have unit length, each new center is scaled to unit
-    length, and the inertia is reported as cosine distances.
-    """
-    scale = COSINE_PER_SQ_EUCLIDEAN if spherical else 1.0
-    work.reset()
-    n_iter = 0
-    for n_iter in range(1, max_iter + 1):
-        inertia, changed = work.step(X, weights, centers, exact_inertia=False)
-        new_centers = _centers_from_sums(X, weights, centers, work)
-        if spherical:
-            new_centers = unit_centers(new_centers, previous=centers)
-        shift = float(((new_centers.astype(np.float64) - centers) ** 2).sum())
-        centers = new_centers
-        yield Progress(
-            Stage.ITERATION, restart, n_init, n_iter, scale * inertia, shift, work.skipped_share
-        )
-        if changed == 0 or shift <= abs_tol:
-            break
-    # One more assignment so the labels and inertia describe the final centers.
-    inertia, _ = work.step(X, weights, centers)
-    return KMeansResult(centers, work.labels, scale * inertia, n_iter, restart, 0)
-
-
-def _centers_from_sums(
-    X: np.ndarray, weights: np.ndarray, centers: np.ndarray, work: _Workspace
-) -> np.ndarray:
-    """Means of the assigned points; empty clusters move to the farthest points."""
-    sums = work.partial_sums.sum(axis=0)
-    cluster_weights = work.partial_weights.sum(axis=0)
-    empty = np.flatnonzero(cluster_weights == 0)
-    if empty.size:
-        far_dist = np.empty(X.shape[0], dtype=np.float64)
-        _lloyd._sq_distances_to_assigned(X, centers, work.labels, far_dist)
-        farthest = np.argsort(-far_dist, kind="stable")[: empty.size]
-        for cluster, row in zip(empty, farthest):
-            w = weights[row] if weights.size else 1.0
-            previous = work.labels[row]
-            sums[previous] -= w * X[row]
-            cluster_weights[previous] -= w
-            sums[cluster] = w * X[row]
-            cluster_weights[cluster] = w
-    filled = cluster_weights > 0
-    new_centers = centers.astype(np.float64)
-    new_centers[filled] = sums[filled] / cluster_weights[filled, None]
-    return new_centers.astype(X.dtype)
 
 
 # Below this many multiply-adds (n * k * d) predict runs on the calling thread: starting a
@@ -505,6 +378,17 @@ class NearestCenters:
             )
         return read_only(unit_rows(X, field) if self.metric == "cosine" else X)
 
+    @overload
+    def predict(self, X: Any, *, return_distance: Literal[False] = ..., field: str = ...) -> np.ndarray: ...
+
+    @overload
+    def predict(self, X: Any, *, return_distance: Literal[True], field: str = ...) -> tuple[np.ndarray, np.ndarray]: ...
+
+    @overload
+    def predict(
+        self, X: Any, *, return_distance: bool, field: str = ...
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]: ...
+
     def predict(
         self, X: Any, *, return_distance: bool = False, field: str = "X"
     ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
@@ -520,7 +404,7 @@ class NearestCenters:
         labels = np.empty(X.shape[0], dtype=np.int32)
         min_sq_dist = np.empty(X.shape[0] if return_distance else 0, dtype=np.float64)
         small = X.shape[0] * centers.shape[0] * X.shape[1] <= ON_CALLER_WORK
-        assign = _lloyd._assign_on_caller if small else _lloyd._assign
+        assign = _lloyd.assign_on_caller if small else _lloyd.assign
         assign(X, centers, shift, labels, min_sq_dist)
         if return_distance:
             if self.metric == "cosine":
@@ -534,7 +418,7 @@ class NearestCenters:
         X = self._points(X, field)
         centers, _ = self._prepared(X.dtype)
         out = np.empty((X.shape[0], centers.shape[0]), dtype=X.dtype)
-        _lloyd._all_distances(X, centers, out)
+        _lloyd.all_distances(X, centers, out)
         if self.metric == "cosine":
             np.square(out, out=out)
             out *= COSINE_PER_SQ_EUCLIDEAN
@@ -560,55 +444,3 @@ def transform(X: Any, centers: Any, *, metric: str = "euclidean") -> np.ndarray:
     Returns ndarray of shape (n_samples, n_clusters) in X's dtype.
     """
     return NearestCenters(centers, metric).transform(X)
-
-
-def mean_variance(X: np.ndarray) -> float:
-    """Mean over features of the per-feature variance of X, in float64, without copying X."""
-    X = read_only(X)
-    n_samples, n_features = X.shape
-    n_chunks = _lloyd.n_chunks_for(n_samples)
-    sums = np.empty((n_chunks, n_features), dtype=np.float64)
-    sq_dev = np.empty((n_chunks, n_features), dtype=np.float64)
-    _lloyd._column_sums(X, sums, sq_dev, np.empty(0, dtype=np.float64))
-    mean = sums.sum(axis=0) / n_samples
-    _lloyd._column_sums(X, sums, sq_dev, mean)
-    return float((sq_dev.sum(axis=0) / n_samples).mean())
-
-
-def warmup() -> str:
-    """Configure threads and compile every kernel signature the server uses; returns the
-    threading layer."""
-    for _ in warmup_steps():
-        pass
-    return threading_layer()
-
-
-def warmup_steps() -> Generator[str, None, None]:
-    """``warmup`` a step at a time: yields after each group of kernels, naming it.
-
-    The kernels a first request most likely needs come first: float32 predict and fit,
-    then float64, then the transform and the other inits. Kernels read data through
-    read-only views only (``read_only``), so one signature per dtype serves every caller.
-    """
-    configure_threads()
-    rng = np.random.default_rng(0)
-    samples = {dtype: rng.normal(size=(64, 3)).astype(dtype) for dtype in FLOAT_DTYPES}
-    # Enough rows to take the parallel path as well as the one on the caller's thread.
-    copies = ON_CALLER_WORK // (64 * 2 * 3) + 1
-    for dtype, X in samples.items():
-        centers = X[:2].copy()
-        for points in (X, np.repeat(X, copies, axis=0)):
-            predict(points, centers, return_distance=True)
-            predict(points, centers)
-        check_finite(X, "X")
-        unit_rows(X, "X")
-        yield f"predict {dtype.name}"
-        fit(X, 3, n_init=1, max_iter=3, seed=0)
-        yield f"fit {dtype.name}"
-    for dtype, X in samples.items():
-        transform(np.repeat(X, copies, axis=0), X[:2].copy())
-        fit(X, 3, init="random", n_init=1, max_iter=3, seed=0)
-        fit(X, 2, init=X[:2], n_init=1, max_iter=3)
-        # A center far from every point starts empty: compiles the relocation path.
-        fit(X, 2, init=np.vstack([X[:1], np.full((1, 3), 1e6, dtype=dtype)]), max_iter=2)
-        yield f"transform and other inits {dtype.name}"

@@ -249,7 +249,7 @@ class MiniBatchState:
         X = read_only(X)
         labels = np.empty(X.shape[0], dtype=np.int32)
         sq_dist = np.empty(X.shape[0], dtype=np.float64)
-        _lloyd._assign(X, self.centers, shift_for(self.centers), labels, sq_dist)
+        _lloyd.assign(X, self.centers, shift_for(self.centers), labels, sq_dist)
         sums = np.zeros((n_clusters, self.n_features), dtype=np.float64)
         batch_weights = np.zeros(n_clusters, dtype=np.float64)
         inertia = _batch_sums(X, sample_weight, labels, sq_dist, sums, batch_weights)

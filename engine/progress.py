@@ -30,6 +30,12 @@ class Progress:
     # In an ITERATION event: the share of point-to-center distances the bounds skipped.
     distances_skipped: float = 0.0
 
+    @property
+    def skippable(self) -> bool:
+        """A caller that reports progress may drop this event when another follows soon:
+        every iteration or seeded center after the first of its run."""
+        return self.stage in (Stage.ITERATION, Stage.SEEDING) and self.iteration > 1
+
 
 def run_to_end(steps: Generator[Any, None, Any], on_progress: Callable[[Any], None] | None = None) -> Any:
     """Exhaust a step generator, passing each event to on_progress; returns its value."""

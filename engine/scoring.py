@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from numba import njit, prange
 
 from . import kmeans
-from ._lloyd import n_chunks_for
+from ._common import n_chunks_for
 from .cosine import check_metric, unit_rows
 from .progress import Progress, run_to_end
 from .validation import InvalidInputError, as_float_matrix, check_finite, read_only
@@ -68,6 +68,11 @@ class KScore:
     scores: Scores
     centers: np.ndarray
 
+    @property
+    def skippable(self) -> bool:
+        """Never: each k's result is reported."""
+        return False
+
 
 @dataclass(frozen=True)
 class Scoring:
@@ -75,6 +80,11 @@ class Scoring:
 
     n_clusters: int
     share: float
+
+    @property
+    def skippable(self) -> bool:
+        """A share short of the whole may be dropped when another follows soon."""
+        return self.share < 1.0
 
 
 @dataclass(frozen=True)
@@ -221,9 +231,10 @@ def suggest_k_steps(
     n_clusters_range: Sequence[int],
     *,
     metric: str = "euclidean",
+    init: str = "k-means++",
     n_init: int | None = None,
-    max_iter: int = 300,
-    tol: float = 1e-4,
+    max_iter: int | None = None,
+    tol: float | None = None,
     seed: int = 0,
     sample_size: int | None = None,
     sample_seed: int | None = None,
@@ -231,8 +242,10 @@ def suggest_k_steps(
 ) -> Generator[Progress | Scoring | KScore, None, Suggestion]:
     """Fit and score each k in turn: yields every fit's Progress, Scoring shares, and one
     KScore per k, and returns the Suggestion. Every k is seeded with ``seed`` and scored on
-    the same sample, drawn with ``sample_seed`` (None: ``seed``)."""
-    cosine = check_metric(metric) == "cosine"
+    the same sample, drawn with ``sample_seed`` (None: ``seed``). The fits' parameters are
+    KMeansParams', for each k."""
+    params = kmeans.KMeansParams(2, init=init, n_init=n_init, max_iter=max_iter, tol=tol,
+                                 seed=seed, metric=metric).check()
     X = as_float_matrix(X, "X")
     check_finite(X, "X")
     ks = [int(k) for k in n_clusters_range]
@@ -241,13 +254,12 @@ def suggest_k_steps(
             "n_clusters_range",
             f"every k must lie in [2, n_samples - 1 = {X.shape[0] - 1}], got {ks[:1]}..{ks[-1:]}",
         )
-    if cosine:
+    if metric == "cosine":
         X = unit_rows(X, "X", in_place=not copy_x)
+    X = read_only(X)
     per_k = []
     for k in ks:
-        result = yield from kmeans.fit_steps(
-            X, k, n_init=n_init, max_iter=max_iter, tol=tol, seed=seed, metric=metric, copy_x=False,
-        )
+        result = yield from kmeans.fit_prepared_steps(X, replace(params, n_clusters=k))
         scoring = score_steps(
             X, result.labels, k, metric=metric, sample_size=sample_size,
             seed=seed if sample_seed is None else sample_seed, prepared=True,

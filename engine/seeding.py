@@ -8,7 +8,7 @@ from collections.abc import Generator
 import numpy as np
 
 from . import _seeding
-from ._lloyd import n_chunks_for
+from ._common import n_chunks_for
 from .progress import Progress, Stage, run_to_end
 from .validation import read_only
 

@@ -35,7 +35,6 @@ from . import kmeans
 from .progress import Progress, Stage, run_to_end
 from .validation import InvalidInputError, as_float_matrix, check_finite
 
-DEFAULT_NEIGHBORS = 10
 # Rows a spectral model may be fitted on: its graph, eigenvectors and stored rows grow with n.
 MAX_POINTS = 20_000
 # LOBPCG's residual tolerance and iteration cap: an embedding this close clusters as the exact one.
@@ -106,18 +105,12 @@ def _tree(points: np.ndarray) -> cKDTree:
     return cKDTree(points.astype(np.float64, copy=False))
 
 
-def check_spectral(n_samples: int, n_clusters: int, n_neighbors: int) -> None:
+def check_spectral(n_samples: int, n_clusters: int) -> None:
     """Refuse a spectral fit the method or its size limit cannot take."""
     if n_samples > MAX_POINTS:
         raise InvalidInputError(
             "X", f"spectral clustering takes at most {MAX_POINTS} rows (its model keeps them "
             f"to label new points), got {n_samples}; fit k-means, or a sample",
-        )
-    if n_neighbors < 2:
-        raise InvalidInputError("n_neighbors", f"n_neighbors must be at least 2, got {n_neighbors}")
-    if n_neighbors >= n_samples:
-        raise InvalidInputError(
-            "n_neighbors", f"n_neighbors={n_neighbors} must be below the number of rows, {n_samples}"
         )
     if not 1 <= n_clusters < n_samples:
         raise InvalidInputError(
@@ -161,35 +154,45 @@ def embedding(graph: sparse.csr_matrix, n_components: int, seed: int) -> np.ndar
 
 
 def fit(
-    X: np.ndarray, n_clusters: int, *, n_neighbors: int = DEFAULT_NEIGHBORS, n_init: int = 10,
+    X: np.ndarray, n_clusters: int, *, n_neighbors: int | None = None, n_init: int | None = None,
     seed: int | None = None,
 ) -> SpectralResult:
     """Spectral clustering of X's rows into n_clusters groups (see the module's docstring).
 
     X : array-like of shape (n_samples, n_features), float32 or float64
+    n_neighbors : neighbours per row in the graph (default 10); on fewer rows, every other row
+    n_init : k-means restarts on the embedding (default 10)
     """
-    result: SpectralResult = run_to_end(fit_steps(X, n_clusters, n_neighbors=n_neighbors, n_init=n_init, seed=seed))
+    params = kmeans.KMeansParams(n_clusters, n_init=n_init, seed=seed, algorithm="spectral",
+                                 n_neighbors=n_neighbors)
+    result: SpectralResult = run_to_end(fit_steps_with(X, params))
     return result
 
 
-def fit_steps(
-    X: np.ndarray, n_clusters: int, *, n_neighbors: int = DEFAULT_NEIGHBORS, n_init: int = 10,
-    seed: int | None = None,
-) -> Generator[Progress, None, SpectralResult]:
+def fit_steps_with(X: np.ndarray, params: kmeans.KMeansParams) -> Generator[Progress, None, SpectralResult]:
     """``fit`` as a generator: an INITIALIZED event once the graph and its embedding are
     made, then the embedding's k-means progress. Arguments are checked before the first."""
+    params = params.check()
+    assert params.n_neighbors is not None and params.n_init is not None
     X = as_float_matrix(X, "X")
     check_finite(X, "X")
-    n_clusters, n_neighbors = int(n_clusters), int(n_neighbors)
-    check_spectral(X.shape[0], n_clusters, n_neighbors)
-    if seed is None:
-        seed = int(np.random.default_rng().integers(2**63))
+    n_samples = X.shape[0]
+    check_spectral(n_samples, params.n_clusters)
+    # scikit-learn counts a row among its own neighbours, so it takes up to n_samples of them;
+    # this graph links each row to others only, so that many links it to every other row.
+    if params.n_neighbors > n_samples:
+        raise InvalidInputError(
+            "n_neighbors", f"n_neighbors={params.n_neighbors} is more than the number of rows, {n_samples}"
+        )
+    n_neighbors = min(params.n_neighbors, n_samples - 1)
+    seed = params.seed if params.seed is not None else kmeans.fresh_seed()
     graph = affinity(X, n_neighbors)
     n_components, _ = connected_components(graph, directed=False)
-    maps = embedding(graph, n_clusters, seed)
+    maps = embedding(graph, params.n_clusters, seed)
     del graph
-    yield Progress(Stage.INITIALIZED, 0, n_init, 0, math.nan, math.nan)
-    clustered = yield from kmeans.fit_steps(maps, n_clusters, n_init=n_init, seed=seed)
+    yield Progress(Stage.INITIALIZED, 0, params.n_init, 0, math.nan, math.nan)
+    clustered = yield from kmeans.fit_steps(maps, params.n_clusters, n_init=params.n_init, seed=seed)
+    n_clusters = params.n_clusters
     labels = clustered.labels
     counts = np.bincount(labels, minlength=n_clusters)
     sums = np.zeros((n_clusters, X.shape[1]))
@@ -197,6 +200,6 @@ def fit_steps(
     means = sums / np.maximum(counts, 1)[:, None]
     inertia = float(((X - means[labels]) ** 2).sum())
     return SpectralResult(
-        X.copy(), labels, means.astype(X.dtype), n_neighbors, int(n_components), seed, inertia,
+        X.copy(), labels, means.astype(X.dtype), params.n_neighbors, int(n_components), seed, inertia,
         clustered.n_iter, clustered.best_restart,
     )

@@ -11,7 +11,7 @@ from typing import Any, Union
 
 import numpy as np
 
-from ._lloyd import n_chunks_for
+from ._common import n_chunks_for
 from ._validation import _scan_values
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -156,34 +156,3 @@ def check_weight_total(weights: np.ndarray) -> float:
             "can hold; scale the weights down (only their ratios matter)",
         )
     return total
-
-
-def check_init(
-    init: Init, n_clusters: int, n_features: int, dtype: np.dtype
-) -> tuple[str, np.ndarray | None]:
-    if isinstance(init, str):
-        if init not in ("k-means++", "random"):
-            raise InvalidInputError(
-                "init", f"init must be 'k-means++', 'random' or an array, got {init!r}"
-            )
-        return init, None
-    centers = as_float_matrix(init, "init")
-    if centers.shape != (n_clusters, n_features):
-        raise InvalidInputError(
-            "init",
-            f"init centers must have shape ({n_clusters}, {n_features}), got {centers.shape}",
-        )
-    check_finite(centers, "init")
-    return "given", np.ascontiguousarray(centers, dtype=dtype)
-
-
-def check_n_init(n_init: int | None, init_method: str) -> int:
-    if n_init is None:
-        return 10 if init_method == "random" else 1
-    if int(n_init) < 1:
-        raise InvalidInputError("n_init", f"n_init must be at least 1, got {n_init}")
-    if init_method == "given" and int(n_init) != 1:
-        raise InvalidInputError(
-            "n_init", f"n_init must be 1 when init centers are given, got {n_init}"
-        )
-    return int(n_init)

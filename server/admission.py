@@ -23,7 +23,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
 
 from centroidal.engine import InvalidInputError
-from centroidal.v1.codec import WireError
+from centroidal.codec import WireError
 
 from .config import ServerConfig
 from .exceptions import Busy, DomainError, IdleTimeout
@@ -53,15 +53,14 @@ class Slots:
         self.in_use = 0
         self._what = what
 
-    def take(self, field: str) -> Slot:
-        """A slot, held until released; raises Busy at once when none is free."""
+    def take(self) -> Slot:
+        """A slot, held until released; raises Busy at once when none is free. No field of the
+        request is at fault, so the refusal names none (reason BUSY, with a RetryInfo)."""
         if self.in_use >= self.count:
             raise Busy(
                 f"{self.count} {self._what} are already running, the server's limit "
                 f"(--max-concurrent-fits); retry in {RETRY_AFTER_S:g} s",
                 retry_after=RETRY_AFTER_S,
-                field=field,
-                reason="TOO_MANY_FITS",
             )
         self.in_use += 1
         return Slot(self)

@@ -22,22 +22,23 @@ from grpc_health.v1.health import SERVICE_NAME as HEALTH_SERVICE
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
-from centroidal.engine import configure_threads, kmeans, minibatch, scoring
+from centroidal import codec
+from centroidal.engine import configure_threads, warmup
 from centroidal.engine.threads import threading_layer
 from centroidal.v1 import clustering_pb2 as pb
 
 from .auth import BearerTokenInterceptor, Tokens
 from .config import ServerConfig
-from .errors import parser
 from .handlers import ClusteringHandlers
 from .metrics import Metrics
+from .parsing import parser
 from .registry import Registry
 from .integrity import StoreCondition
 from .store import SQLiteStore
 
 log = logging.getLogger("centroidal.server")
 
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ClusteringService"].full_name
+SERVICE_NAME = codec.SERVICE_NAME
 # A health service of its own: NOT_SERVING while the store refuses writes (reads still work).
 WRITES_HEALTH = "centroidal.writes"
 THREAD_SAFE_LAYERS = ("omp", "tbb")
@@ -187,12 +188,10 @@ class CentroidalServer:
         """
         started = time.monotonic()
         try:
-            for step in kmeans.warmup_steps():
+            for step in warmup.steps():
                 log.debug("warm-up: %s compiled after %.2fs", step, time.monotonic() - started)
                 if self.stopping.is_set():
                     return
-            minibatch.warmup()
-            scoring.warmup()
         except Exception:  # a server that cannot compile still answers; each call compiles its own
             log.exception("warm-up failed after %.2fs", time.monotonic() - started)
             return
@@ -277,7 +276,7 @@ def _add_service(servicer: ClusteringHandlers, server: grpc.aio.Server) -> None:
         (True, False): grpc.stream_unary_rpc_method_handler,
         (True, True): grpc.stream_stream_rpc_method_handler,
     }
-    for method in pb.DESCRIPTOR.services_by_name["ClusteringService"].methods:
+    for method in codec.SERVICE.methods:
         request, response = getattr(pb, method.input_type.name), getattr(pb, method.output_type.name)
         handlers[method.name] = kinds[(method.client_streaming, method.server_streaming)](
             getattr(servicer, method.name),

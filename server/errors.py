@@ -18,23 +18,22 @@ import inspect
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
 import grpc.aio
 from google.protobuf import any_pb2, duration_pb2
-from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from centroidal.engine import InvalidInputError
-from centroidal.v1.codec import WireError
+from centroidal.codec import WireError
 
 from . import exceptions as domain
-from .limits import echo
 from .metrics import Metrics
+from .parsing import Unparseable
 
 log = logging.getLogger("centroidal.server")
 
@@ -57,30 +56,28 @@ STATUS: dict[type[Exception], grpc.StatusCode] = {
     domain.StoreDamaged: grpc.StatusCode.DATA_LOSS,
 }
 
-# The engine names its arguments after the Python API; the wire names differ by RPC.
+# The engine names its arguments after the Python API (KMeansParams, MiniBatchParams); the
+# wire names differ by RPC. The one place a field path is mapped, per RPC.
+_CONFIG = ("init", "init_centers", "n_init", "max_iter", "tol", "metric", "algorithm", "n_neighbors")
 ENGINE_FIELDS: dict[str, dict[str, str]] = {
     "Fit": {
-        "X": "points",
+        "X": "points.data",
         "points": "points.data",
-        "init": "spec.config.init_centers",
+        "sample_weight": "sample_weight",
         "n_clusters": "spec.config.n_clusters",
-        "n_init": "spec.config.n_init",
-        "max_iter": "spec.config.max_iter",
-        "tol": "spec.config.tol",
-        "n_neighbors": "spec.config.n_neighbors",
+        **{name: f"spec.config.{name}" for name in _CONFIG},
     },
     "Predict": {"points": "points.data"},
-    "Evaluate": {"X": "points", "points": "points.data", "sample_size": "spec.silhouette.sample_size"},
+    "PredictStream": {"points": "points.data"},
+    "Evaluate": {"X": "points.data", "points": "points.data", "sample_size": "spec.silhouette.sample_size"},
     "SuggestK": {
-        "X": "points",
+        "X": "points.data",
         "points": "points.data",
         "sample_size": "spec.silhouette.sample_size",
         "n_clusters_range": "spec.k_max",
-        "n_init": "spec.config.n_init",
-        "max_iter": "spec.config.max_iter",
-        "tol": "spec.config.tol",
+        "n_clusters": "spec.k_max",
+        **{name: f"spec.config.{name}" for name in _CONFIG},
     },
-    "PredictStream": {"points": "points.data"},
     "StreamMiniBatch": {
         "points": "batch.points.data",
         "points.cols": "batch.points.cols",
@@ -91,6 +88,7 @@ ENGINE_FIELDS: dict[str, dict[str, str]] = {
         "reassignment_ratio": "open.create_if_missing.reassignment_ratio",
         "half_life": "open.create_if_missing.half_life",
         "half_life_unit": "open.create_if_missing.half_life_unit",
+        "metric": "open.create_if_missing.metric",
     },
 }
 # A streamed batch of the wrong width or dtype does not fit the model: not a bad request.
@@ -129,6 +127,15 @@ class Refusal:
         return rpc_status.to_status(status)
 
 
+def wire_field(method: str, engine_field: str) -> str:
+    """The wire path of an engine argument, or of a part of one ("init_centers.rows")."""
+    names = ENGINE_FIELDS.get(method, {})
+    if engine_field in names:
+        return names[engine_field]
+    head, dot, rest = engine_field.partition(".")
+    return f"{names[head]}.{rest}" if dot and head in names else engine_field
+
+
 def refusal(exc: BaseException, method: str) -> Refusal | None:
     """How ``exc`` is reported to the client of ``method``; None for a server bug."""
     code = next((STATUS[cls] for cls in type(exc).__mro__ if cls in STATUS), None)
@@ -138,52 +145,16 @@ def refusal(exc: BaseException, method: str) -> Refusal | None:
         return Refusal(code, exc.message, exc.field, exc.reason, exc.metadata, exc.retry_after)
     field = getattr(exc, "field", None)
     reason = "INVALID_ARGUMENT"
+    message = str(exc)
     if isinstance(exc, InvalidInputError):  # the codec's WireError already names wire fields
-        field = ENGINE_FIELDS.get(method, {}).get(exc.field, exc.field)
+        field = wire_field(method, exc.field)
+        # The engine's messages begin with its own name for the argument: say the wire's.
+        head = exc.field.partition(".")[0]
+        if field != exc.field and message.startswith(head):
+            message = wire_field(method, head).removesuffix(".data") + message[len(head):]
         if field in _MODEL_MISMATCH_FIELDS:
             code, reason = grpc.StatusCode.FAILED_PRECONDITION, _MODEL_MISMATCH_FIELDS[field]
-    return Refusal(code, str(exc), field, reason, {})
-
-
-class Unparseable:
-    """What the server's deserializer gives for bytes that are not the request message:
-    the handler refuses it with INVALID_ARGUMENT (grpcio itself would answer UNKNOWN or
-    INTERNAL, as if the server had failed)."""
-
-    __slots__ = ("type_name", "error")
-
-    def __init__(self, type_name: str, error: str) -> None:
-        self.type_name = type_name
-        self.error = error
-
-    def refusal(self, position: str) -> domain.InvalidRequest:
-        return domain.InvalidRequest(
-            f"{position} is not a valid {self.type_name} message: {echo(self.error)}",
-            reason="UNPARSEABLE_REQUEST",
-        )
-
-
-def parser(message_class: Any) -> Callable[[bytes], Any]:
-    """A request deserializer that never raises: bytes that do not parse become Unparseable."""
-    type_name = message_class.DESCRIPTOR.full_name
-
-    def parse(data: bytes) -> Any:
-        try:
-            return message_class.FromString(data)
-        except DecodeError as error:
-            return Unparseable(type_name, str(error) or "malformed")
-
-    return parse
-
-
-async def parsed_stream(messages: AsyncIterator[Any]) -> AsyncIterator[Any]:
-    """A request stream whose unparseable message raises InvalidRequest naming its position."""
-    index = 0
-    async for message in messages:
-        if isinstance(message, Unparseable):
-            raise message.refusal(f"message {index} of the stream")
-        index += 1
-        yield message
+    return Refusal(code, message, field, reason, {})
 
 
 def _pack(message: Any) -> any_pb2.Any:

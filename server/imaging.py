@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from centroidal.engine import palette as palettes
-from centroidal.v1 import codec
+from centroidal import codec
 
 from .exceptions import InvalidRequest, LimitExceeded, ModelMismatch
 from .limits import check_model_name

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import weakref
+from collections.abc import AsyncIterator, Callable
 
 import numpy as np
 
+from centroidal import codec
 from centroidal.engine import kmeans, spectral
-from centroidal.v1 import codec
 
+from .admission import Incoming
 from .config import ServerConfig
-from .exceptions import LimitExceeded, ModelMismatch
-from .fitting import ENVELOPE_BYTES
+from .exceptions import InvalidRequest, LimitExceeded, ModelMismatch
+from .gathering import ENVELOPE_BYTES
 from .limits import check_matrix, check_model_name
 from .registry import Registry
+from .runtime import Runtime
 from .snapshots import SPECTRAL, ModelSnapshot
+
+# The answer's wire form, written where it is computed: off the event loop for a large one.
+Encode = Callable[[codec.PredictResponse], bytes]
 
 # An answer the engine computes on the calling thread (below this many multiply-adds,
 # n * k * d) costs less than a hand-over to a worker thread: it runs on the event loop.
@@ -128,3 +134,61 @@ def answer(
         transform = centers.transform(points, field="points")
     labels = labels.astype(label_type, copy=False)
     return codec.PredictResponse(snapshot.version, offset, labels, distances, transform)
+
+
+class Predicting:
+    """Predict and PredictStream over the registry's snapshots."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+
+    async def snapshot(self, name: str, version: int | None, field: str = "model") -> ModelSnapshot:
+        """The model version a call asks for; an older one is read from the store."""
+        runtime = self._runtime
+        if version is None:
+            return snapshot_for(runtime.registry, name, version, field)
+        return await runtime.workers.run(
+            runtime.workers.storage, snapshot_for, runtime.registry, name, version, field
+        )
+
+    async def predict(self, query: codec.PredictRequest, encode: Encode) -> bytes:
+        """One Predict's answer, encoded by ``encode``."""
+        snapshot = await self.snapshot(query.model, query.version)
+        if query.points is None:
+            raise InvalidRequest("points is required", field="points")
+        return await self._answer(snapshot, query.points, query.options or codec.PredictOptions(), 0, encode)
+
+    async def predict_stream(self, queries: Incoming[codec.PredictRequest], encode: Encode) -> AsyncIterator[bytes]:
+        """One answer per message that carries rows, in order; the first names the model."""
+        snapshot, options, offset = None, codec.PredictOptions(), 0
+        async with queries.drained_on_refusal():
+            index = 0
+            async for query in queries.ahead():
+                if snapshot is None:
+                    snapshot = await self.snapshot(query.model, query.version)
+                    options = query.options or options
+                elif query.model or query.version is not None or query.options is not None:
+                    raise InvalidRequest(
+                        f"message {index} of the stream sets model, version or options; only the "
+                        "first message may",
+                        field="model",
+                    )
+                if query.points is not None:
+                    yield await self._answer(snapshot, query.points, options, offset, encode)
+                    offset += query.points.shape[0]
+                index += 1
+
+    async def _answer(
+        self, snapshot: ModelSnapshot, points: np.ndarray, options: codec.PredictOptions, offset: int,
+        encode: Encode,
+    ) -> bytes:
+        runtime = self._runtime
+        points = check_points(snapshot, points, options, runtime.config)
+        if work_of(snapshot, points) <= INLINE_WORK:
+            response = encode(answer(snapshot, points, options, offset))
+        else:
+            response = await runtime.workers.run(
+                runtime.workers.compute, lambda: encode(answer(snapshot, points, options, offset))
+            )
+        runtime.metrics.predicted.inc(points.shape[0])
+        return response

@@ -1,27 +1,35 @@
-"""Evaluate and SuggestK: plan them from their specs, and the engine's steps for each.
-
-The rows are gathered as a Fit's are (``fitting.Gatherer``), and the work runs a step at
-a time under a fit slot (``fitting.FitRun``), so a cancelled call stops it.
+"""Evaluate and SuggestK: planned from their specs, their rows gathered as a Fit's are
+(``gathering``), and the work run a step at a time under a fit slot (``steps``), so that a
+cancelled call stops it. A SuggestK asked to stores its recommended fit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator
-from dataclasses import dataclass
+import contextlib
+import time
+from collections.abc import AsyncIterator, Generator
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
+from centroidal import codec
 from centroidal.engine import scoring
+from centroidal.engine.cosine import unit_rows
+from centroidal.engine.kmeans import KMeansParams
 from centroidal.engine.progress import Progress
-from centroidal.v1 import codec
 
+from .admission import CallWork, Incoming
+from .catalog import describe
 from .config import ServerConfig
-from .exceptions import InvalidRequest, LimitExceeded
-from .fitting import DEFAULT_MAX_ITER, DEFAULT_TOL, MAX_MAX_ITER, MAX_N_INIT, FitData, FitParams
+from .exceptions import InvalidRequest, LimitExceeded, ModelMismatch
+from .fitting import params_from_config, progress_of
+from .gathering import FitData, RowsPlan, gather
 from .limits import check_model_name
-from .predicting import labels_of, nearest
+from .predicting import Predicting, labels_of, nearest
+from .runtime import Runtime
 from .snapshots import SPECTRAL, ModelSnapshot
+from .steps import StepRun
 
 # Rows the silhouette scores unless told otherwise: the whole input up to this many.
 DEFAULT_SILHOUETTE_ROWS = 20_000
@@ -39,15 +47,16 @@ def silhouette_rows(options: codec.SilhouetteOptions, field: str) -> int | None:
     return options.sample_size or DEFAULT_SILHOUETTE_ROWS
 
 
-def gathering_params(
-    model: str, n_samples: int, n_clusters: int, metric: str, n_clusters_field: str
-) -> FitParams:
-    """What ``fitting.Gatherer`` checks the rows against."""
-    return FitParams(
-        model=model, n_clusters=n_clusters, init="k-means++", init_centers=None, n_init=1,
-        max_iter=1, tol=0.0, seed=None, n_samples=n_samples, expected_version=None,
-        return_labels=False, metric=metric, n_clusters_field=n_clusters_field,
+def scores_message(scores: scoring.Scores) -> codec.ClusterScores:
+    return codec.ClusterScores(
+        silhouette=scores.silhouette, silhouette_rows=scores.silhouette_rows,
+        calinski_harabasz=scores.calinski_harabasz, davies_bouldin=scores.davies_bouldin,
+        n_clusters_present=scores.n_clusters_present,
     )
+
+
+def k_score_message(entry: scoring.KScore) -> codec.KScore:
+    return codec.KScore(entry.n_clusters, entry.inertia, entry.n_iter, scores_message(entry.scores))
 
 
 # ---- Evaluate -----------------------------------------------------------------------------
@@ -62,34 +71,43 @@ class Evaluation:
 
 
 def evaluate_steps(
-    snapshot: ModelSnapshot, data: FitData, spec: codec.EvaluateSpec
-) -> Generator[float, None, Evaluation]:
+    snapshot: ModelSnapshot, data: FitData, sample: int | None, seed: int
+) -> Generator[scoring.Scoring, None, Evaluation]:
     """Label the rows with the model, then score the labelling; yields the share of the
-    silhouette done. The rows are unit rows already for a cosine model."""
+    silhouette done."""
     prepared = nearest(snapshot)
+    points = data.points
     if snapshot.kind == SPECTRAL:  # labelled by the vote; its inertia is around the cluster means
-        labels = labels_of(snapshot, data.points)
-        gaps = data.points.astype(np.float64) - snapshot.centers.astype(np.float64)[labels]
+        labels = labels_of(snapshot, points)
+        gaps = points.astype(np.float64) - snapshot.centers.astype(np.float64)[labels]
         inertia = float(np.einsum("ij,ij->", gaps, gaps))
     else:
-        labels, distances = prepared.predict(data.points, return_distance=True, field="points")
-        assert isinstance(distances, np.ndarray)
+        labels, distances = prepared.predict(points, return_distance=True, field="points")
         losses = distances.astype(np.float64)
         inertia = float(losses.sum() if prepared.metric == "cosine" else (losses**2).sum())
-    sample = silhouette_rows(spec.silhouette, "spec.silhouette")
-    scores = yield from scoring.score_steps(
-        data.points, labels, snapshot.n_clusters, metric=prepared.metric, sample_size=sample,
-        seed=spec.silhouette.seed or 0, prepared=True,
+    if prepared.metric == "cosine":  # the silhouette's distances are between unit rows
+        points = unit_rows(points, "points", in_place=True)
+    steps = scoring.score_steps(
+        points, labels, snapshot.n_clusters, metric=prepared.metric, sample_size=sample, seed=seed,
+        prepared=True,
     )
-    return Evaluation(inertia, scores)
+    while True:
+        try:
+            share = next(steps)
+        except StopIteration as done:
+            return Evaluation(inertia, done.value)
+        yield scoring.Scoring(snapshot.n_clusters, share)
 
 
-def scores_message(scores: scoring.Scores) -> codec.ClusterScores:
-    return codec.ClusterScores(
-        silhouette=scores.silhouette, silhouette_rows=scores.silhouette_rows,
-        calinski_harabasz=scores.calinski_harabasz, davies_bouldin=scores.davies_bouldin,
-        n_clusters_present=scores.n_clusters_present,
-    )
+def _rows_fitting(snapshot: ModelSnapshot, points: np.ndarray | None) -> np.ndarray | None:
+    """An Evaluate chunk's rows, refused unless they have the model's width."""
+    if points is not None and points.shape[1] != snapshot.n_features:
+        raise ModelMismatch(
+            f"points.cols={points.shape[1]} but model {snapshot.name!r} version "
+            f"{snapshot.version} has {snapshot.n_features} features",
+            field="points.cols", reason="FEATURE_MISMATCH",
+        )
+    return points
 
 
 # ---- SuggestK -----------------------------------------------------------------------------
@@ -97,29 +115,22 @@ def scores_message(scores: scoring.Scores) -> codec.ClusterScores:
 
 @dataclass(frozen=True)
 class SuggestPlan:
-    """A validated SuggestKSpec, with defaults filled in."""
+    """A SuggestKSpec checked: the ks, the fits' parameters (those of the largest k), the
+    silhouette's sample, and where the best fit is saved ("" for nowhere)."""
 
     ks: range
-    n_init: int | None
-    max_iter: int
-    tol: float
-    seed: int
-    metric: str
+    params: KMeansParams
     silhouette_rows: int | None
     sample_seed: int | None
     save_best_as: str
-    gathering: FitParams
+    n_samples: int
 
-    def config(self, k: int) -> dict[str, object]:
-        """The stored config of the kept model, as a Fit of k would record it."""
-        return {
-            "init": "k-means++", "n_init": self.n_init or 1, "max_iter": self.max_iter, "tol": self.tol,
-            "seed": self.seed, "metric": self.metric,
-        }
+    def rows(self) -> RowsPlan:
+        return RowsPlan(declared=self.n_samples, n_clusters=self.ks.stop - 1, n_clusters_field="spec.k_max")
 
 
 def plan_suggest(spec: codec.SuggestKSpec, limits: ServerConfig) -> SuggestPlan:
-    """Check a SuggestKSpec against the contract and the server's limits."""
+    """Check a SuggestKSpec against the engine's rules and the server's limits."""
     config = spec.config
     if spec.k_min < 2:
         raise InvalidRequest(f"spec.k_min must be at least 2, got {spec.k_min}", field="spec.k_min")
@@ -139,55 +150,141 @@ def plan_suggest(spec: codec.SuggestKSpec, limits: ServerConfig) -> SuggestPlan:
     if config.init == "given":
         raise InvalidRequest("spec.config.init cannot be INIT_METHOD_GIVEN: each k needs its own centers",
                              field="spec.config.init")
-    if config.init == "random":
-        raise InvalidRequest("spec.config.init must be k-means++ (or unset) for SuggestK",
-                             field="spec.config.init")
-    if config.n_init > MAX_N_INIT:
-        raise InvalidRequest(f"spec.config.n_init must be at most {MAX_N_INIT}, got {config.n_init}",
-                             field="spec.config.n_init")
-    max_iter = config.max_iter or DEFAULT_MAX_ITER
-    if max_iter > MAX_MAX_ITER:
-        raise InvalidRequest(f"spec.config.max_iter must be at most {MAX_MAX_ITER}, got {max_iter}",
-                             field="spec.config.max_iter")
-    tol = DEFAULT_TOL if config.tol is None else config.tol
-    if not (np.isfinite(tol) and tol >= 0):
-        raise InvalidRequest(f"spec.config.tol must be finite and >= 0, got {tol}", field="spec.config.tol")
+    if config.algorithm != "kmeans":
+        raise InvalidRequest("spec.config.algorithm must be k-means (or unset) for SuggestK",
+                             field="spec.config.algorithm")
+    # Every k is seeded alike: unset means 0, as the contract says.
+    params = params_from_config(replace(config, seed=config.seed or 0), limits, n_clusters=spec.k_max)
     if spec.n_samples > limits.max_points:
         raise LimitExceeded(f"spec.n_samples={spec.n_samples} exceeds the server's limit of "
                             f"{limits.max_points} points", field="spec.n_samples")
     save_as = check_model_name(spec.save_best_as, "spec.save_best_as") if spec.save_best_as else ""
     return SuggestPlan(
-        ks=range(spec.k_min, spec.k_max + 1), n_init=config.n_init or None, max_iter=max_iter,
-        tol=float(tol), seed=0 if config.seed is None else int(config.seed), metric=config.metric,
+        ks=range(spec.k_min, spec.k_max + 1), params=params,
         silhouette_rows=silhouette_rows(spec.silhouette, "spec.silhouette"),
-        sample_seed=spec.silhouette.seed, save_best_as=save_as,
-        gathering=gathering_params(
-            save_as or "suggest-k", spec.n_samples, spec.k_max, config.metric, "spec.k_max"
-        ),
+        sample_seed=spec.silhouette.seed, save_best_as=save_as, n_samples=spec.n_samples,
     )
 
 
 def suggest_steps(
     plan: SuggestPlan, data: FitData
 ) -> Generator[Progress | scoring.Scoring | scoring.KScore, None, scoring.Suggestion]:
-    """The engine's suggest-k on the gathered rows (unit rows already for cosine)."""
+    """The engine's suggest-k on the gathered rows (scaled in place for cosine)."""
     if plan.ks.stop - 1 > data.points.shape[0] - 1:
         raise InvalidRequest(
             f"spec.k_max={plan.ks.stop - 1} needs at least {plan.ks.stop} points; the stream "
             f"carried {data.points.shape[0]}", field="spec.k_max",
         )
+    params = plan.params
     steps: Generator[Any, None, scoring.Suggestion] = scoring.suggest_k_steps(
-        data.points, plan.ks, metric=plan.metric, n_init=plan.n_init, max_iter=plan.max_iter,
-        tol=plan.tol, seed=plan.seed, sample_size=plan.silhouette_rows, sample_seed=plan.sample_seed,
-        copy_x=False,
+        data.points, plan.ks, metric=params.metric, init=params.init, n_init=params.n_init,
+        max_iter=params.max_iter, tol=params.tol, seed=params.seed or 0,
+        sample_size=plan.silhouette_rows, sample_seed=plan.sample_seed, copy_x=False,
     )
     return steps
 
 
-def k_score_message(entry: scoring.KScore) -> codec.KScore:
-    return codec.KScore(entry.n_clusters, entry.inertia, entry.n_iter, scores_message(entry.scores))
+# ---- the calls ----------------------------------------------------------------------------
 
 
-def best_fit(suggestion: scoring.Suggestion) -> scoring.KScore:
-    return next(entry for entry in suggestion.per_k if entry.n_clusters == suggestion.recommended)
+class Scoring:
+    """Runs Evaluate and SuggestK calls."""
 
+    def __init__(self, runtime: Runtime, predicting: Predicting) -> None:
+        self._runtime = runtime
+        self._predicting = predicting
+
+    async def evaluate(self, chunks: Incoming[codec.EvaluateChunk]) -> codec.EvaluateResponse:
+        runtime, started = self._runtime, time.monotonic()
+        first = await chunks.next()
+        if first is None or first.spec is None:
+            raise InvalidRequest("the first EvaluateRequest must carry a spec", field="spec")
+        spec = first.spec
+        # The answer is a single message, so a refusal of the spec waits for the upload to end:
+        # a client still writing would not get the status (grpc/grpc#36066).
+        async with chunks.drained_on_refusal():
+            snapshot = await self._predicting.snapshot(spec.model, spec.version, "spec.model")
+            sample = silhouette_rows(spec.silhouette, "spec.silhouette")
+            if spec.n_samples > runtime.config.max_points:
+                raise LimitExceeded(f"spec.n_samples={spec.n_samples} exceeds the server's limit of "
+                                    f"{runtime.config.max_points} points", field="spec.n_samples")
+            slot = runtime.fit_slots.take()
+        work = CallWork()
+        memory = runtime.memory.reservation("this evaluation", field="points")
+        try:
+            rows = RowsPlan(declared=spec.n_samples, n_clusters=1, n_clusters_field="spec.model")
+            data = await gather(runtime, chunks, first, rows, memory, work,
+                                lambda chunk: (_rows_fitting(snapshot, chunk.points), None))
+            run = StepRun(
+                f"evaluation of {snapshot.name}",
+                evaluate_steps(snapshot, data, sample, spec.silhouette.seed or 0), work,
+                runtime.workers.fits, runtime.fits, _nothing,
+            )
+            async with contextlib.aclosing(run.events()) as events:
+                async for _ in events:
+                    pass
+        finally:
+            work.after(slot.release)
+            work.after(memory.release)
+        evaluation: Evaluation = run.result
+        return codec.EvaluateResponse(
+            version=snapshot.version, n_samples=data.points.shape[0], inertia=evaluation.inertia,
+            scores=scores_message(evaluation.scores), elapsed_seconds=time.monotonic() - started,
+        )
+
+    async def suggest_k(self, chunks: Incoming[codec.SuggestKChunk]) -> AsyncIterator[codec.SuggestKEvent]:
+        """The events of one SuggestK: admitted, the data received, each k's fit progress and
+        scores, and the result, with the recommended fit stored first when asked for."""
+        runtime, started = self._runtime, time.monotonic()
+        first = await chunks.next()
+        if first is None or first.spec is None:
+            raise InvalidRequest("the first SuggestKRequest must carry a spec", field="spec")
+        plan = plan_suggest(first.spec, runtime.config)
+        if plan.save_best_as:
+            runtime.registry.check_writable()  # before the data, as for a Fit
+        slot, work = runtime.fit_slots.take(), CallWork()
+        memory = runtime.memory.reservation("this suggest-k", field="points")
+        try:
+            yield codec.FitProgress("admitted", elapsed_seconds=time.monotonic() - started)
+            data = await gather(runtime, chunks, first, plan.rows(), memory, work,
+                                lambda chunk: (chunk.points, None))
+            n_samples = data.points.shape[0]
+            runtime.metrics.points.inc(n_samples)
+            yield codec.FitProgress("data_received", points_received=n_samples,
+                                    elapsed_seconds=time.monotonic() - started)
+            run = StepRun("suggest-k", suggest_steps(plan, data), work, runtime.workers.fits,
+                          runtime.fits, runtime.metrics.iterations.inc)
+            k = plan.ks.start
+            async with contextlib.aclosing(run.events()) as events:
+                async for event in events:
+                    if isinstance(event, scoring.KScore):
+                        k = event.n_clusters + 1
+                        yield k_score_message(event)
+                    elif isinstance(event, scoring.Scoring):
+                        yield codec.FitProgress("scoring", elapsed_seconds=time.monotonic() - started,
+                                                n_clusters=k)
+                    else:
+                        yield replace(progress_of(event, n_samples, started), n_clusters=k)
+        finally:
+            work.after(slot.release)
+            work.after(memory.release)
+        suggestion: scoring.Suggestion = run.result
+        saved = None
+        if plan.save_best_as:
+            best = next(entry for entry in suggestion.per_k if entry.n_clusters == suggestion.recommended)
+            snapshot = ModelSnapshot(
+                name=plan.save_best_as, version=0, centers=best.centers,
+                config=replace(plan.params, n_clusters=best.n_clusters).as_config(plan.params.seed or 0),
+                inertia=best.inertia, n_iter=best.n_iter, n_samples_seen=n_samples,
+                created_at=0.0, updated_at=0.0,
+            )
+            saved = describe(await runtime.commit(snapshot), include_centers=True)
+        yield codec.SuggestKResult(
+            recommended_k=suggestion.recommended, elbow_k=suggestion.elbow, rule=scoring.RULE,
+            per_k=tuple(k_score_message(entry) for entry in suggestion.per_k), saved=saved,
+            elapsed_seconds=time.monotonic() - started,
+        )
+
+
+def _nothing() -> None:
+    """No metric counts an evaluation's steps."""

@@ -21,8 +21,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from centroidal.engine.kmeans import fresh_seed
 from centroidal.engine.minibatch import MiniBatchParams, MiniBatchState
-from centroidal.v1 import codec
+from centroidal import codec
 
 from .config import ServerConfig
 from .exceptions import (
@@ -41,7 +42,6 @@ from .snapshots import MINIBATCH_KMEANS, ModelSnapshot
 log = logging.getLogger("centroidal.server")
 
 MAX_PRODUCER_ID = 128
-DEFAULT_SEED = 0
 
 
 def params_from_config(config: codec.MiniBatchConfig, limits: ServerConfig) -> MiniBatchParams:
@@ -66,7 +66,8 @@ def params_from_config(config: codec.MiniBatchConfig, limits: ServerConfig) -> M
         reassignment_ratio=0.01 if config.reassignment_ratio is None else config.reassignment_ratio,
         half_life=config.half_life,
         half_life_unit=config.half_life_unit,
-        seed=DEFAULT_SEED if config.seed is None else config.seed,
+        # Drawn now and recorded with the model, as a fit's is, so the model reports its seed.
+        seed=fresh_seed() if config.seed is None else config.seed,
         metric=config.metric,
     )
     return params.check()
@@ -319,7 +320,8 @@ class StreamHub:
             name=live.name,
             version=0,
             centers=state.centers.copy(),
-            config=state.params.as_dict(),
+            # The init size the first batch decided, when the stream left it to the default.
+            config={**state.params.as_dict(), "init_size": state.init_target},
             inertia=batch_inertia,
             n_iter=0,
             n_samples_seen=state.n_samples_seen,

@@ -102,4 +102,7 @@ def test_the_dockerfile_lints_clean_and_follows_its_port() -> None:
     dockerfile = (root / "Dockerfile").read_text()
     health = dockerfile[dockerfile.index("HEALTHCHECK"):]
     assert "${CENTROIDAL_PORT}" in health.split("STOPSIGNAL")[0]
-    assert "minibatch.warmup()" in dockerfile
+    # The image compiles the server's own warm-up list, and holds every package folder.
+    assert "RUN python -m centroidal.engine.warmup" in dockerfile
+    for folder in ("protos", "codec", "engine", "server", "client"):
+        assert f"COPY {folder} ./{folder}" in dockerfile

@@ -145,7 +145,7 @@ def test_grpc_aio_loses_a_refusal_that_races_the_upload(server) -> None:
     """Why AsyncClient waits for the server's first answer before uploading (grpc/grpc#36066):
     written straight after the spec, the data races the refusal, and the status is lost."""
     from centroidal.v1 import clustering_pb2 as pb
-    from centroidal.v1 import codec
+    from centroidal import codec
 
     X = np.random.default_rng(0).normal(size=(500_000, 16)).astype(np.float32)
     spec = pb.FitRequest(spec=pb.FitSpec(model="m", config=pb.KMeansConfig(n_clusters=0)))
@@ -161,7 +161,7 @@ def test_grpc_aio_loses_a_refusal_that_races_the_upload(server) -> None:
                 async def upload() -> None:
                     await call.write(spec.SerializeToString())
                     for start in range(0, len(X), 50_000):
-                        await call.write(codec.serialize_with_matrix(pb.FitRequest(), "points", X[start : start + 50_000]))
+                        await call.write(codec.serialize_fit_request(codec.FitChunk(points=X[start : start + 50_000])))
                     await call.done_writing()
 
                 writer = asyncio.get_running_loop().create_task(upload())

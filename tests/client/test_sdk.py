@@ -173,7 +173,7 @@ def test_list_models_pages_in_name_order(client: Client) -> None:
 def test_get_model_reports_config_and_stats(client: Client) -> None:
     client.fit("described", X, 4, seed=9, n_init=2, max_iter=50, tol=1e-3)
     model = client.get_model("described")
-    assert model.config == {
+    assert model.settings() == {
         "n_clusters": 4, "init": "k-means++", "n_init": 2, "max_iter": 50, "tol": 1e-3, "seed": 9,
         "metric": "euclidean",
     }
@@ -193,7 +193,7 @@ def wait_until(condition, limit_s: float = 60.0) -> None:
 def test_fit_cancelled_while_labels_stream_stores_nothing(server: CentroidalServer) -> None:
     import grpc
 
-    from centroidal.v1 import codec
+    from centroidal import codec
     from centroidal.v1 import clustering_pb2 as pb
     from centroidal.v1 import clustering_pb2_grpc as pb_grpc
 
@@ -271,13 +271,15 @@ def test_predict_labels_travel_narrow_on_request(
 
     from centroidal.v1 import clustering_pb2 as pb
     from centroidal.v1 import clustering_pb2_grpc as pb_grpc
-    from centroidal.v1 import codec
+    from centroidal import codec
 
     X = np.random.default_rng(2).normal(size=(2_000, 4)).astype(np.float32)
     fitted = client.fit("narrow", X, n_clusters, seed=1, max_iter=5)
     expected = kmeans.predict(X, fitted.centers)
     np.testing.assert_array_equal(client.predict("narrow", X), expected)  # the SDK asks for narrow
-    request = codec.encode_predict_request(codec.PredictRequest(model="narrow", points=X))
+    request = pb.PredictRequest.FromString(
+        codec.serialize_predict_request(codec.PredictRequest(model="narrow", points=X))
+    )
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         stub = pb_grpc.ClusteringServiceStub(channel)
         plain = stub.Predict(request, timeout=60)

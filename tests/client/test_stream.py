@@ -113,7 +113,7 @@ def test_the_stream_reconnects_and_replays_after_a_server_restart(start_server: 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("weighted", [False, True])
 def test_hand_encoded_batches_parse_as_the_protobuf_message(dtype: type, weighted: bool) -> None:
-    from centroidal.v1 import codec
+    from centroidal import codec
     from centroidal.v1 import clustering_pb2 as pb
 
     points = np.arange(300 * 7, dtype=dtype).reshape(300, 7) / 7
@@ -123,7 +123,7 @@ def test_hand_encoded_batches_parse_as_the_protobuf_message(dtype: type, weighte
     )
     if weights is not None:
         expected.batch.sample_weight.CopyFrom(codec.encode_vector(weights))
-    encoded = codec.serialize_batch_request("producer-é", 2**40 + 3, points, weights)
+    encoded = codec.serialize_minibatch_request(codec.MiniBatch("producer-é", 2**40 + 3, points, weights))
     assert pb.MiniBatchRequest.FromString(encoded) == expected
 
 

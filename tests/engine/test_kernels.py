@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from centroidal.engine import _lloyd, _seeding, _validation, kmeans, minibatch
+from centroidal.engine import _common, _lloyd, _nearest, _seeding, _validation, lloyd, minibatch
 from centroidal.engine.seeding import shift_for
 from tests import naive
 
@@ -36,7 +36,7 @@ def test_shifted_centers(dtype: type) -> None:
     shift = shift_for(centers)
     moved = np.empty_like(centers)
     half = np.empty(centers.shape[0], dtype=dtype)
-    _lloyd._shifted_centers(centers, shift, moved, half)
+    _common.shifted_centers(centers, shift, moved, half)
     expected_moved, expected_half = naive.shifted_centers(centers, shift)
     np.testing.assert_allclose(moved, expected_moved, rtol=RTOL[dtype])
     np.testing.assert_allclose(half, expected_half, rtol=RTOL[dtype])
@@ -54,10 +54,10 @@ def test_scan_nearest_and_two_nearest(dtype: type) -> None:
     best_id = np.empty(tile, dtype=dtype)
     second = np.empty(tile, dtype=dtype)
     expected_best, expected_id, expected_second = naive.scan_nearest(dots, rows, half)
-    _lloyd._scan_nearest(dots, rows, half, ids, best, best_id)
+    _nearest._scan_nearest(dots, rows, half, ids, best, best_id)
     np.testing.assert_allclose(best[:rows], expected_best, rtol=RTOL[dtype])
     np.testing.assert_array_equal(best_id[:rows].astype(int), expected_id)
-    _lloyd._scan_group(dots, rows, half, ids, np.arange(k), best, second, best_id)
+    _nearest._scan_group(dots, rows, half, ids, np.arange(k), best, second, best_id)
     np.testing.assert_allclose(second[:rows], expected_second, rtol=RTOL[dtype])
     np.testing.assert_array_equal(best_id[:rows].astype(int), expected_id)
 
@@ -77,7 +77,7 @@ def test_scan_groups(dtype: type) -> None:
     group_second = np.empty((4, tile), dtype=dtype)
     scratch = [np.empty(tile, dtype=dtype) for _ in range(3)]
     best_group = np.empty(tile, dtype=np.int64)
-    _lloyd._scan_groups(dots, rows, half, np.arange(k).astype(dtype), order, start, group_best,
+    _nearest.scan_groups(dots, rows, half, np.arange(k).astype(dtype), order, start, group_best,
                         group_second, scratch[0], scratch[1], scratch[2], best_group)
     expected_best, expected_id, _ = naive.scan_nearest(dots, rows, half)
     np.testing.assert_allclose(scratch[1][:rows], expected_best, rtol=RTOL[dtype])
@@ -91,7 +91,7 @@ def test_scan_groups(dtype: type) -> None:
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("kernel", ["_assign", "_assign_on_caller"])
+@pytest.mark.parametrize("kernel", ["assign", "assign_on_caller"])
 @pytest.mark.parametrize("n_features", [1, 3, 4, 5])
 def test_assign(dtype: type, kernel: str, n_features: int) -> None:
     # Up to _NARROW features the tiles are scanned directly, past it through a GEMM.
@@ -112,18 +112,18 @@ def test_assign(dtype: type, kernel: str, n_features: int) -> None:
 def test_all_distances_and_distances_to_assigned(dtype: type) -> None:
     X, centers = data(dtype, n=500)
     out = np.empty((X.shape[0], centers.shape[0]), dtype=dtype)
-    _lloyd._all_distances(X, centers, out)
+    _lloyd.all_distances(X, centers, out)
     np.testing.assert_allclose(out, np.sqrt(naive.sq_distances(X, centers)), rtol=RTOL[dtype])
     labels = np.random.default_rng(2).integers(centers.shape[0], size=X.shape[0]).astype(np.int32)
     assigned = np.empty(X.shape[0])
-    _lloyd._sq_distances_to_assigned(X, centers, labels, assigned)
+    _lloyd.sq_distances_to_assigned(X, centers, labels, assigned)
     np.testing.assert_allclose(assigned, naive.sq_distances(X, centers)[np.arange(X.shape[0]), labels], rtol=1e-12)
 
 
 def _step(X: np.ndarray, weights: np.ndarray, centers: np.ndarray, mode: int, labels: np.ndarray,
           lower: np.ndarray, groups: tuple[np.ndarray, np.ndarray],
           group_move: np.ndarray | None = None, exact: bool = True) -> tuple[np.ndarray, ...]:
-    n_chunks = _lloyd.n_chunks_for(X.shape[0], centers.shape[0], X.shape[1])
+    n_chunks = _common.n_chunks_for(X.shape[0], centers.shape[0], X.shape[1])
     sums = np.empty((n_chunks, *centers.shape))
     totals = np.empty((n_chunks, centers.shape[0]))
     inertia = np.empty(n_chunks)
@@ -135,7 +135,7 @@ def _step(X: np.ndarray, weights: np.ndarray, centers: np.ndarray, mode: int, la
     order, start = groups
     if group_move is None:
         group_move = np.full(start.size - 1, math.inf)
-    _lloyd._lloyd_step(X, weights, centers, shift_for(centers), gaps, order, start, group_move,
+    _lloyd.lloyd_step(X, weights, centers, shift_for(centers), gaps, order, start, group_move,
                        margin, mode, exact, labels, lower, sums, totals, inertia, changed, computed)
     return sums.sum(axis=0), totals.sum(axis=0), inertia.sum(), changed.sum(), computed.sum()
 
@@ -156,7 +156,7 @@ def _group_lower_bounds(X: np.ndarray, centers: np.ndarray, labels: np.ndarray,
 def test_lloyd_step_in_every_mode(dtype: type, weighted: bool, n_groups: int, n_features: int) -> None:
     X, centers = data(dtype, d=n_features)
     weights = np.random.default_rng(3).uniform(0.5, 2.0, size=X.shape[0]) if weighted else np.empty(0)
-    groups = kmeans.group_centers(centers.astype(np.float64), n_groups)
+    groups = lloyd.group_centers(centers.astype(np.float64), n_groups)
     assert groups[1].size == n_groups + 1
     labels = np.full(X.shape[0], -1, dtype=np.int32)
     lower = np.zeros((X.shape[0], n_groups), dtype=dtype)
@@ -205,37 +205,37 @@ def test_group_centers_partitions_the_centers_by_nearness() -> None:
     rng = np.random.default_rng(6)
     sites = rng.normal(scale=100.0, size=(4, 8))
     centers = np.repeat(sites, 10, axis=0) + rng.normal(size=(40, 8))
-    order, start = kmeans.group_centers(centers, 4)
+    order, start = lloyd.group_centers(centers, 4)
     assert sorted(order.tolist()) == list(range(40))
     groups = [order[a:b] for a, b in zip(start[:-1], start[1:])]
     assert all((np.diff(g) > 0).all() for g in groups)
     # The four tight sites come out as the four groups.
     assert sorted(np.unique(g // 10).tolist() for g in groups) == [[0], [1], [2], [3]]
-    again = kmeans.group_centers(centers, 4)
+    again = lloyd.group_centers(centers, 4)
     np.testing.assert_array_equal(again[0], order)
     # More groups than centers, or one group, still cover every center once.
     for n_groups in (1, 60):
-        order, start = kmeans.group_centers(centers[:5], n_groups)
+        order, start = lloyd.group_centers(centers[:5], n_groups)
         assert sorted(order.tolist()) == list(range(5)) and start[0] == 0 and start[-1] == 5
 
 
 def test_n_groups_for_follows_k_and_d() -> None:
-    assert kmeans.n_groups_for(16, 3) == 1
-    assert kmeans.n_groups_for(64, 16) == 1
-    assert kmeans.n_groups_for(256, 64) == 4
-    assert kmeans.n_groups_for(1024, 128) == 8
-    assert kmeans.n_groups_for(20, 1024) == 2
+    assert lloyd.n_groups_for(16, 3) == 1
+    assert lloyd.n_groups_for(64, 16) == 1
+    assert lloyd.n_groups_for(256, 64) == 4
+    assert lloyd.n_groups_for(1024, 128) == 8
+    assert lloyd.n_groups_for(20, 1024) == 2
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_column_sums(dtype: type) -> None:
     X, _ = data(dtype)
-    n_chunks = _lloyd.n_chunks_for(X.shape[0])
+    n_chunks = _common.n_chunks_for(X.shape[0])
     sums = np.empty((n_chunks, X.shape[1]))
     deviations = np.empty((n_chunks, X.shape[1]))
-    _lloyd._column_sums(X, sums, deviations, np.empty(0))
+    _lloyd.column_sums(X, sums, deviations, np.empty(0))
     mean = sums.sum(axis=0) / X.shape[0]
-    _lloyd._column_sums(X, sums, deviations, mean)
+    _lloyd.column_sums(X, sums, deviations, mean)
     expected_sums, expected_deviations = naive.column_sums(X, mean)
     np.testing.assert_allclose(sums.sum(axis=0), expected_sums, rtol=1e-12)
     np.testing.assert_allclose(deviations.sum(axis=0), expected_deviations, rtol=1e-10)
@@ -251,7 +251,7 @@ def test_seeding_kernels(dtype: type, weighted: bool) -> None:
     np.testing.assert_allclose(closest, naive.sq_distances(X, centers)[:, 2], rtol=1e-12)
     _seeding._lower_closest(X, centers, 5, closest)
     np.testing.assert_allclose(closest, naive.sq_distances(X, centers)[:, [2, 5]].min(axis=1), rtol=1e-12)
-    n_chunks = _lloyd.n_chunks_for(X.shape[0])
+    n_chunks = _common.n_chunks_for(X.shape[0])
     candidates = np.ascontiguousarray(X[[10, 200, 3000 - 1]])
     pots = np.empty((n_chunks, candidates.shape[0]))
     _seeding._candidate_potentials(X, weights, candidates, shift_for(candidates), closest, pots)
@@ -275,7 +275,7 @@ def test_scan_values(dtype: type) -> None:
     X[1234, 2] = np.nan
     X[2900, 0] = -np.inf
     X[7, 1] = -1e6
-    n_chunks = _lloyd.n_chunks_for(X.shape[0])
+    n_chunks = _common.n_chunks_for(X.shape[0])
     bad = np.empty(n_chunks, dtype=np.int64)
     first = np.empty(n_chunks, dtype=np.int64)
     largest = np.empty(n_chunks)

@@ -8,7 +8,7 @@ import pytest
 from sklearn.cluster import KMeans
 from sklearn.datasets import load_digits, make_blobs
 
-from centroidal.engine import InvalidInputError, kmeans
+from centroidal.engine import InvalidInputError, kmeans, lloyd
 from tests import naive
 
 
@@ -79,7 +79,7 @@ def test_result_with_group_bounds_does_not_depend_on_thread_count() -> None:
     # k * d = 1024 and 32 features: the bounds are used, in two groups of centers.
     X, _ = make_blobs(30_000, n_features=32, centers=32, cluster_std=3.0, random_state=2)
     X = X.astype(np.float32)
-    assert kmeans.n_groups_for(32, 32) == 2
+    assert lloyd.n_groups_for(32, 32) == 2
     before = numba.get_num_threads()
     results, skipped = [], []
     try:
@@ -138,7 +138,7 @@ def test_predict_and_transform_match_naive(blobs: np.ndarray, dtype: type) -> No
 
 
 def test_tolerance_is_relative_to_data_variance(blobs: np.ndarray) -> None:
-    np.testing.assert_allclose(kmeans.mean_variance(blobs), np.var(blobs, axis=0).mean(), rtol=1e-12)
+    np.testing.assert_allclose(lloyd.mean_variance(blobs), np.var(blobs, axis=0).mean(), rtol=1e-12)
     loose = kmeans.fit(blobs * 1000, 8, init=blobs[:8] * 1000, tol=1e-1)
     strict = kmeans.fit(blobs * 1000, 8, init=blobs[:8] * 1000, tol=0)
     assert loose.n_iter < strict.n_iter
@@ -154,7 +154,7 @@ def test_tolerance_is_relative_to_data_variance(blobs: np.ndarray) -> None:
         ({"X": np.ones((0, 3))}, "X"),
         ({"sample_weight": -np.ones(10)}, "sample_weight"),
         ({"sample_weight": np.ones(9)}, "sample_weight"),
-        ({"init": np.ones((3, 2))}, "init"),
+        ({"init": np.ones((3, 2))}, "init_centers.rows"),
         ({"init": "farthest"}, "init"),
         ({"max_iter": 0}, "max_iter"),
         ({"tol": -1.0}, "tol"),
@@ -172,7 +172,7 @@ def test_bounded_steps_assign_like_a_full_search(dtype: type) -> None:
     X, _ = make_blobs(20_000, n_features=16, centers=20, cluster_std=6.0, random_state=3)
     X = X.astype(dtype)
     centers = X[:20].copy()
-    work = kmeans._Workspace(len(X), 20, 16, X.dtype)
+    work = lloyd.Workspace(len(X), 20, 16, X.dtype)
     assert work.use_bounds
     work.reset()
     skipped_rows = 0
@@ -181,7 +181,7 @@ def test_bounded_steps_assign_like_a_full_search(dtype: type) -> None:
         agreement = (work.labels == naive.assign(X, centers)).mean()
         assert agreement == 1.0 if dtype is np.float64 else agreement >= 0.9999
         skipped_rows += len(X) - int(work.partial_computed.sum())
-        centers = kmeans._centers_from_sums(X, kmeans.UNIT_WEIGHTS, centers, work)
+        centers = lloyd._centers_from_sums(X, kmeans.UNIT_WEIGHTS, centers, work)
     assert skipped_rows > 0, "the bounds never let a row skip the full search"
 
 

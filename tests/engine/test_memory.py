@@ -24,14 +24,14 @@ SCRIPT = textwrap.dedent(
     import ctypes, json, sys, tracemalloc
 
     import numpy as np
-    from centroidal.engine import kmeans
+    from centroidal.engine import kmeans, warmup
 
     def status(field):
         for line in open("/proc/self/status"):
             if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
 
-    kmeans.warmup()
+    warmup.compile_all()
     n, d, k = int(sys.argv[1]), 16, 64
     X = np.empty((n, d), dtype=np.float32)
     rng = np.random.default_rng(0)

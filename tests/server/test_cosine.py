@@ -31,7 +31,7 @@ def test_a_cosine_fit_is_recorded_and_predicts_by_direction(start_server: Server
     server = start_server()
     with Client(f"127.0.0.1:{server.port}", timeout=30) as client:
         model = client.get_model("emb")
-        assert model.metric == "cosine" and model.config["metric"] == "cosine"
+        assert model.metric == "cosine" and model.settings()["metric"] == "cosine"
         np.testing.assert_array_equal(client.predict("emb", X[:50]), result.labels[:50])
 
 
@@ -57,7 +57,7 @@ def test_a_streamed_cosine_model_keeps_unit_centers(client: Client) -> None:
         for start in range(0, X.shape[0], 500):
             stream.send(X[start : start + 500])
     model = client.get_model("live", include_centers=True)
-    assert model.metric == "cosine" and model.config["metric"] == "cosine"
+    assert model.metric == "cosine" and model.settings()["metric"] == "cosine"
     assert model.centers is not None
     np.testing.assert_allclose(np.linalg.norm(model.centers, axis=1), 1.0, rtol=1e-12)
     assert adjusted_rand_score(client.predict("live", X), truth) == 1.0

@@ -75,9 +75,9 @@ def test_fit_progress_reports_the_distances_the_bounds_skipped(
 ) -> None:
     from sklearn.datasets import make_blobs
 
-    from centroidal.server import fitting
+    from centroidal.server import steps
 
-    monkeypatch.setattr(fitting, "PROGRESS_INTERVAL_S", 0.0)  # every iteration's event
+    monkeypatch.setattr(steps, "PROGRESS_INTERVAL_S", 0.0)  # every iteration's event
     server = start_server()
     X, _ = make_blobs(20_000, n_features=16, centers=32, cluster_std=2.0, random_state=3)
     shares: list[float] = []

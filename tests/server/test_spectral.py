@@ -34,8 +34,8 @@ def test_two_moons_are_separated_where_kmeans_fails(client: Client) -> None:
     )
     assert adjusted_rand_score(plain.labels, TRUTH) < 0.5
     model = client.get_model("moons", include_centers=True)
-    assert model.kind == "spectral" and model.config["algorithm"] == "spectral"
-    assert model.config["n_neighbors"] == 10 and model.config["n_init"] == 10
+    assert model.kind == "spectral" and model.settings()["algorithm"] == "spectral"
+    assert model.settings()["n_neighbors"] == 10 and model.settings()["n_init"] == 10
     for cluster in range(2):  # the centers are the clusters' means
         np.testing.assert_allclose(model.centers[cluster], MOONS[fitted.labels == cluster].mean(axis=0))
 

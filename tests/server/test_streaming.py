@@ -66,7 +66,7 @@ def test_first_batch_creates_the_model_and_each_batch_is_acked(stub, client: Cli
     # The stream's close stores the model.
     model = client.get_model("live", include_centers=True)
     assert (model.kind, model.version, model.durable_version, model.n_batches) == ("minibatch-kmeans", 3, 3, 3)
-    assert model.config["seed"] == 3 and model.n_samples_seen == 600
+    assert model.settings()["seed"] == 3 and model.n_samples_seen == 600
     # The server learns exactly what the engine learns from the same batches.
     state = MiniBatchState(MiniBatchParams(4, seed=3), 3, np.dtype(np.float32))
     for s in (1, 2, 3):

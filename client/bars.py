@@ -1,0 +1,61 @@
+"""The command line's progress bars (tqdm, on standard error)."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from typing import Any
+
+from tqdm import tqdm
+
+from .results import FitProgress
+
+
+class FitBar:
+    """A fit's progress on tqdm bars: the upload in points, then each restart's iterations.
+
+    Upload events arrive on gRPC's sending thread, the others on the caller's.
+    """
+
+    def __init__(self, label: str, max_iter: int | None) -> None:
+        self._label = label
+        self._max_iter = max_iter or 300
+        self._lock = threading.Lock()
+        self._bar: tqdm[Any] | None = None
+        self._phase = ""
+
+    def _switch(self, phase: str, **settings: Any) -> tqdm[Any]:
+        if self._bar is None or self._phase != phase:
+            if self._bar is not None:
+                self._bar.close()
+            self._bar = progress_bar(desc=f"{self._label} {phase}", **settings)
+            self._phase = phase
+        return self._bar
+
+    def __call__(self, event: FitProgress) -> None:
+        with self._lock:
+            if event.stage == "uploading":
+                bar = self._switch("upload", total=max(1, event.points_total), unit="pt", unit_scale=True)
+                bar.update(event.points_received - bar.n)
+            elif event.stage in ("seeding", "iteration", "restart_done"):
+                bar = self._switch(f"restart {event.restart + 1}/{event.n_init}", total=self._max_iter, unit="it")
+                if event.stage == "iteration":
+                    bar.update(event.iteration - bar.n)
+                    bar.set_postfix(inertia=f"{event.inertia:.6g}", shift=f"{event.center_shift:.3g}",
+                                    skipped=f"{event.distances_skipped:.0%}")
+                elif event.stage == "restart_done":
+                    bar.update(event.iteration - bar.n)
+            elif self._bar is not None:
+                self._bar.set_postfix_str(event.stage.replace("_", " "))
+
+    def close(self) -> None:
+        with self._lock:
+            if self._bar is not None:
+                self._bar.close()
+                self._bar = None
+
+
+def progress_bar(**settings: Any) -> tqdm[Any]:
+    """A tqdm bar on standard error; off a terminal it writes at most once every 5 s."""
+    interval = 0.1 if sys.stderr.isatty() else 5.0
+    return tqdm(file=sys.stderr, mininterval=interval, dynamic_ncols=True, **settings)

@@ -1,0 +1,159 @@
+"""StreamMiniBatch on the wire: the open message, batches with their rows, and acks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from centroidal.v1 import clustering_pb2 as pb
+
+from .arrays import encode_vector, matrix_or_none, vector_or_none, with_matrix
+from .models import MiniBatchConfig, decode_minibatch_config, encode_minibatch_config
+from .wire import WireError, field_header, field_number
+
+
+@dataclass(frozen=True)
+class MiniBatchOpen:
+    """The first message of a stream: the model, and how to create it when it is missing."""
+
+    model: str
+    create_if_missing: MiniBatchConfig | None = None
+
+
+def decode_minibatch_open(message: pb.MiniBatchOpen) -> MiniBatchOpen:
+    return MiniBatchOpen(
+        model=message.model,
+        create_if_missing=(
+            decode_minibatch_config(message.create_if_missing, "open.create_if_missing")
+            if message.HasField("create_if_missing") else None
+        ),
+    )
+
+
+def encode_minibatch_open(open_: MiniBatchOpen) -> pb.MiniBatchOpen:
+    message = pb.MiniBatchOpen(model=open_.model)
+    if open_.create_if_missing is not None:
+        message.create_if_missing.CopyFrom(encode_minibatch_config(open_.create_if_missing))
+    return message
+
+
+@dataclass(frozen=True)
+class MiniBatch:
+    """points (n, n_features) or None when missing; sample_weight (n,) or None."""
+
+    producer_id: str
+    sequence: int
+    points: np.ndarray | None = None
+    sample_weight: np.ndarray | None = None
+
+
+def decode_minibatch(message: pb.MiniBatch) -> MiniBatch:
+    return MiniBatch(
+        producer_id=message.producer_id,
+        sequence=int(message.sequence),
+        points=matrix_or_none(message, "points", "batch.points"),
+        sample_weight=vector_or_none(message, "sample_weight", "batch.sample_weight"),
+    )
+
+
+@dataclass(frozen=True)
+class MalformedBatch:
+    """A batch whose arrays do not decode: still a batch of its producer and sequence, so
+    that the server refuses it in its own ack and the stream goes on."""
+
+    producer_id: str
+    sequence: int
+    error: WireError
+
+
+def decode_minibatch_request(message: pb.MiniBatchRequest) -> MiniBatchOpen | MiniBatch | MalformedBatch:
+    """The open message or the batch a request carries."""
+    item = message.WhichOneof("item")
+    if item == "open":
+        return decode_minibatch_open(message.open)
+    if item == "batch":
+        try:
+            return decode_minibatch(message.batch)
+        except WireError as error:
+            return MalformedBatch(message.batch.producer_id, int(message.batch.sequence), error)
+    raise WireError("item", "a MiniBatchRequest must carry open or batch; this one carries neither")
+
+
+_REQUEST_BATCH = field_number(pb.MiniBatchRequest, "batch")
+
+
+def serialize_minibatch_request(item: MiniBatchOpen | MiniBatch) -> bytes:
+    """A MiniBatchRequest's bytes; a batch's rows are appended without protobuf's copy."""
+    if isinstance(item, MiniBatchOpen):
+        serialized: bytes = pb.MiniBatchRequest(open=encode_minibatch_open(item)).SerializeToString()
+        return serialized
+    head = pb.MiniBatch(producer_id=item.producer_id, sequence=item.sequence)
+    if item.sample_weight is not None:
+        head.sample_weight.CopyFrom(encode_vector(item.sample_weight))
+    batch = with_matrix(head, "points", item.points)
+    return field_header(_REQUEST_BATCH, len(batch)) + batch
+
+
+@dataclass(frozen=True)
+class BatchError:
+    """code is the canonical gRPC status number."""
+
+    code: int
+    message: str
+    field: str = ""
+
+
+def decode_batch_error(message: pb.BatchError) -> BatchError:
+    return BatchError(int(message.code), message.message, message.field)
+
+
+def encode_batch_error(error: BatchError) -> pb.BatchError:
+    return pb.BatchError(code=error.code, message=error.message, field=error.field)
+
+
+@dataclass(frozen=True)
+class MiniBatchAck:
+    """The server's answer to one batch.
+
+    version is the model version after the batch; durable_version the newest version on
+    disk when the ack was sent. A duplicate was applied before. A rejected batch carries
+    its error, and the other numbers are 0.
+    """
+
+    producer_id: str
+    sequence: int
+    version: int = 0
+    batch_inertia: float = 0.0
+    n_samples_seen: int = 0
+    durable_version: int = 0
+    duplicate: bool = False
+    error: BatchError | None = None
+
+
+def decode_minibatch_ack(message: pb.MiniBatchAck) -> MiniBatchAck:
+    return MiniBatchAck(
+        producer_id=message.producer_id,
+        sequence=int(message.sequence),
+        version=int(message.version),
+        batch_inertia=float(message.batch_inertia),
+        n_samples_seen=int(message.n_samples_seen),
+        durable_version=int(message.durable_version),
+        duplicate=message.duplicate,
+        error=decode_batch_error(message.error) if message.HasField("error") else None,
+    )
+
+
+def encode_minibatch_ack(ack: MiniBatchAck) -> pb.MiniBatchAck:
+    message = pb.MiniBatchAck(
+        producer_id=ack.producer_id,
+        sequence=ack.sequence,
+        version=ack.version,
+        batch_inertia=ack.batch_inertia,
+        n_samples_seen=ack.n_samples_seen,
+        durable_version=ack.durable_version,
+        duplicate=ack.duplicate,
+    )
+    if ack.error is not None:
+        message.error.CopyFrom(encode_batch_error(ack.error))
+    return message

@@ -1,0 +1,170 @@
+"""Kernel helpers the engine's compiled modules share: the decorators, chunking, tiles of
+rows, and the squared distance between two rows.
+
+Work is split into chunks whose count depends only on the problem size, never on the number
+of threads, and partial results are reduced in chunk order, so that a given input gives
+bitwise the same output whatever the thread count.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+_MIN_CHUNK_ROWS = 2048
+MAX_CHUNKS = 128
+# Per-chunk sums are zeroed every step and reduced after it: at 32 MiB a bounded step on
+# 1e5x128 with k=1024 (32 chunks) spent more time on them than on its rows.
+_PARTIAL_SUMS_BUDGET_BYTES = 8 * 1024 * 1024
+
+# Every public kernel: multi-threaded, callable without the GIL, cached on disk.
+kernel = njit(parallel=True, nogil=True, cache=True)
+# The nearest-center scans run over a tile's rows with no branch, so LLVM vectorises them.
+# Only contraction into FMAs is allowed: no reassociation, so results still depend on
+# nothing but the input. They are called, not inlined: inlining would drop their fastmath flags.
+scan = njit(nogil=True, cache=True, fastmath={"contract"})
+
+
+def n_chunks_for(n_samples: int, n_clusters: int = 1, n_features: int = 1) -> int:
+    """How many chunks to split n_samples rows into; independent of thread count."""
+    by_rows = math.ceil(n_samples / _MIN_CHUNK_ROWS)
+    by_memory = _PARTIAL_SUMS_BUDGET_BYTES // max(1, n_clusters * n_features * 8)
+    return int(max(1, min(by_rows, MAX_CHUNKS, by_memory)))
+
+
+@njit(inline="always", nogil=True, cache=True)
+def sq_distance(X, i, centers, j):
+    """Squared Euclidean distance between row i of X and row j of centers, in float64.
+
+    Four running sums, in a fixed order, so that wide rows do not wait on one chain of
+    additions; the result depends on nothing but the two rows.
+    """
+    n_features = X.shape[1]
+    s0 = s1 = s2 = s3 = 0.0
+    wide = n_features - n_features % 4
+    for f in range(0, wide, 4):
+        d0 = np.float64(X[i, f]) - centers[j, f]
+        d1 = np.float64(X[i, f + 1]) - centers[j, f + 1]
+        d2 = np.float64(X[i, f + 2]) - centers[j, f + 2]
+        d3 = np.float64(X[i, f + 3]) - centers[j, f + 3]
+        s0 += d0 * d0
+        s1 += d1 * d1
+        s2 += d2 * d2
+        s3 += d3 * d3
+    for f in range(wide, n_features):
+        diff = np.float64(X[i, f]) - centers[j, f]
+        s0 += diff * diff
+    return (s0 + s1) + (s2 + s3)
+
+
+# Rows per GEMM tile: the tile and its k dot products stay in cache.
+TILE_ROWS = 256
+# Up to this many features a tile is not multiplied by BLAS but scanned directly
+# (_nearest.scan_narrow); narrower data is padded with zero features to this width.
+NARROW = 4
+
+
+@njit(inline="always", nogil=True, cache=True)
+def is_narrow(X):
+    """Whether X's tiles are narrow: a row per feature, scanned without BLAS."""
+    return X.shape[1] <= NARROW
+
+
+@njit(inline="always", nogil=True, cache=True)
+def tile_width(n_features):
+    """Columns of the shifted centers: d, or NARROW if less."""
+    return max(n_features, NARROW)
+
+
+@njit(inline="always", nogil=True, cache=True)
+def new_tile(X):
+    """A zeroed tile for X's rows: (NARROW, T), a row per feature, for at most NARROW
+    features; else (T, d), a row per data row.
+
+    Wide tiles keep X's layout: filling a transposed one stored each value 1 KB past the
+    last, and took as long as a third of the GEMM (2e5x64, k=256: 25 ms against 4 ms).
+    """
+    if is_narrow(X):
+        return np.zeros((NARROW, TILE_ROWS), dtype=X.dtype)
+    return np.zeros((TILE_ROWS, X.shape[1]), dtype=X.dtype)
+
+
+@njit(inline="always", nogil=True, cache=True)
+def tile_dots(X, centers_s, tile, dots):
+    """dots (k, T) = centers_s . (the tile's rows of X, shifted) by one GEMM, either layout."""
+    if is_narrow(X):
+        np.dot(centers_s, tile, dots)
+    else:
+        np.dot(centers_s, tile.T, dots)
+
+
+@njit(nogil=True, cache=True)
+def shifted_centers(centers, shift, centers_s, half_sq_norms):
+    """centers_s[:, :d] = centers - shift and half_sq_norms (k,) = |centers - shift|^2 / 2."""
+    n_clusters, n_features = centers.shape
+    for j in range(n_clusters):
+        norm = 0.0
+        for f in range(n_features):
+            value = centers[j, f] - shift[f]
+            centers_s[j, f] = value
+            norm += value * value
+        half_sq_norms[j] = 0.5 * norm
+
+
+@njit(inline="always", nogil=True, cache=True)
+def put_rows(X, start, rows, shift, tile):
+    """Rows 0..rows-1 of a wide tile (T, d) = rows start.. of X - shift."""
+    for r in range(rows):
+        for f in range(X.shape[1]):
+            tile[r, f] = X[start + r, f] - shift[f]
+
+
+@njit(inline="always", nogil=True, cache=True)
+def put_row(X, i, shift, tile, r):
+    """Place r of either tile layout = row i of X - shift; returns its |.|^2 in float64."""
+    narrow = is_narrow(X)
+    norm = 0.0
+    for f in range(X.shape[1]):
+        value = X[i, f] - shift[f]
+        if narrow:
+            tile[f, r] = value
+        else:
+            tile[r, f] = value
+        norm += np.float64(value) * value
+    return norm
+
+
+@njit(nogil=True, cache=True)
+def put_narrow_tile(X, start, rows, shift, tile_t):
+    """Columns 0..rows-1 of the (NARROW, T) tile = rows start.. of X - shift, for d <= NARROW.
+
+    Written unrolled, with no loop over the features (twice as fast at d = 3). A tile row past
+    the data's features repeats its last feature: the zero centers_s columns cancel it.
+    """
+    last = X.shape[1] - 1
+    f1 = min(1, last)
+    f2 = min(2, last)
+    f3 = min(3, last)
+    s0 = shift[0]
+    s1 = shift[f1]
+    s2 = shift[f2]
+    s3 = shift[f3]
+    for r in range(rows):
+        i = start + r
+        tile_t[0, r] = X[i, 0] - s0
+        tile_t[1, r] = X[i, f1] - s1
+        tile_t[2, r] = X[i, f2] - s2
+        tile_t[3, r] = X[i, f3] - s3
+
+
+@njit(nogil=True, cache=True)
+def dot_t(a, b):
+    """a . b.T for float64 matrices, through the BLAS the kernels use: single-threaded.
+
+    The Lloyd driver's small products on the centers go through here rather than numpy's
+    BLAS, whose idle threads spin for a while after each call and took a core from the
+    next step (1e5x128, k=1024: 187 ms for a plain step after one, 123 ms otherwise).
+    """
+    return np.dot(a, b.T)

@@ -1,0 +1,207 @@
+"""The rows a Fit, Evaluate or SuggestK uploads, gathered into one array as they arrive.
+
+Each chunk is checked against the first and against the server's limits as it comes, so an
+upload past a limit is refused at the chunk that crosses it; the call's memory reservation
+grows with the rows (all at once when the spec declared how many). Values (NaN, Inf, zero
+rows for cosine) and the rules of the fit's parameters are the engine's to check, once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import numpy as np
+
+from centroidal.engine import kmeans
+
+from .admission import CallWork, Incoming
+from .config import ServerConfig
+from .exceptions import InvalidRequest, LimitExceeded
+from .limits import check_matrix, check_weights
+from .memory import Reservation
+from .runtime import Runtime
+
+T = TypeVar("T")
+# Room left in a message for everything but the bulk payload.
+ENVELOPE_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class RowsPlan:
+    """What a call's rows are checked against while they arrive.
+
+    declared : the spec's n_samples, 0 when not declared
+    n_clusters : the most centers the rows will be clustered into (their memory and message
+        size are checked at the first chunk); n_clusters_field names where the spec sets it
+    max_rows : the server's limit, or a spectral fit's (max_rows_why says which)
+    init_centers : given initial centers, whose width the rows must have
+    """
+
+    declared: int
+    n_clusters: int
+    n_clusters_field: str
+    weights_allowed: bool = True
+    max_rows: int = 0
+    max_rows_why: str = ""
+    init_centers: np.ndarray | None = None
+
+
+@dataclass
+class FitData:
+    """The rows of a call, gathered into one C-contiguous array, and their weights."""
+
+    points: np.ndarray
+    sample_weight: np.ndarray | None
+
+
+class Gatherer:
+    """Collects the chunks of one call's upload, checking every one against the first."""
+
+    def __init__(self, limits: ServerConfig, plan: RowsPlan, memory: Reservation) -> None:
+        self._limits = limits
+        self._plan = plan
+        self._max_rows = min(limits.max_points, plan.max_rows or limits.max_points)
+        # The call's memory: the rows as they arrive, then the engine's working arrays.
+        self._memory = memory
+        self._buffer: np.ndarray | None = None
+        self._chunks: list[np.ndarray] = []
+        self._weights: list[np.ndarray] = []
+        self._rows = 0
+        self._dtype: np.dtype | None = None
+        self._cols = 0
+        self._weighted: bool | None = None
+
+    @property
+    def rows(self) -> int:
+        return self._rows
+
+    def add(self, points: np.ndarray | None, sample_weight: np.ndarray | None, index: int) -> None:
+        """Message ``index``'s rows (or none) and their weights (or none)."""
+        if points is None:
+            if sample_weight is not None:
+                raise InvalidRequest(f"message {index} has sample_weight but no points", field="sample_weight")
+            return
+        limits = self._limits
+        points = check_matrix(
+            points, "points", max_rows=limits.max_points, max_cols=limits.max_features, allow_empty=True,
+        )
+        if self._dtype is None:
+            self._start(points)
+        elif points.dtype != self._dtype or points.shape[1] != self._cols:
+            raise InvalidRequest(
+                f"message {index} has {points.shape[1]} columns of {points.dtype.name} but the "
+                f"stream started with {self._cols} columns of {self._dtype.name}",
+                field="points",
+            )
+        weighted = sample_weight is not None
+        if weighted and not self._plan.weights_allowed:
+            raise InvalidRequest("a spectral fit takes no sample_weight", field="sample_weight")
+        rows = points.shape[0]
+        if rows and self._weighted is None:
+            self._weighted = weighted
+        if rows and weighted != self._weighted:
+            raise InvalidRequest(
+                f"message {index}: sample_weight must be given for every chunk or for none",
+                field="sample_weight",
+            )
+        if self._rows + rows > self._max_rows:
+            why = self._plan.max_rows_why or "the server's limit"
+            raise LimitExceeded(
+                f"the stream carries more than the {self._max_rows} points {why} allows",
+                field="points.rows",
+            )
+        data_bytes = (self._rows + rows) * self._cols * points.dtype.itemsize
+        if data_bytes > limits.max_fit_bytes:
+            raise LimitExceeded(
+                f"the stream's data reached {data_bytes} bytes, over the server's limit of "
+                f"{limits.max_fit_bytes} bytes per fit",
+                field="points",
+            )
+        if sample_weight is not None:
+            self._weights.append(check_weights(sample_weight, "sample_weight", rows))
+            if self._buffer is None:
+                self._memory.grow(rows * 8)
+        if self._buffer is not None:
+            if self._rows + rows > self._plan.declared:
+                raise InvalidRequest(
+                    f"the stream carries more rows than spec.n_samples={self._plan.declared}",
+                    field="spec.n_samples",
+                )
+            self._buffer[self._rows : self._rows + rows] = points
+        else:
+            self._memory.grow(points.nbytes)
+            self._chunks.append(points)
+        self._rows += rows
+
+    def _start(self, points: np.ndarray) -> None:
+        self._dtype = points.dtype
+        self._cols = points.shape[1]
+        itemsize = points.dtype.itemsize
+        plan, limits = self._plan, self._limits
+        center_bytes = plan.n_clusters * self._cols * itemsize
+        if center_bytes > limits.max_message_bytes - ENVELOPE_BYTES:
+            raise LimitExceeded(
+                f"{plan.n_clusters} centers of {self._cols} features would not fit in one "
+                f"message under the server's limit of {limits.max_message_bytes} bytes",
+                field=plan.n_clusters_field,
+            )
+        if plan.init_centers is not None and plan.init_centers.shape[1] != self._cols:
+            # Refused at the first chunk rather than after the whole upload.
+            raise InvalidRequest(
+                f"spec.config.init_centers has {plan.init_centers.shape[1]} columns but "
+                f"points have {self._cols}",
+                field="spec.config.init_centers.cols",
+            )
+        if plan.declared:
+            if plan.declared * self._cols * itemsize > limits.max_fit_bytes:
+                raise LimitExceeded(
+                    f"spec.n_samples={plan.declared} rows of {self._cols} {points.dtype.name} "
+                    f"exceed the server's limit of {limits.max_fit_bytes} bytes per fit",
+                    field="spec.n_samples",
+                )
+            # Declared: the whole call's memory is asked for before the first row is kept.
+            self._memory.grow(plan.declared * (self._cols * itemsize + 8) + self._working_bytes(plan.declared))
+            self._buffer = np.empty((plan.declared, self._cols), dtype=points.dtype)
+
+    def _working_bytes(self, rows: int) -> int:
+        assert self._dtype is not None
+        return kmeans.working_bytes(rows, self._plan.n_clusters, self._cols, self._dtype)
+
+    def finish(self) -> FitData:
+        """The gathered rows; CPU work on the whole dataset, run off the event loop."""
+        if self._rows == 0:
+            raise InvalidRequest("the stream carried no points", field="points")
+        if self._buffer is not None:
+            if self._rows != self._plan.declared:
+                raise InvalidRequest(
+                    f"spec.n_samples={self._plan.declared} but the stream carried {self._rows} rows",
+                    field="spec.n_samples",
+                )
+            points = self._buffer
+        else:
+            # The joined copy, beside the chunks until they go, and the engine's arrays.
+            itemsize = self._chunks[0].dtype.itemsize
+            self._memory.grow(self._rows * self._cols * itemsize + self._working_bytes(self._rows))
+            points = np.concatenate(self._chunks) if len(self._chunks) > 1 else self._chunks[0].copy()
+        self._chunks.clear()
+        weights = np.concatenate(self._weights).astype(np.float64) if self._weighted else None
+        return FitData(points, weights)
+
+
+
+async def gather(
+    runtime: Runtime, chunks: Incoming[T], first: T, rows: RowsPlan, memory: Reservation, work: CallWork,
+    rows_of: Callable[[T], tuple[np.ndarray | None, np.ndarray | None]],
+) -> FitData:
+    """Every chunk of a call's upload, the first included, gathered and finished off the event
+    loop. A refusal is sent once the client has stopped writing (``Incoming.drain``)."""
+    gatherer = Gatherer(runtime.config, rows, memory)
+    async with chunks.drained_on_refusal():
+        gatherer.add(*rows_of(first), 0)
+        index = 1
+        async for chunk in chunks:
+            gatherer.add(*rows_of(chunk), index)
+            index += 1
+    return await work.run(runtime.workers.fits, gatherer.finish)

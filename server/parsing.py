@@ -1,0 +1,63 @@
+"""Request bytes into messages: deserializers that never raise, so that bytes which do not
+parse reach the handler and are refused with INVALID_ARGUMENT (grpcio itself would answer
+UNKNOWN or INTERNAL, as if the server had failed), and request streams decoded by the codec."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
+
+from google.protobuf.message import DecodeError
+
+from .exceptions import InvalidRequest
+from .limits import echo
+
+T = TypeVar("T")
+
+
+class Unparseable:
+    """What the server's deserializer gives for bytes that are not the request message:
+    the handler refuses it with INVALID_ARGUMENT (grpcio itself would answer UNKNOWN or
+    INTERNAL, as if the server had failed)."""
+
+    __slots__ = ("type_name", "error")
+
+    def __init__(self, type_name: str, error: str) -> None:
+        self.type_name = type_name
+        self.error = error
+
+    def refusal(self, position: str) -> InvalidRequest:
+        return InvalidRequest(
+            f"{position} is not a valid {self.type_name} message: {echo(self.error)}",
+            reason="UNPARSEABLE_REQUEST",
+        )
+
+
+def parser(message_class: Any) -> Callable[[bytes], Any]:
+    """A request deserializer that never raises: bytes that do not parse become Unparseable."""
+    type_name = message_class.DESCRIPTOR.full_name
+
+    def parse(data: bytes) -> Any:
+        try:
+            return message_class.FromString(data)
+        except DecodeError as error:
+            return Unparseable(type_name, str(error) or "malformed")
+
+    return parse
+
+
+async def parsed_stream(messages: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """A request stream whose unparseable message raises InvalidRequest naming its position."""
+    index = 0
+    async for message in messages:
+        if isinstance(message, Unparseable):
+            raise message.refusal(f"message {index} of the stream")
+        index += 1
+        yield message
+
+
+async def decoded(messages: AsyncIterator[Any], decode: Callable[[Any], T]) -> AsyncIterator[T]:
+    """A request stream, each message decoded by the codec's ``decode`` as it arrives; an
+    unparseable message is refused naming its position."""
+    async for message in parsed_stream(messages):
+        yield decode(message)

@@ -1,0 +1,38 @@
+"""What the service's domain objects share: the configuration, the registry of models, the
+metrics, the memory budget, the pools work runs on, and the fit slots."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .admission import Slots, Workers
+from .config import ServerConfig
+from .memory import MemoryBudget
+from .metrics import Metrics
+from .registry import Registry
+from .snapshots import ModelSnapshot
+from .steps import FitTally
+
+
+@dataclass
+class Runtime:
+    config: ServerConfig
+    registry: Registry
+    metrics: Metrics
+    memory: MemoryBudget
+    workers: Workers
+    fit_slots: Slots
+    fits: FitTally = field(default_factory=FitTally)
+
+    @classmethod
+    def create(cls, config: ServerConfig, registry: Registry, metrics: Metrics) -> Runtime:
+        memory = MemoryBudget(config.memory_budget)
+        memory.add_resident(registry.resident_bytes)
+        return cls(config, registry, metrics, memory, Workers(config),
+                   Slots(config.max_concurrent_fits, "fits or quantisations"))
+
+    async def commit(self, snapshot: ModelSnapshot, expected_version: int | None = None) -> ModelSnapshot:
+        """Store a new version of a model on the storage pool; returns it as stored."""
+        stored = await self.workers.run(self.workers.storage, self.registry.commit, snapshot, expected_version)
+        self.metrics.models.set(len(self.registry))
+        return stored

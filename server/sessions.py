@@ -1,0 +1,184 @@
+"""One StreamMiniBatch call: its model opened, its batches taken ahead and applied in order,
+one ack per batch, and its close, which checkpoints the model.
+
+Batches are taken and queued while earlier ones are applied on the streams pool (``InOrder``),
+and acks go out in order. A refused batch is told in its ack and the stream goes on; what ends
+the stream instead (a model replaced under it, a store that cannot take writes, a server
+that stops) is raised once the client has stopped writing, so its status arrives intact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import Future
+
+from centroidal import codec
+
+from .admission import READ_AHEAD, InOrder, Incoming
+from .errors import refusal
+from .exceptions import InvalidRequest, ModelReplaced, ShuttingDown, StoreDamaged, StoreUnavailable
+from .limits import check_model_name
+from .runtime import Runtime
+from .streaming import BatchResult, LiveModel, StreamHub
+
+log = logging.getLogger("centroidal.server")
+
+# A queued batch: its producer, its sequence, and what applying it came to.
+_Queued = tuple[str, int, "asyncio.Future[BatchResult]"]
+_Item = codec.MiniBatchOpen | codec.MiniBatch | codec.MalformedBatch
+# These end the stream instead of refusing one batch: the SDK reconnects and resends.
+STREAM_ENDING = (ModelReplaced, ShuttingDown, StoreUnavailable, StoreDamaged)
+
+
+class StreamSessions:
+    """Runs StreamMiniBatch calls over the hub of live models."""
+
+    def __init__(self, runtime: Runtime, hub: StreamHub) -> None:
+        self._runtime = runtime
+        self._hub = hub
+
+    async def run(self, items: Incoming[_Item]) -> AsyncIterator[codec.MiniBatchAck | int]:
+        """One ack per batch, in order; then, once the client has closed its side and the
+        close's checkpoint has stored the model, its durable version (an int)."""
+        first = await items.next()
+        if first is None:
+            return
+        if not isinstance(first, codec.MiniBatchOpen):
+            raise InvalidRequest("the first message of a StreamMiniBatch stream must be open", field="open")
+        name = check_model_name(first.model, "open.model")
+        # Loading a stored model's state is CPU work: off the event loop. A refusal waits for
+        # the client's replayed batches to stop, or grpc.aio may lose it (see Incoming.drain).
+        async with items.drained_on_refusal():
+            live = await self._open(name, first.create_if_missing)
+        jobs = InOrder(self._runtime.workers.streams)
+        queued: asyncio.Queue[_Queued | None] = asyncio.Queue(maxsize=READ_AHEAD + 1)
+
+        async def take() -> None:
+            index = 1
+            async for item in items.ahead():
+                if not isinstance(item, (codec.MiniBatch, codec.MalformedBatch)):
+                    raise InvalidRequest(f"message {index} is not a batch; only the first may be open", field="open")
+                items.owe(1)  # until its ack is sent
+                await queued.put(self._queue_batch(live, item, jobs))
+                index += 1
+            await queued.put(None)
+
+        taker = asyncio.get_running_loop().create_task(take())
+        getting: asyncio.Future[_Queued | None] | None = None
+        ended = False  # the client half-closed and every ack went out
+        try:
+            while True:
+                getting = asyncio.ensure_future(queued.get())
+                if not taker.done():
+                    await asyncio.wait({getting, taker}, return_when=asyncio.FIRST_COMPLETED)
+                failure = taker.exception() if taker.done() and not getting.done() else None
+                if failure is not None:
+                    raise failure  # a message that is not a batch, or an idle client
+                item = await getting  # a finished taker has queued its last item
+                if item is None:
+                    ended = True
+                    break
+                try:
+                    ack = await self._ack(*item)
+                except STREAM_ENDING:  # sent once the client stops writing, as above
+                    taker.cancel()
+                    await asyncio.wait({taker})
+                    await items.drain()
+                    raise
+                yield ack
+                items.owe(-1)
+        finally:
+            for task in (getting, taker):
+                if task is not None:
+                    task.cancel()
+            # The stream's end runs as a task of its own: a call cancelled again while it
+            # runs must not skip it, or the model would count an open stream forever.
+            ending = asyncio.ensure_future(self._end(live, taker, jobs, queued))
+            closing = await asyncio.shield(ending)
+            if not ended:  # the call already ends with its own status; the close only logs
+                closing.add_done_callback(_log_close_failure)
+        # The close checkpoints the model: a failure is the stream's status, so the producer
+        # keeps every batch that is not stored; success tells it the durable version.
+        # Shielded: a cancel that lands while the close waits for a storage thread must not
+        # cancel the queued close with it, or the model would count this stream forever.
+        durable: int = await asyncio.shield(asyncio.wrap_future(closing))
+        yield durable
+
+    async def _open(self, name: str, create: codec.MiniBatchConfig | None) -> LiveModel:
+        """The stream's live model. The open counts the stream on the model; a call cancelled
+        while it runs must not leave that count behind, so the close follows it there."""
+        opening = self._runtime.workers.storage.submit(self._hub.open, name, create)
+        try:
+            return await asyncio.wrap_future(opening)
+        except asyncio.CancelledError:
+            opening.add_done_callback(self._close_orphan)
+            raise
+
+    def _close_orphan(self, opening: Future[LiveModel]) -> None:
+        if not opening.cancelled() and opening.exception() is None:
+            self._close(opening.result()).add_done_callback(_log_close_failure)
+
+    async def _end(
+        self, live: LiveModel, taker: asyncio.Task[None], jobs: InOrder, queued: asyncio.Queue[_Queued | None],
+    ) -> Future[int]:
+        """Stop taking batches, drop the unsent acks, and close the stream once the batch in
+        flight is applied; returns the close (a checkpoint) as it runs."""
+        await asyncio.wait({taker})
+        jobs.close()
+        while not queued.empty():  # acks nobody will send: their outcomes are not needed
+            left = queued.get_nowait()
+            if left is not None:
+                left[2].add_done_callback(lambda outcome: outcome.cancelled() or outcome.exception())
+        # After the batch in flight, if any: closing under it could orphan a new model.
+        closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        jobs.after(lambda: closed.set_result(None))
+        await closed
+        return self._close(live)
+
+    def _close(self, live: LiveModel) -> Future[int]:
+        try:
+            return self._runtime.workers.storage.submit(self._hub.close, live)
+        except RuntimeError:  # the server is stopping: its last checkpoint may store this model
+            done: Future[int] = Future()
+            done.set_exception(ShuttingDown(
+                f"the server is stopping before model {live.name!r} was checkpointed for this "
+                "stream; reconnect and resend what is not durable"
+            ))
+            return done
+
+    def _queue_batch(self, live: LiveModel, batch: codec.MiniBatch | codec.MalformedBatch, jobs: InOrder) -> _Queued:
+        """Queue a batch for its model; a malformed one is refused in order."""
+        try:
+            if isinstance(batch, codec.MalformedBatch):
+                raise batch.error
+            outcome = jobs.submit(self._hub.apply, live, batch)
+        except Exception as exc:  # noqa: BLE001 - told in the batch's ack
+            outcome = asyncio.get_running_loop().create_future()
+            outcome.set_exception(exc)
+        return batch.producer_id, batch.sequence, outcome
+
+    async def _ack(self, producer: str, sequence: int, outcome: asyncio.Future[BatchResult]) -> codec.MiniBatchAck:
+        metrics = self._runtime.metrics
+        try:
+            result = await outcome
+        except Exception as exc:  # noqa: BLE001 - a refused batch is told in its ack
+            refused = refusal(exc, "StreamMiniBatch")
+            if refused is None or isinstance(exc, STREAM_ENDING):
+                raise
+            metrics.batches.labels(refused.code.name).inc()
+            error = codec.BatchError(refused.code.value[0], refused.message, refused.field or "")
+            return codec.MiniBatchAck(producer, sequence, error=error)
+        metrics.batches.labels("DUPLICATE" if result.duplicate else "OK").inc()
+        return codec.MiniBatchAck(
+            producer, sequence, result.version, result.batch_inertia, result.n_samples_seen,
+            result.durable_version, result.duplicate,
+        )
+
+
+def _log_close_failure(closing: Future[int]) -> None:
+    failure = None if closing.cancelled() else closing.exception()
+    if failure is not None:
+        log.warning("checkpoint at the close of a failed stream did not store: %s",
+                    getattr(failure, "message", None) or repr(failure))
