@@ -1,9 +1,11 @@
 """A stored model as plain files (npz, json), as a fitted scikit-learn KMeans, or as ONNX.
 
-The centers are all a model needs to predict; the files carry its description too.
-ONNX goes through skl2onnx (the ``onnx`` extra): a Euclidean model becomes
+The centers are all a k-means model needs to predict; the files carry its description
+too. ONNX goes through skl2onnx (the ``onnx`` extra): a Euclidean model becomes
 scikit-learn's KMeans graph, whose outputs are the labels and the distances to every
-center. A cosine model has no such graph and is refused.
+center. A cosine model has no such graph and is refused. A spectral model is refused in
+every format: it labels a point by the vote of its training rows, which it keeps on the
+server, and its cluster means would label other points than its Predict does.
 """
 
 from __future__ import annotations
@@ -39,6 +41,12 @@ def description(model: ModelInfo) -> dict[str, Any]:
 
 
 def _centers(model: ModelInfo) -> np.ndarray:
+    if model.kind == "spectral":
+        raise ValueError(
+            f"model {model.name!r} is a spectral model: it labels a point by the vote of its "
+            "nearest training rows, which stay on the server, and a KMeans of its cluster means "
+            "would label many points otherwise; predict on the server"
+        )
     if model.centers is None or model.centers.shape[0] == 0:
         raise ValueError(f"model {model.name!r} has no centers yet (it is still buffering its first points)")
     return model.centers
@@ -67,7 +75,8 @@ def read_npz(data: bytes) -> tuple[np.ndarray, dict[str, Any]]:
 
 def to_sklearn(model: ModelInfo) -> Any:
     """A fitted sklearn.cluster.KMeans holding the model's centers: its predict and
-    transform give what the server's do (for a Euclidean model)."""
+    transform give what the server's do (for a Euclidean k-means model)."""
+    centers = _centers(model)
     if model.metric != "euclidean":
         raise ValueError(
             f"model {model.name!r} uses the {model.metric} metric; scikit-learn's KMeans is "
@@ -76,7 +85,6 @@ def to_sklearn(model: ModelInfo) -> Any:
     from sklearn.cluster import KMeans
     from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
 
-    centers = _centers(model)
     estimator = KMeans(n_clusters=centers.shape[0], n_init=1, init=centers)
     estimator.cluster_centers_ = centers.copy()
     estimator.n_features_in_ = centers.shape[1]

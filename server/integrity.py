@@ -169,7 +169,7 @@ def open_read_only(path: Path) -> sqlite3.Connection:
         )
     # immutable: nothing else can change a file in a read-only directory, and SQLite then
     # needs no -shm file beside it.
-    db = sqlite3.connect(f"{path.as_uri()}?mode=ro&immutable=1", uri=True, check_same_thread=False,
+    db = sqlite3.connect(_read_only_uri(path, immutable=True), uri=True, check_same_thread=False,
                          isolation_level=None)
     try:
         _refuse_damage(db, path)
@@ -267,6 +267,12 @@ class StoreReport:
     held_by: str | None  # the pid holding the data directory's lock, if any
 
 
+def _read_only_uri(path: Path, *, immutable: bool = False) -> str:
+    """SQLite's URI for opening ``path`` read-only; a URI needs an absolute path, and
+    operators give relative ones (the default data directory is ./centroidal-data)."""
+    return f"{path.resolve().as_uri()}?mode=ro" + ("&immutable=1" if immutable else "")
+
+
 def inspect(data_dir: str | Path) -> StoreReport:
     """Check a store without changing it, while a server may be using it: the lock, the
     write-ahead log, SQLite's quick_check, and every stored version's checksum."""
@@ -283,7 +289,7 @@ def inspect(data_dir: str | Path) -> StoreReport:
     if lost:
         problems.append(f"the write-ahead log is damaged: {lost}")
     models = versions = 0
-    db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+    db = sqlite3.connect(_read_only_uri(path), uri=True)
     try:
         problems.extend(f"quick_check: {problem}" for problem in _quick_check(db)[:20])
         models = _model_count(db)
@@ -309,7 +315,7 @@ def backup(data_dir: str | Path, target: str | Path) -> int:
         target = target / STORE_FILE
     partial = target.with_name(target.name + ".partial")
     partial.unlink(missing_ok=True)
-    source = sqlite3.connect(f"{source_path.as_uri()}?mode=ro", uri=True)
+    source = sqlite3.connect(_read_only_uri(source_path), uri=True)
     copy = sqlite3.connect(partial)
     try:
         source.backup(copy)

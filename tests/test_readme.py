@@ -66,3 +66,14 @@ def test_the_grpcurl_example_is_valid_json_for_the_contract(server: CentroidalSe
         answer = predict(json_format.Parse(predict_json, pb.PredictRequest()), timeout=30)
     labels = np.frombuffer(answer.labels, dtype="<i4")
     assert labels.shape == (2,) and labels[0] != labels[1]
+
+
+def test_every_image_the_readme_shows_is_in_the_repository() -> None:
+    root = Path(__file__).resolve().parent.parent
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", README)
+    assert images
+    for image in images:
+        assert (root / image).is_file(), f"{image} is missing"
+        # A file git ignores exists here but not in a clone: the README would show a broken link.
+        ignored = subprocess.run(["git", "check-ignore", "--quiet", image], cwd=root)
+        assert ignored.returncode == 1, f"{image} is ignored by .gitignore"

@@ -57,6 +57,26 @@ def test_a_cosine_model_is_not_passed_off_as_euclidean(client: Client) -> None:
         to_onnx(model)
 
 
+def test_a_spectral_model_is_refused_in_every_format(server: CentroidalServer, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """Its cluster means are not what it predicts with: exported as a KMeans they labelled
+    a fifth of fresh points otherwise than Predict."""
+    from sklearn.datasets import make_moons
+
+    moons, _ = make_moons(300, noise=0.05, random_state=0)
+    with Client(f"127.0.0.1:{server.port}") as client:
+        client.fit("moons", moons, 2, algorithm="spectral", seed=0)
+        model = client.get_model("moons", include_centers=True)
+    for export in (to_sklearn, to_onnx):
+        with pytest.raises(ValueError, match="spectral model"):
+            export(model)
+    for suffix in ("npz", "json", "onnx"):
+        out = tmp_path / f"moons.{suffix}"
+        assert main(["--target", f"127.0.0.1:{server.port}", "export", "moons", "--out", str(out)]) == 1
+        assert not out.exists()
+        assert "spectral model" in capsys.readouterr().err
+
+
 def test_export_command_writes_each_format(server: CentroidalServer, tmp_path: Path,
                                            capsys: pytest.CaptureFixture[str]) -> None:
     target = ["--target", f"127.0.0.1:{server.port}"]

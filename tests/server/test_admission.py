@@ -4,6 +4,7 @@ with RetryInfo, and a call that goes quiet is ended after --idle-timeout."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 from collections.abc import AsyncIterator
 
 import grpc
@@ -83,6 +84,17 @@ def _retry_delay(error: grpc.RpcError) -> float | None:
     return None
 
 
+def _details(error: grpc.RpcError, kind: type) -> Any:
+    status = rpc_status.from_call(error)
+    assert status is not None
+    for detail in status.details:
+        if detail.Is(kind.DESCRIPTOR):
+            unpacked = kind()
+            detail.Unpack(unpacked)
+            return unpacked
+    return None
+
+
 def test_a_fit_is_refused_with_retry_info_when_every_slot_is_held(start_server: ServerFactory) -> None:
     server = start_server(max_concurrent_fits=1)
     target = f"127.0.0.1:{server.port}"
@@ -109,6 +121,9 @@ def test_a_fit_is_refused_with_retry_info_when_every_slot_is_held(start_server: 
     assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "--max-concurrent-fits" in (error.details() or "")
     assert _retry_delay(error) == pytest.approx(1.0)
+    # As the .proto documents: reason BUSY, and no field of the request named, as none is at fault.
+    assert _details(error, error_details_pb2.ErrorInfo).reason == "BUSY"
+    assert _details(error, error_details_pb2.BadRequest) is None
 
 
 def test_a_quiet_call_ends_with_deadline_exceeded_and_frees_its_slot(start_server: ServerFactory) -> None:

@@ -192,6 +192,21 @@ def test_store_check_and_backup_from_the_command_line(tmp_path: Path) -> None:
     assert damaged.returncode == 1 and "'m02'" in damaged.stdout
 
 
+def test_store_tools_take_relative_paths_and_the_default_data_dir(tmp_path: Path) -> None:
+    kept = fill(tmp_path / "centroidal-data", 2)  # the default --data-dir, relative to the cwd
+    command = [sys.executable, "-m", "centroidal.client.cli", "store"]
+    env = {key: value for key, value in os.environ.items() if key != "CENTROIDAL_DATA_DIR"}
+    check = subprocess.run([*command, "check"], capture_output=True, text=True, timeout=120,
+                           cwd=tmp_path, env=env)
+    assert check.returncode == 0 and "2 models" in check.stdout, check.stderr
+    backup = subprocess.run([*command, "backup", "copy.sqlite3", "--data-dir", "./centroidal-data"],
+                            capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
+    assert backup.returncode == 0, backup.stderr
+    (tmp_path / "restored").mkdir()
+    shutil.move(tmp_path / "copy.sqlite3", tmp_path / "restored" / "models.sqlite3")
+    assert served_intact(tmp_path / "restored", kept)
+
+
 @pytest.fixture
 def read_only_dir(tmp_path: Path) -> Iterator[tuple[Path, dict[str, np.ndarray]]]:
     """A data directory holding a store, made read-only for real: a read-only bind mount

@@ -104,6 +104,16 @@ def test_suggest_k_picks_four_on_the_walkthroughs_blobs_and_can_keep_the_fit(cli
     assert four.inertia == pytest.approx(client.get_model("best").inertia)
 
 
+def test_suggest_k_takes_random_init_as_the_contract_allows(client: Client) -> None:
+    suggestion = client.suggest_k(BLOBS, range(3, 6), init="random", seed=0, save_best_as="random-best")
+    assert suggestion.recommended_k == 4
+    saved = client.get_model("random-best")
+    # The stored config says how the kept fit ran: random starts, 10 of them by default.
+    assert saved.config is not None and (saved.config.init, saved.config.n_init) == ("random", 10)
+    with pytest.raises(ValueError, match="each k needs its own centers"):
+        client.suggest_k(BLOBS, range(3, 6), init="given")
+
+
 def test_suggest_k_refuses_bad_specs_by_field(client: Client) -> None:
     cases = [
         (dict(k_range=range(1, 4)), InvalidArgument, "spec.k_min"),

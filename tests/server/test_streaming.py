@@ -76,6 +76,20 @@ def test_first_batch_creates_the_model_and_each_batch_is_acked(stub, client: Cli
     assert labels.shape == (50,) and labels.max() < 4
 
 
+def test_a_streamed_model_reports_its_defaults_filled_in(stub, client: Client) -> None:
+    """The .proto: the model's config has its defaults filled in. A stream that sets neither
+    init_size nor seed gets the init size its first batch decided, and a seed drawn for it."""
+    run(stub, opening("defaults"), batch(1, POINTS[:200]))
+    first = client.get_model("defaults").minibatch
+    assert first is not None and first.init_size == 200  # max(3 * 4, the first batch's 200 rows)
+    assert first.seed is not None
+    run(stub, opening("defaults-too"), batch(1, POINTS[:200]))
+    second = client.get_model("defaults-too").minibatch
+    assert second is not None and second.seed != first.seed  # drawn, not a shared 0
+    empty = client.get_model("defaults").settings()
+    assert empty["init_size"] == 200 and empty["reassignment_ratio"] == 0.01
+
+
 def test_a_replayed_sequence_is_acked_as_duplicate_and_not_applied(stub, client: Client) -> None:
     run(stub, opening("once"), batch(1, POINTS[:300]), batch(2, POINTS[300:600]))
     before = client.get_model("once", include_centers=True)
