@@ -45,7 +45,7 @@ class RemoteKMeans(RemoteTransformer):
         target: str | None = None,
         token: str | None = None,
         timeout: float | None = None,
-        ephemeral: bool = False,
+        ephemeral: bool | None = None,
     ) -> None:
         super().__init__(target=target, token=token, timeout=timeout, ephemeral=ephemeral)
         self.n_clusters = n_clusters
@@ -150,7 +150,7 @@ class RemoteSpectralClustering(RemoteEstimator):
         target: str | None = None,
         token: str | None = None,
         timeout: float | None = None,
-        ephemeral: bool = False,
+        ephemeral: bool | None = None,
     ) -> None:
         super().__init__(target=target, token=token, timeout=timeout, ephemeral=ephemeral)
         self.n_clusters = n_clusters

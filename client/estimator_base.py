@@ -27,9 +27,13 @@ class RemoteEstimator(ClusterMixin, BaseEstimator):  # type: ignore[misc]
 
     ``close()`` ends the connection (and a mini-batch estimator's stream); it also runs,
     without waiting on the server, when the estimator is collected and at interpreter
-    exit, so an idle estimator holds nothing there. The fitted model stays on the server
-    for other processes to use by name, unless ``ephemeral=True``: then closing,
-    collection or exit delete it too (a pickled copy owns nothing and deletes nothing).
+    exit, so an idle estimator holds nothing there.
+
+    A model the estimator named itself (no ``model_name``) belongs to it: it is deleted when
+    the estimator is closed, collected, or the interpreter exits. A model given a
+    ``model_name`` stays on the server for other processes to use by that name. ``ephemeral``
+    overrides either way (True deletes a named model too, False keeps an unnamed one). A
+    pickled copy owns nothing and deletes nothing.
     """
 
     _fitted_attributes: tuple[str, ...] = ()
@@ -39,7 +43,7 @@ class RemoteEstimator(ClusterMixin, BaseEstimator):  # type: ignore[misc]
 
     def __init__(
         self, *, target: str | None = None, token: str | None = None, timeout: float | None = None,
-        ephemeral: bool = False,
+        ephemeral: bool | None = None,
     ) -> None:
         self.target = target
         self.token = token
@@ -65,10 +69,18 @@ class RemoteEstimator(ClusterMixin, BaseEstimator):  # type: ignore[misc]
         state.pop("_owns_model", None)
         return state
 
+    @property
+    def is_ephemeral(self) -> bool:
+        """Whether the fitted model goes with the estimator: ``ephemeral`` when set, else
+        whether the estimator named the model itself."""
+        if self.ephemeral is None:
+            return getattr(self, "model_name", None) is None
+        return bool(self.ephemeral)
+
     def _owned_model(self) -> str | None:
         """The model this estimator deletes when it goes: its own fitted model, when
-        ``ephemeral`` (a pickled copy owns nothing)."""
-        if self.__dict__.get("_owns_model") and isinstance(self.ephemeral, (bool, np.bool_)) and self.ephemeral:
+        ephemeral (a pickled copy owns nothing)."""
+        if self.__dict__.get("_owns_model") and self.is_ephemeral:
             return getattr(self, "model_name_", None)
         return None
 
@@ -84,7 +96,7 @@ class RemoteEstimator(ClusterMixin, BaseEstimator):  # type: ignore[misc]
         return self._client
 
     def close(self) -> None:
-        """End the connection; an ``ephemeral`` estimator deletes its model first."""
+        """End the connection; an ephemeral estimator deletes its model first."""
         if self._owned_model() is not None:
             with contextlib.suppress(NotFound):  # deleted by someone else meanwhile
                 self.delete_model()

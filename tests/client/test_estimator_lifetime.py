@@ -64,7 +64,7 @@ def test_collected_estimators_hold_no_stream_under_cpu_load(server: CentroidalSe
 def test_ephemeral_models_go_with_their_estimator(server: CentroidalServer, kind: type) -> None:
     target = f"127.0.0.1:{server.port}"
     with Client(target, timeout=10) as client:
-        kept = kind(n_clusters=2, target=target).fit(X)
+        kept = kind(n_clusters=2, target=target, ephemeral=False).fit(X)
         closed = kind(n_clusters=2, target=target, ephemeral=True).fit(X)
         copy = pickle.loads(pickle.dumps(closed))
         collected = kind(n_clusters=2, target=target, ephemeral=True).fit(X)
@@ -86,6 +86,28 @@ def test_ephemeral_models_go_with_their_estimator(server: CentroidalServer, kind
         assert {info.name for info in client.list_models()} & names == {kept.model_name_}
         kept.close()
         assert kept.model_name_ in {info.name for info in client.list_models()}
+
+
+@pytest.mark.parametrize("kind", [RemoteKMeans, RemoteMiniBatchKMeans, RemoteSpectralClustering])
+def test_an_unnamed_model_belongs_to_its_estimator_and_a_named_one_stays(server: CentroidalServer,
+                                                                         kind: type) -> None:
+    """check_estimator's thousands of estimators once left hundreds of unnamed models behind."""
+    target = f"127.0.0.1:{server.port}"
+    with Client(target, timeout=10) as client:
+        before = {info.name for info in client.list_models()}
+        unnamed = kind(n_clusters=2, target=target).fit(X)
+        named = kind(n_clusters=2, target=target, model_name=f"named-{kind.__name__}").fit(X)
+        assert unnamed.is_ephemeral and not named.is_ephemeral
+        assert unnamed.model_name_ in {info.name for info in client.list_models()}
+        for _ in range(3):  # dropped without a close: collected
+            kind(n_clusters=2, target=target).fit(X)
+        gc.collect()
+        unnamed.close()
+        named.close()
+        give_up = time.monotonic() + 20
+        while {info.name for info in client.list_models()} - before != {named.model_name_}:
+            assert time.monotonic() < give_up, {info.name for info in client.list_models()} - before
+            time.sleep(0.05)
 
 
 def test_interpreter_exit_releases_streams_and_ephemeral_models(server: CentroidalServer) -> None:
