@@ -40,13 +40,17 @@ class FitBar:
             elif event.stage in ("seeding", "iteration", "restart_done"):
                 bar = self._switch(f"restart {event.restart + 1}/{event.n_init}", total=self._max_iter, unit="it")
                 if event.stage == "iteration":
-                    bar.update(event.iteration - bar.n)
+                    # Shown at the bar's next draw: drawing now would write every event off a terminal.
                     bar.set_postfix(inertia=f"{event.inertia:.6g}", shift=f"{event.center_shift:.3g}",
-                                    skipped=f"{event.distances_skipped:.0%}")
+                                    skipped=f"{event.distances_skipped:.0%}", refresh=False)
+                    bar.update(event.iteration - bar.n)
                 elif event.stage == "restart_done":
+                    # Converged before max_iter: the bar ends full, with the restart's final inertia.
+                    bar.total = max(event.iteration, 1)
+                    bar.set_postfix(inertia=f"{event.inertia:.6g}", refresh=False)
                     bar.update(event.iteration - bar.n)
             elif self._bar is not None:
-                self._bar.set_postfix_str(event.stage.replace("_", " "))
+                self._bar.set_postfix_str(event.stage.replace("_", " "), refresh=False)
 
     def close(self) -> None:
         with self._lock:
@@ -56,6 +60,8 @@ class FitBar:
 
 
 def progress_bar(**settings: Any) -> tqdm[Any]:
-    """A tqdm bar on standard error; off a terminal it writes at most once every 5 s."""
+    """A tqdm bar on standard error; off a terminal it draws at most once every 5 s (and
+    when it closes). Postfixes are set without drawing, so only updates draw."""
     interval = 0.1 if sys.stderr.isatty() else 5.0
-    return tqdm(file=sys.stderr, mininterval=interval, dynamic_ncols=True, **settings)
+    return tqdm(file=sys.stderr, mininterval=interval, maxinterval=max(interval, 10.0), dynamic_ncols=True,
+                **settings)

@@ -4,6 +4,7 @@ server (the commands themselves are in ``commands``). `serve` and `store` are th
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -54,6 +55,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Closing the channel on the way out cancelled the call: a fit stops, nothing is stored.
         print("centroidal: interrupted; the call was cancelled", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`centroidal predict ... | head`): not an error of ours. What is
+        # still buffered goes nowhere, and the exit status is a shell's for SIGPIPE.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except (OSError, ValueError) as error:
         print(f"centroidal: {error}", file=sys.stderr)
         return 1
@@ -90,7 +96,7 @@ def _parser() -> argparse.ArgumentParser:
         return sub
 
     fit = command("fit", "fit a model on a .npy or .csv file")
-    fit.add_argument("data", type=Path, help="points, one row per sample (.npy or .csv)")
+    _data_options(fit)
     fit.add_argument("--model", required=True, help="model name")
     fit.add_argument("--clusters", "-k", type=int, required=True, help="number of clusters")
     fit.add_argument("--init", choices=list(_NAMED_INITS), default="k-means++")
@@ -112,7 +118,7 @@ def _parser() -> argparse.ArgumentParser:
     fit.set_defaults(run=commands.fit)
 
     predict = command("predict", "label the points of a .npy or .csv file")
-    predict.add_argument("data", type=Path)
+    _data_options(predict)
     predict.add_argument("--model", required=True)
     predict.add_argument("--version", type=int, default=None, help="pin a model version")
     predict.add_argument("--dtype", choices=["float32", "float64"], default=None)
@@ -122,7 +128,7 @@ def _parser() -> argparse.ArgumentParser:
     predict.set_defaults(run=commands.predict)
 
     stream = command("stream", "feed a .npy or .csv file to a mini-batch model, batch by batch")
-    stream.add_argument("data", type=Path, help="points, one row per sample (.npy or .csv)")
+    _data_options(stream)
     stream.add_argument("--model", required=True, help="model name")
     stream.add_argument("--batch-size", type=int, default=8192, help="rows per batch (default 8192)")
     stream.add_argument("--clusters", "-k", type=int, default=None,
@@ -166,7 +172,7 @@ def _parser() -> argparse.ArgumentParser:
 
     evaluate = command("evaluate", "score a model on a .npy or .csv file: inertia, silhouette, "
                                    "Calinski-Harabasz, Davies-Bouldin")
-    evaluate.add_argument("data", type=Path, help="points, one row per sample (.npy or .csv)")
+    _data_options(evaluate)
     evaluate.add_argument("--model", required=True)
     evaluate.add_argument("--version", type=int, default=None, help="pin a model version")
     _silhouette_options(evaluate)
@@ -174,10 +180,11 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(run=commands.evaluate)
 
     suggest = command("suggest-k", "fit a range of k and recommend one by silhouette")
-    suggest.add_argument("data", type=Path, help="points, one row per sample (.npy or .csv)")
+    _data_options(suggest)
     suggest.add_argument("--k", dest="k_range", type=_k_range, default=range(2, 11),
                          help="values of k to try, as FIRST..LAST (default 2..10)")
     suggest.add_argument("--metric", choices=list(codec.METRICS.numbers), default="euclidean")
+    suggest.add_argument("--init", choices=list(_NAMED_INITS), default="k-means++")
     suggest.add_argument("--n-init", type=int, default=None, help="restarts per k (default 1)")
     suggest.add_argument("--max-iter", type=int, default=None)
     suggest.add_argument("--seed", type=int, default=None, help="seed of every fit and of the sample")
@@ -238,6 +245,15 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _data_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("data", type=Path, help="points, one row per sample: .npy, or comma-separated "
+                        "text (lines counted from 1 in messages; # comments and blank lines skipped)")
+    parser.add_argument("--header", action=argparse.BooleanOptionalAction, default=None,
+                        help="the CSV's first line is a header (--no-header: it is data); by default "
+                             "a first line of no numbers is a header, and one of numbers and words is "
+                             "refused as likely broken data")
+
+
 def _silhouette_options(parser: argparse.ArgumentParser, *, seeded: bool = True) -> None:
     parser.add_argument("--sample-size", type=int, default=0,
                         help="rows the silhouette scores (default: all up to 20,000, else a "
@@ -273,7 +289,9 @@ def _connection_options(parser: argparse.ArgumentParser, *, defaults: bool) -> N
         "--token", default=default(None),
         help="bearer token; it shows in `ps`, so prefer --token-file or env CENTROIDAL_TOKEN",
     )
-    parser.add_argument("--token-file", default=default(None), help="file whose first line is the token")
+    parser.add_argument("--token-file", default=default(None),
+                        help="token file as the server reads it: one token per line, # comments; "
+                             "the first token is sent")
     parser.add_argument("--tls", action="store_true", default=default(False),
                         help="speak TLS (implied by --tls-ca and --tls-cert)")
     parser.add_argument("--tls-ca", default=default(None), help="PEM roots to check the server against")

@@ -16,17 +16,24 @@ from .errors import CentroidalError
 from .results import BatchAck, ClusterScores, KScore, ModelInfo
 
 
+def _load(options: argparse.Namespace, dtype: str | None) -> datafiles.DataFile:
+    header = {None: "auto", True: "yes", False: "no"}[options.header]
+    return datafiles.load_points(options.data, dtype, header)
+
+
 def fit(client: Client, options: argparse.Namespace) -> int:
-    points = datafiles.load_points(options.data, options.dtype)
+    data = _load(options, options.dtype)
+    points = data.points
     bar = None if options.quiet else bars.FitBar(f"fit {options.model}", options.max_iter)
     try:
-        result = client.fit(
-            options.model, points, options.clusters, init=options.init, n_init=options.n_init,
-            max_iter=options.max_iter, tol=options.tol, seed=options.seed, metric=options.metric,
-            algorithm=options.algorithm, n_neighbors=options.neighbors,
-            return_labels=options.labels_out is not None, on_progress=bar,
-            timeout=options.fit_timeout,
-        )
+        with data.explained():
+            result = client.fit(
+                options.model, points, options.clusters, init=options.init, n_init=options.n_init,
+                max_iter=options.max_iter, tol=options.tol, seed=options.seed, metric=options.metric,
+                algorithm=options.algorithm, n_neighbors=options.neighbors,
+                return_labels=options.labels_out is not None, on_progress=bar,
+                timeout=options.fit_timeout,
+            )
     finally:
         if bar is not None:
             bar.close()
@@ -41,10 +48,11 @@ def fit(client: Client, options: argparse.Namespace) -> int:
 
 
 def predict(client: Client, options: argparse.Namespace) -> int:
-    points = datafiles.load_points(options.data, options.dtype)
-    labels, distances = client.predict(
-        options.model, points, version=options.version, return_distance=True
-    )
+    data = _load(options, options.dtype)
+    with data.explained():
+        labels, distances = client.predict(
+            options.model, data.points, version=options.version, return_distance=True
+        )
     output = np.column_stack([labels, distances]) if options.distances else labels
     if options.out is not None:
         datafiles.save_array(options.out, output)
@@ -59,7 +67,7 @@ def predict(client: Client, options: argparse.Namespace) -> int:
 def stream(client: Client, options: argparse.Namespace) -> int:
     if options.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {options.batch_size}")
-    points = datafiles.load_points(options.data, options.dtype)
+    points = _load(options, options.dtype).points
     total = points.shape[0]
     bar = None if options.quiet else bars.progress_bar(desc=f"stream {options.model}", total=total, unit="pt",
                                                   unit_scale=True)
@@ -134,11 +142,12 @@ def _scores_dict(scores: ClusterScores) -> dict[str, object]:
 
 
 def evaluate(client: Client, options: argparse.Namespace) -> int:
-    points = datafiles.load_points(options.data, None)
-    evaluation = client.evaluate(
-        options.model, points, version=options.version,
-        silhouette_sample_size=None if options.all_rows else options.sample_size, seed=options.sample_seed,
-    )
+    data = _load(options, None)
+    with data.explained():
+        evaluation = client.evaluate(
+            options.model, data.points, version=options.version,
+            silhouette_sample_size=None if options.all_rows else options.sample_size, seed=options.sample_seed,
+        )
     scores = evaluation.scores
     if options.json:
         print(json.dumps({"model": options.model, "version": evaluation.version,
@@ -157,24 +166,34 @@ def evaluate(client: Client, options: argparse.Namespace) -> int:
 
 
 def suggest_k(client: Client, options: argparse.Namespace) -> int:
-    points = datafiles.load_points(options.data, options.dtype)
+    data = _load(options, options.dtype)
+    points = data.points
     if options.plot is not None:
         figures.pyplot()  # a missing extra is said before the work, not after
     ks: range = options.k_range
-    bar = None if options.quiet or options.json else bars.progress_bar(desc="suggest-k", total=len(ks), unit="k")
+    # Values of k, counted without a rate: "3.60k/s" reads as thousands a second.
+    bar = None if options.quiet or options.json else bars.progress_bar(
+        desc="suggest-k", total=len(ks), bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} values of k "
+        "[{elapsed}<{remaining}{postfix}]",
+    )
 
     def progress(event: object) -> None:
         if bar is not None and isinstance(event, KScore):
             silhouette = event.scores.silhouette
-            bar.set_postfix_str(f"k={event.n_clusters} silhouette={silhouette if silhouette is None else round(silhouette, 4)}")
+            bar.set_postfix_str(
+                f"k={event.n_clusters} silhouette={silhouette if silhouette is None else round(silhouette, 4)}",
+                refresh=False,
+            )
             bar.update(1)
 
     try:
-        suggestion = client.suggest_k(
-            points, ks, metric=options.metric, n_init=options.n_init, max_iter=options.max_iter,
-            seed=options.seed, silhouette_sample_size=None if options.all_rows else options.sample_size,
-            save_best_as=options.save_best_as, on_progress=progress,
-        )
+        with data.explained():
+            suggestion = client.suggest_k(
+                points, ks, metric=options.metric, init=options.init, n_init=options.n_init,
+                max_iter=options.max_iter, seed=options.seed,
+                silhouette_sample_size=None if options.all_rows else options.sample_size,
+                save_best_as=options.save_best_as, on_progress=progress,
+            )
     finally:
         if bar is not None:
             bar.close()

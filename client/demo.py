@@ -34,7 +34,13 @@ STEPS = ("blobs", "seeds", "choose-k", "moons", "digits", "colours")
 @contextmanager
 def private_server() -> Iterator[str]:
     """A server on a free local port with a throwaway store, for the demo's run."""
-    from centroidal.server import ServerConfig, create_server
+    try:
+        from centroidal.server import ServerConfig, create_server
+    except ImportError as missing:
+        raise ValueError(
+            f"`centroidal demo --serve` starts a server of its own, which needs the server extra: "
+            f"pip install 'centroidal[server]', or pass --target to use a running server ({missing})"
+        ) from None
 
     with tempfile.TemporaryDirectory(prefix="centroidal-demo-") as data_dir:
         server, _ = create_server(ServerConfig(host="127.0.0.1", port=0, data_dir=data_dir))

@@ -205,13 +205,19 @@ class CentroidalServer:
             log.info("auth: on, bearer tokens required (%s); health checks stay open", self.tokens.describe())
         else:
             log.warning("auth: OFF, any client that reaches %s may call; set CENTROIDAL_TOKEN or "
-                        "--token-file to require a token", config.address)
+                        "--token-file to require a token", self.address)
         if config.tls_client_ca:
             log.info("TLS: on, with client certificates signed by %s required (mutual TLS)", config.tls_client_ca)
         elif config.tls_cert:
             log.info("TLS: on, certificate %s", config.tls_cert)
         else:
             log.warning("TLS: off, calls and tokens travel in plaintext; set --tls-cert and --tls-key")
+
+    @property
+    def address(self) -> str:
+        """Where the server listens: its host and the port it bound (not 0)."""
+        host = self.config.host
+        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
 
     def stop(self, grace: float | None = None) -> list[str]:
         """Report NOT_SERVING, let in-flight calls finish for ``grace`` seconds, close the store.

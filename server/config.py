@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 
 from .memory import default_budget
@@ -78,7 +79,8 @@ _HELP = {
     "cpu_workers": "threads that run Predict and streamed batches (numba kernels release the GIL)",
     "grace_period": "seconds in-flight calls get to finish on SIGTERM",
     "checkpoint_interval": "seconds between checkpoints of models fed by StreamMiniBatch",
-    "memory_budget": "bytes the server may hold in models, uploads and images; a request that "
+    "memory_budget": "bytes the server may hold in models, uploads and images (a size such as 2G, "
+    "K/M/G/T being powers of 1024, like every size here); a request that "
     "would go past it is refused up front with RESOURCE_EXHAUSTED (default: 60%% of the "
     "machine's or the container's memory)",
     "min_free_disk": "writes are refused (RESOURCE_EXHAUSTED) while the data directory's disk has "
@@ -107,6 +109,22 @@ def _env_name(name: str) -> str:
     return "CENTROIDAL_" + name.upper()
 
 
+# Settings counted in bytes, which take a size with a unit too ("2G").
+SIZE_SETTINGS = ("max_message_bytes", "max_fit_bytes", "max_image_bytes", "memory_budget",
+                 "min_free_disk", "max_store_bytes")
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?\s*", re.IGNORECASE)
+
+
+def byte_size(text: str) -> int:
+    """A number of bytes, plain ("1073741824") or with a unit: K, M, G or T, each a power of
+    1024, alone or as KiB/KB ("512M", "2G", "1.5GiB" are all read so)."""
+    match = _SIZE.fullmatch(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not a size: give bytes, or a number with K, M, G or T (powers of 1024)")
+    return int(float(match.group(1)) * _UNITS[match.group(2).upper()])
+
+
 def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> ServerConfig:
     """Build a ServerConfig from flags, falling back to CENTROIDAL_* variables, then defaults."""
     env = os.environ if env is None else env
@@ -131,13 +149,13 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=env_default,
                                 help=help_text)
             continue
-        kind = type(default)
+        kind = byte_size if spec.name in SIZE_SETTINGS else type(default)
         raw_env = env.get(env_key)
         try:
             env_default = kind(raw_env) if raw_env is not None else default
-        except ValueError:
-            parser.error(f"{env_key}={raw_env!r} is not a valid {kind.__name__}")
-        parser.add_argument(flag, type=kind, default=env_default, help=help_text)
+        except ValueError as exc:
+            parser.error(f"{env_key}={raw_env!r} is not valid: {exc}")
+        parser.add_argument(flag, type=_named(kind), default=env_default, help=help_text)
     # Threads per call are gone with the grpc.aio server; the flag is still accepted.
     parser.add_argument("--max-workers", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -152,6 +170,19 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
     config = ServerConfig(**values)
     _check(config, parser)
     return config
+
+
+def _named(kind: Callable[[str], object]) -> Callable[[str], object]:
+    """``kind`` as an argparse type whose refusal says why (argparse shows a ValueError's
+    message only for an ArgumentTypeError)."""
+    def parse(text: str) -> object:
+        try:
+            return kind(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parse.__name__ = getattr(kind, "__name__", "value")
+    return parse
 
 
 TOKEN_ENV = "CENTROIDAL_TOKEN"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -226,3 +229,130 @@ def test_fit_command_takes_the_spectral_algorithm(target: list[str], tmp_path: P
     assert main([*target, "get", "moons"]) == 0
     described = json.loads(capsys.readouterr().out)
     assert described["kind"] == "spectral" and described["config"]["n_neighbors"] == 8
+
+
+def test_csv_headers_typos_and_empty_files(
+    target: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    main([*target, "fit", str(_npy(tmp_path)), "--model", "m", "-k", "4", "--seed", "0", "-q"])
+    capsys.readouterr()
+    rows = "\n".join(f"{a:.6f},{b:.6f}" for a, b in X[:3])
+    typo = tmp_path / "typo.csv"
+    typo.write_text(f"1.0,2.o\n{rows}\n")  # the first line is data with a typo: not a header
+    assert main([*target, "predict", str(typo), "--model", "m"]) == 1
+    assert "line 1: '2.o' is not a number" in capsys.readouterr().err
+    assert main([*target, "predict", str(typo), "--model", "m", "--header"]) == 0  # declared
+    assert len(capsys.readouterr().out.split()) == 3
+    header = tmp_path / "header.csv"
+    header.write_text(f"x,y\n# a comment\n\n{rows}\n")
+    assert main([*target, "predict", str(header), "--model", "m"]) == 0
+    assert len(capsys.readouterr().out.split()) == 3
+    assert main([*target, "predict", str(header), "--model", "m", "--no-header"]) == 1
+    assert "line 1, column 1: 'x' is not a number" in capsys.readouterr().err
+    for content in ("", "x,y\n"):
+        empty = tmp_path / "empty.csv"
+        empty.write_text(content)
+        with _no_warnings():
+            assert main([*target, "predict", str(empty), "--model", "m"]) == 1
+        assert f"{empty} holds no rows of data" in capsys.readouterr().err
+
+
+def test_a_refused_row_is_named_by_its_line_in_the_file(
+    target: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = X.copy()
+    data[4] = 0.0  # no direction: a cosine fit refuses it by its row
+    csv = tmp_path / "points.csv"
+    csv.write_text("x,y\n# kept out\n" + "\n".join(f"{a},{b}" for a, b in data) + "\n")
+    assert main([*target, "fit", str(csv), "--model", "angles", "-k", "4", "--metric", "cosine", "-q"]) == 1
+    # Row 4 counted from 0 is line 7 of the file, after the header and the comment.
+    assert f"row 4 is line 7 of {csv}" in capsys.readouterr().err
+
+
+def test_a_reader_that_goes_away_is_not_an_error(target: list[str], tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    main([*target, "fit", str(_npy(tmp_path)), "--model", "m", "-k", "4", "--seed", "0", "-q"])
+    big = tmp_path / "big.npy"
+    np.save(big, np.repeat(X, 40, axis=0))
+    predict = subprocess.Popen([sys.executable, "-m", "centroidal", *target, "predict", str(big), "--model", "m"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert predict.stdout is not None and predict.stderr is not None
+    predict.stdout.close()  # as `| head` does once it has read enough (pipes can hold megabytes)
+    errors = predict.stderr.read().decode()
+    assert predict.wait(60) == 141 and "Broken pipe" not in errors and "Traceback" not in errors
+
+
+def test_python_dash_m_centroidal_and_the_token_file_help(capsys: pytest.CaptureFixture[str]) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "centroidal", "--version"], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.startswith("centroidal ")
+    with pytest.raises(SystemExit):
+        main(["health", "--help"])
+    assert "one token per line" in capsys.readouterr().out
+
+
+def test_demo_serve_without_the_server_extra_names_it(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        import sys
+        class Block:
+            def find_spec(self, name, path=None, target=None):
+                if name == "centroidal.server" or name.startswith("centroidal.server."):
+                    raise ImportError(f"{name} is not part of the SDK install")
+        sys.meta_path.insert(0, Block())
+        from centroidal.client.cli import main
+        sys.exit(main(sys.argv[1:]))
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script, "demo", "--serve", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert "centroidal[server]" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_progress_bars_end_full_and_draw_rarely_off_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from centroidal.client.bars import FitBar
+    from centroidal.client.results import FitProgress
+
+    written = io.StringIO()  # not a terminal
+    monkeypatch.setattr("sys.stderr", written)
+    bar = FitBar("fit m", max_iter=300)
+    for iteration in range(1, 200):
+        bar(FitProgress("iteration", n_init=1, iteration=iteration, inertia=1000.0 - iteration))
+    bar(FitProgress("restart_done", n_init=1, iteration=199, inertia=123.5))
+    bar.close()
+    drawn = [line for line in written.getvalue().replace("\r", "\n").splitlines() if line.strip()]
+    assert len(drawn) <= 3, drawn  # its first draw, perhaps one more, and its last at the close
+    # Converged at 199 of max_iter 300: the bar ends full, with the restart's final inertia.
+    assert "199/199" in drawn[-1] and "inertia=123.5" in drawn[-1]
+
+
+def test_suggest_k_bar_counts_values_of_k_without_a_rate(
+    target: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert main([*target, "suggest-k", str(_npy(tmp_path)), "--k", "2..5", "--seed", "0"]) == 0
+    err = capsys.readouterr().err
+    assert "4/4 values of k" in err and "k/s" not in err
+
+
+def _npy(tmp_path: Path) -> Path:
+    path = tmp_path / "blobs.npy"
+    np.save(path, X)
+    return path
+
+
+@contextlib.contextmanager
+def _no_warnings() -> Iterator[None]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's "input contained no data" warning came out raw
+        yield

@@ -38,3 +38,28 @@ def test_the_old_max_workers_flag_is_accepted_with_a_warning(capsys: pytest.Capt
     config = parse_args(["--max-workers", "8"], env={})
     assert config == ServerConfig()
     assert "--max-workers" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "text, size",
+    [("2G", 2 << 30), ("512M", 512 << 20), ("1.5GiB", 3 << 29), ("64kb", 64 << 10), ("1T", 1 << 40),
+     ("1073741824", 1 << 30)],
+)
+def test_sizes_take_units(text: str, size: int) -> None:
+    assert parse_args(["--memory-budget", text], env={}).memory_budget == size
+    assert parse_args([], env={"CENTROIDAL_MAX_FIT_BYTES": text}).max_fit_bytes == size
+
+
+def test_a_size_that_is_not_one_is_refused_saying_how(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_args(["--memory-budget", "2X"], env={})
+    assert "K, M, G or T" in capsys.readouterr().err
+
+
+def test_the_log_names_the_port_bound_not_0(start_server, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    caplog.set_level(logging.INFO, "centroidal.server")
+    server = start_server(port=0)
+    auth = next(record.getMessage() for record in caplog.records if record.getMessage().startswith("auth: OFF"))
+    assert f"127.0.0.1:{server.port}" in auth and server.port != 0

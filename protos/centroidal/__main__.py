@@ -1,0 +1,7 @@
+"""`python -m centroidal`: the `centroidal` command."""
+
+import sys
+
+from centroidal.client.cli import main
+
+sys.exit(main())
