@@ -145,11 +145,11 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
             continue
         if isinstance(default, bool):
             value = env.get(env_key)
-            env_default = default if value is None else value.lower() not in ("0", "false", "no")
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=env_default,
+            switch = default if value is None else value.lower() not in ("0", "false", "no")
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=switch,
                                 help=help_text)
             continue
-        kind = byte_size if spec.name in SIZE_SETTINGS else type(default)
+        kind: Callable[[str], object] = byte_size if spec.name in SIZE_SETTINGS else type(default)
         raw_env = env.get(env_key)
         try:
             env_default = kind(raw_env) if raw_env is not None else default
