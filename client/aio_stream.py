@@ -23,7 +23,6 @@ from .errors import (
     FieldViolation,
     NotFound,
     Unavailable,
-    error_from_rpc,
 )
 from .ledger import CLOSE, HANG_UP, Ledger, durable_from_trailer, reopening
 from .results import BatchAck
@@ -267,13 +266,13 @@ class AsyncMiniBatchStream:
                         await self._wait(lambda: bool(self._ledger.unacked) or self._closing, None, "")
                     wait = backoff.next_wait(error, status_lost(error))
                     if self._done or wait is None:
-                        self._fatal = error_from_rpc(error)
+                        self._fatal = self._client.failure(error)
                         return
                     await asyncio.sleep(wait)
                     try:
                         await asyncio.wait_for(self._client._channel.channel_ready(), max(backoff.remaining(), 0.0))
                     except asyncio.TimeoutError:
-                        self._fatal = error_from_rpc(error)
+                        self._fatal = self._client.failure(error)
                         return
                     self.reconnects += 1
                     continue

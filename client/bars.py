@@ -49,6 +49,9 @@ class FitBar:
                     bar.total = max(event.iteration, 1)
                     bar.set_postfix(inertia=f"{event.inertia:.6g}", refresh=False)
                     bar.update(event.iteration - bar.n)
+            elif event.stage == "compiling":
+                # A server just started compiles its kernels (about a minute, the first time).
+                self._switch("waiting for the server to compile its kernels (first start only)", total=None)
             elif self._bar is not None:
                 self._bar.set_postfix_str(event.stage.replace("_", " "), refresh=False)
 

@@ -13,7 +13,7 @@ import numpy as np
 from . import bars, datafiles, demo, export, figures
 from .client import Client
 from .errors import CentroidalError
-from .results import BatchAck, ClusterScores, KScore, ModelInfo
+from .results import BatchAck, ClusterScores, FitProgress, KScore, ModelInfo
 
 
 def _load(options: argparse.Namespace, dtype: str | None) -> datafiles.DataFile:
@@ -178,6 +178,8 @@ def suggest_k(client: Client, options: argparse.Namespace) -> int:
     )
 
     def progress(event: object) -> None:
+        if bar is not None and isinstance(event, FitProgress) and event.stage == "compiling":
+            bar.set_postfix_str("waiting for the server to compile its kernels (first start only)")
         if bar is not None and isinstance(event, KScore):
             silhouette = event.scores.silhouette
             bar.set_postfix_str(

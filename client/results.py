@@ -32,9 +32,10 @@ class FitProgress(codec.FitProgress):
     """One progress event of a fit, as the server sent it, or the SDK's own "uploading"
     event while the rows go out (points_received of points_total sent).
 
-    stage is "uploading", "data_received", "seeding", "initialized", "iteration" or
-    "restart_done", and in a suggest_k also "scoring"; n_clusters is then the k being
-    fitted or scored.
+    stage is "uploading", "data_received", "compiling" (a server that started moments ago
+    is compiling its kernels: the fit may wait for them), "seeding", "initialized",
+    "iteration" or "restart_done", and in a suggest_k also "scoring"; n_clusters is then
+    the k being fitted or scored.
     """
 
     points_total: int = 0

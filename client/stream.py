@@ -33,7 +33,7 @@ import grpc
 
 from centroidal import codec
 
-from .errors import CentroidalError, DeadlineExceeded, error_from_rpc
+from .errors import CentroidalError, DeadlineExceeded
 from .ledger import CLOSE, HANG_UP, Ledger, durable_from_trailer, reopening
 from .results import BatchAck
 from .transport import Backoff, SyncTransport, idle_timeout
@@ -284,11 +284,11 @@ class MiniBatchStream:
                     closing = self._done
                 wait = backoff.next_wait(error)
                 if closing or wait is None:
-                    self._fail(error_from_rpc(error))
+                    self._fail(self._client.failure(error))
                     return
                 time.sleep(wait)
                 if not self._wait_for_channel(backoff):
-                    self._fail(error_from_rpc(error))
+                    self._fail(self._client.failure(error))
                     return
                 self.reconnects += 1
                 continue

@@ -203,6 +203,8 @@ class Connection:
             token = read_token(token_file) if token_file is not None else default_token()
         if credentials is None and (tls or root_certificates is not None or client_certificate is not None):
             credentials = tls_credentials(root_certificates, client_certificate)
+        self._speaks_tls = credentials is not None
+        self._presents_certificate = client_certificate is not None
         self.timeout = timeout
         self.fit_timeout = fit_timeout
         self.chunk_bytes = chunk_bytes
@@ -217,6 +219,17 @@ class Connection:
         options: list[tuple[str, Any]],
     ) -> Any:
         raise NotImplementedError
+
+    def failure(self, error: grpc.RpcError) -> CentroidalError:
+        """The SDK's exception for a failed call, with what a failed connection most likely
+        means added: gRPC reports a TLS mismatch as a closed socket or an OpenSSL code."""
+        failure = error_from_rpc(error)
+        if failure.code == grpc.StatusCode.UNAVAILABLE:
+            hint = connection_hint(failure.message, tls=self._speaks_tls,
+                                   certificate=self._presents_certificate)
+            if hint:
+                failure.message = f"{failure.message} ({hint})"
+        return failure
 
     def deadline(self, timeout: float | None, *, fit: bool = False) -> float:
         """Seconds a call may take: its own timeout, else the client's for its kind."""
@@ -244,14 +257,14 @@ class SyncTransport(Connection):
         try:
             return method(request, timeout=self.deadline(timeout))
         except grpc.RpcError as error:
-            raise error_from_rpc(error) from error
+            raise self.failure(error) from error
 
     def responses(self, call: Any) -> Iterator[Any]:
         """A streaming call's responses; a failure as the SDK's exception."""
         try:
             yield from call
         except grpc.RpcError as error:
-            raise error_from_rpc(error) from error
+            raise self.failure(error) from error
 
 
 class AsyncTransport(Connection):
@@ -270,7 +283,7 @@ class AsyncTransport(Connection):
         try:
             return await method(request, timeout=self.deadline(timeout))
         except grpc.aio.AioRpcError as error:
-            raise error_from_rpc(error) from error
+            raise self.failure(error) from error
 
     async def responses(
         self, call: Any, first: Any, upload: Callable[[], Coroutine[Any, Any, None]]
@@ -319,7 +332,7 @@ class AsyncTransport(Connection):
                 raise failed_upload from None  # the upload failed first: its own error
             if isinstance(error, asyncio.CancelledError):
                 raise
-            raise error_from_rpc(error) from error
+            raise self.failure(error) from error
         finally:
             for task in (first_answer, writer):
                 if task is not None and not task.done():
@@ -348,6 +361,25 @@ def _failure(task: asyncio.Task[None] | None) -> BaseException | None:
     if isinstance(failure, (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError)):
         return None
     return failure
+
+
+def connection_hint(message: str, *, tls: bool, certificate: bool) -> str:
+    """What a failed connection's message most likely means, or "" when it says nothing."""
+    if "WRONG_VERSION_NUMBER" in message and tls:
+        return "the server does not speak TLS at this address: connect without TLS"
+    if "CERTIFICATE_VERIFY_FAILED" in message:
+        return ("the server's certificate is not signed by the roots given (root_certificates, "
+                "--tls-ca), or does not name the address dialled")
+    if "Socket closed" not in message:
+        return ""
+    if not tls:
+        return ("the server closed the connection unanswered: it may expect TLS; connect with "
+                "tls=True and root_certificates (--tls, --tls-ca)")
+    if not certificate:
+        return ("the server closed the connection during the TLS handshake: it may require a "
+                "client certificate (mutual TLS); pass client_certificate (--tls-cert, --tls-key)")
+    return ("the server closed the connection during the TLS handshake: it may not accept this "
+            "client certificate; mutual TLS needs one signed by the server's --tls-client-ca")
 
 
 # ---- reconnects ----------------------------------------------------------------------

@@ -81,6 +81,7 @@ STAGES = EnumTable(
         pb.FitProgress.STAGE_SEEDING: "seeding",
         pb.FitProgress.STAGE_ADMITTED: "admitted",
         pb.FitProgress.STAGE_SCORING: "scoring",
+        pb.FitProgress.STAGE_COMPILING: "compiling",
     },
     "unknown",
 )

@@ -45,6 +45,11 @@ THREAD_SAFE_LAYERS = ("omp", "tbb")
 # How long stop() waits for a background warm-up to reach its next step (one compilation).
 WARMUP_EXIT_WAIT_S = 60.0
 FIT_EXIT_WAIT_S = 30.0
+# A first group of kernels that takes longer than this was compiled, not loaded from the cache.
+COLD_GROUP_S = 1.0
+# The later groups each take about this share of the first's time to compile (measured from an
+# empty cache: the first group, float32 predict, holds the shared helpers).
+LATER_GROUP_SHARE = 0.6
 T = TypeVar("T")
 
 
@@ -90,8 +95,9 @@ class CentroidalServer:
         self.metrics_port: int | None = None
         self.servicer = ClusteringHandlers(config, self.registry, self.metrics)
         self.stopping = threading.Event()
-        # Set once every kernel is compiled (at once when warm-up is off).
-        self.warmed_up = threading.Event()
+        # Set once every kernel is compiled (at once when warm-up is off); a fit waiting for
+        # compilation says so in its progress until then.
+        self.warmed_up = self.servicer.runtime.kernels_compiled
         self._warmer: threading.Thread | None = None
         try:
             self.grpc_server, self.port = _EventLoop.run(self._build())
@@ -187,9 +193,16 @@ class CentroidalServer:
         waits for at most the compilation in progress and its own, and never runs uncompiled.
         """
         started = time.monotonic()
+        log.info("compiling kernels in the background, into numba's cache: about a minute on 2 "
+                 "cores from an empty cache, seconds from a warm one; until then a call that needs a "
+                 "kernel not compiled yet waits for it")
         try:
-            for step in warmup.steps():
-                log.debug("warm-up: %s compiled after %.2fs", step, time.monotonic() - started)
+            for done, total, group in warmup.steps():
+                elapsed = time.monotonic() - started
+                log.debug("warm-up: %s compiled after %.2fs", group, elapsed)
+                if done == 1 and elapsed > COLD_GROUP_S and total > 1:
+                    log.info("kernels: %d of %d groups compiled in %.0f s; about %.0f s to go", done,
+                             total, elapsed, elapsed * (total - done) * LATER_GROUP_SHARE)
                 if self.stopping.is_set():
                     return
         except Exception:  # a server that cannot compile still answers; each call compiles its own
@@ -197,7 +210,7 @@ class CentroidalServer:
             return
         self.warmed_up.set()
         self.metrics.warmed_up.set(1)
-        log.info("warm-up done in %.2fs, threading layer %s", time.monotonic() - started, layer)
+        log.info("every kernel compiled in %.2fs, threading layer %s", time.monotonic() - started, layer)
 
     def _log_security(self) -> None:
         config = self.config

@@ -66,21 +66,24 @@ class Tokens:
             self._checked = time.monotonic()
             try:
                 stat = os.stat(self._path)
-                stamp = (stat.st_mtime, stat.st_size)
+                stamp: tuple[float, int] | None = (stat.st_mtime, stat.st_size)
                 if stamp == self._stamp and not force:
                     return
                 tokens = read_token_file(self._path)
             except (OSError, UnicodeDecodeError) as exc:
                 if force:
                     raise
-                log.error("token file %s cannot be read (%s); keeping its previous %d tokens",
-                          self._path, exc, len(self._from_file))
+                # Fail closed: a file that vanished or cannot be read grants nothing.
+                if self._from_file or self._stamp is not None:
+                    log.error("token file %s cannot be read (%s): its %d tokens are revoked until it "
+                              "can be", self._path, exc, len(self._from_file))
+                self._from_file, self._stamp = [], None
                 return
             if not tokens:
-                log.error("token file %s is now empty; keeping its previous %d tokens",
-                          self._path, len(self._from_file))
-                return
-            if self._stamp is not None:
+                log.warning("token file %s is now empty: its %d tokens are revoked, and only %s",
+                            self._path, len(self._from_file),
+                            "the CENTROIDAL_TOKEN tokens are accepted" if self._fixed else "no call is accepted")
+            elif self._stamp is not None:
                 log.warning("token file %s changed: %d tokens now", self._path, len(tokens))
             self._from_file = [token.encode() for token in tokens]
             self._stamp = stamp

@@ -160,6 +160,9 @@ class Fitting:
             runtime.metrics.points.inc(n_samples)
             yield codec.FitProgress("data_received", points_received=n_samples,
                                     elapsed_seconds=time.monotonic() - started)
+            if not runtime.kernels_compiled.is_set():
+                yield codec.FitProgress("compiling", points_received=n_samples,
+                                        elapsed_seconds=time.monotonic() - started)
             run = StepRun(f"fit of {fit.model}", fit_steps(fit, data), work, runtime.workers.fits,
                           runtime.fits, runtime.metrics.iterations.inc)
             async with contextlib.aclosing(run.events()) as events:

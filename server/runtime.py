@@ -3,6 +3,7 @@ metrics, the memory budget, the pools work runs on, and the fit slots."""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 from .admission import Slots, Workers
@@ -23,6 +24,8 @@ class Runtime:
     workers: Workers
     fit_slots: Slots
     fits: FitTally = field(default_factory=FitTally)
+    # Set once the server's warm-up has compiled every kernel.
+    kernels_compiled: threading.Event = field(default_factory=threading.Event)
 
     @classmethod
     def create(cls, config: ServerConfig, registry: Registry, metrics: Metrics) -> Runtime:

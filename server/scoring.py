@@ -252,6 +252,9 @@ class Scoring:
             runtime.metrics.points.inc(n_samples)
             yield codec.FitProgress("data_received", points_received=n_samples,
                                     elapsed_seconds=time.monotonic() - started)
+            if not runtime.kernels_compiled.is_set():
+                yield codec.FitProgress("compiling", points_received=n_samples,
+                                        elapsed_seconds=time.monotonic() - started)
             run = StepRun("suggest-k", suggest_steps(plan, data), work, runtime.workers.fits,
                           runtime.fits, runtime.metrics.iterations.inc)
             k = plan.ks.start

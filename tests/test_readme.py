@@ -77,3 +77,15 @@ def test_every_image_the_readme_shows_is_in_the_repository() -> None:
         # A file git ignores exists here but not in a clone: the README would show a broken link.
         ignored = subprocess.run(["git", "check-ignore", "--quiet", image], cwd=root)
         assert ignored.returncode == 1, f"{image} is ignored by .gitignore"
+
+
+def test_the_container_examples_give_the_drain_time_to_finish() -> None:
+    """Docker and Compose kill a container 10 s after SIGTERM by default: as long as the
+    server's own grace period, so the last checkpoint could be cut short."""
+    section = README[README.index("## Container"):]
+    grace = ServerConfig().grace_period
+    stop_timeout = re.search(r"docker run .*?--stop-timeout (\d+)", section, flags=re.DOTALL)
+    assert stop_timeout is not None and int(stop_timeout.group(1)) > grace
+    compose = re.search(r"stop_grace_period: (\d+)s", section)
+    assert compose is not None and int(compose.group(1)) > grace
+    assert "--tls-cert /run/secrets/health.pem" in section  # mutual TLS: the check's own certificate

@@ -93,3 +93,30 @@ def test_fit_progress_reports_the_distances_the_bounds_skipped(
     assert len(shares) == fitted.n_iter
     assert shares[0] == 0.0 and all(0.0 <= share < 1.0 for share in shares)
     assert max(shares) > 0.5
+
+
+def test_a_fit_says_when_it_may_wait_for_the_kernels_to_compile(
+    start_server: ServerFactory, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str], tmp_path
+) -> None:
+    import logging
+
+    from centroidal.client import Client
+    from centroidal.client.cli import main
+
+    caplog.set_level(logging.INFO, "centroidal.server")
+    server = start_server()
+    assert any("compiling kernels in the background" in record.getMessage() for record in caplog.records)
+    assert server.warmed_up.wait(300)
+    X = np.random.default_rng(0).normal(size=(200, 3))
+    with Client(f"127.0.0.1:{server.port}") as client:
+        events: list[str] = []
+        client.fit("warm", X, 3, seed=0, on_progress=lambda event: events.append(event.stage))
+        assert "compiling" not in events  # every kernel is compiled: nothing to wait for
+        server.warmed_up.clear()  # as it is in the first minute after a cold start
+        events.clear()
+        client.fit("cold", X, 3, seed=0, on_progress=lambda event: events.append(event.stage))
+        assert events.index("compiling") == events.index("data_received") + 1
+    np.save(tmp_path / "points.npy", X)
+    assert main(["--target", f"127.0.0.1:{server.port}", "fit", str(tmp_path / "points.npy"), "--model", "m",
+                 "-k", "3"]) == 0
+    assert "waiting for the server to compile its kernels" in capsys.readouterr().err

@@ -78,6 +78,42 @@ def test_mutual_tls_requires_a_certificate_from_the_client_ca(start_server: Serv
         stranger.list_models()
 
 
+def test_a_failed_handshake_says_what_is_wrong(start_server: ServerFactory, pki: Pki) -> None:
+    """gRPC itself says only "Socket closed" or an OpenSSL code."""
+    tls = start_server(tls_cert=str(pki.cert), tls_key=str(pki.key))
+    mutual = start_server(tls_cert=str(pki.cert), tls_key=str(pki.key), tls_client_ca=str(pki.ca),
+                          data_dir=str(pki.ca.parent / "mutual-data"))
+    plain = start_server(data_dir=str(pki.ca.parent / "plain-data"))
+    cases = [
+        (tls, {}, "it may expect TLS"),
+        (mutual, {"root_certificates": pki.ca}, "require a client certificate"),
+        (mutual, {"root_certificates": pki.ca, "client_certificate": (pki.stranger_cert, pki.stranger_key)},
+         "may not accept this client certificate"),
+        (plain, {"root_certificates": pki.ca}, "does not speak TLS"),
+        (tls, {"root_certificates": pki.stranger_cert}, "not signed by the roots given"),
+    ]
+    for server, settings, hint in cases:
+        with Client(f"127.0.0.1:{server.port}", timeout=3, **settings) as client, pytest.raises(Unavailable) as raised:
+            client.list_models()
+        assert hint in str(raised.value), (settings, str(raised.value))
+
+
+def test_health_under_mutual_tls_with_the_readmes_arguments(start_server: ServerFactory, pki: Pki) -> None:
+    """The container's health check takes CENTROIDAL_HEALTH_ARGS: under mutual TLS, a client
+    certificate of its own, as the README shows."""
+    import subprocess
+    import sys
+
+    server = start_server(tls_cert=str(pki.cert), tls_key=str(pki.key), tls_client_ca=str(pki.ca))
+    health = [sys.executable, "-m", "centroidal", "health", "--target", f"127.0.0.1:{server.port}",
+              "--timeout", "5", "--tls-ca", str(pki.ca)]
+    without = subprocess.run(health, capture_output=True, text=True, timeout=60)
+    assert without.returncode == 1 and "client certificate" in without.stderr
+    with_certificate = subprocess.run([*health, "--tls-cert", str(pki.client_cert), "--tls-key", str(pki.client_key)],
+                                      capture_output=True, text=True, timeout=60)
+    assert with_certificate.returncode == 0 and "SERVING" in with_certificate.stdout
+
+
 def test_tokens_come_from_a_file_and_rotate_without_a_restart(
     start_server: ServerFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -95,6 +131,32 @@ def test_tokens_come_from_a_file_and_rotate_without_a_restart(
     time.sleep(0.05)  # a new modification time
     with Client(target, token="old-token", timeout=10) as client, pytest.raises(Unauthenticated):
         client.list_models()
+
+
+def test_an_emptied_or_missing_token_file_revokes_its_tokens(
+    start_server: ServerFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Emptying the file once kept the old tokens: the operator meant to revoke them."""
+    monkeypatch.setattr(auth, "RECHECK_S", 0.0)
+    caplog.set_level(logging.WARNING, "centroidal.server")
+    tokens = tmp_path / "tokens"
+    tokens.write_text("only-token\n")
+    server = start_server(token_file=str(tokens))
+    with Client(f"127.0.0.1:{server.port}", token="only-token", timeout=10) as client:
+        assert client.list_models() == []
+        tokens.write_text("# every token revoked\n")
+        time.sleep(0.05)
+        with pytest.raises(Unauthenticated):
+            client.list_models()
+        assert any("is now empty: its 1 tokens are revoked" in r.getMessage() for r in caplog.records)
+        tokens.write_text("only-token\n")
+        time.sleep(0.05)
+        assert client.list_models() == []  # written back: accepted again
+        tokens.unlink()  # fail closed
+        with pytest.raises(Unauthenticated):
+            client.list_models()
+        assert any("cannot be read" in r.getMessage() for r in caplog.records)
 
 
 def test_the_sdk_and_the_server_read_the_same_variable(

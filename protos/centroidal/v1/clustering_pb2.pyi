@@ -178,6 +178,7 @@ class FitProgress(_message.Message):
         STAGE_SEEDING: _ClassVar[FitProgress.Stage]
         STAGE_ADMITTED: _ClassVar[FitProgress.Stage]
         STAGE_SCORING: _ClassVar[FitProgress.Stage]
+        STAGE_COMPILING: _ClassVar[FitProgress.Stage]
     STAGE_UNSPECIFIED: FitProgress.Stage
     STAGE_DATA_RECEIVED: FitProgress.Stage
     STAGE_INITIALIZED: FitProgress.Stage
@@ -186,6 +187,7 @@ class FitProgress(_message.Message):
     STAGE_SEEDING: FitProgress.Stage
     STAGE_ADMITTED: FitProgress.Stage
     STAGE_SCORING: FitProgress.Stage
+    STAGE_COMPILING: FitProgress.Stage
     STAGE_FIELD_NUMBER: _ClassVar[int]
     RESTART_FIELD_NUMBER: _ClassVar[int]
     N_INIT_FIELD_NUMBER: _ClassVar[int]
