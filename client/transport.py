@@ -293,7 +293,7 @@ class AsyncTransport(Connection):
 
         With grpc.aio, a server that ends a call while the client is still writing reaches
         the client as INTERNAL "Internal error from Core", and the server's status is lost
-        (grpc/grpc#36066; tests/client/test_aio.py shows it). Every refusal of a spec comes
+        (grpc/grpc#36066). Every refusal of a spec comes
         before the server's first answer (a Fit's STAGE_ADMITTED event, QuantizeImage's
         empty first message, the first Predict answer), so waiting for it keeps that status.
         """

@@ -5,6 +5,7 @@ background, or before SERVING), and when the container image is built
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Generator
 
 import numpy as np
@@ -38,7 +39,7 @@ def _other_inits(X: np.ndarray, copies: int) -> None:
     kmeans.fit(X, 2, init=np.vstack([X[:1], np.full((1, 3), 1e6, dtype=X.dtype)]), max_iter=2)
 
 
-def _groups() -> list[tuple[str, Callable[[], None]]]:
+def _groups() -> list[tuple[str, Callable[[], object]]]:
     """The kernels in groups, those a first request most likely needs first: float32 predict
     and fit, then float64, then the transform and the other inits, then the rest. Kernels
     read data through read-only views only (``validation.read_only``), so one signature per
@@ -47,14 +48,14 @@ def _groups() -> list[tuple[str, Callable[[], None]]]:
     samples = {dtype: rng.normal(size=(64, 3)).astype(dtype) for dtype in FLOAT_DTYPES}
     # Enough rows to take the parallel path as well as the one on the caller's thread.
     copies = kmeans.ON_CALLER_WORK // (64 * 2 * 3) + 1
-    groups: list[tuple[str, Callable[[], None]]] = []
+    groups: list[tuple[str, Callable[[], object]]] = []
     for dtype, X in samples.items():
-        groups.append((f"predict {dtype.name}", lambda X=X: _predict(X, copies)))
-        groups.append((f"fit {dtype.name}", lambda X=X: _fit(X)))
+        groups.append((f"predict {dtype.name}", functools.partial(_predict, X, copies)))
+        groups.append((f"fit {dtype.name}", functools.partial(_fit, X)))
     for dtype, X in samples.items():
-        groups.append((f"transform and other inits {dtype.name}", lambda X=X: _other_inits(X, copies)))
+        groups.append((f"transform and other inits {dtype.name}", functools.partial(_other_inits, X, copies)))
     # Groups of bounds (k >= 20 and d >= 32) are formed by a product on the centers.
-    groups.append(("bounds", lambda: group_centers(rng.normal(size=(40, 32)), 2)))
+    groups.append(("bounds", functools.partial(group_centers, rng.normal(size=(40, 32)), 2)))
     groups.append(("mini-batch", minibatch.warmup))
     groups.append(("scoring", scoring.warmup))
     return groups

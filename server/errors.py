@@ -37,6 +37,11 @@ from .parsing import Unparseable
 
 log = logging.getLogger("centroidal.server")
 
+try:  # grpc names no public class for a read, write or status on a call the client has left
+    from grpc._cython.cygrpc import ExecuteBatchError as CallGone
+except ImportError:  # pragma: no cover - another grpc build: nothing to tell apart
+    CallGone = ()  # type: ignore[assignment,misc]
+
 ERROR_DOMAIN = "centroidal.v1"
 
 STATUS: dict[type[Exception], grpc.StatusCode] = {
@@ -183,7 +188,17 @@ def _answer(exc: BaseException, method: str) -> Refusal:
 
 async def _abort(context: grpc.aio.ServicerContext, answer: Refusal) -> None:
     status = answer.to_status()
-    await context.abort(status.code, status.details, status.trailing_metadata)
+    try:
+        await context.abort(status.code, status.details, status.trailing_metadata)
+    except CallGone as gone:  # nobody is left to tell
+        log.info("the client left before its status was sent (%s): %s", gone, answer.message)
+
+
+def _client_left(method: str, gone: BaseException) -> str:
+    """A call the client left mid-way (it cancelled, or refused an answer over its own receive
+    limit): the client's doing, not a server fault, so no traceback and no INTERNAL."""
+    log.info("%s ended: the client left the call (%s)", method, gone)
+    return grpc.StatusCode.CANCELLED.name
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -217,6 +232,8 @@ def rpc(handler: F) -> F:
             except grpc.aio.AbortError:
                 code = _code_name(context)
                 raise
+            except CallGone as gone:
+                code = _client_left(method, gone)
             except Exception as exc:  # noqa: BLE001 - every failure must become a status
                 answer = _answer(exc, method)
                 code = answer.code.name
@@ -239,6 +256,8 @@ def rpc(handler: F) -> F:
         except grpc.aio.AbortError:
             code = _code_name(context)
             raise
+        except CallGone as gone:
+            code = _client_left(method, gone)
         except Exception as exc:  # noqa: BLE001 - every failure must become a status
             answer = _answer(exc, method)
             code = answer.code.name

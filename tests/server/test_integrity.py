@@ -84,17 +84,24 @@ def test_the_command_line_refuses_a_locked_directory_with_one_line(tmp_path: Pat
 
 @pytest.mark.parametrize("seed", range(6))
 def test_flipped_bytes_are_refused_or_harmless(tmp_path: Path, seed: int) -> None:
+    """Ten random flips, one of them always in a stored model's centers, so that every seed
+    would serve altered data if the checks were off: the store must be refused."""
     kept = fill(tmp_path)
     path = tmp_path / "models.sqlite3"
     data = bytearray(path.read_bytes())
     rng = np.random.default_rng(seed)
-    for offset in rng.choice(np.arange(100, len(data)), size=10, replace=False):
+    # Model m00's centers are zeros, like unused space; the others' bytes are their own.
+    target = kept[f"m{rng.integers(1, len(kept)):02d}"].tobytes()[:64]
+    inside = data.find(target)
+    assert inside > 0, "the centers are stored as their raw bytes"
+    offsets = [inside + int(rng.integers(len(target)))]
+    offsets += list(rng.choice(np.arange(100, len(data)), size=9, replace=False))
+    for offset in offsets:
         data[offset] ^= 1 << int(rng.integers(0, 8))
     path.write_bytes(bytes(data))
-    try:
-        served_intact(tmp_path, kept)  # flips in unused space change nothing served
-    except StoreDamaged as refused:
-        assert "centroidal store backup" in refused.message
+    with pytest.raises(StoreDamaged) as refused:
+        served_intact(tmp_path, kept)
+    assert "centroidal store backup" in refused.value.message
 
 
 def test_a_truncated_store_is_refused_not_started_empty(tmp_path: Path) -> None:
