@@ -89,3 +89,12 @@ def test_the_container_examples_give_the_drain_time_to_finish() -> None:
     compose = re.search(r"stop_grace_period: (\d+)s", section)
     assert compose is not None and int(compose.group(1)) > grace
     assert "--tls-cert /run/secrets/health.pem" in section  # mutual TLS: the check's own certificate
+
+
+def test_the_module_map_names_every_module() -> None:
+    root = Path(__file__).resolve().parent.parent
+    layout = README[README.index("## Layout"):README.index("## Container")]
+    for folder in ("codec", "engine", "server", "client"):
+        for module in sorted((root / folder).glob("*.py")):
+            if module.name != "__init__.py":
+                assert f"  {module.name} " in layout, f"{folder}/{module.name} is missing from the README's map"
