@@ -13,8 +13,6 @@ import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
-import grpc
-import grpc.aio
 import numpy as np
 from grpc_health.v1 import health_pb2
 
@@ -35,10 +33,6 @@ from .aio_stream import AsyncMiniBatchStream
 from .results import BatchAck, Evaluation, FitProgress, FitResult, KScore, ModelInfo, QuantizedImage, Suggestion
 from .stream import DEFAULT_MAX_REPLAY_BYTES, DEFAULT_RECONNECT_TIMEOUT_S, DEFAULT_WINDOW
 from .transport import (
-    DEFAULT_CHUNK_BYTES,
-    DEFAULT_FIT_TIMEOUT_S,
-    DEFAULT_TIMEOUT_S,
-    PEM,
     RESPONSE_BUDGET,
     AsyncTransport,
 )
@@ -50,26 +44,6 @@ class AsyncClient(AsyncTransport):
     Every call has a deadline and raises a subclass of ``CentroidalError`` named
     after the status code, as with ``Client``. Use ``async with``, or await ``close``.
     """
-
-    def __init__(
-        self,
-        target: str | None = None,
-        *,
-        token: str | None = None,
-        token_file: str | os.PathLike[str] | None = None,
-        tls: bool = False,
-        root_certificates: PEM | None = None,
-        client_certificate: tuple[PEM, PEM] | None = None,
-        credentials: grpc.ChannelCredentials | None = None,
-        timeout: float = DEFAULT_TIMEOUT_S,
-        fit_timeout: float = DEFAULT_FIT_TIMEOUT_S,
-        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-        options: Sequence[tuple[str, Any]] = (),
-    ) -> None:
-        super().__init__(target, token=token, credentials=credentials, timeout=timeout,
-                         fit_timeout=fit_timeout, chunk_bytes=chunk_bytes, options=options,
-                         token_file=token_file, tls=tls, root_certificates=root_certificates,
-                         client_certificate=client_certificate)
 
     async def close(self) -> None:
         await self._channel.close()

@@ -27,10 +27,6 @@ from .errors import CentroidalError
 from .results import BatchAck, Evaluation, FitProgress, FitResult, KScore, ModelInfo, QuantizedImage, Suggestion
 from .transport import (
     RESPONSE_BUDGET,
-    DEFAULT_CHUNK_BYTES,
-    DEFAULT_FIT_TIMEOUT_S,
-    DEFAULT_TIMEOUT_S,
-    PEM,
     SyncTransport,
 )
 from .stream import (
@@ -53,26 +49,6 @@ class Client(SyncTransport):
         ``root_certificates`` (PEM bytes or a file); ``client_certificate`` is
         (certificate chain, private key) for a server that requires mutual TLS
     """
-
-    def __init__(
-        self,
-        target: str | None = None,
-        *,
-        token: str | None = None,
-        token_file: str | os.PathLike[str] | None = None,
-        tls: bool = False,
-        root_certificates: PEM | None = None,
-        client_certificate: tuple[PEM, PEM] | None = None,
-        credentials: grpc.ChannelCredentials | None = None,
-        timeout: float = DEFAULT_TIMEOUT_S,
-        fit_timeout: float = DEFAULT_FIT_TIMEOUT_S,
-        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-        options: Sequence[tuple[str, Any]] = (),
-    ) -> None:
-        super().__init__(target, token=token, credentials=credentials, timeout=timeout,
-                         fit_timeout=fit_timeout, chunk_bytes=chunk_bytes, options=options,
-                         token_file=token_file, tls=tls, root_certificates=root_certificates,
-                         client_certificate=client_certificate)
 
     # ---- lifecycle -------------------------------------------------------
 

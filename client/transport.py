@@ -183,18 +183,18 @@ class Connection:
 
     def __init__(
         self,
-        target: str | None,
+        target: str | None = None,
         *,
-        token: str | None,
-        credentials: grpc.ChannelCredentials | None,
-        timeout: float,
-        fit_timeout: float,
-        chunk_bytes: int,
-        options: Sequence[tuple[str, Any]],
+        token: str | None = None,
         token_file: str | os.PathLike[str] | None = None,
         tls: bool = False,
         root_certificates: PEM | None = None,
         client_certificate: tuple[PEM, PEM] | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        fit_timeout: float = DEFAULT_FIT_TIMEOUT_S,
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        options: Sequence[tuple[str, Any]] = (),
     ) -> None:
         """token, else the first line of token_file, else $CENTROIDAL_TOKEN. TLS is on with
         ``tls=True``, ``root_certificates`` or ``client_certificate`` (or ``credentials``)."""

@@ -194,6 +194,15 @@ async def _abort(context: grpc.aio.ServicerContext, answer: Refusal) -> None:
         log.info("the client left before its status was sent (%s): %s", gone, answer.message)
 
 
+def _outcome(exc: Exception, method: str) -> tuple[str, Refusal | None]:
+    """The status code's name a call that raised ``exc`` ends with, and the refusal to send
+    (None when the client has left the call)."""
+    if isinstance(exc, CallGone):
+        return _client_left(method, exc), None
+    answer = _answer(exc, method)
+    return answer.code.name, answer
+
+
 def _client_left(method: str, gone: BaseException) -> str:
     """A call the client left mid-way (it cancelled, or refused an answer over its own receive
     limit): the client's doing, not a server fault, so no traceback and no INTERNAL."""
@@ -232,12 +241,10 @@ def rpc(handler: F) -> F:
             except grpc.aio.AbortError:
                 code = _code_name(context)
                 raise
-            except CallGone as gone:
-                code = _client_left(method, gone)
             except Exception as exc:  # noqa: BLE001 - every failure must become a status
-                answer = _answer(exc, method)
-                code = answer.code.name
-                await _abort(context, answer)
+                code, answer = _outcome(exc, method)
+                if answer is not None:  # counted above: the abort raises to end the call
+                    await _abort(context, answer)
             finally:
                 record(self, code, started)
 
@@ -256,12 +263,10 @@ def rpc(handler: F) -> F:
         except grpc.aio.AbortError:
             code = _code_name(context)
             raise
-        except CallGone as gone:
-            code = _client_left(method, gone)
         except Exception as exc:  # noqa: BLE001 - every failure must become a status
-            answer = _answer(exc, method)
-            code = answer.code.name
-            await _abort(context, answer)
+            code, answer = _outcome(exc, method)
+            if answer is not None:  # counted above: the abort raises to end the call
+                await _abort(context, answer)
         finally:
             record(self, code, started)
 

@@ -134,6 +134,15 @@ def progress_of(event: Progress, points: int, started: float) -> codec.FitProgre
     )
 
 
+def received(runtime: Runtime, n_samples: int, started: float) -> list[codec.FitProgress]:
+    """The events of a call whose rows have all arrived: data received, and, while the
+    server's warm-up is still compiling kernels, that the work may wait for them."""
+    runtime.metrics.points.inc(n_samples)
+    stages = ["data_received"] + ([] if runtime.kernels_compiled.is_set() else ["compiling"])
+    return [codec.FitProgress(stage, points_received=n_samples, elapsed_seconds=time.monotonic() - started)
+            for stage in stages]
+
+
 class Fitting:
     """Runs Fit calls and commits the models they find."""
 
@@ -157,12 +166,8 @@ class Fitting:
             data = await gather(runtime, chunks, first, fit.rows(), memory, work,
                                 lambda chunk: (chunk.points, chunk.sample_weight))
             n_samples = data.points.shape[0]
-            runtime.metrics.points.inc(n_samples)
-            yield codec.FitProgress("data_received", points_received=n_samples,
-                                    elapsed_seconds=time.monotonic() - started)
-            if not runtime.kernels_compiled.is_set():
-                yield codec.FitProgress("compiling", points_received=n_samples,
-                                        elapsed_seconds=time.monotonic() - started)
+            for event in received(runtime, n_samples, started):
+                yield event
             run = StepRun(f"fit of {fit.model}", fit_steps(fit, data), work, runtime.workers.fits,
                           runtime.fits, runtime.metrics.iterations.inc)
             async with contextlib.aclosing(run.events()) as events:

@@ -23,7 +23,7 @@ from .admission import CallWork, Incoming
 from .catalog import describe
 from .config import ServerConfig
 from .exceptions import InvalidRequest, LimitExceeded, ModelMismatch
-from .fitting import params_from_config, progress_of
+from .fitting import params_from_config, progress_of, received
 from .gathering import FitData, RowsPlan, gather
 from .limits import check_model_name
 from .predicting import Predicting, labels_of, nearest
@@ -249,12 +249,8 @@ class Scoring:
             data = await gather(runtime, chunks, first, plan.rows(), memory, work,
                                 lambda chunk: (chunk.points, None))
             n_samples = data.points.shape[0]
-            runtime.metrics.points.inc(n_samples)
-            yield codec.FitProgress("data_received", points_received=n_samples,
-                                    elapsed_seconds=time.monotonic() - started)
-            if not runtime.kernels_compiled.is_set():
-                yield codec.FitProgress("compiling", points_received=n_samples,
-                                        elapsed_seconds=time.monotonic() - started)
+            for event in received(runtime, n_samples, started):
+                yield event
             run = StepRun("suggest-k", suggest_steps(plan, data), work, runtime.workers.fits,
                           runtime.fits, runtime.metrics.iterations.inc)
             k = plan.ks.start
