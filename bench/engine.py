@@ -60,7 +60,7 @@ def lloyd_iterations(
         for _ in range(ITERATIONS):
             started = time.perf_counter()
             work.step(X, weights, centers, exact_inertia=False)
-            centers = kmeans._centers_from_sums(X, weights, centers, work)
+            centers = lloyd.centers_from_sums(X, weights, centers, work)
             if work.skipped_share > 0:
                 pruned_s[-1].append(time.perf_counter() - started)
             skipped.append(work.skipped_share)

@@ -252,7 +252,7 @@ def run_lloyd(
     n_iter = 0
     for n_iter in range(1, max_iter + 1):
         inertia, changed = work.step(X, weights, centers, exact_inertia=False)
-        new_centers = _centers_from_sums(X, weights, centers, work)
+        new_centers = centers_from_sums(X, weights, centers, work)
         if spherical:
             new_centers = unit_centers(new_centers, previous=centers)
         shift = float(((new_centers.astype(np.float64) - centers) ** 2).sum())
@@ -267,7 +267,7 @@ def run_lloyd(
     return LloydRun(centers, work.labels, scale * inertia, n_iter)
 
 
-def _centers_from_sums(
+def centers_from_sums(
     X: np.ndarray, weights: np.ndarray, centers: np.ndarray, work: Workspace
 ) -> np.ndarray:
     """Means of the assigned points; empty clusters move to the farthest points."""

@@ -181,7 +181,7 @@ def test_bounded_steps_assign_like_a_full_search(dtype: type) -> None:
         agreement = (work.labels == naive.assign(X, centers)).mean()
         assert agreement == 1.0 if dtype is np.float64 else agreement >= 0.9999
         skipped_rows += len(X) - int(work.partial_computed.sum())
-        centers = lloyd._centers_from_sums(X, kmeans.UNIT_WEIGHTS, centers, work)
+        centers = lloyd.centers_from_sums(X, kmeans.UNIT_WEIGHTS, centers, work)
     assert skipped_rows > 0, "the bounds never let a row skip the full search"
 
 

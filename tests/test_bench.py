@@ -1,0 +1,30 @@
+"""`make bench` keeps running as the code moves: each suite's rows, on tiny data. Nothing is
+timed here; a benchmark that no longer runs is a regression nobody would see until then."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bench import engine, scoring
+
+
+def test_engine_rows_run() -> None:
+    rows = engine.lloyd_iterations(3_000, 3, 4, np.float32, "overlapping", repeats=1)
+    rows += engine.lloyd_iterations(3_000, 32, 24, np.float64, repeats=1)
+    rows += [engine.full_fit(3_000, 3, 4, seeds=1), engine.plusplus(3_000, 3, 4), engine.predict(3_000, 3, 4)]
+    assert all(row.ours_s > 0 and row.reference_s > 0 for row in rows)
+
+
+def test_scoring_rows_run() -> None:
+    rows = [scoring.cosine_fit(2_000, 16, 4), scoring.silhouette(2_000, 4, 4, sample_size=None)]
+    assert all(row.ours_s > 0 and row.reference_s > 0 for row in rows)
+
+
+def test_stream_rows_run(server: object) -> None:
+    from sklearn.datasets import make_blobs
+
+    from bench import streaming
+
+    batches = [points.astype(np.float32) for points in np.array_split(make_blobs(4_000, random_state=0)[0], 4)]
+    seconds, latencies = streaming._stream(f"127.0.0.1:{server.port}", "bench", batches, producers=2)  # type: ignore[attr-defined]
+    assert seconds > 0 and latencies
