@@ -15,6 +15,7 @@ import numpy as np
 from sklearn.cluster import KMeans
 
 from centroidal.client import Client
+from centroidal.server.app import WARMUP_DONE
 
 from .common import Row, median_time, served
 from .engine import blobs
@@ -107,7 +108,7 @@ def start_up(cache_dir: str) -> dict[str, float]:
                 client.predict("first", X)
             first_call = time.monotonic() - asked
             for line in child.stderr:
-                if "warm-up done" in line:
+                if WARMUP_DONE in line:
                     return {"serving_s": serving, "first_fit_and_predict_s": first_call,
                             "all_compiled_s": time.monotonic() - started}
             raise RuntimeError("server exited before its warm-up ended")

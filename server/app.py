@@ -45,6 +45,8 @@ THREAD_SAFE_LAYERS = ("omp", "tbb")
 # How long stop() waits for a background warm-up to reach its next step (one compilation).
 WARMUP_EXIT_WAIT_S = 60.0
 FIT_EXIT_WAIT_S = 30.0
+# The log line that says the warm-up is over (the bench's start-up row waits for it).
+WARMUP_DONE = "warm-up done: every kernel compiled"
 # A first group of kernels that takes longer than this was compiled, not loaded from the cache.
 COLD_GROUP_S = 1.0
 # The later groups each take about this share of the first's time to compile (measured from an
@@ -210,7 +212,7 @@ class CentroidalServer:
             return
         self.warmed_up.set()
         self.metrics.warmed_up.set(1)
-        log.info("every kernel compiled in %.2fs, threading layer %s", time.monotonic() - started, layer)
+        log.info("%s in %.2fs, threading layer %s", WARMUP_DONE, time.monotonic() - started, layer)
 
     def _log_security(self) -> None:
         config = self.config

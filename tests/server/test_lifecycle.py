@@ -107,6 +107,9 @@ def test_a_fit_says_when_it_may_wait_for_the_kernels_to_compile(
     server = start_server()
     assert any("compiling kernels in the background" in record.getMessage() for record in caplog.records)
     assert server.warmed_up.wait(300)
+    from centroidal.server.app import WARMUP_DONE
+
+    assert any(WARMUP_DONE in record.getMessage() for record in caplog.records)  # the bench waits for it
     X = np.random.default_rng(0).normal(size=(200, 3))
     with Client(f"127.0.0.1:{server.port}") as client:
         events: list[str] = []
