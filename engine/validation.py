@@ -66,6 +66,10 @@ def as_float_matrix(X: Any, field: str) -> np.ndarray:
 
 # Squared float32 distances overflow past ~3.4e38: keep |x| where 4 * d * x^2 stays below it.
 FLOAT32_MAX_ABS = 1e17
+# float64 squares overflow past ~1e154, and the inertia sums squares times weights (whose
+# total may reach MAX_WEIGHT_TOTAL): |x| up to 1e75 keeps w * 4 * d * x^2 inside float64's
+# range for any width the server takes.
+FLOAT64_MAX_ABS = 1e75
 
 
 @dataclass(frozen=True)
@@ -89,10 +93,10 @@ def scan_values(X: np.ndarray) -> ValueScan:
 
 
 def check_finite(X: np.ndarray, field: str) -> None:
-    """Raise InvalidInputError for NaN or Inf, or float32 values too large to square safely."""
+    """Raise InvalidInputError for NaN or Inf, or values too large to square safely."""
     # Two vectorised reductions settle the usual case (a NaN turns them NaN); the scan,
     # five times slower, runs only to describe what is wrong.
-    limit = FLOAT32_MAX_ABS if X.dtype == np.float32 else math.inf
+    limit = FLOAT32_MAX_ABS if X.dtype == np.float32 else FLOAT64_MAX_ABS
     if X.size == 0 or max(float(X.max()), -float(X.min())) < limit:
         return
     scan = scan_values(X)
@@ -101,12 +105,18 @@ def check_finite(X: np.ndarray, field: str) -> None:
             field,
             f"{field} contains {scan.non_finite} NaN or Inf values (first at row {scan.first_bad_row})",
         )
-    if X.dtype == np.float32 and scan.max_abs > FLOAT32_MAX_ABS:
+    if X.dtype == np.float32:
         raise InvalidInputError(
             field,
             f"{field} has float32 values as large as {scan.max_abs:.3g}; float32 data must stay "
             f"within +/-{FLOAT32_MAX_ABS:.0e} so squared distances do not overflow: send float64",
         )
+    raise InvalidInputError(
+        field,
+        f"{field} has values as large as {scan.max_abs:.3g}; values must stay within "
+        f"+/-{FLOAT64_MAX_ABS:.0e} so weighted squared distances do not overflow float64: "
+        "scale the data down",
+    )
 
 
 # Weights only matter relative to each other; a total past this leaves too little of

@@ -263,6 +263,39 @@ def test_float32_values_too_large_to_square(fitted: Client) -> None:
     assert labels.shape == (1,)
 
 
+def test_float64_values_whose_squares_overflow(fitted: Client, stub: pb_grpc.ClusteringServiceStub) -> None:
+    """Points near 1e200 are finite, but their squared distances are not: every call that
+    takes points refuses them, naming the field, rather than answer inertia=inf or INTERNAL."""
+    huge = X.copy()
+    huge[5, 1] = 1e200
+    spectral_model = fitted.fit("moons", X, 2, algorithm="spectral", seed=0)
+    calls = {
+        "Fit": lambda: fitted.fit("kept", huge, 3),
+        "Evaluate": lambda: fitted.evaluate("kept", huge),
+        "SuggestK": lambda: fitted.suggest_k(huge, [2, 3]),
+        "Predict": lambda: fitted.predict("kept", huge),
+        "Predict spectral": lambda: fitted.predict("moons", huge),
+        "Evaluate spectral": lambda: fitted.evaluate("moons", huge),
+    }
+    for name, call in calls.items():
+        with pytest.raises(InvalidArgument) as raised:
+            call()
+        assert raised.value.field == "points.data", name
+        assert "1e+200" in raised.value.message and "float64" in raised.value.message, name
+    for model in ("kept", "moons"):
+        request = pb.PredictRequest(model=model, points=pb.Matrix(
+            rows=200, cols=3, dtype=pb.DTYPE_FLOAT64, data=huge.tobytes()))
+        error = raw_error(lambda: stub.PredictStream(iter([request])))
+        assert isinstance(error, InvalidArgument) and error.field == "points.data", error
+    with fitted.stream("streamed", n_clusters=3, init_size=10) as stream:
+        stream.send(huge)
+        with pytest.raises(InvalidArgument) as raised:
+            stream.flush(timeout=30)
+        assert raised.value.field == "batch.points.data"
+    assert fitted.get_model("moons").version == spectral_model.version
+    assert_kept(fitted)
+
+
 def test_later_stream_messages_cannot_change_the_model(stub, fitted: Client) -> None:
     points = pb.Matrix(dtype=pb.DTYPE_FLOAT64, rows=1, cols=3, data=bytes(24))
     messages = [pb.PredictRequest(model="kept", points=points),
