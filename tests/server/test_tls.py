@@ -214,3 +214,25 @@ def test_the_metrics_endpoint_is_loopback_only_and_can_require_the_token(start_s
     scrape = urllib.request.Request(f"{base}/metrics", headers={"Authorization": "Bearer t"})
     with urllib.request.urlopen(scrape, timeout=10) as page:
         assert b"centroidal_models" in page.read()
+
+
+def test_unusable_tls_files_are_named_at_start(start_server: ServerFactory, pki: Pki, tmp_path: Path) -> None:
+    """gRPC says only that it could not bind; the server names the flag, the file and the fault."""
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("this is not PEM\n")
+    cases = [
+        ({"tls_key": str(pki.client_key)}, f"--tls-key {pki.client_key}: not the private key of --tls-cert"),
+        ({"tls_cert": str(garbage)}, f"--tls-cert {garbage}: not a PEM certificate"),
+        ({"tls_key": str(garbage)}, f"--tls-key {garbage}: not an unencrypted PEM private key"),
+        ({"tls_key": str(pki.cert)}, f"--tls-key {pki.cert}: not an unencrypted PEM private key"),
+        ({"tls_client_ca": str(garbage)}, f"--tls-client-ca {garbage}: not a PEM bundle of CA certificates"),
+    ]
+    for overrides, expected in cases:
+        settings = {"tls_cert": str(pki.cert), "tls_key": str(pki.key), **overrides}
+        with pytest.raises(OSError) as raised:
+            start_server(**settings)
+        assert str(raised.value).startswith(expected), raised.value
+        assert "could not bind" not in str(raised.value)
+    # The data directory's lock went with each failed start: a good start follows.
+    server = start_server(tls_cert=str(pki.cert), tls_key=str(pki.key), tls_client_ca=str(pki.ca))
+    assert server.port
