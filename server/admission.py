@@ -263,6 +263,21 @@ class Incoming(Generic[T]):
                     if item is _END or isinstance(item, Exception):
                         return
 
+    async def poll(self, seconds: float) -> T | None:
+        """A message the client sent meanwhile, waited for up to ``seconds``; None when it has
+        finished sending, or sent nothing more in that time."""
+        read: asyncio.Future[T] = asyncio.ensure_future(self._messages.__anext__())
+        try:
+            done, _ = await asyncio.wait({read}, timeout=seconds)
+            return read.result() if done else None
+        except StopAsyncIteration:
+            return None
+        finally:
+            if not read.done():
+                read.cancel()
+            elif not read.cancelled():
+                read.exception()
+
     @contextlib.asynccontextmanager
     async def drained_on_refusal(self) -> AsyncIterator[None]:
         """Around an upload: a refusal raised in the block is sent once the client has

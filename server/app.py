@@ -211,9 +211,9 @@ class CentroidalServer:
         except Exception:  # a server that cannot compile still answers; each call compiles its own
             log.exception("warm-up failed after %.2fs", time.monotonic() - started)
             return
-        self.warmed_up.set()
-        self.metrics.warmed_up.set(1)
         log.info("%s in %.2fs, threading layer %s", WARMUP_DONE, time.monotonic() - started, layer)
+        self.warmed_up.set()  # after the line: whoever waits for the event finds it logged
+        self.metrics.warmed_up.set(1)
 
     def _log_security(self) -> None:
         config = self.config

@@ -26,7 +26,7 @@ from .admission import CallWork, Incoming
 from .catalog import describe
 from .config import ServerConfig
 from .exceptions import InvalidRequest, LimitExceeded
-from .gathering import FitData, RowsPlan, gather
+from .gathering import FitData, RowsPlan, gather, no_rows_after
 from .limits import check_matrix, check_model_name
 from .runtime import Runtime
 from .snapshots import KMEANS, SPECTRAL, ModelSnapshot
@@ -143,6 +143,10 @@ def received(runtime: Runtime, n_samples: int, started: float) -> list[codec.Fit
             for stage in stages]
 
 
+def _fit_rows(chunk: codec.FitChunk) -> tuple[np.ndarray | None, np.ndarray | None]:
+    return chunk.points, chunk.sample_weight
+
+
 class Fitting:
     """Runs Fit calls and commits the models they find."""
 
@@ -163,8 +167,7 @@ class Fitting:
         memory = runtime.memory.reservation("this fit", field="points")
         try:
             yield codec.FitProgress("admitted", elapsed_seconds=time.monotonic() - started)
-            data = await gather(runtime, chunks, first, fit.rows(), memory, work,
-                                lambda chunk: (chunk.points, chunk.sample_weight))
+            data = await gather(runtime, chunks, first, fit.rows(), memory, work, _fit_rows)
             n_samples = data.points.shape[0]
             for event in received(runtime, n_samples, started):
                 yield event
@@ -177,6 +180,7 @@ class Fitting:
             work.after(slot.release)  # once the engine has stopped, not before
             work.after(memory.release)
         result = run.result
+        await no_rows_after(chunks, fit.rows(), _fit_rows)
         # Labels go out before the commit, so a call that fails while sending them stores nothing.
         if fit.return_labels:
             for offset in range(0, n_samples, LABELS_PER_MESSAGE):

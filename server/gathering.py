@@ -77,6 +77,12 @@ class Gatherer:
     def rows(self) -> int:
         return self._rows
 
+    @property
+    def complete(self) -> bool:
+        """Every declared row has arrived: the call goes on without waiting for the client
+        to close its side."""
+        return bool(self._plan.declared) and self._rows == self._plan.declared
+
     def add(self, points: np.ndarray | None, sample_weight: np.ndarray | None, index: int) -> None:
         """Message ``index``'s rows (or none) and their weights (or none)."""
         if points is None:
@@ -196,12 +202,37 @@ async def gather(
     rows_of: Callable[[T], tuple[np.ndarray | None, np.ndarray | None]],
 ) -> FitData:
     """Every chunk of a call's upload, the first included, gathered and finished off the event
-    loop. A refusal is sent once the client has stopped writing (``Incoming.drain``)."""
+    loop. A refusal is sent once the client has stopped writing (``Incoming.drain``).
+
+    With n_samples declared, reading stops at the last declared row: a client that sends its
+    rows and waits without closing its side gets its answer (``no_rows_after`` checks, once
+    the work is done, that nothing followed)."""
     gatherer = Gatherer(runtime.config, rows, memory)
     async with chunks.drained_on_refusal():
         gatherer.add(*rows_of(first), 0)
         index = 1
-        async for chunk in chunks:
+        while not gatherer.complete and (chunk := await chunks.next()) is not None:
             gatherer.add(*rows_of(chunk), index)
             index += 1
     return await work.run(runtime.workers.fits, gatherer.finish)
+
+
+# How long a call whose declared rows have all arrived waits for the client's next message
+# (usually its half-close) before it commits its result.
+LAST_LOOK_S = 0.05
+
+
+async def no_rows_after(
+    chunks: Incoming[T], rows: RowsPlan, rows_of: Callable[[T], tuple[np.ndarray | None, np.ndarray | None]],
+) -> None:
+    """Refuse a call whose client sent rows past its declared n_samples while it ran."""
+    if not rows.declared:
+        return  # the upload was read to its end
+    message = await chunks.poll(LAST_LOOK_S)
+    if message is None:
+        return
+    points, weights = rows_of(message)
+    if (points is not None and points.shape[0]) or weights is not None:
+        raise InvalidRequest(
+            f"the stream carries more rows than spec.n_samples={rows.declared}", field="spec.n_samples"
+        )

@@ -24,7 +24,7 @@ from .catalog import describe
 from .config import ServerConfig
 from .exceptions import InvalidRequest, LimitExceeded, ModelMismatch
 from .fitting import params_from_config, progress_of, received
-from .gathering import FitData, RowsPlan, gather
+from .gathering import FitData, RowsPlan, gather, no_rows_after
 from .limits import check_model_name
 from .predicting import Predicting, labels_of, nearest
 from .runtime import Runtime
@@ -227,6 +227,7 @@ class Scoring:
             work.after(slot.release)
             work.after(memory.release)
         evaluation: Evaluation = run.result
+        await no_rows_after(chunks, rows, lambda chunk: (chunk.points, None))
         return codec.EvaluateResponse(
             version=snapshot.version, n_samples=data.points.shape[0], inertia=evaluation.inertia,
             scores=scores_message(evaluation.scores), elapsed_seconds=time.monotonic() - started,
@@ -268,6 +269,7 @@ class Scoring:
             work.after(slot.release)
             work.after(memory.release)
         suggestion: scoring.Suggestion = run.result
+        await no_rows_after(chunks, plan.rows(), lambda chunk: (chunk.points, None))
         saved = None
         if plan.save_best_as:
             best = next(entry for entry in suggestion.per_k if entry.n_clusters == suggestion.recommended)

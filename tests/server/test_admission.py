@@ -4,8 +4,9 @@ with RetryInfo, and a call that goes quiet is ended after --idle-timeout."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import grpc
 import grpc.aio
@@ -193,3 +194,41 @@ def test_the_idle_clock_stops_while_the_server_owes_an_ack(start_server: ServerF
     assert waited > 0.5  # longer than the idle timeout
     assert not first.HasField("error") and first.version == 1
     assert not second.HasField("error") and second.version == 2
+
+
+def test_a_declared_upload_is_answered_without_the_half_close(start_server: ServerFactory) -> None:
+    """A client that sends every declared row and then waits, its side still open, gets its
+    answer; one that sends rows past n_samples is refused, and nothing is stored."""
+    server = start_server(idle_timeout=1.0, warmup=False)
+    X = np.random.default_rng(0).normal(size=(300, 2))
+    matrix = pb.Matrix(rows=300, cols=2, dtype=pb.DTYPE_FLOAT64, data=X.tobytes())
+    config = pb.KMeansConfig(n_clusters=3, seed=0)
+    release = threading.Event()
+
+    def open_ended(first: object, *more: object) -> Iterator[object]:
+        yield first
+        yield from more
+        release.wait(30)  # the client keeps its side open, well past the idle timeout
+
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        stub = pb_grpc.ClusteringServiceStub(channel)
+        try:
+            fit = pb.FitRequest(spec=pb.FitSpec(model="m", config=config, n_samples=300), points=matrix)
+            answers = list(stub.Fit(open_ended(fit), timeout=20))
+            assert answers[-1].WhichOneof("event") == "result", answers[-1]
+            assert answers[-1].result.n_samples == 300
+            spec = pb.EvaluateSpec(model="m", n_samples=300)
+            evaluated = stub.Evaluate(open_ended(pb.EvaluateRequest(spec=spec, points=matrix)), timeout=20)
+            assert evaluated.n_samples == 300
+            suggest = pb.SuggestKRequest(spec=pb.SuggestKSpec(k_min=2, k_max=3, n_samples=300), points=matrix)
+            answers = list(stub.SuggestK(open_ended(suggest), timeout=20))
+            assert answers[-1].WhichOneof("event") == "result", answers[-1]
+            too_many = pb.FitRequest(spec=pb.FitSpec(model="m", config=config, n_samples=300), points=matrix)
+            with pytest.raises(grpc.RpcError) as raised:
+                list(stub.Fit(open_ended(too_many, pb.FitRequest(points=matrix)), timeout=20))
+            assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "more rows than spec.n_samples=300" in raised.value.details()
+        finally:
+            release.set()
+    with Client(f"127.0.0.1:{server.port}") as client:
+        assert client.get_model("m").version == 1
