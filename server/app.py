@@ -18,10 +18,8 @@ from typing import Any, NoReturn, TypeVar
 import grpc
 import grpc.aio
 from google.protobuf.message import Message
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1.health import SERVICE_NAME as HEALTH_SERVICE
+from grpc_health.v1 import health_pb2
 from grpc_health.v1.health import aio as health_aio
-from grpc_reflection.v1alpha import reflection
 
 from centroidal import codec
 from centroidal.engine import configure_threads, warmup
@@ -30,6 +28,7 @@ from centroidal.v1 import clustering_pb2 as pb
 
 from .auth import BearerTokenInterceptor, Tokens
 from .config import ServerConfig
+from .edges import CallLimit, add_edges
 from .handlers import ClusteringHandlers
 from .metrics import Metrics
 from .parsing import parser
@@ -122,11 +121,11 @@ class CentroidalServer:
                 ("grpc.max_send_message_length", config.max_message_bytes),
                 ("grpc.so_reuseport", 0),
             ],
-            maximum_concurrent_rpcs=config.max_concurrent_rpcs,
         )
-        _add_service(self.servicer, server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable_server_reflection((SERVICE_NAME, HEALTH_SERVICE, reflection.SERVICE_NAME), server)
+        # Counted by us, not grpcio (maximum_concurrent_rpcs), so that health stays outside it.
+        limit = CallLimit(config.max_concurrent_rpcs)
+        _add_service(self.servicer, server, limit)
+        add_edges(server, self.health, SERVICE_NAME, self.metrics, limit)
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         credentials = _tls_credentials(config)
         if credentials is None:
@@ -322,9 +321,10 @@ def _serializer(message_type: type[Message]) -> Callable[[Message | bytes], byte
     return to_bytes
 
 
-def _add_service(servicer: ClusteringHandlers, server: grpc.aio.Server) -> None:
-    """The generated registration, with request deserializers that never raise: bytes that
-    are not the request reach the handler, which answers INVALID_ARGUMENT."""
+def _add_service(servicer: ClusteringHandlers, server: grpc.aio.Server, limit: CallLimit) -> None:
+    """The generated registration, with request deserializers that never raise (bytes that
+    are not the request reach the handler, which answers INVALID_ARGUMENT), each method
+    counted against the limit on open calls."""
     handlers = {}
     kinds = {
         (False, False): grpc.unary_unary_rpc_method_handler,
@@ -335,7 +335,7 @@ def _add_service(servicer: ClusteringHandlers, server: grpc.aio.Server) -> None:
     for method in codec.SERVICE.methods:
         request, response = getattr(pb, method.input_type.name), getattr(pb, method.output_type.name)
         handlers[method.name] = kinds[(method.client_streaming, method.server_streaming)](
-            getattr(servicer, method.name),
+            limit.wrap(getattr(servicer, method.name)),
             request_deserializer=parser(request),
             response_serializer=_serializer(response),
         )

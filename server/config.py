@@ -72,8 +72,8 @@ _HELP = {
     "max_image_bytes": "largest encoded image QuantizeImage accepts, in bytes",
     "max_concurrent_fits": "fits running at once; more are refused with RESOURCE_EXHAUSTED",
     "keep_versions": "fit versions kept per model for pinned predicts",
-    "max_concurrent_rpcs": "calls open at once (an open stream is one); more are refused with "
-    "RESOURCE_EXHAUSTED",
+    "max_concurrent_rpcs": "calls open at once (an open stream is one; health checks are not "
+    "counted); more are refused with RESOURCE_EXHAUSTED",
     "idle_timeout": "seconds a call may wait for the client's next message; past that it ends "
     "with DEADLINE_EXCEEDED",
     "cpu_workers": "threads that run Predict and streamed batches (numba kernels release the GIL)",

@@ -32,7 +32,7 @@ from centroidal.engine import InvalidInputError
 from centroidal.codec import WireError
 
 from . import exceptions as domain
-from .metrics import Metrics
+from .metrics import LogRate, Metrics
 from .parsing import Unparseable
 
 log = logging.getLogger("centroidal.server")
@@ -177,12 +177,16 @@ def _internal(method: str) -> Refusal:
     )
 
 
-def _answer(exc: BaseException, method: str) -> Refusal:
-    """The status a failed call ends with: a refusal, or INTERNAL for a server bug (logged)."""
+def _answer(exc: BaseException, method: str, lines: LogRate) -> Refusal:
+    """The status a failed call ends with: a refusal (logged at the rate ``lines`` allows),
+    or INTERNAL for a server bug (always logged)."""
     answer = refusal(exc, method)
     if answer is None:
         return _internal(method)
-    log.info("%s refused: %s %s", method, answer.code.name, answer.message)
+    allowed, held = lines.allow(method)
+    if allowed:
+        more = f" ({held} more refusals of {method} were not logged)" if held else ""
+        log.info("%s refused: %s %s%s", method, answer.code.name, answer.message, more)
     return answer
 
 
@@ -194,12 +198,12 @@ async def _abort(context: grpc.aio.ServicerContext, answer: Refusal) -> None:
         log.info("the client left before its status was sent (%s): %s", gone, answer.message)
 
 
-def _outcome(exc: Exception, method: str) -> tuple[str, Refusal | None]:
+def _outcome(exc: Exception, method: str, metrics: Metrics) -> tuple[str, Refusal | None]:
     """The status code's name a call that raised ``exc`` ends with, and the refusal to send
     (None when the client has left the call)."""
     if isinstance(exc, CallGone):
         return _client_left(method, exc), None
-    answer = _answer(exc, method)
+    answer = _answer(exc, method, metrics.refusal_lines)
     return answer.code.name, answer
 
 
@@ -242,7 +246,7 @@ def rpc(handler: F) -> F:
                 code = _code_name(context)
                 raise
             except Exception as exc:  # noqa: BLE001 - every failure must become a status
-                code, answer = _outcome(exc, method)
+                code, answer = _outcome(exc, method, self.metrics)
                 if answer is not None:  # counted above: the abort raises to end the call
                     await _abort(context, answer)
             finally:
@@ -264,7 +268,7 @@ def rpc(handler: F) -> F:
             code = _code_name(context)
             raise
         except Exception as exc:  # noqa: BLE001 - every failure must become a status
-            code, answer = _outcome(exc, method)
+            code, answer = _outcome(exc, method, self.metrics)
             if answer is not None:  # counted above: the abort raises to end the call
                 await _abort(context, answer)
         finally:

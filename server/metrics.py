@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
+import time
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -11,11 +12,35 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
 
+class LogRate:
+    """At most ``lines`` log lines per method in each ``window`` seconds; the next line let
+    through says how many were held back. Refusals need no credentials to cause (health,
+    reflection, a bad token), so their lines must not be able to fill the log."""
+
+    def __init__(self, lines: int = 10, window: float = 60.0) -> None:
+        self.lines, self.window = lines, window
+        self._spent: dict[str, tuple[float, int, int]] = {}  # method: (window start, logged, held)
+
+    def allow(self, method: str) -> tuple[bool, int]:
+        """Whether to log a line for ``method`` now, and how many lines were held back before it."""
+        now = time.monotonic()
+        started, logged, held = self._spent.get(method, (now, 0, 0))
+        if now - started >= self.window:
+            started, logged = now, 0
+        if logged < self.lines:
+            self._spent[method] = (started, logged + 1, 0)
+            return True, held
+        self._spent[method] = (started, logged, held + 1)
+        return False, 0
+
+
 class Metrics:
     """RPC counts and latency by method and code, points ingested, models, fit iterations."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        # Refusals are counted here and logged at a limited rate.
+        self.refusal_lines = LogRate()
         self.rpcs = Counter(
             "centroidal_rpc_requests", "RPCs handled, by method and status code",
             ["method", "code"], registry=self.registry,

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
+from collections.abc import Iterator
 
 import grpc
 import numpy as np
 import pytest
+from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor_pool import DescriptorPool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
 from centroidal.client import Client, Unavailable
 from centroidal.server import CentroidalServer
+from centroidal.v1 import clustering_pb2 as pb
+from centroidal.v1 import clustering_pb2_grpc as pb_grpc
 from tests.conftest import ServerFactory
 
 
@@ -123,3 +130,85 @@ def test_a_fit_says_when_it_may_wait_for_the_kernels_to_compile(
     assert main(["--target", f"127.0.0.1:{server.port}", "fit", str(tmp_path / "points.npy"), "--model", "m",
                  "-k", "3"]) == 0
     assert "waiting for the server to compile its kernels" in capsys.readouterr().err
+
+
+REFLECTION_PATHS = ("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+                    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo")
+
+
+def test_reflection_answers_v1_as_current_grpcurl_asks(server: CentroidalServer) -> None:
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        for path in REFLECTION_PATHS:
+            call = channel.stream_stream(
+                path, request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+                response_deserializer=reflection_pb2.ServerReflectionResponse.FromString)
+            asks = [reflection_pb2.ServerReflectionRequest(list_services=""),
+                    reflection_pb2.ServerReflectionRequest(
+                        file_containing_symbol="grpc.reflection.v1.ServerReflection")]
+            listed, described = list(call(iter(asks), timeout=10))
+            names = {service.name for service in listed.list_services_response.service}
+            assert {"centroidal.v1.ClusteringService", "grpc.health.v1.Health",
+                    "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"} <= names
+            files = [descriptor_pb2.FileDescriptorProto.FromString(blob)
+                     for blob in described.file_descriptor_response.file_descriptor_proto]
+            assert any(file.package == "grpc.reflection.v1" for file in files), path
+
+
+def test_bytes_that_do_not_parse_to_health_or_reflection_are_invalid_argument(
+    server: CentroidalServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Health needs no token, so its refusals must not be able to fill the log either."""
+    caplog.set_level(logging.INFO)
+    garbage = b"\xff\xff\xff"
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        calls = [
+            lambda: channel.unary_unary("/grpc.health.v1.Health/Check")(garbage, timeout=10),
+            lambda: list(channel.unary_stream("/grpc.health.v1.Health/Watch")(garbage, timeout=10)),
+            *(lambda path=path: list(channel.stream_stream(path)(iter([garbage]), timeout=10))
+              for path in REFLECTION_PATHS),
+        ]
+        for call in calls * 15:
+            with pytest.raises(grpc.RpcError) as raised:
+                call()
+            assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT, raised.value
+            assert "is not a valid" in raised.value.details()
+        assert health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest()).status == \
+            health_pb2.HealthCheckResponse.SERVING
+    records = [record for record in caplog.records if record.name.startswith(("centroidal", "grpc"))]
+    assert not [record for record in records if record.levelno >= logging.ERROR]
+    refused = [record for record in records if " refused: " in record.getMessage()]
+    assert 0 < len(refused) <= 4 * server.metrics.refusal_lines.lines  # 60 refusals, 4 methods
+
+
+def test_health_is_answered_while_every_call_slot_is_taken(start_server: ServerFactory) -> None:
+    server = start_server(max_concurrent_rpcs=5)
+    release = threading.Event()
+
+    def silent() -> Iterator[pb.PredictRequest]:
+        release.wait(60)
+        return
+        yield
+
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        stub = pb_grpc.ClusteringServiceStub(channel)
+        streams = [stub.PredictStream(silent(), timeout=60) for _ in range(5)]
+        try:
+            give_up = time.monotonic() + 30
+            while True:  # until the five streams hold every slot
+                try:
+                    stub.ListModels(pb.ListModelsRequest(), timeout=10)
+                except grpc.RpcError as error:
+                    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error
+                    assert "--max-concurrent-rpcs 5" in error.details()
+                    break
+                assert time.monotonic() < give_up, "the idle streams never took the slots"
+                time.sleep(0.05)
+            health = health_pb2_grpc.HealthStub(channel)
+            for service in ("", "centroidal.v1.ClusteringService"):
+                answer = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
+                assert answer.status == health_pb2.HealthCheckResponse.SERVING
+        finally:
+            release.set()
+            for stream in streams:
+                list(stream)
+        assert stub.ListModels(pb.ListModelsRequest(), timeout=10) is not None  # the slots came back
