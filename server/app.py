@@ -94,6 +94,7 @@ class CentroidalServer:
             raise
         self.unsaved: list[str] = []
         self.metrics.store_writable.set(0 if self.store.condition else 1)
+        self.metrics.store_log_discarded.set(self.store.discarded.frames if self.store.discarded else 0)
         self.metrics_port: int | None = None
         self.servicer = ClusteringHandlers(config, self.registry, self.metrics)
         self.stopping = threading.Event()

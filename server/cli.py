@@ -87,7 +87,10 @@ def store_main(argv: Sequence[str] | None = None) -> int:
         print("to recover: stop the server, restore from a backup (`centroidal store backup`), or "
               "delete the damaged models through the API once the rest is restored")
         return 1
-    print("ok: quick_check passed, every stored version matches its checksum, the log is whole")
+    for note in report.notes:
+        print(f"  note: {note}")
+    ending = "the log lost no acknowledged commit" if report.notes else "the log is whole"
+    print(f"ok: quick_check passed, every stored version matches its checksum, {ending}")
     return 0
 
 

@@ -18,13 +18,13 @@ import json
 import logging
 import os
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
 import numpy as np
 
-from . import wal
+from . import commits, wal
 from .exceptions import StoreDamaged, StoreUnavailable
 from .snapshots import MINIBATCH_KMEANS, ModelSnapshot
 
@@ -52,6 +52,11 @@ CREATE TABLE IF NOT EXISTS versions (
     checksum TEXT,
     PRIMARY KEY (name, version)
 );
+CREATE TABLE IF NOT EXISTS commits (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    count INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO commits (id, count) VALUES (1, 0);
 """
 
 RECOVERY = (
@@ -114,8 +119,18 @@ def lock_directory(data_dir: Path, read_only: bool) -> TextIO | None:
     return handle
 
 
-def open_checked(path: Path) -> sqlite3.Connection:
-    """Open (or create) the store and check it: WAL frames, quick_check, schema."""
+@dataclass(frozen=True)
+class Discarded:
+    """What SQLite discarded from the end of the log at open: a write never acknowledged."""
+
+    frames: int  # whole frames, plus one for a frame cut short
+    message: str
+
+
+def open_checked(path: Path) -> tuple[sqlite3.Connection, Discarded | None]:
+    """Open (or create) the store and check it: WAL frames, quick_check, schema. Returns the
+    connection, and what SQLite discarded from the end of the log when it was a write never
+    acknowledged (one that was acknowledged is damage, and refused)."""
     if not path.exists():
         _create(path)
     elif path.stat().st_size == 0:
@@ -123,17 +138,29 @@ def open_checked(path: Path) -> sqlite3.Connection:
             f"{path} is empty (0 bytes), though a store is only ever created whole: it was "
             "truncated. " + recovery_advice(path)
         )
-    lost = wal.lost_frames(path.with_name(path.name + "-wal"))
-    if lost:
+    log_found = wal.scan(path.with_name(path.name + "-wal"))
+    if log_found and log_found.lost:
         raise StoreDamaged(
-            f"the write-ahead log {path}-wal is damaged: {lost}; opening it would silently drop "
-            "writes that were acknowledged. " + recovery_advice(path)
+            f"the write-ahead log {path}-wal is damaged: {log_found.lost}; opening it would silently "
+            "drop writes that were acknowledged. " + recovery_advice(path)
         )
+    # Checked through a read-only connection first: closing a writable one folds the log
+    # into the file and deletes it, which would take the evidence with it.
+    try:
+        reader = sqlite3.connect(_read_only_uri(path), uri=True)
+        try:
+            _refuse_damage(reader, path)
+            discarded, lost = log_end(reader, path, log_found)
+        finally:
+            reader.close()
+    except sqlite3.Error as exc:
+        raise _open_failure(exc, path) from exc
+    if lost:
+        raise StoreDamaged(f"the write-ahead log {path}-wal is damaged: {lost}. " + recovery_advice(path))
     db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
     try:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
-        _refuse_damage(db, path)
         db.executescript(SCHEMA)
         columns = {row[1] for row in db.execute("PRAGMA table_info(versions)")}
         if "state" not in columns:  # a store written before streamed models existed
@@ -143,14 +170,54 @@ def open_checked(path: Path) -> sqlite3.Connection:
         _adopt_unchecked(db)
     except sqlite3.Error as exc:
         db.close()
-        failure = classify(exc, path)
-        if failure.reason == "STORE_DAMAGED":
-            raise StoreDamaged(failure.message + ". " + recovery_advice(path)) from exc
-        raise StoreUnavailable(failure.message, reason=failure.reason) from exc
+        raise _open_failure(exc, path) from exc
     except BaseException:
         db.close()
         raise
-    return db
+    if discarded is None or log_found is None:
+        return db, None
+    return db, Discarded(log_found.discarded + bool(log_found.partial_bytes), discarded)
+
+
+def _open_failure(exc: sqlite3.Error, path: Path) -> StoreDamaged | StoreUnavailable:
+    failure = classify(exc, path)
+    if failure.reason == "STORE_DAMAGED":
+        return StoreDamaged(failure.message + ". " + recovery_advice(path))
+    return StoreUnavailable(failure.message, reason=failure.reason)
+
+
+def log_end(db: sqlite3.Connection, path: Path, found: wal.WalScan | None) -> tuple[str | None, str | None]:
+    """What SQLite dropped from the end of the log (read through ``db``, opened on it):
+    (a write never acknowledged, None) or (None, acknowledged commits lost), in words."""
+    acknowledged = commits.read(path)
+    held = _commit_count(db)
+    if found is None or acknowledged is None or held is None or acknowledged.salts != found.salts:
+        # No log, or no record of this log's acknowledged commits to hold it to.
+        unheld = found.tail if found else None
+        return (f"the write-ahead log ends with {unheld}, which SQLite drops (no record of this "
+                "log's acknowledged commits to compare them with)" if unheld else None), None
+    missing = acknowledged.commits - held
+    if missing > 0:
+        ending = found.tail or "no frame SQLite can use past them"
+        return None, (
+            f"the server acknowledged {acknowledged.commits} commits in this log, but only {held} "
+            f"survive: the log ends with {ending}, so {missing} acknowledged "
+            f"{'commit was' if missing == 1 else 'commits were'} lost to damage"
+        )
+    if found.tail:
+        return (f"the write-ahead log ends with {found.tail}, which SQLite drops: a write cut "
+                "short before it was acknowledged (a crash or power cut during a write); every "
+                f"acknowledged commit ({held}) is kept"), None
+    return None, None
+
+
+def _commit_count(db: sqlite3.Connection) -> int | None:
+    """The commits the store counted; None for a store from before the count."""
+    try:
+        row = db.execute("SELECT count FROM commits WHERE id = 1").fetchone()
+    except sqlite3.OperationalError:
+        return None
+    return int(row[0]) if row else None
 
 
 def open_read_only(path: Path) -> sqlite3.Connection:
@@ -265,6 +332,7 @@ class StoreReport:
     problems: list[str]
     damaged_models: list[str]
     held_by: str | None  # the pid holding the data directory's lock, if any
+    notes: list[str] = field(default_factory=list)  # not damage, but worth an operator's eye
 
 
 def _read_only_uri(path: Path, *, immutable: bool = False) -> str:
@@ -285,13 +353,18 @@ def inspect(data_dir: str | Path) -> StoreReport:
     held_by = _lock_holder(directory)
     if path.stat().st_size == 0:
         return StoreReport(path, 0, 0, [f"{path} is empty (0 bytes): it was truncated"], [], held_by)
-    lost = wal.lost_frames(path.with_name(path.name + "-wal"))
-    if lost:
-        problems.append(f"the write-ahead log is damaged: {lost}")
+    log_found = wal.scan(path.with_name(path.name + "-wal"))
+    if log_found and log_found.lost:
+        problems.append(f"the write-ahead log is damaged: {log_found.lost}")
+    notes: list[str] = []
     models = versions = 0
     db = sqlite3.connect(_read_only_uri(path), uri=True)
     try:
         problems.extend(f"quick_check: {problem}" for problem in _quick_check(db)[:20])
+        if held_by is None:  # a serving store's log may end in a write under way
+            discarded, lost = log_end(db, path, log_found)
+            problems.extend([f"the write-ahead log is damaged: {lost}"] if lost else [])
+            notes.extend([discarded] if discarded else [])
         models = _model_count(db)
         versions, failures = _checksum_failures(db)
         for name, version in failures:
@@ -301,7 +374,7 @@ def inspect(data_dir: str | Path) -> StoreReport:
         problems.append(f"SQLite could not read the store: {exc}")
     finally:
         db.close()
-    return StoreReport(path, models, versions, problems, sorted(damaged), held_by)
+    return StoreReport(path, models, versions, problems, sorted(damaged), held_by, notes)
 
 
 def backup(data_dir: str | Path, target: str | Path) -> int:

@@ -70,6 +70,12 @@ class Metrics:
             registry=self.registry,
         )
         self.store_writable.set(1)
+        self.store_log_discarded = Gauge(
+            "centroidal_store_log_frames_discarded",
+            "Frames SQLite discarded from the end of the write-ahead log when this server opened the "
+            "store: a write cut short before it was acknowledged (0 after a clean stop)",
+            registry=self.registry,
+        )
         self.warmed_up = Gauge(
             "centroidal_kernels_compiled",
             "1 once the start-up warm-up has compiled every kernel; 0 while it runs in the background",

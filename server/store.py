@@ -31,11 +31,14 @@ from pathlib import Path
 
 import numpy as np
 
+from . import wal
+from .commits import Acknowledged, CommitRecord
 from .exceptions import ShuttingDown, StoreDamaged, StoreFull, StoreUnavailable, VersionConflict
 from .integrity import (
     KIND_ON_DISK,
     STORE_FILE,
     VERSION_ROWS,
+    Discarded,
     StoreCondition,
     classify,
     lock_directory,
@@ -86,7 +89,17 @@ class SQLiteStore:
         self.read_only = not os.access(self.dir, os.W_OK)
         self._lock_file = lock_directory(self.dir, self.read_only)
         try:
-            self._db = open_read_only(self.path) if self.read_only else open_checked(self.path)
+            # What the end of the log lost at this open: a write never acknowledged (logged;
+            # one that was acknowledged is refused as damage by open_checked).
+            self.discarded: Discarded | None = None
+            self._record: CommitRecord | None = None
+            if self.read_only:
+                self._db = open_read_only(self.path)
+            else:
+                self._db, self.discarded = open_checked(self.path)
+                if self.discarded:
+                    log.warning("%s", self.discarded.message)
+                self._record = CommitRecord(self.path)
             if self.read_only:
                 self._condition = StoreCondition(
                     "STORE_READ_ONLY",
@@ -258,6 +271,9 @@ class SQLiteStore:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield
+                count = self._db.execute(
+                    "UPDATE commits SET count = count + 1 WHERE id = 1 RETURNING count"
+                ).fetchone()
                 self._db.execute("COMMIT")
             except BaseException:
                 if self._db.in_transaction:
@@ -268,7 +284,18 @@ class SQLiteStore:
             failure = classify(exc, self.path)
             self._set_condition(failure)
             raise _refusal(failure) from exc
+        self._acknowledge(int(count[0]))
         self._set_condition(None)
+
+    def _acknowledge(self, count: int) -> None:
+        """Record the commit as acknowledged, with its log's generation (see commits.py)."""
+        salts = wal.header_salts(self.path.with_name(self.path.name + "-wal"))
+        if self._record is None or salts is None:
+            return
+        try:
+            self._record.write(Acknowledged(salts, count))
+        except OSError as exc:  # the commit stands; only the evidence for a later check is missing
+            log.warning("could not record commit %d as acknowledged in %s: %s", count, self.dir, exc)
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[None]:
@@ -323,6 +350,8 @@ class SQLiteStore:
                 return
             self._closed = True
             self._db.close()
+            if self._record is not None:
+                self._record.close()
             if self._lock_file is not None:
                 self._lock_file.close()
 

@@ -19,6 +19,7 @@ told apart from the file, so both are reported, and the message says so.
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -30,9 +31,50 @@ _FRAME_HEADER = 24
 _MASK = np.uint64(0xFFFFFFFF)
 
 
+@dataclass(frozen=True)
+class WalScan:
+    """What SQLite will make of a write-ahead log when it opens it.
+
+    salts : the header's, which name the log's current generation
+    replayed : frames SQLite replays, up to the last commit frame whose checksums hold
+    discarded : frames of the current generation after those, which it drops: an
+        unfinished transaction, or one whose frames fail their checksum
+    discarded_commits : commit frames among the discarded (a damaged one included)
+    partial_bytes : bytes of a frame cut short at the end of the file
+    lost : the committed frames dropped past a broken one (see ``lost_frames``), or None
+    """
+
+    salts: tuple[int, int]
+    replayed: int
+    discarded: int
+    discarded_commits: int
+    partial_bytes: int
+    lost: str | None
+
+    @property
+    def tail(self) -> str | None:
+        """What SQLite will drop from the end of the log, in words; None when nothing."""
+        if not (self.discarded or self.partial_bytes):
+            return None
+        parts = []
+        if self.discarded:
+            commits = (f", {self.discarded_commits} of them marked as a commit"
+                       if self.discarded_commits else ", none of them a commit")
+            parts.append(f"{self.discarded} frames after the last whole commit{commits}")
+        if self.partial_bytes:
+            parts.append(f"{self.partial_bytes} bytes of a frame cut short")
+        return " and ".join(parts)
+
+
 def lost_frames(wal_path: Path) -> str | None:
     """A description of the committed frames SQLite would drop from ``wal_path``; None when
     the log is whole (or absent, or only its unfinished tail is broken)."""
+    found = scan(wal_path)
+    return found.lost if found else None
+
+
+def scan(wal_path: Path) -> WalScan | None:
+    """Read ``wal_path`` the way SQLite will; None when there is no log or no frame in it."""
     try:
         data = wal_path.read_bytes()
     except FileNotFoundError:
@@ -45,33 +87,54 @@ def lost_frames(wal_path: Path) -> str | None:
     order = _MAGIC.get(magic)
     valid_size = page_size >= 512 and page_size & (page_size - 1) == 0
     if order is None or not valid_size or _checksum(data[:24], order, (0, 0)) != (check1, check2):
-        return f"its header is broken, so SQLite would ignore the {len(data) - _HEADER} bytes of frames in it"
+        broken = f"its header is broken, so SQLite would ignore the {len(data) - _HEADER} bytes of frames in it"
+        return WalScan((salt1, salt2), 0, 0, 0, 0, broken)
     seed = (check1, check2)
     broken_at: int | None = None
-    commits_after = 0
+    replayed = current = commits_after = discarded_commits = 0
     for index in range(full_frames):
         start = _HEADER + index * frame_size
         header = data[start : start + _FRAME_HEADER]
         _, commit_size, frame_salt1, frame_salt2, stored1, stored2 = struct.unpack(">6I", header)
         if (frame_salt1, frame_salt2) != (salt1, salt2):
             if broken_at is None:
-                return None  # the rest is an older generation, which SQLite rightly ignores
+                break  # the rest is an older generation, which SQLite rightly ignores
             continue
+        current += 1
         if broken_at is None:
             body = header[:8] + data[start + _FRAME_HEADER : start + frame_size]
             if _checksum(body, order, seed) == (stored1, stored2):
                 seed = (stored1, stored2)
+                if commit_size:
+                    replayed = current
                 continue
             broken_at = index
+            discarded_commits += bool(commit_size)
         elif commit_size:
             commits_after += 1
+            discarded_commits += 1
+    partial = (len(data) - _HEADER) % frame_size if current == full_frames else 0
+    lost = None
     if broken_at is not None and commits_after:
-        return (
+        lost = (
             f"frame {broken_at + 1} of {full_frames} fails its checksum, and {commits_after} "
             "commit frames follow it (if the machine lost power during the last write, that "
             "write was never acknowledged and only it is lost)"
         )
-    return None
+    return WalScan((salt1, salt2), replayed, current - replayed, discarded_commits, partial, lost)
+
+
+def header_salts(wal_path: Path) -> tuple[int, int] | None:
+    """The salts in the log's header (its generation), read without reading the frames."""
+    try:
+        with open(wal_path, "rb") as handle:
+            header = handle.read(_HEADER)
+    except FileNotFoundError:
+        return None
+    if len(header) < _HEADER:
+        return None
+    salt1, salt2 = struct.unpack(">2I", header[16:24])
+    return salt1, salt2
 
 
 def _checksum(body: bytes, order: str, seed: tuple[int, int]) -> tuple[int, int]:

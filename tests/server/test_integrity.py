@@ -22,7 +22,7 @@ import pytest
 from centroidal.client import Client, Unavailable
 from centroidal.server import ServerConfig, create_server
 from centroidal.server.exceptions import StoreDamaged
-from centroidal.server.integrity import StoreLocked, inspect
+from centroidal.server.integrity import StoreLocked, backup, inspect
 from centroidal.server.store import SQLiteStore
 from tests.server.test_store import snapshot
 
@@ -148,10 +148,80 @@ def crashed_copy(source: Path, target: Path, count: int) -> dict[str, np.ndarray
         store.put(model, keep_versions=5)
         kept[model.name] = model.centers
     target.mkdir()
-    for suffix in ("", "-wal"):
+    for suffix in ("", "-wal", "-acked"):
         shutil.copy(source / f"models.sqlite3{suffix}", target / f"models.sqlite3{suffix}")
     store.close()
     return kept
+
+
+def frames(log: Path) -> tuple[bytes, int, list[int]]:
+    """The log's bytes, its frame size, and the offset of each whole frame."""
+    data = log.read_bytes()
+    size = 24 + int.from_bytes(data[8:12], "big")
+    return data, size, list(range(32, len(data) - size + 1, size))
+
+
+def is_commit(data: bytes, offset: int) -> bool:
+    return int.from_bytes(data[offset + 4 : offset + 8], "big") != 0
+
+
+@pytest.mark.parametrize("damage", ["flip a bit in the last commit frame", "cut the last commit frame"])
+def test_damage_to_the_last_acknowledged_commit_is_refused(tmp_path: Path, damage: str) -> None:
+    """SQLite drops a broken last commit as if a crash had torn it; but it was acknowledged
+    (synchronous=FULL synced it), so it is damage, and refused like damage elsewhere."""
+    crashed_copy(tmp_path / "live", tmp_path / "crashed", 20)
+    log = tmp_path / "crashed" / "models.sqlite3-wal"
+    data, size, offsets = frames(log)
+    last = offsets[-1]
+    assert is_commit(data, last)
+    if damage.startswith("flip"):
+        damaged = bytearray(data)
+        damaged[last + 24 + size // 2] ^= 0x10
+        log.write_bytes(bytes(damaged))
+    else:
+        log.write_bytes(data[: last + size // 3])
+    with pytest.raises(StoreDamaged, match="acknowledged 20 commits in this log, but only 19 survive"):
+        SQLiteStore(tmp_path / "crashed")
+    assert log.stat().st_size in (len(data), last + size // 3), "the refused open changed the log"
+    report = inspect(tmp_path / "crashed")
+    assert any("1 acknowledged commit was lost" in problem for problem in report.problems), report
+    check = subprocess.run([sys.executable, "-m", "centroidal.client.cli", "store", "check", "--data-dir",
+                            str(tmp_path / "crashed")], capture_output=True, text=True, timeout=120)
+    assert check.returncode == 1 and "DAMAGED" in check.stdout and "lost" in check.stdout, check.stdout
+    # The way back the README gives: a backup keeps what survives, and a server starts on it.
+    (tmp_path / "kept").mkdir()
+    assert backup(tmp_path / "crashed", tmp_path / "kept" / "models.sqlite3") == 19
+    store = SQLiteStore(tmp_path / "kept")
+    assert len(store.load_all().current) == 19 and store.discarded is None
+    store.close()
+
+
+def test_a_write_cut_short_before_it_was_acknowledged_is_reported_not_silent(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A power cut mid-write leaves frames of a transaction never acknowledged: SQLite drops
+    them, rightly, and the server says so at start, in a metric and in store check."""
+    kept = crashed_copy(tmp_path / "live", tmp_path / "crashed", 20)
+    log = tmp_path / "crashed" / "models.sqlite3-wal"
+    data, size, offsets = frames(log)
+    torn = bytearray(data[offsets[-1] : offsets[-1] + size])  # a commit frame of this generation
+    torn[24 + size // 2] ^= 0x10  # whose checksum fails: its transaction never completed
+    log.write_bytes(data + bytes(torn) + bytes(torn[: size // 2]))
+    report = inspect(tmp_path / "crashed")
+    assert not report.problems and len(report.notes) == 1, report
+    assert "1 frames after the last whole commit, 1 of them marked as a commit" in report.notes[0]
+    assert "before it was acknowledged" in report.notes[0] and "every acknowledged commit (20)" in report.notes[0]
+    check = subprocess.run([sys.executable, "-m", "centroidal.client.cli", "store", "check", "--data-dir",
+                            str(tmp_path / "crashed")], capture_output=True, text=True, timeout=120)
+    assert check.returncode == 0 and "note:" in check.stdout and "lost no acknowledged commit" in check.stdout
+    caplog.set_level("WARNING", "centroidal.server")
+    server, _ = create_server(ServerConfig(port=0, data_dir=str(tmp_path / "crashed"), warmup=False))
+    try:
+        assert server.metrics.store_log_discarded._value.get() == 2  # a whole frame and a cut one
+        assert any("before it was acknowledged" in record.getMessage() for record in caplog.records)
+    finally:
+        server.stop(0)
+    assert served_intact(tmp_path / "crashed", kept)
 
 
 def test_a_log_left_by_a_crash_is_replayed_whole(tmp_path: Path) -> None:
