@@ -237,10 +237,7 @@ class Incoming(Generic[T]):
         except StopAsyncIteration:
             return None
         finally:
-            if not read.done():
-                read.cancel()
-            elif not read.cancelled():
-                read.exception()  # seen: the call ended meanwhile, and nobody else will look
+            _let_go(read)
 
     async def drain(self, seconds: float = DRAIN_S) -> None:
         """Read and drop what the client is still sending, for up to ``seconds``, and until
@@ -273,10 +270,7 @@ class Incoming(Generic[T]):
         except StopAsyncIteration:
             return None
         finally:
-            if not read.done():
-                read.cancel()
-            elif not read.cancelled():
-                read.exception()
+            _let_go(read)
 
     @contextlib.asynccontextmanager
     async def drained_on_refusal(self) -> AsyncIterator[None]:
@@ -324,6 +318,14 @@ class Incoming(Generic[T]):
             reader.cancel()
             await asyncio.wait({reader})
             self._received = None
+
+
+def _let_go(read: asyncio.Future[Any]) -> None:
+    """A read no longer waited for: cancelled if still pending, its outcome seen if not."""
+    if not read.done():
+        read.cancel()
+    elif not read.cancelled():
+        read.exception()  # seen: the call ended meanwhile, and nobody else will look
 
 
 class Workers:
