@@ -17,10 +17,13 @@ about it and is not compared.
 from __future__ import annotations
 
 import os
+import sqlite3
 import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+
+from . import wal
 
 _FORMAT = ">IIQI"  # salt1, salt2, commits, crc32 of the first 16 bytes
 _SIZE = struct.calcsize(_FORMAT)
@@ -66,3 +69,37 @@ class CommitRecord:
 
     def close(self) -> None:
         os.close(self._fd)
+
+
+def log_end(db: sqlite3.Connection, path: Path, found: wal.WalScan | None) -> tuple[str | None, str | None]:
+    """What SQLite dropped from the end of the log (read through ``db``, opened on it):
+    (a write never acknowledged, None) or (None, acknowledged commits lost), in words."""
+    acknowledged = read(path)
+    held = _commit_count(db)
+    if found is None or acknowledged is None or held is None or acknowledged.salts != found.salts:
+        # No log, or no record of this log's acknowledged commits to hold it to.
+        unheld = found.tail if found else None
+        return (f"the write-ahead log ends with {unheld}, which SQLite drops (no record of this "
+                "log's acknowledged commits to compare them with)" if unheld else None), None
+    missing = acknowledged.commits - held
+    if missing > 0:
+        ending = found.tail or "no frame SQLite can use past them"
+        return None, (
+            f"the server acknowledged {acknowledged.commits} commits in this log, but only {held} "
+            f"survive: the log ends with {ending}, so {missing} acknowledged "
+            f"{'commit was' if missing == 1 else 'commits were'} lost to damage"
+        )
+    if found.tail:
+        return (f"the write-ahead log ends with {found.tail}, which SQLite drops: a write cut "
+                "short before it was acknowledged (a crash or power cut during a write); every "
+                f"acknowledged commit ({held}) is kept"), None
+    return None, None
+
+
+def _commit_count(db: sqlite3.Connection) -> int | None:
+    """The commits the store counted; None for a store from before the count."""
+    try:
+        row = db.execute("SELECT count FROM commits WHERE id = 1").fetchone()
+    except sqlite3.OperationalError:
+        return None
+    return int(row[0]) if row else None

@@ -150,7 +150,7 @@ def open_checked(path: Path) -> tuple[sqlite3.Connection, Discarded | None]:
         reader = sqlite3.connect(_read_only_uri(path), uri=True)
         try:
             _refuse_damage(reader, path)
-            discarded, lost = log_end(reader, path, log_found)
+            discarded, lost = commits.log_end(reader, path, log_found)
         finally:
             reader.close()
     except sqlite3.Error as exc:
@@ -184,40 +184,6 @@ def _open_failure(exc: sqlite3.Error, path: Path) -> StoreDamaged | StoreUnavail
     if failure.reason == "STORE_DAMAGED":
         return StoreDamaged(failure.message + ". " + recovery_advice(path))
     return StoreUnavailable(failure.message, reason=failure.reason)
-
-
-def log_end(db: sqlite3.Connection, path: Path, found: wal.WalScan | None) -> tuple[str | None, str | None]:
-    """What SQLite dropped from the end of the log (read through ``db``, opened on it):
-    (a write never acknowledged, None) or (None, acknowledged commits lost), in words."""
-    acknowledged = commits.read(path)
-    held = _commit_count(db)
-    if found is None or acknowledged is None or held is None or acknowledged.salts != found.salts:
-        # No log, or no record of this log's acknowledged commits to hold it to.
-        unheld = found.tail if found else None
-        return (f"the write-ahead log ends with {unheld}, which SQLite drops (no record of this "
-                "log's acknowledged commits to compare them with)" if unheld else None), None
-    missing = acknowledged.commits - held
-    if missing > 0:
-        ending = found.tail or "no frame SQLite can use past them"
-        return None, (
-            f"the server acknowledged {acknowledged.commits} commits in this log, but only {held} "
-            f"survive: the log ends with {ending}, so {missing} acknowledged "
-            f"{'commit was' if missing == 1 else 'commits were'} lost to damage"
-        )
-    if found.tail:
-        return (f"the write-ahead log ends with {found.tail}, which SQLite drops: a write cut "
-                "short before it was acknowledged (a crash or power cut during a write); every "
-                f"acknowledged commit ({held}) is kept"), None
-    return None, None
-
-
-def _commit_count(db: sqlite3.Connection) -> int | None:
-    """The commits the store counted; None for a store from before the count."""
-    try:
-        row = db.execute("SELECT count FROM commits WHERE id = 1").fetchone()
-    except sqlite3.OperationalError:
-        return None
-    return int(row[0]) if row else None
 
 
 def open_read_only(path: Path) -> sqlite3.Connection:
@@ -362,7 +328,7 @@ def inspect(data_dir: str | Path) -> StoreReport:
     try:
         problems.extend(f"quick_check: {problem}" for problem in _quick_check(db)[:20])
         if held_by is None:  # a serving store's log may end in a write under way
-            discarded, lost = log_end(db, path, log_found)
+            discarded, lost = commits.log_end(db, path, log_found)
             problems.extend([f"the write-ahead log is damaged: {lost}"] if lost else [])
             notes.extend([discarded] if discarded else [])
         models = _model_count(db)
