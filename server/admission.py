@@ -273,12 +273,14 @@ class Incoming(Generic[T]):
             _let_go(read)
 
     @contextlib.asynccontextmanager
-    async def drained_on_refusal(self) -> AsyncIterator[None]:
+    async def drained_on_refusal(self, let_go: Callable[[], None] | None = None) -> AsyncIterator[None]:
         """Around an upload: a refusal raised in the block is sent once the client has
-        stopped writing (see ``drain``)."""
+        stopped writing (see ``drain``); ``let_go`` first drops what the upload holds."""
         try:
             yield
         except (DomainError, InvalidInputError, WireError):
+            if let_go is not None:
+                let_go()
             await self.drain()
             raise
 

@@ -30,6 +30,7 @@ from .auth import BearerTokenInterceptor, Tokens
 from .config import ServerConfig
 from .edges import CallLimit, add_edges
 from .handlers import ClusteringHandlers
+from .memory import give_freed_memory_back
 from .metrics import Metrics
 from .parsing import parser
 from .registry import Registry
@@ -81,6 +82,7 @@ class CentroidalServer:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         configure_threads()
+        give_freed_memory_back()  # process-wide, like the threads: a call's arrays go back when it ends
         self.metrics = Metrics()
         self.health = health_aio.HealthServicer()
         self.store = SQLiteStore(

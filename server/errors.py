@@ -17,6 +17,7 @@ import functools
 import inspect
 import logging
 import time
+import traceback
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -204,6 +205,9 @@ def _outcome(exc: Exception, method: str, metrics: Metrics) -> tuple[str, Refusa
     if isinstance(exc, CallGone):
         return _client_left(method, exc), None
     answer = _answer(exc, method, metrics.refusal_lines)
+    # The traceback's frames hold the call's arrays (the upload's chunks, say) in a cycle
+    # with the exception, which only the garbage collector would break, maybe much later.
+    traceback.clear_frames(exc.__traceback__)
     return answer.code.name, answer
 
 

@@ -175,6 +175,15 @@ class Gatherer:
         assert self._dtype is not None
         return kmeans.working_bytes(rows, self._plan.n_clusters, self._cols, self._dtype)
 
+    def discard(self) -> None:
+        """Let go of every row gathered, and of their reservation, at once: before a refusal
+        waits for the client to stop writing, and because a refused call's traceback keeps
+        this object alive until the garbage collector finds it, which may be long after."""
+        self._chunks.clear()
+        self._weights.clear()
+        self._buffer = None
+        self._memory.release()
+
     def finish(self) -> FitData:
         """The gathered rows; CPU work on the whole dataset, run off the event loop."""
         if self._rows == 0:
@@ -208,13 +217,17 @@ async def gather(
     rows and waits without closing its side gets its answer (``no_rows_after`` checks, once
     the work is done, that nothing followed)."""
     gatherer = Gatherer(runtime.config, rows, memory)
-    async with chunks.drained_on_refusal():
-        gatherer.add(*rows_of(first), 0)
-        index = 1
-        while not gatherer.complete and (chunk := await chunks.next()) is not None:
-            gatherer.add(*rows_of(chunk), index)
-            index += 1
-    return await work.run(runtime.workers.fits, gatherer.finish)
+    try:
+        async with chunks.drained_on_refusal(gatherer.discard):
+            gatherer.add(*rows_of(first), 0)
+            index = 1
+            while not gatherer.complete and (chunk := await chunks.next()) is not None:
+                gatherer.add(*rows_of(chunk), index)
+                index += 1
+        return await work.run(runtime.workers.fits, gatherer.finish)
+    except BaseException:
+        gatherer.discard()
+        raise
 
 
 # How long a call whose declared rows have all arrived waits for the client's next message

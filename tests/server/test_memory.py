@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import io
+import re
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -108,3 +113,71 @@ def test_the_default_budget_follows_the_machine() -> None:
     assert budget.reserved == 0
     with pytest.raises(LimitExceeded, match="cannot fit"):
         budget.reservation("c").grow(41)
+
+
+class ServeProcess:
+    """`centroidal serve` in a process of its own, whose memory is the server's alone."""
+
+    def __init__(self, data_dir: Path, *flags: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "centroidal.client.cli", "serve", "--port", "0", "--data-dir", str(data_dir),
+             "--no-warmup", *flags], stderr=subprocess.PIPE, text=True)
+        assert self.process.stderr is not None
+        self.target = ""
+        for line in self.process.stderr:
+            found = re.search(r"centroidal listening on (\S+)", line)
+            if found:
+                self.target = found.group(1)
+                break
+        assert self.target, "the server did not start"
+        threading.Thread(target=self.process.stderr.read, daemon=True).start()
+
+    def status(self, key: str) -> int:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith(key):
+                return int(line.split()[1]) * 1024
+        raise AssertionError(key)
+
+    def settled_rss(self) -> int:
+        """RSS once it has stopped falling (a call's memory goes back when the call ends)."""
+        previous = self.status("VmRSS:")
+        for _ in range(20):
+            time.sleep(0.25)
+            now = self.status("VmRSS:")
+            if now >= previous:
+                return now
+            previous = now
+        return previous
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(60)
+
+
+def undeclared_upload(mib: int) -> Iterator[pb.FitRequest]:
+    chunk = np.random.default_rng(0).normal(size=(32768, 16))  # 4 MiB
+    spec = pb.FitSpec(model="refused", config=pb.KMeansConfig(n_clusters=8, max_iter=2))
+    for index in range(mib // 4):
+        yield pb.FitRequest(spec=spec if index == 0 else None, points=pb.Matrix(
+            dtype=pb.DTYPE_FLOAT64, rows=chunk.shape[0], cols=16, data=chunk.tobytes()))
+
+
+def test_a_refused_upload_gives_its_memory_back(tmp_path: Path) -> None:
+    """Five uploads without n_samples, each refused at a 128 MiB budget: the process returns
+    near its idle size after each (it kept about the budget for good before, every time)."""
+    server = ServeProcess(tmp_path / "data", "--memory-budget", "128M")
+    try:
+        idle = server.settled_rss()
+        settled = []
+        with grpc.insecure_channel(server.target) as channel:
+            fit = channel.stream_stream("/centroidal.v1.ClusteringService/Fit",
+                                        request_serializer=pb.FitRequest.SerializeToString,
+                                        response_deserializer=pb.FitResponse.FromString)
+            for _ in range(5):
+                with pytest.raises(grpc.RpcError) as refused:
+                    list(fit(undeclared_upload(200), timeout=120))
+                assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                settled.append(server.settled_rss())
+    finally:
+        server.stop()
+    assert max(settled) - idle < 32 * MIB, [round((rss - idle) / MIB) for rss in settled]
