@@ -39,6 +39,9 @@ DRAIN_GAP_S = 0.2
 # Messages a stream receives ahead of the one being worked on (each up to
 # --max-message-bytes, so this bounds the memory a stream holds).
 READ_AHEAD = 2
+# The bytes gRPC takes in for a stream before the server reads them (a fixed HTTP/2 window,
+# the server's grpc.http2.lookahead_bytes, so that a call that waits holds a known amount).
+STREAM_WINDOW_BYTES = 4 * 1024 * 1024
 _END = object()
 
 

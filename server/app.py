@@ -26,6 +26,7 @@ from centroidal.engine import configure_threads, warmup
 from centroidal.engine.threads import threading_layer
 from centroidal.v1 import clustering_pb2 as pb
 
+from .admission import STREAM_WINDOW_BYTES
 from .auth import BearerTokenInterceptor, Tokens
 from .config import ServerConfig
 from .edges import CallLimit, add_edges
@@ -123,6 +124,10 @@ class CentroidalServer:
                 ("grpc.max_receive_message_length", config.max_message_bytes),
                 ("grpc.max_send_message_length", config.max_message_bytes),
                 ("grpc.so_reuseport", 0),
+                # A fixed window per stream, so that what gRPC buffers for a call that is not
+                # reading (waiting for memory, say) is bounded and counted (gathering.py).
+                ("grpc.http2.bdp_probe", 0),
+                ("grpc.http2.lookahead_bytes", STREAM_WINDOW_BYTES),
             ],
         )
         # Counted by us, not grpcio (maximum_concurrent_rpcs), so that health stays outside it.

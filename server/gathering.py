@@ -9,6 +9,7 @@ rows for cosine) and the rules of the fit's parameters are the engine's to check
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -16,7 +17,7 @@ import numpy as np
 
 from centroidal.engine import kmeans
 
-from .admission import CallWork, Incoming
+from .admission import STREAM_WINDOW_BYTES, CallWork, Incoming
 from .config import ServerConfig
 from .exceptions import InvalidRequest, LimitExceeded
 from .limits import check_matrix, check_weights
@@ -26,6 +27,10 @@ from .runtime import Runtime
 T = TypeVar("T")
 # Room left in a message for everything but the bulk payload.
 ENVELOPE_BYTES = 64 * 1024
+# What an upload holds beyond its rows while it arrives: each message exists as gRPC's
+# buffer, the request's bytes and protobuf's parsed copy before its rows are kept, and the
+# stream's window may hold the next.
+COPIES_IN_FLIGHT = 3
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,7 @@ class Gatherer:
         self._dtype: np.dtype | None = None
         self._cols = 0
         self._weighted: bool | None = None
+        self._in_flight = 0  # bytes reserved for messages on their way in
 
     @property
     def rows(self) -> int:
@@ -83,8 +89,9 @@ class Gatherer:
         to close its side."""
         return bool(self._plan.declared) and self._rows == self._plan.declared
 
-    def add(self, points: np.ndarray | None, sample_weight: np.ndarray | None, index: int) -> None:
-        """Message ``index``'s rows (or none) and their weights (or none)."""
+    async def add(self, points: np.ndarray | None, sample_weight: np.ndarray | None, index: int) -> None:
+        """Message ``index``'s rows (or none) and their weights (or none); while the budget
+        has no room for them, waits for it without reading further."""
         if points is None:
             if sample_weight is not None:
                 raise InvalidRequest(f"message {index} has sample_weight but no points", field="sample_weight")
@@ -94,13 +101,14 @@ class Gatherer:
             points, "points", max_rows=limits.max_points, max_cols=limits.max_features, allow_empty=True,
         )
         if self._dtype is None:
-            self._start(points)
+            await self._start(points)
         elif points.dtype != self._dtype or points.shape[1] != self._cols:
             raise InvalidRequest(
                 f"message {index} has {points.shape[1]} columns of {points.dtype.name} but the "
                 f"stream started with {self._cols} columns of {self._dtype.name}",
                 field="points",
             )
+        await self._allow_in_flight(points.nbytes + (sample_weight.nbytes if sample_weight is not None else 0))
         weighted = sample_weight is not None
         if weighted and not self._plan.weights_allowed:
             raise InvalidRequest("a spectral fit takes no sample_weight", field="sample_weight")
@@ -126,9 +134,10 @@ class Gatherer:
                 field="points",
             )
         if sample_weight is not None:
-            self._weights.append(check_weights(sample_weight, "sample_weight", rows))
+            weights = check_weights(sample_weight, "sample_weight", rows)
             if self._buffer is None:
-                self._memory.grow(rows * 8)
+                await self._memory.wait_for(rows * 8, self._limits.idle_timeout)
+            self._weights.append(weights)
         if self._buffer is not None:
             if self._rows + rows > self._plan.declared:
                 raise InvalidRequest(
@@ -137,11 +146,18 @@ class Gatherer:
                 )
             self._buffer[self._rows : self._rows + rows] = points
         else:
-            self._memory.grow(points.nbytes)
+            await self._memory.wait_for(points.nbytes, self._limits.idle_timeout)
             self._chunks.append(points)
         self._rows += rows
 
-    def _start(self, points: np.ndarray) -> None:
+    async def _allow_in_flight(self, message_bytes: int) -> None:
+        """Reserve room for messages like this one on their way in (held until the upload ends)."""
+        needed = COPIES_IN_FLIGHT * message_bytes + STREAM_WINDOW_BYTES
+        if needed > self._in_flight:
+            await self._memory.wait_for(needed - self._in_flight, self._limits.idle_timeout)
+            self._in_flight = needed
+
+    async def _start(self, points: np.ndarray) -> None:
         self._dtype = points.dtype
         self._cols = points.shape[1]
         itemsize = points.dtype.itemsize
@@ -168,7 +184,8 @@ class Gatherer:
                     field="spec.n_samples",
                 )
             # Declared: the whole call's memory is asked for before the first row is kept.
-            self._memory.grow(plan.declared * (self._cols * itemsize + 8) + self._working_bytes(plan.declared))
+            whole = plan.declared * (self._cols * itemsize + 8) + self._working_bytes(plan.declared)
+            await self._memory.wait_for(whole, limits.idle_timeout)
             self._buffer = np.empty((plan.declared, self._cols), dtype=points.dtype)
 
     def _working_bytes(self, rows: int) -> int:
@@ -184,10 +201,19 @@ class Gatherer:
         self._buffer = None
         self._memory.release()
 
-    def finish(self) -> FitData:
-        """The gathered rows; CPU work on the whole dataset, run off the event loop."""
+    async def finish(self, work: CallWork, pool: ThreadPoolExecutor) -> FitData:
+        """The gathered rows, joined on ``pool``; an undeclared upload's working arrays are
+        reserved first (waiting for room like its rows)."""
         if self._rows == 0:
             raise InvalidRequest("the stream carried no points", field="points")
+        self._memory.give_back(self._in_flight)  # the upload has ended
+        self._in_flight = 0
+        if self._buffer is None:
+            await self._memory.wait_for(self._working_bytes(self._rows), self._limits.idle_timeout)
+        return await work.run(pool, self._join)
+
+    def _join(self) -> FitData:
+        """CPU work on the whole dataset, run off the event loop."""
         if self._buffer is not None:
             if self._rows != self._plan.declared:
                 raise InvalidRequest(
@@ -196,14 +222,21 @@ class Gatherer:
                 )
             points = self._buffer
         else:
-            # The joined copy, beside the chunks until they go, and the engine's arrays.
-            itemsize = self._chunks[0].dtype.itemsize
-            self._memory.grow(self._rows * self._cols * itemsize + self._working_bytes(self._rows))
-            points = np.concatenate(self._chunks) if len(self._chunks) > 1 else self._chunks[0].copy()
+            # Each chunk is let go of once copied, so the upload is held about once, not twice.
+            points = np.empty((self._rows, self._cols), dtype=self._chunks[0].dtype)
+            chunks, at = self._chunks, 0
+            for index, chunk in enumerate(chunks):
+                points[at : at + chunk.shape[0]] = chunk
+                at += chunk.shape[0]
+                chunks[index] = _LET_GO
+            del chunk
         self._chunks.clear()
         weights = np.concatenate(self._weights).astype(np.float64) if self._weighted else None
         return FitData(points, weights)
 
+
+# What a chunk's place in the list holds once its rows are copied.
+_LET_GO = np.empty((0, 0))
 
 
 async def gather(
@@ -219,12 +252,12 @@ async def gather(
     gatherer = Gatherer(runtime.config, rows, memory)
     try:
         async with chunks.drained_on_refusal(gatherer.discard):
-            gatherer.add(*rows_of(first), 0)
+            await gatherer.add(*rows_of(first), 0)
             index = 1
             while not gatherer.complete and (chunk := await chunks.next()) is not None:
-                gatherer.add(*rows_of(chunk), index)
+                await gatherer.add(*rows_of(chunk), index)
                 index += 1
-        return await work.run(runtime.workers.fits, gatherer.finish)
+            return await gatherer.finish(work, runtime.workers.fits)
     except BaseException:
         gatherer.discard()
         raise

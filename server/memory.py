@@ -7,14 +7,19 @@ Two kinds of memory count against ``--memory-budget``:
   working arrays, an image's encoded bytes as they arrive and its decoded pixels,
   estimated from the header before a pixel is decoded.
 
-A reservation that would take the total past the budget is refused with
-RESOURCE_EXHAUSTED and a RetryInfo, before the memory is touched; one that could
-never fit, even into an idle server, is refused without one.
+A call whose data would take the total past the budget waits for room, without
+reading more of its upload (``Reservation.wait_for``): other calls end and give theirs
+back. When every call that holds memory is waiting for more, none could ever get it,
+so the youngest is refused with RESOURCE_EXHAUSTED and a RetryInfo and lets go of what
+it holds; so is a call that waited its whole limit. One that could never fit, even into
+an idle server, is refused at once, without a RetryInfo.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
+import itertools
 import logging
 import os
 import platform
@@ -30,6 +35,8 @@ MIB = 1024 * 1024
 # The default budget: this share of the memory the process may use.
 DEFAULT_SHARE = 0.6
 RETRY_AFTER_S = 2.0
+# How often a call waiting for room looks again.
+WAIT_POLL_S = 0.05
 
 
 # Blocks from this size up are mapped on their own and unmapped when freed (glibc's
@@ -100,6 +107,10 @@ class MemoryBudget:
         self._lock = threading.Lock()
         self._reserved = 0
         self._resident: list[Callable[[], int]] = []
+        # Reservations holding memory, and those of them waiting for more (event loop only).
+        self._holders: set[Reservation] = set()
+        self._waiting: set[Reservation] = set()
+        self._ages = itertools.count()
 
     def add_resident(self, source: Callable[[], int]) -> None:
         """A function that tells the bytes some part of the server keeps in memory."""
@@ -149,6 +160,13 @@ class MemoryBudget:
         with self._lock:
             self._reserved -= nbytes
 
+    def _must_yield(self, waiter: Reservation) -> bool:
+        """Whether ``waiter`` should give up: every call holding memory waits for more, so
+        none can finish, and it is the youngest of them."""
+        with self._lock:
+            stuck = self._holders <= self._waiting
+            return stuck and waiter in self._holders and waiter.age == max(r.age for r in self._holders)
+
 
 class Reservation:
     """Bytes one call holds; grows as data arrives, released once at the end."""
@@ -158,17 +176,56 @@ class Reservation:
         self.what = what
         self.field = field
         self.nbytes = 0
+        self.age = next(budget._ages)
 
     def grow(self, nbytes: int, what: str | None = None) -> None:
         """Hold ``nbytes`` more, or raise Busy / LimitExceeded and hold nothing more."""
         if nbytes <= 0:
             return
         self._budget._take(nbytes, self.nbytes + nbytes, what or self.what, self.field)
+        if not self.nbytes:
+            with self._budget._lock:
+                self._budget._holders.add(self)
         self.nbytes += nbytes
+
+    async def wait_for(self, nbytes: int, longest: float, what: str | None = None, *, stalls: bool = True) -> None:
+        """As ``grow``, but while other calls hold the room, wait up to ``longest`` seconds
+        for them to give it back (see the module's note for who gives up). ``stalls``: the
+        call makes no progress while it waits; False for one that gives back memory as it
+        goes on (a stream whose earlier batches are still being applied)."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + longest
+        budget = self._budget
+        while True:
+            try:
+                self.grow(nbytes, what)
+                return
+            except Busy:
+                if stalls:
+                    budget._waiting.add(self)
+                if loop.time() >= give_up or (stalls and budget._must_yield(self)):
+                    budget._waiting.discard(self)
+                    raise
+            try:
+                await asyncio.sleep(WAIT_POLL_S)
+            finally:
+                budget._waiting.discard(self)
+
+    def give_back(self, nbytes: int) -> None:
+        """Hold ``nbytes`` less (part of what the call held is gone)."""
+        nbytes = min(nbytes, self.nbytes)
+        if nbytes > 0:
+            self._budget._give_back(nbytes)
+            self.nbytes -= nbytes
+            if not self.nbytes:
+                with self._budget._lock:
+                    self._budget._holders.discard(self)
 
     def release(self) -> None:
         if self.nbytes:
             self._budget._give_back(self.nbytes)
+            with self._budget._lock:
+                self._budget._holders.discard(self)
             if self.nbytes >= TRIM_AFTER:
                 trim()
             self.nbytes = 0

@@ -10,6 +10,8 @@ that stops) is raised once the client has stopped writing, so its status arrives
 from __future__ import annotations
 
 import asyncio
+import collections
+import traceback
 import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import Future
@@ -54,12 +56,20 @@ class StreamSessions:
             live = await self._open(name, first.create_if_missing)
         jobs = InOrder(self._runtime.workers.streams)
         queued: asyncio.Queue[_Queued | None] = asyncio.Queue(maxsize=READ_AHEAD + 1)
+        # The batches a stream has on their way in count against the budget; while there is
+        # no room for them the stream takes no more (see memory.py for who gives way).
+        in_flight = self._runtime.memory.reservation("this stream's batches on their way in",
+                                                     field="batch.points")
+        sizes: collections.deque[int] = collections.deque()
 
         async def take() -> None:
             index = 1
             async for item in items.ahead():
                 if not isinstance(item, (codec.MiniBatch, codec.MalformedBatch)):
                     raise InvalidRequest(f"message {index} is not a batch; only the first may be open", field="open")
+                held = _in_flight_bytes(item)
+                await in_flight.wait_for(held, self._runtime.config.idle_timeout, stalls=False)
+                sizes.append(held)  # given back once its ack is sent
                 items.owe(1)  # until its ack is sent
                 await queued.put(self._queue_batch(live, item, jobs))
                 index += 1
@@ -87,9 +97,11 @@ class StreamSessions:
                     await asyncio.wait({taker})
                     await items.drain()
                     raise
+                in_flight.give_back(sizes.popleft())
                 yield ack
                 items.owe(-1)
         finally:
+            in_flight.release()
             for task in (getting, taker):
                 if task is not None:
                     task.cancel()
@@ -167,6 +179,8 @@ class StreamSessions:
             refused = refusal(exc, "StreamMiniBatch")
             if refused is None or isinstance(exc, STREAM_ENDING):
                 raise
+            # Its frames hold the batch's rows in a cycle with the exception: let them go now.
+            traceback.clear_frames(exc.__traceback__)
             metrics.batches.labels(refused.code.name).inc()
             error = codec.BatchError(refused.code.value[0], refused.message, refused.field or "")
             return codec.MiniBatchAck(producer, sequence, error=error)
@@ -175,6 +189,19 @@ class StreamSessions:
             producer, sequence, result.version, result.batch_inertia, result.n_samples_seen,
             result.durable_version, result.duplicate,
         )
+
+
+# A batch taken from a stream is held, until its ack, as its rows and as the copy the
+# model makes of them (for the batches behind it: gRPC's buffer and protobuf's parse).
+COPIES_PER_BATCH = 2
+
+
+def _in_flight_bytes(item: codec.MiniBatch | codec.MalformedBatch) -> int:
+    """What a batch holds from when it is taken until its ack is sent."""
+    if not isinstance(item, codec.MiniBatch) or item.points is None:
+        return 0
+    weights = item.sample_weight.nbytes if item.sample_weight is not None else 0
+    return COPIES_PER_BATCH * (item.points.nbytes + weights)
 
 
 def _log_close_failure(closing: Future[int]) -> None:

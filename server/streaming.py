@@ -34,7 +34,7 @@ from .exceptions import (
     ModelReplaced,
 )
 from .limits import check_matrix, check_weights, echo
-from .memory import MemoryBudget
+from .memory import TRIM_AFTER, MemoryBudget, trim
 from .metrics import Metrics
 from .registry import Registry
 from .snapshots import MINIBATCH_KMEANS, ModelSnapshot
@@ -71,6 +71,17 @@ def params_from_config(config: codec.MiniBatchConfig, limits: ServerConfig) -> M
         metric=config.metric,
     )
     return params.check()
+
+
+# A checkpoint of a model still buffering its init points holds up to three more copies of
+# them while it writes: the serialised state as it grows (by doubling), and the blob taken
+# from it.
+CHECKPOINT_COPIES = 3
+
+
+def _held(state: MiniBatchState) -> int:
+    buffered = state.nbytes - state.centers.nbytes - state.counts.nbytes
+    return state.nbytes + CHECKPOINT_COPIES * buffered
 
 
 class LiveModel:
@@ -146,10 +157,11 @@ class StreamHub:
         self._thread: threading.Thread | None = None
 
     def resident_bytes(self) -> int:
-        """Memory of every live model's learning state, buffered init points included."""
+        """Memory of every live model's learning state, buffered init points included, each
+        buffered point counted again for each copy a checkpoint makes of it."""
         with self._lock:
             models = list(self._live.values())
-        return sum(live.state.nbytes for live in models if live.state is not None)
+        return sum(_held(live.state) for live in models if live.state is not None)
 
     # ---- Streams ------------------------------------------------------------------
 
@@ -287,7 +299,8 @@ class StreamHub:
                 )
             state = MiniBatchState(live.params, points.shape[1], points.dtype)
         points, weights = state.check_batch(points, weights)
-        growth = 0 if state.initialized else points.nbytes + weights.nbytes  # buffered for init
+        # Buffered for init, and copied by every checkpoint until then.
+        growth = 0 if state.initialized else (points.nbytes + weights.nbytes) * (1 + CHECKPOINT_COPIES)
         if live.state is None:  # a new model: its state, and the centers it will publish
             growth += live.params.n_clusters * points.shape[1] * points.dtype.itemsize * 2
         if growth:
@@ -367,6 +380,9 @@ class StreamHub:
             self._registry.save_checkpoint(snapshot, dict(live.producers))
             live.dirty = False
             live.durable_version = snapshot.version
+        if len(snapshot.state or b"") >= TRIM_AFTER:
+            del snapshot
+            trim()  # the blob's copies go back to the system, not to malloc's heaps
 
     def checkpoint_all(self) -> list[str]:
         """Checkpoint every changed model; returns a line for each one left unsaved."""
