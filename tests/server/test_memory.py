@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -163,6 +163,16 @@ class ServeProcess:
             previous = now
         return previous
 
+    def peak_during(self, call: Callable[[int], None], calls: int) -> int:
+        """The process's peak RSS while ``calls`` threads each run ``call(index)``."""
+        Path(f"/proc/{self.process.pid}/clear_refs").write_text("5")  # the peak counts from here
+        threads = [threading.Thread(target=call, args=(index,)) for index in range(calls)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(300)
+        return self.status("VmHWM:")
+
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(60)
@@ -205,7 +215,6 @@ def test_uploads_that_fill_the_budget_together_do_not_starve_each_other(tmp_path
     outcomes: list[str] = []
     try:
         idle = server.settled_rss()
-        Path(f"/proc/{server.process.pid}/clear_refs").write_text("5")  # peak from here
 
         def upload(index: int) -> None:
             with grpc.insecure_channel(server.target) as channel:
@@ -219,12 +228,7 @@ def test_uploads_that_fill_the_budget_together_do_not_starve_each_other(tmp_path
                     refused = error_from_rpc(error)
                     outcomes.append(f"{refused.code.name} retry_after={refused.retry_after}")
 
-        threads = [threading.Thread(target=upload, args=(index,)) for index in range(3)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(300)
-        peak = server.status("VmHWM:")
+        peak = server.peak_during(upload, calls=3)
     finally:
         server.stop()
     assert sorted(outcomes)[:2] == ["OK", "OK"], outcomes
@@ -239,7 +243,6 @@ def test_buffered_streams_keep_the_process_within_the_budget(tmp_path: Path) -> 
     outcomes: list[str] = []
     try:
         idle = server.settled_rss()
-        Path(f"/proc/{server.process.pid}/clear_refs").write_text("5")
         batch = np.random.default_rng(0).normal(size=(32768, 16))  # 4 MiB
 
         def produce(index: int) -> None:
@@ -255,12 +258,7 @@ def test_buffered_streams_keep_the_process_within_the_budget(tmp_path: Path) -> 
                 with contextlib.suppress(ResourceExhausted):  # the stream itself may be refused
                     stream.close(timeout=60)
 
-        threads = [threading.Thread(target=produce, args=(index,)) for index in range(3)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(300)
-        peak = server.status("VmHWM:")
+        peak = server.peak_during(produce, calls=3)
     finally:
         server.stop()
     assert "refused" in outcomes, outcomes  # the budget did bind
