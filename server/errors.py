@@ -207,6 +207,8 @@ def _outcome(exc: Exception, method: str, metrics: Metrics) -> tuple[str, Refusa
     answer = _answer(exc, method, metrics.refusal_lines)
     # The traceback's frames hold the call's arrays (the upload's chunks, say) in a cycle
     # with the exception, which only the garbage collector would break, maybe much later.
+    # The call is over, so every frame it ran through has finished (clearing the frame of
+    # a coroutine that is only suspended would end it).
     traceback.clear_frames(exc.__traceback__)
     return answer.code.name, answer
 

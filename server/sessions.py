@@ -20,7 +20,7 @@ from centroidal import codec
 
 from .admission import READ_AHEAD, InOrder, Incoming
 from .errors import refusal
-from .exceptions import InvalidRequest, ModelReplaced, ShuttingDown, StoreDamaged, StoreUnavailable
+from .exceptions import Busy, InvalidRequest, LimitExceeded, ModelReplaced, ShuttingDown, StoreDamaged, StoreUnavailable
 from .limits import check_model_name
 from .runtime import Runtime
 from .streaming import BatchResult, LiveModel, StreamHub
@@ -68,10 +68,14 @@ class StreamSessions:
                 if not isinstance(item, (codec.MiniBatch, codec.MalformedBatch)):
                     raise InvalidRequest(f"message {index} is not a batch; only the first may be open", field="open")
                 held = _in_flight_bytes(item)
-                await in_flight.wait_for(held, self._runtime.config.idle_timeout, stalls=False)
+                try:
+                    await in_flight.wait_for(held, self._runtime.config.idle_timeout, stalls=False)
+                    entry = self._queue_batch(live, item, jobs)
+                except (Busy, LimitExceeded) as no_room:  # refused in its ack; the stream goes on
+                    held, entry = 0, _refused(item, no_room)
                 sizes.append(held)  # given back once its ack is sent
                 items.owe(1)  # until its ack is sent
-                await queued.put(self._queue_batch(live, item, jobs))
+                await queued.put(entry)
                 index += 1
             await queued.put(None)
 
@@ -167,8 +171,7 @@ class StreamSessions:
                 raise batch.error
             outcome = jobs.submit(self._hub.apply, live, batch)
         except Exception as exc:  # noqa: BLE001 - told in the batch's ack
-            outcome = asyncio.get_running_loop().create_future()
-            outcome.set_exception(exc)
+            return _refused(batch, exc)
         return batch.producer_id, batch.sequence, outcome
 
     async def _ack(self, producer: str, sequence: int, outcome: asyncio.Future[BatchResult]) -> codec.MiniBatchAck:
@@ -191,8 +194,18 @@ class StreamSessions:
         )
 
 
+def _refused(batch: codec.MiniBatch | codec.MalformedBatch, failure: Exception) -> _Queued:
+    """A batch refused before it was queued, in its place among the acks."""
+    outcome: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
+    # Without its traceback: that runs through the frame still taking batches, which the
+    # ack's clean-up of frames must not reach (clearing a suspended frame ends its coroutine).
+    outcome.set_exception(failure.with_traceback(None))
+    return batch.producer_id, batch.sequence, outcome
+
+
 # A batch taken from a stream is held, until its ack, as its rows and as the copy the
-# model makes of them (for the batches behind it: gRPC's buffer and protobuf's parse).
+# model makes of them. (The batches read ahead behind it, at most READ_AHEAD, are not
+# counted: a stream's budget share would otherwise exceed a small budget outright.)
 COPIES_PER_BATCH = 2
 
 

@@ -239,7 +239,7 @@ def test_uploads_that_fill_the_budget_together_do_not_starve_each_other(tmp_path
 def test_buffered_streams_keep_the_process_within_the_budget(tmp_path: Path) -> None:
     """Three streamed models buffering init points until the budget refuses their batches:
     the points are counted with the copies a checkpoint makes of them."""
-    server = ServeProcess(tmp_path / "data", "--memory-budget", "128M", compiled=True)
+    server = ServeProcess(tmp_path / "data", "--memory-budget", "256M", compiled=True)
     outcomes: list[str] = []
     try:
         idle = server.settled_rss()
@@ -249,7 +249,7 @@ def test_buffered_streams_keep_the_process_within_the_budget(tmp_path: Path) -> 
             with Client(server.target, timeout=120) as client:
                 stream = client.stream(f"s{index}", n_clusters=8, init_size=2_000_000)
                 try:
-                    for _ in range(20):
+                    for _ in range(40):
                         stream.send(batch)
                     stream.flush(timeout=60)
                     outcomes.append("all acked")
@@ -262,4 +262,4 @@ def test_buffered_streams_keep_the_process_within_the_budget(tmp_path: Path) -> 
     finally:
         server.stop()
     assert "refused" in outcomes, outcomes  # the budget did bind
-    assert peak <= 1.1 * (idle + 128 * MIB), (round(idle / MIB), round(peak / MIB))
+    assert peak <= 1.1 * (idle + 256 * MIB), (round(idle / MIB), round(peak / MIB))
