@@ -284,7 +284,8 @@ class SQLiteStore:
             failure = classify(exc, self.path)
             self._set_condition(failure)
             raise _refusal(failure) from exc
-        self._acknowledge(int(count[0]))
+        if count is not None:  # the row is made at open; never trust a hand-edited store to keep it
+            self._acknowledge(int(count[0]))
         self._set_condition(None)
 
     def _acknowledge(self, count: int) -> None:
