@@ -108,7 +108,6 @@ class Gatherer:
                 f"stream started with {self._cols} columns of {self._dtype.name}",
                 field="points",
             )
-        await self._allow_in_flight(points.nbytes + (sample_weight.nbytes if sample_weight is not None else 0))
         weighted = sample_weight is not None
         if weighted and not self._plan.weights_allowed:
             raise InvalidRequest("a spectral fit takes no sample_weight", field="sample_weight")
@@ -133,6 +132,8 @@ class Gatherer:
                 f"{limits.max_fit_bytes} bytes per fit",
                 field="points",
             )
+        # Checked, the message's room is asked for: its copies on the way in, then its rows.
+        await self._allow_in_flight(points.nbytes + (sample_weight.nbytes if weighted else 0))
         if sample_weight is not None:
             weights = check_weights(sample_weight, "sample_weight", rows)
             if self._buffer is None:
