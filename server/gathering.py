@@ -133,7 +133,7 @@ class Gatherer:
                 field="points",
             )
         # Checked, the message's room is asked for: its copies on the way in, then its rows.
-        await self._allow_in_flight(points.nbytes + (sample_weight.nbytes if weighted else 0))
+        await self._allow_in_flight(points.nbytes + (sample_weight.nbytes if sample_weight is not None else 0))
         if sample_weight is not None:
             weights = check_weights(sample_weight, "sample_weight", rows)
             if self._buffer is None:
