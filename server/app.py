@@ -29,7 +29,7 @@ from centroidal.v1 import clustering_pb2 as pb
 from .admission import STREAM_WINDOW_BYTES
 from .auth import BearerTokenInterceptor, Tokens
 from .config import ServerConfig
-from .edges import CallLimit, add_edges
+from .edges import CallLimit, add_edges, register
 from .handlers import ClusteringHandlers
 from .memory import give_freed_memory_back
 from .metrics import Metrics
@@ -347,8 +347,7 @@ def _add_service(servicer: ClusteringHandlers, server: grpc.aio.Server, limit: C
             request_deserializer=parser(request),
             response_serializer=_serializer(response),
         )
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
-    server.add_registered_method_handlers(SERVICE_NAME, handlers)
+    register(server, SERVICE_NAME, handlers)
 
 
 def create_server(config: ServerConfig) -> tuple[CentroidalServer, int]:

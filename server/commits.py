@@ -25,7 +25,8 @@ from pathlib import Path
 
 from . import wal
 
-_FORMAT = ">IIQI"  # salt1, salt2, commits, crc32 of the first 16 bytes
+_BODY = ">IIQ"  # salt1, salt2, commits
+_FORMAT = _BODY + "I"  # and the body's crc32
 _SIZE = struct.calcsize(_FORMAT)
 
 
@@ -63,7 +64,7 @@ class CommitRecord:
         self._fd = os.open(record_path(store_path), os.O_RDWR | os.O_CREAT, 0o600)
 
     def write(self, acknowledged: Acknowledged) -> None:
-        body = struct.pack(">IIQ", *acknowledged.salts, acknowledged.commits)
+        body = struct.pack(_BODY, *acknowledged.salts, acknowledged.commits)
         os.pwrite(self._fd, body + struct.pack(">I", zlib.crc32(body)), 0)
         os.fdatasync(self._fd)
 

@@ -111,20 +111,21 @@ def add_edges(server: grpc.aio.Server, health: health_aio.HealthServicer, servic
     checks = HealthHandlers(health, metrics)
     request = parser(health_pb2.HealthCheckRequest)
     respond = health_pb2.HealthCheckResponse.SerializeToString
-    _register(server, HEALTH_SERVICE, {
+    register(server, HEALTH_SERVICE, {
         "Check": grpc.unary_unary_rpc_method_handler(checks.Check, request, respond),
         "Watch": grpc.unary_stream_rpc_method_handler(checks.Watch, request, respond),
     })
     reflecting = ReflectionHandlers((service_name, HEALTH_SERVICE, REFLECTION_V1, REFLECTION_V1ALPHA), metrics)
     for name in (REFLECTION_V1, REFLECTION_V1ALPHA):
-        _register(server, name, {"ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(
+        register(server, name, {"ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(
             limit.wrap(reflecting.ServerReflectionInfo),
             parser(reflection_pb2.ServerReflectionRequest),
             reflection_pb2.ServerReflectionResponse.SerializeToString,
         )})
 
 
-def _register(server: grpc.aio.Server, service: str, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+def register(server: grpc.aio.Server, service: str, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+    """Serve ``handlers`` as ``service``'s methods on ``server``."""
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
     server.add_registered_method_handlers(service, handlers)
 

@@ -138,7 +138,7 @@ def open_checked(path: Path) -> tuple[sqlite3.Connection, Discarded | None]:
             f"{path} is empty (0 bytes), though a store is only ever created whole: it was "
             "truncated. " + recovery_advice(path)
         )
-    log_found = wal.scan(path.with_name(path.name + "-wal"))
+    log_found = wal.scan(wal.log_path(path))
     if log_found and log_found.lost:
         raise StoreDamaged(
             f"the write-ahead log {path}-wal is damaged: {log_found.lost}; opening it would silently "
@@ -193,7 +193,7 @@ def open_read_only(path: Path) -> sqlite3.Connection:
             f"the data directory {path.parent} is read-only and holds no store: make it writable",
             reason="STORE_READ_ONLY",
         )
-    log_file = path.with_name(path.name + "-wal")
+    log_file = wal.log_path(path)
     if log_file.exists() and log_file.stat().st_size > 32:
         raise StoreUnavailable(
             f"the data directory {path.parent} is read-only, and its write-ahead log holds writes "
@@ -319,7 +319,7 @@ def inspect(data_dir: str | Path) -> StoreReport:
     held_by = _lock_holder(directory)
     if path.stat().st_size == 0:
         return StoreReport(path, 0, 0, [f"{path} is empty (0 bytes): it was truncated"], [], held_by)
-    log_found = wal.scan(path.with_name(path.name + "-wal"))
+    log_found = wal.scan(wal.log_path(path))
     if log_found and log_found.lost:
         problems.append(f"the write-ahead log is damaged: {log_found.lost}")
     notes: list[str] = []

@@ -231,11 +231,7 @@ class Reservation:
         """Hold nothing more; called when the call's data goes, and again when the call ends
         (a refusal's upload may still be drained in between): each time, a call that held
         much hands malloc's free pages back to the system."""
-        if self.nbytes:
-            self._budget._give_back(self.nbytes)
-            with self._budget._lock:
-                self._budget._holders.discard(self)
-            self.nbytes = 0
+        self.give_back(self.nbytes)
         if self.largest >= TRIM_AFTER:
             trim()
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import traceback
 import logging
+import traceback
 from collections.abc import AsyncIterator
 from concurrent.futures import Future
 

@@ -290,7 +290,7 @@ class SQLiteStore:
 
     def _acknowledge(self, count: int) -> None:
         """Record the commit as acknowledged, with its log's generation (see commits.py)."""
-        salts = wal.header_salts(self.path.with_name(self.path.name + "-wal"))
+        salts = wal.header_salts(wal.log_path(self.path))
         if self._record is None or salts is None:
             return
         try:

@@ -4,9 +4,9 @@ When SQLite opens a database after a crash it replays its ``-wal`` file frame by
 frame and stops at the first frame whose checksum fails, treating it as the end
 of the log. That is right for a write torn by the crash, but if a frame in the
 middle of the log was damaged, every transaction after it, committed and
-acknowledged, is dropped without a word. ``lost_frames`` reads the log the way
-SQLite does (https://www.sqlite.org/fileformat.html#the_write_ahead_log) and
-reports such a loss before SQLite ever opens the file.
+acknowledged, is dropped without a word. ``scan`` reads the log the way SQLite
+does (https://www.sqlite.org/fileformat.html#the_write_ahead_log) and reports such
+a loss before SQLite ever opens the file, and what the end of the log will lose.
 
 A frame belongs to the log's current generation when its salts match the
 header's. A commit frame of the generation past its first broken frame means a
@@ -31,6 +31,11 @@ _FRAME_HEADER = 24
 _MASK = np.uint64(0xFFFFFFFF)
 
 
+def log_path(store_path: Path) -> Path:
+    """The write-ahead log SQLite keeps beside ``store_path``."""
+    return store_path.with_name(store_path.name + "-wal")
+
+
 @dataclass(frozen=True)
 class WalScan:
     """What SQLite will make of a write-ahead log when it opens it.
@@ -41,7 +46,7 @@ class WalScan:
         unfinished transaction, or one whose frames fail their checksum
     discarded_commits : commit frames among the discarded (a damaged one included)
     partial_bytes : bytes of a frame cut short at the end of the file
-    lost : the committed frames dropped past a broken one (see ``lost_frames``), or None
+    lost : the committed frames dropped past a broken one, in words, or None
     """
 
     salts: tuple[int, int]
@@ -64,13 +69,6 @@ class WalScan:
         if self.partial_bytes:
             parts.append(f"{self.partial_bytes} bytes of a frame cut short")
         return " and ".join(parts)
-
-
-def lost_frames(wal_path: Path) -> str | None:
-    """A description of the committed frames SQLite would drop from ``wal_path``; None when
-    the log is whole (or absent, or only its unfinished tail is broken)."""
-    found = scan(wal_path)
-    return found.lost if found else None
 
 
 def scan(wal_path: Path) -> WalScan | None:
