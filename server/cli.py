@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from .app import create_server
 from .config import ServerConfig, parse_args
 from .exceptions import StoreDamaged, StoreUnavailable
-from .integrity import backup, inspect
+from .checks import backup, inspect
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,7 +7,7 @@ checksummed, and the operators' check and backup.
   whole, so a ``models.sqlite3`` that is empty or not SQLite is damage, not a fresh
   start. It checks the write-ahead log frame by frame (``wal.py``), then runs SQLite's
   ``quick_check``; the caller verifies every current version's checksum as it loads.
-- ``inspect`` and ``backup`` work on a store a server may be using.
+- ``checks.py`` holds the operators' check and backup of a store a server may be using.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import json
 import logging
 import os
 import sqlite3
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
@@ -147,7 +147,7 @@ def open_checked(path: Path) -> tuple[sqlite3.Connection, Discarded | None]:
     # Checked through a read-only connection first: closing a writable one folds the log
     # into the file and deletes it, which would take the evidence with it.
     try:
-        reader = sqlite3.connect(_read_only_uri(path), uri=True)
+        reader = sqlite3.connect(read_only_uri(path), uri=True)
         try:
             _refuse_damage(reader, path)
             discarded, lost = commits.log_end(reader, path, log_found)
@@ -202,7 +202,7 @@ def open_read_only(path: Path) -> sqlite3.Connection:
         )
     # immutable: nothing else can change a file in a read-only directory, and SQLite then
     # needs no -shm file beside it.
-    db = sqlite3.connect(_read_only_uri(path, immutable=True), uri=True, check_same_thread=False,
+    db = sqlite3.connect(read_only_uri(path, immutable=True), uri=True, check_same_thread=False,
                          isolation_level=None)
     try:
         _refuse_damage(db, path)
@@ -222,19 +222,19 @@ def open_read_only(path: Path) -> sqlite3.Connection:
     return db
 
 
-def _quick_check(db: sqlite3.Connection) -> list[str]:
+def quick_check(db: sqlite3.Connection) -> list[str]:
     """SQLite's quick_check: the problems it reports, none for a sound file."""
     verdict = [str(row[0]) for row in db.execute("PRAGMA quick_check").fetchall()]
     return [] if verdict == ["ok"] else verdict
 
 
 def _refuse_damage(db: sqlite3.Connection, path: Path) -> None:
-    problems = _quick_check(db)
+    problems = quick_check(db)
     if problems:
         raise StoreDamaged(f"{path} failed SQLite's quick_check ({'; '.join(problems[:5])}). " + recovery_advice(path))
 
 
-def _checksum_failures(db: sqlite3.Connection) -> tuple[int, list[tuple[str, int]]]:
+def checksum_failures(db: sqlite3.Connection) -> tuple[int, list[tuple[str, int]]]:
     """Every stored version checked against its checksum: how many there are, and the
     (name, version) of each that fails. Rows written before checksums are skipped."""
     count, failures = 0, []
@@ -285,112 +285,10 @@ def _adopt_unchecked(db: sqlite3.Connection) -> None:
     log.info("gave %d stored versions written before checksums their checksum", len(rows))
 
 
-# ---- Operators' checks, on a store that may be serving -------------------------------
-
-
-@dataclass(frozen=True)
-class StoreReport:
-    """What ``centroidal store check`` found."""
-
-    path: Path
-    models: int
-    versions: int
-    problems: list[str]
-    damaged_models: list[str]
-    held_by: str | None  # the pid holding the data directory's lock, if any
-    notes: list[str] = field(default_factory=list)  # not damage, but worth an operator's eye
-
-
-def _read_only_uri(path: Path, *, immutable: bool = False) -> str:
+def read_only_uri(path: Path, *, immutable: bool = False) -> str:
     """SQLite's URI for opening ``path`` read-only; a URI needs an absolute path, and
     operators give relative ones (the default data directory is ./centroidal-data)."""
     return f"{path.resolve().as_uri()}?mode=ro" + ("&immutable=1" if immutable else "")
-
-
-def inspect(data_dir: str | Path) -> StoreReport:
-    """Check a store without changing it, while a server may be using it: the lock, the
-    write-ahead log, SQLite's quick_check, and every stored version's checksum."""
-    directory = Path(data_dir)
-    path = directory / STORE_FILE
-    if not path.exists():
-        raise FileNotFoundError(f"there is no store at {path}")
-    problems: list[str] = []
-    damaged: set[str] = set()
-    held_by = _lock_holder(directory)
-    if path.stat().st_size == 0:
-        return StoreReport(path, 0, 0, [f"{path} is empty (0 bytes): it was truncated"], [], held_by)
-    log_found = wal.scan(wal.log_path(path))
-    if log_found and log_found.lost:
-        problems.append(f"the write-ahead log is damaged: {log_found.lost}")
-    notes: list[str] = []
-    models = versions = 0
-    db = sqlite3.connect(_read_only_uri(path), uri=True)
-    try:
-        problems.extend(f"quick_check: {problem}" for problem in _quick_check(db)[:20])
-        if held_by is None:  # a serving store's log may end in a write under way
-            discarded, lost = commits.log_end(db, path, log_found)
-            problems.extend([f"the write-ahead log is damaged: {lost}"] if lost else [])
-            notes.extend([discarded] if discarded else [])
-        models = _model_count(db)
-        versions, failures = _checksum_failures(db)
-        for name, version in failures:
-            damaged.add(name)
-            problems.append(f"model {name!r} version {version} fails its checksum")
-    except sqlite3.Error as exc:
-        problems.append(f"SQLite could not read the store: {exc}")
-    finally:
-        db.close()
-    return StoreReport(path, models, versions, problems, sorted(damaged), held_by, notes)
-
-
-def backup(data_dir: str | Path, target: str | Path) -> int:
-    """Copy the store at ``data_dir`` to ``target`` with SQLite's online backup API; safe
-    while a server writes to it. The copy is checked before it is kept. Returns the models."""
-    source_path = Path(data_dir) / STORE_FILE
-    if not source_path.exists():
-        raise FileNotFoundError(f"there is no store at {source_path}")
-    target = Path(target)
-    if target.exists() and target.is_dir():
-        target = target / STORE_FILE
-    partial = target.with_name(target.name + ".partial")
-    partial.unlink(missing_ok=True)
-    source = sqlite3.connect(_read_only_uri(source_path), uri=True)
-    copy = sqlite3.connect(partial)
-    try:
-        source.backup(copy)
-        copy.execute("PRAGMA journal_mode=DELETE")
-        problems = _quick_check(copy)
-        models = _model_count(copy)
-        _, failures = _checksum_failures(copy)
-    finally:
-        copy.close()
-        source.close()
-    if problems or failures:
-        partial.unlink(missing_ok=True)
-        raise StoreDamaged(
-            f"the copy of {source_path} is damaged, so it was not kept: quick_check {problems[:3]}, "
-            f"checksum failures {[f'{name!r} v{version}' for name, version in failures[:5]]}"
-        )
-    os.replace(partial, target)
-    return models
-
-
-def _model_count(db: sqlite3.Connection) -> int:
-    return int(db.execute("SELECT COUNT(*) FROM names WHERE current_version IS NOT NULL").fetchone()[0])
-
-
-def _lock_holder(directory: Path) -> str | None:
-    try:
-        handle = open(directory / LOCK_FILE)
-    except FileNotFoundError:
-        return None
-    with handle:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return handle.read().strip() or "unknown"
-        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-        return None
 
 
 # ---- Rows -----------------------------------------------------------------------------

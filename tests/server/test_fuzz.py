@@ -19,7 +19,7 @@ from PIL import Image
 
 from centroidal.client import Client
 from centroidal.server import ServerConfig, create_server
-from centroidal.server.integrity import inspect
+from centroidal.server.checks import inspect
 from tests.conftest import ServerFactory
 from tests.fuzzing import METHODS, Fuzzer, NearValid
 

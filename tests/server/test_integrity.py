@@ -22,7 +22,8 @@ import pytest
 from centroidal.client import Client, Unavailable
 from centroidal.server import ServerConfig, create_server
 from centroidal.server.exceptions import StoreDamaged
-from centroidal.server.integrity import StoreLocked, backup, inspect
+from centroidal.server.checks import backup, inspect
+from centroidal.server.integrity import StoreLocked
 from centroidal.server.store import SQLiteStore
 from tests.server.test_store import snapshot
 
