@@ -46,6 +46,7 @@ class AsyncClient(AsyncTransport):
     """
 
     async def close(self) -> None:
+        await self.close_owner_channels()
         await self._channel.close()
 
     async def __aenter__(self) -> AsyncClient:

@@ -26,7 +26,7 @@ from .errors import (
 )
 from .ledger import CLOSE, HANG_UP, Ledger, durable_from_trailer, reopening
 from .results import BatchAck
-from .transport import AsyncTransport, Backoff, idle_timeout, status_lost
+from .transport import MAX_REDIRECTS, AsyncTransport, Backoff, idle_timeout, status_lost, stream_owner, worth_resending
 
 
 class AsyncMiniBatchStream:
@@ -50,6 +50,9 @@ class AsyncMiniBatchStream:
         self.producer_id = self._ledger.producer_id
         self.reconnect_timeout = reconnect_timeout
         self.reconnects = 0
+        # Times a replica sent the stream to the one that owns its model, and that one's address.
+        self.redirects = 0
+        self._owner: str | None = None
         self._client = client
         self._opening = opening
         self._method = client._methods.stream_mini_batch
@@ -234,6 +237,7 @@ class AsyncMiniBatchStream:
 
     async def _run(self, preflight: bool = True) -> None:
         backoff = Backoff(self.reconnect_timeout)
+        redirects = 0  # in a row, without an ack between
         try:
             try:
                 if preflight:
@@ -250,7 +254,8 @@ class AsyncMiniBatchStream:
                 if self._closing:
                     connection.put_nowait(CLOSE)
                 self._queue = connection
-                call = self._method(self._requests(connection))
+                method = self._method if self._owner is None else self._client.owner_channel(self._owner)[1].stream_mini_batch
+                call = method(self._requests(connection))
                 self._call = call
                 try:
                     async for message in call:
@@ -259,12 +264,21 @@ class AsyncMiniBatchStream:
                         if ack is not None and self._on_ack is not None:
                             self._on_ack(ack)
                         backoff.succeeded()
+                        redirects = 0
                 except grpc.aio.AioRpcError as error:
+                    owner = stream_owner(error)
+                    if owner is not None and redirects < MAX_REDIRECTS:
+                        # Another replica owns the model's stream: open it there at once.
+                        self._owner, redirects = owner, redirects + 1
+                        self.redirects += 1
+                        continue
+                    if owner is None and self._owner is not None and worth_resending(self._client.failure(error)):
+                        self._owner = None  # the owner went away: back to the service's address
                     if idle_timeout(error):
                         # A quiet stream the server ended: hold none open until a batch or
                         # the close needs one.
                         await self._wait(lambda: bool(self._ledger.unacked) or self._closing, None, "")
-                    wait = backoff.next_wait(error, status_lost(error))
+                    wait = backoff.next_wait(error, status_lost(error) or owner is not None)
                     if self._done or wait is None:
                         self._fatal = self._client.failure(error)
                         return

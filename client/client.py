@@ -53,6 +53,7 @@ class Client(SyncTransport):
     # ---- lifecycle -------------------------------------------------------
 
     def close(self) -> None:
+        self.close_owner_channels()
         self._channel.close()
 
     def __enter__(self) -> Client:

@@ -36,7 +36,7 @@ from centroidal import codec
 from .errors import CentroidalError, DeadlineExceeded
 from .ledger import CLOSE, HANG_UP, Ledger, durable_from_trailer, reopening
 from .results import BatchAck
-from .transport import Backoff, SyncTransport, idle_timeout
+from .transport import MAX_REDIRECTS, Backoff, SyncTransport, idle_timeout, stream_owner, worth_resending
 
 
 DEFAULT_WINDOW = 16
@@ -69,6 +69,9 @@ class MiniBatchStream:
         self.producer_id = self._ledger.producer_id
         self.reconnect_timeout = reconnect_timeout
         self.reconnects = 0
+        # Times a replica sent the stream to the one that owns its model, and that one's address.
+        self.redirects = 0
+        self._owner: str | None = None
         self._client = client
         self._opening = opening
         self._method = client._methods.stream_mini_batch
@@ -250,6 +253,7 @@ class MiniBatchStream:
 
     def _connect_and_receive(self) -> None:
         backoff = Backoff(self.reconnect_timeout)
+        redirects = 0  # in a row, without an ack between
         while True:
             with self._cond:
                 if self._done:
@@ -264,7 +268,8 @@ class MiniBatchStream:
                     connection.put(CLOSE)
                 # send() and close() queue onto the new connection from here on.
                 self._queue = connection
-                call = self._method(self._requests(connection))
+                method = self._method if self._owner is None else self._client.owner_channel(self._owner)[1].stream_mini_batch
+                call = method(self._requests(connection))
                 self._call = call
             try:
                 for message in call:
@@ -274,7 +279,16 @@ class MiniBatchStream:
                     if ack is not None and self._on_ack is not None:
                         self._on_ack(ack)
                     backoff.succeeded()
+                    redirects = 0
             except grpc.RpcError as error:
+                owner = stream_owner(error)
+                if owner is not None and redirects < MAX_REDIRECTS:
+                    # Another replica owns the model's stream: open it there at once.
+                    self._owner, redirects = owner, redirects + 1
+                    self.redirects += 1
+                    continue
+                if owner is None and self._owner is not None and worth_resending(self._client.failure(error)):
+                    self._owner = None  # the owner went away: back to the service's address
                 with self._cond:
                     if idle_timeout(error):
                         # The server ended a quiet stream: hold none open until there is a
@@ -282,7 +296,7 @@ class MiniBatchStream:
                         while not (self._ledger.unacked or self._closing or self._done):
                             self._cond.wait()
                     closing = self._done
-                wait = backoff.next_wait(error)
+                wait = backoff.next_wait(error, lost_connection=owner is not None)
                 if closing or wait is None:
                     self._fail(self._client.failure(error))
                     return

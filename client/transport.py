@@ -38,6 +38,8 @@ RESPONSE_BUDGET = SERVER_MESSAGE_BYTES // 2
 ADMISSION_WAIT_S = 2.0
 # Codes after which a stream's batches can be sent again on a new connection.
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+# Redirects to a stream's owner followed at once; more in a row wait as reconnects do.
+MAX_REDIRECTS = 3
 
 
 def default_target() -> str:
@@ -208,9 +210,11 @@ class Connection:
         self.timeout = timeout
         self.fit_timeout = fit_timeout
         self.chunk_bytes = chunk_bytes
-        self._channel = self._open_channel(
-            self.target, token, credentials, channel_settings(chunk_bytes, options)
-        )
+        # Kept to open channels to a stream's owner the same way (``owner_channel``).
+        self._token, self._credentials = token, credentials
+        self._options = channel_settings(chunk_bytes, options)
+        self._owners: dict[str, tuple[Any, Methods]] = {}
+        self._channel = self._open_channel(self.target, token, credentials, self._options)
         self._methods = Methods(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
@@ -219,6 +223,29 @@ class Connection:
         options: list[tuple[str, Any]],
     ) -> Any:
         raise NotImplementedError
+
+    def owner_channel(self, address: str) -> tuple[Any, Methods]:
+        """A channel to the replica at ``address`` that owns a stream (a StreamMiniBatch that
+        reached another replica is told it), with this client's token, TLS and options, and
+        its stubs. Under TLS the certificate is checked against the host this client was
+        given, which the replicas' certificate names."""
+        known = self._owners.get(address)
+        if known is None:
+            options = list(self._options)
+            host = _host_of(self.target)
+            if self._credentials is not None and host:
+                options.append(("grpc.ssl_target_name_override", host))
+            channel = self._channel_to(address, options)
+            known = self._owners[address] = (channel, Methods(channel))
+        return known
+
+    def _channel_to(self, address: str, options: list[tuple[str, Any]]) -> Any:
+        raise NotImplementedError
+
+    def _owner_channels(self) -> list[Any]:
+        channels = [channel for channel, _ in self._owners.values()]
+        self._owners.clear()
+        return channels
 
     def failure(self, error: grpc.RpcError) -> CentroidalError:
         """The SDK's exception for a failed call, with what a failed connection most likely
@@ -245,12 +272,23 @@ class SyncTransport(Connection):
         self, target: str, token: str | None, credentials: grpc.ChannelCredentials | None,
         options: list[tuple[str, Any]],
     ) -> Any:
-        if credentials is not None:
-            channel = grpc.secure_channel(target, credentials, options=options)
-        else:
-            channel = grpc.insecure_channel(target, options=options)
+        channel = self._plain(target, credentials, options)
         self._plain_channel = channel  # what readiness is watched on
         return grpc.intercept_channel(channel, _Token(token)) if token else channel
+
+    @staticmethod
+    def _plain(target: str, credentials: grpc.ChannelCredentials | None, options: list[tuple[str, Any]]) -> Any:
+        if credentials is not None:
+            return grpc.secure_channel(target, credentials, options=options)
+        return grpc.insecure_channel(target, options=options)
+
+    def _channel_to(self, address: str, options: list[tuple[str, Any]]) -> Any:
+        channel = self._plain(address, self._credentials, options)
+        return grpc.intercept_channel(channel, _Token(self._token)) if self._token else channel
+
+    def close_owner_channels(self) -> None:
+        for channel in self._owner_channels():
+            channel.close()
 
     def unary(self, method: Callable[..., Any], request: Any, timeout: float | None) -> Any:
         """One unary call with the client's deadline; a failure as the SDK's exception."""
@@ -278,6 +316,13 @@ class AsyncTransport(Connection):
         if credentials is not None:
             return grpc.aio.secure_channel(target, credentials, options=options, interceptors=interceptors)
         return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
+
+    def _channel_to(self, address: str, options: list[tuple[str, Any]]) -> Any:
+        return self._open_channel(address, self._token, self._credentials, options)
+
+    async def close_owner_channels(self) -> None:
+        for channel in self._owner_channels():
+            await channel.close()
 
     async def unary(self, method: Callable[..., Any], request: Any, timeout: float | None) -> Any:
         try:
@@ -454,6 +499,26 @@ def worth_resending(error: BaseException) -> bool:
     if error.code in RETRYABLE:
         return True
     return error.code == grpc.StatusCode.RESOURCE_EXHAUSTED and error.reason == "STORE_FULL"
+
+
+def stream_owner(error: Any) -> str | None:
+    """The address of the replica that owns the stream, when a replica that does not
+    refused to open it there (FAILED_PRECONDITION, reason STREAM_OWNER_ELSEWHERE)."""
+    if _code(error) != grpc.StatusCode.FAILED_PRECONDITION:
+        return None
+    refusal = error_from_rpc(error)
+    if refusal.reason != "STREAM_OWNER_ELSEWHERE":
+        return None
+    return refusal.metadata.get("owner") or None
+
+
+def _host_of(target: str) -> str:
+    """The host of a plain ``host:port`` or ``[v6]:port`` target; '' for any other form."""
+    if "://" in target or target.startswith(("unix:", "dns:", "ipv4:", "ipv6:")):
+        return ""
+    if target.startswith("["):
+        return target[1:].partition("]")[0]
+    return target.rpartition(":")[0] if ":" in target else target
 
 
 def idle_timeout(error: Any) -> bool:

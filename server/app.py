@@ -26,6 +26,7 @@ from centroidal.engine import configure_threads, warmup
 from centroidal.engine.threads import threading_layer
 from centroidal.v1 import clustering_pb2 as pb
 
+from . import replicas
 from .admission import STREAM_WINDOW_BYTES
 from .auth import BearerTokenInterceptor, Tokens
 from .config import ServerConfig
@@ -86,15 +87,27 @@ class CentroidalServer:
         give_freed_memory_back()  # process-wide, like the threads: a call's arrays go back when it ends
         self.metrics = Metrics()
         self.health = health_aio.HealthServicer()
+        # A worker of `serve --workers N`: one replica of several, under a supervisor that
+        # holds the directory's lock and checked the store before starting it.
+        lock = replicas.inherited_lock()
+        self.worker_index = replicas.worker_index() if lock is not None else None
         self.store = SQLiteStore(
             config.data_dir, min_free_bytes=config.min_free_disk, max_bytes=config.max_store_bytes,
-            on_condition=self._store_condition,
+            on_condition=self._store_condition, shared_lock=lock,
         )
+        self.store.lease_ttl = config.lease_ttl
         try:
-            self.registry = Registry(self.store, max_models=config.max_models, keep_versions=config.keep_versions)
+            if lock is None and not self.store.read_only:
+                # Alone on the directory: no lease left by an earlier server can be live.
+                self.store.revoke_leases("")
+            self.registry = Registry(
+                self.store, max_models=config.max_models, keep_versions=config.keep_versions,
+                preload=lock is None, shared=lock is not None,
+            )
         except BaseException:
             self.store.close()
             raise
+        self.feed: replicas.Feed | None = None
         self.unsaved: list[str] = []
         self.metrics.store_writable.set(0 if self.store.condition else 1)
         self.metrics.store_log_discarded.set(self.store.discarded.frames if self.store.discarded else 0)
@@ -123,7 +136,8 @@ class CentroidalServer:
             options=[
                 ("grpc.max_receive_message_length", config.max_message_bytes),
                 ("grpc.max_send_message_length", config.max_message_bytes),
-                ("grpc.so_reuseport", 0),
+                # Workers share the port; a lone server refuses one already taken.
+                ("grpc.so_reuseport", 0 if self.worker_index is None else 1),
                 # A fixed window per stream, so that what gRPC buffers for a call that is not
                 # reading (waiting for memory, say) is bounded and counted (gathering.py).
                 ("grpc.http2.bdp_probe", 0),
@@ -136,9 +150,23 @@ class CentroidalServer:
         add_edges(server, self.health, SERVICE_NAME, self.metrics, limit)
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         credentials = _tls_credentials(config)
-        if credentials is None:
-            return server, server.add_insecure_port(config.address)
-        return server, server.add_secure_port(config.address, credentials)
+
+        def bind(address: str) -> int:
+            if credentials is None:
+                return server.add_insecure_port(address)
+            return server.add_secure_port(address, credentials)
+
+        port = bind(config.address)
+        if self.worker_index is None:
+            self.own_port = port
+        else:  # a port of this worker's own, where producers of the streams it owns are sent
+            host = f"[{config.host}]" if ":" in config.host else config.host
+            self.own_port = bind(f"{host}:0")
+        self.servicer.hub.owner = owner = replicas.this_replica(
+            replicas.advertised(config.host, self.own_port, config.advertise_host)
+        )
+        self.registry.identity = owner.identity
+        return server, port
 
     async def _set_health(self, status: int) -> None:
         for service in ("", SERVICE_NAME):
@@ -188,12 +216,23 @@ class CentroidalServer:
             self.warmed_up.set()
             self.metrics.warmed_up.set(1)
         self.servicer.hub.start()
+        if self.registry.shared:
+            self.feed = replicas.Feed(self.registry, config.store_poll_interval, self._models_changed)
+            self.feed.start()
         _EventLoop.run(self._set_health(health_pb2.HealthCheckResponse.SERVING))
-        log.info(
-            "centroidal listening on %s:%d with %d models from %s (checked: locked, quick_check "
-            "ok, every current version's checksum verified)",
-            self.config.host, self.port, len(self.registry), self.store.path,
-        )
+        if self.worker_index is None:
+            log.info(
+                "centroidal listening on %s:%d with %d models from %s (checked: locked, quick_check "
+                "ok, every current version's checksum verified)",
+                self.config.host, self.port, len(self.registry), self.store.path,
+            )
+        else:
+            log.info("worker %d listening on %s:%d (its own address %s), a replica of %d models in %s",
+                     self.worker_index, self.config.host, self.port, self.servicer.hub.owner.address,
+                     len(self.registry), self.store.path)
+
+    def _models_changed(self) -> None:
+        self.metrics.models.set(len(self.registry))
 
     def _warm_up(self, layer: str) -> None:
         """Compile every kernel signature the handlers use, Predict's first.
@@ -261,6 +300,8 @@ class CentroidalServer:
         self.servicer.workers.shutdown(storage=False)
         self.unsaved = self.servicer.hub.stop()
         self.servicer.workers.shutdown(storage=True)
+        if self.feed is not None:
+            self.feed.stop()
         self.metrics.close()
         self.store.close()
         if self._warmer is not None:

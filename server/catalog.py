@@ -80,7 +80,7 @@ class Catalog:
         runtime = self._runtime
         name = check_model_name(query.name, "name")
         if query.version is None:
-            snapshot = runtime.registry.get(name)
+            snapshot = await runtime.model(name)
         else:  # an older version is read from the store
             snapshot = await runtime.workers.run(
                 runtime.workers.storage, runtime.registry.get_version, name, query.version, "name"
@@ -88,7 +88,12 @@ class Catalog:
         return describe(snapshot, include_centers=query.include_centers,
                         durable_version=self._durable_version(name, snapshot.version))
 
-    def page(self, query: codec.ListModelsRequest) -> codec.ListModelsResponse:
+    async def page(self, query: codec.ListModelsRequest) -> codec.ListModelsResponse:
+        """A page of models; those not in memory are read on the storage pool."""
+        runtime = self._runtime
+        return await runtime.workers.run(runtime.workers.storage, self._page, query)
+
+    def _page(self, query: codec.ListModelsRequest) -> codec.ListModelsResponse:
         registry = self._runtime.registry
         page_size = query.page_size or DEFAULT_PAGE_SIZE
         if page_size > MAX_PAGE_SIZE:

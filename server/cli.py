@@ -18,6 +18,8 @@ from .app import create_server
 from .config import ServerConfig, parse_args
 from .exceptions import StoreDamaged, StoreUnavailable
 from .checks import backup, inspect
+from .replicas import inherited_lock
+from .supervisor import Supervisor
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -34,6 +36,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.info("received %s, draining for up to %.1fs", signal.Signals(signum).name, config.grace_period)
         stop_requested.set()
 
+    if config.worker_count > 1 and inherited_lock() is None:
+        return _supervise(config, argv, log)
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     try:
@@ -56,6 +60,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.info("stopped cleanly: everything acknowledged is stored")
     return 0
 
+
+def _supervise(config: ServerConfig, argv: Sequence[str] | None, log: logging.Logger) -> int:
+    try:
+        supervisor = Supervisor(config, sys.argv[1:] if argv is None else argv)
+    except (OSError, StoreDamaged, StoreUnavailable) as exc:
+        log.error("cannot start: %s", getattr(exc, "message", None) or exc)
+        return 2
+    return supervisor.run()
 
 
 def store_main(argv: Sequence[str] | None = None) -> int:

@@ -51,11 +51,22 @@ class ServerConfig:
     log_level: str = "INFO"
     warmup: bool = True
     warmup_before_serving: bool = False
+    workers: str = "1"
+    advertise_host: str = ""
+    store_poll_interval: float = 0.1
+    lease_ttl: float = 10.0
 
     @property
     def address(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
+
+    @property
+    def worker_count(self) -> int:
+        """--workers as a number: ``auto`` is the cores this process may run on."""
+        if self.workers == "auto":
+            return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return int(self.workers)
 
 
 _HELP = {
@@ -102,6 +113,14 @@ _HELP = {
     "--warmup-before-serving); a request for a kernel not yet compiled compiles it first",
     "warmup_before_serving": "finish the warm-up before reporting SERVING (slower start, and "
     "no request ever waits for a compilation)",
+    "workers": "server processes sharing the port and the store (SO_REUSEPORT), each a replica "
+    "under one supervisor that restarts any that dies; a number, or auto for the cores available",
+    "advertise_host": "host that producers sent to this worker's own port use to reach it "
+    "(default: --host, or this machine's name when --host binds every address)",
+    "store_poll_interval": "seconds between a replica's looks at the store for other replicas' "
+    "writes, besides the look before every read of a model",
+    "lease_ttl": "seconds a stream's owner holds its lease without renewing it; a replica that "
+    "dies without its supervisor noticing gives its streams up this long after",
 }
 
 
@@ -229,6 +248,12 @@ def _check(config: ServerConfig, parser: argparse.ArgumentParser) -> None:
         parser.error(f"--grace-period must be >= 0, got {config.grace_period}")
     if not config.idle_timeout > 0:
         parser.error(f"--idle-timeout must be > 0, got {config.idle_timeout}")
+    if config.workers != "auto" and not (config.workers.isdigit() and 1 <= int(config.workers) <= 256):
+        parser.error(f"--workers must be a number from 1 to 256, or auto, got {config.workers!r}")
+    if not config.store_poll_interval > 0:
+        parser.error(f"--store-poll-interval must be > 0, got {config.store_poll_interval}")
+    if not config.lease_ttl >= 1:
+        parser.error(f"--lease-ttl must be at least 1 second, got {config.lease_ttl}")
     if not config.checkpoint_interval > 0:
         parser.error(f"--checkpoint-interval must be > 0, got {config.checkpoint_interval}")
     if bool(config.tls_cert) != bool(config.tls_key):

@@ -53,6 +53,8 @@ STATUS: dict[type[Exception], grpc.StatusCode] = {
     domain.VersionConflict: grpc.StatusCode.ABORTED,
     domain.ModelReplaced: grpc.StatusCode.ABORTED,
     domain.ModelMismatch: grpc.StatusCode.FAILED_PRECONDITION,
+    domain.StreamElsewhere: grpc.StatusCode.FAILED_PRECONDITION,
+    domain.StreamMoved: grpc.StatusCode.UNAVAILABLE,
     domain.LimitExceeded: grpc.StatusCode.RESOURCE_EXHAUSTED,
     domain.Busy: grpc.StatusCode.RESOURCE_EXHAUSTED,
     domain.ShuttingDown: grpc.StatusCode.UNAVAILABLE,

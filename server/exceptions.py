@@ -55,6 +55,20 @@ class ModelReplaced(DomainError):
     default_reason = "MODEL_REPLACED"
 
 
+class StreamElsewhere(DomainError):
+    """Another replica owns the stream of this model; ``metadata['owner']`` is its address,
+    where the producer opens the stream instead."""
+
+    default_reason = "STREAM_OWNER_ELSEWHERE"
+
+
+class StreamMoved(DomainError):
+    """This replica lost the stream's lease (taken over after it could not renew it): the
+    producer reconnects, and resends what is not durable, to whoever owns it now."""
+
+    default_reason = "STREAM_MOVED"
+
+
 class ModelMismatch(DomainError):
     """The request does not fit the model: features, dtype, kind, or no centers yet."""
 

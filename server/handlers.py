@@ -28,6 +28,7 @@ from .parsing import decoded
 from .predicting import Predicting
 from .quantizing import Quantizing
 from .registry import Registry
+from .replicas import Owner
 from .runtime import Runtime
 from .scoring import Scoring
 from .sessions import StreamSessions
@@ -43,7 +44,8 @@ class ClusteringHandlers(pb_grpc.ClusteringServiceServicer):
     def __init__(self, config: ServerConfig, registry: Registry, metrics: Metrics) -> None:
         self.metrics = metrics
         self.runtime = runtime = Runtime.create(config, registry, metrics)
-        self.hub = StreamHub(config, registry, metrics, runtime.memory)
+        # Named for leases once the server knows the address it listens on (app.py).
+        self.hub = StreamHub(config, registry, metrics, runtime.memory, Owner("", ""))
         runtime.memory.add_resident(self.hub.resident_bytes)
         self.fitting = Fitting(runtime)
         self.predicting = Predicting(runtime)
@@ -110,7 +112,7 @@ class ClusteringHandlers(pb_grpc.ClusteringServiceServicer):
 
     @rpc
     async def ListModels(self, request: pb.ListModelsRequest, context: Context) -> pb.ListModelsResponse:
-        return codec.encode_list_models_response(self.catalog.page(codec.decode_list_models_request(request)))
+        return codec.encode_list_models_response(await self.catalog.page(codec.decode_list_models_request(request)))
 
     @rpc
     async def DeleteModel(self, request: pb.DeleteModelRequest, context: Context) -> pb.DeleteModelResponse:

@@ -24,7 +24,7 @@ from typing import TextIO
 
 import numpy as np
 
-from . import commits, wal
+from . import commits, leases, wal
 from .exceptions import StoreDamaged, StoreUnavailable
 from .snapshots import MINIBATCH_KMEANS, ModelSnapshot
 
@@ -41,7 +41,8 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS names (
     name TEXT PRIMARY KEY,
     last_version INTEGER NOT NULL,
-    current_version INTEGER
+    current_version INTEGER,
+    seq INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS versions (
     name TEXT NOT NULL,
@@ -57,7 +58,9 @@ CREATE TABLE IF NOT EXISTS commits (
     count INTEGER NOT NULL
 );
 INSERT OR IGNORE INTO commits (id, count) VALUES (1, 0);
-"""
+""" + leases.SCHEMA
+# After SCHEMA, and after older stores gained the column it indexes.
+FEED_INDEX = "CREATE INDEX IF NOT EXISTS names_by_seq ON names (seq)"
 
 RECOVERY = (
     "stop every server on this directory, then restore {path} from a copy made with "
@@ -90,12 +93,18 @@ class StoreCondition:
 # ---- Opening --------------------------------------------------------------------------
 
 
-def lock_directory(data_dir: Path, read_only: bool) -> TextIO | None:
+def lock_directory(data_dir: Path, read_only: bool, shared: int | None = None) -> TextIO | None:
     """Take the data directory's exclusive lock, or raise StoreLocked naming the holder.
 
     In a read-only directory the lock file is only read (flock needs no write access);
-    without one, nothing can write there anyway.
+    without one, nothing can write there anyway. ``shared`` is the descriptor of the lock
+    a supervisor took and handed to its workers: a worker checks that it is this
+    directory's lock, and that it is held, and keeps it (a lock taken by ``flock`` belongs
+    to the open file, shared by every process the descriptor was passed to; anyone else
+    opening the file is still refused).
     """
+    if shared is not None:
+        return _inherited_lock(data_dir, shared)
     try:
         handle = open(data_dir / LOCK_FILE, "r" if read_only else "a+")
     except FileNotFoundError:
@@ -117,6 +126,17 @@ def lock_directory(data_dir: Path, read_only: bool) -> TextIO | None:
         handle.write(f"{os.getpid()}\n")
         handle.flush()
     return handle
+
+
+def _inherited_lock(data_dir: Path, fd: int) -> TextIO:
+    try:
+        held, here = os.fstat(fd), os.stat(data_dir / LOCK_FILE)
+    except OSError as exc:
+        raise StoreLocked(f"the lock descriptor {fd} handed to this worker is unusable: {exc}") from None
+    if (held.st_dev, held.st_ino) != (here.st_dev, here.st_ino):
+        raise StoreLocked(f"the lock descriptor {fd} handed to this worker is not {data_dir / LOCK_FILE}")
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the supervisor's own lock: granted at once
+    return open(fd, "r", closefd=True)  # noqa: SIM115 - kept open for the worker's life
 
 
 @dataclass(frozen=True)
@@ -157,7 +177,7 @@ def open_checked(path: Path) -> tuple[sqlite3.Connection, Discarded | None]:
         raise _open_failure(exc, path) from exc
     if lost:
         raise StoreDamaged(f"the write-ahead log {path}-wal is damaged: {lost}. " + recovery_advice(path))
-    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_S)
     try:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
@@ -167,6 +187,9 @@ def open_checked(path: Path) -> tuple[sqlite3.Connection, Discarded | None]:
             db.execute("ALTER TABLE versions ADD COLUMN state BLOB")
         if "checksum" not in columns:  # a store written before checksums
             db.execute("ALTER TABLE versions ADD COLUMN checksum TEXT")
+        if "seq" not in {row[1] for row in db.execute("PRAGMA table_info(names)")}:
+            db.execute("ALTER TABLE names ADD COLUMN seq INTEGER NOT NULL DEFAULT 0")  # before replicas
+        db.execute(FEED_INDEX)
         _adopt_unchecked(db)
     except sqlite3.Error as exc:
         db.close()
@@ -177,6 +200,22 @@ def open_checked(path: Path) -> tuple[sqlite3.Connection, Discarded | None]:
     if discarded is None or log_found is None:
         return db, None
     return db, Discarded(log_found.discarded + bool(log_found.partial_bytes), discarded)
+
+
+# How long a replica's write waits for another replica's transaction to end.
+BUSY_TIMEOUT_S = 10.0
+
+
+def open_shared(path: Path) -> sqlite3.Connection:
+    """Open a store that a supervisor opened with ``open_checked`` and shares among its
+    workers: no checks again (each replica would race the others' writes reading the log)."""
+    try:
+        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_S)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+    except sqlite3.Error as exc:
+        raise _open_failure(exc, path) from exc
+    return db
 
 
 def _open_failure(exc: sqlite3.Error, path: Path) -> StoreDamaged | StoreUnavailable:

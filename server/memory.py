@@ -111,6 +111,7 @@ class MemoryBudget:
         self._lock = threading.Lock()
         self._reserved = 0
         self._resident: list[Callable[[], int]] = []
+        self._shedders: list[Callable[[int], int]] = []
         # Reservations holding memory, and those of them waiting for more (event loop only).
         self._holders: set[Reservation] = set()
         self._waiting: set[Reservation] = set()
@@ -119,6 +120,26 @@ class MemoryBudget:
     def add_resident(self, source: Callable[[], int]) -> None:
         """A function that tells the bytes some part of the server keeps in memory."""
         self._resident.append(source)
+
+    def add_shedder(self, shed: Callable[[int], int]) -> None:
+        """A function that lets go of up to ``nbytes`` of what it keeps (models it can load
+        again), returning what it freed; asked before a call is refused or made to wait."""
+        self._shedders.append(shed)
+
+    def _shed(self, nbytes: int) -> int:
+        freed = 0
+        for shed in self._shedders:
+            if freed >= nbytes:
+                break
+            freed += shed(nbytes - freed)
+        return freed
+
+    def make_room(self) -> None:
+        """After something became resident (a model loaded on use): shed others until the
+        budget holds again, as far as they can be."""
+        over = self.used() - self.limit
+        if over > 0:
+            self._shed(over)
 
     def resident(self) -> int:
         return sum(source() for source in self._resident)
@@ -141,11 +162,15 @@ class MemoryBudget:
 
     def _take(self, nbytes: int, call_total: int, what: str, field: str | None) -> None:
         """Reserve ``nbytes`` more for a call that would then hold ``call_total``."""
-        with self._lock:
-            resident = self.resident()
-            if resident + self._reserved + nbytes <= self.limit:
-                self._reserved += nbytes
-                return
+        for attempt in range(2):
+            with self._lock:
+                resident = self.resident()
+                over = resident + self._reserved + nbytes - self.limit
+                if over <= 0:
+                    self._reserved += nbytes
+                    return
+            if attempt or not self._shed(over):
+                break
         if resident + call_total > self.limit:  # even with every other call gone
             raise LimitExceeded(
                 f"{what} needs {_size(call_total)} of memory, and the models held take {_size(resident)} "

@@ -110,26 +110,8 @@ class Metrics:
         allowed : when given, a scrape must send ``Authorization: Bearer <token>`` it accepts.
         Every other path is 404.
         """
-        metrics_app = make_wsgi_app(self.registry)
-        refused = self.auth_refused
-
-        def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-            if environ.get("PATH_INFO") not in ("/metrics", "/metrics/"):
-                start_response("404 Not Found", [("Content-Type", "text/plain")])
-                return [b"not found: metrics are at /metrics\n"]
-            if allowed is not None:
-                scheme, _, token = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
-                if scheme.lower() != "bearer" or not allowed(token.strip().encode()):
-                    refused.labels("wrong_token" if token else "no_token").inc()
-                    start_response("401 Unauthorized", [("Content-Type", "text/plain"),
-                                                        ("WWW-Authenticate", "Bearer")])
-                    return [b"a bearer token is required\n"]
-            return metrics_app(environ, start_response)  # type: ignore[no-any-return]
-
-        http = make_server(host, port, app, server_class=_ThreadingServer, handler_class=_QuietHandler)
-        threading.Thread(target=http.serve_forever, name="centroidal-metrics", daemon=True).start()
-        self._http = http
-        return int(http.server_port)
+        self._http = serve_http(self.registry, host, port, allowed, self.auth_refused)
+        return int(self._http.server_port)
 
     def close(self) -> None:
         if self._http is not None:
@@ -145,3 +127,27 @@ class _ThreadingServer(ThreadingMixIn, WSGIServer):
 class _QuietHandler(WSGIRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
         """Scrapes are not logged."""
+
+
+def serve_http(
+    registry: CollectorRegistry, host: str, port: int, allowed: Callable[[bytes], bool] | None, refused: Counter,
+) -> WSGIServer:
+    """Serve ``registry`` at /metrics on a thread of its own; ``allowed`` checks bearer tokens."""
+    metrics_app = make_wsgi_app(registry)
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") not in ("/metrics", "/metrics/"):
+            start_response("404 Not Found", [("Content-Type", "text/plain")])
+            return [b"not found: metrics are at /metrics\n"]
+        if allowed is not None:
+            scheme, _, token = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
+            if scheme.lower() != "bearer" or not allowed(token.strip().encode()):
+                refused.labels("wrong_token" if token else "no_token").inc()
+                start_response("401 Unauthorized", [("Content-Type", "text/plain"),
+                                                    ("WWW-Authenticate", "Bearer")])
+                return [b"a bearer token is required\n"]
+        return metrics_app(environ, start_response)  # type: ignore[no-any-return]
+
+    http = make_server(host, port, app, server_class=_ThreadingServer, handler_class=_QuietHandler)
+    threading.Thread(target=http.serve_forever, name="centroidal-metrics", daemon=True).start()
+    return http

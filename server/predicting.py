@@ -59,7 +59,12 @@ def labels_of(snapshot: ModelSnapshot, points: np.ndarray) -> np.ndarray:
 def snapshot_for(registry: Registry, name: str, version: int | None, field: str = "model") -> ModelSnapshot:
     """The model version a Predict uses; refuses one that has no centers yet. ``field``
     names the model in the request."""
-    snapshot = registry.get_version(check_model_name(name, field), version, field)
+    return usable(registry.get_version(check_model_name(name, field), version, field), field)
+
+
+def usable(snapshot: ModelSnapshot, field: str) -> ModelSnapshot:
+    """``snapshot``, unless it has no centers yet."""
+    name = snapshot.name
     if snapshot.n_clusters == 0:
         raise ModelMismatch(
             f"model {name!r} has no centers yet: it holds "
@@ -145,8 +150,10 @@ class Predicting:
     async def snapshot(self, name: str, version: int | None, field: str = "model") -> ModelSnapshot:
         """The model version a call asks for; an older one is read from the store."""
         runtime = self._runtime
-        if version is None:
-            return snapshot_for(runtime.registry, name, version, field)
+        if version is None:  # the current version, when it is in memory: no thread hop
+            current = runtime.registry.lookup(check_model_name(name, field), field)
+            if current is not None:
+                return usable(current, field)
         return await runtime.workers.run(
             runtime.workers.storage, snapshot_for, runtime.registry, name, version, field
         )

@@ -33,7 +33,13 @@ class Quantizing:
         first = await requests.next()
         if first is None or first.spec is None:
             raise InvalidRequest("the first message of a QuantizeImage stream must carry spec", field="spec")
-        options, save_as = imaging.plan(first.spec, runtime.registry)
+        palette_model = first.spec.palette_model
+        if not palette_model or runtime.registry.is_loaded(palette_model):
+            options, save_as = imaging.plan(first.spec, runtime.registry)
+        else:  # a palette model not in memory is loaded off the event loop
+            options, save_as = await runtime.workers.run(
+                runtime.workers.storage, imaging.plan, first.spec, runtime.registry
+            )
         if save_as:
             runtime.registry.check_writable()
         # It holds the image and fits a palette: it takes a fit slot, before the image arrives.

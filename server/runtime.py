@@ -31,8 +31,18 @@ class Runtime:
     def create(cls, config: ServerConfig, registry: Registry, metrics: Metrics) -> Runtime:
         memory = MemoryBudget(config.memory_budget)
         memory.add_resident(registry.resident_bytes)
+        # Loaded models are let go of, least recently used first, when a call needs room.
+        memory.add_shedder(registry.shed)
+        registry.on_load = memory.make_room
         return cls(config, registry, metrics, memory, Workers(config),
                    Slots(config.max_concurrent_fits, "fits or quantisations"))
+
+    async def model(self, name: str, field: str = "name") -> ModelSnapshot:
+        """A model's current snapshot; one not in memory is loaded on the storage pool."""
+        snapshot = self.registry.lookup(name, field)
+        if snapshot is not None:
+            return snapshot
+        return await self.workers.run(self.workers.storage, self.registry.get, name, field)
 
     async def commit(self, snapshot: ModelSnapshot, expected_version: int | None = None) -> ModelSnapshot:
         """Store a new version of a model on the storage pool; returns it as stored."""

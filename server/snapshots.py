@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .leases import Holder, Lease
 
 KMEANS = "kmeans"
 MINIBATCH_KMEANS = "minibatch-kmeans"
@@ -60,6 +63,25 @@ class StoredModels:
     last_versions: dict[str, int]
 
 
+@dataclass(frozen=True)
+class NameState:
+    """A name's version numbers in the store: the last ever written (deletes included) and
+    the current one (None once deleted)."""
+
+    name: str
+    last_version: int
+    current_version: int | None
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Names as of a position of the store's change feed: every name at start, or those
+    written since a position."""
+
+    position: int
+    names: list[NameState]
+
+
 class ModelStore(Protocol):
     """What the registry needs from storage: SQLite here, a shared database for replicas.
 
@@ -73,17 +95,41 @@ class ModelStore(Protocol):
 
     def load_all(self) -> StoredModels: ...
 
+    def load_catalog(self) -> Catalog: ...
+
+    def changes(self, since: int) -> Catalog | None:
+        """Names written by anyone since a feed position; None when nothing changed."""
+        ...
+
     def load_version(self, name: str, version: int) -> ModelSnapshot | None: ...
 
-    def put(self, snapshot: ModelSnapshot, *, keep_versions: int) -> None: ...
+    def put(
+        self, snapshot: ModelSnapshot, *, keep_versions: int, expected_version: int | None = None,
+        writer: str = "", published: int = 0,
+    ) -> ModelSnapshot:
+        """Version 0 is numbered by the store, in the write's transaction, above whatever a
+        stream's owner may have published (exactly ``published`` when ``writer`` owns it)."""
+        ...
 
     def checkpoint(
-        self, snapshot: ModelSnapshot, producers: Mapping[str, int], *, keep_versions: int
-    ) -> None: ...
+        self, snapshot: ModelSnapshot, producers: Mapping[str, int], *, keep_versions: int,
+        lease: Lease | None = None,
+    ) -> Lease | None: ...
 
-    def delete(self, name: str, version: int) -> None:
+    def delete(
+        self, name: str, version: int = 0, *, expected_version: int | None = None, writer: str = "",
+        published: int = 0,
+    ) -> int:
         """Runs even while other writes are refused, so that space can be freed."""
         ...
+
+    def take_lease(self, name: str, owner: str, address: str) -> Lease | Holder: ...
+
+    def renew_lease(self, lease: Lease, ceiling: int) -> Lease: ...
+
+    def give_up_lease(self, lease: Lease, published: int) -> None: ...
+
+    def revoke_leases(self, owner_prefix: str) -> int: ...
 
     def check_writable(self) -> None:
         """Raise StoreFull or StoreUnavailable (with a retry_after) when a write would be

@@ -1,19 +1,19 @@
-"""ModelStore in SQLite (WAL mode, synchronous=FULL), locked to one server, every row checksummed.
+"""ModelStore in SQLite (WAL mode, synchronous=FULL), every row checksummed, shared by replicas.
 
-Each write is one transaction: the check that its version is above the name's
-last one, the new version's row, the name's version counter, and the pruning of
-versions past ``keep_versions``. A name's counter survives a delete, so versions
-never go backwards for a name.
+Each write is one transaction: the compare-and-swap on the name's versions (its number is
+chosen in the transaction, above anything any replica wrote or a stream's owner published),
+the new version's row, the name's version counter, and the pruning of versions past
+``keep_versions``. A name's counter survives a delete, so versions never go backwards.
 
-- **Opened with checks** (``integrity.py``): the directory's lock, the write-ahead
-  log, ``quick_check``; then every current version's SHA-256 is verified as it
-  loads. Any failure raises StoreDamaged naming the models and the way back.
-- **A write that failed is never reported as stored.** SQLite errors become
-  StoreFull (RESOURCE_EXHAUSTED) or StoreUnavailable (UNAVAILABLE) after the
-  transaction is rolled back. While the disk has less than ``min_free_bytes`` free,
-  or for ``RETRY_AFTER_S`` after a write failed, writes are refused before any work;
-  deletes always run, and a small reserve file is given up to let one through a
-  full disk.
+- **Opened with checks** (``integrity.py``): the directory's lock, the write-ahead log,
+  ``quick_check``; then every current version's SHA-256 is verified as it loads. Any
+  failure raises StoreDamaged naming the models and the way back. A worker of
+  ``serve --workers`` opens the store its supervisor checked, without the checks again.
+- **A write that failed is never reported as stored.** SQLite errors become StoreFull
+  (RESOURCE_EXHAUSTED) or StoreUnavailable (UNAVAILABLE) after the transaction is rolled
+  back; ``conditions.py`` refuses writes up front while they would fail.
+- **Replicas**: the change feed (``feed.py``) tells what other replicas wrote; stream
+  leases (``leases.py``) are taken, renewed and checked in the store's transactions.
 """
 
 from __future__ import annotations
@@ -31,9 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import wal
+from . import leases, wal
 from .commits import Acknowledged, CommitRecord
-from .exceptions import ShuttingDown, StoreDamaged, StoreFull, StoreUnavailable, VersionConflict
+from .conditions import DEFAULT_MIN_FREE_BYTES, WriteConditions, refusal, shutting_down
+from .exceptions import ModelNotFound, StoreDamaged, StoreFull, VersionConflict
 from .integrity import (
     KIND_ON_DISK,
     STORE_FILE,
@@ -44,19 +45,16 @@ from .integrity import (
     lock_directory,
     open_checked,
     open_read_only,
+    open_shared,
     recovery_advice,
     row_checksum,
     verified_snapshot,
 )
-from .snapshots import ModelSnapshot, StoredModels
+from .feed import ChangeFeed
+from .leases import Holder, Lease
+from .snapshots import Catalog, ModelSnapshot, StoredModels
 
 log = logging.getLogger("centroidal.server")
-
-RESERVE_FILE = "reserve"
-RESERVE_BYTES = 8 * 1024 * 1024
-DEFAULT_MIN_FREE_BYTES = 64 * 1024 * 1024
-# After a failed write, writes are refused this long before the store tries again.
-RETRY_AFTER_S = 5.0
 
 
 class SQLiteStore:
@@ -74,20 +72,22 @@ class SQLiteStore:
         min_free_bytes: int = DEFAULT_MIN_FREE_BYTES,
         max_bytes: int = 0,
         on_condition: Callable[[StoreCondition | None], None] | None = None,
+        shared_lock: int | None = None,
     ) -> None:
+        """shared_lock: the descriptor of the directory's lock held by this worker's
+        supervisor, which checked the store before starting its workers; the store is then
+        opened as one of several replicas, without the checks again."""
         self.dir = Path(data_dir)
         self.path = self.dir / STORE_FILE
-        self.min_free_bytes = min_free_bytes
-        self._on_condition = on_condition
         self._lock = threading.Lock()
         self._closed = False
-        self._condition: StoreCondition | None = None
-        self._failed_at = 0.0
         self.dir.mkdir(parents=True, exist_ok=True)
         # A read-only data directory (a read-only mount, or no write permission) is served
         # for reads, with every write refused as STORE_READ_ONLY.
         self.read_only = not os.access(self.dir, os.W_OK)
-        self._lock_file = lock_directory(self.dir, self.read_only)
+        self._conditions = WriteConditions(self.dir, self.path, min_free_bytes, self.read_only, on_condition)
+        self._lock_file = lock_directory(self.dir, self.read_only, shared_lock)
+        self._feed = ChangeFeed(self.path)
         try:
             # What the end of the log lost at this open: a write never acknowledged (logged;
             # one that was acknowledged is refused as damage by open_checked).
@@ -95,23 +95,19 @@ class SQLiteStore:
             self._record: CommitRecord | None = None
             if self.read_only:
                 self._db = open_read_only(self.path)
+            elif shared_lock is not None:
+                self._db = open_shared(self.path)
+                self._record = CommitRecord(self.path)
             else:
                 self._db, self.discarded = open_checked(self.path)
                 if self.discarded:
                     log.warning("%s", self.discarded.message)
                 self._record = CommitRecord(self.path)
-            if self.read_only:
-                self._condition = StoreCondition(
-                    "STORE_READ_ONLY",
-                    f"the data directory {self.dir} is read-only: the server answers reads, and "
-                    "refuses every write; make it writable and restart to take writes",
-                )
-                log.warning("%s", self._condition.message)
-            else:
+            if not self.read_only:
                 if max_bytes:
                     page_size = int(self._db.execute("PRAGMA page_size").fetchone()[0])
                     self._db.execute(f"PRAGMA max_page_count = {max(1, max_bytes // page_size)}")
-                self._keep_reserve()
+                self._conditions.keep_reserve()
         except BaseException:
             if self._lock_file is not None:
                 self._lock_file.close()
@@ -139,116 +135,247 @@ class SQLiteStore:
             except StoreDamaged:
                 damaged.append(str(row[0]))
         if damaged:
-            shown = ", ".join(repr(name) for name in sorted(damaged)[:20])
-            more = f" and {len(damaged) - 20} more" if len(damaged) > 20 else ""
-            raise StoreDamaged(
-                f"{len(damaged)} stored models fail their checksum or are missing: {shown}{more}; "
-                + recovery_advice(self.path),
-                metadata={"models": ",".join(sorted(damaged)[:20])},
-            )
+            raise _damaged(damaged, self.path)
         return StoredModels(snapshots, {name: int(version) for name, version in names})
+
+    def verify_current(self) -> int:
+        """Verify every current version's checksum, one row in memory at a time; raises
+        StoreDamaged as ``load_all`` does. Returns how many were verified."""
+        damaged: list[str] = []
+        verified = 0
+        with self._lock, self._reading():
+            missing = self._db.execute(
+                "SELECT n.name FROM names n LEFT JOIN versions v "
+                "ON v.name = n.name AND v.version = n.current_version "
+                "WHERE n.current_version IS NOT NULL AND v.name IS NULL"
+            ).fetchall()
+            damaged += [str(name) for (name,) in missing]
+            for row in self._db.execute(
+                "SELECT v.name, v.version, CAST(v.meta AS BLOB), v.centers, v.state, v.checksum FROM versions v "
+                "JOIN names n ON n.name = v.name AND n.current_version = v.version"
+            ):
+                if row[5] != row_checksum(row[0], int(row[1]), row[2], row[3], row[4]):
+                    damaged.append(str(row[0]))
+                verified += 1
+        if damaged:
+            raise _damaged(damaged, self.path)
+        return verified
+
+    @property
+    def lock_descriptor(self) -> int:
+        """The descriptor of the directory's lock, for a supervisor to hand to its workers."""
+        if self._lock_file is None:
+            raise OSError(f"the data directory {self.dir} has no lock file to share")
+        return self._lock_file.fileno()
 
     def load_version(self, name: str, version: int) -> ModelSnapshot | None:
         with self._lock, self._reading():
             row = self._db.execute(f"{VERSION_ROWS} WHERE name = ? AND version = ?", (name, version)).fetchone()
         return verified_snapshot(*row) if row else None
 
+    def load_catalog(self) -> Catalog:
+        """Every name's version numbers, and the change feed's position they are as of; no
+        model is read."""
+        with self._lock, self._reading():
+            return self._feed.catalog(self._db)
+
+    def changes(self, since: int) -> Catalog | None:
+        """Names written by any replica since feed position ``since``; None when the store
+        has not changed at all (cheap enough to ask before every read of a model)."""
+        with self._reading():
+            return self._feed.changes(since)
+
     # ---- Writes ------------------------------------------------------------------------
-
-    def put(self, snapshot: ModelSnapshot, *, keep_versions: int) -> None:
-        self._write(snapshot, keep_versions)
-
-    def checkpoint(
-        self, snapshot: ModelSnapshot, producers: Mapping[str, int], *, keep_versions: int
-    ) -> None:
-        """Store a streamed model with each producer's last sequence, in the same row."""
-        extra = {**snapshot.extra, "producers": dict(producers)}
-        self._write(replace(snapshot, extra=extra), keep_versions)
 
     def check_writable(self) -> None:
         """Raise StoreFull or StoreUnavailable when a write would be refused now; cheap enough
         to call before accepting a request's data."""
         if self._closed:
-            raise _shutting_down()
-        failed = self._condition
-        if failed is not None and (self.read_only or time.monotonic() - self._failed_at < RETRY_AFTER_S):
-            raise _refusal(failed)
-        free = _free_bytes(self.dir)
-        if free is not None and free < self.min_free_bytes:
-            condition = StoreCondition(
-                "STORE_FULL",
-                f"the disk of the data directory {self.dir} has {free} bytes free, under the "
-                f"{self.min_free_bytes} bytes --min-free-disk keeps; nothing was written. Delete "
-                "models (deletes still work) or free disk space",
-            )
-            self._set_condition(condition)
-            raise _refusal(condition)
+            raise shutting_down()
+        self._conditions.check()
 
     @property
     def condition(self) -> StoreCondition | None:
         """Why writes are refused, or None while they work."""
-        return self._condition
+        return self._conditions.current
 
-    def _write(self, snapshot: ModelSnapshot, keep_versions: int) -> None:
+    def put(
+        self, snapshot: ModelSnapshot, *, keep_versions: int, expected_version: int | None = None,
+        writer: str = "", published: int = 0,
+    ) -> ModelSnapshot:
+        """Store ``snapshot`` and return it as stored.
+
+        With version 0 the store numbers it, in the write's transaction, above every version
+        of the name any replica wrote or published under a stream's lease, and timestamps it
+        (created_at carried over from the current version). A fit or palette replaces a
+        streamed model: the stream's lease ends. ``expected_version`` is checked against the
+        current version in the same transaction (VersionConflict). ``writer`` is the calling
+        replica's lease identity and ``published`` the newest version it published of the
+        name: when it owns the name's stream, that is what the new version goes above.
+        """
+        return self._write(snapshot, keep_versions, expected_version=expected_version,
+                           writer=writer, published=published)
+
+    def checkpoint(
+        self, snapshot: ModelSnapshot, producers: Mapping[str, int], *, keep_versions: int,
+        lease: Lease | None = None,
+    ) -> Lease | None:
+        """Store a streamed model with each producer's last sequence, in the same row. Under a
+        lease the write is fenced (LeaseLost when the lease is no longer the caller's) and
+        renews it; returns the renewed lease."""
+        extra = {**snapshot.extra, "producers": dict(producers)}
+        renewed: list[Lease] = []
+        self._write(replace(snapshot, extra=extra), keep_versions, lease=lease, renewed=renewed)
+        return renewed[0] if renewed else None
+
+    def _write(
+        self,
+        snapshot: ModelSnapshot,
+        keep_versions: int,
+        *,
+        expected_version: int | None = None,
+        lease: Lease | None = None,
+        renewed: list[Lease] | None = None,
+        writer: str = "",
+        published: int = 0,
+    ) -> ModelSnapshot:
         self.check_writable()  # before the row is serialised
-        meta = json.dumps(
-            {
-                "kind": KIND_ON_DISK.get(snapshot.kind, snapshot.kind),
-                "config": snapshot.config,
-                "inertia": snapshot.inertia,
-                "n_iter": snapshot.n_iter,
-                "n_samples_seen": snapshot.n_samples_seen,
-                "created_at": snapshot.created_at,
-                "updated_at": snapshot.updated_at,
-                "dtype": snapshot.centers.dtype.str,
-                "shape": list(snapshot.centers.shape),
-                "extra": snapshot.extra,
-            }
-        )
         centers = np.ascontiguousarray(snapshot.centers).tobytes()
-        digest = row_checksum(snapshot.name, snapshot.version, meta, centers, snapshot.state)
-        with self._lock, self._transaction():
-            self._check_newer(snapshot.name, snapshot.version)
+        name = snapshot.name
+        with self._lock, self._transaction() as seq:
+            last, current = self._name_row(name)
+            if expected_version is not None:
+                self._check_expected(name, expected_version, current)
+            if lease is not None:
+                leases.check(self._db, lease)
+                renewed_lease = leases.renew(self._db, lease, self.lease_ttl, snapshot.version + leases.CEILING_STEP)
+                if renewed is not None:
+                    renewed.append(renewed_lease)
+            if snapshot.version:
+                self._check_newer(name, snapshot.version)
+            else:  # numbered here: above every version written or published under a lease
+                now = time.time()
+                created = self._created_at(name, current)
+                snapshot = replace(
+                    snapshot, version=max(last, leases.published_up_to(self._db, name, writer, published)) + 1,
+                    created_at=now if created is None else created, updated_at=now,
+                )
+            if lease is None:
+                leases.revoke(self._db, name, snapshot.version)
+            meta = _meta(snapshot)
+            digest = row_checksum(name, snapshot.version, meta, centers, snapshot.state)
             self._db.execute(
                 "INSERT INTO versions (name, version, meta, centers, state, checksum) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
-                (snapshot.name, snapshot.version, meta, centers, snapshot.state, digest),
+                (name, snapshot.version, meta, centers, snapshot.state, digest),
             )
             self._db.execute(
-                "INSERT INTO names (name, last_version, current_version) VALUES (?, ?, ?) "
+                "INSERT INTO names (name, last_version, current_version, seq) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT(name) DO UPDATE SET last_version = excluded.last_version, "
-                "current_version = excluded.current_version",
-                (snapshot.name, snapshot.version, snapshot.version),
+                "current_version = excluded.current_version, seq = excluded.seq",
+                (name, snapshot.version, snapshot.version, seq),
             )
             self._db.execute(
                 "DELETE FROM versions WHERE name = ? AND version <= ?",
-                (snapshot.name, snapshot.version - keep_versions),
+                (name, snapshot.version - keep_versions),
             )
+        return snapshot
 
-    def delete(self, name: str, version: int) -> None:
-        """Delete a name's versions. Runs even while writes are refused, to free space; on a
+    def delete(
+        self, name: str, version: int = 0, *, expected_version: int | None = None, writer: str = "",
+        published: int = 0,
+    ) -> int:
+        """Delete a name's versions; returns the version the delete wrote (numbered by the
+        store when ``version`` is 0). Runs even while writes are refused, to free space; on a
         full disk it gives up the reserve file once and tries again."""
         try:
-            self._delete(name, version)
+            return self._delete(name, version, expected_version, writer, published)
         except StoreFull:
-            if not self._release_reserve():
+            if not self._conditions.release_reserve():
                 raise
-            self._delete(name, version)
+            return self._delete(name, version, expected_version, writer, published)
 
-    def _delete(self, name: str, version: int) -> None:
-        if self.read_only and self._condition is not None:
-            raise _refusal(self._condition)
-        with self._lock, self._transaction():
-            self._check_newer(name, version)
+    def _delete(self, name: str, version: int, expected_version: int | None, writer: str, published: int) -> int:
+        if self.read_only and self.condition is not None:
+            raise refusal(self.condition)
+        with self._lock, self._transaction() as seq:
+            last, current = self._name_row(name)
+            ceiling = leases.published_up_to(self._db, name, writer, published)
+            if not version and current is None and ceiling <= last:
+                # Nothing stored and no stream publishing it (a live one's lease lifts the ceiling).
+                raise ModelNotFound(f"model {name!r} does not exist", field="name")
+            if expected_version is not None:
+                self._check_expected(name, expected_version, current)
+            if version:
+                self._check_newer(name, version)
+            else:
+                version = max(last, ceiling) + 1
+            leases.revoke(self._db, name, version)
             # An upsert: a streamed model deleted before its first checkpoint has no row yet,
             # and its version counter must still not go backwards.
             self._db.execute(
-                "INSERT INTO names (name, last_version, current_version) VALUES (?, ?, NULL) "
+                "INSERT INTO names (name, last_version, current_version, seq) VALUES (?, ?, NULL, ?) "
                 "ON CONFLICT(name) DO UPDATE SET last_version = excluded.last_version, "
-                "current_version = NULL",
-                (name, version),
+                "current_version = NULL, seq = excluded.seq",
+                (name, version, seq),
             )
             self._db.execute("DELETE FROM versions WHERE name = ?", (name,))
+        return version
+
+    def _name_row(self, name: str) -> tuple[int, int | None]:
+        row = self._db.execute("SELECT last_version, current_version FROM names WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            return 0, None
+        return int(row[0]), None if row[1] is None else int(row[1])
+
+    def _created_at(self, name: str, current: int | None) -> float | None:
+        if current is None:
+            return None
+        row = self._db.execute(
+            "SELECT json_extract(meta, '$.created_at') FROM versions WHERE name = ? AND version = ?",
+            (name, current),
+        ).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    def _check_expected(self, name: str, expected: int, current: int | None) -> None:
+        """expected_version against the stored current version; a version a stream's owner
+        published but has not stored yet (under its ceiling) counts as current too."""
+        stored = current or 0
+        if expected == stored:
+            return
+        row = self._db.execute("SELECT owner, expires, ceiling FROM leases WHERE name = ?", (name,)).fetchone()
+        if row is not None and row[0] and stored < expected <= int(row[2]):
+            return
+        raise VersionConflict(
+            f"model {name!r} is at version {stored} in the store, not the expected_version {expected}",
+            field="expected_version",
+            metadata={"current_version": str(stored)},
+        )
+
+    # ---- Stream leases (leases.py) -------------------------------------------------------
+
+    lease_ttl = 10.0
+
+    def take_lease(self, name: str, owner: str, address: str) -> Lease | Holder:
+        """Take ``name``'s stream lease, or learn who holds it."""
+        self.check_writable()
+        with self._lock, self._transaction():
+            last, _ = self._name_row(name)
+            return leases.take(self._db, name, owner, address, self.lease_ttl, last)
+
+    def renew_lease(self, lease: Lease, ceiling: int) -> Lease:
+        """Keep holding ``lease`` (LeaseLost when it is gone), raising its ceiling to ``ceiling``."""
+        with self._lock, self._transaction():
+            return leases.renew(self._db, lease, self.lease_ttl, ceiling)
+
+    def give_up_lease(self, lease: Lease, published: int) -> None:
+        with self._lock, self._transaction():
+            leases.give_up(self._db, lease, published)
+
+    def revoke_leases(self, owner_prefix: str) -> int:
+        """End every lease of owners whose identity starts with ``owner_prefix``."""
+        with self._lock, self._transaction():
+            return leases.revoke_owners(self._db, owner_prefix)
 
     def _check_newer(self, name: str, version: int) -> None:
         """The compare-and-swap: refuse a version at or below one already stored for name."""
@@ -262,18 +389,21 @@ class SQLiteStore:
             )
 
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[None]:
-        """One write transaction; a SQLite failure rolls it back and becomes a store error.
-        The caller holds ``_lock``."""
+    def _transaction(self) -> Iterator[int]:
+        """One write transaction, which yields its commit number (the change feed's position
+        of what it writes); a SQLite failure rolls it back and becomes a store error. The
+        caller holds ``_lock``."""
         if self._closed:
-            raise _shutting_down()
+            raise shutting_down()
+        count = None
         try:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                yield
+                # The row is made at open; never trust a hand-edited store to keep it.
                 count = self._db.execute(
                     "UPDATE commits SET count = count + 1 WHERE id = 1 RETURNING count"
                 ).fetchone()
+                yield int(count[0]) if count is not None else 0
                 self._db.execute("COMMIT")
             except BaseException:
                 if self._db.in_transaction:
@@ -282,11 +412,11 @@ class SQLiteStore:
                 raise
         except sqlite3.Error as exc:
             failure = classify(exc, self.path)
-            self._set_condition(failure)
-            raise _refusal(failure) from exc
-        if count is not None:  # the row is made at open; never trust a hand-edited store to keep it
+            self._conditions.set(failure)
+            raise refusal(failure) from exc
+        if count is not None:
             self._acknowledge(int(count[0]))
-        self._set_condition(None)
+        self._conditions.set(None)
 
     def _acknowledge(self, count: int) -> None:
         """Record the commit as acknowledged, with its log's generation (see commits.py)."""
@@ -301,49 +431,11 @@ class SQLiteStore:
     @contextlib.contextmanager
     def _reading(self) -> Iterator[None]:
         if self._closed:
-            raise _shutting_down()
+            raise shutting_down()
         try:
             yield
         except sqlite3.Error as exc:
-            raise _refusal(classify(exc, self.path)) from exc
-
-    def _set_condition(self, condition: StoreCondition | None) -> None:
-        previous = self._condition
-        if condition is not None:
-            self._failed_at = time.monotonic()
-        self._condition = condition
-        if (previous is None) == (condition is None):
-            return
-        if condition is None:
-            log.warning("store writes work again: %s", self.path)
-            self._keep_reserve()
-        else:
-            log.error("store writes refused: %s", condition.message)
-        if self._on_condition is not None:
-            self._on_condition(condition)
-
-    # ---- The reserve: a little disk space given up to let a delete through ------------
-
-    def _keep_reserve(self) -> None:
-        reserve = self.dir / RESERVE_FILE
-        free = _free_bytes(self.dir)
-        if reserve.exists() or free is None or free < self.min_free_bytes + 2 * RESERVE_BYTES:
-            return
-        try:
-            with open(reserve, "wb") as handle:
-                os.posix_fallocate(handle.fileno(), 0, RESERVE_BYTES)
-        except OSError as exc:  # a filesystem without fallocate, or no room after all
-            log.warning("could not keep a %d-byte reserve file in %s: %s", RESERVE_BYTES, self.dir, exc)
-            reserve.unlink(missing_ok=True)
-
-    def _release_reserve(self) -> bool:
-        reserve = self.dir / RESERVE_FILE
-        try:
-            reserve.unlink()
-        except FileNotFoundError:
-            return False
-        log.warning("the disk is full: gave up the %d-byte reserve file to let a delete through", RESERVE_BYTES)
-        return True
+            raise refusal(classify(exc, self.path)) from exc
 
     def close(self) -> None:
         with self._lock:
@@ -351,6 +443,7 @@ class SQLiteStore:
                 return
             self._closed = True
             self._db.close()
+            self._feed.close()
             if self._record is not None:
                 self._record.close()
             if self._lock_file is not None:
@@ -360,21 +453,32 @@ class SQLiteStore:
 # ---- Failures -------------------------------------------------------------------------
 
 
-def _refusal(condition: StoreCondition) -> StoreUnavailable | StoreDamaged:
-    if condition.reason == "STORE_FULL":
-        return StoreFull(condition.message, retry_after=RETRY_AFTER_S)
-    if condition.reason == "STORE_DAMAGED":
-        return StoreDamaged(condition.message)
-    return StoreUnavailable(condition.message, reason=condition.reason, retry_after=RETRY_AFTER_S)
+def _damaged(damaged: list[str], path: Path) -> StoreDamaged:
+    shown = ", ".join(repr(name) for name in sorted(damaged)[:20])
+    more = f" and {len(damaged) - 20} more" if len(damaged) > 20 else ""
+    return StoreDamaged(
+        f"{len(damaged)} stored models fail their checksum or are missing: {shown}{more}; "
+        + recovery_advice(path),
+        metadata={"models": ",".join(sorted(damaged)[:20])},
+    )
 
 
-def _shutting_down() -> ShuttingDown:
-    return ShuttingDown("the server is shutting down; nothing was written, retry on another replica or later")
+def _meta(snapshot: ModelSnapshot) -> str:
+    """A stored version's metadata: everything but its centers and state."""
+    return json.dumps(
+        {
+            "kind": KIND_ON_DISK.get(snapshot.kind, snapshot.kind),
+            "config": snapshot.config,
+            "inertia": snapshot.inertia,
+            "n_iter": snapshot.n_iter,
+            "n_samples_seen": snapshot.n_samples_seen,
+            "created_at": snapshot.created_at,
+            "updated_at": snapshot.updated_at,
+            "dtype": snapshot.centers.dtype.str,
+            "shape": list(snapshot.centers.shape),
+            "extra": snapshot.extra,
+        }
+    )
 
 
-def _free_bytes(directory: Path) -> int | None:
-    try:
-        stats = os.statvfs(directory)
-    except OSError:
-        return None
-    return stats.f_bavail * stats.f_frsize
+

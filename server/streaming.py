@@ -1,14 +1,16 @@
-"""Models fed by StreamMiniBatch: exactly-once batches, live snapshots, checkpoints.
+"""Models fed by StreamMiniBatch: one owner per model, exactly-once batches, live snapshots.
 
-Each streamed model lives in memory as a ``LiveModel``: the engine's
-MiniBatchState and the last sequence applied for each producer. A batch is
-applied under the model's registry writer lock, so it is serialised with other
-batches, fits and deletes. Every batch publishes a new snapshot at once, and
-readers see it before it is on disk. A checkpointer thread stores each changed
-model every ``checkpoint_interval`` seconds, and again when a stream closes and
-at shutdown. The producers' sequences travel in the same row as the centers,
-so after a crash the model and its dedup table agree: a producer that resends
-everything above the durable version gets each batch applied exactly once.
+Each streamed model lives in memory as a ``LiveModel`` (``live.py``) on the one replica
+that holds its stream lease (``leases.py``); a stream that reaches another replica is
+refused with StreamElsewhere, which names the owner's own address, and the SDK opens it
+there. A batch is applied under the model's registry writer lock, so it is serialised
+with other batches, fits and deletes. Every batch publishes a new snapshot at once, and
+readers of this replica see it before it is on disk; ``checkpoints.py`` stores each
+changed model every ``checkpoint_interval`` seconds, and again when a stream closes and
+at shutdown. The producers' sequences travel in the same row as the centers, so after
+a crash, or when another replica takes the stream over, the model and its dedup table
+agree: a producer that resends everything above the durable version gets each batch
+applied exactly once.
 """
 
 from __future__ import annotations
@@ -16,14 +18,13 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from collections import deque
-from dataclasses import dataclass, replace
+import time
+from dataclasses import dataclass
 
 import numpy as np
 
-from centroidal.engine.kmeans import fresh_seed
-from centroidal.engine.minibatch import MiniBatchParams, MiniBatchState
 from centroidal import codec
+from centroidal.engine.minibatch import MiniBatchParams, MiniBatchState
 
 from .config import ServerConfig
 from .exceptions import (
@@ -32,11 +33,17 @@ from .exceptions import (
     ModelMismatch,
     ModelNotFound,
     ModelReplaced,
+    StreamElsewhere,
+    StreamMoved,
 )
+from .checkpoints import Checkpointer
+from .leases import CEILING_STEP, Holder, Lease, LeaseLost
+from .live import CHECKPOINT_COPIES, LiveModel, held, is_stale, params_from_config
 from .limits import check_matrix, check_weights, echo
-from .memory import TRIM_AFTER, MemoryBudget, trim
+from .memory import MemoryBudget
 from .metrics import Metrics
 from .registry import Registry
+from .replicas import Owner
 from .snapshots import MINIBATCH_KMEANS, ModelSnapshot
 
 log = logging.getLogger("centroidal.server")
@@ -44,79 +51,7 @@ log = logging.getLogger("centroidal.server")
 MAX_PRODUCER_ID = 128
 
 
-def params_from_config(config: codec.MiniBatchConfig, limits: ServerConfig) -> MiniBatchParams:
-    """Validate a create_if_missing config; the engine's own checks name engine fields, which
-    the errors table maps to wire fields."""
-    prefix = "open.create_if_missing"
-    if config.n_clusters < 1:
-        raise InvalidRequest(f"{prefix}.n_clusters must be at least 1, got 0", field=f"{prefix}.n_clusters")
-    if config.n_clusters > limits.max_clusters:
-        raise LimitExceeded(
-            f"{prefix}.n_clusters={config.n_clusters} exceeds the server's limit of {limits.max_clusters}",
-            field=f"{prefix}.n_clusters",
-        )
-    if config.init_size > limits.max_points:
-        raise LimitExceeded(
-            f"{prefix}.init_size={config.init_size} exceeds the server's limit of {limits.max_points} points",
-            field=f"{prefix}.init_size",
-        )
-    params = MiniBatchParams(
-        n_clusters=config.n_clusters,
-        init_size=config.init_size,
-        reassignment_ratio=0.01 if config.reassignment_ratio is None else config.reassignment_ratio,
-        half_life=config.half_life,
-        half_life_unit=config.half_life_unit,
-        # Drawn now and recorded with the model, as a fit's is, so the model reports its seed.
-        seed=fresh_seed() if config.seed is None else config.seed,
-        metric=config.metric,
-    )
-    return params.check()
-
-
-# A checkpoint of a model still buffering its init points holds up to three more copies of
-# them while it writes: the serialised state as it grows (by doubling), and the blob taken
-# from it.
-CHECKPOINT_COPIES = 3
-
-
-def _held(state: MiniBatchState) -> int:
-    buffered = state.nbytes - state.centers.nbytes - state.counts.nbytes
-    return state.nbytes + CHECKPOINT_COPIES * buffered
-
-
-class LiveModel:
-    """One streamed model in memory. Everything but ``durable_version`` changes under the
-    model's writer lock."""
-
-    def __init__(self, name: str, params: MiniBatchParams) -> None:
-        self.name = name
-        self.params = params
-        self.state: MiniBatchState | None = None  # created by the first batch
-        self.producers: dict[str, int] = {}
-        self.snapshot: ModelSnapshot | None = None  # what this model last published
-        self.durable_version = 0
-        self.dirty = False
-        self.checkpoint_failure: str | None = None  # the last failed checkpoint's message
-        self.streams = 0  # open streams; guarded by the hub's lock
-        # Batches of every stream waiting for the writer lock (deque appends are atomic).
-        self.queue: deque[_Pending] = deque()
-
-    @classmethod
-    def from_snapshot(cls, snapshot: ModelSnapshot) -> LiveModel:
-        if snapshot.state is None:
-            raise RuntimeError(f"stored model {snapshot.name!r} has no streaming state")
-        state = MiniBatchState.from_bytes(snapshot.state)
-        live = cls(snapshot.name, state.params)
-        live.state = state
-        live.producers = {str(k): int(v) for k, v in snapshot.extra.get("producers", {}).items()}
-        live.snapshot = snapshot
-        # Loaded snapshots come from disk; newer ones were published by this process and
-        # are on disk only up to the last checkpoint, which the hub tracks from here on.
-        live.durable_version = snapshot.version
-        return live
-
-
-class _Pending:
+class Pending:
     """A decoded batch waiting for its model's lock, and what became of it."""
 
     __slots__ = ("producer", "sequence", "points", "weights", "result", "error")
@@ -146,22 +81,24 @@ class BatchResult:
 class StreamHub:
     """All live models, and the thread that checkpoints them."""
 
-    def __init__(self, config: ServerConfig, registry: Registry, metrics: Metrics, memory: MemoryBudget) -> None:
+    def __init__(
+        self, config: ServerConfig, registry: Registry, metrics: Metrics, memory: MemoryBudget, owner: Owner,
+    ) -> None:
         self._config = config
+        self.owner = owner
         self._registry = registry
         self._metrics = metrics
         self._memory = memory
         self._lock = threading.Lock()
         self._live: dict[str, LiveModel] = {}
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.checkpoints = Checkpointer(config, registry, self._models)
 
     def resident_bytes(self) -> int:
         """Memory of every live model's learning state, buffered init points included, each
         buffered point counted again for each copy a checkpoint makes of it."""
         with self._lock:
             models = list(self._live.values())
-        return sum(_held(live.state) for live in models if live.state is not None)
+        return sum(held(live.state) for live in models if live.state is not None)
 
     # ---- Streams ------------------------------------------------------------------
 
@@ -171,11 +108,32 @@ class StreamHub:
         self._registry.check_writable()
         with self._lock:
             live = self._live.get(name)
-            if live is None or self._is_stale(live):
-                live = self._load_or_new(name, params)
+            if live is None or is_stale(self._registry, live) or live.lost:
+                lease = self._take_lease(name)
+                try:
+                    live = self._load_or_new(name, params)
+                except BaseException:
+                    self._registry.give_up_lease(lease, self._registry.last_version(name))
+                    raise
+                live.lease, live.renewed_at = lease, time.monotonic()
                 self._live[name] = live
             live.streams += 1
             return live
+
+    def _take_lease(self, name: str) -> Lease:
+        """Become the stream's owner, or raise StreamElsewhere naming the replica that is."""
+        taken = self._registry.take_lease(name, self.owner.identity, self.owner.address)
+        if isinstance(taken, Holder):
+            raise StreamElsewhere(
+                f"the stream of model {name!r} is owned by the replica at {taken.address}; open it "
+                "there (the SDK does so by itself)",
+                field="open.model",
+                metadata={"owner": taken.address, "lease_expires_in_s": f"{taken.expires_in:.1f}"},
+            )
+        # Whatever the last owner stored is the starting point: catch up with it first.
+        self._registry.refresh()
+        self._registry.start_numbering(name, taken.floor)
+        return taken
 
     def _load_or_new(self, name: str, params: MiniBatchParams | None) -> LiveModel:
         try:
@@ -195,16 +153,13 @@ class StreamHub:
                 field="open.model",
                 reason="WRONG_MODEL_KIND",
             )
+        if snapshot.state is None:  # as published by a stream here: its state is in the store
+            stored = self._registry.stored(name, snapshot.version)
+            if stored is None:
+                raise ModelReplaced(f"model {name!r} changed while this stream was opening; open a new stream",
+                                    field="open.model")
+            snapshot = stored
         return LiveModel.from_snapshot(snapshot)
-
-    def _is_stale(self, live: LiveModel) -> bool:
-        """True when another writer changed the name since this model last published: a fit,
-        a delete, or (for a model not created yet) a fit that took the name first."""
-        try:
-            current = self._registry.get(live.name)
-        except ModelNotFound:
-            return live.snapshot is not None
-        return current is not live.snapshot
 
     def close(self, live: LiveModel) -> int:
         """A stream ended: checkpoint its model, and forget a model that never started.
@@ -215,17 +170,18 @@ class StreamHub:
         periodic checkpoint tries again.
         """
         try:
-            self.checkpoint(live)
+            self.checkpoints.checkpoint(live)
         finally:
             with self._lock:
                 live.streams -= 1
-                unused = live.state is None or self._is_stale(live)
-                if live.streams == 0 and unused and self._live.get(live.name) is live:
-                    del self._live[live.name]  # never started, or deleted or refitted since
+                if live.streams == 0 and self._live.get(live.name) is live and (not live.dirty or live.lost):
+                    # Everything published is stored: the lease goes, for any replica to take.
+                    del self._live[live.name]
+                    self.checkpoints.let_go(live)
         if live.snapshot is None:
             return 0
         # A model deleted or refitted meanwhile will never be stored: nothing is left to keep.
-        return live.snapshot.version if self._is_stale(live) else live.durable_version
+        return live.snapshot.version if is_stale(self._registry, live) else live.durable_version
 
     def apply(self, live: LiveModel, batch: codec.MiniBatch) -> BatchResult:
         """Apply one batch exactly once; raises a domain or engine error for a batch the ack
@@ -252,7 +208,7 @@ class StreamHub:
         weights = batch.sample_weight
         if weights is not None:
             weights = check_weights(weights, "batch.sample_weight", points.shape[0])
-        entry = _Pending(producer, batch.sequence, points, weights)
+        entry = Pending(producer, batch.sequence, points, weights)
         # Flat combining: whoever holds the model's lock applies every batch queued by
         # then, from any stream, one step each; the others find theirs done. Under many
         # producers this saves a lock hand-over (and a GIL switch) per batch.
@@ -269,10 +225,14 @@ class StreamHub:
         assert entry.result is not None
         return entry.result
 
-    def _apply_locked(self, live: LiveModel, entry: _Pending) -> BatchResult:
+    def _apply_locked(self, live: LiveModel, entry: Pending) -> BatchResult:
         """Apply one queued batch; the caller holds the model's writer lock."""
         producer, points, weights = entry.producer, entry.points, entry.weights
-        if self._is_stale(live):
+        if live.lost:
+            raise StreamMoved(
+                f"{live.lost}; reconnect and resend what is not durable", field="open.model"
+            )
+        if is_stale(self._registry, live):
             raise ModelReplaced(
                 f"model {live.name!r} was deleted or refitted while this stream was open; "
                 "open a new stream",
@@ -305,6 +265,7 @@ class StreamHub:
             growth += live.params.n_clusters * points.shape[1] * points.dtype.itemsize * 2
         if growth:
             self._memory.check(growth, f"model {live.name!r} buffering this batch", "batch.points")
+        self._raise_ceiling(live)
         creating = live.snapshot is None
         if creating:
             self._registry.reserve(live.name)
@@ -325,6 +286,19 @@ class StreamHub:
             log.info("streamed model created model=%s", live.name)
         self._metrics.points.inc(points.shape[0])
         return self._result(live, outcome.batch_inertia, duplicate=False)
+
+    def _raise_ceiling(self, live: LiveModel) -> None:
+        """Before publishing past the lease's ceiling, raise it in the store (once every
+        CEILING_STEP versions between checkpoints); the caller holds the writer lock."""
+        lease = live.lease
+        following = self._registry.last_version(live.name) + 1
+        if lease is None or following <= lease.ceiling:
+            return
+        try:
+            live.lease = self._registry.renew_lease(lease, following + CEILING_STEP)
+        except LeaseLost as lost:
+            live.lost = str(lost)
+            raise StreamMoved(f"{lost}; reconnect and resend what is not durable", field="open.model") from None
 
     def _snapshot_of(self, live: LiveModel, batch_inertia: float) -> ModelSnapshot:
         state = live.state
@@ -366,58 +340,16 @@ class StreamHub:
             return version
         return live.durable_version
 
-    # ---- Checkpoints ----------------------------------------------------------------
-
-    def checkpoint(self, live: LiveModel) -> None:
-        """Store the model's current version if it changed since the last checkpoint."""
-        with self._registry.writer_lock(live.name):
-            if not live.dirty or live.state is None or live.snapshot is None:
-                return
-            if self._is_stale(live):
-                live.dirty = False  # deleted or refitted: nothing of ours to keep
-                return
-            snapshot = replace(live.snapshot, state=live.state.to_bytes())
-            self._registry.save_checkpoint(snapshot, dict(live.producers))
-            live.dirty = False
-            live.durable_version = snapshot.version
-        if len(snapshot.state or b"") >= TRIM_AFTER:
-            del snapshot
-            trim()  # the blob's copies go back to the system, not to malloc's heaps
-
-    def checkpoint_all(self) -> list[str]:
-        """Checkpoint every changed model; returns a line for each one left unsaved."""
+    def _models(self) -> list[LiveModel]:
         with self._lock:
-            models = list(self._live.values())
-        unsaved = []
-        for live in models:
-            try:
-                self.checkpoint(live)
-            except Exception as exc:  # noqa: BLE001 - one model's failure must not stop the others
-                failure = getattr(exc, "message", None) or repr(exc)
-                if failure != live.checkpoint_failure:  # once per failure, not every second
-                    log.error("checkpoint of %s failed: %s", live.name, failure)
-                live.checkpoint_failure = failure
-            else:
-                live.checkpoint_failure = None
-            if live.dirty and live.snapshot is not None:
-                unsaved.append(
-                    f"model {live.name!r}: version {live.snapshot.version} in memory, "
-                    f"{live.durable_version or 'none'} stored"
-                )
-        return unsaved
+            return list(self._live.values())
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="centroidal-checkpoint", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._config.checkpoint_interval):
-            self.checkpoint_all()
+        """Start checkpointing and renewing leases."""
+        self.checkpoints.start()
 
     def stop(self) -> list[str]:
-        """Stop the checkpointer and store every model one last time; returns a line for each
-        model whose newest version could not be stored."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        return self.checkpoint_all()
+        """Store every model one last time and give up the leases of those stored; returns a
+        line for each model whose newest version could not be stored."""
+        return self.checkpoints.stop()
+

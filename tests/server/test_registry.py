@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -18,9 +19,9 @@ from centroidal.server.store import SQLiteStore
 class SlowStore(SQLiteStore):
     """The real store, with each save held open long enough for writers to overlap."""
 
-    def put(self, snapshot: ModelSnapshot, *, keep_versions: int) -> None:
+    def put(self, snapshot: ModelSnapshot, **options: Any) -> ModelSnapshot:
         time.sleep(0.2)
-        super().put(snapshot, keep_versions=keep_versions)
+        return super().put(snapshot, **options)
 
 
 def snapshot(name: str) -> ModelSnapshot:

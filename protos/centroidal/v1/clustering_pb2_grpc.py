@@ -131,6 +131,18 @@ class ClusteringServiceServicer:
         metadata `centroidal-durable-version` (the model's version on disk), or
         the store's error (RESOURCE_EXHAUSTED STORE_FULL, UNAVAILABLE), in which
         case the batches after the durable version must be sent again later.
+
+        One server of several (replicas over a shared store) applies a model's
+        batches: the one holding the model's stream lease. A stream opened on
+        another replica ends at once with FAILED_PRECONDITION, whose
+        google.rpc.ErrorInfo has reason "STREAM_OWNER_ELSEWHERE" and
+        metadata["owner"] = "host:port", that replica's own address: open the
+        same stream there (same open message, same credentials; under TLS check
+        the certificate against the name used for the service). If the owner
+        cannot be reached, go back to the service's address after a backoff: its
+        lease ends when it dies, and the replica reached next takes the model over.
+        A stream whose replica lost the lease ends with UNAVAILABLE, reason
+        "STREAM_MOVED": reconnect and resend every batch after the durable version.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -1,0 +1,163 @@
+"""Stream ownership: one replica applies a streamed model's batches, by holding its lease.
+
+A lease is a row of the store's ``leases`` table: the model's name, its owner (a
+replica's identity, ``''`` while nobody holds it), the owner's own address (where
+producers are sent), an epoch, an expiry, and a version ceiling.
+
+- **Taking**: a replica may take a lease nobody holds, one that expired, or its own.
+  Taking it from anyone else bumps the epoch, so whatever the old owner does next is
+  fenced out: a checkpoint commits only while the row still names the checkpointing
+  replica with the epoch it took, checked in the checkpoint's own transaction.
+- **Renewing**: the owner moves the expiry forward while it holds the lease (the
+  checkpointer does so on every round), and gives the lease up when its last stream
+  closes.
+- **The ceiling**: an owner publishes versions to its readers before they are stored
+  (every batch makes one; a checkpoint stores the latest). It may publish up to the
+  ceiling, which it raises in the store before it gets there. Any other writer of the
+  name (a fit, a delete, the next owner) numbers its version above the ceiling, so a
+  name's versions never go backwards, whoever wrote the last one and whether or not it
+  was stored.
+- **Revoking**: a fit or a delete of the name ends the lease (owner ``''``, epoch + 1),
+  as within one server a fit or a delete replaces a streamed model; the supervisor
+  revokes a dead worker's leases at once, so that its models move without waiting for
+  the expiry.
+
+Every function here runs inside the caller's write transaction, on a DB-API connection
+with ``?`` parameters; clocks are the store host's wall clock.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS leases (
+    name TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    address TEXT NOT NULL,
+    epoch INTEGER NOT NULL,
+    expires REAL NOT NULL,
+    ceiling INTEGER NOT NULL
+);
+"""
+
+# Versions an owner may publish ahead of what it has stored, before it raises the ceiling.
+CEILING_STEP = 1000
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A lease as its owner holds it."""
+
+    name: str
+    owner: str
+    address: str
+    epoch: int
+    ceiling: int
+    # The name's newest version anywhere when the lease was taken: the owner numbers on from here.
+    floor: int
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds a lease another replica asked for."""
+
+    name: str
+    owner: str
+    address: str
+    expires_in: float
+
+
+class LeaseLost(Exception):
+    """The lease is no longer this owner's (taken over, or revoked by a fit or a delete)."""
+
+
+def take(
+    db: sqlite3.Connection, name: str, owner: str, address: str, ttl: float, last_version: int
+) -> Lease | Holder:
+    """Take ``name``'s lease for ``owner``, or return who holds it."""
+    now = time.time()
+    row = db.execute(
+        "SELECT owner, address, epoch, expires, ceiling FROM leases WHERE name = ?", (name,)
+    ).fetchone()
+    if row is None:
+        epoch, ceiling = 1, 0
+    else:
+        held_by, held_at, epoch, expires, ceiling = row
+        if held_by and held_by != owner and expires > now:
+            return Holder(name, str(held_by), str(held_at), float(expires) - now)
+        if held_by != owner:
+            epoch = int(epoch) + 1
+    floor = max(int(last_version), int(ceiling))
+    lease = Lease(name, owner, address, int(epoch), floor + CEILING_STEP, floor)
+    db.execute(
+        "INSERT INTO leases (name, owner, address, epoch, expires, ceiling) VALUES (?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT(name) DO UPDATE SET owner = excluded.owner, address = excluded.address, "
+        "epoch = excluded.epoch, expires = excluded.expires, ceiling = excluded.ceiling",
+        (name, owner, address, lease.epoch, now + ttl, lease.ceiling),
+    )
+    return lease
+
+
+def check(db: sqlite3.Connection, lease: Lease) -> None:
+    """Raise LeaseLost unless the row still names ``lease``'s owner and epoch (the fence)."""
+    row = db.execute("SELECT owner, epoch FROM leases WHERE name = ?", (lease.name,)).fetchone()
+    if row is None or row[0] != lease.owner or int(row[1]) != lease.epoch:
+        raise LeaseLost(
+            f"this replica no longer owns the stream of model {lease.name!r}: "
+            + ("its lease was revoked by a fit or a delete" if row is None or not row[0]
+               else f"another replica took it over (epoch {row[1]})")
+        )
+
+
+def renew(db: sqlite3.Connection, lease: Lease, ttl: float, ceiling: int) -> Lease:
+    """Move the expiry forward and set the ceiling; fenced like a checkpoint."""
+    check(db, lease)
+    db.execute(
+        "UPDATE leases SET expires = ?, ceiling = MAX(ceiling, ?) WHERE name = ?",
+        (time.time() + ttl, ceiling, lease.name),
+    )
+    return Lease(lease.name, lease.owner, lease.address, lease.epoch, max(ceiling, lease.ceiling), lease.floor)
+
+
+def give_up(db: sqlite3.Connection, lease: Lease, published: int) -> None:
+    """Let the lease go (its owner's streams closed); the ceiling falls to what was published."""
+    row = db.execute("SELECT owner, epoch FROM leases WHERE name = ?", (lease.name,)).fetchone()
+    if row is None or row[0] != lease.owner or int(row[1]) != lease.epoch:
+        return  # already someone else's, or revoked
+    db.execute(
+        "UPDATE leases SET owner = '', address = '', expires = 0, ceiling = ? WHERE name = ?",
+        (published, lease.name),
+    )
+
+
+def published_up_to(db: sqlite3.Connection, name: str, writer: str, published: int) -> int:
+    """The highest version of ``name`` anyone may have published under a lease. A writer that
+    owns the lease itself knows exactly (``published``); of anyone else's, the ceiling."""
+    row = db.execute("SELECT owner, ceiling FROM leases WHERE name = ?", (name,)).fetchone()
+    if row is None:
+        return 0
+    return published if writer and row[0] == writer else int(row[1])
+
+
+def revoke(db: sqlite3.Connection, name: str, version: int) -> None:
+    """End whoever's lease on ``name``: a fit or a delete wrote ``version``, above anything
+    published under it, which becomes the ceiling."""
+    db.execute(
+        "UPDATE leases SET owner = '', address = '', expires = 0, ceiling = ?, "
+        "epoch = epoch + (owner != '') WHERE name = ?",
+        (version, name),
+    )
+
+
+def revoke_owners(db: sqlite3.Connection, prefix: str) -> int:
+    """End every lease whose owner starts with ``prefix`` (a dead worker, or every owner at a
+    fresh start); returns how many ended."""
+    cursor = db.execute(
+        "UPDATE leases SET owner = '', address = '', expires = 0, epoch = epoch + 1 "
+        "WHERE owner != '' AND substr(owner, 1, ?) = ?",
+        (len(prefix), prefix),
+    )
+    return int(cursor.rowcount)

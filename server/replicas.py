@@ -1,0 +1,101 @@
+"""What makes a server one replica among several over a shared store.
+
+- **Its identity** (``Owner``): the name it takes stream leases under (host, pid and a
+  nonce, so a restarted worker is a new owner) and its own address, where producers
+  that reached another replica are sent. Under ``--workers`` the public port is shared
+  by every worker (``SO_REUSEPORT``), so each also listens on a port of its own.
+- **The change feed** (``Feed``): a thread that applies, every ``--store-poll-interval``,
+  what the other replicas wrote. On SQLite, asking costs one ``PRAGMA data_version``
+  while nothing changed, and reads only the names written since when something did.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .registry import Registry
+
+log = logging.getLogger("centroidal.server")
+
+# Set by the supervisor in each worker's environment.
+LOCK_FD_ENV = "CENTROIDAL_WORKER_LOCK_FD"
+INDEX_ENV = "CENTROIDAL_WORKER_INDEX"
+
+
+@dataclass(frozen=True)
+class Owner:
+    """A replica as stream leases name it."""
+
+    identity: str
+    address: str
+
+
+def owner_prefix(pid: int) -> str:
+    """What every lease identity of process ``pid`` on this host starts with."""
+    return f"{socket.gethostname()}/{pid}/"
+
+
+def this_replica(address: str) -> Owner:
+    return Owner(owner_prefix(os.getpid()) + uuid.uuid4().hex[:8], address)
+
+
+def inherited_lock() -> int | None:
+    """The directory lock's descriptor a supervisor handed this worker, if it is one."""
+    value = os.environ.get(LOCK_FD_ENV)
+    return int(value) if value else None
+
+
+def worker_index() -> int | None:
+    value = os.environ.get(INDEX_ENV)
+    return int(value) if value else None
+
+
+def advertised(host: str, port: int, advertise_host: str) -> str:
+    """The address other replicas' producers reach this one at."""
+    if advertise_host:
+        host = advertise_host
+    elif host in ("0.0.0.0", "::", ""):
+        host = socket.gethostname()
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class Feed:
+    """Applies other replicas' writes to the registry, every ``interval`` seconds."""
+
+    def __init__(self, registry: Registry, interval: float, on_change: Callable[[], None]) -> None:
+        self._registry = registry
+        self._interval = interval
+        self._on_change = on_change
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="centroidal-feed", daemon=True)
+        self._failure: str | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                changed = self._registry.refresh()
+            except Exception as exc:  # noqa: BLE001 - the store may come back; try next round
+                failure = getattr(exc, "message", None) or repr(exc)
+                if failure != self._failure:
+                    log.error("could not read the store's change feed: %s", failure)
+                self._failure = failure
+                continue
+            if self._failure is not None:
+                log.warning("reading the store's change feed again")
+                self._failure = None
+            if changed:
+                self._on_change()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
