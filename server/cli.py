@@ -18,6 +18,7 @@ from .app import create_server
 from .config import ServerConfig, parse_args
 from .exceptions import StoreDamaged, StoreUnavailable
 from .checks import backup, inspect
+from . import replicas
 from .replicas import inherited_lock
 from .supervisor import Supervisor
 
@@ -46,8 +47,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("cannot start: %s", getattr(exc, "message", None) or exc)
         return 2
     server.start()
+    replicas.tell_supervisor_ready()
+    supervisor = os.getppid() if inherited_lock() is not None else None
     while not stop_requested.wait(0.5):
-        pass
+        if supervisor is not None and os.getppid() != supervisor:
+            log.error("the supervisor (pid %d) is gone: this worker drains and stops", supervisor)
+            break
     unsaved = server.stop()
     if unsaved:
         for line in unsaved:

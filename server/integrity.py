@@ -136,7 +136,8 @@ def _inherited_lock(data_dir: Path, fd: int) -> TextIO:
     if (held.st_dev, held.st_ino) != (here.st_dev, here.st_ino):
         raise StoreLocked(f"the lock descriptor {fd} handed to this worker is not {data_dir / LOCK_FILE}")
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the supervisor's own lock: granted at once
-    return open(fd, "r", closefd=True)  # noqa: SIM115 - kept open for the worker's life
+    # A copy of the descriptor (the same open file, so the same lock), closed with the store.
+    return open(os.dup(fd), "r")  # noqa: SIM115 - kept open for the store's life
 
 
 @dataclass(frozen=True)

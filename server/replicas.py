@@ -26,6 +26,8 @@ log = logging.getLogger("centroidal.server")
 # Set by the supervisor in each worker's environment.
 LOCK_FD_ENV = "CENTROIDAL_WORKER_LOCK_FD"
 INDEX_ENV = "CENTROIDAL_WORKER_INDEX"
+# A pipe the worker writes one byte to once it serves.
+READY_FD_ENV = "CENTROIDAL_WORKER_READY_FD"
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,18 @@ def inherited_lock() -> int | None:
     """The directory lock's descriptor a supervisor handed this worker, if it is one."""
     value = os.environ.get(LOCK_FD_ENV)
     return int(value) if value else None
+
+
+def tell_supervisor_ready() -> None:
+    """Tell the supervisor, if there is one, that this worker serves: from here on it may
+    hold acknowledged work, and its exit status says whether it stored it."""
+    value = os.environ.pop(READY_FD_ENV, None)
+    if value:
+        try:
+            os.write(int(value), b"1")
+            os.close(int(value))
+        except OSError as exc:  # the supervisor is gone; the worker serves on regardless
+            log.warning("could not tell the supervisor this worker is ready: %s", exc)
 
 
 def worker_index() -> int | None:

@@ -95,9 +95,10 @@ class StreamHub:
 
     def resident_bytes(self) -> int:
         """Memory of every live model's learning state, buffered init points included, each
-        buffered point counted again for each copy a checkpoint makes of it."""
-        with self._lock:
-            models = list(self._live.values())
+        buffered point counted again for each copy a checkpoint makes of it. Without the
+        hub's lock: the budget asks while a stream's open, which holds it, loads a model
+        (copying a dict's values is one step for the interpreter)."""
+        models = list(self._live.values())
         return sum(held(live.state) for live in models if live.state is not None)
 
     # ---- Streams ------------------------------------------------------------------

@@ -40,7 +40,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from .config import ServerConfig, read_token_file
 from .metrics import serve_http
-from .replicas import INDEX_ENV, LOCK_FD_ENV, owner_prefix
+from .replicas import INDEX_ENV, LOCK_FD_ENV, READY_FD_ENV, owner_prefix
 from .store import SQLiteStore
 
 log = logging.getLogger("centroidal.server")
@@ -63,6 +63,24 @@ class Worker:
     restart_at: float | None = None
     restarts: int = 0
     exit_codes: list[int] = field(default_factory=list)
+    # The pipe it writes to once it serves, and whether it did: before that it holds nothing.
+    ready_pipe: int | None = None
+    ready: bool = False
+
+    def check_ready(self) -> bool:
+        if not self.ready and self.ready_pipe is not None:
+            try:
+                self.ready = bool(os.read(self.ready_pipe, 1))
+            except BlockingIOError:
+                return False
+            if self.ready:
+                self.close_pipe()
+        return self.ready
+
+    def close_pipe(self) -> None:
+        if self.ready_pipe is not None:
+            os.close(self.ready_pipe)
+            self.ready_pipe = None
 
 
 class Supervisor:
@@ -87,7 +105,7 @@ class Supervisor:
         self.workers = [Worker(index) for index in range(self.count)]
         self._stopping = threading.Event()
         self._metrics = CollectorRegistry()
-        self._alive = Gauge("centroidal_workers_alive", "Worker processes running", registry=self._metrics)
+        self._alive = Gauge("centroidal_workers_alive", "Worker processes serving", registry=self._metrics)
         self._restarts = Counter("centroidal_worker_restarts", "Workers started again after they died",
                                  registry=self._metrics)
         self._refused = Counter("centroidal_supervisor_scrapes_refused",
@@ -104,8 +122,16 @@ class Supervisor:
                 "--workers", "1", "--port", str(config.port)]
         if config.metrics_port:  # the supervisor serves the public one
             argv += ["--metrics-port", str(self.worker_metrics_port(worker.index)), "--metrics-host", "127.0.0.1"]
-        env = {**os.environ, LOCK_FD_ENV: str(self._lock_fd), INDEX_ENV: str(worker.index), "CENTROIDAL_WORKERS": "1"}
-        worker.process = subprocess.Popen(argv, env=env, pass_fds=(self._lock_fd,))
+        reading, writing = os.pipe()
+        os.set_blocking(reading, False)
+        env = {**os.environ, LOCK_FD_ENV: str(self._lock_fd), INDEX_ENV: str(worker.index),
+               READY_FD_ENV: str(writing), "CENTROIDAL_WORKERS": "1"}
+        try:
+            worker.process = subprocess.Popen(argv, env=env, pass_fds=(self._lock_fd, writing))
+        finally:
+            os.close(writing)
+        worker.close_pipe()
+        worker.ready_pipe, worker.ready = reading, False
         worker.started = time.monotonic()
         worker.restart_at = None
         log.info("worker %d started, pid %d", worker.index, worker.process.pid)
@@ -140,7 +166,7 @@ class Supervisor:
         for worker in self.workers:
             process = worker.process
             if process is not None and process.poll() is None:
-                alive += 1
+                alive += worker.check_ready()
                 continue
             if process is not None:  # it just died
                 code = process.returncode
@@ -148,7 +174,7 @@ class Supervisor:
                 worker.process = None
                 ended = self._end_leases(process.pid)
                 lived = now - worker.started
-                if code == CANNOT_START and worker.restarts == 0 and lived < STEADY_S:
+                if code == CANNOT_START and worker.restarts == 0 and not worker.check_ready():
                     log.error("worker %d could not start (exit %d); stopping", worker.index, code)
                     return CANNOT_START
                 if lived > STEADY_S:
@@ -162,7 +188,6 @@ class Supervisor:
                 worker.restarts += 1
                 self._restarts.inc()
                 self._start(worker)
-                alive += 1
         self._alive.set(alive)
         return None
 
@@ -186,9 +211,10 @@ class Supervisor:
             if worker.process is None:
                 continue
             code = worker.process.wait()
-            if code != 0:
+            if code != 0 and (worker.check_ready() or code != -signal.SIGTERM):
                 log.error("worker %d stopped with %s", worker.index, _exit(code))
                 status = 1
+            worker.close_pipe()
         self._alive.set(0)
         self.store.close()
         if status == 0:

@@ -1,0 +1,280 @@
+"""`centroidal serve --workers N`: real processes on loopback sharing one store.
+
+Each test starts a supervisor and its workers as `centroidal serve` would, and reaches
+them as users do: through the shared port, on new connections (gRPC shares one connection
+between channels of a process unless told otherwise, so each client here asks for its
+own, which the kernel hands to any worker), or through a worker's own address.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from centroidal.client import Client
+from centroidal.client.errors import Aborted, NotFound
+
+# A connection of its own for each client (see the module's docstring).
+OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
+START_WAIT_S = 120.0
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class Replicas:
+    """A supervisor and its workers; its log is read as it runs."""
+
+    def __init__(self, data_dir: Path, workers: int, *flags: str) -> None:
+        self.port = free_port()
+        self.metrics_port = free_port()
+        self.data_dir = data_dir
+        self.workers = workers
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "centroidal.client.cli", "serve", "--workers", str(workers),
+             "--port", str(self.port), "--data-dir", str(data_dir), "--metrics-port", str(self.metrics_port),
+             "--checkpoint-interval", "0.2", *flags],
+            stderr=subprocess.PIPE, text=True,
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+        for index in range(workers):
+            self.wait_for(rf"worker {index} listening on" if workers > 1 else "centroidal listening on")
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            with self._changed:
+                self.lines.append(line)
+                self._changed.notify_all()
+
+    def wait_for(self, pattern: str, after: int = 0, limit: float = START_WAIT_S) -> re.Match[str]:
+        """The first log line from index ``after`` on that matches ``pattern``."""
+        give_up = time.monotonic() + limit
+        with self._changed:
+            while True:
+                for line in self.lines[after:]:
+                    found = re.search(pattern, line)
+                    if found:
+                        return found
+                left = give_up - time.monotonic()
+                assert left > 0 and self.process.poll() is None, f"no {pattern!r} in:\n{''.join(self.lines)}"
+                self._changed.wait(min(left, 0.5))
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def own_addresses(self) -> list[str]:
+        """Each worker's own address, as its latest start logged it."""
+        addresses = {}
+        for line in self.lines:
+            found = re.search(r"worker (\d+) listening on \S+ \(its own address (\S+)\)", line)
+            if found:
+                addresses[int(found.group(1))] = found.group(2)
+        return [addresses[index] for index in range(self.workers)]
+
+    def client(self, target: str | None = None) -> Client:
+        return Client(target or self.target, options=OWN_CONNECTION, timeout=60)
+
+    def served_by_worker(self, method: str) -> dict[str, float]:
+        """Calls of ``method`` each worker answered, from the supervisor's metrics."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as answer:
+            text = answer.read().decode()
+        counts: dict[str, float] = {}
+        pattern = rf'centroidal_rpc_requests_total\{{code="OK",method="{method}",worker="(\d+)"\}} (\S+)'
+        for worker, value in re.findall(pattern, text):
+            counts[worker] = float(value)
+        return counts
+
+    def stream_owner_pid(self, model: str) -> int:
+        with sqlite3.connect(self.data_dir / "models.sqlite3") as db:
+            (owner,) = db.execute("SELECT owner FROM leases WHERE name = ?", (model,)).fetchone()
+        return int(owner.split("/")[1])
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(120)
+
+
+@pytest.fixture
+def replicas(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Replicas]:
+    group = Replicas(tmp_path / "data", getattr(request, "param", 2))
+    yield group
+    if group.process.poll() is None:
+        group.stop()
+
+
+BLOBS = np.random.default_rng(0).normal(size=(600, 3)) + np.repeat(np.eye(3) * 8, 200, axis=0)
+
+
+@pytest.mark.parametrize("replicas", [2, 4], indirect=True)
+def test_a_fit_through_one_connection_is_answered_alike_through_many(replicas: Replicas) -> None:
+    with replicas.client() as client:
+        fitted = client.fit("shared", BLOBS, n_clusters=3, seed=0, return_labels=True)
+    answers, versions = set(), set()
+    for _ in range(24):
+        with replicas.client() as client:
+            answers.add(client.predict("shared", BLOBS[::50]).tobytes())
+            versions.add(client.get_model("shared").version)
+            assert [model.name for model in client.list_models()] == ["shared"]
+    assert answers == {fitted.labels[::50].astype(np.int32).tobytes()}
+    assert versions == {fitted.version}
+    assert len(replicas.served_by_worker("Predict")) >= 2  # more than one worker answered
+
+
+def test_concurrent_fits_of_one_name_each_win_one_version(replicas: Replicas) -> None:
+    with replicas.client() as client:
+        client.fit("contested", BLOBS, n_clusters=3, seed=0)
+    versions: list[int] = []
+    conflicts: list[Aborted] = []
+    start = threading.Barrier(4)
+
+    def fit(seed: int) -> None:
+        with replicas.client() as client:
+            start.wait()
+            for attempt in range(3):
+                versions.append(client.fit("contested", BLOBS, n_clusters=3, seed=seed + attempt).version)
+                try:  # conditional on the version it just saw: at most one such write wins
+                    current = client.get_model("contested").version
+                    versions.append(client.fit("contested", BLOBS, n_clusters=3, seed=seed,
+                                               expected_version=current).version)
+                except Aborted as conflict:
+                    conflicts.append(conflict)
+
+    threads = [threading.Thread(target=fit, args=(seed,)) for seed in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(versions) == len(set(versions)), "two fits were given one version"
+    assert sorted(versions) == list(range(2, 2 + len(versions)))
+    assert len(versions) + len(conflicts) == 24
+    assert all(conflict.field == "expected_version" for conflict in conflicts)
+
+
+def test_a_delete_is_seen_by_every_worker(replicas: Replicas) -> None:
+    with replicas.client() as client:
+        client.fit("doomed", BLOBS, n_clusters=3, seed=0)
+    with replicas.client() as client:
+        assert client.delete_model("doomed") == 2
+    for _ in range(16):
+        with replicas.client() as client:
+            with pytest.raises(NotFound):
+                client.predict("doomed", BLOBS[:3])
+    with replicas.client() as client:
+        assert client.fit("doomed", BLOBS, n_clusters=3, seed=0).version == 3
+
+
+def test_four_producers_through_different_workers_feed_one_model_once(replicas: Replicas) -> None:
+    own = replicas.own_addresses()
+    rng = np.random.default_rng(1)
+    points = rng.normal(size=(4, 30, 40, 3)).astype(np.float32)  # producer, batch, rows, features
+    redirects: list[int] = []
+
+    def produce(index: int) -> None:
+        # Producers 0 and 2 start on worker 0's own port, 1 and 3 on worker 1's: whichever opens
+        # first owns the model, and the others are sent to it.
+        with replicas.client(own[index % 2]) as client:
+            with client.stream("fed", n_clusters=4, producer_id=f"p{index}", seed=0, init_size=40) as stream:
+                for batch in points[index]:
+                    stream.send(batch)
+            redirects.append(stream.redirects)
+
+    threads = [threading.Thread(target=produce, args=(index,)) for index in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(redirects) == 4 and sum(redirects) >= 1
+    with replicas.client() as client:
+        model = client.get_model("fed")
+    assert model.n_samples_seen == points.shape[0] * points.shape[1] * points.shape[2]
+
+
+def _stream(replicas: Replicas, name: str, points: np.ndarray, kill_at: int | None = None) -> tuple[np.ndarray, int]:
+    """Stream ``points`` batch by batch as one producer; kill -9 the model's owner after
+    ``kill_at`` batches. Returns the final centers and the stream's reconnects."""
+    with replicas.client() as client:
+        with client.stream(name, n_clusters=5, producer_id="only", seed=3, init_size=100,
+                           reconnect_timeout=120) as stream:
+            for index, batch in enumerate(points):
+                stream.send(batch)
+                if index == kill_at:
+                    stream.flush()
+                    pid = replicas.stream_owner_pid(name)
+                    subprocess.run(["kill", "-9", str(pid)], check=True)
+        model = client.get_model(name, include_centers=True)
+    assert model.n_samples_seen == points.shape[0] * points.shape[1]
+    return model.centers, stream.reconnects
+
+
+def test_kill_9_of_the_owner_mid_stream_moves_the_stream_and_loses_nothing(replicas: Replicas) -> None:
+    points = np.random.default_rng(2).normal(size=(120, 50, 3)).astype(np.float32)
+    calm, _ = _stream(replicas, "calm", points)
+    seen = len(replicas.lines)
+    killed, reconnects = _stream(replicas, "killed", points, kill_at=60)
+    assert reconnects >= 1
+    replicas.wait_for(r"worker \d+ \(pid \d+\) died after .* \(signal SIGKILL\); its 1 stream leases were ended", seen)
+    replicas.wait_for(r"worker \d+ started, pid", seen)
+    np.testing.assert_array_equal(killed, calm)  # exactly once: as if nothing had happened
+    assert replicas.stop() == 0
+
+
+def test_a_second_unrelated_server_on_the_directory_is_refused(replicas: Replicas) -> None:
+    alone = subprocess.run(
+        [sys.executable, "-m", "centroidal.client.cli", "serve", "--port", "0", "--data-dir",
+         str(replicas.data_dir)], capture_output=True, text=True, timeout=120,
+    )
+    assert alone.returncode == 2
+    assert f"in use by another centroidal server (pid {replicas.process.pid})" in alone.stderr
+
+
+def test_sigterm_drains_every_worker_and_stores_what_was_acknowledged(replicas: Replicas) -> None:
+    with replicas.client() as client:
+        stream = client.stream("kept", n_clusters=2, producer_id="p", seed=0)
+        for batch in np.array_split(BLOBS.astype(np.float32), 6):
+            stream.send(batch)
+        stream.flush()
+        acknowledged = stream.last_ack
+        assert acknowledged is not None
+        stream.abort()
+    assert replicas.stop() == 0
+    assert "stopped cleanly: every worker stored everything it acknowledged" in "".join(replicas.lines)
+    again = Replicas(replicas.data_dir, 1)
+    try:
+        with again.client() as client:
+            assert client.get_model("kept").version == acknowledged.version
+    finally:
+        assert again.stop() == 0
+
+
+def test_a_pinned_version_another_worker_wrote_is_read_from_the_store(replicas: Replicas) -> None:
+    own = replicas.own_addresses()
+    with replicas.client(own[0]) as client:
+        first = client.fit("pinned", BLOBS, n_clusters=3, seed=0)
+        second = client.fit("pinned", BLOBS, n_clusters=2, seed=0)
+    with replicas.client(own[1]) as client:
+        assert client.predict("pinned", BLOBS[:4], version=first.version).max() <= 2
+        assert client.predict("pinned", BLOBS[:4], version=second.version).max() <= 1
+        with pytest.raises(NotFound) as missing:
+            client.predict("pinned", BLOBS[:4], version=99)
+    assert missing.value.code == grpc.StatusCode.NOT_FOUND and missing.value.field == "version"
