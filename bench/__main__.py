@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import engine, images, regression, scoring, serving, streaming, system
+from . import engine, images, regression, replicas, scoring, serving, streaming, system
 from .common import gemm_peak_gflops, machine, print_table, write_results
 
 
@@ -30,9 +30,11 @@ def main() -> None:
     facts.update(serving_facts)
     regression_lines, regression_facts = regression.run()
     facts.update(regression_facts)
+    replica_lines, replica_facts = replicas.run()
+    facts.update(replica_facts)
     print_table(rows, peak)
     print()
-    print("\n".join(serving_lines + [""] + regression_lines))
+    print("\n".join(serving_lines + [""] + regression_lines + [""] + replica_lines))
     print()
     for key, value in facts.items():
         print(f"{key:<32} {value:8.2f}")

@@ -37,7 +37,7 @@ from centroidal.v1 import clustering_pb2 as pb
 ROUNDS = 3
 LOAD_SECONDS = 5.0
 # 64 streams: 8 connections (spread over the workers by the kernel) of 8 streams each.
-CONNECTIONS, STREAMS_PER_CONNECTION = 8, 8
+CONNECTIONS, STREAMS_PER_CONNECTION = 32, 2
 OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
 _PREDICT = "/centroidal.v1.ClusteringService/Predict"
 
@@ -136,7 +136,7 @@ def _h2load(group: Group, body: Path, log: Path) -> tuple[float, float, float, i
     """Requests per second, p99 in ms, CPU seconds per 1,000 requests, failed requests."""
     before = group.cpu_seconds()
     answer = subprocess.run(
-        ["h2load", "-c", str(CONNECTIONS), "-m", str(STREAMS_PER_CONNECTION), "-D", str(LOAD_SECONDS),
+        ["h2load", "-c", str(CONNECTIONS), "-m", str(STREAMS_PER_CONNECTION), "-D", f"{LOAD_SECONDS:g}",
          "-d", str(body), "-H", "content-type: application/grpc", "-H", "te: trailers",
          f"--log-file={log}", f"http://{group.target}{_PREDICT}"],
         capture_output=True, text=True, timeout=LOAD_SECONDS * 6,

@@ -26,7 +26,9 @@ from .errors import (
 )
 from .ledger import CLOSE, HANG_UP, Ledger, durable_from_trailer, reopening
 from .results import BatchAck
-from .transport import MAX_REDIRECTS, AsyncTransport, Backoff, idle_timeout, status_lost, stream_owner, worth_resending
+from .transport import (
+    MAX_REDIRECTS, AsyncTransport, Backoff, idle_timeout, owner_in, status_lost, stream_owner, worth_resending,
+)
 
 
 class AsyncMiniBatchStream:
@@ -258,6 +260,13 @@ class AsyncMiniBatchStream:
                 call = method(self._requests(connection))
                 self._call = call
                 try:
+                    moved = owner_in(await call.initial_metadata())
+                    if moved is not None and redirects < MAX_REDIRECTS:
+                        # Another replica owns the model's stream: open it there at once.
+                        call.cancel()
+                        self._owner, redirects = moved, redirects + 1
+                        self.redirects += 1
+                        continue
                     async for message in call:
                         ack = self._ledger.record(message)
                         await self._notify()

@@ -36,7 +36,7 @@ from centroidal import codec
 from .errors import CentroidalError, DeadlineExceeded
 from .ledger import CLOSE, HANG_UP, Ledger, durable_from_trailer, reopening
 from .results import BatchAck
-from .transport import MAX_REDIRECTS, Backoff, SyncTransport, idle_timeout, stream_owner, worth_resending
+from .transport import MAX_REDIRECTS, Backoff, SyncTransport, idle_timeout, owner_in, stream_owner, worth_resending
 
 
 DEFAULT_WINDOW = 16
@@ -272,6 +272,14 @@ class MiniBatchStream:
                 call = method(self._requests(connection))
                 self._call = call
             try:
+                moved = owner_in(call.initial_metadata())
+                if moved is not None and redirects < MAX_REDIRECTS:
+                    # Another replica owns the model's stream: open it there at once (the
+                    # status that follows says the same, once the server drained the call).
+                    call.cancel()
+                    self._owner, redirects = moved, redirects + 1
+                    self.redirects += 1
+                    continue
                 for message in call:
                     with self._cond:
                         ack = self._ledger.record(message)

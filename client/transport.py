@@ -21,6 +21,8 @@ import grpc
 import grpc.aio
 from grpc_health.v1 import health_pb2_grpc
 
+from centroidal import codec
+
 from ._calls import Methods, list_models_request
 from .errors import CentroidalError, error_from_rpc
 
@@ -510,6 +512,14 @@ def stream_owner(error: Any) -> str | None:
     if refusal.reason != "STREAM_OWNER_ELSEWHERE":
         return None
     return refusal.metadata.get("owner") or None
+
+
+def owner_in(metadata: Any) -> str | None:
+    """The owner's address a replica put in a StreamMiniBatch's headers, if it did."""
+    for key, value in metadata or ():
+        if key == codec.STREAM_OWNER_HEADER:
+            return str(value)
+    return None
 
 
 def _host_of(target: str) -> str:

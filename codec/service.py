@@ -9,6 +9,9 @@ SERVICE = pb.DESCRIPTOR.services_by_name["ClusteringService"]
 SERVICE_NAME: str = SERVICE.full_name
 # Trailing metadata of a StreamMiniBatch that ended OK: the model's version on disk.
 DURABLE_VERSION_TRAILER = "centroidal-durable-version"
+# Sent in the headers of a StreamMiniBatch that reached a replica not owning the model's
+# stream, at once, ahead of the FAILED_PRECONDITION status that names the owner too.
+STREAM_OWNER_HEADER = "centroidal-stream-owner"
 
 
 def method_path(name: str) -> str:

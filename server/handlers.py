@@ -31,7 +31,7 @@ from .registry import Registry
 from .replicas import Owner
 from .runtime import Runtime
 from .scoring import Scoring
-from .sessions import StreamSessions
+from .sessions import OwnerElsewhere, StreamSessions
 from .streaming import StreamHub
 
 T = TypeVar("T")
@@ -126,6 +126,8 @@ class ClusteringHandlers(pb_grpc.ClusteringServiceServicer):
         async for answer in self.sessions.run(self._incoming(requests, codec.decode_minibatch_request)):
             if isinstance(answer, codec.MiniBatchAck):
                 yield codec.encode_minibatch_ack(answer)
+            elif isinstance(answer, OwnerElsewhere):  # the status that follows names it too
+                await context.send_initial_metadata(((codec.STREAM_OWNER_HEADER, answer.address),))
             else:  # the close stored the model: its durable version
                 context.set_trailing_metadata(((codec.DURABLE_VERSION_TRAILER, str(answer)),))
 

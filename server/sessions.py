@@ -15,12 +15,16 @@ import logging
 import traceback
 from collections.abc import AsyncIterator
 from concurrent.futures import Future
+from dataclasses import dataclass
 
 from centroidal import codec
 
 from .admission import READ_AHEAD, InOrder, Incoming
 from .errors import refusal
-from .exceptions import Busy, InvalidRequest, LimitExceeded, ModelReplaced, ShuttingDown, StoreDamaged, StoreUnavailable
+from .exceptions import (
+    Busy, InvalidRequest, LimitExceeded, ModelReplaced, ShuttingDown, StoreDamaged, StoreUnavailable, StreamElsewhere,
+    StreamMoved,
+)
 from .limits import check_model_name
 from .runtime import Runtime
 from .streaming import BatchResult, LiveModel, StreamHub
@@ -31,7 +35,14 @@ log = logging.getLogger("centroidal.server")
 _Queued = tuple[str, int, "asyncio.Future[BatchResult]"]
 _Item = codec.MiniBatchOpen | codec.MiniBatch | codec.MalformedBatch
 # These end the stream instead of refusing one batch: the SDK reconnects and resends.
-STREAM_ENDING = (ModelReplaced, ShuttingDown, StoreUnavailable, StoreDamaged)
+STREAM_ENDING = (ModelReplaced, ShuttingDown, StoreUnavailable, StoreDamaged, StreamMoved)
+
+
+@dataclass(frozen=True)
+class OwnerElsewhere:
+    """The address of the replica that owns a stream's model."""
+
+    address: str
 
 
 class StreamSessions:
@@ -41,9 +52,11 @@ class StreamSessions:
         self._runtime = runtime
         self._hub = hub
 
-    async def run(self, items: Incoming[_Item]) -> AsyncIterator[codec.MiniBatchAck | int]:
+    async def run(self, items: Incoming[_Item]) -> AsyncIterator[codec.MiniBatchAck | int | OwnerElsewhere]:
         """One ack per batch, in order; then, once the client has closed its side and the
-        close's checkpoint has stored the model, its durable version (an int)."""
+        close's checkpoint has stored the model, its durable version (an int). A stream whose
+        model another replica owns yields that replica's address first (for the headers,
+        which reach the client at once), then ends with StreamElsewhere."""
         first = await items.next()
         if first is None:
             return
@@ -52,8 +65,17 @@ class StreamSessions:
         name = check_model_name(first.model, "open.model")
         # Loading a stored model's state is CPU work: off the event loop. A refusal waits for
         # the client's replayed batches to stop, or grpc.aio may lose it (see Incoming.drain).
+        elsewhere: StreamElsewhere | None = None
         async with items.drained_on_refusal():
-            live = await self._open(name, first.create_if_missing)
+            try:
+                live = await self._open(name, first.create_if_missing)
+            except StreamElsewhere as owned:
+                elsewhere = owned
+        if elsewhere is not None:
+            # Named in the headers at once, so the client need not wait for the drain.
+            yield OwnerElsewhere(elsewhere.metadata["owner"])
+            async with items.drained_on_refusal():
+                raise elsewhere
         jobs = InOrder(self._runtime.workers.streams)
         queued: asyncio.Queue[_Queued | None] = asyncio.Queue(maxsize=READ_AHEAD + 1)
         # The batches a stream has on their way in count against the budget; while there is

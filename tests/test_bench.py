@@ -28,3 +28,15 @@ def test_stream_rows_run(server: object) -> None:
     batches = [points.astype(np.float32) for points in np.array_split(make_blobs(4_000, random_state=0)[0], 4)]
     seconds, latencies = streaming._stream(f"127.0.0.1:{server.port}", "bench", batches, producers=2)  # type: ignore[attr-defined]
     assert seconds > 0 and latencies
+
+
+def test_replica_rows_run() -> None:
+    """The replicas rows' parts on tiny work: visibility, ingest and a failover, for real."""
+    from bench import replicas
+
+    with replicas._group(2) as two:
+        lines, facts = replicas._visibility(two, fits=3)
+        assert facts["replicas_visible_p99_ms"] > 0
+        assert replicas._ingest(two, "tiny", batches=2, rows=100) > 0
+        lines, facts = replicas._failover(two, trials=1)
+        assert facts["replicas_failover_ms"] > 0

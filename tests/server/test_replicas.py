@@ -278,3 +278,62 @@ def test_a_pinned_version_another_worker_wrote_is_read_from_the_store(replicas: 
         with pytest.raises(NotFound) as missing:
             client.predict("pinned", BLOBS[:4], version=99)
     assert missing.value.code == grpc.StatusCode.NOT_FOUND and missing.value.field == "version"
+
+
+def test_a_stream_on_a_replica_that_does_not_own_it_names_the_owner(replicas: Replicas) -> None:
+    """What a client built from the .proto alone sees: the owner's address in the headers at
+    once, then FAILED_PRECONDITION with ErrorInfo STREAM_OWNER_ELSEWHERE naming it again."""
+    from google.rpc import error_details_pb2
+    from grpc_status import rpc_status
+
+    from centroidal.v1 import clustering_pb2 as pb
+    from centroidal.v1 import clustering_pb2_grpc as pb_grpc
+
+    own = replicas.own_addresses()
+    with replicas.client(own[0]) as client:
+        holder = client.stream("owned", n_clusters=2, producer_id="first", seed=0)
+        holder.send(BLOBS[:50].astype(np.float32))
+        holder.flush()
+        opening = pb.MiniBatchRequest(open=pb.MiniBatchOpen(model="owned"))
+        with grpc.insecure_channel(own[1], options=OWN_CONNECTION) as channel:
+            call = pb_grpc.ClusteringServiceStub(channel).StreamMiniBatch(iter([opening]))
+            headers = dict(call.initial_metadata())
+            with pytest.raises(grpc.RpcError) as refused:
+                next(call)
+        holder.close()
+    assert headers["centroidal-stream-owner"] == own[0]
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    status = rpc_status.from_call(refused.value)
+    assert status is not None
+    info = error_details_pb2.ErrorInfo()
+    [detail] = [detail for detail in status.details if detail.Is(info.DESCRIPTOR)]
+    detail.Unpack(info)
+    assert info.reason == "STREAM_OWNER_ELSEWHERE" and info.metadata["owner"] == own[0]
+
+
+def test_an_async_producer_is_sent_to_the_owner_too(replicas: Replicas) -> None:
+    import asyncio
+
+    from centroidal.client.aio import AsyncClient
+
+    own = replicas.own_addresses()
+    batches = np.array_split(BLOBS.astype(np.float32), 12)
+
+    async def run() -> int:
+        async with AsyncClient(own[0], options=OWN_CONNECTION) as first, \
+                AsyncClient(own[1], options=OWN_CONNECTION) as second:
+            holding = first.stream("async", n_clusters=3, producer_id="p0", seed=0)
+            await holding.send(batches[0])
+            await holding.flush()  # worker 0 owns the stream while this one is open
+            sent = second.stream("async", n_clusters=3, producer_id="p1", seed=0)
+            for batch in batches[1:6]:
+                await sent.send(batch)
+            await sent.close()
+            for batch in batches[6:]:
+                await holding.send(batch)
+            await holding.close()
+            return sent.redirects
+
+    assert asyncio.run(run()) == 1
+    with replicas.client() as client:
+        assert client.get_model("async").n_samples_seen == BLOBS.shape[0]

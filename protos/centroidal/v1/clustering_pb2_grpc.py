@@ -136,9 +136,12 @@ class ClusteringServiceServicer:
         batches: the one holding the model's stream lease. A stream opened on
         another replica ends at once with FAILED_PRECONDITION, whose
         google.rpc.ErrorInfo has reason "STREAM_OWNER_ELSEWHERE" and
-        metadata["owner"] = "host:port", that replica's own address: open the
-        same stream there (same open message, same credentials; under TLS check
-        the certificate against the name used for the service). If the owner
+        metadata["owner"] = "host:port", that replica's own address. The same
+        address comes at once in the response headers, as
+        `centroidal-stream-owner`, so a client need not wait for the status (the
+        server holds it until the client stops writing). Open the same stream
+        there (same open message, same credentials; under TLS check the
+        certificate against the name used for the service). If the owner
         cannot be reached, go back to the service's address after a backoff: its
         lease ends when it dies, and the replica reached next takes the model over.
         A stream whose replica lost the lease ends with UNAVAILABLE, reason
