@@ -85,8 +85,15 @@ class Checkpointer:
         self._thread.start()
 
     def _run(self) -> None:
-        while not self._stop.wait(self._config.checkpoint_interval):
-            self.checkpoint_all()
+        """Checkpoint every ``checkpoint_interval``; renew leases at least three times a TTL,
+        however long the checkpoint interval."""
+        config = self._config
+        step = min(config.checkpoint_interval, config.lease_ttl / 3)
+        due = time.monotonic() + config.checkpoint_interval
+        while not self._stop.wait(step):
+            if time.monotonic() >= due:
+                self.checkpoint_all()
+                due = time.monotonic() + config.checkpoint_interval
             self.renew_idle()
 
     def renew_idle(self) -> None:

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 from pathlib import Path
 
 import grpc
@@ -263,3 +264,23 @@ def test_buffered_streams_keep_the_process_within_the_budget(tmp_path: Path) -> 
         server.stop()
     assert "refused" in outcomes, outcomes  # the budget did bind
     assert peak <= 1.1 * (idle + 256 * MIB), (round(idle / MIB), round(peak / MIB))
+
+
+def test_models_past_the_budget_are_shed_and_loaded_again_on_use(start_server: Callable[..., Any]) -> None:
+    """Twenty-four 512 KiB models under an 8 MiB budget: the least recently used are let go to make
+    room for each fit and each load, every one still answers (loaded again from the store),
+    and what the server holds stays within the budget."""
+    server = start_server(memory_budget=8 * MIB)
+    rng = np.random.default_rng(0)
+    registry = server.registry
+    with Client(f"127.0.0.1:{server.port}") as client:
+        for index in range(24):
+            client.fit(f"m{index}", rng.normal(size=(256, 256)), n_clusters=256, max_iter=1, seed=0,
+                       init="random")
+            assert registry.resident_bytes() <= 8 * MIB
+        points = rng.normal(size=(3, 256))
+        for _ in range(2):
+            for index in range(24):
+                assert client.predict(f"m{index}", points).shape == (3,)
+                assert registry.resident_bytes() <= 8 * MIB
+    assert registry.resident_models() < 24 and len(registry) == 24

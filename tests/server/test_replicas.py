@@ -26,6 +26,7 @@ import pytest
 
 from centroidal.client import Client
 from centroidal.client.errors import Aborted, NotFound
+from tests.server.test_tls import Pki, pki  # noqa: F401 - the fixture, with its certificates
 
 # A connection of its own for each client (see the module's docstring).
 OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
@@ -337,3 +338,31 @@ def test_an_async_producer_is_sent_to_the_owner_too(replicas: Replicas) -> None:
     assert asyncio.run(run()) == 1
     with replicas.client() as client:
         assert client.get_model("async").n_samples_seen == BLOBS.shape[0]
+
+
+def test_a_redirect_keeps_tls_and_the_token(tmp_path: Path, pki: Pki) -> None:
+    """Under TLS and tokens, a producer sent to the owner's own port connects there with the
+    same token, checking the certificate against the name it was given for the service."""
+    tokens = tmp_path / "tokens"
+    tokens.write_text("s3cret\n")
+    group = Replicas(tmp_path / "data", 2, "--tls-cert", str(pki.cert), "--tls-key", str(pki.key),
+                     "--token-file", str(tokens))
+    try:
+        own = group.own_addresses()
+        port = {address: address.rpartition(":")[2] for address in own}
+
+        def client(address: str) -> Client:  # by the name the certificate gives the service
+            return Client(f"localhost:{port[address]}", root_certificates=pki.ca, token="s3cret",
+                          options=OWN_CONNECTION, timeout=60)
+
+        with client(own[0]) as first, client(own[1]) as second:
+            holding = first.stream("secure", n_clusters=2, producer_id="p0", seed=0)
+            holding.send(BLOBS[:100].astype(np.float32))
+            holding.flush()
+            with second.stream("secure", n_clusters=2, producer_id="p1", seed=0) as sent:
+                sent.send(BLOBS[100:200].astype(np.float32))
+            holding.close()
+            assert sent.redirects == 1
+            assert first.get_model("secure").n_samples_seen == 200
+    finally:
+        assert group.stop() == 0
