@@ -132,51 +132,64 @@ def _grpc_status(target: str, body: Path) -> str:
     return found.group(1) if found else "none"
 
 
-def _h2load(group: Group, body: Path, log: Path) -> tuple[float, float, float, int]:
-    """Requests per second, p99 in ms, CPU seconds per 1,000 requests, failed requests."""
-    before = group.cpu_seconds()
-    answer = subprocess.run(
-        ["h2load", "-c", str(CONNECTIONS), "-m", str(STREAMS_PER_CONNECTION), "-D", f"{LOAD_SECONDS:g}",
-         "-d", str(body), "-H", "content-type: application/grpc", "-H", "te: trailers",
-         f"--log-file={log}", f"http://{group.target}{_PREDICT}"],
-        capture_output=True, text=True, timeout=LOAD_SECONDS * 6,
-    )
-    cpu = group.cpu_seconds() - before
-    done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed", answer.stdout)
-    rate = re.search(r"finished in ([\d.]+)s, ([\d.]+) req/s", answer.stdout)
-    if done is None or rate is None:
-        raise RuntimeError(f"h2load said:\n{answer.stdout}\n{answer.stderr}")
-    durations = np.loadtxt(log, usecols=2, ndmin=1) / 1e3  # microseconds
-    succeeded = int(done.group(2))
-    return float(rate.group(2)), float(np.percentile(durations, 99)), 1000 * cpu / max(succeeded, 1), int(done.group(3))
+def _h2load(groups: list[Group], body: Path, scratch: Path) -> tuple[float, float, float, int]:
+    """Requests per second, p99 in ms, CPU seconds per 1,000 requests and failed requests,
+    with the 64 streams split evenly over ``groups`` (one h2load each, all at once)."""
+    before = sum(group.cpu_seconds() for group in groups)
+    runs = [subprocess.Popen(
+        ["h2load", "-c", str(CONNECTIONS // len(groups)), "-m", str(STREAMS_PER_CONNECTION),
+         "-D", f"{LOAD_SECONDS:g}", "-d", str(body), "-H", "content-type: application/grpc", "-H", "te: trailers",
+         f"--log-file={scratch / f'latencies{index}.tsv'}", f"http://{group.target}{_PREDICT}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    ) for index, group in enumerate(groups)]
+    outputs = [run.communicate(timeout=LOAD_SECONDS * 6) for run in runs]
+    cpu = sum(group.cpu_seconds() for group in groups) - before
+    rate = succeeded = failed = 0.0
+    for stdout, stderr in outputs:
+        done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed", stdout)
+        speed = re.search(r"finished in ([\d.]+)s, ([\d.]+) req/s", stdout)
+        if done is None or speed is None:
+            raise RuntimeError(f"h2load said:\n{stdout}\n{stderr}")
+        rate += float(speed.group(2))
+        succeeded += int(done.group(2))
+        failed += int(done.group(3))
+    durations = np.concatenate([np.loadtxt(scratch / f"latencies{index}.tsv", usecols=2, ndmin=1)
+                                for index in range(len(groups))]) / 1e3  # microseconds
+    return rate, float(np.percentile(durations, 99)), 1000 * cpu / max(succeeded, 1), int(failed)
 
 
-def _small_predicts(one: Group, two: Group) -> tuple[list[str], dict[str, float]]:
+def _small_predicts(one: Group, two: Group, apart: Group) -> tuple[list[str], dict[str, float]]:
+    """--workers 1, --workers 2, and (for reference) two single servers on ports of their own,
+    each given half the streams: what two processes reach here without any replica protocol."""
     centers = np.random.default_rng(0).normal(size=(2000, 16)).astype(np.float32)
-    for group in (one, two):
+    for group in (one, two, apart):
         with Client(group.target) as client:
             client.fit("small", centers, n_clusters=16, seed=0)
+    setups = {"--workers 1": [one], "--workers 2": [two], "2 single servers": [one, apart]}
     with tempfile.TemporaryDirectory() as scratch:
         body = Path(scratch) / "predict.grpc"
         body.write_bytes(_grpc_body("small"))
         statuses = {_grpc_status(group.target, body) for group in (one, two)}
-        rounds: dict[int, list[tuple[float, float, float, int]]] = {1: [], 2: []}
+        rounds: dict[str, list[tuple[float, float, float, int]]] = {name: [] for name in setups}
         for _ in range(ROUNDS):
-            for group in (one, two):
-                rounds[group.workers].append(_h2load(group, body, Path(scratch) / "latencies.tsv"))
-    medians = {workers: [float(np.median(column)) for column in zip(*found)] for workers, found in rounds.items()}
+            for name, groups in setups.items():
+                rounds[name].append(_h2load(groups, body, Path(scratch)))
+    medians = {name: [float(np.median(column)) for column in zip(*found)] for name, found in rounds.items()}
     lines = [f"small Predicts (8x16, k=16) at {CONNECTIONS * STREAMS_PER_CONNECTION} streams, h2load, "
              f"median of {ROUNDS} rounds of {LOAD_SECONDS:g} s (grpc-status of a probe: {', '.join(sorted(statuses))})"]
-    for workers in (1, 2):
-        rate, p99, cpu, failed = medians[workers]
-        lines.append(f"  --workers {workers}: {rate:8.0f} req/s   p99 {p99:6.2f} ms   "
+    for name in setups:
+        rate, p99, cpu, failed = medians[name]
+        lines.append(f"  {name:<17} {rate:8.0f} req/s   p99 {p99:6.2f} ms   "
                      f"{cpu:5.3f} CPU s per 1,000   {failed:.0f} failed")
-    throughput = medians[2][0] / medians[1][0]
-    cpu_ratio = medians[2][2] / medians[1][2]
+    one_worker, two_workers, apart_servers = (medians[name] for name in setups)
+    throughput = two_workers[0] / one_worker[0]
+    cpu_ratio = two_workers[2] / one_worker[2]
     lines.append(f"  2 workers / 1: throughput {throughput:.2f}x (target >= 1.4), CPU per request "
-                 f"{cpu_ratio:.2f}x (target <= 1.1)")
-    facts = {"replicas_predict_rps_w1": medians[1][0], "replicas_predict_rps_w2": medians[2][0],
-             "replicas_predict_throughput_ratio": throughput, "replicas_predict_cpu_ratio": cpu_ratio}
+                 f"{cpu_ratio:.2f}x (target <= 1.1); 2 workers / 2 single servers: throughput "
+                 f"{two_workers[0] / apart_servers[0]:.2f}x, CPU per request {two_workers[2] / apart_servers[2]:.2f}x")
+    facts = {"replicas_predict_rps_w1": one_worker[0], "replicas_predict_rps_w2": two_workers[0],
+             "replicas_predict_throughput_ratio": throughput, "replicas_predict_cpu_ratio": cpu_ratio,
+             "replicas_predict_vs_apart": two_workers[0] / apart_servers[0]}
     return lines, facts
 
 
@@ -263,10 +276,10 @@ def _failover(two: Group, trials: int = 3) -> tuple[list[str], dict[str, float]]
 def run() -> tuple[list[str], dict[str, float]]:
     lines = ["replicas: serve --workers 2 against --workers 1, both up at once, taking turns"]
     facts: dict[str, float] = {}
-    with _group(1) as one, _group(2) as two:
+    with _group(1) as one, _group(2) as two, _group(1) as apart:
         parts = [_visibility(two), _ingests(one, two), _failover(two)]
         if shutil.which("h2load") and shutil.which("curl"):
-            parts.insert(0, _small_predicts(one, two))
+            parts.insert(0, _small_predicts(one, two, apart))
         else:
             lines.append("  (small Predicts skipped: h2load, from Debian's nghttp2-client, and curl are needed)")
         for part_lines, part_facts in parts:

@@ -97,9 +97,9 @@ class CentroidalServer:
         )
         self.store.lease_ttl = config.lease_ttl
         try:
-            if lock is None and not self.store.read_only:
+            if lock is None:
                 # Alone on the directory: no lease left by an earlier server can be live.
-                self.store.revoke_leases("")
+                replicas.end_stale_leases(self.store)
             self.registry = Registry(
                 self.store, max_models=config.max_models, keep_versions=config.keep_versions,
                 preload=lock is None, shared=lock is not None,

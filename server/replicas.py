@@ -19,7 +19,9 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .exceptions import DomainError
 from .registry import Registry
+from .store import SQLiteStore
 
 log = logging.getLogger("centroidal.server")
 
@@ -45,6 +47,22 @@ def owner_prefix(pid: int) -> str:
 
 def this_replica(address: str) -> Owner:
     return Owner(owner_prefix(os.getpid()) + uuid.uuid4().hex[:8], address)
+
+
+def end_stale_leases(store: SQLiteStore) -> None:
+    """End every stream lease an earlier run left (the caller alone holds the directory, so
+    none can be live). A store that refuses writes (a full disk, a read-only directory)
+    still serves reads: the leases then lapse by themselves."""
+    if store.read_only:
+        return
+    try:
+        ended = store.revoke_leases("")
+    except DomainError as exc:
+        log.warning("could not end the stream leases left by an earlier run (they lapse in their own "
+                    "time): %s", exc.message)
+        return
+    if ended:
+        log.info("ended %d stream leases left by an earlier run", ended)
 
 
 def inherited_lock() -> int | None:

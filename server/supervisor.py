@@ -40,7 +40,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from .config import ServerConfig, read_token_file
 from .metrics import serve_http
-from .replicas import INDEX_ENV, LOCK_FD_ENV, READY_FD_ENV, owner_prefix
+from .replicas import INDEX_ENV, LOCK_FD_ENV, READY_FD_ENV, end_stale_leases, owner_prefix
 from .store import SQLiteStore
 
 log = logging.getLogger("centroidal.server")
@@ -96,8 +96,7 @@ class Supervisor:
                                  max_bytes=config.max_store_bytes)
         try:
             checked = self.store.verify_current()
-            if not self.store.read_only:
-                self.store.revoke_leases("")
+            end_stale_leases(self.store)
         except BaseException:
             self.store.close()
             raise
