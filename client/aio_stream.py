@@ -26,9 +26,8 @@ from .errors import (
 )
 from .ledger import CLOSE, HANG_UP, Ledger, durable_from_trailer, reopening
 from .results import BatchAck
-from .transport import (
-    MAX_REDIRECTS, AsyncTransport, Backoff, idle_timeout, owner_in, status_lost, stream_owner, worth_resending,
-)
+from .reconnects import MAX_REDIRECTS, Backoff, idle_timeout, owner_in, stream_owner, worth_resending
+from .transport import AsyncTransport, status_lost
 
 
 class AsyncMiniBatchStream:

@@ -23,7 +23,7 @@ from centroidal.v1 import clustering_pb2 as pb
 from ._calls import as_points
 from .errors import CentroidalError, Unavailable, error_from_code
 from .results import BatchAck
-from .transport import worth_resending
+from .reconnects import worth_resending
 
 # What a connection's request queue may hold besides requests.
 CLOSE = object()  # the producer is done: end the stream

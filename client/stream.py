@@ -36,7 +36,8 @@ from centroidal import codec
 from .errors import CentroidalError, DeadlineExceeded
 from .ledger import CLOSE, HANG_UP, Ledger, durable_from_trailer, reopening
 from .results import BatchAck
-from .transport import MAX_REDIRECTS, Backoff, SyncTransport, idle_timeout, owner_in, stream_owner, worth_resending
+from .reconnects import MAX_REDIRECTS, Backoff, idle_timeout, owner_in, stream_owner, worth_resending
+from .transport import SyncTransport
 
 
 DEFAULT_WINDOW = 16

@@ -1,9 +1,12 @@
-"""A streamed model as its owner holds it in memory, and the parameters it is created with."""
+"""A streamed model as its owner holds it in memory, the parameters it is created with, and a
+batch on its way through it."""
 
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+
+import numpy as np
 
 from centroidal import codec
 from centroidal.engine.kmeans import fresh_seed
@@ -14,9 +17,6 @@ from .exceptions import InvalidRequest, LimitExceeded
 from .leases import Lease
 from .registry import Registry
 from .snapshots import ModelSnapshot
-
-if TYPE_CHECKING:
-    from .streaming import Pending
 
 
 def params_from_config(config: codec.MiniBatchConfig, limits: ServerConfig) -> MiniBatchParams:
@@ -101,3 +101,30 @@ def is_stale(registry: Registry, live: LiveModel) -> bool:
     a delete, or (for a model not created yet) a fit that took the name first."""
     published = live.snapshot.version if live.snapshot is not None else 0
     return registry.current_version(live.name) != published
+
+
+class Pending:
+    """A decoded batch waiting for its model's lock, and what became of it."""
+
+    __slots__ = ("producer", "sequence", "points", "weights", "result", "error")
+
+    def __init__(
+        self, producer: str, sequence: int, points: np.ndarray, weights: np.ndarray | None
+    ) -> None:
+        self.producer = producer
+        self.sequence = sequence
+        self.points = points
+        self.weights = weights
+        self.result: BatchResult | None = None
+        self.error: BaseException | None = None
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What the stream handler turns into an ack."""
+
+    version: int
+    batch_inertia: float
+    n_samples_seen: int
+    durable_version: int
+    duplicate: bool

@@ -27,7 +27,8 @@ from .exceptions import (
 )
 from .limits import check_model_name
 from .runtime import Runtime
-from .streaming import BatchResult, LiveModel, StreamHub
+from .live import BatchResult, LiveModel
+from .streaming import StreamHub
 
 log = logging.getLogger("centroidal.server")
 

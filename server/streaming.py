@@ -19,9 +19,7 @@ import logging
 import math
 import threading
 import time
-from dataclasses import dataclass
 
-import numpy as np
 
 from centroidal import codec
 from centroidal.engine.minibatch import MiniBatchParams, MiniBatchState
@@ -38,7 +36,7 @@ from .exceptions import (
 )
 from .checkpoints import Checkpointer
 from .leases import CEILING_STEP, Holder, Lease, LeaseLost
-from .live import CHECKPOINT_COPIES, LiveModel, held, is_stale, params_from_config
+from .live import CHECKPOINT_COPIES, BatchResult, LiveModel, Pending, held, is_stale, params_from_config
 from .limits import check_matrix, check_weights, echo
 from .memory import MemoryBudget
 from .metrics import Metrics
@@ -49,33 +47,6 @@ from .snapshots import MINIBATCH_KMEANS, ModelSnapshot
 log = logging.getLogger("centroidal.server")
 
 MAX_PRODUCER_ID = 128
-
-
-class Pending:
-    """A decoded batch waiting for its model's lock, and what became of it."""
-
-    __slots__ = ("producer", "sequence", "points", "weights", "result", "error")
-
-    def __init__(
-        self, producer: str, sequence: int, points: np.ndarray, weights: np.ndarray | None
-    ) -> None:
-        self.producer = producer
-        self.sequence = sequence
-        self.points = points
-        self.weights = weights
-        self.result: BatchResult | None = None
-        self.error: BaseException | None = None
-
-
-@dataclass(frozen=True)
-class BatchResult:
-    """What the stream handler turns into an ack."""
-
-    version: int
-    batch_inertia: float
-    n_samples_seen: int
-    durable_version: int
-    duplicate: bool
 
 
 class StreamHub:

@@ -15,6 +15,8 @@ its own, where producers are sent to the owner of their stream.
   leases to lapse.
 - **SIGTERM or SIGINT** is passed to every worker, each drains and checkpoints, and the
   supervisor exits 0 only when every worker did (everything acknowledged is stored).
+- **Memory**: the default ``--memory-budget`` (a share of the machine's memory) is split
+  evenly among the workers; one given explicitly is each worker's.
 - **Metrics**: with ``--metrics-port P`` the supervisor serves every worker's metrics
   at P, each series labelled ``worker="i"``, plus its own; worker i serves its own on
   loopback port P + 1 + i.
@@ -39,6 +41,7 @@ from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from .config import ServerConfig, read_token_file
+from .memory import default_budget
 from .metrics import serve_http
 from .replicas import INDEX_ENV, LOCK_FD_ENV, READY_FD_ENV, end_stale_leases, owner_prefix
 from .store import SQLiteStore
@@ -121,6 +124,8 @@ class Supervisor:
                 "--workers", "1", "--port", str(config.port)]
         if config.metrics_port:  # the supervisor serves the public one
             argv += ["--metrics-port", str(self.worker_metrics_port(worker.index)), "--metrics-host", "127.0.0.1"]
+        if config.memory_budget == default_budget():  # the machine's share, split among the workers
+            argv += ["--memory-budget", str(config.memory_budget // self.count)]
         reading, writing = os.pipe()
         os.set_blocking(reading, False)
         env = {**os.environ, LOCK_FD_ENV: str(self._lock_fd), INDEX_ENV: str(worker.index),
