@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 SCHEMA = """
@@ -75,9 +76,12 @@ class LeaseLost(Exception):
 
 
 def take(
-    db: sqlite3.Connection, name: str, owner: str, address: str, ttl: float, last_version: int
+    db: sqlite3.Connection, name: str, owner: str, address: str, ttl: float, last_version: int,
+    alive: Callable[[str], bool] = lambda holder: True,
 ) -> Lease | Holder:
-    """Take ``name``'s lease for ``owner``, or return who holds it."""
+    """Take ``name``'s lease for ``owner``, or return who holds it. ``alive`` tells whether a
+    holder still runs, where the caller can know (a process of its own host): one that
+    does not is passed over without waiting for its lease to lapse."""
     now = time.time()
     row = db.execute(
         "SELECT owner, address, epoch, expires, ceiling FROM leases WHERE name = ?", (name,)
@@ -86,7 +90,7 @@ def take(
         epoch, ceiling = 1, 0
     else:
         held_by, held_at, epoch, expires, ceiling = row
-        if held_by and held_by != owner and expires > now:
+        if held_by and held_by != owner and expires > now and alive(str(held_by)):
             return Holder(name, str(held_by), str(held_at), float(expires) - now)
         if held_by != owner:
             epoch = int(epoch) + 1

@@ -277,8 +277,8 @@ class Registry:
         with self._guard:
             self._last_versions[name] = max(self._last_versions.get(name, 0), floor)
 
-    def take_lease(self, name: str, owner: str, address: str) -> Lease | Holder:
-        return self._store.take_lease(name, owner, address)
+    def take_lease(self, name: str, owner: str, address: str, alive: Callable[[str], bool]) -> Lease | Holder:
+        return self._store.take_lease(name, owner, address, alive)
 
     def renew_lease(self, lease: Lease, ceiling: int) -> Lease:
         return self._store.renew_lease(lease, ceiling)

@@ -18,6 +18,7 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from .exceptions import DomainError
 from .registry import Registry
@@ -43,6 +44,26 @@ class Owner:
 def owner_prefix(pid: int) -> str:
     """What every lease identity of process ``pid`` on this host starts with."""
     return f"{socket.gethostname()}/{pid}/"
+
+
+def owner_alive(identity: str) -> bool:
+    """Whether the replica a lease names still runs, as far as this host can tell: a
+    process of this host that is gone is not; one of another host is taken to be."""
+    host, _, rest = identity.partition("/")
+    pid = rest.partition("/")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: it exists
+        return True
+    try:  # killed, but not yet reaped by its parent: a zombie holds nothing
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")
 
 
 def this_replica(address: str) -> Owner:

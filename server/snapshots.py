@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -123,7 +123,9 @@ class ModelStore(Protocol):
         """Runs even while other writes are refused, so that space can be freed."""
         ...
 
-    def take_lease(self, name: str, owner: str, address: str) -> Lease | Holder: ...
+    def take_lease(
+        self, name: str, owner: str, address: str, alive: Callable[[str], bool] = ...
+    ) -> Lease | Holder: ...
 
     def renew_lease(self, lease: Lease, ceiling: int) -> Lease: ...
 

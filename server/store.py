@@ -356,12 +356,14 @@ class SQLiteStore:
 
     lease_ttl = 10.0
 
-    def take_lease(self, name: str, owner: str, address: str) -> Lease | Holder:
-        """Take ``name``'s stream lease, or learn who holds it."""
+    def take_lease(
+        self, name: str, owner: str, address: str, alive: Callable[[str], bool] = lambda holder: True
+    ) -> Lease | Holder:
+        """Take ``name``'s stream lease, or learn who holds it (``alive``: see leases.take)."""
         self.check_writable()
         with self._lock, self._transaction():
             last, _ = self._name_row(name)
-            return leases.take(self._db, name, owner, address, self.lease_ttl, last)
+            return leases.take(self._db, name, owner, address, self.lease_ttl, last, alive)
 
     def renew_lease(self, lease: Lease, ceiling: int) -> Lease:
         """Keep holding ``lease`` (LeaseLost when it is gone), raising its ceiling to ``ceiling``."""

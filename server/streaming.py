@@ -41,6 +41,7 @@ from .limits import check_matrix, check_weights, echo
 from .memory import MemoryBudget
 from .metrics import Metrics
 from .registry import Registry
+from . import replicas
 from .replicas import Owner
 from .snapshots import MINIBATCH_KMEANS, ModelSnapshot
 
@@ -94,7 +95,7 @@ class StreamHub:
 
     def _take_lease(self, name: str) -> Lease:
         """Become the stream's owner, or raise StreamElsewhere naming the replica that is."""
-        taken = self._registry.take_lease(name, self.owner.identity, self.owner.address)
+        taken = self._registry.take_lease(name, self.owner.identity, self.owner.address, replicas.owner_alive)
         if isinstance(taken, Holder):
             raise StreamElsewhere(
                 f"the stream of model {name!r} is owned by the replica at {taken.address}; open it "

@@ -55,6 +55,8 @@ STEADY_S = 60.0
 # A worker that exits with this code could not start (a port in use, a bad flag).
 CANNOT_START = 2
 SCRAPE_TIMEOUT_S = 2.0
+# How often the supervisor looks for a dead worker.
+WATCH_S = 0.1
 
 
 @dataclass
@@ -151,7 +153,7 @@ class Supervisor:
             self._serve_metrics()
         for worker in self.workers:
             self._start(worker)
-        while not self._stopping.wait(0.2):
+        while not self._stopping.wait(WATCH_S):
             failed = self._watch()
             if failed is not None:
                 self._stop_all()

@@ -159,3 +159,22 @@ def test_the_owner_numbers_a_fit_after_exactly_what_it_published(stores: tuple[S
     # Given up cleanly, the lease leaves nothing to skip: the next owner numbers on from there.
     again = first.take_lease("s", "host/1/b", "h:1")
     assert isinstance(again, Lease) and again.floor == 8
+
+
+def test_a_lease_of_a_process_of_this_host_that_is_gone_is_taken_at_once(
+    stores: tuple[SQLiteStore, SQLiteStore],
+) -> None:
+    import subprocess
+    import sys
+
+    from centroidal.server.replicas import owner_alive, owner_prefix
+
+    first, second = stores
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    dead = owner_prefix(gone.pid) + "nonce"
+    assert isinstance(first.take_lease("s", dead, "h:1"), Lease)
+    assert not owner_alive(dead) and owner_alive(owner_prefix(1) + "x")
+    assert isinstance(second.take_lease("s", "other/2/b", "h:2"), Holder)  # no way to tell: wait
+    taken = second.take_lease("s", "other/2/b", "h:2", owner_alive)
+    assert isinstance(taken, Lease) and taken.owner == "other/2/b"
