@@ -102,7 +102,8 @@ class CentroidalServer:
                 replicas.end_stale_leases(self.store)
             self.registry = Registry(
                 self.store, max_models=config.max_models, keep_versions=config.keep_versions,
-                preload=lock is None, shared=lock is not None,
+                # Nobody writes a read-only store: there is no feed to follow.
+                preload=lock is None, shared=lock is not None and not self.store.read_only,
             )
         except BaseException:
             self.store.close()
@@ -161,7 +162,8 @@ class CentroidalServer:
             self.own_port = port
         else:  # a port of this worker's own, where producers of the streams it owns are sent
             host = f"[{config.host}]" if ":" in config.host else config.host
-            self.own_port = bind(f"{host}:0")
+            own = config.worker_port_base + self.worker_index if config.worker_port_base else 0
+            self.own_port = bind(f"{host}:{own}")
         self.servicer.hub.owner = owner = replicas.this_replica(
             replicas.advertised(config.host, self.own_port, config.advertise_host)
         )

@@ -52,6 +52,7 @@ class ServerConfig:
     warmup: bool = True
     warmup_before_serving: bool = False
     workers: str = "1"
+    worker_port_base: int = 0
     advertise_host: str = ""
     store_poll_interval: float = 0.1
     lease_ttl: float = 10.0
@@ -115,6 +116,9 @@ _HELP = {
     "no request ever waits for a compilation)",
     "workers": "server processes sharing the port and the store (SO_REUSEPORT), each a replica "
     "under one supervisor that restarts any that dies; a number, or auto for the cores available",
+    "worker_port_base": "with --workers, worker i also listens on this port + i, the address producers "
+    "are sent to when it owns their model's stream (publish these ports from a container); 0 "
+    "lets each worker pick a free one",
     "advertise_host": "host that producers sent to this worker's own port use to reach it "
     "(default: --host, or this machine's name when --host binds every address)",
     "store_poll_interval": "seconds between a replica's looks at the store for other replicas' "
@@ -238,7 +242,7 @@ def _check(config: ServerConfig, parser: argparse.ArgumentParser) -> None:
     for name in positive:
         if getattr(config, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}")
-    for name in ("port", "metrics_port"):
+    for name in ("port", "metrics_port", "worker_port_base"):
         if not 0 <= getattr(config, name) <= 65535:
             parser.error(f"--{name.replace('_', '-')} must be 0-65535, got {getattr(config, name)}")
     for name in ("min_free_disk", "max_store_bytes"):
@@ -250,6 +254,9 @@ def _check(config: ServerConfig, parser: argparse.ArgumentParser) -> None:
         parser.error(f"--idle-timeout must be > 0, got {config.idle_timeout}")
     if config.workers != "auto" and not (config.workers.isdigit() and 1 <= int(config.workers) <= 256):
         parser.error(f"--workers must be a number from 1 to 256, or auto, got {config.workers!r}")
+    if config.worker_port_base and config.worker_port_base + config.worker_count - 1 > 65535:
+        parser.error(f"--worker-port-base {config.worker_port_base} leaves no port for worker "
+                     f"{config.worker_count - 1}: the last is --worker-port-base + workers - 1")
     if not config.store_poll_interval > 0:
         parser.error(f"--store-poll-interval must be > 0, got {config.store_poll_interval}")
     if not config.lease_ttl >= 1:

@@ -63,3 +63,23 @@ def test_the_log_names_the_port_bound_not_0(start_server, caplog: pytest.LogCapt
     server = start_server(port=0)
     auth = next(record.getMessage() for record in caplog.records if record.getMessage().startswith("auth: OFF"))
     assert f"127.0.0.1:{server.port}" in auth and server.port != 0
+
+
+@pytest.mark.parametrize(
+    "argv, field",
+    [(["--workers", "0"], "--workers"), (["--workers", "many"], "--workers"),
+     (["--workers", "2", "--worker-port-base", "65535"], "--worker-port-base"),
+     (["--lease-ttl", "0.5"], "--lease-ttl"), (["--store-poll-interval", "0"], "--store-poll-interval")],
+)
+def test_bad_replica_settings_name_their_flag(argv: list[str], field: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_args(argv, env={})
+    assert field in capsys.readouterr().err
+
+
+def test_workers_auto_is_the_cores_this_process_may_use() -> None:
+    import os
+
+    assert parse_args(["--workers", "auto"], env={}).worker_count == len(os.sched_getaffinity(0))
+    assert parse_args([], env={"CENTROIDAL_WORKERS": "3"}).worker_count == 3
+

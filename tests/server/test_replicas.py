@@ -366,3 +366,23 @@ def test_a_redirect_keeps_tls_and_the_token(tmp_path: Path, pki: Pki) -> None:
             assert first.get_model("secure").n_samples_seen == 200
     finally:
         assert group.stop() == 0
+
+
+def test_workers_listen_on_the_own_ports_given_them(tmp_path: Path) -> None:
+    """--worker-port-base: worker i's own address is that port + i (ports a container can
+    publish), named by --advertise-host."""
+    for base in range(free_port(), 65000, 7):  # two free ports in a row
+        with socket.socket() as first, socket.socket() as second:
+            try:
+                first.bind(("127.0.0.1", base))
+                second.bind(("127.0.0.1", base + 1))
+            except OSError:
+                continue
+        break
+    group = Replicas(tmp_path / "data", 2, "--worker-port-base", str(base), "--advertise-host", "localhost")
+    try:
+        assert group.own_addresses() == [f"localhost:{base}", f"localhost:{base + 1}"]
+        with group.client(f"127.0.0.1:{base + 1}") as client:
+            assert client.health() == "SERVING"
+    finally:
+        assert group.stop() == 0
