@@ -26,7 +26,7 @@ import pytest
 
 from centroidal.client import Client
 from centroidal.client.errors import Aborted, NotFound
-from tests.server.test_tls import Pki, pki  # noqa: F401 - the fixture, with its certificates
+from tests.server.conftest import Pki
 
 # A connection of its own for each client (see the module's docstring).
 OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
