@@ -57,6 +57,8 @@ CANNOT_START = 2
 SCRAPE_TIMEOUT_S = 2.0
 # How often the supervisor looks for a dead worker.
 WATCH_S = 0.1
+# A draining worker gets this long past --grace-period (fits leaving, the last checkpoint).
+DRAIN_MARGIN_S = 60.0
 
 
 @dataclass
@@ -213,10 +215,17 @@ class Supervisor:
             assert worker.process is not None
             worker.process.send_signal(signal.SIGTERM)
         status = 0
+        give_up = time.monotonic() + self.config.grace_period + DRAIN_MARGIN_S
         for worker in self.workers:
             if worker.process is None:
                 continue
-            code = worker.process.wait()
+            try:
+                code = worker.process.wait(max(0.0, give_up - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.error("worker %d (pid %d) did not stop %.0f s after its grace period: killed, and "
+                          "what it held may not be stored", worker.index, worker.process.pid, DRAIN_MARGIN_S)
+                worker.process.kill()
+                code = worker.process.wait()
             if code != 0 and (worker.check_ready() or code != -signal.SIGTERM):
                 log.error("worker %d stopped with %s", worker.index, _exit(code))
                 status = 1
