@@ -195,7 +195,11 @@ class CentroidalServer:
         config = self.config
         if config.metrics_port:
             allowed = self.tokens.accepts if config.metrics_auth and self.tokens else None
-            self.metrics_port = self.metrics.serve(config.metrics_host, config.metrics_port, allowed)
+            try:
+                self.metrics_port = self.metrics.serve(config.metrics_host, config.metrics_port, allowed)
+            except OSError as exc:
+                raise OSError(f"could not serve metrics on {config.metrics_host}:{config.metrics_port} "
+                              f"(--metrics-port): {exc.strerror or exc}") from exc
             log.info("metrics on http://%s:%d/metrics (%s)", config.metrics_host, self.metrics_port,
                      "bearer token required" if allowed else "no token required")
         self._log_security()

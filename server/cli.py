@@ -46,7 +46,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, StoreDamaged, StoreUnavailable) as exc:
         log.error("cannot start: %s", getattr(exc, "message", None) or exc)
         return 2
-    server.start()
+    try:
+        server.start()
+    except OSError as exc:  # the metrics port taken, say
+        log.error("cannot start: %s", exc)
+        server.stop(0)
+        return 2
     replicas.tell_supervisor_ready()
     supervisor = os.getppid() if inherited_lock() is not None else None
     while not stop_requested.wait(0.5):
@@ -72,7 +77,11 @@ def _supervise(config: ServerConfig, argv: Sequence[str] | None, log: logging.Lo
     except (OSError, StoreDamaged, StoreUnavailable) as exc:
         log.error("cannot start: %s", getattr(exc, "message", None) or exc)
         return 2
-    return supervisor.run()
+    try:
+        return supervisor.run()
+    except OSError as exc:  # before any worker started
+        log.error("cannot start: %s", exc)
+        return 2
 
 
 def store_main(argv: Sequence[str] | None = None) -> int:

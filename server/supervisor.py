@@ -98,6 +98,8 @@ class Supervisor:
         self.count = config.worker_count
         if config.port == 0:  # every worker must bind the same port: choose it here
             config = self.config = replace(config, port=_free_port(config.host))
+        else:  # the workers share it with SO_REUSEPORT, which would let them join another service's
+            _check_free(config.host, config.port)
         self._argv = list(argv)
         self.store = SQLiteStore(config.data_dir, min_free_bytes=config.min_free_disk,
                                  max_bytes=config.max_store_bytes)
@@ -152,7 +154,12 @@ class Supervisor:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._request_stop)
         if self.config.metrics_port:
-            self._serve_metrics()
+            try:
+                self._serve_metrics()
+            except OSError as exc:
+                self.store.close()
+                raise OSError(f"could not serve metrics on {self.config.metrics_host}:{self.config.metrics_port} "
+                              f"(--metrics-port): {exc.strerror or exc}") from exc
         for worker in self.workers:
             self._start(worker)
         while not self._stopping.wait(WATCH_S):
@@ -286,6 +293,19 @@ class _WorkersCollector:
 
 def _exit(code: int) -> str:
     return f"signal {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
+
+
+def _check_free(host: str, port: int) -> None:
+    """Raise OSError when something already listens on the port: the workers' SO_REUSEPORT
+    would otherwise share it with another server of the same user, and split its calls."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past connections in TIME_WAIT
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise OSError(f"could not bind {host}:{port}: {exc.strerror or exc}; is another server "
+                          "running there?") from None
 
 
 def _free_port(host: str) -> int:

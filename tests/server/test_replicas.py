@@ -386,3 +386,19 @@ def test_workers_listen_on_the_own_ports_given_them(tmp_path: Path) -> None:
             assert client.health() == "SERVING"
     finally:
         assert group.stop() == 0
+
+
+def test_workers_refuse_a_port_another_server_listens_on(tmp_path: Path) -> None:
+    """SO_REUSEPORT would let the workers join another listener of the same user on the port
+    and split its calls: the supervisor refuses the port instead."""
+    with socket.socket() as other:
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        refused = subprocess.run(
+            [sys.executable, "-m", "centroidal.client.cli", "serve", "--workers", "2", "--port", str(port),
+             "--data-dir", str(tmp_path / "data")], capture_output=True, text=True, timeout=120,
+        )
+    assert refused.returncode == 2
+    assert f"could not bind 127.0.0.1:{port}: Address already in use" in refused.stderr
