@@ -44,3 +44,34 @@ def server(start_server: ServerFactory) -> CentroidalServer:
 def client(server: CentroidalServer) -> Iterator[Client]:
     with Client(f"127.0.0.1:{server.port}", timeout=30) as sdk:
         yield sdk
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL server's URL: ``CENTROIDAL_TEST_POSTGRES``, or a throwaway server the
+    tests start themselves (tests/postgres.py); skips when neither can be had."""
+    import os
+    import shutil
+    import tempfile
+
+    from tests.postgres import URL_ENV, ThrowawayPostgres, server_binaries
+
+    given = os.environ.get(URL_ENV)
+    if given:
+        yield given
+        return
+    binaries = server_binaries()
+    if binaries is None:
+        pytest.skip(f"PostgreSQL tests skipped: no initdb/pg_ctl found (apt-get install postgresql) and "
+                    f"{URL_ENV} is unset")
+    # Not under pytest's own temporary folder: that is root's alone, and the server runs as
+    # another user.
+    root = Path(tempfile.mkdtemp(prefix="centroidal-postgres-"))
+    try:
+        server = ThrowawayPostgres(root, binaries)
+        try:
+            yield server.url
+        finally:
+            server.stop()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
