@@ -11,7 +11,7 @@ import logging
 import os
 import signal
 import sys
-import threading
+import time
 from collections.abc import Sequence
 
 from .app import create_server
@@ -31,11 +31,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     log = logging.getLogger("centroidal.server")
-    stop_requested = threading.Event()
+    # A plain list, not a threading.Event: a handler that set an Event could deadlock on the
+    # lock the main thread holds inside Event.wait when the signal lands.
+    signals: list[int] = []
 
     def request_stop(signum: int, frame: object) -> None:
-        log.info("received %s, draining for up to %.1fs", signal.Signals(signum).name, config.grace_period)
-        stop_requested.set()
+        signals.append(signum)
 
     if config.worker_count > 1 and inherited_lock() is None:
         return _supervise(config, argv, log)
@@ -54,10 +55,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     replicas.tell_supervisor_ready()
     supervisor = os.getppid() if inherited_lock() is not None else None
-    while not stop_requested.wait(0.5):
+    while not signals:
+        time.sleep(0.1)
         if supervisor is not None and os.getppid() != supervisor:
             log.error("the supervisor (pid %d) is gone: this worker drains and stops", supervisor)
             break
+    if signals:
+        log.info("received %s, draining for up to %.1fs", signal.Signals(signals[0]).name, config.grace_period)
     unsaved = server.stop()
     if unsaved:
         for line in unsaved:

@@ -30,7 +30,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator, Sequence
@@ -111,7 +110,7 @@ class Supervisor:
             raise
         self._lock_fd = self.store.lock_descriptor
         self.workers = [Worker(index) for index in range(self.count)]
-        self._stopping = threading.Event()
+        self._signals: list[int] = []  # SIGTERM or SIGINT received
         self._metrics = CollectorRegistry()
         self._alive = Gauge("centroidal_workers_alive", "Worker processes serving", registry=self._metrics)
         self._restarts = Counter("centroidal_worker_restarts", "Workers started again after they died",
@@ -162,7 +161,8 @@ class Supervisor:
                               f"(--metrics-port): {exc.strerror or exc}") from exc
         for worker in self.workers:
             self._start(worker)
-        while not self._stopping.wait(WATCH_S):
+        while not self._signals:
+            time.sleep(WATCH_S)
             failed = self._watch()
             if failed is not None:
                 self._stop_all()
@@ -170,9 +170,9 @@ class Supervisor:
         return self._stop_all()
 
     def _request_stop(self, signum: int, frame: object) -> None:
-        log.info("supervisor received %s: draining every worker for up to %.1fs",
-                 signal.Signals(signum).name, self.config.grace_period)
-        self._stopping.set()
+        """Only noted here: a handler that took a lock (an Event's, logging's) could deadlock
+        with the main thread holding it when the signal lands."""
+        self._signals.append(signum)
 
     def _watch(self) -> int | None:
         """Restart dead workers; returns an exit status when the service cannot start."""
@@ -217,6 +217,9 @@ class Supervisor:
     def _stop_all(self) -> int:
         """SIGTERM every worker and wait for each to drain; 0 only if every one stored
         everything it acknowledged."""
+        if self._signals:
+            log.info("supervisor received %s: draining every worker for up to %.1fs",
+                     signal.Signals(self._signals[0]).name, self.config.grace_period)
         running = [w for w in self.workers if w.process is not None and w.process.poll() is None]
         for worker in running:
             assert worker.process is not None
