@@ -126,11 +126,18 @@ def renew(db: sqlite3.Connection, lease: Lease, ttl: float, ceiling: int) -> Lea
     return Lease(lease.name, lease.owner, lease.address, lease.epoch, max(ceiling, lease.ceiling), lease.floor)
 
 
-def give_up(db: sqlite3.Connection, lease: Lease, published: int) -> None:
-    """Let the lease go (its owner's streams closed); the ceiling falls to what was published."""
+def give_up(db: sqlite3.Connection, lease: Lease, published: int, last_version: int) -> None:
+    """Let the lease go (its owner's streams closed); the ceiling falls to what was published.
+    When the store's own counter already covers that (everything published was stored, or
+    nothing was), the row goes: stream opens leave no rows behind, however many names they
+    tried. (Owners are unique to their process, so a new row's epoch 1 fences an old owner
+    as well as any higher epoch would.)"""
     row = db.execute("SELECT owner, epoch FROM leases WHERE name = ?", (lease.name,)).fetchone()
     if row is None or row[0] != lease.owner or int(row[1]) != lease.epoch:
         return  # already someone else's, or revoked
+    if published <= last_version:
+        db.execute("DELETE FROM leases WHERE name = ?", (lease.name,))
+        return
     db.execute(
         "UPDATE leases SET owner = '', address = '', expires = 0, ceiling = ? WHERE name = ?",
         (published, lease.name),

@@ -372,7 +372,8 @@ class SQLiteStore:
 
     def give_up_lease(self, lease: Lease, published: int) -> None:
         with self._lock, self._transaction():
-            leases.give_up(self._db, lease, published)
+            last, _ = self._name_row(lease.name)
+            leases.give_up(self._db, lease, published, last)
 
     def revoke_leases(self, owner_prefix: str) -> int:
         """End every lease of owners whose identity starts with ``owner_prefix``."""

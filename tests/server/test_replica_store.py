@@ -178,3 +178,19 @@ def test_a_lease_of_a_process_of_this_host_that_is_gone_is_taken_at_once(
     assert isinstance(second.take_lease("s", "other/2/b", "h:2"), Holder)  # no way to tell: wait
     taken = second.take_lease("s", "other/2/b", "h:2", owner_alive)
     assert isinstance(taken, Lease) and taken.owner == "other/2/b"
+
+
+def test_stream_opens_leave_no_lease_rows_behind(stores: tuple[SQLiteStore, SQLiteStore]) -> None:
+    import sqlite3
+
+    first, _ = stores
+    for index in range(50):  # streams opened on names that never got a batch
+        lease = first.take_lease(f"tried{index}", "host/1/a", "h:1")
+        assert isinstance(lease, Lease)
+        first.give_up_lease(lease, published=0)
+    stored = first.put(snapshot("kept"), keep_versions=5)
+    lease = first.take_lease("kept", "host/1/a", "h:1")
+    assert isinstance(lease, Lease)
+    first.give_up_lease(lease, published=stored.version)  # everything published was stored
+    with sqlite3.connect(first.path) as db:
+        assert db.execute("SELECT count(*) FROM leases").fetchone() == (0,)
