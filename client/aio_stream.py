@@ -26,7 +26,7 @@ from .errors import (
 )
 from .ledger import CLOSE, HANG_UP, Ledger, durable_from_trailer, reopening
 from .results import BatchAck
-from .reconnects import MAX_REDIRECTS, Backoff, idle_timeout, owner_in, stream_owner, worth_resending
+from .reconnects import Backoff, Route, idle_timeout, owner_in, stream_owner
 from .transport import AsyncTransport, status_lost
 
 
@@ -51,9 +51,8 @@ class AsyncMiniBatchStream:
         self.producer_id = self._ledger.producer_id
         self.reconnect_timeout = reconnect_timeout
         self.reconnects = 0
-        # Times a replica sent the stream to the one that owns its model, and that one's address.
-        self.redirects = 0
-        self._owner: str | None = None
+        # The service's address, or the owner of the model's stream once a replica named it.
+        self._route = Route()
         self._client = client
         self._opening = opening
         self._method = client._methods.stream_mini_batch
@@ -167,6 +166,11 @@ class AsyncMiniBatchStream:
                 pass
 
     @property
+    def redirects(self) -> int:
+        """Times a replica sent the stream to the one that owns its model."""
+        return self._route.redirects
+
+    @property
     def next_sequence(self) -> int:
         return self._ledger.next_sequence
 
@@ -238,7 +242,7 @@ class AsyncMiniBatchStream:
 
     async def _run(self, preflight: bool = True) -> None:
         backoff = Backoff(self.reconnect_timeout)
-        redirects = 0  # in a row, without an ack between
+        self._route.settle()
         try:
             try:
                 if preflight:
@@ -255,16 +259,13 @@ class AsyncMiniBatchStream:
                 if self._closing:
                     connection.put_nowait(CLOSE)
                 self._queue = connection
-                method = self._method if self._owner is None else self._client.owner_channel(self._owner)[1].stream_mini_batch
+                method = self._route.method(self._client, self._method)
                 call = method(self._requests(connection))
                 self._call = call
                 try:
-                    moved = owner_in(await call.initial_metadata())
-                    if moved is not None and redirects < MAX_REDIRECTS:
+                    if self._route.follow(owner_in(await call.initial_metadata())):
                         # Another replica owns the model's stream: open it there at once.
                         call.cancel()
-                        self._owner, redirects = moved, redirects + 1
-                        self.redirects += 1
                         continue
                     async for message in call:
                         ack = self._ledger.record(message)
@@ -272,16 +273,13 @@ class AsyncMiniBatchStream:
                         if ack is not None and self._on_ack is not None:
                             self._on_ack(ack)
                         backoff.succeeded()
-                        redirects = 0
+                        self._route.settle()
                 except grpc.aio.AioRpcError as error:
                     owner = stream_owner(error)
-                    if owner is not None and redirects < MAX_REDIRECTS:
-                        # Another replica owns the model's stream: open it there at once.
-                        self._owner, redirects = owner, redirects + 1
-                        self.redirects += 1
+                    if self._route.follow(owner):
                         continue
-                    if owner is None and self._owner is not None and worth_resending(self._client.failure(error)):
-                        self._owner = None  # the owner went away: back to the service's address
+                    if owner is None:
+                        self._route.fall_back(self._client, error)
                     if idle_timeout(error):
                         # A quiet stream the server ended: hold none open until a batch or
                         # the close needs one.

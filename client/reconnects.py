@@ -109,3 +109,38 @@ def idle_timeout(error: Any) -> bool:
     if _code(error) != grpc.StatusCode.DEADLINE_EXCEEDED:
         return False
     return error_from_rpc(error).reason == "IDLE_TIMEOUT"
+
+
+class Route:
+    """Where a producer stream opens its call: the service's address, or the replica that
+    owns the model's stream once one named it. Both producer streams keep one."""
+
+    def __init__(self) -> None:
+        self.owner: str | None = None
+        self.redirects = 0  # every redirect followed, for the stream's ``redirects``
+        self._in_a_row = 0  # without an ack between
+
+    def method(self, client: Any, service: Any) -> Any:
+        """The StreamMiniBatch method to call: ``service``'s, or the owner's channel's."""
+        return service if self.owner is None else client.owner_channel(self.owner)[1].stream_mini_batch
+
+    def follow(self, owner: str | None) -> bool:
+        """Go to ``owner`` at once, when a replica named one and fewer than MAX_REDIRECTS
+        were followed in a row (more wait as reconnects do)."""
+        if owner is None or self._in_a_row >= MAX_REDIRECTS:
+            return False
+        self.owner = owner
+        self._in_a_row += 1
+        self.redirects += 1
+        return True
+
+    def settle(self) -> None:
+        """An ack arrived (or a new run of reconnects begins): redirects count afresh."""
+        self._in_a_row = 0
+
+    def fall_back(self, client: Any, error: Any) -> None:
+        """A call to the owner failed as an unreachable server does: back to the service's
+        address, where the next owner will be found."""
+        if self.owner is not None and worth_resending(client.failure(error)):
+            self.owner = None
+

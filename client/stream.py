@@ -36,7 +36,7 @@ from centroidal import codec
 from .errors import CentroidalError, DeadlineExceeded
 from .ledger import CLOSE, HANG_UP, Ledger, durable_from_trailer, reopening
 from .results import BatchAck
-from .reconnects import MAX_REDIRECTS, Backoff, idle_timeout, owner_in, stream_owner, worth_resending
+from .reconnects import Backoff, Route, idle_timeout, owner_in, stream_owner
 from .transport import SyncTransport
 
 
@@ -70,9 +70,8 @@ class MiniBatchStream:
         self.producer_id = self._ledger.producer_id
         self.reconnect_timeout = reconnect_timeout
         self.reconnects = 0
-        # Times a replica sent the stream to the one that owns its model, and that one's address.
-        self.redirects = 0
-        self._owner: str | None = None
+        # The service's address, or the owner of the model's stream once a replica named it.
+        self._route = Route()
         self._client = client
         self._opening = opening
         self._method = client._methods.stream_mini_batch
@@ -204,6 +203,11 @@ class MiniBatchStream:
         return self._ledger.window
 
     @property
+    def redirects(self) -> int:
+        """Times a replica sent the stream to the one that owns its model."""
+        return self._route.redirects
+
+    @property
     def next_sequence(self) -> int:
         return self._ledger.next_sequence
 
@@ -254,7 +258,7 @@ class MiniBatchStream:
 
     def _connect_and_receive(self) -> None:
         backoff = Backoff(self.reconnect_timeout)
-        redirects = 0  # in a row, without an ack between
+        self._route.settle()
         while True:
             with self._cond:
                 if self._done:
@@ -269,17 +273,14 @@ class MiniBatchStream:
                     connection.put(CLOSE)
                 # send() and close() queue onto the new connection from here on.
                 self._queue = connection
-                method = self._method if self._owner is None else self._client.owner_channel(self._owner)[1].stream_mini_batch
+                method = self._route.method(self._client, self._method)
                 call = method(self._requests(connection))
                 self._call = call
             try:
-                moved = owner_in(call.initial_metadata())
-                if moved is not None and redirects < MAX_REDIRECTS:
+                if self._route.follow(owner_in(call.initial_metadata())):
                     # Another replica owns the model's stream: open it there at once (the
                     # status that follows says the same, once the server drained the call).
                     call.cancel()
-                    self._owner, redirects = moved, redirects + 1
-                    self.redirects += 1
                     continue
                 for message in call:
                     with self._cond:
@@ -288,16 +289,13 @@ class MiniBatchStream:
                     if ack is not None and self._on_ack is not None:
                         self._on_ack(ack)
                     backoff.succeeded()
-                    redirects = 0
+                    self._route.settle()
             except grpc.RpcError as error:
                 owner = stream_owner(error)
-                if owner is not None and redirects < MAX_REDIRECTS:
-                    # Another replica owns the model's stream: open it there at once.
-                    self._owner, redirects = owner, redirects + 1
-                    self.redirects += 1
+                if self._route.follow(owner):
                     continue
-                if owner is None and self._owner is not None and worth_resending(self._client.failure(error)):
-                    self._owner = None  # the owner went away: back to the service's address
+                if owner is None:
+                    self._route.fall_back(self._client, error)
                 with self._cond:
                     if idle_timeout(error):
                         # The server ended a quiet stream: hold none open until there is a

@@ -157,15 +157,13 @@ class CentroidalServer:
                 return server.add_insecure_port(address)
             return server.add_secure_port(address, credentials)
 
-        port = bind(config.address)
-        if self.worker_index is None:
-            self.own_port = port
-        else:  # a port of this worker's own, where producers of the streams it owns are sent
+        port = own_port = bind(config.address)
+        if self.worker_index is not None:  # a port of this worker's own, where producers of its streams are sent
             host = f"[{config.host}]" if ":" in config.host else config.host
             own = config.worker_port_base + self.worker_index if config.worker_port_base else 0
-            self.own_port = bind(f"{host}:{own}")
+            own_port = bind(f"{host}:{own}")
         self.servicer.hub.owner = owner = replicas.this_replica(
-            replicas.advertised(config.host, self.own_port, config.advertise_host)
+            replicas.advertised(config.host, own_port, config.advertise_host)
         )
         self.registry.identity = owner.identity
         return server, port

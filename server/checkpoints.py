@@ -19,7 +19,6 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from .config import ServerConfig
-from .exceptions import StreamMoved
 from .leases import LeaseLost
 from .live import LiveModel, is_stale
 from .memory import TRIM_AFTER, trim
@@ -50,8 +49,7 @@ class Checkpointer:
             try:
                 live.lease = self._registry.save_checkpoint(snapshot, dict(live.producers), live.lease)
             except LeaseLost as lost:
-                live.lost = str(lost)
-                raise StreamMoved(f"{lost}; nothing more of it is stored here", field="open.model") from None
+                raise live.moved(lost) from None
             live.renewed_at = time.monotonic()
             live.dirty = False
             live.durable_version = snapshot.version

@@ -105,10 +105,16 @@ def take(
     return lease
 
 
+def _holder(db: sqlite3.Connection, lease: Lease) -> tuple[tuple[str, int] | None, bool]:
+    """The lease's row (owner, epoch), and whether it still names ``lease``'s owner and epoch."""
+    row = db.execute("SELECT owner, epoch FROM leases WHERE name = ?", (lease.name,)).fetchone()
+    return row, row is not None and row[0] == lease.owner and int(row[1]) == lease.epoch
+
+
 def check(db: sqlite3.Connection, lease: Lease) -> None:
     """Raise LeaseLost unless the row still names ``lease``'s owner and epoch (the fence)."""
-    row = db.execute("SELECT owner, epoch FROM leases WHERE name = ?", (lease.name,)).fetchone()
-    if row is None or row[0] != lease.owner or int(row[1]) != lease.epoch:
+    row, held = _holder(db, lease)
+    if not held:
         raise LeaseLost(
             f"this replica no longer owns the stream of model {lease.name!r}: "
             + ("its lease was revoked by a fit or a delete" if row is None or not row[0]
@@ -132,8 +138,7 @@ def give_up(db: sqlite3.Connection, lease: Lease, published: int, last_version: 
     nothing was), the row goes: stream opens leave no rows behind, however many names they
     tried. (Owners are unique to their process, so a new row's epoch 1 fences an old owner
     as well as any higher epoch would.)"""
-    row = db.execute("SELECT owner, epoch FROM leases WHERE name = ?", (lease.name,)).fetchone()
-    if row is None or row[0] != lease.owner or int(row[1]) != lease.epoch:
+    if not _holder(db, lease)[1]:
         return  # already someone else's, or revoked
     if published <= last_version:
         db.execute("DELETE FROM leases WHERE name = ?", (lease.name,))

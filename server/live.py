@@ -13,8 +13,8 @@ from centroidal.engine.kmeans import fresh_seed
 from centroidal.engine.minibatch import MiniBatchParams, MiniBatchState
 
 from .config import ServerConfig
-from .exceptions import InvalidRequest, LimitExceeded
-from .leases import Lease
+from .exceptions import InvalidRequest, LimitExceeded, StreamMoved
+from .leases import Lease, LeaseLost
 from .registry import Registry
 from .snapshots import ModelSnapshot
 
@@ -78,6 +78,13 @@ class LiveModel:
         self.renewed_at = 0.0
         # Batches of every stream waiting for the writer lock (deque appends are atomic).
         self.queue: deque[Pending] = deque()
+
+    def moved(self, lost: LeaseLost | None = None) -> StreamMoved:
+        """What this model's streams end with once its lease is gone (noted here from
+        ``lost``, when given)."""
+        if lost is not None:
+            self.lost = str(lost)
+        return StreamMoved(f"{self.lost}; reconnect and resend what is not durable", field="open.model")
 
     @classmethod
     def from_snapshot(cls, snapshot: ModelSnapshot) -> LiveModel:

@@ -57,6 +57,18 @@ from .snapshots import Catalog, ModelSnapshot, StoredModels
 log = logging.getLogger("centroidal.server")
 
 
+# Each name's current version, as the checksum covers it; and names whose current version
+# has no row (damage).
+_CURRENT_ROWS = (
+    "SELECT v.name, v.version, CAST(v.meta AS BLOB), v.centers, v.state, v.checksum FROM versions v "
+    "JOIN names n ON n.name = v.name AND n.current_version = v.version"
+)
+_MISSING_CURRENT = (
+    "SELECT n.name FROM names n LEFT JOIN versions v ON v.name = n.name AND v.version = n.current_version "
+    "WHERE n.current_version IS NOT NULL AND v.name IS NULL"
+)
+
+
 class SQLiteStore:
     """ModelStore in one SQLite file under the data directory.
 
@@ -118,16 +130,9 @@ class SQLiteStore:
     def load_all(self) -> StoredModels:
         """Every current version, each verified; raises StoreDamaged naming every bad one."""
         with self._lock, self._reading():
-            rows = self._db.execute(
-                "SELECT v.name, v.version, CAST(v.meta AS BLOB), v.centers, v.state, v.checksum FROM versions v "
-                "JOIN names n ON n.name = v.name AND n.current_version = v.version"
-            ).fetchall()
+            rows = self._db.execute(_CURRENT_ROWS).fetchall()
             names = self._db.execute("SELECT name, last_version FROM names").fetchall()
-            missing = self._db.execute(
-                "SELECT n.name FROM names n LEFT JOIN versions v "
-                "ON v.name = n.name AND v.version = n.current_version "
-                "WHERE n.current_version IS NOT NULL AND v.name IS NULL"
-            ).fetchall()
+            missing = self._db.execute(_MISSING_CURRENT).fetchall()
         snapshots, damaged = [], [str(name) for (name,) in missing]
         for row in rows:
             try:
@@ -139,22 +144,15 @@ class SQLiteStore:
         return StoredModels(snapshots, {name: int(version) for name, version in names})
 
     def verify_current(self) -> int:
-        """Verify every current version's checksum, one row in memory at a time; raises
-        StoreDamaged as ``load_all`` does. Returns how many were verified."""
-        damaged: list[str] = []
+        """Verify every current version's checksum as ``load_all`` does, one row in memory at
+        a time, keeping none; returns how many were verified."""
         verified = 0
         with self._lock, self._reading():
-            missing = self._db.execute(
-                "SELECT n.name FROM names n LEFT JOIN versions v "
-                "ON v.name = n.name AND v.version = n.current_version "
-                "WHERE n.current_version IS NOT NULL AND v.name IS NULL"
-            ).fetchall()
-            damaged += [str(name) for (name,) in missing]
-            for row in self._db.execute(
-                "SELECT v.name, v.version, CAST(v.meta AS BLOB), v.centers, v.state, v.checksum FROM versions v "
-                "JOIN names n ON n.name = v.name AND n.current_version = v.version"
-            ):
-                if row[5] != row_checksum(row[0], int(row[1]), row[2], row[3], row[4]):
+            damaged = [str(name) for (name,) in self._db.execute(_MISSING_CURRENT).fetchall()]
+            for row in self._db.execute(_CURRENT_ROWS):
+                try:
+                    verified_snapshot(*row)
+                except StoreDamaged:
                     damaged.append(str(row[0]))
                 verified += 1
         if damaged:

@@ -32,7 +32,6 @@ from .exceptions import (
     ModelNotFound,
     ModelReplaced,
     StreamElsewhere,
-    StreamMoved,
 )
 from .checkpoints import Checkpointer
 from .leases import CEILING_STEP, Holder, Lease, LeaseLost
@@ -202,9 +201,7 @@ class StreamHub:
         """Apply one queued batch; the caller holds the model's writer lock."""
         producer, points, weights = entry.producer, entry.points, entry.weights
         if live.lost:
-            raise StreamMoved(
-                f"{live.lost}; reconnect and resend what is not durable", field="open.model"
-            )
+            raise live.moved()
         if is_stale(self._registry, live):
             raise ModelReplaced(
                 f"model {live.name!r} was deleted or refitted while this stream was open; "
@@ -270,8 +267,7 @@ class StreamHub:
         try:
             live.lease = self._registry.renew_lease(lease, following + CEILING_STEP)
         except LeaseLost as lost:
-            live.lost = str(lost)
-            raise StreamMoved(f"{lost}; reconnect and resend what is not durable", field="open.model") from None
+            raise live.moved(lost) from None
 
     def _snapshot_of(self, live: LiveModel, batch_inertia: float) -> ModelSnapshot:
         state = live.state

@@ -33,7 +33,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import Metric
@@ -68,7 +68,6 @@ class Worker:
     delay: float = FIRST_RESTART_S
     restart_at: float | None = None
     restarts: int = 0
-    exit_codes: list[int] = field(default_factory=list)
     # The pipe it writes to once it serves, and whether it did: before that it holds nothing.
     ready_pipe: int | None = None
     ready: bool = False
@@ -95,10 +94,8 @@ class Supervisor:
     def __init__(self, config: ServerConfig, argv: Sequence[str]) -> None:
         self.config = config
         self.count = config.worker_count
-        if config.port == 0:  # every worker must bind the same port: choose it here
-            config = self.config = replace(config, port=_free_port(config.host))
-        else:  # the workers share it with SO_REUSEPORT, which would let them join another service's
-            _check_free(config.host, config.port)
+        # Every worker binds the same port (0: chosen here), which must be free (see _free).
+        config = self.config = replace(config, port=_free(config.host, config.port))
         self._argv = list(argv)
         self.store = SQLiteStore(config.data_dir, min_free_bytes=config.min_free_disk,
                                  max_bytes=config.max_store_bytes)
@@ -185,7 +182,6 @@ class Supervisor:
                 continue
             if process is not None:  # it just died
                 code = process.returncode
-                worker.exit_codes.append(code)
                 worker.process = None
                 ended = self._end_leases(process.pid)
                 lived = now - worker.started
@@ -298,9 +294,10 @@ def _exit(code: int) -> str:
     return f"signal {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
 
 
-def _check_free(host: str, port: int) -> None:
-    """Raise OSError when something already listens on the port: the workers' SO_REUSEPORT
-    would otherwise share it with another server of the same user, and split its calls."""
+def _free(host: str, port: int) -> int:
+    """``port`` (0: one the system picks), once a bind to it shows nothing listens there;
+    raises OSError otherwise. The workers' SO_REUSEPORT would share a port with another
+    server of the same user, and split its calls."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past connections in TIME_WAIT
@@ -309,10 +306,4 @@ def _check_free(host: str, port: int) -> None:
         except OSError as exc:
             raise OSError(f"could not bind {host}:{port}: {exc.strerror or exc}; is another server "
                           "running there?") from None
-
-
-def _free_port(host: str) -> int:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
         return int(probe.getsockname()[1])
