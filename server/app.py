@@ -38,6 +38,7 @@ from .parsing import parser
 from .registry import Registry
 from .integrity import StoreCondition
 from .store import SQLiteStore
+from .stores import on_postgres, open_store
 
 log = logging.getLogger("centroidal.server")
 
@@ -88,22 +89,21 @@ class CentroidalServer:
         self.metrics = Metrics()
         self.health = health_aio.HealthServicer()
         # A worker of `serve --workers N`: one replica of several, under a supervisor that
-        # holds the directory's lock and checked the store before starting it.
+        # checked the store before starting it (and, on SQLite, holds the directory's lock).
         lock = replicas.inherited_lock()
-        self.worker_index = replicas.worker_index() if lock is not None else None
-        self.store = SQLiteStore(
-            config.data_dir, min_free_bytes=config.min_free_disk, max_bytes=config.max_store_bytes,
-            on_condition=self._store_condition, shared_lock=lock,
-        )
-        self.store.lease_ttl = config.lease_ttl
+        self.worker_index = replicas.worker_index()
+        self._serving = False
+        self.store = open_store(config, on_condition=self._store_condition, shared_lock=lock)
+        # Alone on a SQLite store, the server holds every model; on PostgreSQL, replicas on
+        # other hosts may write at any time.
+        alone = lock is None and not on_postgres(config)
         try:
-            if lock is None:
-                # Alone on the directory: no lease left by an earlier server can be live.
+            if alone and isinstance(self.store, SQLiteStore):  # no lease left by an earlier server can be live
                 replicas.end_stale_leases(self.store)
             self.registry = Registry(
                 self.store, max_models=config.max_models, keep_versions=config.keep_versions,
                 # Nobody writes a read-only store: there is no feed to follow.
-                preload=lock is None, shared=lock is not None and not self.store.read_only,
+                preload=alone, shared=not alone and not self.store.read_only,
             )
         except BaseException:
             self.store.close()
@@ -169,10 +169,12 @@ class CentroidalServer:
         return server, port
 
     async def _set_health(self, status: int) -> None:
+        serving = status == health_pb2.HealthCheckResponse.SERVING
+        if serving and _unreachable(self.store.condition):  # a load balancer should send calls elsewhere
+            status = health_pb2.HealthCheckResponse.NOT_SERVING
         for service in ("", SERVICE_NAME):
             await self.health.set(service, status)
-        writable = status == health_pb2.HealthCheckResponse.SERVING and self.store.condition is None
-        await self._set_writes_health(writable)
+        await self._set_writes_health(serving and self.store.condition is None)
 
     async def _set_writes_health(self, writable: bool) -> None:
         serving = health_pb2.HealthCheckResponse.SERVING if writable else health_pb2.HealthCheckResponse.NOT_SERVING
@@ -184,8 +186,8 @@ class CentroidalServer:
         if condition is not None:
             self.metrics.store_failures.labels(condition.reason).inc()
         loop = _EventLoop.loop()
-        if loop is not None and not self.stopping.is_set():
-            asyncio.run_coroutine_threadsafe(self._set_writes_health(condition is None), loop)
+        if loop is not None and self._serving and not self.stopping.is_set():
+            asyncio.run_coroutine_threadsafe(self._set_health(health_pb2.HealthCheckResponse.SERVING), loop)
 
     def start(self) -> None:
         """Start serving; health turns SERVING once every kernel is compiled."""
@@ -221,19 +223,21 @@ class CentroidalServer:
             self.metrics.warmed_up.set(1)
         self.servicer.hub.start()
         if self.registry.shared:
-            self.feed = replicas.Feed(self.registry, config.store_poll_interval, self._models_changed)
+            self.feed = replicas.Feed(self.registry, config.poll_interval, self._models_changed)
             self.feed.start()
+        self._serving = True
         _EventLoop.run(self._set_health(health_pb2.HealthCheckResponse.SERVING))
-        if self.worker_index is None:
+        if self.worker_index is None and not self.registry.shared:
             log.info(
                 "centroidal listening on %s:%d with %d models from %s (checked: locked, quick_check "
                 "ok, every current version's checksum verified)",
-                self.config.host, self.port, len(self.registry), self.store.path,
+                self.config.host, self.port, len(self.registry), self.store.location,
             )
         else:
-            log.info("worker %d listening on %s:%d (its own address %s), a replica of %d models in %s",
-                     self.worker_index, self.config.host, self.port, self.servicer.hub.owner.address,
-                     len(self.registry), self.store.path)
+            log.info("%s listening on %s:%d (its own address %s), a replica of %d models in %s",
+                     "centroidal" if self.worker_index is None else f"worker {self.worker_index}",
+                     self.config.host, self.port, self.servicer.hub.owner.address, len(self.registry),
+                     self.store.location)
 
     def _models_changed(self) -> None:
         self.metrics.models.set(len(self.registry))
@@ -315,6 +319,12 @@ class CentroidalServer:
 
     def wait_for_termination(self, timeout: float | None = None) -> bool:
         return _EventLoop.run(self.grpc_server.wait_for_termination(timeout))
+
+
+def _unreachable(condition: StoreCondition | None) -> bool:
+    """The store cannot be reached at all (a database elsewhere): not even models that are
+    not in memory can be read, so the replica reports NOT_SERVING until it can."""
+    return condition is not None and condition.reason == "STORE_UNREACHABLE"
 
 
 def _tls_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:

@@ -19,7 +19,6 @@ from .config import ServerConfig, parse_args
 from .exceptions import StoreDamaged, StoreUnavailable
 from .checks import backup, inspect
 from . import replicas
-from .replicas import inherited_lock
 from .supervisor import Supervisor
 
 
@@ -38,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def request_stop(signum: int, frame: object) -> None:
         signals.append(signum)
 
-    if config.worker_count > 1 and inherited_lock() is None:
+    if config.worker_count > 1 and replicas.worker_index() is None:
         return _supervise(config, argv, log)
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
@@ -54,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         server.stop(0)
         return 2
     replicas.tell_supervisor_ready()
-    supervisor = os.getppid() if inherited_lock() is not None else None
+    supervisor = os.getppid() if replicas.worker_index() is not None else None
     while not signals:
         time.sleep(0.1)
         if supervisor is not None and os.getppid() != supervisor:

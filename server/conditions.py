@@ -1,5 +1,6 @@
 """Whether the store takes writes now, and why not: a full disk, a read-only directory, a
-failed write; and the small reserve file given up to let a delete through a full disk.
+failed write, a database that cannot be reached; and the small reserve file given up to
+let a delete through a full disk (SQLite's, whose directory is on this host).
 
 While the disk has less than ``min_free_bytes`` free, or for ``RETRY_AFTER_S`` after a
 write failed, writes are refused before any work is done; deletes always run. Every
@@ -31,9 +32,11 @@ class WriteConditions:
     """The store's condition for writes, kept by the store as its writes succeed or fail."""
 
     def __init__(
-        self, directory: Path, store_path: Path, min_free_bytes: int, read_only: bool,
+        self, directory: Path | None, store_path: Path | str, min_free_bytes: int, read_only: bool,
         on_condition: Callable[[StoreCondition | None], None] | None,
     ) -> None:
+        """directory: the store's folder on this host, whose free space is watched (None for a
+        database elsewhere)."""
         self.dir = directory
         self._store_path = store_path
         self.min_free_bytes = min_free_bytes
@@ -54,6 +57,8 @@ class WriteConditions:
         failed = self.current
         if failed is not None and (self.read_only or time.monotonic() - self._failed_at < RETRY_AFTER_S):
             raise refusal(failed)
+        if self.dir is None:
+            return
         free = free_bytes(self.dir)
         if free is not None and free < self.min_free_bytes:
             condition = StoreCondition(
@@ -84,6 +89,8 @@ class WriteConditions:
     # ---- The reserve: a little disk space given up to let a delete through ------------
 
     def keep_reserve(self) -> None:
+        if self.dir is None:
+            return
         reserve = self.dir / RESERVE_FILE
         free = free_bytes(self.dir)
         if reserve.exists() or free is None or free < self.min_free_bytes + 2 * RESERVE_BYTES:
@@ -96,6 +103,8 @@ class WriteConditions:
             reserve.unlink(missing_ok=True)
 
     def release_reserve(self) -> bool:
+        if self.dir is None:
+            return False
         reserve = self.dir / RESERVE_FILE
         try:
             reserve.unlink()

@@ -54,13 +54,23 @@ class ServerConfig:
     workers: str = "1"
     worker_port_base: int = 0
     advertise_host: str = ""
-    store_poll_interval: float = 0.1
+    store: str = ""
+    store_password_file: str = ""
+    store_poll_interval: float = 0.0
     lease_ttl: float = 10.0
 
     @property
     def address(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
+
+    @property
+    def poll_interval(self) -> float:
+        """--store-poll-interval, or the store's own default: 0.1 s on SQLite, whose look costs
+        no table read, and 2 s on PostgreSQL, where NOTIFY hints at writes in between."""
+        if self.store_poll_interval:
+            return self.store_poll_interval
+        return 2.0 if self.store else 0.1
 
     @property
     def worker_count(self) -> int:
@@ -121,8 +131,14 @@ _HELP = {
     "lets each worker pick a free one",
     "advertise_host": "host that producers sent to this worker's own port use to reach it "
     "(default: --host, or this machine's name when --host binds every address)",
+    "store": "where models are kept: empty for SQLite in --data-dir (one host); a postgresql:// URL "
+    "(libpq's: sslmode and the rest go in it) for one database that replicas on many hosts share "
+    "(needs the postgres extra: pip install 'centroidal[postgres]'); keep a password out of it "
+    "(PGPASSFILE, or --store-password-file)",
+    "store_password_file": "file whose first line is the PostgreSQL password (never logged)",
     "store_poll_interval": "seconds between a replica's looks at the store for other replicas' "
-    "writes, besides the look before every read of a model",
+    "writes; 0 is 0.1 on SQLite (which is also asked before every read of a model) and 2 on "
+    "PostgreSQL (where a NOTIFY brings other replicas' writes at once)",
     "lease_ttl": "seconds a stream's owner holds its lease without renewing it; a replica that "
     "dies without its supervisor noticing gives its streams up this long after",
 }
@@ -191,7 +207,7 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
         )
     values["tokens"] = _tokens(values["tokens"], env)
     config = ServerConfig(**values)
-    _check(config, parser)
+    _check(config, parser, sys.argv[1:] if argv is None else argv)
     return config
 
 
@@ -234,7 +250,7 @@ def read_token_file(path: str) -> tuple[str, ...]:
         return tuple(dict.fromkeys(line for line in lines if line))
 
 
-def _check(config: ServerConfig, parser: argparse.ArgumentParser) -> None:
+def _check(config: ServerConfig, parser: argparse.ArgumentParser, arguments: Sequence[str]) -> None:
     positive = ("memory_budget", "max_message_bytes", "max_models", "max_clusters", "max_features", "max_points",
                 "max_fit_bytes", "max_concurrent_fits", "keep_versions", "max_concurrent_rpcs",
                 "cpu_workers",
@@ -257,8 +273,9 @@ def _check(config: ServerConfig, parser: argparse.ArgumentParser) -> None:
     if config.worker_port_base and config.worker_port_base + config.worker_count - 1 > 65535:
         parser.error(f"--worker-port-base {config.worker_port_base} leaves no port for worker "
                      f"{config.worker_count - 1}: the last is --worker-port-base + workers - 1")
-    if not config.store_poll_interval > 0:
-        parser.error(f"--store-poll-interval must be > 0, got {config.store_poll_interval}")
+    if not config.store_poll_interval >= 0:
+        parser.error(f"--store-poll-interval must be >= 0 (0: the store's default), got {config.store_poll_interval}")
+    _check_store(config, parser, any(arg == "--store" or arg.startswith("--store=") for arg in arguments))
     if not config.lease_ttl >= 1:
         parser.error(f"--lease-ttl must be at least 1 second, got {config.lease_ttl}")
     if not config.checkpoint_interval > 0:
@@ -281,3 +298,17 @@ def _check(config: ServerConfig, parser: argparse.ArgumentParser) -> None:
         parser.error("--metrics-auth needs tokens (--token-file or CENTROIDAL_TOKEN)")
     if config.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         parser.error(f"--log-level must be DEBUG, INFO, WARNING or ERROR, got {config.log_level}")
+
+
+def _check_store(config: ServerConfig, parser: argparse.ArgumentParser, flagged: bool) -> None:
+    """flagged: the URL came as a flag, which every user of the machine sees in `ps`."""
+    if config.store and not config.store.startswith(("postgresql://", "postgres://")):
+        shown = config.store.split("@")[-1]  # never echo what may be a password
+        parser.error(f"--store must be empty (SQLite in --data-dir) or a postgresql:// URL, got one ending {shown!r}")
+    if config.store_password_file and not config.store:
+        parser.error("--store-password-file is for a PostgreSQL --store")
+    if config.store_password_file and not os.path.isfile(config.store_password_file):
+        parser.error(f"--store-password-file {config.store_password_file!r} is not a readable file")
+    if flagged and re.match(r"postgres(?:ql)?://[^/@]*:[^/@]*@", config.store):
+        print("centroidal serve: the --store URL holds a password, which shows in `ps` when given as "
+              "a flag; prefer CENTROIDAL_STORE, PGPASSFILE or --store-password-file", file=sys.stderr)

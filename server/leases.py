@@ -23,16 +23,20 @@ producers are sent), an epoch, an expiry, and a version ceiling.
   the expiry.
 
 Every function here runs inside the caller's write transaction, on a DB-API connection
-with ``?`` parameters; clocks are the store host's wall clock.
+with ``?`` parameters, in SQL that SQLite and PostgreSQL both speak; ``now`` is the
+store's clock (the database server's, for PostgreSQL), one for every replica.
 """
 
 from __future__ import annotations
 
-import sqlite3
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+if TYPE_CHECKING:
+    from .writes import Connection
+
+# SQLite's table (the PostgreSQL store declares the same columns in its own types).
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS leases (
     name TEXT PRIMARY KEY,
@@ -76,13 +80,12 @@ class LeaseLost(Exception):
 
 
 def take(
-    db: sqlite3.Connection, name: str, owner: str, address: str, ttl: float, last_version: int,
+    db: Connection, name: str, owner: str, address: str, now: float, ttl: float, last_version: int,
     alive: Callable[[str], bool] = lambda holder: True,
 ) -> Lease | Holder:
     """Take ``name``'s lease for ``owner``, or return who holds it. ``alive`` tells whether a
     holder still runs, where the caller can know (a process of its own host): one that
     does not is passed over without waiting for its lease to lapse."""
-    now = time.time()
     row = db.execute(
         "SELECT owner, address, epoch, expires, ceiling FROM leases WHERE name = ?", (name,)
     ).fetchone()
@@ -90,7 +93,7 @@ def take(
         epoch, ceiling = 1, 0
     else:
         held_by, held_at, epoch, expires, ceiling = row
-        if held_by and held_by != owner and expires > now and alive(str(held_by)):
+        if held_by and held_by != owner and float(expires) > now and alive(str(held_by)):
             return Holder(name, str(held_by), str(held_at), float(expires) - now)
         if held_by != owner:
             epoch = int(epoch) + 1
@@ -105,13 +108,14 @@ def take(
     return lease
 
 
-def _holder(db: sqlite3.Connection, lease: Lease) -> tuple[tuple[str, int] | None, bool]:
-    """The lease's row (owner, epoch), and whether it still names ``lease``'s owner and epoch."""
-    row = db.execute("SELECT owner, epoch FROM leases WHERE name = ?", (lease.name,)).fetchone()
+def _holder(db: Connection, lease: Lease) -> tuple[tuple[str, int, int] | None, bool]:
+    """The lease's row (owner, epoch, ceiling), and whether it still names ``lease``'s owner
+    and epoch."""
+    row = db.execute("SELECT owner, epoch, ceiling FROM leases WHERE name = ?", (lease.name,)).fetchone()
     return row, row is not None and row[0] == lease.owner and int(row[1]) == lease.epoch
 
 
-def check(db: sqlite3.Connection, lease: Lease) -> None:
+def check(db: Connection, lease: Lease) -> tuple[str, int, int]:
     """Raise LeaseLost unless the row still names ``lease``'s owner and epoch (the fence)."""
     row, held = _holder(db, lease)
     if not held:
@@ -120,19 +124,19 @@ def check(db: sqlite3.Connection, lease: Lease) -> None:
             + ("its lease was revoked by a fit or a delete" if row is None or not row[0]
                else f"another replica took it over (epoch {row[1]})")
         )
+    assert row is not None
+    return row
 
 
-def renew(db: sqlite3.Connection, lease: Lease, ttl: float, ceiling: int) -> Lease:
-    """Move the expiry forward and set the ceiling; fenced like a checkpoint."""
-    check(db, lease)
-    db.execute(
-        "UPDATE leases SET expires = ?, ceiling = MAX(ceiling, ?) WHERE name = ?",
-        (time.time() + ttl, ceiling, lease.name),
-    )
+def renew(db: Connection, lease: Lease, expires: float, ceiling: int) -> Lease:
+    """Move the expiry forward to ``expires`` and raise the ceiling to ``ceiling``; fenced like
+    a checkpoint."""
+    ceiling = max(ceiling, int(check(db, lease)[2]))
+    db.execute("UPDATE leases SET expires = ?, ceiling = ? WHERE name = ?", (expires, ceiling, lease.name))
     return Lease(lease.name, lease.owner, lease.address, lease.epoch, max(ceiling, lease.ceiling), lease.floor)
 
 
-def give_up(db: sqlite3.Connection, lease: Lease, published: int, last_version: int) -> None:
+def give_up(db: Connection, lease: Lease, published: int, last_version: int) -> None:
     """Let the lease go (its owner's streams closed); the ceiling falls to what was published.
     When the store's own counter already covers that (everything published was stored, or
     nothing was), the row goes: stream opens leave no rows behind, however many names they
@@ -149,7 +153,7 @@ def give_up(db: sqlite3.Connection, lease: Lease, published: int, last_version: 
     )
 
 
-def published_up_to(db: sqlite3.Connection, name: str, writer: str, published: int) -> int:
+def published_up_to(db: Connection, name: str, writer: str, published: int) -> int:
     """The highest version of ``name`` anyone may have published under a lease. A writer that
     owns the lease itself knows exactly (``published``); of anyone else's, the ceiling."""
     row = db.execute("SELECT owner, ceiling FROM leases WHERE name = ?", (name,)).fetchone()
@@ -158,22 +162,23 @@ def published_up_to(db: sqlite3.Connection, name: str, writer: str, published: i
     return published if writer and row[0] == writer else int(row[1])
 
 
-def revoke(db: sqlite3.Connection, name: str, version: int) -> None:
+def revoke(db: Connection, name: str, version: int) -> None:
     """End whoever's lease on ``name``: a fit or a delete wrote ``version``, above anything
     published under it, which becomes the ceiling."""
     db.execute(
         "UPDATE leases SET owner = '', address = '', expires = 0, ceiling = ?, "
-        "epoch = epoch + (owner != '') WHERE name = ?",
+        "epoch = epoch + CASE WHEN owner <> '' THEN 1 ELSE 0 END WHERE name = ?",
         (version, name),
     )
 
 
-def revoke_owners(db: sqlite3.Connection, prefix: str) -> int:
+def revoke_owners(db: Connection, prefix: str) -> int:
     """End every lease whose owner starts with ``prefix`` (a dead worker, or every owner at a
     fresh start); returns how many ended."""
-    cursor = db.execute(
-        "UPDATE leases SET owner = '', address = '', expires = 0, epoch = epoch + 1 "
-        "WHERE owner != '' AND substr(owner, 1, ?) = ?",
-        (len(prefix), prefix),
-    )
-    return int(cursor.rowcount)
+    held = db.execute("SELECT name, owner FROM leases WHERE owner <> ''").fetchall()
+    ended = [str(name) for name, owner in held if str(owner).startswith(prefix)]
+    for name in ended:
+        db.execute(
+            "UPDATE leases SET owner = '', address = '', expires = 0, epoch = epoch + 1 WHERE name = ?", (name,)
+        )
+    return len(ended)

@@ -78,6 +78,11 @@ class Registry:
     def shared(self) -> bool:
         return self._shared
 
+    @property
+    def store_changed(self) -> threading.Event | None:
+        """Set by the store when another replica may have written (see ModelStore.changed)."""
+        return self._store.changed
+
     def resident_bytes(self) -> int:
         """Bytes the loaded models hold in memory: centers, and spectral models' rows."""
         return self._resident_bytes
@@ -122,7 +127,7 @@ class Registry:
                 self._admit(loaded)
                 return loaded
             # Written or deleted by another replica since this one looked: catch up.
-            if not self._shared or (not self.refresh() and version is None):
+            if not self._shared or (not self.refresh(force=True) and version is None):
                 break
         raise ModelNotFound(f"model {name!r} does not exist", field=field)
 
@@ -160,7 +165,7 @@ class Registry:
                 self._admit(stored)
             return stored
         if self._shared:
-            self.refresh()
+            self.refresh(force=True)
             known = self._current.get(name)
         if known is None:
             raise ModelNotFound(f"model {name!r} does not exist", field=field)
@@ -172,7 +177,7 @@ class Registry:
 
     def names(self) -> list[str]:
         if self._shared:
-            self.refresh()
+            self.refresh(force=True)
         return sorted(self._current)
 
     def current_version(self, name: str) -> int:
@@ -203,10 +208,12 @@ class Registry:
 
     # ---- The change feed --------------------------------------------------------------
 
-    def refresh(self) -> int:
+    def refresh(self, force: bool = False) -> int:
         """Apply what other replicas wrote since the last refresh; returns how many names
-        changed. Cheap when nothing did (the store tells without reading a table)."""
-        changes = self._store.changes(self._position)
+        changed. Cheap when nothing did (SQLite tells without reading a table); a store
+        elsewhere is only asked with ``force`` (by the change feed's thread, and where a
+        name must be known exactly)."""
+        changes = self._store.changes(self._position, force)
         if changes is None:
             return 0
         with self._guard:

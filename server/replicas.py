@@ -119,7 +119,8 @@ def advertised(host: str, port: int, advertise_host: str) -> str:
 
 
 class Feed:
-    """Applies other replicas' writes to the registry, every ``interval`` seconds."""
+    """Applies other replicas' writes to the registry, every ``interval`` seconds, and at
+    once when the store hears of one (a PostgreSQL NOTIFY)."""
 
     def __init__(self, registry: Registry, interval: float, on_change: Callable[[], None]) -> None:
         self._registry = registry
@@ -133,9 +134,17 @@ class Feed:
         self._thread.start()
 
     def _run(self) -> None:
-        while not self._stop.wait(self._interval):
+        hinted = self._registry.store_changed
+        while not self._stop.is_set():
+            if hinted is None:
+                self._stop.wait(self._interval)
+            else:
+                hinted.wait(self._interval)
+                hinted.clear()  # before reading, so that a hint arriving meanwhile is kept
+            if self._stop.is_set():
+                break
             try:
-                changed = self._registry.refresh()
+                changed = self._registry.refresh(force=True)
             except Exception as exc:  # noqa: BLE001 - the store may come back; try next round
                 failure = getattr(exc, "message", None) or repr(exc)
                 if failure != self._failure:
@@ -150,5 +159,7 @@ class Feed:
 
     def stop(self) -> None:
         self._stop.set()
+        if self._registry.store_changed is not None:
+            self._registry.store_changed.set()
         if self._thread.is_alive():
             self._thread.join()

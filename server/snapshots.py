@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -83,7 +84,8 @@ class Catalog:
 
 
 class ModelStore(Protocol):
-    """What the registry needs from storage: SQLite here, a shared database for replicas.
+    """What the registry needs from storage: SQLite on one host (store.py), PostgreSQL for
+    replicas on many (postgres.py).
 
     Every write is a compare-and-swap on the name's version: it is refused with
     VersionConflict unless its version is above every version stored for the name, so
@@ -97,8 +99,21 @@ class ModelStore(Protocol):
 
     def load_catalog(self) -> Catalog: ...
 
-    def changes(self, since: int) -> Catalog | None:
-        """Names written by anyone since a feed position; None when nothing changed."""
+    @property
+    def changed(self) -> threading.Event | None:
+        """Set when another replica may have written (a PostgreSQL NOTIFY); None where the
+        store is cheap enough to ask before every read (SQLite)."""
+        ...
+
+    @property
+    def location(self) -> str:
+        """Where the store is, as logs show it (no password)."""
+        ...
+
+    def changes(self, since: int, force: bool = False) -> Catalog | None:
+        """Names written by anyone since a feed position; None when nothing changed. Without
+        ``force`` a store may answer None rather than ask a database elsewhere (it then
+        sets ``changed`` when it hears of a write)."""
         ...
 
     def load_version(self, name: str, version: int) -> ModelSnapshot | None: ...

@@ -1,9 +1,9 @@
-"""ModelStore in SQLite (WAL mode, synchronous=FULL), every row checksummed, shared by replicas.
+"""ModelStore in SQLite (WAL mode, synchronous=FULL), every row checksummed, shared by the
+replicas of one host. It is the embedded default; ``postgres.py`` is the store for many hosts.
 
-Each write is one transaction: the compare-and-swap on the name's versions (its number is
-chosen in the transaction, above anything any replica wrote or a stream's owner published),
-the new version's row, the name's version counter, and the pruning of versions past
-``keep_versions``. A name's counter survives a delete, so versions never go backwards.
+Each write is one transaction (``writes.py``, shared with the PostgreSQL store): the
+compare-and-swap on the name's versions, the new row, the name's counter, the pruning,
+and the stream lease it touches. ``BEGIN IMMEDIATE`` makes writers take turns.
 
 - **Opened with checks** (``integrity.py``): the directory's lock, the write-ahead log,
   ``quick_check``; then every current version's SHA-256 is verified as it loads. Any
@@ -19,24 +19,19 @@ the new version's row, the name's version counter, and the pruning of versions p
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import replace
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import numpy as np
-
-from . import leases, wal
+from . import wal
 from .commits import Acknowledged, CommitRecord
 from .conditions import DEFAULT_MIN_FREE_BYTES, WriteConditions, refusal, shutting_down
-from .exceptions import ModelNotFound, StoreDamaged, StoreFull, VersionConflict
+from .exceptions import StoreDamaged
 from .integrity import (
-    KIND_ON_DISK,
     STORE_FILE,
     VERSION_ROWS,
     Discarded,
@@ -47,12 +42,11 @@ from .integrity import (
     open_read_only,
     open_shared,
     recovery_advice,
-    row_checksum,
     verified_snapshot,
 )
 from .feed import ChangeFeed
-from .leases import Holder, Lease
 from .snapshots import Catalog, ModelSnapshot, StoredModels
+from .writes import VersionedWrites
 
 log = logging.getLogger("centroidal.server")
 
@@ -69,7 +63,7 @@ _MISSING_CURRENT = (
 )
 
 
-class SQLiteStore:
+class SQLiteStore(VersionedWrites):
     """ModelStore in one SQLite file under the data directory.
 
     min_free_bytes : writes are refused while the disk has less free space (deletes run)
@@ -177,9 +171,19 @@ class SQLiteStore:
         with self._lock, self._reading():
             return self._feed.catalog(self._db)
 
-    def changes(self, since: int) -> Catalog | None:
+    @property
+    def changed(self) -> None:
+        """Nothing hints at changes: asking is cheap enough to do before every read of a model."""
+        return None
+
+    @property
+    def location(self) -> str:
+        return str(self.path)
+
+    def changes(self, since: int, force: bool = False) -> Catalog | None:
         """Names written by any replica since feed position ``since``; None when the store
-        has not changed at all (cheap enough to ask before every read of a model)."""
+        has not changed at all (cheap enough to ask before every read of a model, so
+        ``force`` changes nothing)."""
         with self._reading():
             return self._feed.changes(since)
 
@@ -197,197 +201,22 @@ class SQLiteStore:
         """Why writes are refused, or None while they work."""
         return self._conditions.current
 
-    def put(
-        self, snapshot: ModelSnapshot, *, keep_versions: int, expected_version: int | None = None,
-        writer: str = "", published: int = 0,
-    ) -> ModelSnapshot:
-        """Store ``snapshot`` and return it as stored.
+    # ---- What the shared writes need (writes.py) ----------------------------------------
 
-        With version 0 the store numbers it, in the write's transaction, above every version
-        of the name any replica wrote or published under a stream's lease, and timestamps it
-        (created_at carried over from the current version). A fit or palette replaces a
-        streamed model: the stream's lease ends. ``expected_version`` is checked against the
-        current version in the same transaction (VersionConflict). ``writer`` is the calling
-        replica's lease identity and ``published`` the newest version it published of the
-        name: when it owns the name's stream, that is what the new version goes above.
-        """
-        return self._write(snapshot, keep_versions, expected_version=expected_version,
-                           writer=writer, published=published)
-
-    def checkpoint(
-        self, snapshot: ModelSnapshot, producers: Mapping[str, int], *, keep_versions: int,
-        lease: Lease | None = None,
-    ) -> Lease | None:
-        """Store a streamed model with each producer's last sequence, in the same row. Under a
-        lease the write is fenced (LeaseLost when the lease is no longer the caller's) and
-        renews it; returns the renewed lease."""
-        extra = {**snapshot.extra, "producers": dict(producers)}
-        renewed: list[Lease] = []
-        self._write(replace(snapshot, extra=extra), keep_versions, lease=lease, renewed=renewed)
-        return renewed[0] if renewed else None
-
-    def _write(
-        self,
-        snapshot: ModelSnapshot,
-        keep_versions: int,
-        *,
-        expected_version: int | None = None,
-        lease: Lease | None = None,
-        renewed: list[Lease] | None = None,
-        writer: str = "",
-        published: int = 0,
-    ) -> ModelSnapshot:
-        self.check_writable()  # before the row is serialised
-        centers = np.ascontiguousarray(snapshot.centers).tobytes()
-        name = snapshot.name
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[tuple[sqlite3.Connection, int]]:
         with self._lock, self._transaction() as seq:
-            last, current = self._name_row(name)
-            if expected_version is not None:
-                self._check_expected(name, expected_version, current)
-            if lease is not None:
-                leases.check(self._db, lease)
-                renewed_lease = leases.renew(self._db, lease, self.lease_ttl, snapshot.version + leases.CEILING_STEP)
-                if renewed is not None:
-                    renewed.append(renewed_lease)
-            if snapshot.version:
-                self._check_newer(name, snapshot.version)
-            else:  # numbered here: above every version written or published under a lease
-                now = time.time()
-                created = self._created_at(name, current)
-                snapshot = replace(
-                    snapshot, version=max(last, leases.published_up_to(self._db, name, writer, published)) + 1,
-                    created_at=now if created is None else created, updated_at=now,
-                )
-            if lease is None:
-                leases.revoke(self._db, name, snapshot.version)
-            meta = _meta(snapshot)
-            digest = row_checksum(name, snapshot.version, meta, centers, snapshot.state)
-            self._db.execute(
-                "INSERT INTO versions (name, version, meta, centers, state, checksum) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (name, snapshot.version, meta, centers, snapshot.state, digest),
-            )
-            self._db.execute(
-                "INSERT INTO names (name, last_version, current_version, seq) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT(name) DO UPDATE SET last_version = excluded.last_version, "
-                "current_version = excluded.current_version, seq = excluded.seq",
-                (name, snapshot.version, snapshot.version, seq),
-            )
-            self._db.execute(
-                "DELETE FROM versions WHERE name = ? AND version <= ?",
-                (name, snapshot.version - keep_versions),
-            )
-        return snapshot
+            yield self._db, seq
 
-    def delete(
-        self, name: str, version: int = 0, *, expected_version: int | None = None, writer: str = "",
-        published: int = 0,
-    ) -> int:
-        """Delete a name's versions; returns the version the delete wrote (numbered by the
-        store when ``version`` is 0). Runs even while writes are refused, to free space; on a
-        full disk it gives up the reserve file once and tries again."""
-        try:
-            return self._delete(name, version, expected_version, writer, published)
-        except StoreFull:
-            if not self._conditions.release_reserve():
-                raise
-            return self._delete(name, version, expected_version, writer, published)
+    def _now(self, db: object) -> float:
+        return time.time()  # every replica of a SQLite store runs on its host
 
-    def _delete(self, name: str, version: int, expected_version: int | None, writer: str, published: int) -> int:
+    def _refuse_delete(self) -> None:
         if self.read_only and self.condition is not None:
             raise refusal(self.condition)
-        with self._lock, self._transaction() as seq:
-            last, current = self._name_row(name)
-            ceiling = leases.published_up_to(self._db, name, writer, published)
-            if not version and current is None and ceiling <= last:
-                # Nothing stored and no stream publishing it (a live one's lease lifts the ceiling).
-                raise ModelNotFound(f"model {name!r} does not exist", field="name")
-            if expected_version is not None:
-                self._check_expected(name, expected_version, current)
-            if version:
-                self._check_newer(name, version)
-            else:
-                version = max(last, ceiling) + 1
-            leases.revoke(self._db, name, version)
-            # An upsert: a streamed model deleted before its first checkpoint has no row yet,
-            # and its version counter must still not go backwards.
-            self._db.execute(
-                "INSERT INTO names (name, last_version, current_version, seq) VALUES (?, ?, NULL, ?) "
-                "ON CONFLICT(name) DO UPDATE SET last_version = excluded.last_version, "
-                "current_version = NULL, seq = excluded.seq",
-                (name, version, seq),
-            )
-            self._db.execute("DELETE FROM versions WHERE name = ?", (name,))
-        return version
 
-    def _name_row(self, name: str) -> tuple[int, int | None]:
-        row = self._db.execute("SELECT last_version, current_version FROM names WHERE name = ?", (name,)).fetchone()
-        if row is None:
-            return 0, None
-        return int(row[0]), None if row[1] is None else int(row[1])
-
-    def _created_at(self, name: str, current: int | None) -> float | None:
-        if current is None:
-            return None
-        row = self._db.execute(
-            "SELECT json_extract(meta, '$.created_at') FROM versions WHERE name = ? AND version = ?",
-            (name, current),
-        ).fetchone()
-        return None if row is None or row[0] is None else float(row[0])
-
-    def _check_expected(self, name: str, expected: int, current: int | None) -> None:
-        """expected_version against the stored current version; a version a stream's owner
-        published but has not stored yet (under its ceiling) counts as current too."""
-        stored = current or 0
-        if expected == stored:
-            return
-        row = self._db.execute("SELECT owner, expires, ceiling FROM leases WHERE name = ?", (name,)).fetchone()
-        if row is not None and row[0] and stored < expected <= int(row[2]):
-            return
-        raise VersionConflict(
-            f"model {name!r} is at version {stored} in the store, not the expected_version {expected}",
-            field="expected_version",
-            metadata={"current_version": str(stored)},
-        )
-
-    # ---- Stream leases (leases.py) -------------------------------------------------------
-
-    lease_ttl = 10.0
-
-    def take_lease(
-        self, name: str, owner: str, address: str, alive: Callable[[str], bool] = lambda holder: True
-    ) -> Lease | Holder:
-        """Take ``name``'s stream lease, or learn who holds it (``alive``: see leases.take)."""
-        self.check_writable()
-        with self._lock, self._transaction():
-            last, _ = self._name_row(name)
-            return leases.take(self._db, name, owner, address, self.lease_ttl, last, alive)
-
-    def renew_lease(self, lease: Lease, ceiling: int) -> Lease:
-        """Keep holding ``lease`` (LeaseLost when it is gone), raising its ceiling to ``ceiling``."""
-        with self._lock, self._transaction():
-            return leases.renew(self._db, lease, self.lease_ttl, ceiling)
-
-    def give_up_lease(self, lease: Lease, published: int) -> None:
-        with self._lock, self._transaction():
-            last, _ = self._name_row(lease.name)
-            leases.give_up(self._db, lease, published, last)
-
-    def revoke_leases(self, owner_prefix: str) -> int:
-        """End every lease of owners whose identity starts with ``owner_prefix``."""
-        with self._lock, self._transaction():
-            return leases.revoke_owners(self._db, owner_prefix)
-
-    def _check_newer(self, name: str, version: int) -> None:
-        """The compare-and-swap: refuse a version at or below one already stored for name."""
-        row = self._db.execute("SELECT last_version FROM names WHERE name = ?", (name,)).fetchone()
-        if row is not None and int(row[0]) >= version:
-            raise VersionConflict(
-                f"model {name!r} already has version {row[0]} in the store; version {version} "
-                "was not written",
-                field="version",
-                metadata={"current_version": str(row[0])},
-            )
+    def _free_space(self) -> bool:
+        return self._conditions.release_reserve()
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[int]:
@@ -462,24 +291,4 @@ def _damaged(damaged: list[str], path: Path) -> StoreDamaged:
         + recovery_advice(path),
         metadata={"models": ",".join(sorted(damaged)[:20])},
     )
-
-
-def _meta(snapshot: ModelSnapshot) -> str:
-    """A stored version's metadata: everything but its centers and state."""
-    return json.dumps(
-        {
-            "kind": KIND_ON_DISK.get(snapshot.kind, snapshot.kind),
-            "config": snapshot.config,
-            "inertia": snapshot.inertia,
-            "n_iter": snapshot.n_iter,
-            "n_samples_seen": snapshot.n_samples_seen,
-            "created_at": snapshot.created_at,
-            "updated_at": snapshot.updated_at,
-            "dtype": snapshot.centers.dtype.str,
-            "shape": list(snapshot.centers.shape),
-            "extra": snapshot.extra,
-        }
-    )
-
-
 

@@ -103,7 +103,7 @@ class StreamHub:
                 metadata={"owner": taken.address, "lease_expires_in_s": f"{taken.expires_in:.1f}"},
             )
         # Whatever the last owner stored is the starting point: catch up with it first.
-        self._registry.refresh()
+        self._registry.refresh(force=True)
         self._registry.start_numbering(name, taken.floor)
         return taken
 

@@ -1,8 +1,9 @@
 """`centroidal serve --workers N`: one supervisor, N worker processes on one port.
 
-The supervisor takes the data directory's lock and opens the store with every check
-(the log, ``quick_check``, every current version's checksum), ends the stream leases an
-earlier run left, and only then starts the workers. It creates no gRPC object: each
+On SQLite the supervisor takes the data directory's lock and opens the store with every
+check (the log, ``quick_check``, every current version's checksum), ends the stream
+leases an earlier run left, and only then starts the workers; on PostgreSQL it creates
+or migrates the schema (replicas elsewhere may hold leases). It creates no gRPC object: each
 worker is a new Python process (``python -m centroidal.server.cli``), never a fork of
 one with gRPC's threads in it. A worker inherits the lock's descriptor, which admits
 it to the directory (an unrelated server is still refused), binds the public port with
@@ -44,6 +45,7 @@ from .memory import default_budget
 from .metrics import serve_http
 from .replicas import INDEX_ENV, LOCK_FD_ENV, READY_FD_ENV, end_stale_leases, owner_prefix
 from .store import SQLiteStore
+from .stores import open_store
 
 log = logging.getLogger("centroidal.server")
 
@@ -97,15 +99,19 @@ class Supervisor:
         # Every worker binds the same port (0: chosen here), which must be free (see _free).
         config = self.config = replace(config, port=_free(config.host, config.port))
         self._argv = list(argv)
-        self.store = SQLiteStore(config.data_dir, min_free_bytes=config.min_free_disk,
-                                 max_bytes=config.max_store_bytes)
+        # Opened for its checks (SQLite's: the log, quick_check, every checksum; PostgreSQL's:
+        # the schema), and to end the leases of workers that die.
+        self.store = open_store(config, listen=False)
+        self._lock_fd: int | None = None
+        checked = "on PostgreSQL, verified as they load"
         try:
-            checked = self.store.verify_current()
-            end_stale_leases(self.store)
+            if isinstance(self.store, SQLiteStore):
+                checked = f"{self.store.verify_current()} checked"
+                end_stale_leases(self.store)
+                self._lock_fd = self.store.lock_descriptor
         except BaseException:
             self.store.close()
             raise
-        self._lock_fd = self.store.lock_descriptor
         self.workers = [Worker(index) for index in range(self.count)]
         self._signals: list[int] = []  # SIGTERM or SIGINT received
         self._metrics = CollectorRegistry()
@@ -115,8 +121,8 @@ class Supervisor:
         self._refused = Counter("centroidal_supervisor_scrapes_refused",
                                 "Scrapes of the supervisor's metrics refused for a missing or wrong token",
                                 ["reason"], registry=self._metrics)
-        log.info("supervisor pid %d: %d workers on %s over %s (%d models checked)", os.getpid(), self.count,
-                 config.address, self.store.path, checked)
+        log.info("supervisor pid %d: %d workers on %s over %s (models %s)", os.getpid(), self.count,
+                 config.address, self.store.location, checked)
 
     # ---- Workers ---------------------------------------------------------------------
 
@@ -130,10 +136,13 @@ class Supervisor:
             argv += ["--memory-budget", str(config.memory_budget // self.count)]
         reading, writing = os.pipe()
         os.set_blocking(reading, False)
-        env = {**os.environ, LOCK_FD_ENV: str(self._lock_fd), INDEX_ENV: str(worker.index),
-               READY_FD_ENV: str(writing), "CENTROIDAL_WORKERS": "1"}
+        env = {**os.environ, INDEX_ENV: str(worker.index), READY_FD_ENV: str(writing), "CENTROIDAL_WORKERS": "1"}
+        passed = [writing]
+        if self._lock_fd is not None:
+            env[LOCK_FD_ENV] = str(self._lock_fd)
+            passed.append(self._lock_fd)
         try:
-            worker.process = subprocess.Popen(argv, env=env, pass_fds=(self._lock_fd, writing))
+            worker.process = subprocess.Popen(argv, env=env, pass_fds=passed)
         finally:
             os.close(writing)
         worker.close_pipe()

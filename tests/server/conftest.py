@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trustme
@@ -37,3 +40,57 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
         blob.write_to_path(str(path))
         paths[name] = path
     return Pki(**paths)
+
+
+# ---- The store suite's two backends ---------------------------------------------------------
+
+
+class Backend:
+    """One backend's storage, which ``open`` opens stores on, as many as replicas would: the
+    first on a SQLite directory checks and locks it, the others share its lock (as the
+    workers of `serve --workers` do); on PostgreSQL each is a replica of its own. ``sql``
+    runs a statement on the storage directly, as an operator (or damage) would."""
+
+    def __init__(self, name: str, tmp_path: Path, url: str = "") -> None:
+        self.name = name
+        self._dir = tmp_path / "data"
+        self._url = url
+        self._open: list[Any] = []
+
+    def open(self, **settings: Any) -> Any:
+        if self.name == "postgresql":
+            from centroidal.server.postgres import PostgresStore
+
+            store: Any = PostgresStore(self._url, **settings)
+        else:
+            from centroidal.server.store import SQLiteStore
+
+            alive = [opened for opened in self._open if not opened._closed]
+            lock = alive[0].lock_descriptor if alive else None
+            store = SQLiteStore(self._dir, shared_lock=lock, **settings)
+        self._open.append(store)
+        return store
+
+    def sql(self, statement: str, parameters: tuple[Any, ...] = ()) -> list[Any]:
+        if self.name == "postgresql":
+            import psycopg
+
+            with psycopg.connect(self._url, autocommit=True) as db:
+                cursor = db.execute(statement.replace("?", "%s"), parameters)
+                return cursor.fetchall() if cursor.description else []
+        import sqlite3
+
+        with contextlib.closing(sqlite3.connect(self._dir / "models.sqlite3")) as db, db:
+            return db.execute(statement, parameters).fetchall()
+
+    def close(self) -> None:
+        for store in reversed(self._open):
+            store.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    url = request.getfixturevalue("postgres_database") if request.param == "postgresql" else ""
+    opened = Backend(request.param, tmp_path, url)
+    yield opened
+    opened.close()

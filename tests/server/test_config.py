@@ -69,7 +69,9 @@ def test_the_log_names_the_port_bound_not_0(start_server, caplog: pytest.LogCapt
     "argv, field",
     [(["--workers", "0"], "--workers"), (["--workers", "many"], "--workers"),
      (["--workers", "2", "--worker-port-base", "65535"], "--worker-port-base"),
-     (["--lease-ttl", "0.5"], "--lease-ttl"), (["--store-poll-interval", "0"], "--store-poll-interval")],
+     (["--lease-ttl", "0.5"], "--lease-ttl"), (["--store-poll-interval", "-1"], "--store-poll-interval"),
+     (["--store", "mysql://db/models"], "--store"), (["--store-password-file", "/nowhere"], "--store-password-file"),
+     (["--store", "postgresql://db/m", "--store-password-file", "/nowhere"], "--store-password-file")],
 )
 def test_bad_replica_settings_name_their_flag(argv: list[str], field: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
@@ -83,3 +85,18 @@ def test_workers_auto_is_the_cores_this_process_may_use() -> None:
     assert parse_args(["--workers", "auto"], env={}).worker_count == len(os.sched_getaffinity(0))
     assert parse_args([], env={"CENTROIDAL_WORKERS": "3"}).worker_count == 3
 
+
+
+def test_the_store_poll_interval_defaults_to_each_stores_own() -> None:
+    assert parse_args([], env={}).poll_interval == 0.1
+    on_postgres = parse_args([], env={"CENTROIDAL_STORE": "postgresql://db.internal/models"})
+    assert on_postgres.store == "postgresql://db.internal/models" and on_postgres.poll_interval == 2.0
+    assert parse_args(["--store-poll-interval", "0.5"], env={}).poll_interval == 0.5
+
+
+def test_a_password_in_a_store_flag_is_warned_about_and_never_echoed(capsys: pytest.CaptureFixture[str]) -> None:
+    parse_args(["--store", "postgresql://centroidal:hunter2@db/models"], env={})
+    assert "shows in `ps`" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_args(["--store", "mysql://centroidal:hunter2@db/models"], env={})
+    assert "hunter2" not in capsys.readouterr().err

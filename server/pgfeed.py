@@ -1,0 +1,96 @@
+"""The PostgreSQL store's ears: one connection that LISTENs for other replicas' writes, and
+tells whether the database can be reached.
+
+Every write transaction sends ``NOTIFY centroidal_models, '<name> <version>'``, delivered
+to every listening session when it commits. A notification is only a hint: the replica
+then reads the names written since its feed position (``names.seq``, as on SQLite), so a
+hint that was lost, or one for a write it already has, does no harm. The re-read on a
+timer (``--store-poll-interval``) covers a replica that was not listening when the hint
+went out: a listener that reconnects also asks for one re-read at once.
+
+The same connection is the reachability probe: while it cannot be opened, or a probe
+query fails, the store is unreachable (health NOT_SERVING), and the first success after
+that makes it reachable again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+
+log = logging.getLogger("centroidal.server")
+
+CHANNEL = "centroidal_models"
+# How long the listener waits for a notification before it probes the connection.
+PROBE_S = 1.0
+# Waits between attempts to reach the database again: from the first to the last.
+RECONNECT_S = (0.2, 2.0)
+
+
+class Listener:
+    """A daemon thread LISTENing on CHANNEL; ``on_hint`` is called for every notification and
+    after every (re)connection, ``on_reachable(True|False, why)`` when reachability changes."""
+
+    def __init__(
+        self, conninfo: str, settings: dict[str, Any], on_hint: Callable[[], None],
+        on_reachable: Callable[[bool, str], None],
+    ) -> None:
+        self._conninfo = conninfo
+        self._settings = settings
+        self._on_hint = on_hint
+        self._on_reachable = on_reachable
+        self._stop = threading.Event()
+        self._connection: psycopg.Connection[Any] | None = None
+        self._thread = threading.Thread(target=self._run, name="centroidal-store-listener", daemon=True)
+        self.reachable = True
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        wait = RECONNECT_S[0]
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(self._conninfo, autocommit=True, **self._settings) as connection:
+                    self._connection = connection
+                    connection.execute(f"LISTEN {CHANNEL}")
+                    self._set_reachable(True, "")
+                    self._on_hint()  # whatever was written while nobody listened
+                    wait = RECONNECT_S[0]
+                    self._listen(connection)
+            except psycopg.Error as exc:
+                if self._stop.is_set():
+                    break
+                self._set_reachable(False, str(exc).strip() or type(exc).__name__)
+            finally:
+                self._connection = None
+            self._stop.wait(wait)
+            wait = min(wait * 2, RECONNECT_S[1])
+
+    def _listen(self, connection: psycopg.Connection[Any]) -> None:
+        while not self._stop.is_set():
+            for _ in connection.notifies(timeout=PROBE_S):
+                self._on_hint()
+            if not self._stop.is_set():
+                connection.execute("SELECT 1")  # a dead server, or a network gone quiet
+
+    def _set_reachable(self, reachable: bool, why: str) -> None:
+        if reachable == self.reachable:
+            return
+        self.reachable = reachable
+        self._on_reachable(reachable, why)
+
+    def stop(self) -> None:
+        self._stop.set()
+        connection = self._connection
+        if connection is not None:
+            try:  # wakes notifies() at once
+                connection.cancel_safe(timeout=1.0)
+            except (psycopg.Error, AttributeError):
+                pass
+        if self._thread.is_alive():
+            self._thread.join(timeout=PROBE_S + 5.0)

@@ -1,0 +1,451 @@
+"""ModelStore in PostgreSQL: the store replicas on many hosts share (``--store postgresql://…``).
+
+- **The same writes as SQLite** (``writes.py``): each is one transaction with the
+  compare-and-swap on the name's versions, the new row, the counter, the pruning and the
+  stream lease it touches, in the same SQL. Every write transaction first bumps the one
+  row of ``commits``; the row's lock makes writers take turns as ``BEGIN IMMEDIATE`` does
+  on SQLite, and under READ COMMITTED each statement after it sees every write committed
+  before, so the numbering is the same. Leases run on the database's clock, one for every
+  host.
+- **Every row carries the same SHA-256 as on SQLite**, verified on every read.
+- **The schema** is created and migrated at open, under an advisory lock so replicas
+  starting together take turns, and recorded in ``schema_version``; a newer schema than
+  this server knows is refused, naming both versions.
+- **The change feed**: ``names.seq`` as on SQLite, read when a NOTIFY hints that another
+  replica wrote, and on a timer (``pgfeed.py``).
+- **Failures**: an unreachable database is UNAVAILABLE (a connection that broke is
+  replaced and the transaction tried again, as long as nothing of it was sent); a full
+  disk or a limit is RESOURCE_EXHAUSTED; corruption is DATA_LOSS. A transaction whose
+  COMMIT got no answer is reported as failed, never as stored.
+- **Connections** come from psycopg's pool. The password comes from the URL, libpq's
+  ``PGPASSFILE`` or ``--store-password-file``, and is never logged; ``sslmode`` and the
+  other libpq settings go in the URL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psycopg
+import psycopg_pool
+from psycopg import conninfo as libpq
+
+from .conditions import WriteConditions, refusal, shutting_down
+from .exceptions import StoreDamaged, StoreUnavailable
+from .integrity import StoreCondition, verified_snapshot
+from .pgfeed import CHANNEL, Listener
+from .snapshots import Catalog, ModelSnapshot, NameState, StoredModels
+from .writes import Connection, VersionedWrites
+
+log = logging.getLogger("centroidal.server")
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+# Each schema version's statements, applied in order from the database's version up.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        "CREATE TABLE names (name text PRIMARY KEY, last_version bigint NOT NULL, current_version bigint, "
+        "seq bigint NOT NULL DEFAULT 0)",
+        "CREATE INDEX names_by_seq ON names (seq)",
+        "CREATE TABLE versions (name text NOT NULL, version bigint NOT NULL, meta text NOT NULL, "
+        "centers bytea NOT NULL, state bytea, checksum text NOT NULL, PRIMARY KEY (name, version))",
+        # Centers are float bits, which compression cannot shrink: store them as they are.
+        "ALTER TABLE versions ALTER COLUMN centers SET STORAGE EXTERNAL",
+        "CREATE TABLE commits (id integer PRIMARY KEY CHECK (id = 1), count bigint NOT NULL)",
+        "INSERT INTO commits (id, count) VALUES (1, 0)",
+        "CREATE TABLE leases (name text PRIMARY KEY, owner text NOT NULL, address text NOT NULL, "
+        "epoch bigint NOT NULL, expires double precision NOT NULL, ceiling bigint NOT NULL)",
+    ),
+}
+# pg_advisory_xact_lock's key for schema changes: "centroid" in ASCII.
+SCHEMA_LOCK = 0x63656E74726F6964
+URL_SCHEMES = ("postgresql://", "postgres://")
+CONNECT_TIMEOUT_S = 5
+# How long a call waits for a connection from the pool before the database counts as unreachable.
+POOL_WAIT_S = 5.0
+# How long the server waits for the database at start before it gives up.
+START_WAIT_S = 30.0
+MAX_CONNECTIONS = 8
+# Attempts at a transaction whose connection broke before any of it was sent.
+ATTEMPTS = MAX_CONNECTIONS + 2
+
+_VERSION_ROWS = (
+    "SELECT name, version, convert_to(meta, 'UTF8'), centers, state, checksum FROM versions"
+)
+_CURRENT_ROWS = (
+    "SELECT v.name, v.version, convert_to(v.meta, 'UTF8'), v.centers, v.state, v.checksum FROM versions v "
+    "JOIN names n ON n.name = v.name AND n.current_version = v.version"
+)
+_MISSING_CURRENT = (
+    "SELECT n.name FROM names n LEFT JOIN versions v ON v.name = n.name AND v.version = n.current_version "
+    "WHERE n.current_version IS NOT NULL AND v.name IS NULL"
+)
+
+
+def is_postgres_url(store: str) -> bool:
+    return store.startswith(URL_SCHEMES)
+
+
+def redacted(url: str) -> str:
+    """The store's URL as logs and errors show it: no password, no other settings."""
+    try:
+        parts = libpq.conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "postgresql://(a URL that does not parse)"
+    user = f"{parts['user']}@" if parts.get("user") else ""
+    port = f":{parts['port']}" if parts.get("port") else ""
+    return f"postgresql://{user}{parts.get('host', '')}{port}/{parts.get('dbname', '')}"
+
+
+class _Translated:
+    """A psycopg connection taking writes.py's ``?`` parameters."""
+
+    def __init__(self, connection: psycopg.Connection[Any]) -> None:
+        self._connection = connection
+
+    def execute(self, sql: str, parameters: Any = (), /) -> psycopg.Cursor[Any]:
+        return self._connection.execute(sql.replace("?", "%s"), parameters)
+
+
+class PostgresStore(VersionedWrites):
+    """ModelStore in a PostgreSQL database shared by every replica.
+
+    url : a libpq URL (``postgresql://user@host:port/db?sslmode=verify-full``)
+    password_file : a file whose first line is the password (else the URL's, or PGPASSFILE)
+    max_bytes : the most the stored models may take, all versions counted (0: no quota)
+    on_condition : called with the new StoreCondition, or None when writes work again
+    """
+
+    read_only = False
+    discarded = None
+
+    def __init__(
+        self, url: str, *, password_file: str = "", max_bytes: int = 0,
+        on_condition: Callable[[StoreCondition | None], None] | None = None, listen: bool = True,
+    ) -> None:
+        self.location = redacted(url)
+        self._max_bytes = max_bytes
+        self._closed = False
+        settings: dict[str, Any] = {"application_name": "centroidal"}
+        if "connect_timeout" not in libpq.conninfo_to_dict(url):
+            settings["connect_timeout"] = CONNECT_TIMEOUT_S
+        if password_file:
+            settings["password"] = _read_password(password_file)
+        self._conditions = WriteConditions(None, self.location, 0, False, on_condition)
+        # Set when another replica may have written: a NOTIFY, a reconnection, or the timer.
+        self._changed = threading.Event()
+        self._pool = psycopg_pool.ConnectionPool(
+            url, kwargs={**settings, "autocommit": True}, min_size=1, max_size=MAX_CONNECTIONS, open=False, timeout=POOL_WAIT_S,
+            name="centroidal-store", reconnect_timeout=24 * 3600.0,
+        )
+        _first_connection(url, settings, self.location)
+        try:
+            self._pool.open(wait=True, timeout=START_WAIT_S)
+        except psycopg_pool.PoolTimeout as exc:
+            self._pool.close()
+            raise StoreUnavailable(
+                f"the PostgreSQL store {self.location} could not be reached in {START_WAIT_S:.0f} s",
+                reason="STORE_UNREACHABLE",
+            ) from exc
+        try:
+            self._migrate()
+        except BaseException:
+            self._pool.close()
+            raise
+        self._listener: Listener | None = None
+        if listen:
+            self._listener = Listener(url, settings, self._changed.set, self._reachable)
+            self._listener.start()
+
+    @property
+    def changed(self) -> threading.Event:
+        return self._changed
+
+    # ---- Schema ----------------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        with self._session() as connection, connection.transaction():
+            connection.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+            connection.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version (id integer PRIMARY KEY CHECK (id = 1), "
+                "version integer NOT NULL)"
+            )
+            row = connection.execute("SELECT version FROM schema_version WHERE id = 1").fetchone()
+            found = int(row[0]) if row else 0
+            if found > SCHEMA_VERSION:
+                raise StoreUnavailable(
+                    f"the PostgreSQL store {self.location} has schema version {found}, newer than the "
+                    f"{SCHEMA_VERSION} this server knows: a newer centroidal migrated it. Run that "
+                    "version (or a newer one); this one would misread it",
+                    reason="STORE_SCHEMA_NEWER",
+                )
+            for version in range(found + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS[version]:
+                    connection.execute(statement)
+                log.info("PostgreSQL store %s: schema migrated to version %d", self.location, version)
+            connection.execute(
+                "INSERT INTO schema_version (id, version) VALUES (1, %s) "
+                "ON CONFLICT (id) DO UPDATE SET version = excluded.version",
+                (SCHEMA_VERSION,),
+            )
+
+    # ---- Reads -----------------------------------------------------------------------------
+
+    def load_all(self) -> StoredModels:
+        """Every current version, each verified; raises StoreDamaged naming every bad one."""
+        def read(connection: psycopg.Connection[Any]) -> tuple[list[Any], list[Any], list[Any]]:
+            with connection.transaction():
+                connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                return (connection.cursor(binary=True).execute(_CURRENT_ROWS).fetchall(),
+                        connection.execute("SELECT name, last_version FROM names").fetchall(),
+                        connection.execute(_MISSING_CURRENT).fetchall())
+
+        rows, names, missing = self._read(read)
+        snapshots, damaged = [], [str(name) for (name,) in missing]
+        for row in rows:
+            try:
+                snapshots.append(verified_snapshot(*row))
+            except StoreDamaged:
+                damaged.append(str(row[0]))
+        if damaged:
+            shown = ", ".join(repr(name) for name in sorted(damaged)[:20])
+            raise StoreDamaged(
+                f"{len(damaged)} models in the PostgreSQL store {self.location} fail their checksum or are "
+                f"missing: {shown}; delete them, or restore the database from a backup",
+                metadata={"models": ",".join(sorted(damaged)[:20])},
+            )
+        return StoredModels(snapshots, {str(name): int(version) for name, version in names})
+
+    def load_version(self, name: str, version: int) -> ModelSnapshot | None:
+        row = self._read(lambda connection: connection.cursor(binary=True).execute(
+            f"{_VERSION_ROWS} WHERE name = %s AND version = %s", (name, version)
+        ).fetchone())
+        return verified_snapshot(*row) if row else None
+
+    def load_catalog(self) -> Catalog:
+        """Every name's version numbers, and the feed position they are as of."""
+        return self._feed("SELECT name, last_version, current_version FROM names", ())
+
+    def changes(self, since: int, force: bool = False) -> Catalog | None:
+        """Names written since feed position ``since``. Without ``force`` this never reaches
+        the database (it is asked before every read of a model, on the event loop): the
+        change feed's thread reads it when ``changed`` is set, or on the timer."""
+        if not force:
+            return None
+        return self._feed(
+            "SELECT name, last_version, current_version FROM names WHERE seq > %s", (since,)
+        )
+
+    def _feed(self, query: str, parameters: tuple[int, ...]) -> Catalog:
+        def read(connection: psycopg.Connection[Any]) -> tuple[Any, list[Any]]:
+            with connection.transaction():  # the position and the names as of one snapshot
+                connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                return (connection.execute("SELECT count FROM commits WHERE id = 1").fetchone(),
+                        connection.execute(query, parameters).fetchall())
+
+        row, rows = self._read(read)
+        return Catalog(
+            int(row[0]) if row else 0,
+            [NameState(str(n), int(last), None if cur is None else int(cur)) for n, last, cur in rows],
+        )
+
+    # ---- Writes ----------------------------------------------------------------------------
+
+    def check_writable(self) -> None:
+        if self._closed:
+            raise shutting_down()
+        self._conditions.check()
+
+    @property
+    def condition(self) -> StoreCondition | None:
+        return self._conditions.current
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[tuple[Connection, int]]:
+        """A write transaction, tried again on a fresh connection when the one it had broke
+        before anything of the transaction reached the database."""
+        for attempt in range(ATTEMPTS):
+            with self._session() as connection:
+                try:
+                    connection.execute("BEGIN")
+                    row = connection.execute("UPDATE commits SET count = count + 1 WHERE id = 1 RETURNING count").fetchone()
+                except psycopg.OperationalError:
+                    if attempt + 1 < ATTEMPTS and not self._closed:
+                        continue  # the pool replaces the broken connection
+                    raise
+                committing = False
+                try:
+                    yield _Translated(connection), int(row[0]) if row else 0
+                    committing = True
+                    connection.execute("COMMIT")
+                except psycopg.Error as exc:
+                    if committing:  # the outcome is not known: never report it as stored
+                        condition = classify(exc, self.location)
+                        self._conditions.set(condition)
+                        raise StoreUnavailable(
+                            f"{condition.message}; the database gave no answer to the COMMIT, so this write "
+                            "may or may not be stored: read the model before writing it again",
+                            reason=condition.reason,
+                        ) from exc
+                    raise
+                finally:
+                    if not committing and not connection.broken:
+                        with contextlib.suppress(psycopg.Error):
+                            connection.execute("ROLLBACK")
+            self._conditions.set(None)
+            return
+
+    def _check_room(self, db: Connection, nbytes: int) -> None:
+        if not self._max_bytes:
+            return
+        row = db.execute(
+            "SELECT coalesce(sum(octet_length(centers) + coalesce(octet_length(state), 0) + octet_length(meta)), 0) "
+            "FROM versions"
+        ).fetchone()
+        held = int(row[0])
+        if held + nbytes > self._max_bytes:
+            condition = StoreCondition(
+                "STORE_FULL",
+                f"the PostgreSQL store {self.location} holds {held} bytes of models; {nbytes} more would pass "
+                f"its --max-store-bytes of {self._max_bytes}. Nothing was written: delete models (deletes "
+                "still work) or raise the quota",
+            )
+            self._conditions.set(condition)
+            raise refusal(condition)
+
+    def _now(self, db: Connection) -> float:
+        return float(db.execute("SELECT extract(epoch FROM clock_timestamp())::float8").fetchone()[0])
+
+    def _wrote(self, db: Connection, name: str, version: int | None) -> None:
+        db.execute("SELECT pg_notify(?, ?)", (CHANNEL, f"{name} {version or 0}"))
+
+    # ---- Connections and failures ----------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _session(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection; a database error becomes the store error it means."""
+        if self._closed:
+            raise shutting_down()
+        try:
+            with self._pool.connection() as connection:
+                yield connection
+        except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+            condition = classify(exc, self.location)
+            self._conditions.set(condition)
+            raise refusal(condition) from exc
+
+    def _read(self, reading: Callable[[psycopg.Connection[Any]], T]) -> T:
+        """``reading`` on a pooled connection, tried again on a fresh one when the connection
+        broke (a read repeats safely)."""
+        for attempt in range(ATTEMPTS):
+            try:
+                with self._session() as connection:
+                    return reading(connection)
+            except StoreUnavailable as exc:
+                broken = isinstance(exc.__cause__, psycopg.OperationalError) and not isinstance(
+                    exc.__cause__, psycopg_pool.PoolTimeout)
+                if not broken or attempt + 1 == ATTEMPTS or self._closed:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _reachable(self, reachable: bool, why: str) -> None:
+        """The listener reached the database again, or lost it."""
+        if reachable:
+            log.warning("the PostgreSQL store %s is reachable again", self.location)
+            if self._conditions.current is not None and self._conditions.current.reason == "STORE_UNREACHABLE":
+                self._conditions.set(None)
+            self._changed.set()
+        else:
+            self._conditions.set(StoreCondition(
+                "STORE_UNREACHABLE",
+                f"the PostgreSQL store {self.location} cannot be reached ({why}); nothing is written "
+                "until it can be, and models not in memory cannot be read",
+            ))
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._listener is not None:
+            self._listener.stop()
+        self._pool.close()
+
+
+def _first_connection(url: str, settings: dict[str, Any], location: str) -> None:
+    """Connect once before the pool does, so that a mistake is told at once and plainly: a
+    wrong password, a database that does not exist, a certificate that does not verify. A
+    database still starting (refused, or "starting up") is waited for, up to START_WAIT_S."""
+    deadline = time.monotonic() + START_WAIT_S
+    while True:
+        try:
+            psycopg.connect(url, **settings).close()
+            return
+        except psycopg.OperationalError as exc:
+            detail = " ".join(str(exc).split()) or type(exc).__name__
+            state = exc.sqlstate or ""
+            settled = state[:2] in ("28", "3D") or "certificate" in detail or "SSL" in detail or "password" in detail
+            if settled or time.monotonic() > deadline:
+                waited = "" if settled else f" in {START_WAIT_S:.0f} s"
+                raise StoreUnavailable(
+                    f"the PostgreSQL store {location} could not be reached{waited}: {detail}. Check the URL, "
+                    "the password (the URL, PGPASSFILE or --store-password-file) and sslmode",
+                    reason="STORE_UNREACHABLE",
+                ) from None
+            time.sleep(0.5)
+
+
+def _read_password(path: str) -> str:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise StoreUnavailable(
+            f"--store-password-file {path!r} cannot be read: {exc.strerror or exc}", reason="STORE_PASSWORD"
+        ) from None
+    password = text.splitlines()[0].strip() if text.strip() else ""
+    if not password:
+        raise StoreUnavailable(f"--store-password-file {path!r} is empty", reason="STORE_PASSWORD")
+    return password
+
+
+# ---- What a database error means for the service -------------------------------------------
+
+# SQLSTATE classes and codes (PostgreSQL's appendix A).
+_FULL = ("53100", "54000")  # disk_full; program_limit_exceeded (a row or a quota too large)
+_DAMAGED = ("XX001", "XX002")  # data_corrupted, index_corrupted
+_UNREACHABLE_CLASSES = ("08", "57")  # connection exceptions; operator intervention (shutdown)
+_READ_ONLY = ("25006", "42501")  # a read-only standby; a user without the privilege
+
+
+def classify(exc: Exception, location: str) -> StoreCondition:
+    """The store condition a database error is."""
+    if isinstance(exc, psycopg_pool.PoolTimeout):
+        return StoreCondition(
+            "STORE_UNREACHABLE",
+            f"the PostgreSQL store {location} cannot be reached (no connection within {POOL_WAIT_S:.0f} s); "
+            "nothing was written",
+        )
+    state = getattr(exc, "sqlstate", None) or ""
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if state in _FULL:
+        return StoreCondition(
+            "STORE_FULL",
+            f"the PostgreSQL store {location} is full or at a limit ({state}: {detail}); nothing was "
+            "written. Delete models (deletes still work) or give the database room",
+        )
+    if state in _DAMAGED:
+        return StoreCondition("STORE_DAMAGED", f"the PostgreSQL store {location} is damaged ({state}: {detail})")
+    if state in _READ_ONLY:
+        return StoreCondition(
+            "STORE_READ_ONLY", f"the PostgreSQL store {location} cannot be written ({state}: {detail}); nothing was written"
+        )
+    if not state or state[:2] in _UNREACHABLE_CLASSES or isinstance(exc, psycopg.OperationalError):
+        return StoreCondition(
+            "STORE_UNREACHABLE", f"the PostgreSQL store {location} cannot be reached ({detail}); nothing was written"
+        )
+    return StoreCondition("STORE_ERROR", f"the PostgreSQL store {location} failed ({state}: {detail})")
