@@ -22,8 +22,9 @@ COPY engine ./engine
 COPY server ./server
 COPY client ./client
 # This repository's own package; its dependencies are pinned to tested ranges in pyproject.toml.
+# The postgres extra (psycopg, with its own libpq) lets replicas share a PostgreSQL store.
 # hadolint ignore=DL3013
-RUN pip install --no-cache-dir '.[server]'
+RUN pip install --no-cache-dir '.[server,postgres]'
 
 USER 10001:10001
 ENV CENTROIDAL_HOST=0.0.0.0 \

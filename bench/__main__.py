@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import engine, images, regression, replicas, scoring, serving, streaming, system
+from . import engine, hosts, images, regression, replicas, scoring, serving, streaming, system
 from .common import gemm_peak_gflops, machine, print_table, write_results
 
 
@@ -32,9 +32,11 @@ def main() -> None:
     facts.update(regression_facts)
     replica_lines, replica_facts = replicas.run()
     facts.update(replica_facts)
+    host_lines, host_facts = hosts.run()
+    facts.update(host_facts)
     print_table(rows, peak)
     print()
-    print("\n".join(serving_lines + [""] + regression_lines + [""] + replica_lines))
+    print("\n".join(serving_lines + [""] + regression_lines + [""] + replica_lines + [""] + host_lines))
     print()
     for key, value in facts.items():
         print(f"{key:<32} {value:8.2f}")

@@ -78,7 +78,8 @@ class Group:
 
 
 @contextmanager
-def _group(workers: int) -> Iterator[Group]:
+def serving(workers: int, *flags: str) -> Iterator[Group]:
+    """`centroidal serve --workers N` with ``flags``, warmed up, until the block ends."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = int(probe.getsockname()[1])
@@ -86,7 +87,7 @@ def _group(workers: int) -> Iterator[Group]:
         data_dir = Path(scratch) / "data"
         process = subprocess.Popen(
             [sys.executable, "-m", "centroidal.client.cli", "serve", "--workers", str(workers),
-             "--port", str(port), "--data-dir", str(data_dir), "--warmup-before-serving"],
+             "--port", str(port), "--data-dir", str(data_dir), "--warmup-before-serving", *flags],
             stderr=subprocess.PIPE, text=True,
         )
         group = Group(workers, data_dir, process, port)
@@ -113,7 +114,7 @@ def _group(workers: int) -> Iterator[Group]:
 # ---- Small Predicts under h2load ---------------------------------------------------------
 
 
-def _grpc_body(model: str) -> bytes:
+def grpc_body(model: str) -> bytes:
     """A gRPC message as it travels: a 0 byte, the big-endian length, the PredictRequest."""
     points = np.random.default_rng(1).normal(size=(8, 16)).astype(np.float32)
     message = pb.PredictRequest(model=model, points=pb.Matrix(
@@ -121,7 +122,7 @@ def _grpc_body(model: str) -> bytes:
     return b"\x00" + len(message).to_bytes(4, "big") + message
 
 
-def _grpc_status(target: str, body: Path) -> str:
+def grpc_status(target: str, body: Path) -> str:
     """grpc-status of one Predict sent as h2load sends it, read by curl from the trailers."""
     answer = subprocess.run(
         ["curl", "-sv", "--http2-prior-knowledge", "-o", "/dev/null", "--data-binary", f"@{body}",
@@ -132,7 +133,7 @@ def _grpc_status(target: str, body: Path) -> str:
     return found.group(1) if found else "none"
 
 
-def _h2load(groups: list[Group], body: Path, scratch: Path) -> tuple[float, float, float, int]:
+def h2load(groups: list[Group], body: Path, scratch: Path) -> tuple[float, float, float, int]:
     """Requests per second, p99 in ms, CPU seconds per 1,000 requests and failed requests,
     with the 64 streams split evenly over ``groups`` (one h2load each, all at once)."""
     before = sum(group.cpu_seconds() for group in groups)
@@ -168,12 +169,12 @@ def _small_predicts(one: Group, two: Group, apart: Group) -> tuple[list[str], di
     setups = {"--workers 1": [one], "--workers 2": [two], "2 single servers": [one, apart]}
     with tempfile.TemporaryDirectory() as scratch:
         body = Path(scratch) / "predict.grpc"
-        body.write_bytes(_grpc_body("small"))
-        statuses = {_grpc_status(group.target, body) for group in (one, two)}
+        body.write_bytes(grpc_body("small"))
+        statuses = {grpc_status(group.target, body) for group in (one, two)}
         rounds: dict[str, list[tuple[float, float, float, int]]] = {name: [] for name in setups}
         for _ in range(ROUNDS):
             for name, groups in setups.items():
-                rounds[name].append(_h2load(groups, body, Path(scratch)))
+                rounds[name].append(h2load(groups, body, Path(scratch)))
     medians = {name: [float(np.median(column)) for column in zip(*found)] for name, found in rounds.items()}
     lines = [f"small Predicts (8x16, k=16) at {CONNECTIONS * STREAMS_PER_CONNECTION} streams, h2load, "
              f"median of {ROUNDS} rounds of {LOAD_SECONDS:g} s (grpc-status of a probe: {', '.join(sorted(statuses))})"]
@@ -214,12 +215,13 @@ def _visibility(two: Group, fits: int = 40) -> tuple[list[str], dict[str, float]
             {"replicas_visible_p50_ms": p50, "replicas_visible_p99_ms": p99})
 
 
-def _ingest(group: Group, model: str, batches: int = 40, rows: int = 1000) -> float:
-    """Points a second from four producers, each on a connection of its own, into one model."""
+def ingest(targets: list[str], model: str, batches: int = 40, rows: int = 1000) -> float:
+    """Points a second from four producers, each on a connection of its own, into one model;
+    producer i starts at ``targets[i % len(targets)]`` (and is sent on to the owner)."""
     data = np.random.default_rng(3).normal(size=(4, batches, rows, 16)).astype(np.float32)
 
     def produce(index: int) -> None:
-        with Client(group.target, options=OWN_CONNECTION) as client:
+        with Client(targets[index % len(targets)], options=OWN_CONNECTION) as client:
             with client.stream(model, n_clusters=16, producer_id=f"p{index}", seed=0) as stream:
                 for batch in data[index]:
                     stream.send(batch)
@@ -237,7 +239,7 @@ def _ingests(one: Group, two: Group) -> tuple[list[str], dict[str, float]]:
     rates: dict[int, list[float]] = {1: [], 2: []}
     for round_ in range(ROUNDS):
         for group in (one, two):
-            rates[group.workers].append(_ingest(group, f"ingest{round_}"))
+            rates[group.workers].append(ingest([group.target], f"ingest{round_}"))
     w1, w2 = float(np.median(rates[1])), float(np.median(rates[2]))
     return ([f"stream ingest, 4 producers into one model: --workers 1 {w1:,.0f} points/s, --workers 2 "
              f"{w2:,.0f} points/s: {w2 / w1:.2f}x (target >= 0.9)"],
@@ -276,7 +278,7 @@ def _failover(two: Group, trials: int = 3) -> tuple[list[str], dict[str, float]]
 def run() -> tuple[list[str], dict[str, float]]:
     lines = ["replicas: serve --workers 2 against --workers 1, both up at once, taking turns"]
     facts: dict[str, float] = {}
-    with _group(1) as one, _group(2) as two, _group(1) as apart:
+    with serving(1) as one, serving(2) as two, serving(1) as apart:
         parts = [_visibility(two), _ingests(one, two), _failover(two)]
         if shutil.which("h2load") and shutil.which("curl"):
             parts.insert(0, _small_predicts(one, two, apart))

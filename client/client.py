@@ -43,7 +43,10 @@ class Client(SyncTransport):
     and raises a subclass of ``CentroidalError`` named after the status code.
     Use it as a context manager, or call ``close``.
 
-    target : host:port, else $CENTROIDAL_TARGET, else 127.0.0.1:50051
+    target : host:port, else $CENTROIDAL_TARGET, else 127.0.0.1:50051; or any name gRPC
+        resolves to several replicas (``ipv4:10.0.0.1:50051,10.0.0.2:50051``,
+        ``dns:///centroidal.internal:50051``): calls go round robin over them, a replica
+        that dies drops out, and a stream goes to its model's owner
     token : the bearer token; else the first in ``token_file``; else $CENTROIDAL_TOKEN
     tls : speak TLS, checking the server against the system's roots, or against
         ``root_certificates`` (PEM bytes or a file); ``client_certificate`` is

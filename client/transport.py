@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from typing import Any, NamedTuple
@@ -19,6 +20,7 @@ import grpc
 import grpc.aio
 from grpc_health.v1 import health_pb2_grpc
 
+from centroidal import codec
 
 from ._calls import Methods, list_models_request
 from .errors import CentroidalError, error_from_rpc
@@ -85,15 +87,36 @@ def _pem(value: PEM) -> bytes:
         return handle.read()
 
 
+# Calls that read only, which gRPC may send again to another replica when one was
+# unreachable before it answered (never a Fit or a Delete: those write).
+_READS = ("Predict", "GetModel", "ListModels")
+# Unary calls are spread over every address a target names (``ipv4:a:p,b:p``,
+# ``dns:///svc:50051``), round robin; a replica that goes away drops out of the rotation.
+SERVICE_CONFIG = json.dumps({
+    "loadBalancingConfig": [{"round_robin": {}}],
+    "methodConfig": [{
+        "name": [{"service": codec.SERVICE_NAME, "method": method} for method in _READS],
+        "retryPolicy": {
+            "maxAttempts": 3, "initialBackoff": "0.1s", "maxBackoff": "1s", "backoffMultiplier": 2,
+            "retryableStatusCodes": ["UNAVAILABLE"],
+        },
+    }],
+})
+
+
 def channel_settings(chunk_bytes: int, options: Sequence[tuple[str, Any]]) -> list[tuple[str, Any]]:
-    """Check chunk_bytes; the channel options every client uses, then the caller's."""
+    """Check chunk_bytes; the channel options every client uses, then the caller's (a
+    caller's own service config or load-balancing policy replaces ours)."""
     if not MIN_CHUNK_BYTES <= chunk_bytes <= MAX_CHUNK_BYTES:
         raise ValueError(
             f"chunk_bytes must be from {MIN_CHUNK_BYTES} to {MAX_CHUNK_BYTES}, got {chunk_bytes}"
         )
+    own = {name for name, _ in options}
+    balancing = [] if own & {"grpc.service_config", "grpc.lb_policy_name"} else [("grpc.service_config", SERVICE_CONFIG)]
     return [
         ("grpc.max_receive_message_length", -1),
         ("grpc.max_send_message_length", -1),
+        *balancing,
         *options,
     ]
 

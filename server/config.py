@@ -56,6 +56,7 @@ class ServerConfig:
     advertise_host: str = ""
     store: str = ""
     store_password_file: str = ""
+    store_notify: bool = True
     store_poll_interval: float = 0.0
     lease_ttl: float = 10.0
 
@@ -136,6 +137,9 @@ _HELP = {
     "(needs the postgres extra: pip install 'centroidal[postgres]'); keep a password out of it "
     "(PGPASSFILE, or --store-password-file)",
     "store_password_file": "file whose first line is the PostgreSQL password (never logged)",
+    "store_notify": "on PostgreSQL, LISTEN for the NOTIFY other replicas send with each write; "
+    "--no-store-notify leaves only the poll (for a pooler that does not pass LISTEN through, such "
+    "as PgBouncer in transaction mode)",
     "store_poll_interval": "seconds between a replica's looks at the store for other replicas' "
     "writes; 0 is 0.1 on SQLite (which is also asked before every read of a model) and 2 on "
     "PostgreSQL (where a NOTIFY brings other replicas' writes at once)",

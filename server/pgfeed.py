@@ -8,9 +8,10 @@ hint that was lost, or one for a write it already has, does no harm. The re-read
 timer (``--store-poll-interval``) covers a replica that was not listening when the hint
 went out: a listener that reconnects also asks for one re-read at once.
 
-The same connection is the reachability probe: while it cannot be opened, or a probe
-query fails, the store is unreachable (health NOT_SERVING), and the first success after
-that makes it reachable again.
+The same connection is the reachability probe, every PROBE_S: while it cannot be opened,
+or a probe query fails, the store is unreachable (health NOT_SERVING); each probe that
+succeeds says it is reachable (a write that failed meanwhile, on a connection the
+restart broke, must not leave the replica NOT_SERVING while the database is back).
 """
 
 from __future__ import annotations
@@ -33,20 +34,22 @@ RECONNECT_S = (0.2, 2.0)
 
 class Listener:
     """A daemon thread LISTENing on CHANNEL; ``on_hint`` is called for every notification and
-    after every (re)connection, ``on_reachable(True|False, why)`` when reachability changes."""
+    after every (re)connection, ``on_reachable(True, "")`` after every probe that succeeded
+    and ``on_reachable(False, why)`` when one failed."""
 
     def __init__(
         self, conninfo: str, settings: dict[str, Any], on_hint: Callable[[], None],
-        on_reachable: Callable[[bool, str], None],
+        on_reachable: Callable[[bool, str], None], notify: bool = True,
     ) -> None:
+        """notify: LISTEN for hints; without, the connection only probes."""
         self._conninfo = conninfo
         self._settings = settings
         self._on_hint = on_hint
         self._on_reachable = on_reachable
+        self._notify = notify
         self._stop = threading.Event()
         self._connection: psycopg.Connection[Any] | None = None
         self._thread = threading.Thread(target=self._run, name="centroidal-store-listener", daemon=True)
-        self.reachable = True
 
     def start(self) -> None:
         self._thread.start()
@@ -57,15 +60,16 @@ class Listener:
             try:
                 with psycopg.connect(self._conninfo, autocommit=True, **self._settings) as connection:
                     self._connection = connection
-                    connection.execute(f"LISTEN {CHANNEL}")
-                    self._set_reachable(True, "")
+                    if self._notify:
+                        connection.execute(f"LISTEN {CHANNEL}")
+                    self._on_reachable(True, "")
                     self._on_hint()  # whatever was written while nobody listened
                     wait = RECONNECT_S[0]
                     self._listen(connection)
             except psycopg.Error as exc:
                 if self._stop.is_set():
                     break
-                self._set_reachable(False, str(exc).strip() or type(exc).__name__)
+                self._on_reachable(False, " ".join(str(exc).split()) or type(exc).__name__)
             finally:
                 self._connection = None
             self._stop.wait(wait)
@@ -73,16 +77,14 @@ class Listener:
 
     def _listen(self, connection: psycopg.Connection[Any]) -> None:
         while not self._stop.is_set():
-            for _ in connection.notifies(timeout=PROBE_S):
-                self._on_hint()
+            if self._notify:
+                for _ in connection.notifies(timeout=PROBE_S):
+                    self._on_hint()
+            else:
+                self._stop.wait(PROBE_S)
             if not self._stop.is_set():
                 connection.execute("SELECT 1")  # a dead server, or a network gone quiet
-
-    def _set_reachable(self, reachable: bool, why: str) -> None:
-        if reachable == self.reachable:
-            return
-        self.reachable = reachable
-        self._on_reachable(reachable, why)
+                self._on_reachable(True, "")
 
     def stop(self) -> None:
         self._stop.set()

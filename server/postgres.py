@@ -120,6 +120,9 @@ class PostgresStore(VersionedWrites):
     password_file : a file whose first line is the password (else the URL's, or PGPASSFILE)
     max_bytes : the most the stored models may take, all versions counted (0: no quota)
     on_condition : called with the new StoreCondition, or None when writes work again
+    listen : follow the database (reachability, and other replicas' writes); a supervisor,
+        which only migrates the schema and ends its dead workers' leases, does not
+    notify : LISTEN for other replicas' writes, besides the probe (off: the poll alone)
     """
 
     read_only = False
@@ -128,6 +131,7 @@ class PostgresStore(VersionedWrites):
     def __init__(
         self, url: str, *, password_file: str = "", max_bytes: int = 0,
         on_condition: Callable[[StoreCondition | None], None] | None = None, listen: bool = True,
+        notify: bool = True,
     ) -> None:
         self.location = redacted(url)
         self._max_bytes = max_bytes
@@ -160,7 +164,7 @@ class PostgresStore(VersionedWrites):
             raise
         self._listener: Listener | None = None
         if listen:
-            self._listener = Listener(url, settings, self._changed.set, self._reachable)
+            self._listener = Listener(url, settings, self._changed.set, self._reachable, notify)
             self._listener.start()
 
     @property
@@ -222,6 +226,28 @@ class PostgresStore(VersionedWrites):
             )
         return StoredModels(snapshots, {str(name): int(version) for name, version in names})
 
+    def verify_all(self) -> tuple[int, int, list[tuple[str, int]]]:
+        """Every stored version checked against its checksum, one row in memory at a time
+        (``centroidal store check``): names, versions, and the (name, version) of each that fails."""
+        def read(connection: psycopg.Connection[Any]) -> tuple[int, int, list[tuple[str, int]]]:
+            failures: list[tuple[str, int]] = []
+            versions = 0
+            with connection.transaction():
+                connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                counted = connection.execute("SELECT count(*) FROM names WHERE current_version IS NOT NULL").fetchone()
+                names = int(counted[0]) if counted else 0
+                with connection.cursor(name="centroidal_check", binary=True) as rows:
+                    rows.execute(_VERSION_ROWS)
+                    for row in rows:
+                        versions += 1
+                        try:
+                            verified_snapshot(*row)
+                        except StoreDamaged:
+                            failures.append((str(row[0]), int(row[1])))
+            return names, versions, failures
+
+        return self._read(read)
+
     def load_version(self, name: str, version: int) -> ModelSnapshot | None:
         row = self._read(lambda connection: connection.cursor(binary=True).execute(
             f"{_VERSION_ROWS} WHERE name = %s AND version = %s", (name, version)
@@ -276,7 +302,7 @@ class PostgresStore(VersionedWrites):
                     connection.execute("BEGIN")
                     row = connection.execute("UPDATE commits SET count = count + 1 WHERE id = 1 RETURNING count").fetchone()
                 except psycopg.OperationalError:
-                    if attempt + 1 < ATTEMPTS and not self._closed:
+                    if connection.broken and attempt + 1 < ATTEMPTS and not self._closed:
                         continue  # the pool replaces the broken connection
                     raise
                 committing = False
@@ -355,13 +381,13 @@ class PostgresStore(VersionedWrites):
         raise AssertionError("unreachable")
 
     def _reachable(self, reachable: bool, why: str) -> None:
-        """The listener reached the database again, or lost it."""
+        """What the listener's probe found (every PROBE_S, from its thread)."""
+        current = self._conditions.current
         if reachable:
-            log.warning("the PostgreSQL store %s is reachable again", self.location)
-            if self._conditions.current is not None and self._conditions.current.reason == "STORE_UNREACHABLE":
+            if current is not None and current.reason == "STORE_UNREACHABLE":
+                log.warning("the PostgreSQL store %s is reachable again", self.location)
                 self._conditions.set(None)
-            self._changed.set()
-        else:
+        elif current is None or current.reason != "STORE_UNREACHABLE":
             self._conditions.set(StoreCondition(
                 "STORE_UNREACHABLE",
                 f"the PostgreSQL store {self.location} cannot be reached ({why}); nothing is written "

@@ -126,8 +126,12 @@ class Registry:
             if loaded is not None:
                 self._admit(loaded)
                 return loaded
-            # Written or deleted by another replica since this one looked: catch up.
-            if not self._shared or (not self.refresh(force=True) and version is None):
+            if not self._shared:
+                break
+            # Written or deleted by another replica since this one looked: catch up (the
+            # change feed's thread may have caught up meanwhile, so ask the catalog again).
+            self.refresh(force=True)
+            if version is None and name not in self._current:
                 break
         raise ModelNotFound(f"model {name!r} does not exist", field=field)
 

@@ -42,7 +42,7 @@ def open_store(
             ) from None
         store = PostgresStore(
             config.store, password_file=config.store_password_file, max_bytes=config.max_store_bytes,
-            on_condition=on_condition, listen=listen,
+            on_condition=on_condition, listen=listen, notify=config.store_notify,
         )
     store.lease_ttl = config.lease_ttl
     return store

@@ -34,9 +34,27 @@ def test_replica_rows_run() -> None:
     """The replicas rows' parts on tiny work: visibility, ingest and a failover, for real."""
     from bench import replicas
 
-    with replicas._group(2) as two:
+    with replicas.serving(2) as two:
         lines, facts = replicas._visibility(two, fits=3)
         assert facts["replicas_visible_p99_ms"] > 0
-        assert replicas._ingest(two, "tiny", batches=2, rows=100) > 0
+        assert replicas.ingest([two.target], "tiny", batches=2, rows=100) > 0
         lines, facts = replicas._failover(two, trials=1)
         assert facts["replicas_failover_ms"] > 0
+
+
+def test_host_rows_run(postgres_database: str) -> None:
+    """The PostgreSQL rows' parts on tiny work: the store's writes, and visibility between
+    two replicas with NOTIFY."""
+    from bench import hosts, replicas
+    from centroidal.server.postgres import PostgresStore
+
+    store = PostgresStore(postgres_database, listen=False)
+    try:
+        commit_ms, checkpoint_ms = hosts._write_latencies(store, writes=3)
+    finally:
+        store.close()
+    assert commit_ms > 0 and checkpoint_ms > 0
+    with replicas.serving(1, "--store", postgres_database) as a, replicas.serving(1, "--store", postgres_database) as b:
+        p50, p99 = hosts._visible(a, b, fits=3)
+        assert 0 < p50 <= p99
+        assert replicas.ingest([a.target, b.target], "tiny", batches=2, rows=100) > 0

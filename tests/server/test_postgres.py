@@ -176,3 +176,24 @@ def test_tls_to_the_database_is_verified_against_its_ca(pki: Pki) -> None:
             assert db.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone() == (True,)
         with pytest.raises(StoreUnavailable, match="could not be reached"):  # a CA that did not sign it
             PostgresStore(f"{server.url}?sslmode=verify-full&sslrootcert={pki.stranger_cert}", listen=False)
+
+
+def test_store_check_verifies_every_version_in_the_database(postgres_database: str) -> None:
+    import subprocess
+    import sys
+
+    store = PostgresStore(postgres_database, listen=False)
+    store.put(snapshot("good"), keep_versions=5)
+    store.put(snapshot("bad"), keep_versions=5)
+    store.close()
+
+    def check() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "centroidal.client.cli", "store", "check", "--store",
+                               postgres_database], capture_output=True, text=True, timeout=120)
+
+    healthy = check()
+    assert healthy.returncode == 0 and "2 models, 2 stored versions" in healthy.stdout
+    with psycopg.connect(postgres_database, autocommit=True) as db:
+        db.execute("UPDATE versions SET centers = %s WHERE name = 'bad'", (b"\0" * 32,))
+    damaged = check()
+    assert damaged.returncode == 1 and "DAMAGED: model 'bad' version 1" in damaged.stdout
