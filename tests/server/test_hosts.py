@@ -369,3 +369,30 @@ def test_the_readmes_command_lines_run_three_replicas_on_one_database(postgres_d
         for process in processes:
             process.send_signal(signal.SIGTERM)
         assert [process.wait(120) for process in processes] == [0, 0, 0]
+
+
+def test_workers_of_one_host_share_the_database_like_any_replica(postgres_database: str, tmp_path: Path) -> None:
+    """`serve --workers 2 --store postgresql://…`: no directory lock to hand down; the workers
+    are replicas of the database, and a dead worker's leases are ended by its supervisor."""
+    from tests.server.test_replicas import Replicas
+
+    group = Replicas(tmp_path / "data", 2, "--store", postgres_database)
+    try:
+        with group.client() as client:
+            fitted = client.fit("pooled", BLOBS, n_clusters=3, seed=0, return_labels=True)
+        for _ in range(24):  # new connections, which the kernel spreads over the workers
+            with group.client() as client:
+                np.testing.assert_array_equal(client.predict("pooled", BLOBS[::50]), fitted.labels[::50])
+        assert len(group.served_by_worker("Predict")) == 2
+        with group.client() as client, client.stream("owned", n_clusters=2, producer_id="p", seed=0) as stream:
+            stream.send(BLOBS[:100].astype(np.float32))
+            stream.flush()
+            with psycopg.connect(postgres_database) as db:
+                (owner,) = db.execute("SELECT owner FROM leases WHERE name = 'owned'").fetchone()
+            subprocess.run(["kill", "-9", owner.split("/")[1]], check=True)
+            group.wait_for(r"died after .* its 1 stream leases were ended")
+            stream.send(BLOBS[100:200].astype(np.float32))
+        with group.client() as client:
+            eventually(lambda: client.get_model("owned").n_samples_seen == 200)
+    finally:
+        assert group.stop() == 0
