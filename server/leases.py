@@ -31,10 +31,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from .writes import Connection
+
+class Cursor(Protocol):
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+
+class Connection(Protocol):
+    """A DB-API connection inside a transaction, taking ``?`` parameters: SQLite's, or the
+    PostgreSQL store's translation of psycopg's."""
+
+    def execute(self, sql: str, parameters: Any = ..., /) -> Cursor: ...
+
 
 # SQLite's table (the PostgreSQL store declares the same columns in its own types).
 SCHEMA = """

@@ -17,9 +17,10 @@
   replaced and the transaction tried again, as long as nothing of it was sent); a full
   disk or a limit is RESOURCE_EXHAUSTED; corruption is DATA_LOSS. A transaction whose
   COMMIT got no answer is reported as failed, never as stored.
-- **Connections** come from psycopg's pool. The password comes from the URL, libpq's
-  ``PGPASSFILE`` or ``--store-password-file``, and is never logged; ``sslmode`` and the
-  other libpq settings go in the URL.
+- **Connections** come from psycopg's pool (``pgconnect.py`` makes the first, and says
+  what an error means). The password comes from the URL, libpq's ``PGPASSFILE`` or
+  ``--store-password-file``, and is never logged; ``sslmode`` and the other libpq
+  settings go in the URL.
 """
 
 from __future__ import annotations
@@ -27,21 +28,20 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
 import psycopg_pool
-from psycopg import conninfo as libpq
 
 from .conditions import WriteConditions, refusal, shutting_down
 from .exceptions import StoreDamaged, StoreUnavailable
 from .integrity import StoreCondition, verified_snapshot
+from .leases import Connection
+from .pgconnect import POOL_WAIT_S, START_WAIT_S, classify, first_connection, redacted, settings_of
 from .pgfeed import CHANNEL, Listener
 from .snapshots import Catalog, ModelSnapshot, NameState, StoredModels
-from .writes import Connection, VersionedWrites
+from .writes import VersionedWrites
 
 log = logging.getLogger("centroidal.server")
 T = TypeVar("T")
@@ -65,12 +65,6 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
 }
 # pg_advisory_xact_lock's key for schema changes: "centroid" in ASCII.
 SCHEMA_LOCK = 0x63656E74726F6964
-URL_SCHEMES = ("postgresql://", "postgres://")
-CONNECT_TIMEOUT_S = 5
-# How long a call waits for a connection from the pool before the database counts as unreachable.
-POOL_WAIT_S = 5.0
-# How long the server waits for the database at start before it gives up.
-START_WAIT_S = 30.0
 MAX_CONNECTIONS = 8
 # Attempts at a transaction whose connection broke before any of it was sent.
 ATTEMPTS = MAX_CONNECTIONS + 2
@@ -86,21 +80,6 @@ _MISSING_CURRENT = (
     "SELECT n.name FROM names n LEFT JOIN versions v ON v.name = n.name AND v.version = n.current_version "
     "WHERE n.current_version IS NOT NULL AND v.name IS NULL"
 )
-
-
-def is_postgres_url(store: str) -> bool:
-    return store.startswith(URL_SCHEMES)
-
-
-def redacted(url: str) -> str:
-    """The store's URL as logs and errors show it: no password, no other settings."""
-    try:
-        parts = libpq.conninfo_to_dict(url)
-    except psycopg.ProgrammingError:
-        return "postgresql://(a URL that does not parse)"
-    user = f"{parts['user']}@" if parts.get("user") else ""
-    port = f":{parts['port']}" if parts.get("port") else ""
-    return f"postgresql://{user}{parts.get('host', '')}{port}/{parts.get('dbname', '')}"
 
 
 class _Translated:
@@ -136,11 +115,7 @@ class PostgresStore(VersionedWrites):
         self.location = redacted(url)
         self._max_bytes = max_bytes
         self._closed = False
-        settings: dict[str, Any] = {"application_name": "centroidal"}
-        if "connect_timeout" not in libpq.conninfo_to_dict(url):
-            settings["connect_timeout"] = CONNECT_TIMEOUT_S
-        if password_file:
-            settings["password"] = _read_password(password_file)
+        settings = settings_of(url, password_file)
         self._conditions = WriteConditions(None, self.location, 0, False, on_condition)
         # Set when another replica may have written: a NOTIFY, a reconnection, or the timer.
         self._changed = threading.Event()
@@ -148,7 +123,7 @@ class PostgresStore(VersionedWrites):
             url, kwargs={**settings, "autocommit": True}, min_size=1, max_size=MAX_CONNECTIONS, open=False, timeout=POOL_WAIT_S,
             name="centroidal-store", reconnect_timeout=24 * 3600.0,
         )
-        _first_connection(url, settings, self.location)
+        first_connection(url, settings, self.location)
         try:
             self._pool.open(wait=True, timeout=START_WAIT_S)
         except psycopg_pool.PoolTimeout as exc:
@@ -401,77 +376,3 @@ class PostgresStore(VersionedWrites):
         if self._listener is not None:
             self._listener.stop()
         self._pool.close()
-
-
-def _first_connection(url: str, settings: dict[str, Any], location: str) -> None:
-    """Connect once before the pool does, so that a mistake is told at once and plainly: a
-    wrong password, a database that does not exist, a certificate that does not verify. A
-    database still starting (refused, or "starting up") is waited for, up to START_WAIT_S."""
-    deadline = time.monotonic() + START_WAIT_S
-    while True:
-        try:
-            psycopg.connect(url, **settings).close()
-            return
-        except psycopg.OperationalError as exc:
-            detail = " ".join(str(exc).split()) or type(exc).__name__
-            state = exc.sqlstate or ""
-            settled = state[:2] in ("28", "3D") or "certificate" in detail or "SSL" in detail or "password" in detail
-            if settled or time.monotonic() > deadline:
-                waited = "" if settled else f" in {START_WAIT_S:.0f} s"
-                raise StoreUnavailable(
-                    f"the PostgreSQL store {location} could not be reached{waited}: {detail}. Check the URL, "
-                    "the password (the URL, PGPASSFILE or --store-password-file) and sslmode",
-                    reason="STORE_UNREACHABLE",
-                ) from None
-            time.sleep(0.5)
-
-
-def _read_password(path: str) -> str:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise StoreUnavailable(
-            f"--store-password-file {path!r} cannot be read: {exc.strerror or exc}", reason="STORE_PASSWORD"
-        ) from None
-    password = text.splitlines()[0].strip() if text.strip() else ""
-    if not password:
-        raise StoreUnavailable(f"--store-password-file {path!r} is empty", reason="STORE_PASSWORD")
-    return password
-
-
-# ---- What a database error means for the service -------------------------------------------
-
-# SQLSTATE classes and codes (PostgreSQL's appendix A).
-_FULL = ("53100", "54000")  # disk_full; program_limit_exceeded (a row or a quota too large)
-_DAMAGED = ("XX001", "XX002")  # data_corrupted, index_corrupted
-_UNREACHABLE_CLASSES = ("08", "57")  # connection exceptions; operator intervention (shutdown)
-_READ_ONLY = ("25006", "42501")  # a read-only standby; a user without the privilege
-
-
-def classify(exc: Exception, location: str) -> StoreCondition:
-    """The store condition a database error is."""
-    if isinstance(exc, psycopg_pool.PoolTimeout):
-        return StoreCondition(
-            "STORE_UNREACHABLE",
-            f"the PostgreSQL store {location} cannot be reached (no connection within {POOL_WAIT_S:.0f} s); "
-            "nothing was written",
-        )
-    state = getattr(exc, "sqlstate", None) or ""
-    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    if state in _FULL:
-        return StoreCondition(
-            "STORE_FULL",
-            f"the PostgreSQL store {location} is full or at a limit ({state}: {detail}); nothing was "
-            "written. Delete models (deletes still work) or give the database room",
-        )
-    if state in _DAMAGED:
-        return StoreCondition("STORE_DAMAGED", f"the PostgreSQL store {location} is damaged ({state}: {detail})")
-    if state in _READ_ONLY:
-        return StoreCondition(
-            "STORE_READ_ONLY", f"the PostgreSQL store {location} cannot be written ({state}: {detail}); nothing was written"
-        )
-    if not state or state[:2] in _UNREACHABLE_CLASSES or isinstance(exc, psycopg.OperationalError):
-        return StoreCondition(
-            "STORE_UNREACHABLE", f"the PostgreSQL store {location} cannot be reached ({detail}); nothing was written"
-        )
-    return StoreCondition("STORE_ERROR", f"the PostgreSQL store {location} failed ({state}: {detail})")

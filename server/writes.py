@@ -17,27 +17,14 @@ import contextlib
 import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
-from typing import Any, Protocol
 
 import numpy as np
 
 from . import leases
 from .exceptions import ModelNotFound, StoreFull, VersionConflict
 from .integrity import KIND_ON_DISK, row_checksum
-from .leases import Holder, Lease
+from .leases import Connection, Holder, Lease
 from .snapshots import ModelSnapshot
-
-
-class Cursor(Protocol):
-    def fetchone(self) -> Any: ...
-
-    def fetchall(self) -> list[Any]: ...
-
-
-class Connection(Protocol):
-    """A DB-API connection inside a transaction, taking ``?`` parameters."""
-
-    def execute(self, sql: str, parameters: Any = ..., /) -> Cursor: ...
 
 
 class VersionedWrites:

@@ -13,7 +13,8 @@ import psycopg
 import pytest
 
 from centroidal.server.exceptions import StoreUnavailable
-from centroidal.server.postgres import SCHEMA_VERSION, PostgresStore, redacted
+from centroidal.server.pgconnect import redacted
+from centroidal.server.postgres import SCHEMA_VERSION, PostgresStore
 from centroidal.server.snapshots import ModelSnapshot
 from tests.conftest import throwaway_postgres
 from tests.server.conftest import Pki
