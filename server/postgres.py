@@ -82,6 +82,10 @@ _MISSING_CURRENT = (
 )
 
 
+class _Broken(Exception):
+    """A pooled connection broke before the call's work was done: try it on a fresh one."""
+
+
 class _Translated:
     """A psycopg connection taking writes.py's ``?`` parameters."""
 
@@ -132,12 +136,12 @@ class PostgresStore(VersionedWrites):
                 f"the PostgreSQL store {self.location} could not be reached in {START_WAIT_S:.0f} s",
                 reason="STORE_UNREACHABLE",
             ) from exc
+        self._listener: Listener | None = None
         try:
             self._migrate()
         except BaseException:
             self._pool.close()
             raise
-        self._listener: Listener | None = None
         if listen:
             self._listener = Listener(url, settings, self._changed.set, self._reachable, notify)
             self._listener.start()
@@ -329,14 +333,25 @@ class PostgresStore(VersionedWrites):
     # ---- Connections and failures ----------------------------------------------------------
 
     @contextlib.contextmanager
-    def _session(self) -> Iterator[psycopg.Connection[Any]]:
-        """A pooled connection; a database error becomes the store error it means."""
+    def _session(self, retry: bool = False) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection; a database error becomes the store error it means. While
+        the listener finds the database unreachable, calls fail at once rather than each
+        wait POOL_WAIT_S for a connection (it finds the database again within a second).
+        With ``retry``, a connection that broke (the database restarted since the pool
+        opened it) raises _Broken instead, for the caller to try again on a fresh one."""
         if self._closed:
             raise shutting_down()
+        current = self._conditions.current
+        if self._listener is not None and current is not None and current.reason == "STORE_UNREACHABLE":
+            raise refusal(current)
+        held: psycopg.Connection[Any] | None = None
         try:
             with self._pool.connection() as connection:
+                held = connection
                 yield connection
         except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+            if retry and held is not None and held.broken and not self._closed:
+                raise _Broken() from exc
             condition = classify(exc, self.location)
             self._conditions.set(condition)
             raise refusal(condition) from exc
@@ -346,14 +361,11 @@ class PostgresStore(VersionedWrites):
         broke (a read repeats safely)."""
         for attempt in range(ATTEMPTS):
             try:
-                with self._session() as connection:
+                with self._session(retry=attempt + 1 < ATTEMPTS) as connection:
                     return reading(connection)
-            except StoreUnavailable as exc:
-                broken = isinstance(exc.__cause__, psycopg.OperationalError) and not isinstance(
-                    exc.__cause__, psycopg_pool.PoolTimeout)
-                if not broken or attempt + 1 == ATTEMPTS or self._closed:
-                    raise
-        raise AssertionError("unreachable")
+            except _Broken:
+                continue
+        raise AssertionError("the last attempt raises its own error")
 
     def _reachable(self, reachable: bool, why: str) -> None:
         """What the listener's probe found (every PROBE_S, from its thread)."""

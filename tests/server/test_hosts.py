@@ -3,7 +3,8 @@ directory of its own as separate hosts would have, sharing one real PostgreSQL d
 They run as docker-compose.yml configures its three replicas (its environment, its
 password file, its health check), with the database's address and the ports made the
 test's own. Clients reach them as users would: by one replica's address, or by a name
-gRPC resolves to all three (``ipv4:a,b,c``), round robin."""
+gRPC resolves to all three (``ipv4:a,b,c``), round robin. The heavier cases are marked
+slow: CI runs them (make test-slow), the default run keeps one of each kind of call."""
 
 from __future__ import annotations
 
@@ -237,6 +238,7 @@ def test_a_delete_on_one_host_is_seen_by_another(hosts: Hosts) -> None:
         assert on_a.fit("doomed", BLOBS, n_clusters=3, seed=0).version == 3
 
 
+@pytest.mark.slow
 def test_four_producers_through_different_hosts_feed_one_model_once(hosts: Hosts) -> None:
     points = np.random.default_rng(1).normal(size=(4, 30, 40, 3)).astype(np.float32)
     redirects: list[int] = []
@@ -275,6 +277,7 @@ def _stream(hosts: Hosts, name: str, points: np.ndarray, kill_at: int | None = N
     return model.centers, stream.reconnects
 
 
+@pytest.mark.slow
 def test_kill_9_of_the_owner_mid_stream_moves_it_to_another_host_and_loses_nothing(hosts: Hosts) -> None:
     points = np.random.default_rng(2).normal(size=(120, 50, 3)).astype(np.float32)
     calm, _ = _stream(hosts, "calm", points)
@@ -284,6 +287,7 @@ def test_kill_9_of_the_owner_mid_stream_moves_it_to_another_host_and_loses_nothi
     np.testing.assert_array_equal(killed, calm)  # exactly once: as if nothing had happened
 
 
+@pytest.mark.slow
 def test_round_robin_spreads_calls_and_moves_them_off_a_dead_replica(hosts: Hosts) -> None:
     with hosts.client(hosts.target) as client:
         fitted = client.fit("spread", BLOBS, n_clusters=3, seed=0, return_labels=True)
@@ -310,8 +314,13 @@ def test_a_database_restart_loses_nothing_acknowledged_and_the_replicas_recover(
                         stream.send(batch)
                 database.stop()
                 eventually(lambda: on_a.health() == "NOT_SERVING", 30)
-                with pytest.raises(Unavailable):
+                with pytest.raises(Unavailable) as refused:
                     on_c.fit("during", BLOBS, n_clusters=3, seed=0)
+                assert refused.value.reason == "STORE_UNREACHABLE" and refused.value.retry_after
+                # A model in memory is still predicted; one that must be read is UNAVAILABLE.
+                np.testing.assert_array_equal(on_a.predict("before", BLOBS[::50]), before.labels[::50])
+                with pytest.raises(Unavailable):
+                    on_c.predict("before", BLOBS[:3])
                 database.start()
                 for client in (on_a, on_b, on_c):  # by themselves: nobody restarted them
                     eventually(lambda client=client: client.health() == "SERVING", 30)
@@ -328,6 +337,7 @@ def readme_commands() -> list[str]:
     return section.split("```sh\n", 1)[1].split("```", 1)[0].strip().splitlines()
 
 
+@pytest.mark.slow
 def test_the_readmes_command_lines_run_three_replicas_on_one_database(postgres_database: str, tmp_path: Path) -> None:
     """The README's lines as written, with the test's database, password file and ports."""
     environment = dict(os.environ)
@@ -371,6 +381,7 @@ def test_the_readmes_command_lines_run_three_replicas_on_one_database(postgres_d
         assert [process.wait(120) for process in processes] == [0, 0, 0]
 
 
+@pytest.mark.slow
 def test_workers_of_one_host_share_the_database_like_any_replica(postgres_database: str, tmp_path: Path) -> None:
     """`serve --workers 2 --store postgresql://…`: no directory lock to hand down; the workers
     are replicas of the database, and a dead worker's leases are ended by its supervisor."""
