@@ -1,8 +1,8 @@
 """The PostgreSQL store's ears: one connection that LISTENs for other replicas' writes, and
 tells whether the database can be reached.
 
-Every write transaction sends ``NOTIFY centroidal_models, '<name> <version>'``, delivered
-to every listening session when it commits. A notification is only a hint: the replica
+Every write transaction sends ``NOTIFY centroidal_models, '<name> <version>'`` (with
+`` deleted`` after a delete), delivered to every listening session when it commits. A notification is only a hint: the replica
 then reads the names written since its feed position (``names.seq``, as on SQLite), so a
 hint that was lost, or one for a write it already has, does no harm. The re-read on a
 timer (``--store-poll-interval``) covers a replica that was not listening when the hint

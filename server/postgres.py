@@ -327,8 +327,8 @@ class PostgresStore(VersionedWrites):
     def _now(self, db: Connection) -> float:
         return float(db.execute("SELECT extract(epoch FROM clock_timestamp())::float8").fetchone()[0])
 
-    def _wrote(self, db: Connection, name: str, version: int | None) -> None:
-        db.execute("SELECT pg_notify(?, ?)", (CHANNEL, f"{name} {version or 0}"))
+    def _wrote(self, db: Connection, name: str, version: int, deleted: bool = False) -> None:
+        db.execute("SELECT pg_notify(?, ?)", (CHANNEL, f"{name} {version}" + (" deleted" if deleted else "")))
 
     # ---- Connections and failures ----------------------------------------------------------
 

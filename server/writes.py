@@ -49,8 +49,9 @@ class VersionedWrites:
         """The lease clock: one clock for every replica of the store."""
         raise NotImplementedError
 
-    def _wrote(self, db: Connection, name: str, version: int | None) -> None:
-        """``name`` is now at ``version`` (None: deleted), once the transaction commits."""
+    def _wrote(self, db: Connection, name: str, version: int, deleted: bool = False) -> None:
+        """``name`` is now at ``version`` (a delete's, when ``deleted``), once the transaction
+        commits."""
 
     def _check_room(self, db: Connection, nbytes: int) -> None:
         """Raise StoreFull when a new row of ``nbytes`` would take the store past its quota."""
@@ -182,7 +183,7 @@ class VersionedWrites:
                 (name, version, seq),
             )
             db.execute("DELETE FROM versions WHERE name = ?", (name,))
-            self._wrote(db, name, None)
+            self._wrote(db, name, version, deleted=True)
         return version
 
     # ---- Stream leases (leases.py) --------------------------------------------------------

@@ -198,3 +198,16 @@ def test_store_check_verifies_every_version_in_the_database(postgres_database: s
         db.execute("UPDATE versions SET centers = %s WHERE name = 'bad'", (b"\0" * 32,))
     damaged = check()
     assert damaged.returncode == 1 and "DAMAGED: model 'bad' version 1" in damaged.stdout
+
+
+def test_the_notify_payload_names_the_model_and_its_version(postgres_database: str) -> None:
+    store = PostgresStore(postgres_database, listen=False)
+    try:
+        with psycopg.connect(postgres_database, autocommit=True) as listener:
+            listener.execute("LISTEN centroidal_models")
+            store.put(snapshot("m"), keep_versions=5)
+            store.delete("m")
+            heard = [note.payload for note in listener.notifies(timeout=5.0, stop_after=2)]
+    finally:
+        store.close()
+    assert heard == ["m 1", "m 2 deleted"]
