@@ -22,12 +22,19 @@ POOL_WAIT_S = 5.0
 START_WAIT_S = 30.0
 
 
+# A database host that goes silent (no reset, a network partition) is given up on in
+# seconds rather than the kernel's hours: TCP keepalives, and a limit on unacknowledged data.
+LIVENESS = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3,
+            "tcp_user_timeout": 15_000}
+
+
 def settings_of(url: str, password_file: str) -> dict[str, Any]:
-    """libpq settings beside the URL: the application's name, a connect timeout unless the
-    URL has one, and the password from ``password_file`` (else the URL's, or PGPASSFILE)."""
-    settings: dict[str, Any] = {"application_name": "centroidal"}
-    if "connect_timeout" not in libpq.conninfo_to_dict(url):
-        settings["connect_timeout"] = CONNECT_TIMEOUT_S
+    """libpq settings beside the URL, each unless the URL sets it: the application's name, a
+    connect timeout, TCP liveness (LIVENESS); and the password from ``password_file`` (else
+    the URL's, or PGPASSFILE)."""
+    given = libpq.conninfo_to_dict(url)
+    defaults = {"application_name": "centroidal", "connect_timeout": CONNECT_TIMEOUT_S, **LIVENESS}
+    settings: dict[str, Any] = {key: value for key, value in defaults.items() if key not in given}
     if password_file:
         settings["password"] = read_password(password_file)
     return settings

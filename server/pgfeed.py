@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -26,8 +27,9 @@ import psycopg
 log = logging.getLogger("centroidal.server")
 
 CHANNEL = "centroidal_models"
-# How long the listener waits for a notification before it probes the connection.
+# How often the listener probes the connection, and how often it looks whether to stop.
 PROBE_S = 1.0
+WAKE_S = 0.1
 # Waits between attempts to reach the database again: from the first to the last.
 RECONNECT_S = (0.2, 2.0)
 
@@ -48,7 +50,6 @@ class Listener:
         self._on_reachable = on_reachable
         self._notify = notify
         self._stop = threading.Event()
-        self._connection: psycopg.Connection[Any] | None = None
         self._thread = threading.Thread(target=self._run, name="centroidal-store-listener", daemon=True)
 
     def start(self) -> None:
@@ -59,7 +60,6 @@ class Listener:
         while not self._stop.is_set():
             try:
                 with psycopg.connect(self._conninfo, autocommit=True, **self._settings) as connection:
-                    self._connection = connection
                     if self._notify:
                         connection.execute(f"LISTEN {CHANNEL}")
                     self._on_reachable(True, "")
@@ -70,29 +70,23 @@ class Listener:
                 if self._stop.is_set():
                     break
                 self._on_reachable(False, " ".join(str(exc).split()) or type(exc).__name__)
-            finally:
-                self._connection = None
             self._stop.wait(wait)
             wait = min(wait * 2, RECONNECT_S[1])
 
     def _listen(self, connection: psycopg.Connection[Any]) -> None:
+        probed = time.monotonic()
         while not self._stop.is_set():
             if self._notify:
-                for _ in connection.notifies(timeout=PROBE_S):
+                for _ in connection.notifies(timeout=WAKE_S):
                     self._on_hint()
             else:
-                self._stop.wait(PROBE_S)
-            if not self._stop.is_set():
+                self._stop.wait(WAKE_S)
+            if not self._stop.is_set() and time.monotonic() - probed >= PROBE_S:
                 connection.execute("SELECT 1")  # a dead server, or a network gone quiet
                 self._on_reachable(True, "")
+                probed = time.monotonic()
 
     def stop(self) -> None:
-        self._stop.set()
-        connection = self._connection
-        if connection is not None:
-            try:  # wakes notifies() at once
-                connection.cancel_safe(timeout=1.0)
-            except (psycopg.Error, AttributeError):
-                pass
+        self._stop.set()  # seen within WAKE_S, or once a connection attempt gives up
         if self._thread.is_alive():
-            self._thread.join(timeout=PROBE_S + 5.0)
+            self._thread.join(timeout=WAKE_S + 10.0)

@@ -4,6 +4,7 @@ timed here; a benchmark that no longer runs is a regression nobody would see unt
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from bench import engine, scoring
 
@@ -42,6 +43,7 @@ def test_replica_rows_run() -> None:
         assert facts["replicas_failover_ms"] > 0
 
 
+@pytest.mark.slow
 def test_host_rows_run(postgres_database: str) -> None:
     """The PostgreSQL rows' parts on tiny work: the store's writes, and visibility between
     two replicas with NOTIFY."""
