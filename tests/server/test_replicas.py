@@ -8,6 +8,8 @@ own, which the kernel hands to any worker), or through a worker's own address.
 
 from __future__ import annotations
 
+import contextlib
+import random
 import re
 import signal
 import socket
@@ -33,10 +35,23 @@ OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
 START_WAIT_S = 120.0
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+def free_port(run: int = 1) -> int:
+    """The first of ``run`` consecutive ports free on loopback, below the kernel's ephemeral
+    range, which every client connection's own port comes from: a port picked there can be
+    taken by one before the server binds it (a worker's metrics port, P + 1 + i, was)."""
+    low, _ = (int(bound) for bound in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    rng = random.Random()
+    for _ in range(1000):
+        base = rng.randrange(10_000, low - run)
+        with contextlib.ExitStack() as probes:
+            try:
+                for port in range(base, base + run):
+                    probe = probes.enter_context(socket.socket())
+                    probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return base
+    raise RuntimeError(f"no {run} free ports in a row below {low}")
 
 
 class Replicas:
@@ -44,7 +59,7 @@ class Replicas:
 
     def __init__(self, data_dir: Path, workers: int, *flags: str) -> None:
         self.port = free_port()
-        self.metrics_port = free_port()
+        self.metrics_port = free_port(run=2 + workers)  # the supervisor's, then P + 1 + i for worker i
         self.data_dir = data_dir
         self.workers = workers
         self.lines: list[str] = []
@@ -371,14 +386,7 @@ def test_a_redirect_keeps_tls_and_the_token(tmp_path: Path, pki: Pki) -> None:
 def test_workers_listen_on_the_own_ports_given_them(tmp_path: Path) -> None:
     """--worker-port-base: worker i's own address is that port + i (ports a container can
     publish), named by --advertise-host."""
-    for base in range(free_port(), 65000, 7):  # two free ports in a row
-        with socket.socket() as first, socket.socket() as second:
-            try:
-                first.bind(("127.0.0.1", base))
-                second.bind(("127.0.0.1", base + 1))
-            except OSError:
-                continue
-        break
+    base = free_port(run=2)
     group = Replicas(tmp_path / "data", 2, "--worker-port-base", str(base), "--advertise-host", "localhost")
     try:
         assert group.own_addresses() == [f"localhost:{base}", f"localhost:{base + 1}"]
