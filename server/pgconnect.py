@@ -118,7 +118,7 @@ def classify(exc: Exception, location: str) -> StoreCondition:
         return StoreCondition(
             "STORE_READ_ONLY", f"the PostgreSQL store {location} cannot be written ({state}: {detail}); nothing was written"
         )
-    if not state or state[:2] in _UNREACHABLE_CLASSES or isinstance(exc, psycopg.OperationalError):
+    if state[:2] in _UNREACHABLE_CLASSES or isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
         return StoreCondition(
             "STORE_UNREACHABLE", f"the PostgreSQL store {location} cannot be reached ({detail}); nothing was written"
         )

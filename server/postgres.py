@@ -87,10 +87,12 @@ class _Broken(Exception):
 
 
 class _Translated:
-    """A psycopg connection taking writes.py's ``?`` parameters."""
+    """A psycopg connection taking writes.py's ``?`` parameters, in a transaction that
+    began at ``now`` on the database's clock."""
 
-    def __init__(self, connection: psycopg.Connection[Any]) -> None:
+    def __init__(self, connection: psycopg.Connection[Any], now: float) -> None:
         self._connection = connection
+        self.now = now
 
     def execute(self, sql: str, parameters: Any = (), /) -> psycopg.Cursor[Any]:
         return self._connection.execute(sql.replace("?", "%s"), parameters)
@@ -277,16 +279,22 @@ class PostgresStore(VersionedWrites):
         before anything of the transaction reached the database."""
         for attempt in range(ATTEMPTS):
             with self._session() as connection:
-                try:
-                    connection.execute("BEGIN")
-                    row = connection.execute("UPDATE commits SET count = count + 1 WHERE id = 1 RETURNING count").fetchone()
+                try:  # one round trip: the transaction, its commit number and the lease clock
+                    begun = connection.execute(
+                        "BEGIN; UPDATE commits SET count = count + 1 WHERE id = 1 "
+                        "RETURNING count, extract(epoch FROM clock_timestamp())::float8"
+                    )
+                    begun.nextset()  # past BEGIN's empty result
+                    row = begun.fetchone()
                 except psycopg.OperationalError:
                     if connection.broken and attempt + 1 < ATTEMPTS and not self._closed:
                         continue  # the pool replaces the broken connection
                     raise
                 committing = False
                 try:
-                    yield _Translated(connection), int(row[0]) if row else 0
+                    if row is None:
+                        raise StoreDamaged(f"the PostgreSQL store {self.location} has lost the row of its commits table")
+                    yield _Translated(connection, float(row[1])), int(row[0])
                     committing = True
                     connection.execute("COMMIT")
                 except psycopg.Error as exc:
@@ -325,7 +333,8 @@ class PostgresStore(VersionedWrites):
             raise refusal(condition)
 
     def _now(self, db: Connection) -> float:
-        return float(db.execute("SELECT extract(epoch FROM clock_timestamp())::float8").fetchone()[0])
+        assert isinstance(db, _Translated)  # the transaction's start, read with its commit number
+        return db.now
 
     def _wrote(self, db: Connection, name: str, version: int, deleted: bool = False) -> None:
         db.execute("SELECT pg_notify(?, ?)", (CHANNEL, f"{name} {version}" + (" deleted" if deleted else "")))
