@@ -11,7 +11,7 @@ from pathlib import Path
 
 from . import commits, wal
 from .exceptions import StoreDamaged
-from .integrity import LOCK_FILE, STORE_FILE, checksum_failures, quick_check, read_only_uri
+from .integrity import LOCK_FILE, STORE_FILE, VERSION_ROWS, checksum_failures, quick_check, read_only_uri
 
 @dataclass(frozen=True)
 class StoreReport:
@@ -51,7 +51,7 @@ def inspect(data_dir: str | Path) -> StoreReport:
             problems.extend([f"the write-ahead log is damaged: {lost}"] if lost else [])
             notes.extend([discarded] if discarded else [])
         models = _model_count(db)
-        versions, failures = checksum_failures(db)
+        versions, failures = checksum_failures(db.execute(VERSION_ROWS))
         for name, version in failures:
             damaged.add(name)
             problems.append(f"model {name!r} version {version} fails its checksum")
@@ -80,7 +80,7 @@ def backup(data_dir: str | Path, target: str | Path) -> int:
         copy.execute("PRAGMA journal_mode=DELETE")
         problems = quick_check(copy)
         models = _model_count(copy)
-        _, failures = checksum_failures(copy)
+        _, failures = checksum_failures(copy.execute(VERSION_ROWS))
     finally:
         copy.close()
         source.close()

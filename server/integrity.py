@@ -20,7 +20,8 @@ import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -274,11 +275,12 @@ def _refuse_damage(db: sqlite3.Connection, path: Path) -> None:
         raise StoreDamaged(f"{path} failed SQLite's quick_check ({'; '.join(problems[:5])}). " + recovery_advice(path))
 
 
-def checksum_failures(db: sqlite3.Connection) -> tuple[int, list[tuple[str, int]]]:
-    """Every stored version checked against its checksum: how many there are, and the
-    (name, version) of each that fails. Rows written before checksums are skipped."""
+def checksum_failures(rows: Iterable[Sequence[Any]]) -> tuple[int, list[tuple[str, int]]]:
+    """Every stored version in ``rows`` (as VERSION_ROWS reads them) checked against its
+    checksum: how many there are, and the (name, version) of each that fails. Rows written
+    before checksums are skipped."""
     count, failures = 0, []
-    for row in db.execute(VERSION_ROWS):
+    for row in rows:
         count += 1
         if row[5] is None:
             continue  # written before checksums; the server gives it one when it opens
@@ -287,6 +289,36 @@ def checksum_failures(db: sqlite3.Connection) -> tuple[int, list[tuple[str, int]
         except StoreDamaged:
             failures.append((str(row[0]), int(row[1])))
     return count, failures
+
+
+# Names whose current version has no row (damage); the same SQL on both stores.
+MISSING_CURRENT = (
+    "SELECT n.name FROM names n LEFT JOIN versions v ON v.name = n.name AND v.version = n.current_version "
+    "WHERE n.current_version IS NOT NULL AND v.name IS NULL"
+)
+
+
+def verified_current(
+    rows: Iterable[Sequence[Any]], missing: Iterable[Sequence[Any]], advice: str
+) -> Iterator[ModelSnapshot]:
+    """Each current version in ``rows`` verified, one at a time; once they are all read,
+    StoreDamaged naming every one that failed its checksum, and every name in ``missing``
+    (MISSING_CURRENT), followed by ``advice``."""
+    damaged = [str(name) for (name, *_) in missing]
+    for row in rows:
+        try:
+            snapshot = verified_snapshot(*row)
+        except StoreDamaged:
+            damaged.append(str(row[0]))
+            continue
+        yield snapshot
+    if damaged:
+        shown = ", ".join(repr(name) for name in sorted(damaged)[:20])
+        more = f" and {len(damaged) - 20} more" if len(damaged) > 20 else ""
+        raise StoreDamaged(
+            f"{len(damaged)} stored models fail their checksum or are missing: {shown}{more}; {advice}",
+            metadata={"models": ",".join(sorted(damaged)[:20])},
+        )
 
 
 def _create(path: Path) -> None:

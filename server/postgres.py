@@ -36,7 +36,7 @@ import psycopg_pool
 
 from .conditions import WriteConditions, refusal, shutting_down
 from .exceptions import StoreDamaged, StoreUnavailable
-from .integrity import StoreCondition, verified_snapshot
+from .integrity import MISSING_CURRENT, StoreCondition, checksum_failures, verified_current, verified_snapshot
 from .leases import Connection
 from .pgconnect import POOL_WAIT_S, START_WAIT_S, classify, first_connection, redacted, settings_of
 from .pgfeed import CHANNEL, Listener
@@ -75,10 +75,6 @@ _VERSION_ROWS = (
 _CURRENT_ROWS = (
     "SELECT v.name, v.version, convert_to(v.meta, 'UTF8'), v.centers, v.state, v.checksum FROM versions v "
     "JOIN names n ON n.name = v.name AND n.current_version = v.version"
-)
-_MISSING_CURRENT = (
-    "SELECT n.name FROM names n LEFT JOIN versions v ON v.name = n.name AND v.version = n.current_version "
-    "WHERE n.current_version IS NOT NULL AND v.name IS NULL"
 )
 
 
@@ -189,43 +185,23 @@ class PostgresStore(VersionedWrites):
                 connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
                 return (connection.cursor(binary=True).execute(_CURRENT_ROWS).fetchall(),
                         connection.execute("SELECT name, last_version FROM names").fetchall(),
-                        connection.execute(_MISSING_CURRENT).fetchall())
+                        connection.execute(MISSING_CURRENT).fetchall())
 
         rows, names, missing = self._read(read)
-        snapshots, damaged = [], [str(name) for (name,) in missing]
-        for row in rows:
-            try:
-                snapshots.append(verified_snapshot(*row))
-            except StoreDamaged:
-                damaged.append(str(row[0]))
-        if damaged:
-            shown = ", ".join(repr(name) for name in sorted(damaged)[:20])
-            raise StoreDamaged(
-                f"{len(damaged)} models in the PostgreSQL store {self.location} fail their checksum or are "
-                f"missing: {shown}; delete them, or restore the database from a backup",
-                metadata={"models": ",".join(sorted(damaged)[:20])},
-            )
+        advice = f"in the PostgreSQL store {self.location}: delete them, or restore the database from a backup"
+        snapshots = list(verified_current(rows, missing, advice))
         return StoredModels(snapshots, {str(name): int(version) for name, version in names})
 
     def verify_all(self) -> tuple[int, int, list[tuple[str, int]]]:
         """Every stored version checked against its checksum, one row in memory at a time
         (``centroidal store check``): names, versions, and the (name, version) of each that fails."""
         def read(connection: psycopg.Connection[Any]) -> tuple[int, int, list[tuple[str, int]]]:
-            failures: list[tuple[str, int]] = []
-            versions = 0
             with connection.transaction():
                 connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
                 counted = connection.execute("SELECT count(*) FROM names WHERE current_version IS NOT NULL").fetchone()
-                names = int(counted[0]) if counted else 0
                 with connection.cursor(name="centroidal_check", binary=True) as rows:
-                    rows.execute(_VERSION_ROWS)
-                    for row in rows:
-                        versions += 1
-                        try:
-                            verified_snapshot(*row)
-                        except StoreDamaged:
-                            failures.append((str(row[0]), int(row[1])))
-            return names, versions, failures
+                    versions, failures = checksum_failures(rows.execute(_VERSION_ROWS))
+            return int(counted[0]) if counted else 0, versions, failures
 
         return self._read(read)
 
@@ -263,15 +239,6 @@ class PostgresStore(VersionedWrites):
         )
 
     # ---- Writes ----------------------------------------------------------------------------
-
-    def check_writable(self) -> None:
-        if self._closed:
-            raise shutting_down()
-        self._conditions.check()
-
-    @property
-    def condition(self) -> StoreCondition | None:
-        return self._conditions.current
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[tuple[Connection, int]]:

@@ -30,10 +30,10 @@ from pathlib import Path
 from . import wal
 from .commits import Acknowledged, CommitRecord
 from .conditions import DEFAULT_MIN_FREE_BYTES, WriteConditions, refusal, shutting_down
-from .exceptions import StoreDamaged
 from .integrity import (
     STORE_FILE,
     VERSION_ROWS,
+    MISSING_CURRENT,
     Discarded,
     StoreCondition,
     classify,
@@ -42,6 +42,7 @@ from .integrity import (
     open_read_only,
     open_shared,
     recovery_advice,
+    verified_current,
     verified_snapshot,
 )
 from .feed import ChangeFeed
@@ -51,15 +52,10 @@ from .writes import VersionedWrites
 log = logging.getLogger("centroidal.server")
 
 
-# Each name's current version, as the checksum covers it; and names whose current version
-# has no row (damage).
+# Each name's current version, as the checksum covers it.
 _CURRENT_ROWS = (
     "SELECT v.name, v.version, CAST(v.meta AS BLOB), v.centers, v.state, v.checksum FROM versions v "
     "JOIN names n ON n.name = v.name AND n.current_version = v.version"
-)
-_MISSING_CURRENT = (
-    "SELECT n.name FROM names n LEFT JOIN versions v ON v.name = n.name AND v.version = n.current_version "
-    "WHERE n.current_version IS NOT NULL AND v.name IS NULL"
 )
 
 
@@ -126,32 +122,17 @@ class SQLiteStore(VersionedWrites):
         with self._lock, self._reading():
             rows = self._db.execute(_CURRENT_ROWS).fetchall()
             names = self._db.execute("SELECT name, last_version FROM names").fetchall()
-            missing = self._db.execute(_MISSING_CURRENT).fetchall()
-        snapshots, damaged = [], [str(name) for (name,) in missing]
-        for row in rows:
-            try:
-                snapshots.append(verified_snapshot(*row))
-            except StoreDamaged:
-                damaged.append(str(row[0]))
-        if damaged:
-            raise _damaged(damaged, self.path)
+            missing = self._db.execute(MISSING_CURRENT).fetchall()
+        snapshots = list(verified_current(rows, missing, recovery_advice(self.path)))
         return StoredModels(snapshots, {name: int(version) for name, version in names})
 
     def verify_current(self) -> int:
         """Verify every current version's checksum as ``load_all`` does, one row in memory at
         a time, keeping none; returns how many were verified."""
-        verified = 0
         with self._lock, self._reading():
-            damaged = [str(name) for (name,) in self._db.execute(_MISSING_CURRENT).fetchall()]
-            for row in self._db.execute(_CURRENT_ROWS):
-                try:
-                    verified_snapshot(*row)
-                except StoreDamaged:
-                    damaged.append(str(row[0]))
-                verified += 1
-        if damaged:
-            raise _damaged(damaged, self.path)
-        return verified
+            missing = self._db.execute(MISSING_CURRENT).fetchall()
+            current = verified_current(self._db.execute(_CURRENT_ROWS), missing, recovery_advice(self.path))
+            return sum(1 for _ in current)
 
     @property
     def lock_descriptor(self) -> int:
@@ -188,18 +169,6 @@ class SQLiteStore(VersionedWrites):
             return self._feed.changes(since)
 
     # ---- Writes ------------------------------------------------------------------------
-
-    def check_writable(self) -> None:
-        """Raise StoreFull or StoreUnavailable when a write would be refused now; cheap enough
-        to call before accepting a request's data."""
-        if self._closed:
-            raise shutting_down()
-        self._conditions.check()
-
-    @property
-    def condition(self) -> StoreCondition | None:
-        """Why writes are refused, or None while they work."""
-        return self._conditions.current
 
     # ---- What the shared writes need (writes.py) ----------------------------------------
 
@@ -278,17 +247,4 @@ class SQLiteStore(VersionedWrites):
                 self._record.close()
             if self._lock_file is not None:
                 self._lock_file.close()
-
-
-# ---- Failures -------------------------------------------------------------------------
-
-
-def _damaged(damaged: list[str], path: Path) -> StoreDamaged:
-    shown = ", ".join(repr(name) for name in sorted(damaged)[:20])
-    more = f" and {len(damaged) - 20} more" if len(damaged) > 20 else ""
-    return StoreDamaged(
-        f"{len(damaged)} stored models fail their checksum or are missing: {shown}{more}; "
-        + recovery_advice(path),
-        metadata={"models": ",".join(sorted(damaged)[:20])},
-    )
 

@@ -22,15 +22,31 @@ import numpy as np
 
 from . import leases
 from .exceptions import ModelNotFound, StoreFull, VersionConflict
-from .integrity import KIND_ON_DISK, row_checksum
+from .conditions import WriteConditions, shutting_down
+from .integrity import KIND_ON_DISK, StoreCondition, row_checksum
 from .leases import Connection, Holder, Lease
 from .snapshots import ModelSnapshot
 
 
 class VersionedWrites:
-    """put, checkpoint, delete and the lease calls of a ModelStore, over ``_writing``."""
+    """put, checkpoint, delete and the lease calls of a ModelStore, over ``_writing``; and
+    whether writes are refused now (each store keeps its ``_conditions``)."""
 
     lease_ttl = 10.0
+    _closed: bool
+    _conditions: WriteConditions
+
+    def check_writable(self) -> None:
+        """Raise StoreFull or StoreUnavailable when a write would be refused now; cheap enough
+        to call before accepting a request's data."""
+        if self._closed:
+            raise shutting_down()
+        self._conditions.check()
+
+    @property
+    def condition(self) -> StoreCondition | None:
+        """Why writes are refused, or None while they work."""
+        return self._conditions.current
 
     # ---- What each store provides ---------------------------------------------------------
 
@@ -41,9 +57,6 @@ class VersionedWrites:
         store error (StoreFull, StoreUnavailable, StoreDamaged)."""
         raise NotImplementedError
         yield  # a generator, as each store's is
-
-    def check_writable(self) -> None:
-        raise NotImplementedError
 
     def _now(self, db: Connection) -> float:
         """The lease clock: one clock for every replica of the store."""
