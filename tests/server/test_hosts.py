@@ -25,9 +25,17 @@ import pytest
 import yaml
 
 from centroidal.client import Client
-from centroidal.client.errors import Aborted, NotFound, Unavailable
+from centroidal.client.errors import NotFound, Unavailable
 from tests.conftest import throwaway_postgres
-from tests.server.test_replicas import BLOBS, OWN_CONNECTION, START_WAIT_S, free_port
+from tests.server.test_replicas import (
+    BLOBS,
+    OWN_CONNECTION,
+    START_WAIT_S,
+    contend_for_one_name,
+    free_port,
+    produce_from_four,
+    stream_killing_the_owner,
+)
 
 COMPOSE_FILE = Path(__file__).resolve().parents[2] / "docker-compose.yml"
 # What the tests add to a replica's command: a short checkpoint interval, metrics to count calls.
@@ -206,33 +214,7 @@ def test_a_fit_on_one_host_is_predicted_on_another(hosts: Hosts) -> None:
 
 def test_concurrent_fits_of_one_name_on_two_hosts_each_win_one_version(hosts: Hosts) -> None:
     a, b, _ = hosts.hosts
-    with hosts.client(a.address) as client:
-        client.fit("contested", BLOBS, n_clusters=3, seed=0)
-    versions: list[int] = []
-    conflicts: list[Aborted] = []
-    start = threading.Barrier(4)
-
-    def fit(seed: int) -> None:
-        with hosts.client((a, b)[seed % 2].address) as client:
-            start.wait()
-            for attempt in range(3):
-                versions.append(client.fit("contested", BLOBS, n_clusters=3, seed=seed + attempt).version)
-                try:  # conditional on the version it just saw: at most one such write wins
-                    current = client.get_model("contested").version
-                    versions.append(client.fit("contested", BLOBS, n_clusters=3, seed=seed,
-                                               expected_version=current).version)
-                except Aborted as conflict:
-                    conflicts.append(conflict)
-
-    threads = [threading.Thread(target=fit, args=(seed,)) for seed in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert len(versions) == len(set(versions)), "two fits were given one version"
-    assert sorted(versions) == list(range(2, 2 + len(versions)))
-    assert len(versions) + len(conflicts) == 24
-    assert all(conflict.field == "expected_version" for conflict in conflicts)
+    contend_for_one_name(lambda writer: hosts.client((a, b)[writer % 2].address))
 
 
 def test_a_delete_on_one_host_is_seen_by_another(hosts: Hosts) -> None:
@@ -256,21 +238,7 @@ def test_a_delete_on_one_host_is_seen_by_another(hosts: Hosts) -> None:
 
 @pytest.mark.slow
 def test_four_producers_through_different_hosts_feed_one_model_once(hosts: Hosts) -> None:
-    points = np.random.default_rng(1).normal(size=(4, 30, 40, 3)).astype(np.float32)
-    redirects: list[int] = []
-
-    def produce(index: int) -> None:
-        with hosts.client(hosts.hosts[index % 3].address) as client:
-            with client.stream("fed", n_clusters=4, producer_id=f"p{index}", seed=0, init_size=40) as stream:
-                for batch in points[index]:
-                    stream.send(batch)
-            redirects.append(stream.redirects)
-
-    threads = [threading.Thread(target=produce, args=(index,)) for index in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    points, redirects = produce_from_four(lambda index: hosts.client(hosts.hosts[index % 3].address), "fed")
     assert len(redirects) == 4 and sum(redirects) >= 1
     with hosts.client(hosts.target) as client:  # every replica, once the last checkpoint's NOTIFY reached it
         for _ in range(6):
@@ -278,19 +246,9 @@ def test_four_producers_through_different_hosts_feed_one_model_once(hosts: Hosts
 
 
 def _stream(hosts: Hosts, name: str, points: np.ndarray, kill_at: int | None = None) -> tuple[np.ndarray, int]:
-    """Stream ``points`` as one producer through every host's name; kill -9 the model's owner
-    after ``kill_at`` batches. Returns the final centers and the stream's reconnects."""
+    """As one producer through every host's name (see stream_killing_the_owner)."""
     with hosts.client(hosts.target) as client:
-        with client.stream(name, n_clusters=5, producer_id="only", seed=3, init_size=100,
-                           reconnect_timeout=120) as stream:
-            for index, batch in enumerate(points):
-                stream.send(batch)
-                if index == kill_at:
-                    stream.flush()
-                    subprocess.run(["kill", "-9", str(hosts.stream_owner_pid(name))], check=True)
-        model = client.get_model(name, include_centers=True)
-    assert model.n_samples_seen == points.shape[0] * points.shape[1]
-    return model.centers, stream.reconnects
+        return stream_killing_the_owner(client, hosts.stream_owner_pid, name, points, kill_at)
 
 
 @pytest.mark.slow

@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -157,15 +157,18 @@ def test_a_fit_through_one_connection_is_answered_alike_through_many(replicas: R
     assert len(replicas.served_by_worker("Predict")) >= 2  # more than one worker answered
 
 
-def test_concurrent_fits_of_one_name_each_win_one_version(replicas: Replicas) -> None:
-    with replicas.client() as client:
+def contend_for_one_name(connect: Callable[[int], Client]) -> None:
+    """Four writers, writer i on ``connect(i)``, fit one name at once, half of their fits
+    conditional on the version they just read: no version is given twice, none is skipped,
+    and every conditional fit that lost says so on expected_version."""
+    with connect(0) as client:
         client.fit("contested", BLOBS, n_clusters=3, seed=0)
     versions: list[int] = []
     conflicts: list[Aborted] = []
     start = threading.Barrier(4)
 
     def fit(seed: int) -> None:
-        with replicas.client() as client:
+        with connect(seed) as client:
             start.wait()
             for attempt in range(3):
                 versions.append(client.fit("contested", BLOBS, n_clusters=3, seed=seed + attempt).version)
@@ -187,6 +190,10 @@ def test_concurrent_fits_of_one_name_each_win_one_version(replicas: Replicas) ->
     assert all(conflict.field == "expected_version" for conflict in conflicts)
 
 
+def test_concurrent_fits_of_one_name_each_win_one_version(replicas: Replicas) -> None:
+    contend_for_one_name(lambda _: replicas.client())
+
+
 def test_a_delete_is_seen_by_every_worker(replicas: Replicas) -> None:
     with replicas.client() as client:
         client.fit("doomed", BLOBS, n_clusters=3, seed=0)
@@ -200,17 +207,16 @@ def test_a_delete_is_seen_by_every_worker(replicas: Replicas) -> None:
         assert client.fit("doomed", BLOBS, n_clusters=3, seed=0).version == 3
 
 
-def test_four_producers_through_different_workers_feed_one_model_once(replicas: Replicas) -> None:
-    own = replicas.own_addresses()
-    rng = np.random.default_rng(1)
-    points = rng.normal(size=(4, 30, 40, 3)).astype(np.float32)  # producer, batch, rows, features
+def produce_from_four(connect: Callable[[int], Client], name: str) -> tuple[np.ndarray, list[int]]:
+    """Four producers, producer i on ``connect(i)``, stream into one model at once: whichever
+    opens first owns it, and the others are sent to it. Returns the points each sent
+    (producer, batch, rows, features) and each stream's redirects."""
+    points = np.random.default_rng(1).normal(size=(4, 30, 40, 3)).astype(np.float32)
     redirects: list[int] = []
 
     def produce(index: int) -> None:
-        # Producers 0 and 2 start on worker 0's own port, 1 and 3 on worker 1's: whichever opens
-        # first owns the model, and the others are sent to it.
-        with replicas.client(own[index % 2]) as client:
-            with client.stream("fed", n_clusters=4, producer_id=f"p{index}", seed=0, init_size=40) as stream:
+        with connect(index) as client:
+            with client.stream(name, n_clusters=4, producer_id=f"p{index}", seed=0, init_size=40) as stream:
                 for batch in points[index]:
                     stream.send(batch)
             redirects.append(stream.redirects)
@@ -220,27 +226,40 @@ def test_four_producers_through_different_workers_feed_one_model_once(replicas: 
         thread.start()
     for thread in threads:
         thread.join()
+    return points, redirects
+
+
+def test_four_producers_through_different_workers_feed_one_model_once(replicas: Replicas) -> None:
+    own = replicas.own_addresses()
+    # Producers 0 and 2 start on worker 0's own port, 1 and 3 on worker 1's.
+    points, redirects = produce_from_four(lambda index: replicas.client(own[index % 2]), "fed")
     assert len(redirects) == 4 and sum(redirects) >= 1
     with replicas.client() as client:
         model = client.get_model("fed")
     assert model.n_samples_seen == points.shape[0] * points.shape[1] * points.shape[2]
 
 
-def _stream(replicas: Replicas, name: str, points: np.ndarray, kill_at: int | None = None) -> tuple[np.ndarray, int]:
-    """Stream ``points`` batch by batch as one producer; kill -9 the model's owner after
-    ``kill_at`` batches. Returns the final centers and the stream's reconnects."""
-    with replicas.client() as client:
-        with client.stream(name, n_clusters=5, producer_id="only", seed=3, init_size=100,
-                           reconnect_timeout=120) as stream:
-            for index, batch in enumerate(points):
-                stream.send(batch)
-                if index == kill_at:
-                    stream.flush()
-                    pid = replicas.stream_owner_pid(name)
-                    subprocess.run(["kill", "-9", str(pid)], check=True)
-        model = client.get_model(name, include_centers=True)
+def stream_killing_the_owner(
+    client: Client, owner_pid: Callable[[str], int], name: str, points: np.ndarray, kill_at: int | None = None,
+) -> tuple[np.ndarray, int]:
+    """Stream ``points`` batch by batch as one producer; kill -9 the model's owner (its pid
+    from ``owner_pid``) after ``kill_at`` batches. Returns the final centers and the
+    stream's reconnects."""
+    with client.stream(name, n_clusters=5, producer_id="only", seed=3, init_size=100,
+                       reconnect_timeout=120) as stream:
+        for index, batch in enumerate(points):
+            stream.send(batch)
+            if index == kill_at:
+                stream.flush()
+                subprocess.run(["kill", "-9", str(owner_pid(name))], check=True)
+    model = client.get_model(name, include_centers=True)
     assert model.n_samples_seen == points.shape[0] * points.shape[1]
     return model.centers, stream.reconnects
+
+
+def _stream(replicas: Replicas, name: str, points: np.ndarray, kill_at: int | None = None) -> tuple[np.ndarray, int]:
+    with replicas.client() as client:
+        return stream_killing_the_owner(client, replicas.stream_owner_pid, name, points, kill_at)
 
 
 def test_kill_9_of_the_owner_mid_stream_moves_the_stream_and_loses_nothing(replicas: Replicas) -> None:
