@@ -28,7 +28,7 @@ from centroidal.client import Client
 from centroidal.server.snapshots import MINIBATCH_KMEANS, ModelSnapshot
 from centroidal.server.store import SQLiteStore
 
-from .replicas import CONNECTIONS, OWN_CONNECTION, ROUNDS, STREAMS_PER_CONNECTION, Group, grpc_body, h2load, ingest, serving
+from .replicas import CONNECTIONS, ROUNDS, STREAMS_PER_CONNECTION, grpc_body, h2load, ingest, serving, visible_after
 
 WRITES = 200
 
@@ -105,31 +105,12 @@ def _writes(url: str) -> tuple[list[str], dict[str, float]]:
 # ---- Visibility ------------------------------------------------------------------------------
 
 
-def _visible(writer: Group, reader: Group, fits: int, jitter: float = 0.0) -> tuple[float, float]:
-    """p50 and p99 ms from a fit's answer on A to B reading its version. Each fit starts a
-    random 0-``jitter`` s after the last was seen, so that it lands anywhere in B's poll."""
-    points = np.random.default_rng(2).normal(size=(200, 4))
-    pauses = np.random.default_rng(5).uniform(0, jitter, size=fits)
-    waits = []
-    with Client(writer.target, options=OWN_CONNECTION) as on_a, Client(reader.target, options=OWN_CONNECTION) as on_b:
-        on_b.fit("seen", points, n_clusters=2, seed=0, max_iter=5)
-        for index in range(fits):
-            time.sleep(pauses[index])
-            version = on_a.fit("seen", points, n_clusters=2, seed=index, max_iter=5).version
-            committed = time.perf_counter()
-            while on_b.get_model("seen").version != version:
-                pass
-            waits.append(time.perf_counter() - committed)
-    ms = np.array(waits) * 1e3
-    return float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
-
-
 def _visibility(url: str) -> tuple[list[str], dict[str, float]]:
     lines, facts = [], {}
     for label, flags, fits in (("NOTIFY", (), 40), ("poll alone (2 s)", ("--no-store-notify",), 30)):
         store = _database(url, f"bench_visible_{len(facts)}")
         with serving(1, "--store", store, *flags) as a, serving(1, "--store", store, *flags) as b:
-            p50, p99 = _visible(a, b, fits, jitter=2.0 if flags else 0.05)
+            p50, p99 = visible_after(a.target, b.target, fits, jitter=2.0 if flags else 0.05)
         lines.append(f"fit committed on replica A -> its version read on B, {label}: p50 {p50:.2f} ms, "
                      f"p99 {p99:.2f} ms ({fits} fits)")
         key = "notify" if not flags else "poll"

@@ -57,6 +57,6 @@ def test_host_rows_run(postgres_database: str) -> None:
         store.close()
     assert commit_ms > 0 and checkpoint_ms > 0
     with replicas.serving(1, "--store", postgres_database) as a, replicas.serving(1, "--store", postgres_database) as b:
-        p50, p99 = hosts._visible(a, b, fits=3)
+        p50, p99 = replicas.visible_after(a.target, b.target, fits=3)
         assert 0 < p50 <= p99
         assert replicas.ingest([a.target, b.target], "tiny", batches=2, rows=100) > 0
