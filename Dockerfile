@@ -21,10 +21,13 @@ COPY codec ./codec
 COPY engine ./engine
 COPY server ./server
 COPY client ./client
+COPY sources ./sources
+COPY partitioned ./partitioned
 # This repository's own package; its dependencies are pinned to tested ranges in pyproject.toml.
-# The postgres extra (psycopg, with its own libpq) lets replicas share a PostgreSQL store.
+# The postgres extra (psycopg, with its own libpq) lets replicas share a PostgreSQL store;
+# the dask extra (pyarrow, fsspec, dask, distributed) fits datasets by reference.
 # hadolint ignore=DL3013
-RUN pip install --no-cache-dir '.[server,postgres]'
+RUN pip install --no-cache-dir '.[server,postgres,dask]'
 
 USER 10001:10001
 ENV CENTROIDAL_HOST=0.0.0.0 \

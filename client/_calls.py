@@ -12,7 +12,7 @@ retry.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,6 +22,19 @@ from centroidal.v1 import clustering_pb2 as pb
 
 from .errors import CentroidalError
 from .results import FitProgress, FitResult, QuantizedImage
+
+
+def dataset_source(uri: str | None, columns: Sequence[str], format: str, weight_column: str) -> codec.DatasetSource | None:
+    """A Fit's source, or None without a URI (columns and the rest need one)."""
+    if uri is None:
+        if columns or format or weight_column:
+            raise ValueError("columns, format and weight_column describe a source: give source= too")
+        return None
+    if isinstance(columns, str):
+        raise ValueError(f"columns must be a list of column names, got the string {columns!r}")
+    if format:
+        codec.DATASET_FORMATS.choice(format, "format")
+    return codec.DatasetSource(uri, format, tuple(str(column) for column in columns), weight_column)
 
 
 def as_points(X: Any, name: str = "X") -> np.ndarray:
@@ -62,7 +75,7 @@ class FitPlan:
         self,
         name: str,
         X: Any,
-        n_clusters: int,
+        n_clusters: int | None,
         *,
         init: str | np.ndarray,
         n_init: int | None,
@@ -76,15 +89,24 @@ class FitPlan:
         metric: str = "euclidean",
         algorithm: str = "kmeans",
         n_neighbors: int | None = None,
+        source: codec.DatasetSource | None = None,
     ) -> None:
-        self.points = points = as_points(X)
+        if (X is None) == (source is None):
+            raise ValueError("fit takes its rows from X or from a dataset the server reads (source=), one of them")
+        if n_clusters is None:
+            raise ValueError("fit needs n_clusters")
+        if source is not None and sample_weight is not None:
+            raise ValueError("a fit of a source takes its weights from the dataset (weight_column=), not sample_weight")
+        self.points = points = as_points(X) if X is not None else np.empty((0, 1))
+        self.source = source
         self.n_samples = n_samples = points.shape[0]
         init_centers = None
         if isinstance(init, str):
             if init not in codec.INIT_METHODS.numbers or init == "given":
                 raise ValueError(f"init must be 'k-means++', 'random' or an array, got {init!r}")
         else:
-            init_centers = np.ascontiguousarray(as_points(init, "init"), dtype=points.dtype)
+            init_centers = as_points(init, "init")
+            init_centers = np.ascontiguousarray(init_centers, dtype=points.dtype if X is not None else None)
         config = codec.KMeansConfig(
             n_clusters=int(n_clusters),
             init="given" if init_centers is not None else str(init),
@@ -99,7 +121,7 @@ class FitPlan:
         )
         self.spec = codec.FitSpec(
             model=name, config=config, n_samples=n_samples,
-            expected_version=_optional_int(expected_version), return_labels=return_labels,
+            expected_version=_optional_int(expected_version), return_labels=return_labels, source=source,
         )
         self.weights = None
         if sample_weight is not None:
@@ -124,6 +146,8 @@ class FitPlan:
         yield codec.serialize_fit_request(codec.FitChunk(spec=self.spec)), FitProgress(
             "uploading", points_received=0, points_total=self.n_samples
         )
+        if self.source is not None:
+            return  # the server reads the rows
         # range(0, 1, ...) for empty data: one empty chunk, so the server can say why.
         for start in range(0, max(self.n_samples, 1), rows):
             chunk = codec.FitChunk(
@@ -140,6 +164,10 @@ class FitPlan:
         event = codec.decode_fit_response(response)
         if isinstance(event, codec.FitProgress):
             # Admission is the transport's business (it gates the upload), not progress to show.
+            if event.stage == "data_received" and self.source is not None:
+                self.n_samples = event.points_received  # the dataset's rows, known now
+                if self.labels is not None:
+                    self.labels = np.empty(self.n_samples, dtype=np.int32)
             return None if event.stage == "admitted" else FitProgress.of(event, self.n_samples)
         if isinstance(event, codec.LabelsChunk) and self.labels is not None:
             self.labels[event.offset : event.offset + event.labels.size] = event.labels

@@ -23,6 +23,7 @@ from ._calls import (
     PredictPlan,
     QuantizePlan,
     as_points,
+    dataset_source,
     delete_model_request,
     get_model_request,
     list_models_request,
@@ -65,9 +66,13 @@ class AsyncClient(AsyncTransport):
     async def fit(
         self,
         name: str,
-        X: Any,
-        n_clusters: int,
+        X: Any = None,
+        n_clusters: int | None = None,
         *,
+        source: str | None = None,
+        columns: Sequence[str] = (),
+        format: str = "",
+        weight_column: str = "",
         init: str | np.ndarray = "k-means++",
         n_init: int | None = None,
         max_iter: int | None = None,
@@ -88,6 +93,7 @@ class AsyncClient(AsyncTransport):
             sample_weight=sample_weight, expected_version=expected_version,
             return_labels=return_labels, chunk_bytes=self.chunk_bytes, metric=metric,
             algorithm=algorithm, n_neighbors=n_neighbors,
+            source=dataset_source(source, columns, format, weight_column),
         )
         call = self._methods.fit(timeout=self.deadline(timeout, fit=True))
 

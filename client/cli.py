@@ -95,8 +95,17 @@ def _parser() -> argparse.ArgumentParser:
         sub: argparse.ArgumentParser = within.add_parser(name, help=help_text, parents=[common])
         return sub
 
-    fit = command("fit", "fit a model on a .npy or .csv file")
-    _data_options(fit)
+    fit = command("fit", "fit a model on a .npy or .csv file, or on a dataset the server reads")
+    _data_options(fit, optional=True)
+    fit.add_argument("--source", default=None, metavar="URI",
+                     help="instead of a file to upload, a dataset under one of the server's --dataset-root: "
+                          "Parquet or .npy files (a path, a directory, a glob, or a URL fsspec knows), fitted "
+                          "on the server's Dask cluster when it has one")
+    fit.add_argument("--columns", default="", help="with --source: feature columns, comma-separated "
+                     "(Parquet names, .npy column numbers; default all)")
+    fit.add_argument("--format", choices=list(codec.DATASET_FORMATS.numbers), default="",
+                     help="with --source: the files' format (default: from the extension)")
+    fit.add_argument("--weight-column", default="", help="with --source: a Parquet column of sample weights")
     fit.add_argument("--model", required=True, help="model name")
     fit.add_argument("--clusters", "-k", type=int, required=True, help="number of clusters")
     fit.add_argument("--init", choices=list(_NAMED_INITS), default="k-means++")
@@ -245,8 +254,9 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _data_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("data", type=Path, help="points, one row per sample: .npy, or comma-separated "
+def _data_options(parser: argparse.ArgumentParser, *, optional: bool = False) -> None:
+    parser.add_argument("data", type=Path, nargs="?" if optional else None,
+                        help="points, one row per sample: .npy, or comma-separated "
                         "text (lines counted from 1 in messages; # comments and blank lines skipped)")
     parser.add_argument("--header", action=argparse.BooleanOptionalAction, default=None,
                         help="the CSV's first line is a header (--no-header: it is data); by default "

@@ -17,6 +17,7 @@ from ._calls import (
     PredictPlan,
     QuantizePlan,
     as_points,
+    dataset_source,
     delete_model_request,
     get_model_request,
     list_models_request,
@@ -154,9 +155,13 @@ class Client(SyncTransport):
     def fit(
         self,
         name: str,
-        X: Any,
-        n_clusters: int,
+        X: Any = None,
+        n_clusters: int | None = None,
         *,
+        source: str | None = None,
+        columns: Sequence[str] = (),
+        format: str = "",
+        weight_column: str = "",
         init: str | np.ndarray = "k-means++",
         n_init: int | None = None,
         max_iter: int | None = None,
@@ -171,9 +176,16 @@ class Client(SyncTransport):
         on_progress: Callable[[FitProgress], None] | None = None,
         timeout: float | None = None,
     ) -> FitResult:
-        """Fit k-means model ``name`` on X and store it; returns the stored model.
+        """Fit k-means model ``name`` on X, or on a dataset the server reads, and store it;
+        returns the stored model.
 
         X : array-like of shape (n_samples, n_features), float32 or float64
+        source : instead of X, a dataset under one of the server's --dataset-root: a path or
+            URL of Parquet or .npy files (one file, a directory, or a glob such as
+            "file:///shared/points/*.parquet"), fitted on the server's Dask cluster when it
+            has one; ``columns`` picks the features (Parquet names, .npy column numbers;
+            empty for all), ``format`` is "parquet" or "npy" (default: the extension), and
+            ``weight_column`` names a Parquet column of sample weights
         init : "k-means++", "random", or initial centers of shape (n_clusters, n_features)
         metric : "euclidean", or "cosine" for spherical k-means on embeddings: rows are
             scaled to unit length (a row of zero length is refused), and the model's
@@ -189,6 +201,7 @@ class Client(SyncTransport):
             sample_weight=sample_weight, expected_version=expected_version,
             return_labels=return_labels, chunk_bytes=self.chunk_bytes, metric=metric,
             algorithm=algorithm, n_neighbors=n_neighbors,
+            source=dataset_source(source, columns, format, weight_column),
         )
         # on_progress runs on gRPC's sending thread for uploads; keep its exception for the caller.
         upload_failure: list[BaseException] = []

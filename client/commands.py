@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -22,13 +23,19 @@ def _load(options: argparse.Namespace, dtype: str | None) -> datafiles.DataFile:
 
 
 def fit(client: Client, options: argparse.Namespace) -> int:
-    data = _load(options, options.dtype)
-    points = data.points
+    if (options.data is None) == (options.source is None):
+        raise ValueError("fit takes a file to upload or --source URI, one of them")
+    if options.source is None and (options.columns or options.format or options.weight_column):
+        raise ValueError("--columns, --format and --weight-column go with --source")
+    data = _load(options, options.dtype) if options.data is not None else None
+    columns = [column.strip() for column in options.columns.split(",") if column.strip()]
     bar = None if options.quiet else bars.FitBar(f"fit {options.model}", options.max_iter)
     try:
-        with data.explained():
+        with data.explained() if data is not None else contextlib.nullcontext():
             result = client.fit(
-                options.model, points, options.clusters, init=options.init, n_init=options.n_init,
+                options.model, data.points if data is not None else None, options.clusters,
+                source=options.source, columns=columns, format=options.format, weight_column=options.weight_column,
+                init=options.init, n_init=options.n_init,
                 max_iter=options.max_iter, tol=options.tol, seed=options.seed, metric=options.metric,
                 algorithm=options.algorithm, n_neighbors=options.neighbors,
                 return_labels=options.labels_out is not None, on_progress=bar,

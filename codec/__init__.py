@@ -31,9 +31,11 @@ from .arrays import (
     encode_vector,
     narrowest_label_type,
 )
+from .datasets import DatasetSource, decode_dataset_source, encode_dataset_source
 from .enums import (
     ALGORITHMS,
     COLOR_SPACES,
+    DATASET_FORMATS,
     DITHERS,
     ENUM_TABLES,
     HALF_LIFE_UNITS,
@@ -171,7 +173,11 @@ __all__ = [
     "BatchError",
     "COLOR_SPACES",
     "ClusterScores",
+    "DATASET_FORMATS",
+    "DatasetSource",
     "DITHERS",
+    "decode_dataset_source",
+    "encode_dataset_source",
     "DTYPES",
     "DURABLE_VERSION_TRAILER",
     "STREAM_OWNER_HEADER",

@@ -71,6 +71,9 @@ MODEL_KINDS = EnumTable(
     },
     "unknown",
 )
+DATASET_FORMATS = EnumTable(
+    "DatasetFormat", {pb.DATASET_FORMAT_PARQUET: "parquet", pb.DATASET_FORMAT_NPY: "npy"}, ""
+)
 STAGES = EnumTable(
     "FitProgress.Stage",
     {
@@ -117,6 +120,6 @@ ENUM_TABLES: dict[str, EnumTable] = {
     table.enum_name: table
     for table in (
         ALGORITHMS, INIT_METHODS, MODEL_KINDS, STAGES, HALF_LIFE_UNITS, COLOR_SPACES, DITHERS,
-        IMAGE_FORMATS, METRICS,
+        IMAGE_FORMATS, METRICS, DATASET_FORMATS,
     )
 }

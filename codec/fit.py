@@ -9,6 +9,7 @@ import numpy as np
 
 from centroidal.v1 import clustering_pb2 as pb
 
+from .datasets import DatasetSource, decode_dataset_source, encode_dataset_source
 from .arrays import decode_labels, encode_labels, encode_vector, matrix_or_none, vector_or_none, with_matrix
 from .enums import STAGES
 from .models import KMeansConfig, Model, decode_kmeans_config, decode_model, encode_kmeans_config, encode_model
@@ -22,6 +23,7 @@ class FitSpec:
     n_samples: int = 0  # 0: not declared
     expected_version: int | None = None
     return_labels: bool = False
+    source: DatasetSource | None = None  # rows the server reads instead of the stream's
 
 
 def decode_fit_spec(message: pb.FitSpec, field: str = "spec") -> FitSpec:
@@ -31,6 +33,7 @@ def decode_fit_spec(message: pb.FitSpec, field: str = "spec") -> FitSpec:
         n_samples=int(message.n_samples),
         expected_version=optional(message, "expected_version"),
         return_labels=message.return_labels,
+        source=decode_dataset_source(message.source, f"{field}.source") if message.HasField("source") else None,
     )
 
 
@@ -40,6 +43,8 @@ def encode_fit_spec(spec: FitSpec) -> pb.FitSpec:
         return_labels=spec.return_labels,
     )
     set_optional(message, expected_version=spec.expected_version)
+    if spec.source is not None:
+        message.source.CopyFrom(encode_dataset_source(spec.source))
     return message
 
 

@@ -275,8 +275,7 @@ def centers_from_sums(
     cluster_weights = work.partial_weights.sum(axis=0)
     empty = np.flatnonzero(cluster_weights == 0)
     if empty.size:
-        far_dist = np.empty(X.shape[0], dtype=np.float64)
-        _lloyd.sq_distances_to_assigned(X, centers, work.labels, far_dist)
+        far_dist = assigned_sq_distances(X, centers, work.labels)
         farthest = np.argsort(-far_dist, kind="stable")[: empty.size]
         for cluster, row in zip(empty, farthest):
             w = weights[row] if weights.size else 1.0
@@ -291,8 +290,27 @@ def centers_from_sums(
     return new_centers.astype(X.dtype)
 
 
-def mean_variance(X: np.ndarray) -> float:
-    """Mean over features of the per-feature variance of X, in float64, without copying X."""
+def assigned_sq_distances(X: np.ndarray, centers: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Squared distance from each row to its labelled center, exact, ndarray of shape
+    (n_samples,), float64: where an empty cluster's replacement is looked for."""
+    out = np.empty(X.shape[0], dtype=np.float64)
+    _lloyd.sq_distances_to_assigned(read_only(X), centers, labels, out)
+    return out
+
+
+def nearest(X: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Index of each row's nearest center, int32, and its squared distance, float64 (each of
+    shape (n_samples,)); X and centers share a dtype and have finite values."""
+    centers = np.array(centers, dtype=X.dtype, order="C", copy=True)
+    labels = np.empty(X.shape[0], dtype=np.int32)
+    min_sq_dist = np.empty(X.shape[0], dtype=np.float64)
+    _lloyd.assign(read_only(X), centers, shift_for(centers), labels, min_sq_dist)
+    return labels, min_sq_dist
+
+
+def column_moments(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and sum of squared deviations from it, each (n_features,) float64,
+    in two passes over X (the form partial moments are merged in)."""
     X = read_only(X)
     n_samples, n_features = X.shape
     n_chunks = _common.n_chunks_for(n_samples)
@@ -301,4 +319,10 @@ def mean_variance(X: np.ndarray) -> float:
     _lloyd.column_sums(X, sums, sq_dev, np.empty(0, dtype=np.float64))
     mean = sums.sum(axis=0) / n_samples
     _lloyd.column_sums(X, sums, sq_dev, mean)
-    return float((sq_dev.sum(axis=0) / n_samples).mean())
+    return mean, sq_dev.sum(axis=0)
+
+
+def mean_variance(X: np.ndarray) -> float:
+    """Mean over features of the per-feature variance of X, in float64, without copying X."""
+    _, sq_dev = column_moments(X)
+    return float((sq_dev / X.shape[0]).mean())

@@ -29,6 +29,9 @@ class InvalidInputError(ValueError):
         super().__init__(message)
         self.field = field
 
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:  # raised on a Dask worker, reported here
+        return type(self), (self.field, str(self))
+
 
 def read_only(X: np.ndarray) -> np.ndarray:
     """X itself when it is read-only, else a read-only view of it (no copy).

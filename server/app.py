@@ -24,6 +24,8 @@ from grpc_health.v1.health import aio as health_aio
 from centroidal import codec
 from centroidal.engine import configure_threads, warmup
 from centroidal.engine.threads import threading_layer
+from centroidal.partitioned.cluster import DaskCluster
+from centroidal.partitioned.kmeans import ClusterError
 from centroidal.v1 import clustering_pb2 as pb
 
 from . import replicas
@@ -222,6 +224,9 @@ class CentroidalServer:
             self.warmed_up.set()
             self.metrics.warmed_up.set(1)
         self.servicer.hub.start()
+        dask = self.servicer.runtime.dask
+        if dask is not None:  # a LocalCluster takes seconds to start: not on the first fit's time
+            threading.Thread(target=_reach, args=(dask,), name="centroidal-dask", daemon=True).start()
         if self.registry.shared:
             self.feed = replicas.Feed(self.registry, config.poll_interval, self._models_changed)
             self.feed.start()
@@ -312,6 +317,8 @@ class CentroidalServer:
             self.feed.stop()
         self.metrics.close()
         self.store.close()
+        if self.servicer.runtime.dask is not None:
+            self.servicer.runtime.dask.close()
         if self._warmer is not None:
             # It stops at its next step; a kernel still running as the process exits could crash it.
             self._warmer.join(WARMUP_EXIT_WAIT_S)
@@ -319,6 +326,13 @@ class CentroidalServer:
 
     def wait_for_termination(self, timeout: float | None = None) -> bool:
         return _EventLoop.run(self.grpc_server.wait_for_termination(timeout))
+
+
+def _reach(dask: DaskCluster) -> None:
+    try:
+        dask.client()
+    except ClusterError as exc:
+        log.warning("%s; fits of datasets will try again", exc)
 
 
 def _unreachable(condition: StoreCondition | None) -> bool:

@@ -59,6 +59,9 @@ class ServerConfig:
     store_notify: bool = True
     store_poll_interval: float = 0.0
     lease_ttl: float = 10.0
+    dataset_root: tuple[str, ...] = field(default_factory=tuple)
+    dask_scheduler: str = ""
+    dask_local: int = 0
 
     @property
     def address(self) -> str:
@@ -145,6 +148,13 @@ _HELP = {
     "PostgreSQL (where a NOTIFY brings other replicas' writes at once)",
     "lease_ttl": "seconds a stream's owner holds its lease without renewing it; a replica that "
     "dies without its supervisor noticing gives its streams up this long after",
+    "dataset_root": "a directory (or an fsspec URL prefix such as s3://bucket/points) under which a "
+    "Fit may name its dataset instead of uploading it; repeat for more, or comma-separate in "
+    "CENTROIDAL_DATASET_ROOT; none means the server reads no datasets",
+    "dask_scheduler": "address of a Dask scheduler (tcp://host:8786) whose workers fit datasets, one "
+    "task per partition (they need centroidal[server,dask] and the dataset roots at the same paths)",
+    "dask_local": "start a Dask LocalCluster of this many worker processes here to fit datasets; 0: "
+    "none (datasets are fitted in this process unless --dask-scheduler is set)",
 }
 
 
@@ -181,6 +191,9 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
         env_key = _env_name(spec.name)
         default = getattr(defaults, spec.name)
         help_text = f"{_HELP[spec.name]} (env {env_key}; default {default!r})"
+        if spec.name == "dataset_root":
+            parser.add_argument(flag, dest="dataset_root", action="append", default=None, help=help_text)
+            continue
         if spec.name == "tokens":
             # On the command line a token shows in `ps`: the flag is kept, with a warning.
             parser.add_argument("--token", dest="tokens", action="append", default=None,
@@ -210,6 +223,8 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
             file=sys.stderr,
         )
     values["tokens"] = _tokens(values["tokens"], env)
+    roots = values["dataset_root"] or [root.strip() for root in env.get("CENTROIDAL_DATASET_ROOT", "").split(",")]
+    values["dataset_root"] = tuple(root for root in roots if root)
     config = ServerConfig(**values)
     _check(config, parser, sys.argv[1:] if argv is None else argv)
     return config
@@ -300,6 +315,7 @@ def _check(config: ServerConfig, parser: argparse.ArgumentParser, arguments: Seq
             parser.error(f"--token-file {config.token_file!r} cannot be read: {exc}")
     if config.metrics_auth and not (config.tokens or config.token_file):
         parser.error("--metrics-auth needs tokens (--token-file or CENTROIDAL_TOKEN)")
+    _check_datasets(config, parser)
     if config.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         parser.error(f"--log-level must be DEBUG, INFO, WARNING or ERROR, got {config.log_level}")
 
@@ -316,3 +332,25 @@ def _check_store(config: ServerConfig, parser: argparse.ArgumentParser, flagged:
     if flagged and re.match(r"postgres(?:ql)?://[^/@]*:[^/@]*@", config.store):
         print("centroidal serve: the --store URL holds a password, which shows in `ps` when given as "
               "a flag; prefer CENTROIDAL_STORE, PGPASSFILE or --store-password-file", file=sys.stderr)
+
+
+def _check_datasets(config: ServerConfig, parser: argparse.ArgumentParser) -> None:
+    from centroidal.sources import DatasetError, Roots
+
+    try:
+        Roots(config.dataset_root)
+    except (ValueError, DatasetError) as exc:
+        parser.error(str(exc))
+    if config.dask_scheduler and config.dask_local:
+        parser.error("--dask-scheduler and --dask-local are two ways to reach a cluster: give one")
+    if not 0 <= config.dask_local <= 256:
+        parser.error(f"--dask-local must be 0-256 worker processes, got {config.dask_local}")
+    if (config.dask_scheduler or config.dask_local) and not config.dataset_root:
+        parser.error("--dask-scheduler and --dask-local fit datasets: give --dataset-root too")
+    if config.dask_scheduler and "://" not in config.dask_scheduler:
+        parser.error(f"--dask-scheduler must be an address such as tcp://host:8786, got {config.dask_scheduler!r}")
+    if config.dask_scheduler or config.dask_local:
+        try:
+            import distributed  # noqa: F401
+        except ImportError:
+            parser.error("--dask-scheduler and --dask-local need Dask: pip install 'centroidal[dask]'")

@@ -31,6 +31,8 @@ from grpc_status import rpc_status
 
 from centroidal.engine import InvalidInputError
 from centroidal.codec import WireError
+from centroidal.partitioned.kmeans import ClusterError
+from centroidal import sources
 
 from . import exceptions as domain
 from .metrics import LogRate, Metrics
@@ -62,6 +64,18 @@ STATUS: dict[type[Exception], grpc.StatusCode] = {
     domain.StoreUnavailable: grpc.StatusCode.UNAVAILABLE,
     domain.StoreFull: grpc.StatusCode.RESOURCE_EXHAUSTED,
     domain.StoreDamaged: grpc.StatusCode.DATA_LOSS,
+    sources.DatasetRefused: grpc.StatusCode.PERMISSION_DENIED,
+    sources.DatasetInvalid: grpc.StatusCode.INVALID_ARGUMENT,
+    sources.DatasetMissing: grpc.StatusCode.NOT_FOUND,
+    sources.DatasetUnreadable: grpc.StatusCode.FAILED_PRECONDITION,
+    ClusterError: grpc.StatusCode.UNAVAILABLE,
+}
+# Reasons of the refusals that are not the domain's own (which carry theirs).
+_REASONS: dict[type[Exception], str] = {
+    sources.DatasetRefused: "DATASET_NOT_ALLOWED",
+    sources.DatasetInvalid: "INVALID_DATASET",
+    sources.DatasetMissing: "DATASET_NOT_FOUND",
+    sources.DatasetUnreadable: "DATASET_UNREADABLE",
 }
 
 # The engine names its arguments after the Python API (KMeansParams, MiniBatchParams); the
@@ -152,7 +166,8 @@ def refusal(exc: BaseException, method: str) -> Refusal | None:
     if isinstance(exc, domain.DomainError):
         return Refusal(code, exc.message, exc.field, exc.reason, exc.metadata, exc.retry_after)
     field = getattr(exc, "field", None)
-    reason = "INVALID_ARGUMENT"
+    reason = getattr(exc, "reason", None) or next(
+        (_REASONS[cls] for cls in type(exc).__mro__ if cls in _REASONS), "INVALID_ARGUMENT")
     message = str(exc)
     if isinstance(exc, InvalidInputError):  # the codec's WireError already names wire fields
         field = wire_field(method, exc.field)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import threading
 import time
 from collections.abc import AsyncIterator, Generator
 from dataclasses import dataclass
@@ -22,12 +23,14 @@ from centroidal.engine import kmeans, spectral
 from centroidal.engine.kmeans import KMeansParams
 from centroidal.engine.progress import Progress
 
+from . import datasets
 from .admission import CallWork, Incoming
 from .catalog import describe
 from .config import ServerConfig
 from .exceptions import InvalidRequest, LimitExceeded
 from .gathering import FitData, RowsPlan, gather, no_rows_after
 from .limits import check_matrix, check_model_name
+from .memory import Reservation
 from .runtime import Runtime
 from .snapshots import KMEANS, SPECTRAL, ModelSnapshot
 from .steps import StepRun
@@ -76,6 +79,7 @@ class FitPlan:
     n_samples: int  # declared; 0 when not
     expected_version: int | None
     return_labels: bool
+    source: codec.DatasetSource | None = None
 
     @property
     def spectral(self) -> bool:
@@ -110,7 +114,7 @@ def plan(spec: codec.FitSpec, limits: ServerConfig) -> FitPlan:
         raise LimitExceeded(f"spec.n_samples={spec.n_samples} exceeds the {spectral.MAX_POINTS} rows a "
                             "spectral fit takes (its model keeps them); fit k-means, or a sample",
                             field="spec.n_samples")
-    return FitPlan(model, params, spec.n_samples, spec.expected_version, spec.return_labels)
+    return FitPlan(model, params, spec.n_samples, spec.expected_version, spec.return_labels, spec.source)
 
 
 def fit_steps(plan: FitPlan, data: FitData) -> Generator[Progress, None, Any]:
@@ -163,24 +167,33 @@ class Fitting:
         fit = plan(first.spec, runtime.config)
         runtime.registry.check_expected(fit.model, fit.expected_version)
         runtime.registry.check_writable()  # before the data: a fit that cannot be stored is refused
+        if fit.source is not None and (first.points is not None or first.sample_weight is not None):
+            raise InvalidRequest("a fit of spec.source reads its rows from the dataset: the stream carries "
+                                 "no points or sample_weight", field="points")
         slot, work = runtime.fit_slots.take(), CallWork()
         memory = runtime.memory.reservation("this fit", field="points")
+        stop = threading.Event()  # set when the call ends, for work that waits on a cluster
         try:
             yield codec.FitProgress("admitted", elapsed_seconds=time.monotonic() - started)
-            data = await gather(runtime, chunks, first, fit.rows(), memory, work, _fit_rows)
-            n_samples = data.points.shape[0]
+            if fit.source is None:
+                data = await gather(runtime, chunks, first, fit.rows(), memory, work, _fit_rows)
+                n_samples, steps = data.points.shape[0], fit_steps(fit, data)
+            else:
+                n_samples, steps = await self._dataset_steps(fit, fit.source, memory, work, stop)
             for event in received(runtime, n_samples, started):
                 yield event
-            run = StepRun(f"fit of {fit.model}", fit_steps(fit, data), work, runtime.workers.fits,
+            run = StepRun(f"fit of {fit.model}", steps, work, runtime.workers.fits,
                           runtime.fits, runtime.metrics.iterations.inc)
             async with contextlib.aclosing(run.events()) as events:
                 async for event in events:
                     yield progress_of(event, n_samples, started)
         finally:
+            stop.set()
             work.after(slot.release)  # once the engine has stopped, not before
             work.after(memory.release)
         result = run.result
-        await no_rows_after(chunks, fit.rows(), _fit_rows)
+        if fit.source is None:
+            await no_rows_after(chunks, fit.rows(), _fit_rows)
         # Labels go out before the commit, so a call that fails while sending them stores nothing.
         if fit.return_labels:
             for offset in range(0, n_samples, LABELS_PER_MESSAGE):
@@ -190,6 +203,18 @@ class Fitting:
                  stored.version, n_samples, stored.n_clusters, stored.n_iter, stored.inertia)
         yield codec.FitResult(describe(stored, include_centers=True), n_samples, result.best_restart,
                               time.monotonic() - started)
+
+    async def _dataset_steps(self, fit: FitPlan, source: codec.DatasetSource, memory: Reservation, work: CallWork,
+                             stop: threading.Event) -> tuple[int, Generator[Progress, None, Any]]:
+        """The rows of a dataset named by reference, and the engine steps that fit them: here,
+        or on the Dask cluster."""
+        runtime = self._runtime
+        dataset = await work.run(runtime.workers.fits, datasets.open_source, runtime, source)
+        datasets.check_dataset(runtime, dataset, fit.params, fit.n_samples, fit.return_labels)
+        if runtime.dask is not None:
+            return dataset.n_rows, datasets.dask_steps(runtime, dataset, fit.params, stop)
+        data = await datasets.local_rows(runtime, dataset, fit.params, memory, work)
+        return dataset.n_rows, fit_steps(fit, data)
 
     @staticmethod
     def _snapshot(fit: FitPlan, result: Any, n_samples: int) -> ModelSnapshot:

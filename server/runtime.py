@@ -6,6 +6,9 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
+from centroidal.partitioned.cluster import DaskCluster
+from centroidal.sources import Roots
+
 from .admission import Slots, Workers
 from .config import ServerConfig
 from .memory import MemoryBudget
@@ -24,6 +27,9 @@ class Runtime:
     workers: Workers
     fit_slots: Slots
     fits: FitTally = field(default_factory=FitTally)
+    # Where a Fit may name its dataset, and the Dask cluster that fits it (None: this process).
+    datasets: Roots = field(default_factory=lambda: Roots(()))
+    dask: DaskCluster | None = None
     # Set once the server's warm-up has compiled every kernel.
     kernels_compiled: threading.Event = field(default_factory=threading.Event)
 
@@ -34,8 +40,12 @@ class Runtime:
         # Loaded models are let go of, least recently used first, when a call needs room.
         memory.add_shedder(registry.shed)
         registry.on_load = memory.make_room
+        dask = None
+        if config.dask_scheduler or config.dask_local:
+            dask = DaskCluster(config.dask_scheduler, config.dask_local)
         return cls(config, registry, metrics, memory, Workers(config),
-                   Slots(config.max_concurrent_fits, "fits or quantisations"))
+                   Slots(config.max_concurrent_fits, "fits or quantisations"),
+                   datasets=Roots(config.dataset_root), dask=dask)
 
     async def model(self, name: str, field: str = "name") -> ModelSnapshot:
         """A model's current snapshot; one not in memory is loaded on the storage pool."""

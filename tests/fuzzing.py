@@ -100,6 +100,8 @@ class Fuzzer:
                 if depth > 3 or field.message_type.name == "Timestamp":
                     continue
                 getattr(message, field.name).CopyFrom(self.message(field.message_type, depth + 1))
+            elif field.is_repeated:
+                getattr(message, field.name).extend(self.scalar(field) for _ in range(self.rng.randint(0, 3)))
             else:
                 setattr(message, field.name, self.scalar(field))
         return message

@@ -104,5 +104,10 @@ def test_the_dockerfile_lints_clean_and_follows_its_port() -> None:
     assert "${CENTROIDAL_PORT}" in health.split("STOPSIGNAL")[0]
     # The image compiles the server's own warm-up list, and holds every package folder.
     assert "RUN python -m centroidal.engine.warmup" in dockerfile
-    for folder in ("protos", "codec", "engine", "server", "client"):
+    import tomllib
+
+    package_dirs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+    folders = {path.split("/")[0] for path in package_dirs.values()}
+    assert {"protos", "codec", "engine", "server", "client", "sources", "partitioned"} <= folders
+    for folder in sorted(folders):
         assert f"COPY {folder} ./{folder}" in dockerfile

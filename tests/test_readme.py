@@ -94,7 +94,7 @@ def test_the_container_examples_give_the_drain_time_to_finish() -> None:
 def test_the_module_map_names_every_module() -> None:
     root = Path(__file__).resolve().parent.parent
     layout = README[README.index("## Layout"):README.index("## Container")]
-    for folder in ("codec", "engine", "server", "client"):
+    for folder in ("codec", "engine", "server", "client", "sources", "partitioned"):
         for module in sorted((root / folder).glob("*.py")):
             if module.name != "__init__.py":
                 assert f"  {module.name} " in layout, f"{folder}/{module.name} is missing from the README's map"

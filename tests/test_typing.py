@@ -16,7 +16,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # The installed package's layout (pyproject's package-dir): import name -> folder.
-PACKAGES = {"client": "client", "codec": "codec", "engine": "engine", "server": "server"}
+PACKAGES = {"client": "client", "codec": "codec", "engine": "engine", "server": "server", "sources": "sources",
+            "partitioned": "partitioned"}
 
 
 def _installed_tree(tmp_path: Path) -> Path:
@@ -45,5 +46,6 @@ def test_sdk_and_codec_pass_mypy_strict(tmp_path: Path) -> None:
 
 
 def test_server_and_engine_pass_mypy(tmp_path: Path) -> None:
-    done = mypy(_installed_tree(tmp_path), "-p", "centroidal.server", "-p", "centroidal.engine")
+    done = mypy(_installed_tree(tmp_path), "-p", "centroidal.server", "-p", "centroidal.engine",
+                "-p", "centroidal.sources", "-p", "centroidal.partitioned")
     assert done.returncode == 0, done.stdout + done.stderr

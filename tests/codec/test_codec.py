@@ -33,6 +33,7 @@ MESSAGES: dict[str, tuple[Callable[[Any], Any], Callable[[Any], Any]]] = {
     "Matrix": ((lambda m: codec.decode_matrix(m, "matrix")), codec.encode_matrix),
     "Vector": ((lambda m: codec.decode_vector(m, "vector")), codec.encode_vector),
     "KMeansConfig": (codec.decode_kmeans_config, codec.encode_kmeans_config),
+    "DatasetSource": ((lambda m: codec.decode_dataset_source(m, "source")), codec.encode_dataset_source),
     "FitSpec": (codec.decode_fit_spec, codec.encode_fit_spec),
     "FitRequest": (codec.decode_fit_request, codec.serialize_fit_request),
     "FitProgress": (codec.decode_fit_progress, codec.encode_fit_progress),

@@ -35,6 +35,12 @@ class InitMethod(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     INIT_METHOD_RANDOM: _ClassVar[InitMethod]
     INIT_METHOD_GIVEN: _ClassVar[InitMethod]
 
+class DatasetFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DATASET_FORMAT_UNSPECIFIED: _ClassVar[DatasetFormat]
+    DATASET_FORMAT_PARQUET: _ClassVar[DatasetFormat]
+    DATASET_FORMAT_NPY: _ClassVar[DatasetFormat]
+
 class ModelKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     MODEL_KIND_UNSPECIFIED: _ClassVar[ModelKind]
@@ -78,6 +84,9 @@ INIT_METHOD_UNSPECIFIED: InitMethod
 INIT_METHOD_KMEANS_PLUS_PLUS: InitMethod
 INIT_METHOD_RANDOM: InitMethod
 INIT_METHOD_GIVEN: InitMethod
+DATASET_FORMAT_UNSPECIFIED: DatasetFormat
+DATASET_FORMAT_PARQUET: DatasetFormat
+DATASET_FORMAT_NPY: DatasetFormat
 MODEL_KIND_UNSPECIFIED: ModelKind
 MODEL_KIND_KMEANS: ModelKind
 MODEL_KIND_MINIBATCH_KMEANS: ModelKind
@@ -142,19 +151,33 @@ class KMeansConfig(_message.Message):
     n_neighbors: int
     def __init__(self, algorithm: _Optional[_Union[Algorithm, str]] = ..., n_clusters: _Optional[int] = ..., init: _Optional[_Union[InitMethod, str]] = ..., init_centers: _Optional[_Union[Matrix, _Mapping]] = ..., n_init: _Optional[int] = ..., max_iter: _Optional[int] = ..., tol: _Optional[float] = ..., seed: _Optional[int] = ..., metric: _Optional[_Union[Metric, str]] = ..., n_neighbors: _Optional[int] = ...) -> None: ...
 
+class DatasetSource(_message.Message):
+    __slots__ = ("uri", "format", "columns", "weight_column")
+    URI_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_COLUMN_FIELD_NUMBER: _ClassVar[int]
+    uri: str
+    format: DatasetFormat
+    columns: _containers.RepeatedScalarFieldContainer[str]
+    weight_column: str
+    def __init__(self, uri: _Optional[str] = ..., format: _Optional[_Union[DatasetFormat, str]] = ..., columns: _Optional[_Iterable[str]] = ..., weight_column: _Optional[str] = ...) -> None: ...
+
 class FitSpec(_message.Message):
-    __slots__ = ("model", "config", "n_samples", "expected_version", "return_labels")
+    __slots__ = ("model", "config", "n_samples", "expected_version", "return_labels", "source")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     N_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_VERSION_FIELD_NUMBER: _ClassVar[int]
     RETURN_LABELS_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
     model: str
     config: KMeansConfig
     n_samples: int
     expected_version: int
     return_labels: bool
-    def __init__(self, model: _Optional[str] = ..., config: _Optional[_Union[KMeansConfig, _Mapping]] = ..., n_samples: _Optional[int] = ..., expected_version: _Optional[int] = ..., return_labels: _Optional[bool] = ...) -> None: ...
+    source: DatasetSource
+    def __init__(self, model: _Optional[str] = ..., config: _Optional[_Union[KMeansConfig, _Mapping]] = ..., n_samples: _Optional[int] = ..., expected_version: _Optional[int] = ..., return_labels: _Optional[bool] = ..., source: _Optional[_Union[DatasetSource, _Mapping]] = ...) -> None: ...
 
 class FitRequest(_message.Message):
     __slots__ = ("spec", "points", "sample_weight")

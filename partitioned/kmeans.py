@@ -1,0 +1,295 @@
+"""k-means on a partitioned dataset over a Dask cluster, as a generator of the engine's
+progress events, so the server drives it a step at a time like a local fit.
+
+- **Lloyd**: one task per partition and iteration returns per-cluster sums, weights and
+  inertia; they are added in partition order, so the same data and seed give the same model
+  on any number of workers. An empty cluster takes the farthest row, as in the engine.
+- **k-means||** (Bahmani et al.): a first center drawn by weight, then ``ROUNDS`` rounds
+  that each keep every row with probability ``2k * weight * d^2 / phi``; the candidates,
+  weighted by the rows nearest each, are reduced to k by the engine's weighted k-means++ and
+  Lloyd.
+- The stopping rule is the engine's: a squared center shift at most ``tol`` times the mean
+  per-feature variance (unchanged labels leave the centers, and so the shift, at exactly 0).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import uuid
+from collections.abc import Callable, Generator, Sequence
+from typing import Any
+
+import numpy as np
+
+from centroidal.engine import kmeans
+from centroidal.engine.cosine import COSINE_PER_SQ_EUCLIDEAN, unit_centers
+from centroidal.engine.kmeans import KMeansParams, KMeansResult
+from centroidal.engine.progress import Progress, Stage
+from centroidal.engine.validation import MAX_WEIGHT_TOTAL, InvalidInputError, check_finite, check_n_clusters
+from centroidal.sources import Dataset
+
+from . import tasks
+
+# k-means|| rounds, and candidates per round as a multiple of k (the paper's l = 2k; its
+# experiments found 5 rounds enough for a seeding as good as k-means++).
+ROUNDS = 5
+OVERSAMPLING = 2.0
+# Arguments larger than this go to the workers once per step, not once per task.
+SCATTER_BYTES = 1 << 20
+# How often a wait for the cluster looks whether the fit's call has ended.
+STOP_POLL_S = 0.25
+
+
+class ClusterError(Exception):
+    """The cluster could not run the fit: a worker died more often than Dask retries, or
+    the scheduler cannot be reached. Nothing was stored."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class Stopped(Exception):
+    """The fit's call ended while the cluster was working for it."""
+
+
+class _AllDone:
+    """Set once ``count`` futures have called ``one``, whatever their outcome."""
+
+    def __init__(self, count: int) -> None:
+        self._left = count
+        self._lock = threading.Lock()
+        self._event = threading.Event()
+        if count == 0:
+            self._event.set()
+
+    def one(self, _: Any) -> None:
+        with self._lock:
+            self._left -= 1
+            if self._left == 0:
+                self._event.set()
+
+    def wait(self, timeout: float) -> bool:
+        return self._event.wait(timeout)
+
+
+class Partitions:
+    """A dataset's partitions on a cluster, each either kept in a worker's memory by a ``load``
+    task (``persist``) or read again by every task that needs it."""
+
+    def __init__(self, client: Any, dataset: Dataset, spherical: bool, persist: bool,
+                 stop: threading.Event | None) -> None:
+        self._client = client
+        self._stop = stop
+        self._prefix = f"centroidal-{uuid.uuid4().hex[:12]}"
+        self._step = 0
+        self._kept: list[Any] = []
+        refs = [tasks.piece_ref(dataset, partition, spherical) for partition in dataset.partitions]
+        self.sources: list[Any] = refs
+        if persist:
+            self.sources = self._kept = self.each(tasks.load, sources=refs)
+
+    def each(self, task: Callable[..., Any], *args: Any, per: Sequence[Any] | None = None,
+             seed: tuple[int, ...] | None = None, sources: Sequence[Any] | None = None) -> list[Any]:
+        """``task(source, [per[i]], *args, [seed + (i,)])`` submitted for every partition i."""
+        self._step += 1
+        shared = [self._client.scatter(arg, broadcast=True, hash=False)
+                  if isinstance(arg, np.ndarray) and arg.nbytes > SCATTER_BYTES else arg for arg in args]
+        futures = []
+        for index, source in enumerate(self.sources if sources is None else sources):
+            head = (source,) if per is None else (source, per[index])
+            tail = () if seed is None else ((*seed, index),)
+            key = f"{self._prefix}-{task.__name__}-{self._step}-{index}"
+            futures.append(self._client.submit(task, *head, *shared, *tail, key=key, pure=False))
+        return futures
+
+    def gather(self, futures: list[Any]) -> list[Any]:
+        """The futures' results in partition order; a worker's error is raised as itself."""
+        from distributed.scheduler import KilledWorker
+        from distributed.utils import CancelledError
+
+        finished = _AllDone(len(futures))
+        for future in futures:
+            future.add_done_callback(finished.one)
+        try:
+            while True:
+                if self._stop is not None and self._stop.is_set():
+                    self._client.cancel(futures)
+                    raise Stopped("the call ended")
+                if finished.wait(STOP_POLL_S):
+                    break
+            return list(self._client.gather(futures))
+        except KilledWorker as exc:
+            raise ClusterError(f"a Dask worker died each time it ran a task of this fit ({exc}); nothing "
+                               "was stored", "DASK_WORKER_DIED") from None
+        except (OSError, CancelledError) as exc:
+            raise ClusterError(f"the Dask cluster stopped answering: {exc or type(exc).__name__}",
+                               "DASK_UNAVAILABLE") from None
+
+    def run(self, task: Callable[..., Any], *args: Any, **options: Any) -> list[Any]:
+        return self.gather(self.each(task, *args, **options))
+
+    def release(self) -> None:
+        if self._kept and self._client.status == "running":
+            self._client.cancel(self._kept)
+        self._kept = []
+
+
+def fit_steps(client: Any, dataset: Dataset, params: KMeansParams, *, persist: bool,
+              stop: threading.Event | None = None) -> Generator[Progress, None, KMeansResult]:
+    """k-means of a dataset on the cluster ``client`` reaches, as progress events; returns the
+    result (without training labels, which stay with the data: PredictDataset writes them)."""
+    params = params.check()
+    assert params.n_init is not None and params.max_iter is not None and params.tol is not None
+    n_clusters = check_n_clusters(params.n_clusters, dataset.n_rows)
+    spherical = params.metric == "cosine"
+    given = None
+    if params.init_centers is not None:
+        if params.init_centers.shape[1] != dataset.n_features:
+            raise InvalidInputError("init_centers.cols", f"init_centers have {params.init_centers.shape[1]} "
+                                    f"features but the dataset has {dataset.n_features}")
+        given = np.ascontiguousarray(params.init_centers, dtype=dataset.dtype)
+        if spherical:
+            given = unit_centers(given)
+    seed = params.seed if params.seed is not None else kmeans.fresh_seed()
+    partitions = Partitions(client, dataset, spherical, persist, stop)
+    try:
+        n_rows, mean_variance, total_weight, positive = _moments(partitions.run(tasks.moments))
+        field = f"{dataset.field}.weight_column"
+        if not 0 < total_weight <= MAX_WEIGHT_TOTAL:
+            raise InvalidInputError(field, f"{field} {dataset.weight_column!r} sums to {total_weight:.3g}: it "
+                                           f"must be positive and at most {MAX_WEIGHT_TOTAL:.0e}")
+        if params.init == "random" and positive < n_clusters:
+            raise InvalidInputError(field, f"init='random' needs at least n_clusters={n_clusters} rows with "
+                                           f"positive weight, got {positive}")
+        abs_tol = params.tol * mean_variance
+        best: KMeansResult | None = None
+        for restart in range(params.n_init):
+            if given is not None:
+                centers = given.copy()
+            elif params.init == "random":
+                centers = _weighted_rows(partitions, n_clusters, (seed, restart, 0))
+            else:
+                centers = yield from _kmeans_parallel(partitions, dataset, n_clusters, seed, restart, params.n_init,
+                                                      spherical)
+            yield Progress(Stage.INITIALIZED, restart, params.n_init, 0, math.nan, math.nan)
+            run = yield from _lloyd(partitions, centers, params.max_iter, abs_tol, restart, params.n_init, spherical)
+            yield Progress(Stage.RESTART_DONE, restart, params.n_init, run.n_iter, run.inertia, 0.0)
+            if best is None or run.inertia < best.inertia:
+                best = KMeansResult(run.centers, _NO_LABELS, run.inertia, run.n_iter, restart, seed)
+        assert best is not None and n_rows == dataset.n_rows
+        return best
+    finally:
+        partitions.release()
+
+
+_NO_LABELS = np.empty(0, dtype=np.int32)
+
+
+def _moments(parts: list[tuple[int, np.ndarray, np.ndarray, float, int]]) -> tuple[int, float, float, int]:
+    """(rows, mean per-feature variance, total weight, rows of positive weight), merged in
+    partition order (Chan, Golub and LeVeque's pairwise update)."""
+    rows, mean, sq_dev, weight, positive = parts[0]
+    mean, sq_dev = mean.copy(), sq_dev.copy()
+    for more, more_mean, more_sq_dev, more_weight, more_positive in parts[1:]:
+        if not more:
+            continue
+        delta = more_mean - mean
+        total = rows + more
+        mean += delta * (more / total)
+        sq_dev += more_sq_dev + delta**2 * (rows * more / total)
+        rows, weight, positive = total, weight + more_weight, positive + more_positive
+    return rows, float((sq_dev / rows).mean()), weight, positive
+
+
+class _Run:
+    def __init__(self, centers: np.ndarray, inertia: float, n_iter: int) -> None:
+        self.centers, self.inertia, self.n_iter = centers, inertia, n_iter
+
+
+def _lloyd(partitions: Partitions, centers: np.ndarray, max_iter: int, abs_tol: float, restart: int, n_init: int,
+           spherical: bool) -> Generator[Progress, None, _Run]:
+    scale = COSINE_PER_SQ_EUCLIDEAN if spherical else 1.0
+    n_iter = 0
+    for n_iter in range(1, max_iter + 1):
+        sums, cluster_weights, inertia = _reduce(partitions.run(tasks.lloyd_sums, centers, False))
+        empty = np.flatnonzero(cluster_weights == 0)
+        if empty.size:
+            _relocate(partitions, centers, empty, sums, cluster_weights)
+        filled = cluster_weights > 0
+        new_centers = centers.astype(np.float64)
+        new_centers[filled] = sums[filled] / cluster_weights[filled, None]
+        new_centers = new_centers.astype(centers.dtype)
+        if spherical:
+            new_centers = unit_centers(new_centers, previous=centers)
+        shift = float(((new_centers.astype(np.float64) - centers) ** 2).sum())
+        centers = new_centers
+        yield Progress(Stage.ITERATION, restart, n_init, n_iter, scale * inertia, shift)
+        if shift <= abs_tol:
+            break
+    _, _, inertia = _reduce(partitions.run(tasks.lloyd_sums, centers, True))
+    return _Run(centers, scale * inertia, n_iter)
+
+
+def _reduce(parts: list[tuple[np.ndarray, np.ndarray, float]]) -> tuple[np.ndarray, np.ndarray, float]:
+    sums, weights, inertia = parts[0][0].copy(), parts[0][1].copy(), parts[0][2]
+    for more_sums, more_weights, more_inertia in parts[1:]:
+        sums += more_sums
+        weights += more_weights
+        inertia += more_inertia
+    return sums, weights, inertia
+
+
+def _relocate(partitions: Partitions, centers: np.ndarray, empty: np.ndarray, sums: np.ndarray,
+              cluster_weights: np.ndarray) -> None:
+    """Each empty cluster takes one of the rows farthest from their centers, farthest first,
+    as the engine does on one machine (ties go to the earlier row)."""
+    parts = partitions.run(tasks.farthest, centers, int(empty.size))
+    sq_dist, _, rows, weights, labels = (np.concatenate([part[i] for part in parts]) for i in range(5))
+    order = np.argsort(-sq_dist, kind="stable")[: empty.size]
+    for cluster, at in zip(empty, order):
+        weight, previous = weights[at], labels[at]
+        sums[previous] -= weight * rows[at]
+        cluster_weights[previous] -= weight
+        sums[cluster] = weight * rows[at]
+        cluster_weights[cluster] = weight
+
+
+def _weighted_rows(partitions: Partitions, count: int, seed: tuple[int, ...]) -> np.ndarray:
+    """``count`` rows drawn without replacement with probability proportional to weight."""
+    parts = partitions.run(tasks.weighted_sample, count, seed=seed)
+    keys = np.concatenate([keys for keys, _ in parts])
+    rows = np.concatenate([rows for _, rows in parts])
+    return np.ascontiguousarray(rows[np.argsort(-keys, kind="stable")[:count]])
+
+
+def _kmeans_parallel(partitions: Partitions, dataset: Dataset, n_clusters: int, seed: int, restart: int, n_init: int,
+                     spherical: bool) -> Generator[Progress, None, np.ndarray]:
+    """k-means|| seeding; yields a SEEDING event per round (iteration: the round)."""
+    candidates = [_weighted_rows(partitions, 1, (seed, restart, 0))]
+    new = candidates[0]
+    sq_dist: list[Any] = [None] * len(partitions.sources)
+    oversampling = OVERSAMPLING * n_clusters
+    for round_ in range(1, ROUNDS + 1):
+        sq_dist = partitions.each(tasks.closest, new, per=sq_dist)
+        phi = math.fsum(partitions.run(tasks.cost, per=sq_dist))
+        yield Progress(Stage.SEEDING, restart, n_init, round_, phi, math.nan)
+        if phi == 0:
+            break  # every row is a candidate already
+        parts = partitions.run(tasks.oversample, oversampling, phi, per=sq_dist, seed=(seed, restart, round_))
+        new = np.concatenate(parts)
+        if new.shape[0]:
+            candidates.append(new)
+    del sq_dist
+    pool = np.ascontiguousarray(np.concatenate(candidates))
+    if pool.shape[0] < n_clusters:  # fewer distinct rows than clusters, or an unlucky draw
+        pool = np.concatenate([pool, _weighted_rows(partitions, n_clusters, (seed, restart, ROUNDS + 1))])
+    weights = np.sum(partitions.run(tasks.candidate_weights, pool), axis=0)
+    check_finite(pool, "X")
+    if np.count_nonzero(weights) < n_clusters:
+        weights = weights + 1e-12 * max(float(weights.max()), 1.0)  # every candidate may be chosen
+    result = kmeans.fit(pool, n_clusters, sample_weight=weights, metric="cosine" if spherical else "euclidean",
+                        seed=int(np.random.default_rng((seed, restart)).integers(2**63)))
+    centers: np.ndarray = np.ascontiguousarray(result.centers, dtype=dataset.dtype)
+    return centers

@@ -1,0 +1,190 @@
+"""The work one partition does, as plain module-level functions a Dask worker runs.
+
+Each reads its partition (or takes the rows a ``load`` task kept in the worker's memory),
+calls the engine's compiled kernels on it, and returns something small: sums per cluster,
+a few candidate rows, a cost. Randomness comes from (seed, step, partition index), so a
+result depends on the data and the seed alone, never on which worker ran it.
+
+Submitted as themselves (not as numba dispatchers, whose pickles lose their on-disk cache):
+each worker loads the kernels from the cache the server's warm-up filled.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from centroidal.engine import InvalidInputError
+from centroidal.engine.cosine import unit_rows
+from centroidal.engine.lloyd import Workspace, assigned_sq_distances, column_moments, nearest
+from centroidal.engine.threads import configure_threads
+from centroidal.engine.validation import UNIT_WEIGHTS, check_finite, read_only
+from centroidal.sources import Dataset, Partition, read_rows
+
+# Numba threads per task, set by whoever starts the workers (a LocalCluster of N workers on
+# C cores: C // N); unset, a worker's cores divided among its task threads.
+TASK_THREADS_ENV = "CENTROIDAL_TASK_THREADS"
+
+
+@dataclass(frozen=True)
+class PieceRef:
+    """Where a partition's rows are read from: the dataset cut down to its one file."""
+
+    dataset: Dataset
+    partition: Partition
+    spherical: bool
+
+
+@dataclass(frozen=True)
+class Piece:
+    """A partition's rows, checked (and of unit length for cosine), read-only.
+
+    X : ndarray of shape (rows, n_features), the dataset's dtype
+    weights : ndarray of shape (rows,), float64, or empty for unit weights
+    """
+
+    X: np.ndarray
+    weights: np.ndarray
+    offset: int
+
+
+def piece_ref(dataset: Dataset, partition: Partition, spherical: bool) -> PieceRef:
+    """What a task needs to read one partition, without the dataset's other files."""
+    from dataclasses import replace
+
+    own = replace(dataset, files=(dataset.files[partition.file],), partitions=(),
+                  shapes=dataset.shapes[partition.file : partition.file + 1])
+    return PieceRef(own, replace(partition, file=0), spherical)
+
+
+def _ready() -> None:
+    """The engine's threading set up in this worker process, and as many numba threads per
+    task as the worker's cores allow beside its other task threads."""
+    configure_threads()
+    import numba
+
+    threads = os.environ.get(TASK_THREADS_ENV, "")
+    if not threads.isdigit():
+        try:
+            from distributed import get_worker
+
+            task_threads = get_worker().state.nthreads
+        except (ImportError, ValueError):
+            task_threads = 1
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        threads = str(cores // max(1, task_threads))
+    numba.set_num_threads(max(1, min(getattr(numba.config, "NUMBA_NUM_THREADS"), int(threads))))
+
+
+def load(ref: PieceRef) -> Piece:
+    """Read and check one partition: finite values, weights >= 0, rows of unit length for
+    cosine. Errors name the row by its index in the whole dataset."""
+    _ready()
+    X, weights = read_rows(ref.dataset, ref.partition)
+    field = f"{ref.dataset.field}.uri"
+    offset = ref.partition.offset
+    where = f"{ref.dataset.uri}, rows {offset}-{offset + X.shape[0] - 1}"
+    try:
+        check_finite(X, "X")
+        if ref.spherical:
+            X = unit_rows(X, "X", in_place=True)
+    except InvalidInputError as exc:
+        raise InvalidInputError(field, f"{field}: {where}: {exc}") from None
+    if weights is None:
+        return Piece(read_only(X), UNIT_WEIGHTS, offset)
+    if not np.isfinite(weights).all() or (weights < 0).any():
+        weight_field = f"{ref.dataset.field}.weight_column"
+        raise InvalidInputError(weight_field, f"{weight_field} {ref.dataset.weight_column!r} must be finite and "
+                                              f">= 0 ({where})")
+    return Piece(read_only(X), weights, offset)
+
+
+def _piece(source: Piece | PieceRef) -> Piece:
+    if isinstance(source, Piece):
+        _ready()
+        return source
+    return load(source)
+
+
+def moments(source: Piece | PieceRef) -> tuple[int, np.ndarray, np.ndarray, float, int]:
+    """(rows, per-feature mean, per-feature sum of squared deviations, total weight, rows of
+    positive weight): merged in partition order into the dataset's variance."""
+    piece = _piece(source)
+    mean, sq_dev = column_moments(piece.X)
+    rows = piece.X.shape[0]
+    if piece.weights.size:
+        return rows, mean, sq_dev, float(piece.weights.sum()), int(np.count_nonzero(piece.weights))
+    return rows, mean, sq_dev, float(rows), rows
+
+
+def lloyd_sums(source: Piece | PieceRef, centers: np.ndarray, exact: bool) -> tuple[np.ndarray, np.ndarray, float]:
+    """One E-step on the partition: per-cluster sums of weighted rows (k, d) and weights (k,),
+    float64, and the inertia of the assignment (exact, or good to the dtype's rounding)."""
+    piece = _piece(source)
+    X = piece.X
+    work = Workspace(X.shape[0], centers.shape[0], X.shape[1], X.dtype)
+    inertia, _ = work.step(X, piece.weights, centers, exact_inertia=exact)
+    return work.partial_sums.sum(axis=0), work.partial_weights.sum(axis=0), inertia
+
+
+def farthest(source: Piece | PieceRef, centers: np.ndarray, count: int) -> tuple[np.ndarray, ...]:
+    """The partition's ``count`` rows farthest from their nearest center, farthest first (ties
+    by row): (squared distances, dataset row indices, rows, weights, labels)."""
+    piece = _piece(source)
+    labels, _ = nearest(piece.X, centers)
+    far = assigned_sq_distances(piece.X, centers, labels)
+    order = np.argsort(-far, kind="stable")[:count]
+    weights = piece.weights[order] if piece.weights.size else np.ones(order.size)
+    return far[order], piece.offset + order, piece.X[order].copy(), weights, labels[order]
+
+
+def weighted_sample(source: Piece | PieceRef, count: int, seed: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` rows drawn without replacement with probability proportional to weight (rows
+    of weight 0 never), as (keys, rows): the dataset's sample is the rows with the largest
+    keys over every partition (Efraimidis and Spirakis)."""
+    piece = _piece(source)
+    rng = np.random.default_rng(seed)
+    uniform = rng.random(piece.X.shape[0])
+    with np.errstate(divide="ignore"):
+        keys = np.log(uniform) / piece.weights if piece.weights.size else np.log(uniform)
+    keys[~np.isfinite(keys)] = -np.inf
+    order = np.argsort(-keys, kind="stable")[:count]
+    order = order[np.isfinite(keys[order])]
+    return keys[order], piece.X[order].copy()
+
+
+def closest(source: Piece | PieceRef, previous: np.ndarray | None, candidates: np.ndarray) -> np.ndarray:
+    """Each row's squared distance to its nearest candidate so far, (rows,) float64: the
+    new candidates' distances, lowered by the previous rounds'."""
+    piece = _piece(source)
+    _, sq_dist = nearest(piece.X, candidates)
+    if previous is not None:
+        np.minimum(sq_dist, previous, out=sq_dist)
+    return sq_dist
+
+
+def cost(source: Piece | PieceRef, sq_dist: np.ndarray) -> float:
+    """The partition's weighted squared distance to the candidates: its share of phi."""
+    piece = _piece(source)
+    return float(np.dot(piece.weights, sq_dist)) if piece.weights.size else float(sq_dist.sum())
+
+
+def oversample(source: Piece | PieceRef, sq_dist: np.ndarray, oversampling: float, phi: float,
+               seed: tuple[int, ...]) -> np.ndarray:
+    """k-means|| sampling: each row independently with probability
+    min(1, oversampling * weight * distance^2 / phi); the chosen rows, in order."""
+    piece = _piece(source)
+    rng = np.random.default_rng(seed)
+    mass = sq_dist * piece.weights if piece.weights.size else sq_dist
+    chosen = rng.random(mass.size) * phi < oversampling * mass
+    return piece.X[chosen].copy()
+
+
+def candidate_weights(source: Piece | PieceRef, candidates: np.ndarray) -> np.ndarray:
+    """The weight of the rows nearest each candidate, (candidates,) float64."""
+    piece = _piece(source)
+    labels, _ = nearest(piece.X, candidates)
+    weights = piece.weights if piece.weights.size else None
+    return np.bincount(labels, weights=weights, minlength=candidates.shape[0]).astype(np.float64)
