@@ -37,6 +37,15 @@ def dataset_source(uri: str | None, columns: Sequence[str], format: str, weight_
     return codec.DatasetSource(uri, format, tuple(str(column) for column in columns), weight_column)
 
 
+def predict_dataset_request(name: str, source: str, output: str, columns: Sequence[str], format: str,
+                            version: int | None, return_distances: bool, overwrite: bool) -> bytes:
+    """A PredictDatasetRequest's bytes."""
+    dataset = dataset_source(source, columns, format, "")
+    assert dataset is not None
+    request = codec.PredictDatasetRequest(name, dataset, output, _optional_int(version), return_distances, overwrite)
+    return bytes(codec.encode_predict_dataset_request(request).SerializeToString())
+
+
 def as_points(X: Any, name: str = "X") -> np.ndarray:
     """X as a C-contiguous 2-D float32 or float64 array; float32 is never widened."""
     array = np.asarray(X)
@@ -384,3 +393,4 @@ class Methods:
         self.delete_model = method("unary_unary", "DeleteModel", pb.DeleteModelResponse)
         self.evaluate = method("stream_unary", "Evaluate", pb.EvaluateResponse)
         self.suggest_k = method("stream_stream", "SuggestK", pb.SuggestKResponse)
+        self.predict_dataset = method("unary_stream", "PredictDataset", pb.PredictDatasetResponse)

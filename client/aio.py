@@ -13,6 +13,7 @@ import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
+import grpc.aio
 import numpy as np
 from grpc_health.v1 import health_pb2
 
@@ -24,6 +25,7 @@ from ._calls import (
     QuantizePlan,
     as_points,
     dataset_source,
+    predict_dataset_request,
     delete_model_request,
     get_model_request,
     list_models_request,
@@ -31,7 +33,19 @@ from ._calls import (
 )
 from ._scoring import EvaluatePlan, SuggestPlan
 from .aio_stream import AsyncMiniBatchStream
-from .results import BatchAck, Evaluation, FitProgress, FitResult, KScore, ModelInfo, QuantizedImage, Suggestion
+from .errors import CentroidalError
+from .results import (
+    BatchAck,
+    Evaluation,
+    FitProgress,
+    FitResult,
+    KScore,
+    LabellingProgress,
+    LabellingResult,
+    ModelInfo,
+    QuantizedImage,
+    Suggestion,
+)
 from .stream import DEFAULT_MAX_REPLAY_BYTES, DEFAULT_RECONNECT_TIMEOUT_S, DEFAULT_WINDOW
 from .transport import (
     RESPONSE_BUDGET,
@@ -174,6 +188,42 @@ class AsyncClient(AsyncTransport):
             if event is not None and on_progress is not None:
                 on_progress(event)
         return plan.result()
+
+    async def predict_dataset(
+        self,
+        name: str,
+        source: str,
+        output: str,
+        *,
+        columns: Sequence[str] = (),
+        format: str = "",
+        version: int | None = None,
+        return_distances: bool = False,
+        overwrite: bool = False,
+        on_progress: Callable[[LabellingProgress], None] | None = None,
+        timeout: float | None = None,
+    ) -> LabellingResult:
+        """As Client.predict_dataset; on_progress is a plain function called on the event loop."""
+        request = predict_dataset_request(name, source, output, columns, format, version, return_distances,
+                                          overwrite)
+        call = self._methods.predict_dataset(request, timeout=self.deadline(timeout, fit=True))
+        result: LabellingResult | None = None
+        try:
+            async for response in call:
+                event = codec.decode_predict_dataset_response(response)
+                if isinstance(event, codec.PredictDatasetProgress):
+                    if on_progress is not None:
+                        on_progress(event)
+                elif event is not None:
+                    result = event
+        except grpc.aio.AioRpcError as error:
+            raise self.failure(error) from error
+        except BaseException:
+            call.cancel()
+            raise
+        if result is None:
+            raise CentroidalError("the server ended PredictDataset without a result")
+        return result
 
     async def quantize_image(
         self, image: bytes | str | os.PathLike[str], n_colors: int = 16, *,

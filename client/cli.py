@@ -126,6 +126,24 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     fit.set_defaults(run=commands.fit)
 
+    labels = command("predict-dataset", "label every row of a dataset the server reads, into Parquet files "
+                     "the server writes")
+    labels.add_argument("--model", required=True)
+    labels.add_argument("--version", type=int, default=None, help="pin a model version")
+    labels.add_argument("--source", required=True, metavar="URI",
+                        help="the dataset, under one of the server's --dataset-root (as fit --source)")
+    labels.add_argument("--columns", default="", help="feature columns, comma-separated (default all)")
+    labels.add_argument("--format", choices=list(codec.DATASET_FORMATS.numbers), default="",
+                        help="the files' format (default: from the extension)")
+    labels.add_argument("--output", required=True, metavar="URI",
+                        help="directory under one of the server's --dataset-output-root")
+    labels.add_argument("--distances", action="store_true", help="also write each row's distance")
+    labels.add_argument("--overwrite", action="store_true", help="replace an earlier run's files")
+    labels.add_argument("--call-timeout", dest="fit_timeout", type=float, default=24 * 3600.0,
+                        help="seconds for the whole call")
+    labels.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    labels.set_defaults(run=commands.predict_dataset)
+
     predict = command("predict", "label the points of a .npy or .csv file")
     _data_options(predict)
     predict.add_argument("--model", required=True)

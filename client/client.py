@@ -18,6 +18,7 @@ from ._calls import (
     QuantizePlan,
     as_points,
     dataset_source,
+    predict_dataset_request,
     delete_model_request,
     get_model_request,
     list_models_request,
@@ -25,7 +26,18 @@ from ._calls import (
 )
 from ._scoring import EvaluatePlan, SuggestPlan
 from .errors import CentroidalError
-from .results import BatchAck, Evaluation, FitProgress, FitResult, KScore, ModelInfo, QuantizedImage, Suggestion
+from .results import (
+    BatchAck,
+    Evaluation,
+    FitProgress,
+    FitResult,
+    KScore,
+    LabellingProgress,
+    LabellingResult,
+    ModelInfo,
+    QuantizedImage,
+    Suggestion,
+)
 from .transport import (
     RESPONSE_BUDGET,
     SyncTransport,
@@ -237,6 +249,48 @@ class Client(SyncTransport):
         if upload_failure:
             raise upload_failure[0]
         return plan.result()
+
+    # ---- datasets --------------------------------------------------------
+
+    def predict_dataset(
+        self,
+        name: str,
+        source: str,
+        output: str,
+        *,
+        columns: Sequence[str] = (),
+        format: str = "",
+        version: int | None = None,
+        return_distances: bool = False,
+        overwrite: bool = False,
+        on_progress: Callable[[LabellingProgress], None] | None = None,
+        timeout: float | None = None,
+    ) -> LabellingResult:
+        """Label every row of a dataset the server reads with model ``name`` and have the
+        server write the labels as Parquet under ``output`` (a directory under its
+        --dataset-output-root): part-00000.parquet, ... with columns row, label and, with
+        return_distances, distance; then _SUCCESS. Runs on the server's Dask cluster when
+        it has one. ``source``, ``columns`` and ``format`` are as in ``fit``."""
+        request = predict_dataset_request(name, source, output, columns, format, version, return_distances,
+                                          overwrite)
+        call = self._methods.predict_dataset(request, timeout=self.deadline(timeout, fit=True))
+        result: LabellingResult | None = None
+        try:
+            for response in self.responses(call):
+                event = codec.decode_predict_dataset_response(response)
+                if isinstance(event, codec.PredictDatasetProgress):
+                    if on_progress is not None:
+                        on_progress(event)
+                elif event is not None:
+                    result = event
+        except CentroidalError:
+            raise
+        except BaseException:
+            call.cancel()  # on_progress raised, or the caller was interrupted: stop the server's work
+            raise
+        if result is None:
+            raise CentroidalError("the server ended PredictDataset without a result")
+        return result
 
     # ---- predict ---------------------------------------------------------
 

@@ -10,11 +10,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from . import bars, datafiles, demo, export, figures
 from .client import Client
 from .errors import CentroidalError
-from .results import BatchAck, ClusterScores, FitProgress, KScore, ModelInfo
+from .results import BatchAck, ClusterScores, FitProgress, KScore, LabellingProgress, ModelInfo
 
 
 def _load(options: argparse.Namespace, dtype: str | None) -> datafiles.DataFile:
@@ -51,6 +52,30 @@ def fit(client: Client, options: argparse.Namespace) -> int:
         f"{result.model.n_clusters} clusters, inertia {result.inertia:.6g}, "
         f"{result.n_iter} iterations, {result.elapsed_seconds:.2f}s"
     )
+    return 0
+
+
+def predict_dataset(client: Client, options: argparse.Namespace) -> int:
+    columns = [column.strip() for column in options.columns.split(",") if column.strip()]
+    bar = None if options.quiet else tqdm(total=0, unit="rows", unit_scale=True, desc=f"labels by {options.model}")
+
+    def show(progress: LabellingProgress) -> None:
+        if bar is not None:
+            bar.total = progress.rows_total
+            bar.n = progress.rows_done
+            bar.refresh()
+
+    try:
+        result = client.predict_dataset(
+            options.model, options.source, options.output, columns=columns, format=options.format,
+            version=options.version, return_distances=options.distances, overwrite=options.overwrite,
+            on_progress=show, timeout=options.fit_timeout,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    print(f"{result.rows} rows labelled by {options.model} version {result.model_version}: {result.files} files in "
+          f"{result.output_uri}, {result.elapsed_seconds:.2f}s")
     return 0
 
 

@@ -18,6 +18,9 @@ KScore: TypeAlias = codec.KScore
 Evaluation: TypeAlias = codec.EvaluateResponse
 # The server's answer to one streamed batch (see codec.MiniBatchAck).
 BatchAck: TypeAlias = codec.MiniBatchAck
+# PredictDataset's progress and outcome (see codec.PredictDatasetProgress and Result).
+LabellingProgress: TypeAlias = codec.PredictDatasetProgress
+LabellingResult: TypeAlias = codec.PredictDatasetResult
 
 Base = TypeVar("Base")
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from centroidal.sources import Dataset
 
-from .kmeans import ClusterError
+from .partitions import ClusterError
 from .tasks import TASK_THREADS_ENV
 
 log = logging.getLogger("centroidal.server")

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import threading
-import uuid
 from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
@@ -30,110 +29,12 @@ from centroidal.engine.validation import MAX_WEIGHT_TOTAL, InvalidInputError, ch
 from centroidal.sources import Dataset
 
 from . import tasks
+from .partitions import Partitions
 
 # k-means|| rounds, and candidates per round as a multiple of k (the paper's l = 2k; its
 # experiments found 5 rounds enough for a seeding as good as k-means++).
 ROUNDS = 5
 OVERSAMPLING = 2.0
-# Arguments larger than this go to the workers once per step, not once per task.
-SCATTER_BYTES = 1 << 20
-# How often a wait for the cluster looks whether the fit's call has ended.
-STOP_POLL_S = 0.25
-
-
-class ClusterError(Exception):
-    """The cluster could not run the fit: a worker died more often than Dask retries, or
-    the scheduler cannot be reached. Nothing was stored."""
-
-    def __init__(self, message: str, reason: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-
-
-class Stopped(Exception):
-    """The fit's call ended while the cluster was working for it."""
-
-
-class _AllDone:
-    """Set once ``count`` futures have called ``one``, whatever their outcome."""
-
-    def __init__(self, count: int) -> None:
-        self._left = count
-        self._lock = threading.Lock()
-        self._event = threading.Event()
-        if count == 0:
-            self._event.set()
-
-    def one(self, _: Any) -> None:
-        with self._lock:
-            self._left -= 1
-            if self._left == 0:
-                self._event.set()
-
-    def wait(self, timeout: float) -> bool:
-        return self._event.wait(timeout)
-
-
-class Partitions:
-    """A dataset's partitions on a cluster, each either kept in a worker's memory by a ``load``
-    task (``persist``) or read again by every task that needs it."""
-
-    def __init__(self, client: Any, dataset: Dataset, spherical: bool, persist: bool,
-                 stop: threading.Event | None) -> None:
-        self._client = client
-        self._stop = stop
-        self._prefix = f"centroidal-{uuid.uuid4().hex[:12]}"
-        self._step = 0
-        self._kept: list[Any] = []
-        refs = [tasks.piece_ref(dataset, partition, spherical) for partition in dataset.partitions]
-        self.sources: list[Any] = refs
-        if persist:
-            self.sources = self._kept = self.each(tasks.load, sources=refs)
-
-    def each(self, task: Callable[..., Any], *args: Any, per: Sequence[Any] | None = None,
-             seed: tuple[int, ...] | None = None, sources: Sequence[Any] | None = None) -> list[Any]:
-        """``task(source, [per[i]], *args, [seed + (i,)])`` submitted for every partition i."""
-        self._step += 1
-        shared = [self._client.scatter(arg, broadcast=True, hash=False)
-                  if isinstance(arg, np.ndarray) and arg.nbytes > SCATTER_BYTES else arg for arg in args]
-        futures = []
-        for index, source in enumerate(self.sources if sources is None else sources):
-            head = (source,) if per is None else (source, per[index])
-            tail = () if seed is None else ((*seed, index),)
-            key = f"{self._prefix}-{task.__name__}-{self._step}-{index}"
-            futures.append(self._client.submit(task, *head, *shared, *tail, key=key, pure=False))
-        return futures
-
-    def gather(self, futures: list[Any]) -> list[Any]:
-        """The futures' results in partition order; a worker's error is raised as itself."""
-        from distributed.scheduler import KilledWorker
-        from distributed.utils import CancelledError
-
-        finished = _AllDone(len(futures))
-        for future in futures:
-            future.add_done_callback(finished.one)
-        try:
-            while True:
-                if self._stop is not None and self._stop.is_set():
-                    self._client.cancel(futures)
-                    raise Stopped("the call ended")
-                if finished.wait(STOP_POLL_S):
-                    break
-            return list(self._client.gather(futures))
-        except KilledWorker as exc:
-            raise ClusterError(f"a Dask worker died each time it ran a task of this fit ({exc}); nothing "
-                               "was stored", "DASK_WORKER_DIED") from None
-        except (OSError, CancelledError) as exc:
-            raise ClusterError(f"the Dask cluster stopped answering: {exc or type(exc).__name__}",
-                               "DASK_UNAVAILABLE") from None
-
-    def run(self, task: Callable[..., Any], *args: Any, **options: Any) -> list[Any]:
-        return self.gather(self.each(task, *args, **options))
-
-    def release(self) -> None:
-        if self._kept and self._client.status == "running":
-            self._client.cancel(self._kept)
-        self._kept = []
 
 
 def fit_steps(client: Any, dataset: Dataset, params: KMeansParams, *, persist: bool,

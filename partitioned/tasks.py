@@ -17,11 +17,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from centroidal.engine import InvalidInputError
-from centroidal.engine.cosine import unit_rows
+from centroidal.engine.cosine import COSINE_PER_SQ_EUCLIDEAN, unit_rows
 from centroidal.engine.lloyd import Workspace, assigned_sq_distances, column_moments, nearest
 from centroidal.engine.threads import configure_threads
 from centroidal.engine.validation import UNIT_WEIGHTS, check_finite, read_only
-from centroidal.sources import Dataset, Partition, read_rows
+from centroidal.sources import Dataset, OutputDir, Partition, part_name, read_rows
 
 # Numba threads per task, set by whoever starts the workers (a LocalCluster of N workers on
 # C cores: C // N); unset, a worker's cores divided among its task threads.
@@ -48,6 +48,7 @@ class Piece:
     X: np.ndarray
     weights: np.ndarray
     offset: int
+    index: int
 
 
 def piece_ref(dataset: Dataset, partition: Partition, spherical: bool) -> PieceRef:
@@ -93,12 +94,12 @@ def load(ref: PieceRef) -> Piece:
     except InvalidInputError as exc:
         raise InvalidInputError(field, f"{field}: {where}: {exc}") from None
     if weights is None:
-        return Piece(read_only(X), UNIT_WEIGHTS, offset)
+        return Piece(read_only(X), UNIT_WEIGHTS, offset, ref.partition.index)
     if not np.isfinite(weights).all() or (weights < 0).any():
         weight_field = f"{ref.dataset.field}.weight_column"
         raise InvalidInputError(weight_field, f"{weight_field} {ref.dataset.weight_column!r} must be finite and "
                                               f">= 0 ({where})")
-    return Piece(read_only(X), weights, offset)
+    return Piece(read_only(X), weights, offset, ref.partition.index)
 
 
 def _piece(source: Piece | PieceRef) -> Piece:
@@ -188,3 +189,20 @@ def candidate_weights(source: Piece | PieceRef, candidates: np.ndarray) -> np.nd
     labels, _ = nearest(piece.X, candidates)
     weights = piece.weights if piece.weights.size else None
     return np.bincount(labels, weights=weights, minlength=candidates.shape[0]).astype(np.float64)
+
+
+def label(source: Piece | PieceRef, centers: np.ndarray, spherical: bool, return_distances: bool,
+          output: OutputDir) -> int:
+    """Label the partition with the nearest of ``centers`` and write its file in ``output``:
+    columns row (int64), label (int32) and, if asked, distance (Euclidean, or cosine for a
+    spherical model, in the rows' dtype). Returns the rows written."""
+    import pyarrow as pa
+
+    piece = _piece(source)
+    labels, sq_dist = nearest(piece.X, centers)
+    columns = {"row": np.arange(piece.offset, piece.offset + labels.size, dtype=np.int64), "label": labels}
+    if return_distances:
+        distance = COSINE_PER_SQ_EUCLIDEAN * sq_dist if spherical else np.sqrt(sq_dist)
+        columns["distance"] = distance.astype(piece.X.dtype)
+    output.write_table(part_name(piece.index), pa.table(columns))
+    return int(labels.size)

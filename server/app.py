@@ -25,7 +25,7 @@ from centroidal import codec
 from centroidal.engine import configure_threads, warmup
 from centroidal.engine.threads import threading_layer
 from centroidal.partitioned.cluster import DaskCluster
-from centroidal.partitioned.kmeans import ClusterError
+from centroidal.partitioned.partitions import ClusterError
 from centroidal.v1 import clustering_pb2 as pb
 
 from . import replicas

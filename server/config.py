@@ -60,6 +60,7 @@ class ServerConfig:
     store_poll_interval: float = 0.0
     lease_ttl: float = 10.0
     dataset_root: tuple[str, ...] = field(default_factory=tuple)
+    dataset_output_root: tuple[str, ...] = field(default_factory=tuple)
     dask_scheduler: str = ""
     dask_local: int = 0
 
@@ -151,6 +152,9 @@ _HELP = {
     "dataset_root": "a directory (or an fsspec URL prefix such as s3://bucket/points) under which a "
     "Fit may name its dataset instead of uploading it; repeat for more, or comma-separate in "
     "CENTROIDAL_DATASET_ROOT; none means the server reads no datasets",
+    "dataset_output_root": "a directory (or fsspec URL prefix) under which PredictDataset may write "
+    "labels; repeat for more, or comma-separate in CENTROIDAL_DATASET_OUTPUT_ROOT; none means "
+    "PredictDataset writes nowhere",
     "dask_scheduler": "address of a Dask scheduler (tcp://host:8786) whose workers fit datasets, one "
     "task per partition (they need centroidal[server,dask] and the dataset roots at the same paths)",
     "dask_local": "start a Dask LocalCluster of this many worker processes here to fit datasets; 0: "
@@ -191,8 +195,8 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
         env_key = _env_name(spec.name)
         default = getattr(defaults, spec.name)
         help_text = f"{_HELP[spec.name]} (env {env_key}; default {default!r})"
-        if spec.name == "dataset_root":
-            parser.add_argument(flag, dest="dataset_root", action="append", default=None, help=help_text)
+        if spec.name in ("dataset_root", "dataset_output_root"):
+            parser.add_argument(flag, dest=spec.name, action="append", default=None, help=help_text)
             continue
         if spec.name == "tokens":
             # On the command line a token shows in `ps`: the flag is kept, with a warning.
@@ -223,8 +227,9 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
             file=sys.stderr,
         )
     values["tokens"] = _tokens(values["tokens"], env)
-    roots = values["dataset_root"] or [root.strip() for root in env.get("CENTROIDAL_DATASET_ROOT", "").split(",")]
-    values["dataset_root"] = tuple(root for root in roots if root)
+    for name in ("dataset_root", "dataset_output_root"):
+        roots = values[name] or [root.strip() for root in env.get(_env_name(name), "").split(",")]
+        values[name] = tuple(root for root in roots if root)
     config = ServerConfig(**values)
     _check(config, parser, sys.argv[1:] if argv is None else argv)
     return config
@@ -339,6 +344,7 @@ def _check_datasets(config: ServerConfig, parser: argparse.ArgumentParser) -> No
 
     try:
         Roots(config.dataset_root)
+        Roots(config.dataset_output_root, "--dataset-output-root")
     except (ValueError, DatasetError) as exc:
         parser.error(str(exc))
     if config.dask_scheduler and config.dask_local:

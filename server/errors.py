@@ -31,7 +31,7 @@ from grpc_status import rpc_status
 
 from centroidal.engine import InvalidInputError
 from centroidal.codec import WireError
-from centroidal.partitioned.kmeans import ClusterError
+from centroidal.partitioned.partitions import ClusterError
 from centroidal import sources
 
 from . import exceptions as domain
@@ -68,6 +68,7 @@ STATUS: dict[type[Exception], grpc.StatusCode] = {
     sources.DatasetInvalid: grpc.StatusCode.INVALID_ARGUMENT,
     sources.DatasetMissing: grpc.StatusCode.NOT_FOUND,
     sources.DatasetUnreadable: grpc.StatusCode.FAILED_PRECONDITION,
+    sources.DatasetExists: grpc.StatusCode.ALREADY_EXISTS,
     ClusterError: grpc.StatusCode.UNAVAILABLE,
 }
 # Reasons of the refusals that are not the domain's own (which carry theirs).
@@ -76,6 +77,7 @@ _REASONS: dict[type[Exception], str] = {
     sources.DatasetInvalid: "INVALID_DATASET",
     sources.DatasetMissing: "DATASET_NOT_FOUND",
     sources.DatasetUnreadable: "DATASET_UNREADABLE",
+    sources.DatasetExists: "OUTPUT_EXISTS",
 }
 
 # The engine names its arguments after the Python API (KMeansParams, MiniBatchParams); the
@@ -257,6 +259,8 @@ def rpc(handler: F) -> F:
         async def stream_wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
             started, code = time.monotonic(), "OK"
             try:
+                if isinstance(request, Unparseable):  # a single request (PredictDataset's) that did not parse
+                    raise request.refusal("the request")
                 # aclosing: the handler's own clean-up runs at once when the call ends early.
                 async with contextlib.aclosing(handler(self, request, context)) as responses:
                     async for response in responses:

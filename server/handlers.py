@@ -22,6 +22,7 @@ from .catalog import Catalog
 from .config import ServerConfig
 from .errors import rpc
 from .fitting import Fitting
+from .labelling import DatasetLabels
 from .memory import MemoryBudget
 from .metrics import Metrics
 from .parsing import decoded
@@ -53,6 +54,7 @@ class ClusteringHandlers(pb_grpc.ClusteringServiceServicer):
         self.sessions = StreamSessions(runtime, self.hub)
         self.quantizing = Quantizing(runtime)
         self.catalog = Catalog(runtime, self.hub.durable_version)
+        self.labelling = DatasetLabels(runtime)
         metrics.models.set(len(registry))
 
     @property
@@ -105,6 +107,13 @@ class ClusteringHandlers(pb_grpc.ClusteringServiceServicer):
         queries = self._incoming(requests, codec.decode_predict_request)
         async for answer in self.predicting.predict_stream(queries, codec.serialize_predict_response):
             yield answer
+
+    @rpc
+    async def PredictDataset(
+        self, request: pb.PredictDatasetRequest, context: Context
+    ) -> AsyncIterator[pb.PredictDatasetResponse]:
+        async for event in self.labelling.run(codec.decode_predict_dataset_request(request)):
+            yield codec.encode_predict_dataset_response(event)
 
     @rpc
     async def GetModel(self, request: pb.GetModelRequest, context: Context) -> pb.Model:

@@ -29,6 +29,7 @@ class Runtime:
     fits: FitTally = field(default_factory=FitTally)
     # Where a Fit may name its dataset, and the Dask cluster that fits it (None: this process).
     datasets: Roots = field(default_factory=lambda: Roots(()))
+    outputs: Roots = field(default_factory=lambda: Roots((), "--dataset-output-root"))
     dask: DaskCluster | None = None
     # Set once the server's warm-up has compiled every kernel.
     kernels_compiled: threading.Event = field(default_factory=threading.Event)
@@ -45,7 +46,8 @@ class Runtime:
             dask = DaskCluster(config.dask_scheduler, config.dask_local)
         return cls(config, registry, metrics, memory, Workers(config),
                    Slots(config.max_concurrent_fits, "fits or quantisations"),
-                   datasets=Roots(config.dataset_root), dask=dask)
+                   datasets=Roots(config.dataset_root),
+                   outputs=Roots(config.dataset_output_root, "--dataset-output-root"), dask=dask)
 
     async def model(self, name: str, field: str = "name") -> ModelSnapshot:
         """A model's current snapshot; one not in memory is loaded on the storage pool."""

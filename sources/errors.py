@@ -34,3 +34,7 @@ class DatasetMissing(DatasetError):
 class DatasetUnreadable(DatasetError):
     """The files exist but cannot be read here: a filesystem whose fsspec extra is not
     installed, or an I/O error."""
+
+
+class DatasetExists(DatasetError):
+    """The output already holds an earlier run's files."""

@@ -21,7 +21,7 @@ from typing import IO, Any
 from .errors import DatasetInvalid, DatasetMissing, DatasetRefused, DatasetUnreadable
 
 LOCAL = "file"
-_GLOB_CHARS = frozenset("*?[")
+GLOB_CHARS = frozenset("*?[")
 
 
 @dataclass(frozen=True)
@@ -45,13 +45,14 @@ class Root:
 class Roots:
     """The roots an operator allows (``--dataset-root``); none means datasets are off."""
 
-    def __init__(self, entries: tuple[str, ...] | list[str]) -> None:
+    def __init__(self, entries: tuple[str, ...] | list[str], flag: str = "--dataset-root") -> None:
         roots = []
+        self.flag = flag
         for entry in entries:
-            protocol, path = split_uri(entry, "--dataset-root")
+            protocol, path = split_uri(entry, flag)
             if protocol == LOCAL:
                 if not os.path.isdir(path):
-                    raise ValueError(f"--dataset-root {entry!r} is not a directory")
+                    raise ValueError(f"{flag} {entry!r} is not a directory")
                 path = os.path.realpath(path)
             roots.append(Root(protocol, path))
         self.roots = tuple(roots)
@@ -62,9 +63,8 @@ class Roots:
     def root_of(self, protocol: str, path: str, field: str) -> Root:
         """The root that holds ``path``, or DatasetRefused naming ``field``."""
         if not self.roots:
-            raise DatasetRefused(
-                "this server reads no datasets: its operator allows none (--dataset-root)", field
-            )
+            raise DatasetRefused(f"this server reads or writes no datasets there: its operator allows no "
+                                 f"{self.flag}", field)
         for root in self.roots:
             if root.holds(protocol, path):
                 return root
@@ -123,7 +123,7 @@ class DatasetFile:
         """The file opened for reading; a local file whose real path has left its root (a
         symlink swapped in since it was found) is refused."""
         if self.protocol != LOCAL:
-            fs = _filesystem(self.protocol, field)
+            fs = filesystem(self.protocol, field)
             try:
                 return fs.open(self.path, "rb")  # type: ignore[no-any-return]
             except OSError as exc:
@@ -133,7 +133,7 @@ class DatasetFile:
         except OSError as exc:
             raise DatasetUnreadable(f"{field}: cannot open {self.path}: {exc.strerror}", field) from None
         try:
-            real = _real_path_of(fd, self.path)
+            real = real_path_of(fd, self.path)
             if not self.root.holds(LOCAL, real):
                 raise DatasetRefused(f"{field}: {self.path} resolves to {real}, outside the root {self.root}",
                                      field)
@@ -143,7 +143,7 @@ class DatasetFile:
             raise
 
 
-def _real_path_of(fd: int, path: str) -> str:
+def real_path_of(fd: int, path: str) -> str:
     """The path the kernel opened ``fd`` at (Linux), else the path's resolution now."""
     try:
         return os.readlink(f"/proc/self/fd/{fd}")
@@ -186,13 +186,13 @@ def _fixed_prefix(path: str) -> str:
     """The part of a path before its first glob segment."""
     parts = path.split("/")
     for index, part in enumerate(parts):
-        if _GLOB_CHARS & set(part):
+        if GLOB_CHARS & set(part):
             return "/".join(parts[:index]) or ("/" if path.startswith("/") else "")
     return path
 
 
 def _local_matches(path: str, suffixes: tuple[str, ...]) -> list[str]:
-    if _GLOB_CHARS & set(path):
+    if GLOB_CHARS & set(path):
         matches = glob.glob(path)
     elif os.path.isdir(path):
         matches = [os.path.join(path, name) for name in os.listdir(path) if name.endswith(suffixes)]
@@ -202,9 +202,9 @@ def _local_matches(path: str, suffixes: tuple[str, ...]) -> list[str]:
 
 
 def _remote_matches(protocol: str, path: str, suffixes: tuple[str, ...], field: str) -> list[str]:
-    fs = _filesystem(protocol, field)
+    fs = filesystem(protocol, field)
     try:
-        if _GLOB_CHARS & set(path):
+        if GLOB_CHARS & set(path):
             matches = fs.glob(path)
         elif fs.isdir(path):
             matches = [entry for entry in fs.ls(path, detail=False) if entry.endswith(suffixes)]
@@ -215,7 +215,7 @@ def _remote_matches(protocol: str, path: str, suffixes: tuple[str, ...], field: 
         raise DatasetUnreadable(f"{field}: cannot list {protocol}://{path}: {exc}", field) from None
 
 
-def _filesystem(protocol: str, field: str) -> Any:
+def filesystem(protocol: str, field: str) -> Any:
     try:
         import fsspec
     except ImportError:

@@ -204,6 +204,9 @@ def valid_calls(rng: random.Random, image: bytes) -> dict[str, list[Any]]:
         "QuantizeImage": [pb.QuantizeImageRequest(spec=pb.QuantizeSpec(
             n_colors=4, dither=rng.choice([1, 2]), palette_model=rng.choice(["", "pal", "mb-empty"]),
             save_palette_as=rng.choice(["", "fz-pal"])), image=image)],
+        "PredictDataset": [pb.PredictDatasetRequest(
+            model=rng.choice(["km", "mb"]), input=pb.DatasetSource(uri=rng.choice(["/data/x.npy", "s3://b/x"])),
+            output_uri=rng.choice(["/data/out", "", "memory://o"]), return_distances=True)],
         "GetModel": [pb.GetModelRequest(name=rng.choice(["km", "mb", "pal"]), include_centers=True, version=1)],
         "ListModels": [pb.ListModelsRequest(page_size=2)],
         "DeleteModel": [pb.DeleteModelRequest(name=rng.choice(["fz", "fz-mb", "fz-pal"]))],

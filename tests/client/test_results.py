@@ -18,6 +18,8 @@ CODEC_TYPES: dict[str, type] = {
     "FitProgress": codec.FitProgress,
     "FitResult": codec.FitResult,
     "KScore": codec.KScore,
+    "LabellingProgress": codec.PredictDatasetProgress,
+    "LabellingResult": codec.PredictDatasetResult,
     "ModelInfo": codec.Model,
     "QuantizedImage": codec.QuantizeSummary,
     "Suggestion": codec.SuggestKResult,

@@ -20,6 +20,7 @@ from centroidal.engine.kmeans import KMeansParams  # noqa: E402
 from centroidal.engine.progress import Stage, run_to_end  # noqa: E402
 from centroidal.engine.validation import InvalidInputError  # noqa: E402
 from centroidal.partitioned import kmeans as partitioned  # noqa: E402
+from centroidal.partitioned.partitions import Stopped  # noqa: E402
 from centroidal.sources import Dataset, Roots, open_dataset  # noqa: E402
 from tests.sources.datasets import blobs, split_parquet  # noqa: E402
 
@@ -151,7 +152,7 @@ def test_a_fit_stops_soon_after_its_call_ends(dask_client: Any, tmp_path: Path) 
             break
     stop.set()
     began = time.monotonic()
-    with pytest.raises(partitioned.Stopped):
+    with pytest.raises(Stopped):
         next(steps)
     assert time.monotonic() - began < 5
     steps.close()

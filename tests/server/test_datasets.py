@@ -3,6 +3,7 @@ no cluster, on a real Dask cluster when it has one, and only from under the allo
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -14,8 +15,10 @@ import numpy as np
 import pytest
 
 from centroidal.client import (
+    AlreadyExists,
     Client,
     DeadlineExceeded,
+    FailedPrecondition,
     InvalidArgument,
     NotFound,
     PermissionDenied,
@@ -96,7 +99,7 @@ def test_paths_outside_the_roots_are_permission_denied_and_change_nothing(
 
 def test_a_server_without_roots_reads_no_dataset(client: Client, tmp_path: Path) -> None:
     np.save(tmp_path / "x.npy", blobs(100, 2))
-    with pytest.raises(PermissionDenied, match="allows none"):
+    with pytest.raises(PermissionDenied, match="allows no --dataset-root"):
         client.fit("x", source=str(tmp_path / "x.npy"), n_clusters=2)
 
 
@@ -180,3 +183,84 @@ def test_the_cli_fits_a_source(start_server: ServerFactory, root: Path) -> None:
     assert "model cli version 1: 500 points, 4 clusters" in done.stdout
     with sdk(server) as client:
         assert client.get_model("cli").n_features == 2
+
+
+def read_labels(folder: Path) -> dict[str, np.ndarray]:
+    import pyarrow.parquet as pq
+
+    parts = sorted(folder.glob("part-*.parquet"))
+    table = [pq.read_table(part) for part in parts]
+    return {name: np.concatenate([part.column(name).to_numpy() for part in table]) for name in table[0].column_names}
+
+
+@pytest.mark.parametrize("on_dask", [False, True])
+def test_predict_dataset_writes_what_predict_answers(
+    start_server: ServerFactory, root: Path, tmp_path: Path, dask_scheduler: Any, on_dask: bool
+) -> None:
+    X = blobs(9000, 4, centers=6)
+    split_parquet(root / "points", X, 3, row_group_size=500)
+    out_root = tmp_path / "labels"
+    out_root.mkdir()
+    server = start_server(dataset_root=(str(root),), dataset_output_root=(str(out_root),),
+                          dask_scheduler=dask_scheduler[0] if on_dask else "")
+    with sdk(server) as client:
+        client.fit("m", X[:3000], 6, seed=0, metric="cosine")
+        progress: list[Any] = []
+        result = client.predict_dataset("m", str(root / "points"), str(out_root / "run"), format="parquet",
+                                        return_distances=True, on_progress=progress.append)
+        labels, distances = client.predict("m", X, return_distance=True)
+        assert (result.rows, result.model_version, result.output_uri) == (9000, 1, str(out_root / "run"))
+        written = read_labels(out_root / "run")
+        np.testing.assert_array_equal(written["row"], np.arange(9000))
+        np.testing.assert_array_equal(written["label"], labels)
+        np.testing.assert_allclose(written["distance"], distances, rtol=1e-5, atol=1e-6)
+        assert written["distance"].dtype == np.float32 and result.files == len(list((out_root / "run").glob("*.parquet")))
+        summary = json.loads((out_root / "run" / "_SUCCESS").read_text())
+        assert summary["rows"] == 9000 and summary["model_version"] == 1
+        assert progress[0].rows_done == 0 and progress[0].rows_total == 9000
+        # An earlier run's files are kept unless overwrite is asked for.
+        with pytest.raises(AlreadyExists, match="already holds") as refused:
+            client.predict_dataset("m", str(root / "points"), str(out_root / "run"), format="parquet")
+        assert refused.value.field == "output_uri"
+        again = client.predict_dataset("m", str(root / "points"), str(out_root / "run"), format="parquet",
+                                       overwrite=True)
+        assert again.rows == 9000 and "distance" not in read_labels(out_root / "run")
+
+
+def test_predict_dataset_refuses_what_it_cannot_do(start_server: ServerFactory, root: Path, tmp_path: Path) -> None:
+    np.save(root / "x.npy", blobs(500, 3))
+    out_root = tmp_path / "labels"
+    out_root.mkdir()
+    server = start_server(dataset_root=(str(root),), dataset_output_root=(str(out_root),))
+    with sdk(server) as client:
+        client.fit("four", blobs(300, 4), 2, seed=0)
+        with pytest.raises(PermissionDenied) as refused:
+            client.predict_dataset("four", str(root / "x.npy"), str(tmp_path / "elsewhere"))
+        assert refused.value.field == "output_uri"
+        with pytest.raises(PermissionDenied) as refused:  # the input's roots are not the output's
+            client.predict_dataset("four", str(root / "x.npy"), str(root / "out"))
+        with pytest.raises(FailedPrecondition, match="has 3 features but model 'four'") as refused:
+            client.predict_dataset("four", str(root / "x.npy"), str(out_root / "a"))
+        assert refused.value.reason == "FEATURE_MISMATCH"
+        with pytest.raises(NotFound):
+            client.predict_dataset("missing", str(root / "x.npy"), str(out_root / "a"))
+    assert not (root / "out").exists() and not (tmp_path / "elsewhere").exists()
+
+
+def test_the_cli_labels_a_dataset(start_server: ServerFactory, root: Path, tmp_path: Path) -> None:
+    X = blobs(800, 3)
+    np.save(root / "x.npy", X)
+    out_root = tmp_path / "labels"
+    out_root.mkdir()
+    server = start_server(dataset_root=(str(root),), dataset_output_root=(str(out_root),))
+    with sdk(server) as client:
+        client.fit("m", X, 5, seed=0)
+        expected = client.predict("m", X)
+    done = subprocess.run(
+        [sys.executable, "-m", "centroidal.client.cli", "predict-dataset", "--target", f"127.0.0.1:{server.port}",
+         "--model", "m", "--source", str(root / "x.npy"), "--output", f"file://{out_root}/cli", "--quiet"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "800 rows labelled by m version 1: 1 files" in done.stdout
+    np.testing.assert_array_equal(read_labels(out_root / "cli")["label"], expected)

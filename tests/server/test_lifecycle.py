@@ -35,7 +35,7 @@ def test_reflection_describes_the_service(server: CentroidalServer) -> None:
         methods = {method.name for method in service.methods}
     assert methods == {
         "Fit", "Predict", "PredictStream", "StreamMiniBatch", "QuantizeImage",
-        "GetModel", "ListModels", "DeleteModel", "Evaluate", "SuggestK",
+        "GetModel", "ListModels", "DeleteModel", "Evaluate", "SuggestK", "PredictDataset",
     }
 
 

@@ -86,7 +86,7 @@ def test_malformed_uris_are_invalid(root: Path, uri: str, message: str) -> None:
 
 
 def test_no_roots_means_no_datasets(root: Path) -> None:
-    with pytest.raises(DatasetRefused, match="allows none"):
+    with pytest.raises(DatasetRefused, match="allows no --dataset-root"):
         open_dataset(str(root / "points"), Roots([]), format="npy")
 
 

@@ -163,6 +163,58 @@ class DatasetSource(_message.Message):
     weight_column: str
     def __init__(self, uri: _Optional[str] = ..., format: _Optional[_Union[DatasetFormat, str]] = ..., columns: _Optional[_Iterable[str]] = ..., weight_column: _Optional[str] = ...) -> None: ...
 
+class PredictDatasetRequest(_message.Message):
+    __slots__ = ("model", "version", "input", "output_uri", "return_distances", "overwrite")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_URI_FIELD_NUMBER: _ClassVar[int]
+    RETURN_DISTANCES_FIELD_NUMBER: _ClassVar[int]
+    OVERWRITE_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: int
+    input: DatasetSource
+    output_uri: str
+    return_distances: bool
+    overwrite: bool
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., input: _Optional[_Union[DatasetSource, _Mapping]] = ..., output_uri: _Optional[str] = ..., return_distances: _Optional[bool] = ..., overwrite: _Optional[bool] = ...) -> None: ...
+
+class PredictDatasetProgress(_message.Message):
+    __slots__ = ("rows_done", "rows_total", "partitions_done", "partitions_total", "elapsed_seconds")
+    ROWS_DONE_FIELD_NUMBER: _ClassVar[int]
+    ROWS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    PARTITIONS_DONE_FIELD_NUMBER: _ClassVar[int]
+    PARTITIONS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    ELAPSED_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    rows_done: int
+    rows_total: int
+    partitions_done: int
+    partitions_total: int
+    elapsed_seconds: float
+    def __init__(self, rows_done: _Optional[int] = ..., rows_total: _Optional[int] = ..., partitions_done: _Optional[int] = ..., partitions_total: _Optional[int] = ..., elapsed_seconds: _Optional[float] = ...) -> None: ...
+
+class PredictDatasetResult(_message.Message):
+    __slots__ = ("model_version", "rows", "files", "output_uri", "elapsed_seconds")
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_URI_FIELD_NUMBER: _ClassVar[int]
+    ELAPSED_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    model_version: int
+    rows: int
+    files: int
+    output_uri: str
+    elapsed_seconds: float
+    def __init__(self, model_version: _Optional[int] = ..., rows: _Optional[int] = ..., files: _Optional[int] = ..., output_uri: _Optional[str] = ..., elapsed_seconds: _Optional[float] = ...) -> None: ...
+
+class PredictDatasetResponse(_message.Message):
+    __slots__ = ("progress", "result")
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    progress: PredictDatasetProgress
+    result: PredictDatasetResult
+    def __init__(self, progress: _Optional[_Union[PredictDatasetProgress, _Mapping]] = ..., result: _Optional[_Union[PredictDatasetResult, _Mapping]] = ...) -> None: ...
+
 class FitSpec(_message.Message):
     __slots__ = ("model", "config", "n_samples", "expected_version", "return_labels", "source")
     MODEL_FIELD_NUMBER: _ClassVar[int]

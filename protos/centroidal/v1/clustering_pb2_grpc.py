@@ -86,6 +86,11 @@ class ClusteringServiceStub:
                 request_serializer=centroidal_dot_v1_dot_clustering__pb2.SuggestKRequest.SerializeToString,
                 response_deserializer=centroidal_dot_v1_dot_clustering__pb2.SuggestKResponse.FromString,
                 _registered_method=True)
+        self.PredictDataset = channel.unary_stream(
+                '/centroidal.v1.ClusteringService/PredictDataset',
+                request_serializer=centroidal_dot_v1_dot_clustering__pb2.PredictDatasetRequest.SerializeToString,
+                response_deserializer=centroidal_dot_v1_dot_clustering__pb2.PredictDatasetResponse.FromString,
+                _registered_method=True)
 
 
 class ClusteringServiceServicer:
@@ -202,6 +207,20 @@ class ClusteringServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PredictDataset(self, request, context):
+        """Labels every row of a dataset the server reads (under --dataset-root)
+        and writes the labels as Parquet under --dataset-output-root: one file
+        per partition of the input, in its order, then a _SUCCESS file once all
+        are written. It runs on the server's Dask cluster when it has one, else
+        on the server, a partition at a time. The server answers with progress
+        events, then one PredictDatasetResult. On cancel or deadline it stops
+        within a partition; the files already written stay, without _SUCCESS.
+        It takes a fit slot (RESOURCE_EXHAUSTED BUSY when none is free).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ClusteringServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -254,6 +273,11 @@ def add_ClusteringServiceServicer_to_server(servicer, server):
                     servicer.SuggestK,
                     request_deserializer=centroidal_dot_v1_dot_clustering__pb2.SuggestKRequest.FromString,
                     response_serializer=centroidal_dot_v1_dot_clustering__pb2.SuggestKResponse.SerializeToString,
+            ),
+            'PredictDataset': grpc.unary_stream_rpc_method_handler(
+                    servicer.PredictDataset,
+                    request_deserializer=centroidal_dot_v1_dot_clustering__pb2.PredictDatasetRequest.FromString,
+                    response_serializer=centroidal_dot_v1_dot_clustering__pb2.PredictDatasetResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -528,6 +552,33 @@ class ClusteringService:
             '/centroidal.v1.ClusteringService/SuggestK',
             centroidal_dot_v1_dot_clustering__pb2.SuggestKRequest.SerializeToString,
             centroidal_dot_v1_dot_clustering__pb2.SuggestKResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PredictDataset(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/centroidal.v1.ClusteringService/PredictDataset',
+            centroidal_dot_v1_dot_clustering__pb2.PredictDatasetRequest.SerializeToString,
+            centroidal_dot_v1_dot_clustering__pb2.PredictDatasetResponse.FromString,
             options,
             channel_credentials,
             insecure,
