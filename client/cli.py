@@ -154,8 +154,19 @@ def _parser() -> argparse.ArgumentParser:
                          help="write labels to .npy or .csv instead of standard output")
     predict.set_defaults(run=commands.predict)
 
-    stream = command("stream", "feed a .npy or .csv file to a mini-batch model, batch by batch")
-    _data_options(stream)
+    stream = command("stream", "feed a .npy or .csv file, or a dataset, to a mini-batch model, batch by batch")
+    _data_options(stream, optional=True)
+    stream.add_argument("--source", default=None, metavar="URI",
+                        help="instead of a file: a Parquet or .npy dataset this machine reads (a path, directory, "
+                             "glob, or fsspec URL), sent partition by partition; rerun with the same arguments "
+                             "after a crash and the server takes each batch once")
+    stream.add_argument("--columns", default="", help="with --source: feature columns, comma-separated")
+    stream.add_argument("--format", choices=list(codec.DATASET_FORMATS.numbers), default="",
+                        help="with --source: the files' format (default: from the extension)")
+    stream.add_argument("--weight-column", default="", help="with --source: a Parquet column of sample weights")
+    stream.add_argument("--resume-file", default="", metavar="PATH",
+                        help="with --source: keep the last durable batch here, and start after it when the "
+                             "file exists (a run that crashed resumes where the server's disk stopped)")
     stream.add_argument("--model", required=True, help="model name")
     stream.add_argument("--batch-size", type=int, default=8192, help="rows per batch (default 8192)")
     stream.add_argument("--clusters", "-k", type=int, default=None,
@@ -169,7 +180,8 @@ def _parser() -> argparse.ArgumentParser:
     stream.add_argument("--metric", choices=list(codec.METRICS.numbers), default="euclidean",
                         help="for a new model: cosine or euclidean (default)")
     stream.add_argument("--producer-id", default=None,
-                        help="producer identity; with --first-sequence, resumes an earlier run")
+                        help="producer identity; with --first-sequence, resumes an earlier run (with --source "
+                             "the default is derived from the dataset and batch size)")
     stream.add_argument("--first-sequence", type=int, default=1,
                         help="sequence of the file's first batch; batches the model already has "
                              "are skipped by the server")

@@ -5,14 +5,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from . import bars, datafiles, demo, export, figures
+from . import bars, datafiles, demo, export, feeding, figures
 from .client import Client
 from .errors import CentroidalError
 from .results import BatchAck, ClusterScores, FitProgress, KScore, LabellingProgress, ModelInfo
@@ -53,6 +56,50 @@ def fit(client: Client, options: argparse.Namespace) -> int:
         f"{result.n_iter} iterations, {result.elapsed_seconds:.2f}s"
     )
     return 0
+
+
+# Seconds between saves of a --resume-file while batches go out (and once more at the end).
+RESUME_EVERY_S = 1.0
+
+
+@dataclass
+class _Feed:
+    """What `stream` sends: batches of (points, weights), from batch ``start`` on."""
+
+    batches: Iterator[tuple[np.ndarray, np.ndarray | None]]
+    rows: int
+    producer_id: str | None
+    rows_before: Callable[[int], int]
+    start: int = 0
+    resume: feeding.ResumeFile | None = None
+
+
+def _stream_feed(options: argparse.Namespace) -> _Feed:
+    """A file's rows cut into batches, or a dataset's, per partition (--source)."""
+    if (options.data is None) == (options.source is None):
+        raise ValueError("stream takes a file or --source URI, one of them")
+    size = options.batch_size
+    if options.source is None:
+        if options.columns or options.format or options.weight_column or options.resume_file:
+            raise ValueError("--columns, --format, --weight-column and --resume-file go with --source")
+        points = _load(options, options.dtype).points
+        return _Feed(((points[start : start + size], None) for start in range(0, points.shape[0], size)),
+                     points.shape[0], options.producer_id, lambda batches: min(points.shape[0], batches * size))
+    uri = options.source if "://" in options.source else os.path.abspath(options.source)
+    columns = tuple(column.strip() for column in options.columns.split(",") if column.strip())
+    dataset = feeding.DatasetBatches(uri, size, columns=columns, format=options.format,
+                                     weight_column=options.weight_column)
+    producer_id = options.producer_id or f"dataset-{dataset.identity()}"
+    feed = _Feed(iter(()), dataset.n_rows, producer_id, dataset.rows_before)
+    if options.resume_file:
+        run = {"model": options.model, "producer_id": producer_id, "dataset": dataset.identity(),
+               "first_sequence": options.first_sequence}
+        feed.resume = feeding.ResumeFile(options.resume_file, run)
+        feed.start = max(0, feed.resume.durable_sequence() - options.first_sequence + 1)
+    cast = np.dtype(options.dtype) if options.dtype else None
+    feed.batches = ((batch.points if cast is None else batch.points.astype(cast), batch.sample_weight)
+                    for batch in dataset.batches(feed.start))
+    return feed
 
 
 def predict_dataset(client: Client, options: argparse.Namespace) -> int:
@@ -99,8 +146,8 @@ def predict(client: Client, options: argparse.Namespace) -> int:
 def stream(client: Client, options: argparse.Namespace) -> int:
     if options.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {options.batch_size}")
-    points = _load(options, options.dtype).points
-    total = points.shape[0]
+    feed = _stream_feed(options)
+    total, first_sequence = feed.rows, options.first_sequence
     bar = None if options.quiet else bars.progress_bar(desc=f"stream {options.model}", total=total, unit="pt",
                                                   unit_scale=True)
     sent = 0
@@ -111,23 +158,33 @@ def stream(client: Client, options: argparse.Namespace) -> int:
         nonlocal duplicates
         duplicates += ack.duplicate
         if bar is not None:
-            done = min(total, (ack.sequence - options.first_sequence + 1) * options.batch_size)
+            done = min(total, feed.rows_before(ack.sequence - first_sequence + 1))
             bar.update(done - bar.n)
             bar.set_postfix(version=ack.version, durable=ack.durable_version, refresh=False)
 
+    if feed.start and feed.rows_before(feed.start) >= total:
+        print(f"model {options.model}: nothing left to send: {options.resume_file} says the server has every "
+              f"batch of the dataset (through sequence {first_sequence + feed.start - 1})")
+        return 0
     started = time.monotonic()
     stream = client.stream(
         options.model, n_clusters=options.clusters, init_size=options.init_size,
         reassignment_ratio=options.reassignment_ratio, half_life=options.half_life,
         half_life_unit=options.half_life_unit, seed=options.seed, metric=options.metric,
-        producer_id=options.producer_id, first_sequence=options.first_sequence,
+        producer_id=feed.producer_id, first_sequence=first_sequence + feed.start,
         window=options.window, on_ack=progress,
     )
+    if bar is not None and feed.start:
+        bar.update(feed.rows_before(feed.start))
     try:
         try:
-            for start in range(0, total, options.batch_size):
-                stream.send(points[start : start + options.batch_size])
+            saved = time.monotonic()
+            for points, weights in feed.batches:
+                stream.send(points, weights)
                 sent += 1
+                if feed.resume is not None and time.monotonic() - saved > RESUME_EVERY_S:
+                    feed.resume.save(stream.durable_sequence)
+                    saved = time.monotonic()
         except BaseException:
             stream.abort()
             raise
@@ -137,6 +194,8 @@ def stream(client: Client, options: argparse.Namespace) -> int:
             if not hasattr(refused, "sequence"):
                 raise
             # A rejected batch: the stream still closed; every rejection is listed below.
+        if feed.resume is not None:
+            feed.resume.save(stream.durable_sequence)
     finally:
         if bar is not None:
             if stream.last_ack is not None:  # the close made the model durable: show it
@@ -151,7 +210,8 @@ def stream(client: Client, options: argparse.Namespace) -> int:
     last = stream.last_ack
     version = last.version if last is not None else 0
     print(
-        f"model {options.model} version {version}: {sent} batches ({total} points) sent in "
+        f"model {options.model} version {version}: {sent} batches ({total - feed.rows_before(feed.start)} "
+        f"points) sent in "
         f"{elapsed:.2f}s: {sent - rejected - duplicates} learnt, {duplicates} already in the "
         f"model, {rejected} rejected; producer {stream.producer_id}, durable through "
         f"sequence {stream.durable_sequence}"

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DatasetInvalid, DatasetUnreadable
+from .errors import DatasetInvalid, DatasetMissing, DatasetUnreadable
 from .locations import DatasetFile, Roots, check_allowed, find_files
 
 FORMATS = ("parquet", "npy")
@@ -86,7 +86,7 @@ def open_dataset(
     """The dataset ``uri`` names, its metadata read and checked; ``field`` prefixes the
     request fields errors name (``source.uri``, ``source.columns``...)."""
     check_allowed(uri, roots, f"{field}.uri")  # before anything else is said about it
-    format = format or _format_of(uri, field)
+    format = format or _format_of(uri) or _format_of_files(uri, roots, field)
     if format not in FORMATS:
         raise DatasetInvalid(f"{field}.format must be one of {FORMATS}, got {format!r}", f"{field}.format")
     files = find_files(uri, roots, SUFFIXES[format], f"{field}.uri")
@@ -97,12 +97,28 @@ def open_dataset(
     return opener(uri, tuple(files), tuple(columns), weight_column, field, max(1, partition_bytes))
 
 
-def _format_of(uri: str, field: str) -> str:
+def _format_of(uri: str) -> str:
+    """The format the URI's extension names, or "" when it names none."""
     for name, suffixes in SUFFIXES.items():
         if uri.rstrip("*/").endswith(suffixes):
             return name
-    raise DatasetInvalid(f"{field}.format is not set and {uri!r} does not end in .parquet or .npy: "
-                         "say which format the files are", f"{field}.format")
+    return ""
+
+
+def _format_of_files(uri: str, roots: Roots, field: str) -> str:
+    """The one format whose files a directory or glob holds."""
+    found = []
+    for name, suffixes in SUFFIXES.items():
+        try:
+            find_files(uri, roots, suffixes, f"{field}.uri")
+            found.append(name)
+        except DatasetMissing:
+            continue
+    if len(found) != 1:
+        holds = f"holds both {' and '.join(found)} files" if found else "holds no .parquet or .npy file"
+        raise DatasetInvalid(f"{field}.format is not set and {uri!r} {holds}: say which format to read",
+                             f"{field}.format")
+    return found[0]
 
 
 def read_rows(dataset: Dataset, partition: Partition) -> tuple[np.ndarray, np.ndarray | None]:

@@ -57,11 +57,22 @@ class Roots:
             roots.append(Root(protocol, path))
         self.roots = tuple(roots)
 
+    @classmethod
+    def unrestricted(cls) -> Roots:
+        """Every path and filesystem: for a producer reading its own files, not a server."""
+        anywhere = cls((), "")
+        anywhere.anywhere = True
+        return anywhere
+
+    anywhere = False
+
     def __bool__(self) -> bool:
-        return bool(self.roots)
+        return bool(self.roots) or self.anywhere
 
     def root_of(self, protocol: str, path: str, field: str) -> Root:
         """The root that holds ``path``, or DatasetRefused naming ``field``."""
+        if self.anywhere:
+            return Root(protocol, "/" if protocol == LOCAL else "")
         if not self.roots:
             raise DatasetRefused(f"this server reads or writes no datasets there: its operator allows no "
                                  f"{self.flag}", field)
