@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from typing import Any
 
 from centroidal.sources import Dataset
@@ -18,6 +19,9 @@ log = logging.getLogger("centroidal.server")
 # A dataset is kept in the workers' memory across iterations when it takes at most this share
 # of their memory limits; otherwise each iteration's tasks read it again (out of core).
 PERSIST_SHARE = 0.5
+# A cluster that could not be reached is tried again on the next call after this long; until
+# then calls are told at once.
+RETRY_AFTER_S = 5.0
 
 
 class DaskCluster:
@@ -36,6 +40,8 @@ class DaskCluster:
         self._lock = threading.Lock()
         self._client: Any = None
         self._cluster: Any = None
+        self._failure: ClusterError | None = None
+        self._failed_at = 0.0
 
     def __str__(self) -> str:
         if self.scheduler:
@@ -47,6 +53,8 @@ class DaskCluster:
         with self._lock:
             if self._client is not None and self._client.status == "running":
                 return self._client
+            if self._failure is not None and time.monotonic() - self._failed_at < RETRY_AFTER_S:
+                raise self._failure  # the attempt that just failed (the start-up's, say) answers for now
             try:
                 from distributed import Client, LocalCluster
             except ImportError:
@@ -67,7 +75,10 @@ class DaskCluster:
                     self._client = Client(self._cluster, set_as_default=False)
             except (OSError, TimeoutError) as exc:
                 self._client = None
-                raise ClusterError(f"{self} cannot be reached: {exc}", "DASK_UNAVAILABLE") from None
+                self._failure = ClusterError(f"{self} cannot be reached: {exc}", "DASK_UNAVAILABLE")
+                self._failed_at = time.monotonic()
+                raise self._failure from None
+            self._failure = None
             log.info("fits of datasets run on %s (%d workers)", self, len(self._client.scheduler_info()["workers"]))
             return self._client
 

@@ -14,6 +14,7 @@ progress events, so the server drives it a step at a time like a local fit.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from collections.abc import Callable, Generator, Sequence
@@ -29,7 +30,10 @@ from centroidal.engine.validation import MAX_WEIGHT_TOTAL, InvalidInputError, ch
 from centroidal.sources import Dataset
 
 from . import tasks
+from .holders import HeldPartitions, HoldersLost
 from .partitions import Partitions
+
+log = logging.getLogger("centroidal.server")
 
 # k-means|| rounds, and candidates per round as a multiple of k (the paper's l = 2k; its
 # experiments found 5 rounds enough for a seeding as good as k-means++).
@@ -54,35 +58,54 @@ def fit_steps(client: Any, dataset: Dataset, params: KMeansParams, *, persist: b
         if spherical:
             given = unit_centers(given)
     seed = params.seed if params.seed is not None else kmeans.fresh_seed()
-    partitions = Partitions(client, dataset, spherical, persist, stop)
+    partitions: Partitions | HeldPartitions = Partitions(client, dataset, spherical, False, stop)
     try:
-        n_rows, mean_variance, total_weight, positive = _moments(partitions.run(tasks.moments))
-        field = f"{dataset.field}.weight_column"
-        if not 0 < total_weight <= MAX_WEIGHT_TOTAL:
-            raise InvalidInputError(field, f"{field} {dataset.weight_column!r} sums to {total_weight:.3g}: it "
-                                           f"must be positive and at most {MAX_WEIGHT_TOTAL:.0e}")
-        if params.init == "random" and positive < n_clusters:
-            raise InvalidInputError(field, f"init='random' needs at least n_clusters={n_clusters} rows with "
-                                           f"positive weight, got {positive}")
-        abs_tol = params.tol * mean_variance
-        best: KMeansResult | None = None
-        for restart in range(params.n_init):
-            if given is not None:
-                centers = given.copy()
-            elif params.init == "random":
-                centers = _weighted_rows(partitions, n_clusters, (seed, restart, 0))
-            else:
-                centers = yield from _kmeans_parallel(partitions, dataset, n_clusters, seed, restart, params.n_init,
-                                                      spherical)
-            yield Progress(Stage.INITIALIZED, restart, params.n_init, 0, math.nan, math.nan)
-            run = yield from _lloyd(partitions, centers, params.max_iter, abs_tol, restart, params.n_init, spherical)
-            yield Progress(Stage.RESTART_DONE, restart, params.n_init, run.n_iter, run.inertia, 0.0)
-            if best is None or run.inertia < best.inertia:
-                best = KMeansResult(run.centers, _NO_LABELS, run.inertia, run.n_iter, restart, seed)
-        assert best is not None and n_rows == dataset.n_rows
-        return best
+        if persist:
+            try:
+                partitions = HeldPartitions(client, dataset, spherical, stop)
+            except HoldersLost as lost:
+                log.warning("the dataset could not be held by the workers (%s): kept by tasks instead", lost)
+                partitions = Partitions(client, dataset, spherical, True, stop)
+        try:
+            return (yield from _fit(partitions, dataset, params, n_clusters, given, seed, spherical))
+        except HoldersLost as lost:
+            # Tasks are run again elsewhere when a worker dies: the same fit, from the start.
+            log.warning("a worker holding partitions died (%s): the fit starts again, kept by tasks", lost)
+            partitions.release()
+            partitions = Partitions(client, dataset, spherical, True, stop)
+            return (yield from _fit(partitions, dataset, params, n_clusters, given, seed, spherical))
     finally:
         partitions.release()
+
+
+def _fit(partitions: Any, dataset: Dataset, params: KMeansParams, n_clusters: int, given: np.ndarray | None,
+         seed: int, spherical: bool) -> Generator[Progress, None, KMeansResult]:
+    assert params.n_init is not None and params.max_iter is not None and params.tol is not None
+    n_rows, mean_variance, total_weight, positive = _moments(partitions.run(tasks.moments))
+    field = f"{dataset.field}.weight_column"
+    if not 0 < total_weight <= MAX_WEIGHT_TOTAL:
+        raise InvalidInputError(field, f"{field} {dataset.weight_column!r} sums to {total_weight:.3g}: it "
+                                       f"must be positive and at most {MAX_WEIGHT_TOTAL:.0e}")
+    if params.init == "random" and positive < n_clusters:
+        raise InvalidInputError(field, f"init='random' needs at least n_clusters={n_clusters} rows with "
+                                       f"positive weight, got {positive}")
+    abs_tol = params.tol * mean_variance
+    best: KMeansResult | None = None
+    for restart in range(params.n_init):
+        if given is not None:
+            centers = given.copy()
+        elif params.init == "random":
+            centers = _weighted_rows(partitions, n_clusters, (seed, restart, 0))
+        else:
+            centers = yield from _kmeans_parallel(partitions, dataset, n_clusters, seed, restart, params.n_init,
+                                                  spherical)
+        yield Progress(Stage.INITIALIZED, restart, params.n_init, 0, math.nan, math.nan)
+        run = yield from _lloyd(partitions, centers, params.max_iter, abs_tol, restart, params.n_init, spherical)
+        yield Progress(Stage.RESTART_DONE, restart, params.n_init, run.n_iter, run.inertia, 0.0)
+        if best is None or run.inertia < best.inertia:
+            best = KMeansResult(run.centers, _NO_LABELS, run.inertia, run.n_iter, restart, seed)
+    assert best is not None and n_rows == dataset.n_rows
+    return best
 
 
 _NO_LABELS = np.empty(0, dtype=np.int32)
@@ -109,12 +132,15 @@ class _Run:
         self.centers, self.inertia, self.n_iter = centers, inertia, n_iter
 
 
-def _lloyd(partitions: Partitions, centers: np.ndarray, max_iter: int, abs_tol: float, restart: int, n_init: int,
+def _lloyd(partitions: Any, centers: np.ndarray, max_iter: int, abs_tol: float, restart: int, n_init: int,
            spherical: bool) -> Generator[Progress, None, _Run]:
     scale = COSINE_PER_SQ_EUCLIDEAN if spherical else 1.0
+    # Workspaces (labels and distance bounds) stay on the workers with kept partitions; out
+    # of core they would take the memory the partitions are read again to spare.
+    kept = f"{partitions.key}-{restart}" if partitions.persisted else ""
     n_iter = 0
     for n_iter in range(1, max_iter + 1):
-        sums, cluster_weights, inertia = _reduce(partitions.run(tasks.lloyd_sums, centers, False))
+        sums, cluster_weights, inertia = _reduce(partitions.run(tasks.lloyd_sums, centers, False, kept))
         empty = np.flatnonzero(cluster_weights == 0)
         if empty.size:
             _relocate(partitions, centers, empty, sums, cluster_weights)
@@ -129,7 +155,7 @@ def _lloyd(partitions: Partitions, centers: np.ndarray, max_iter: int, abs_tol: 
         yield Progress(Stage.ITERATION, restart, n_init, n_iter, scale * inertia, shift)
         if shift <= abs_tol:
             break
-    _, _, inertia = _reduce(partitions.run(tasks.lloyd_sums, centers, True))
+    _, _, inertia = _reduce(partitions.run(tasks.lloyd_sums, centers, True, kept))
     return _Run(centers, scale * inertia, n_iter)
 
 
@@ -142,7 +168,7 @@ def _reduce(parts: list[tuple[np.ndarray, np.ndarray, float]]) -> tuple[np.ndarr
     return sums, weights, inertia
 
 
-def _relocate(partitions: Partitions, centers: np.ndarray, empty: np.ndarray, sums: np.ndarray,
+def _relocate(partitions: Any, centers: np.ndarray, empty: np.ndarray, sums: np.ndarray,
               cluster_weights: np.ndarray) -> None:
     """Each empty cluster takes one of the rows farthest from their centers, farthest first,
     as the engine does on one machine (ties go to the earlier row)."""
@@ -157,7 +183,7 @@ def _relocate(partitions: Partitions, centers: np.ndarray, empty: np.ndarray, su
         cluster_weights[cluster] = weight
 
 
-def _weighted_rows(partitions: Partitions, count: int, seed: tuple[int, ...]) -> np.ndarray:
+def _weighted_rows(partitions: Any, count: int, seed: tuple[int, ...]) -> np.ndarray:
     """``count`` rows drawn without replacement with probability proportional to weight."""
     parts = partitions.run(tasks.weighted_sample, count, seed=seed)
     keys = np.concatenate([keys for keys, _ in parts])
@@ -165,24 +191,27 @@ def _weighted_rows(partitions: Partitions, count: int, seed: tuple[int, ...]) ->
     return np.ascontiguousarray(rows[np.argsort(-keys, kind="stable")[:count]])
 
 
-def _kmeans_parallel(partitions: Partitions, dataset: Dataset, n_clusters: int, seed: int, restart: int, n_init: int,
+def _kmeans_parallel(partitions: Any, dataset: Dataset, n_clusters: int, seed: int, restart: int, n_init: int,
                      spherical: bool) -> Generator[Progress, None, np.ndarray]:
     """k-means|| seeding; yields a SEEDING event per round (iteration: the round)."""
     candidates = [_weighted_rows(partitions, 1, (seed, restart, 0))]
     new = candidates[0]
-    sq_dist: list[Any] = [None] * len(partitions.sources)
+    distances: Any = None
     oversampling = OVERSAMPLING * n_clusters
     for round_ in range(1, ROUNDS + 1):
-        sq_dist = partitions.each(tasks.closest, new, per=sq_dist)
-        phi = math.fsum(partitions.run(tasks.cost, per=sq_dist))
+        if distances is None:
+            distances = partitions.keep(tasks.closest, new)
+        else:
+            distances = partitions.keep(tasks.closer, new, per=distances)
+        phi = math.fsum(partitions.run_on(distances, tasks.cost))
         yield Progress(Stage.SEEDING, restart, n_init, round_, phi, math.nan)
         if phi == 0:
             break  # every row is a candidate already
-        parts = partitions.run(tasks.oversample, oversampling, phi, per=sq_dist, seed=(seed, restart, round_))
+        parts = partitions.run(tasks.oversample, oversampling, phi, per=distances, seed=(seed, restart, round_))
         new = np.concatenate(parts)
         if new.shape[0]:
             candidates.append(new)
-    del sq_dist
+    del distances
     pool = np.ascontiguousarray(np.concatenate(candidates))
     if pool.shape[0] < n_clusters:  # fewer distinct rows than clusters, or an unlucky draw
         pool = np.concatenate([pool, _weighted_rows(partitions, n_clusters, (seed, restart, ROUNDS + 1))])

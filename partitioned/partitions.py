@@ -49,6 +49,7 @@ class Partitions:
         self._kept: list[Any] = []
         refs = [tasks.piece_ref(dataset, partition, spherical) for partition in dataset.partitions]
         self.sources: list[Any] = refs
+        self.persisted = persist
         if persist:
             self.sources = self._kept = self.each(tasks.load, sources=refs)
 
@@ -93,11 +94,30 @@ class Partitions:
                 yield future.result() if results else future
 
     def run(self, task: Callable[..., Any], *args: Any, **options: Any) -> list[Any]:
+        """``task`` on every partition (see ``each``), its results in partition order."""
         return self.gather(self.each(task, *args, **options))
 
+    def keep(self, task: Callable[..., Any], *args: Any, per: Sequence[Any] | None = None) -> list[Any]:
+        """``task`` on every partition, its results left on the cluster (their futures)."""
+        return self.each(task, *args, per=per)
+
+    def run_on(self, kept: Sequence[Any], task: Callable[..., Any], *args: Any) -> list[Any]:
+        """``task`` on what ``keep`` left for each partition."""
+        return self.gather(self.each(task, *args, sources=kept))
+
+    @property
+    def key(self) -> str:
+        """This run's name on the cluster: its tasks' keys and its kept workspaces start so."""
+        return self._prefix
+
     def release(self) -> None:
-        if self._kept and self._client.status == "running":
+        """Let go of everything this run keeps on the cluster."""
+        if self._client.status != "running":
+            return
+        if self._kept:
             self._client.cancel(self._kept)
+        if self.persisted:
+            self._client.run(tasks.drop_workspaces, self._prefix, wait=True)
         self._kept = []
 
 

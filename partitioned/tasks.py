@@ -12,6 +12,8 @@ each worker loads the kernels from the cache the server's warm-up filled.
 from __future__ import annotations
 
 import os
+import threading
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -120,14 +122,55 @@ def moments(source: Piece | PieceRef) -> tuple[int, np.ndarray, np.ndarray, floa
     return rows, mean, sq_dev, float(rows), rows
 
 
-def lloyd_sums(source: Piece | PieceRef, centers: np.ndarray, exact: bool) -> tuple[np.ndarray, np.ndarray, float]:
+def lloyd_sums(source: Piece | PieceRef, centers: np.ndarray, exact: bool,
+               kept: str = "") -> tuple[np.ndarray, np.ndarray, float]:
     """One E-step on the partition: per-cluster sums of weighted rows (k, d) and weights (k,),
-    float64, and the inertia of the assignment (exact, or good to the dtype's rounding)."""
+    float64, and the inertia of the assignment (exact, or good to the dtype's rounding).
+
+    With ``kept`` (the fit's key), the partition's workspace stays in this worker between
+    iterations, so its distance bounds let later steps skip most rows, as on one machine;
+    a task that runs elsewhere (its worker died) starts a workspace afresh: the sums are
+    the same either way, only slower.
+    """
     piece = _piece(source)
     X = piece.X
-    work = Workspace(X.shape[0], centers.shape[0], X.shape[1], X.dtype)
+    work = _workspace(kept, piece, centers.shape[0]) if kept else None
+    if work is None:
+        work = Workspace(X.shape[0], centers.shape[0], X.shape[1], X.dtype)
     inertia, _ = work.step(X, piece.weights, centers, exact_inertia=exact)
     return work.partial_sums.sum(axis=0), work.partial_weights.sum(axis=0), inertia
+
+
+# The workspaces of fits in progress on this worker, by (fit key, partition), with when
+# each was last used; dropped when the fit ends (``drop_workspaces``), or after an hour
+# unused (a fit whose server died).
+_WORKSPACES: dict[tuple[str, int], tuple[float, Workspace]] = {}
+_WORKSPACES_LOCK = threading.Lock()
+WORKSPACE_IDLE_S = 3600.0
+
+
+def _workspace(kept: str, piece: Piece, n_clusters: int) -> Workspace:
+    now = time.monotonic()
+    X = piece.X
+    with _WORKSPACES_LOCK:
+        for key, (used, _) in list(_WORKSPACES.items()):
+            if now - used > WORKSPACE_IDLE_S:
+                del _WORKSPACES[key]
+        found = _WORKSPACES.get((kept, piece.index))
+        work = found[1] if found is not None else None
+        if work is None or work.labels.shape[0] != X.shape[0]:
+            work = Workspace(X.shape[0], n_clusters, X.shape[1], X.dtype)
+        _WORKSPACES[(kept, piece.index)] = (now, work)
+    return work
+
+
+def drop_workspaces(kept: str) -> int:
+    """Let go of a finished fit's workspaces on this worker; returns how many there were."""
+    with _WORKSPACES_LOCK:
+        keys = [key for key in _WORKSPACES if key[0] == kept or key[0].startswith(f"{kept}-")]
+        for key in keys:
+            del _WORKSPACES[key]
+    return len(keys)
 
 
 def farthest(source: Piece | PieceRef, centers: np.ndarray, count: int) -> tuple[np.ndarray, ...]:
@@ -156,30 +199,51 @@ def weighted_sample(source: Piece | PieceRef, count: int, seed: tuple[int, ...])
     return keys[order], piece.X[order].copy()
 
 
-def closest(source: Piece | PieceRef, previous: np.ndarray | None, candidates: np.ndarray) -> np.ndarray:
-    """Each row's squared distance to its nearest candidate so far, (rows,) float64: the
-    new candidates' distances, lowered by the previous rounds'."""
+@dataclass(frozen=True)
+class Closest:
+    """A partition's squared distances to the nearest k-means|| candidate so far, kept on its
+    worker between rounds (float32: a sampling weight needs no more), with the rows' weights
+    (empty for unit weights), so that the round's cost needs no second read of the rows."""
+
+    sq_dist: np.ndarray
+    weights: np.ndarray
+
+    def mass(self) -> np.ndarray:
+        """Each row's weighted squared distance, float64."""
+        mass = self.sq_dist.astype(np.float64)
+        if self.weights.size:
+            mass *= self.weights
+        return mass
+
+
+def closest(source: Piece | PieceRef, candidates: np.ndarray) -> Closest:
+    """Each row's squared distance to its nearest candidate of the first round."""
     piece = _piece(source)
     _, sq_dist = nearest(piece.X, candidates)
-    if previous is not None:
-        np.minimum(sq_dist, previous, out=sq_dist)
-    return sq_dist
+    return Closest(sq_dist.astype(np.float32), piece.weights)
 
 
-def cost(source: Piece | PieceRef, sq_dist: np.ndarray) -> float:
-    """The partition's weighted squared distance to the candidates: its share of phi."""
+def closer(source: Piece | PieceRef, previous: Closest, candidates: np.ndarray) -> Closest:
+    """The previous rounds' distances, lowered by the new candidates'."""
     piece = _piece(source)
-    return float(np.dot(piece.weights, sq_dist)) if piece.weights.size else float(sq_dist.sum())
+    _, sq_dist = nearest(piece.X, candidates)
+    lowered = sq_dist.astype(np.float32)
+    np.minimum(lowered, previous.sq_dist, out=lowered)
+    return Closest(lowered, piece.weights)
 
 
-def oversample(source: Piece | PieceRef, sq_dist: np.ndarray, oversampling: float, phi: float,
+def cost(distances: Closest) -> float:
+    """The partition's weighted squared distance to the candidates: its share of phi."""
+    return float(distances.mass().sum())
+
+
+def oversample(source: Piece | PieceRef, distances: Closest, oversampling: float, phi: float,
                seed: tuple[int, ...]) -> np.ndarray:
     """k-means|| sampling: each row independently with probability
     min(1, oversampling * weight * distance^2 / phi); the chosen rows, in order."""
     piece = _piece(source)
     rng = np.random.default_rng(seed)
-    mass = sq_dist * piece.weights if piece.weights.size else sq_dist
-    chosen = rng.random(mass.size) * phi < oversampling * mass
+    chosen = rng.random(piece.X.shape[0]) * phi < oversampling * distances.mass()
     return piece.X[chosen].copy()
 
 

@@ -19,8 +19,10 @@ from .locations import DatasetFile, Roots, check_allowed, find_files
 FORMATS = ("parquet", "npy")
 SUFFIXES = {"parquet": (".parquet", ".parq", ".pq"), "npy": (".npy",)}
 # About this many bytes of rows per partition: large enough that a task's overhead (about a
-# millisecond on Dask) is small beside its work, small enough that many fit in a worker.
-PARTITION_BYTES = 64 << 20
+# millisecond on Dask) is small beside its work; small enough that a worker holds several,
+# and that a dataset of some hundred MB has a partition for every worker (a task runs on one
+# core of its worker's share, so a cluster's cores work only on as many partitions).
+PARTITION_BYTES = 16 << 20
 
 
 @dataclass(frozen=True)

@@ -200,7 +200,7 @@ def test_a_dataset_past_half_the_workers_memory_is_read_at_every_iteration(tmp_p
 
 
 @pytest.mark.slow
-def test_a_worker_killed_mid_fit_costs_nothing_but_time(tmp_path: Path) -> None:
+def test_a_worker_killed_mid_fit_costs_nothing_but_time(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     import os
     import signal
 
@@ -223,3 +223,5 @@ def test_a_worker_killed_mid_fit_costs_nothing_but_time(tmp_path: Path) -> None:
         cluster.close()
     np.testing.assert_array_equal(result.centers, uninterrupted.centers)
     assert result.inertia == uninterrupted.inertia
+    # The partitions died with their holder: the fit started again on tasks.
+    assert "the fit starts again, kept by tasks" in caplog.text

@@ -148,12 +148,12 @@ def test_a_dask_fit_past_its_deadline_stops_and_stores_nothing(
 ) -> None:
     address, watcher = dask_scheduler
     rng = np.random.default_rng(0)
-    split_parquet(root / "points", rng.normal(size=(60_000, 8)).astype(np.float32), 4)
+    split_parquet(root / "points", rng.normal(size=(300_000, 16)).astype(np.float32), 4)
     server = start_server(dataset_root=(str(root),), dask_scheduler=address)
     with sdk(server) as client:
         with pytest.raises(DeadlineExceeded):
-            client.fit("slow", source=str(root / "points"), format="parquet", n_clusters=64, tol=0.0,
-                       max_iter=100_000, seed=0, timeout=3)
+            client.fit("slow", source=str(root / "points"), format="parquet", n_clusters=256, tol=0.0,
+                       max_iter=100_000, seed=0, timeout=2)
         with pytest.raises(NotFound):
             client.get_model("slow")
     deadline = time.monotonic() + 10  # the fit's tasks and kept partitions are let go of
