@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import engine, hosts, images, regression, replicas, scoring, serving, streaming, system
+from . import datasets, engine, hosts, images, regression, replicas, scoring, serving, streaming, system
 from .common import gemm_peak_gflops, machine, print_table, write_results
 
 
@@ -34,9 +34,12 @@ def main() -> None:
     facts.update(replica_facts)
     host_lines, host_facts = hosts.run()
     facts.update(host_facts)
+    dataset_lines, dataset_facts = datasets.run(quick=args.quick)
+    facts.update(dataset_facts)
     print_table(rows, peak)
     print()
-    print("\n".join(serving_lines + [""] + regression_lines + [""] + replica_lines + [""] + host_lines))
+    print("\n".join(serving_lines + [""] + regression_lines + [""] + replica_lines + [""] + host_lines + [""]
+                    + dataset_lines))
     print()
     for key, value in facts.items():
         print(f"{key:<32} {value:8.2f}")

@@ -198,16 +198,27 @@ def _kmeans_parallel(partitions: Any, dataset: Dataset, n_clusters: int, seed: i
     new = candidates[0]
     distances: Any = None
     oversampling = OVERSAMPLING * n_clusters
+    # Kept with the partitions, each round's distances are lowered by the new candidates
+    # alone; out of core they are computed afresh against all (the same float32 values).
+    kept = partitions.persisted
     for round_ in range(1, ROUNDS + 1):
-        if distances is None:
-            distances = partitions.keep(tasks.closest, new)
+        seeds = (seed, restart, round_)
+        if not kept:
+            so_far = np.concatenate(candidates)
+            phi = math.fsum(partitions.run(tasks.cost_to, so_far))
         else:
-            distances = partitions.keep(tasks.closer, new, per=distances)
-        phi = math.fsum(partitions.run_on(distances, tasks.cost))
+            if distances is None:
+                distances = partitions.keep(tasks.closest, new)
+            else:
+                distances = partitions.keep(tasks.closer, new, per=distances)
+            phi = math.fsum(partitions.run_on(distances, tasks.cost))
         yield Progress(Stage.SEEDING, restart, n_init, round_, phi, math.nan)
         if phi == 0:
             break  # every row is a candidate already
-        parts = partitions.run(tasks.oversample, oversampling, phi, per=distances, seed=(seed, restart, round_))
+        if kept:
+            parts = partitions.run(tasks.oversample, oversampling, phi, per=distances, seed=seeds)
+        else:
+            parts = partitions.run(tasks.oversample_from, so_far, oversampling, phi, seed=seeds)
         new = np.concatenate(parts)
         if new.shape[0]:
             candidates.append(new)

@@ -232,6 +232,18 @@ def closer(source: Piece | PieceRef, previous: Closest, candidates: np.ndarray) 
     return Closest(lowered, piece.weights)
 
 
+def cost_to(source: Piece | PieceRef, candidates: np.ndarray) -> float:
+    """``cost`` of the distances to every candidate so far, computed afresh (out of core,
+    where keeping them between rounds would take the memory reading again spares)."""
+    return cost(closest(source, candidates))
+
+
+def oversample_from(source: Piece | PieceRef, candidates: np.ndarray, oversampling: float, phi: float,
+                    seed: tuple[int, ...]) -> np.ndarray:
+    """``oversample`` with the distances to every candidate so far computed afresh."""
+    return oversample(source, closest(source, candidates), oversampling, phi, seed)
+
+
 def cost(distances: Closest) -> float:
     """The partition's weighted squared distance to the candidates: its share of phi."""
     return float(distances.mass().sum())

@@ -353,6 +353,9 @@ def _check_datasets(config: ServerConfig, parser: argparse.ArgumentParser) -> No
         parser.error(f"--dask-local must be 0-256 worker processes, got {config.dask_local}")
     if (config.dask_scheduler or config.dask_local) and not config.dataset_root:
         parser.error("--dask-scheduler and --dask-local fit datasets: give --dataset-root too")
+    if config.dask_local and config.workers != "1":
+        parser.error("--dask-local starts a cluster in each of the --workers processes: run one Dask cluster "
+                     "(dask scheduler, dask worker) and give every worker --dask-scheduler instead")
     if config.dask_scheduler and "://" not in config.dask_scheduler:
         parser.error(f"--dask-scheduler must be an address such as tcp://host:8786, got {config.dask_scheduler!r}")
     if config.dask_scheduler or config.dask_local:

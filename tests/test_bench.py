@@ -60,3 +60,16 @@ def test_host_rows_run(postgres_database: str) -> None:
         p50, p99 = replicas.visible_after(a.target, b.target, fits=3)
         assert 0 < p50 <= p99
         assert replicas.ingest([a.target, b.target], "tiny", batches=2, rows=100) > 0
+
+
+def test_dataset_rows_run() -> None:
+    """The Dask rows on tiny data: ours and dask-ml on one LocalCluster of worker processes,
+    the out-of-core fit, and the overhead against the local engine."""
+    from bench import datasets
+
+    lines, facts = datasets.lloyd_and_full_fit(n_rows=40_000, n_features=4, k=4)
+    assert facts["dask_lloyd_iter_ratio"] > 0 and facts["dask_inertia_ratio"] > 0
+    lines, facts = datasets.out_of_core(memory_limit=1 << 30, times=0.01, n_features=4, k=4, max_iter=2)
+    assert 0 < facts["dask_out_of_core_peak_share"]
+    lines, facts = datasets.overhead(n_rows=20_000, n_features=4, k=4, iterations=2)
+    assert facts["dask_overhead_ratio"] > 0

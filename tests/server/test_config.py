@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from centroidal.server.config import ServerConfig, parse_args
@@ -100,3 +102,30 @@ def test_a_password_in_a_store_flag_is_warned_about_and_never_echoed(capsys: pyt
     with pytest.raises(SystemExit):
         parse_args(["--store", "mysql://centroidal:hunter2@db/models"], env={})
     assert "hunter2" not in capsys.readouterr().err
+
+
+def test_dataset_roots_repeat_as_flags_or_list_in_the_environment(tmp_path: Path) -> None:
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    second.mkdir()
+    flags = parse_args(["--dataset-root", str(first), "--dataset-root", str(second)], env={})
+    assert flags.dataset_root == (str(first), str(second))
+    listed = parse_args([], env={"CENTROIDAL_DATASET_ROOT": f"{first}, {second}",
+                                 "CENTROIDAL_DATASET_OUTPUT_ROOT": str(second)})
+    assert listed.dataset_root == (str(first), str(second)) and listed.dataset_output_root == (str(second),)
+    assert parse_args([], env={}).dataset_root == ()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--dataset-root", "/no/such/dir"], "--dataset-root '/no/such/dir' is not a directory"),
+    (["--dataset-output-root", "relative"], "must be an absolute path"),
+    (["--dask-local", "2"], "give --dataset-root too"),
+    (["--dataset-root", "{tmp}", "--dask-local", "2", "--dask-scheduler", "tcp://h:8786"], "give one"),
+    (["--dataset-root", "{tmp}", "--dask-scheduler", "h:8786"], "an address such as tcp://host:8786"),
+    (["--dataset-root", "{tmp}", "--dask-local", "2", "--workers", "2"], "give every worker --dask-scheduler"),
+])
+def test_bad_dataset_settings_name_their_flag(argv: list[str], message: str, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_args([arg.format(tmp=tmp_path) for arg in argv], env={})
+    assert message in capsys.readouterr().err
