@@ -76,13 +76,19 @@ async def local_rows(runtime: Runtime, dataset: Dataset, params: kmeans.KMeansPa
                      work: CallWork) -> FitData:
     """The dataset in this process: memory-mapped when it is one .npy file read whole, else read
     into one array; its memory asked for first, like an upload's."""
-    mapped = dataset.memory_mapped() if params.metric == "euclidean" else None
-    held = 0 if mapped is not None else dataset.nbytes + (dataset.n_rows * 8 if dataset.weighted else 0)
+    mapped = dataset.mappable and params.metric == "euclidean"  # cosine scales the rows: a copy
+    held = 0 if mapped else dataset.nbytes + (dataset.n_rows * 8 if dataset.weighted else 0)
     working = kmeans.working_bytes(dataset.n_rows, params.n_clusters, dataset.n_features, dataset.dtype)
     await memory.wait_for(held + working, runtime.config.idle_timeout)
-    if mapped is not None:
-        return await work.run(runtime.workers.fits, _checked, dataset, mapped, None, False)
+    if mapped:
+        return await work.run(runtime.workers.fits, _mapped, dataset)
     return await work.run(runtime.workers.fits, _read_whole, dataset, params.metric == "cosine")
+
+
+def _mapped(dataset: Dataset) -> FitData:
+    X = dataset.memory_mapped()
+    assert X is not None
+    return _checked(dataset, X, None, False)
 
 
 def _read_whole(dataset: Dataset, spherical: bool) -> FitData:

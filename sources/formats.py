@@ -60,6 +60,7 @@ class Dataset:
     npy_columns: tuple[int, ...] | None = None
     field: str = "source"
     shapes: tuple[tuple[int, int], ...] = ()
+    c_ordered: bool = False  # every .npy file C-ordered in the rows' dtype
 
     @property
     def nbytes(self) -> int:
@@ -69,15 +70,21 @@ class Dataset:
     def weighted(self) -> bool:
         return bool(self.weight_column)
 
+    @property
+    def mappable(self) -> bool:
+        """A single ``.npy`` file read whole, C-ordered and of the rows' dtype: it can be used
+        as it lies on disk, through a memory map."""
+        return self.format == "npy" and len(self.files) == 1 and self.npy_columns is None and self.c_ordered
+
     def memory_mapped(self) -> np.ndarray | None:
-        """The whole dataset as one read-only memory map, when it is a single ``.npy`` file
-        read whole in C order; None otherwise."""
-        if self.format != "npy" or len(self.files) != 1 or self.npy_columns is not None:
+        """The whole dataset as one read-only memory map when it is ``mappable``; else None."""
+        if not self.mappable:
             return None
         with self.files[0].open(f"{self.field}.uri") as handle:
             header = _npy_header(handle, self.files[0], self.field)
-            if header.fortran or header.dtype != self.dtype:
-                return None
+            if header.fortran or header.dtype != self.dtype or header.shape != self.shapes[0]:
+                raise DatasetInvalid(f"{self.field}.uri: {self.files[0].uri} changed while it was read",
+                                     f"{self.field}.uri")
             return np.memmap(handle, dtype=header.dtype, mode="r", offset=header.offset, shape=header.shape)
 
 
@@ -343,8 +350,10 @@ def _open_npy(uri: str, files: tuple[DatasetFile, ...], columns: tuple[str, ...]
             partitions.append(Partition(len(partitions), index, first, stop, offset, stop - first))
             offset += stop - first
     names = tuple(str(index) for index in picked) if picked is not None else ()
+    c_ordered = all(not header.fortran and header.dtype == dtype for header in headers)
     return Dataset(uri, "npy", files, names, "", offset, n_features, dtype, tuple(partitions),
-                   npy_columns=picked, field=field, shapes=tuple(header.shape for header in headers))
+                   npy_columns=picked, field=field, shapes=tuple(header.shape for header in headers),
+                   c_ordered=c_ordered)
 
 
 def _read_npy(dataset: Dataset, file: DatasetFile, partition: Partition) -> tuple[np.ndarray, np.ndarray | None]:

@@ -102,6 +102,9 @@ def test_one_npy_file_read_whole_is_memory_mapped(tmp_path: Path) -> None:
     np.testing.assert_array_equal(mapped, X)
     np.save(tmp_path / "y.npy", X)
     assert open_dataset(str(tmp_path / "*.npy"), Roots([str(tmp_path)])).memory_mapped() is None
+    np.save(tmp_path / "f.npy", np.asfortranarray(X))  # not as the rows lie: read, not mapped
+    fortran = open_dataset(str(tmp_path / "f.npy"), Roots([str(tmp_path)]))
+    assert not fortran.mappable and fortran.memory_mapped() is None
 
 
 @pytest.mark.parametrize("array, message", [
