@@ -277,17 +277,31 @@ def centers_from_sums(
     if empty.size:
         far_dist = assigned_sq_distances(X, centers, work.labels)
         farthest = np.argsort(-far_dist, kind="stable")[: empty.size]
-        for cluster, row in zip(empty, farthest):
-            w = weights[row] if weights.size else 1.0
-            previous = work.labels[row]
-            sums[previous] -= w * X[row]
-            cluster_weights[previous] -= w
-            sums[cluster] = w * X[row]
-            cluster_weights[cluster] = w
+        row_weights = weights[farthest] if weights.size else np.ones(farthest.size)
+        give_to_empty(empty, X[farthest], row_weights, work.labels[farthest], sums, cluster_weights)
+    return means_of(centers, sums, cluster_weights)
+
+
+def give_to_empty(
+    empty: np.ndarray, rows: np.ndarray, row_weights: np.ndarray, row_labels: np.ndarray,
+    sums: np.ndarray, cluster_weights: np.ndarray,
+) -> None:
+    """Each empty cluster takes one of ``rows`` (farthest first), which leaves the cluster it
+    was labelled with: ``sums`` (k, d) and ``cluster_weights`` (k,), float64, in place."""
+    for cluster, row, weight, previous in zip(empty, rows, row_weights, row_labels):
+        sums[previous] -= weight * row
+        cluster_weights[previous] -= weight
+        sums[cluster] = weight * row
+        cluster_weights[cluster] = weight
+
+
+def means_of(centers: np.ndarray, sums: np.ndarray, cluster_weights: np.ndarray) -> np.ndarray:
+    """The new centers, in the centers' dtype: each cluster's weighted mean, or where it has
+    no weight its old center."""
     filled = cluster_weights > 0
     new_centers = centers.astype(np.float64)
     new_centers[filled] = sums[filled] / cluster_weights[filled, None]
-    return new_centers.astype(X.dtype)
+    return new_centers.astype(centers.dtype)
 
 
 def assigned_sq_distances(X: np.ndarray, centers: np.ndarray, labels: np.ndarray) -> np.ndarray:

@@ -25,6 +25,7 @@ import numpy as np
 from centroidal.engine import kmeans
 from centroidal.engine.cosine import COSINE_PER_SQ_EUCLIDEAN, unit_centers
 from centroidal.engine.kmeans import KMeansParams, KMeansResult
+from centroidal.engine.lloyd import LloydRun, give_to_empty, means_of
 from centroidal.engine.progress import Progress, Stage
 from centroidal.engine.validation import MAX_WEIGHT_TOTAL, InvalidInputError, check_finite, check_n_clusters
 from centroidal.sources import Dataset
@@ -127,13 +128,8 @@ def _moments(parts: list[tuple[int, np.ndarray, np.ndarray, float, int]]) -> tup
     return rows, float((sq_dev / rows).mean()), weight, positive
 
 
-class _Run:
-    def __init__(self, centers: np.ndarray, inertia: float, n_iter: int) -> None:
-        self.centers, self.inertia, self.n_iter = centers, inertia, n_iter
-
-
 def _lloyd(partitions: Any, centers: np.ndarray, max_iter: int, abs_tol: float, restart: int, n_init: int,
-           spherical: bool) -> Generator[Progress, None, _Run]:
+           spherical: bool) -> Generator[Progress, None, LloydRun]:
     scale = COSINE_PER_SQ_EUCLIDEAN if spherical else 1.0
     # Workspaces (labels and distance bounds) stay on the workers with kept partitions; out
     # of core they would take the memory the partitions are read again to spare.
@@ -144,10 +140,7 @@ def _lloyd(partitions: Any, centers: np.ndarray, max_iter: int, abs_tol: float, 
         empty = np.flatnonzero(cluster_weights == 0)
         if empty.size:
             _relocate(partitions, centers, empty, sums, cluster_weights)
-        filled = cluster_weights > 0
-        new_centers = centers.astype(np.float64)
-        new_centers[filled] = sums[filled] / cluster_weights[filled, None]
-        new_centers = new_centers.astype(centers.dtype)
+        new_centers = means_of(centers, sums, cluster_weights)
         if spherical:
             new_centers = unit_centers(new_centers, previous=centers)
         shift = float(((new_centers.astype(np.float64) - centers) ** 2).sum())
@@ -156,7 +149,7 @@ def _lloyd(partitions: Any, centers: np.ndarray, max_iter: int, abs_tol: float, 
         if shift <= abs_tol:
             break
     _, _, inertia = _reduce(partitions.run(tasks.lloyd_sums, centers, True, kept))
-    return _Run(centers, scale * inertia, n_iter)
+    return LloydRun(centers, _NO_LABELS, scale * inertia, n_iter)
 
 
 def _reduce(parts: list[tuple[np.ndarray, np.ndarray, float]]) -> tuple[np.ndarray, np.ndarray, float]:
@@ -175,12 +168,7 @@ def _relocate(partitions: Any, centers: np.ndarray, empty: np.ndarray, sums: np.
     parts = partitions.run(tasks.farthest, centers, int(empty.size))
     sq_dist, _, rows, weights, labels = (np.concatenate([part[i] for part in parts]) for i in range(5))
     order = np.argsort(-sq_dist, kind="stable")[: empty.size]
-    for cluster, at in zip(empty, order):
-        weight, previous = weights[at], labels[at]
-        sums[previous] -= weight * rows[at]
-        cluster_weights[previous] -= weight
-        sums[cluster] = weight * rows[at]
-        cluster_weights[cluster] = weight
+    give_to_empty(empty, rows[order], weights[order], labels[order], sums, cluster_weights)
 
 
 def _weighted_rows(partitions: Any, count: int, seed: tuple[int, ...]) -> np.ndarray:

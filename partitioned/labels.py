@@ -28,24 +28,24 @@ class Labelled:
         return True
 
 
-def label_steps(client: Any | None, dataset: Dataset, centers: np.ndarray, *, spherical: bool,
+def label_steps(client: Any | None, dataset: Dataset, centers: np.ndarray, *, metric: str,
                 return_distances: bool, output: OutputDir, summary: dict[str, Any],
                 stop: threading.Event | None = None) -> Generator[Labelled, None, int]:
-    """Write every partition's labels into ``output``, then ``_SUCCESS`` holding ``summary``
-    and the counts; yields after each partition, returns the rows written. ``client`` None
-    runs here, one partition at a time, so memory holds one partition."""
-    centers = np.ascontiguousarray(centers, dtype=dataset.dtype)
+    """Write every partition's labels by the model of ``centers`` and ``metric`` into
+    ``output``, then ``_SUCCESS`` holding ``summary`` and the counts; yields after each
+    partition, returns the rows written. ``client`` None runs here, one partition at a time,
+    so memory holds one partition. The rows are read as they are (a cosine model scales
+    them, as Predict does)."""
+    arguments = (centers, metric, return_distances, output, f"{dataset.field}.uri")
     rows = done = 0
     if client is None:
         for partition in dataset.partitions:
-            rows += tasks.label(tasks.piece_ref(dataset, partition, spherical), centers, spherical,
-                                return_distances, output)
+            rows += tasks.label(tasks.piece_ref(dataset, partition, False), *arguments)
             done += 1
             yield Labelled(rows, done)
     else:
-        partitions = Partitions(client, dataset, spherical, persist=False, stop=stop)
-        futures = partitions.each(tasks.label, centers, spherical, return_distances, output)
-        for written in partitions.as_done(futures):
+        partitions = Partitions(client, dataset, False, persist=False, stop=stop)
+        for written in partitions.as_done(partitions.each(tasks.label, *arguments)):
             rows += written
             done += 1
             yield Labelled(rows, done)

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from centroidal.engine import InvalidInputError
-from centroidal.engine.cosine import COSINE_PER_SQ_EUCLIDEAN, unit_rows
+from centroidal.engine.cosine import unit_rows
+from centroidal.engine.kmeans import NearestCenters
 from centroidal.engine.lloyd import Workspace, assigned_sq_distances, column_moments, nearest
 from centroidal.engine.threads import configure_threads
 from centroidal.engine.validation import UNIT_WEIGHTS, check_finite, read_only
@@ -267,18 +268,21 @@ def candidate_weights(source: Piece | PieceRef, candidates: np.ndarray) -> np.nd
     return np.bincount(labels, weights=weights, minlength=candidates.shape[0]).astype(np.float64)
 
 
-def label(source: Piece | PieceRef, centers: np.ndarray, spherical: bool, return_distances: bool,
-          output: OutputDir) -> int:
-    """Label the partition with the nearest of ``centers`` and write its file in ``output``:
-    columns row (int64), label (int32) and, if asked, distance (Euclidean, or cosine for a
-    spherical model, in the rows' dtype). Returns the rows written."""
+def label(source: Piece | PieceRef, centers: np.ndarray, metric: str, return_distances: bool,
+          output: OutputDir, field: str) -> int:
+    """Label the partition as Predict does (the same NearestCenters, from the model's centers
+    and metric) and write its file in ``output``: columns row (int64), label (int32) and, if
+    asked, distance (in the rows' dtype). Returns the rows written."""
     import pyarrow as pa
 
     piece = _piece(source)
-    labels, sq_dist = nearest(piece.X, centers)
-    columns = {"row": np.arange(piece.offset, piece.offset + labels.size, dtype=np.int64), "label": labels}
+    nearest_centers = NearestCenters(centers, metric)
     if return_distances:
-        distance = COSINE_PER_SQ_EUCLIDEAN * sq_dist if spherical else np.sqrt(sq_dist)
-        columns["distance"] = distance.astype(piece.X.dtype)
+        labels, distances = nearest_centers.predict(piece.X, return_distance=True, field=field)
+    else:
+        labels, distances = nearest_centers.predict(piece.X, field=field), None
+    columns = {"row": np.arange(piece.offset, piece.offset + labels.size, dtype=np.int64), "label": labels}
+    if distances is not None:
+        columns["distance"] = distances
     output.write_table(part_name(piece.index), pa.table(columns))
     return int(labels.size)
