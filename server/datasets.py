@@ -20,18 +20,18 @@ from centroidal.sources import Dataset, open_dataset, read_rows
 
 from .admission import CallWork
 from .exceptions import InvalidRequest, LimitExceeded
-from .gathering import ENVELOPE_BYTES, FitData
+from .gathering import FitData, check_width
 from .memory import Reservation
 from .runtime import Runtime
 
 FIELD = "spec.source"
 
 
-def open_source(runtime: Runtime, source: codec.DatasetSource) -> Dataset:
-    """The dataset a spec names, its files found under the roots and their metadata read
-    (blocking: run it on a worker thread)."""
+def open_source(runtime: Runtime, source: codec.DatasetSource, field: str = FIELD) -> Dataset:
+    """The dataset a request names (``field``: where, in errors), its files found under the
+    roots and their metadata read (blocking: run it on a worker thread)."""
     return open_dataset(source.uri, runtime.datasets, format=source.format, columns=source.columns,
-                        weight_column=source.weight_column, field=FIELD)
+                        weight_column=source.weight_column, field=field)
 
 
 def check_dataset(runtime: Runtime, dataset: Dataset, params: kmeans.KMeansParams, declared: int,
@@ -45,15 +45,8 @@ def check_dataset(runtime: Runtime, dataset: Dataset, params: kmeans.KMeansParam
     if dataset.n_features > limits.max_features:
         raise LimitExceeded(f"{dataset.uri} has {dataset.n_features} features, over the server's limit of "
                             f"{limits.max_features}", field=f"{FIELD}.columns")
-    center_bytes = params.n_clusters * dataset.n_features * dataset.dtype.itemsize
-    if center_bytes > limits.max_message_bytes - ENVELOPE_BYTES:
-        raise LimitExceeded(f"{params.n_clusters} centers of {dataset.n_features} features would not fit in one "
-                            f"message under the server's limit of {limits.max_message_bytes} bytes",
-                            field="spec.config.n_clusters")
-    if params.init_centers is not None and params.init_centers.shape[1] != dataset.n_features:
-        raise InvalidRequest(f"spec.config.init_centers has {params.init_centers.shape[1]} columns but "
-                             f"{dataset.uri} has {dataset.n_features} features",
-                             field="spec.config.init_centers.cols")
+    check_width(limits, params.n_clusters, "spec.config.n_clusters", params.init_centers, dataset.n_features,
+                dataset.dtype, f"{dataset.uri} has {dataset.n_features} features")
     if runtime.dask is not None:
         if params.algorithm == "spectral":
             raise InvalidRequest("a spectral fit runs in one process (at most 20,000 rows): it is not run on "

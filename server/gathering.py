@@ -61,6 +61,24 @@ class FitData:
     sample_weight: np.ndarray | None
 
 
+def check_width(limits: ServerConfig, n_clusters: int, n_clusters_field: str, init_centers: np.ndarray | None,
+                n_features: int, dtype: np.dtype, described: str) -> None:
+    """Rows of ``n_features`` columns of ``dtype`` against a fit's spec: its n_clusters centers
+    fit in one message, and given initial centers have as many columns (``described`` says
+    what the rows have, in the refusal)."""
+    if n_clusters * n_features * dtype.itemsize > limits.max_message_bytes - ENVELOPE_BYTES:
+        raise LimitExceeded(
+            f"{n_clusters} centers of {n_features} features would not fit in one "
+            f"message under the server's limit of {limits.max_message_bytes} bytes",
+            field=n_clusters_field,
+        )
+    if init_centers is not None and init_centers.shape[1] != n_features:
+        raise InvalidRequest(
+            f"spec.config.init_centers has {init_centers.shape[1]} columns but {described}",
+            field="spec.config.init_centers.cols",
+        )
+
+
 class Gatherer:
     """Collects the chunks of one call's upload, checking every one against the first."""
 
@@ -163,20 +181,9 @@ class Gatherer:
         self._cols = points.shape[1]
         itemsize = points.dtype.itemsize
         plan, limits = self._plan, self._limits
-        center_bytes = plan.n_clusters * self._cols * itemsize
-        if center_bytes > limits.max_message_bytes - ENVELOPE_BYTES:
-            raise LimitExceeded(
-                f"{plan.n_clusters} centers of {self._cols} features would not fit in one "
-                f"message under the server's limit of {limits.max_message_bytes} bytes",
-                field=plan.n_clusters_field,
-            )
-        if plan.init_centers is not None and plan.init_centers.shape[1] != self._cols:
-            # Refused at the first chunk rather than after the whole upload.
-            raise InvalidRequest(
-                f"spec.config.init_centers has {plan.init_centers.shape[1]} columns but "
-                f"points have {self._cols}",
-                field="spec.config.init_centers.cols",
-            )
+        # Refused at the first chunk rather than after the whole upload.
+        check_width(limits, plan.n_clusters, plan.n_clusters_field, plan.init_centers, self._cols, points.dtype,
+                    f"points have {self._cols}")
         if plan.declared:
             if plan.declared * self._cols * itemsize > limits.max_fit_bytes:
                 raise LimitExceeded(

@@ -11,11 +11,12 @@ from collections.abc import AsyncIterator
 
 from centroidal import codec
 from centroidal.partitioned.labels import Labelled, label_steps
-from centroidal.sources import open_dataset, output_dir
+from centroidal.sources import output_dir
 
 from .admission import CallWork
 from .exceptions import ModelMismatch
-from .predicting import snapshot_for
+from .datasets import open_source
+from .predicting import metric_of, snapshot_for
 from .runtime import Runtime
 from .snapshots import SPECTRAL
 from .steps import StepRun
@@ -39,9 +40,7 @@ class DatasetLabels:
         slot, work = runtime.fit_slots.take(), CallWork()
         stop = threading.Event()
         try:
-            dataset = await work.run(runtime.workers.fits, lambda: open_dataset(
-                request.input.uri, runtime.datasets, format=request.input.format, columns=request.input.columns,
-                weight_column=request.input.weight_column, field="input"))
+            dataset = await work.run(runtime.workers.fits, open_source, runtime, request.input, "input")
             if dataset.n_features != snapshot.n_features:
                 raise ModelMismatch(f"{dataset.uri} has {dataset.n_features} features but model {snapshot.name!r} "
                                     f"version {snapshot.version} has {snapshot.n_features}",
@@ -52,7 +51,7 @@ class DatasetLabels:
             client = None if runtime.dask is None else await work.run(runtime.workers.fits, runtime.dask.client)
             summary = {"model": snapshot.name, "model_version": snapshot.version, "input": dataset.uri,
                        "distances": request.return_distances}
-            steps = label_steps(client, dataset, snapshot.centers, spherical=snapshot.config.get("metric") == "cosine",
+            steps = label_steps(client, dataset, snapshot.centers, metric=metric_of(snapshot),
                                 return_distances=request.return_distances, output=output, summary=summary, stop=stop)
             run = StepRun(f"labels of {dataset.uri} by {snapshot.name}", steps, work, runtime.workers.fits,
                           runtime.fits, _no_iterations)

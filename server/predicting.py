@@ -31,11 +31,15 @@ _prepared: weakref.WeakKeyDictionary[ModelSnapshot, kmeans.NearestCenters] = wea
 _votes: weakref.WeakKeyDictionary[ModelSnapshot, spectral.NeighbourVote] = weakref.WeakKeyDictionary()
 
 
+def metric_of(snapshot: ModelSnapshot) -> str:
+    """The distance a model predicts with."""
+    return str(snapshot.config.get("metric", "euclidean"))  # none before metrics, nor palettes
+
+
 def nearest(snapshot: ModelSnapshot) -> kmeans.NearestCenters:
     prepared = _prepared.get(snapshot)
     if prepared is None:
-        metric = snapshot.config.get("metric", "euclidean")  # none before metrics, nor palettes
-        prepared = _prepared[snapshot] = kmeans.NearestCenters(snapshot.centers, metric)
+        prepared = _prepared[snapshot] = kmeans.NearestCenters(snapshot.centers, metric_of(snapshot))
     return prepared
 
 
