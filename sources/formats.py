@@ -95,10 +95,13 @@ def open_dataset(
     """The dataset ``uri`` names, its metadata read and checked; ``field`` prefixes the
     request fields errors name (``source.uri``, ``source.columns``...)."""
     check_allowed(uri, roots, f"{field}.uri")  # before anything else is said about it
-    format = format or _format_of(uri) or _format_of_files(uri, roots, field)
-    if format not in FORMATS:
+    format = format or _format_of(uri)
+    if not format:
+        format, files = _format_of_files(uri, roots, field)
+    elif format in FORMATS:
+        files = find_files(uri, roots, SUFFIXES[format], f"{field}.uri")
+    else:
         raise DatasetInvalid(f"{field}.format must be one of {FORMATS}, got {format!r}", f"{field}.format")
-    files = find_files(uri, roots, SUFFIXES[format], f"{field}.uri")
     if format == "npy" and weight_column:
         raise DatasetInvalid(f"{field}.weight_column: .npy files have no named columns; weights need Parquet",
                              f"{field}.weight_column")
@@ -114,20 +117,20 @@ def _format_of(uri: str) -> str:
     return ""
 
 
-def _format_of_files(uri: str, roots: Roots, field: str) -> str:
-    """The one format whose files a directory or glob holds."""
-    found = []
+def _format_of_files(uri: str, roots: Roots, field: str) -> tuple[str, list[DatasetFile]]:
+    """The one format whose files a directory or glob holds, and those files."""
+    found = {}
     for name, suffixes in SUFFIXES.items():
         try:
-            find_files(uri, roots, suffixes, f"{field}.uri")
-            found.append(name)
+            found[name] = find_files(uri, roots, suffixes, f"{field}.uri")
         except DatasetMissing:
             continue
     if len(found) != 1:
         holds = f"holds both {' and '.join(found)} files" if found else "holds no .parquet or .npy file"
         raise DatasetInvalid(f"{field}.format is not set and {uri!r} {holds}: say which format to read",
                              f"{field}.format")
-    return found[0]
+    [(format, files)] = found.items()
+    return format, files
 
 
 def read_rows(dataset: Dataset, partition: Partition) -> tuple[np.ndarray, np.ndarray | None]:

@@ -24,6 +24,11 @@ LOCAL = "file"
 GLOB_CHARS = frozenset("*?[")
 
 
+def uri_of(protocol: str, path: str) -> str:
+    """A location as users write it: a local path bare, another filesystem's as a URL."""
+    return path if protocol == LOCAL else f"{protocol}://{path}"
+
+
 @dataclass(frozen=True)
 class Root:
     """One allowed root: a protocol and an absolute path (local ones with symlinks resolved)."""
@@ -39,15 +44,17 @@ class Root:
         return path == self.path or path.startswith(self.path.rstrip("/") + "/")
 
     def __str__(self) -> str:
-        return self.path if self.protocol == LOCAL else f"{self.protocol}://{self.path}"
+        return uri_of(self.protocol, self.path)
 
 
 class Roots:
     """The roots an operator allows (``--dataset-root``); none means datasets are off."""
 
-    def __init__(self, entries: tuple[str, ...] | list[str], flag: str = "--dataset-root") -> None:
+    def __init__(self, entries: tuple[str, ...] | list[str], flag: str = "--dataset-root", *,
+                 anywhere: bool = False) -> None:
         roots = []
         self.flag = flag
+        self.anywhere = anywhere
         for entry in entries:
             protocol, path = split_uri(entry, flag)
             if protocol == LOCAL:
@@ -60,11 +67,7 @@ class Roots:
     @classmethod
     def unrestricted(cls) -> Roots:
         """Every path and filesystem: for a producer reading its own files, not a server."""
-        anywhere = cls((), "")
-        anywhere.anywhere = True
-        return anywhere
-
-    anywhere = False
+        return cls((), "", anywhere=True)
 
     def __bool__(self) -> bool:
         return bool(self.roots) or self.anywhere
@@ -79,7 +82,7 @@ class Roots:
         for root in self.roots:
             if root.holds(protocol, path):
                 return root
-        shown = path if protocol == LOCAL else f"{protocol}://{path}"
+        shown = uri_of(protocol, path)
         raise DatasetRefused(f"{field} {shown!r} is outside every root this server allows", field)
 
 
@@ -124,7 +127,7 @@ class DatasetFile:
 
     @property
     def uri(self) -> str:
-        return self.path if self.protocol == LOCAL else f"{self.protocol}://{self.path}"
+        return uri_of(self.protocol, self.path)
 
     @property
     def name(self) -> str:

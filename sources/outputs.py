@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import DatasetExists, DatasetInvalid, DatasetRefused, DatasetUnreadable
-from .locations import GLOB_CHARS, LOCAL, Root, Roots, filesystem, real_path_of, check_allowed
+from .locations import GLOB_CHARS, LOCAL, Root, Roots, check_allowed, filesystem, real_path_of, uri_of
 
 SUCCESS = "_SUCCESS"
 
@@ -39,7 +39,7 @@ class OutputDir:
 
     @property
     def uri(self) -> str:
-        return self.path if self.protocol == LOCAL else f"{self.protocol}://{self.path}"
+        return uri_of(self.protocol, self.path)
 
     def prepare(self, overwrite: bool) -> None:
         """Create the directory; refuse one holding an earlier run's files unless ``overwrite``,
