@@ -24,28 +24,6 @@ from .errors import CentroidalError
 from .results import FitProgress, FitResult, QuantizedImage
 
 
-def dataset_source(uri: str | None, columns: Sequence[str], format: str, weight_column: str) -> codec.DatasetSource | None:
-    """A Fit's source, or None without a URI (columns and the rest need one)."""
-    if uri is None:
-        if columns or format or weight_column:
-            raise ValueError("columns, format and weight_column describe a source: give source= too")
-        return None
-    if isinstance(columns, str):
-        raise ValueError(f"columns must be a list of column names, got the string {columns!r}")
-    if format:
-        codec.DATASET_FORMATS.choice(format, "format")
-    return codec.DatasetSource(uri, format, tuple(str(column) for column in columns), weight_column)
-
-
-def predict_dataset_request(name: str, source: str, output: str, columns: Sequence[str], format: str,
-                            version: int | None, return_distances: bool, overwrite: bool) -> bytes:
-    """A PredictDatasetRequest's bytes."""
-    dataset = dataset_source(source, columns, format, "")
-    assert dataset is not None
-    request = codec.PredictDatasetRequest(name, dataset, output, _optional_int(version), return_distances, overwrite)
-    return bytes(codec.encode_predict_dataset_request(request).SerializeToString())
-
-
 def as_points(X: Any, name: str = "X") -> np.ndarray:
     """X as a C-contiguous 2-D float32 or float64 array; float32 is never widened."""
     array = np.asarray(X)
@@ -73,7 +51,7 @@ def rows_per_chunk(
     return max(1, rows)
 
 
-def _optional_int(value: Any) -> int | None:
+def optional_int(value: Any) -> int | None:
     return None if value is None else int(value)
 
 
@@ -123,14 +101,14 @@ class FitPlan:
             n_init=int(n_init or 0),
             max_iter=int(max_iter or 0),
             tol=None if tol is None else float(tol),
-            seed=_optional_int(seed),
+            seed=optional_int(seed),
             metric=codec.METRICS.choice(metric, "metric"),
             algorithm=codec.ALGORITHMS.choice(algorithm, "algorithm"),
             n_neighbors=int(n_neighbors or 0),
         )
         self.spec = codec.FitSpec(
             model=name, config=config, n_samples=n_samples,
-            expected_version=_optional_int(expected_version), return_labels=return_labels, source=source,
+            expected_version=optional_int(expected_version), return_labels=return_labels, source=source,
         )
         self.weights = None
         if sample_weight is not None:
@@ -205,7 +183,7 @@ class PredictPlan:
     ) -> None:
         self.name = name
         self.points = points
-        self.version = _optional_int(version)
+        self.version = optional_int(version)
         # Labels travel in the narrowest type the model allows (at most 4 bytes each); the
         # caller still gets int32.
         self.options = codec.PredictOptions(
@@ -284,7 +262,7 @@ def stream_open(
             reassignment_ratio=None if reassignment_ratio is None else float(reassignment_ratio),
             half_life=None if half_life is None else float(half_life),
             half_life_unit=codec.HALF_LIFE_UNITS.choice(half_life_unit, "half_life_unit"),
-            seed=_optional_int(seed),
+            seed=optional_int(seed),
             metric=codec.METRICS.choice(metric, "metric"),
         )
     return codec.MiniBatchOpen(name, create)
@@ -315,7 +293,7 @@ class QuantizePlan:
                 data = source.read()
         spec = codec.QuantizeSpec(
             n_colors=int(n_colors),
-            seed=_optional_int(seed),
+            seed=optional_int(seed),
             max_samples=int(max_samples),
             color_space=codec.COLOR_SPACES.choice(color_space, "color_space"),
             dither="floyd-steinberg" if dither else "none",
@@ -358,7 +336,7 @@ def _bytes(message: Any) -> bytes:
 
 def get_model_request(name: str, version: int | None, include_centers: bool) -> bytes:
     return _bytes(codec.encode_get_model_request(
-        codec.GetModelRequest(name, include_centers, _optional_int(version))
+        codec.GetModelRequest(name, include_centers, optional_int(version))
     ))
 
 
@@ -368,7 +346,7 @@ def list_models_request(page_size: int, page_token: str) -> bytes:
 
 def delete_model_request(name: str, expected_version: int | None) -> bytes:
     return _bytes(codec.encode_delete_model_request(
-        codec.DeleteModelRequest(name, _optional_int(expected_version))
+        codec.DeleteModelRequest(name, optional_int(expected_version))
     ))
 
 

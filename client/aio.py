@@ -24,16 +24,14 @@ from ._calls import (
     PredictPlan,
     QuantizePlan,
     as_points,
-    dataset_source,
-    predict_dataset_request,
     delete_model_request,
     get_model_request,
     list_models_request,
     stream_open,
 )
+from ._datasets import LabellingPlan, dataset_source
 from ._scoring import EvaluatePlan, SuggestPlan
 from .aio_stream import AsyncMiniBatchStream
-from .errors import CentroidalError
 from .results import (
     BatchAck,
     Evaluation,
@@ -204,26 +202,19 @@ class AsyncClient(AsyncTransport):
         timeout: float | None = None,
     ) -> LabellingResult:
         """As Client.predict_dataset; on_progress is a plain function called on the event loop."""
-        request = predict_dataset_request(name, source, output, columns, format, version, return_distances,
-                                          overwrite)
-        call = self._methods.predict_dataset(request, timeout=self.deadline(timeout, fit=True))
-        result: LabellingResult | None = None
+        plan = LabellingPlan(name, source, output, columns, format, version, return_distances, overwrite)
+        call = self._methods.predict_dataset(plan.request, timeout=self.deadline(timeout, fit=True))
         try:
             async for response in call:
-                event = codec.decode_predict_dataset_response(response)
-                if isinstance(event, codec.PredictDatasetProgress):
-                    if on_progress is not None:
-                        on_progress(event)
-                elif event is not None:
-                    result = event
+                progress = plan.take(response)
+                if progress is not None and on_progress is not None:
+                    on_progress(progress)
         except grpc.aio.AioRpcError as error:
             raise self.failure(error) from error
         except BaseException:
             call.cancel()
             raise
-        if result is None:
-            raise CentroidalError("the server ended PredictDataset without a result")
-        return result
+        return plan.result()
 
     async def quantize_image(
         self, image: bytes | str | os.PathLike[str], n_colors: int = 16, *,

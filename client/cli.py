@@ -97,15 +97,9 @@ def _parser() -> argparse.ArgumentParser:
 
     fit = command("fit", "fit a model on a .npy or .csv file, or on a dataset the server reads")
     _data_options(fit, optional=True)
-    fit.add_argument("--source", default=None, metavar="URI",
-                     help="instead of a file to upload, a dataset under one of the server's --dataset-root: "
-                          "Parquet or .npy files (a path, a directory, a glob, or a URL fsspec knows), fitted "
-                          "on the server's Dask cluster when it has one")
-    fit.add_argument("--columns", default="", help="with --source: feature columns, comma-separated "
-                     "(Parquet names, .npy column numbers; default all)")
-    fit.add_argument("--format", choices=list(codec.DATASET_FORMATS.numbers), default="",
-                     help="with --source: the files' format (default: from the extension)")
-    fit.add_argument("--weight-column", default="", help="with --source: a Parquet column of sample weights")
+    _source_options(fit, "instead of a file to upload, a dataset under one of the server's --dataset-root: "
+                         "Parquet or .npy files (a path, a directory, a glob, or a URL fsspec knows), fitted on "
+                         "the server's Dask cluster when it has one")
     fit.add_argument("--model", required=True, help="model name")
     fit.add_argument("--clusters", "-k", type=int, required=True, help="number of clusters")
     fit.add_argument("--init", choices=list(_NAMED_INITS), default="k-means++")
@@ -130,11 +124,8 @@ def _parser() -> argparse.ArgumentParser:
                      "the server writes")
     labels.add_argument("--model", required=True)
     labels.add_argument("--version", type=int, default=None, help="pin a model version")
-    labels.add_argument("--source", required=True, metavar="URI",
-                        help="the dataset, under one of the server's --dataset-root (as fit --source)")
-    labels.add_argument("--columns", default="", help="feature columns, comma-separated (default all)")
-    labels.add_argument("--format", choices=list(codec.DATASET_FORMATS.numbers), default="",
-                        help="the files' format (default: from the extension)")
+    _source_options(labels, "the dataset, under one of the server's --dataset-root (as fit --source)",
+                    required=True, weights=False)
     labels.add_argument("--output", required=True, metavar="URI",
                         help="directory under one of the server's --dataset-output-root")
     labels.add_argument("--distances", action="store_true", help="also write each row's distance")
@@ -156,14 +147,9 @@ def _parser() -> argparse.ArgumentParser:
 
     stream = command("stream", "feed a .npy or .csv file, or a dataset, to a mini-batch model, batch by batch")
     _data_options(stream, optional=True)
-    stream.add_argument("--source", default=None, metavar="URI",
-                        help="instead of a file: a Parquet or .npy dataset this machine reads (a path, directory, "
-                             "glob, or fsspec URL), sent partition by partition; rerun with the same arguments "
-                             "after a crash and the server takes each batch once")
-    stream.add_argument("--columns", default="", help="with --source: feature columns, comma-separated")
-    stream.add_argument("--format", choices=list(codec.DATASET_FORMATS.numbers), default="",
-                        help="with --source: the files' format (default: from the extension)")
-    stream.add_argument("--weight-column", default="", help="with --source: a Parquet column of sample weights")
+    _source_options(stream, "instead of a file: a Parquet or .npy dataset this machine reads (a path, directory, "
+                            "glob, or fsspec URL), sent partition by partition; rerun with the same arguments "
+                            "after a crash and the server takes each batch once")
     stream.add_argument("--resume-file", default="", metavar="PATH",
                         help="with --source: keep the last durable batch here, and start after it when the "
                              "file exists (a run that crashed resumes where the server's disk stopped)")
@@ -282,6 +268,19 @@ def _parser() -> argparse.ArgumentParser:
                              help=f"comma-separated steps to run (default all: {','.join(demo.STEPS)})")
     walkthrough.set_defaults(run=commands.walkthrough)
     return parser
+
+
+def _source_options(parser: argparse.ArgumentParser, source_help: str, *, required: bool = False,
+                    weights: bool = True) -> None:
+    """--source and what describes it: --columns, --format and (with ``weights``) --weight-column."""
+    given = "" if required else "with --source: "
+    parser.add_argument("--source", required=required, default=None, metavar="URI", help=source_help)
+    parser.add_argument("--columns", default="", help=f"{given}feature columns, comma-separated (Parquet names, "
+                        ".npy column numbers; default all)")
+    parser.add_argument("--format", choices=list(codec.DATASET_FORMATS.numbers), default="",
+                        help=f"{given}the files' format (default: from the extension)")
+    if weights:
+        parser.add_argument("--weight-column", default="", help=f"{given}a Parquet column of sample weights")
 
 
 def _data_options(parser: argparse.ArgumentParser, *, optional: bool = False) -> None:

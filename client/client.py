@@ -17,13 +17,12 @@ from ._calls import (
     PredictPlan,
     QuantizePlan,
     as_points,
-    dataset_source,
-    predict_dataset_request,
     delete_model_request,
     get_model_request,
     list_models_request,
     stream_open,
 )
+from ._datasets import LabellingPlan, dataset_source
 from ._scoring import EvaluatePlan, SuggestPlan
 from .errors import CentroidalError
 from .results import (
@@ -271,26 +270,19 @@ class Client(SyncTransport):
         --dataset-output-root): part-00000.parquet, ... with columns row, label and, with
         return_distances, distance; then _SUCCESS. Runs on the server's Dask cluster when
         it has one. ``source``, ``columns`` and ``format`` are as in ``fit``."""
-        request = predict_dataset_request(name, source, output, columns, format, version, return_distances,
-                                          overwrite)
-        call = self._methods.predict_dataset(request, timeout=self.deadline(timeout, fit=True))
-        result: LabellingResult | None = None
+        plan = LabellingPlan(name, source, output, columns, format, version, return_distances, overwrite)
+        call = self._methods.predict_dataset(plan.request, timeout=self.deadline(timeout, fit=True))
         try:
             for response in self.responses(call):
-                event = codec.decode_predict_dataset_response(response)
-                if isinstance(event, codec.PredictDatasetProgress):
-                    if on_progress is not None:
-                        on_progress(event)
-                elif event is not None:
-                    result = event
+                progress = plan.take(response)
+                if progress is not None and on_progress is not None:
+                    on_progress(progress)
         except CentroidalError:
             raise
         except BaseException:
             call.cancel()  # on_progress raised, or the caller was interrupted: stop the server's work
             raise
-        if result is None:
-            raise CentroidalError("the server ended PredictDataset without a result")
-        return result
+        return plan.result()
 
     # ---- predict ---------------------------------------------------------
 

@@ -8,8 +8,6 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +30,7 @@ def fit(client: Client, options: argparse.Namespace) -> int:
     if options.source is None and (options.columns or options.format or options.weight_column):
         raise ValueError("--columns, --format and --weight-column go with --source")
     data = _load(options, options.dtype) if options.data is not None else None
-    columns = [column.strip() for column in options.columns.split(",") if column.strip()]
+    columns = _columns(options)
     bar = None if options.quiet else bars.FitBar(f"fit {options.model}", options.max_iter)
     try:
         with data.explained() if data is not None else contextlib.nullcontext():
@@ -62,48 +60,28 @@ def fit(client: Client, options: argparse.Namespace) -> int:
 RESUME_EVERY_S = 1.0
 
 
-@dataclass
-class _Feed:
-    """What `stream` sends: batches of (points, weights), from batch ``start`` on."""
-
-    batches: Iterator[tuple[np.ndarray, np.ndarray | None]]
-    rows: int
-    producer_id: str | None
-    rows_before: Callable[[int], int]
-    start: int = 0
-    resume: feeding.ResumeFile | None = None
-
-
-def _stream_feed(options: argparse.Namespace) -> _Feed:
+def _stream_feed(options: argparse.Namespace) -> feeding.Feed:
     """A file's rows cut into batches, or a dataset's, per partition (--source)."""
     if (options.data is None) == (options.source is None):
         raise ValueError("stream takes a file or --source URI, one of them")
-    size = options.batch_size
     if options.source is None:
         if options.columns or options.format or options.weight_column or options.resume_file:
             raise ValueError("--columns, --format, --weight-column and --resume-file go with --source")
-        points = _load(options, options.dtype).points
-        return _Feed(((points[start : start + size], None) for start in range(0, points.shape[0], size)),
-                     points.shape[0], options.producer_id, lambda batches: min(points.shape[0], batches * size))
+        return feeding.file_feed(_load(options, options.dtype).points, options.batch_size, options.producer_id)
     uri = options.source if "://" in options.source else os.path.abspath(options.source)
-    columns = tuple(column.strip() for column in options.columns.split(",") if column.strip())
-    dataset = feeding.DatasetBatches(uri, size, columns=columns, format=options.format,
+    batches = feeding.DatasetBatches(uri, options.batch_size, columns=_columns(options), format=options.format,
                                      weight_column=options.weight_column)
-    producer_id = options.producer_id or f"dataset-{dataset.identity()}"
-    feed = _Feed(iter(()), dataset.n_rows, producer_id, dataset.rows_before)
-    if options.resume_file:
-        run = {"model": options.model, "producer_id": producer_id, "dataset": dataset.identity(),
-               "first_sequence": options.first_sequence}
-        feed.resume = feeding.ResumeFile(options.resume_file, run)
-        feed.start = max(0, feed.resume.durable_sequence() - options.first_sequence + 1)
-    cast = np.dtype(options.dtype) if options.dtype else None
-    feed.batches = ((batch.points if cast is None else batch.points.astype(cast), batch.sample_weight)
-                    for batch in dataset.batches(feed.start))
-    return feed
+    return feeding.dataset_feed(batches, options.model, options.producer_id, options.first_sequence,
+                                options.resume_file, options.dtype)
+
+
+def _columns(options: argparse.Namespace) -> tuple[str, ...]:
+    """--columns as names: comma-separated, blanks dropped."""
+    return tuple(column.strip() for column in options.columns.split(",") if column.strip())
 
 
 def predict_dataset(client: Client, options: argparse.Namespace) -> int:
-    columns = [column.strip() for column in options.columns.split(",") if column.strip()]
+    columns = _columns(options)
     bar = None if options.quiet else tqdm(total=0, unit="rows", unit_scale=True, desc=f"labels by {options.model}")
 
     def show(progress: LabellingProgress) -> None:

@@ -14,7 +14,7 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,3 +117,39 @@ class ResumeFile:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, self.path)
+
+
+@dataclass
+class Feed:
+    """What `centroidal stream` sends: batches of (points, weights), from batch ``start`` on."""
+
+    batches: Iterator[tuple[np.ndarray, np.ndarray | None]]
+    rows: int
+    producer_id: str | None
+    rows_before: Callable[[int], int]
+    start: int = 0
+    resume: ResumeFile | None = None
+
+
+def file_feed(points: np.ndarray, size: int, producer_id: str | None) -> Feed:
+    """A file's rows, in batches of ``size``."""
+    rows = points.shape[0]
+    return Feed(((points[start : start + size], None) for start in range(0, rows, size)), rows, producer_id,
+                lambda batches: min(rows, batches * size))
+
+
+def dataset_feed(dataset: DatasetBatches, model: str, producer_id: str | None, first_sequence: int,
+                 resume_file: str, dtype: str | None) -> Feed:
+    """A dataset's batches, as the producer derived from them (unless ``producer_id`` names
+    another), from after the last durable one a ``resume_file`` records."""
+    producer_id = producer_id or f"dataset-{dataset.identity()}"
+    feed = Feed(iter(()), dataset.n_rows, producer_id, dataset.rows_before)
+    if resume_file:
+        run = {"model": model, "producer_id": producer_id, "dataset": dataset.identity(),
+               "first_sequence": first_sequence}
+        feed.resume = ResumeFile(resume_file, run)
+        feed.start = max(0, feed.resume.durable_sequence() - first_sequence + 1)
+    cast = np.dtype(dtype) if dtype else None
+    feed.batches = ((batch.points if cast is None else batch.points.astype(cast), batch.sample_weight)
+                    for batch in dataset.batches(feed.start))
+    return feed
