@@ -19,6 +19,8 @@ import resource
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +54,19 @@ def _write(folder: Path, n_rows: int, n_features: int, seed: int = 0) -> Path:
         table = pa.table({f"f{i}": X[:, i] for i in range(n_features)})
         pq.write_table(table, folder / f"part-{index:05d}.parquet", row_group_size=ROW_GROUP)
     return folder
+
+
+@contextmanager
+def _files_on_a_cluster(n_rows: int, n_features: int, memory_limit: int | str) -> Iterator[tuple[Path, DaskCluster]]:
+    """Parquet files of blobs in a temporary folder, and a LocalCluster of WORKERS worker
+    processes with ``memory_limit`` each; both gone afterwards."""
+    root = Path(tempfile.mkdtemp(prefix="centroidal-bench-datasets-"))
+    cluster = DaskCluster(local_workers=WORKERS, memory_limit=memory_limit)
+    try:
+        yield _write(root / "points", n_rows, n_features), cluster
+    finally:
+        cluster.close()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def _dataset(folder: Path) -> Any:
@@ -105,10 +120,7 @@ def _first_rows(folder: Path, count: int) -> np.ndarray:
 
 
 def lloyd_and_full_fit(n_rows: int = 10_000_000, n_features: int = 16, k: int = 64) -> tuple[list[str], dict[str, float]]:
-    root = Path(tempfile.mkdtemp(prefix="centroidal-bench-datasets-"))
-    cluster = DaskCluster(local_workers=WORKERS, memory_limit="6GiB")
-    try:
-        folder = _write(root / "points", n_rows, n_features)
+    with _files_on_a_cluster(n_rows, n_features, "6GiB") as (folder, cluster):
         client = cluster.client()
         init = _first_rows(folder, k)
         given = [KMeansParams(k, init="given", init_centers=init, tol=0.0, max_iter=iters) for iters in (2, 12)]
@@ -144,20 +156,14 @@ def lloyd_and_full_fit(n_rows: int = 10_000_000, n_features: int = 16, k: int = 
         facts = {"dask_lloyd_iter_ratio": ours_iter / theirs_iter, "dask_full_fit_ratio": ours_s / theirs_s,
                  "dask_inertia_ratio": ours_inertia / theirs_inertia}
         return lines, facts
-    finally:
-        cluster.close()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def out_of_core(memory_limit: int = 512 << 20, times: float = 3.0, n_features: int = 16, k: int = 64,
                 max_iter: int = 10) -> tuple[list[str], dict[str, float]]:
     """A dataset ``times`` the workers' memory limits together, fitted with k-means|| and
     ``max_iter`` Lloyd iterations; every iteration reads it again."""
-    root = Path(tempfile.mkdtemp(prefix="centroidal-bench-out-of-core-"))
-    cluster = DaskCluster(local_workers=WORKERS, memory_limit=memory_limit)
-    try:
-        n_rows = int(times * WORKERS * memory_limit / (n_features * 4))
-        folder = _write(root / "points", n_rows, n_features)
+    n_rows = int(times * WORKERS * memory_limit / (n_features * 4))
+    with _files_on_a_cluster(n_rows, n_features, memory_limit) as (folder, cluster):
         dataset = _dataset(folder)
         client = cluster.client()
         persisted = cluster.persist(dataset)
@@ -175,9 +181,6 @@ def out_of_core(memory_limit: int = 512 << 20, times: float = 3.0, n_features: i
             f"{peak / 2**20:.0f} MiB of {memory_limit / 2**20:.0f} MiB ({', '.join(f'{v / 2**20:.0f}' for v in peaks.values())})",
         ]
         return lines, {"dask_out_of_core_peak_share": peak / memory_limit, "dask_out_of_core_s": seconds}
-    finally:
-        cluster.close()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def _peak_rss() -> int:
@@ -191,10 +194,7 @@ def _peak_rss() -> int:
 
 
 def overhead(n_rows: int = 1_000_000, n_features: int = 16, k: int = 64, iterations: int = 20) -> tuple[list[str], dict[str, float]]:
-    root = Path(tempfile.mkdtemp(prefix="centroidal-bench-overhead-"))
-    cluster = DaskCluster(local_workers=WORKERS, memory_limit="4GiB")
-    try:
-        folder = _write(root / "points", n_rows, n_features)
+    with _files_on_a_cluster(n_rows, n_features, "4GiB") as (folder, cluster):
         client = cluster.client()
         init = _first_rows(folder, k)
         params = KMeansParams(k, init="given", init_centers=init, tol=0.0, max_iter=iterations)
@@ -214,9 +214,6 @@ def overhead(n_rows: int = 1_000_000, n_features: int = 16, k: int = 64, iterati
                  f"{WORKERS} workers {on_dask:.2f} s, local engine {here:.2f} s, ratio {on_dask / here:.2f} "
                  "(target <= 1.5)"]
         return lines, {"dask_overhead_ratio": on_dask / here}
-    finally:
-        cluster.close()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def _version(module: str) -> str:

@@ -10,19 +10,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import distributed
 import numpy as np
 import pytest
 
-distributed = pytest.importorskip("distributed")
-
-from centroidal.engine import kmeans  # noqa: E402
-from centroidal.engine.kmeans import KMeansParams  # noqa: E402
-from centroidal.engine.progress import Stage, run_to_end  # noqa: E402
-from centroidal.engine.validation import InvalidInputError  # noqa: E402
-from centroidal.partitioned import kmeans as partitioned  # noqa: E402
-from centroidal.partitioned.partitions import Stopped  # noqa: E402
-from centroidal.sources import Dataset, Roots, open_dataset  # noqa: E402
-from tests.sources.datasets import blobs, split_parquet  # noqa: E402
+from centroidal.engine import kmeans
+from centroidal.engine.kmeans import KMeansParams
+from centroidal.engine.progress import Stage, run_to_end
+from centroidal.engine.validation import InvalidInputError
+from centroidal.partitioned import kmeans as partitioned
+from centroidal.partitioned.partitions import Stopped
+from centroidal.sources import Dataset, Roots, open_dataset
+from tests.sources.datasets import blobs, split_parquet
 
 # Small partitions, so that even these datasets are split many ways.
 PARTITION_BYTES = 64 << 10

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import distributed
 import numpy as np
 import pytest
 
@@ -28,8 +29,6 @@ from centroidal.client import (
 from centroidal.engine import kmeans
 from tests.conftest import ServerFactory
 from tests.sources.datasets import blobs, split_parquet
-
-distributed = pytest.importorskip("distributed")
 
 
 @pytest.fixture
