@@ -89,11 +89,15 @@ class HeldPartitions:
                                        key=f"{self.key}-holder-{number}")
                          for number, worker in enumerate(workers)]
         refs = [tasks.piece_ref(dataset, partition, spherical) for partition in dataset.partitions]
-        with client.as_current():  # an actor's handle finds its client there
-            self._holders = [self._wait(future) for future in self._futures]
-            shares = [refs[number :: len(self._holders)] for number in range(len(self._holders))]
-            self._results([holder.load(share) for holder, share in zip(self._holders, shares)])
         self._names = 0
+        try:
+            with client.as_current():  # an actor's handle finds its client there
+                self._holders = [self._wait(future) for future in self._futures]
+                shares = [refs[number :: len(self._holders)] for number in range(len(self._holders))]
+                self._results([holder.load(share) for holder, share in zip(self._holders, shares)])
+        except BaseException:  # a bad row, a stop: the actors made so far go too
+            self.release()
+            raise
 
     def _wait(self, future: Any) -> Any:
         while True:
