@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -180,9 +181,13 @@ class PredictPlan:
         n_clusters: int,
         chunk_bytes: int,
         response_budget: int,
+        shared: codec.SharedRows | None = None,
     ) -> None:
+        """shared: the points, already written into shared memory: requests name slices of
+        it instead of carrying rows, and only the answer's size bounds a request."""
         self.name = name
         self.points = points
+        self.shared = shared
         self.version = optional_int(version)
         # Labels travel in the narrowest type the model allows (at most 4 bytes each); the
         # caller still gets int32.
@@ -192,7 +197,10 @@ class PredictPlan:
         self.n_clusters = n_clusters
         self.n_samples = n_samples = points.shape[0]
         response_row_bytes = 4 + points.dtype.itemsize * (options.return_distances + n_clusters)
-        self.rows = rows_per_chunk(chunk_bytes, points, response_row_bytes, response_budget=response_budget)
+        if shared is None:
+            self.rows = rows_per_chunk(chunk_bytes, points, response_row_bytes, response_budget=response_budget)
+        else:
+            self.rows = max(1, response_budget // response_row_bytes)
         self.labels = np.empty(n_samples, dtype=np.int32)
         self.distances = np.empty(n_samples, dtype=points.dtype) if options.return_distances else None
         self.transformed = (
@@ -207,11 +215,17 @@ class PredictPlan:
 
     def request(self, start: int) -> bytes:
         """The serialised request for the rows from ``start``; the first names the model."""
-        rows = self.points[start : start + self.rows]
+        rows: np.ndarray | None = self.points[start : start + self.rows]
+        shared = None
+        if self.shared is not None:
+            assert rows is not None
+            row_bytes = self.points.shape[1] * self.points.dtype.itemsize
+            shared = replace(self.shared, offset=self.shared.offset + start * row_bytes, rows=rows.shape[0])
+            rows = None
         if start:
-            return codec.serialize_predict_request(codec.PredictRequest(points=rows))
+            return codec.serialize_predict_request(codec.PredictRequest(points=rows, shared=shared))
         return codec.serialize_predict_request(
-            codec.PredictRequest(self.name, self.version, rows, self.options)
+            codec.PredictRequest(self.name, self.version, rows, self.options, shared)
         )
 
     def requests(self) -> Iterator[bytes]:

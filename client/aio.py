@@ -61,6 +61,7 @@ class AsyncClient(AsyncTransport):
     async def close(self) -> None:
         await self.close_owner_channels()
         await self._channel.close()
+        self.close_shared_memory()
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -267,23 +268,22 @@ class AsyncClient(AsyncTransport):
         if options.return_transform:
             model = await self.get_model(name, version=version, include_centers=False, timeout=timeout)
             n_clusters = model.n_clusters
-        plan = PredictPlan(
-            name, points, version, options, n_clusters, self.chunk_bytes, RESPONSE_BUDGET
-        )
-        if plan.single:
-            plan.store(await self.unary(self._methods.predict, plan.request(0), timeout))
-            return plan.finish()
-        call = self._methods.predict_stream(timeout=self.deadline(timeout))
+        with self.shared_rows(points) as shared:
+            plan = PredictPlan(name, points, version, options, n_clusters, self.chunk_bytes, RESPONSE_BUDGET, shared)
+            if plan.single:
+                plan.store(await self.unary(self._methods.predict, plan.request(0), timeout))
+                return plan.finish()
+            call = self._methods.predict_stream(timeout=self.deadline(timeout))
 
-        requests = plan.requests()
+            requests = plan.requests()
 
-        async def upload() -> None:
-            for request in requests:
-                await call.write(request)
-            await call.done_writing()
+            async def upload() -> None:
+                for request in requests:
+                    await call.write(request)
+                await call.done_writing()
 
-        async for response in self.responses(call, next(requests), upload):
-            plan.store(response)
+            async for response in self.responses(call, next(requests), upload):
+                plan.store(response)
         return plan.finish()
 
     async def get_model(

@@ -70,6 +70,7 @@ class Client(SyncTransport):
     def close(self) -> None:
         self.close_owner_channels()
         self._channel.close()
+        self.close_shared_memory()
 
     def __enter__(self) -> Client:
         return self
@@ -330,15 +331,14 @@ class Client(SyncTransport):
         if options.return_transform:
             model = self.get_model(name, version=version, include_centers=False, timeout=timeout)
             n_clusters = model.n_clusters
-        plan = PredictPlan(
-            name, points, version, options, n_clusters, self.chunk_bytes, RESPONSE_BUDGET
-        )
-        if plan.single:
-            plan.store(self.unary(self._methods.predict, plan.request(0), timeout))
-        else:
-            call = self._methods.predict_stream(plan.requests(), timeout=self.deadline(timeout))
-            for response in self.responses(call):
-                plan.store(response)
+        with self.shared_rows(points) as shared:
+            plan = PredictPlan(name, points, version, options, n_clusters, self.chunk_bytes, RESPONSE_BUDGET, shared)
+            if plan.single:
+                plan.store(self.unary(self._methods.predict, plan.request(0), timeout))
+            else:
+                call = self._methods.predict_stream(plan.requests(), timeout=self.deadline(timeout))
+                for response in self.responses(call):
+                    plan.store(response)
         return plan.finish()
 
     # ---- scoring and choosing k --------------------------------------------

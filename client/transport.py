@@ -14,16 +14,19 @@ import contextlib
 import json
 import os
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, NamedTuple
 
 import grpc
 import grpc.aio
+import numpy as np
 from grpc_health.v1 import health_pb2_grpc
 
 from centroidal import codec
 
 from ._calls import Methods, list_models_request
 from .errors import CentroidalError, error_from_rpc
+from .shared_memory import SharedRegions
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 DEFAULT_TIMEOUT_S = 60.0
@@ -215,9 +218,12 @@ class Connection:
         fit_timeout: float = DEFAULT_FIT_TIMEOUT_S,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         options: Sequence[tuple[str, Any]] = (),
+        shared_memory: bool = False,
     ) -> None:
         """token, else the first line of token_file, else $CENTROIDAL_TOKEN. TLS is on with
-        ``tls=True``, ``root_certificates`` or ``client_certificate`` (or ``credentials``)."""
+        ``tls=True``, ``root_certificates`` or ``client_certificate`` (or ``credentials``).
+        shared_memory: predict and transform hand their rows to a server on this host
+        through /dev/shm instead of sending them (see SharedRows in the .proto)."""
         self.target = target or default_target()
         if token is None:
             token = read_token(token_file) if token_file is not None else default_token()
@@ -235,6 +241,15 @@ class Connection:
         self._channel = self._open_channel(self.target, token, credentials, self._options)
         self._methods = Methods(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
+        self._regions = SharedRegions() if shared_memory else None
+
+    def shared_rows(self, points: np.ndarray) -> AbstractContextManager[codec.SharedRows | None]:
+        """``points`` in this client's shared memory for one call, or None without it."""
+        return nullcontext(None) if self._regions is None else self._regions.holding(points)
+
+    def close_shared_memory(self) -> None:
+        if self._regions is not None:
+            self._regions.close()
 
     def _open_channel(
         self, target: str, token: str | None, credentials: grpc.ChannelCredentials | None,

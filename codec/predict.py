@@ -5,11 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
 from centroidal.v1 import clustering_pb2 as pb
 
-from .arrays import decode_labels, label_payload, matrix_field, matrix_or_none, with_matrix
-from .wire import field_header, field_number, optional, set_optional
+from .arrays import (
+    decode_labels,
+    dtype_number,
+    dtype_of,
+    label_payload,
+    matrix_field,
+    matrix_or_none,
+    with_matrix,
+)
+from .wire import WireError, field_header, field_number, optional, set_optional
 
 
 @dataclass(frozen=True)
@@ -31,22 +38,55 @@ def encode_predict_options(options: PredictOptions) -> pb.PredictOptions:
 
 
 @dataclass(frozen=True)
+class SharedRows:
+    """Rows named by a shared-memory object on the server's host: ``rows`` x ``cols`` of
+    ``dtype`` from byte ``offset`` of object ``name`` (as the client wrote it)."""
+
+    name: str
+    offset: int
+    dtype: np.dtype
+    rows: int
+    cols: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.rows * self.cols * self.dtype.itemsize
+
+
+@dataclass(frozen=True)
 class PredictRequest:
-    """points : ndarray of shape (rows, n_features), or None (a stream message without rows)."""
+    """points : ndarray of shape (rows, n_features), or None (a stream message without rows,
+    or one whose rows are ``shared``)."""
 
     model: str = ""
     version: int | None = None
     points: np.ndarray | None = None
     options: PredictOptions | None = None
+    shared: SharedRows | None = None
 
 
 def decode_predict_request(message: pb.PredictRequest) -> PredictRequest:
+    """With points_shared, points gives only the shape unless it carries data too (which the
+    server refuses, but the message still says)."""
+    shared = _shared_rows(message) if message.HasField("points_shared") else None
     return PredictRequest(
         model=message.model,
         version=optional(message, "version"),
-        points=matrix_or_none(message, "points", "points"),
+        points=None if shared is not None and not message.points.data else matrix_or_none(message, "points", "points"),
         options=decode_predict_options(message.options) if message.HasField("options") else None,
+        shared=shared,
     )
+
+
+def _shared_rows(message: pb.PredictRequest) -> SharedRows:
+    points = message.points
+    if not message.HasField("points"):
+        raise WireError("points", "points_shared needs points to give dtype, rows and cols")
+    dtype = dtype_of(points.dtype, "points")
+    if points.cols < 1:
+        raise WireError("points.cols", f"points.cols must be at least 1, got {points.cols}")
+    region = message.points_shared
+    return SharedRows(region.name, int(region.offset), dtype, int(points.rows), int(points.cols))
 
 
 def serialize_predict_request(request: PredictRequest) -> bytes:
@@ -55,6 +95,13 @@ def serialize_predict_request(request: PredictRequest) -> bytes:
     set_optional(head, version=request.version)
     if request.options is not None:
         head.options.CopyFrom(encode_predict_options(request.options))
+    if request.shared is not None:
+        shared = request.shared
+        head.points_shared.CopyFrom(pb.SharedRows(name=shared.name, offset=shared.offset))
+        if request.points is None:
+            head.points.CopyFrom(pb.Matrix(dtype=dtype_number(shared.dtype), rows=shared.rows, cols=shared.cols))
+            written: bytes = head.SerializeToString()
+            return written
     return with_matrix(head, "points", request.points)
 
 

@@ -63,6 +63,7 @@ class ServerConfig:
     dataset_output_root: tuple[str, ...] = field(default_factory=tuple)
     dask_scheduler: str = ""
     dask_local: int = 0
+    shared_memory: bool = True
 
     @property
     def address(self) -> str:
@@ -125,6 +126,8 @@ _HELP = {
     "tls_key": "PEM private key of --tls-cert",
     "tls_client_ca": "PEM CA bundle: clients must present a certificate it signed (mutual TLS)",
     "log_level": "DEBUG, INFO, WARNING or ERROR",
+    "shared_memory": "let Predict callers on this host name their rows in a POSIX shared-memory "
+    "object (/dev/shm) that belongs to the server's user, instead of sending them",
     "warmup": "compile every kernel at start (in the background once SERVING, unless "
     "--warmup-before-serving); a request for a kernel not yet compiled compiles it first",
     "warmup_before_serving": "finish the warm-up before reporting SERVING (slower start, and "

@@ -59,6 +59,8 @@ STATUS: dict[type[Exception], grpc.StatusCode] = {
     domain.StreamMoved: grpc.StatusCode.UNAVAILABLE,
     domain.LimitExceeded: grpc.StatusCode.RESOURCE_EXHAUSTED,
     domain.Busy: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    domain.SharedMemoryMissing: grpc.StatusCode.NOT_FOUND,
+    domain.SharedMemoryRefused: grpc.StatusCode.PERMISSION_DENIED,
     domain.ShuttingDown: grpc.StatusCode.UNAVAILABLE,
     domain.IdleTimeout: grpc.StatusCode.DEADLINE_EXCEEDED,
     domain.StoreUnavailable: grpc.StatusCode.UNAVAILABLE,

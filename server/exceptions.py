@@ -91,6 +91,19 @@ class Busy(LimitExceeded):
         super().__init__(message, field=field, reason=reason, retry_after=retry_after)
 
 
+class SharedMemoryMissing(DomainError):
+    """No shared-memory object by the name a Predict gave, on the server's host."""
+
+    default_reason = "SHARED_MEMORY_NOT_FOUND"
+
+
+class SharedMemoryRefused(DomainError):
+    """A shared-memory object the server will not read: another user's, writable by others,
+    named from another host, or the path is switched off."""
+
+    default_reason = "SHARED_MEMORY_NOT_ALLOWED"
+
+
 class ShuttingDown(DomainError):
     """The server is draining; nothing was written."""
 

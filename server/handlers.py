@@ -100,12 +100,12 @@ class ClusteringHandlers(pb_grpc.ClusteringServiceServicer):
         """Answers with the PredictResponse already serialised, where it was computed (the
         service's serializers pass bytes through)."""
         query = codec.decode_predict_request(request)
-        return await self.predicting.predict(query, codec.serialize_predict_response)
+        return await self.predicting.predict(query, codec.serialize_predict_response, context.peer())
 
     @rpc
     async def PredictStream(self, requests: AsyncIterator[pb.PredictRequest], context: Context) -> AsyncIterator[bytes]:
         queries = self._incoming(requests, codec.decode_predict_request)
-        async for answer in self.predicting.predict_stream(queries, codec.serialize_predict_response):
+        async for answer in self.predicting.predict_stream(queries, codec.serialize_predict_response, context.peer()):
             yield answer
 
     @rpc

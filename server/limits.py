@@ -35,7 +35,15 @@ def check_matrix(
     array: np.ndarray, field: str, *, max_rows: int, max_cols: int, allow_empty: bool = False
 ) -> np.ndarray:
     """A decoded Matrix within the server's limits: refuses empty (unless allowed) or too large."""
-    rows, cols = array.shape
+    check_shape(array.shape, field, max_rows=max_rows, max_cols=max_cols, allow_empty=allow_empty)
+    return array
+
+
+def check_shape(
+    shape: tuple[int, ...], field: str, *, max_rows: int, max_cols: int, allow_empty: bool = False
+) -> None:
+    """As ``check_matrix``, on the shape alone (rows not read yet)."""
+    rows, cols = shape
     if cols > max_cols:
         raise LimitExceeded(
             f"{field}.cols={cols} exceeds the server's limit of {max_cols} features",
@@ -48,7 +56,6 @@ def check_matrix(
             f"{field}.rows={rows} exceeds the server's limit of {max_rows} points",
             field=f"{field}.rows",
         )
-    return array
 
 
 def check_finite(array: np.ndarray, field: str) -> None:

@@ -6,7 +6,6 @@ import weakref
 from collections.abc import AsyncIterator, Callable
 
 import numpy as np
-
 from centroidal import codec
 from centroidal.engine import kmeans, spectral
 
@@ -14,9 +13,10 @@ from .admission import Incoming
 from .config import ServerConfig
 from .exceptions import InvalidRequest, LimitExceeded, ModelMismatch
 from .gathering import ENVELOPE_BYTES
-from .limits import check_matrix, check_model_name
+from .limits import check_model_name, check_shape
 from .registry import Registry
 from .runtime import Runtime
+from .shared_rows import check_allowed, mapped_rows
 from .snapshots import SPECTRAL, ModelSnapshot
 
 # The answer's wire form, written where it is computed: off the event loop for a large one.
@@ -82,13 +82,15 @@ def usable(snapshot: ModelSnapshot, field: str) -> ModelSnapshot:
 
 
 def check_points(
-    snapshot: ModelSnapshot, points: np.ndarray, options: codec.PredictOptions, limits: ServerConfig
-) -> np.ndarray:
-    """Points that fit the model, and whose answer fits in one message."""
-    check_matrix(points, "points", max_rows=limits.max_points, max_cols=limits.max_features, allow_empty=True)
-    if points.shape[1] != snapshot.n_features:
+    snapshot: ModelSnapshot, shape: tuple[int, ...], dtype: np.dtype, options: codec.PredictOptions,
+    limits: ServerConfig,
+) -> None:
+    """Points of this shape and dtype fit the model, and their answer fits in one message."""
+    check_shape(shape, "points", max_rows=limits.max_points, max_cols=limits.max_features, allow_empty=True)
+    rows, cols = shape
+    if cols != snapshot.n_features:
         raise ModelMismatch(
-            f"points.cols={points.shape[1]} but model {snapshot.name!r} version "
+            f"points.cols={cols} but model {snapshot.name!r} version "
             f"{snapshot.version} has {snapshot.n_features} features",
             field="points.cols",
             reason="FEATURE_MISMATCH",
@@ -100,25 +102,24 @@ def check_points(
             field="options", reason="SPECTRAL_MODEL",
         )
     label_bytes = codec.narrowest_label_type(snapshot.n_clusters).itemsize if options.narrow_labels else 4
-    row_bytes = label_bytes + points.dtype.itemsize * (
+    row_bytes = label_bytes + dtype.itemsize * (
         options.return_distances + options.return_transform * snapshot.n_clusters
     )
     budget = limits.max_message_bytes - ENVELOPE_BYTES
-    if points.shape[0] * row_bytes > budget:
+    if rows * row_bytes > budget:
         raise LimitExceeded(
-            f"the answer for points.rows={points.shape[0]} would be "
-            f"{points.shape[0] * row_bytes} bytes, over the server's message limit of "
+            f"the answer for points.rows={rows} would be "
+            f"{rows * row_bytes} bytes, over the server's message limit of "
             f"{limits.max_message_bytes}; send at most {max(1, budget // row_bytes)} rows "
             "per message with PredictStream",
             field="points.rows",
         )
-    return points
 
 
-def work_of(snapshot: ModelSnapshot, points: np.ndarray) -> int:
+def work_of(snapshot: ModelSnapshot, rows: int) -> int:
     if snapshot.kind == SPECTRAL:  # tree searches: never worth blocking the event loop for
-        return int(points.shape[0]) * (INLINE_WORK + 1)
-    return int(points.shape[0]) * snapshot.n_clusters * snapshot.n_features
+        return rows * (INLINE_WORK + 1)
+    return rows * snapshot.n_clusters * snapshot.n_features
 
 
 def answer(
@@ -145,6 +146,18 @@ def answer(
     return codec.PredictResponse(snapshot.version, offset, labels, distances, transform)
 
 
+def _rows_of(query: codec.PredictRequest) -> np.ndarray | codec.SharedRows | None:
+    """Where a request's rows are: in the message, or in shared memory (not both)."""
+    if query.shared is None:
+        return query.points
+    if query.points is not None:
+        raise InvalidRequest(
+            f"points.data has {query.points.nbytes} bytes, but with points_shared the rows are in "
+            "shared memory and data must be empty", field="points.data",
+        )
+    return query.shared
+
+
 class Predicting:
     """Predict and PredictStream over the registry's snapshots."""
 
@@ -162,14 +175,18 @@ class Predicting:
             runtime.workers.storage, snapshot_for, runtime.registry, name, version, field
         )
 
-    async def predict(self, query: codec.PredictRequest, encode: Encode) -> bytes:
-        """One Predict's answer, encoded by ``encode``."""
+    async def predict(self, query: codec.PredictRequest, encode: Encode, peer: str = "") -> bytes:
+        """One Predict's answer, encoded by ``encode``; ``peer`` is the caller's address
+        (its rows may be in shared memory only when it is on this host)."""
         snapshot = await self.snapshot(query.model, query.version)
-        if query.points is None:
+        points = _rows_of(query)
+        if points is None:
             raise InvalidRequest("points is required", field="points")
-        return await self._answer(snapshot, query.points, query.options or codec.PredictOptions(), 0, encode)
+        return await self._answer(snapshot, points, query.options or codec.PredictOptions(), 0, encode, peer)
 
-    async def predict_stream(self, queries: Incoming[codec.PredictRequest], encode: Encode) -> AsyncIterator[bytes]:
+    async def predict_stream(
+        self, queries: Incoming[codec.PredictRequest], encode: Encode, peer: str = ""
+    ) -> AsyncIterator[bytes]:
         """One answer per message that carries rows, in order; the first names the model."""
         snapshot, options, offset = None, codec.PredictOptions(), 0
         async with queries.drained_on_refusal():
@@ -184,22 +201,36 @@ class Predicting:
                         "first message may",
                         field="model",
                     )
-                if query.points is not None:
-                    yield await self._answer(snapshot, query.points, options, offset, encode)
-                    offset += query.points.shape[0]
+                points = _rows_of(query)
+                if points is not None:
+                    yield await self._answer(snapshot, points, options, offset, encode, peer)
+                    offset += points.rows if isinstance(points, codec.SharedRows) else points.shape[0]
                 index += 1
 
     async def _answer(
-        self, snapshot: ModelSnapshot, points: np.ndarray, options: codec.PredictOptions, offset: int,
-        encode: Encode,
+        self, snapshot: ModelSnapshot, points: np.ndarray | codec.SharedRows, options: codec.PredictOptions,
+        offset: int, encode: Encode, peer: str,
     ) -> bytes:
         runtime = self._runtime
-        points = check_points(snapshot, points, options, runtime.config)
-        if work_of(snapshot, points) <= INLINE_WORK:
-            response = encode(answer(snapshot, points, options, offset))
+        compute: Callable[[], bytes]
+        if isinstance(points, codec.SharedRows):
+            shared = points
+            path = check_allowed(shared, peer, runtime.config.shared_memory)
+            check_points(snapshot, (shared.rows, shared.cols), shared.dtype, options, runtime.config)
+            rows = shared.rows
+
+            def compute() -> bytes:  # mapping and reading the object: off the event loop
+                with mapped_rows(shared, path) as mapped:
+                    return encode(answer(snapshot, mapped, options, offset))
         else:
-            response = await runtime.workers.run(
-                runtime.workers.compute, lambda: encode(answer(snapshot, points, options, offset))
-            )
-        runtime.metrics.predicted.inc(points.shape[0])
+            check_points(snapshot, points.shape, points.dtype, options, runtime.config)
+            rows = points.shape[0]
+
+            def compute() -> bytes:
+                return encode(answer(snapshot, points, options, offset))
+        if work_of(snapshot, rows) <= INLINE_WORK:
+            response = compute()
+        else:
+            response = await runtime.workers.run(runtime.workers.compute, compute)
+        runtime.metrics.predicted.inc(rows)
         return response

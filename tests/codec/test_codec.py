@@ -48,6 +48,9 @@ MESSAGES: dict[str, tuple[Callable[[Any], Any], Callable[[Any], Any]]] = {
     "PredictOptions": (codec.decode_predict_options, codec.encode_predict_options),
     "PredictRequest": (codec.decode_predict_request, codec.serialize_predict_request),
     "PredictResponse": (codec.decode_predict_response, codec.serialize_predict_response),
+    "SharedRows": ((lambda m: codec.decode_predict_request(pb.PredictRequest(
+        points=pb.Matrix(dtype=pb.DTYPE_FLOAT32, rows=2, cols=3), points_shared=m))),
+        _inside(pb.PredictRequest, "points_shared", codec.serialize_predict_request, lambda request: request)),
     "MiniBatchConfig": ((lambda m: codec.decode_minibatch_config(m, "config")), codec.encode_minibatch_config),
     "MiniBatchOpen": (codec.decode_minibatch_open, codec.encode_minibatch_open),
     "MiniBatch": (codec.decode_minibatch, _inside(pb.MiniBatchRequest, "batch",

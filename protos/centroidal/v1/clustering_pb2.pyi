@@ -366,16 +366,26 @@ class PredictOptions(_message.Message):
     def __init__(self, return_distances: _Optional[bool] = ..., return_transform: _Optional[bool] = ..., narrow_labels: _Optional[bool] = ...) -> None: ...
 
 class PredictRequest(_message.Message):
-    __slots__ = ("model", "version", "points", "options")
+    __slots__ = ("model", "version", "points", "options", "points_shared")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     POINTS_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    POINTS_SHARED_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: int
     points: Matrix
     options: PredictOptions
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., points: _Optional[_Union[Matrix, _Mapping]] = ..., options: _Optional[_Union[PredictOptions, _Mapping]] = ...) -> None: ...
+    points_shared: SharedRows
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., points: _Optional[_Union[Matrix, _Mapping]] = ..., options: _Optional[_Union[PredictOptions, _Mapping]] = ..., points_shared: _Optional[_Union[SharedRows, _Mapping]] = ...) -> None: ...
+
+class SharedRows(_message.Message):
+    __slots__ = ("name", "offset")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    offset: int
+    def __init__(self, name: _Optional[str] = ..., offset: _Optional[int] = ...) -> None: ...
 
 class PredictResponse(_message.Message):
     __slots__ = ("version", "offset", "labels", "distances", "transform", "label_bytes")

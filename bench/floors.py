@@ -1,0 +1,142 @@
+"""What grpc-python itself costs here, with handlers that do nothing: the floors our calls
+are measured against.
+
+- Bulk: 64 MB (1e6x16 float32) from a client to a grpc.aio server over loopback, the
+  handler answering 4 MB (1e6 int32 labels), by a unary call of one message and by a
+  stream of chunks of several sizes. The floor is the fastest of these.
+- Small calls: a unary handler that answers 8 bytes, driven by h2load with the same
+  body our small Predict gets; the server's CPU seconds per 1,000 calls.
+
+`python -m bench.floors` prints them alone; bench.system and bench.serving use them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import grpc
+
+from .common import median_time
+
+BULK_BYTES = 1_000_000 * 16 * 4
+ANSWER_BYTES = 1_000_000 * 4
+CHUNKS = (1 << 20, 2 << 20, 4 << 20)
+_LIMIT = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
+UNARY = "/floor.Floor/Unary"
+STREAM = "/floor.Floor/Stream"
+SMALL = "/floor.Floor/Small"
+
+
+async def _serve(port_file: str) -> None:
+    """A grpc.aio server whose handlers take raw bytes and answer at once."""
+    answer, small = bytes(ANSWER_BYTES), bytes(8)
+
+    async def unary(request: bytes, context: object) -> bytes:
+        return answer
+
+    async def stream(requests: object, context: object) -> bytes:
+        async for _ in requests:  # type: ignore[attr-defined]
+            pass
+        return answer
+
+    async def tiny(request: bytes, context: object) -> bytes:
+        return small
+
+    handlers = grpc.method_handlers_generic_handler("floor.Floor", {
+        "Unary": grpc.unary_unary_rpc_method_handler(unary),
+        "Stream": grpc.stream_unary_rpc_method_handler(stream),
+        "Small": grpc.unary_unary_rpc_method_handler(tiny),
+    })
+    server = grpc.aio.server(options=_LIMIT)
+    server.add_generic_rpc_handlers((handlers,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    with open(port_file + ".tmp", "w") as out:
+        out.write(str(port))
+    os.rename(port_file + ".tmp", port_file)
+    await server.wait_for_termination()
+
+
+@contextmanager
+def floor_server(scratch: str) -> Iterator[tuple[str, int]]:
+    """The trivial server in a process of its own; yields its address and pid."""
+    port_file = os.path.join(scratch, "floor-port")
+    process = subprocess.Popen([sys.executable, "-m", "bench.floors", "--serve", port_file])
+    try:
+        for _ in range(600):
+            if os.path.exists(port_file):
+                break
+            time.sleep(0.05)
+        else:
+            raise RuntimeError("the floor server did not start")
+        with open(port_file) as found:
+            yield f"127.0.0.1:{found.read()}", process.pid
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)
+
+
+def bulk_floor(address: str, repeats: int = 5) -> dict[str, float]:
+    """Seconds to send 64 MB and get 4 MB back, by each way of sending."""
+    payload = os.urandom(BULK_BYTES)
+    times: dict[str, float] = {}
+    with grpc.insecure_channel(address, options=_LIMIT) as channel:
+        unary = channel.unary_unary(UNARY)
+        times["unary, one 64 MB message"] = median_time(lambda: unary(payload), repeats)
+        stream = channel.stream_unary(STREAM)
+        view = memoryview(payload)
+        for chunk in CHUNKS:
+            def chunks(size: int = chunk) -> Iterator[bytes]:
+                for start in range(0, BULK_BYTES, size):
+                    yield bytes(view[start:start + size])
+            times[f"stream of {chunk >> 20} MiB chunks"] = median_time(lambda: stream(chunks()), repeats)
+    return times
+
+
+def small_call_floor(address: str, pid: int, body_file: str, cpu_seconds: object) -> tuple[float, float]:
+    """Requests a second and the server's CPU seconds per 1,000 calls of the trivial unary
+    handler under h2load (see bench.replicas for the load's shape)."""
+    from .replicas import CONNECTIONS, LOAD_SECONDS, STREAMS_PER_CONNECTION
+
+    before = cpu_seconds(pid)  # type: ignore[operator]
+    done = subprocess.run(
+        ["h2load", "-c", str(CONNECTIONS), "-m", str(STREAMS_PER_CONNECTION), "-D", f"{LOAD_SECONDS:g}",
+         "-d", body_file, "-H", "content-type: application/grpc", "-H", "te: trailers",
+         f"http://{address}{SMALL}"],
+        capture_output=True, text=True, timeout=LOAD_SECONDS * 6,
+    )
+    cpu = cpu_seconds(pid) - before  # type: ignore[operator]
+    succeeded = re.search(r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded", done.stdout)
+    speed = re.search(r"finished in ([\d.]+)s, ([\d.]+) req/s", done.stdout)
+    if succeeded is None or speed is None:
+        raise RuntimeError(f"h2load said:\n{done.stdout}\n{done.stderr}")
+    return float(speed.group(2)), 1000 * cpu / max(int(succeeded.group(1)), 1)
+
+
+def process_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def main() -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch, floor_server(scratch) as (address, _):
+        for way, seconds in bulk_floor(address).items():
+            print(f"{way:<28} {seconds * 1e3:7.1f} ms")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--serve":
+        asyncio.run(_serve(sys.argv[2]))
+    else:
+        main()
