@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import datasets, engine, hosts, images, regression, replicas, scoring, serving, streaming, system
+from . import datasets, engine, floors, hosts, images, regression, replicas, scoring, serving, streaming, system
 from .common import gemm_peak_gflops, machine, print_table, write_results
 
 
@@ -28,6 +28,8 @@ def main() -> None:
     rows += images.run()
     serving_lines, serving_facts = serving.run()
     facts.update(serving_facts)
+    floor_lines, floor_facts = floors.run()
+    facts.update(floor_facts)
     regression_lines, regression_facts = regression.run()
     facts.update(regression_facts)
     replica_lines, replica_facts = replicas.run()
@@ -38,7 +40,7 @@ def main() -> None:
     facts.update(dataset_facts)
     print_table(rows, peak)
     print()
-    print("\n".join(serving_lines + [""] + regression_lines + [""] + replica_lines + [""] + host_lines + [""]
+    print("\n".join(serving_lines + [""] + floor_lines + [""] + regression_lines + [""] + replica_lines + [""] + host_lines + [""]
                     + dataset_lines))
     print()
     for key, value in facts.items():

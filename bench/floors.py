@@ -7,7 +7,8 @@ are measured against.
 - Small calls: a unary handler that answers 8 bytes, driven by h2load with the same
   body our small Predict gets; the server's CPU seconds per 1,000 calls.
 
-`python -m bench.floors` prints them alone; bench.system and bench.serving use them.
+`python -m bench.floors` prints them alone (part of `make bench`); bench.system measures
+SDK Predict against the bulk floor.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -85,18 +88,18 @@ def floor_server(scratch: str) -> Iterator[tuple[str, int]]:
         process.wait(30)
 
 
-def bulk_floor(address: str, repeats: int = 5) -> dict[str, float]:
-    """Seconds to send 64 MB and get 4 MB back, by each way of sending."""
-    payload = os.urandom(BULK_BYTES)
+def bulk_floor(address: str, repeats: int = 5, nbytes: int = BULK_BYTES) -> dict[str, float]:
+    """Seconds to send ``nbytes`` (64 MB) and get the answer back, by each way of sending."""
+    payload = os.urandom(nbytes)
     times: dict[str, float] = {}
     with grpc.insecure_channel(address, options=_LIMIT) as channel:
         unary = channel.unary_unary(UNARY)
-        times["unary, one 64 MB message"] = median_time(lambda: unary(payload), repeats)
+        times["unary, one message"] = median_time(lambda: unary(payload), repeats)
         stream = channel.stream_unary(STREAM)
         view = memoryview(payload)
         for chunk in CHUNKS:
             def chunks(size: int = chunk) -> Iterator[bytes]:
-                for start in range(0, BULK_BYTES, size):
+                for start in range(0, nbytes, size):
                     yield bytes(view[start:start + size])
             times[f"stream of {chunk >> 20} MiB chunks"] = median_time(lambda: stream(chunks()), repeats)
     return times
@@ -127,12 +130,51 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def main() -> None:
-    import tempfile
+def small_calls() -> tuple[list[str], dict[str, float]]:
+    """Server CPU per small Predict (8x16 float32, k=16) under h2load, against the trivial
+    handler's, taking turns, median of ROUNDS rounds each."""
+    import numpy as np
+    from centroidal.client import Client
 
+    from .replicas import ROUNDS, grpc_body, h2load, serving
+
+    if shutil.which("h2load") is None:
+        return ["  (CPU per small call skipped: h2load, from Debian's nghttp2-client, is needed)"], {}
+    with tempfile.TemporaryDirectory() as scratch, floor_server(scratch) as (address, pid), serving(1) as ours:
+        with Client(ours.target) as client:
+            client.fit("small", np.random.default_rng(0).normal(size=(2000, 16)).astype(np.float32), 16, seed=0)
+        body = os.path.join(scratch, "predict.grpc")
+        Path(body).write_bytes(grpc_body("small"))
+        floor_rounds, our_rounds = [], []
+        for _ in range(ROUNDS):
+            floor_rounds.append(small_call_floor(address, pid, body, process_cpu_seconds))
+            rate, _, cpu, failed = h2load([ours], Path(body), Path(scratch))
+            if failed:
+                raise RuntimeError(f"{failed} small Predicts failed under h2load")
+            our_rounds.append((rate, cpu))
+    floor_rate, floor_cpu = (float(np.median(column)) for column in zip(*floor_rounds))
+    rate, cpu = (float(np.median(column)) for column in zip(*our_rounds))
+    lines = [
+        f"server CPU per call under h2load (64 streams, median of {ROUNDS} rounds, taking turns):",
+        f"  small Predict 8x16 k=16   {cpu:6.3f} CPU s per 1,000   {rate:7.0f} req/s",
+        f"  trivial grpc.aio handler  {floor_cpu:6.3f} CPU s per 1,000   {floor_rate:7.0f} req/s",
+        f"  ratio {cpu / floor_cpu:.2f} (target <= 1.5)",
+    ]
+    return lines, {"cpu_per_1000_predicts_s": cpu, "cpu_per_1000_floor_s": floor_cpu,
+                   "cpu_per_call_over_floor": cpu / floor_cpu}
+
+
+def run() -> tuple[list[str], dict[str, float]]:
     with tempfile.TemporaryDirectory() as scratch, floor_server(scratch) as (address, _):
-        for way, seconds in bulk_floor(address).items():
-            print(f"{way:<28} {seconds * 1e3:7.1f} ms")
+        bulk = bulk_floor(address)
+    lines = ["grpc-python moving 64 MB to a trivial grpc.aio handler over loopback (4 MB back):"]
+    lines += [f"  {way:<28} {seconds * 1e3:7.1f} ms" for way, seconds in bulk.items()]
+    small_lines, facts = small_calls()
+    return lines + small_lines, facts
+
+
+def main() -> None:
+    print("\n".join(run()[0]))
 
 
 if __name__ == "__main__":

@@ -6,14 +6,20 @@ background, or before SERVING), and when the container image is built
 from __future__ import annotations
 
 import functools
+import os
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Callable, Generator
+from typing import Any
 
 import numpy as np
 
 from . import kmeans, minibatch, scoring
 from .cosine import unit_rows
-from .threads import configure_threads, threading_layer
 from .lloyd import group_centers
+from .threads import configure_threads, threading_layer
 from .validation import FLOAT_DTYPES, check_finite, scan_values
 
 
@@ -27,7 +33,11 @@ def _predict(X: np.ndarray, copies: int) -> None:
     scan_values(X)  # what describes a request's NaN or Inf values
 
 
-def _fit(X: np.ndarray) -> None:
+def _lloyd(X: np.ndarray) -> None:
+    kmeans.fit(X, 3, init=X[:3], n_init=1, max_iter=3)
+
+
+def _seeding(X: np.ndarray) -> None:
     kmeans.fit(X, 3, n_init=1, max_iter=3, seed=0)
 
 
@@ -51,7 +61,9 @@ def _groups() -> list[tuple[str, Callable[[], object]]]:
     groups: list[tuple[str, Callable[[], object]]] = []
     for dtype, X in samples.items():
         groups.append((f"predict {dtype.name}", functools.partial(_predict, X, copies)))
-        groups.append((f"fit {dtype.name}", functools.partial(_fit, X)))
+        # Apart, so that two processes compiling from a cold cache share a first fit's kernels.
+        groups.append((f"fit {dtype.name}", functools.partial(_lloyd, X)))
+        groups.append((f"seeding {dtype.name}", functools.partial(_seeding, X)))
     for dtype, X in samples.items():
         groups.append((f"transform and other inits {dtype.name}", functools.partial(_other_inits, X, copies)))
     # Groups of bounds (k >= 20 and d >= 32) are formed by a product on the centers.
@@ -61,14 +73,95 @@ def _groups() -> list[tuple[str, Callable[[], object]]]:
     return groups
 
 
-def steps() -> Generator[tuple[int, int, str], None, None]:
+def groups_for(dtype: np.dtype, fit: bool) -> list[str]:
+    """The groups that compile what a predict (or a fit) of ``dtype`` rows runs first."""
+    name = np.dtype(dtype).name
+    return [f"predict {name}", f"fit {name}", f"seeding {name}"] if fit else [f"predict {name}"]
+
+
+def group_names() -> list[str]:
+    return [name for name, _ in _groups()]
+
+
+def steps(helpers: int = 0, stopping: threading.Event | None = None) -> Generator[tuple[int, int, str], None, None]:
     """Compile the kernels a group at a time; yields (groups done, groups in all, the group's
-    name) after each."""
+    name) after each, in the order of ``_groups``.
+
+    helpers : compile in this many processes of their own instead, the groups dealt out in
+        turn, each loaded here from numba's cache as its process reports it compiled (or
+        compiled here if its process fails). Only worth it on a cache without the kernels:
+        compilation holds one lock per process, so one process compiles on one core.
+    stopping : once set, the steps end (helpers killed) instead of waiting for the next group.
+    """
     configure_threads()
     groups = _groups()
-    for done, (name, compile_group) in enumerate(groups, start=1):
-        compile_group()
-        yield done, len(groups), name
+    compiled = _Helpers([name for name, _ in groups], helpers) if helpers > 1 else None
+    try:
+        for done, (name, compile_group) in enumerate(groups, start=1):
+            if compiled is not None and not compiled.wait(name, stopping):
+                return
+            compile_group()
+            yield done, len(groups), name
+    finally:
+        if compiled is not None:
+            compiled.stop()
+
+
+def cache_is_cold() -> bool:
+    """Whether numba's cache has no entry at all for the first kernel a request runs (a
+    fresh install or cache directory): then every kernel is to be compiled."""
+    from . import _lloyd
+
+    try:
+        dispatcher: Any = _lloyd.assign_on_caller
+        index = dispatcher._cache._cache_file._index_path  # numba's own layout, stable for years
+    except AttributeError:  # another numba's layout: assume warm and compile here as before
+        return False
+    return not os.path.exists(index)
+
+
+class _Helpers:
+    """Processes compiling groups into numba's cache; ``wait(name)`` returns once the group is
+    there, or its process has ended without it."""
+
+    def __init__(self, names: list[str], count: int) -> None:
+        self._done: dict[str, threading.Event] = {name: threading.Event() for name in names}
+        self._processes: list[subprocess.Popen[str]] = []
+        for first in range(min(count, len(names))):
+            mine = names[first::count]
+            process = subprocess.Popen(
+                [sys.executable, "-m", "centroidal.engine.warmup", "--for", str(os.getpid()), *mine],
+                stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+            )
+            self._processes.append(process)
+            threading.Thread(target=self._follow, args=(process, mine), name="centroidal-compiler",
+                             daemon=True).start()
+
+    def _follow(self, process: subprocess.Popen[str], names: list[str]) -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            name = line.strip().removeprefix(_COMPILED)
+            if line.startswith(_COMPILED) and name in self._done:
+                self._done[name].set()
+        process.wait()
+        for name in names:  # whatever it did not report is compiled by the caller
+            self._done[name].set()
+
+    def wait(self, name: str, stopping: threading.Event | None) -> bool:
+        """True once group ``name`` is compiled (or its process gone); False if stopped first."""
+        while not self._done[name].wait(0.1):
+            if stopping is not None and stopping.is_set():
+                return False
+        return True
+
+    def stop(self) -> None:
+        for process in self._processes:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+
+
+_COMPILED = "compiled "
 
 
 def compile_all() -> str:
@@ -78,5 +171,25 @@ def compile_all() -> str:
     return threading_layer()
 
 
+def _compile_named(parent: int, names: list[str]) -> None:
+    """A helper process of ``steps``: compile these groups, saying so after each; it ends
+    with the process it works for."""
+
+    def orphaned() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=orphaned, daemon=True).start()
+    configure_threads()
+    groups = dict(_groups())
+    for name in names:
+        groups[name]()
+        print(f"{_COMPILED}{name}", flush=True)
+
+
 if __name__ == "__main__":
-    print(f"every kernel compiled; threading layer {compile_all()}")
+    if len(sys.argv) > 3 and sys.argv[1] == "--for":
+        _compile_named(int(sys.argv[2]), sys.argv[3:])
+    else:
+        print(f"every kernel compiled; threading layer {compile_all()}")

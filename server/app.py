@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import ssl
 import threading
 import time
@@ -17,16 +18,15 @@ from typing import Any, NoReturn, TypeVar
 
 import grpc
 import grpc.aio
-from google.protobuf.message import Message
-from grpc_health.v1 import health_pb2
-from grpc_health.v1.health import aio as health_aio
-
 from centroidal import codec
 from centroidal.engine import configure_threads, warmup
 from centroidal.engine.threads import threading_layer
 from centroidal.partitioned.cluster import DaskCluster
 from centroidal.partitioned.partitions import ClusterError
 from centroidal.v1 import clustering_pb2 as pb
+from google.protobuf.message import Message
+from grpc_health.v1 import health_pb2
+from grpc_health.v1.health import aio as health_aio
 
 from . import replicas
 from .admission import STREAM_WINDOW_BYTES
@@ -34,11 +34,11 @@ from .auth import BearerTokenInterceptor, Tokens
 from .config import ServerConfig
 from .edges import CallLimit, add_edges, register
 from .handlers import ClusteringHandlers
+from .integrity import StoreCondition
 from .memory import give_freed_memory_back
 from .metrics import Metrics
 from .parsing import parser
 from .registry import Registry
-from .integrity import StoreCondition
 from .store import SQLiteStore
 from .stores import on_postgres, open_store
 
@@ -58,6 +58,9 @@ COLD_GROUP_S = 1.0
 # The later groups each take about this share of the first's time to compile (measured from an
 # empty cache: the first group, float32 predict, holds the shared helpers).
 LATER_GROUP_SHARE = 0.6
+# Processes that compile kernels from a cold cache, at most (each holds its own numba, about
+# 200 MB, while it runs).
+MAX_COMPILERS = 4
 T = TypeVar("T")
 
 
@@ -255,11 +258,19 @@ class CentroidalServer:
         waits for at most the compilation in progress and its own, and never runs uncompiled.
         """
         started = time.monotonic()
-        log.info("compiling kernels in the background, into numba's cache: about a minute on 2 "
+        log.info("compiling kernels in the background, into numba's cache: about 30 s on 2 "
                  "cores from an empty cache, seconds from a warm one; until then a call that needs a "
                  "kernel not compiled yet waits for it")
+        groups = self.servicer.runtime.kernel_groups
+        helpers = min(os.cpu_count() or 1, MAX_COMPILERS) if warmup.cache_is_cold() else 0
+        if helpers > 1:
+            log.info("numba's cache is cold: %d processes compile the kernels, then this one loads them",
+                     helpers)
+            groups.update({name: threading.Event() for name in warmup.group_names()})
         try:
-            for done, total, group in warmup.steps():
+            for done, total, group in warmup.steps(helpers, self.stopping):
+                if group in groups:
+                    groups[group].set()
                 elapsed = time.monotonic() - started
                 log.debug("warm-up: %s compiled after %.2fs", group, elapsed)
                 if done == 1 and elapsed > COLD_GROUP_S and total > 1:
@@ -270,6 +281,9 @@ class CentroidalServer:
         except Exception:  # a server that cannot compile still answers; each call compiles its own
             log.exception("warm-up failed after %.2fs", time.monotonic() - started)
             return
+        finally:
+            for ready in groups.values():  # stopped or failed: calls compile what they need
+                ready.set()
         log.info("%s in %.2fs, threading layer %s", WARMUP_DONE, time.monotonic() - started, layer)
         self.warmed_up.set()  # after the line: whoever waits for the event finds it logged
         self.metrics.warmed_up.set(1)

@@ -182,6 +182,8 @@ class Fitting:
                 n_samples, steps = await self._dataset_steps(fit, fit.source, memory, work, stop)
             for event in received(runtime, n_samples, started):
                 yield event
+            if fit.source is None:
+                await runtime.kernels_for(data.points.dtype, fit=True)
             run = StepRun(f"fit of {fit.model}", steps, work, runtime.workers.fits,
                           runtime.fits, runtime.metrics.iterations.inc)
             async with contextlib.aclosing(run.events()) as events:

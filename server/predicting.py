@@ -228,6 +228,8 @@ class Predicting:
 
             def compute() -> bytes:
                 return encode(answer(snapshot, points, options, offset))
+        if not runtime.kernels_compiled.is_set():
+            await runtime.kernels_for(points.dtype, fit=False)
         if work_of(snapshot, rows) <= INLINE_WORK:
             response = compute()
         else:

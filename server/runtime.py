@@ -3,9 +3,12 @@ metrics, the memory budget, the pools work runs on, and the fit slots."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from dataclasses import dataclass, field
 
+import numpy as np
+from centroidal.engine import warmup
 from centroidal.partitioned.cluster import DaskCluster
 from centroidal.sources import Roots
 
@@ -16,6 +19,9 @@ from .metrics import Metrics
 from .registry import Registry
 from .snapshots import ModelSnapshot
 from .steps import FitTally
+
+# How often a call waiting for its kernels looks again.
+COMPILE_POLL_S = 0.05
 
 
 @dataclass
@@ -33,6 +39,19 @@ class Runtime:
     dask: DaskCluster | None = None
     # Set once the server's warm-up has compiled every kernel.
     kernels_compiled: threading.Event = field(default_factory=threading.Event)
+    # While processes of their own compile the kernels (from a cold cache), each warm-up
+    # group's event, set once the group is loaded here. Empty otherwise.
+    kernel_groups: dict[str, threading.Event] = field(default_factory=dict)
+
+    async def kernels_for(self, dtype: np.dtype, fit: bool) -> None:
+        """Wait until the warm-up has the kernels a predict (or a fit) of ``dtype`` runs, when
+        other processes compile them: compiling here too would only slow them down."""
+        if self.kernels_compiled.is_set():
+            return
+        for name in warmup.groups_for(dtype, fit):
+            ready = self.kernel_groups.get(name)
+            while ready is not None and not ready.is_set():
+                await asyncio.sleep(COMPILE_POLL_S)
 
     @classmethod
     def create(cls, config: ServerConfig, registry: Registry, metrics: Metrics) -> Runtime:

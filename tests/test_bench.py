@@ -3,6 +3,8 @@ timed here; a benchmark that no longer runs is a regression nobody would see unt
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -19,6 +21,17 @@ def test_engine_rows_run() -> None:
 def test_scoring_rows_run() -> None:
     rows = [scoring.cosine_fit(2_000, 16, 4), scoring.silhouette(2_000, 4, 4, sample_size=None)]
     assert all(row.ours_s > 0 and row.reference_s > 0 for row in rows)
+
+
+def test_transport_floor_runs(tmp_path: Path) -> None:
+    """The trivial grpc.aio server of bench.floors, in its own process, moving 3 MB each way."""
+    from bench import floors
+
+    with floors.floor_server(str(tmp_path)) as (address, pid):
+        times = floors.bulk_floor(address, repeats=1, nbytes=3 << 20)
+        assert floors.process_cpu_seconds(pid) > 0
+    assert set(times) == {"unary, one message"} | {f"stream of {size >> 20} MiB chunks" for size in floors.CHUNKS}
+    assert all(seconds > 0 for seconds in times.values())
 
 
 def test_stream_rows_run(server: object) -> None:
@@ -47,8 +60,9 @@ def test_replica_rows_run() -> None:
 def test_host_rows_run(postgres_database: str) -> None:
     """The PostgreSQL rows' parts on tiny work: the store's writes, and visibility between
     two replicas with NOTIFY."""
-    from bench import hosts, replicas
     from centroidal.server.postgres import PostgresStore
+
+    from bench import hosts, replicas
 
     store = PostgresStore(postgres_database, listen=False)
     try:

@@ -39,3 +39,42 @@ def test_warmup_compiles_every_kernel(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+HELPED = textwrap.dedent(
+    """
+    import importlib, pkgutil, sys
+    from numba.core.registry import CPUDispatcher
+    import centroidal.engine
+    from centroidal.engine import warmup
+
+    if sys.argv[1] == "helpers":
+        assert warmup.cache_is_cold()
+        warmup.threading_layer()  # as the server does before its warm-up
+        names = [name for _, _, name in warmup.steps(helpers=2)]
+        assert names == warmup.group_names(), names
+        assert not warmup.cache_is_cold()
+    else:
+        warmup.compile_all()
+        misses = []
+        for module in pkgutil.iter_modules(centroidal.engine.__path__):
+            loaded = importlib.import_module(f"centroidal.engine.{module.name}")
+            for name, value in vars(loaded).items():
+                if isinstance(value, CPUDispatcher) and value.__module__ == loaded.__name__:
+                    misses += [f"{module.name}.{name}{signature}" for signature, count
+                               in value.stats.cache_misses.items() if count]
+        print(misses)
+    """
+)
+
+
+@pytest.mark.slow
+def test_helper_processes_leave_every_kernel_in_the_cache(tmp_path: Path) -> None:
+    """From an empty cache, the warm-up's helper processes compile every group; a process
+    that then compiles everything finds every kernel there and compiles none."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    helped = subprocess.run([sys.executable, "-c", HELPED, "helpers"], capture_output=True, text=True, env=env)
+    assert helped.returncode == 0, helped.stderr
+    after = subprocess.run([sys.executable, "-c", HELPED, "after"], capture_output=True, text=True, env=env)
+    assert after.returncode == 0, after.stderr
+    assert after.stdout.strip().splitlines()[-1] == "[]"
