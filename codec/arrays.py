@@ -11,9 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from google.protobuf.message import Message
-
 from centroidal.v1 import clustering_pb2 as pb
+from google.protobuf.message import Message
 
 from .wire import WireError, field_header, field_number
 
@@ -103,6 +102,7 @@ def encode_vector(values: np.ndarray) -> pb.Vector:
 
 # Label types by their width in bytes: int32 everywhere, narrower in Predict on request.
 LABEL_TYPES: dict[int, np.dtype[Any]] = {1: np.dtype("u1"), 2: np.dtype("<u2"), 4: np.dtype("<i4")}
+_LABEL_WIDTHS = {dtype: width for width, dtype in LABEL_TYPES.items()}
 
 
 def narrowest_label_type(n_clusters: int) -> np.dtype:
@@ -131,6 +131,9 @@ def encode_labels(labels: np.ndarray) -> bytes:
 def label_payload(labels: np.ndarray) -> tuple[int, memoryview]:
     """Labels as (width in bytes, little-endian payload), kept in their type when it is one
     of LABEL_TYPES, else as int32."""
+    width = _LABEL_WIDTHS.get(labels.dtype)
+    if width is not None and labels.flags.c_contiguous:  # the usual case, as the server makes them
+        return width, labels.data.cast("B") if labels.size else memoryview(b"")
     dtype = labels.dtype.newbyteorder("<") if labels.dtype.kind in "iu" else LABEL_TYPES[4]
     if dtype not in LABEL_TYPES.values():
         dtype = LABEL_TYPES[4]

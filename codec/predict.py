@@ -16,7 +16,7 @@ from .arrays import (
     matrix_or_none,
     with_matrix,
 )
-from .wire import WireError, field_header, field_number, optional, set_optional
+from .wire import WireError, field_header, field_number, optional, set_optional, varint
 
 
 @dataclass(frozen=True)
@@ -130,6 +130,10 @@ def decode_predict_response(message: pb.PredictResponse) -> PredictResponse:
 _RESPONSE_LABELS = field_number(pb.PredictResponse, "labels")
 _RESPONSE_DISTANCES = field_number(pb.PredictResponse, "distances")
 _RESPONSE_TRANSFORM = field_number(pb.PredictResponse, "transform")
+# The small fields' tags (varints, wire type 0), written by hand like the rest.
+_VERSION_TAG, _OFFSET_TAG, _LABEL_BYTES_TAG = (
+    varint(field_number(pb.PredictResponse, name) << 3) for name in ("version", "offset", "label_bytes")
+)
 
 
 def serialize_predict_response(response: PredictResponse) -> bytes:
@@ -137,11 +141,11 @@ def serialize_predict_response(response: PredictResponse) -> bytes:
     each instead of protobuf's slower one. Labels keep their type when it is one of
     LABEL_TYPES (label_bytes says which)."""
     width, labels = label_payload(response.labels)
+    head = _VERSION_TAG + varint(response.version) if response.version else b""
+    if response.offset:
+        head += _OFFSET_TAG + varint(response.offset)
     parts: list[bytes | memoryview] = [
-        pb.PredictResponse(version=response.version, offset=response.offset, label_bytes=width)
-        .SerializeToString(),
-        field_header(_RESPONSE_LABELS, labels.nbytes),
-        labels,
+        head + _LABEL_BYTES_TAG + varint(width) + field_header(_RESPONSE_LABELS, labels.nbytes), labels,
     ]
     for number, array in ((_RESPONSE_DISTANCES, response.distances), (_RESPONSE_TRANSFORM, response.transform)):
         if array is not None:

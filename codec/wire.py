@@ -28,7 +28,12 @@ def set_optional(message: Message, **values: Any) -> None:
             setattr(message, name, value)
 
 
+_ONE_BYTE = [bytes((value,)) for value in range(128)]
+
+
 def varint(value: int) -> bytes:
+    if 0 <= value < 128:
+        return _ONE_BYTE[value]
     out = bytearray()
     while True:
         low, value = value & 0x7F, value >> 7

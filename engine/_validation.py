@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from numba import prange
+from numba import njit, prange
 
 from ._common import kernel
 
@@ -37,3 +37,18 @@ def _scan_values(X, partial_bad, partial_first, partial_max_abs):
         partial_bad[chunk] = bad
         partial_first[chunk] = first
         partial_max_abs[chunk] = largest
+
+
+@njit(nogil=True, cache=True)
+def largest_magnitude(X):
+    """The largest |value| of X (inf if any is infinite), or NaN as soon as one is NaN: the
+    check of a small array in one call, where numpy's two reductions cost more than the scan."""
+    largest = 0.0
+    for i in range(X.shape[0]):
+        for f in range(X.shape[1]):
+            magnitude = abs(np.float64(X[i, f]))
+            if magnitude > largest:
+                largest = magnitude
+            elif magnitude != magnitude:
+                return np.nan
+    return largest

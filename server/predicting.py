@@ -146,6 +146,9 @@ def answer(
     return codec.PredictResponse(snapshot.version, offset, labels, distances, transform)
 
 
+_NO_OPTIONS = codec.PredictOptions()
+
+
 def _rows_of(query: codec.PredictRequest) -> np.ndarray | codec.SharedRows | None:
     """Where a request's rows are: in the message, or in shared memory (not both)."""
     if query.shared is None:
@@ -164,25 +167,40 @@ class Predicting:
     def __init__(self, runtime: Runtime) -> None:
         self._runtime = runtime
 
+    def _in_memory(self, name: str, version: int | None, field: str) -> ModelSnapshot | None:
+        """The current version, when that is the one asked for and it is in memory."""
+        if version is not None:
+            return None
+        current = self._runtime.registry.lookup(check_model_name(name, field), field)
+        return None if current is None else usable(current, field)
+
     async def snapshot(self, name: str, version: int | None, field: str = "model") -> ModelSnapshot:
         """The model version a call asks for; an older one is read from the store."""
+        current = self._in_memory(name, version, field)
+        if current is not None:  # no thread hop
+            return current
         runtime = self._runtime
-        if version is None:  # the current version, when it is in memory: no thread hop
-            current = runtime.registry.lookup(check_model_name(name, field), field)
-            if current is not None:
-                return usable(current, field)
         return await runtime.workers.run(
             runtime.workers.storage, snapshot_for, runtime.registry, name, version, field
         )
 
     async def predict(self, query: codec.PredictRequest, encode: Encode, peer: str = "") -> bytes:
         """One Predict's answer, encoded by ``encode``; ``peer`` is the caller's address
-        (its rows may be in shared memory only when it is on this host)."""
-        snapshot = await self.snapshot(query.model, query.version)
+        (its rows may be in shared memory only when it is on this host). A small one on a
+        model in memory runs here without awaiting anything: a small call's CPU is mostly
+        the machinery around it."""
+        snapshot = self._in_memory(query.model, query.version, "model") or await self.snapshot(
+            query.model, query.version
+        )
         points = _rows_of(query)
         if points is None:
             raise InvalidRequest("points is required", field="points")
-        return await self._answer(snapshot, points, query.options or codec.PredictOptions(), 0, encode, peer)
+        rows, compute = self._work(snapshot, points, query.options or _NO_OPTIONS, 0, encode, peer)
+        if work_of(snapshot, rows) <= INLINE_WORK and not self._compiling():
+            response = compute()
+            self._runtime.metrics.predicted.inc(rows)
+            return response
+        return await self._run(snapshot, points.dtype, rows, compute)
 
     async def predict_stream(
         self, queries: Incoming[codec.PredictRequest], encode: Encode, peer: str = ""
@@ -203,14 +221,17 @@ class Predicting:
                     )
                 points = _rows_of(query)
                 if points is not None:
-                    yield await self._answer(snapshot, points, options, offset, encode, peer)
-                    offset += points.rows if isinstance(points, codec.SharedRows) else points.shape[0]
+                    rows, compute = self._work(snapshot, points, options, offset, encode, peer)
+                    yield await self._run(snapshot, points.dtype, rows, compute)
+                    offset += rows
                 index += 1
 
-    async def _answer(
+    def _work(
         self, snapshot: ModelSnapshot, points: np.ndarray | codec.SharedRows, options: codec.PredictOptions,
         offset: int, encode: Encode, peer: str,
-    ) -> bytes:
+    ) -> tuple[int, Callable[[], bytes]]:
+        """The rows checked against the model and the server's limits: how many, and the
+        work that answers them."""
         runtime = self._runtime
         compute: Callable[[], bytes]
         if isinstance(points, codec.SharedRows):
@@ -228,8 +249,18 @@ class Predicting:
 
             def compute() -> bytes:
                 return encode(answer(snapshot, points, options, offset))
-        if not runtime.kernels_compiled.is_set():
-            await runtime.kernels_for(points.dtype, fit=False)
+        return rows, compute
+
+    def _compiling(self) -> bool:
+        """Whether helper processes are still compiling kernels a call may have to wait for."""
+        runtime = self._runtime
+        return bool(runtime.kernel_groups) and not runtime.kernels_compiled.is_set()
+
+    async def _run(self, snapshot: ModelSnapshot, dtype: np.dtype, rows: int, compute: Callable[[], bytes]) -> bytes:
+        """``compute``'s answer: here for a small one, else on the compute pool."""
+        runtime = self._runtime
+        if self._compiling():
+            await runtime.kernels_for(dtype, fit=False)
         if work_of(snapshot, rows) <= INLINE_WORK:
             response = compute()
         else:

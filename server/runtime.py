@@ -46,7 +46,7 @@ class Runtime:
     async def kernels_for(self, dtype: np.dtype, fit: bool) -> None:
         """Wait until the warm-up has the kernels a predict (or a fit) of ``dtype`` runs, when
         other processes compile them: compiling here too would only slow them down."""
-        if self.kernels_compiled.is_set():
+        if self.kernels_compiled.is_set() or not self.kernel_groups:
             return
         for name in warmup.groups_for(dtype, fit):
             ready = self.kernel_groups.get(name)

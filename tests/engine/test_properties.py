@@ -49,9 +49,11 @@ def test_converged_centers_are_the_means_of_their_points(problem: tuple, seed: i
     result = kmeans.fit(X, k, seed=seed, tol=0, max_iter=1000)
     means = naive.cluster_means(X, result.labels, k)
     # Distances are taken as |x|^2 - 2x.c + |c|^2: points closer than about sqrt(eps) times
-    # the data's scale are told apart only up to rounding, and may share a center.
+    # the data's scale are told apart only up to rounding, and may share a center, which is
+    # then off their mean by up to that much (sqrt(eps) is 3.5e-4 in float32, 1.5e-8 in
+    # float64). Found by hypothesis: float32 rows 0, 0, 0.0039, 0.0039 and 36, k=5.
     scale = float(np.abs(X).max()) if X.size else 0.0
-    atol = 1e-3 if X.dtype == np.float32 else max(1e-9, 1e-7 * scale)
+    atol = max(1e-3, 4e-4 * scale) if X.dtype == np.float32 else max(1e-9, 1e-7 * scale)
     for center, mean in zip(result.centers, means):
         if mean is not None:
             np.testing.assert_allclose(center, mean, rtol=1e-5, atol=atol)
