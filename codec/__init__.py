@@ -187,6 +187,7 @@ from .stream import (
     encode_batch_error,
     encode_minibatch_ack,
     encode_minibatch_open,
+    read_minibatch_request,
     serialize_minibatch_request,
 )
 from .wire import WireError
@@ -288,6 +289,7 @@ __all__ = [
     "decode_minibatch_config",
     "decode_minibatch_open",
     "decode_minibatch_request",
+    "read_minibatch_request",
     "decode_model",
     "decode_palette",
     "decode_predict_options",

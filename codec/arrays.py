@@ -43,12 +43,17 @@ def _native(array: np.ndarray) -> np.ndarray:
 
 def decode_matrix(message: pb.Matrix, field: str) -> np.ndarray:
     """A (rows, cols) view of a Matrix's bytes, read-only; checks dtype, cols and byte count."""
-    dtype = dtype_of(message.dtype, field)
-    rows, cols = int(message.rows), int(message.cols)
+    # Each read of a bytes field copies it: read once.
+    return matrix_from(message.dtype, message.rows, message.cols, message.data, field)
+
+
+def matrix_from(dtype_code: int, rows: int, cols: int, data: bytes | memoryview, field: str) -> np.ndarray:
+    """A Matrix's fields as a (rows, cols) read-only view of ``data``."""
+    dtype = dtype_of(dtype_code, field)
+    rows, cols = int(rows), int(cols)
     if cols < 1:
         raise WireError(f"{field}.cols", f"{field}.cols must be at least 1, got {cols}")
     expected = rows * cols * dtype.itemsize
-    data = message.data  # each read of a bytes field copies it: read it once
     if len(data) != expected:
         raise WireError(
             f"{field}.data",
@@ -81,8 +86,12 @@ def encode_matrix(array: np.ndarray) -> pb.Matrix:
 
 def decode_vector(message: pb.Vector, field: str) -> np.ndarray:
     """A (length,) view of a Vector's bytes, read-only."""
-    dtype = dtype_of(message.dtype, field)
-    data = message.data
+    return vector_from(message.dtype, message.data, field)
+
+
+def vector_from(dtype_code: int, data: bytes | memoryview, field: str) -> np.ndarray:
+    """A Vector's fields as a (length,) read-only view of ``data``."""
+    dtype = dtype_of(dtype_code, field)
     if len(data) % dtype.itemsize:
         raise WireError(
             f"{field}.data", f"{field}.data has {len(data)} bytes, not a whole number of {dtype.name}"

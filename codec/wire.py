@@ -52,3 +52,52 @@ def field_header(number: int, length: int) -> bytes:
 def field_number(message_type: type[Message], name: str) -> int:
     number: int = message_type.DESCRIPTOR.fields_by_name[name].number
     return number
+
+
+# ---- reading a message's fields without protobuf ---------------------------------------------
+
+VARINT, LEN = 0, 2
+
+
+def read_fields(data: memoryview, kinds: dict[int, int]) -> dict[int, Any] | None:
+    """The fields of one message by number: an int for a varint, a view of ``data`` for a
+    length-delimited field (bulk bytes are not copied).
+
+    None when the bytes hold anything else: a field not in ``kinds`` or of another wire type,
+    one that repeats, a varint past 64 bits, or bytes cut short. The caller then has protobuf
+    parse them, which knows every such case (and says what is wrong with bytes that are not
+    the message)."""
+    found: dict[int, Any] = {}
+    at, end = 0, len(data)
+    while at < end:
+        key, at = _varint_at(data, at)
+        if key < 0:
+            return None
+        number, kind = key >> 3, key & 7
+        if kinds.get(number) != kind or number in found:
+            return None
+        value, at = _varint_at(data, at)
+        if value < 0:
+            return None
+        if kind == LEN:
+            if value > end - at:
+                return None
+            found[number] = data[at : at + value]
+            at += value
+        else:
+            found[number] = value
+    return found
+
+
+def _varint_at(data: memoryview, at: int) -> tuple[int, int]:
+    """The varint at ``at`` and where the next value starts; -1 for one cut short or too long."""
+    value = shift = 0
+    end = len(data)
+    while at < end and shift < 64:
+        byte = data[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return (value, at) if value < 1 << 64 else (-1, at)
+        shift += 7
+    return -1, at

@@ -412,6 +412,11 @@ def _serializer(message_type: type[Message]) -> Callable[[Message | bytes], byte
     return to_bytes
 
 
+# Methods whose handlers get each request's bytes and read them with the codec, leaving the
+# rows in place instead of protobuf's two copies of them (parsing.read_stream).
+RAW_REQUESTS = frozenset({"StreamMiniBatch"})
+
+
 def _add_service(servicer: ClusteringHandlers, server: grpc.aio.Server, limit: CallLimit) -> None:
     """The generated registration, with request deserializers that never raise (bytes that
     are not the request reach the handler, which answers INVALID_ARGUMENT), each method
@@ -427,7 +432,7 @@ def _add_service(servicer: ClusteringHandlers, server: grpc.aio.Server, limit: C
         request, response = getattr(pb, method.input_type.name), getattr(pb, method.output_type.name)
         handlers[method.name] = kinds[(method.client_streaming, method.server_streaming)](
             limit.wrap(getattr(servicer, method.name)),
-            request_deserializer=parser(request),
+            request_deserializer=None if method.name in RAW_REQUESTS else parser(request),
             response_serializer=_serializer(response),
         )
     register(server, SERVICE_NAME, handlers)

@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeAlias, TypeVar
 
 import grpc.aio
-
 from centroidal import codec
 from centroidal.v1 import clustering_pb2 as pb
 from centroidal.v1 import clustering_pb2_grpc as pb_grpc
@@ -25,7 +24,7 @@ from .fitting import Fitting
 from .labelling import DatasetLabels
 from .memory import MemoryBudget
 from .metrics import Metrics
-from .parsing import decoded
+from .parsing import decoded, read_stream
 from .predicting import Predicting
 from .quantizing import Quantizing
 from .registry import Registry
@@ -130,9 +129,10 @@ class ClusteringHandlers(pb_grpc.ClusteringServiceServicer):
 
     @rpc
     async def StreamMiniBatch(
-        self, requests: AsyncIterator[pb.MiniBatchRequest], context: Context
+        self, requests: AsyncIterator[bytes], context: Context
     ) -> AsyncIterator[pb.MiniBatchAck]:
-        async for answer in self.sessions.run(self._incoming(requests, codec.decode_minibatch_request)):
+        batches = read_stream(requests, codec.read_minibatch_request, pb.MiniBatchRequest.DESCRIPTOR.full_name)
+        async for answer in self.sessions.run(Incoming(batches, self.runtime.config.idle_timeout)):
             if isinstance(answer, codec.MiniBatchAck):
                 yield codec.encode_minibatch_ack(answer)
             elif isinstance(answer, OwnerElsewhere):  # the status that follows names it too

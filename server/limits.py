@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 
 import numpy as np
-
 from centroidal.engine import InvalidInputError, validation
 
 from .exceptions import InvalidRequest, LimitExceeded

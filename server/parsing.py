@@ -61,3 +61,17 @@ async def decoded(messages: AsyncIterator[Any], decode: Callable[[Any], T]) -> A
     unparseable message is refused naming its position."""
     async for message in parsed_stream(messages):
         yield decode(message)
+
+
+async def read_stream(messages: AsyncIterator[bytes], read: Callable[[bytes], T], type_name: str) -> AsyncIterator[T]:
+    """A request stream whose deserializer passes the bytes through (``RAW_REQUESTS``), each
+    read by the codec's ``read``, which leaves bulk bytes in place; bytes that are not the
+    message are refused naming their position, as ``decoded`` does."""
+    index = 0
+    async for data in messages:
+        try:
+            item = read(data)
+        except DecodeError as error:
+            raise Unparseable(type_name, str(error) or "malformed").refusal(f"message {index} of the stream") from None
+        index += 1
+        yield item

@@ -1,0 +1,89 @@
+"""Messages read without protobuf (bulk bytes left in place) say exactly what protobuf's
+parse says: the same batch, the same malformed batch, or the same refusal, for valid
+messages, for ones cut short or run together, and for bytes that are no message at all."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from centroidal import codec
+from centroidal.codec.wire import read_fields
+from centroidal.v1 import clustering_pb2 as pb
+from google.protobuf.message import DecodeError
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+DTYPES = st.sampled_from([pb.DTYPE_FLOAT32, pb.DTYPE_FLOAT64, 0, 7, -1])
+
+
+@st.composite
+def matrices(draw: Any) -> pb.Matrix:
+    dtype, rows, cols = draw(DTYPES), draw(st.integers(0, 4)), draw(st.integers(0, 4))
+    itemsize = 8 if dtype == pb.DTYPE_FLOAT64 else 4
+    size = rows * cols * itemsize if draw(st.booleans()) else draw(st.integers(0, 40))
+    data = np.random.default_rng(draw(st.integers(0, 99))).normal(size=size).astype(np.float64).tobytes()[:size]
+    return pb.Matrix(dtype=dtype, rows=rows, cols=cols, data=data.ljust(size, b"\0"))
+
+
+@st.composite
+def requests(draw: Any) -> bytes:
+    if draw(st.integers(0, 9)) == 0:
+        return pb.MiniBatchRequest(open=pb.MiniBatchOpen(model=draw(st.text(max_size=8)))).SerializeToString()
+    batch = pb.MiniBatch(producer_id=draw(st.text(max_size=8)), sequence=draw(st.integers(0, 2**64 - 1)))
+    if draw(st.booleans()):
+        batch.points.CopyFrom(draw(matrices()))
+    if draw(st.booleans()):
+        weights = draw(matrices())
+        batch.sample_weight.CopyFrom(pb.Vector(dtype=weights.dtype, data=weights.data))
+    data = pb.MiniBatchRequest(batch=batch).SerializeToString()
+    change = draw(st.sampled_from(["none", "cut", "twice", "extra", "noise"]))
+    if change == "cut":
+        return data[: draw(st.integers(0, len(data)))]
+    if change == "twice":  # protobuf merges the two
+        return data + data
+    if change == "extra":
+        return data + draw(st.binary(max_size=6))
+    if change == "noise":
+        return draw(st.binary(max_size=40))
+    return data
+
+
+def _outcome(read: Any, data: bytes) -> Any:
+    try:
+        item = read(data)
+    except DecodeError:
+        return "DecodeError"
+    except codec.WireError as error:
+        return ("WireError", error.field, str(error))
+    if isinstance(item, codec.MiniBatch):
+        arrays = [None if array is None else (array.dtype.str, array.shape, array.tobytes())
+                  for array in (item.points, item.sample_weight)]
+        return ("batch", item.producer_id, item.sequence, *arrays)
+    if isinstance(item, codec.MalformedBatch):
+        return ("malformed", item.producer_id, item.sequence, item.error.field, str(item.error))
+    return item
+
+
+@settings(max_examples=400, deadline=None)
+@given(requests())
+def test_reading_a_batch_says_what_protobuf_says(data: bytes) -> None:
+    expected = _outcome(lambda raw: codec.decode_minibatch_request(pb.MiniBatchRequest.FromString(raw)), data)
+    assert _outcome(codec.read_minibatch_request, data) == expected
+
+
+def test_a_batchs_rows_are_read_in_place() -> None:
+    points = np.arange(12, dtype=np.float32).reshape(4, 3)
+    data = codec.serialize_minibatch_request(codec.MiniBatch("p", 3, points))
+    item = codec.read_minibatch_request(data)
+    assert isinstance(item, codec.MiniBatch) and item.points is not None
+    assert np.array_equal(item.points, points) and not item.points.flags.writeable
+    assert np.shares_memory(item.points, np.frombuffer(data, dtype=np.uint8))
+
+
+def test_fields_past_the_usual_shape_are_left_to_protobuf() -> None:
+    assert read_fields(memoryview(b"\x08\x01"), {1: 0}) == {1: 1}
+    assert read_fields(memoryview(b"\x08\x01\x08\x02"), {1: 0}) is None  # set twice
+    assert read_fields(memoryview(b"\x10\x01"), {1: 0}) is None  # a field it does not expect
+    assert read_fields(memoryview(b"\x0a\x05ab"), {1: 2}) is None  # cut short
+    assert read_fields(memoryview(b"\x08" + b"\xff" * 10 + b"\x01"), {1: 0}) is None  # past 64 bits
