@@ -131,6 +131,7 @@ from .predict import (
     decode_predict_request,
     decode_predict_response,
     encode_predict_options,
+    read_predict_request,
     serialize_predict_request,
     serialize_predict_response,
 )
@@ -294,6 +295,7 @@ __all__ = [
     "decode_palette",
     "decode_predict_options",
     "decode_predict_request",
+    "read_predict_request",
     "decode_predict_response",
     "decode_quantize_request",
     "decode_quantize_response",

@@ -14,7 +14,7 @@ import numpy as np
 from centroidal.v1 import clustering_pb2 as pb
 from google.protobuf.message import Message
 
-from .wire import WireError, field_header, field_number
+from .wire import LEN, VARINT, WireError, field_header, field_number, read_fields
 
 DTYPES: dict[int, np.dtype[Any]] = {pb.DTYPE_FLOAT32: np.dtype("<f4"), pb.DTYPE_FLOAT64: np.dtype("<f8")}
 _DTYPE_NUMBERS: dict[np.dtype[Any], int] = {
@@ -61,6 +61,37 @@ def matrix_from(dtype_code: int, rows: int, cols: int, data: bytes | memoryview,
             f"{dtype.name} needs {expected}",
         )
     return _native(np.frombuffer(data, dtype=dtype).reshape(rows, cols))
+
+
+# A Matrix's and a Vector's fields by number, as read in place (wire.read_fields).
+_MATRIX_FIELDS = {1: VARINT, 2: VARINT, 3: VARINT, 4: LEN}  # dtype, rows, cols, data
+_VECTOR_FIELDS = {1: VARINT, 2: LEN}  # dtype, data
+# Past these a value means something else to protobuf (a negative enum, a truncated uint32).
+_INT32, _UINT32 = 1 << 31, 1 << 32
+
+
+def matrix_fields(data: memoryview) -> dict[int, Any] | None:
+    """A Matrix message's fields read in place, or None when protobuf should parse its
+    bytes instead (see wire.read_fields); ``matrix_of`` makes the array."""
+    found = read_fields(data, _MATRIX_FIELDS)
+    if found is None or found.get(1, 0) >= _INT32 or found.get(3, 0) >= _UINT32:
+        return None
+    return found
+
+
+def matrix_of(found: dict[int, Any], field: str) -> np.ndarray:
+    """``decode_matrix`` of a Matrix read by ``matrix_fields``: a view of its bytes."""
+    return matrix_from(found.get(1, 0), found.get(2, 0), found.get(3, 0), found.get(4, b""), field)
+
+
+def vector_fields(data: memoryview) -> dict[int, Any] | None:
+    """As ``matrix_fields``, for a Vector."""
+    found = read_fields(data, _VECTOR_FIELDS)
+    return None if found is None or found.get(1, 0) >= _INT32 else found
+
+
+def vector_of(found: dict[int, Any], field: str) -> np.ndarray:
+    return vector_from(found.get(1, 0), found.get(2, b""), field)
 
 
 def matrix_or_none(message: Message, name: str, field: str) -> np.ndarray | None:

@@ -10,14 +10,25 @@ from centroidal.v1 import clustering_pb2 as pb
 
 from .arrays import (
     encode_vector,
-    matrix_from,
+    matrix_fields,
+    matrix_of,
     matrix_or_none,
-    vector_from,
+    vector_fields,
+    vector_of,
     vector_or_none,
     with_matrix,
 )
 from .models import MiniBatchConfig, decode_minibatch_config, encode_minibatch_config
-from .wire import LEN, VARINT, WireError, field_header, field_number, read_fields
+from .wire import (
+    LEN,
+    READ_IN_PLACE_BYTES,
+    VARINT,
+    WireError,
+    field_header,
+    field_number,
+    read_fields,
+    text_of,
+)
 
 
 @dataclass(frozen=True)
@@ -92,34 +103,29 @@ _BATCH_FIELDS = {field_number(pb.MiniBatch, name): kind for name, kind in
                  (("producer_id", LEN), ("sequence", VARINT), ("points", LEN), ("sample_weight", LEN))}
 _PRODUCER, _SEQUENCE, _POINTS, _WEIGHTS = (field_number(pb.MiniBatch, name) for name in
                                            ("producer_id", "sequence", "points", "sample_weight"))
-_MATRIX_FIELDS = {1: VARINT, 2: VARINT, 3: VARINT, 4: LEN}  # dtype, rows, cols, data
-_VECTOR_FIELDS = {1: VARINT, 2: LEN}  # dtype, data
-# Past these a value means something else to protobuf (a negative enum, a truncated uint32).
-_INT32, _UINT32 = 1 << 31, 1 << 32
 
 
-def read_minibatch_request(data: bytes) -> MiniBatchOpen | MiniBatch | MalformedBatch:
+def read_minibatch_request(
+    data: bytes, in_place_from: int = READ_IN_PLACE_BYTES
+) -> MiniBatchOpen | MiniBatch | MalformedBatch:
     """``decode_minibatch_request`` of the message in ``data``, read without protobuf for a
     batch: its arrays are views of ``data`` instead of two copies of it (protobuf's parse,
     then each read of a bytes field). Anything else (the open message, a field set twice,
-    bytes that are not the message) goes through protobuf, whose DecodeError says why."""
-    batch = _batch_fields(memoryview(data))
+    bytes that are not the message) goes through protobuf, whose DecodeError says why, and
+    so do messages under ``in_place_from`` bytes, which protobuf reads faster."""
+    batch = _batch_fields(memoryview(data)) if len(data) >= in_place_from else None
     if batch is None:
         return decode_minibatch_request(pb.MiniBatchRequest.FromString(data))
     fields, points, weights = batch
-    try:
-        producer_id = bytes(fields.get(_PRODUCER, b"")).decode("utf-8")
-    except UnicodeDecodeError:  # protobuf refuses it, naming the field
+    producer_id = text_of(fields.get(_PRODUCER, b""))
+    if producer_id is None:  # protobuf refuses it, naming the field
         return decode_minibatch_request(pb.MiniBatchRequest.FromString(data))
     sequence = int(fields.get(_SEQUENCE, 0))
     try:
         return MiniBatch(
             producer_id, sequence,
-            None if points is None else matrix_from(
-                int(points.get(1, 0)), int(points.get(2, 0)), int(points.get(3, 0)),
-                points.get(4, b""), "batch.points"),
-            None if weights is None else vector_from(
-                int(weights.get(1, 0)), weights.get(2, b""), "batch.sample_weight"),
+            None if points is None else matrix_of(points, "batch.points"),
+            None if weights is None else vector_of(weights, "batch.sample_weight"),
         )
     except WireError as error:
         return MalformedBatch(producer_id, sequence, error)
@@ -136,15 +142,10 @@ def _batch_fields(data: memoryview) -> tuple[Fields, Fields | None, Fields | Non
     fields = read_fields(batch, _BATCH_FIELDS) if isinstance(batch, memoryview) else None
     if fields is None:
         return None
-    points = weights = None
-    if _POINTS in fields:
-        points = read_fields(fields[_POINTS], _MATRIX_FIELDS)
-        if points is None or int(points.get(1, 0)) >= _INT32 or int(points.get(3, 0)) >= _UINT32:
-            return None
-    if _WEIGHTS in fields:
-        weights = read_fields(fields[_WEIGHTS], _VECTOR_FIELDS)
-        if weights is None or int(weights.get(1, 0)) >= _INT32:
-            return None
+    points = matrix_fields(fields[_POINTS]) if _POINTS in fields else None
+    weights = vector_fields(fields[_WEIGHTS]) if _WEIGHTS in fields else None
+    if (_POINTS in fields and points is None) or (_WEIGHTS in fields and weights is None):
+        return None
     return fields, points, weights
 
 

@@ -24,7 +24,7 @@ from .fitting import Fitting
 from .labelling import DatasetLabels
 from .memory import MemoryBudget
 from .metrics import Metrics
-from .parsing import decoded, read_stream
+from .parsing import decoded, read_one, read_stream
 from .predicting import Predicting
 from .quantizing import Quantizing
 from .registry import Registry
@@ -36,6 +36,11 @@ from .streaming import StreamHub
 
 T = TypeVar("T")
 Context: TypeAlias = grpc.aio.ServicerContext
+
+
+# The request types whose bytes the handlers read with the codec (app.RAW_REQUESTS).
+_PREDICT_REQUEST = pb.PredictRequest.DESCRIPTOR.full_name
+_MINIBATCH_REQUEST = pb.MiniBatchRequest.DESCRIPTOR.full_name
 
 
 class ClusteringHandlers(pb_grpc.ClusteringServiceServicer):
@@ -95,15 +100,16 @@ class ClusteringHandlers(pb_grpc.ClusteringServiceServicer):
             yield codec.encode_suggest_k_response(event)
 
     @rpc
-    async def Predict(self, request: pb.PredictRequest, context: Context) -> bytes:
+    async def Predict(self, request: bytes, context: Context) -> bytes:
         """Answers with the PredictResponse already serialised, where it was computed (the
         service's serializers pass bytes through)."""
-        query = codec.decode_predict_request(request)
+        query = read_one(request, codec.read_predict_request, _PREDICT_REQUEST)
         return await self.predicting.predict(query, codec.serialize_predict_response, context.peer())
 
     @rpc
-    async def PredictStream(self, requests: AsyncIterator[pb.PredictRequest], context: Context) -> AsyncIterator[bytes]:
-        queries = self._incoming(requests, codec.decode_predict_request)
+    async def PredictStream(self, requests: AsyncIterator[bytes], context: Context) -> AsyncIterator[bytes]:
+        queries = Incoming(read_stream(requests, codec.read_predict_request, _PREDICT_REQUEST),
+                           self.runtime.config.idle_timeout)
         async for answer in self.predicting.predict_stream(queries, codec.serialize_predict_response, context.peer()):
             yield answer
 
@@ -131,7 +137,7 @@ class ClusteringHandlers(pb_grpc.ClusteringServiceServicer):
     async def StreamMiniBatch(
         self, requests: AsyncIterator[bytes], context: Context
     ) -> AsyncIterator[pb.MiniBatchAck]:
-        batches = read_stream(requests, codec.read_minibatch_request, pb.MiniBatchRequest.DESCRIPTOR.full_name)
+        batches = read_stream(requests, codec.read_minibatch_request, _MINIBATCH_REQUEST)
         async for answer in self.sessions.run(Incoming(batches, self.runtime.config.idle_timeout)):
             if isinstance(answer, codec.MiniBatchAck):
                 yield codec.encode_minibatch_ack(answer)

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    make_wsgi_app,
-)
+from prometheus_client import CollectorRegistry, Counter, Gauge, make_wsgi_app
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.utils import floatToGoString
 
 
 class LogRate:
@@ -40,6 +38,50 @@ class LogRate:
         return False, 0
 
 
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+
+class RpcTally:
+    """``centroidal_rpc_requests_total{method,code}`` and the
+    ``centroidal_rpc_duration_seconds{method}`` histogram, counted as plain numbers and
+    turned into prometheus_client's metric families when scraped.
+
+    Every RPC ends on the event loop's thread, the only caller of ``observe``, so the counts
+    need no lock; prometheus_client's locked Counter and Histogram cost a small Predict about
+    6 us of its 285 us of server CPU (measured under h2load). A scrape (another thread) copies
+    each list at once, so its buckets, count and sum agree.
+    """
+
+    def __init__(self) -> None:
+        self._counts: dict[tuple[str, str], int] = {}
+        # Per method: a count per bucket (the last past every bound), then the sum of seconds.
+        self._latency: dict[str, list[float]] = {}
+
+    def observe(self, method: str, code: str, seconds: float) -> None:
+        key = (method, code)
+        self._counts[key] = self._counts.get(key, 0) + 1
+        tally = self._latency.get(method)
+        if tally is None:
+            tally = self._latency[method] = [0.0] * (len(LATENCY_BUCKETS) + 2)
+        tally[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        tally[-1] += seconds
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily("centroidal_rpc_requests", "RPCs handled, by method and status code",
+                                       labels=["method", "code"])
+        for (method, code), count in list(self._counts.items()):
+            requests.add_metric([method, code], count)
+        yield requests
+        durations = HistogramMetricFamily(
+            "centroidal_rpc_duration_seconds", "Time from an RPC's start to its end, by method", labels=["method"]
+        )
+        bounds = [floatToGoString(bound) for bound in LATENCY_BUCKETS] + ["+Inf"]
+        for method, tally in list(self._latency.items()):
+            counts = list(tally)
+            durations.add_metric([method], list(zip(bounds, itertools.accumulate(counts[:-1]))), counts[-1])
+        yield durations
+
+
 class Metrics:
     """RPC counts and latency by method and code, points ingested, models, fit iterations."""
 
@@ -47,15 +89,8 @@ class Metrics:
         self.registry = CollectorRegistry()
         # Refusals are counted here and logged at a limited rate.
         self.refusal_lines = LogRate()
-        self.rpcs = Counter(
-            "centroidal_rpc_requests", "RPCs handled, by method and status code",
-            ["method", "code"], registry=self.registry,
-        )
-        self.latency = Histogram(
-            "centroidal_rpc_duration_seconds", "Time from an RPC's start to its end, by method",
-            ["method"], registry=self.registry,
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
-        )
+        self.rpcs = RpcTally()
+        self.registry.register(self.rpcs)
         self.points = Counter(
             "centroidal_points_ingested", "Points received by Fit and learnt from streams",
             registry=self.registry,
@@ -99,16 +134,10 @@ class Metrics:
             ["reason"], registry=self.registry,
         )
         self._http: WSGIServer | None = None
-        # Labelled children looked up once: labels() costs more than the count itself.
-        self._rpc_children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
 
     def observe(self, method: str, code: str, seconds: float) -> None:
-        children = self._rpc_children.get((method, code))
-        if children is None:
-            children = (self.rpcs.labels(method, code), self.latency.labels(method))
-            self._rpc_children[(method, code)] = children
-        children[0].inc()
-        children[1].observe(seconds)
+        """One RPC ended with ``code`` after ``seconds``; on the event loop's thread only."""
+        self.rpcs.observe(method, code, seconds)
 
     def serve(self, host: str, port: int, allowed: Callable[[bytes], bool] | None = None) -> int:
         """Expose /metrics over HTTP on its own thread; returns the bound port.

@@ -63,6 +63,15 @@ async def decoded(messages: AsyncIterator[Any], decode: Callable[[Any], T]) -> A
         yield decode(message)
 
 
+def read_one(data: bytes, read: Callable[[bytes], T], type_name: str) -> T:
+    """A unary request's bytes (``RAW_REQUESTS``) read by the codec's ``read``; bytes that are
+    not the message are refused as the deserializer's Unparseable would be."""
+    try:
+        return read(data)
+    except DecodeError as error:
+        raise Unparseable(type_name, str(error) or "malformed").refusal("the request") from None
+
+
 async def read_stream(messages: AsyncIterator[bytes], read: Callable[[bytes], T], type_name: str) -> AsyncIterator[T]:
     """A request stream whose deserializer passes the bytes through (``RAW_REQUESTS``), each
     read by the codec's ``read``, which leaves bulk bytes in place; bytes that are not the

@@ -69,13 +69,13 @@ def _outcome(read: Any, data: bytes) -> Any:
 @given(requests())
 def test_reading_a_batch_says_what_protobuf_says(data: bytes) -> None:
     expected = _outcome(lambda raw: codec.decode_minibatch_request(pb.MiniBatchRequest.FromString(raw)), data)
-    assert _outcome(codec.read_minibatch_request, data) == expected
+    assert _outcome(lambda raw: codec.read_minibatch_request(raw, in_place_from=0), data) == expected
 
 
 def test_a_batchs_rows_are_read_in_place() -> None:
     points = np.arange(12, dtype=np.float32).reshape(4, 3)
     data = codec.serialize_minibatch_request(codec.MiniBatch("p", 3, points))
-    item = codec.read_minibatch_request(data)
+    item = codec.read_minibatch_request(data, in_place_from=0)
     assert isinstance(item, codec.MiniBatch) and item.points is not None
     assert np.array_equal(item.points, points) and not item.points.flags.writeable
     assert np.shares_memory(item.points, np.frombuffer(data, dtype=np.uint8))
@@ -87,3 +87,56 @@ def test_fields_past_the_usual_shape_are_left_to_protobuf() -> None:
     assert read_fields(memoryview(b"\x10\x01"), {1: 0}) is None  # a field it does not expect
     assert read_fields(memoryview(b"\x0a\x05ab"), {1: 2}) is None  # cut short
     assert read_fields(memoryview(b"\x08" + b"\xff" * 10 + b"\x01"), {1: 0}) is None  # past 64 bits
+
+
+@st.composite
+def predict_requests(draw: Any) -> bytes:
+    message = pb.PredictRequest(model=draw(st.text(max_size=8)))
+    if draw(st.booleans()):
+        message.version = draw(st.integers(0, 2**64 - 1))
+    if draw(st.booleans()):
+        message.points.CopyFrom(draw(matrices()))
+    if draw(st.booleans()):
+        message.options.CopyFrom(pb.PredictOptions(
+            return_distances=draw(st.booleans()), return_transform=draw(st.booleans()),
+            narrow_labels=draw(st.booleans())))
+    if draw(st.integers(0, 4)) == 0:
+        message.points_shared.CopyFrom(pb.SharedRows(name=draw(st.text(max_size=8)), offset=draw(st.integers(0, 99))))
+    data = message.SerializeToString()
+    change = draw(st.sampled_from(["none", "none", "cut", "twice", "extra", "noise"]))
+    if change == "cut":
+        return data[: draw(st.integers(0, len(data)))]
+    if change == "twice":
+        return data + data
+    if change == "extra":
+        return data + draw(st.binary(max_size=6))
+    if change == "noise":
+        return draw(st.binary(max_size=40))
+    return data
+
+
+def _predict_outcome(read: Any, data: bytes) -> Any:
+    try:
+        request = read(data)
+    except DecodeError:
+        return "DecodeError"
+    except codec.WireError as error:
+        return ("WireError", error.field, str(error))
+    points = request.points
+    return (request.model, request.version, request.options, request.shared,
+            None if points is None else (points.dtype.str, points.shape, points.tobytes()))
+
+
+@settings(max_examples=400, deadline=None)
+@given(predict_requests())
+def test_reading_a_predict_request_says_what_protobuf_says(data: bytes) -> None:
+    expected = _predict_outcome(lambda raw: codec.decode_predict_request(pb.PredictRequest.FromString(raw)), data)
+    assert _predict_outcome(lambda raw: codec.read_predict_request(raw, in_place_from=0), data) == expected
+
+
+def test_predict_rows_are_read_in_place() -> None:
+    points = np.arange(12, dtype=np.float64).reshape(3, 4)
+    data = codec.serialize_predict_request(codec.PredictRequest("m", 4, points, codec.PredictOptions(narrow_labels=True)))
+    request = codec.read_predict_request(data, in_place_from=0)
+    assert (request.model, request.version, request.options) == ("m", 4, codec.PredictOptions(narrow_labels=True))
+    assert request.points is not None and np.shares_memory(request.points, np.frombuffer(data, dtype=np.uint8))

@@ -7,8 +7,8 @@ import urllib.request
 
 import numpy as np
 import pytest
-
 from centroidal.client import Client, FailedPrecondition, NotFound
+
 from tests.conftest import ServerFactory
 
 
@@ -57,3 +57,21 @@ def test_metrics_count_rpcs_points_and_models(start_server: ServerFactory) -> No
     text = urllib.request.urlopen(url, timeout=10).read().decode()
     assert sample(text, "centroidal_kernels_compiled") == 1
     assert 'centroidal_rpc_duration_seconds_count{method="Fit"} 1.0' in text
+
+
+def test_rpc_latency_buckets_count_each_call_at_or_below_their_bound() -> None:
+    from centroidal.server.metrics import Metrics
+    from prometheus_client import generate_latest
+
+    metrics = Metrics()
+    for seconds in (0.0005, 0.001, 0.003, 400.0):  # at a bound counts in it; past the last, only +Inf
+        metrics.observe("Predict", "OK", seconds)
+    metrics.observe("Predict", "NOT_FOUND", 0.002)
+    text = generate_latest(metrics.registry).decode()
+    assert sample(text, 'centroidal_rpc_requests_total{code="OK",method="Predict"}') == 4
+    assert sample(text, 'centroidal_rpc_requests_total{code="NOT_FOUND",method="Predict"}') == 1
+    buckets = {"0.001": 2, "0.0025": 3, "0.005": 4, "300.0": 4, "+Inf": 5}
+    for bound, count in buckets.items():
+        assert sample(text, f'centroidal_rpc_duration_seconds_bucket{{le="{bound}",method="Predict"}}') == count
+    assert sample(text, 'centroidal_rpc_duration_seconds_count{method="Predict"}') == 5
+    assert sample(text, 'centroidal_rpc_duration_seconds_sum{method="Predict"}') == pytest.approx(400.0065)
