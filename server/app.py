@@ -273,11 +273,13 @@ class CentroidalServer:
                     groups[group].set()
                 elapsed = time.monotonic() - started
                 log.debug("warm-up: %s compiled after %.2fs", group, elapsed)
-                if done == 1 and elapsed > COLD_GROUP_S and total > 1:
+                if done == 1 and elapsed > COLD_GROUP_S and total > 1 and helpers < 2:
                     log.info("kernels: %d of %d groups compiled in %.0f s; about %.0f s to go", done,
                              total, elapsed, elapsed * (total - done) * LATER_GROUP_SHARE)
                 if self.stopping.is_set():
                     return
+            if self.stopping.is_set():  # the helpers' steps end early when the server stops
+                return
         except Exception:  # a server that cannot compile still answers; each call compiles its own
             log.exception("warm-up failed after %.2fs", time.monotonic() - started)
             return
