@@ -74,6 +74,19 @@ def serve(tmp_path: Path) -> Iterator[type[ServeProcess]]:
             child.process.wait()
 
 
+def _helpers_of(pid: int) -> list[int]:
+    """Processes still compiling kernels for the server ``pid`` (engine.warmup --for pid)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            words = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"centroidal.engine.warmup" in words and str(pid).encode() in words:
+            found.append(int(entry.name))
+    return found
+
+
 def health(address: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*CENTROIDAL, "health", "--target", address], capture_output=True, text=True, timeout=60
@@ -134,8 +147,16 @@ def test_a_cold_server_serves_while_it_compiles(serve, tmp_path: Path) -> None:
     # The first compilation alone takes longer than getting to SERVING did.
     first_step = _line_index(cold.lines, "warm-up: predict float32 compiled")
     assert listening >= 0 and (first_step == -1 or first_step > listening)
+    # From an empty cache, processes of their own compile the kernels; none outlives the server.
+    assert any("processes compile the kernels" in line for line in cold.lines)
+    pid = cold.process.pid
     assert cold.terminate() == 0
     assert any("stopped cleanly" in line for line in cold.lines)
+    for _ in range(20):  # a helper notices its parent gone within half a second
+        if not _helpers_of(pid):
+            break
+        time.sleep(0.25)
+    assert _helpers_of(pid) == [], "compiling helpers outlived their server"
 
     # Asked to, the server compiles everything first: the warm-up ends before SERVING.
     eager = serve("--warmup-before-serving", env=cache)
