@@ -4,7 +4,19 @@ from __future__ import annotations
 
 import argparse
 
-from . import datasets, engine, floors, hosts, images, regression, replicas, scoring, serving, streaming, system
+from . import (
+    datasets,
+    engine,
+    floors,
+    hosts,
+    images,
+    regression,
+    replicas,
+    scoring,
+    serving,
+    streaming,
+    system,
+)
 from .common import gemm_peak_gflops, machine, print_table, write_results
 
 

@@ -134,6 +134,7 @@ def small_calls() -> tuple[list[str], dict[str, float]]:
     """Server CPU per small Predict (8x16 float32, k=16) under h2load, against the trivial
     handler's, taking turns, median of ROUNDS rounds each."""
     import numpy as np
+
     from centroidal.client import Client
 
     from .replicas import ROUNDS, grpc_body, h2load, serving

@@ -12,10 +12,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from sklearn.cluster import KMeans
+
 from centroidal.client import Client
 from centroidal.engine.kmeans import NearestCenters
 from centroidal.server.app import WARMUP_DONE
-from sklearn.cluster import KMeans
 
 from . import floors
 from .common import Row, served

@@ -44,7 +44,11 @@ from .results import (
     QuantizedImage,
     Suggestion,
 )
-from .stream import DEFAULT_MAX_REPLAY_BYTES, DEFAULT_RECONNECT_TIMEOUT_S, DEFAULT_WINDOW
+from .stream import (
+    DEFAULT_MAX_REPLAY_BYTES,
+    DEFAULT_RECONNECT_TIMEOUT_S,
+    DEFAULT_WINDOW,
+)
 from .transport import (
     RESPONSE_BUDGET,
     AsyncTransport,

@@ -37,16 +37,17 @@ from .results import (
     QuantizedImage,
     Suggestion,
 )
-from .transport import (
-    RESPONSE_BUDGET,
-    SyncTransport,
-)
 from .stream import (
     DEFAULT_MAX_REPLAY_BYTES,
     DEFAULT_RECONNECT_TIMEOUT_S,
     DEFAULT_WINDOW,
     MiniBatchStream,
 )
+from .transport import (
+    RESPONSE_BUDGET,
+    SyncTransport,
+)
+
 
 class Client(SyncTransport):
     """A connection to a centroidal server.

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
+
 from centroidal import codec
 
 SHM_DIR = "/dev/shm"

@@ -20,8 +20,9 @@ from typing import Any
 import grpc
 import grpc.aio
 import numpy as np
-from centroidal import codec
 from grpc_health.v1 import health_pb2_grpc
+
+from centroidal import codec
 
 from ._calls import Methods, list_models_request
 from .credentials import (

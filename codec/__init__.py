@@ -167,13 +167,7 @@ from .scoring import (
     serialize_evaluate_request,
     serialize_suggest_k_request,
 )
-from .service import (
-    DURABLE_VERSION_TRAILER,
-    SERVICE,
-    SERVICE_NAME,
-    STREAM_OWNER_HEADER,
-    method_path,
-)
+from .service import DURABLE_VERSION_TRAILER, SERVICE, SERVICE_NAME, STREAM_OWNER_HEADER, method_path
 from .stream import (
     BatchError,
     MalformedBatch,

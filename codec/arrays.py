@@ -11,8 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from centroidal.v1 import clustering_pb2 as pb
 from google.protobuf.message import Message
+
+from centroidal.v1 import clustering_pb2 as pb
 
 from .wire import LEN, VARINT, WireError, field_header, field_number, read_fields
 

@@ -6,26 +6,13 @@ from dataclasses import dataclass
 from typing import Union
 
 import numpy as np
+
 from centroidal.v1 import clustering_pb2 as pb
 
-from .arrays import (
-    decode_labels,
-    encode_labels,
-    encode_vector,
-    matrix_or_none,
-    vector_or_none,
-    with_matrix,
-)
 from .datasets import DatasetSource, decode_dataset_source, encode_dataset_source
+from .arrays import decode_labels, encode_labels, encode_vector, matrix_or_none, vector_or_none, with_matrix
 from .enums import STAGES
-from .models import (
-    KMeansConfig,
-    Model,
-    decode_kmeans_config,
-    decode_model,
-    encode_kmeans_config,
-    encode_model,
-)
+from .models import KMeansConfig, Model, decode_kmeans_config, decode_model, encode_kmeans_config, encode_model
 from .wire import optional, set_optional
 
 

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from centroidal.v1 import clustering_pb2 as pb
 from google.protobuf.timestamp_pb2 import Timestamp
+
+from centroidal.v1 import clustering_pb2 as pb
 
 from .arrays import DTYPES, dtype_number, encode_matrix, matrix_or_none, owned_or_none
 from .enums import ALGORITHMS, HALF_LIFE_UNITS, INIT_METHODS, METRICS, MODEL_KINDS

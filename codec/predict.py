@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from centroidal.v1 import clustering_pb2 as pb
 
 from .arrays import (

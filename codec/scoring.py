@@ -6,18 +6,12 @@ from dataclasses import dataclass
 from typing import Union
 
 import numpy as np
+
 from centroidal.v1 import clustering_pb2 as pb
 
 from .arrays import matrix_or_none, with_matrix
 from .fit import FitProgress, decode_fit_progress, encode_fit_progress
-from .models import (
-    KMeansConfig,
-    Model,
-    decode_kmeans_config,
-    decode_model,
-    encode_kmeans_config,
-    encode_model,
-)
+from .models import KMeansConfig, Model, decode_kmeans_config, decode_model, encode_kmeans_config, encode_model
 from .wire import optional, set_optional
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from centroidal.v1 import clustering_pb2 as pb
 
 from .arrays import (

@@ -22,8 +22,8 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
 
-from centroidal.codec import WireError
 from centroidal.engine import InvalidInputError
+from centroidal.codec import WireError
 
 from .config import ServerConfig
 from .exceptions import Busy, DomainError, IdleTimeout

@@ -18,15 +18,16 @@ from typing import Any, NoReturn, TypeVar
 
 import grpc
 import grpc.aio
+from google.protobuf.message import Message
+from grpc_health.v1 import health_pb2
+from grpc_health.v1.health import aio as health_aio
+
 from centroidal import codec
 from centroidal.engine import configure_threads, warmup
 from centroidal.engine.threads import threading_layer
 from centroidal.partitioned.cluster import DaskCluster
 from centroidal.partitioned.partitions import ClusterError
 from centroidal.v1 import clustering_pb2 as pb
-from google.protobuf.message import Message
-from grpc_health.v1 import health_pb2
-from grpc_health.v1.health import aio as health_aio
 
 from . import replicas
 from .admission import STREAM_WINDOW_BYTES

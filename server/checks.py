@@ -11,15 +11,7 @@ from pathlib import Path
 
 from . import commits, wal
 from .exceptions import StoreDamaged
-from .integrity import (
-    LOCK_FILE,
-    STORE_FILE,
-    VERSION_ROWS,
-    checksum_failures,
-    quick_check,
-    read_only_uri,
-)
-
+from .integrity import LOCK_FILE, STORE_FILE, VERSION_ROWS, checksum_failures, quick_check, read_only_uri
 
 @dataclass(frozen=True)
 class StoreReport:

@@ -14,11 +14,11 @@ import sys
 import time
 from collections.abc import Sequence
 
-from . import replicas
 from .app import create_server
-from .checks import backup, inspect
 from .config import ServerConfig, parse_args
 from .exceptions import StoreDamaged, StoreUnavailable
+from .checks import backup, inspect
+from . import replicas
 from .supervisor import Supervisor
 
 

@@ -10,6 +10,7 @@ from collections.abc import Generator
 from typing import Any
 
 import numpy as np
+
 from centroidal import codec
 from centroidal.engine import InvalidInputError, kmeans
 from centroidal.engine.progress import Progress

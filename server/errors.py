@@ -25,13 +25,14 @@ from typing import Any, TypeVar
 
 import grpc
 import grpc.aio
-from centroidal import sources
-from centroidal.codec import WireError
-from centroidal.engine import InvalidInputError
-from centroidal.partitioned.partitions import ClusterError
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
+
+from centroidal.engine import InvalidInputError
+from centroidal.codec import WireError
+from centroidal.partitioned.partitions import ClusterError
+from centroidal import sources
 
 from . import exceptions as domain
 from .metrics import LogRate, Metrics

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from centroidal import codec
 from centroidal.engine import kmeans, spectral
 from centroidal.engine.kmeans import KMeansParams

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
+
 from centroidal.engine import kmeans
 
 from .admission import STREAM_WINDOW_BYTES, CallWork, Incoming

@@ -16,9 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-from centroidal import codec
-from centroidal.engine import palette as palettes
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from centroidal.engine import palette as palettes
+from centroidal import codec
 
 from .exceptions import InvalidRequest, LimitExceeded, ModelMismatch
 from .limits import check_model_name

@@ -14,8 +14,8 @@ from centroidal.partitioned.labels import Labelled, label_steps
 from centroidal.sources import output_dir
 
 from .admission import CallWork
-from .datasets import open_source
 from .exceptions import ModelMismatch
+from .datasets import open_source
 from .predicting import metric_of, snapshot_for
 from .runtime import Runtime
 from .snapshots import SPECTRAL

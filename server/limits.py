@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import numpy as np
+
 from centroidal.engine import InvalidInputError, validation
 
 from .exceptions import InvalidRequest, LimitExceeded

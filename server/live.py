@@ -7,6 +7,7 @@ from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
+
 from centroidal import codec
 from centroidal.engine.kmeans import fresh_seed
 from centroidal.engine.minibatch import MiniBatchParams, MiniBatchState

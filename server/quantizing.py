@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import numpy as np
+
 from centroidal import codec
 
 from . import imaging

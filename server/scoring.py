@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+
 from centroidal import codec
 from centroidal.engine import scoring
 from centroidal.engine.cosine import unit_rows

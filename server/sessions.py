@@ -19,22 +19,15 @@ from dataclasses import dataclass
 
 from centroidal import codec
 
-from .admission import READ_AHEAD, Incoming, InOrder
+from .admission import READ_AHEAD, InOrder, Incoming
 from .errors import refusal
 from .exceptions import (
-    Busy,
-    InvalidRequest,
-    LimitExceeded,
-    ModelReplaced,
-    ShuttingDown,
-    StoreDamaged,
-    StoreUnavailable,
-    StreamElsewhere,
+    Busy, InvalidRequest, LimitExceeded, ModelReplaced, ShuttingDown, StoreDamaged, StoreUnavailable, StreamElsewhere,
     StreamMoved,
 )
 from .limits import check_model_name
-from .live import BatchResult, LiveModel
 from .runtime import Runtime
+from .live import BatchResult, LiveModel
 from .streaming import StreamHub
 
 log = logging.getLogger("centroidal.server")

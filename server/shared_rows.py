@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from urllib.parse import unquote
 
 import numpy as np
+
 from centroidal import codec
 
 from .exceptions import InvalidRequest, SharedMemoryMissing, SharedMemoryRefused

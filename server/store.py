@@ -30,11 +30,10 @@ from pathlib import Path
 from . import wal
 from .commits import Acknowledged, CommitRecord
 from .conditions import DEFAULT_MIN_FREE_BYTES, WriteConditions, refusal, shutting_down
-from .feed import ChangeFeed
 from .integrity import (
-    MISSING_CURRENT,
     STORE_FILE,
     VERSION_ROWS,
+    MISSING_CURRENT,
     Discarded,
     StoreCondition,
     classify,
@@ -46,6 +45,7 @@ from .integrity import (
     verified_current,
     verified_snapshot,
 )
+from .feed import ChangeFeed
 from .snapshots import Catalog, ModelSnapshot, StoredModels
 from .writes import VersionedWrites
 

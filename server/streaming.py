@@ -20,11 +20,10 @@ import math
 import threading
 import time
 
+
 from centroidal import codec
 from centroidal.engine.minibatch import MiniBatchParams, MiniBatchState
 
-from . import replicas
-from .checkpoints import Checkpointer
 from .config import ServerConfig
 from .exceptions import (
     InvalidRequest,
@@ -34,20 +33,14 @@ from .exceptions import (
     ModelReplaced,
     StreamElsewhere,
 )
+from .checkpoints import Checkpointer
 from .leases import CEILING_STEP, Holder, Lease, LeaseLost
+from .live import CHECKPOINT_COPIES, BatchResult, LiveModel, Pending, held, is_stale, params_from_config
 from .limits import check_matrix, check_weights, echo
-from .live import (
-    CHECKPOINT_COPIES,
-    BatchResult,
-    LiveModel,
-    Pending,
-    held,
-    is_stale,
-    params_from_config,
-)
 from .memory import MemoryBudget
 from .metrics import Metrics
 from .registry import Registry
+from . import replicas
 from .replicas import Owner
 from .snapshots import MINIBATCH_KMEANS, ModelSnapshot
 

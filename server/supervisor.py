@@ -43,13 +43,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from .config import ServerConfig, read_token_file
 from .memory import default_budget
 from .metrics import serve_http
-from .replicas import (
-    INDEX_ENV,
-    LOCK_FD_ENV,
-    READY_FD_ENV,
-    end_stale_leases,
-    owner_prefix,
-)
+from .replicas import INDEX_ENV, LOCK_FD_ENV, READY_FD_ENV, end_stale_leases, owner_prefix
 from .store import SQLiteStore
 from .stores import open_store
 

@@ -21,8 +21,8 @@ from dataclasses import replace
 import numpy as np
 
 from . import leases
-from .conditions import WriteConditions, shutting_down
 from .exceptions import ModelNotFound, StoreFull, VersionConflict
+from .conditions import WriteConditions, shutting_down
 from .integrity import KIND_ON_DISK, StoreCondition, row_checksum
 from .leases import Connection, Holder, Lease
 from .snapshots import ModelSnapshot

@@ -60,9 +60,8 @@ def test_replica_rows_run() -> None:
 def test_host_rows_run(postgres_database: str) -> None:
     """The PostgreSQL rows' parts on tiny work: the store's writes, and visibility between
     two replicas with NOTIFY."""
-    from centroidal.server.postgres import PostgresStore
-
     from bench import hosts, replicas
+    from centroidal.server.postgres import PostgresStore
 
     store = PostgresStore(postgres_database, listen=False)
     try:

@@ -12,10 +12,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from centroidal import codec
-from centroidal.v1 import clustering_pb2 as pb
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
+
+from centroidal import codec
+from centroidal.v1 import clustering_pb2 as pb
 
 
 def _inside(outer: type[Message], field: str, write: Callable[[Any], Any], wrap: Callable[[Any], Any]) -> Callable[[Any], Any]:

@@ -7,8 +7,8 @@ import urllib.request
 
 import numpy as np
 import pytest
-from centroidal.client import Client, FailedPrecondition, NotFound
 
+from centroidal.client import Client, FailedPrecondition, NotFound
 from tests.conftest import ServerFactory
 
 
@@ -60,8 +60,9 @@ def test_metrics_count_rpcs_points_and_models(start_server: ServerFactory) -> No
 
 
 def test_rpc_latency_buckets_count_each_call_at_or_below_their_bound() -> None:
-    from centroidal.server.metrics import Metrics
     from prometheus_client import generate_latest
+
+    from centroidal.server.metrics import Metrics
 
     metrics = Metrics()
     for seconds in (0.0005, 0.001, 0.003, 400.0):  # at a bound counts in it; past the last, only +Inf
