@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeAlias, TypeVar
 
 import grpc.aio
+
 from centroidal import codec
 from centroidal.v1 import clustering_pb2 as pb
 from centroidal.v1 import clustering_pb2_grpc as pb_grpc
@@ -82,6 +83,10 @@ class ClusteringHandlers(pb_grpc.ClusteringServiceServicer):
         """A request stream decoded by the codec, read with the server's idle timeout."""
         return Incoming(decoded(messages, decode), self.runtime.config.idle_timeout)
 
+    def _read(self, messages: AsyncIterator[bytes], read: Callable[[bytes], T], type_name: str) -> Incoming[T]:
+        """As ``_incoming``, for a method whose requests arrive as bytes (app.RAW_REQUESTS)."""
+        return Incoming(read_stream(messages, read, type_name), self.runtime.config.idle_timeout)
+
     @rpc
     async def Fit(self, requests: AsyncIterator[pb.FitRequest], context: Context) -> AsyncIterator[pb.FitResponse]:
         async for event in self.fitting.fit(self._incoming(requests, codec.decode_fit_request)):
@@ -108,8 +113,7 @@ class ClusteringHandlers(pb_grpc.ClusteringServiceServicer):
 
     @rpc
     async def PredictStream(self, requests: AsyncIterator[bytes], context: Context) -> AsyncIterator[bytes]:
-        queries = Incoming(read_stream(requests, codec.read_predict_request, _PREDICT_REQUEST),
-                           self.runtime.config.idle_timeout)
+        queries = self._read(requests, codec.read_predict_request, _PREDICT_REQUEST)
         async for answer in self.predicting.predict_stream(queries, codec.serialize_predict_response, context.peer()):
             yield answer
 
@@ -137,8 +141,7 @@ class ClusteringHandlers(pb_grpc.ClusteringServiceServicer):
     async def StreamMiniBatch(
         self, requests: AsyncIterator[bytes], context: Context
     ) -> AsyncIterator[pb.MiniBatchAck]:
-        batches = read_stream(requests, codec.read_minibatch_request, _MINIBATCH_REQUEST)
-        async for answer in self.sessions.run(Incoming(batches, self.runtime.config.idle_timeout)):
+        async for answer in self.sessions.run(self._read(requests, codec.read_minibatch_request, _MINIBATCH_REQUEST)):
             if isinstance(answer, codec.MiniBatchAck):
                 yield codec.encode_minibatch_ack(answer)
             elif isinstance(answer, OwnerElsewhere):  # the status that follows names it too

@@ -33,6 +33,10 @@ class Unparseable:
         )
 
 
+def _unparseable(type_name: str, error: DecodeError) -> Unparseable:
+    return Unparseable(type_name, str(error) or "malformed")
+
+
 def parser(message_class: Any) -> Callable[[bytes], Any]:
     """A request deserializer that never raises: bytes that do not parse become Unparseable."""
     type_name = message_class.DESCRIPTOR.full_name
@@ -41,7 +45,7 @@ def parser(message_class: Any) -> Callable[[bytes], Any]:
         try:
             return message_class.FromString(data)
         except DecodeError as error:
-            return Unparseable(type_name, str(error) or "malformed")
+            return _unparseable(type_name, error)
 
     return parse
 
@@ -69,7 +73,7 @@ def read_one(data: bytes, read: Callable[[bytes], T], type_name: str) -> T:
     try:
         return read(data)
     except DecodeError as error:
-        raise Unparseable(type_name, str(error) or "malformed").refusal("the request") from None
+        raise _unparseable(type_name, error).refusal("the request") from None
 
 
 async def read_stream(messages: AsyncIterator[bytes], read: Callable[[bytes], T], type_name: str) -> AsyncIterator[T]:
@@ -81,6 +85,6 @@ async def read_stream(messages: AsyncIterator[bytes], read: Callable[[bytes], T]
         try:
             item = read(data)
         except DecodeError as error:
-            raise Unparseable(type_name, str(error) or "malformed").refusal(f"message {index} of the stream") from None
+            raise _unparseable(type_name, error).refusal(f"message {index} of the stream") from None
         index += 1
         yield item

@@ -6,6 +6,7 @@ import weakref
 from collections.abc import AsyncIterator, Callable
 
 import numpy as np
+
 from centroidal import codec
 from centroidal.engine import kmeans, spectral
 
@@ -167,39 +168,25 @@ class Predicting:
     def __init__(self, runtime: Runtime) -> None:
         self._runtime = runtime
 
-    def _in_memory(self, name: str, version: int | None, field: str) -> ModelSnapshot | None:
-        """The current version, when that is the one asked for and it is in memory."""
-        if version is not None:
-            return None
-        current = self._runtime.registry.lookup(check_model_name(name, field), field)
-        return None if current is None else usable(current, field)
-
     async def snapshot(self, name: str, version: int | None, field: str = "model") -> ModelSnapshot:
         """The model version a call asks for; an older one is read from the store."""
-        current = self._in_memory(name, version, field)
-        if current is not None:  # no thread hop
-            return current
         runtime = self._runtime
+        if version is None:  # the current version, when it is in memory: no thread hop
+            current = runtime.registry.lookup(check_model_name(name, field), field)
+            if current is not None:
+                return usable(current, field)
         return await runtime.workers.run(
             runtime.workers.storage, snapshot_for, runtime.registry, name, version, field
         )
 
     async def predict(self, query: codec.PredictRequest, encode: Encode, peer: str = "") -> bytes:
         """One Predict's answer, encoded by ``encode``; ``peer`` is the caller's address
-        (its rows may be in shared memory only when it is on this host). A small one on a
-        model in memory runs here without awaiting anything: a small call's CPU is mostly
-        the machinery around it."""
-        snapshot = self._in_memory(query.model, query.version, "model") or await self.snapshot(
-            query.model, query.version
-        )
+        (its rows may be in shared memory only when it is on this host)."""
+        snapshot = await self.snapshot(query.model, query.version)
         points = _rows_of(query)
         if points is None:
             raise InvalidRequest("points is required", field="points")
         rows, compute = self._work(snapshot, points, query.options or _NO_OPTIONS, 0, encode, peer)
-        if work_of(snapshot, rows) <= INLINE_WORK and not self._compiling():
-            response = compute()
-            self._runtime.metrics.predicted.inc(rows)
-            return response
         return await self._run(snapshot, points.dtype, rows, compute)
 
     async def predict_stream(
@@ -251,15 +238,10 @@ class Predicting:
                 return encode(answer(snapshot, points, options, offset))
         return rows, compute
 
-    def _compiling(self) -> bool:
-        """Whether helper processes are still compiling kernels a call may have to wait for."""
-        runtime = self._runtime
-        return bool(runtime.kernel_groups) and not runtime.kernels_compiled.is_set()
-
     async def _run(self, snapshot: ModelSnapshot, dtype: np.dtype, rows: int, compute: Callable[[], bytes]) -> bytes:
         """``compute``'s answer: here for a small one, else on the compute pool."""
         runtime = self._runtime
-        if self._compiling():
+        if runtime.compiling:  # checked here: an await per small call costs it CPU
             await runtime.kernels_for(dtype, fit=False)
         if work_of(snapshot, rows) <= INLINE_WORK:
             response = compute()

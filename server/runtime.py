@@ -8,6 +8,7 @@ import threading
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from centroidal.engine import warmup
 from centroidal.partitioned.cluster import DaskCluster
 from centroidal.sources import Roots
@@ -43,10 +44,15 @@ class Runtime:
     # group's event, set once the group is loaded here. Empty otherwise.
     kernel_groups: dict[str, threading.Event] = field(default_factory=dict)
 
+    @property
+    def compiling(self) -> bool:
+        """Whether helper processes are still compiling kernels a call may wait for."""
+        return bool(self.kernel_groups) and not self.kernels_compiled.is_set()
+
     async def kernels_for(self, dtype: np.dtype, fit: bool) -> None:
         """Wait until the warm-up has the kernels a predict (or a fit) of ``dtype`` runs, when
         other processes compile them: compiling here too would only slow them down."""
-        if self.kernels_compiled.is_set() or not self.kernel_groups:
+        if not self.compiling:
             return
         for name in warmup.groups_for(dtype, fit):
             ready = self.kernel_groups.get(name)
