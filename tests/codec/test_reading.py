@@ -7,12 +7,13 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from centroidal import codec
-from centroidal.codec.wire import read_fields
-from centroidal.v1 import clustering_pb2 as pb
 from google.protobuf.message import DecodeError
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from centroidal import codec
+from centroidal.codec.wire import read_fields
+from centroidal.v1 import clustering_pb2 as pb
 
 DTYPES = st.sampled_from([pb.DTYPE_FLOAT32, pb.DTYPE_FLOAT64, 0, 7, -1])
 
@@ -36,11 +37,17 @@ def requests(draw: Any) -> bytes:
     if draw(st.booleans()):
         weights = draw(matrices())
         batch.sample_weight.CopyFrom(pb.Vector(dtype=weights.dtype, data=weights.data))
-    data = pb.MiniBatchRequest(batch=batch).SerializeToString()
-    change = draw(st.sampled_from(["none", "cut", "twice", "extra", "noise"]))
+    return draw(changed(pb.MiniBatchRequest(batch=batch).SerializeToString()))
+
+
+@st.composite
+def changed(draw: Any, data: bytes) -> bytes:
+    """A message's bytes as they are (most often), cut short, twice over (protobuf merges the
+    two), with bytes after, or replaced by noise."""
+    change = draw(st.sampled_from(["none", "none", "cut", "twice", "extra", "noise"]))
     if change == "cut":
         return data[: draw(st.integers(0, len(data)))]
-    if change == "twice":  # protobuf merges the two
+    if change == "twice":
         return data + data
     if change == "extra":
         return data + draw(st.binary(max_size=6))
@@ -49,13 +56,18 @@ def requests(draw: Any) -> bytes:
     return data
 
 
-def _outcome(read: Any, data: bytes) -> Any:
+def _read(read: Any, data: bytes) -> Any:
+    """What ``read`` makes of ``data``: its result, or the error it raises, comparably."""
     try:
-        item = read(data)
+        return read(data)
     except DecodeError:
         return "DecodeError"
     except codec.WireError as error:
         return ("WireError", error.field, str(error))
+
+
+def _outcome(read: Any, data: bytes) -> Any:
+    item = _read(read, data)
     if isinstance(item, codec.MiniBatch):
         arrays = [None if array is None else (array.dtype.str, array.shape, array.tobytes())
                   for array in (item.points, item.sample_weight)]
@@ -102,26 +114,13 @@ def predict_requests(draw: Any) -> bytes:
             narrow_labels=draw(st.booleans())))
     if draw(st.integers(0, 4)) == 0:
         message.points_shared.CopyFrom(pb.SharedRows(name=draw(st.text(max_size=8)), offset=draw(st.integers(0, 99))))
-    data = message.SerializeToString()
-    change = draw(st.sampled_from(["none", "none", "cut", "twice", "extra", "noise"]))
-    if change == "cut":
-        return data[: draw(st.integers(0, len(data)))]
-    if change == "twice":
-        return data + data
-    if change == "extra":
-        return data + draw(st.binary(max_size=6))
-    if change == "noise":
-        return draw(st.binary(max_size=40))
-    return data
+    return draw(changed(message.SerializeToString()))
 
 
 def _predict_outcome(read: Any, data: bytes) -> Any:
-    try:
-        request = read(data)
-    except DecodeError:
-        return "DecodeError"
-    except codec.WireError as error:
-        return ("WireError", error.field, str(error))
+    request = _read(read, data)
+    if not isinstance(request, codec.PredictRequest):
+        return request
     points = request.points
     return (request.model, request.version, request.options, request.shared,
             None if points is None else (points.dtype.str, points.shape, points.tobytes()))

@@ -10,12 +10,12 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+
 from centroidal import codec
 from centroidal.client import Client
 from centroidal.client.errors import CentroidalError, error_from_rpc
 from centroidal.server import CentroidalServer
 from centroidal.server.shared_rows import is_local_peer
-
 from tests.conftest import ServerFactory
 
 SHM = Path("/dev/shm")
@@ -59,6 +59,15 @@ def _refusal(target: str, request: codec.PredictRequest) -> CentroidalError:
 
 def _shared(path: Path, points: np.ndarray, offset: int = 0) -> codec.SharedRows:
     return codec.SharedRows(path.name, offset, points.dtype, points.shape[0], points.shape[1])
+
+
+def _refused_by(target: str, rows: np.ndarray, shm_object: Path) -> CentroidalError:
+    """The refusal of a Predict of ``rows`` in ``shm_object`` by the server at ``target``,
+    once it has a model to predict with."""
+    with Client(target) as client:
+        client.fit("m", rows, 4, seed=0, max_iter=2)
+    _write(shm_object, rows)
+    return _refusal(target, codec.PredictRequest("m", shared=_shared(shm_object, rows)))
 
 
 def test_sdk_predict_through_shared_memory_equals_sending_the_rows(fitted: str, rows: np.ndarray) -> None:
@@ -154,11 +163,7 @@ def test_a_server_without_shared_memory_refuses_it(
     start_server: ServerFactory, rows: np.ndarray, shm_object: Path
 ) -> None:
     server = start_server(shared_memory=False)
-    target = f"127.0.0.1:{server.port}"
-    with Client(target) as client:
-        client.fit("m", rows, 4, seed=0, max_iter=2)
-    _write(shm_object, rows)
-    error = _refusal(target, codec.PredictRequest("m", shared=_shared(shm_object, rows)))
+    error = _refused_by(f"127.0.0.1:{server.port}", rows, shm_object)
     assert error.code == grpc.StatusCode.PERMISSION_DENIED and error.field == "points_shared"
     assert "--no-shared-memory" in error.message
 
@@ -183,11 +188,7 @@ def test_a_call_from_another_address_than_loopback_is_refused(
     if host is None:
         pytest.skip("this machine has no address but loopback")
     server = start_server(host="0.0.0.0")
-    target = f"{host}:{server.port}"
-    with Client(target) as client:
-        client.fit("m", rows, 4, seed=0, max_iter=2)
-    _write(shm_object, rows)
-    error = _refusal(target, codec.PredictRequest("m", shared=_shared(shm_object, rows)))
+    error = _refused_by(f"{host}:{server.port}", rows, shm_object)
     assert error.code == grpc.StatusCode.PERMISSION_DENIED and error.field == "points_shared.name"
     assert host in error.message
 
