@@ -72,6 +72,79 @@ def _accumulate_tile(
     return inertia
 
 
+# Reductions over a tile's rows that LLVM may split into lanes (reassociation): the order of
+# the additions is then fixed by the compiled code, not by the data or the thread count.
+_lanes = njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})
+
+
+@njit(inline="always", nogil=True, cache=True)
+def _add_if_member(best, cluster, x0, x1, x2, s0, s1, s2, count, one, zero):
+    """One column's contribution to one cluster's running sums: itself if it is labelled with
+    the cluster, else nothing (a multiply by 1 or 0, so that the loop vectorises)."""
+    member = one if best == cluster else zero
+    return s0 + member * x0, s1 + member * x1, s2 + member * x2, count + member
+
+
+@_lanes
+def _narrow_tile_sums(tile_t, rows, best_id, center_ids, totals):
+    """Add the first rows columns of a narrow tile (rows of X - shift, a feature per tile row)
+    of at most three features to their clusters' totals (k, 4) float64: the sums of the
+    three tile rows, then the count (unit weights).
+
+    Per cluster, a masked sum over the tile's columns in the tile's dtype (256 values at
+    most, shifted near the data: float32 rounds them to about 1e-6 of their spread), then
+    one float64 add; four clusters a pass share the loads. 1e6x3, k=16, one thread: 1.1 ms,
+    against 2.5 ms for adding each row to its cluster's float64 sums, and 1.8 ms a cluster
+    a pass. The totals have a fixed width: with stores that depended on d after each pass,
+    LLVM vectorised the pass itself 2.5 times slower.
+    """
+    zero = center_ids[0]  # 0 and 1 in the tile's dtype
+    one = zero + 1
+    n_clusters = totals.shape[0]
+    for j in range(0, n_clusters, 4):
+        # Past the last cluster a pass repeats it, and adds only its own totals once.
+        last = min(j + 4, n_clusters) - 1
+        ca, cb = center_ids[j], center_ids[min(j + 1, last)]
+        cc, cd = center_ids[min(j + 2, last)], center_ids[last]
+        a0 = a1 = a2 = an = b0 = b1 = b2 = bn = c0 = c1 = c2 = cn = d0 = d1 = d2 = dn = zero
+        for r in range(rows):
+            x0, x1, x2, best = tile_t[0, r], tile_t[1, r], tile_t[2, r], best_id[r]
+            a0, a1, a2, an = _add_if_member(best, ca, x0, x1, x2, a0, a1, a2, an, one, zero)
+            b0, b1, b2, bn = _add_if_member(best, cb, x0, x1, x2, b0, b1, b2, bn, one, zero)
+            c0, c1, c2, cn = _add_if_member(best, cc, x0, x1, x2, c0, c1, c2, cn, one, zero)
+            d0, d1, d2, dn = _add_if_member(best, cd, x0, x1, x2, d0, d1, d2, dn, one, zero)
+        _add_totals(totals[j], a0, a1, a2, an)
+        if j + 1 <= last:
+            _add_totals(totals[j + 1], b0, b1, b2, bn)
+        if j + 2 <= last:
+            _add_totals(totals[j + 2], c0, c1, c2, cn)
+        if j + 3 <= last:
+            _add_totals(totals[j + 3], d0, d1, d2, dn)
+
+
+@njit(inline="always", nogil=True, cache=True)
+def _add_totals(totals, s0, s1, s2, count):
+    """One cluster's tile sums and count, added in float64."""
+    totals[0] += s0
+    totals[1] += s1
+    totals[2] += s2
+    totals[3] += count
+
+
+@_lanes
+def _tile_inertia(X, start, rows, labels, centers, tile_sq, best_value):
+    """The unit-weight inertia of rows start..start+rows: exact with an empty tile_sq, else
+    from the tile's scan as in _accumulate_tile."""
+    inertia = 0.0
+    if tile_sq.shape[0] == 0:
+        for r in range(rows):
+            inertia += sq_distance(X, start + r, centers, labels[start + r])
+    else:
+        for r in range(rows):
+            inertia += gemm_sq_distance(tile_sq[r], best_value[r])
+    return inertia
+
+
 @njit(nogil=True, cache=True)
 def _resolve_pending(
     X, sample_weight, centers, centers_s, half_sq_norms, center_ids, group_order, group_start,
@@ -208,6 +281,8 @@ def lloyd_step(
     half_sq_norms = np.empty(n_clusters, dtype=X.dtype)
     shifted_centers(centers, shift, centers_s, half_sq_norms)
     center_ids = np.arange(n_clusters).astype(X.dtype)
+    # Tiles of at most three features at unit weight are summed by cluster, vectorised.
+    tile_sums = n_features <= 3 and sample_weight.shape[0] == 0
     for chunk in prange(n_chunks):
         start = chunk * chunk_rows
         stop = min(start + chunk_rows, n_samples)
@@ -223,6 +298,7 @@ def lloyd_step(
         best_value = np.empty(TILE_ROWS, dtype=X.dtype)
         best_id = np.empty(TILE_ROWS, dtype=X.dtype)
         tile_sq = np.empty(0 if exact_inertia else TILE_ROWS, dtype=X.dtype)
+        totals = np.zeros((n_clusters if tile_sums else 0, 4), dtype=np.float64)
         if mode == MODE_PLAIN:
             for tile_start in range(start, stop, TILE_ROWS):
                 rows = min(TILE_ROWS, stop - tile_start)
@@ -230,10 +306,22 @@ def lloyd_step(
                     X, tile_start, rows, shift, centers_s, half_sq_norms, center_ids, tile,
                     dots, best_value, best_id, labels, tile_sq,
                 )
-                inertia += _accumulate_tile(
-                    X, sample_weight, tile_start, rows, labels, centers, sums, weights, tile_sq,
-                    best_value,
-                )
+                if tile_sums:
+                    _narrow_tile_sums(tile, rows, best_id, center_ids, totals)
+                    inertia += _tile_inertia(
+                        X, tile_start, rows, labels, centers, tile_sq, best_value
+                    )
+                else:
+                    inertia += _accumulate_tile(
+                        X, sample_weight, tile_start, rows, labels, centers, sums, weights,
+                        tile_sq, best_value,
+                    )
+            if tile_sums:
+                # The tile held X - shift.
+                for j in range(n_clusters):
+                    weights[j] = totals[j, 3]
+                    for f in range(n_features):
+                        sums[j, f] = totals[j, f] + totals[j, 3] * shift[f]
             computed = stop - start
         else:
             inertia, changed, computed = _bounded_rows(

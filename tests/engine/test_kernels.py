@@ -152,7 +152,9 @@ def _group_lower_bounds(X: np.ndarray, centers: np.ndarray, labels: np.ndarray,
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("n_groups", [1, 3])
-@pytest.mark.parametrize("n_features", [3, 5])
+# Up to 3 features a plain step sums each tile by cluster at unit weight; at 4 it adds row
+# by row, past it the tiles go through a GEMM.
+@pytest.mark.parametrize("n_features", [3, 4, 5])
 def test_lloyd_step_in_every_mode(dtype: type, weighted: bool, n_groups: int, n_features: int) -> None:
     X, centers = data(dtype, d=n_features)
     weights = np.random.default_rng(3).uniform(0.5, 2.0, size=X.shape[0]) if weighted else np.empty(0)
@@ -199,6 +201,33 @@ def test_lloyd_step_in_every_mode(dtype: type, weighted: bool, n_groups: int, n_
     assert inertia == pytest.approx(naive.lloyd_sums(X, weights, labels, moved)[2], rel=1e-9)
     # Every bound kept or reset is still a lower bound for the moved centers.
     assert (lower <= _group_lower_bounds(X, moved, labels, groups) * (1 + 1e-6) + 1e-9).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_features", [1, 2, 3])
+@pytest.mark.parametrize("k", [2, 6, 16])
+def test_plain_step_sums_narrow_tiles_by_cluster(dtype: type, n_features: int, k: int) -> None:
+    # 70,001 rows: many chunks, and a last tile of one row; k = 2 and 6 leave a pass of four
+    # clusters short. Equal centers: the lowest index takes every row, the others stay empty.
+    X, centers = data(dtype, n=70_001, d=n_features, k=k, seed=4)
+    centers[-1] = centers[0]
+    labels = np.full(X.shape[0], -1, dtype=np.int32)
+    groups = lloyd.group_centers(centers.astype(np.float64), 1)
+    for exact in (True, False):
+        sums, totals, inertia, _, _ = _step(
+            X, np.empty(0), centers, _lloyd.MODE_PLAIN, labels, np.zeros((0, 1), dtype), groups,
+            exact=exact,
+        )
+        assert_nearest(labels, X, centers, dtype)
+        x64 = X.astype(np.float64)
+        expected_totals = np.bincount(labels, minlength=k).astype(np.float64)
+        expected_sums = np.stack([np.bincount(labels, x64[:, f], minlength=k) for f in range(n_features)], axis=1)
+        expected_inertia = ((x64 - centers.astype(np.float64)[labels]) ** 2).sum()
+        np.testing.assert_array_equal(totals, expected_totals)
+        np.testing.assert_allclose(sums, expected_sums, rtol=1e-7 if dtype == np.float32 else 1e-12)
+        rel = 1e-9 if exact else (1e-5 if dtype == np.float32 else 1e-12)
+        assert inertia == pytest.approx(expected_inertia, rel=rel)
+    assert totals[-1] == 0 and totals[0] > 0
 
 
 def test_group_centers_partitions_the_centers_by_nearness() -> None:
