@@ -15,6 +15,7 @@ import numpy as np
 from sklearn.cluster import KMeans
 
 from centroidal.client import Client
+from centroidal.engine import kmeans
 from centroidal.engine.kmeans import NearestCenters
 from centroidal.server.app import WARMUP_DONE
 
@@ -59,6 +60,33 @@ def sdk_predict(n: int, d: int, k: int) -> tuple[list[Row], dict[str, float]]:
             "grpc-python 64 MB floor + our kernel", floor + ours["kernel"]),
     ]
     return rows, {"transport_floor_64mb_ms": floor * 1e3, "predict_kernel_in_process_ms": ours["kernel"] * 1e3}
+
+
+def sdk_fit_upload(n: int, d: int, k: int) -> tuple[list[Row], dict[str, float]]:
+    """Client.fit over loopback from given centers, one Lloyd iteration (the rows' upload
+    is most of it), against the transport's floor for the same bytes plus the same fit in
+    process: what the upload costs beyond moving the bytes."""
+    X = blobs(n, d, k, np.float32, seed=4)
+    init = X[np.random.default_rng(1).choice(n, k, replace=False)].copy()
+    fit = {"init": init, "max_iter": 1, "tol": 0.0}
+    with tempfile.TemporaryDirectory() as scratch, floors.floor_server(scratch) as (floor_address, _), \
+            served() as address, Client(address) as client:
+        counter = iter(range(1_000_000))
+        work = {"sdk": lambda: client.fit(f"upload-{next(counter)}", X, k, **fit),
+                "engine": lambda: kmeans.fit(X, k, **fit)}
+        times: dict[str, list[float]] = {name: [] for name in work}
+        for run in work.values():  # untimed: pages, caches, kernels
+            run()
+        for _ in range(5):  # taking turns
+            for name, run in work.items():
+                began = time.perf_counter()
+                run()
+                times[name].append(time.perf_counter() - began)
+        floor = min(floors.bulk_floor(floor_address).values())
+    ours = {name: float(np.median(found)) for name, found in times.items()}
+    rows = [Row(f"fit via SDK over loopback {n:.0e}x{d} k={k} f32, 1 iteration from given centers",
+                ours["sdk"], "grpc-python 64 MB floor + the same fit in process", floor + ours["engine"])]
+    return rows, {"fit_upload_sdk_ms": ours["sdk"] * 1e3, "fit_upload_engine_ms": ours["engine"] * 1e3}
 
 
 FIT_MEMORY = textwrap.dedent(
@@ -138,6 +166,9 @@ def start_up(cache_dir: str) -> dict[str, float]:
 
 def run() -> tuple[list[Row], dict[str, float]]:
     rows, facts = sdk_predict(1_000_000, 16, 64)
+    upload_rows, upload_facts = sdk_fit_upload(1_000_000, 16, 64)
+    rows += upload_rows
+    facts.update(upload_facts)
     facts["fit_peak_memory_over_input"] = fit_memory()
     with tempfile.TemporaryDirectory() as cache_dir:
         for cache in ("cold", "warm"):  # the first start fills the empty cache

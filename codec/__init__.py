@@ -80,6 +80,7 @@ from .fit import (
     encode_fit_result,
     encode_fit_spec,
     encode_labels_chunk,
+    read_fit_request,
     serialize_fit_request,
 )
 from .images import (
@@ -268,6 +269,7 @@ __all__ = [
     "decode_evaluate_spec",
     "decode_fit_progress",
     "decode_fit_request",
+    "read_fit_request",
     "decode_fit_response",
     "decode_fit_result",
     "decode_fit_spec",

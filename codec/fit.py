@@ -10,10 +10,21 @@ import numpy as np
 from centroidal.v1 import clustering_pb2 as pb
 
 from .datasets import DatasetSource, decode_dataset_source, encode_dataset_source
-from .arrays import decode_labels, encode_labels, encode_vector, matrix_or_none, vector_or_none, with_matrix
+from .arrays import (
+    decode_labels,
+    encode_labels,
+    encode_vector,
+    matrix_fields,
+    matrix_of,
+    matrix_or_none,
+    vector_fields,
+    vector_of,
+    vector_or_none,
+    with_matrix,
+)
 from .enums import STAGES
 from .models import KMeansConfig, Model, decode_kmeans_config, decode_model, encode_kmeans_config, encode_model
-from .wire import optional, set_optional
+from .wire import LEN, READ_IN_PLACE_BYTES, field_number, optional, read_fields, set_optional
 
 
 @dataclass(frozen=True)
@@ -66,6 +77,26 @@ def decode_fit_request(message: pb.FitRequest) -> FitChunk:
         spec=decode_fit_spec(message.spec) if message.HasField("spec") else None,
         points=matrix_or_none(message, "points", "points"),
         sample_weight=vector_or_none(message, "sample_weight", "sample_weight"),
+    )
+
+
+_POINTS, _WEIGHTS = field_number(pb.FitRequest, "points"), field_number(pb.FitRequest, "sample_weight")
+
+
+def read_fit_request(data: bytes, in_place_from: int = READ_IN_PLACE_BYTES) -> FitChunk:
+    """``decode_fit_request`` of the message in ``data``, read without protobuf for a chunk of
+    rows: its arrays are views of ``data`` instead of two copies of it (protobuf's parse, then
+    each read of a bytes field). Anything else (a message with the spec, a field set twice,
+    bytes that are not the message) goes through protobuf, whose DecodeError says why, and
+    so do messages under ``in_place_from`` bytes, which protobuf reads faster."""
+    fields = read_fields(memoryview(data), {_POINTS: LEN, _WEIGHTS: LEN}) if len(data) >= in_place_from else None
+    points = matrix_fields(fields[_POINTS]) if fields and _POINTS in fields else None
+    weights = vector_fields(fields[_WEIGHTS]) if fields and _WEIGHTS in fields else None
+    if fields is None or (_POINTS in fields and points is None) or (_WEIGHTS in fields and weights is None):
+        return decode_fit_request(pb.FitRequest.FromString(data))
+    return FitChunk(
+        points=None if points is None else matrix_of(points, "points"),
+        sample_weight=None if weights is None else vector_of(weights, "sample_weight"),
     )
 
 

@@ -28,8 +28,9 @@ T = TypeVar("T")
 # Room left in a message for everything but the bulk payload.
 ENVELOPE_BYTES = 64 * 1024
 # What an upload holds beyond its rows while it arrives: each message exists as gRPC's
-# buffer, the request's bytes and protobuf's parsed copy before its rows are kept, and the
-# stream's window may hold the next.
+# buffer and the request's bytes before its rows are kept (a chunk that protobuf reads,
+# under 64 KiB or past the usual shape, has a parsed copy too), and the stream's window may
+# hold the next.
 COPIES_IN_FLIGHT = 3
 
 

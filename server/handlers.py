@@ -42,6 +42,7 @@ Context: TypeAlias = grpc.aio.ServicerContext
 # The request types whose bytes the handlers read with the codec (app.RAW_REQUESTS).
 _PREDICT_REQUEST = pb.PredictRequest.DESCRIPTOR.full_name
 _MINIBATCH_REQUEST = pb.MiniBatchRequest.DESCRIPTOR.full_name
+_FIT_REQUEST = pb.FitRequest.DESCRIPTOR.full_name
 
 
 class ClusteringHandlers(pb_grpc.ClusteringServiceServicer):
@@ -88,8 +89,8 @@ class ClusteringHandlers(pb_grpc.ClusteringServiceServicer):
         return Incoming(read_stream(messages, read, type_name), self.runtime.config.idle_timeout)
 
     @rpc
-    async def Fit(self, requests: AsyncIterator[pb.FitRequest], context: Context) -> AsyncIterator[pb.FitResponse]:
-        async for event in self.fitting.fit(self._incoming(requests, codec.decode_fit_request)):
+    async def Fit(self, requests: AsyncIterator[bytes], context: Context) -> AsyncIterator[pb.FitResponse]:
+        async for event in self.fitting.fit(self._read(requests, codec.read_fit_request, _FIT_REQUEST)):
             yield codec.encode_fit_response(event)
 
     @rpc

@@ -139,3 +139,41 @@ def test_predict_rows_are_read_in_place() -> None:
     request = codec.read_predict_request(data, in_place_from=0)
     assert (request.model, request.version, request.options) == ("m", 4, codec.PredictOptions(narrow_labels=True))
     assert request.points is not None and np.shares_memory(request.points, np.frombuffer(data, dtype=np.uint8))
+
+
+@st.composite
+def fit_requests(draw: Any) -> bytes:
+    message = pb.FitRequest()
+    if draw(st.integers(0, 4)) == 0:
+        message.spec.CopyFrom(pb.FitSpec(model=draw(st.text(max_size=8))))
+    if draw(st.booleans()):
+        message.points.CopyFrom(draw(matrices()))
+    if draw(st.booleans()):
+        weights = draw(matrices())
+        message.sample_weight.CopyFrom(pb.Vector(dtype=weights.dtype, data=weights.data))
+    return draw(changed(message.SerializeToString()))
+
+
+def _fit_outcome(read: Any, data: bytes) -> Any:
+    chunk = _read(read, data)
+    if not isinstance(chunk, codec.FitChunk):
+        return chunk
+    return (chunk.spec, *(None if array is None else (array.dtype.str, array.shape, array.tobytes())
+                          for array in (chunk.points, chunk.sample_weight)))
+
+
+@settings(max_examples=400, deadline=None)
+@given(fit_requests())
+def test_reading_a_fit_request_says_what_protobuf_says(data: bytes) -> None:
+    expected = _fit_outcome(lambda raw: codec.decode_fit_request(pb.FitRequest.FromString(raw)), data)
+    assert _fit_outcome(lambda raw: codec.read_fit_request(raw, in_place_from=0), data) == expected
+
+
+def test_fit_rows_are_read_in_place() -> None:
+    points, weights = np.arange(12, dtype=np.float32).reshape(4, 3), np.arange(4, dtype=np.float64)
+    data = codec.serialize_fit_request(codec.FitChunk(points=points, sample_weight=weights))
+    chunk = codec.read_fit_request(data, in_place_from=0)
+    assert chunk.spec is None and chunk.points is not None and chunk.sample_weight is not None
+    assert np.array_equal(chunk.points, points) and np.array_equal(chunk.sample_weight, weights)
+    for array in (chunk.points, chunk.sample_weight):
+        assert np.shares_memory(array, np.frombuffer(data, dtype=np.uint8))
