@@ -26,6 +26,10 @@ from ._common import (
 )
 from ._nearest import gemm_sq_distance, scan_groups, tile_nearest
 
+# Up to this many features, a plain step at unit weight sums each tile of X - shift by
+# cluster (_narrow_tile_sums) instead of adding row by row.
+TILE_SUMS_FEATURES = 3
+
 # How lloyd_step treats the per-row bounds.
 MODE_PLAIN = 0
 MODE_SET_BOUNDS = 1
@@ -281,8 +285,9 @@ def lloyd_step(
     half_sq_norms = np.empty(n_clusters, dtype=X.dtype)
     shifted_centers(centers, shift, centers_s, half_sq_norms)
     center_ids = np.arange(n_clusters).astype(X.dtype)
-    # Tiles of at most three features at unit weight are summed by cluster, vectorised.
-    tile_sums = n_features <= 3 and sample_weight.shape[0] == 0
+    # Tiles of few features at unit weight are summed by cluster, vectorised: the sums then
+    # depend on the shift (lloyd.Workspace.step passes one that stays put).
+    tile_sums = n_features <= TILE_SUMS_FEATURES and sample_weight.shape[0] == 0
     for chunk in prange(n_chunks):
         start = chunk * chunk_rows
         stop = min(start + chunk_rows, n_samples)

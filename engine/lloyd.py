@@ -53,6 +53,7 @@ class Workspace:
     use_bounds: bool
     plain_left: int
     backoff: int
+    data_shift: np.ndarray | None
 
     def __init__(self, n_samples: int, n_clusters: int, n_features: int, dtype: np.dtype) -> None:
         n_chunks = _common.n_chunks_for(n_samples, n_clusters, n_features)
@@ -65,6 +66,7 @@ class Workspace:
         self.partial_inertia = np.empty(n_chunks, dtype=np.float64)
         self.partial_changed = np.empty(n_chunks, dtype=np.int64)
         self.partial_computed = np.empty(n_chunks, dtype=np.int64)
+        self.data_shift = None  # X's mean, once a step needs it (one X per workspace)
         self.reset()
         self.skipped_share = 0.0
 
@@ -85,7 +87,20 @@ class Workspace:
         Without exact_inertia the inertia is good to X's dtype's rounding rather than exact:
         a row's term comes from the values that chose its center (at d = 3, an exact distance
         per row took a quarter of the step).
+
+        Distances are taken relative to a point near the data, the shift (see
+        ``_nearest.tile_nearest``): the centers' mean, as ``predict`` takes it, so that the
+        final assignment (exact_inertia) labels rows as a predict of the model does. The
+        iterations of data with at most TILE_SUMS_FEATURES features and unit weights take
+        X's mean instead: their sums come from the shifted rows, and with a shift that does
+        not move with the centers, a step that changes no label leaves the centers exactly
+        where they were (the rule every driver stops on, the partitioned one included).
         """
+        shift = shift_for(centers)
+        if not exact_inertia and X.shape[1] <= _lloyd.TILE_SUMS_FEATURES and weights.size == 0:
+            if self.data_shift is None:
+                self.data_shift = shift_for(X)
+            shift = self.data_shift
         centers64 = centers.astype(np.float64)
         mode, half_gaps = _lloyd.MODE_PLAIN, _NO_GAPS
         group_order, group_start, group_move = _ONE_GROUP, _ONE_GROUP, _NO_MOVES
@@ -104,7 +119,7 @@ class Workspace:
                 group_move = np.maximum.reduceat(moves[group_order], group_start[:-1])
                 half_gaps = _half_gaps(centers64)
         _lloyd.lloyd_step(
-            X, weights, centers, shift_for(centers), half_gaps, group_order, group_start,
+            X, weights, centers, shift, half_gaps, group_order, group_start,
             group_move, _REL_MARGIN[X.dtype], mode, exact_inertia, self.labels, self.lower,
             self.partial_sums, self.partial_weights, self.partial_inertia,
             self.partial_changed, self.partial_computed,

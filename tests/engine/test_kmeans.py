@@ -10,6 +10,7 @@ from sklearn.datasets import load_digits, make_blobs
 
 from centroidal.engine import InvalidInputError, kmeans, lloyd
 from tests import naive
+from tests.sources.datasets import blobs as blobs_of
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +101,23 @@ def test_result_with_group_bounds_does_not_depend_on_thread_count() -> None:
     # And the labels are the nearest centers: bounds never kept a row from a nearer one.
     distances = naive.sq_distances(X, single.centers)
     assert (single.labels == distances.argmin(axis=1)).mean() > 0.9999
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n_features", [2, 3, 5])  # tiles summed by cluster up to 3 features
+def test_centers_stop_moving_without_labels_to_compare(dtype: type, n_features: int) -> None:
+    # The partitioned driver keeps no labels between steps (out of core): it stops when a
+    # step leaves the centers exactly where they were, which unchanged labels must do.
+    X = blobs_of(6000, n_features, 4, seed=0).astype(dtype)
+    centers = np.vstack([X[:3], X[:1]])  # two equal centers: one is empty at once
+    for step in range(1, 100):
+        work = lloyd.Workspace(X.shape[0], 4, n_features, X.dtype)
+        work.step(X, kmeans.UNIT_WEIGHTS, centers, exact_inertia=False)
+        moved = lloyd.centers_from_sums(X, kmeans.UNIT_WEIGHTS, centers, work)
+        if moved.tobytes() == centers.tobytes():
+            break
+        centers = moved
+    assert step < 20
 
 
 def test_empty_cluster_moves_to_the_farthest_point() -> None:
