@@ -25,128 +25,19 @@ from ._common import (
     tile_width,
 )
 from ._nearest import gemm_sq_distance, scan_groups, tile_nearest
-
-# Up to this many features, a plain step at unit weight sums each tile of X - shift by
-# cluster (_narrow_tile_sums) instead of adding row by row.
-TILE_SUMS_FEATURES = 3
+from ._sums import (
+    TILE_SUMS_FEATURES,
+    accumulate,
+    accumulate_tile,
+    add_to_cluster,
+    narrow_tile_sums,
+    tile_inertia,
+)
 
 # How lloyd_step treats the per-row bounds.
 MODE_PLAIN = 0
 MODE_SET_BOUNDS = 1
 MODE_USE_BOUNDS = 2
-
-
-@njit(inline="always", nogil=True, cache=True)
-def _add_to_cluster(X, i, best, w, sums, weights):
-    """Add row i, with weight w, to cluster best's running sums."""
-    for f in range(X.shape[1]):
-        sums[best, f] += w * X[i, f]
-    weights[best] += w
-
-
-@njit(inline="always", nogil=True, cache=True)
-def _accumulate(X, i, best, w, centers, sums, weights):
-    """Add row i to its cluster's sums; returns its exact squared distance to the center."""
-    _add_to_cluster(X, i, best, w, sums, weights)
-    return sq_distance(X, i, centers, best)
-
-
-@njit(nogil=True, cache=True)
-def _accumulate_tile(
-    X, sample_weight, start, rows, labels, centers, sums, weights, tile_sq, best_value
-):
-    """Add rows start..start+rows to their clusters' sums; returns their weighted inertia.
-
-    With an empty tile_sq each row's squared distance is exact; otherwise it is read off the
-    tile's scan as |x - s|^2 + 2 * best_value (see gemm_sq_distance).
-    A call rather than inlined into lloyd_step: compiled on its own, the loop runs about
-    2.5x faster (2e5x64, k=256: 20 ms a step on one thread against 50 ms).
-    """
-    weighted = sample_weight.shape[0] > 0
-    exact = tile_sq.shape[0] == 0
-    inertia = 0.0
-    for r in range(rows):
-        i = start + r
-        w = sample_weight[i] if weighted else 1.0
-        if exact:
-            inertia += w * _accumulate(X, i, labels[i], w, centers, sums, weights)
-        else:
-            _add_to_cluster(X, i, labels[i], w, sums, weights)
-            inertia += w * gemm_sq_distance(tile_sq[r], best_value[r])
-    return inertia
-
-
-# Reductions over a tile's rows that LLVM may split into lanes (reassociation): the order of
-# the additions is then fixed by the compiled code, not by the data or the thread count.
-_lanes = njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})
-
-
-@njit(inline="always", nogil=True, cache=True)
-def _add_if_member(best, cluster, x0, x1, x2, s0, s1, s2, count, one, zero):
-    """One column's contribution to one cluster's running sums: itself if it is labelled with
-    the cluster, else nothing (a multiply by 1 or 0, so that the loop vectorises)."""
-    member = one if best == cluster else zero
-    return s0 + member * x0, s1 + member * x1, s2 + member * x2, count + member
-
-
-@_lanes
-def _narrow_tile_sums(tile_t, rows, best_id, center_ids, totals):
-    """Add the first rows columns of a narrow tile (rows of X - shift, a feature per tile row)
-    of at most three features to their clusters' totals (k, 4) float64: the sums of the
-    three tile rows, then the count (unit weights).
-
-    Per cluster, a masked sum over the tile's columns in the tile's dtype (256 values at
-    most, shifted near the data: float32 rounds them to about 1e-6 of their spread), then
-    one float64 add; four clusters a pass share the loads. 1e6x3, k=16, one thread: 1.1 ms,
-    against 2.5 ms for adding each row to its cluster's float64 sums, and 1.8 ms a cluster
-    a pass. The totals have a fixed width: with stores that depended on d after each pass,
-    LLVM vectorised the pass itself 2.5 times slower.
-    """
-    zero = center_ids[0]  # 0 and 1 in the tile's dtype
-    one = zero + 1
-    n_clusters = totals.shape[0]
-    for j in range(0, n_clusters, 4):
-        # Past the last cluster a pass repeats it, and adds only its own totals once.
-        last = min(j + 4, n_clusters) - 1
-        ca, cb = center_ids[j], center_ids[min(j + 1, last)]
-        cc, cd = center_ids[min(j + 2, last)], center_ids[last]
-        a0 = a1 = a2 = an = b0 = b1 = b2 = bn = c0 = c1 = c2 = cn = d0 = d1 = d2 = dn = zero
-        for r in range(rows):
-            x0, x1, x2, best = tile_t[0, r], tile_t[1, r], tile_t[2, r], best_id[r]
-            a0, a1, a2, an = _add_if_member(best, ca, x0, x1, x2, a0, a1, a2, an, one, zero)
-            b0, b1, b2, bn = _add_if_member(best, cb, x0, x1, x2, b0, b1, b2, bn, one, zero)
-            c0, c1, c2, cn = _add_if_member(best, cc, x0, x1, x2, c0, c1, c2, cn, one, zero)
-            d0, d1, d2, dn = _add_if_member(best, cd, x0, x1, x2, d0, d1, d2, dn, one, zero)
-        _add_totals(totals[j], a0, a1, a2, an)
-        if j + 1 <= last:
-            _add_totals(totals[j + 1], b0, b1, b2, bn)
-        if j + 2 <= last:
-            _add_totals(totals[j + 2], c0, c1, c2, cn)
-        if j + 3 <= last:
-            _add_totals(totals[j + 3], d0, d1, d2, dn)
-
-
-@njit(inline="always", nogil=True, cache=True)
-def _add_totals(totals, s0, s1, s2, count):
-    """One cluster's tile sums and count, added in float64."""
-    totals[0] += s0
-    totals[1] += s1
-    totals[2] += s2
-    totals[3] += count
-
-
-@_lanes
-def _tile_inertia(X, start, rows, labels, centers, tile_sq, best_value):
-    """The unit-weight inertia of rows start..start+rows: exact with an empty tile_sq, else
-    from the tile's scan as in _accumulate_tile."""
-    inertia = 0.0
-    if tile_sq.shape[0] == 0:
-        for r in range(rows):
-            inertia += sq_distance(X, start + r, centers, labels[start + r])
-    else:
-        for r in range(rows):
-            inertia += gemm_sq_distance(tile_sq[r], best_value[r])
-    return inertia
 
 
 @njit(nogil=True, cache=True)
@@ -187,9 +78,9 @@ def _resolve_pending(
         labels[i] = best
         w = sample_weight[i] if weighted else 1.0
         if exact:
-            inertia += w * _accumulate(X, i, best, w, centers, sums, weights)
+            inertia += w * accumulate(X, i, best, w, centers, sums, weights)
         else:
-            _add_to_cluster(X, i, best, w, sums, weights)
+            add_to_cluster(X, i, best, w, sums, weights)
             inertia += w * gemm_sq_distance(pending_sq[r], best_value[r])
     return changed, inertia
 
@@ -228,7 +119,7 @@ def _bounded_rows(
                 for g in range(n_groups):
                     lower[i, g] = max(np.float64(lower[i, g]) - group_move[g], 0.0)
                 w = sample_weight[i] if weighted else 1.0
-                _add_to_cluster(X, i, current, w, sums, weights)
+                add_to_cluster(X, i, current, w, sums, weights)
                 inertia += w * dist
         if not settled:
             pending_sq[pending] = put_row(X, i, shift, tile, pending)
@@ -312,12 +203,12 @@ def lloyd_step(
                     dots, best_value, best_id, labels, tile_sq,
                 )
                 if tile_sums:
-                    _narrow_tile_sums(tile, rows, best_id, center_ids, totals)
-                    inertia += _tile_inertia(
+                    narrow_tile_sums(tile, rows, best_id, center_ids, totals)
+                    inertia += tile_inertia(
                         X, tile_start, rows, labels, centers, tile_sq, best_value
                     )
                 else:
-                    inertia += _accumulate_tile(
+                    inertia += accumulate_tile(
                         X, sample_weight, tile_start, rows, labels, centers, sums, weights,
                         tile_sq, best_value,
                     )

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from . import _common, _lloyd
+from ._sums import TILE_SUMS_FEATURES
 from .cosine import COSINE_PER_SQ_EUCLIDEAN, unit_centers
 from .progress import Progress, Stage
 from .seeding import local_trials, shift_for
@@ -97,7 +98,7 @@ class Workspace:
         where they were (the rule every driver stops on, the partitioned one included).
         """
         shift = shift_for(centers)
-        if not exact_inertia and X.shape[1] <= _lloyd.TILE_SUMS_FEATURES and weights.size == 0:
+        if not exact_inertia and X.shape[1] <= TILE_SUMS_FEATURES and weights.size == 0:
             if self.data_shift is None:
                 self.data_shift = shift_for(X)
             shift = self.data_shift
