@@ -97,11 +97,12 @@ class Workspace:
         not move with the centers, a step that changes no label leaves the centers exactly
         where they were (the rule every driver stops on, the partitioned one included).
         """
-        shift = shift_for(centers)
         if not exact_inertia and X.shape[1] <= TILE_SUMS_FEATURES and weights.size == 0:
             if self.data_shift is None:
                 self.data_shift = shift_for(X)
             shift = self.data_shift
+        else:
+            shift = shift_for(centers)
         centers64 = centers.astype(np.float64)
         mode, half_gaps = _lloyd.MODE_PLAIN, _NO_GAPS
         group_order, group_start, group_move = _ONE_GROUP, _ONE_GROUP, _NO_MOVES
