@@ -56,6 +56,22 @@ def median_time(run: Callable[[], object], repeats: int, warmup: int = 1) -> flo
     return statistics.median(times)
 
 
+def medians_taking_turns(work: dict[str, Callable[[], object]], warmup: int, rounds: int = 5) -> dict[str, float]:
+    """Each entry of ``work`` run ``warmup`` times untimed (pages, caches, kernels), then
+    timed ``rounds`` times, the entries taking turns so that a noisy stretch of the machine
+    hits each alike; the median seconds of each."""
+    for _ in range(warmup):
+        for run in work.values():
+            run()
+    times: dict[str, list[float]] = {name: [] for name in work}
+    for _ in range(rounds):
+        for name, run in work.items():
+            began = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - began)
+    return {name: float(np.median(found)) for name, found in times.items()}
+
+
 def gemm_peak_gflops(dtype: type = np.float32, size: int = 2048) -> float:
     """float GEMM rate numpy's BLAS reaches on this machine right now, in GFLOP/s."""
     a = np.random.default_rng(0).random((size, size)).astype(dtype)

@@ -20,7 +20,7 @@ from centroidal.engine.kmeans import NearestCenters
 from centroidal.server.app import WARMUP_DONE
 
 from . import floors
-from .common import Row, served
+from .common import Row, medians_taking_turns, served
 from .engine import blobs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,19 +38,10 @@ def sdk_predict(n: int, d: int, k: int) -> tuple[list[Row], dict[str, float]]:
             served() as address, Client(address) as client, Client(address, shared_memory=True) as shared:
         client.fit("bench", X[:50_000], k, init=model.cluster_centers_, max_iter=1)
         kernel = NearestCenters(model.cluster_centers_)
-        times: dict[str, list[float]] = {"sent": [], "shared": [], "sklearn": [], "kernel": []}
         work = {"sent": lambda: client.predict("bench", X), "shared": lambda: shared.predict("bench", X),
                 "sklearn": lambda: model.predict(X), "kernel": lambda: kernel.predict(X)}
-        for _ in range(2):  # untimed: pages, caches and the shared object made once
-            for run in work.values():
-                run()
-        for _ in range(5):  # taking turns, so that a noisy stretch hits each alike
-            for name, run in work.items():
-                began = time.perf_counter()
-                run()
-                times[name].append(time.perf_counter() - began)
+        ours = medians_taking_turns(work, warmup=2)  # the shared object is made in the first
         floor = min(floors.bulk_floor(floor_address).values())
-    ours = {name: float(np.median(found)) for name, found in times.items()}
     rows = [
         Row(f"predict via SDK over loopback {n:.0e}x{d} k={k} f32", ours["sent"], "sklearn in-process",
             ours["sklearn"], flops=2.0 * n * k * d),
@@ -74,16 +65,8 @@ def sdk_fit_upload(n: int, d: int, k: int) -> tuple[list[Row], dict[str, float]]
         counter = iter(range(1_000_000))
         work = {"sdk": lambda: client.fit(f"upload-{next(counter)}", X, k, **fit),
                 "engine": lambda: kmeans.fit(X, k, **fit)}
-        times: dict[str, list[float]] = {name: [] for name in work}
-        for run in work.values():  # untimed: pages, caches, kernels
-            run()
-        for _ in range(5):  # taking turns
-            for name, run in work.items():
-                began = time.perf_counter()
-                run()
-                times[name].append(time.perf_counter() - began)
+        ours = medians_taking_turns(work, warmup=1)
         floor = min(floors.bulk_floor(floor_address).values())
-    ours = {name: float(np.median(found)) for name, found in times.items()}
     rows = [Row(f"fit via SDK over loopback {n:.0e}x{d} k={k} f32, 1 iteration from given centers",
                 ours["sdk"], "grpc-python 64 MB floor + the same fit in process", floor + ours["engine"])]
     return rows, {"fit_upload_sdk_ms": ours["sdk"] * 1e3, "fit_upload_engine_ms": ours["engine"] * 1e3}
