@@ -28,6 +28,12 @@ def matrices(draw: Any) -> pb.Matrix:
 
 
 @st.composite
+def vectors(draw: Any) -> pb.Vector:
+    weights = draw(matrices())
+    return pb.Vector(dtype=weights.dtype, data=weights.data)
+
+
+@st.composite
 def requests(draw: Any) -> bytes:
     if draw(st.integers(0, 9)) == 0:
         return pb.MiniBatchRequest(open=pb.MiniBatchOpen(model=draw(st.text(max_size=8)))).SerializeToString()
@@ -35,8 +41,7 @@ def requests(draw: Any) -> bytes:
     if draw(st.booleans()):
         batch.points.CopyFrom(draw(matrices()))
     if draw(st.booleans()):
-        weights = draw(matrices())
-        batch.sample_weight.CopyFrom(pb.Vector(dtype=weights.dtype, data=weights.data))
+        batch.sample_weight.CopyFrom(draw(vectors()))
     return draw(changed(pb.MiniBatchRequest(batch=batch).SerializeToString()))
 
 
@@ -66,12 +71,15 @@ def _read(read: Any, data: bytes) -> Any:
         return ("WireError", error.field, str(error))
 
 
+def _array(array: np.ndarray | None) -> Any:
+    """An array read from a message, comparably: its dtype, shape and bytes."""
+    return None if array is None else (array.dtype.str, array.shape, array.tobytes())
+
+
 def _outcome(read: Any, data: bytes) -> Any:
     item = _read(read, data)
     if isinstance(item, codec.MiniBatch):
-        arrays = [None if array is None else (array.dtype.str, array.shape, array.tobytes())
-                  for array in (item.points, item.sample_weight)]
-        return ("batch", item.producer_id, item.sequence, *arrays)
+        return ("batch", item.producer_id, item.sequence, _array(item.points), _array(item.sample_weight))
     if isinstance(item, codec.MalformedBatch):
         return ("malformed", item.producer_id, item.sequence, item.error.field, str(item.error))
     return item
@@ -121,9 +129,7 @@ def _predict_outcome(read: Any, data: bytes) -> Any:
     request = _read(read, data)
     if not isinstance(request, codec.PredictRequest):
         return request
-    points = request.points
-    return (request.model, request.version, request.options, request.shared,
-            None if points is None else (points.dtype.str, points.shape, points.tobytes()))
+    return (request.model, request.version, request.options, request.shared, _array(request.points))
 
 
 @settings(max_examples=400, deadline=None)
@@ -149,8 +155,7 @@ def fit_requests(draw: Any) -> bytes:
     if draw(st.booleans()):
         message.points.CopyFrom(draw(matrices()))
     if draw(st.booleans()):
-        weights = draw(matrices())
-        message.sample_weight.CopyFrom(pb.Vector(dtype=weights.dtype, data=weights.data))
+        message.sample_weight.CopyFrom(draw(vectors()))
     return draw(changed(message.SerializeToString()))
 
 
@@ -158,8 +163,7 @@ def _fit_outcome(read: Any, data: bytes) -> Any:
     chunk = _read(read, data)
     if not isinstance(chunk, codec.FitChunk):
         return chunk
-    return (chunk.spec, *(None if array is None else (array.dtype.str, array.shape, array.tobytes())
-                          for array in (chunk.points, chunk.sample_weight)))
+    return chunk.spec, _array(chunk.points), _array(chunk.sample_weight)
 
 
 @settings(max_examples=400, deadline=None)
