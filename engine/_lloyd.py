@@ -26,7 +26,6 @@ from ._common import (
 )
 from ._nearest import gemm_sq_distance, scan_groups, tile_nearest
 from ._sums import (
-    TILE_SUMS_FEATURES,
     accumulate,
     accumulate_tile,
     add_to_cluster,
@@ -160,7 +159,7 @@ def lloyd_step(
     max(min over g of lower[g] - group_move[g], half_gap) keeps its label unexamined; the rest
     are queued into tiles and assigned by one GEMM each, which also resets their bounds.
     mode MODE_PLAIN assigns every row by contiguous tiles and leaves the bounds unset
-    (fastest while many labels still change), MODE_SET_BOUNDS queues every row to set the
+    (fastest while many labels still change; narrow_step does it for narrow data), MODE_SET_BOUNDS queues every row to set the
     bounds, MODE_USE_BOUNDS tests them first.
     Out per chunk: partial_sums (c, k, d), partial_weights (c, k), partial_inertia (c,)
     float64, partial_changed and partial_computed (rows that needed the GEMM) (c,) int64.
@@ -176,9 +175,6 @@ def lloyd_step(
     half_sq_norms = np.empty(n_clusters, dtype=X.dtype)
     shifted_centers(centers, shift, centers_s, half_sq_norms)
     center_ids = np.arange(n_clusters).astype(X.dtype)
-    # Tiles of few features at unit weight are summed by cluster, vectorised: the sums then
-    # depend on the shift (lloyd.Workspace.step passes one that stays put).
-    tile_sums = n_features <= TILE_SUMS_FEATURES and sample_weight.shape[0] == 0
     for chunk in prange(n_chunks):
         start = chunk * chunk_rows
         stop = min(start + chunk_rows, n_samples)
@@ -194,7 +190,6 @@ def lloyd_step(
         best_value = np.empty(TILE_ROWS, dtype=X.dtype)
         best_id = np.empty(TILE_ROWS, dtype=X.dtype)
         tile_sq = np.empty(0 if exact_inertia else TILE_ROWS, dtype=X.dtype)
-        totals = np.zeros((n_clusters if tile_sums else 0, 4), dtype=np.float64)
         if mode == MODE_PLAIN:
             for tile_start in range(start, stop, TILE_ROWS):
                 rows = min(TILE_ROWS, stop - tile_start)
@@ -202,22 +197,10 @@ def lloyd_step(
                     X, tile_start, rows, shift, centers_s, half_sq_norms, center_ids, tile,
                     dots, best_value, best_id, labels, tile_sq,
                 )
-                if tile_sums:
-                    narrow_tile_sums(tile, rows, best_id, center_ids, totals)
-                    inertia += tile_inertia(
-                        X, tile_start, rows, labels, centers, tile_sq, best_value
-                    )
-                else:
-                    inertia += accumulate_tile(
-                        X, sample_weight, tile_start, rows, labels, centers, sums, weights,
-                        tile_sq, best_value,
-                    )
-            if tile_sums:
-                # The tile held X - shift.
-                for j in range(n_clusters):
-                    weights[j] = totals[j, 3]
-                    for f in range(n_features):
-                        sums[j, f] = totals[j, f] + totals[j, 3] * shift[f]
+                inertia += accumulate_tile(
+                    X, sample_weight, tile_start, rows, labels, centers, sums, weights,
+                    tile_sq, best_value,
+                )
             computed = stop - start
         else:
             inertia, changed, computed = _bounded_rows(
@@ -229,6 +212,53 @@ def lloyd_step(
         partial_inertia[chunk] = inertia
         partial_changed[chunk] = changed
         partial_computed[chunk] = computed
+
+
+@kernel
+def narrow_step(
+    X, centers, shift, exact_inertia, labels, partial_sums, partial_weights, partial_inertia,
+    partial_changed, partial_computed,
+):
+    """lloyd_step's MODE_PLAIN for unit-weight rows of at most TILE_SUMS_FEATURES features,
+    the same arguments and outputs: each tile of X - shift is summed by cluster, vectorised,
+    instead of adding row by row. The sums then depend on the shift (lloyd.Workspace.step
+    passes one that stays put). A kernel of its own, so that a server's first fit of wider
+    data does not wait for its compilation.
+    """
+    n_samples, n_features = X.shape
+    n_clusters = centers.shape[0]
+    n_chunks = partial_inertia.shape[0]
+    chunk_rows = (n_samples + n_chunks - 1) // n_chunks
+    centers_s, half_sq_norms, _ = _assign_setup(X, centers, shift)
+    center_ids = np.arange(n_clusters).astype(X.dtype)
+    for chunk in prange(n_chunks):
+        start = chunk * chunk_rows
+        stop = min(start + chunk_rows, n_samples)
+        changed = 0
+        inertia = 0.0
+        tile = new_tile(X)
+        dots = np.empty((n_clusters, TILE_ROWS), dtype=X.dtype)
+        best_value = np.empty(TILE_ROWS, dtype=X.dtype)
+        best_id = np.empty(TILE_ROWS, dtype=X.dtype)
+        tile_sq = np.empty(0 if exact_inertia else TILE_ROWS, dtype=X.dtype)
+        totals = np.zeros((n_clusters, 4), dtype=np.float64)
+        for tile_start in range(start, stop, TILE_ROWS):
+            rows = min(TILE_ROWS, stop - tile_start)
+            changed += tile_nearest(
+                X, tile_start, rows, shift, centers_s, half_sq_norms, center_ids, tile, dots,
+                best_value, best_id, labels, tile_sq,
+            )
+            narrow_tile_sums(tile, rows, best_id, center_ids, totals)
+            inertia += tile_inertia(X, tile_start, rows, labels, centers, tile_sq, best_value)
+        sums = partial_sums[chunk]
+        weights = partial_weights[chunk]
+        for j in range(n_clusters):  # the tile held X - shift
+            weights[j] = totals[j, 3]
+            for f in range(n_features):
+                sums[j, f] = totals[j, f] + totals[j, 3] * shift[f]
+        partial_inertia[chunk] = inertia
+        partial_changed[chunk] = changed
+        partial_computed[chunk] = stop - start
 
 
 @njit(nogil=True, cache=True)

@@ -17,8 +17,10 @@ from typing import Any
 import numpy as np
 
 from . import kmeans, minibatch, scoring
+from ._sums import TILE_SUMS_FEATURES
 from .cosine import unit_rows
 from .lloyd import group_centers
+from .seeding import kmeans_plusplus
 from .threads import configure_threads, threading_layer
 from .validation import FLOAT_DTYPES, check_finite, scan_values
 
@@ -38,7 +40,15 @@ def _lloyd(X: np.ndarray) -> None:
 
 
 def _seeding(X: np.ndarray) -> None:
-    kmeans.fit(X, 3, n_init=1, max_iter=3, seed=0)
+    # The seeding kernels alone: the Lloyd step is the fit group's, which another process
+    # may be compiling at the same time from a cold cache.
+    kmeans_plusplus(X, 3, np.random.default_rng(0), np.empty(0))
+
+
+def _narrow(X: np.ndarray) -> None:
+    # Unit-weight data of at most TILE_SUMS_FEATURES features has a Lloyd step of its own.
+    narrow = np.ascontiguousarray(X[:, :TILE_SUMS_FEATURES])
+    kmeans.fit(narrow, 3, init=narrow[:3], n_init=1, max_iter=3)
 
 
 def _other_inits(X: np.ndarray, copies: int) -> None:
@@ -46,24 +56,28 @@ def _other_inits(X: np.ndarray, copies: int) -> None:
     kmeans.fit(X, 3, init="random", n_init=1, max_iter=3, seed=0)
     kmeans.fit(X, 2, init=X[:2], n_init=1, max_iter=3)
     # A center far from every point starts empty: compiles the relocation path.
-    kmeans.fit(X, 2, init=np.vstack([X[:1], np.full((1, 3), 1e6, dtype=X.dtype)]), max_iter=2)
+    kmeans.fit(X, 2, init=np.vstack([X[:1], np.full((1, X.shape[1]), 1e6, dtype=X.dtype)]), max_iter=2)
 
 
 def _groups() -> list[tuple[str, Callable[[], object]]]:
     """The kernels in groups, those a first request most likely needs first: float32 predict
-    and fit, then float64, then the transform and the other inits, then the rest. Kernels
-    read data through read-only views only (``validation.read_only``), so one signature per
-    dtype serves every caller."""
+    and fit, then float64, then narrow data's step, the transform and the other inits, then
+    the rest. Kernels read data through read-only views only (``validation.read_only``), so
+    one signature per dtype serves every caller."""
     rng = np.random.default_rng(0)
-    samples = {dtype: rng.normal(size=(64, 3)).astype(dtype) for dtype in FLOAT_DTYPES}
+    # Wider than TILE_SUMS_FEATURES, so that the first groups leave the narrow step out.
+    n_features = TILE_SUMS_FEATURES + 1
+    samples = {dtype: rng.normal(size=(64, n_features)).astype(dtype) for dtype in FLOAT_DTYPES}
     # Enough rows to take the parallel path as well as the one on the caller's thread.
-    copies = kmeans.ON_CALLER_WORK // (64 * 2 * 3) + 1
+    copies = kmeans.ON_CALLER_WORK // (64 * 2 * n_features) + 1
     groups: list[tuple[str, Callable[[], object]]] = []
     for dtype, X in samples.items():
         groups.append((f"predict {dtype.name}", functools.partial(_predict, X, copies)))
         # Apart, so that two processes compiling from a cold cache share a first fit's kernels.
         groups.append((f"fit {dtype.name}", functools.partial(_lloyd, X)))
         groups.append((f"seeding {dtype.name}", functools.partial(_seeding, X)))
+    for dtype, X in samples.items():
+        groups.append((f"narrow fit {dtype.name}", functools.partial(_narrow, X)))
     for dtype, X in samples.items():
         groups.append((f"transform and other inits {dtype.name}", functools.partial(_other_inits, X, copies)))
     # Groups of bounds (k >= 20 and d >= 32) are formed by a product on the centers.

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from centroidal.engine import _common, _lloyd, _nearest, _seeding, _validation, lloyd, minibatch
+from centroidal.engine._sums import TILE_SUMS_FEATURES
 from centroidal.engine.seeding import shift_for
 from tests import naive
 
@@ -135,8 +136,13 @@ def _step(X: np.ndarray, weights: np.ndarray, centers: np.ndarray, mode: int, la
     order, start = groups
     if group_move is None:
         group_move = np.full(start.size - 1, math.inf)
-    _lloyd.lloyd_step(X, weights, centers, shift_for(centers), gaps, order, start, group_move,
-                       margin, mode, exact, labels, lower, sums, totals, inertia, changed, computed)
+    if mode == _lloyd.MODE_PLAIN and X.shape[1] <= TILE_SUMS_FEATURES and weights.size == 0:
+        # As lloyd.Workspace.step calls it.
+        _lloyd.narrow_step(X, centers, shift_for(centers), exact, labels, sums, totals, inertia,
+                           changed, computed)
+    else:
+        _lloyd.lloyd_step(X, weights, centers, shift_for(centers), gaps, order, start, group_move,
+                           margin, mode, exact, labels, lower, sums, totals, inertia, changed, computed)
     return sums.sum(axis=0), totals.sum(axis=0), inertia.sum(), changed.sum(), computed.sum()
 
 
