@@ -144,9 +144,12 @@ def write_results(rows: list[Row], meta: dict[str, object]) -> None:
 
 @contextmanager
 def served(pythonpath: str | None = None) -> Iterator[str]:
-    """A `centroidal serve` subprocess on a free port; yields its address.
+    """A `centroidal serve` subprocess on a free port; yields its address once the server
+    has compiled (or loaded) every kernel: its warm-up runs in the background, and a
+    measurement taken meanwhile would time the warm-up's loading with it.
 
-    pythonpath, when given, is put first on the child's path: another tree's server.
+    pythonpath, when given, is put first on the child's path: another tree's server (one
+    that warmed up before it listened, as older trees did, is ready at once).
     """
     env = dict(os.environ)
     if pythonpath:
@@ -159,12 +162,15 @@ def served(pythonpath: str | None = None) -> Iterator[str]:
         )
         assert child.stderr is not None
         try:
+            found, warm = None, False
             for line in child.stderr:
-                found = re.search(r"centroidal listening on (\S+)", line)
-                if found:
+                warm = warm or "warm-up done" in line
+                found = found or re.search(r"centroidal listening on (\S+)", line)
+                if found and warm:
                     break
             else:
-                raise RuntimeError("server exited before serving")
+                raise RuntimeError("server exited before serving and warming up")
+            assert found is not None
             threading.Thread(target=child.stderr.read, daemon=True).start()  # keep the pipe drained
             yield found.group(1)
         finally:
