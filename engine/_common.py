@@ -62,39 +62,50 @@ def sq_distance(X, i, centers, j):
 # Rows per GEMM tile: the tile and its k dot products stay in cache.
 TILE_ROWS = 256
 # Up to this many features a tile is not multiplied by BLAS but scanned directly
-# (_nearest.scan_narrow); narrower data is padded with zero features to this width.
+# (_nearest._scan_narrow); narrower data is padded with zero features to this width.
 NARROW = 4
+# Past NARROW and up to this many, a tile is scanned directly too (_nearest._scan_mid),
+# padded to MID features. Both keep a tile transposed: a row per feature, a column per row.
+MID = 16
 
 
 @njit(inline="always", nogil=True, cache=True)
 def is_narrow(X):
-    """Whether X's tiles are narrow: a row per feature, scanned without BLAS."""
+    """Whether X's tiles are narrow: at most NARROW features."""
     return X.shape[1] <= NARROW
 
 
 @njit(inline="always", nogil=True, cache=True)
+def is_transposed(X):
+    """Whether X's tiles hold a row per feature (at most MID features), scanned without BLAS."""
+    return X.shape[1] <= MID
+
+
+@njit(inline="always", nogil=True, cache=True)
 def tile_width(n_features):
-    """Columns of the shifted centers: d, or NARROW if less."""
-    return max(n_features, NARROW)
+    """Columns of the shifted centers: NARROW or MID for data up to that wide, else d."""
+    if n_features <= NARROW:
+        return NARROW
+    return MID if n_features <= MID else n_features
 
 
 @njit(inline="always", nogil=True, cache=True)
 def new_tile(X):
-    """A zeroed tile for X's rows: (NARROW, T), a row per feature, for at most NARROW
-    features; else (T, d), a row per data row.
+    """A zeroed tile for X's rows: (NARROW or MID, T), a row per feature, for data up to
+    that wide; else (T, d), a row per data row.
 
     Wide tiles keep X's layout: filling a transposed one stored each value 1 KB past the
     last, and took as long as a third of the GEMM (2e5x64, k=256: 25 ms against 4 ms).
     """
-    if is_narrow(X):
-        return np.zeros((NARROW, TILE_ROWS), dtype=X.dtype)
+    if is_transposed(X):
+        return np.zeros((tile_width(X.shape[1]), TILE_ROWS), dtype=X.dtype)
     return np.zeros((TILE_ROWS, X.shape[1]), dtype=X.dtype)
 
 
 @njit(inline="always", nogil=True, cache=True)
 def tile_dots(X, centers_s, tile, dots):
     """dots (k, T) = centers_s . (the tile's rows of X, shifted) by one GEMM, either layout."""
-    if is_narrow(X):
+    if is_transposed(X):
         np.dot(centers_s, tile, dots)
     else:
         np.dot(centers_s, tile.T, dots)
@@ -124,11 +135,11 @@ def put_rows(X, start, rows, shift, tile):
 @njit(inline="always", nogil=True, cache=True)
 def put_row(X, i, shift, tile, r):
     """Place r of either tile layout = row i of X - shift; returns its |.|^2 in float64."""
-    narrow = is_narrow(X)
+    transposed = is_transposed(X)
     norm = 0.0
     for f in range(X.shape[1]):
         value = X[i, f] - shift[f]
-        if narrow:
+        if transposed:
             tile[f, r] = value
         else:
             tile[r, f] = value
@@ -168,3 +179,37 @@ def dot_t(a, b):
     next step (1e5x128, k=1024: 187 ms for a plain step after one, 123 ms otherwise).
     """
     return np.dot(a, b.T)
+
+
+@njit(nogil=True, cache=True)
+def put_mid_tile(X, start, rows, shift, tile_t):
+    """Columns 0..rows-1 of the (MID, T) tile = rows start.. of X - shift, for
+    NARROW < d <= MID: unrolled as put_narrow_tile, tile rows past the data's features
+    repeating its last; at d <= 8 the upper 8 rows are left as they are (the scan leaves
+    them out)."""
+    last = X.shape[1] - 1
+    upper = last >= 8
+    f = (0, 1, 2, 3, 4, min(5, last), min(6, last), min(7, last), min(8, last), min(9, last),
+         min(10, last), min(11, last), min(12, last), min(13, last), min(14, last), min(15, last))
+    s = (shift[f[0]], shift[f[1]], shift[f[2]], shift[f[3]], shift[f[4]], shift[f[5]],
+         shift[f[6]], shift[f[7]], shift[f[8]], shift[f[9]], shift[f[10]], shift[f[11]],
+         shift[f[12]], shift[f[13]], shift[f[14]], shift[f[15]])
+    for r in range(rows):
+        i = start + r
+        tile_t[0, r] = X[i, f[0]] - s[0]
+        tile_t[1, r] = X[i, f[1]] - s[1]
+        tile_t[2, r] = X[i, f[2]] - s[2]
+        tile_t[3, r] = X[i, f[3]] - s[3]
+        tile_t[4, r] = X[i, f[4]] - s[4]
+        tile_t[5, r] = X[i, f[5]] - s[5]
+        tile_t[6, r] = X[i, f[6]] - s[6]
+        tile_t[7, r] = X[i, f[7]] - s[7]
+        if upper:
+            tile_t[8, r] = X[i, f[8]] - s[8]
+            tile_t[9, r] = X[i, f[9]] - s[9]
+            tile_t[10, r] = X[i, f[10]] - s[10]
+            tile_t[11, r] = X[i, f[11]] - s[11]
+            tile_t[12, r] = X[i, f[12]] - s[12]
+            tile_t[13, r] = X[i, f[13]] - s[13]
+            tile_t[14, r] = X[i, f[14]] - s[14]
+            tile_t[15, r] = X[i, f[15]] - s[15]

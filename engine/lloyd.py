@@ -52,13 +52,16 @@ class Workspace:
     changed_share: float
     skipped_share: float
     use_bounds: bool
+    bounds_below: float
     plain_left: int
     backoff: int
     data_shift: np.ndarray | None
 
     def __init__(self, n_samples: int, n_clusters: int, n_features: int, dtype: np.dtype) -> None:
         n_chunks = _common.n_chunks_for(n_samples, n_clusters, n_features)
-        self.use_bounds = n_clusters * n_features >= _BOUNDS_MIN_WORK
+        self.use_bounds = uses_bounds(n_clusters, n_features)
+        transposed = n_features <= _common.MID
+        self.bounds_below = _BOUNDS_BELOW_CHANGED_SHARE_SCANNED if transposed else _BOUNDS_BELOW_CHANGED_SHARE
         self.n_groups = n_groups_for(n_clusters, n_features)
         self.labels = np.full(n_samples, -1, dtype=np.int32)
         self.lower = np.zeros((n_samples if self.use_bounds else 0, self.n_groups), dtype=dtype)
@@ -108,7 +111,7 @@ class Workspace:
         group_order, group_start, group_move = _ONE_GROUP, _ONE_GROUP, _NO_MOVES
         if self.plain_left > 0:
             self.plain_left -= 1
-        elif self.use_bounds and self.changed_share < _BOUNDS_BELOW_CHANGED_SHARE:
+        elif self.use_bounds and self.changed_share < self.bounds_below:
             if self.groups is None:
                 # Grouped once per run, by where the centers are when bounds are first set.
                 self.groups = group_centers(centers64, self.n_groups)
@@ -149,6 +152,12 @@ class Workspace:
         return float(self.partial_inertia.sum()), changed
 
 
+def uses_bounds(n_clusters: int, n_features: int) -> bool:
+    """Whether a fit of k centers on d features keeps bounds on the rows' distances."""
+    scanned = n_features <= _common.MID
+    return n_clusters * n_features >= (_BOUNDS_MIN_WORK_SCANNED if scanned else _BOUNDS_MIN_WORK)
+
+
 def working_bytes(n_samples: int, n_clusters: int, n_features: int, dtype: Any) -> int:
     """The most a fit allocates beside X and its centers, in bytes: its peak, not its sum.
 
@@ -161,7 +170,7 @@ def working_bytes(n_samples: int, n_clusters: int, n_features: int, dtype: Any) 
     itemsize = np.dtype(dtype).itemsize
     n_chunks = _common.n_chunks_for(n_samples, n_clusters, n_features)
     seeding = n_samples * 8 + _common.n_chunks_for(n_samples) * (local_trials(n_clusters) + 1) * 8
-    bounds = n_groups_for(n_clusters, n_features) * itemsize if n_clusters * n_features >= _BOUNDS_MIN_WORK else 0
+    bounds = n_groups_for(n_clusters, n_features) * itemsize if uses_bounds(n_clusters, n_features) else 0
     per_chunk = n_chunks * (n_clusters * n_features + n_clusters + 4) * 8
     lloyd = n_samples * (4 + bounds) + per_chunk
     relocation = n_samples * (8 + 8)
@@ -176,6 +185,15 @@ _BOUNDS_BELOW_CHANGED_SHARE = 0.3
 # Nor when k * d is below this: the full search costs about what testing a bound costs
 # (1e6x3, k=16: 15-19 ms per plain step against 18-22 ms with bounds, plus 30 ms to set them).
 _BOUNDS_MIN_WORK = 256
+# Data of at most MID features is labelled by a direct scan about twice as fast a flop as
+# the bounded step's GEMM, so bounds pay later, and less: only from a k * d of
+# _BOUNDS_MIN_WORK_SCANNED, once fewer than _BOUNDS_BELOW_CHANGED_SHARE_SCANNED of the labels
+# changed. Per step over 30 from the same centers, 2 threads (plain steps only, and the
+# thresholds of wider data, in brackets): 1e6x16, k=64, blobs 14.2 ms (15.9, 15.3),
+# overlapping 16.0 (16.1, 19.8); 1e6x8, k=64 runs plain: 9.8 and 10.0 ms (with bounds at
+# the 1% rule 11.7 and 10.0); 1e5x16, k=1024, 12.8 and 16.8 (17.1 and 17.0; 12.7, 17.7).
+_BOUNDS_MIN_WORK_SCANNED = 1024
+_BOUNDS_BELOW_CHANGED_SHARE_SCANNED = 0.01
 # A bounded step that skipped less than this share of the distances cost more than a plain
 # one (overlapping data: 2e5x64, k=256 skipped 7% and ran 1.3x slower than the plain step):
 # the next _BOUNDS_BACKOFF steps are plain, then bounds are tried again, the wait doubling.

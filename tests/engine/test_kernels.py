@@ -93,9 +93,12 @@ def test_scan_groups(dtype: type) -> None:
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kernel", ["assign", "assign_on_caller"])
-@pytest.mark.parametrize("n_features", [1, 3, 4, 5])
+@pytest.mark.parametrize("n_features", [1, 3, 4, 5, 8, 9, 16])
 def test_assign(dtype: type, kernel: str, n_features: int) -> None:
-    # Up to _NARROW features the tiles are scanned directly, past it through a GEMM.
+    # Up to MID features the tiles are scanned directly (the upper 8 of its 16 from 9
+    # features). Past it a GEMM labels the rows, and its float32 products of equal centers
+    # can differ in the last bit by where the centers sit in its blocks, so the tie below
+    # is not always the lowest index's there.
     X, centers = data(dtype, d=n_features)
     # Equal centers, nearest to row 0, in one block of four and past it: the lowest index
     # wins every tie.
@@ -158,9 +161,10 @@ def _group_lower_bounds(X: np.ndarray, centers: np.ndarray, labels: np.ndarray,
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("n_groups", [1, 3])
-# Up to 3 features a plain step sums each tile by cluster at unit weight; at 4 it adds row
-# by row, past it the tiles go through a GEMM.
-@pytest.mark.parametrize("n_features", [3, 4, 5])
+# Up to 3 features a plain step sums each tile by cluster at unit weight; from 4 it adds row
+# by row. Up to 16 the plain step scans its tiles directly; the bounded steps, and every
+# step past 16, take a GEMM.
+@pytest.mark.parametrize("n_features", [3, 4, 5, 16, 17])
 def test_lloyd_step_in_every_mode(dtype: type, weighted: bool, n_groups: int, n_features: int) -> None:
     X, centers = data(dtype, d=n_features)
     weights = np.random.default_rng(3).uniform(0.5, 2.0, size=X.shape[0]) if weighted else np.empty(0)

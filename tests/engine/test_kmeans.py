@@ -187,11 +187,14 @@ def test_invalid_arguments_name_the_field(kwargs: dict, field: str) -> None:
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_bounded_steps_assign_like_a_full_search(dtype: type) -> None:
-    X, _ = make_blobs(20_000, n_features=16, centers=20, cluster_std=6.0, random_state=3)
+# Up to 16 features the plain steps scan their tiles directly and bounds start late (k * d
+# from 1024, under 1% of the labels changed); past 16 a GEMM labels the rows.
+@pytest.mark.parametrize(("n_features", "k"), [(16, 64), (17, 20)])
+def test_bounded_steps_assign_like_a_full_search(dtype: type, n_features: int, k: int) -> None:
+    X, _ = make_blobs(20_000, n_features=n_features, centers=20, cluster_std=6.0, random_state=3)
     X = X.astype(dtype)
-    centers = X[:20].copy()
-    work = lloyd.Workspace(len(X), 20, 16, X.dtype)
+    centers = X[:k].copy()
+    work = lloyd.Workspace(len(X), k, n_features, X.dtype)
     assert work.use_bounds
     work.reset()
     skipped_rows = 0
@@ -205,10 +208,11 @@ def test_bounded_steps_assign_like_a_full_search(dtype: type) -> None:
 
 
 def test_iterations_report_the_share_of_distances_the_bounds_skipped() -> None:
-    # Well-separated clusters with k * d large enough for bounds: once few labels change,
-    # most rows keep their center unexamined. A random start, so that the run is long enough
+    # Well-separated clusters with k * d large enough for bounds (past 16 features they start
+    # once fewer than 30% of the labels change): once few labels change, most rows keep their
+    # center unexamined. A random start, so that the run is long enough
     # for bounds (from k-means++ it converges in a few steps).
-    X, _ = make_blobs(20_000, n_features=16, centers=32, cluster_std=2.0, random_state=3)
+    X, _ = make_blobs(20_000, n_features=17, centers=32, cluster_std=2.0, random_state=3)
     events: list[kmeans.Progress] = []
     result = kmeans.fit(X, 32, seed=1, tol=0, max_iter=50, init="random", n_init=1,
                         on_progress=events.append)

@@ -86,7 +86,9 @@ def test_fit_progress_reports_the_distances_the_bounds_skipped(
 
     monkeypatch.setattr(steps, "PROGRESS_INTERVAL_S", 0.0)  # every iteration's event
     server = start_server()
-    X, _ = make_blobs(20_000, n_features=16, centers=32, cluster_std=2.0, random_state=3)
+    # 17 features: bounds start once fewer than 30% of the labels change (at 16 and fewer,
+    # under 1% and from k * d = 1024).
+    X, _ = make_blobs(20_000, n_features=17, centers=32, cluster_std=2.0, random_state=3)
     shares: list[float] = []
 
     def on_progress(event) -> None:
