@@ -112,7 +112,7 @@ def _narrow_value(half, c0, c1, c2, c3, x0, x1, x2, x3, four):
 
 
 @scan
-def _scan_narrow(centers_s, half_sq_norms, tile_t, n_features, best_value, best_id, center_ids):
+def _scan_narrow(centers_s, half_sq_norms, tile_t, rows, n_features, best_value, best_id, center_ids):
     """_scan_nearest for at most NARROW features, without the GEMM: each center's values
     half_sq_norms[j] - (x - s).(c - s) are formed and compared in one pass over the tile,
     four centers a pass so that a row's features and best are loaded once for all four.
@@ -120,12 +120,13 @@ def _scan_narrow(centers_s, half_sq_norms, tile_t, n_features, best_value, best_
     centers_s (k, NARROW) is zero past the data's features. (1e6x3, k=16, one thread:
     labelling every row took 7.2 ms through BLAS's GEMM and _scan_nearest, 3.9 ms this way
     a center a pass; four a pass scan 25% faster again.) A last pass short of four centers
-    repeats its last one, whose value then ties with itself and changes nothing.
+    repeats its last one, whose value then ties with itself and changes nothing. The first
+    rows columns are scanned.
     """
     zero = center_ids[0]
     four = n_features > 3
     n_clusters = centers_s.shape[0]
-    for r in range(tile_t.shape[1]):
+    for r in range(rows):
         best_value[r] = np.inf
         best_id[r] = zero
     for j in range(0, n_clusters, 4):
@@ -139,7 +140,7 @@ def _scan_narrow(centers_s, half_sq_norms, tile_t, n_features, best_value, best_
         half_c, half_d = half_sq_norms[jc], half_sq_norms[jd]
         id_a, id_b = center_ids[ja], center_ids[jb]
         id_c, id_d = center_ids[jc], center_ids[jd]
-        for r in range(tile_t.shape[1]):
+        for r in range(rows):
             x0, x1, x2 = tile_t[0, r], tile_t[1, r], tile_t[2, r]
             x3 = tile_t[3, r] if four else zero
             value_a = _narrow_value(half_a, a0, a1, a2, a3, x0, x1, x2, x3, four)
@@ -188,11 +189,12 @@ def _mid_value(half, c, tile_t, r, upper):
 
 
 @scan
-def _scan_mid(centers_s, half_sq_norms, tile_t, n_features, best_value, best_id, center_ids):
+def _scan_mid(centers_s, half_sq_norms, tile_t, rows, n_features, best_value, best_id, center_ids):
     """_scan_narrow for NARROW < d <= MID features: the products of a center and a column
     of the (MID, T) tile, summed in the scan (the tile's rows as vector lanes, the center's
     coordinates held out of the loop), four centers a pass, a short last pass repeating its
-    last center. centers_s (k, MID) is zero past the data's features.
+    last center. centers_s (k, MID) is zero past the data's features; the first rows
+    columns are scanned (a small predict's 8 rows, not the tile's 256).
 
     1e6x16, k=64, one thread: labelling every row took 31.6 ms through the GEMM and
     _scan_nearest, 25.1 ms this way (the GEMM ran at 82 GFLOP/s with an inner dimension
@@ -201,7 +203,7 @@ def _scan_mid(centers_s, half_sq_norms, tile_t, n_features, best_value, best_id,
     zero = center_ids[0]
     upper = n_features > 8
     n_clusters = centers_s.shape[0]
-    for r in range(tile_t.shape[1]):
+    for r in range(rows):
         best_value[r] = np.inf
         best_id[r] = zero
     for j in range(0, n_clusters, 4):
@@ -213,7 +215,7 @@ def _scan_mid(centers_s, half_sq_norms, tile_t, n_features, best_value, best_id,
         half_c, half_d = half_sq_norms[jc], half_sq_norms[jd]
         id_a, id_b = center_ids[ja], center_ids[jb]
         id_c, id_d = center_ids[jc], center_ids[jd]
-        for r in range(tile_t.shape[1]):
+        for r in range(rows):
             best_value[r], best_id[r] = _nearest_of_four(
                 best_value[r], best_id[r], _mid_value(half_a, ca, tile_t, r, upper),
                 _mid_value(half_b, cb, tile_t, r, upper), _mid_value(half_c, cc, tile_t, r, upper),
@@ -268,10 +270,14 @@ def tile_nearest(
     if is_transposed(X):
         if is_narrow(X):
             put_narrow_tile(X, start, rows, shift, tile)
-            _scan_narrow(centers_s, half_sq_norms, tile, X.shape[1], best_value, best_id, center_ids)
+            _scan_narrow(
+                centers_s, half_sq_norms, tile, rows, X.shape[1], best_value, best_id, center_ids
+            )
         else:
             put_mid_tile(X, start, rows, shift, tile)
-            _scan_mid(centers_s, half_sq_norms, tile, X.shape[1], best_value, best_id, center_ids)
+            _scan_mid(
+                centers_s, half_sq_norms, tile, rows, X.shape[1], best_value, best_id, center_ids
+            )
         if with_norms:
             _narrow_sq_norms(tile, X.shape[1], tile_sq)
     else:
