@@ -33,7 +33,8 @@ from ._sums import (
     tile_inertia,
 )
 
-# How lloyd_step treats the per-row bounds.
+# How lloyd.Workspace.step runs a step: plain_step (or narrow_step) keeping no bounds, or
+# bounded_step setting them, or using them.
 MODE_PLAIN = 0
 MODE_SET_BOUNDS = 1
 MODE_USE_BOUNDS = 2
@@ -138,42 +139,39 @@ def _bounded_rows(
     return inertia, changed, computed
 
 
+@njit(inline="always", nogil=True, cache=True)
+def _tile_buffers(X, n_clusters, exact_inertia):
+    """A chunk's scratch for labelling its tiles: the tile, its dots (k, T), each column's
+    best value and center id, and (unless the inertia is exact) each row's |x - s|^2."""
+    return (
+        new_tile(X), np.empty((n_clusters, TILE_ROWS), dtype=X.dtype),
+        np.empty(TILE_ROWS, dtype=X.dtype), np.empty(TILE_ROWS, dtype=X.dtype),
+        np.empty(0 if exact_inertia else TILE_ROWS, dtype=X.dtype),
+    )
+
+
 @kernel
-def lloyd_step(
-    X, sample_weight, centers, shift, half_gaps, group_order, group_start, group_move, rel_margin,
-    mode, exact_inertia, labels, lower, partial_sums, partial_weights, partial_inertia,
-    partial_changed, partial_computed,
+def plain_step(
+    X, sample_weight, centers, shift, exact_inertia, labels, partial_sums, partial_weights,
+    partial_inertia, partial_changed, partial_computed,
 ):
-    """Assign each row to its nearest center and accumulate per-chunk sums, skipping the
-    search for rows whose bounds prove their center unchanged.
+    """Assign every row to its nearest center, by contiguous tiles, and accumulate per-chunk
+    sums: a Lloyd step without bounds (fastest while many labels still change; narrow_step
+    does it for narrow unit-weight data, bounded_step with bounds).
 
     X (n, d), centers (k, d) and shift (d,) in one float dtype; sample_weight (n,) float64,
-    or empty for unit weights. The centers are split into G groups: group g is
-    group_order[group_start[g]:group_start[g + 1]] (int64, ascending within a group).
-    labels (n,) int32 (-1: no bound yet) and lower (n, G), a lower bound on each row's
-    distance to every center of each group but its own center, are read and updated
-    (G = 1 is Hamerly's single bound; more groups are Yinyang's global filter).
-    half_gaps (k,) float64 is half the distance from each center to its nearest other one;
-    group_move (G,) float64 is how far any center of each group moved since the bounds
-    were set. A row whose exact distance to its center is within
-    max(min over g of lower[g] - group_move[g], half_gap) keeps its label unexamined; the rest
-    are queued into tiles and assigned by one GEMM each, which also resets their bounds.
-    mode MODE_PLAIN assigns every row by contiguous tiles and leaves the bounds unset
-    (fastest while many labels still change; narrow_step does it for narrow data), MODE_SET_BOUNDS queues every row to set the
-    bounds, MODE_USE_BOUNDS tests them first.
+    or empty for unit weights; labels (n,) int32 are written.
     Out per chunk: partial_sums (c, k, d), partial_weights (c, k), partial_inertia (c,)
-    float64, partial_changed and partial_computed (rows that needed the GEMM) (c,) int64.
+    float64, partial_changed and partial_computed (rows searched: all of them) (c,) int64.
     Inertia is the float64 sum of w * |x - c|^2: exact with exact_inertia, else with each
-    searched row's term from its GEMM values, good to the dtype's rounding (a fit's
+    row's term from the values that chose its center, good to the dtype's rounding (a fit's
     iterations report that; its final assignment is exact).
     """
-    n_samples, n_features = X.shape
+    n_samples = X.shape[0]
     n_clusters = centers.shape[0]
     n_chunks = partial_inertia.shape[0]
     chunk_rows = (n_samples + n_chunks - 1) // n_chunks
-    centers_s = np.zeros((n_clusters, tile_width(n_features)), dtype=X.dtype)
-    half_sq_norms = np.empty(n_clusters, dtype=X.dtype)
-    shifted_centers(centers, shift, centers_s, half_sq_norms)
+    centers_s, half_sq_norms, _ = _assign_setup(X, centers, shift)
     center_ids = np.arange(n_clusters).astype(X.dtype)
     for chunk in prange(n_chunks):
         start = chunk * chunk_rows
@@ -184,31 +182,64 @@ def lloyd_step(
         weights[:] = 0.0
         inertia = 0.0
         changed = 0
-        computed = 0
-        tile = new_tile(X)
-        dots = np.empty((n_clusters, TILE_ROWS), dtype=X.dtype)
-        best_value = np.empty(TILE_ROWS, dtype=X.dtype)
-        best_id = np.empty(TILE_ROWS, dtype=X.dtype)
-        tile_sq = np.empty(0 if exact_inertia else TILE_ROWS, dtype=X.dtype)
-        if mode == MODE_PLAIN:
-            for tile_start in range(start, stop, TILE_ROWS):
-                rows = min(TILE_ROWS, stop - tile_start)
-                changed += tile_nearest(
-                    X, tile_start, rows, shift, centers_s, half_sq_norms, center_ids, tile,
-                    dots, best_value, best_id, labels, tile_sq,
-                )
-                inertia += accumulate_tile(
-                    X, sample_weight, tile_start, rows, labels, centers, sums, weights,
-                    tile_sq, best_value,
-                )
-            computed = stop - start
-        else:
-            inertia, changed, computed = _bounded_rows(
-                X, sample_weight, centers, centers_s, half_sq_norms, center_ids, shift, half_gaps,
-                group_order, group_start, group_move, rel_margin, mode == MODE_USE_BOUNDS,
-                exact_inertia, start, stop, tile, dots, best_value, best_id, labels, lower, sums,
-                weights,
+        tile, dots, best_value, best_id, tile_sq = _tile_buffers(X, n_clusters, exact_inertia)
+        for tile_start in range(start, stop, TILE_ROWS):
+            rows = min(TILE_ROWS, stop - tile_start)
+            changed += tile_nearest(
+                X, tile_start, rows, shift, centers_s, half_sq_norms, center_ids, tile, dots,
+                best_value, best_id, labels, tile_sq,
             )
+            inertia += accumulate_tile(
+                X, sample_weight, tile_start, rows, labels, centers, sums, weights, tile_sq,
+                best_value,
+            )
+        partial_inertia[chunk] = inertia
+        partial_changed[chunk] = changed
+        partial_computed[chunk] = stop - start
+
+
+@kernel
+def bounded_step(
+    X, sample_weight, centers, shift, half_gaps, group_order, group_start, group_move, rel_margin,
+    use_bounds, exact_inertia, labels, lower, partial_sums, partial_weights, partial_inertia,
+    partial_changed, partial_computed,
+):
+    """plain_step, keeping bounds: with use_bounds, the search is skipped for rows whose
+    bounds prove their center unchanged; without, every row is searched to set them. A
+    kernel apart from plain_step, so that a first fit that keeps no bounds does not wait
+    for its compilation.
+
+    The centers are split into G groups: group g is
+    group_order[group_start[g]:group_start[g + 1]] (int64, ascending within a group).
+    labels (n,) int32 (-1: no bound yet) and lower (n, G), a lower bound on each row's
+    distance to every center of each group but its own center, are read and updated
+    (G = 1 is Hamerly's single bound; more groups are Yinyang's global filter).
+    half_gaps (k,) float64 is half the distance from each center to its nearest other one;
+    group_move (G,) float64 is how far any center of each group moved since the bounds
+    were set. A row whose exact distance to its center is within
+    max(min over g of lower[g] - group_move[g], half_gap) keeps its label unexamined; the rest
+    are queued into tiles and assigned by one GEMM each, which also resets their bounds.
+    partial_computed counts the rows that needed the GEMM; the rest as in plain_step.
+    """
+    n_samples = X.shape[0]
+    n_clusters = centers.shape[0]
+    n_chunks = partial_inertia.shape[0]
+    chunk_rows = (n_samples + n_chunks - 1) // n_chunks
+    centers_s, half_sq_norms, _ = _assign_setup(X, centers, shift)
+    center_ids = np.arange(n_clusters).astype(X.dtype)
+    for chunk in prange(n_chunks):
+        start = chunk * chunk_rows
+        stop = min(start + chunk_rows, n_samples)
+        sums = partial_sums[chunk]
+        weights = partial_weights[chunk]
+        sums[:, :] = 0.0
+        weights[:] = 0.0
+        tile, dots, best_value, best_id, _ = _tile_buffers(X, n_clusters, exact_inertia)
+        inertia, changed, computed = _bounded_rows(
+            X, sample_weight, centers, centers_s, half_sq_norms, center_ids, shift, half_gaps,
+            group_order, group_start, group_move, rel_margin, use_bounds, exact_inertia, start,
+            stop, tile, dots, best_value, best_id, labels, lower, sums, weights,
+        )
         partial_inertia[chunk] = inertia
         partial_changed[chunk] = changed
         partial_computed[chunk] = computed
@@ -219,8 +250,8 @@ def narrow_step(
     X, centers, shift, exact_inertia, labels, partial_sums, partial_weights, partial_inertia,
     partial_changed, partial_computed,
 ):
-    """lloyd_step's MODE_PLAIN for unit-weight rows of at most TILE_SUMS_FEATURES features,
-    the same arguments and outputs: each tile of X - shift is summed by cluster, vectorised,
+    """plain_step for unit-weight rows of at most TILE_SUMS_FEATURES features, the same
+    arguments but the weights: each tile of X - shift is summed by cluster, vectorised,
     instead of adding row by row. The sums then depend on the shift (lloyd.Workspace.step
     passes one that stays put). A kernel of its own, so that a server's first fit of wider
     data does not wait for its compilation.
@@ -236,11 +267,7 @@ def narrow_step(
         stop = min(start + chunk_rows, n_samples)
         changed = 0
         inertia = 0.0
-        tile = new_tile(X)
-        dots = np.empty((n_clusters, TILE_ROWS), dtype=X.dtype)
-        best_value = np.empty(TILE_ROWS, dtype=X.dtype)
-        best_id = np.empty(TILE_ROWS, dtype=X.dtype)
-        tile_sq = np.empty(0 if exact_inertia else TILE_ROWS, dtype=X.dtype)
+        tile, dots, best_value, best_id, tile_sq = _tile_buffers(X, n_clusters, exact_inertia)
         totals = np.zeros((n_clusters, 4), dtype=np.float64)
         for tile_start in range(start, stop, TILE_ROWS):
             rows = min(TILE_ROWS, stop - tile_start)

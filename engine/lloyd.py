@@ -123,18 +123,17 @@ class Workspace:
                 moves = np.sqrt(((centers64 - self.bound_centers) ** 2).sum(axis=1))
                 group_move = np.maximum.reduceat(moves[group_order], group_start[:-1])
                 half_gaps = _half_gaps(centers64)
+        out = (self.partial_sums, self.partial_weights, self.partial_inertia,
+               self.partial_changed, self.partial_computed)
         if mode == _lloyd.MODE_PLAIN and X.shape[1] <= TILE_SUMS_FEATURES and weights.size == 0:
-            _lloyd.narrow_step(
-                X, centers, shift, exact_inertia, self.labels, self.partial_sums,
-                self.partial_weights, self.partial_inertia, self.partial_changed,
-                self.partial_computed,
-            )
+            _lloyd.narrow_step(X, centers, shift, exact_inertia, self.labels, *out)
+        elif mode == _lloyd.MODE_PLAIN:
+            _lloyd.plain_step(X, weights, centers, shift, exact_inertia, self.labels, *out)
         else:
-            _lloyd.lloyd_step(
-                X, weights, centers, shift, half_gaps, group_order, group_start,
-                group_move, _REL_MARGIN[X.dtype], mode, exact_inertia, self.labels, self.lower,
-                self.partial_sums, self.partial_weights, self.partial_inertia,
-                self.partial_changed, self.partial_computed,
+            _lloyd.bounded_step(
+                X, weights, centers, shift, half_gaps, group_order, group_start, group_move,
+                _REL_MARGIN[X.dtype], mode == _lloyd.MODE_USE_BOUNDS, exact_inertia, self.labels,
+                self.lower, *out,
             )
         self.bound_centers = None if mode == _lloyd.MODE_PLAIN else centers64
         changed = int(self.partial_changed.sum())

@@ -16,13 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from . import kmeans, minibatch, scoring
+from . import kmeans, lloyd, minibatch, scoring
 from ._sums import TILE_SUMS_FEATURES
 from .cosine import unit_rows
-from .lloyd import group_centers
 from .seeding import kmeans_plusplus
 from .threads import configure_threads, threading_layer
-from .validation import FLOAT_DTYPES, check_finite, scan_values
+from .validation import FLOAT_DTYPES, check_finite, read_only, scan_values
 
 
 def _predict(X: np.ndarray, copies: int) -> None:
@@ -31,8 +30,6 @@ def _predict(X: np.ndarray, copies: int) -> None:
         kmeans.predict(points, centers, return_distance=True)
         kmeans.predict(points, centers)
     check_finite(X, "X")
-    unit_rows(X, "X")
-    scan_values(X)  # what describes a request's NaN or Inf values
 
 
 def _lloyd(X: np.ndarray) -> None:
@@ -51,7 +48,23 @@ def _narrow(X: np.ndarray) -> None:
     kmeans.fit(narrow, 3, init=narrow[:3], n_init=1, max_iter=3)
 
 
+def _bounded_steps(X: np.ndarray) -> None:
+    # A step that sets bounds and one that uses them, on rows wide enough to keep bounds.
+    X = read_only(np.hstack([X] * 5))
+    n_clusters = 16
+    work = lloyd.Workspace(X.shape[0], n_clusters, X.shape[1], X.dtype)
+    assert work.use_bounds
+    centers = X[:n_clusters].copy()
+    for _ in range(2):
+        work.changed_share = 0.0  # as if the labels had settled
+        work.step(X, kmeans.UNIT_WEIGHTS, centers, exact_inertia=False)
+
+
 def _other_inits(X: np.ndarray, copies: int) -> None:
+    # Apart from the first groups: only a cosine call, or one with NaN or Inf values to
+    # describe, needs these two (about 1 s of a cold start's first predict).
+    unit_rows(X, "X")
+    scan_values(X)
     kmeans.transform(np.repeat(X, copies, axis=0), X[:2].copy())
     kmeans.fit(X, 3, init="random", n_init=1, max_iter=3, seed=0)
     kmeans.fit(X, 2, init=X[:2], n_init=1, max_iter=3)
@@ -61,9 +74,10 @@ def _other_inits(X: np.ndarray, copies: int) -> None:
 
 def _groups() -> list[tuple[str, Callable[[], object]]]:
     """The kernels in groups, those a first request most likely needs first: float32 predict
-    and fit, then float64, then narrow data's step, the transform and the other inits, then
-    the rest. Kernels read data through read-only views only (``validation.read_only``), so
-    one signature per dtype serves every caller."""
+    and fit, then float64, then narrow data's step, the transform, the other inits and the
+    checks of bad values and cosine rows, then bounds and the rest. Kernels read data
+    through read-only views only (``validation.read_only``), so one signature per dtype
+    serves every caller."""
     rng = np.random.default_rng(0)
     # Wider than TILE_SUMS_FEATURES, so that the first groups leave the narrow step out.
     n_features = TILE_SUMS_FEATURES + 1
@@ -79,9 +93,11 @@ def _groups() -> list[tuple[str, Callable[[], object]]]:
     for dtype, X in samples.items():
         groups.append((f"narrow fit {dtype.name}", functools.partial(_narrow, X)))
     for dtype, X in samples.items():
-        groups.append((f"transform and other inits {dtype.name}", functools.partial(_other_inits, X, copies)))
+        groups.append((f"transform, other inits and checks {dtype.name}", functools.partial(_other_inits, X, copies)))
+    for dtype, X in samples.items():
+        groups.append((f"bounds {dtype.name}", functools.partial(_bounded_steps, X)))
     # Groups of bounds (k >= 20 and d >= 32) are formed by a product on the centers.
-    groups.append(("bounds", functools.partial(group_centers, rng.normal(size=(40, 32)), 2)))
+    groups.append(("bound groups", functools.partial(lloyd.group_centers, rng.normal(size=(40, 32)), 2)))
     groups.append(("mini-batch", minibatch.warmup))
     groups.append(("scoring", scoring.warmup))
     return groups

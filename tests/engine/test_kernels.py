@@ -139,13 +139,15 @@ def _step(X: np.ndarray, weights: np.ndarray, centers: np.ndarray, mode: int, la
     order, start = groups
     if group_move is None:
         group_move = np.full(start.size - 1, math.inf)
+    out = (sums, totals, inertia, changed, computed)
+    # As lloyd.Workspace.step calls them.
     if mode == _lloyd.MODE_PLAIN and X.shape[1] <= TILE_SUMS_FEATURES and weights.size == 0:
-        # As lloyd.Workspace.step calls it.
-        _lloyd.narrow_step(X, centers, shift_for(centers), exact, labels, sums, totals, inertia,
-                           changed, computed)
+        _lloyd.narrow_step(X, centers, shift_for(centers), exact, labels, *out)
+    elif mode == _lloyd.MODE_PLAIN:
+        _lloyd.plain_step(X, weights, centers, shift_for(centers), exact, labels, *out)
     else:
-        _lloyd.lloyd_step(X, weights, centers, shift_for(centers), gaps, order, start, group_move,
-                           margin, mode, exact, labels, lower, sums, totals, inertia, changed, computed)
+        _lloyd.bounded_step(X, weights, centers, shift_for(centers), gaps, order, start, group_move,
+                            margin, mode == _lloyd.MODE_USE_BOUNDS, exact, labels, lower, *out)
     return sums.sum(axis=0), totals.sum(axis=0), inertia.sum(), changed.sum(), computed.sum()
 
 
