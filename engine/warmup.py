@@ -138,16 +138,20 @@ def steps(helpers: int = 0, stopping: threading.Event | None = None) -> Generato
 
 
 def cache_is_cold() -> bool:
-    """Whether numba's cache has no entry at all for the first kernel a request runs (a
-    fresh install or cache directory): then every kernel is to be compiled."""
+    """Whether numba's cache has no usable entry for the first kernel a request runs: a
+    fresh install or cache directory, or one an earlier version of the code filled (numba
+    keeps the index and ignores it: its module changed). Then every kernel is to be compiled."""
     from . import _lloyd
 
     try:
         dispatcher: Any = _lloyd.assign_on_caller
-        index = dispatcher._cache._cache_file._index_path  # numba's own layout, stable for years
+        index = dispatcher._cache._cache_file  # numba's own layout, stable for years
+        if not os.path.exists(index._index_path):
+            return True
+        # Empty when the index was written for another source or numba version.
+        return not index._load_index()
     except AttributeError:  # another numba's layout: assume warm and compile here as before
         return False
-    return not os.path.exists(index)
 
 
 class _Helpers:

@@ -78,3 +78,36 @@ def test_helper_processes_leave_every_kernel_in_the_cache(tmp_path: Path) -> Non
     after = subprocess.run([sys.executable, "-c", HELPED, "after"], capture_output=True, text=True, env=env)
     assert after.returncode == 0, after.stderr
     assert after.stdout.strip().splitlines()[-1] == "[]"
+
+
+STALE = textwrap.dedent(
+    """
+    import pickle
+    import numpy as np
+    from centroidal.engine import _lloyd, warmup
+
+    assert warmup.cache_is_cold()  # an empty cache directory
+    X = np.zeros((4, 2), dtype=np.float32)
+    X.setflags(write=False)
+    _lloyd.assign_on_caller(X, X[:2].copy(), np.zeros(2, np.float32), np.empty(4, np.int32), np.empty(0))
+    assert not warmup.cache_is_cold()
+    # The index as an earlier version of the module left it: another source stamp.
+    path = _lloyd.assign_on_caller._cache._cache_file._index_path
+    with open(path, "rb") as index:
+        version = pickle.load(index)
+        stamp, overloads = pickle.loads(index.read())
+    with open(path, "wb") as index:
+        pickle.dump(version, index)
+        index.write(pickle.dumps(((0.0, 0), overloads)))
+    print(warmup.cache_is_cold())
+    """
+)
+
+
+def test_a_cache_left_by_other_code_is_cold(tmp_path: Path) -> None:
+    # After an upgrade numba ignores the old entries, so the server compiles every kernel:
+    # in helper processes, as from an empty cache, not on its own core in the background.
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", STALE], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "True"
