@@ -12,7 +12,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -142,6 +142,21 @@ def write_results(rows: list[Row], meta: dict[str, object]) -> None:
     (RESULTS.parent / "machine.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
+def warm_address(log: Iterable[str], seen: list[str] | None = None) -> str | None:
+    """Read a starting `centroidal serve`'s log lines (each kept in ``seen``, if given) until
+    it listens and its warm-up has compiled (or loaded) every kernel, in either order; its
+    address, or None if the log ended first."""
+    found, warm = None, False
+    for line in log:
+        if seen is not None:
+            seen.append(line)
+        warm = warm or "warm-up done" in line
+        found = found or re.search(r"centroidal listening on (\S+)", line)
+        if found and warm:
+            return found.group(1)
+    return None
+
+
 @contextmanager
 def served(pythonpath: str | None = None) -> Iterator[str]:
     """A `centroidal serve` subprocess on a free port; yields its address once the server
@@ -162,17 +177,11 @@ def served(pythonpath: str | None = None) -> Iterator[str]:
         )
         assert child.stderr is not None
         try:
-            found, warm = None, False
-            for line in child.stderr:
-                warm = warm or "warm-up done" in line
-                found = found or re.search(r"centroidal listening on (\S+)", line)
-                if found and warm:
-                    break
-            else:
+            address = warm_address(child.stderr)
+            if address is None:
                 raise RuntimeError("server exited before serving and warming up")
-            assert found is not None
             threading.Thread(target=child.stderr.read, daemon=True).start()  # keep the pipe drained
-            yield found.group(1)
+            yield address
         finally:
             child.terminate()
             child.wait(60)

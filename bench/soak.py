@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -33,6 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from centroidal.client import CentroidalError, Client
+
+from .common import warm_address
 
 RESULTS = Path(__file__).resolve().parent / "results" / "soak.json"
 WARMUP_SHARE = 0.25  # memory is measured from here on
@@ -140,20 +141,12 @@ def main(argv: list[str] | None = None) -> int:
         log: list[str] = []
         # The load starts once the server has compiled (or loaded) every kernel: memory a
         # background compilation takes during the run is not the server's growth.
-        found, warm = None, False
-        for line in server.stderr:
-            log.append(line)
-            warm = warm or "warm-up done" in line
-            found = found or re.search(r"centroidal listening on (\S+)", line)
-            if found and warm:
-                break
-        else:
+        target = warm_address(server.stderr, log)
+        if target is None:
             print("".join(log), file=sys.stderr)
             return 1
         drain = threading.Thread(target=lambda: log.extend(server.stderr), daemon=True)  # type: ignore[arg-type]
         drain.start()
-        assert found is not None
-        target = found.group(1)
         try:
             return run(target, server, args.seconds, log)
         finally:
