@@ -35,6 +35,15 @@ def n_chunks_for(n_samples: int, n_clusters: int = 1, n_features: int = 1) -> in
 
 
 @njit(inline="always", nogil=True, cache=True)
+def chunk_bounds(n_samples, chunk, n_chunks):
+    """Rows start..stop of chunk ``chunk`` of ``n_chunks`` (n_chunks_for's count): equal runs
+    but the last, so that a row's chunk depends on the problem, not the threads."""
+    chunk_rows = (n_samples + n_chunks - 1) // n_chunks
+    start = chunk * chunk_rows
+    return start, min(start + chunk_rows, n_samples)
+
+
+@njit(inline="always", nogil=True, cache=True)
 def sq_distance(X, i, centers, j):
     """Squared Euclidean distance between row i of X and row j of centers, in float64.
 

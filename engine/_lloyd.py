@@ -16,6 +16,7 @@ from numba import njit, prange
 from ._common import (
     MAX_CHUNKS,
     TILE_ROWS,
+    chunk_bounds,
     kernel,
     new_tile,
     put_row,
@@ -140,6 +141,22 @@ def _bounded_rows(
 
 
 @njit(inline="always", nogil=True, cache=True)
+def _step_setup(X, centers, shift):
+    """What every chunk of a step shares: the shifted centers, half their squared norms,
+    and the center ids 0..k-1 in X's dtype."""
+    centers_s, half_sq_norms, _ = _assign_setup(X, centers, shift)
+    return centers_s, half_sq_norms, np.arange(centers.shape[0]).astype(X.dtype)
+
+
+@njit(inline="always", nogil=True, cache=True)
+def _zeroed(sums, weights):
+    """A chunk's sums and weights, set to zero for a step to add to."""
+    sums[:, :] = 0.0
+    weights[:] = 0.0
+    return sums, weights
+
+
+@njit(inline="always", nogil=True, cache=True)
 def _tile_buffers(X, n_clusters, exact_inertia):
     """A chunk's scratch for labelling its tiles: the tile, its dots (k, T), each column's
     best value and center id, and (unless the inertia is exact) each row's |x - s|^2."""
@@ -167,19 +184,12 @@ def plain_step(
     row's term from the values that chose its center, good to the dtype's rounding (a fit's
     iterations report that; its final assignment is exact).
     """
-    n_samples = X.shape[0]
     n_clusters = centers.shape[0]
     n_chunks = partial_inertia.shape[0]
-    chunk_rows = (n_samples + n_chunks - 1) // n_chunks
-    centers_s, half_sq_norms, _ = _assign_setup(X, centers, shift)
-    center_ids = np.arange(n_clusters).astype(X.dtype)
+    centers_s, half_sq_norms, center_ids = _step_setup(X, centers, shift)
     for chunk in prange(n_chunks):
-        start = chunk * chunk_rows
-        stop = min(start + chunk_rows, n_samples)
-        sums = partial_sums[chunk]
-        weights = partial_weights[chunk]
-        sums[:, :] = 0.0
-        weights[:] = 0.0
+        start, stop = chunk_bounds(X.shape[0], chunk, n_chunks)
+        sums, weights = _zeroed(partial_sums[chunk], partial_weights[chunk])
         inertia = 0.0
         changed = 0
         tile, dots, best_value, best_id, tile_sq = _tile_buffers(X, n_clusters, exact_inertia)
@@ -221,19 +231,12 @@ def bounded_step(
     are queued into tiles and assigned by one GEMM each, which also resets their bounds.
     partial_computed counts the rows that needed the GEMM; the rest as in plain_step.
     """
-    n_samples = X.shape[0]
     n_clusters = centers.shape[0]
     n_chunks = partial_inertia.shape[0]
-    chunk_rows = (n_samples + n_chunks - 1) // n_chunks
-    centers_s, half_sq_norms, _ = _assign_setup(X, centers, shift)
-    center_ids = np.arange(n_clusters).astype(X.dtype)
+    centers_s, half_sq_norms, center_ids = _step_setup(X, centers, shift)
     for chunk in prange(n_chunks):
-        start = chunk * chunk_rows
-        stop = min(start + chunk_rows, n_samples)
-        sums = partial_sums[chunk]
-        weights = partial_weights[chunk]
-        sums[:, :] = 0.0
-        weights[:] = 0.0
+        start, stop = chunk_bounds(X.shape[0], chunk, n_chunks)
+        sums, weights = _zeroed(partial_sums[chunk], partial_weights[chunk])
         tile, dots, best_value, best_id, _ = _tile_buffers(X, n_clusters, exact_inertia)
         inertia, changed, computed = _bounded_rows(
             X, sample_weight, centers, centers_s, half_sq_norms, center_ids, shift, half_gaps,
@@ -256,15 +259,12 @@ def narrow_step(
     passes one that stays put). A kernel of its own, so that a server's first fit of wider
     data does not wait for its compilation.
     """
-    n_samples, n_features = X.shape
+    n_features = X.shape[1]
     n_clusters = centers.shape[0]
     n_chunks = partial_inertia.shape[0]
-    chunk_rows = (n_samples + n_chunks - 1) // n_chunks
-    centers_s, half_sq_norms, _ = _assign_setup(X, centers, shift)
-    center_ids = np.arange(n_clusters).astype(X.dtype)
+    centers_s, half_sq_norms, center_ids = _step_setup(X, centers, shift)
     for chunk in prange(n_chunks):
-        start = chunk * chunk_rows
-        stop = min(start + chunk_rows, n_samples)
+        start, stop = chunk_bounds(X.shape[0], chunk, n_chunks)
         changed = 0
         inertia = 0.0
         tile, dots, best_value, best_id, tile_sq = _tile_buffers(X, n_clusters, exact_inertia)
@@ -369,11 +369,9 @@ def column_sums(X, partial_sums, partial_sq_dev, mean):
     """
     n_samples, n_features = X.shape
     n_chunks = partial_sums.shape[0]
-    chunk_rows = (n_samples + n_chunks - 1) // n_chunks
     with_mean = mean.shape[0] == n_features
     for chunk in prange(n_chunks):
-        start = chunk * chunk_rows
-        stop = min(start + chunk_rows, n_samples)
+        start, stop = chunk_bounds(n_samples, chunk, n_chunks)
         sums = partial_sums[chunk]
         sq_dev = partial_sq_dev[chunk]
         sums[:] = 0.0

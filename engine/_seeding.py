@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ._common import TILE_ROWS, kernel, shifted_centers, sq_distance
+from ._common import TILE_ROWS, chunk_bounds, kernel, shifted_centers, sq_distance
 
 
 @kernel
@@ -31,15 +31,13 @@ def _candidate_potentials(X, sample_weight, candidates, shift, closest_sq_dist, 
     n_samples, n_features = X.shape
     n_candidates = candidates.shape[0]
     n_chunks = partial_pots.shape[0]
-    chunk_rows = (n_samples + n_chunks - 1) // n_chunks
     weighted = sample_weight.shape[0] > 0
     candidates_s = np.empty((n_candidates, n_features), dtype=X.dtype)
     half_sq_norms = np.empty(n_candidates, dtype=X.dtype)
     shifted_centers(candidates, shift, candidates_s, half_sq_norms)
     candidates_t = np.ascontiguousarray(candidates_s.T)
     for chunk in prange(n_chunks):
-        start = chunk * chunk_rows
-        stop = min(start + chunk_rows, n_samples)
+        start, stop = chunk_bounds(n_samples, chunk, n_chunks)
         pots = partial_pots[chunk]
         pots[:] = 0.0
         tile = np.empty((TILE_ROWS, n_features), dtype=X.dtype)
@@ -81,11 +79,9 @@ def _chunk_mass(closest_sq_dist, sample_weight, partial_mass):
     """Per chunk, the sum of w_i * closest_sq_dist_i (w_i = 1 for an empty sample_weight)."""
     n_samples = closest_sq_dist.shape[0]
     n_chunks = partial_mass.shape[0]
-    chunk_rows = (n_samples + n_chunks - 1) // n_chunks
     weighted = sample_weight.shape[0] > 0
     for chunk in prange(n_chunks):
-        start = chunk * chunk_rows
-        stop = min(start + chunk_rows, n_samples)
+        start, stop = chunk_bounds(n_samples, chunk, n_chunks)
         mass = 0.0
         for i in range(start, stop):
             mass += (sample_weight[i] if weighted else 1.0) * closest_sq_dist[i]

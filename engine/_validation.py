@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ._common import kernel
+from ._common import chunk_bounds, kernel
 
 
 @kernel
@@ -16,10 +16,8 @@ def _scan_values(X, partial_bad, partial_first, partial_max_abs):
     """
     n_samples, n_features = X.shape
     n_chunks = partial_bad.shape[0]
-    chunk_rows = (n_samples + n_chunks - 1) // n_chunks
     for chunk in prange(n_chunks):
-        start = chunk * chunk_rows
-        stop = min(start + chunk_rows, n_samples)
+        start, stop = chunk_bounds(n_samples, chunk, n_chunks)
         bad = 0
         first = -1
         largest = 0.0

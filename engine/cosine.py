@@ -17,7 +17,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ._common import n_chunks_for
+from ._common import chunk_bounds, n_chunks_for
 from .validation import InvalidInputError, read_only
 
 METRICS = ("euclidean", "cosine")
@@ -73,10 +73,10 @@ def _unit_rows(X, out, first_zero):
     chunk, or -1."""
     n_samples, n_features = X.shape
     n_chunks = first_zero.shape[0]
-    chunk_rows = (n_samples + n_chunks - 1) // n_chunks
     for chunk in prange(n_chunks):
         first_zero[chunk] = -1
-        for i in range(chunk * chunk_rows, min((chunk + 1) * chunk_rows, n_samples)):
+        start, stop = chunk_bounds(n_samples, chunk, n_chunks)
+        for i in range(start, stop):
             sq_norm = 0.0
             for f in range(n_features):
                 value = np.float64(X[i, f])

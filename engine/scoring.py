@@ -33,7 +33,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import kmeans
-from ._common import n_chunks_for
+from ._common import chunk_bounds, n_chunks_for
 from .cosine import check_metric, unit_rows
 from .progress import Progress, run_to_end
 from .validation import InvalidInputError, as_float_matrix, check_finite, read_only
@@ -373,13 +373,13 @@ def _label_sums(X, labels, partial_sums, partial_counts):  # pragma: no cover - 
     (c, k), float64 OUT."""
     n_samples, n_features = X.shape
     n_chunks = partial_sums.shape[0]
-    chunk_rows = (n_samples + n_chunks - 1) // n_chunks
     for chunk in prange(n_chunks):
+        start, stop = chunk_bounds(n_samples, chunk, n_chunks)
         sums = partial_sums[chunk]
         counts = partial_counts[chunk]
         sums[:] = 0.0
         counts[:] = 0.0
-        for i in range(chunk * chunk_rows, min((chunk + 1) * chunk_rows, n_samples)):
+        for i in range(start, stop):
             label = labels[i]
             counts[label] += 1.0
             for f in range(n_features):
@@ -392,13 +392,13 @@ def _spread(X, labels, means, partial_sq, partial_dist):  # pragma: no cover - c
     to the cluster's mean: partial_sq and partial_dist (c, k) float64 OUT."""
     n_samples, n_features = X.shape
     n_chunks = partial_sq.shape[0]
-    chunk_rows = (n_samples + n_chunks - 1) // n_chunks
     for chunk in prange(n_chunks):
+        start, stop = chunk_bounds(n_samples, chunk, n_chunks)
         sq = partial_sq[chunk]
         dist = partial_dist[chunk]
         sq[:] = 0.0
         dist[:] = 0.0
-        for i in range(chunk * chunk_rows, min((chunk + 1) * chunk_rows, n_samples)):
+        for i in range(start, stop):
             label = labels[i]
             total = 0.0
             for f in range(n_features):
