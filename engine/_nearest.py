@@ -102,6 +102,28 @@ def _scan_group(dots, rows, half_sq_norms, center_ids, members, best_value, seco
 
 
 @njit(inline="always", nogil=True, cache=True)
+def _no_best(rows, best_value, best_id, zero):
+    """Start a direct scan: no best value yet for the first rows columns."""
+    for r in range(rows):
+        best_value[r] = np.inf
+        best_id[r] = zero
+
+
+@njit(inline="always", nogil=True, cache=True)
+def _four_centers(j, half_sq_norms, center_ids):
+    """The four centers of a direct scan's pass from center j: their indices, half squared
+    norms and ids. A last pass short of four repeats its last center, whose value then ties
+    with itself and changes nothing."""
+    last = min(j + 4, half_sq_norms.shape[0]) - 1
+    ja, jb, jc, jd = j, min(j + 1, last), min(j + 2, last), last
+    return (
+        (ja, jb, jc, jd),
+        (half_sq_norms[ja], half_sq_norms[jb], half_sq_norms[jc], half_sq_norms[jd]),
+        (center_ids[ja], center_ids[jb], center_ids[jc], center_ids[jd]),
+    )
+
+
+@njit(inline="always", nogil=True, cache=True)
 def _narrow_value(half, c0, c1, c2, c3, x0, x1, x2, x3, four):
     """half - (x - s).(c - s) in a narrow tile. With three features or fewer the fourth
     product is left out, which changes nothing: c3 is zero there, and c2 * x2 + 0 rounds as
@@ -126,20 +148,15 @@ def _scan_narrow(centers_s, half_sq_norms, tile_t, rows, n_features, best_value,
     zero = center_ids[0]
     four = n_features > 3
     n_clusters = centers_s.shape[0]
-    for r in range(rows):
-        best_value[r] = np.inf
-        best_id[r] = zero
+    _no_best(rows, best_value, best_id, zero)
     for j in range(0, n_clusters, 4):
-        last = min(j + 4, n_clusters) - 1
-        ja, jb, jc, jd = j, min(j + 1, last), min(j + 2, last), last
+        (ja, jb, jc, jd), (half_a, half_b, half_c, half_d), (id_a, id_b, id_c, id_d) = _four_centers(
+            j, half_sq_norms, center_ids
+        )
         a0, a1, a2, a3 = centers_s[ja, 0], centers_s[ja, 1], centers_s[ja, 2], centers_s[ja, 3]
         b0, b1, b2, b3 = centers_s[jb, 0], centers_s[jb, 1], centers_s[jb, 2], centers_s[jb, 3]
         c0, c1, c2, c3 = centers_s[jc, 0], centers_s[jc, 1], centers_s[jc, 2], centers_s[jc, 3]
         d0, d1, d2, d3 = centers_s[jd, 0], centers_s[jd, 1], centers_s[jd, 2], centers_s[jd, 3]
-        half_a, half_b = half_sq_norms[ja], half_sq_norms[jb]
-        half_c, half_d = half_sq_norms[jc], half_sq_norms[jd]
-        id_a, id_b = center_ids[ja], center_ids[jb]
-        id_c, id_d = center_ids[jc], center_ids[jd]
         for r in range(rows):
             x0, x1, x2 = tile_t[0, r], tile_t[1, r], tile_t[2, r]
             x3 = tile_t[3, r] if four else zero
@@ -203,18 +220,13 @@ def _scan_mid(centers_s, half_sq_norms, tile_t, rows, n_features, best_value, be
     zero = center_ids[0]
     upper = n_features > 8
     n_clusters = centers_s.shape[0]
-    for r in range(rows):
-        best_value[r] = np.inf
-        best_id[r] = zero
+    _no_best(rows, best_value, best_id, zero)
     for j in range(0, n_clusters, 4):
-        last = min(j + 4, n_clusters) - 1
-        ja, jb, jc, jd = j, min(j + 1, last), min(j + 2, last), last
+        (ja, jb, jc, jd), (half_a, half_b, half_c, half_d), (id_a, id_b, id_c, id_d) = _four_centers(
+            j, half_sq_norms, center_ids
+        )
         ca, cb = _mid_center(centers_s, ja), _mid_center(centers_s, jb)
         cc, cd = _mid_center(centers_s, jc), _mid_center(centers_s, jd)
-        half_a, half_b = half_sq_norms[ja], half_sq_norms[jb]
-        half_c, half_d = half_sq_norms[jc], half_sq_norms[jd]
-        id_a, id_b = center_ids[ja], center_ids[jb]
-        id_c, id_d = center_ids[jc], center_ids[jd]
         for r in range(rows):
             best_value[r], best_id[r] = _nearest_of_four(
                 best_value[r], best_id[r], _mid_value(half_a, ca, tile_t, r, upper),
