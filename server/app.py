@@ -76,13 +76,29 @@ class _EventLoop:
         return cls._loop
 
     @classmethod
-    def run(cls, coroutine: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+    def run(cls, coroutine: Coroutine[Any, Any, T], timeout: float | None = None, kind: str = "uvloop") -> T:
+        """Run ``coroutine`` on the loop, started on the first call as ``kind`` (``--event-loop``)."""
         with cls._lock:
             if cls._loop is None:
-                loop = asyncio.new_event_loop()
+                loop = _new_loop(kind)
                 threading.Thread(target=loop.run_forever, name="centroidal-loop", daemon=True).start()
                 cls._loop = loop
         return asyncio.run_coroutine_threadsafe(coroutine, cls._loop).result(timeout)
+
+
+def _new_loop(kind: str) -> asyncio.AbstractEventLoop:
+    """A new event loop: uvloop's, unless ``kind`` is asyncio or uvloop is not installed (it
+    is not built for Windows). Under h2load a small Predict cost the server less CPU on
+    uvloop: 0.148 against 0.183 CPU s per 1,000 calls, medians of five runs each taking turns
+    (bench.floors.small_calls; its trivial handler, on asyncio's loop in both, 0.110 and 0.127)."""
+    if kind == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            log.warning("uvloop is not installed: running on asyncio's event loop")
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
 
 
 class CentroidalServer:
@@ -126,7 +142,7 @@ class CentroidalServer:
         self.warmed_up = self.servicer.runtime.kernels_compiled
         self._warmer: threading.Thread | None = None
         try:
-            self.grpc_server, self.port = _EventLoop.run(self._build())
+            self.grpc_server, self.port = _EventLoop.run(self._build(), kind=self.config.event_loop)
         except RuntimeError as exc:
             self.store.close()
             raise OSError(f"could not bind {config.address}: {exc}") from exc

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, fields
 from .memory import default_budget
 
 MIB = 1024 * 1024
+# The event loops a server can run on (--event-loop).
+EVENT_LOOPS = ("uvloop", "asyncio")
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class ServerConfig:
     tls_key: str = ""
     tls_client_ca: str = ""
     log_level: str = "INFO"
+    event_loop: str = "uvloop"
     warmup: bool = True
     warmup_before_serving: bool = False
     workers: str = "1"
@@ -126,6 +129,7 @@ _HELP = {
     "tls_key": "PEM private key of --tls-cert",
     "tls_client_ca": "PEM CA bundle: clients must present a certificate it signed (mutual TLS)",
     "log_level": "DEBUG, INFO, WARNING or ERROR",
+    "event_loop": "uvloop (the default: less CPU per call) or asyncio, Python's own loop, which is also used where uvloop is not installed",
     "shared_memory": "let Predict callers on this host name their rows in a POSIX shared-memory "
     "object (/dev/shm) that belongs to the server's user, instead of sending them",
     "warmup": "compile every kernel at start (in the background once SERVING, unless "
@@ -324,6 +328,8 @@ def _check(config: ServerConfig, parser: argparse.ArgumentParser, arguments: Seq
     if config.metrics_auth and not (config.tokens or config.token_file):
         parser.error("--metrics-auth needs tokens (--token-file or CENTROIDAL_TOKEN)")
     _check_datasets(config, parser)
+    if config.event_loop not in EVENT_LOOPS:
+        parser.error(f"--event-loop must be {' or '.join(EVENT_LOOPS)}, got {config.event_loop!r}")
     if config.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         parser.error(f"--log-level must be DEBUG, INFO, WARNING or ERROR, got {config.log_level}")
 

@@ -58,6 +58,26 @@ def test_a_size_that_is_not_one_is_refused_saying_how(capsys: pytest.CaptureFixt
     assert "K, M, G or T" in capsys.readouterr().err
 
 
+def test_servers_run_on_uvloop_unless_asked_for_asyncio(start_server) -> None:
+    import asyncio
+
+    import uvloop
+
+    from centroidal.server.app import _EventLoop, _new_loop
+
+    start_server(port=0)
+    assert isinstance(_EventLoop.loop(), uvloop.Loop)  # the default, --event-loop uvloop
+    assert parse_args(["--event-loop", "asyncio"], env={}).event_loop == "asyncio"
+    for kind, expected, other in (("asyncio", asyncio.BaseEventLoop, uvloop.Loop),
+                                  ("uvloop", uvloop.Loop, asyncio.BaseEventLoop)):
+        loop = _new_loop(kind)
+        try:
+            assert isinstance(loop, expected) and not isinstance(loop, other)
+            assert loop.run_until_complete(asyncio.sleep(0, kind)) == kind
+        finally:
+            loop.close()
+
+
 def test_the_log_names_the_port_bound_not_0(start_server, caplog: pytest.LogCaptureFixture) -> None:
     import logging
 
@@ -73,7 +93,8 @@ def test_the_log_names_the_port_bound_not_0(start_server, caplog: pytest.LogCapt
      (["--workers", "2", "--worker-port-base", "65535"], "--worker-port-base"),
      (["--lease-ttl", "0.5"], "--lease-ttl"), (["--store-poll-interval", "-1"], "--store-poll-interval"),
      (["--store", "mysql://db/models"], "--store"), (["--store-password-file", "/nowhere"], "--store-password-file"),
-     (["--store", "postgresql://db/m", "--store-password-file", "/nowhere"], "--store-password-file")],
+     (["--store", "postgresql://db/m", "--store-password-file", "/nowhere"], "--store-password-file"),
+     (["--event-loop", "trio"], "--event-loop")],
 )
 def test_bad_replica_settings_name_their_flag(argv: list[str], field: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
