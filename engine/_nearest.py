@@ -7,6 +7,7 @@ import numpy as np
 from numba import njit
 
 from ._common import (
+    align_frame,
     is_narrow,
     is_transposed,
     put_mid_tile,
@@ -215,8 +216,11 @@ def _scan_mid(centers_s, half_sq_norms, tile_t, rows, n_features, best_value, be
 
     1e6x16, k=64, one thread, side by side: labelling every row took 30-32 ms through the
     GEMM and _scan_nearest, 25-28 ms this way; the scan itself runs at about 95 GFLOP/s,
-    the GEMM at 82 with an inner dimension of 16 (a large GEMM reaches 125 here).
+    the GEMM at 82 with an inner dimension of 16 (a large GEMM reaches 125 here). Those
+    figures came from a frame that happened to be well placed: the scan aligns its frame
+    (align_frame), without which most processes labelled at 24-28 ms.
     """
+    align_frame()
     zero = center_ids[0]
     upper = n_features > 8
     n_clusters = centers_s.shape[0]
