@@ -17,6 +17,8 @@ from ._common import (
     MAX_CHUNKS,
     TILE_ROWS,
     chunk_bounds,
+    is_narrow,
+    is_transposed,
     kernel,
     new_tile,
     put_row,
@@ -25,7 +27,7 @@ from ._common import (
     tile_dots,
     tile_width,
 )
-from ._nearest import gemm_sq_distance, scan_groups, tile_nearest
+from ._nearest import gemm_sq_distance, mid_scan_groups, scan_groups, tile_nearest
 from ._sums import (
     accumulate,
     accumulate_tile,
@@ -47,19 +49,26 @@ def _resolve_pending(
     rel_margin, exact, tile, dots, group_best, group_second, group_id, best_value, best_id,
     best_group, pending_rows, pending_sq, pending, labels, lower, sums, weights,
 ):
-    """Assign the queued rows by one GEMM, and set each one's lower bound per group of
-    centers: from the group's nearest center, or its second-nearest in the row's own group.
+    """Assign the queued rows by one GEMM (or, for 5 to MID features, the direct scan of each
+    group, mid_scan_groups), and set each one's lower bound per group of centers: from the
+    group's nearest center, or its second-nearest in the row's own group.
 
     Returns (number of labels changed, weighted inertia of those rows: exact, or with
     ``exact`` False from the scan's values).
     """
     weighted = sample_weight.shape[0] > 0
     n_groups = group_start.shape[0] - 1
-    tile_dots(X, centers_s, tile, dots)
-    scan_groups(
-        dots, pending, half_sq_norms, center_ids, group_order, group_start, group_best,
-        group_second, group_id, best_value, best_id, best_group,
-    )
+    if is_transposed(X) and not is_narrow(X):
+        mid_scan_groups(
+            centers_s, half_sq_norms, tile, pending, X.shape[1], center_ids, group_order, group_start,
+            group_best, group_second, group_id, best_value, best_id, best_group,
+        )
+    else:
+        tile_dots(X, centers_s, tile, dots)
+        scan_groups(
+            dots, pending, half_sq_norms, center_ids, group_order, group_start, group_best,
+            group_second, group_id, best_value, best_id, best_group,
+        )
     max_half = 0.0
     for j in range(half_sq_norms.shape[0]):
         max_half = max(max_half, np.float64(half_sq_norms[j]))

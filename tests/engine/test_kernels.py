@@ -92,6 +92,44 @@ def test_scan_groups(dtype: type) -> None:
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_features", [5, 8, 9, 16])
+def test_mid_scan_groups_match_the_gemm_form(dtype: type, n_features: int) -> None:
+    # A bounded step's searched rows of 5 to 16 features are scanned per group directly:
+    # the same best, center, group and second values as the GEMM form gives.
+    X, centers = data(dtype, n=190, d=n_features, k=23, seed=6)
+    centers[3] = centers[20] = X[0]  # a tie across groups, row 0's nearest: the lower index must win
+    k, rows = centers.shape[0], X.shape[0]
+    shift = shift_for(centers)
+    centers_s = np.zeros((k, _common.MID), dtype=dtype)
+    half = np.empty(k, dtype=dtype)
+    _common.shifted_centers(centers, shift, centers_s, half)
+    tile = np.zeros((_common.MID, _common.TILE_ROWS), dtype=dtype)
+    _common.put_mid_tile(X, 0, rows, shift, tile)
+    group = np.random.default_rng(7).integers(4, size=k)
+    group[3], group[20] = 0, 2
+    order = np.argsort(group, kind="stable").astype(np.int64)
+    start = np.searchsorted(group[order], np.arange(5)).astype(np.int64)
+    group_best = np.empty((4, _common.TILE_ROWS), dtype=dtype)
+    group_second = np.empty((4, _common.TILE_ROWS), dtype=dtype)
+    scratch = [np.empty(_common.TILE_ROWS, dtype=dtype) for _ in range(3)]
+    best_group = np.empty(_common.TILE_ROWS, dtype=np.int64)
+    _nearest.mid_scan_groups(centers_s, half, tile, rows, n_features, np.arange(k).astype(dtype), order, start,
+                             group_best, group_second, scratch[0], scratch[1], scratch[2], best_group)
+    dots = centers_s.astype(np.float64) @ tile.astype(np.float64)
+    expected_best, expected_id, _ = naive.scan_nearest(dots, rows, half)
+    scale = np.abs(expected_best).max()
+    np.testing.assert_allclose(scratch[1][:rows], expected_best, rtol=RTOL[dtype], atol=RTOL[dtype] * scale)
+    np.testing.assert_array_equal(scratch[2][:rows].astype(int), expected_id)
+    assert 3 in expected_id and 20 not in scratch[2][:rows].astype(int)
+    np.testing.assert_array_equal(best_group[:rows], group[expected_id])
+    for g in range(4):
+        members = np.flatnonzero(group == g)
+        g_best, _, g_second = naive.scan_nearest(dots[members], rows, half[members])
+        np.testing.assert_allclose(group_best[g, :rows], g_best, rtol=RTOL[dtype], atol=RTOL[dtype] * scale)
+        np.testing.assert_allclose(group_second[g, :rows], g_second, rtol=RTOL[dtype], atol=RTOL[dtype] * scale)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kernel", ["assign", "assign_on_caller"])
 @pytest.mark.parametrize("n_features", [1, 3, 4, 5, 8, 9, 16])
 def test_assign(dtype: type, kernel: str, n_features: int) -> None:
