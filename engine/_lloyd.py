@@ -102,8 +102,8 @@ def _bounded_rows(
     dots, best_value, best_id, labels, lower, sums, weights,
 ):
     """Rows start..stop of one chunk in a bounded step: with use_bounds, a row whose bounds
-    prove its label keeps it; every other row is queued for a GEMM that also sets its
-    bounds. Returns (weighted inertia, labels changed, rows searched)."""
+    prove its label keeps it; every other row is queued for a full search that also sets
+    its bounds. Returns (weighted inertia, labels changed, rows searched)."""
     weighted = sample_weight.shape[0] > 0
     n_groups = group_start.shape[0] - 1
     group_best = np.empty((n_groups, TILE_ROWS), dtype=X.dtype)
@@ -237,8 +237,8 @@ def bounded_step(
     group_move (G,) float64 is how far any center of each group moved since the bounds
     were set. A row whose exact distance to its center is within
     max(min over g of lower[g] - group_move[g], half_gap) keeps its label unexamined; the rest
-    are queued into tiles and assigned by one GEMM each, which also resets their bounds.
-    partial_computed counts the rows that needed the GEMM; the rest as in plain_step.
+    are queued into tiles, each searched in full (see _resolve_pending), which also resets
+    their bounds. partial_computed counts the rows searched; the rest as in plain_step.
     """
     n_clusters = centers.shape[0]
     n_chunks = partial_inertia.shape[0]

@@ -83,6 +83,13 @@ def _scan_nearest(dots, rows, half_sq_norms, center_ids, best_value, best_id):
             )
 
 
+@njit(inline="always", nogil=True, cache=True)
+def _best_and_second(best, second, current, value, candidate):
+    """_nearer, also keeping the second-smallest value: as selects, so that it vectorises."""
+    second = min(second, max(value, best))
+    return min(value, best), second, candidate if value < best else current
+
+
 @scan
 def _scan_group(dots, rows, half_sq_norms, center_ids, members, best_value, second_value, best_id):
     """As _scan_nearest over the centers ``members`` (ascending indices) only, and also each
@@ -97,9 +104,9 @@ def _scan_group(dots, rows, half_sq_norms, center_ids, members, best_value, seco
         half = half_sq_norms[j]
         candidate = center_ids[j]
         for r in range(rows):
-            value = half - dots[j, r]
-            second_value[r] = min(second_value[r], max(value, best_value[r]))
-            best_value[r], best_id[r] = _nearer(best_value[r], best_id[r], value, candidate)
+            best_value[r], second_value[r], best_id[r] = _best_and_second(
+                best_value[r], second_value[r], best_id[r], half - dots[j, r], candidate
+            )
 
 
 @njit(inline="always", nogil=True, cache=True)
@@ -237,13 +244,6 @@ def _scan_mid(centers_s, half_sq_norms, tile_t, rows, n_features, best_value, be
                 _mid_value(half_b, cb, tile_t, r, upper), _mid_value(half_c, cc, tile_t, r, upper),
                 _mid_value(half_d, cd, tile_t, r, upper), id_a, id_b, id_c, id_d,
             )
-
-
-@njit(inline="always", nogil=True, cache=True)
-def _best_and_second(best, second, current, value, candidate):
-    """_nearer, also keeping the second-smallest value: as selects, so that it vectorises."""
-    second = min(second, max(value, best))
-    return min(value, best), second, candidate if value < best else current
 
 
 @scan

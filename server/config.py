@@ -129,7 +129,8 @@ _HELP = {
     "tls_key": "PEM private key of --tls-cert",
     "tls_client_ca": "PEM CA bundle: clients must present a certificate it signed (mutual TLS)",
     "log_level": "DEBUG, INFO, WARNING or ERROR",
-    "event_loop": "uvloop (the default: less CPU per call) or asyncio, Python's own loop, which is also used where uvloop is not installed",
+    "event_loop": "uvloop (the default: less CPU per call) or asyncio, Python's own loop, which "
+    "is also used where uvloop is not installed",
     "shared_memory": "let Predict callers on this host name their rows in a POSIX shared-memory "
     "object (/dev/shm) that belongs to the server's user, instead of sending them",
     "warmup": "compile every kernel at start (in the background once SERVING, unless "
