@@ -27,7 +27,8 @@ from ._common import (
     tile_dots,
     tile_width,
 )
-from ._nearest import gemm_sq_distance, mid_scan_groups, scan_groups, tile_nearest
+from ._groups import mid_scan_groups, scan_groups
+from ._nearest import gemm_sq_distance, tile_nearest
 from ._sums import (
     accumulate,
     accumulate_tile,

@@ -84,32 +84,6 @@ def _scan_nearest(dots, rows, half_sq_norms, center_ids, best_value, best_id):
 
 
 @njit(inline="always", nogil=True, cache=True)
-def _best_and_second(best, second, current, value, candidate):
-    """_nearer, also keeping the second-smallest value: as selects, so that it vectorises."""
-    second = min(second, max(value, best))
-    return min(value, best), second, candidate if value < best else current
-
-
-@scan
-def _scan_group(dots, rows, half_sq_norms, center_ids, members, best_value, second_value, best_id):
-    """As _scan_nearest over the centers ``members`` (ascending indices) only, and also each
-    column's second-smallest value among them in second_value (inf if there is none)."""
-    first = members[0]
-    for r in range(rows):
-        best_value[r] = half_sq_norms[first] - dots[first, r]
-        second_value[r] = np.inf
-        best_id[r] = center_ids[first]
-    for m in range(1, members.shape[0]):
-        j = members[m]
-        half = half_sq_norms[j]
-        candidate = center_ids[j]
-        for r in range(rows):
-            best_value[r], second_value[r], best_id[r] = _best_and_second(
-                best_value[r], second_value[r], best_id[r], half - dots[j, r], candidate
-            )
-
-
-@njit(inline="always", nogil=True, cache=True)
 def _no_best(rows, best_value, best_id, zero):
     """Start a direct scan: no best value yet for the first rows columns."""
     for r in range(rows):
@@ -244,90 +218,6 @@ def _scan_mid(centers_s, half_sq_norms, tile_t, rows, n_features, best_value, be
                 _mid_value(half_b, cb, tile_t, r, upper), _mid_value(half_c, cc, tile_t, r, upper),
                 _mid_value(half_d, cd, tile_t, r, upper), id_a, id_b, id_c, id_d,
             )
-
-
-@scan
-def _scan_mid_group(centers_s, half_sq_norms, tile_t, rows, upper, members, best_value, second_value, best_id,
-                    center_ids):
-    """_scan_group for a mid tile without the GEMM: each column's smallest value among the
-    centers ``members`` (ascending indices), its center id, and the second-smallest value
-    (inf if there is none), formed as _scan_mid forms them, two centers a pass."""
-    align_frame()
-    for r in range(rows):
-        best_value[r] = np.inf
-        second_value[r] = np.inf
-        best_id[r] = center_ids[members[0]]
-    n_members = members.shape[0]
-    for m in range(0, n_members, 2):
-        ja, jb = members[m], members[min(m + 1, n_members - 1)]
-        half_a, half_b = half_sq_norms[ja], half_sq_norms[jb]
-        id_a, id_b = center_ids[ja], center_ids[jb]
-        ca, cb = _mid_center(centers_s, ja), _mid_center(centers_s, jb)
-        pair = m + 1 < n_members
-        for r in range(rows):
-            value_a = _mid_value(half_a, ca, tile_t, r, upper)
-            value_b = _mid_value(half_b, cb, tile_t, r, upper) if pair else np.inf
-            best, second, current = _best_and_second(best_value[r], second_value[r], best_id[r], value_a, id_a)
-            best_value[r], second_value[r], best_id[r] = _best_and_second(best, second, current, value_b, id_b)
-
-
-@njit(nogil=True, cache=True)
-def scan_groups(
-    dots, rows, half_sq_norms, center_ids, group_order, group_start, group_best, group_second,
-    group_id, best_value, best_id, best_group,
-):
-    """Per group of centers, each column's smallest and second-smallest value of
-    half_sq_norms[j] - dots[j, r]; then over all groups the smallest, its center and group.
-
-    The centers of group g are group_order[group_start[g]:group_start[g + 1]], ascending.
-    group_best and group_second (G, T) and group_id (T,) are written as scratch too.
-    A tie goes to the lowest center index, as in _scan_nearest.
-    """
-    _no_group(rows, best_value, best_id, best_group)
-    for g in range(group_start.shape[0] - 1):
-        members = group_order[group_start[g]:group_start[g + 1]]
-        _scan_group(
-            dots, rows, half_sq_norms, center_ids, members, group_best[g], group_second[g], group_id
-        )
-        _take_group(g, rows, group_best, group_id, best_value, best_id, best_group)
-
-
-@njit(nogil=True, cache=True)
-def mid_scan_groups(
-    centers_s, half_sq_norms, tile_t, rows, n_features, center_ids, group_order, group_start,
-    group_best, group_second, group_id, best_value, best_id, best_group,
-):
-    """scan_groups for a mid tile (NARROW < d <= MID), without the GEMM: each group's
-    values formed as _scan_mid forms them (_scan_mid_group)."""
-    upper = n_features > 8
-    _no_group(rows, best_value, best_id, best_group)
-    for g in range(group_start.shape[0] - 1):
-        members = group_order[group_start[g]:group_start[g + 1]]
-        _scan_mid_group(
-            centers_s, half_sq_norms, tile_t, rows, upper, members, group_best[g], group_second[g],
-            group_id, center_ids,
-        )
-        _take_group(g, rows, group_best, group_id, best_value, best_id, best_group)
-
-
-@njit(inline="always", nogil=True, cache=True)
-def _no_group(rows, best_value, best_id, best_group):
-    """Start scan_groups: no best value yet for the first rows columns."""
-    for r in range(rows):
-        best_value[r] = np.inf
-        best_id[r] = 0
-        best_group[r] = 0
-
-
-@njit(inline="always", nogil=True, cache=True)
-def _take_group(g, rows, group_best, group_id, best_value, best_id, best_group):
-    """Each column's best so far, after group g's: a tie keeps the lower center index."""
-    for r in range(rows):
-        value = group_best[g, r]
-        if value < best_value[r] or (value == best_value[r] and group_id[r] < best_id[r]):
-            best_value[r] = value
-            best_id[r] = group_id[r]
-            best_group[r] = g
 
 
 @njit(nogil=True, cache=True)

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from centroidal.engine import _common, _lloyd, _nearest, _seeding, _validation, lloyd, minibatch
+from centroidal.engine import _common, _groups, _lloyd, _nearest, _seeding, _validation, lloyd, minibatch
 from centroidal.engine._sums import TILE_SUMS_FEATURES
 from centroidal.engine.seeding import shift_for
 from tests import naive
@@ -58,7 +58,7 @@ def test_scan_nearest_and_two_nearest(dtype: type) -> None:
     _nearest._scan_nearest(dots, rows, half, ids, best, best_id)
     np.testing.assert_allclose(best[:rows], expected_best, rtol=RTOL[dtype])
     np.testing.assert_array_equal(best_id[:rows].astype(int), expected_id)
-    _nearest._scan_group(dots, rows, half, ids, np.arange(k), best, second, best_id)
+    _groups._scan_group(dots, rows, half, ids, np.arange(k), best, second, best_id)
     np.testing.assert_allclose(second[:rows], expected_second, rtol=RTOL[dtype])
     np.testing.assert_array_equal(best_id[:rows].astype(int), expected_id)
 
@@ -78,7 +78,7 @@ def test_scan_groups(dtype: type) -> None:
     group_second = np.empty((4, tile), dtype=dtype)
     scratch = [np.empty(tile, dtype=dtype) for _ in range(3)]
     best_group = np.empty(tile, dtype=np.int64)
-    _nearest.scan_groups(dots, rows, half, np.arange(k).astype(dtype), order, start, group_best,
+    _groups.scan_groups(dots, rows, half, np.arange(k).astype(dtype), order, start, group_best,
                         group_second, scratch[0], scratch[1], scratch[2], best_group)
     expected_best, expected_id, _ = naive.scan_nearest(dots, rows, half)
     np.testing.assert_allclose(scratch[1][:rows], expected_best, rtol=RTOL[dtype])
@@ -113,7 +113,7 @@ def test_mid_scan_groups_match_the_gemm_form(dtype: type, n_features: int) -> No
     group_second = np.empty((4, _common.TILE_ROWS), dtype=dtype)
     scratch = [np.empty(_common.TILE_ROWS, dtype=dtype) for _ in range(3)]
     best_group = np.empty(_common.TILE_ROWS, dtype=np.int64)
-    _nearest.mid_scan_groups(centers_s, half, tile, rows, n_features, np.arange(k).astype(dtype), order, start,
+    _groups.mid_scan_groups(centers_s, half, tile, rows, n_features, np.arange(k).astype(dtype), order, start,
                              group_best, group_second, scratch[0], scratch[1], scratch[2], best_group)
     dots = centers_s.astype(np.float64) @ tile.astype(np.float64)
     expected_best, expected_id, _ = naive.scan_nearest(dots, rows, half)
