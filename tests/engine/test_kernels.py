@@ -95,7 +95,9 @@ def test_scan_groups(dtype: type) -> None:
 @pytest.mark.parametrize("n_features", [5, 8, 9, 16])
 def test_mid_scan_groups_match_the_gemm_form(dtype: type, n_features: int) -> None:
     # A bounded step's searched rows of 5 to 16 features are scanned per group directly:
-    # the same best, center, group and second values as the GEMM form gives.
+    # the same best, center, group and second values as the GEMM form gives. A scan's pass
+    # takes four centers: the groups' sizes meet every length of a short last pass, and a
+    # group of one has no second value (inf).
     X, centers = data(dtype, n=190, d=n_features, k=23, seed=6)
     centers[3] = centers[20] = X[0]  # a tie across groups, row 0's nearest: the lower index must win
     k, rows = centers.shape[0], X.shape[0]
@@ -106,11 +108,11 @@ def test_mid_scan_groups_match_the_gemm_form(dtype: type, n_features: int) -> No
     tile = np.zeros((_common.MID, _common.TILE_ROWS), dtype=dtype)
     _common.put_mid_tile(X, 0, rows, shift, tile)
     group = np.random.default_rng(7).integers(4, size=k)
-    group[3], group[20] = 0, 2
+    group[3], group[20], group[22] = 0, 2, 4
     order = np.argsort(group, kind="stable").astype(np.int64)
-    start = np.searchsorted(group[order], np.arange(5)).astype(np.int64)
-    group_best = np.empty((4, _common.TILE_ROWS), dtype=dtype)
-    group_second = np.empty((4, _common.TILE_ROWS), dtype=dtype)
+    start = np.searchsorted(group[order], np.arange(6)).astype(np.int64)
+    group_best = np.empty((5, _common.TILE_ROWS), dtype=dtype)
+    group_second = np.empty((5, _common.TILE_ROWS), dtype=dtype)
     scratch = [np.empty(_common.TILE_ROWS, dtype=dtype) for _ in range(3)]
     best_group = np.empty(_common.TILE_ROWS, dtype=np.int64)
     _groups.mid_scan_groups(centers_s, half, tile, rows, n_features, np.arange(k).astype(dtype), order, start,
@@ -122,7 +124,9 @@ def test_mid_scan_groups_match_the_gemm_form(dtype: type, n_features: int) -> No
     np.testing.assert_array_equal(scratch[2][:rows].astype(int), expected_id)
     assert 3 in expected_id and 20 not in scratch[2][:rows].astype(int)
     np.testing.assert_array_equal(best_group[:rows], group[expected_id])
-    for g in range(4):
+    sizes = np.bincount(group)
+    assert set(sizes % 4) == {0, 1, 2, 3} and 1 in sizes
+    for g in range(5):
         members = np.flatnonzero(group == g)
         g_best, _, g_second = naive.scan_nearest(dots[members], rows, half[members])
         np.testing.assert_allclose(group_best[g, :rows], g_best, rtol=RTOL[dtype], atol=RTOL[dtype] * scale)
