@@ -29,19 +29,21 @@ ROOT = Path(__file__).resolve().parents[1]
 def sdk_predict(n: int, d: int, k: int) -> tuple[list[Row], dict[str, float]]:
     """Client.predict over loopback, sending the rows and through shared memory, against
     sklearn's predict in process; and the rows sent against the transport's floor (the
-    fastest way grpc-python moves the same bytes, bench.floors) plus our kernel's time."""
+    fastest way grpc-python moves the same bytes, bench.floors, its ways timed taking turns
+    with our calls) plus our kernel's time."""
     X = blobs(n, d, k, np.float32)
     model = KMeans(k, n_init=1, max_iter=5, random_state=0).fit(X[:50_000])
     # The server runs in its own process, as in production: in this one it would compete
     # with the client for the GIL.
     with tempfile.TemporaryDirectory() as scratch, floors.floor_server(scratch) as (floor_address, _), \
-            served() as address, Client(address) as client, Client(address, shared_memory=True) as shared:
+            floors.bulk_ways(floor_address) as ways, served() as address, Client(address) as client, \
+            Client(address, shared_memory=True) as shared:
         client.fit("bench", X[:50_000], k, init=model.cluster_centers_, max_iter=1)
         kernel = NearestCenters(model.cluster_centers_)
         work = {"sent": lambda: client.predict("bench", X), "shared": lambda: shared.predict("bench", X),
-                "sklearn": lambda: model.predict(X), "kernel": lambda: kernel.predict(X)}
+                "sklearn": lambda: model.predict(X), "kernel": lambda: kernel.predict(X), **ways}
         ours = medians_taking_turns(work, warmup=2)  # the shared object is made in the first
-        floor = min(floors.bulk_floor(floor_address).values())
+        floor = min(ours[way] for way in ways)
     rows = [
         Row(f"predict via SDK over loopback {n:.0e}x{d} k={k} f32", ours["sent"], "sklearn in-process",
             ours["sklearn"], flops=2.0 * n * k * d),
@@ -56,17 +58,18 @@ def sdk_predict(n: int, d: int, k: int) -> tuple[list[Row], dict[str, float]]:
 def sdk_fit_upload(n: int, d: int, k: int) -> tuple[list[Row], dict[str, float]]:
     """Client.fit over loopback from given centers, one Lloyd iteration (the rows' upload
     is most of it), against the transport's floor for the same bytes plus the same fit in
-    process: what the upload costs beyond moving the bytes."""
+    process (the floor's ways timed taking turns with the fit): what the upload costs beyond
+    moving the bytes."""
     X = blobs(n, d, k, np.float32, seed=4)
     init = X[np.random.default_rng(1).choice(n, k, replace=False)].copy()
     fit = {"init": init, "max_iter": 1, "tol": 0.0}
     with tempfile.TemporaryDirectory() as scratch, floors.floor_server(scratch) as (floor_address, _), \
-            served() as address, Client(address) as client:
+            floors.bulk_ways(floor_address) as ways, served() as address, Client(address) as client:
         counter = iter(range(1_000_000))
         work = {"sdk": lambda: client.fit(f"upload-{next(counter)}", X, k, **fit),
-                "engine": lambda: kmeans.fit(X, k, **fit)}
+                "engine": lambda: kmeans.fit(X, k, **fit), **ways}
         ours = medians_taking_turns(work, warmup=1)
-        floor = min(floors.bulk_floor(floor_address).values())
+        floor = min(ours[way] for way in ways)
     rows = [Row(f"fit via SDK over loopback {n:.0e}x{d} k={k} f32, 1 iteration from given centers",
                 ours["sdk"], "grpc-python 64 MB floor + the same fit in process", floor + ours["engine"])]
     return rows, {"fit_upload_sdk_ms": ours["sdk"] * 1e3, "fit_upload_engine_ms": ours["engine"] * 1e3}
