@@ -185,14 +185,18 @@ _BOUNDS_BELOW_CHANGED_SHARE = 0.3
 # (1e6x3, k=16: 15-19 ms per plain step against 18-22 ms with bounds, plus 30 ms to set them).
 _BOUNDS_MIN_WORK = 256
 # Data of at most MID features is labelled by a direct scan about twice as fast a flop as
-# the bounded step's GEMM was (from 5 features its search is now a direct scan per group
-# too, 1.66 times the plain scan's time at 1e6x16, k=64), so bounds pay later, and less:
-# only from a k * d of _BOUNDS_MIN_WORK_SCANNED, once fewer than
-# _BOUNDS_BELOW_CHANGED_SHARE_SCANNED of the labels changed. Per step over 30 from the same
-# centers, 2 threads, with the GEMM (plain steps only, and the thresholds of wider data, in
-# brackets): 1e6x16, k=64, blobs 14.2 ms (15.9, 15.3), overlapping 16.0 (16.1, 19.8);
-# 1e6x8, k=64 runs plain: 9.8 and 10.0 ms (with bounds at the 1% rule 11.7 and 10.0);
-# 1e5x16, k=1024, 12.8 and 16.8 (17.1 and 17.0; 12.7, 17.7).
+# the bounded step's GEMM was, so bounds pay later, and less: only from a k * d of
+# _BOUNDS_MIN_WORK_SCANNED, once fewer than _BOUNDS_BELOW_CHANGED_SHARE_SCANNED of the
+# labels changed. Per step over 30 from the same centers, 2 threads, with the GEMM (plain
+# steps only, and the thresholds of wider data, in brackets): 1e6x16, k=64, blobs 14.2 ms
+# (15.9, 15.3), overlapping 16.0 (16.1, 19.8); 1e6x8, k=64 runs plain: 9.8 and 10.0 ms
+# (with bounds at the 1% rule 11.7 and 10.0); 1e5x16, k=1024, 12.8 and 16.8 (17.1 and
+# 17.0; 12.7, 17.7). From 5 features a bounded step's search is now a direct scan per
+# group too (_groups.mid_scan_groups, about 1.06 times the plain scan's time), and bounds
+# kept from 10% or 30% of labels changed still measured no better over the bench's ten
+# steps from random centers (two rounds, per step against scikit-learn's): 1e6x16, k=64,
+# blobs 0.48-0.50 at 1%, 0.51-0.53 at 10%, 0.54-0.55 at 30%, overlapping 0.45-0.48,
+# 0.55-0.57, 0.57-0.61; 1e6x8, k=64, 1e5x16, k=1024 and 1e6x5, k=256 within noise.
 _BOUNDS_MIN_WORK_SCANNED = 1024
 _BOUNDS_BELOW_CHANGED_SHARE_SCANNED = 0.01
 # A bounded step that skipped less than this share of the distances cost more than a plain
