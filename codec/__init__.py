@@ -165,6 +165,8 @@ from .scoring import (
     encode_suggest_k_response,
     encode_suggest_k_result,
     encode_suggest_k_spec,
+    read_evaluate_request,
+    read_suggest_k_request,
     serialize_evaluate_request,
     serialize_suggest_k_request,
 )
@@ -339,6 +341,8 @@ __all__ = [
     "encode_vector",
     "method_path",
     "narrowest_label_type",
+    "read_evaluate_request",
+    "read_suggest_k_request",
     "serialize_evaluate_request",
     "serialize_fit_request",
     "serialize_minibatch_request",

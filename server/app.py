@@ -433,7 +433,7 @@ def _serializer(message_type: type[Message]) -> Callable[[Message | bytes], byte
 
 # Methods whose handlers get each request's bytes and read them with the codec, leaving the
 # rows in place instead of protobuf's two copies of them (parsing.read_stream).
-RAW_REQUESTS = frozenset({"Fit", "Predict", "PredictStream", "StreamMiniBatch"})
+RAW_REQUESTS = frozenset({"Evaluate", "Fit", "Predict", "PredictStream", "StreamMiniBatch", "SuggestK"})
 
 
 def _add_service(servicer: ClusteringHandlers, server: grpc.aio.Server, limit: CallLimit) -> None:

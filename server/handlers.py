@@ -43,6 +43,8 @@ Context: TypeAlias = grpc.aio.ServicerContext
 _PREDICT_REQUEST = pb.PredictRequest.DESCRIPTOR.full_name
 _MINIBATCH_REQUEST = pb.MiniBatchRequest.DESCRIPTOR.full_name
 _FIT_REQUEST = pb.FitRequest.DESCRIPTOR.full_name
+_EVALUATE_REQUEST = pb.EvaluateRequest.DESCRIPTOR.full_name
+_SUGGEST_K_REQUEST = pb.SuggestKRequest.DESCRIPTOR.full_name
 
 
 class ClusteringHandlers(pb_grpc.ClusteringServiceServicer):
@@ -94,15 +96,16 @@ class ClusteringHandlers(pb_grpc.ClusteringServiceServicer):
             yield codec.encode_fit_response(event)
 
     @rpc
-    async def Evaluate(self, requests: AsyncIterator[pb.EvaluateRequest], context: Context) -> pb.EvaluateResponse:
-        answer = await self.scoring.evaluate(self._incoming(requests, codec.decode_evaluate_request))
+    async def Evaluate(self, requests: AsyncIterator[bytes], context: Context) -> pb.EvaluateResponse:
+        answer = await self.scoring.evaluate(self._read(requests, codec.read_evaluate_request, _EVALUATE_REQUEST))
         return codec.encode_evaluate_response(answer)
 
     @rpc
     async def SuggestK(
-        self, requests: AsyncIterator[pb.SuggestKRequest], context: Context
+        self, requests: AsyncIterator[bytes], context: Context
     ) -> AsyncIterator[pb.SuggestKResponse]:
-        async for event in self.scoring.suggest_k(self._incoming(requests, codec.decode_suggest_k_request)):
+        queries = self._read(requests, codec.read_suggest_k_request, _SUGGEST_K_REQUEST)
+        async for event in self.scoring.suggest_k(queries):
             yield codec.encode_suggest_k_response(event)
 
     @rpc

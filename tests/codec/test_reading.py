@@ -181,3 +181,50 @@ def test_fit_rows_are_read_in_place() -> None:
     assert np.array_equal(chunk.points, points) and np.array_equal(chunk.sample_weight, weights)
     for array in (chunk.points, chunk.sample_weight):
         assert np.shares_memory(array, np.frombuffer(data, dtype=np.uint8))
+
+
+# Evaluate and SuggestK: a spec (first message only) and rows, read as a FitRequest's are.
+ROWS_REQUESTS = {
+    "evaluate": (pb.EvaluateRequest, pb.EvaluateSpec(model="m"), codec.decode_evaluate_request,
+                 codec.read_evaluate_request, codec.serialize_evaluate_request, codec.EvaluateChunk),
+    "suggest_k": (pb.SuggestKRequest, pb.SuggestKSpec(k_min=2, k_max=4), codec.decode_suggest_k_request,
+                  codec.read_suggest_k_request, codec.serialize_suggest_k_request, codec.SuggestKChunk),
+}
+
+
+@st.composite
+def rows_requests(draw: Any) -> tuple[str, bytes]:
+    kind = draw(st.sampled_from(sorted(ROWS_REQUESTS)))
+    message_type, spec = ROWS_REQUESTS[kind][:2]
+    message = message_type()
+    if draw(st.integers(0, 4)) == 0:
+        message.spec.CopyFrom(spec)
+    if draw(st.booleans()):
+        message.points.CopyFrom(draw(matrices()))
+    return kind, draw(changed(message.SerializeToString()))
+
+
+def _rows_outcome(read: Any, data: bytes) -> Any:
+    chunk = _read(read, data)
+    if not isinstance(chunk, (codec.EvaluateChunk, codec.SuggestKChunk)):
+        return chunk
+    return chunk.spec, _array(chunk.points)
+
+
+@settings(max_examples=400, deadline=None)
+@given(rows_requests())
+def test_reading_an_evaluate_or_suggest_k_request_says_what_protobuf_says(request: tuple[str, bytes]) -> None:
+    kind, data = request
+    message_type, _, decode, read = ROWS_REQUESTS[kind][:4]
+    expected = _rows_outcome(lambda raw: decode(message_type.FromString(raw)), data)
+    assert _rows_outcome(lambda raw: read(raw, in_place_from=0), data) == expected
+
+
+def test_evaluate_and_suggest_k_rows_are_read_in_place() -> None:
+    points = np.arange(12, dtype=np.float32).reshape(4, 3)
+    for kind, (_, _, _, read, serialize, chunk_type) in ROWS_REQUESTS.items():
+        data = serialize(chunk_type(points=points))
+        chunk = read(data, in_place_from=0)
+        assert chunk.spec is None and chunk.points is not None, kind
+        assert np.array_equal(chunk.points, points), kind
+        assert np.shares_memory(chunk.points, np.frombuffer(data, dtype=np.uint8)), kind

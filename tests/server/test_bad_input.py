@@ -372,7 +372,7 @@ def test_bytes_that_are_not_the_request_are_invalid_argument(server, method: str
     assert "is not a valid centroidal.v1." in error.message
 
 
-@pytest.mark.parametrize("method", ["Fit", "PredictStream", "StreamMiniBatch", "QuantizeImage"])
+@pytest.mark.parametrize("method", ["Fit", "PredictStream", "StreamMiniBatch", "QuantizeImage", "Evaluate", "SuggestK"])
 def test_a_stream_message_that_does_not_parse_is_invalid_argument(server, method: str) -> None:
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         call = channel.stream_stream(f"/centroidal.v1.ClusteringService/{method}")

@@ -87,6 +87,22 @@ def test_evaluate_refuses_bad_input_by_field(client: Client) -> None:
     assert client.get_model("blobs").version == 1
 
 
+def test_rows_read_in_place_give_the_same_evaluation_and_suggestion(server: CentroidalServer, client: Client) -> None:
+    # The SDK sends the spec, then the rows: by default these 384 KB in one message, which
+    # the server reads in place (codec.read_evaluate_request, read_suggest_k_request); in
+    # chunks of 32 KB, under codec.wire.READ_IN_PLACE_BYTES, protobuf parses each.
+    X, _ = make_blobs(3000, centers=4, n_features=16, random_state=3)
+    client.fit("chunked", X, 4, seed=0)
+    with Client(f"127.0.0.1:{server.port}", chunk_bytes=32 * 1024) as chunked:
+        evaluation = chunked.evaluate("chunked", X, silhouette_sample_size=None)
+        whole = client.evaluate("chunked", X, silhouette_sample_size=None)
+        assert (evaluation.version, evaluation.n_samples) == (whole.version, 3000)
+        assert (evaluation.inertia, evaluation.scores) == (whole.inertia, whole.scores)
+        suggestion = chunked.suggest_k(X, [2, 3, 4, 5], seed=0)
+    assert suggestion.per_k == client.suggest_k(X, [2, 3, 4, 5], seed=0).per_k
+    assert suggestion.recommended_k == 4
+
+
 def test_suggest_k_picks_four_on_the_walkthroughs_blobs_and_can_keep_the_fit(client: Client) -> None:
     events: list[object] = []
     suggestion = client.suggest_k(BLOBS, range(2, 13), seed=0, save_best_as="best", on_progress=events.append)
