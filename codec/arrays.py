@@ -95,6 +95,34 @@ def vector_of(found: dict[int, Any], field: str) -> np.ndarray:
     return vector_from(found.get(1, 0), found.get(2, b""), field)
 
 
+def rows_in_place(
+    data: bytes, message_type: type[Message], in_place_from: int, weights: str = ""
+) -> tuple[np.ndarray | None, np.ndarray | None] | None:
+    """A request's Matrix ``points`` and, when named, its Vector ``weights``, as views of
+    ``data``: (points, weights), each None where the message leaves it out. None instead
+    where protobuf should parse the message: under ``in_place_from`` bytes (protobuf reads
+    small messages faster), with any other field set (a spec), or bytes that are not one
+    such message (protobuf's DecodeError says why)."""
+    if len(data) < in_place_from:
+        return None
+    points_number = field_number(message_type, "points")
+    kinds = {points_number: LEN}
+    weights_number = field_number(message_type, weights) if weights else None
+    if weights_number is not None:
+        kinds[weights_number] = LEN
+    fields = read_fields(memoryview(data), kinds)
+    if fields is None:
+        return None
+    points = matrix_fields(fields[points_number]) if points_number in fields else None
+    found = vector_fields(fields[weights_number]) if weights_number in fields else None
+    if (points_number in fields and points is None) or (weights_number in fields and found is None):
+        return None
+    return (
+        None if points is None else matrix_of(points, "points"),
+        None if found is None else vector_of(found, weights),
+    )
+
+
 def matrix_or_none(message: Message, name: str, field: str) -> np.ndarray | None:
     """Matrix field ``name`` of ``message`` decoded, or None when it is not set."""
     return decode_matrix(getattr(message, name), field) if message.HasField(name) else None

@@ -14,17 +14,14 @@ from .arrays import (
     decode_labels,
     encode_labels,
     encode_vector,
-    matrix_fields,
-    matrix_of,
     matrix_or_none,
-    vector_fields,
-    vector_of,
+    rows_in_place,
     vector_or_none,
     with_matrix,
 )
 from .enums import STAGES
 from .models import KMeansConfig, Model, decode_kmeans_config, decode_model, encode_kmeans_config, encode_model
-from .wire import LEN, READ_IN_PLACE_BYTES, field_number, optional, read_fields, set_optional
+from .wire import READ_IN_PLACE_BYTES, optional, set_optional
 
 
 @dataclass(frozen=True)
@@ -80,24 +77,14 @@ def decode_fit_request(message: pb.FitRequest) -> FitChunk:
     )
 
 
-_POINTS, _WEIGHTS = field_number(pb.FitRequest, "points"), field_number(pb.FitRequest, "sample_weight")
-
-
 def read_fit_request(data: bytes, in_place_from: int = READ_IN_PLACE_BYTES) -> FitChunk:
     """``decode_fit_request`` of the message in ``data``, read without protobuf for a chunk of
     rows: its arrays are views of ``data`` instead of two copies of it (protobuf's parse, then
-    each read of a bytes field). Anything else (a message with the spec, a field set twice,
-    bytes that are not the message) goes through protobuf, whose DecodeError says why, and
-    so do messages under ``in_place_from`` bytes, which protobuf reads faster."""
-    fields = read_fields(memoryview(data), {_POINTS: LEN, _WEIGHTS: LEN}) if len(data) >= in_place_from else None
-    points = matrix_fields(fields[_POINTS]) if fields and _POINTS in fields else None
-    weights = vector_fields(fields[_WEIGHTS]) if fields and _WEIGHTS in fields else None
-    if fields is None or (_POINTS in fields and points is None) or (_WEIGHTS in fields and weights is None):
+    each read of a bytes field). Anything else goes through protobuf (arrays.rows_in_place)."""
+    rows = rows_in_place(data, pb.FitRequest, in_place_from, "sample_weight")
+    if rows is None:
         return decode_fit_request(pb.FitRequest.FromString(data))
-    return FitChunk(
-        points=None if points is None else matrix_of(points, "points"),
-        sample_weight=None if weights is None else vector_of(weights, "sample_weight"),
-    )
+    return FitChunk(points=rows[0], sample_weight=rows[1])
 
 
 def serialize_fit_request(chunk: FitChunk) -> bytes:

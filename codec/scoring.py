@@ -2,37 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar, Union
+from typing import Union
 
 import numpy as np
-from google.protobuf.message import Message
 
 from centroidal.v1 import clustering_pb2 as pb
 
-from .arrays import matrix_fields, matrix_of, matrix_or_none, with_matrix
+from .arrays import matrix_or_none, rows_in_place, with_matrix
 from .fit import FitProgress, decode_fit_progress, encode_fit_progress
 from .models import KMeansConfig, Model, decode_kmeans_config, decode_model, encode_kmeans_config, encode_model
-from .wire import LEN, READ_IN_PLACE_BYTES, field_number, optional, read_fields, set_optional
-
-Chunk = TypeVar("Chunk")
-
-
-def _read_rows(
-    data: bytes, in_place_from: int, message_type: type[Message], decode: Callable[[Any], Chunk],
-    chunk_type: Callable[..., Chunk],
-) -> Chunk:
-    """A request of a spec and rows, read as fit.read_fit_request reads a FitRequest: a
-    message of rows alone has them as a view of ``data``; any other message, and bytes that
-    are not one, go through protobuf (message_type's parse, then decode)."""
-    field = field_number(message_type, "points")
-    fields = read_fields(memoryview(data), {field: LEN}) if len(data) >= in_place_from else None
-    points = matrix_fields(fields[field]) if fields and field in fields else None
-    if fields is None or (field in fields and points is None):
-        return decode(message_type.FromString(data))
-    return chunk_type(points=None if points is None else matrix_of(points, "points"))
-
+from .wire import READ_IN_PLACE_BYTES, optional, set_optional
 
 
 @dataclass(frozen=True)
@@ -94,7 +74,10 @@ def decode_evaluate_request(message: pb.EvaluateRequest) -> EvaluateChunk:
 
 def read_evaluate_request(data: bytes, in_place_from: int = READ_IN_PLACE_BYTES) -> EvaluateChunk:
     """``decode_evaluate_request`` of the message in ``data``, a chunk of rows read in place."""
-    return _read_rows(data, in_place_from, pb.EvaluateRequest, decode_evaluate_request, EvaluateChunk)
+    rows = rows_in_place(data, pb.EvaluateRequest, in_place_from)
+    if rows is None:
+        return decode_evaluate_request(pb.EvaluateRequest.FromString(data))
+    return EvaluateChunk(points=rows[0])
 
 
 def serialize_evaluate_request(chunk: EvaluateChunk) -> bytes:
@@ -218,7 +201,10 @@ def decode_suggest_k_request(message: pb.SuggestKRequest) -> SuggestKChunk:
 
 def read_suggest_k_request(data: bytes, in_place_from: int = READ_IN_PLACE_BYTES) -> SuggestKChunk:
     """``decode_suggest_k_request`` of the message in ``data``, a chunk of rows read in place."""
-    return _read_rows(data, in_place_from, pb.SuggestKRequest, decode_suggest_k_request, SuggestKChunk)
+    rows = rows_in_place(data, pb.SuggestKRequest, in_place_from)
+    if rows is None:
+        return decode_suggest_k_request(pb.SuggestKRequest.FromString(data))
+    return SuggestKChunk(points=rows[0])
 
 
 def serialize_suggest_k_request(chunk: SuggestKChunk) -> bytes:
