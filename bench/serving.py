@@ -50,8 +50,11 @@ def _baseline_tree(ref: str) -> Iterator[str]:
         subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
         package = Path(scratch) / "path" / "centroidal"
         shutil.copytree(tree / "protos" / "centroidal", package)
-        for part in ("engine", "server", "client"):
-            shutil.copytree(tree / part, package / part)
+        # Every subpackage the tree has: one left out would be imported from this tree (the
+        # editable install's finder), so the baseline would run today's code there.
+        for part in ("engine", "server", "client", "codec", "sources", "partitioned"):
+            if (tree / part).is_dir():
+                shutil.copytree(tree / part, package / part)
         yield str(package.parent)
 
 
