@@ -234,13 +234,18 @@ def fit_steps(
 
 
 def fit_steps_with(
-    X: Any, params: KMeansParams, *, sample_weight: Any = None, copy_x: bool = True
+    X: Any, params: KMeansParams, *, sample_weight: Any = None, copy_x: bool = True, values_checked: bool = False,
 ) -> Generator[Progress, None, KMeansResult]:
-    """``fit_steps`` for parameters gathered in a KMeansParams (checked here)."""
+    """``fit_steps`` for parameters gathered in a KMeansParams (checked here).
+
+    values_checked : X's values already passed ``validation.values_fine`` (the server checks
+        an upload's chunks as they arrive), so they are not read again for it here
+    """
     params = params.check()
     configure_threads()  # once per process; the server and warm-up have done it already
     X = as_float_matrix(X, "X")
-    check_finite(X, "X")
+    if not values_checked:
+        check_finite(X, "X")
     if params.metric == "cosine":
         X = unit_rows(X, "X", in_place=not copy_x)
     X = read_only(X)

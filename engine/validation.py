@@ -98,18 +98,24 @@ def scan_values(X: np.ndarray) -> ValueScan:
 SMALL_CHECK = 4096
 
 
-def check_finite(X: np.ndarray, field: str) -> None:
-    """Raise InvalidInputError for NaN or Inf, or values too large to square safely."""
-    # Two vectorised reductions settle the usual case (a NaN turns them NaN); the scan,
-    # five times slower, runs only to describe what is wrong.
-    limit = FLOAT32_MAX_ABS if X.dtype == np.float32 else FLOAT64_MAX_ABS
+def values_fine(X: np.ndarray) -> bool:
+    """Whether every value of X is finite and small enough to square safely: check_finite's
+    usual case, for a caller that checks the parts of an array as they arrive."""
+    # Two vectorised reductions settle it (a NaN turns them NaN); check_finite's scan, five
+    # times slower, runs only to describe what is wrong.
     if X.size == 0:
-        return
+        return True
+    limit = FLOAT32_MAX_ABS if X.dtype == np.float32 else FLOAT64_MAX_ABS
     if X.size <= SMALL_CHECK and X.ndim == 2 and X.flags.c_contiguous:
         largest = largest_magnitude(read_only(X))
     else:
         largest = max(float(X.max()), -float(X.min()))
-    if largest < limit:  # False for NaN
+    return largest < limit  # False for NaN
+
+
+def check_finite(X: np.ndarray, field: str) -> None:
+    """Raise InvalidInputError for NaN or Inf, or values too large to square safely."""
+    if values_fine(X):
         return
     scan = scan_values(X)
     if scan.non_finite:

@@ -94,9 +94,14 @@ class CallWork:
         self._last: Future[Any] | None = None
 
     async def run(self, executor: ThreadPoolExecutor, work: Callable[..., R], *args: Any) -> R:
+        return await self.start(executor, work, *args)
+
+    def start(self, executor: ThreadPoolExecutor, work: Callable[..., R], *args: Any) -> asyncio.Future[R]:
+        """Queue a job and return its outcome without waiting for it; the caller awaits it
+        before it starts the call's next job, so the jobs still run one at a time."""
         job = executor.submit(work, *args)
         self._last = job
-        return await asyncio.wrap_future(job)
+        return asyncio.wrap_future(job)
 
     def busy(self) -> bool:
         """A job of this call is still queued or running."""

@@ -121,7 +121,8 @@ def fit_steps(plan: FitPlan, data: FitData) -> Generator[Progress, None, Any]:
     """The engine's steps for a planned fit on its gathered rows (scaled in place for cosine)."""
     if plan.spectral:
         return spectral.fit_steps_with(data.points, plan.params)
-    return kmeans.fit_steps_with(data.points, plan.params, sample_weight=data.sample_weight, copy_x=False)
+    return kmeans.fit_steps_with(data.points, plan.params, sample_weight=data.sample_weight, copy_x=False,
+                                 values_checked=data.values_checked)
 
 
 def progress_of(event: Progress, points: int, started: float) -> codec.FitProgress:

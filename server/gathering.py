@@ -2,12 +2,16 @@
 
 Each chunk is checked against the first and against the server's limits as it comes, so an
 upload past a limit is refused at the chunk that crosses it; the call's memory reservation
-grows with the rows (all at once when the spec declared how many). Values (NaN, Inf, zero
-rows for cosine) and the rules of the fit's parameters are the engine's to check, once.
+grows with the rows (all at once when the spec declared how many). When it did, each chunk
+is copied into place on a worker thread while the event loop takes the next, and its values
+are checked for NaN, Inf and magnitude there too, so a k-means fit need not read them again.
+Otherwise values (and zero rows for cosine) and the rules of the fit's parameters are the
+engine's to check, once.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -16,6 +20,7 @@ from typing import TypeVar
 import numpy as np
 
 from centroidal.engine import kmeans
+from centroidal.engine.validation import values_fine
 
 from .admission import STREAM_WINDOW_BYTES, CallWork, Incoming
 from .config import ServerConfig
@@ -29,9 +34,9 @@ T = TypeVar("T")
 ENVELOPE_BYTES = 64 * 1024
 # What an upload holds beyond its rows while it arrives: each message exists as gRPC's
 # buffer and the request's bytes before its rows are kept (a chunk that protobuf reads,
-# under 64 KiB or past the usual shape, has a parsed copy too), and the stream's window may
-# hold the next.
-COPIES_IN_FLIGHT = 3
+# under 64 KiB or past the usual shape, has a parsed copy too), the message before it may
+# still be on its way into the buffer, and the stream's window may hold the next.
+COPIES_IN_FLIGHT = 4
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,8 @@ class FitData:
 
     points: np.ndarray
     sample_weight: np.ndarray | None
+    # Every value was found finite and small enough to square as its chunk arrived.
+    values_checked: bool = False
 
 
 def check_width(limits: ServerConfig, n_clusters: int, n_clusters_field: str, init_centers: np.ndarray | None,
@@ -83,9 +90,15 @@ def check_width(limits: ServerConfig, n_clusters: int, n_clusters_field: str, in
 class Gatherer:
     """Collects the chunks of one call's upload, checking every one against the first."""
 
-    def __init__(self, limits: ServerConfig, plan: RowsPlan, memory: Reservation) -> None:
+    def __init__(self, limits: ServerConfig, plan: RowsPlan, memory: Reservation, work: CallWork,
+                 pool: ThreadPoolExecutor) -> None:
         self._limits = limits
         self._plan = plan
+        self._work, self._pool = work, pool
+        # A declared upload's last chunk being copied into the buffer and its values checked
+        # on ``pool``, while the event loop takes the next (numpy lets go of the GIL).
+        self._copying: asyncio.Future[bool] | None = None
+        self._values_fine = True  # of every chunk copied so far
         self._max_rows = min(limits.max_points, plan.max_rows or limits.max_points)
         # The call's memory: the rows as they arrive, then the engine's working arrays.
         self._memory = memory
@@ -164,11 +177,18 @@ class Gatherer:
                     f"the stream carries more rows than spec.n_samples={self._plan.declared}",
                     field="spec.n_samples",
                 )
-            self._buffer[self._rows : self._rows + rows] = points
+            await self._copied()
+            self._copying = self._work.start(self._pool, _copy_rows, self._buffer, self._rows, points)
         else:
             await self._memory.wait_for(points.nbytes, self._limits.idle_timeout)
             self._chunks.append(points)
         self._rows += rows
+
+    async def _copied(self) -> None:
+        """Wait for the chunk being copied, if any."""
+        copying, self._copying = self._copying, None
+        if copying is not None:
+            self._values_fine &= await copying
 
     async def _allow_in_flight(self, message_bytes: int) -> None:
         """Reserve room for messages like this one on their way in (held until the upload ends)."""
@@ -215,6 +235,7 @@ class Gatherer:
         reserved first (waiting for room like its rows)."""
         if self._rows == 0:
             raise InvalidRequest("the stream carried no points", field="points")
+        await self._copied()
         self._memory.give_back(self._in_flight)  # the upload has ended
         self._in_flight = 0
         if self._buffer is None:
@@ -241,7 +262,15 @@ class Gatherer:
             del chunk
         self._chunks.clear()
         weights = np.concatenate(self._weights).astype(np.float64) if self._weighted else None
-        return FitData(points, weights)
+        return FitData(points, weights, values_checked=self._buffer is not None and self._values_fine)
+
+
+def _copy_rows(buffer: np.ndarray, at: int, points: np.ndarray) -> bool:
+    """Copy a chunk's rows into their place; whether their values are fine (the engine's
+    full check describes a chunk's bad values, should there be any)."""
+    rows = buffer[at : at + points.shape[0]]
+    rows[...] = points
+    return values_fine(rows)
 
 
 # What a chunk's place in the list holds once its rows are copied.
@@ -258,7 +287,7 @@ async def gather(
     With n_samples declared, reading stops at the last declared row: a client that sends its
     rows and waits without closing its side gets its answer (``no_rows_after`` checks, once
     the work is done, that nothing followed)."""
-    gatherer = Gatherer(runtime.config, rows, memory)
+    gatherer = Gatherer(runtime.config, rows, memory, work, runtime.workers.fits)
     try:
         async with chunks.drained_on_refusal(gatherer.discard):
             await gatherer.add(*rows_of(first), 0)

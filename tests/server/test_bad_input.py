@@ -18,6 +18,7 @@ from centroidal.client import (
     ResourceExhausted,
 )
 from centroidal.client.errors import error_from_rpc
+from centroidal.engine import kmeans
 from centroidal.v1 import clustering_pb2 as pb
 from centroidal.v1 import clustering_pb2_grpc as pb_grpc
 from tests.conftest import ServerFactory
@@ -64,6 +65,28 @@ def test_nan_in_fit_data(fitted: Client) -> None:
     assert raised.value.field == "points.data"
     assert "row 17" in raised.value.message
     assert_kept(fitted)
+
+
+@pytest.mark.parametrize("value, said", [(np.nan, "1 NaN or Inf values (first at row 11234)"),
+                                         (-np.inf, "1 NaN or Inf values (first at row 11234)"),
+                                         (1e200, "as large as 1e+200")])
+def test_bad_value_in_a_middle_chunk_of_an_upload(server, value: float, said: str) -> None:
+    """A fit that declares its rows has each chunk's values checked as it arrives: a bad
+    value in a chunk neither first nor last is still refused, named by its row in the whole
+    upload; without it, the same chunks fit the model the engine fits in process."""
+    rows = np.random.default_rng(3).normal(size=(20_000, 4))  # float64: 20 chunks of 32 KiB
+    with Client(f"127.0.0.1:{server.port}", chunk_bytes=32 * 1024, timeout=30) as chunked:
+        bad = rows.copy()
+        bad[11_234, 1] = value
+        with pytest.raises(InvalidArgument) as raised:
+            chunked.fit("middle-chunk", bad, 3, seed=0)
+        assert raised.value.field == "points.data"
+        assert said in raised.value.message
+        with pytest.raises(NotFound):
+            chunked.get_model("middle-chunk")
+        fitted = chunked.fit("middle-chunk", rows, 3, seed=0)
+    expected = kmeans.fit(rows, 3, seed=0)
+    np.testing.assert_array_equal(fitted.centers, expected.centers)
 
 
 def test_inf_in_predict_points(fitted: Client) -> None:
