@@ -34,6 +34,13 @@ log = logging.getLogger("centroidal.server")
 
 # A queued batch: its producer, its sequence, and what applying it came to.
 _Queued = tuple[str, int, "asyncio.Future[BatchResult]"]
+
+
+@dataclass(frozen=True)
+class _Failed:
+    """Why a stream's batches stopped being taken, queued after the last one taken."""
+
+    failure: Exception
 _Item = codec.MiniBatchOpen | codec.MiniBatch | codec.MalformedBatch
 # These end the stream instead of refusing one batch: the SDK reconnects and resends.
 STREAM_ENDING = (ModelReplaced, ShuttingDown, StoreUnavailable, StoreDamaged, StreamMoved)
@@ -78,7 +85,7 @@ class StreamSessions:
             async with items.drained_on_refusal():
                 raise elsewhere
         jobs = InOrder(self._runtime.workers.streams)
-        queued: asyncio.Queue[_Queued | None] = asyncio.Queue(maxsize=READ_AHEAD + 1)
+        queued: asyncio.Queue[_Queued | _Failed | None] = asyncio.Queue(maxsize=READ_AHEAD + 1)
         # The batches a stream has on their way in count against the budget; while there is
         # no room for them the stream takes no more (see memory.py for who gives way).
         in_flight = self._runtime.memory.reservation("this stream's batches on their way in",
@@ -87,36 +94,38 @@ class StreamSessions:
 
         async def take() -> None:
             index = 1
-            async for item in items.ahead():
-                if not isinstance(item, (codec.MiniBatch, codec.MalformedBatch)):
-                    raise InvalidRequest(f"message {index} is not a batch; only the first may be open", field="open")
-                held = _in_flight_bytes(item)
-                try:
-                    await in_flight.wait_for(held, self._runtime.config.idle_timeout, stalls=False)
-                    entry = self._queue_batch(live, item, jobs)
-                except (Busy, LimitExceeded) as no_room:  # refused in its ack; the stream goes on
-                    held, entry = 0, _refused(item, no_room)
-                sizes.append(held)  # given back once its ack is sent
-                items.owe(1)  # until its ack is sent
-                await queued.put(entry)
-                index += 1
+            try:
+                async for item in items.ahead():
+                    if not isinstance(item, (codec.MiniBatch, codec.MalformedBatch)):
+                        raise InvalidRequest(f"message {index} is not a batch; only the first may be open",
+                                             field="open")
+                    held = _in_flight_bytes(item)
+                    try:
+                        await in_flight.wait_for(held, self._runtime.config.idle_timeout, stalls=False)
+                        entry = self._queue_batch(live, item, jobs)
+                    except (Busy, LimitExceeded) as no_room:  # refused in its ack; the stream goes on
+                        held, entry = 0, _refused(item, no_room)
+                    sizes.append(held)  # given back once its ack is sent
+                    items.owe(1)  # until its ack is sent
+                    await queued.put(entry)
+                    index += 1
+            except Exception as failure:  # noqa: BLE001 - ends the stream once the acks before it are sent
+                await queued.put(_Failed(failure))
+                return
             await queued.put(None)
 
         taker = asyncio.get_running_loop().create_task(take())
-        getting: asyncio.Future[_Queued | None] | None = None
         ended = False  # the client half-closed and every ack went out
         try:
             while True:
-                getting = asyncio.ensure_future(queued.get())
-                if not taker.done():
-                    await asyncio.wait({getting, taker}, return_when=asyncio.FIRST_COMPLETED)
-                failure = taker.exception() if taker.done() and not getting.done() else None
-                if failure is not None:
-                    raise failure  # a message that is not a batch, or an idle client
-                item = await getting  # a finished taker has queued its last item
+                # One queue carries the batches, then the end or why taking them failed (a
+                # message that is not a batch, an idle client): no wait on two things per batch.
+                item = await queued.get()
                 if item is None:
                     ended = True
                     break
+                if isinstance(item, _Failed):
+                    raise item.failure
                 try:
                     ack = await self._ack(*item)
                 except STREAM_ENDING:  # sent once the client stops writing, as above
@@ -129,9 +138,7 @@ class StreamSessions:
                 items.owe(-1)
         finally:
             in_flight.release()
-            for task in (getting, taker):
-                if task is not None:
-                    task.cancel()
+            taker.cancel()
             # The stream's end runs as a task of its own: a call cancelled again while it
             # runs must not skip it, or the model would count an open stream forever.
             ending = asyncio.ensure_future(self._end(live, taker, jobs, queued))
@@ -160,7 +167,8 @@ class StreamSessions:
             self._close(opening.result()).add_done_callback(_log_close_failure)
 
     async def _end(
-        self, live: LiveModel, taker: asyncio.Task[None], jobs: InOrder, queued: asyncio.Queue[_Queued | None],
+        self, live: LiveModel, taker: asyncio.Task[None], jobs: InOrder,
+        queued: asyncio.Queue[_Queued | _Failed | None],
     ) -> Future[int]:
         """Stop taking batches, drop the unsent acks, and close the stream once the batch in
         flight is applied; returns the close (a checkpoint) as it runs."""
@@ -168,7 +176,7 @@ class StreamSessions:
         jobs.close()
         while not queued.empty():  # acks nobody will send: their outcomes are not needed
             left = queued.get_nowait()
-            if left is not None:
+            if isinstance(left, tuple):
                 left[2].add_done_callback(lambda outcome: outcome.cancelled() or outcome.exception())
         # After the batch in flight, if any: closing under it could orphan a new model.
         closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
