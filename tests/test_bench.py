@@ -30,6 +30,8 @@ def test_transport_floor_runs(tmp_path: Path) -> None:
     with floors.floor_server(str(tmp_path)) as (address, pid):
         times = floors.bulk_floor(address, repeats=1, nbytes=3 << 20)
         assert floors.process_cpu_seconds(pid) > 0
+        with floors.bulk_ways(address, nbytes=3 << 20, keep=True) as ways:
+            assert len(ways[floors.KEPT_WAY]()) == floors.ANSWER_BYTES  # type: ignore[arg-type]
     assert set(times) == {"unary, one message"} | {f"stream of {size >> 20} MiB chunks" for size in floors.CHUNKS}
     assert all(seconds > 0 for seconds in times.values())
 
