@@ -111,16 +111,27 @@ def rows_in_place(
     if weights_number is not None:
         kinds[weights_number] = LEN
     fields = read_fields(memoryview(data), kinds)
-    if fields is None:
+    arrays = None if fields is None else array_fields(fields, points_number, weights_number)
+    if arrays is None:
         return None
-    points = matrix_fields(fields[points_number]) if points_number in fields else None
-    found = vector_fields(fields[weights_number]) if weights_number in fields else None
-    if (points_number in fields and points is None) or (weights_number in fields and found is None):
-        return None
+    points, found = arrays
     return (
         None if points is None else matrix_of(points, "points"),
         None if found is None else vector_of(found, weights),
     )
+
+
+def array_fields(
+    fields: dict[int, Any], points_number: int, weights_number: int | None
+) -> tuple[dict[int, Any] | None, dict[int, Any] | None] | None:
+    """The Matrix at ``points_number`` and the Vector at ``weights_number`` among a message's
+    fields read in place, each read into its own fields (None where the message leaves it
+    out); None when either is there but past the usual shape, for protobuf to read."""
+    points = matrix_fields(fields[points_number]) if points_number in fields else None
+    weights = vector_fields(fields[weights_number]) if weights_number in fields else None
+    if (points_number in fields and points is None) or (weights_number in fields and weights is None):
+        return None
+    return points, weights
 
 
 def matrix_or_none(message: Message, name: str, field: str) -> np.ndarray | None:

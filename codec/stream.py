@@ -10,11 +10,10 @@ import numpy as np
 from centroidal.v1 import clustering_pb2 as pb
 
 from .arrays import (
+    array_fields,
     encode_vector,
-    matrix_fields,
     matrix_of,
     matrix_or_none,
-    vector_fields,
     vector_of,
     vector_or_none,
     with_matrix,
@@ -141,13 +140,10 @@ def _batch_fields(data: memoryview) -> tuple[Fields, Fields | None, Fields | Non
     top = read_fields(data, {_REQUEST_BATCH: LEN})
     batch = top.get(_REQUEST_BATCH) if top else None
     fields = read_fields(batch, _BATCH_FIELDS) if isinstance(batch, memoryview) else None
-    if fields is None:
+    arrays = None if fields is None else array_fields(fields, _POINTS, _WEIGHTS)
+    if fields is None or arrays is None:
         return None
-    points = matrix_fields(fields[_POINTS]) if _POINTS in fields else None
-    weights = vector_fields(fields[_WEIGHTS]) if _WEIGHTS in fields else None
-    if (_POINTS in fields and points is None) or (_WEIGHTS in fields and weights is None):
-        return None
-    return fields, points, weights
+    return fields, *arrays
 
 
 def serialize_minibatch_request(item: MiniBatchOpen | MiniBatch) -> bytes:
