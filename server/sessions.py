@@ -34,13 +34,6 @@ log = logging.getLogger("centroidal.server")
 
 # A queued batch: its producer, its sequence, and what applying it came to.
 _Queued = tuple[str, int, "asyncio.Future[BatchResult]"]
-
-
-@dataclass(frozen=True)
-class _Failed:
-    """Why a stream's batches stopped being taken, queued after the last one taken."""
-
-    failure: Exception
 _Item = codec.MiniBatchOpen | codec.MiniBatch | codec.MalformedBatch
 # These end the stream instead of refusing one batch: the SDK reconnects and resends.
 STREAM_ENDING = (ModelReplaced, ShuttingDown, StoreUnavailable, StoreDamaged, StreamMoved)
@@ -85,7 +78,7 @@ class StreamSessions:
             async with items.drained_on_refusal():
                 raise elsewhere
         jobs = InOrder(self._runtime.workers.streams)
-        queued: asyncio.Queue[_Queued | _Failed | None] = asyncio.Queue(maxsize=READ_AHEAD + 1)
+        queued: asyncio.Queue[_Queued | Exception | None] = asyncio.Queue(maxsize=READ_AHEAD + 1)
         # The batches a stream has on their way in count against the budget; while there is
         # no room for them the stream takes no more (see memory.py for who gives way).
         in_flight = self._runtime.memory.reservation("this stream's batches on their way in",
@@ -110,9 +103,9 @@ class StreamSessions:
                     await queued.put(entry)
                     index += 1
             except Exception as failure:  # noqa: BLE001 - ends the stream once the acks before it are sent
-                await queued.put(_Failed(failure))
-                return
-            await queued.put(None)
+                await queued.put(failure)
+            else:
+                await queued.put(None)
 
         taker = asyncio.get_running_loop().create_task(take())
         ended = False  # the client half-closed and every ack went out
@@ -124,8 +117,8 @@ class StreamSessions:
                 if item is None:
                     ended = True
                     break
-                if isinstance(item, _Failed):
-                    raise item.failure
+                if isinstance(item, Exception):
+                    raise item
                 try:
                     ack = await self._ack(*item)
                 except STREAM_ENDING:  # sent once the client stops writing, as above
@@ -168,7 +161,7 @@ class StreamSessions:
 
     async def _end(
         self, live: LiveModel, taker: asyncio.Task[None], jobs: InOrder,
-        queued: asyncio.Queue[_Queued | _Failed | None],
+        queued: asyncio.Queue[_Queued | Exception | None],
     ) -> Future[int]:
         """Stop taking batches, drop the unsent acks, and close the stream once the batch in
         flight is applied; returns the close (a checkpoint) as it runs."""

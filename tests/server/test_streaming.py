@@ -174,6 +174,18 @@ def test_a_second_message_that_opens_again_ends_the_stream(stub) -> None:
     assert isinstance(error, InvalidArgument) and error.field == "open"
 
 
+def test_batches_before_a_stray_open_are_acked_before_the_stream_ends(stub) -> None:
+    call = stub.StreamMiniBatch(iter([opening("stray", init_size=10), batch(1, POINTS[:20]),
+                                      batch(2, POINTS[20:40]), opening("stray")]))
+    acks = []
+    with pytest.raises(grpc.RpcError) as raised:
+        for ack in call:
+            acks.append(ack)
+    assert [(ack.sequence, ack.HasField("error")) for ack in acks] == [(1, False), (2, False)]
+    error = error_from_rpc(raised.value)
+    assert isinstance(error, InvalidArgument) and error.field == "open" and "message 3" in error.message
+
+
 def test_many_producers_stream_into_one_model(stub, client: Client) -> None:
     producers, per_producer = 4, 12
     acks: dict[str, list[pb.MiniBatchAck]] = {}
