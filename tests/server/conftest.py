@@ -1,4 +1,5 @@
-"""Fixtures the server's tests share: a throwaway CA and the certificates it signs."""
+"""Fixtures the server's tests share: a throwaway CA and the certificates it signs, a stub
+of the running server, a server holding one fitted model, and the store's two backends."""
 
 from __future__ import annotations
 
@@ -8,8 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 import trustme
+
+from centroidal.client import Client
+from centroidal.v1 import clustering_pb2_grpc as pb_grpc
+from tests.server.refusals import KEPT_CENTERS, X
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,19 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
         blob.write_to_path(str(path))
         paths[name] = path
     return Pki(**paths)
+
+
+@pytest.fixture
+def stub(server: Any) -> Iterator[pb_grpc.ClusteringServiceStub]:
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        yield pb_grpc.ClusteringServiceStub(channel)
+
+
+@pytest.fixture
+def fitted(client: Client) -> Client:
+    """The test server's client, with model "kept" fitted (tests.server.refusals)."""
+    KEPT_CENTERS["kept"] = client.fit("kept", X, 3, seed=0).centers
+    return client
 
 
 # ---- The store suite's two backends ---------------------------------------------------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import zlib
-from collections.abc import Iterator
 
 import grpc
 import numpy as np
@@ -17,12 +16,6 @@ from centroidal.client.errors import error_from_rpc
 from centroidal.v1 import clustering_pb2 as pb
 from centroidal.v1 import clustering_pb2_grpc as pb_grpc
 from tests.conftest import ServerFactory
-
-
-@pytest.fixture
-def stub(server) -> Iterator[pb_grpc.ClusteringServiceStub]:
-    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-        yield pb_grpc.ClusteringServiceStub(channel)
 
 
 def photo(width: int = 96, height: int = 64, mode: str = "RGB") -> Image.Image:

@@ -28,12 +28,6 @@ RNG = np.random.default_rng(1)
 POINTS = (RNG.normal(size=(2000, 3)) + RNG.integers(0, 4, size=(2000, 1)) * 5).astype(np.float32)
 
 
-@pytest.fixture
-def stub(server) -> Iterator[pb_grpc.ClusteringServiceStub]:
-    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-        yield pb_grpc.ClusteringServiceStub(channel)
-
-
 def matrix(X: np.ndarray) -> pb.Matrix:
     dtype = pb.DTYPE_FLOAT32 if X.dtype == np.float32 else pb.DTYPE_FLOAT64
     return pb.Matrix(dtype=dtype, rows=X.shape[0], cols=X.shape[1], data=X.astype(X.dtype.newbyteorder("<")).tobytes())
