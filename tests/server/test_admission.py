@@ -51,9 +51,12 @@ def test_health_and_predict_answer_while_idle_streams_hold_every_old_thread(
         release = asyncio.Event()
         async with grpc.aio.insecure_channel(target) as channel:
             stub = pb_grpc.ClusteringServiceStub(channel)
-            idle = [stub.StreamMiniBatch(_then_wait(_opening(f"idle-{i}"), release)) for i in range(100)]
-            idle += [stub.QuantizeImage(_then_wait(_quantize_spec(), release)) for _ in range(10)]
-            await asyncio.sleep(0.5)  # every call is open and waiting on its client
+            streams = [stub.StreamMiniBatch(_then_wait(_opening(f"idle-{i}"), release)) for i in range(100)]
+            quantizations = [stub.QuantizeImage(_then_wait(_quantize_spec(), release)) for _ in range(10)]
+            idle = streams + quantizations
+            # Six quantisations find no slot: wait for their refusals, however slow the machine.
+            refused = await _first_ended(quantizations, 6, within=60)
+            assert refused == [grpc.StatusCode.RESOURCE_EXHAUSTED] * 6
             health = await health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(), timeout=5
             )
@@ -72,6 +75,25 @@ def test_health_and_predict_answer_while_idle_streams_hold_every_old_thread(
     assert label_bytes == 8 * 4
     # The streams stay open; of the quantisations, the four that took a slot do.
     assert still_open == 100 + 4
+
+
+async def _first_ended(calls: list[Any], count: int, within: float) -> list[grpc.StatusCode]:
+    """The status codes of the first `count` calls to end, waiting at most `within` seconds."""
+    pending = {asyncio.ensure_future(call.code()) for call in calls}
+    ended: list[grpc.StatusCode] = []
+
+    async def until_enough() -> None:
+        nonlocal pending
+        while len(ended) < count:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            ended.extend(task.result() for task in done)
+
+    try:
+        await asyncio.wait_for(until_enough(), within)
+    finally:
+        for task in pending:
+            task.cancel()
+    return ended
 
 
 def _retry_delay(error: grpc.RpcError) -> float | None:
