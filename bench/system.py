@@ -16,7 +16,7 @@ from sklearn.cluster import KMeans
 
 from centroidal.client import Client
 from centroidal.engine import kmeans
-from centroidal.engine.kmeans import NearestCenters
+from centroidal.engine.nearest import NearestCenters
 from centroidal.server.app import WARMUP_DONE
 
 from . import floors

@@ -1,12 +1,13 @@
 """Numeric engine: k-means kernels and algorithms (numpy + numba, no gRPC, no I/O).
 
-Modules by job: ``kmeans`` (the public API and the Lloyd driver), ``_lloyd`` (its
-kernels), ``seeding`` and ``_seeding`` (k-means++), ``validation``, ``progress``,
+Modules by job: ``kmeans`` (fitting: the public API over ``lloyd``, the Lloyd driver),
+``nearest`` (predicting with a model's centers), ``_lloyd`` (their kernels), ``seeding`` and ``_seeding`` (k-means++), ``validation``, ``progress``,
 ``minibatch`` (the mini-batch step and its state), ``palette`` (colour fitting), and
 ``threads`` (``configure_threads``, called once before kernels run concurrently).
 """
 
-from .kmeans import KMeansResult, fit, predict, transform
+from .kmeans import KMeansResult, fit
+from .nearest import predict, transform
 from .progress import Progress, Stage
 from .threads import configure_threads
 from .validation import InvalidInputError

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from . import kmeans, lloyd, minibatch, scoring
+from . import kmeans, lloyd, minibatch, nearest, scoring
 from ._sums import TILE_SUMS_FEATURES
 from .cosine import unit_rows
 from .seeding import kmeans_plusplus
@@ -83,7 +83,7 @@ def _groups() -> list[tuple[str, Callable[[], object]]]:
     n_features = TILE_SUMS_FEATURES + 1
     samples = {dtype: rng.normal(size=(64, n_features)).astype(dtype) for dtype in FLOAT_DTYPES}
     # Enough rows to take the parallel path as well as the one on the caller's thread.
-    copies = kmeans.ON_CALLER_WORK // (64 * 2 * n_features) + 1
+    copies = nearest.ON_CALLER_WORK // (64 * 2 * n_features) + 1
     groups: list[tuple[str, Callable[[], object]]] = []
     for dtype, X in samples.items():
         groups.append((f"predict {dtype.name}", functools.partial(_predict, X, copies)))

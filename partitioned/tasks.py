@@ -20,7 +20,7 @@ import numpy as np
 
 from centroidal.engine import InvalidInputError
 from centroidal.engine.cosine import unit_rows
-from centroidal.engine.kmeans import NearestCenters
+from centroidal.engine.nearest import NearestCenters
 from centroidal.engine.lloyd import Workspace, assigned_sq_distances, column_moments, nearest
 from centroidal.engine.threads import configure_threads
 from centroidal.engine.validation import UNIT_WEIGHTS, check_finite, read_only

@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator, Callable
 import numpy as np
 
 from centroidal import codec
-from centroidal.engine import kmeans, spectral
+from centroidal.engine import spectral
+from centroidal.engine.nearest import ON_CALLER_WORK, NearestCenters
 
 from .admission import Incoming
 from .config import ServerConfig
@@ -25,10 +26,10 @@ Encode = Callable[[codec.PredictResponse], bytes]
 
 # An answer the engine computes on the calling thread (below this many multiply-adds,
 # n * k * d) costs less than a hand-over to a worker thread: it runs on the event loop.
-INLINE_WORK = kmeans.ON_CALLER_WORK
+INLINE_WORK = ON_CALLER_WORK
 # Each snapshot's centers (or a spectral model's rows), prepared for predicts once, for as
 # long as the snapshot lives.
-_prepared: weakref.WeakKeyDictionary[ModelSnapshot, kmeans.NearestCenters] = weakref.WeakKeyDictionary()
+_prepared: weakref.WeakKeyDictionary[ModelSnapshot, NearestCenters] = weakref.WeakKeyDictionary()
 _votes: weakref.WeakKeyDictionary[ModelSnapshot, spectral.NeighbourVote] = weakref.WeakKeyDictionary()
 
 
@@ -37,10 +38,10 @@ def metric_of(snapshot: ModelSnapshot) -> str:
     return str(snapshot.config.get("metric", "euclidean"))  # none before metrics, nor palettes
 
 
-def nearest(snapshot: ModelSnapshot) -> kmeans.NearestCenters:
+def nearest(snapshot: ModelSnapshot) -> NearestCenters:
     prepared = _prepared.get(snapshot)
     if prepared is None:
-        prepared = _prepared[snapshot] = kmeans.NearestCenters(snapshot.centers, metric_of(snapshot))
+        prepared = _prepared[snapshot] = NearestCenters(snapshot.centers, metric_of(snapshot))
     return prepared
 
 
