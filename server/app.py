@@ -1,8 +1,8 @@
 """Assembles the server: grpc.aio with the handlers, health, reflection and auth, over the store.
 
-The gRPC server runs on one asyncio event loop in a thread of its own, shared by
-every server of the process, so that ``start`` and ``stop`` are plain calls for
-``centroidal serve`` and for tests.
+The gRPC server runs on the process's one event loop (``eventloop``), in a thread of its
+own shared by every server of the process, so that ``start`` and ``stop`` are plain calls
+for ``centroidal serve`` and for tests; ``tls`` makes its credentials.
 """
 
 from __future__ import annotations
@@ -10,11 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import ssl
 import threading
 import time
-from collections.abc import Callable, Coroutine
-from typing import Any, NoReturn, TypeVar
+from collections.abc import Callable
 
 import grpc
 import grpc.aio
@@ -34,6 +32,7 @@ from .admission import STREAM_WINDOW_BYTES
 from .auth import BearerTokenInterceptor, Tokens
 from .config import ServerConfig
 from .edges import CallLimit, add_edges, register
+from .eventloop import EventLoop
 from .handlers import ClusteringHandlers
 from .integrity import StoreCondition
 from .memory import give_freed_memory_back
@@ -42,6 +41,7 @@ from .parsing import parser
 from .registry import Registry
 from .store import SQLiteStore
 from .stores import on_postgres, open_store
+from .tls import server_credentials
 
 log = logging.getLogger("centroidal.server")
 
@@ -62,43 +62,6 @@ LATER_GROUP_SHARE = 0.6
 # Processes that compile kernels from a cold cache, at most (each holds its own numba, about
 # 200 MB, while it runs).
 MAX_COMPILERS = 4
-T = TypeVar("T")
-
-
-class _EventLoop:
-    """The process's one event loop for gRPC servers, running in a daemon thread."""
-
-    _lock = threading.Lock()
-    _loop: asyncio.AbstractEventLoop | None = None
-
-    @classmethod
-    def loop(cls) -> asyncio.AbstractEventLoop | None:
-        return cls._loop
-
-    @classmethod
-    def run(cls, coroutine: Coroutine[Any, Any, T], timeout: float | None = None, kind: str = "uvloop") -> T:
-        """Run ``coroutine`` on the loop, started on the first call as ``kind`` (``--event-loop``)."""
-        with cls._lock:
-            if cls._loop is None:
-                loop = _new_loop(kind)
-                threading.Thread(target=loop.run_forever, name="centroidal-loop", daemon=True).start()
-                cls._loop = loop
-        return asyncio.run_coroutine_threadsafe(coroutine, cls._loop).result(timeout)
-
-
-def _new_loop(kind: str) -> asyncio.AbstractEventLoop:
-    """A new event loop: uvloop's, unless ``kind`` is asyncio or uvloop is not installed (it
-    is not built for Windows). Under h2load a small Predict cost the server less CPU on
-    uvloop: 0.148 against 0.183 CPU s per 1,000 calls, medians of five runs each taking turns
-    (bench.floors.small_calls; its trivial handler, on asyncio's loop in both, 0.110 and 0.127)."""
-    if kind == "uvloop":
-        try:
-            import uvloop
-        except ImportError:
-            log.warning("uvloop is not installed: running on asyncio's event loop")
-        else:
-            return uvloop.new_event_loop()
-    return asyncio.new_event_loop()
 
 
 class CentroidalServer:
@@ -142,7 +105,7 @@ class CentroidalServer:
         self.warmed_up = self.servicer.runtime.kernels_compiled
         self._warmer: threading.Thread | None = None
         try:
-            self.grpc_server, self.port = _EventLoop.run(self._build(), kind=self.config.event_loop)
+            self.grpc_server, self.port = EventLoop.run(self._build(), kind=self.config.event_loop)
         except RuntimeError as exc:
             self.store.close()
             raise OSError(f"could not bind {config.address}: {exc}") from exc
@@ -172,7 +135,7 @@ class CentroidalServer:
         _add_service(self.servicer, server, limit)
         add_edges(server, self.health, SERVICE_NAME, self.metrics, limit)
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
-        credentials = _tls_credentials(config)
+        credentials = server_credentials(config)
 
         def bind(address: str) -> int:
             if credentials is None:
@@ -207,13 +170,13 @@ class CentroidalServer:
         self.metrics.store_writable.set(0 if condition else 1)
         if condition is not None:
             self.metrics.store_failures.labels(condition.reason).inc()
-        loop = _EventLoop.loop()
+        loop = EventLoop.loop()
         if loop is not None and self._serving and not self.stopping.is_set():
             asyncio.run_coroutine_threadsafe(self._set_health(health_pb2.HealthCheckResponse.SERVING), loop)
 
     def start(self) -> None:
         """Start serving; health turns SERVING once every kernel is compiled."""
-        _EventLoop.run(self.grpc_server.start())
+        EventLoop.run(self.grpc_server.start())
         config = self.config
         if config.metrics_port:
             allowed = self.tokens.accepts if config.metrics_auth and self.tokens else None
@@ -251,7 +214,7 @@ class CentroidalServer:
             self.feed = replicas.Feed(self.registry, config.poll_interval, self._models_changed)
             self.feed.start()
         self._serving = True
-        _EventLoop.run(self._set_health(health_pb2.HealthCheckResponse.SERVING))
+        EventLoop.run(self._set_health(health_pb2.HealthCheckResponse.SERVING))
         if self.worker_index is None and not self.registry.shared:
             log.info(
                 "centroidal listening on %s:%d with %d models from %s (checked: locked, quick_check "
@@ -336,8 +299,8 @@ class CentroidalServer:
         if self.stopping.is_set():
             return self.unsaved
         self.stopping.set()
-        _EventLoop.run(self.health.enter_graceful_shutdown())
-        _EventLoop.run(self.grpc_server.stop(self.config.grace_period if grace is None else grace))
+        EventLoop.run(self.health.enter_graceful_shutdown())
+        EventLoop.run(self.grpc_server.stop(self.config.grace_period if grace is None else grace))
         # Cancelled fits notice within one iteration; let them leave before the store closes.
         give_up = time.monotonic() + FIT_EXIT_WAIT_S
         while self.servicer.fits_in_flight and time.monotonic() < give_up:
@@ -358,7 +321,7 @@ class CentroidalServer:
         return self.unsaved
 
     def wait_for_termination(self, timeout: float | None = None) -> bool:
-        return _EventLoop.run(self.grpc_server.wait_for_termination(timeout))
+        return EventLoop.run(self.grpc_server.wait_for_termination(timeout))
 
 
 def _reach(dask: DaskCluster) -> None:
@@ -372,53 +335,6 @@ def _unreachable(condition: StoreCondition | None) -> bool:
     """The store cannot be reached at all (a database elsewhere): not even models that are
     not in memory can be read, so the replica reports NOT_SERVING until it can."""
     return condition is not None and condition.reason == "STORE_UNREACHABLE"
-
-
-def _tls_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
-    """Server credentials from the PEM files of the config; None for plaintext.
-
-    gRPC reports a bad file only as a port it could not bind, so each file is first
-    loaded by Python's own TLS library, and a failure names the flag, the file and what
-    is wrong with it."""
-    if not config.tls_cert:
-        return None
-    check_tls_files(config.tls_cert, config.tls_key, config.tls_client_ca)
-    with open(config.tls_key, "rb") as key, open(config.tls_cert, "rb") as chain:
-        pair = (key.read(), chain.read())
-    client_ca = None
-    if config.tls_client_ca:
-        with open(config.tls_client_ca, "rb") as handle:
-            client_ca = handle.read()
-    return grpc.ssl_server_credentials([pair], root_certificates=client_ca, require_client_auth=client_ca is not None)
-
-
-def check_tls_files(cert: str, key: str, client_ca: str) -> None:
-    """Raise OSError naming the flag and file when a certificate, key or CA bundle is
-    unusable: not PEM, not the certificate's key, or encrypted (the server cannot prompt)."""
-
-    def refuse(flag: str, path: str, problem: str, exc: ssl.SSLError) -> NoReturn:
-        code = exc.reason if exc.reason and exc.reason.isupper() else ""  # KEY_VALUES_MISMATCH, say
-        raise OSError(f"{flag} {path}: {problem}" + (f" ({code})" if code else "")) from None
-
-    def no_password() -> bytes:
-        raise ssl.SSLError("the key is encrypted")
-
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    try:
-        context.load_verify_locations(cafile=cert)  # parses the chain's certificates alone
-    except ssl.SSLError as exc:
-        refuse("--tls-cert", cert, "not a PEM certificate", exc)
-    try:
-        context.load_cert_chain(cert, key, password=no_password)
-    except ssl.SSLError as exc:
-        if "MISMATCH" in (exc.reason or ""):
-            refuse("--tls-key", key, f"not the private key of --tls-cert {cert}", exc)
-        refuse("--tls-key", key, "not an unencrypted PEM private key", exc)
-    if client_ca:
-        try:
-            context.load_verify_locations(cafile=client_ca)
-        except ssl.SSLError as exc:
-            refuse("--tls-client-ca", client_ca, "not a PEM bundle of CA certificates", exc)
 
 
 def _serializer(message_type: type[Message]) -> Callable[[Message | bytes], bytes]:

@@ -63,14 +63,14 @@ def test_servers_run_on_uvloop_unless_asked_for_asyncio(start_server) -> None:
 
     import uvloop
 
-    from centroidal.server.app import _EventLoop, _new_loop
+    from centroidal.server.eventloop import EventLoop, new_loop
 
     start_server(port=0)
-    assert isinstance(_EventLoop.loop(), uvloop.Loop)  # the default, --event-loop uvloop
+    assert isinstance(EventLoop.loop(), uvloop.Loop)  # the default, --event-loop uvloop
     assert parse_args(["--event-loop", "asyncio"], env={}).event_loop == "asyncio"
     for kind, expected, other in (("asyncio", asyncio.BaseEventLoop, uvloop.Loop),
                                   ("uvloop", uvloop.Loop, asyncio.BaseEventLoop)):
-        loop = _new_loop(kind)
+        loop = new_loop(kind)
         try:
             assert isinstance(loop, expected) and not isinstance(loop, other)
             assert loop.run_until_complete(asyncio.sleep(0, kind)) == kind
