@@ -11,7 +11,8 @@ from pathlib import Path
 
 from . import commits, wal
 from .exceptions import StoreDamaged
-from .integrity import LOCK_FILE, STORE_FILE, VERSION_ROWS, checksum_failures, quick_check, read_only_uri
+from .checksums import checksum_failures
+from .integrity import LOCK_FILE, STORE_FILE, VERSION_ROWS, quick_check, read_only_uri
 
 @dataclass(frozen=True)
 class StoreReport:

@@ -7,36 +7,29 @@ checksummed, and the operators' check and backup.
   whole, so a ``models.sqlite3`` that is empty or not SQLite is damage, not a fresh
   start. It checks the write-ahead log frame by frame (``wal.py``), then runs SQLite's
   ``quick_check``; the caller verifies every current version's checksum as it loads.
-- ``checks.py`` holds the operators' check and backup of a store a server may be using.
+- ``checksums.py`` checks every row read against its checksum; ``checks.py`` holds the
+  operators' check and backup of a store a server may be using.
 """
 
 from __future__ import annotations
 
 import fcntl
-import hashlib
-import json
 import logging
 import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, TextIO
+from typing import TextIO
 
-import numpy as np
 
 from . import commits, leases, wal
 from .exceptions import StoreDamaged, StoreUnavailable
-from .snapshots import MINIBATCH_KMEANS, ModelSnapshot
+from .checksums import row_checksum
 
 log = logging.getLogger("centroidal.server")
 
 STORE_FILE = "models.sqlite3"
 LOCK_FILE = "lock"
-
-# Streamed models keep the spelling stores have always had, so older servers still read them.
-KIND_ON_DISK = {MINIBATCH_KMEANS: "minibatch_kmeans"}
-_KIND_FROM_DISK = {disk: kind for kind, disk in KIND_ON_DISK.items()}
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS names (
@@ -275,52 +268,6 @@ def _refuse_damage(db: sqlite3.Connection, path: Path) -> None:
         raise StoreDamaged(f"{path} failed SQLite's quick_check ({'; '.join(problems[:5])}). " + recovery_advice(path))
 
 
-def checksum_failures(rows: Iterable[Sequence[Any]]) -> tuple[int, list[tuple[str, int]]]:
-    """Every stored version in ``rows`` (as VERSION_ROWS reads them) checked against its
-    checksum: how many there are, and the (name, version) of each that fails. Rows written
-    before checksums are skipped."""
-    count, failures = 0, []
-    for row in rows:
-        count += 1
-        if row[5] is None:
-            continue  # written before checksums; the server gives it one when it opens
-        try:
-            verified_snapshot(*row)
-        except StoreDamaged:
-            failures.append((str(row[0]), int(row[1])))
-    return count, failures
-
-
-# Names whose current version has no row (damage); the same SQL on both stores.
-MISSING_CURRENT = (
-    "SELECT n.name FROM names n LEFT JOIN versions v ON v.name = n.name AND v.version = n.current_version "
-    "WHERE n.current_version IS NOT NULL AND v.name IS NULL"
-)
-
-
-def verified_current(
-    rows: Iterable[Sequence[Any]], missing: Iterable[Sequence[Any]], advice: str
-) -> Iterator[ModelSnapshot]:
-    """Each current version in ``rows`` verified, one at a time; once they are all read,
-    StoreDamaged naming every one that failed its checksum, and every name in ``missing``
-    (MISSING_CURRENT), followed by ``advice``."""
-    damaged = [str(name) for (name, *_) in missing]
-    for row in rows:
-        try:
-            snapshot = verified_snapshot(*row)
-        except StoreDamaged:
-            damaged.append(str(row[0]))
-            continue
-        yield snapshot
-    if damaged:
-        shown = ", ".join(repr(name) for name in sorted(damaged)[:20])
-        more = f" and {len(damaged) - 20} more" if len(damaged) > 20 else ""
-        raise StoreDamaged(
-            f"{len(damaged)} stored models fail their checksum or are missing: {shown}{more}; {advice}",
-            metadata={"models": ",".join(sorted(damaged)[:20])},
-        )
-
-
 def _create(path: Path) -> None:
     """A new, empty store, built beside its final name and renamed into place whole."""
     building = path.with_name(path.name + ".new")
@@ -361,45 +308,6 @@ def read_only_uri(path: Path, *, immutable: bool = False) -> str:
     """SQLite's URI for opening ``path`` read-only; a URI needs an absolute path, and
     operators give relative ones (the default data directory is ./centroidal-data)."""
     return f"{path.resolve().as_uri()}?mode=ro" + ("&immutable=1" if immutable else "")
-
-
-# ---- Rows -----------------------------------------------------------------------------
-
-
-def row_checksum(name: str, version: int, meta: str | bytes, centers: bytes, state: bytes | None) -> str:
-    """SHA-256 over every part of a stored version, each prefixed by its length."""
-    digest = hashlib.sha256()
-    meta_bytes = meta.encode() if isinstance(meta, str) else meta
-    for part in (name.encode(), str(int(version)).encode(), meta_bytes, centers, state or b""):
-        digest.update(len(part).to_bytes(8, "little"))
-        digest.update(part)
-    return "sha256:" + digest.hexdigest()
-
-
-def verified_snapshot(
-    name: str, version: int, meta_json: bytes, centers_blob: bytes, state: bytes | None, checksum: str | None
-) -> ModelSnapshot:
-    if checksum != row_checksum(name, int(version), meta_json, centers_blob, state):
-        raise StoreDamaged(
-            f"stored model {name!r} version {version} fails its checksum: it is refused, not "
-            "served; delete it, or restore the store from a backup"
-        )
-    meta = json.loads(meta_json)
-    centers = np.frombuffer(centers_blob, dtype=np.dtype(meta["dtype"])).reshape(meta["shape"])
-    return ModelSnapshot(
-        name=name,
-        version=int(version),
-        centers=centers.astype(centers.dtype.newbyteorder("="), copy=True),
-        config=meta["config"],
-        inertia=float(meta["inertia"]),
-        n_iter=int(meta["n_iter"]),
-        n_samples_seen=int(meta["n_samples_seen"]),
-        created_at=float(meta["created_at"]),
-        updated_at=float(meta["updated_at"]),
-        kind=_KIND_FROM_DISK.get(meta["kind"], meta["kind"]),
-        extra=meta.get("extra", {}),
-        state=state,
-    )
 
 
 # ---- Failures -------------------------------------------------------------------------

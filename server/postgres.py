@@ -36,7 +36,8 @@ import psycopg_pool
 
 from .conditions import WriteConditions, refusal, shutting_down
 from .exceptions import StoreDamaged, StoreUnavailable
-from .integrity import MISSING_CURRENT, StoreCondition, checksum_failures, verified_current, verified_snapshot
+from .checksums import MISSING_CURRENT, checksum_failures, verified_current, verified_snapshot
+from .integrity import StoreCondition
 from .leases import Connection
 from .pgconnect import POOL_WAIT_S, START_WAIT_S, classify, first_connection, redacted, settings_of
 from .pgfeed import CHANNEL, Listener

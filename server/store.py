@@ -30,10 +30,10 @@ from pathlib import Path
 from . import wal
 from .commits import Acknowledged, CommitRecord
 from .conditions import DEFAULT_MIN_FREE_BYTES, WriteConditions, refusal, shutting_down
+from .checksums import MISSING_CURRENT, verified_current, verified_snapshot
 from .integrity import (
     STORE_FILE,
     VERSION_ROWS,
-    MISSING_CURRENT,
     Discarded,
     StoreCondition,
     classify,
@@ -42,8 +42,6 @@ from .integrity import (
     open_read_only,
     open_shared,
     recovery_advice,
-    verified_current,
-    verified_snapshot,
 )
 from .feed import ChangeFeed
 from .snapshots import Catalog, ModelSnapshot, StoredModels

@@ -23,7 +23,8 @@ import numpy as np
 from . import leases
 from .exceptions import ModelNotFound, StoreFull, VersionConflict
 from .conditions import WriteConditions, shutting_down
-from .integrity import KIND_ON_DISK, StoreCondition, row_checksum
+from .checksums import KIND_ON_DISK, row_checksum
+from .integrity import StoreCondition
 from .leases import Connection, Holder, Lease
 from .snapshots import ModelSnapshot
 
