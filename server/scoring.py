@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from centroidal import codec
-from centroidal.engine import scoring
+from centroidal.engine import choosing, scoring
 from centroidal.engine.cosine import unit_rows
 from centroidal.engine.kmeans import KMeansParams
 from centroidal.engine.progress import Progress
@@ -55,7 +55,7 @@ def scores_message(scores: scoring.Scores) -> codec.ClusterScores:
     )
 
 
-def k_score_message(entry: scoring.KScore) -> codec.KScore:
+def k_score_message(entry: choosing.KScore) -> codec.KScore:
     return codec.KScore(entry.n_clusters, entry.inertia, entry.n_iter, scores_message(entry.scores))
 
 
@@ -168,7 +168,7 @@ def plan_suggest(spec: codec.SuggestKSpec, limits: ServerConfig) -> SuggestPlan:
 
 def suggest_steps(
     plan: SuggestPlan, data: FitData
-) -> Generator[Progress | scoring.Scoring | scoring.KScore, None, scoring.Suggestion]:
+) -> Generator[Progress | scoring.Scoring | choosing.KScore, None, choosing.Suggestion]:
     """The engine's suggest-k on the gathered rows (scaled in place for cosine)."""
     if plan.ks.stop - 1 > data.points.shape[0] - 1:
         raise InvalidRequest(
@@ -176,7 +176,7 @@ def suggest_steps(
             f"carried {data.points.shape[0]}", field="spec.k_max",
         )
     params = plan.params
-    steps: Generator[Any, None, scoring.Suggestion] = scoring.suggest_k_steps(
+    steps: Generator[Any, None, choosing.Suggestion] = choosing.suggest_k_steps(
         data.points, plan.ks, metric=params.metric, init=params.init, n_init=params.n_init,
         max_iter=params.max_iter, tol=params.tol, seed=params.seed or 0,
         sample_size=plan.silhouette_rows, sample_seed=plan.sample_seed, copy_x=False,
@@ -257,7 +257,7 @@ class Scoring:
             k = plan.ks.start
             async with contextlib.aclosing(run.events()) as events:
                 async for event in events:
-                    if isinstance(event, scoring.KScore):
+                    if isinstance(event, choosing.KScore):
                         k = event.n_clusters + 1
                         yield k_score_message(event)
                     elif isinstance(event, scoring.Scoring):
@@ -268,7 +268,7 @@ class Scoring:
         finally:
             work.after(slot.release)
             work.after(memory.release)
-        suggestion: scoring.Suggestion = run.result
+        suggestion: choosing.Suggestion = run.result
         await no_rows_after(chunks, plan.rows(), lambda chunk: (chunk.points, None))
         saved = None
         if plan.save_best_as:
@@ -281,7 +281,7 @@ class Scoring:
             )
             saved = describe(await runtime.commit(snapshot), include_centers=True)
         yield codec.SuggestKResult(
-            recommended_k=suggestion.recommended, elbow_k=suggestion.elbow, rule=scoring.RULE,
+            recommended_k=suggestion.recommended, elbow_k=suggestion.elbow, rule=choosing.RULE,
             per_k=tuple(k_score_message(entry) for entry in suggestion.per_k), saved=saved,
             elapsed_seconds=time.monotonic() - started,
         )

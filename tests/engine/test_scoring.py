@@ -7,7 +7,7 @@ import pytest
 from sklearn import metrics
 from sklearn.datasets import make_blobs
 
-from centroidal.engine import kmeans, scoring
+from centroidal.engine import choosing, kmeans, scoring
 from centroidal.engine.progress import run_to_end
 
 X, _ = make_blobs(2500, centers=5, n_features=6, cluster_std=2.5, random_state=0)
@@ -74,9 +74,9 @@ def test_the_silhouette_in_steps_is_the_silhouette_in_one_go() -> None:
 def test_suggest_k_picks_four_on_the_four_blobs() -> None:
     blobs, _ = make_blobs(n_samples=300, centers=4, cluster_std=0.60, random_state=0)
     events = []
-    suggestion = run_to_end(scoring.suggest_k_steps(blobs, range(2, 13), seed=0), events.append)
+    suggestion = run_to_end(choosing.suggest_k_steps(blobs, range(2, 13), seed=0), events.append)
     assert suggestion.recommended == 4 and suggestion.elbow == 4
-    per_k = [event for event in events if isinstance(event, scoring.KScore)]
+    per_k = [event for event in events if isinstance(event, choosing.KScore)]
     assert [entry.n_clusters for entry in per_k] == list(range(2, 13))
     for entry in per_k:
         labels = kmeans.predict(blobs, entry.centers)
@@ -86,9 +86,9 @@ def test_suggest_k_picks_four_on_the_four_blobs() -> None:
 
 def test_suggest_k_refuses_a_range_outside_the_data() -> None:
     with pytest.raises(scoring.InvalidInputError, match="every k must lie in"):
-        run_to_end(scoring.suggest_k_steps(X[:10], range(1, 4)))
+        run_to_end(choosing.suggest_k_steps(X[:10], range(1, 4)))
     with pytest.raises(scoring.InvalidInputError, match="every k must lie in"):
-        run_to_end(scoring.suggest_k_steps(X[:10], range(2, 11)))
+        run_to_end(choosing.suggest_k_steps(X[:10], range(2, 11)))
 
 
 def test_scores_do_not_depend_on_thread_count() -> None:
