@@ -140,10 +140,10 @@ def _batch_fields(data: memoryview) -> tuple[Fields, Fields | None, Fields | Non
     top = read_fields(data, {_REQUEST_BATCH: LEN})
     batch = top.get(_REQUEST_BATCH) if top else None
     fields = read_fields(batch, _BATCH_FIELDS) if isinstance(batch, memoryview) else None
-    arrays = None if fields is None else array_fields(fields, _POINTS, _WEIGHTS)
-    if fields is None or arrays is None:
+    if fields is None:
         return None
-    return fields, *arrays
+    arrays = array_fields(fields, _POINTS, _WEIGHTS)
+    return None if arrays is None else (fields, *arrays)
 
 
 def serialize_minibatch_request(item: MiniBatchOpen | MiniBatch) -> bytes:

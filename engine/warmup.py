@@ -27,8 +27,8 @@ from .validation import FLOAT_DTYPES, check_finite, read_only, scan_values
 def _predict(X: np.ndarray, copies: int) -> None:
     centers = X[:2].copy()
     for points in (X, np.repeat(X, copies, axis=0)):
-        kmeans.predict(points, centers, return_distance=True)
-        kmeans.predict(points, centers)
+        nearest.predict(points, centers, return_distance=True)
+        nearest.predict(points, centers)
     check_finite(X, "X")
 
 
@@ -65,7 +65,7 @@ def _other_inits(X: np.ndarray, copies: int) -> None:
     # describe, needs these two (about 1 s of a cold start's first predict).
     unit_rows(X, "X")
     scan_values(X)
-    kmeans.transform(np.repeat(X, copies, axis=0), X[:2].copy())
+    nearest.transform(np.repeat(X, copies, axis=0), X[:2].copy())
     kmeans.fit(X, 3, init="random", n_init=1, max_iter=3, seed=0)
     kmeans.fit(X, 2, init=X[:2], n_init=1, max_iter=3)
     # A center far from every point starts empty: compiles the relocation path.
