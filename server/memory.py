@@ -24,6 +24,7 @@ import logging
 import os
 import platform
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -51,6 +52,13 @@ _LIBC: ctypes.CDLL | None = None
 # A call that held at least this much asks malloc to hand back its heaps' free pages when
 # it lets go.
 TRIM_AFTER = 32 * MIB
+# The trim waits until no call has asked for one for TRIM_QUIET_S, and at most TRIM_LATEST_S
+# after the first request, as jemalloc's decay does. Trimmed after each call, SDK fits of
+# 1e6x16 rows sent back to back each found the last one's buffers handed back: they came
+# again as fresh pages, faulted in and zeroed. Trimmed once quiet, such a fit took 62.9 ms
+# against 68.5 (and 66.6 against 71.2), its rows arriving in 28 ms against 32-33.
+TRIM_QUIET_S = 0.5
+TRIM_LATEST_S = 5.0
 
 
 def give_freed_memory_back() -> bool:
@@ -81,11 +89,12 @@ def give_freed_memory_back() -> bool:
 
 def trim() -> None:
     """Hand the free pages inside malloc's heaps back to the system (what a call's small
-    allocations, protobuf's among them, left there), where glibc is in use.
+    allocations, protobuf's among them, left there), where glibc is in use, once the server
+    is quiet: TRIM_QUIET_S after the last request, TRIM_LATEST_S after the first at most.
 
-    Asks a thread of its own to do it and returns at once: malloc_trim walks every heap
+    A thread of its own does it, and this returns at once: malloc_trim walks every heap
     (about 2 ms after a 64 MB fit), which on the event loop would delay the call's answer.
-    Requests made while one trim runs are served by the next, one for all."""
+    Requests made meanwhile are served by the same trim, one for all."""
     if _LIBC is not None:
         _TRIMMER.request()
 
@@ -94,21 +103,34 @@ class _Trimmer:
     """The thread that runs malloc_trim when asked, started at the first request."""
 
     def __init__(self) -> None:
-        self._wanted = threading.Event()
-        self._lock = threading.Lock()
+        self._wanted = threading.Condition()
+        self._first: float | None = None  # when the oldest request not yet served came
+        self._last = 0.0
         self._thread: threading.Thread | None = None
 
     def request(self) -> None:
-        self._wanted.set()
-        with self._lock:
+        with self._wanted:
+            now = time.monotonic()
+            self._last = now
+            if self._first is None:
+                self._first = now
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="centroidal-trim", daemon=True)
                 self._thread.start()
+            self._wanted.notify()
+
+    def _due(self) -> float | None:
+        """When the pending requests are to be served; None when there are none."""
+        if self._first is None:
+            return None
+        return min(self._last + TRIM_QUIET_S, self._first + TRIM_LATEST_S)
 
     def _run(self) -> None:
         while True:
-            self._wanted.wait()
-            self._wanted.clear()
+            with self._wanted:
+                while (due := self._due()) is None or (wait := due - time.monotonic()) > 0:
+                    self._wanted.wait(None if due is None else wait)
+                self._first = None  # a request from now on asks for another trim
             if _LIBC is not None:
                 _LIBC.malloc_trim(0)  # ctypes lets go of the GIL meanwhile
 

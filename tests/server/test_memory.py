@@ -22,6 +22,7 @@ from centroidal.client import Client, ResourceExhausted
 from centroidal.client.errors import error_from_rpc
 from centroidal.server.app import WARMUP_DONE
 from centroidal.server.exceptions import Busy, LimitExceeded
+from centroidal.server import memory
 from centroidal.server.memory import MemoryBudget, machine_memory
 from centroidal.v1 import clustering_pb2 as pb
 from tests.conftest import ServerFactory
@@ -128,6 +129,43 @@ def test_the_default_budget_follows_the_machine() -> None:
         budget.reservation("c").grow(41)
 
 
+def test_malloc_trims_once_the_server_is_quiet(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Free pages go back TRIM_QUIET_S after the last request, so calls that come back to back
+    reuse them; and no later than TRIM_LATEST_S after the first, however steady the calls."""
+    trims: list[float] = []
+
+    class Libc:
+        def malloc_trim(self, pad: int) -> int:
+            if threading.current_thread() is trimmer._thread:  # not the server's own trimmer
+                trims.append(time.monotonic())
+            return 1
+
+    monkeypatch.setattr(memory, "_LIBC", Libc())
+    monkeypatch.setattr(memory, "TRIM_QUIET_S", 0.3)
+    monkeypatch.setattr(memory, "TRIM_LATEST_S", 1.0)
+    trimmer = memory._Trimmer()
+    began = time.monotonic()
+    trimmer.request()
+    time.sleep(0.2)
+    trimmer.request()  # postpones the first
+    deadline = time.monotonic() + 30
+    while not trims and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    assert len(trims) == 1 and trims[0] - began >= 0.5, [round(at - began, 2) for at in trims]
+
+    trims.clear()
+    began = requested = time.monotonic()
+    longest_pause = 0.0
+    while time.monotonic() - began < 2.5:
+        trimmer.request()
+        time.sleep(0.02)
+        longest_pause, requested = max(longest_pause, time.monotonic() - requested), time.monotonic()
+    assert trims, "no trim while requests kept coming"
+    if longest_pause < memory.TRIM_QUIET_S:  # never quiet: the trim came from the latest bound
+        assert trims[0] - began >= memory.TRIM_LATEST_S, [round(at - began, 2) for at in trims]
+
+
 class ServeProcess:
     """`centroidal serve` in a process of its own, whose memory is the server's alone."""
 
@@ -154,7 +192,9 @@ class ServeProcess:
         raise AssertionError(key)
 
     def settled_rss(self) -> int:
-        """RSS once it has stopped falling (a call's memory goes back when the call ends)."""
+        """RSS once it has stopped falling (a call's memory goes back when the call ends,
+        the free pages of malloc's heaps once the server has been quiet for TRIM_QUIET_S)."""
+        time.sleep(memory.TRIM_QUIET_S)
         previous = self.status("VmRSS:")
         for _ in range(20):
             time.sleep(0.25)
