@@ -8,6 +8,7 @@ does the wire.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import threading
@@ -174,6 +175,7 @@ class Fitting:
         slot, work = runtime.fit_slots.take(), CallWork()
         memory = runtime.memory.reservation("this fit", field="points")
         stop = threading.Event()  # set when the call ends, for work that waits on a cluster
+        data: FitData | None = None
         try:
             yield codec.FitProgress("admitted", elapsed_seconds=time.monotonic() - started)
             if fit.source is None:
@@ -183,7 +185,7 @@ class Fitting:
                 n_samples, steps = await self._dataset_steps(fit, fit.source, memory, work, stop)
             for event in received(runtime, n_samples, started):
                 yield event
-            if fit.source is None:
+            if data is not None:
                 await runtime.kernels_for(data.points.dtype, fit=True)
             run = StepRun(f"fit of {fit.model}", steps, work, runtime.workers.fits,
                           runtime.fits, runtime.metrics.iterations.inc)
@@ -193,6 +195,8 @@ class Fitting:
         finally:
             stop.set()
             work.after(slot.release)  # once the engine has stopped, not before
+            if data is not None:  # its rows, for the next upload to fill (spare.py)
+                work.after(functools.partial(runtime.spare.keep, data))
             work.after(memory.release)
         result = run.result
         if fit.source is None:

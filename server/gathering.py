@@ -28,6 +28,7 @@ from .exceptions import InvalidRequest, LimitExceeded
 from .limits import check_matrix, check_weights
 from .memory import Reservation
 from .runtime import Runtime
+from .spare import SpareRows
 
 T = TypeVar("T")
 # Room left in a message for everything but the bulk payload.
@@ -91,8 +92,9 @@ class Gatherer:
     """Collects the chunks of one call's upload, checking every one against the first."""
 
     def __init__(self, limits: ServerConfig, plan: RowsPlan, memory: Reservation, work: CallWork,
-                 pool: ThreadPoolExecutor) -> None:
+                 pool: ThreadPoolExecutor, spare: SpareRows) -> None:
         self._limits = limits
+        self._spare = spare
         self._plan = plan
         self._work, self._pool = work, pool
         # A declared upload's last chunk being copied into the buffer and its values checked
@@ -215,7 +217,7 @@ class Gatherer:
             # Declared: the whole call's memory is asked for before the first row is kept.
             whole = plan.declared * (self._cols * itemsize + 8) + self._working_bytes(plan.declared)
             await self._memory.wait_for(whole, limits.idle_timeout)
-            self._buffer = np.empty((plan.declared, self._cols), dtype=points.dtype)
+            self._buffer = self._spare.take((plan.declared, self._cols), points.dtype)
 
     def _working_bytes(self, rows: int) -> int:
         assert self._dtype is not None
@@ -287,7 +289,7 @@ async def gather(
     With n_samples declared, reading stops at the last declared row: a client that sends its
     rows and waits without closing its side gets its answer (``no_rows_after`` checks, once
     the work is done, that nothing followed)."""
-    gatherer = Gatherer(runtime.config, rows, memory, work, runtime.workers.fits)
+    gatherer = Gatherer(runtime.config, rows, memory, work, runtime.workers.fits, runtime.spare)
     try:
         async with chunks.drained_on_refusal(gatherer.discard):
             await gatherer.add(*rows_of(first), 0)

@@ -99,21 +99,31 @@ def trim() -> None:
         _TRIMMER.request()
 
 
+def when_quiet(let_go: Callable[[], object]) -> None:
+    """Run ``let_go`` (which drops something kept for calls that come back to back) on the
+    trimming thread at the next quiet moment, as ``trim`` would trim, just before it."""
+    _TRIMMER.request(let_go)
+
+
 class _Trimmer:
-    """The thread that runs malloc_trim when asked, started at the first request."""
+    """The thread that runs malloc_trim, and what waits for the same quiet moment, when
+    asked; started at the first request."""
 
     def __init__(self) -> None:
         self._wanted = threading.Condition()
         self._first: float | None = None  # when the oldest request not yet served came
         self._last = 0.0
+        self._let_go: list[Callable[[], object]] = []
         self._thread: threading.Thread | None = None
 
-    def request(self) -> None:
+    def request(self, let_go: Callable[[], object] | None = None) -> None:
         with self._wanted:
             now = time.monotonic()
             self._last = now
             if self._first is None:
                 self._first = now
+            if let_go is not None and let_go not in self._let_go:
+                self._let_go.append(let_go)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="centroidal-trim", daemon=True)
                 self._thread.start()
@@ -131,6 +141,12 @@ class _Trimmer:
                 while (due := self._due()) is None or (wait := due - time.monotonic()) > 0:
                     self._wanted.wait(None if due is None else wait)
                 self._first = None  # a request from now on asks for another trim
+                let_go, self._let_go = self._let_go, []
+            for drop in let_go:
+                try:
+                    drop()
+                except Exception:  # the thread must go on trimming
+                    log.exception("letting go of memory kept between calls failed")
             if _LIBC is not None:
                 _LIBC.malloc_trim(0)  # ctypes lets go of the GIL meanwhile
 

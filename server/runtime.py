@@ -19,6 +19,7 @@ from .memory import MemoryBudget
 from .metrics import Metrics
 from .registry import Registry
 from .snapshots import ModelSnapshot
+from .spare import SpareRows
 from .steps import FitTally
 
 # How often a call waiting for its kernels looks again.
@@ -33,6 +34,8 @@ class Runtime:
     memory: MemoryBudget
     workers: Workers
     fit_slots: Slots
+    # The last large upload's array, for the next upload to fill (spare.py).
+    spare: SpareRows = field(default_factory=SpareRows)
     fits: FitTally = field(default_factory=FitTally)
     # Where a Fit may name its dataset, and the Dask cluster that fits it (None: this process).
     datasets: Roots = field(default_factory=lambda: Roots(()))
@@ -62,15 +65,19 @@ class Runtime:
     @classmethod
     def create(cls, config: ServerConfig, registry: Registry, metrics: Metrics) -> Runtime:
         memory = MemoryBudget(config.memory_budget)
+        spare = SpareRows()
+        memory.add_resident(spare.resident_bytes)
         memory.add_resident(registry.resident_bytes)
-        # Loaded models are let go of, least recently used first, when a call needs room.
+        # When a call needs room, the spare array goes first, then loaded models, least
+        # recently used first.
+        memory.add_shedder(spare.shed)
         memory.add_shedder(registry.shed)
         registry.on_load = memory.make_room
         dask = None
         if config.dask_scheduler or config.dask_local:
             dask = DaskCluster(config.dask_scheduler, config.dask_local)
         return cls(config, registry, metrics, memory, Workers(config),
-                   Slots(config.max_concurrent_fits, "fits or quantisations"),
+                   Slots(config.max_concurrent_fits, "fits or quantisations"), spare,
                    datasets=Roots(config.dataset_root),
                    outputs=Roots(config.dataset_output_root, "--dataset-output-root"), dask=dask)
 
