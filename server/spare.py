@@ -3,8 +3,8 @@
 A declared upload lands in one array as large as its rows. A fresh one costs the kernel a
 page fault and a zeroed page for every page the rows are copied into: for 64 MB, about 9 ms
 of server CPU here, on the thread that copies each chunk in while the next arrives. So the
-array of a Fit that has ended is kept, and the next upload whose rows fill at least half of
-it takes it instead of a new one. The spare counts against the memory budget as resident,
+array of a Fit that has ended is kept, and the next upload whose rows fill it (to within a
+sixteenth) takes it instead of a new one. The spare counts against the memory budget as resident,
 is the first thing let go of when a call needs room, and goes once the server is quiet
 (``memory.when_quiet``), as malloc's free pages do.
 
@@ -53,12 +53,13 @@ class SpareRows:
 
     def take(self, shape: tuple[int, int], dtype: np.dtype) -> np.ndarray:
         """An uninitialised C-contiguous array of ``shape`` and ``dtype``: the spare when the
-        rows fill at least half of it (a larger one would keep memory the call does not
-        count), a new one otherwise. Either way a view of raw bytes, which ``keep`` takes back."""
+        rows fill it to within a sixteenth (the rest is memory the call's reservation does
+        not count), a new one otherwise. Either way a view of raw bytes, which ``keep``
+        takes back."""
         needed = shape[0] * shape[1] * dtype.itemsize
         with self._lock:
             root = self._spare
-            if root is not None and needed <= root.nbytes <= 2 * needed:
+            if root is not None and needed <= root.nbytes <= needed + needed // 16:
                 self._spare = None
             else:
                 root = None

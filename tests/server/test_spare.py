@@ -32,18 +32,21 @@ def test_the_rows_of_an_ended_call_are_kept_and_taken_by_the_next_upload() -> No
     spare.keep(holder)
     assert holder.points.size == 0  # handed over
     assert spare.resident_bytes() >= ROWS[0] * ROWS[1] * 8
-    # float32 rows of the same count fill half the bytes: the spare is theirs.
-    second = spare.take(ROWS, np.dtype(np.float32))
-    assert second.shape == ROWS and second.dtype == np.float32 and second.flags.c_contiguous
+    # float32 rows of twice as many columns fill it: the spare is theirs.
+    second = spare.take((ROWS[0], 2 * ROWS[1]), np.dtype(np.float32))
+    assert second.shape == (ROWS[0], 2 * ROWS[1]) and second.dtype == np.float32 and second.flags.c_contiguous
     assert spare.resident_bytes() == 0
     assert second.base is not None and second.base.nbytes == ROWS[0] * ROWS[1] * 8  # the same memory
-    # Rows that would fill less than half of it get a new array; the spare stays.
+    # Rows that would leave more than a sixteenth of it unused get a new array; the spare stays.
     holder = Holder(second)
     del second
     spare.keep(holder)
-    small = spare.take((ROWS[0] // 4, ROWS[1]), np.dtype(np.float64))
-    assert small.base is not None and small.base.nbytes == small.nbytes
+    fewer = spare.take((ROWS[0] - ROWS[0] // 15, ROWS[1]), np.dtype(np.float64))
+    assert fewer.base is not None and fewer.base.nbytes == fewer.nbytes
     assert spare.resident_bytes() == ROWS[0] * ROWS[1] * 8
+    nearly = spare.take((ROWS[0] - ROWS[0] // 17, ROWS[1]), np.dtype(np.float64))
+    assert nearly.base is not None and nearly.base.nbytes == ROWS[0] * ROWS[1] * 8
+    assert spare.resident_bytes() == 0
 
 
 def test_rows_still_referred_to_are_not_kept() -> None:
