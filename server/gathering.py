@@ -28,7 +28,7 @@ from .exceptions import InvalidRequest, LimitExceeded
 from .limits import check_matrix, check_weights
 from .memory import Reservation
 from .runtime import Runtime
-from .spare import SpareRows
+from .spare import NO_ROWS, SpareRows
 
 T = TypeVar("T")
 # Room left in a message for everything but the bulk payload.
@@ -260,7 +260,7 @@ class Gatherer:
             for index, chunk in enumerate(chunks):
                 points[at : at + chunk.shape[0]] = chunk
                 at += chunk.shape[0]
-                chunks[index] = _LET_GO
+                chunks[index] = NO_ROWS
             del chunk
         self._chunks.clear()
         weights = np.concatenate(self._weights).astype(np.float64) if self._weighted else None
@@ -273,10 +273,6 @@ def _copy_rows(buffer: np.ndarray, at: int, points: np.ndarray) -> bool:
     rows = buffer[at : at + points.shape[0]]
     rows[...] = points
     return values_fine(rows)
-
-
-# What a chunk's place in the list holds once its rows are copied.
-_LET_GO = np.empty((0, 0))
 
 
 async def gather(

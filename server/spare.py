@@ -74,7 +74,7 @@ class SpareRows:
         root = rows.base
         if not isinstance(root, np.ndarray) or root.dtype != np.uint8 or not root.flags.owndata:
             return  # not an array this spare handed out
-        holder.points = _NO_ROWS
+        holder.points = NO_ROWS
         if root.nbytes < MIN_BYTES:
             return
         alive = weakref.ref(rows)
@@ -88,4 +88,5 @@ class SpareRows:
         memory.when_quiet(self.drop)
 
 
-_NO_ROWS = np.empty((0, 0))
+# What a place that held rows holds once they are let go of.
+NO_ROWS = np.empty((0, 0))

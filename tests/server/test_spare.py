@@ -60,8 +60,8 @@ def test_rows_still_referred_to_are_not_kept() -> None:
     assert spare.resident_bytes() == 0
     # An array the spare did not hand out (an undeclared upload's joined rows) is left alone.
     spare.keep(Holder(np.empty(ROWS)))
-    small = spare.take((8, 16), np.dtype(np.float64))
-    spare.keep(Holder(small))
+    # Nor are rows too small to be worth keeping, though nothing else refers to them.
+    spare.keep(Holder(spare.take((8, 16), np.dtype(np.float64))))
     assert spare.resident_bytes() == 0
 
 
