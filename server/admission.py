@@ -15,9 +15,7 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
-import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
@@ -27,6 +25,7 @@ from centroidal.codec import WireError
 
 from .config import ServerConfig
 from .exceptions import Busy, DomainError, IdleTimeout
+from .turns import TurnPool, call_on
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -114,95 +113,7 @@ class CallWork:
             callback()
             return
 
-        job.add_done_callback(lambda _: _call_on(self._loop, callback))
-
-
-class InOrder:
-    """The jobs of one call, run in order on a pool, one job per turn.
-
-    When a job ends, the worker thread queues the call's next job on the pool itself,
-    behind other calls' jobs, with no round trip through the event loop; each job's
-    outcome comes back as an asyncio future. A stream's batches run this way: in the
-    order they arrived, the next already queued when one is done, and taking turns
-    with the batches of other streams.
-    """
-
-    def __init__(self, executor: ThreadPoolExecutor) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._executor = executor
-        self._lock = threading.Lock()
-        self._queue: collections.deque[tuple[asyncio.Future[Any], Callable[..., Any], tuple[Any, ...]]] = (
-            collections.deque()
-        )
-        self._turn: Future[None] | None = None  # the pool job that runs the next job, if any
-        self._closed = False
-
-    def submit(self, work: Callable[..., R], *args: Any) -> asyncio.Future[R]:
-        outcome: asyncio.Future[R] = self._loop.create_future()
-        with self._lock:
-            self._queue.append((outcome, work, args))
-            if self._turn is None:
-                self._turn = self._executor.submit(self._run_one)
-        return outcome
-
-    def _run_one(self) -> None:
-        with self._lock:
-            if self._closed or not self._queue:
-                self._finish()
-                return
-            outcome, work, args = self._queue.popleft()
-        try:
-            value = work(*args)
-        except BaseException as exc:  # noqa: BLE001 - handed to the waiting call
-            self._on_loop(outcome, exc=exc)
-        else:
-            self._on_loop(outcome, value=value)
-        with self._lock:
-            if self._closed or not self._queue:
-                self._finish()
-                return
-            try:
-                self._turn = self._executor.submit(self._run_one)
-            except RuntimeError:  # the pool is shutting down: the server's last checkpoint follows
-                self._finish()
-
-    def _finish(self) -> None:
-        """No more turns: cancel what is still queued. The caller holds the lock."""
-        for outcome, _, _ in self._queue:
-            _call_on(self._loop, outcome.cancel)
-        self._queue.clear()
-        self._turn = None
-
-    def _on_loop(self, outcome: asyncio.Future[Any], *, value: Any = None, exc: BaseException | None = None) -> None:
-        def settle() -> None:
-            if outcome.done():
-                return
-            if exc is not None:
-                outcome.set_exception(exc)
-            else:
-                outcome.set_result(value)
-
-        _call_on(self._loop, settle)
-
-    def close(self) -> None:
-        """Run no more queued jobs; the one running, if any, finishes."""
-        with self._lock:
-            self._closed = True
-
-    def after(self, callback: Callable[[], None]) -> None:
-        """Run ``callback`` on the event loop once no job is running or queued (now if none is)."""
-        with self._lock:
-            turn = self._turn
-        if turn is None:
-            callback()
-            return
-        turn.add_done_callback(lambda _: _call_on(self._loop, lambda: self.after(callback)))
-
-
-def _call_on(loop: asyncio.AbstractEventLoop, callback: Callable[[], object]) -> None:
-    """Run ``callback`` on ``loop`` from another thread; nothing once the loop has closed."""
-    with contextlib.suppress(RuntimeError):
-        loop.call_soon_threadsafe(callback)
+        job.add_done_callback(lambda _: call_on(self._loop, callback))
 
 
 class Incoming(Generic[T]):
@@ -351,7 +262,7 @@ class Workers:
 
     def __init__(self, config: ServerConfig) -> None:
         self.compute = ThreadPoolExecutor(config.cpu_workers, thread_name_prefix="centroidal-compute")
-        self.streams = ThreadPoolExecutor(config.cpu_workers, thread_name_prefix="centroidal-stream")
+        self.streams = TurnPool(config.cpu_workers, thread_name_prefix="centroidal-stream")
         self.fits = ThreadPoolExecutor(config.max_concurrent_fits, thread_name_prefix="centroidal-fit")
         self.storage = ThreadPoolExecutor(2, thread_name_prefix="centroidal-store")
 

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 from centroidal import codec
 
-from .admission import READ_AHEAD, InOrder, Incoming
+from .admission import READ_AHEAD, Incoming
+from .turns import InOrder
 from .errors import refusal
 from .exceptions import (
     Busy, InvalidRequest, LimitExceeded, ModelReplaced, ShuttingDown, StoreDamaged, StoreUnavailable, StreamElsewhere,
