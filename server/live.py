@@ -3,6 +3,7 @@ batch on its way through it."""
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
 from dataclasses import dataclass
 
@@ -79,6 +80,15 @@ class LiveModel:
         # Batches of every stream waiting for the writer lock (deque appends are atomic).
         self.queue: deque[Pending] = deque()
 
+    def withdraw(self, stream: object) -> None:
+        """Take the batches of ``stream`` still waiting out of the queue: that stream has
+        ended, and has no ack left to give them. One already taken by whoever applies the
+        queue is applied (deque removal is atomic, as its appends are)."""
+        for entry in tuple(self.queue):
+            if entry.stream is stream:
+                with contextlib.suppress(ValueError):  # taken meanwhile
+                    self.queue.remove(entry)
+
     def moved(self, lost: LeaseLost | None = None) -> StreamMoved:
         """What this model's streams end with once its lease is gone (noted here from
         ``lost``, when given)."""
@@ -113,11 +123,12 @@ def is_stale(registry: Registry, live: LiveModel) -> bool:
 class Pending:
     """A decoded batch waiting for its model's lock, and what became of it."""
 
-    __slots__ = ("producer", "sequence", "points", "weights", "result", "error")
+    __slots__ = ("producer", "sequence", "points", "weights", "stream", "result", "error")
 
     def __init__(
-        self, producer: str, sequence: int, points: np.ndarray, weights: np.ndarray | None
+        self, producer: str, sequence: int, points: np.ndarray, weights: np.ndarray | None, stream: object
     ) -> None:
+        self.stream = stream  # the call it came on
         self.producer = producer
         self.sequence = sequence
         self.points = points

@@ -2,9 +2,11 @@
 one ack per batch, and its close, which checkpoints the model.
 
 Batches are taken and queued while earlier ones are applied on the streams pool (``InOrder``),
-and acks go out in order. A refused batch is told in its ack and the stream goes on; what ends
-the stream instead (a model replaced under it, a store that cannot take writes, a server
-that stops) is raised once the client has stopped writing, so its status arrives intact.
+and acks go out in order. Each batch joins its model's queue as it arrives, where whoever
+applies the model's batches takes it with those of every other stream. A refused batch is
+told in its ack and the stream goes on; what ends the stream instead (a model replaced under
+it, a store that cannot take writes, a server that stops) is raised once the client has
+stopped writing, so its status arrives intact.
 """
 
 from __future__ import annotations
@@ -176,6 +178,7 @@ class StreamSessions:
         closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         jobs.after(lambda: closed.set_result(None))
         await closed
+        live.withdraw(jobs)  # batches no job of this stream will apply, nor ack
         return self._close(live)
 
     def _close(self, live: LiveModel) -> Future[int]:
@@ -194,7 +197,8 @@ class StreamSessions:
         try:
             if isinstance(batch, codec.MalformedBatch):
                 raise batch.error
-            outcome = jobs.submit(self._hub.apply, live, batch)
+            entry = self._hub.queue(live, batch, jobs)  # the stream's jobs stand for the stream
+            outcome = jobs.submit(self._hub.apply, live, entry)
         except Exception as exc:  # noqa: BLE001 - told in the batch's ack
             return _refused(batch, exc)
         return batch.producer_id, batch.sequence, outcome

@@ -155,14 +155,11 @@ class StreamHub:
         # A model deleted or refitted meanwhile will never be stored: nothing is left to keep.
         return live.snapshot.version if is_stale(self._registry, live) else live.durable_version
 
-    def apply(self, live: LiveModel, batch: codec.MiniBatch) -> BatchResult:
-        """Apply one batch exactly once; raises a domain or engine error for a batch the ack
-        refuses. Runs on a worker thread: it may wait for the model's writer lock.
-
-        While the store cannot take writes, no batch is applied: one that could not be
-        checkpointed would only be lost, so StoreUnavailable ends the stream instead.
-        """
-        self._registry.check_writable()
+    def queue(self, live: LiveModel, batch: codec.MiniBatch, stream: object) -> Pending:
+        """Check one batch of ``stream`` and queue it for its model, on the event loop as it
+        arrives: every stream's batches wait in one queue, in the order they came, and
+        whoever applies one applies all that wait. Raises a domain error for a batch the
+        ack refuses."""
         producer = batch.producer_id
         if not producer or len(producer) > MAX_PRODUCER_ID:
             raise InvalidRequest(
@@ -180,25 +177,40 @@ class StreamHub:
         weights = batch.sample_weight
         if weights is not None:
             weights = check_weights(weights, "batch.sample_weight", points.shape[0])
-        entry = Pending(producer, batch.sequence, points, weights)
-        # Flat combining: whoever holds the model's lock applies every batch queued by
-        # then, from any stream, one step each; the others find theirs done. Under many
-        # producers this saves a lock hand-over (and a GIL switch) per batch.
+        entry = Pending(producer, batch.sequence, points, weights, stream)
         live.queue.append(entry)
-        with self._registry.writer_lock(live.name):
-            while live.queue:
-                pending = live.queue.popleft()
-                try:
-                    pending.result = self._apply_locked(live, pending)
-                except BaseException as exc:  # noqa: BLE001 - belongs to that batch's stream
-                    pending.error = exc
+        return entry
+
+    def apply(self, live: LiveModel, entry: Pending) -> BatchResult:
+        """Apply a queued batch exactly once; raises a domain or engine error for a batch the
+        ack refuses. Runs on a worker thread: it may wait for the model's writer lock.
+
+        Flat combining: whoever holds the model's lock applies every batch queued by then,
+        from any stream, one step each; the others find theirs done. Under many producers
+        this saves a lock hand-over (and a GIL switch) per batch, and the batches of streams
+        still waiting for a pool thread are applied with the rest.
+        """
+        if entry.result is None and entry.error is None:
+            with self._registry.writer_lock(live.name):
+                while True:
+                    try:
+                        pending = live.queue.popleft()
+                    except IndexError:  # the queue is empty (or a stream withdrew the last one)
+                        break
+                    try:
+                        pending.result = self._apply_locked(live, pending)
+                    except BaseException as exc:  # noqa: BLE001 - belongs to that batch's stream
+                        pending.error = exc
         if entry.error is not None:
             raise entry.error
-        assert entry.result is not None
+        assert entry.result is not None, "a batch was applied by nobody"
         return entry.result
 
     def _apply_locked(self, live: LiveModel, entry: Pending) -> BatchResult:
         """Apply one queued batch; the caller holds the model's writer lock."""
+        # While the store cannot take writes, no batch is applied: one that could not be
+        # checkpointed would only be lost, so StoreUnavailable ends the stream instead.
+        self._registry.check_writable()
         producer, points, weights = entry.producer, entry.points, entry.weights
         if live.lost:
             raise live.moved()

@@ -1,0 +1,77 @@
+"""One queue per streamed model: batches wait there from when they arrive, whoever applies
+one applies every batch waiting, and a stream that ends takes its own back out.
+
+These drive a real server's StreamHub directly, so that a stream's batch can be queued
+while no pool thread has taken its job yet, which a client cannot arrange on purpose.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from centroidal import codec
+from centroidal.engine.minibatch import MiniBatchParams, MiniBatchState
+from tests.conftest import ServerFactory
+
+RNG = np.random.default_rng(3)
+ROWS = [(RNG.normal(size=(40, 3)) + offset).astype(np.float32) for offset in (0, 5, 10, 15)]
+CONFIG = codec.MiniBatchConfig(n_clusters=3, init_size=40, seed=0)
+
+
+def batch(producer: str, sequence: int, rows: np.ndarray) -> codec.MiniBatch:
+    return codec.MiniBatch(producer_id=producer, sequence=sequence, points=rows)
+
+
+def test_whoever_applies_a_batch_applies_every_stream_s_waiting_batches_in_order(
+    start_server: ServerFactory,
+) -> None:
+    hub = start_server().servicer.hub
+    live = hub.open("queued", CONFIG)
+    first = hub.queue(live, batch("a", 1, ROWS[0]), "stream a")
+    second = hub.queue(live, batch("b", 1, ROWS[1]), "stream b")
+    third = hub.queue(live, batch("a", 2, ROWS[2]), "stream a")
+
+    # Stream b's job applies the batch stream a sent before it, and the one after it.
+    assert hub.apply(live, second).version == 2
+    assert not live.queue
+    assert first.result is not None and first.result.version == 1
+    assert third.result is not None and third.result.version == 3
+    assert hub.apply(live, third).version == 3  # already applied: its job only reads it
+    assert live.producers == {"a": 2, "b": 1}
+
+    # The same steps as one engine state taking the batches in the order they arrived.
+    expected = MiniBatchState(MiniBatchParams(n_clusters=3, init_size=40, seed=0), 3, np.dtype(np.float32))
+    for rows in ROWS[:3]:
+        expected.partial_fit(*expected.check_batch(rows))
+    assert live.state is not None
+    np.testing.assert_array_equal(live.state.centers, expected.centers)
+    assert hub.close(live) == 3
+
+
+def test_a_stream_that_ended_takes_its_waiting_batches_back(start_server: ServerFactory) -> None:
+    hub = start_server().servicer.hub
+    live = hub.open("withdrawn", CONFIG)
+    gone = [hub.queue(live, batch("a", 1, ROWS[0]), "stream a")]
+    kept = hub.queue(live, batch("b", 1, ROWS[1]), "stream b")
+    gone.append(hub.queue(live, batch("a", 2, ROWS[2]), "stream a"))
+
+    live.withdraw("stream a")
+    assert list(live.queue) == [kept]
+    assert hub.apply(live, kept).version == 1
+    assert all(entry.result is None and entry.error is None for entry in gone)
+    assert live.state is not None and live.state.n_samples_seen == ROWS[1].shape[0]
+    assert live.producers == {"b": 1}
+    assert hub.close(live) == 1
+
+
+def test_a_refused_batch_in_the_queue_is_told_to_its_own_stream_alone(start_server: ServerFactory) -> None:
+    hub = start_server().servicer.hub
+    live = hub.open("refused", CONFIG)
+    good = hub.queue(live, batch("a", 1, ROWS[0]), "stream a")
+    wide = hub.queue(live, batch("b", 1, np.zeros((5, 4), dtype=np.float32)), "stream b")
+    after = hub.queue(live, batch("a", 2, ROWS[1]), "stream a")
+
+    assert hub.apply(live, good).version == 1
+    assert wide.error is not None and "features" in str(wide.error)
+    assert after.result is not None and after.result.version == 2
+    assert hub.close(live) == 2
