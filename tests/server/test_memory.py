@@ -129,6 +129,37 @@ def test_the_default_budget_follows_the_machine() -> None:
         budget.reservation("c").grow(41)
 
 
+# In a process of its own, as mallopt is process-wide: 20 MiB in 512 KiB blocks (a streamed
+# batch's size, each below the mmap threshold, so from the heap) freed together, RSS read
+# before and after, then after the quiet trim. Prints the MiB each dropped by.
+HEAP_PROBE = """
+import time
+from centroidal.server import memory
+assert memory.give_freed_memory_back()
+def rss():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+blocks = [b"\x01" * (512 * 1024) for _ in range(40)]  # written, so resident (bytes(n) is calloc)
+held = rss()
+del blocks
+freed = rss()
+memory.trim()
+time.sleep(memory.TRIM_QUIET_S + 1.0)
+print((held - freed) / 2**20, (held - rss()) / 2**20)
+"""
+
+
+def test_a_heap_keeps_what_calls_free_until_the_quiet_trim() -> None:
+    """Blocks that a stream's batches free together (20 MiB, less than HEAP_TOP_KEPT) stay in
+    malloc's heap for the next batches instead of going back at once, to come again as
+    fresh pages; the trim once the server is quiet hands them back."""
+    done = subprocess.run([sys.executable, "-c", HEAP_PROBE], capture_output=True, text=True, check=True)
+    dropped_when_freed, dropped_after_trim = map(float, done.stdout.split())
+    assert dropped_when_freed < 2, done.stdout
+    assert dropped_after_trim > 16, done.stdout
+
+
 def test_malloc_trims_once_the_server_is_quiet(monkeypatch: pytest.MonkeyPatch) -> None:
     """Free pages go back TRIM_QUIET_S after the last request, so calls that come back to back
     reuse them; and no later than TRIM_LATEST_S after the first, however steady the calls."""
