@@ -140,7 +140,7 @@ def rss():
     for line in open("/proc/self/status"):
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
-blocks = [b"\x01" * (512 * 1024) for _ in range(40)]  # written, so resident (bytes(n) is calloc)
+blocks = [b"x" * (512 * 1024) for _ in range(40)]  # written, so resident (bytes(n) is calloc)
 held = rss()
 del blocks
 freed = rss()
