@@ -254,10 +254,13 @@ def matrix_field(number: int, array: np.ndarray) -> list[bytes | memoryview]:
     return [field_header(number, len(head) + payload.nbytes), head, payload]
 
 
-def with_matrix(head: Message, field: str, array: np.ndarray | None) -> bytes:
-    """``head`` serialised, with ``array`` as its Matrix field ``field`` (unset in head)."""
-    if array is None:
-        serialized: bytes = head.SerializeToString()
-        return serialized
-    number = head.DESCRIPTOR.fields_by_name[field].number
-    return b"".join((head.SerializeToString(), *matrix_field(number, array)))
+def with_matrix(head: Message, field: str, array: np.ndarray | None, within: int = 0) -> bytes:
+    """``head`` serialised, with ``array`` as its Matrix field ``field`` (unset in head); with
+    ``within``, as field ``within`` of an outer message. The array is copied once, into the
+    message's bytes (a request built as a message and then wrapped would copy it twice)."""
+    parts: list[bytes | memoryview] = [head.SerializeToString()]
+    if array is not None:
+        parts += matrix_field(head.DESCRIPTOR.fields_by_name[field].number, array)
+    if within:
+        parts.insert(0, field_header(within, sum(len(part) for part in parts)))
+    return b"".join(parts)

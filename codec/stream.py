@@ -24,7 +24,6 @@ from .wire import (
     READ_IN_PLACE_BYTES,
     VARINT,
     WireError,
-    field_header,
     field_number,
     read_fields,
     text_of,
@@ -154,8 +153,7 @@ def serialize_minibatch_request(item: MiniBatchOpen | MiniBatch) -> bytes:
     head = pb.MiniBatch(producer_id=item.producer_id, sequence=item.sequence)
     if item.sample_weight is not None:
         head.sample_weight.CopyFrom(encode_vector(item.sample_weight))
-    batch = with_matrix(head, "points", item.points)
-    return field_header(_REQUEST_BATCH, len(batch)) + batch
+    return with_matrix(head, "points", item.points, within=_REQUEST_BATCH)
 
 
 @dataclass(frozen=True)
