@@ -29,9 +29,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from numba import njit
 
-from . import _lloyd
+from . import _common, _lloyd
 from .cosine import COSINE_PER_SQ_EUCLIDEAN, check_metric, unit_centers, unit_rows
 from .seeding import kmeans_plusplus, shift_for
 from .threads import configure_threads
@@ -247,12 +246,7 @@ class MiniBatchState:
         """
         n_clusters = self.params.n_clusters
         X = read_only(X)
-        labels = np.empty(X.shape[0], dtype=np.int32)
-        sq_dist = np.empty(X.shape[0], dtype=np.float64)
-        _lloyd.assign(X, self.centers, shift_for(self.centers), labels, sq_dist)
-        sums = np.zeros((n_clusters, self.n_features), dtype=np.float64)
-        batch_weights = np.zeros(n_clusters, dtype=np.float64)
-        inertia = _batch_sums(X, sample_weight, labels, sq_dist, sums, batch_weights)
+        sums, batch_weights, inertia = _assigned_sums(X, sample_weight, self.centers)
         batch_points = X.shape[0]
         counts = self.counts * self._decay(batch_points)
         touched = batch_weights > 0
@@ -264,7 +258,8 @@ class MiniBatchState:
         if self.spherical:
             inertia *= COSINE_PER_SQ_EUCLIDEAN
         if not (math.isfinite(inertia) and np.isfinite(centers).all() and np.isfinite(counts).all()):
-            if sample_weight.size and np.isfinite(sq_dist).all():  # the points alone are fine
+            if sample_weight.size and math.isfinite(_assigned_sums(X, UNIT_WEIGHTS, self.centers)[2]):
+                # The points alone are fine.
                 raise InvalidInputError(
                     "sample_weight",
                     "sample_weight is too large for these points and the weight the model "
@@ -355,19 +350,23 @@ class MiniBatchState:
         return state
 
 
-@njit(nogil=True, cache=True)
-def _batch_sums(X, sample_weight, labels, sq_dist, sums, weights):
-    """Per-center weighted sums (k, d) and weights (k,) of a batch; returns its weighted inertia."""
-    weighted = sample_weight.shape[0] > 0
-    inertia = 0.0
-    for i in range(X.shape[0]):
-        w = sample_weight[i] if weighted else 1.0
-        best = labels[i]
-        for f in range(X.shape[1]):
-            sums[best, f] += w * X[i, f]
-        weights[best] += w
-        inertia += w * sq_dist[i]
-    return inertia
+def _assigned_sums(
+    X: np.ndarray, sample_weight: np.ndarray, centers: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Each row assigned to its nearest center: the per-center weighted sums (k, d) and weights
+    (k,) of the rows, and their exact weighted inertia, by one pass of the Lloyd step's kernel
+    (its sums per chunk, added here in chunk order, so the thread count changes nothing)."""
+    n_samples, n_features = X.shape
+    n_clusters = centers.shape[0]
+    n_chunks = _common.n_chunks_for(n_samples, n_clusters, n_features)
+    sums = np.empty((n_chunks, n_clusters, n_features), dtype=np.float64)
+    weights = np.empty((n_chunks, n_clusters), dtype=np.float64)
+    inertia = np.empty(n_chunks, dtype=np.float64)
+    labels = np.empty(n_samples, dtype=np.int32)
+    changed, computed = np.empty(n_chunks, dtype=np.int64), np.empty(n_chunks, dtype=np.int64)
+    _lloyd.plain_step(X, sample_weight, centers, shift_for(centers), True, labels, sums, weights, inertia,
+                      changed, computed)
+    return sums.sum(axis=0), weights.sum(axis=0), float(inertia.sum())
 
 
 def warmup() -> None:

@@ -370,14 +370,12 @@ def test_scan_values(dtype: type) -> None:
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_batch_sums(dtype: type) -> None:
-    X, centers = data(dtype, n=700)
+@pytest.mark.parametrize("n", [700, 9000])  # one chunk, and several
+def test_a_batchs_assigned_sums(dtype: type, n: int) -> None:
+    X, centers = data(dtype, n=n)
     labels = naive.assign(X, centers)
-    sq_dist = naive.sq_distances(X, centers)[np.arange(X.shape[0]), labels]
     weights = np.random.default_rng(6).uniform(0.5, 2.0, size=X.shape[0])
-    sums = np.zeros(centers.shape, dtype=np.float64)
-    totals = np.zeros(centers.shape[0])
-    inertia = minibatch._batch_sums(X, weights, labels, sq_dist, sums, totals)
+    sums, totals, inertia = minibatch._assigned_sums(X, weights, centers)
     expected_sums, expected_totals, expected_inertia = naive.lloyd_sums(X, weights, labels, centers)
     np.testing.assert_allclose(sums, expected_sums, rtol=1e-9)
     np.testing.assert_allclose(totals, expected_totals, rtol=1e-12)
