@@ -8,6 +8,9 @@ are measured against.
   each chunk into one new 64 MB array, as any server that fits them must hold them.
 - Small calls: a unary handler that answers 8 bytes, driven by h2load with the same
   body our small Predict gets; the server's CPU seconds per 1,000 calls.
+- Acked streams: the bidi handler a stream of batches needs at least, answering each
+  message with a small ack, fed by grpc-python's sync client with a window of messages
+  awaiting their acks, as the SDK's MiniBatchStream sends (bench.streaming).
 
 `python -m bench.floors` prints them alone (part of `make bench`); bench.system measures
 SDK Predict and the Fit upload against the bulk floor, its ways of sending taking turns
@@ -24,8 +27,9 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -42,6 +46,9 @@ STREAM = "/floor.Floor/Stream"
 KEEP = "/floor.Floor/Keep"
 KEPT_CHUNK = 2 << 20
 SMALL = "/floor.Floor/Small"
+ACKS = "/floor.Floor/Acks"
+# About the size of a MiniBatchAck with its numbers set.
+ACK_BYTES = 48
 
 
 async def _serve(port_file: str) -> None:
@@ -68,11 +75,17 @@ async def _serve(port_file: str) -> None:
     async def tiny(request: bytes, context: object) -> bytes:
         return small
 
+    async def acks(requests: object, context: object) -> AsyncIterator[bytes]:
+        ack = bytes(ACK_BYTES)
+        async for _ in requests:  # type: ignore[attr-defined]
+            yield ack
+
     handlers = grpc.method_handlers_generic_handler("floor.Floor", {
         "Unary": grpc.unary_unary_rpc_method_handler(unary),
         "Stream": grpc.stream_unary_rpc_method_handler(stream),
         "Keep": grpc.stream_unary_rpc_method_handler(keep),
         "Small": grpc.unary_unary_rpc_method_handler(tiny),
+        "Acks": grpc.stream_stream_rpc_method_handler(acks),
     })
     server = grpc.aio.server(options=_LIMIT)
     server.add_generic_rpc_handlers((handlers,))
@@ -131,6 +144,47 @@ def bulk_ways(
             kept = channel.stream_unary(KEEP)
             ways[KEPT_WAY] = lambda: kept(chunks(KEPT_CHUNK))
         yield ways
+
+
+@contextmanager
+def acked_streams(address: str) -> Iterator[Callable[[list[list[bytes]], int], float]]:
+    """Sends each producer's messages (a list per producer, each in a thread of its own and a
+    call of its own) to the acking handler, with at most ``window`` awaiting their ack, as a
+    call to time. It returns the seconds from when every producer has opened its call until
+    the last has every ack, the span bench.streaming times of the SDK's producers."""
+    with grpc.insecure_channel(address, options=_LIMIT) as channel:
+        method = channel.stream_stream(ACKS)
+
+        def send(messages: list[list[bytes]], window: int) -> float:
+            opened = threading.Barrier(len(messages) + 1)
+            acked = [0] * len(messages)
+
+            def produce(index: int) -> None:
+                room = threading.Semaphore(window)
+
+                def requests() -> Iterator[bytes]:
+                    opened.wait()
+                    for message in messages[index]:
+                        room.acquire()
+                        yield message
+
+                for _ in method(requests()):
+                    room.release()
+                    acked[index] += 1
+
+            producers = [threading.Thread(target=produce, args=(i,)) for i in range(len(messages))]
+            for producer in producers:
+                producer.start()
+            opened.wait()
+            began = time.perf_counter()
+            for producer in producers:
+                producer.join()
+            seconds = time.perf_counter() - began
+            if acked != [len(mine) for mine in messages]:
+                raise RuntimeError(f"the acking floor answered {acked} of {[len(m) for m in messages]} messages")
+            return seconds
+
+        yield send
 
 
 def bulk_floor(address: str, repeats: int = 5, nbytes: int = BULK_BYTES) -> dict[str, float]:

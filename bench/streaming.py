@@ -1,4 +1,6 @@
-"""StreamMiniBatch ingest through the SDK against scikit-learn's partial_fit in process.
+"""StreamMiniBatch ingest through the SDK against scikit-learn's partial_fit in process, and
+against the floor of a stream: grpc-python moving the same messages to a handler that acks
+each one (bench.floors), plus our engine's partial_fit on the same batches in process.
 
 The server runs as a `centroidal serve` subprocess, as it would in production,
 so the producers and the server do not share one interpreter. Both sides see
@@ -8,20 +10,27 @@ the same 8192-point float32 batches in the same order.
 from __future__ import annotations
 
 import statistics
+import tempfile
 import threading
 import time
 
 import numpy as np
 from sklearn.cluster import MiniBatchKMeans
 
+from centroidal import codec
 from centroidal.client import Client
+from centroidal.client.stream import DEFAULT_WINDOW
 from centroidal.engine import kmeans
+from centroidal.engine.minibatch import MiniBatchParams, MiniBatchState
 
+from . import floors
 from .common import Row, served
 from .engine import blobs
 
 D, K, BATCH, N_BATCHES = 16, 64, 8192, 160
 REPEATS = 3
+# The SDK's streams, the floor's and the kernel take turns this many times.
+FLOOR_ROUNDS = 11
 
 
 def _inertia(X: np.ndarray, centers: np.ndarray) -> float:
@@ -57,6 +66,54 @@ def _stream(address: str, name: str, batches: list[np.ndarray], producers: int) 
             thread.join()
         seconds = time.perf_counter() - began
     return seconds, latencies
+
+
+def _kernel(batches: list[np.ndarray]) -> float:
+    """Seconds for our engine's partial_fit on every batch but the first, which creates the
+    model (untimed, as the SDK's setup stream is), in process."""
+    state = MiniBatchState(MiniBatchParams(n_clusters=K, seed=0).check(), D, np.float32)
+    state.partial_fit(batches[0])
+    began = time.perf_counter()
+    for batch in batches[1:]:
+        state.partial_fit(batch)
+    return time.perf_counter() - began
+
+
+def _floor_messages(batches: list[np.ndarray], producers: int) -> list[list[bytes]]:
+    """The requests the SDK's producers send (as bench's _stream divides the batches)."""
+    return [
+        [codec.serialize_minibatch_request(codec.MiniBatch(f"producer-{index}", sequence, batch, None))
+         for sequence, batch in enumerate(batches[1 + index :: producers], start=1)]
+        for index in range(producers)
+    ]
+
+
+def against_floor(address: str, batches: list[np.ndarray]) -> tuple[list[Row], dict[str, float]]:
+    """The SDK's producers against the acking floor plus the kernel, taking turns."""
+    runs: dict[str, list[float]] = {"kernel": []}
+    with tempfile.TemporaryDirectory() as scratch, floors.floor_server(scratch) as (floor_address, _), \
+            floors.acked_streams(floor_address) as acked:
+        messages = {producers: _floor_messages(batches, producers) for producers in (1, 4)}
+        for turn in range(FLOOR_ROUNDS + 1):  # the first round warms up, untimed
+            timed = {"kernel": _kernel(batches)}
+            for producers in (1, 4):
+                timed[f"floor {producers}"] = acked(messages[producers], DEFAULT_WINDOW)
+                timed[f"ours {producers}"] = _stream(address, f"bench-floor-{producers}-{turn}", batches, producers)[0]
+            if turn:
+                for name, seconds in timed.items():
+                    runs.setdefault(name, []).append(seconds)
+    kernel = statistics.median(runs["kernel"])
+    rows, facts = [], {"stream_kernel_ms": kernel * 1e3}
+    for producers in (1, 4):
+        ours, floor = statistics.median(runs[f"ours {producers}"]), statistics.median(runs[f"floor {producers}"])
+        rows.append(Row(
+            f"stream ingest {N_BATCHES - 1} batches, {producers} producer(s), against floor + kernel",
+            ours, "acked grpc stream + partial_fit in process", floor + kernel,
+            extra={"floor_s": floor, "kernel_s": kernel},
+        ))
+        facts[f"stream_{producers}p_floor_ms"] = floor * 1e3
+        facts[f"stream_{producers}p_over_floor_and_kernel"] = ours / (floor + kernel)
+    return rows, facts
 
 
 def run() -> tuple[list[Row], dict[str, float]]:
@@ -112,8 +169,9 @@ def run() -> tuple[list[Row], dict[str, float]]:
             facts[f"stream_{producers}p_ack_p50_ms"] = 1e3 * float(np.percentile(latencies, 50))
             facts[f"stream_{producers}p_ack_p99_ms"] = 1e3 * float(np.percentile(latencies, 99))
             facts[f"stream_{producers}p_inertia_over_sklearn"] = ratio
+        floor_rows, floor_facts = against_floor(address, batches)
     facts["sklearn_partial_fit_points_per_s_millions"] = streamed_points / reference_s / 1e6
-    return rows, facts
+    return rows + floor_rows, facts | floor_facts
 
 
 if __name__ == "__main__":

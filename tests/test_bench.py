@@ -46,6 +46,26 @@ def test_stream_rows_run(server: object) -> None:
     assert seconds > 0 and latencies
 
 
+def test_stream_floor_sends_what_the_sdk_sends(tmp_path: Path) -> None:
+    """The acking floor gets the SDK's requests for the same batches, each producer's share in
+    order, and answers every one (acked_streams raises when an ack is missing)."""
+    from centroidal import codec
+
+    from bench import floors, streaming
+
+    batches = [np.full((50, 16), i, dtype=np.float32) for i in range(8)]
+    messages = streaming._floor_messages(batches, 3)
+    read = [[codec.read_minibatch_request(message, in_place_from=0) for message in mine] for mine in messages]
+    assert [[(batch.producer_id, batch.sequence, int(batch.points[0, 0])) for batch in mine] for mine in read] == [
+        [("producer-0", 1, 1), ("producer-0", 2, 4), ("producer-0", 3, 7)],
+        [("producer-1", 1, 2), ("producer-1", 2, 5)],
+        [("producer-2", 1, 3), ("producer-2", 2, 6)],
+    ]
+    with floors.floor_server(str(tmp_path)) as (address, _), floors.acked_streams(address) as acked:
+        assert acked(messages, 2) > 0
+    assert streaming._kernel(batches) > 0
+
+
 def test_replica_rows_run() -> None:
     """The replicas rows' parts on tiny work: visibility, ingest and a failover, for real."""
     from bench import replicas
