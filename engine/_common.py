@@ -16,6 +16,10 @@ from numba import njit
 from numba.core import cgutils, types
 from numba.core.extending import intrinsic
 
+# Imported first: it chooses the vector width numba compiles for, which only counts before the
+# intrinsic below makes numba's code generator.
+from . import threads  # noqa: F401
+
 _MIN_CHUNK_ROWS = 2048
 MAX_CHUNKS = 128
 # Per-chunk sums are zeroed every step and reduced after it: at 32 MiB a bounded step on
