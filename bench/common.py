@@ -56,6 +56,20 @@ def median_time(run: Callable[[], object], repeats: int, warmup: int = 1) -> flo
     return statistics.median(times)
 
 
+def time_producers(produce: Callable[[int], object], count: int, opened: threading.Barrier) -> float:
+    """Seconds from when ``count`` producers, ``produce(index)`` each in a thread of its own, have
+    all reached ``opened`` (a barrier of count + 1: theirs and this one) until the last returns;
+    the span every stream row times, ours and the floor's alike."""
+    threads = [threading.Thread(target=produce, args=(index,)) for index in range(count)]
+    for thread in threads:
+        thread.start()
+    opened.wait()
+    began = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - began
+
+
 def medians_taking_turns(work: dict[str, Callable[[], object]], warmup: int, rounds: int = 5) -> dict[str, float]:
     """Each entry of ``work`` run ``warmup`` times untimed (pages, caches, kernels), then
     timed ``rounds`` times, the entries taking turns so that a noisy stretch of the machine

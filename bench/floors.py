@@ -35,7 +35,7 @@ from pathlib import Path
 
 import grpc
 
-from .common import median_time
+from .common import median_time, time_producers
 
 BULK_BYTES = 1_000_000 * 16 * 4
 ANSWER_BYTES = 1_000_000 * 4
@@ -172,14 +172,7 @@ def acked_streams(address: str) -> Iterator[Callable[[list[list[bytes]], int], f
                     room.release()
                     acked[index] += 1
 
-            producers = [threading.Thread(target=produce, args=(i,)) for i in range(len(messages))]
-            for producer in producers:
-                producer.start()
-            opened.wait()
-            began = time.perf_counter()
-            for producer in producers:
-                producer.join()
-            seconds = time.perf_counter() - began
+            seconds = time_producers(produce, len(messages), opened)
             if acked != [len(mine) for mine in messages]:
                 raise RuntimeError(f"the acking floor answered {acked} of {[len(m) for m in messages]} messages")
             return seconds

@@ -24,7 +24,7 @@ from centroidal.engine import kmeans
 from centroidal.engine.minibatch import MiniBatchParams, MiniBatchState
 
 from . import floors
-from .common import Row, served
+from .common import Row, served, time_producers
 from .engine import blobs
 
 D, K, BATCH, N_BATCHES = 16, 64, 8192, 160
@@ -57,14 +57,7 @@ def _stream(address: str, name: str, batches: list[np.ndarray], producers: int) 
             with lock:
                 latencies.extend(stream.ack_latencies)
 
-        threads = [threading.Thread(target=produce, args=(i,)) for i in range(producers)]
-        for thread in threads:
-            thread.start()
-        start.wait()
-        began = time.perf_counter()
-        for thread in threads:
-            thread.join()
-        seconds = time.perf_counter() - began
+        seconds = time_producers(produce, producers, start)
     return seconds, latencies
 
 
@@ -90,7 +83,7 @@ def _floor_messages(batches: list[np.ndarray], producers: int) -> list[list[byte
 
 def against_floor(address: str, batches: list[np.ndarray]) -> tuple[list[Row], dict[str, float]]:
     """The SDK's producers against the acking floor plus the kernel, taking turns."""
-    runs: dict[str, list[float]] = {"kernel": []}
+    runs: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as scratch, floors.floor_server(scratch) as (floor_address, _), \
             floors.acked_streams(floor_address) as acked:
         messages = {producers: _floor_messages(batches, producers) for producers in (1, 4)}
@@ -107,7 +100,7 @@ def against_floor(address: str, batches: list[np.ndarray]) -> tuple[list[Row], d
     for producers in (1, 4):
         ours, floor = statistics.median(runs[f"ours {producers}"]), statistics.median(runs[f"floor {producers}"])
         rows.append(Row(
-            f"stream ingest {N_BATCHES - 1} batches, {producers} producer(s), against floor + kernel",
+            f"stream ingest {len(batches) - 1} batches, {producers} producer(s), against floor + kernel",
             ours, "acked grpc stream + partial_fit in process", floor + kernel,
             extra={"floor_s": floor, "kernel_s": kernel},
         ))
