@@ -11,6 +11,21 @@ import pytest
 from bench import engine, scoring
 
 
+def test_a_run_takes_every_suite() -> None:
+    """Each module of bench with a ``run`` is a suite of ``python -m bench``, once (but the
+    soak, which ``make soak`` runs on its own)."""
+    import importlib
+    import pkgutil
+
+    import bench
+    from bench.__main__ import suites
+
+    modules = {info.name for info in pkgutil.iter_modules(bench.__path__)
+               if hasattr(importlib.import_module(f"bench.{info.name}"), "run")}
+    names = [name for name, _ in suites(quick=True)]
+    assert sorted(names) == sorted(modules - {"__main__", "soak"})
+
+
 def test_engine_rows_run() -> None:
     rows = engine.lloyd_iterations(3_000, 3, 4, np.float32, "overlapping", repeats=1)
     rows += engine.lloyd_iterations(3_000, 32, 24, np.float64, repeats=1)
