@@ -8,7 +8,6 @@ from typing import Any
 
 import grpc
 import numpy as np
-from grpc_health.v1 import health_pb2
 
 from centroidal import codec
 
@@ -17,14 +16,12 @@ from ._calls import (
     PredictPlan,
     QuantizePlan,
     as_points,
-    delete_model_request,
-    get_model_request,
-    list_models_request,
     stream_open,
 )
 from ._datasets import LabellingPlan, dataset_source
 from ._scoring import EvaluatePlan, SuggestPlan
 from .errors import CentroidalError
+from .model_calls import ModelCalls
 from .results import (
     BatchAck,
     Evaluation,
@@ -33,7 +30,6 @@ from .results import (
     KScore,
     LabellingProgress,
     LabellingResult,
-    ModelInfo,
     QuantizedImage,
     Suggestion,
 )
@@ -43,13 +39,10 @@ from .stream import (
     DEFAULT_WINDOW,
     MiniBatchStream,
 )
-from .transport import (
-    RESPONSE_BUDGET,
-    SyncTransport,
-)
+from .transport import RESPONSE_BUDGET
 
 
-class Client(SyncTransport):
+class Client(ModelCalls):
     """A connection to a centroidal server.
 
     Every call has a deadline (``timeout`` seconds unless the call says otherwise)
@@ -150,18 +143,8 @@ class Client(SyncTransport):
             palette_model=palette_model, save_palette_as=save_palette_as,
         )
         call = self._methods.quantize_image(iter(plan.requests), timeout=self.deadline(timeout, fit=True))
-        for response in self.responses(call):
-            plan.take(response)
+        self.follow(call, plan.take, None)
         return plan.result()
-
-    # ---- health ----------------------------------------------------------
-
-    def health(self, service: str = "", *, timeout: float | None = None) -> str:
-        """The server's health status name: SERVING, NOT_SERVING or SERVICE_UNKNOWN."""
-        response = self.unary(
-            self._health.Check, health_pb2.HealthCheckRequest(service=service), timeout
-        )
-        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
 
     # ---- fit -------------------------------------------------------------
 
@@ -235,17 +218,10 @@ class Client(SyncTransport):
         responses = self._methods.fit(requests(), timeout=self.deadline(timeout, fit=True))
         call.append(responses)
         try:
-            for response in self.responses(responses):
-                progress = plan.take(response)
-                if progress is not None and on_progress is not None:
-                    on_progress(progress)
+            self.follow(responses, plan.take, on_progress)
         except CentroidalError:
             if upload_failure:
                 raise upload_failure[0] from None
-            raise
-        except BaseException:
-            # on_progress raised (or the caller was interrupted): stop the server's work too.
-            responses.cancel()
             raise
         if upload_failure:
             raise upload_failure[0]
@@ -274,16 +250,7 @@ class Client(SyncTransport):
         it has one. ``source``, ``columns`` and ``format`` are as in ``fit``."""
         plan = LabellingPlan(name, source, output, columns, format, version, return_distances, overwrite)
         call = self._methods.predict_dataset(plan.request, timeout=self.deadline(timeout, fit=True))
-        try:
-            for response in self.responses(call):
-                progress = plan.take(response)
-                if progress is not None and on_progress is not None:
-                    on_progress(progress)
-        except CentroidalError:
-            raise
-        except BaseException:
-            call.cancel()  # on_progress raised, or the caller was interrupted: stop the server's work
-            raise
+        self.follow(call, plan.take, on_progress)
         return plan.result()
 
     # ---- predict ---------------------------------------------------------
@@ -402,56 +369,5 @@ class Client(SyncTransport):
             chunk_bytes=self.chunk_bytes,
         )
         responses = self._methods.suggest_k(plan.requests(), timeout=self.deadline(timeout, fit=True))
-        try:
-            for response in self.responses(responses):
-                event = plan.take(response)
-                if event is not None and on_progress is not None:
-                    on_progress(event)
-        except CentroidalError:
-            raise
-        except BaseException:
-            responses.cancel()  # on_progress raised, or the caller was interrupted
-            raise
+        self.follow(responses, plan.take, on_progress)
         return plan.result()
-
-    # ---- model management ------------------------------------------------
-
-    def get_model(
-        self,
-        name: str,
-        *,
-        version: int | None = None,
-        include_centers: bool = True,
-        timeout: float | None = None,
-    ) -> ModelInfo:
-        """Describe model ``name`` (or a kept earlier version); centers unless include_centers is False."""
-        request = get_model_request(name, version, include_centers)
-        return codec.decode_model(self.unary(self._methods.get_model, request, timeout))
-
-    def list_models_page(
-        self, *, page_size: int = 100, page_token: str = "", timeout: float | None = None
-    ) -> tuple[list[ModelInfo], str]:
-        """One page of models in name order, and the token of the next page ("" at the end)."""
-        request = list_models_request(page_size, page_token)
-        page = codec.decode_list_models_response(self.unary(self._methods.list_models, request, timeout))
-        return list(page.models), page.next_page_token
-
-    def iter_models(self, *, page_size: int = 100, timeout: float | None = None) -> Iterator[ModelInfo]:
-        """Every model, fetched a page at a time."""
-        token = ""
-        while True:
-            models, token = self.list_models_page(page_size=page_size, page_token=token, timeout=timeout)
-            yield from models
-            if not token:
-                return
-
-    def list_models(self, *, page_size: int = 100, timeout: float | None = None) -> list[ModelInfo]:
-        """Every model, without centers."""
-        return list(self.iter_models(page_size=page_size, timeout=timeout))
-
-    def delete_model(
-        self, name: str, *, expected_version: int | None = None, timeout: float | None = None
-    ) -> int:
-        """Delete model ``name``; returns the version the delete wrote."""
-        request = delete_model_request(name, expected_version)
-        return codec.decode_delete_model_response(self.unary(self._methods.delete_model, request, timeout)).version

@@ -237,6 +237,21 @@ class SyncTransport(Connection):
         except grpc.RpcError as error:
             raise self.failure(error) from error
 
+    def follow(self, call: Any, take: Callable[[Any], Any], on_progress: Callable[[Any], None] | None) -> None:
+        """Read a streaming call's answers to its end, each through ``take``, and pass the
+        events ``take`` returns to ``on_progress``. If on_progress raises, or the caller is
+        interrupted, the call is cancelled, so the server stops its work too."""
+        try:
+            for response in self.responses(call):
+                event = take(response)
+                if event is not None and on_progress is not None:
+                    on_progress(event)
+        except CentroidalError:
+            raise
+        except BaseException:
+            call.cancel()
+            raise
+
 
 class AsyncTransport(Connection):
     """Connection over a grpc.aio channel."""
