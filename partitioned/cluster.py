@@ -11,7 +11,7 @@ from typing import Any
 
 from centroidal.sources import Dataset
 
-from .partitions import ClusterError
+from .partitions import ClusterError, workers_of
 from .tasks import TASK_THREADS_ENV
 
 log = logging.getLogger("centroidal.server")
@@ -79,12 +79,12 @@ class DaskCluster:
                 self._failed_at = time.monotonic()
                 raise self._failure from None
             self._failure = None
-            log.info("fits of datasets run on %s (%d workers)", self, len(self._client.scheduler_info()["workers"]))
+            log.info("fits of datasets run on %s (%d workers)", self, len(workers_of(self._client)))
             return self._client
 
     def persist(self, dataset: Dataset) -> bool:
         """Whether the dataset is kept in the workers' memory (else read at every iteration)."""
-        workers = self.client().scheduler_info()["workers"].values()
+        workers = workers_of(self.client()).values()
         limit = sum(int(worker.get("memory_limit") or 0) for worker in workers)
         needed = dataset.nbytes + (dataset.n_rows * 8 if dataset.weighted else 0)
         return limit == 0 or needed <= PERSIST_SHARE * limit

@@ -20,7 +20,7 @@ from typing import Any
 from centroidal.sources import Dataset
 
 from . import tasks
-from .partitions import STOP_POLL_S, Stopped
+from .partitions import STOP_POLL_S, Stall, Stopped, workers_of
 
 
 class HoldersLost(Exception):
@@ -82,7 +82,7 @@ class HeldPartitions:
         self._stop = stop
         self.key = f"centroidal-{uuid.uuid4().hex[:12]}"
         self.count = len(dataset.partitions)
-        workers = sorted(client.scheduler_info()["workers"])
+        workers = sorted(workers_of(client))
         if not workers:
             raise HoldersLost("the cluster has no workers")
         self._futures = [client.submit(Holder, actor=True, workers=[worker], allow_other_workers=False,
@@ -92,20 +92,23 @@ class HeldPartitions:
         self._names = 0
         try:
             with client.as_current():  # an actor's handle finds its client there
-                self._holders = [self._wait(future) for future in self._futures]
+                self._holders = self._results(self._futures)
                 shares = [refs[number :: len(self._holders)] for number in range(len(self._holders))]
                 self._results([holder.load(share) for holder, share in zip(self._holders, shares)])
         except BaseException:  # a bad row, a stop: the actors made so far go too
             self.release()
             raise
 
-    def _wait(self, future: Any) -> Any:
+    def _wait(self, future: Any, stall: Stall) -> Any:
         while True:
             if self._stop is not None and self._stop.is_set():
                 raise Stopped("the call ended")
             try:
-                return future.result(timeout=STOP_POLL_S)
+                result = future.result(timeout=STOP_POLL_S)
+                stall.finished()
+                return result
             except TimeoutError:
+                stall.check()
                 continue
             except (OSError, KeyError, ValueError) as exc:  # the worker went away with its actor
                 raise HoldersLost(f"{type(exc).__name__}: {exc}") from None
@@ -115,7 +118,8 @@ class HeldPartitions:
                 raise
 
     def _results(self, calls: list[Any]) -> list[Any]:
-        return [self._wait(call) for call in calls]
+        stall = Stall(self._client)
+        return [self._wait(call, stall) for call in calls]
 
     def _apply(self, task: Any, args: tuple[Any, ...], *, per: Kept | None = None, seed: tuple[int, ...] | None = None,
                keep_as: str | None = None, from_kept: Kept | None = None) -> list[Any]:

@@ -1,12 +1,14 @@
 """A dataset's partitions on a Dask cluster: tasks submitted one per partition, their results
-gathered in partition order, a wait that gives up when the call ends, and the cluster's
-failures as one error."""
+gathered in partition order, a wait that gives up when the call ends or when no worker can
+run a task, and the cluster's failures as one error."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import queue
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -21,6 +23,12 @@ from . import tasks
 SCATTER_BYTES = 1 << 20
 # How often a wait for the cluster looks whether the call has ended.
 STOP_POLL_S = 0.25
+# How often a wait in which no task finishes asks the scheduler whether every worker is paused.
+PAUSE_CHECK_S = 5.0
+# Every worker paused this long, and none of the call's tasks finished meanwhile, ends the call.
+PAUSED_LIMIT_S = 60.0
+
+log = logging.getLogger("centroidal.partitioned")
 
 
 class ClusterError(Exception):
@@ -30,6 +38,10 @@ class ClusterError(Exception):
     def __init__(self, message: str, reason: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class ClusterPaused(ClusterError):
+    """Every worker of the cluster stayed paused at its memory limit: nothing could run."""
 
 
 class Stopped(Exception):
@@ -80,6 +92,7 @@ class Partitions:
         finished: queue.SimpleQueue[Any] = queue.SimpleQueue()
         for future in futures:
             future.add_done_callback(finished.put)
+        stall = Stall(self._client)
         with _cluster_errors():
             for _ in range(len(futures)):
                 while True:
@@ -90,7 +103,12 @@ class Partitions:
                         future = finished.get(timeout=STOP_POLL_S)
                         break
                     except queue.Empty:
-                        continue
+                        try:
+                            stall.check()
+                        except ClusterPaused:
+                            self._client.cancel(futures)
+                            raise
+                stall.finished()
                 yield future.result() if results else future
 
     def run(self, task: Callable[..., Any], *args: Any, **options: Any) -> list[Any]:
@@ -119,6 +137,60 @@ class Partitions:
         if self.persisted:
             self._client.run(tasks.drop_workspaces, self._prefix, wait=True)
         self._kept = []
+
+
+class Stall:
+    """Notices a cluster on which nothing can run. Dask pauses a worker whose process uses
+    more than a share of its memory limit (80% by default), and resumes it only once that
+    falls: a worker whose libraries, kernels and caches alone take that much never runs a
+    task again, and a call would wait for ever without a word."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self._checked = time.monotonic()
+        self._since: float | None = None
+
+    def finished(self) -> None:
+        """A task of the call finished: the cluster is working."""
+        self._since = None
+        self._checked = time.monotonic()
+
+    def check(self) -> None:
+        """Raise ClusterPaused once every worker has been paused for PAUSED_LIMIT_S with
+        none of the call's tasks finished. Asks the scheduler every PAUSE_CHECK_S."""
+        now = time.monotonic()
+        if now - self._checked < PAUSE_CHECK_S:
+            return
+        self._checked = now
+        try:
+            workers = workers_of(self._client)
+        except OSError:  # the scheduler is gone: the wait for the tasks says so
+            return
+        if not workers or any(worker.get("status") != "paused" for worker in workers.values()):
+            self._since = None
+            return
+        memory = ", ".join(f"{address} {worker.get('metrics', {}).get('memory', 0) >> 20} of "
+                           f"{(worker.get('memory_limit') or 0) >> 20} MiB" for address, worker in workers.items())
+        if self._since is None:
+            self._since = now
+            log.warning("every Dask worker is paused at its memory limit (%s); waiting up to %.0f s", memory,
+                        PAUSED_LIMIT_S)
+        if now - self._since >= PAUSED_LIMIT_S:
+            raise ClusterPaused(
+                f"every Dask worker has been paused at its memory limit for {PAUSED_LIMIT_S:.0f} s, so none "
+                f"could run this call's tasks (process memory: {memory}; Dask pauses a worker above 80% of "
+                "its limit by default): give the workers more memory; nothing was stored", "DASK_WORKERS_PAUSED")
+
+
+def workers_of(client: Any) -> dict[str, Any]:
+    """Every worker as the scheduler describes it (some versions of distributed give five
+    unless asked for all; older ones take no such argument, and give all)."""
+    try:
+        info = client.scheduler_info(n_workers=-1)
+    except TypeError:
+        info = client.scheduler_info()
+    workers: dict[str, Any] = info["workers"]
+    return workers
 
 
 @contextlib.contextmanager

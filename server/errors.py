@@ -31,7 +31,7 @@ from grpc_status import rpc_status
 
 from centroidal.engine import InvalidInputError
 from centroidal.codec import WireError
-from centroidal.partitioned.partitions import ClusterError
+from centroidal.partitioned.partitions import ClusterError, ClusterPaused
 from centroidal import sources
 
 from . import exceptions as domain
@@ -71,6 +71,7 @@ STATUS: dict[type[Exception], grpc.StatusCode] = {
     sources.DatasetMissing: grpc.StatusCode.NOT_FOUND,
     sources.DatasetUnreadable: grpc.StatusCode.FAILED_PRECONDITION,
     sources.DatasetExists: grpc.StatusCode.ALREADY_EXISTS,
+    ClusterPaused: grpc.StatusCode.RESOURCE_EXHAUSTED,
     ClusterError: grpc.StatusCode.UNAVAILABLE,
 }
 # Reasons of the refusals that are not the domain's own (which carry theirs).
