@@ -62,6 +62,10 @@ def suites(quick: bool) -> list[tuple[str, Callable[[], Part]]]:
     ]
 
 
+def _fact_lines(facts: dict[str, float]) -> list[str]:
+    return [f"{key:<32} {value:8.2f}" for key, value in facts.items()]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="skip the multi-seed full fits")
@@ -84,14 +88,12 @@ def main() -> None:
         print(f"== {name}: {time.perf_counter() - began:.0f} s")
         if found:
             print_table(found, peak)
-        print("\n".join(said), flush=True)
+        print("\n".join(said + _fact_lines(learned)), flush=True)
         write_results(rows, {**meta, **facts})
     print("\n== every suite\n")
     print_table(rows, peak)
     print()
-    print("\n".join(lines))
-    for key, value in facts.items():
-        print(f"{key:<32} {value:8.2f}")
+    print("\n".join(lines + _fact_lines(facts)))
 
 
 if __name__ == "__main__":
