@@ -28,7 +28,7 @@ PAUSE_CHECK_S = 5.0
 # Every worker paused this long, and none of the call's tasks finished meanwhile, ends the call.
 PAUSED_LIMIT_S = 60.0
 
-log = logging.getLogger("centroidal.partitioned")
+log = logging.getLogger("centroidal.server")
 
 
 class ClusterError(Exception):
@@ -88,28 +88,33 @@ class Partitions:
 
     def as_done(self, futures: list[Any], *, results: bool = True) -> Iterator[Any]:
         """Each future as it finishes (with ``results``, its result, or its error raised),
-        giving up and cancelling them all once the call ends."""
+        giving up and cancelling them all once the call ends or the cluster stalls."""
         finished: queue.SimpleQueue[Any] = queue.SimpleQueue()
         for future in futures:
             future.add_done_callback(finished.put)
         stall = Stall(self._client)
         with _cluster_errors():
             for _ in range(len(futures)):
-                while True:
-                    if self._stop is not None and self._stop.is_set():
-                        self._client.cancel(futures)
-                        raise Stopped("the call ended")
-                    try:
-                        future = finished.get(timeout=STOP_POLL_S)
-                        break
-                    except queue.Empty:
-                        try:
-                            stall.check()
-                        except ClusterPaused:
-                            self._client.cancel(futures)
-                            raise
-                stall.finished()
+                future = self._next(finished, futures, stall)
                 yield future.result() if results else future
+
+    def _next(self, finished: queue.SimpleQueue[Any], futures: list[Any], stall: Stall) -> Any:
+        """The next of ``futures`` to finish, waited for STOP_POLL_S at a time; every one is
+        cancelled if the call ends (Stopped) or no worker can run them (ClusterPaused)."""
+        try:
+            while True:
+                if self._stop is not None and self._stop.is_set():
+                    raise Stopped("the call ended")
+                try:
+                    future = finished.get(timeout=STOP_POLL_S)
+                except queue.Empty:
+                    stall.check()
+                    continue
+                stall.finished()
+                return future
+        except (Stopped, ClusterPaused):
+            self._client.cancel(futures)
+            raise
 
     def run(self, task: Callable[..., Any], *args: Any, **options: Any) -> list[Any]:
         """``task`` on every partition (see ``each``), its results in partition order."""

@@ -83,7 +83,7 @@ def test_a_fit_goes_on_when_paused_workers_resume(
                 seen.set()
 
     handler = Seen()
-    logging.getLogger("centroidal.partitioned").addHandler(handler)
+    logging.getLogger("centroidal.server").addHandler(handler)
     try:
         # Resumed once the fit has seen every worker paused (or after a minute, if it never says).
         resumer = threading.Thread(target=lambda: (seen.wait(60), paused_client.run(_resume)))
@@ -91,6 +91,6 @@ def test_a_fit_goes_on_when_paused_workers_resume(
         result = fit(paused_client, dataset, KMeansParams(4, seed=0), persist=False)
         resumer.join()
     finally:
-        logging.getLogger("centroidal.partitioned").removeHandler(handler)
+        logging.getLogger("centroidal.server").removeHandler(handler)
     assert seen.is_set()
     assert result.centers.shape == (4, 4) and np.isfinite(result.inertia)
