@@ -1,14 +1,6 @@
-# centroidal server image: slim Python, the OpenMP runtime for numba's thread-safe layer,
-# a non-root user, every kernel compiled at build time, and a health check that follows
-# CENTROIDAL_PORT.
+# centroidal server image: slim Python, a non-root user, every kernel compiled at build
+# time, and a health check that follows CENTROIDAL_PORT.
 FROM python:3.11-slim
-
-# libgomp1 follows the base image's Debian release; a pinned patch version would break
-# the build as soon as the archive moves on.
-# hadolint ignore=DL3008
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends libgomp1 \
-    && rm -rf /var/lib/apt/lists/*
 
 RUN useradd --create-home --uid 10001 centroidal \
     && mkdir -p /data /cache/numba \
@@ -34,7 +26,6 @@ ENV CENTROIDAL_HOST=0.0.0.0 \
     CENTROIDAL_PORT=50051 \
     CENTROIDAL_DATA_DIR=/data \
     NUMBA_CACHE_DIR=/cache/numba \
-    NUMBA_THREADING_LAYER=omp \
     PYTHONUNBUFFERED=1
 
 # Compile every kernel the server runs (the same list a server's warm-up compiles) into the

@@ -26,8 +26,9 @@ MAX_CHUNKS = 128
 # 1e5x128 with k=1024 (32 chunks) spent more time on them than on its rows.
 _PARTIAL_SUMS_BUDGET_BYTES = 8 * 1024 * 1024
 
-# Every public kernel: multi-threaded, callable without the GIL, cached on disk.
-kernel = njit(parallel=True, nogil=True, cache=True)
+# Every public kernel: a serial function of (first, stop, ...) doing chunks first..stop-1,
+# callable without the GIL and cached on disk; ``chunks.run`` spreads it over threads.
+kernel = njit(nogil=True, cache=True)
 # The nearest-center scans run over a tile's rows with no branch, so LLVM vectorises them.
 # Only contraction into FMAs is allowed: no reassociation, so results still depend on
 # nothing but the input. They are called, not inlined: inlining would drop their fastmath flags.
@@ -104,6 +105,12 @@ def sq_distance(X, i, centers, j):
 
 # Rows per GEMM tile: the tile and its k dot products stay in cache.
 TILE_ROWS = 256
+
+
+def n_tiles_for(n_samples: int) -> int:
+    """How many tiles of TILE_ROWS rows n_samples rows make: the chunks of ``_lloyd.assign``."""
+    return (n_samples + TILE_ROWS - 1) // TILE_ROWS
+
 # Up to this many features a tile is not multiplied by BLAS but scanned directly
 # (_nearest._scan_narrow); narrower data is padded with zero features to this width.
 NARROW = 4

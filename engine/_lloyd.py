@@ -11,10 +11,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from ._common import (
-    MAX_CHUNKS,
     TILE_ROWS,
     chunk_bounds,
     is_narrow,
@@ -154,7 +153,7 @@ def _bounded_rows(
 def _step_setup(X, centers, shift):
     """What every chunk of a step shares: the shifted centers, half their squared norms,
     and the center ids 0..k-1 in X's dtype."""
-    centers_s, half_sq_norms, _ = _assign_setup(X, centers, shift)
+    centers_s, half_sq_norms = _assign_setup(X, centers, shift)
     return centers_s, half_sq_norms, np.arange(centers.shape[0]).astype(X.dtype)
 
 
@@ -179,7 +178,7 @@ def _tile_buffers(X, n_clusters, exact_inertia):
 
 @kernel
 def plain_step(
-    X, sample_weight, centers, shift, exact_inertia, labels, partial_sums, partial_weights,
+    first_chunk, stop_chunk, X, sample_weight, centers, shift, exact_inertia, labels, partial_sums, partial_weights,
     partial_inertia, partial_changed, partial_computed,
 ):
     """Assign every row to its nearest center, by contiguous tiles, and accumulate per-chunk
@@ -197,7 +196,7 @@ def plain_step(
     n_clusters = centers.shape[0]
     n_chunks = partial_inertia.shape[0]
     centers_s, half_sq_norms, center_ids = _step_setup(X, centers, shift)
-    for chunk in prange(n_chunks):
+    for chunk in range(first_chunk, stop_chunk):
         start, stop = chunk_bounds(X.shape[0], chunk, n_chunks)
         sums, weights = _zeroed(partial_sums[chunk], partial_weights[chunk])
         inertia = 0.0
@@ -220,7 +219,7 @@ def plain_step(
 
 @kernel
 def bounded_step(
-    X, sample_weight, centers, shift, half_gaps, group_order, group_start, group_move, rel_margin,
+    first_chunk, stop_chunk, X, sample_weight, centers, shift, half_gaps, group_order, group_start, group_move, rel_margin,
     use_bounds, exact_inertia, labels, lower, partial_sums, partial_weights, partial_inertia,
     partial_changed, partial_computed,
 ):
@@ -244,7 +243,7 @@ def bounded_step(
     n_clusters = centers.shape[0]
     n_chunks = partial_inertia.shape[0]
     centers_s, half_sq_norms, center_ids = _step_setup(X, centers, shift)
-    for chunk in prange(n_chunks):
+    for chunk in range(first_chunk, stop_chunk):
         start, stop = chunk_bounds(X.shape[0], chunk, n_chunks)
         sums, weights = _zeroed(partial_sums[chunk], partial_weights[chunk])
         tile, dots, best_value, best_id, _ = _tile_buffers(X, n_clusters, exact_inertia)
@@ -260,7 +259,7 @@ def bounded_step(
 
 @kernel
 def narrow_step(
-    X, centers, shift, exact_inertia, labels, partial_sums, partial_weights, partial_inertia,
+    first_chunk, stop_chunk, X, centers, shift, exact_inertia, labels, partial_sums, partial_weights, partial_inertia,
     partial_changed, partial_computed,
 ):
     """plain_step for unit-weight rows of at most TILE_SUMS_FEATURES features, the same
@@ -273,7 +272,7 @@ def narrow_step(
     n_clusters = centers.shape[0]
     n_chunks = partial_inertia.shape[0]
     centers_s, half_sq_norms, center_ids = _step_setup(X, centers, shift)
-    for chunk in prange(n_chunks):
+    for chunk in range(first_chunk, stop_chunk):
         start, stop = chunk_bounds(X.shape[0], chunk, n_chunks)
         changed = 0
         inertia = 0.0
@@ -299,17 +298,32 @@ def narrow_step(
 
 
 @njit(nogil=True, cache=True)
-def _assign_tiles(X, centers, centers_s, half_sq_norms, shift, first, stop, labels, min_sq_dist):
-    """Label the rows of tiles first..stop-1 (and their exact distances, if asked for)."""
-    n_samples, n_features = X.shape
+def _assign_setup(X, centers, shift):
+    """The shifted centers and half their squared norms, in X's dtype."""
+    n_clusters, n_features = centers.shape
+    centers_s = np.zeros((n_clusters, tile_width(n_features)), dtype=X.dtype)
+    half_sq_norms = np.empty(n_clusters, dtype=X.dtype)
+    shifted_centers(centers, shift, centers_s, half_sq_norms)
+    return centers_s, half_sq_norms
+
+
+@kernel
+def assign(first_tile, stop_tile, X, centers, shift, labels, min_sq_dist):
+    """Nearest center of the rows of tiles first_tile..stop_tile-1 (``_common.n_tiles_for``):
+    labels (n,) int32 and exact min_sq_dist (n,) float64 out.
+
+    An empty min_sq_dist asks for the labels alone.
+    """
+    n_samples = X.shape[0]
     n_clusters = centers.shape[0]
+    centers_s, half_sq_norms = _assign_setup(X, centers, shift)
     center_ids = np.arange(n_clusters).astype(X.dtype)
     tile = new_tile(X)
     dots = np.empty((n_clusters, TILE_ROWS), dtype=X.dtype)
     best_value = np.empty(TILE_ROWS, dtype=X.dtype)
     best_id = np.empty(TILE_ROWS, dtype=X.dtype)
     no_norms = np.empty(0, dtype=X.dtype)
-    for t in range(first, stop):
+    for t in range(first_tile, stop_tile):
         start = t * TILE_ROWS
         rows = min(TILE_ROWS, n_samples - start)
         tile_nearest(
@@ -321,58 +335,25 @@ def _assign_tiles(X, centers, centers_s, half_sq_norms, shift, first, stop, labe
                 min_sq_dist[i] = sq_distance(X, i, centers, labels[i])
 
 
-@njit(nogil=True, cache=True)
-def _assign_setup(X, centers, shift):
-    """The shifted centers and half their squared norms, in X's dtype, and the tile count."""
-    n_clusters, n_features = centers.shape
-    centers_s = np.zeros((n_clusters, tile_width(n_features)), dtype=X.dtype)
-    half_sq_norms = np.empty(n_clusters, dtype=X.dtype)
-    shifted_centers(centers, shift, centers_s, half_sq_norms)
-    return centers_s, half_sq_norms, (X.shape[0] + TILE_ROWS - 1) // TILE_ROWS
-
-
 @kernel
-def assign(X, centers, shift, labels, min_sq_dist):
-    """Nearest center of each row: labels (n,) int32 and exact min_sq_dist (n,) float64 out.
-
-    An empty min_sq_dist asks for the labels alone.
-    """
-    centers_s, half_sq_norms, n_tiles = _assign_setup(X, centers, shift)
-    # Threads take whole runs of tiles so that each allocates its buffers once.
-    n_runs = min(n_tiles, MAX_CHUNKS)
-    tiles_per_run = (n_tiles + n_runs - 1) // n_runs
-    for run in prange(n_runs):
-        _assign_tiles(
-            X, centers, centers_s, half_sq_norms, shift, run * tiles_per_run,
-            min((run + 1) * tiles_per_run, n_tiles), labels, min_sq_dist,
-        )
-
-
-@njit(nogil=True, cache=True)
-def assign_on_caller(X, centers, shift, labels, min_sq_dist):
-    """``assign`` on the calling thread: for a few rows, waking a thread team costs more
-    than the work. The same arithmetic, so the same labels."""
-    centers_s, half_sq_norms, n_tiles = _assign_setup(X, centers, shift)
-    _assign_tiles(X, centers, centers_s, half_sq_norms, shift, 0, n_tiles, labels, min_sq_dist)
-
-
-@kernel
-def all_distances(X, centers, out):
-    """Euclidean distance from every row to every center: out (n, k) in X's dtype."""
-    for i in prange(X.shape[0]):
+def all_distances(first_row, stop_row, X, centers, out):
+    """Euclidean distance from rows first_row..stop_row-1 to every center: out (n, k) in X's
+    dtype."""
+    for i in range(first_row, stop_row):
         for j in range(centers.shape[0]):
             out[i, j] = math.sqrt(sq_distance(X, i, centers, j))
 
 
 @kernel
-def sq_distances_to_assigned(X, centers, labels, out):
-    """Squared distance of each row to the center it is labelled with: out (n,) float64."""
-    for i in prange(X.shape[0]):
+def sq_distances_to_assigned(first_row, stop_row, X, centers, labels, out):
+    """Squared distance of rows first_row..stop_row-1 to the center each is labelled with:
+    out (n,) float64."""
+    for i in range(first_row, stop_row):
         out[i] = sq_distance(X, i, centers, labels[i])
 
 
 @kernel
-def column_sums(X, partial_sums, partial_sq_dev, mean):
+def column_sums(first_chunk, stop_chunk, X, partial_sums, partial_sq_dev, mean):
     """Per-chunk column sums of X, then (when mean is given) of squared deviations.
 
     partial_sums and partial_sq_dev (c, d) float64 out; mean (d,) float64 or empty.
@@ -380,7 +361,7 @@ def column_sums(X, partial_sums, partial_sq_dev, mean):
     n_samples, n_features = X.shape
     n_chunks = partial_sums.shape[0]
     with_mean = mean.shape[0] == n_features
-    for chunk in prange(n_chunks):
+    for chunk in range(first_chunk, stop_chunk):
         start, stop = chunk_bounds(n_samples, chunk, n_chunks)
         sums = partial_sums[chunk]
         sq_dev = partial_sq_dev[chunk]

@@ -8,20 +8,20 @@ size, so results do not depend on the thread count.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from ._common import TILE_ROWS, chunk_bounds, kernel, shifted_centers, sq_distance
 
 
 @kernel
-def _sq_distances_to_center(X, centers, j, out):
-    """Squared distance of each row to centers[j]: out (n,) float64."""
-    for i in prange(X.shape[0]):
+def _sq_distances_to_center(first_row, stop_row, X, centers, j, out):
+    """Squared distance of rows first_row..stop_row-1 to centers[j]: out (n,) float64."""
+    for i in range(first_row, stop_row):
         out[i] = sq_distance(X, i, centers, j)
 
 
 @kernel
-def _candidate_potentials(X, sample_weight, candidates, shift, closest_sq_dist, partial_pots):
+def _candidate_potentials(first_chunk, stop_chunk, X, sample_weight, candidates, shift, closest_sq_dist, partial_pots):
     """Potential each k-means++ candidate would leave: partial_pots (c, t) out, per chunk.
 
     The potential of candidate t is sum_i w_i * min(closest_sq_dist_i, |x_i - cand_t|^2);
@@ -36,7 +36,7 @@ def _candidate_potentials(X, sample_weight, candidates, shift, closest_sq_dist, 
     half_sq_norms = np.empty(n_candidates, dtype=X.dtype)
     shifted_centers(candidates, shift, candidates_s, half_sq_norms)
     candidates_t = np.ascontiguousarray(candidates_s.T)
-    for chunk in prange(n_chunks):
+    for chunk in range(first_chunk, stop_chunk):
         start, stop = chunk_bounds(n_samples, chunk, n_chunks)
         pots = partial_pots[chunk]
         pots[:] = 0.0
@@ -66,21 +66,22 @@ def _candidate_potentials(X, sample_weight, candidates, shift, closest_sq_dist, 
 
 
 @kernel
-def _lower_closest(X, centers, j, closest_sq_dist):
-    """closest_sq_dist[i] = min(closest_sq_dist[i], |x_i - centers[j]|^2), in place."""
-    for i in prange(X.shape[0]):
+def _lower_closest(first_row, stop_row, X, centers, j, closest_sq_dist):
+    """closest_sq_dist[i] = min(closest_sq_dist[i], |x_i - centers[j]|^2), in place, for rows
+    first_row..stop_row-1."""
+    for i in range(first_row, stop_row):
         dist = sq_distance(X, i, centers, j)
         if dist < closest_sq_dist[i]:
             closest_sq_dist[i] = dist
 
 
 @kernel
-def _chunk_mass(closest_sq_dist, sample_weight, partial_mass):
+def _chunk_mass(first_chunk, stop_chunk, closest_sq_dist, sample_weight, partial_mass):
     """Per chunk, the sum of w_i * closest_sq_dist_i (w_i = 1 for an empty sample_weight)."""
     n_samples = closest_sq_dist.shape[0]
     n_chunks = partial_mass.shape[0]
     weighted = sample_weight.shape[0] > 0
-    for chunk in prange(n_chunks):
+    for chunk in range(first_chunk, stop_chunk):
         start, stop = chunk_bounds(n_samples, chunk, n_chunks)
         mass = 0.0
         for i in range(start, stop):

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from ._common import chunk_bounds, kernel
 
 
 @kernel
-def _scan_values(X, partial_bad, partial_first, partial_max_abs):
+def _scan_values(first_chunk, stop_chunk, X, partial_bad, partial_first, partial_max_abs):
     """Per chunk: count of NaN/Inf entries, first row holding one, largest finite |value|.
 
     partial_bad (c,) int64, partial_first (c,) int64 (-1 for none), partial_max_abs (c,) float64 out.
     """
     n_samples, n_features = X.shape
     n_chunks = partial_bad.shape[0]
-    for chunk in prange(n_chunks):
+    for chunk in range(first_chunk, stop_chunk):
         start, stop = chunk_bounds(n_samples, chunk, n_chunks)
         bad = 0
         first = -1

@@ -15,9 +15,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
 
-from ._common import chunk_bounds, n_chunks_for
+from . import chunks
+from ._common import chunk_bounds, kernel, n_chunks_for
 from .validation import InvalidInputError, read_only
 
 METRICS = ("euclidean", "cosine")
@@ -41,7 +41,7 @@ def unit_rows(X: np.ndarray, field: str, *, in_place: bool = False) -> np.ndarra
     out = X if in_place and X.flags.writeable else np.empty_like(X, order="C")
     n_chunks = n_chunks_for(X.shape[0])
     first_zero = np.empty(n_chunks, dtype=np.int64)
-    _unit_rows(read_only(X), out, first_zero)
+    chunks.run(_unit_rows, n_chunks, read_only(X), out, first_zero)
     zero = first_zero[first_zero >= 0]
     if zero.size:
         row = int(zero.min())
@@ -67,13 +67,13 @@ def unit_centers(centers: np.ndarray, previous: np.ndarray | None = None) -> np.
     return (centers64 / norms[:, None]).astype(centers.dtype)
 
 
-@njit(parallel=True, nogil=True, cache=True)
-def _unit_rows(X, out, first_zero):
+@kernel
+def _unit_rows(first_chunk, stop_chunk, X, out, first_zero):
     """out = X with unit rows; first_zero (chunks,) int64 out: the first zero row of each
     chunk, or -1."""
     n_samples, n_features = X.shape
     n_chunks = first_zero.shape[0]
-    for chunk in prange(n_chunks):
+    for chunk in range(first_chunk, stop_chunk):
         first_zero[chunk] = -1
         start, stop = chunk_bounds(n_samples, chunk, n_chunks)
         for i in range(start, stop):

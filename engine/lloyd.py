@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _common, _lloyd
+from . import _common, _lloyd, chunks
 from ._sums import TILE_SUMS_FEATURES
 from .cosine import COSINE_PER_SQ_EUCLIDEAN, unit_centers
 from .progress import Progress, Stage
@@ -125,13 +125,16 @@ class Workspace:
                 half_gaps = _half_gaps(centers64)
         out = (self.partial_sums, self.partial_weights, self.partial_inertia,
                self.partial_changed, self.partial_computed)
+        n_chunks = self.partial_inertia.shape[0]
         if mode == _lloyd.MODE_PLAIN and X.shape[1] <= TILE_SUMS_FEATURES and weights.size == 0:
-            _lloyd.narrow_step(X, centers, shift, exact_inertia, self.labels, *out)
+            chunks.run(_lloyd.narrow_step, n_chunks, X, centers, shift, exact_inertia, self.labels, *out)
         elif mode == _lloyd.MODE_PLAIN:
-            _lloyd.plain_step(X, weights, centers, shift, exact_inertia, self.labels, *out)
+            chunks.run(_lloyd.plain_step, n_chunks, X, weights, centers, shift, exact_inertia, self.labels,
+                       *out)
         else:
-            _lloyd.bounded_step(
-                X, weights, centers, shift, half_gaps, group_order, group_start, group_move,
+            chunks.run(
+                _lloyd.bounded_step, n_chunks, X, weights, centers, shift, half_gaps, group_order,
+                group_start, group_move,
                 _REL_MARGIN[X.dtype], mode == _lloyd.MODE_USE_BOUNDS, exact_inertia, self.labels,
                 self.lower, *out,
             )
@@ -355,7 +358,7 @@ def assigned_sq_distances(X: np.ndarray, centers: np.ndarray, labels: np.ndarray
     """Squared distance from each row to its labelled center, exact, ndarray of shape
     (n_samples,), float64: where an empty cluster's replacement is looked for."""
     out = np.empty(X.shape[0], dtype=np.float64)
-    _lloyd.sq_distances_to_assigned(read_only(X), centers, labels, out)
+    chunks.run(_lloyd.sq_distances_to_assigned, X.shape[0], read_only(X), centers, labels, out)
     return out
 
 
@@ -365,7 +368,8 @@ def nearest(X: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     centers = np.array(centers, dtype=X.dtype, order="C", copy=True)
     labels = np.empty(X.shape[0], dtype=np.int32)
     min_sq_dist = np.empty(X.shape[0], dtype=np.float64)
-    _lloyd.assign(read_only(X), centers, shift_for(centers), labels, min_sq_dist)
+    chunks.run(_lloyd.assign, _common.n_tiles_for(X.shape[0]), read_only(X), centers, shift_for(centers),
+               labels, min_sq_dist)
     return labels, min_sq_dist
 
 
@@ -377,9 +381,9 @@ def column_moments(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     n_chunks = _common.n_chunks_for(n_samples)
     sums = np.empty((n_chunks, n_features), dtype=np.float64)
     sq_dev = np.empty((n_chunks, n_features), dtype=np.float64)
-    _lloyd.column_sums(X, sums, sq_dev, np.empty(0, dtype=np.float64))
+    chunks.run(_lloyd.column_sums, n_chunks, X, sums, sq_dev, np.empty(0, dtype=np.float64))
     mean = sums.sum(axis=0) / n_samples
-    _lloyd.column_sums(X, sums, sq_dev, mean)
+    chunks.run(_lloyd.column_sums, n_chunks, X, sums, sq_dev, mean)
     return mean, sq_dev.sum(axis=0)
 
 

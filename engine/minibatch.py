@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _common, _lloyd
+from . import _common, _lloyd, chunks
 from .cosine import COSINE_PER_SQ_EUCLIDEAN, check_metric, unit_centers, unit_rows
 from .seeding import kmeans_plusplus, shift_for
 from .threads import configure_threads
@@ -364,8 +364,8 @@ def _assigned_sums(
     inertia = np.empty(n_chunks, dtype=np.float64)
     labels = np.empty(n_samples, dtype=np.int32)
     changed, computed = np.empty(n_chunks, dtype=np.int64), np.empty(n_chunks, dtype=np.int64)
-    _lloyd.plain_step(X, sample_weight, centers, shift_for(centers), True, labels, sums, weights, inertia,
-                      changed, computed)
+    chunks.run(_lloyd.plain_step, n_chunks, X, sample_weight, centers, shift_for(centers), True, labels,
+               sums, weights, inertia, changed, computed)
     return sums.sum(axis=0), weights.sum(axis=0), float(inertia.sum())
 
 

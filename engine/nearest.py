@@ -10,7 +10,8 @@ from typing import Any, Literal, overload
 
 import numpy as np
 
-from . import _lloyd
+from . import _lloyd, chunks
+from ._common import n_tiles_for
 from .cosine import COSINE_PER_SQ_EUCLIDEAN, check_metric, unit_centers, unit_rows
 from .seeding import shift_for
 from .threads import configure_threads
@@ -85,8 +86,8 @@ class NearestCenters:
         labels = np.empty(X.shape[0], dtype=np.int32)
         min_sq_dist = np.empty(X.shape[0] if return_distance else 0, dtype=np.float64)
         small = X.shape[0] * centers.shape[0] * X.shape[1] <= ON_CALLER_WORK
-        assign = _lloyd.assign_on_caller if small else _lloyd.assign
-        assign(X, centers, shift, labels, min_sq_dist)
+        chunks.run(_lloyd.assign, n_tiles_for(X.shape[0]), X, centers, shift, labels, min_sq_dist,
+                   on_caller=small)
         if return_distance:
             if self.metric == "cosine":
                 return labels, (COSINE_PER_SQ_EUCLIDEAN * min_sq_dist).astype(X.dtype)
@@ -99,7 +100,7 @@ class NearestCenters:
         X = self._points(X, field)
         centers, _ = self._prepared(X.dtype)
         out = np.empty((X.shape[0], centers.shape[0]), dtype=X.dtype)
-        _lloyd.all_distances(X, centers, out)
+        chunks.run(_lloyd.all_distances, X.shape[0], X, centers, out)
         if self.metric == "cosine":
             np.square(out, out=out)
             out *= COSINE_PER_SQ_EUCLIDEAN

@@ -28,9 +28,9 @@ from collections.abc import Generator
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit, prange
 
-from ._common import chunk_bounds, n_chunks_for
+from . import chunks
+from ._common import chunk_bounds, kernel, n_chunks_for
 from .cosine import check_metric, unit_rows
 from .progress import run_to_end
 from .validation import InvalidInputError, as_float_matrix, check_finite, read_only
@@ -105,7 +105,8 @@ def silhouette_steps(
     rows_per_step = max(_MIN_STEP_BLOCKS, _STEP_WORK // max(1, n_samples * X.shape[1]) // _BLOCK_ROWS) * _BLOCK_ROWS
     for first in range(0, n_samples, rows_per_step):
         stop = min(first + rows_per_step, n_samples)
-        _silhouette_rows(X, shift, labels, counts, first, stop, cosine, values)
+        n_blocks = (stop - first + _BLOCK_ROWS - 1) // _BLOCK_ROWS
+        chunks.run(_silhouette_rows, n_blocks, X, shift, labels, counts, first, stop, cosine, values)
         yield stop / n_samples
     return float(values.sum() / n_samples)
 
@@ -165,7 +166,7 @@ def _dispersion_scores(X: np.ndarray, labels: np.ndarray, n_clusters: int) -> tu
     n_chunks = n_chunks_for(n_samples, n_clusters, n_features)
     partial_sums = np.empty((n_chunks, n_clusters, n_features))
     partial_counts = np.empty((n_chunks, n_clusters))
-    _label_sums(X, labels, partial_sums, partial_counts)
+    chunks.run(_label_sums, n_chunks, X, labels, partial_sums, partial_counts)
     sums, counts = partial_sums.sum(axis=0), partial_counts.sum(axis=0)
     present = counts > 0
     n_present = int(present.sum())
@@ -175,7 +176,7 @@ def _dispersion_scores(X: np.ndarray, labels: np.ndarray, n_clusters: int) -> tu
     means[present] = sums[present] / counts[present, None]
     partial_sq = np.empty((n_chunks, n_clusters))
     partial_dist = np.empty((n_chunks, n_clusters))
-    _spread(X, labels, means, partial_sq, partial_dist)
+    chunks.run(_spread, n_chunks, X, labels, means, partial_sq, partial_dist)
     within_sq, within_dist = partial_sq.sum(axis=0), partial_dist.sum(axis=0)
     overall = sums.sum(axis=0) / n_samples
     between = float((counts[present] * ((means[present] - overall) ** 2).sum(axis=1)).sum())
@@ -191,9 +192,10 @@ def _dispersion_scores(X: np.ndarray, labels: np.ndarray, n_clusters: int) -> tu
     return calinski, float(ratios.max(axis=1).mean())
 
 
-@njit(parallel=True, nogil=True, cache=True)
-def _silhouette_rows(X, shift, labels, counts, first, stop, cosine, out):  # pragma: no cover - compiled
-    """Silhouette of rows first..stop-1 of X against every row of X, into out[first:stop].
+@kernel
+def _silhouette_rows(first_block, stop_block, X, shift, labels, counts, first, stop, cosine, out):  # pragma: no cover - compiled
+    """Silhouette of rows first..stop-1 of X against every row of X, into out[first:stop]:
+    of its blocks of _BLOCK_ROWS rows first_block..stop_block-1.
 
     X (n, d) IN, float32 or float64; shift (d,) float64 IN, subtracted from every row
     (zeros for cosine); labels (n,) int32 IN; counts (k,) int64 IN, rows per cluster;
@@ -206,8 +208,7 @@ def _silhouette_rows(X, shift, labels, counts, first, stop, cosine, out):  # pra
     """
     n_samples, n_features = X.shape
     n_clusters = counts.shape[0]
-    n_blocks = (stop - first + _BLOCK_ROWS - 1) // _BLOCK_ROWS
-    for block in prange(n_blocks):
+    for block in range(first_block, stop_block):
         start = first + block * _BLOCK_ROWS
         rows = min(_BLOCK_ROWS, stop - start)
         block_t = np.zeros((n_features, _BLOCK_ROWS))
@@ -263,13 +264,13 @@ def _silhouette_rows(X, shift, labels, counts, first, stop, cosine, out):  # pra
             out[i] = 0.0 if larger == 0.0 else (nearest - within) / larger
 
 
-@njit(parallel=True, nogil=True, cache=True)
-def _label_sums(X, labels, partial_sums, partial_counts):  # pragma: no cover - compiled
+@kernel
+def _label_sums(first_chunk, stop_chunk, X, labels, partial_sums, partial_counts):  # pragma: no cover - compiled
     """Per-chunk sums of each cluster's rows: partial_sums (c, k, d) and partial_counts
     (c, k), float64 OUT."""
     n_samples, n_features = X.shape
     n_chunks = partial_sums.shape[0]
-    for chunk in prange(n_chunks):
+    for chunk in range(first_chunk, stop_chunk):
         start, stop = chunk_bounds(n_samples, chunk, n_chunks)
         sums = partial_sums[chunk]
         counts = partial_counts[chunk]
@@ -282,13 +283,13 @@ def _label_sums(X, labels, partial_sums, partial_counts):  # pragma: no cover - 
                 sums[label, f] += X[i, f]
 
 
-@njit(parallel=True, nogil=True, cache=True)
-def _spread(X, labels, means, partial_sq, partial_dist):  # pragma: no cover - compiled
+@kernel
+def _spread(first_chunk, stop_chunk, X, labels, means, partial_sq, partial_dist):  # pragma: no cover - compiled
     """Per-chunk sums over each cluster's rows of the squared distance, and the distance,
     to the cluster's mean: partial_sq and partial_dist (c, k) float64 OUT."""
     n_samples, n_features = X.shape
     n_chunks = partial_sq.shape[0]
-    for chunk in prange(n_chunks):
+    for chunk in range(first_chunk, stop_chunk):
         start, stop = chunk_bounds(n_samples, chunk, n_chunks)
         sq = partial_sq[chunk]
         dist = partial_dist[chunk]

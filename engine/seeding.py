@@ -7,7 +7,7 @@ from collections.abc import Generator
 
 import numpy as np
 
-from . import _seeding
+from . import _seeding, chunks
 from ._common import n_chunks_for
 from .progress import Progress, Stage, run_to_end
 from .validation import read_only
@@ -61,22 +61,23 @@ def plusplus_steps(
         first = int(rng.integers(n_samples))
     centers[0] = X[first]
     closest = np.empty(n_samples, dtype=np.float64)
-    _seeding._sq_distances_to_center(X, centers, 0, closest)
+    chunks.run(_seeding._sq_distances_to_center, n_samples, X, centers, 0, closest)
     n_chunks = n_chunks_for(n_samples)
     mass = np.empty(n_chunks, dtype=np.float64)
     partial_pots = np.empty((n_chunks, n_local_trials), dtype=np.float64)
     candidate_rows = np.empty(n_local_trials, dtype=np.int64)
     for c in range(1, n_clusters):
-        _seeding._chunk_mass(closest, sample_weight, mass)
+        chunks.run(_seeding._chunk_mass, n_chunks, closest, sample_weight, mass)
         targets = rng.uniform(size=n_local_trials) * mass.sum()
         _seeding._pick_rows(closest, sample_weight, mass, targets, candidate_rows)
         candidates = np.ascontiguousarray(X[candidate_rows])
-        _seeding._candidate_potentials(
-            X, sample_weight, candidates, shift_for(candidates), closest, partial_pots
+        chunks.run(
+            _seeding._candidate_potentials, n_chunks, X, sample_weight, candidates,
+            shift_for(candidates), closest, partial_pots,
         )
         pots = partial_pots.sum(axis=0)
         best = int(np.argmin(pots))
         centers[c] = candidates[best]
-        _seeding._lower_closest(X, candidates, best, closest)
+        chunks.run(_seeding._lower_closest, n_samples, X, candidates, best, closest)
         yield Progress(Stage.SEEDING, restart, n_init, c + 1, float(pots[best]), math.nan)
     return centers

@@ -9,12 +9,9 @@ Importing the engine only chooses the vector width numba compiles for (``prefer_
 
 from __future__ import annotations
 
-import os
 import threading
 
-import numba
-import numpy as np
-from numba import config, njit, prange
+from numba import config
 
 _done = False
 _lock = threading.Lock()
@@ -58,13 +55,9 @@ prefer_wide_vectors()
 
 
 def configure_threads() -> None:
-    """Pick a thread-safe numba layer and run the BLAS called inside kernels single-threaded.
-
-    - The default workqueue layer aborts the process when two threads enter a parallel
-      region at once, which a server's worker threads do; "threadsafe" takes tbb or omp.
-      A layer named in NUMBA_THREADING_LAYER is left as it is.
-    - Kernels already use every core through numba's threads; a multi-threaded BLAS
-      inside each of them would oversubscribe. numpy's own BLAS is left alone.
+    """Run the BLAS called inside kernels single-threaded: the kernels already use every
+    core (``chunks.run``), and a multi-threaded BLAS inside each of them would oversubscribe.
+    numpy's own BLAS is left alone.
 
     Idempotent; takes effect for kernels that have not run yet.
     """
@@ -74,8 +67,6 @@ def configure_threads() -> None:
     with _lock:
         if _done:
             return
-        if not os.environ.get("NUMBA_THREADING_LAYER"):
-            config.THREADING_LAYER = "threadsafe"  # type: ignore[attr-defined]
         import scipy.linalg.cython_blas  # noqa: F401 - loads the BLAS numba calls
         from threadpoolctl import ThreadpoolController
 
@@ -83,21 +74,3 @@ def configure_threads() -> None:
             if library.user_api == "blas" and "numpy" not in library.filepath:
                 library.set_num_threads(1)
         _done = True
-
-
-@njit(parallel=True, nogil=True, cache=True)
-def _probe(out):  # pragma: no cover - compiled
-    """The smallest parallel kernel: running it makes numba choose its threading layer."""
-    for i in prange(out.shape[0]):
-        out[i] = i
-
-
-def threading_layer() -> str:
-    """The threading layer numba uses for parallel kernels, found by running a tiny one.
-
-    Cheap: it compiles (or loads from the cache) one small kernel, so a server can check
-    the layer before it reports SERVING and compile everything else afterwards.
-    """
-    configure_threads()
-    _probe(np.empty(4, dtype=np.int64))
-    return str(numba.threading_layer())

@@ -10,6 +10,7 @@ from typing import Any, Union
 
 import numpy as np
 
+from . import chunks
 from ._common import n_chunks_for
 from ._validation import _scan_values, largest_magnitude
 
@@ -89,7 +90,7 @@ def scan_values(X: np.ndarray) -> ValueScan:
     bad = np.empty(n_chunks, dtype=np.int64)
     first = np.empty(n_chunks, dtype=np.int64)
     max_abs = np.empty(n_chunks, dtype=np.float64)
-    _scan_values(read_only(X), bad, first, max_abs)
+    chunks.run(_scan_values, n_chunks, read_only(X), bad, first, max_abs)
     rows = first[first >= 0]
     return ValueScan(int(bad.sum()), int(rows.min()) if rows.size else -1, float(max_abs.max(initial=0.0)))
 

@@ -20,7 +20,7 @@ from . import kmeans, lloyd, minibatch, nearest, scoring
 from ._sums import TILE_SUMS_FEATURES
 from .cosine import unit_rows
 from .seeding import kmeans_plusplus
-from .threads import configure_threads, threading_layer
+from .threads import configure_threads
 from .validation import FLOAT_DTYPES, check_finite, read_only, scan_values
 
 
@@ -144,7 +144,7 @@ def cache_is_cold() -> bool:
     from . import _lloyd
 
     try:
-        dispatcher: Any = _lloyd.assign_on_caller
+        dispatcher: Any = _lloyd.assign
         index = dispatcher._cache._cache_file  # numba's own layout, stable for years
         if not os.path.exists(index._index_path):
             return True
@@ -198,11 +198,10 @@ class _Helpers:
 _COMPILED = "compiled "
 
 
-def compile_all() -> str:
-    """Configure threads and compile every kernel; returns numba's threading layer."""
+def compile_all() -> None:
+    """Configure threads and compile every kernel."""
     for _ in steps():
         pass
-    return threading_layer()
 
 
 def _compile_named(parent: int, names: list[str]) -> None:
@@ -226,4 +225,5 @@ if __name__ == "__main__":
     if len(sys.argv) > 3 and sys.argv[1] == "--for":
         _compile_named(int(sys.argv[2]), sys.argv[3:])
     else:
-        print(f"every kernel compiled; threading layer {compile_all()}")
+        compile_all()
+        print("every kernel compiled")

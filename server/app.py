@@ -22,7 +22,6 @@ from grpc_health.v1.health import aio as health_aio
 
 from centroidal import codec
 from centroidal.engine import configure_threads, warmup
-from centroidal.engine.threads import threading_layer
 from centroidal.partitioned.cluster import DaskCluster
 from centroidal.partitioned.partitions import ClusterError
 from centroidal.v1 import clustering_pb2 as pb
@@ -48,7 +47,6 @@ log = logging.getLogger("centroidal.server")
 SERVICE_NAME = codec.SERVICE_NAME
 # A health service of its own: NOT_SERVING while the store refuses writes (reads still work).
 WRITES_HEALTH = "centroidal.writes"
-THREAD_SAFE_LAYERS = ("omp", "tbb")
 # How long stop() waits for a background warm-up to reach its next step (one compilation).
 WARMUP_EXIT_WAIT_S = 60.0
 FIT_EXIT_WAIT_S = 30.0
@@ -189,19 +187,10 @@ class CentroidalServer:
                      "bearer token required" if allowed else "no token required")
         self._log_security()
         if self.config.warmup:
-            layer = threading_layer()
-            if layer not in THREAD_SAFE_LAYERS:
-                self.stop(0)
-                raise RuntimeError(
-                    f"numba chose the {layer!r} threading layer, which is not safe for "
-                    "concurrent calls; install the OpenMP runtime (libgomp) or tbb"
-                )
             if self.config.warmup_before_serving:
-                self._warm_up(layer)
+                self._warm_up()
             else:
-                self._warmer = threading.Thread(
-                    target=self._warm_up, args=(layer,), name="centroidal-warmup", daemon=True
-                )
+                self._warmer = threading.Thread(target=self._warm_up, name="centroidal-warmup", daemon=True)
                 self._warmer.start()
         else:
             self.warmed_up.set()
@@ -230,7 +219,7 @@ class CentroidalServer:
     def _models_changed(self) -> None:
         self.metrics.models.set(len(self.registry))
 
-    def _warm_up(self, layer: str) -> None:
+    def _warm_up(self) -> None:
         """Compile every kernel signature the handlers use, Predict's first.
 
         Run in the background, it competes with early requests for the compiler: a request
@@ -266,7 +255,7 @@ class CentroidalServer:
         finally:
             for ready in groups.values():  # stopped or failed: calls compile what they need
                 ready.set()
-        log.info("%s in %.2fs, threading layer %s", WARMUP_DONE, time.monotonic() - started, layer)
+        log.info("%s in %.2fs", WARMUP_DONE, time.monotonic() - started)
         self.warmed_up.set()  # after the line: whoever waits for the event finds it logged
         self.metrics.warmed_up.set(1)
 

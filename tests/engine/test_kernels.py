@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from centroidal.engine import _common, _groups, _lloyd, _nearest, _seeding, _validation, lloyd, minibatch
+from centroidal.engine import _common, _groups, _lloyd, _nearest, _seeding, _validation, chunks, lloyd, minibatch
 from centroidal.engine._sums import TILE_SUMS_FEATURES
 from centroidal.engine.seeding import shift_for
 from tests import naive
@@ -134,9 +134,9 @@ def test_mid_scan_groups_match_the_gemm_form(dtype: type, n_features: int) -> No
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("kernel", ["assign", "assign_on_caller"])
+@pytest.mark.parametrize("on_caller", [False, True])
 @pytest.mark.parametrize("n_features", [1, 3, 4, 5, 8, 9, 16])
-def test_assign(dtype: type, kernel: str, n_features: int) -> None:
+def test_assign(dtype: type, on_caller: bool, n_features: int) -> None:
     # Up to MID features the tiles are scanned directly (the upper 8 of its 16 from 9
     # features). Past it a GEMM labels the rows, and its float32 products of equal centers
     # can differ in the last bit by where the centers sit in its blocks, so the tie below
@@ -147,7 +147,8 @@ def test_assign(dtype: type, kernel: str, n_features: int) -> None:
     centers[1] = centers[2] = centers[5] = X[0]
     labels = np.empty(X.shape[0], dtype=np.int32)
     min_sq = np.empty(X.shape[0])
-    getattr(_lloyd, kernel)(X, centers, shift_for(centers), labels, min_sq)
+    chunks.run(_lloyd.assign, _common.n_tiles_for(X.shape[0]), X, centers, shift_for(centers), labels, min_sq,
+               on_caller=on_caller)
     assert_nearest(labels, X, centers, dtype)
     assert 1 in labels and 2 not in labels and 5 not in labels
     expected = naive.sq_distances(X, centers)[np.arange(X.shape[0]), labels]
@@ -158,11 +159,11 @@ def test_assign(dtype: type, kernel: str, n_features: int) -> None:
 def test_all_distances_and_distances_to_assigned(dtype: type) -> None:
     X, centers = data(dtype, n=500)
     out = np.empty((X.shape[0], centers.shape[0]), dtype=dtype)
-    _lloyd.all_distances(X, centers, out)
+    chunks.run(_lloyd.all_distances, X.shape[0], X, centers, out)
     np.testing.assert_allclose(out, np.sqrt(naive.sq_distances(X, centers)), rtol=RTOL[dtype])
     labels = np.random.default_rng(2).integers(centers.shape[0], size=X.shape[0]).astype(np.int32)
     assigned = np.empty(X.shape[0])
-    _lloyd.sq_distances_to_assigned(X, centers, labels, assigned)
+    chunks.run(_lloyd.sq_distances_to_assigned, X.shape[0], X, centers, labels, assigned)
     np.testing.assert_allclose(assigned, naive.sq_distances(X, centers)[np.arange(X.shape[0]), labels], rtol=1e-12)
 
 
@@ -184,12 +185,12 @@ def _step(X: np.ndarray, weights: np.ndarray, centers: np.ndarray, mode: int, la
     out = (sums, totals, inertia, changed, computed)
     # As lloyd.Workspace.step calls them.
     if mode == _lloyd.MODE_PLAIN and X.shape[1] <= TILE_SUMS_FEATURES and weights.size == 0:
-        _lloyd.narrow_step(X, centers, shift_for(centers), exact, labels, *out)
+        chunks.run(_lloyd.narrow_step, n_chunks, X, centers, shift_for(centers), exact, labels, *out)
     elif mode == _lloyd.MODE_PLAIN:
-        _lloyd.plain_step(X, weights, centers, shift_for(centers), exact, labels, *out)
+        chunks.run(_lloyd.plain_step, n_chunks, X, weights, centers, shift_for(centers), exact, labels, *out)
     else:
-        _lloyd.bounded_step(X, weights, centers, shift_for(centers), gaps, order, start, group_move,
-                            margin, mode == _lloyd.MODE_USE_BOUNDS, exact, labels, lower, *out)
+        chunks.run(_lloyd.bounded_step, n_chunks, X, weights, centers, shift_for(centers), gaps, order, start,
+                   group_move, margin, mode == _lloyd.MODE_USE_BOUNDS, exact, labels, lower, *out)
     return sums.sum(axis=0), totals.sum(axis=0), inertia.sum(), changed.sum(), computed.sum()
 
 
@@ -316,9 +317,9 @@ def test_column_sums(dtype: type) -> None:
     n_chunks = _common.n_chunks_for(X.shape[0])
     sums = np.empty((n_chunks, X.shape[1]))
     deviations = np.empty((n_chunks, X.shape[1]))
-    _lloyd.column_sums(X, sums, deviations, np.empty(0))
+    chunks.run(_lloyd.column_sums, n_chunks, X, sums, deviations, np.empty(0))
     mean = sums.sum(axis=0) / X.shape[0]
-    _lloyd.column_sums(X, sums, deviations, mean)
+    chunks.run(_lloyd.column_sums, n_chunks, X, sums, deviations, mean)
     expected_sums, expected_deviations = naive.column_sums(X, mean)
     np.testing.assert_allclose(sums.sum(axis=0), expected_sums, rtol=1e-12)
     np.testing.assert_allclose(deviations.sum(axis=0), expected_deviations, rtol=1e-10)
@@ -330,19 +331,20 @@ def test_seeding_kernels(dtype: type, weighted: bool) -> None:
     X, centers = data(dtype)
     weights = np.random.default_rng(4).uniform(0.5, 2.0, size=X.shape[0]) if weighted else np.empty(0)
     closest = np.empty(X.shape[0])
-    _seeding._sq_distances_to_center(X, centers, 2, closest)
+    chunks.run(_seeding._sq_distances_to_center, X.shape[0], X, centers, 2, closest)
     np.testing.assert_allclose(closest, naive.sq_distances(X, centers)[:, 2], rtol=1e-12)
-    _seeding._lower_closest(X, centers, 5, closest)
+    chunks.run(_seeding._lower_closest, X.shape[0], X, centers, 5, closest)
     np.testing.assert_allclose(closest, naive.sq_distances(X, centers)[:, [2, 5]].min(axis=1), rtol=1e-12)
     n_chunks = _common.n_chunks_for(X.shape[0])
     candidates = np.ascontiguousarray(X[[10, 200, 3000 - 1]])
     pots = np.empty((n_chunks, candidates.shape[0]))
-    _seeding._candidate_potentials(X, weights, candidates, shift_for(candidates), closest, pots)
+    chunks.run(_seeding._candidate_potentials, n_chunks, X, weights, candidates, shift_for(candidates), closest,
+               pots)
     np.testing.assert_allclose(
         pots.sum(axis=0), naive.candidate_potentials(X, weights, candidates, closest), rtol=RTOL[dtype]
     )
     mass = np.empty(n_chunks)
-    _seeding._chunk_mass(closest, weights, mass)
+    chunks.run(_seeding._chunk_mass, n_chunks, closest, weights, mass)
     w = naive.weights_of(weights, X.shape[0])
     expected_mass = [(w[a:b] * closest[a:b]).sum() for a, b in naive.chunk_bounds(X.shape[0], n_chunks)]
     np.testing.assert_allclose(mass, expected_mass, rtol=1e-12)
@@ -362,7 +364,7 @@ def test_scan_values(dtype: type) -> None:
     bad = np.empty(n_chunks, dtype=np.int64)
     first = np.empty(n_chunks, dtype=np.int64)
     largest = np.empty(n_chunks)
-    _validation._scan_values(X, bad, first, largest)
+    chunks.run(_validation._scan_values, n_chunks, X, bad, first, largest)
     expected_bad, expected_first, expected_largest = naive.scan_values(X)
     assert bad.sum() == expected_bad
     assert first[first >= 0].min() == expected_first

@@ -50,7 +50,6 @@ HELPED = textwrap.dedent(
 
     if sys.argv[1] == "helpers":
         assert warmup.cache_is_cold()
-        warmup.threading_layer()  # as the server does before its warm-up
         names = [name for _, _, name in warmup.steps(helpers=2)]
         assert names == warmup.group_names(), names
         assert not warmup.cache_is_cold()
@@ -89,10 +88,10 @@ STALE = textwrap.dedent(
     assert warmup.cache_is_cold()  # an empty cache directory
     X = np.zeros((4, 2), dtype=np.float32)
     X.setflags(write=False)
-    _lloyd.assign_on_caller(X, X[:2].copy(), np.zeros(2, np.float32), np.empty(4, np.int32), np.empty(0))
+    _lloyd.assign(0, 1, X, X[:2].copy(), np.zeros(2, np.float32), np.empty(4, np.int32), np.empty(0))
     assert not warmup.cache_is_cold()
     # The index as an earlier version of the module left it: another source stamp.
-    path = _lloyd.assign_on_caller._cache._cache_file._index_path
+    path = _lloyd.assign._cache._cache_file._index_path
     with open(path, "rb") as index:
         version = pickle.load(index)
         stamp, overloads = pickle.loads(index.read())
