@@ -19,11 +19,12 @@ from centroidal.engine import chunks
 class Recorder:
     """A kernel in Python: notes each run it is given, and the thread that did it."""
 
-    def __init__(self, fail_at: int = -1) -> None:
+    def __init__(self, fail_at: int = -1, fail_on: int | None = None) -> None:
         self.runs: list[tuple[int, int]] = []
         self.threads: set[int] = set()
         self.running = 0
         self.fail_at = fail_at
+        self.fail_on = fail_on  # the thread whose first run fails
         self.lock = threading.Lock()
 
     def __call__(self, first: int, stop: int, tag: str) -> None:
@@ -35,6 +36,9 @@ class Recorder:
             threading.Event().wait(0.002)  # long enough for the other threads to take runs too
             if first <= self.fail_at < stop:
                 raise ValueError(f"chunk {self.fail_at}")
+            if threading.get_ident() == self.fail_on:
+                self.fail_on = None
+                raise ValueError(f"chunks {first}..{stop - 1}")
             with self.lock:
                 self.runs.append((first, stop))
         finally:
@@ -71,6 +75,16 @@ def test_a_failed_run_raises_once_every_other_run_ended() -> None:
     assert 37 in missing and missing == list(range(missing[0], missing[-1] + 1))
     if chunks.threads_for(100) > 1:
         assert len(missing) < 100
+
+
+def test_a_run_failed_on_the_calling_thread_raises_once_the_helpers_ended() -> None:
+    kernel = Recorder(fail_on=threading.get_ident())
+    with pytest.raises(ValueError, match="chunks"):
+        chunks.run(kernel, 100, "args")
+    assert kernel.running == 0  # no helper still at work on the caller's buffers
+    done = {chunk for first, stop in kernel.runs for chunk in range(first, stop)}
+    missing = sorted(set(range(100)) - done)
+    assert missing == list(range(missing[0], missing[-1] + 1))
 
 
 THREADS = textwrap.dedent(
