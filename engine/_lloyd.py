@@ -2,8 +2,9 @@
 and the distances and column sums the driver needs.
 
 Every kernel here fills buffers its caller allocated and does no checking: the public
-functions in ``kmeans.py`` and ``lloyd.py`` validate and prepare the arrays. Partial results
-are per chunk (``_common.n_chunks_for``), reduced by the caller in chunk order.
+functions in ``kmeans.py`` and ``lloyd.py`` validate and prepare the arrays. A kernel does
+chunks first..stop-1 of its problem, and ``chunks.run`` spreads them over threads. Partial
+results are per chunk (``_common.n_chunks_for``), reduced by the caller in chunk order.
 """
 
 from __future__ import annotations
@@ -178,8 +179,8 @@ def _tile_buffers(X, n_clusters, exact_inertia):
 
 @kernel
 def plain_step(
-    first_chunk, stop_chunk, X, sample_weight, centers, shift, exact_inertia, labels, partial_sums, partial_weights,
-    partial_inertia, partial_changed, partial_computed,
+    first_chunk, stop_chunk, X, sample_weight, centers, shift, exact_inertia, labels,
+    partial_sums, partial_weights, partial_inertia, partial_changed, partial_computed,
 ):
     """Assign every row to its nearest center, by contiguous tiles, and accumulate per-chunk
     sums: a Lloyd step without bounds (fastest while many labels still change; narrow_step
@@ -219,9 +220,9 @@ def plain_step(
 
 @kernel
 def bounded_step(
-    first_chunk, stop_chunk, X, sample_weight, centers, shift, half_gaps, group_order, group_start, group_move, rel_margin,
-    use_bounds, exact_inertia, labels, lower, partial_sums, partial_weights, partial_inertia,
-    partial_changed, partial_computed,
+    first_chunk, stop_chunk, X, sample_weight, centers, shift, half_gaps, group_order,
+    group_start, group_move, rel_margin, use_bounds, exact_inertia, labels, lower, partial_sums,
+    partial_weights, partial_inertia, partial_changed, partial_computed,
 ):
     """plain_step, keeping bounds: with use_bounds, the search is skipped for rows whose
     bounds prove their center unchanged; without, every row is searched to set them. A
@@ -259,8 +260,8 @@ def bounded_step(
 
 @kernel
 def narrow_step(
-    first_chunk, stop_chunk, X, centers, shift, exact_inertia, labels, partial_sums, partial_weights, partial_inertia,
-    partial_changed, partial_computed,
+    first_chunk, stop_chunk, X, centers, shift, exact_inertia, labels, partial_sums,
+    partial_weights, partial_inertia, partial_changed, partial_computed,
 ):
     """plain_step for unit-weight rows of at most TILE_SUMS_FEATURES features, the same
     arguments but the weights: each tile of X - shift is summed by cluster, vectorised,

@@ -21,7 +21,9 @@ def _sq_distances_to_center(first_row, stop_row, X, centers, j, out):
 
 
 @kernel
-def _candidate_potentials(first_chunk, stop_chunk, X, sample_weight, candidates, shift, closest_sq_dist, partial_pots):
+def _candidate_potentials(
+    first_chunk, stop_chunk, X, sample_weight, candidates, shift, closest_sq_dist, partial_pots
+):
     """Potential each k-means++ candidate would leave: partial_pots (c, t) out, per chunk.
 
     The potential of candidate t is sum_i w_i * min(closest_sq_dist_i, |x_i - cand_t|^2);

@@ -20,8 +20,8 @@ from .validation import InvalidInputError, as_float_matrix, check_finite, read_o
 __all__ = ["ON_CALLER_WORK", "NearestCenters", "predict", "transform"]
 
 
-# Below this many multiply-adds (n * k * d) predict runs on the calling thread: starting a
-# parallel region costs about 100 us when its threads sleep, more than the work.
+# Below this many multiply-adds (n * k * d) predict runs on the calling thread: waking the
+# pool's sleeping threads (chunks.run) costs more than the work.
 ON_CALLER_WORK = 1 << 16
 
 

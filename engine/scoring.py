@@ -193,9 +193,11 @@ def _dispersion_scores(X: np.ndarray, labels: np.ndarray, n_clusters: int) -> tu
 
 
 @kernel
-def _silhouette_rows(first_block, stop_block, X, shift, labels, counts, first, stop, cosine, out):  # pragma: no cover - compiled
+def _silhouette_rows(  # pragma: no cover - compiled
+    first_block, stop_block, X, shift, labels, counts, first, stop, cosine, out
+):
     """Silhouette of rows first..stop-1 of X against every row of X, into out[first:stop]:
-    of its blocks of _BLOCK_ROWS rows first_block..stop_block-1.
+    blocks first_block..stop_block-1 of their _BLOCK_ROWS-row blocks.
 
     X (n, d) IN, float32 or float64; shift (d,) float64 IN, subtracted from every row
     (zeros for cosine); labels (n,) int32 IN; counts (k,) int64 IN, rows per cluster;
