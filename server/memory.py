@@ -45,7 +45,7 @@ WAIT_POLL_S = 0.05
 # speed: at 1 MiB every mid-sized buffer of a Predict was a fresh mapping, and an SDK
 # Predict of 1e6x16 points took 254 ms against 168 ms; at 4 MiB, 154 ms.
 MMAP_THRESHOLD = 4 * MIB
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8
 
 
 _LIBC: ctypes.CDLL | None = None
@@ -69,6 +69,19 @@ TRIM_LATEST_S = 5.0
 HEAP_TOP_KEPT = TRIM_AFTER
 
 
+def arena_limit() -> int:
+    """How many heaps malloc may keep (M_ARENA_MAX): one per core the process may use.
+
+    glibc gives a thread that allocates while the heaps are busy a heap of its own, up to 8
+    per core, and each keeps up to HEAP_TOP_KEPT free at its top. The engine's kernels
+    allocate on the server's worker threads and on its pool of kernel threads: under
+    `make soak` on 2 cores the server held 395 MiB with glibc's limit, against 237 MiB
+    with one heap per core; its calls' medians and p99s moved by 8% or less.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(2, cores)
+
+
 def give_freed_memory_back() -> bool:
     """Make glibc's malloc return large freed blocks to the system at once.
 
@@ -86,6 +99,7 @@ def give_freed_memory_back() -> bool:
         libc = ctypes.CDLL("libc.so.6")
         fixed = libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
         fixed &= libc.mallopt(_M_TRIM_THRESHOLD, HEAP_TOP_KEPT) == 1
+        fixed &= libc.mallopt(_M_ARENA_MAX, arena_limit()) == 1
     except (OSError, AttributeError):
         fixed = False
     if not fixed:

@@ -160,6 +160,48 @@ def test_a_heap_keeps_what_calls_free_until_the_quiet_trim() -> None:
     assert dropped_after_trim > 16, done.stdout
 
 
+# In a process of its own: eight threads each allocate from the heap at once, then
+# malloc_info's XML tells how many heaps malloc made. Prints that count and the limit.
+ARENA_PROBE = """
+import ctypes, os, re, sys, tempfile, threading
+from centroidal.server import memory
+if sys.argv[1] == "limited":
+    assert memory.give_freed_memory_back()
+start = threading.Barrier(8)
+def allocate():
+    start.wait()
+    held = [b"x" * (256 * 1024) for _ in range(4)]  # below the mmap threshold: from a heap
+    start.wait()
+threads = [threading.Thread(target=allocate) for _ in range(8)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+libc = ctypes.CDLL("libc.so.6")
+libc.fopen.restype = ctypes.c_void_p
+with tempfile.NamedTemporaryFile(suffix=".xml") as out:
+    stream = libc.fopen(out.name.encode(), b"w")
+    libc.malloc_info(0, ctypes.c_void_p(stream))
+    libc.fclose(ctypes.c_void_p(stream))
+    heaps = len(re.findall(r'<heap nr="\\d+">', open(out.name).read()))
+print(heaps, memory.arena_limit())
+"""
+
+
+@pytest.mark.parametrize("limited", [True, False])
+def test_malloc_keeps_one_heap_per_core(limited: bool) -> None:
+    """Threads that allocate at once share at most one heap per core once the server set
+    malloc up: each heap keeps up to HEAP_TOP_KEPT free, so glibc's own limit (8 per core)
+    would let a server with many threads hold hundreds of MiB it does not use."""
+    done = subprocess.run([sys.executable, "-c", ARENA_PROBE, "limited" if limited else "glibc"],
+                          capture_output=True, text=True, check=True)
+    heaps, limit = map(int, done.stdout.split())
+    if limited:
+        assert 1 <= heaps <= limit, done.stdout
+    else:  # the probe can see more: without the limit, the same threads made more heaps
+        assert heaps > limit, done.stdout
+
+
 def test_malloc_trims_once_the_server_is_quiet(monkeypatch: pytest.MonkeyPatch) -> None:
     """Free pages go back TRIM_QUIET_S after the last request, so calls that come back to back
     reuse them; and no later than TRIM_LATEST_S after the first, however steady the calls."""
