@@ -134,9 +134,8 @@ class Workspace:
         else:
             chunks.run(
                 _lloyd.bounded_step, n_chunks, X, weights, centers, shift, half_gaps, group_order,
-                group_start, group_move,
-                _REL_MARGIN[X.dtype], mode == _lloyd.MODE_USE_BOUNDS, exact_inertia, self.labels,
-                self.lower, *out,
+                group_start, group_move, _REL_MARGIN[X.dtype], mode == _lloyd.MODE_USE_BOUNDS,
+                exact_inertia, self.labels, self.lower, *out,
             )
         self.bound_centers = None if mode == _lloyd.MODE_PLAIN else centers64
         changed = int(self.partial_changed.sum())

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 
-from .memory import default_budget
+from .memory import default_budget, usable_cores
 
 MIB = 1024 * 1024
 # The event loops a server can run on (--event-loop).
@@ -85,7 +85,7 @@ class ServerConfig:
     def worker_count(self) -> int:
         """--workers as a number: ``auto`` is the cores this process may run on."""
         if self.workers == "auto":
-            return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+            return usable_cores()
         return int(self.workers)
 
 

@@ -59,9 +59,7 @@ def test_every_chunk_is_done_once(n_chunks: int, on_caller: bool) -> None:
         assert len(runs) == min(n_chunks, 1) and kernel.threads <= {threading.get_ident()}
     else:
         threads = chunks.threads_for(n_chunks)
-        assert len(runs) <= max(1, threads * chunks.RUNS_PER_THREAD)
-        if threads > 1:
-            assert len(runs) == min(n_chunks, threads * chunks.RUNS_PER_THREAD)
+        assert len(runs) == (1 if threads == 1 else min(n_chunks, threads * chunks.RUNS_PER_THREAD))
 
 
 def test_a_failed_run_raises_once_every_other_run_ended() -> None:
