@@ -354,8 +354,14 @@ def _assigned_sums(
     X: np.ndarray, sample_weight: np.ndarray, centers: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """Each row assigned to its nearest center: the per-center weighted sums (k, d) and weights
-    (k,) of the rows, and their exact weighted inertia, by one pass of the Lloyd step's kernel
-    (its sums per chunk, added here in chunk order, so the thread count changes nothing)."""
+    (k,) of the rows, and their weighted inertia, by one pass of the Lloyd step's kernel (its
+    sums per chunk, added here in chunk order, so the thread count changes nothing).
+
+    The inertia is read off the values that chose each row's center, as a fit's iterations
+    read theirs: good to the dtype's rounding, which an ack's figure and the estimator's
+    early stopping do not notice. Computing each row's distance again took a quarter of a
+    step: 8192x16 at k=64, 806 us against 600 on one thread, 545 against 428 on two
+    (medians of 30, taking turns)."""
     n_samples, n_features = X.shape
     n_clusters = centers.shape[0]
     n_chunks = _common.n_chunks_for(n_samples, n_clusters, n_features)
@@ -364,7 +370,7 @@ def _assigned_sums(
     inertia = np.empty(n_chunks, dtype=np.float64)
     labels = np.empty(n_samples, dtype=np.int32)
     changed, computed = np.empty(n_chunks, dtype=np.int64), np.empty(n_chunks, dtype=np.int64)
-    chunks.run(_lloyd.plain_step, n_chunks, X, sample_weight, centers, shift_for(centers), True, labels,
+    chunks.run(_lloyd.plain_step, n_chunks, X, sample_weight, centers, shift_for(centers), False, labels,
                sums, weights, inertia, changed, computed)
     return sums.sum(axis=0), weights.sum(axis=0), float(inertia.sum())
 

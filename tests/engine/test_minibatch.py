@@ -45,6 +45,21 @@ def test_updates_match_sklearn_from_the_same_centers(stream: np.ndarray, dtype: 
     assert ours.n_samples_seen == len(X) and ours.n_batches == 12
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_batch_inertia_is_against_the_centers_before_the_batch(stream: np.ndarray, dtype: type) -> None:
+    """Read off the scan's values, it agrees with the exact inertia to the dtype's rounding."""
+    X = (stream + 100.0).astype(dtype)  # far from the origin, as float32 rounding dislikes
+    weights = np.random.default_rng(4).uniform(0.5, 2.0, len(X))
+    state = MiniBatchState(MiniBatchParams(10, reassignment_ratio=0.0), 5, np.dtype(dtype))
+    state.start_from(X[:10].copy())
+    tolerance = 1e-5 if dtype is np.float32 else 1e-12
+    for batch, batch_weights in zip(batches_of(X, 500), batches_of(weights, 500)):
+        before = state.centers.astype(np.float64)
+        expected = float((naive.sq_distances(batch.astype(np.float64), before).min(axis=1) * batch_weights).sum())
+        outcome = state.partial_fit(*state.check_batch(batch, batch_weights))
+        assert outcome.batch_inertia == pytest.approx(expected, rel=tolerance)
+
+
 def test_default_learning_is_as_good_as_sklearn(stream: np.ndarray) -> None:
     ours = MiniBatchState(MiniBatchParams(10, seed=3), 5, np.dtype(np.float64))
     ref = MiniBatchKMeans(10, random_state=3, n_init=1)
