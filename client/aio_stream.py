@@ -201,7 +201,7 @@ class AsyncMiniBatchStream:
             item = await connection.get()
             if item is CLOSE or item is HANG_UP:
                 return
-            yield item
+            yield bytes(item)  # a kept request: bytes already, or a view of a slab
 
     async def _preflight(self) -> None:
         """Refuse an unknown model or one of the wrong kind with a unary call first.

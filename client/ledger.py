@@ -24,6 +24,7 @@ from ._calls import as_points
 from .errors import CentroidalError, Unavailable, error_from_code
 from .results import BatchAck
 from .reconnects import worth_resending
+from .replay import Kept, ReplayBuffer
 
 # What a connection's request queue may hold besides requests.
 CLOSE = object()  # the producer is done: end the stream
@@ -66,15 +67,16 @@ class Ledger:
         self.max_replay_bytes = max_replay_bytes
         self.next_sequence = first_sequence
         # Sent, not acknowledged: sequence -> (request, monotonic send time).
-        self.unacked: OrderedDict[int, tuple[bytes, float]] = OrderedDict()
+        self.unacked: OrderedDict[int, tuple[Kept, float]] = OrderedDict()
         # Acknowledged, not yet durable: sequence -> (request, version it made).
-        self.volatile: OrderedDict[int, tuple[bytes, int]] = OrderedDict()
+        self.volatile: OrderedDict[int, tuple[Kept, int]] = OrderedDict()
         self.durable_version = 0
         self.replay_bytes = 0
         self.errors: list[CentroidalError] = []
         self.unreported = 0
         self.last_ack: BatchAck | None = None
         self.ack_latencies: list[float] = []
+        self._kept = ReplayBuffer()  # where the requests are kept
 
     def full(self) -> bool:
         """No room for another batch: the window is full, or too much awaits a checkpoint."""
@@ -86,19 +88,21 @@ class Ledger:
             f"bytes kept for replay) stayed full for {timeout} s"
         )
 
-    def add(self, X: Any, sample_weight: Any) -> tuple[int, bytes]:
+    def add(self, X: Any, sample_weight: Any) -> tuple[int, Kept]:
         """Number and encode the next batch; returns (sequence, request)."""
         points = as_points(X)
         weights = None
         if sample_weight is not None:
             weights = np.asarray(sample_weight, dtype=np.float64).reshape(-1)
         sequence = self.next_sequence
-        request = codec.serialize_minibatch_request(codec.MiniBatch(self.producer_id, sequence, points, weights))
+        request = self._kept.keep(
+            codec.minibatch_request_parts(codec.MiniBatch(self.producer_id, sequence, points, weights))
+        )
         self.next_sequence += 1
         self.unacked[sequence] = (request, time.monotonic())
         return sequence, request
 
-    def replay(self) -> list[bytes]:
+    def replay(self) -> list[Kept]:
         """Every request not yet durable, in sequence order, for a new connection.
 
         The versions acked before are forgotten: after a server crash the same numbers
@@ -124,7 +128,7 @@ class Ledger:
         if sent is not None:
             if len(self.ack_latencies) < _LATENCIES_KEPT:
                 self.ack_latencies.append(now - sent[1])
-            request: bytes | None = sent[0]
+            request: Kept | None = sent[0]
         else:  # a replayed batch that was acknowledged before
             previous = self.volatile.get(sequence)
             request = previous[0] if previous is not None else None
@@ -166,6 +170,7 @@ class Ledger:
     def closed(self, durable_version: int | None) -> CentroidalError | None:
         """The server ended the stream cleanly after its closing checkpoint. Returns an error
         when batches it acknowledged are still not stored (they stay kept)."""
+        self._kept.close()  # no batch follows: the last slab goes back once its requests do
         if durable_version is None:  # a server that predates the trailer stored everything
             self.volatile.clear()
             self.replay_bytes = 0

@@ -352,7 +352,7 @@ class MiniBatchStream:
             item = connection.get()
             if item is CLOSE or item is HANG_UP:
                 return
-            yield item
+            yield bytes(item)  # a kept request: bytes already, or a view of a slab
 
     def _fail(self, error: BaseException) -> None:
         with self._cond:

@@ -185,6 +185,7 @@ from .stream import (
     encode_batch_error,
     encode_minibatch_ack,
     encode_minibatch_open,
+    minibatch_request_parts,
     read_minibatch_request,
     serialize_minibatch_request,
 )
@@ -288,6 +289,7 @@ __all__ = [
     "decode_minibatch_config",
     "decode_minibatch_open",
     "decode_minibatch_request",
+    "minibatch_request_parts",
     "read_minibatch_request",
     "decode_model",
     "decode_palette",

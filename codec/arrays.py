@@ -254,13 +254,21 @@ def matrix_field(number: int, array: np.ndarray) -> list[bytes | memoryview]:
     return [field_header(number, len(head) + payload.nbytes), head, payload]
 
 
-def with_matrix(head: Message, field: str, array: np.ndarray | None, within: int = 0) -> bytes:
+def message_parts(
+    head: Message, field: str, array: np.ndarray | None, within: int = 0
+) -> list[bytes | memoryview]:
     """``head`` serialised, with ``array`` as its Matrix field ``field`` (unset in head); with
-    ``within``, as field ``within`` of an outer message. The array is copied once, into the
-    message's bytes (a request built as a message and then wrapped would copy it twice)."""
+    ``within``, as field ``within`` of an outer message: the message's bytes in parts, the
+    array's uncopied, for a caller that copies them where it keeps them."""
     parts: list[bytes | memoryview] = [head.SerializeToString()]
     if array is not None:
         parts += matrix_field(head.DESCRIPTOR.fields_by_name[field].number, array)
     if within:
         parts.insert(0, field_header(within, sum(len(part) for part in parts)))
-    return b"".join(parts)
+    return parts
+
+
+def with_matrix(head: Message, field: str, array: np.ndarray | None, within: int = 0) -> bytes:
+    """``message_parts`` joined: the array is copied once, into the message's bytes (a
+    request built as a message and then wrapped would copy it twice)."""
+    return b"".join(message_parts(head, field, array, within))

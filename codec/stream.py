@@ -14,9 +14,9 @@ from .arrays import (
     encode_vector,
     matrix_of,
     matrix_or_none,
+    message_parts,
     vector_of,
     vector_or_none,
-    with_matrix,
 )
 from .models import MiniBatchConfig, decode_minibatch_config, encode_minibatch_config
 from .wire import (
@@ -150,10 +150,15 @@ def serialize_minibatch_request(item: MiniBatchOpen | MiniBatch) -> bytes:
     if isinstance(item, MiniBatchOpen):
         serialized: bytes = pb.MiniBatchRequest(open=encode_minibatch_open(item)).SerializeToString()
         return serialized
+    return b"".join(minibatch_request_parts(item))
+
+
+def minibatch_request_parts(item: MiniBatch) -> list[bytes | memoryview]:
+    """A batch's MiniBatchRequest in parts, its rows uncopied (see ``message_parts``)."""
     head = pb.MiniBatch(producer_id=item.producer_id, sequence=item.sequence)
     if item.sample_weight is not None:
         head.sample_weight.CopyFrom(encode_vector(item.sample_weight))
-    return with_matrix(head, "points", item.points, within=_REQUEST_BATCH)
+    return message_parts(head, "points", item.points, within=_REQUEST_BATCH)
 
 
 @dataclass(frozen=True)

@@ -83,13 +83,21 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def test_the_stream_reconnects_and_replays_after_a_server_restart(start_server: ServerFactory) -> None:
+# Batches of 80 KB, which the SDK keeps in its replay slabs (client/replay.py), not as bytes.
+LARGE_BATCHES = [np.repeat(batch, 34, axis=0) + RNG.normal(size=(150 * 34, 4)).astype(np.float32)
+                 for batch in BATCHES]
+
+
+@pytest.mark.parametrize("large", [False, True])
+def test_the_stream_reconnects_and_replays_after_a_server_restart(start_server: ServerFactory, large: bool) -> None:
+    batches = LARGE_BATCHES if large else BATCHES
+    rows = len(batches[0])
     port = free_port()
     server = start_server(port=port, checkpoint_interval=3600.0)  # nothing stored but at close
     acks: list[BatchAck] = []
     with Client(f"127.0.0.1:{port}") as client:
         stream = client.stream("r", n_clusters=3, seed=4, producer_id="p", on_ack=acks.append)
-        for batch in BATCHES[:8]:
+        for batch in batches[:8]:
             stream.send(batch)
         stream.flush()
         # A restart that loses everything since the last checkpoint: here, everything.
@@ -97,16 +105,16 @@ def test_the_stream_reconnects_and_replays_after_a_server_restart(start_server: 
         server.stop(0)
         restarted = threading.Timer(0.5, lambda: start_server(port=port))
         restarted.start()
-        for batch in BATCHES[8:16]:
+        for batch in batches[8:16]:
             stream.send(batch)
         stream.close(timeout=60)
         restarted.join()
         assert stream.reconnects >= 1 and stream.durable_sequence == 16
         model = client.get_model("r", include_centers=True)
     # Every batch applied once, in order, as if nothing had happened.
-    assert model.n_samples_seen == 16 * 150 and model.n_batches == 16
+    assert model.n_samples_seen == 16 * rows and model.n_batches == 16
     np.testing.assert_allclose(
-        model.centers, expected_centers(BATCHES[:16], n_clusters=3, seed=4), rtol=1e-6
+        model.centers, expected_centers(batches[:16], n_clusters=3, seed=4), rtol=1e-6
     )
 
 
