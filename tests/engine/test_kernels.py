@@ -222,7 +222,11 @@ def test_lloyd_step_in_every_mode(dtype: type, weighted: bool, n_groups: int, n_
         sums, totals, inertia, changed, computed = _step(X, weights, centers, mode, labels, lower, groups)
         assert_nearest(labels, X, centers, dtype)
         expected_sums, expected_totals, expected_inertia = naive.lloyd_sums(X, weights, labels, centers)
-        np.testing.assert_allclose(sums, expected_sums, rtol=1e-9)
+        # The narrow plain step sums each tile of X - shift in X's dtype, then in float64.
+        tile_sums = mode == _lloyd.MODE_PLAIN and n_features <= TILE_SUMS_FEATURES and not weighted
+        np.testing.assert_allclose(
+            sums, expected_sums, rtol=1e-7 if tile_sums and dtype == np.float32 else 1e-9
+        )
         np.testing.assert_allclose(totals, expected_totals, rtol=1e-12)
         assert inertia == pytest.approx(expected_inertia, rel=1e-9)
         assert changed == (labels != previous).sum() and computed == X.shape[0]
@@ -381,7 +385,8 @@ def test_a_batchs_assigned_sums(dtype: type, n: int) -> None:
     expected_sums, expected_totals, expected_inertia = naive.lloyd_sums(X, weights, labels, centers)
     np.testing.assert_allclose(sums, expected_sums, rtol=1e-9)
     np.testing.assert_allclose(totals, expected_totals, rtol=1e-12)
-    assert inertia == pytest.approx(expected_inertia, rel=1e-9)
+    # Read off the values that chose each row's center: good to the dtype's rounding.
+    assert inertia == pytest.approx(expected_inertia, rel=1e-5 if dtype == np.float32 else 1e-12)
 
 
 def test_align_frame_gives_a_function_a_64_byte_aligned_frame() -> None:
