@@ -89,7 +89,9 @@ LARGE_BATCHES = [np.repeat(batch, 34, axis=0) + RNG.normal(size=(150 * 34, 4)).a
 
 
 @pytest.mark.parametrize("large", [False, True])
-def test_the_stream_reconnects_and_replays_after_a_server_restart(start_server: ServerFactory, large: bool) -> None:
+def test_the_stream_reconnects_and_replays_after_a_server_restart(
+    start_server: ServerFactory, large: bool
+) -> None:
     batches = LARGE_BATCHES if large else BATCHES
     rows = len(batches[0])
     port = free_port()

@@ -54,8 +54,8 @@ def test_batch_inertia_is_against_the_centers_before_the_batch(stream: np.ndarra
     state.start_from(X[:10].copy())
     tolerance = 1e-5 if dtype is np.float32 else 1e-12
     for batch, batch_weights in zip(batches_of(X, 500), batches_of(weights, 500)):
-        before = state.centers.astype(np.float64)
-        expected = float((naive.sq_distances(batch.astype(np.float64), before).min(axis=1) * batch_weights).sum())
+        nearest = naive.sq_distances(batch.astype(np.float64), state.centers.astype(np.float64)).min(axis=1)
+        expected = float((nearest * batch_weights).sum())
         outcome = state.partial_fit(*state.check_batch(batch, batch_weights))
         assert outcome.batch_inertia == pytest.approx(expected, rel=tolerance)
 
