@@ -8,7 +8,7 @@ faults a batch, against 87 ms when the requests were made before the stream star
 With the slabs below: 116 ms, and 9 faults a batch (medians of 6, taking turns, against a
 server that applied nothing).
 
-Large requests are copied instead into slabs of SLAB_BYTES that the process reuses: a slab
+Large requests (up to SLAB_BYTES) are copied instead into slabs the process reuses: a slab
 whose requests are all gone goes back to a pool shared by every stream of the process, and
 the next batches are copied into it. A stream that runs for long reuses the slabs its
 durable batches freed; streams opened one after another reuse each other's. The pool keeps
@@ -29,7 +29,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-# Requests up to this size stay bytes objects: malloc reuses small blocks by itself.
+# Requests up to this size stay bytes objects: malloc reuses small blocks by itself. So do
+# those larger than a slab, rare enough that a slab of their own would save nothing.
 SMALL_REQUEST = 64 << 10
 SLAB_BYTES = 8 << 20
 IDLE_BYTES = 64 << 20
@@ -53,7 +54,7 @@ class _Pool:
 
     def give_back(self, slab: np.ndarray) -> None:
         with self._lock:
-            if slab.size == SLAB_BYTES and (len(self._idle) + 1) * SLAB_BYTES <= IDLE_BYTES:
+            if (len(self._idle) + 1) * SLAB_BYTES <= IDLE_BYTES:
                 self._idle.append(slab)
 
     def idle_bytes(self) -> int:
@@ -98,12 +99,11 @@ class ReplayBuffer:
     def keep(self, parts: Sequence[bytes | memoryview]) -> Kept:
         """The request made of ``parts`` (bytes-like, a byte an item), copied out of them."""
         size = sum(len(part) for part in parts)
-        if size <= SMALL_REQUEST:
+        if size <= SMALL_REQUEST or size > SLAB_BYTES:
             return b"".join(parts)
         slab = self._slab
         if slab is None or size > slab.buffer.size - slab.used:
-            # A request larger than a slab gets one of its own, which the pool does not keep.
-            slab = _Slab(POOL.take() if size <= SLAB_BYTES else np.empty(size, dtype=np.uint8))
+            slab = _Slab(POOL.take())
             self._switch_to(slab)
         start = stop = slab.used
         for part in parts:
