@@ -11,6 +11,11 @@ are measured against.
 - Acked streams: the bidi handler a stream of batches needs at least, answering each
   message with a small ack, fed by grpc-python's sync client with a window of messages
   awaiting their acks, as the SDK's MiniBatchStream sends (bench.streaming).
+- Learning streams: the same, with the least a stream server of our design does on top:
+  each batch's rows read in place and applied by our engine's partial_fit on one worker
+  thread (CPU work off the event loop, DESIGN.md section 4), the next batches received
+  meanwhile, and the acks sent in order. It measures what running the transport and the
+  kernel at once costs on this machine, which floor + kernel, timed apart, leave out.
 
 `python -m bench.floors` prints them alone (part of `make bench`); bench.system measures
 SDK Predict and the Fit upload against the bulk floor, its ways of sending taking turns
@@ -32,6 +37,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -47,6 +53,8 @@ KEEP = "/floor.Floor/Keep"
 KEPT_CHUNK = 2 << 20
 SMALL = "/floor.Floor/Small"
 ACKS = "/floor.Floor/Acks"
+LEARN = "/floor.Floor/Learn"
+LEARN_FROM = "/floor.Floor/LearnFrom"
 # About the size of a MiniBatchAck with its numbers set.
 ACK_BYTES = 48
 
@@ -80,7 +88,10 @@ async def _serve(port_file: str) -> None:
         async for _ in requests:  # type: ignore[attr-defined]
             yield ack
 
+    learn_from, learn = _learning()
     handlers = grpc.method_handlers_generic_handler("floor.Floor", {
+        "LearnFrom": grpc.unary_unary_rpc_method_handler(learn_from),
+        "Learn": grpc.stream_stream_rpc_method_handler(learn),
         "Unary": grpc.unary_unary_rpc_method_handler(unary),
         "Stream": grpc.stream_unary_rpc_method_handler(stream),
         "Keep": grpc.stream_unary_rpc_method_handler(keep),
@@ -95,6 +106,48 @@ async def _serve(port_file: str) -> None:
         out.write(str(port))
     os.rename(port_file + ".tmp", port_file)
     await server.wait_for_termination()
+
+
+def _learning() -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """The learning floor's handlers: LearnFrom starts a mini-batch model (k=64, seed 0, as
+    bench.streaming's) from the batch it carries, untimed as the SDK's setup stream is; Learn
+    applies each batch of its stream to that model on the one worker thread and acks it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from centroidal import codec
+    from centroidal.engine.minibatch import MiniBatchParams, MiniBatchState
+
+    model: dict[str, MiniBatchState] = {}
+    worker = ThreadPoolExecutor(1, thread_name_prefix="floor-learn")
+
+    def points(data: bytes) -> Any:
+        batch = codec.read_minibatch_request(data)
+        assert isinstance(batch, codec.MiniBatch) and batch.points is not None
+        return batch.points
+
+    async def learn_from(request: bytes, context: object) -> bytes:
+        first = points(request)
+        state = MiniBatchState(MiniBatchParams(n_clusters=64, seed=0).check(), first.shape[1], first.dtype)
+        await asyncio.get_running_loop().run_in_executor(worker, state.partial_fit, first)
+        model["state"] = state
+        return bytes(8)
+
+    async def learn(requests: AsyncIterator[bytes], context: object) -> AsyncIterator[bytes]:
+        ack, state, loop = bytes(ACK_BYTES), model["state"], asyncio.get_running_loop()
+        applied: asyncio.Queue[asyncio.Future[Any] | None] = asyncio.Queue()
+
+        async def receive() -> None:  # ahead of the acks, as the server's streams take batches
+            async for data in requests:
+                applied.put_nowait(loop.run_in_executor(worker, state.partial_fit, points(data)))
+            applied.put_nowait(None)
+
+        receiving = loop.create_task(receive())
+        while (batch := await applied.get()) is not None:
+            await batch
+            yield ack
+        await receiving
+
+    return learn_from, learn
 
 
 @contextmanager
@@ -147,13 +200,14 @@ def bulk_ways(
 
 
 @contextmanager
-def acked_streams(address: str) -> Iterator[Callable[[list[list[bytes]], int], float]]:
+def acked_streams(address: str, method_name: str = ACKS) -> Iterator[Callable[[list[list[bytes]], int], float]]:
     """Sends each producer's messages (a list per producer, each in a thread of its own and a
-    call of its own) to the acking handler, with at most ``window`` awaiting their ack, as a
-    call to time. It returns the seconds from when every producer has opened its call until
-    the last has every ack, the span bench.streaming times of the SDK's producers."""
+    call of its own) to the acking handler (or ``method_name``'s), with at most ``window``
+    awaiting their ack, as a call to time. It returns the seconds from when every producer
+    has opened its call until the last has every ack, the span bench.streaming times of the
+    SDK's producers."""
     with grpc.insecure_channel(address, options=_LIMIT) as channel:
-        method = channel.stream_stream(ACKS)
+        method = channel.stream_stream(method_name)
 
         def send(messages: list[list[bytes]], window: int) -> float:
             opened = threading.Barrier(len(messages) + 1)

@@ -1,6 +1,8 @@
 """StreamMiniBatch ingest through the SDK against scikit-learn's partial_fit in process, and
 against the floor of a stream: grpc-python moving the same messages to a handler that acks
-each one (bench.floors), plus our engine's partial_fit on the same batches in process.
+each one (bench.floors), plus our engine's partial_fit on the same batches in process; and
+against the learning floor, that handler applying each batch with the same partial_fit on a
+worker thread as it goes, which pays for the transport and the kernel sharing the machine.
 
 The server runs as a `centroidal serve` subprocess, as it would in production,
 so the producers and the server do not share one interpreter. Both sides see
@@ -14,6 +16,7 @@ import tempfile
 import threading
 import time
 
+import grpc
 import numpy as np
 from sklearn.cluster import MiniBatchKMeans
 
@@ -82,30 +85,45 @@ def _floor_messages(batches: list[np.ndarray], producers: int) -> list[list[byte
 
 
 def against_floor(address: str, batches: list[np.ndarray]) -> tuple[list[Row], dict[str, float]]:
-    """The SDK's producers against the acking floor plus the kernel, taking turns."""
+    """The SDK's producers against the acking floor plus the kernel, and against the learning
+    floor (bench.floors: the acking handler applying each batch with the same kernel on a
+    worker thread), all taking turns."""
     runs: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as scratch, floors.floor_server(scratch) as (floor_address, _), \
-            floors.acked_streams(floor_address) as acked:
+            floors.acked_streams(floor_address) as acked, \
+            floors.acked_streams(floor_address, floors.LEARN) as learned, \
+            grpc.insecure_channel(floor_address) as channel:
+        learn_from = channel.unary_unary(floors.LEARN_FROM)
+        setup = codec.serialize_minibatch_request(codec.MiniBatch("setup", 1, batches[0], None))
         messages = {producers: _floor_messages(batches, producers) for producers in (1, 4)}
         for turn in range(FLOOR_ROUNDS + 1):  # the first round warms up, untimed
             timed = {"kernel": _kernel(batches)}
             for producers in (1, 4):
                 timed[f"floor {producers}"] = acked(messages[producers], DEFAULT_WINDOW)
+                learn_from(setup)  # a new model, untimed as the SDK's setup stream is
+                timed[f"learning {producers}"] = learned(messages[producers], DEFAULT_WINDOW)
                 timed[f"ours {producers}"] = _stream(address, f"bench-floor-{producers}-{turn}", batches, producers)[0]
             if turn:
                 for name, seconds in timed.items():
                     runs.setdefault(name, []).append(seconds)
-    kernel = statistics.median(runs["kernel"])
+    median = {name: statistics.median(seconds) for name, seconds in runs.items()}
+    kernel = median["kernel"]
     rows, facts = [], {"stream_kernel_ms": kernel * 1e3}
     for producers in (1, 4):
-        ours, floor = statistics.median(runs[f"ours {producers}"]), statistics.median(runs[f"floor {producers}"])
+        ours, floor, learning = (median[f"{way} {producers}"] for way in ("ours", "floor", "learning"))
         rows.append(Row(
             f"stream ingest {len(batches) - 1} batches, {producers} producer(s), against floor + kernel",
             ours, "acked grpc stream + partial_fit in process", floor + kernel,
             extra={"floor_s": floor, "kernel_s": kernel},
         ))
+        rows.append(Row(
+            f"stream ingest {len(batches) - 1} batches, {producers} producer(s), against the learning floor",
+            ours, "acking handler applying partial_fit on a thread", learning,
+        ))
         facts[f"stream_{producers}p_floor_ms"] = floor * 1e3
+        facts[f"stream_{producers}p_learning_floor_ms"] = learning * 1e3
         facts[f"stream_{producers}p_over_floor_and_kernel"] = ours / (floor + kernel)
+        facts[f"stream_{producers}p_learning_floor_over_floor_and_kernel"] = learning / (floor + kernel)
     return rows, facts
 
 
