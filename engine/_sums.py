@@ -1,10 +1,13 @@
 """Compiled per-cluster sums of a Lloyd step: each row added to its cluster's float64 sums
 and weight, or, for tiles of few features at unit weight, each tile summed by cluster in one
-vectorised pass; and the inertia of the rows summed.
+vectorised pass; the inertia of the rows summed; and a mini-batch's centers moved by its sums.
 """
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 from numba import njit
 
 from ._common import sq_distance
@@ -129,3 +132,49 @@ def tile_inertia(X, start, rows, labels, centers, tile_sq, best_value):
         for r in range(rows):
             inertia += gemm_sq_distance(tile_sq[r], best_value[r])
     return inertia
+
+
+@njit(nogil=True, cache=True)
+def moved_centers(
+    partial_sums, partial_weights, partial_inertia, centers, counts, moved, new_centers, new_counts, touched,
+):
+    """A mini-batch update from a step's per-chunk sums (c, k, d) and weights (c, k), float64.
+
+    Each center the batch reached moves to (center * count + sums) / (count + weight): into
+    moved (k, d) float64, and into new_centers (k, d) in the centers' dtype; its count becomes
+    count + weight, and touched[j] says it was reached. The others keep their center and
+    count. counts (k,) float64 are the weights the centers hold before the batch (decayed).
+    Returns the batch's inertia (partial_inertia (c,) added in chunk order) and whether every
+    new center, in its dtype, and every count is finite.
+
+    One call in place of a dozen small numpy operations, each holding the GIL, which a server
+    shares with its event loop: a step of 8192x16 at k=64 ran 4.7 million instructions
+    against 5.6 (callgrind, one thread). The chunks are added in their order, starting from
+    the first, as numpy's sum over them did, and the arithmetic is numpy's (no contraction
+    into FMAs): the centers come out the same to the bit.
+    """
+    n_chunks, n_clusters, n_features = partial_sums.shape
+    inertia = 0.0
+    for chunk in range(n_chunks):
+        inertia += partial_inertia[chunk]
+    finite = True
+    for j in range(n_clusters):
+        weight = partial_weights[0, j]
+        for chunk in range(1, n_chunks):
+            weight += partial_weights[chunk, j]
+        count = counts[j]
+        touched[j] = weight > 0
+        new_count = count + weight if touched[j] else count
+        new_counts[j] = new_count
+        finite &= math.isfinite(new_count)
+        for f in range(n_features):
+            value = np.float64(centers[j, f])
+            if touched[j]:
+                summed = partial_sums[0, j, f]
+                for chunk in range(1, n_chunks):
+                    summed += partial_sums[chunk, j, f]
+                value = (value * count + summed) / new_count
+            moved[j, f] = value
+            new_centers[j, f] = value
+            finite &= math.isfinite(new_centers[j, f])
+    return inertia, finite

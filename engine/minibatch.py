@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _common, _lloyd, chunks
+from . import _common, _lloyd, _sums, chunks
 from .cosine import COSINE_PER_SQ_EUCLIDEAN, check_metric, unit_centers, unit_rows
 from .seeding import kmeans_plusplus, shift_for
 from .threads import configure_threads
@@ -246,19 +246,19 @@ class MiniBatchState:
         """
         n_clusters = self.params.n_clusters
         X = read_only(X)
-        sums, batch_weights, inertia = _assigned_sums(X, sample_weight, self.centers)
         batch_points = X.shape[0]
-        counts = self.counts * self._decay(batch_points)
-        touched = batch_weights > 0
-        new_counts = counts[touched] + batch_weights[touched]
-        moved = (self.centers[touched] * counts[touched, None] + sums[touched]) / new_counts[:, None]
-        centers = self.centers.copy()
-        centers[touched] = unit_centers(moved, self.centers[touched]) if self.spherical else moved
-        counts[touched] = new_counts
+        moved, centers = np.empty((n_clusters, self.n_features)), np.empty_like(self.centers)
+        counts, touched = np.empty(n_clusters), np.empty(n_clusters, dtype=np.bool_)
+        inertia, finite = _sums.moved_centers(
+            *_assigned_sums(X, sample_weight, self.centers), self.centers,
+            self.counts * self._decay(batch_points), moved, centers, counts, touched,
+        )
         if self.spherical:
+            centers[touched] = unit_centers(moved[touched], self.centers[touched])
+            finite = finite and bool(np.isfinite(centers).all())
             inertia *= COSINE_PER_SQ_EUCLIDEAN
-        if not (math.isfinite(inertia) and np.isfinite(centers).all() and np.isfinite(counts).all()):
-            if sample_weight.size and math.isfinite(_assigned_sums(X, UNIT_WEIGHTS, self.centers)[2]):
+        if not (math.isfinite(inertia) and finite):
+            if sample_weight.size and math.isfinite(_assigned_sums(X, UNIT_WEIGHTS, self.centers)[2].sum()):
                 # The points alone are fine.
                 raise InvalidInputError(
                     "sample_weight",
@@ -352,10 +352,11 @@ class MiniBatchState:
 
 def _assigned_sums(
     X: np.ndarray, sample_weight: np.ndarray, centers: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, float]:
-    """Each row assigned to its nearest center: the per-center weighted sums (k, d) and weights
-    (k,) of the rows, and their weighted inertia, by one pass of the Lloyd step's kernel (its
-    sums per chunk, added here in chunk order, so the thread count changes nothing).
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each row assigned to its nearest center: the per-chunk weighted sums (c, k, d) and
+    weights (c, k) of the rows by center, and their weighted inertia (c,), by one pass of the
+    Lloyd step's kernel (the chunks are added in their order by ``_sums.moved_centers``, so
+    the thread count changes nothing).
 
     The inertia is read off the values that chose each row's center, as a fit's iterations
     read theirs: good to the dtype's rounding, which an ack's figure and the estimator's
@@ -372,7 +373,7 @@ def _assigned_sums(
     changed, computed = np.empty(n_chunks, dtype=np.int64), np.empty(n_chunks, dtype=np.int64)
     chunks.run(_lloyd.plain_step, n_chunks, X, sample_weight, centers, shift_for(centers), False, labels,
                sums, weights, inertia, changed, computed)
-    return sums.sum(axis=0), weights.sum(axis=0), float(inertia.sum())
+    return sums, weights, inertia
 
 
 def warmup() -> None:

@@ -9,7 +9,7 @@ import pytest
 from sklearn.cluster import MiniBatchKMeans
 from sklearn.datasets import make_blobs
 
-from centroidal.engine import InvalidInputError
+from centroidal.engine import InvalidInputError, _sums
 from centroidal.engine.minibatch import MiniBatchParams, MiniBatchState
 from tests import naive
 
@@ -223,3 +223,46 @@ def test_values_too_large_to_square_leave_the_model_unchanged() -> None:
     with pytest.raises(InvalidInputError):
         waiting.partial_fit(*waiting.check_batch(huge))
     assert waiting.pending_points == 20 and not waiting.initialized
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_moved_centers_are_numpys_update_to_the_bit(dtype: type) -> None:
+    """The compiled update adds the chunks in their order and does numpy's arithmetic: the
+    centers and counts it gives are those of the update written with numpy, bit for bit;
+    a center no row reached keeps its center and count."""
+    rng = np.random.default_rng(9)
+    n_chunks, k, d = 5, 12, 7
+    partial_sums = rng.normal(scale=50.0, size=(n_chunks, k, d))
+    partial_weights = rng.uniform(0.0, 30.0, size=(n_chunks, k))
+    partial_weights[:, [2, 7]] = 0.0  # two centers no row reached
+    partial_inertia = rng.uniform(0.0, 1e3, size=n_chunks)
+    centers = rng.normal(size=(k, d)).astype(dtype)
+    counts = rng.uniform(1.0, 500.0, size=k) * 0.97
+    moved, new_centers = np.empty((k, d)), np.empty_like(centers)
+    new_counts, touched = np.empty(k), np.empty(k, dtype=np.bool_)
+    inertia, finite = _sums.moved_centers(partial_sums, partial_weights, partial_inertia, centers, counts,
+                                          moved, new_centers, new_counts, touched)
+    sums, weights = partial_sums.sum(axis=0), partial_weights.sum(axis=0)
+    reached = weights > 0
+    expected_counts = counts.copy()
+    expected_counts[reached] = counts[reached] + weights[reached]
+    expected = centers.copy()
+    expected[reached] = (centers[reached] * counts[reached, None] + sums[reached]) / expected_counts[reached, None]
+    assert finite and inertia == pytest.approx(partial_inertia.sum(), rel=1e-15)
+    np.testing.assert_array_equal(touched, reached)
+    np.testing.assert_array_equal(new_centers, expected)
+    np.testing.assert_array_equal(new_counts, expected_counts)
+    np.testing.assert_array_equal(moved[~reached], centers[~reached].astype(np.float64))
+
+
+def test_moved_centers_tell_a_center_past_its_dtype() -> None:
+    """A float32 center moved past float32's range is infinite once stored: not finite."""
+    centers = np.ones((2, 3), dtype=np.float32)
+    sums = np.zeros((1, 2, 3))
+    sums[0, 1, 0] = 1e300  # finite in float64, past float32
+    out = (np.empty((2, 3)), np.empty_like(centers), np.empty(2), np.empty(2, dtype=np.bool_))
+    _, finite = _sums.moved_centers(sums, np.ones((1, 2)), np.zeros(1), centers, np.ones(2), *out)
+    assert not finite and np.isfinite(out[0]).all()
+    sums[0, 1, 0] = 0.0
+    _, finite = _sums.moved_centers(sums, np.ones((1, 2)), np.zeros(1), centers, np.ones(2), *out)
+    assert finite
