@@ -16,6 +16,9 @@ are measured against.
   thread (CPU work off the event loop, DESIGN.md section 4), the next batches received
   meanwhile, and the acks sent in order. It measures what running the transport and the
   kernel at once costs on this machine, which floor + kernel, timed apart, leave out.
+- Predicting stream: the same for Predict (bench.system): the rows' 2 MiB chunks, each
+  labelled by our engine's NearestCenters on one worker thread as the next arrive, the
+  labels answered per chunk.
 
 `python -m bench.floors` prints them alone (part of `make bench`); bench.system measures
 SDK Predict and the Fit upload against the bulk floor, its ways of sending taking turns
@@ -55,6 +58,9 @@ SMALL = "/floor.Floor/Small"
 ACKS = "/floor.Floor/Acks"
 LEARN = "/floor.Floor/Learn"
 LEARN_FROM = "/floor.Floor/LearnFrom"
+PREDICT_WITH = "/floor.Floor/PredictWith"
+PREDICTING = "/floor.Floor/Predicting"
+PREDICTED_CHUNK = 2 << 20
 # About the size of a MiniBatchAck with its numbers set.
 ACK_BYTES = 48
 
@@ -89,7 +95,10 @@ async def _serve(port_file: str) -> None:
             yield ack
 
     learn_from, learn = _learning()
+    predict_with, predicting = _predicting()
     handlers = grpc.method_handlers_generic_handler("floor.Floor", {
+        "PredictWith": grpc.unary_unary_rpc_method_handler(predict_with),
+        "Predicting": grpc.stream_stream_rpc_method_handler(predicting),
         "LearnFrom": grpc.unary_unary_rpc_method_handler(learn_from),
         "Learn": grpc.stream_stream_rpc_method_handler(learn),
         "Unary": grpc.unary_unary_rpc_method_handler(unary),
@@ -133,21 +142,86 @@ def _learning() -> tuple[Callable[..., Any], Callable[..., Any]]:
         return bytes(8)
 
     async def learn(requests: AsyncIterator[bytes], context: object) -> AsyncIterator[bytes]:
-        ack, state, loop = bytes(ACK_BYTES), model["state"], asyncio.get_running_loop()
-        applied: asyncio.Queue[asyncio.Future[Any] | None] = asyncio.Queue()
-
-        async def receive() -> None:  # ahead of the acks, as the server's streams take batches
-            async for data in requests:
-                applied.put_nowait(loop.run_in_executor(worker, state.partial_fit, points(data)))
-            applied.put_nowait(None)
-
-        receiving = loop.create_task(receive())
-        while (batch := await applied.get()) is not None:
-            await batch
+        ack, state = bytes(ACK_BYTES), model["state"]
+        async for _ in _in_order(requests, lambda data: state.partial_fit(points(data)), worker):
             yield ack
-        await receiving
 
     return learn_from, learn
+
+
+def _in_order(
+    requests: AsyncIterator[bytes], work: Callable[[bytes], Any], worker: Any
+) -> AsyncIterator[Any]:
+    """``work`` of each request on ``worker`` (one thread), the next requests received while
+    it runs, its outcomes in order: what a handler of our design does with CPU work."""
+    loop = asyncio.get_running_loop()
+    outcomes: asyncio.Queue[asyncio.Future[Any] | None] = asyncio.Queue()
+
+    async def receive() -> None:
+        async for data in requests:
+            outcomes.put_nowait(loop.run_in_executor(worker, work, data))
+        outcomes.put_nowait(None)
+
+    async def each() -> AsyncIterator[Any]:
+        receiving = loop.create_task(receive())
+        while (outcome := await outcomes.get()) is not None:
+            yield await outcome
+        await receiving
+
+    return each()
+
+
+def _predicting() -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """The predicting floor's handlers: PredictWith takes the centers (float32, after their
+    width as 4 bytes); Predicting labels each chunk of float32 rows of that width on the one
+    worker thread, answering its int32 labels."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    from centroidal.engine.nearest import NearestCenters
+
+    model: dict[str, Any] = {}
+    worker = ThreadPoolExecutor(1, thread_name_prefix="floor-predict")
+
+    async def predict_with(request: bytes, context: object) -> bytes:
+        width = int.from_bytes(request[:4], "little")
+        model["centers"] = NearestCenters(np.frombuffer(request, np.float32, offset=4).reshape(-1, width))
+        return bytes(8)
+
+    async def predicting(requests: AsyncIterator[bytes], context: object) -> AsyncIterator[bytes]:
+        centers = model["centers"]
+        width = centers.centers.shape[1]
+
+        def labels(data: bytes) -> bytes:
+            return bytes(centers.predict(np.frombuffer(data, np.float32).reshape(-1, width)).data)
+
+        async for answer in _in_order(requests, labels, worker):
+            yield answer
+
+    return predict_with, predicting
+
+
+@contextmanager
+def predicting_floor(address: str, X: Any, centers: Any) -> Iterator[Callable[[], object]]:
+    """The predicting floor for the rows X (float32) and these centers, as a call to time: X
+    in PREDICTED_CHUNK chunks to the Predicting handler, every chunk's labels back."""
+    import numpy as np
+
+    width = X.shape[1]
+    rows = PREDICTED_CHUNK // (4 * width)
+    chunks = [np.ascontiguousarray(X[start:start + rows]).tobytes() for start in range(0, X.shape[0], rows)]
+    with grpc.insecure_channel(address, options=_LIMIT) as channel:
+        channel.unary_unary(PREDICT_WITH)(width.to_bytes(4, "little") + np.asarray(centers, np.float32).tobytes())
+        method = channel.stream_stream(PREDICTING)
+
+        def predict() -> int:
+            answered = sum(len(answer) for answer in method(iter(chunks)))
+            if answered != 4 * X.shape[0]:
+                raise RuntimeError(f"the predicting floor answered {answered // 4} labels of {X.shape[0]}")
+            return answered
+
+        yield predict
 
 
 @contextmanager
