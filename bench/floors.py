@@ -63,6 +63,8 @@ PREDICTING = "/floor.Floor/Predicting"
 PREDICTED_CHUNK = 2 << 20
 # About the size of a MiniBatchAck with its numbers set.
 ACK_BYTES = 48
+# How long an acked stream waits for an ack before it ends its call short.
+ACK_WAIT_S = 30.0
 
 
 async def _serve(port_file: str) -> None:
@@ -293,7 +295,8 @@ def acked_streams(address: str, method_name: str = ACKS) -> Iterator[Callable[[l
                 def requests() -> Iterator[bytes]:
                     opened.wait()
                     for message in messages[index]:
-                        room.acquire()
+                        if not room.acquire(timeout=ACK_WAIT_S):  # a handler that stopped acking
+                            return  # ends the call short: the count of acks below says so
                         yield message
 
                 for _ in method(requests()):
