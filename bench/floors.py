@@ -11,14 +11,8 @@ are measured against.
 - Acked streams: the bidi handler a stream of batches needs at least, answering each
   message with a small ack, fed by grpc-python's sync client with a window of messages
   awaiting their acks, as the SDK's MiniBatchStream sends (bench.streaming).
-- Learning streams: the same, with the least a stream server of our design does on top:
-  each batch's rows read in place and applied by our engine's partial_fit on one worker
-  thread (CPU work off the event loop, DESIGN.md section 4), the next batches received
-  meanwhile, and the acks sent in order. It measures what running the transport and the
-  kernel at once costs on this machine, which floor + kernel, timed apart, leave out.
-- Predicting stream: the same for Predict (bench.system): the rows' 2 MiB chunks, each
-  labelled by our engine's NearestCenters on one worker thread as the next arrive, the
-  labels answered per chunk.
+- Learning and predicting streams: the same server, with the least a server of our design
+  does on top, our kernels on a worker thread (bench.floor_work).
 
 `python -m bench.floors` prints them alone (part of `make bench`); bench.system measures
 SDK Predict and the Fit upload against the bulk floor, its ways of sending taking turns
@@ -40,10 +34,10 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import grpc
 
+from . import floor_work
 from .common import median_time, time_producers
 
 BULK_BYTES = 1_000_000 * 16 * 4
@@ -56,11 +50,6 @@ KEEP = "/floor.Floor/Keep"
 KEPT_CHUNK = 2 << 20
 SMALL = "/floor.Floor/Small"
 ACKS = "/floor.Floor/Acks"
-LEARN = "/floor.Floor/Learn"
-LEARN_FROM = "/floor.Floor/LearnFrom"
-PREDICT_WITH = "/floor.Floor/PredictWith"
-PREDICTING = "/floor.Floor/Predicting"
-PREDICTED_CHUNK = 2 << 20
 # About the size of a MiniBatchAck with its numbers set.
 ACK_BYTES = 48
 # How long an acked stream waits for an ack before it ends its call short.
@@ -96,13 +85,8 @@ async def _serve(port_file: str) -> None:
         async for _ in requests:  # type: ignore[attr-defined]
             yield ack
 
-    learn_from, learn = _learning()
-    predict_with, predicting = _predicting()
     handlers = grpc.method_handlers_generic_handler("floor.Floor", {
-        "PredictWith": grpc.unary_unary_rpc_method_handler(predict_with),
-        "Predicting": grpc.stream_stream_rpc_method_handler(predicting),
-        "LearnFrom": grpc.unary_unary_rpc_method_handler(learn_from),
-        "Learn": grpc.stream_stream_rpc_method_handler(learn),
+        **floor_work.handlers(bytes(ACK_BYTES)),
         "Unary": grpc.unary_unary_rpc_method_handler(unary),
         "Stream": grpc.stream_unary_rpc_method_handler(stream),
         "Keep": grpc.stream_unary_rpc_method_handler(keep),
@@ -117,113 +101,6 @@ async def _serve(port_file: str) -> None:
         out.write(str(port))
     os.rename(port_file + ".tmp", port_file)
     await server.wait_for_termination()
-
-
-def _learning() -> tuple[Callable[..., Any], Callable[..., Any]]:
-    """The learning floor's handlers: LearnFrom starts a mini-batch model (k=64, seed 0, as
-    bench.streaming's) from the batch it carries, untimed as the SDK's setup stream is; Learn
-    applies each batch of its stream to that model on the one worker thread and acks it."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from centroidal import codec
-    from centroidal.engine.minibatch import MiniBatchParams, MiniBatchState
-
-    model: dict[str, MiniBatchState] = {}
-    worker = ThreadPoolExecutor(1, thread_name_prefix="floor-learn")
-
-    def points(data: bytes) -> Any:
-        batch = codec.read_minibatch_request(data)
-        assert isinstance(batch, codec.MiniBatch) and batch.points is not None
-        return batch.points
-
-    async def learn_from(request: bytes, context: object) -> bytes:
-        first = points(request)
-        state = MiniBatchState(MiniBatchParams(n_clusters=64, seed=0).check(), first.shape[1], first.dtype)
-        await asyncio.get_running_loop().run_in_executor(worker, state.partial_fit, first)
-        model["state"] = state
-        return bytes(8)
-
-    async def learn(requests: AsyncIterator[bytes], context: object) -> AsyncIterator[bytes]:
-        ack, state = bytes(ACK_BYTES), model["state"]
-        async for _ in _in_order(requests, lambda data: state.partial_fit(points(data)), worker):
-            yield ack
-
-    return learn_from, learn
-
-
-def _in_order(
-    requests: AsyncIterator[bytes], work: Callable[[bytes], Any], worker: Any
-) -> AsyncIterator[Any]:
-    """``work`` of each request on ``worker`` (one thread), the next requests received while
-    it runs, its outcomes in order: what a handler of our design does with CPU work."""
-    loop = asyncio.get_running_loop()
-    outcomes: asyncio.Queue[asyncio.Future[Any] | None] = asyncio.Queue()
-
-    async def receive() -> None:
-        async for data in requests:
-            outcomes.put_nowait(loop.run_in_executor(worker, work, data))
-        outcomes.put_nowait(None)
-
-    async def each() -> AsyncIterator[Any]:
-        receiving = loop.create_task(receive())
-        while (outcome := await outcomes.get()) is not None:
-            yield await outcome
-        await receiving
-
-    return each()
-
-
-def _predicting() -> tuple[Callable[..., Any], Callable[..., Any]]:
-    """The predicting floor's handlers: PredictWith takes the centers (float32, after their
-    width as 4 bytes); Predicting labels each chunk of float32 rows of that width on the one
-    worker thread, answering its int32 labels."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    import numpy as np
-
-    from centroidal.engine.nearest import NearestCenters
-
-    model: dict[str, Any] = {}
-    worker = ThreadPoolExecutor(1, thread_name_prefix="floor-predict")
-
-    async def predict_with(request: bytes, context: object) -> bytes:
-        width = int.from_bytes(request[:4], "little")
-        model["centers"] = NearestCenters(np.frombuffer(request, np.float32, offset=4).reshape(-1, width))
-        return bytes(8)
-
-    async def predicting(requests: AsyncIterator[bytes], context: object) -> AsyncIterator[bytes]:
-        centers = model["centers"]
-        width = centers.centers.shape[1]
-
-        def labels(data: bytes) -> bytes:
-            return bytes(centers.predict(np.frombuffer(data, np.float32).reshape(-1, width)).data)
-
-        async for answer in _in_order(requests, labels, worker):
-            yield answer
-
-    return predict_with, predicting
-
-
-@contextmanager
-def predicting_floor(address: str, X: Any, centers: Any) -> Iterator[Callable[[], object]]:
-    """The predicting floor for the rows X (float32) and these centers, as a call to time: X
-    in PREDICTED_CHUNK chunks to the Predicting handler, every chunk's labels back."""
-    import numpy as np
-
-    width = X.shape[1]
-    rows = PREDICTED_CHUNK // (4 * width)
-    chunks = [np.ascontiguousarray(X[start:start + rows]).tobytes() for start in range(0, X.shape[0], rows)]
-    with grpc.insecure_channel(address, options=_LIMIT) as channel:
-        channel.unary_unary(PREDICT_WITH)(width.to_bytes(4, "little") + np.asarray(centers, np.float32).tobytes())
-        method = channel.stream_stream(PREDICTING)
-
-        def predict() -> int:
-            answered = sum(len(answer) for answer in method(iter(chunks)))
-            if answered != 4 * X.shape[0]:
-                raise RuntimeError(f"the predicting floor answered {answered // 4} labels of {X.shape[0]}")
-            return answered
-
-        yield predict
 
 
 @contextmanager

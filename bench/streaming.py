@@ -26,7 +26,7 @@ from centroidal.client.stream import DEFAULT_WINDOW
 from centroidal.engine import kmeans
 from centroidal.engine.minibatch import MiniBatchParams, MiniBatchState
 
-from . import floors
+from . import floor_work, floors
 from .common import Row, served, time_producers
 from .engine import blobs
 
@@ -91,10 +91,10 @@ def against_floor(address: str, batches: list[np.ndarray]) -> tuple[list[Row], d
     runs: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as scratch, floors.floor_server(scratch) as (floor_address, _), \
             floors.acked_streams(floor_address) as acked, \
-            floors.acked_streams(floor_address, floors.LEARN) as learned, \
+            floors.acked_streams(floor_address, floor_work.LEARN) as learned, \
             grpc.insecure_channel(floor_address) as channel:
-        learn_from = channel.unary_unary(floors.LEARN_FROM)
-        setup = codec.serialize_minibatch_request(codec.MiniBatch("setup", 1, batches[0], None))
+        learn_from = channel.unary_unary(floor_work.LEARN_FROM)
+        setup = floor_work.learning_from(batches[0], K)
         messages = {producers: _floor_messages(batches, producers) for producers in (1, 4)}
         for turn in range(FLOOR_ROUNDS + 1):  # the first round warms up, untimed
             timed = {"kernel": _kernel(batches)}

@@ -19,7 +19,7 @@ from centroidal.engine import kmeans
 from centroidal.engine.nearest import NearestCenters
 from centroidal.server.app import WARMUP_DONE
 
-from . import floors
+from . import floor_work, floors
 from .common import Row, medians_taking_turns, served
 from .engine import blobs
 
@@ -43,7 +43,7 @@ def sdk_predict(n: int, d: int, k: int) -> tuple[list[Row], dict[str, float]]:
     with tempfile.TemporaryDirectory() as scratch, floors.floor_server(scratch) as (floor_address, _), \
             floors.bulk_ways(floor_address) as ways, served() as address, Client(address) as client, \
             Client(address, shared_memory=True) as shared, \
-            floors.predicting_floor(floor_address, X, model.cluster_centers_) as predicting:
+            floor_work.predicting_floor(floor_address, X, model.cluster_centers_) as predicting:
         client.fit("bench", X[:50_000], k, init=model.cluster_centers_, max_iter=1)
         kernel = NearestCenters(model.cluster_centers_)
         work = {"sent": lambda: client.predict("bench", X), "shared": lambda: shared.predict("bench", X),

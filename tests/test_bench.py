@@ -86,18 +86,16 @@ def test_learning_and_predicting_floors_answer_every_message(tmp_path: Path) -> 
     started (acked_streams raises when an ack is missing); the predicting floor answers a
     label for every row (predicting_floor's call raises when one is missing)."""
     import grpc
-    from centroidal import codec
 
-    from bench import floors, streaming
+    from bench import floor_work, floors, streaming
 
     rng = np.random.default_rng(0)
     batches = [rng.normal(size=(300, 16)).astype(np.float32) for _ in range(7)]
     X = rng.normal(size=(70_000, 16)).astype(np.float32)  # three chunks of 2 MiB at most
     with floors.floor_server(str(tmp_path)) as (address, _), grpc.insecure_channel(address) as channel, \
-            floors.acked_streams(address, floors.LEARN) as learned, \
-            floors.predicting_floor(address, X, X[:5]) as predicting:
-        channel.unary_unary(floors.LEARN_FROM)(
-            codec.serialize_minibatch_request(codec.MiniBatch("setup", 1, batches[0], None)))
+            floors.acked_streams(address, floor_work.LEARN) as learned, \
+            floor_work.predicting_floor(address, X, X[:5]) as predicting:
+        channel.unary_unary(floor_work.LEARN_FROM)(floor_work.learning_from(batches[0], 4))
         assert learned(streaming._floor_messages(batches, 2), 2) > 0
         assert predicting() == 4 * X.shape[0]
 
