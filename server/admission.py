@@ -127,6 +127,11 @@ class Incoming(Generic[T]):
         self._owed = 0
         self._answered_at = 0.0  # loop time when the last owed answer went out
         self._received: asyncio.Queue[Any] | None = None
+        # The read in progress: the task awaiting it, since when, and its idle timer.
+        self._reading: asyncio.Task[Any] | None = None
+        self._read_since = 0.0
+        self._timed_out = False
+        self._watch: asyncio.TimerHandle | None = None
 
     def owe(self, answers: int) -> None:
         """Count answers the server owes beyond those ``ahead`` counts (positive or negative)."""
@@ -135,28 +140,51 @@ class Incoming(Generic[T]):
             self._answered_at = asyncio.get_running_loop().time()
 
     async def next(self) -> T | None:
-        """The next message, or None when the client has finished sending."""
+        """The next message, or None when the client has finished sending.
+
+        The read is awaited in the calling task, watched by one timer: no task and no wait
+        of its own per message, which a stream of many messages would pay each time."""
         loop = asyncio.get_running_loop()
-        read: asyncio.Future[T] = asyncio.ensure_future(self._messages.__anext__())
-        started = loop.time()
+        task = asyncio.current_task()
+        assert task is not None, "Incoming is read from a task"
+        self._reading = task
+        self._read_since = loop.time()
+        self._timed_out = False
+        self._watch = loop.call_at(self._read_since + self._idle_timeout, self._check_idle)
         try:
-            while True:
-                if self._owed:  # the client waits for answers: not idle
-                    wait = self._idle_timeout
-                else:  # idle since this read began or the last answer went out, the later
-                    wait = self._idle_timeout - (loop.time() - max(started, self._answered_at))
-                    if wait <= 0:
-                        raise IdleTimeout(
-                            f"the client sent nothing for {self._idle_timeout:g} s (the server's "
-                            "--idle-timeout); the call was ended"
-                        )
-                done, _ = await asyncio.wait({read}, timeout=wait)
-                if done:
-                    return read.result()
+            return await self._messages.__anext__()
         except StopAsyncIteration:
             return None
+        except asyncio.CancelledError:
+            if not self._timed_out:
+                raise
+            uncancel = getattr(task, "uncancel", None)  # Python 3.11+: the cancel was ours
+            if uncancel is not None:
+                uncancel()
+            raise IdleTimeout(
+                f"the client sent nothing for {self._idle_timeout:g} s (the server's "
+                "--idle-timeout); the call was ended"
+            ) from None
         finally:
-            _let_go(read)
+            if self._watch is not None:
+                self._watch.cancel()
+            self._reading = None
+
+    def _check_idle(self) -> None:
+        """The read's timer: the call is idle once the client has sent nothing for the idle
+        timeout since the read began or the last owed answer went out, whichever is later,
+        while the server owes it no answer (a client that waits for one is not idle)."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if self._owed:
+            deadline = now + self._idle_timeout
+        else:
+            deadline = max(self._read_since, self._answered_at) + self._idle_timeout
+        if now < deadline:
+            self._watch = loop.call_at(deadline, self._check_idle)
+        elif self._reading is not None:
+            self._timed_out = True
+            self._reading.cancel()
 
     async def drain(self, seconds: float = DRAIN_S) -> None:
         """Read and drop what the client is still sending, for up to ``seconds``, and until

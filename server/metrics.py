@@ -105,6 +105,9 @@ class Metrics:
             "centroidal_stream_batches", "Mini-batches acknowledged, by outcome",
             ["outcome"], registry=self.registry,
         )
+        # Every acked batch counts one of these: the children looked up once, not per batch.
+        self.batches_ok = self.batches.labels("OK")
+        self.batches_duplicate = self.batches.labels("DUPLICATE")
         self.models = Gauge("centroidal_models", "Models held", registry=self.registry)
         self.store_writable = Gauge(
             "centroidal_store_writable", "1 while the model store takes writes, 0 while it refuses them",

@@ -1,12 +1,13 @@
 """One StreamMiniBatch call: its model opened, its batches taken ahead and applied in order,
 one ack per batch, and its close, which checkpoints the model.
 
-Batches are taken and queued while earlier ones are applied on the streams pool (``InOrder``),
-and acks go out in order. Each batch joins its model's queue as it arrives, where whoever
-applies the model's batches takes it with those of every other stream. A refused batch is
-told in its ack and the stream goes on; what ends the stream instead (a model replaced under
-it, a store that cannot take writes, a server that stops) is raised once the client has
-stopped writing, so its status arrives intact.
+A task reads and queues batches (up to READ_AHEAD + 1 waiting for their acks) while earlier
+ones are applied on the streams pool (``InOrder``), and acks go out in order. Each batch
+joins its model's queue as it arrives, where whoever applies the model's batches takes it
+with those of every other stream. A refused batch is told in its ack and the stream goes
+on; what ends the stream instead (a model replaced under it, a store that cannot take
+writes, a server that stops) is raised once the client has stopped writing, so its status
+arrives intact.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ class StreamSessions:
         async def take() -> None:
             index = 1
             try:
-                async for item in items.ahead():
+                async for item in items:
                     if not isinstance(item, (codec.MiniBatch, codec.MalformedBatch)):
                         raise InvalidRequest(f"message {index} is not a batch; only the first may be open",
                                              field="open")
@@ -216,7 +217,7 @@ class StreamSessions:
             metrics.batches.labels(refused.code.name).inc()
             error = codec.BatchError(refused.code.value[0], refused.message, refused.field or "")
             return codec.MiniBatchAck(producer, sequence, error=error)
-        metrics.batches.labels("DUPLICATE" if result.duplicate else "OK").inc()
+        (metrics.batches_duplicate if result.duplicate else metrics.batches_ok).inc()
         return codec.MiniBatchAck(
             producer, sequence, result.version, result.batch_inertia, result.n_samples_seen,
             result.durable_version, result.duplicate,
@@ -233,8 +234,8 @@ def _refused(batch: codec.MiniBatch | codec.MalformedBatch, failure: Exception) 
 
 
 # A batch taken from a stream is held, until its ack, as its rows and as the copy the
-# model makes of them. (The batches read ahead behind it, at most READ_AHEAD, are not
-# counted: a stream's budget share would otherwise exceed a small budget outright.)
+# model makes of them. (The one batch read and waiting for room is not counted: a stream's
+# budget share would otherwise exceed a small budget outright.)
 COPIES_PER_BATCH = 2
 
 
