@@ -38,15 +38,14 @@ def _scan_values(first_chunk, stop_chunk, X, partial_bad, partial_first, partial
 
 
 @njit(nogil=True, cache=True)
-def largest_magnitude(X):
-    """The largest |value| of X (inf if any is infinite), or NaN as soon as one is NaN: the
-    check of a small array in one call, where numpy's two reductions cost more than the scan."""
-    largest = 0.0
-    for i in range(X.shape[0]):
-        for f in range(X.shape[1]):
-            magnitude = abs(np.float64(X[i, f]))
-            if magnitude > largest:
-                largest = magnitude
-            elif magnitude != magnitude:
-                return np.nan
-    return largest
+def count_unfit(values, limit):
+    """How many values of the 1-D array ``values`` are NaN, or of magnitude ``limit`` (of
+    their dtype) or more: the check of an array's values in one pass over its memory.
+
+    Adding up a comparison leaves no iteration waiting on the one before, so the loop runs
+    in vector registers; numpy's max and min, two passes, took 5.0 ms against 2.8 on
+    1e6 x 16 float32 on the Xeon host, and 2.4 us against 0.4 on 8 x 16."""
+    unfit = 0
+    for i in range(values.shape[0]):
+        unfit += not abs(values[i]) < limit  # a NaN compares False
+    return unfit

@@ -30,9 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from . import _common, _lloyd, _sums, chunks
+from . import ministep
 from .cosine import COSINE_PER_SQ_EUCLIDEAN, check_metric, unit_centers, unit_rows
-from .seeding import kmeans_plusplus, shift_for
+from .seeding import kmeans_plusplus
 from .threads import configure_threads
 from .validation import (
     UNIT_WEIGHTS,
@@ -196,16 +196,22 @@ class MiniBatchState:
         check_weight_total(weights)
         return X, np.ascontiguousarray(weights)
 
-    def partial_fit(self, X: np.ndarray, sample_weight: np.ndarray = UNIT_WEIGHTS) -> BatchOutcome:
+    def partial_fit(
+        self, X: np.ndarray, sample_weight: np.ndarray = UNIT_WEIGHTS, *, in_one_call: bool | None = None,
+    ) -> BatchOutcome:
         """Learn one batch checked by ``check_batch``.
 
         Raises InvalidInputError("points") for NaN, Inf or too large values, and then
         leaves the model as it was.
+
+        in_one_call: True runs the step on this thread in one compiled call, as a server
+        whose event loop shares the GIL wants (``ministep``); by default the engine
+        chooses by the step's size. The centers are the same either way.
         """
-        check_finite(X, "points")
-        if self.initialized:
-            inertia, reassigned = self._step(X, sample_weight)
+        if self.initialized:  # the step checks the values as it starts
+            inertia, reassigned = self._step(X, sample_weight, in_one_call)
             return BatchOutcome(inertia, False, reassigned)
+        check_finite(X, "points")
         if not self.pending and not self.init_target:
             self.init_target = max(3 * self.params.n_clusters, X.shape[0])
         before = (list(self.pending), self.centers, self.counts, self.n_batches,
@@ -239,7 +245,7 @@ class MiniBatchState:
             reassigned += moved
         return BatchOutcome(inertia, True, reassigned)
 
-    def _step(self, X: np.ndarray, sample_weight: np.ndarray) -> tuple[float, int]:
+    def _step(self, X: np.ndarray, sample_weight: np.ndarray, in_one_call: bool | None = None) -> tuple[float, int]:
         """One mini-batch update; returns (batch inertia before it, centers reassigned).
 
         Works on copies and commits at the end, so a batch that fails changes nothing.
@@ -249,16 +255,16 @@ class MiniBatchState:
         batch_points = X.shape[0]
         moved, centers = np.empty((n_clusters, self.n_features)), np.empty_like(self.centers)
         counts, touched = np.empty(n_clusters), np.empty(n_clusters, dtype=np.bool_)
-        inertia, finite = _sums.moved_centers(
-            *_assigned_sums(X, sample_weight, self.centers), self.centers,
-            self.counts * self._decay(batch_points), moved, centers, counts, touched,
+        inertia, finite = ministep.moved_centers(
+            X, sample_weight, self.centers, self.counts * self._decay(batch_points), moved, centers, counts, touched,
+            in_one_call,
         )
         if self.spherical:
             centers[touched] = unit_centers(moved[touched], self.centers[touched])
             finite = finite and bool(np.isfinite(centers).all())
             inertia *= COSINE_PER_SQ_EUCLIDEAN
         if not (math.isfinite(inertia) and finite):
-            if sample_weight.size and math.isfinite(_assigned_sums(X, UNIT_WEIGHTS, self.centers)[2].sum()):
+            if sample_weight.size and math.isfinite(ministep.assigned_sums(X, UNIT_WEIGHTS, self.centers)[2].sum()):
                 # The points alone are fine.
                 raise InvalidInputError(
                     "sample_weight",
@@ -350,32 +356,6 @@ class MiniBatchState:
         return state
 
 
-def _assigned_sums(
-    X: np.ndarray, sample_weight: np.ndarray, centers: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Each row assigned to its nearest center: the per-chunk weighted sums (c, k, d) and
-    weights (c, k) of the rows by center, and their weighted inertia (c,), by one pass of the
-    Lloyd step's kernel (the chunks are added in their order by ``_sums.moved_centers``, so
-    the thread count changes nothing).
-
-    The inertia is read off the values that chose each row's center, as a fit's iterations
-    read theirs: good to the dtype's rounding, which an ack's figure and the estimator's
-    early stopping do not notice. Computing each row's distance again took a quarter of a
-    step: 8192x16 at k=64, 806 us against 600 on one thread, 545 against 428 on two
-    (medians of 30, taking turns)."""
-    n_samples, n_features = X.shape
-    n_clusters = centers.shape[0]
-    n_chunks = _common.n_chunks_for(n_samples, n_clusters, n_features)
-    sums = np.empty((n_chunks, n_clusters, n_features), dtype=np.float64)
-    weights = np.empty((n_chunks, n_clusters), dtype=np.float64)
-    inertia = np.empty(n_chunks, dtype=np.float64)
-    labels = np.empty(n_samples, dtype=np.int32)
-    changed, computed = np.empty(n_chunks, dtype=np.int64), np.empty(n_chunks, dtype=np.int64)
-    chunks.run(_lloyd.plain_step, n_chunks, X, sample_weight, centers, shift_for(centers), False, labels,
-               sums, weights, inertia, changed, computed)
-    return sums, weights, inertia
-
-
 def warmup() -> None:
     """Configure threads and compile the mini-batch kernels for both float dtypes."""
     configure_threads()
@@ -391,3 +371,8 @@ def warmup() -> None:
         spherical = MiniBatchState(MiniBatchParams(n_clusters=2, metric="cosine"), 3, np.dtype(dtype))
         for points in (batch, frozen):
             spherical.partial_fit(*spherical.check_batch(points))
+        # Steps this small run in one call: the chunks dealt out, as larger steps are, too.
+        centers, counts = state.centers, state.counts
+        for weights in (UNIT_WEIGHTS, np.ones(8)):
+            ministep.moved_centers(frozen, weights, centers, counts, np.empty((2, 3)), np.empty_like(centers),
+                                   np.empty(2), np.empty(2, dtype=np.bool_), in_one_call=False)

@@ -12,7 +12,7 @@ import numpy as np
 
 from . import chunks
 from ._common import n_chunks_for
-from ._validation import _scan_values, largest_magnitude
+from ._validation import _scan_values, count_unfit
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -73,6 +73,20 @@ FLOAT32_MAX_ABS = 1e17
 # total may reach MAX_WEIGHT_TOTAL): |x| up to 1e75 keeps w * 4 * d * x^2 inside float64's
 # range for any width the server takes.
 FLOAT64_MAX_ABS = 1e75
+# The same limits in each dtype, for comparing values without converting them: float32's
+# is the smallest float32 not below FLOAT32_MAX_ABS, so the comparison is the same.
+_LIMITS = {
+    np.dtype(np.float32): np.float32(FLOAT32_MAX_ABS)
+    if float(np.float32(FLOAT32_MAX_ABS)) >= FLOAT32_MAX_ABS
+    else np.nextafter(np.float32(FLOAT32_MAX_ABS), np.float32(np.inf)),
+    np.dtype(np.float64): np.float64(FLOAT64_MAX_ABS),
+}
+
+
+def value_limit(dtype: np.dtype) -> np.floating:
+    """The magnitude from which a float32 or float64 value is too large, in that dtype (for
+    ``_validation.count_unfit``)."""
+    return _LIMITS[dtype]  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -95,23 +109,17 @@ def scan_values(X: np.ndarray) -> ValueScan:
     return ValueScan(int(bad.sum()), int(rows.min()) if rows.size else -1, float(max_abs.max(initial=0.0)))
 
 
-# Up to this many values (a small Predict's), one compiled pass checks them instead.
-SMALL_CHECK = 4096
-
-
 def values_fine(X: np.ndarray) -> bool:
     """Whether every value of X is finite and small enough to square safely: check_finite's
     usual case, for a caller that checks the parts of an array as they arrive."""
-    # Two vectorised reductions settle it (a NaN turns them NaN); check_finite's scan, five
-    # times slower, runs only to describe what is wrong.
+    # One compiled pass settles it; check_finite's scan, five times slower, runs only to
+    # describe what is wrong.
     if X.size == 0:
         return True
-    limit = FLOAT32_MAX_ABS if X.dtype == np.float32 else FLOAT64_MAX_ABS
-    if X.size <= SMALL_CHECK and X.ndim == 2 and X.flags.c_contiguous:
-        largest = largest_magnitude(read_only(X))
-    else:
-        largest = max(float(X.max()), -float(X.min()))
-    return largest < limit  # False for NaN
+    if X.flags.c_contiguous and X.dtype in _LIMITS:
+        return count_unfit(read_only(X).reshape(-1), _LIMITS[X.dtype]) == 0
+    largest = max(float(X.max()), -float(X.min()))
+    return largest < (FLOAT32_MAX_ABS if X.dtype == np.float32 else FLOAT64_MAX_ABS)  # False for NaN
 
 
 def check_finite(X: np.ndarray, field: str) -> None:

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from centroidal.engine import _common, _groups, _lloyd, _nearest, _seeding, _validation, chunks, lloyd, minibatch
+from centroidal.engine import _common, _groups, _lloyd, _nearest, _seeding, _validation, chunks, lloyd, ministep, validation
 from centroidal.engine._sums import TILE_SUMS_FEATURES
 from centroidal.engine.seeding import shift_for
 from tests import naive
@@ -376,12 +376,36 @@ def test_scan_values(dtype: type) -> None:
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1), (8, 16), (2999, 5)])
+def test_values_fine_refuses_nan_inf_and_values_from_the_limit_on(dtype: type, shape: tuple[int, int]) -> None:
+    """values_fine's compiled pass against the limit compared in float64: NaN, Inf, and the
+    values of the dtype next to the limit, at the start, middle and end, in C and Fortran
+    order (which numpy's reductions check)."""
+    limit = validation.FLOAT32_MAX_ABS if dtype == np.float32 else validation.FLOAT64_MAX_ABS
+    X, _ = data(dtype, n=shape[0], d=shape[1])
+    assert validation.values_fine(X)
+    near = [dtype(limit)]
+    for _ in range(2):
+        near = [np.nextafter(near[0], dtype(0)), *near, np.nextafter(near[-1], dtype(np.inf))]
+    cases = [(value, abs(float(value)) < limit) for value in near] + [(-value, fine) for value, fine in
+                                                                      [(v, abs(float(v)) < limit) for v in near]]
+    cases += [(dtype(np.nan), False), (dtype(np.inf), False), (dtype(-np.inf), False)]
+    assert {fine for _, fine in cases} == {True, False}
+    for position in {0, X.size // 2, X.size - 1}:
+        for value, fine in cases:
+            Y = X.copy()
+            Y.reshape(-1)[position] = value
+            assert validation.values_fine(Y) == fine, (position, value)
+            assert validation.values_fine(np.asfortranarray(Y)) == fine, (position, value)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n", [700, 9000])  # one chunk, and several
 def test_a_batchs_assigned_sums(dtype: type, n: int) -> None:
     X, centers = data(dtype, n=n)
     labels = naive.assign(X, centers)
     weights = np.random.default_rng(6).uniform(0.5, 2.0, size=X.shape[0])
-    partial_sums, partial_totals, partial_inertia = minibatch._assigned_sums(X, weights, centers)
+    partial_sums, partial_totals, partial_inertia = ministep.assigned_sums(X, weights, centers)
     sums, totals, inertia = partial_sums.sum(axis=0), partial_totals.sum(axis=0), partial_inertia.sum()
     expected_sums, expected_totals, expected_inertia = naive.lloyd_sums(X, weights, labels, centers)
     np.testing.assert_allclose(sums, expected_sums, rtol=1e-9)

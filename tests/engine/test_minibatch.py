@@ -266,3 +266,58 @@ def test_moved_centers_tell_a_center_past_its_dtype() -> None:
     sums[0, 1, 0] = 0.0
     _, finite = _sums.moved_centers(sums, np.ones((1, 2)), np.zeros(1), centers, np.ones(2), *out)
     assert finite
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("n_rows", [50, 3000, 20_000])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_a_step_in_one_call_is_the_step_dealt_out_to_the_bit(dtype: type, n_rows: int, weighted: bool) -> None:
+    """The whole step in one compiled call and the step dealt out in chunks give the same
+    centers, counts, inertia and finite flag, at one thread and at two."""
+    import numba
+
+    from centroidal.engine import ministep
+    from centroidal.engine.validation import UNIT_WEIGHTS, read_only
+
+    rng = np.random.default_rng(4)
+    k, d = 24, 6
+    X = read_only(rng.normal(scale=3.0, size=(n_rows, d)).astype(dtype))
+    weights = rng.uniform(0.0, 2.0, size=n_rows) if weighted else UNIT_WEIGHTS
+    centers = X[rng.choice(n_rows, size=k, replace=False)].copy() + dtype(0.5)
+    counts = rng.uniform(0.0, 40.0, size=k)
+    outcomes = []
+    for threads in (1, 2):
+        numba.set_num_threads(threads)
+        try:
+            for in_one_call in (True, False):
+                out = (np.empty((k, d)), np.empty_like(centers), np.empty(k), np.empty(k, dtype=np.bool_))
+                inertia, finite = ministep.moved_centers(X, weights, centers, counts, *out, in_one_call=in_one_call)
+                outcomes.append((inertia, finite, *out))
+        finally:
+            numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    first = outcomes[0]
+    assert first[1] and first[4].any()
+    for other in outcomes[1:]:
+        assert other[0] == first[0] and other[1] == first[1]
+        for got, expected in zip(other[2:], first[2:]):
+            np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("in_one_call", [True, False])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, 1e30])
+def test_either_step_refuses_bad_values_before_it_computes(in_one_call: bool, bad: float) -> None:
+    """Both ways of a step raise check_finite's error, naming the points, and write nothing."""
+    from centroidal.engine import ministep
+    from centroidal.engine.validation import UNIT_WEIGHTS, read_only
+
+    X = np.random.default_rng(5).normal(size=(400, 4)).astype(np.float32)
+    X[399, 3] = bad
+    centers = X[:5].copy()
+    out = (np.full((5, 4), 7.0), np.full_like(centers, 7.0), np.full(5, 7.0), np.zeros(5, dtype=np.bool_))
+    with pytest.raises(InvalidInputError) as raised:
+        ministep.moved_centers(read_only(X), UNIT_WEIGHTS, centers, np.ones(5), *out, in_one_call=in_one_call)
+    assert raised.value.field == "points"
+    assert ("NaN or Inf" in str(raised.value)) == (not np.isfinite(bad))
+    for array in out[:3]:
+        assert (array == 7.0).all()
+    assert not out[3].any()
