@@ -51,10 +51,11 @@ MAX_PRODUCER_ID = 128
 # A batch's step of at most this many row-center-feature products runs on its stream
 # thread in one compiled call (engine/ministep.py), which takes the GIL back from the event
 # loop once instead of about ten times; a larger one is dealt out to the engine's threads,
-# which then pays. At 8192x16 and k=64 (8.4 million), bench.streaming's streams took 0.90
-# (1 producer) and 0.94 (4 producers) of the time dealt out to two threads, and the server
-# 0.79 and 0.82 of the CPU (medians of 12 rounds taking turns, Xeon host). Dealt out, a
-# step took 0.83 of the one-thread time in process, with the machine to itself.
+# which then pays. At 8192x16 and k=64 (8.4 million), bench.streaming's streams took 0.97
+# (1 producer) and 0.95 (4 producers) of the time they took with the step dealt out to two
+# threads, and the server 0.89 and 0.80 of the CPU (medians of 12 rounds taking turns,
+# Xeon host). Dealt out, a step took 0.83 of the one-thread time in process, with the
+# machine to itself.
 ONE_CALL_STEP_WORK = 16_000_000
 
 
