@@ -116,8 +116,9 @@ def values_fine(X: np.ndarray) -> bool:
     # describe what is wrong.
     if X.size == 0:
         return True
-    if X.flags.c_contiguous and X.dtype in _LIMITS:
-        return count_unfit(read_only(X).reshape(-1), _LIMITS[X.dtype]) == 0
+    limit = _LIMITS.get(X.dtype)
+    if X.flags.c_contiguous and limit is not None:
+        return count_unfit(read_only(X).reshape(-1), limit) == 0
     largest = max(float(X.max()), -float(X.min()))
     return largest < (FLOAT32_MAX_ABS if X.dtype == np.float32 else FLOAT64_MAX_ABS)  # False for NaN
 

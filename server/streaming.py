@@ -345,7 +345,6 @@ class StreamHub:
         return self.checkpoints.stop()
 
 
-
 def _in_one_call(points: np.ndarray, n_clusters: int) -> bool | None:
     """Whether a batch's step runs in one call on its thread (see ONE_CALL_STEP_WORK); None
     leaves it to the engine."""

@@ -7,7 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from centroidal.engine import _common, _groups, _lloyd, _nearest, _seeding, _validation, chunks, lloyd, ministep, validation
+from centroidal.engine import (
+    _common, _groups, _lloyd, _nearest, _seeding, _validation, chunks, lloyd, ministep, validation,
+)
 from centroidal.engine._sums import TILE_SUMS_FEATURES
 from centroidal.engine.seeding import shift_for
 from tests import naive
@@ -387,8 +389,7 @@ def test_values_fine_refuses_nan_inf_and_values_from_the_limit_on(dtype: type, s
     near = [dtype(limit)]
     for _ in range(2):
         near = [np.nextafter(near[0], dtype(0)), *near, np.nextafter(near[-1], dtype(np.inf))]
-    cases = [(value, abs(float(value)) < limit) for value in near] + [(-value, fine) for value, fine in
-                                                                      [(v, abs(float(v)) < limit) for v in near]]
+    cases = [(sign * value, abs(float(value)) < limit) for value in near for sign in (1, -1)]
     cases += [(dtype(np.nan), False), (dtype(np.inf), False), (dtype(-np.inf), False)]
     assert {fine for _, fine in cases} == {True, False}
     for position in {0, X.size // 2, X.size - 1}:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 import pytest
 from sklearn.cluster import MiniBatchKMeans
 from sklearn.datasets import make_blobs
 
-from centroidal.engine import InvalidInputError, _sums
+from centroidal.engine import InvalidInputError, _sums, ministep
 from centroidal.engine.minibatch import MiniBatchParams, MiniBatchState
+from centroidal.engine.validation import UNIT_WEIGHTS, read_only
 from tests import naive
 
 
@@ -274,11 +276,6 @@ def test_moved_centers_tell_a_center_past_its_dtype() -> None:
 def test_a_step_in_one_call_is_the_step_dealt_out_to_the_bit(dtype: type, n_rows: int, weighted: bool) -> None:
     """The whole step in one compiled call and the step dealt out in chunks give the same
     centers, counts, inertia and finite flag, at one thread and at two."""
-    import numba
-
-    from centroidal.engine import ministep
-    from centroidal.engine.validation import UNIT_WEIGHTS, read_only
-
     rng = np.random.default_rng(4)
     k, d = 24, 6
     X = read_only(rng.normal(scale=3.0, size=(n_rows, d)).astype(dtype))
@@ -307,9 +304,6 @@ def test_a_step_in_one_call_is_the_step_dealt_out_to_the_bit(dtype: type, n_rows
 @pytest.mark.parametrize("bad", [np.nan, np.inf, 1e30])
 def test_either_step_refuses_bad_values_before_it_computes(in_one_call: bool, bad: float) -> None:
     """Both ways of a step raise check_finite's error, naming the points, and write nothing."""
-    from centroidal.engine import ministep
-    from centroidal.engine.validation import UNIT_WEIGHTS, read_only
-
     X = np.random.default_rng(5).normal(size=(400, 4)).astype(np.float32)
     X[399, 3] = bad
     centers = X[:5].copy()
