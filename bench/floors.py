@@ -153,16 +153,17 @@ def bulk_ways(
 
 
 @contextmanager
-def acked_streams(address: str, method_name: str = ACKS) -> Iterator[Callable[[list[list[bytes]], int], float]]:
+def acked_streams(address: str, method_name: str = ACKS) -> Iterator[Callable[..., float]]:
     """Sends each producer's messages (a list per producer, each in a thread of its own and a
     call of its own) to the acking handler (or ``method_name``'s), with at most ``window``
     awaiting their ack, as a call to time. It returns the seconds from when every producer
     has opened its call until the last has every ack, the span bench.streaming times of the
-    SDK's producers."""
+    SDK's producers. ``opening``, when given, goes first on every call and is not acked (the
+    open message of our StreamMiniBatch)."""
     with grpc.insecure_channel(address, options=_LIMIT) as channel:
         method = channel.stream_stream(method_name)
 
-        def send(messages: list[list[bytes]], window: int) -> float:
+        def send(messages: list[list[bytes]], window: int, opening: bytes | None = None) -> float:
             opened = threading.Barrier(len(messages) + 1)
             acked = [0] * len(messages)
 
@@ -171,6 +172,8 @@ def acked_streams(address: str, method_name: str = ACKS) -> Iterator[Callable[[l
 
                 def requests() -> Iterator[bytes]:
                     opened.wait()
+                    if opening is not None:
+                        yield opening
                     for message in messages[index]:
                         if not room.acquire(timeout=ACK_WAIT_S):  # a handler that stopped acking
                             return  # ends the call short: the count of acks below says so
@@ -182,7 +185,7 @@ def acked_streams(address: str, method_name: str = ACKS) -> Iterator[Callable[[l
 
             seconds = time_producers(produce, len(messages), opened)
             if acked != [len(mine) for mine in messages]:
-                raise RuntimeError(f"the acking floor answered {acked} of {[len(m) for m in messages]} messages")
+                raise RuntimeError(f"the handler answered {acked} of {[len(m) for m in messages]} messages")
             return seconds
 
         yield send

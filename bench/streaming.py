@@ -3,6 +3,8 @@ against the floor of a stream: grpc-python moving the same messages to a handler
 each one (bench.floors), plus our engine's partial_fit on the same batches in process; and
 against the learning floor, that handler applying each batch with the same partial_fit on a
 worker thread as it goes, which pays for the transport and the kernel sharing the machine.
+The floor's client also streams the same requests into our server, which tells the
+server's share of the gap from the SDK's.
 
 The server runs as a `centroidal serve` subprocess, as it would in production,
 so the producers and the server do not share one interpreter. Both sides see
@@ -15,6 +17,7 @@ import statistics
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 
 import grpc
 import numpy as np
@@ -31,6 +34,7 @@ from .common import Row, served, time_producers
 from .engine import blobs
 
 D, K, BATCH, N_BATCHES = 16, 64, 8192, 160
+STREAM_METHOD = f"/{codec.SERVICE_NAME}/StreamMiniBatch"
 REPEATS = 3
 # The SDK's streams, the floor's and the kernel take turns this many times.
 FLOOR_ROUNDS = 11
@@ -64,6 +68,17 @@ def _stream(address: str, name: str, batches: list[np.ndarray], producers: int) 
     return seconds, latencies
 
 
+def _from_floor_client(raw: Callable[..., float], address: str, name: str, batches: list[np.ndarray],
+                       messages: list[list[bytes]]) -> float:
+    """Seconds for the floor's client (bench.floors.acked_streams: the same requests, made
+    before the stream starts) to stream ``messages`` into model ``name`` of our server,
+    created first by the SDK's setup stream, untimed as in ``_stream``. Against the learning
+    floor it is our server's share of the stream's time; against ``_stream``, the SDK's."""
+    with Client(address) as client, client.stream(name, n_clusters=K, seed=0, producer_id="setup") as first:
+        first.send(batches[0])
+    return raw(messages, DEFAULT_WINDOW, codec.serialize_minibatch_request(codec.MiniBatchOpen(name)))
+
+
 def _kernel(batches: list[np.ndarray]) -> float:
     """Seconds for our engine's partial_fit on every batch but the first, which creates the
     model (untimed, as the SDK's setup stream is), in process."""
@@ -87,11 +102,13 @@ def _floor_messages(batches: list[np.ndarray], producers: int) -> list[list[byte
 def against_floor(address: str, batches: list[np.ndarray]) -> tuple[list[Row], dict[str, float]]:
     """The SDK's producers against the acking floor plus the kernel, and against the learning
     floor (bench.floors: the acking handler applying each batch with the same kernel on a
-    worker thread), all taking turns."""
+    worker thread); and the floor's client into our server against the learning floor; all
+    taking turns."""
     runs: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as scratch, floors.floor_server(scratch) as (floor_address, _), \
             floors.acked_streams(floor_address) as acked, \
             floors.acked_streams(floor_address, floor_work.LEARN) as learned, \
+            floors.acked_streams(address, STREAM_METHOD) as raw, \
             grpc.insecure_channel(floor_address) as channel:
         learn_from = channel.unary_unary(floor_work.LEARN_FROM)
         setup = floor_work.learning_from(batches[0], K)
@@ -103,6 +120,8 @@ def against_floor(address: str, batches: list[np.ndarray]) -> tuple[list[Row], d
                 learn_from(setup)  # a new model, untimed as the SDK's setup stream is
                 timed[f"learning {producers}"] = learned(messages[producers], DEFAULT_WINDOW)
                 timed[f"ours {producers}"] = _stream(address, f"bench-floor-{producers}-{turn}", batches, producers)[0]
+                timed[f"server {producers}"] = _from_floor_client(
+                    raw, address, f"bench-raw-{producers}-{turn}", batches, messages[producers])
             if turn:
                 for name, seconds in timed.items():
                     runs.setdefault(name, []).append(seconds)
@@ -110,7 +129,7 @@ def against_floor(address: str, batches: list[np.ndarray]) -> tuple[list[Row], d
     kernel = median["kernel"]
     rows, facts = [], {"stream_kernel_ms": kernel * 1e3}
     for producers in (1, 4):
-        ours, floor, learning = (median[f"{way} {producers}"] for way in ("ours", "floor", "learning"))
+        ours, floor, learning, server = (median[f"{way} {producers}"] for way in ("ours", "floor", "learning", "server"))
         rows.append(Row(
             f"stream ingest {len(batches) - 1} batches, {producers} producer(s), against floor + kernel",
             ours, "acked grpc stream + partial_fit in process", floor + kernel,
@@ -120,6 +139,12 @@ def against_floor(address: str, batches: list[np.ndarray]) -> tuple[list[Row], d
             f"stream ingest {len(batches) - 1} batches, {producers} producer(s), against the learning floor",
             ours, "acking handler applying partial_fit on a thread", learning,
         ))
+        rows.append(Row(
+            f"stream ingest {len(batches) - 1} batches, {producers} producer(s), the floor's client into our "
+            "server, against the learning floor",
+            server, "acking handler applying partial_fit on a thread", learning,
+        ))
+        facts[f"stream_{producers}p_sdk_over_floor_client"] = ours / server
         facts[f"stream_{producers}p_floor_ms"] = floor * 1e3
         facts[f"stream_{producers}p_learning_floor_ms"] = learning * 1e3
         facts[f"stream_{producers}p_over_floor_and_kernel"] = ours / (floor + kernel)

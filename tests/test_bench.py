@@ -61,6 +61,23 @@ def test_stream_rows_run(server: object) -> None:
     assert seconds > 0 and latencies
 
 
+def test_floor_client_streams_into_our_server(server: object) -> None:
+    """The floor's client, fed the SDK's requests after an open, gets every batch of two
+    producers applied by our server: each is acked, and the model has seen every row."""
+    from centroidal.client import Client
+
+    from bench import floors, streaming
+
+    rng = np.random.default_rng(0)
+    batches = [rng.normal(size=(300, 16)).astype(np.float32) for _ in range(7)]
+    address = f"127.0.0.1:{server.port}"  # type: ignore[attr-defined]
+    with floors.acked_streams(address, streaming.STREAM_METHOD) as raw:
+        seconds = streaming._from_floor_client(raw, address, "raw", batches, streaming._floor_messages(batches, 2))
+    assert seconds > 0
+    with Client(address) as client:
+        assert client.get_model("raw").n_samples_seen == 300 * len(batches)
+
+
 def test_stream_floor_sends_what_the_sdk_sends(tmp_path: Path) -> None:
     """The acking floor gets the SDK's requests for the same batches, each producer's share in
     order, and answers every one (acked_streams raises when an ack is missing)."""
