@@ -83,7 +83,7 @@ class PredictRequest:
 def decode_predict_request(message: pb.PredictRequest) -> PredictRequest:
     """With points_shared, points gives only the shape unless it carries data too (which the
     server refuses, but the message still says)."""
-    shared = _shared_rows(message) if message.HasField("points_shared") else None
+    shared = shared_rows_of(message, "points") if message.HasField("points_shared") else None
     return PredictRequest(
         model=message.model,
         version=optional(message, "version"),
@@ -123,13 +123,15 @@ def read_predict_request(data: bytes, in_place_from: int = READ_IN_PLACE_BYTES) 
     )
 
 
-def _shared_rows(message: pb.PredictRequest) -> SharedRows:
+def shared_rows_of(message: pb.PredictRequest | pb.MiniBatch, field: str) -> SharedRows:
+    """The rows a message's points_shared names, their shape and dtype from its points
+    (``field`` is the points' name in errors)."""
     points = message.points
     if not message.HasField("points"):
-        raise WireError("points", "points_shared needs points to give dtype, rows and cols")
-    dtype = dtype_of(points.dtype, "points")
+        raise WireError(field, f"{field}_shared needs {field} to give dtype, rows and cols")
+    dtype = dtype_of(points.dtype, field)
     if points.cols < 1:
-        raise WireError("points.cols", f"points.cols must be at least 1, got {points.cols}")
+        raise WireError(f"{field}.cols", f"{field}.cols must be at least 1, got {points.cols}")
     region = message.points_shared
     return SharedRows(region.name, int(region.offset), dtype, int(points.rows), int(points.cols))
 

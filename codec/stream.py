@@ -11,6 +11,7 @@ from centroidal.v1 import clustering_pb2 as pb
 
 from .arrays import (
     array_fields,
+    dtype_number,
     encode_vector,
     matrix_of,
     matrix_or_none,
@@ -19,6 +20,7 @@ from .arrays import (
     vector_or_none,
 )
 from .models import MiniBatchConfig, decode_minibatch_config, encode_minibatch_config
+from .predict import SharedRows, shared_rows_of
 from .wire import (
     LEN,
     READ_IN_PLACE_BYTES,
@@ -57,20 +59,27 @@ def encode_minibatch_open(open_: MiniBatchOpen) -> pb.MiniBatchOpen:
 
 @dataclass(frozen=True)
 class MiniBatch:
-    """points (n, n_features) or None when missing; sample_weight (n,) or None."""
+    """points (n, n_features) or None when missing (or when ``shared`` names them in shared
+    memory); sample_weight (n,) or None."""
 
     producer_id: str
     sequence: int
     points: np.ndarray | None = None
     sample_weight: np.ndarray | None = None
+    shared: SharedRows | None = None
 
 
 def decode_minibatch(message: pb.MiniBatch) -> MiniBatch:
+    """With points_shared, points gives only the shape unless it carries data too (which the
+    server refuses, but the message still says)."""
+    shared = shared_rows_of(message, "batch.points") if message.HasField("points_shared") else None
     return MiniBatch(
         producer_id=message.producer_id,
         sequence=int(message.sequence),
-        points=matrix_or_none(message, "points", "batch.points"),
+        points=(None if shared is not None and not message.points.data
+                else matrix_or_none(message, "points", "batch.points")),
         sample_weight=vector_or_none(message, "sample_weight", "batch.sample_weight"),
+        shared=shared,
     )
 
 
@@ -158,6 +167,11 @@ def minibatch_request_parts(item: MiniBatch) -> list[bytes | memoryview]:
     head = pb.MiniBatch(producer_id=item.producer_id, sequence=item.sequence)
     if item.sample_weight is not None:
         head.sample_weight.CopyFrom(encode_vector(item.sample_weight))
+    shared = item.shared
+    if shared is not None:
+        head.points_shared.CopyFrom(pb.SharedRows(name=shared.name, offset=shared.offset))
+        if item.points is None:
+            head.points.CopyFrom(pb.Matrix(dtype=dtype_number(shared.dtype), rows=shared.rows, cols=shared.cols))
     return message_parts(head, "points", item.points, within=_REQUEST_BATCH)
 
 

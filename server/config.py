@@ -131,8 +131,9 @@ _HELP = {
     "log_level": "DEBUG, INFO, WARNING or ERROR",
     "event_loop": "uvloop (the default: less CPU per call) or asyncio, Python's own loop, which "
     "is also used where uvloop is not installed",
-    "shared_memory": "let Predict callers on this host name their rows in a POSIX shared-memory "
-    "object (/dev/shm) that belongs to the server's user, instead of sending them",
+    "shared_memory": "let Predict callers and StreamMiniBatch producers on this host name their "
+    "rows in a POSIX shared-memory object (/dev/shm) that belongs to the server's user, instead "
+    "of sending them",
     "warmup": "compile every kernel at start (in the background once SERVING, unless "
     "--warmup-before-serving); a request for a kernel not yet compiled compiles it first",
     "warmup_before_serving": "finish the warm-up before reporting SERVING (slower start, and "

@@ -145,7 +145,8 @@ class ClusteringHandlers(pb_grpc.ClusteringServiceServicer):
     async def StreamMiniBatch(
         self, requests: AsyncIterator[bytes], context: Context
     ) -> AsyncIterator[pb.MiniBatchAck]:
-        async for answer in self.sessions.run(self._read(requests, codec.read_minibatch_request, _MINIBATCH_REQUEST)):
+        batches = self._read(requests, codec.read_minibatch_request, _MINIBATCH_REQUEST)
+        async for answer in self.sessions.run(batches, context.peer()):
             if isinstance(answer, codec.MiniBatchAck):
                 yield codec.encode_minibatch_ack(answer)
             elif isinstance(answer, OwnerElsewhere):  # the status that follows names it too

@@ -17,6 +17,7 @@ from .config import ServerConfig
 from .exceptions import InvalidRequest, LimitExceeded, StreamMoved
 from .leases import Lease, LeaseLost
 from .registry import Registry
+from .shared_rows import SharedPoints
 from .snapshots import ModelSnapshot
 
 
@@ -126,7 +127,8 @@ class Pending:
     __slots__ = ("producer", "sequence", "points", "weights", "stream", "result", "error")
 
     def __init__(
-        self, producer: str, sequence: int, points: np.ndarray, weights: np.ndarray | None, stream: object
+        self, producer: str, sequence: int, points: np.ndarray | SharedPoints, weights: np.ndarray | None,
+        stream: object,
     ) -> None:
         self.stream = stream  # the call it came on
         self.producer = producer

@@ -26,8 +26,8 @@ from .admission import READ_AHEAD, Incoming
 from .turns import InOrder
 from .errors import refusal
 from .exceptions import (
-    Busy, InvalidRequest, LimitExceeded, ModelReplaced, ShuttingDown, StoreDamaged, StoreUnavailable, StreamElsewhere,
-    StreamMoved,
+    Busy, InvalidRequest, LimitExceeded, ModelReplaced, SharedMemoryMissing, SharedMemoryRefused, ShuttingDown,
+    StoreDamaged, StoreUnavailable, StreamElsewhere, StreamMoved,
 )
 from .limits import check_model_name
 from .runtime import Runtime
@@ -57,11 +57,12 @@ class StreamSessions:
         self._runtime = runtime
         self._hub = hub
 
-    async def run(self, items: Incoming[_Item]) -> AsyncIterator[codec.MiniBatchAck | int | OwnerElsewhere]:
+    async def run(self, items: Incoming[_Item], peer: str) -> AsyncIterator[codec.MiniBatchAck | int | OwnerElsewhere]:
         """One ack per batch, in order; then, once the client has closed its side and the
         close's checkpoint has stored the model, its durable version (an int). A stream whose
         model another replica owns yields that replica's address first (for the headers,
-        which reach the client at once), then ends with StreamElsewhere."""
+        which reach the client at once), then ends with StreamElsewhere. ``peer`` is the
+        client's address (grpc's), which decides whether its batches may name shared memory."""
         first = await items.next()
         if first is None:
             return
@@ -99,7 +100,7 @@ class StreamSessions:
                     held = _in_flight_bytes(item)
                     try:
                         await in_flight.wait_for(held, self._runtime.config.idle_timeout, stalls=False)
-                        entry = self._queue_batch(live, item, jobs)
+                        entry = self._queue_batch(live, item, jobs, peer)
                     except (Busy, LimitExceeded) as no_room:  # refused in its ack; the stream goes on
                         held, entry = 0, _refused(item, no_room)
                     sizes.append(held)  # given back once its ack is sent
@@ -193,13 +194,19 @@ class StreamSessions:
             ))
             return done
 
-    def _queue_batch(self, live: LiveModel, batch: codec.MiniBatch | codec.MalformedBatch, jobs: InOrder) -> _Queued:
-        """Queue a batch for its model; a malformed one is refused in order."""
+    def _queue_batch(
+        self, live: LiveModel, batch: codec.MiniBatch | codec.MalformedBatch, jobs: InOrder, peer: str,
+    ) -> _Queued:
+        """Queue a batch for its model; a malformed one is refused in order. Shared memory the
+        server may not or cannot read ends the stream instead, before a later batch is
+        queued, so that a client can send this one and the rest again with their rows."""
         try:
             if isinstance(batch, codec.MalformedBatch):
                 raise batch.error
-            entry = self._hub.queue(live, batch, jobs)  # the stream's jobs stand for the stream
+            entry = self._hub.queue(live, batch, jobs, peer)  # the stream's jobs stand for the stream
             outcome = jobs.submit(self._hub.apply, live, entry)
+        except (SharedMemoryMissing, SharedMemoryRefused):
+            raise
         except Exception as exc:  # noqa: BLE001 - told in the batch's ack
             return _refused(batch, exc)
         return batch.producer_id, batch.sequence, outcome
@@ -240,10 +247,15 @@ COPIES_PER_BATCH = 2
 
 
 def _in_flight_bytes(item: codec.MiniBatch | codec.MalformedBatch) -> int:
-    """What a batch holds from when it is taken until its ack is sent."""
-    if not isinstance(item, codec.MiniBatch) or item.points is None:
+    """What a batch holds from when it is taken until its ack is sent: rows in shared memory
+    once (mapped while the batch is applied)."""
+    if not isinstance(item, codec.MiniBatch):
         return 0
     weights = item.sample_weight.nbytes if item.sample_weight is not None else 0
+    if item.shared is not None:
+        return item.shared.nbytes + COPIES_PER_BATCH * weights
+    if item.points is None:
+        return 0
     return COPIES_PER_BATCH * (item.points.nbytes + weights)
 
 

@@ -1,7 +1,7 @@
-"""Predict's rows read in place from a POSIX shared-memory object that a client on this
-host wrote (PredictRequest.points_shared), so that no bytes travel for them.
+"""Rows read in place from a POSIX shared-memory object that a client on this host wrote
+(PredictRequest.points_shared, MiniBatch.points_shared), so that no bytes travel for them.
 
-The object is mapped read-only for the length of one answer. Only an object that belongs
+The object is mapped read-only for the length of one answer, or of one batch's step. Only an object that belongs
 to the server's own user, and that no other user may write, is read: a process that could
 shrink it under the server (the one thing that would hurt a reader of a mapping) could as
 well signal the server, so nothing is trusted that was not already.
@@ -17,6 +17,7 @@ import re
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from urllib.parse import unquote
 
 import numpy as np
@@ -29,6 +30,14 @@ SHM_DIR = "/dev/shm"
 _NAME = re.compile(r"/?(centroidal-[A-Za-z0-9._-]{1,200})")
 # Map every page at once: one call instead of a fault per 4 KiB page as the kernel reads.
 _POPULATE = getattr(mmap, "MAP_POPULATE", 0)
+
+
+@dataclass(frozen=True)
+class SharedPoints:
+    """A stream's batch whose rows wait in shared memory: where, and the object's path."""
+
+    shared: codec.SharedRows
+    path: str
 
 
 def is_local_peer(peer: str) -> bool:
@@ -47,52 +56,62 @@ def is_local_peer(peer: str) -> bool:
     return bool(address.is_loopback or (mapped is not None and mapped.is_loopback))
 
 
-def check_allowed(shared: codec.SharedRows, peer: str, enabled: bool) -> str:
-    """The object's path under /dev/shm, once the call may name one at all."""
+def check_allowed(shared: codec.SharedRows, peer: str, enabled: bool, points: str = "points") -> str:
+    """The object's path under /dev/shm, once the call may name one at all; ``points`` is the
+    rows' field (``batch.points`` in a stream), in the errors' fields."""
     if not enabled:
         raise SharedMemoryRefused(
-            "this server reads no shared memory (it runs with --no-shared-memory): send the "
-            "rows in points.data", field="points_shared",
+            f"this server reads no shared memory (it runs with --no-shared-memory): send the "
+            f"rows in {points}.data", field=f"{points}_shared",
         )
     if not is_local_peer(peer):
         raise SharedMemoryRefused(
-            f"points_shared names an object on the server's host, but the call came from {peer}; "
+            f"{points}_shared names an object on the server's host, but the call came from {peer}; "
             "only a client on the same host (loopback or a Unix socket) may use it",
-            field="points_shared.name",
+            field=f"{points}_shared.name",
         )
     found = _NAME.fullmatch(shared.name)
     if found is None:
         raise InvalidRequest(
-            f"points_shared.name={shared.name!r} is not a name this server reads: 'centroidal-' "
-            "then up to 200 letters, digits, '.', '_' or '-'", field="points_shared.name",
+            f"{points}_shared.name={shared.name!r} is not a name this server reads: 'centroidal-' "
+            "then up to 200 letters, digits, '.', '_' or '-'", field=f"{points}_shared.name",
         )
     if shared.offset % shared.dtype.itemsize:
         raise InvalidRequest(
-            f"points_shared.offset={shared.offset} is not a multiple of {shared.dtype.itemsize}, "
-            f"the size of {shared.dtype.name}", field="points_shared.offset",
+            f"{points}_shared.offset={shared.offset} is not a multiple of {shared.dtype.itemsize}, "
+            f"the size of {shared.dtype.name}", field=f"{points}_shared.offset",
         )
     return os.path.join(SHM_DIR, found.group(1))
 
 
+def check_object(shared: codec.SharedRows, path: str, points: str = "points") -> None:
+    """What ``mapped_rows`` checks of the object, from its path without opening it: cheap
+    enough for a stream's event loop, which refuses a batch the server could not read before
+    any later one is queued (``mapped_rows`` checks again when it maps the object)."""
+    try:
+        found = os.lstat(path)
+    except FileNotFoundError:
+        raise _missing(shared, points) from None
+    _check_found(found, shared, points)
+
+
 @contextmanager
-def mapped_rows(shared: codec.SharedRows, path: str) -> Iterator[np.ndarray]:
+def mapped_rows(shared: codec.SharedRows, path: str, points: str = "points") -> Iterator[np.ndarray]:
     """The rows, shape (rows, cols) of ``shared.dtype``, read-only, mapped until the block ends."""
     name = shared.name
     try:
         descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
-        raise SharedMemoryMissing(
-            f"no shared-memory object {name!r} on the server's host", field="points_shared.name"
-        ) from None
+        raise _missing(shared, points) from None
     except OSError as error:
         if error.errno not in (errno.EACCES, errno.EPERM, errno.ELOOP):
             raise
         raise SharedMemoryRefused(
             f"the server may not open shared-memory object {name!r}: {error.strerror}",
-            field="points_shared.name",
+            field=f"{points}_shared.name",
         ) from None
     try:
-        region = _map(descriptor, shared)
+        region = _map(descriptor, shared, points)
     finally:
         os.close(descriptor)
     if region is None:
@@ -111,30 +130,41 @@ def mapped_rows(shared: codec.SharedRows, path: str) -> Iterator[np.ndarray]:
             pass
 
 
-def _map(descriptor: int, shared: codec.SharedRows) -> mmap.mmap | None:
-    """The pages that hold the rows, after checking whose object it is and its size."""
+def _missing(shared: codec.SharedRows, points: str) -> SharedMemoryMissing:
+    return SharedMemoryMissing(f"no shared-memory object {shared.name!r} on the server's host",
+                               field=f"{points}_shared.name")
+
+
+def _check_found(found: os.stat_result, shared: codec.SharedRows, points: str) -> None:
+    """Refuse an object that is not a regular one of the server's user, that other users may
+    write, or that is too small for the rows."""
     name = shared.name
-    found = os.fstat(descriptor)
     if not stat.S_ISREG(found.st_mode):
         raise InvalidRequest(f"shared-memory object {name!r} is not a regular object",
-                             field="points_shared.name")
+                             field=f"{points}_shared.name")
     if found.st_uid != os.geteuid():
         raise SharedMemoryRefused(
             f"shared-memory object {name!r} belongs to user {found.st_uid}, not to the server's "
-            f"user {os.geteuid()}", field="points_shared.name",
+            f"user {os.geteuid()}", field=f"{points}_shared.name",
         )
     if found.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         raise SharedMemoryRefused(
             f"shared-memory object {name!r} may be written by other users (mode "
-            f"{stat.S_IMODE(found.st_mode):o}); create it with mode 600", field="points_shared.name",
+            f"{stat.S_IMODE(found.st_mode):o}); create it with mode 600", field=f"{points}_shared.name",
         )
     end = shared.offset + shared.nbytes
     if found.st_size < end:
         raise InvalidRequest(
-            f"shared-memory object {name!r} has {found.st_size} bytes, but points_shared.offset="
+            f"shared-memory object {name!r} has {found.st_size} bytes, but {points}_shared.offset="
             f"{shared.offset} plus rows={shared.rows} x cols={shared.cols} of {shared.dtype.name} "
-            f"needs {end}", field="points.rows",
+            f"needs {end}", field=f"{points}.rows",
         )
+
+
+def _map(descriptor: int, shared: codec.SharedRows, points: str) -> mmap.mmap | None:
+    """The pages that hold the rows, after checking whose object it is and its size."""
+    _check_found(os.fstat(descriptor), shared, points)
+    end = shared.offset + shared.nbytes
     if shared.nbytes == 0:
         return None
     start = shared.offset - shared.offset % mmap.ALLOCATIONGRANULARITY

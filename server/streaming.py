@@ -37,11 +37,12 @@ from .exceptions import (
 from .checkpoints import Checkpointer
 from .leases import CEILING_STEP, Holder, Lease, LeaseLost
 from .live import CHECKPOINT_COPIES, BatchResult, LiveModel, Pending, held, is_stale, params_from_config
-from .limits import check_matrix, check_weights, echo
+from .limits import check_matrix, check_shape, check_weights, echo
 from .memory import MemoryBudget
 from .metrics import Metrics
 from .registry import Registry
 from . import replicas
+from .shared_rows import SharedPoints, check_allowed, check_object, mapped_rows
 from .replicas import Owner
 from .snapshots import MINIBATCH_KMEANS, ModelSnapshot
 
@@ -165,11 +166,12 @@ class StreamHub:
         # A model deleted or refitted meanwhile will never be stored: nothing is left to keep.
         return live.snapshot.version if is_stale(self._registry, live) else live.durable_version
 
-    def queue(self, live: LiveModel, batch: codec.MiniBatch, stream: object) -> Pending:
-        """Check one batch of ``stream`` and queue it for its model, on the event loop as it
-        arrives: every stream's batches wait in one queue, in the order they came, and
-        whoever applies one applies all that wait. Raises a domain error for a batch the
-        ack refuses."""
+    def queue(self, live: LiveModel, batch: codec.MiniBatch, stream: object, peer: str) -> Pending:
+        """Check one batch of ``stream`` (from ``peer``) and queue it for its model, on the
+        event loop as it arrives: every stream's batches wait in one queue, in the order they
+        came, and whoever applies one applies all that wait. Raises a domain error for a
+        batch the ack refuses, and SharedMemoryRefused or SharedMemoryMissing for rows in
+        shared memory the server may not or cannot read."""
         producer = batch.producer_id
         if not producer or len(producer) > MAX_PRODUCER_ID:
             raise InvalidRequest(
@@ -178,18 +180,38 @@ class StreamHub:
             )
         if batch.sequence < 1:
             raise InvalidRequest("batch.sequence must be at least 1, got 0", field="batch.sequence")
-        if batch.points is None:
-            raise InvalidRequest("batch.points is required", field="batch.points")
         limits = self._config
-        points = check_matrix(
-            batch.points, "batch.points", max_rows=limits.max_points, max_cols=limits.max_features
-        )
+        points: np.ndarray | SharedPoints
+        if batch.shared is not None:
+            points = self._shared_points(batch, peer)
+            rows = batch.shared.rows
+        elif batch.points is None:
+            raise InvalidRequest("batch.points is required", field="batch.points")
+        else:
+            points = check_matrix(
+                batch.points, "batch.points", max_rows=limits.max_points, max_cols=limits.max_features
+            )
+            rows = points.shape[0]
         weights = batch.sample_weight
         if weights is not None:
-            weights = check_weights(weights, "batch.sample_weight", points.shape[0])
+            weights = check_weights(weights, "batch.sample_weight", rows)
         entry = Pending(producer, batch.sequence, points, weights, stream)
         live.queue.append(entry)
         return entry
+
+    def _shared_points(self, batch: codec.MiniBatch, peer: str) -> SharedPoints:
+        """A batch's rows in shared memory, once the server may read them and has found them."""
+        shared = batch.shared
+        assert shared is not None
+        if batch.points is not None:
+            raise InvalidRequest("batch.points.data must be empty when batch.points_shared names the rows",
+                                 field="batch.points.data")
+        limits = self._config
+        check_shape((shared.rows, shared.cols), "batch.points", max_rows=limits.max_points,
+                    max_cols=limits.max_features)
+        path = check_allowed(shared, peer, limits.shared_memory, "batch.points")
+        check_object(shared, path, "batch.points")
+        return SharedPoints(shared, path)
 
     def apply(self, live: LiveModel, entry: Pending) -> BatchResult:
         """Apply a queued batch exactly once; raises a domain or engine error for a batch the
@@ -217,11 +239,19 @@ class StreamHub:
         return entry.result
 
     def _apply_locked(self, live: LiveModel, entry: Pending) -> BatchResult:
-        """Apply one queued batch; the caller holds the model's writer lock."""
+        """Apply one queued batch; the caller holds the model's writer lock. Rows in shared
+        memory are mapped for the length of the step, and read in place."""
+        points = entry.points
+        if isinstance(points, SharedPoints):
+            with mapped_rows(points.shared, points.path, "batch.points") as rows:
+                return self._apply_rows(live, entry, rows)
+        return self._apply_rows(live, entry, points)
+
+    def _apply_rows(self, live: LiveModel, entry: Pending, points: np.ndarray) -> BatchResult:
         # While the store cannot take writes, no batch is applied: one that could not be
         # checkpointed would only be lost, so StoreUnavailable ends the stream instead.
         self._registry.check_writable()
-        producer, points, weights = entry.producer, entry.points, entry.weights
+        producer, weights = entry.producer, entry.weights
         if live.lost:
             raise live.moved()
         if is_stale(self._registry, live):

@@ -438,16 +438,18 @@ class MiniBatchOpen(_message.Message):
     def __init__(self, model: _Optional[str] = ..., create_if_missing: _Optional[_Union[MiniBatchConfig, _Mapping]] = ...) -> None: ...
 
 class MiniBatch(_message.Message):
-    __slots__ = ("producer_id", "sequence", "points", "sample_weight")
+    __slots__ = ("producer_id", "sequence", "points", "sample_weight", "points_shared")
     PRODUCER_ID_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     POINTS_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    POINTS_SHARED_FIELD_NUMBER: _ClassVar[int]
     producer_id: str
     sequence: int
     points: Matrix
     sample_weight: Vector
-    def __init__(self, producer_id: _Optional[str] = ..., sequence: _Optional[int] = ..., points: _Optional[_Union[Matrix, _Mapping]] = ..., sample_weight: _Optional[_Union[Vector, _Mapping]] = ...) -> None: ...
+    points_shared: SharedRows
+    def __init__(self, producer_id: _Optional[str] = ..., sequence: _Optional[int] = ..., points: _Optional[_Union[Matrix, _Mapping]] = ..., sample_weight: _Optional[_Union[Vector, _Mapping]] = ..., points_shared: _Optional[_Union[SharedRows, _Mapping]] = ...) -> None: ...
 
 class MiniBatchRequest(_message.Message):
     __slots__ = ("open", "batch")
