@@ -4,7 +4,8 @@ each one (bench.floors), plus our engine's partial_fit on the same batches in pr
 against the learning floor, that handler applying each batch with the same partial_fit on a
 worker thread as it goes, which pays for the transport and the kernel sharing the machine.
 The floor's client also streams the same requests into our server, which tells the
-server's share of the gap from the SDK's.
+server's share of the gap from the SDK's; and the SDK streams the same batches through
+shared memory (``Client(shared_memory=True)``), where no bytes travel for the rows.
 
 The server runs as a `centroidal serve` subprocess, as it would in production,
 so the producers and the server do not share one interpreter. Both sides see
@@ -45,12 +46,15 @@ def _inertia(X: np.ndarray, centers: np.ndarray) -> float:
     return float(np.square(distances.astype(np.float64)).sum())
 
 
-def _stream(address: str, name: str, batches: list[np.ndarray], producers: int) -> tuple[float, list[float]]:
+def _stream(
+    address: str, name: str, batches: list[np.ndarray], producers: int, shared_memory: bool = False,
+) -> tuple[float, list[float]]:
     """Seconds to send every batch with ``producers`` threads (batch i goes to producer i mod p),
-    through close(), and the ack latencies."""
+    through close(), and the ack latencies; with ``shared_memory``, the rows through the
+    client's shared memory."""
     latencies: list[float] = []
     lock = threading.Lock()
-    with Client(address) as client:
+    with Client(address, shared_memory=shared_memory) as client:
         # Create the model first so every producer streams into the same one.
         with client.stream(name, n_clusters=K, seed=0, producer_id="setup") as first:
             first.send(batches[0])
@@ -102,8 +106,8 @@ def _floor_messages(batches: list[np.ndarray], producers: int) -> list[list[byte
 def against_floor(address: str, batches: list[np.ndarray]) -> tuple[list[Row], dict[str, float]]:
     """The SDK's producers against the acking floor plus the kernel, and against the learning
     floor (bench.floors: the acking handler applying each batch with the same kernel on a
-    worker thread); and the floor's client into our server against the learning floor; all
-    taking turns."""
+    worker thread); the floor's client into our server against the learning floor; and the
+    SDK's producers through shared memory against floor + kernel; all taking turns."""
     runs: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as scratch, floors.floor_server(scratch) as (floor_address, _), \
             floors.acked_streams(floor_address) as acked, \
@@ -122,6 +126,8 @@ def against_floor(address: str, batches: list[np.ndarray]) -> tuple[list[Row], d
                 timed[f"ours {producers}"] = _stream(address, f"bench-floor-{producers}-{turn}", batches, producers)[0]
                 timed[f"server {producers}"] = _from_floor_client(
                     raw, address, f"bench-raw-{producers}-{turn}", batches, messages[producers])
+                timed[f"shared {producers}"] = _stream(
+                    address, f"bench-shared-{producers}-{turn}", batches, producers, shared_memory=True)[0]
             if turn:
                 for name, seconds in timed.items():
                     runs.setdefault(name, []).append(seconds)
@@ -129,7 +135,8 @@ def against_floor(address: str, batches: list[np.ndarray]) -> tuple[list[Row], d
     kernel = median["kernel"]
     rows, facts = [], {"stream_kernel_ms": kernel * 1e3}
     for producers in (1, 4):
-        ours, floor, learning, server = (median[f"{way} {producers}"] for way in ("ours", "floor", "learning", "server"))
+        ours, floor, learning, server, shared = (
+            median[f"{way} {producers}"] for way in ("ours", "floor", "learning", "server", "shared"))
         rows.append(Row(
             f"stream ingest {len(batches) - 1} batches, {producers} producer(s), against floor + kernel",
             ours, "acked grpc stream + partial_fit in process", floor + kernel,
@@ -144,7 +151,13 @@ def against_floor(address: str, batches: list[np.ndarray]) -> tuple[list[Row], d
             "server, against the learning floor",
             server, "acking handler applying partial_fit on a thread", learning,
         ))
+        rows.append(Row(
+            f"stream ingest {len(batches) - 1} batches, {producers} producer(s), through shared memory, "
+            "against floor + kernel",
+            shared, "acked grpc stream + partial_fit in process", floor + kernel,
+        ))
         facts[f"stream_{producers}p_sdk_over_floor_client"] = ours / server
+        facts[f"stream_{producers}p_shared_over_learning_floor"] = shared / learning
         facts[f"stream_{producers}p_floor_ms"] = floor * 1e3
         facts[f"stream_{producers}p_learning_floor_ms"] = learning * 1e3
         facts[f"stream_{producers}p_over_floor_and_kernel"] = ours / (floor + kernel)

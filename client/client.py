@@ -98,6 +98,9 @@ class Client(ModelCalls):
         model parameters apply only then). ``producer_id`` and ``first_sequence``
         identify the batches: a producer that restarts passes its old id and one past
         the ``durable_sequence`` it last saw, and the server skips what it already has.
+        With ``Client(shared_memory=True)`` the batches' rows go through shared memory, kept
+        there until the server has stored them; a server that cannot read them (on another
+        host, or run with --no-shared-memory) gets them sent instead.
         """
         opening = stream_open(
             name, n_clusters=n_clusters, init_size=init_size,
@@ -113,6 +116,7 @@ class Client(ModelCalls):
             reconnect_timeout=reconnect_timeout,
             max_replay_bytes=max_replay_bytes,
             on_ack=on_ack,
+            shared=self._regions,
         )
 
     # ---- images ----------------------------------------------------------

@@ -25,11 +25,14 @@ from .errors import CentroidalError, Unavailable, error_from_code
 from .results import BatchAck
 from .reconnects import worth_resending
 from .replay import Kept, ReplayBuffer
+from .shared_batches import SharedBatch, SharedReplay
 
 # What a connection's request queue may hold besides requests.
 CLOSE = object()  # the producer is done: end the stream
 HANG_UP = object()  # this connection is dead: stop feeding it
 _LATENCIES_KEPT = 100_000
+# A kept batch's request: whole (bytes, or a view of a slab), or naming its rows in shared memory.
+Request = Kept | SharedBatch
 # The version of a kept batch whose ack is awaited again after a reconnect.
 UNKNOWN_VERSION = 2**63
 
@@ -57,7 +60,10 @@ class Ledger:
     Shared by the threaded and the asyncio stream, which differ only in how they wait.
     """
 
-    def __init__(self, producer_id: str, first_sequence: int, window: int, max_replay_bytes: int) -> None:
+    def __init__(self, producer_id: str, first_sequence: int, window: int, max_replay_bytes: int,
+                 shared: SharedReplay | None = None) -> None:
+        """shared: where the batches' rows are kept in shared memory, their requests naming
+        them there; without it, each request is kept whole (``ReplayBuffer``)."""
         if window < 1:
             raise ValueError(f"window must be at least 1, got {window}")
         if first_sequence < 1:
@@ -67,9 +73,9 @@ class Ledger:
         self.max_replay_bytes = max_replay_bytes
         self.next_sequence = first_sequence
         # Sent, not acknowledged: sequence -> (request, monotonic send time).
-        self.unacked: OrderedDict[int, tuple[Kept, float]] = OrderedDict()
+        self.unacked: OrderedDict[int, tuple[Request, float]] = OrderedDict()
         # Acknowledged, not yet durable: sequence -> (request, version it made).
-        self.volatile: OrderedDict[int, tuple[Kept, int]] = OrderedDict()
+        self.volatile: OrderedDict[int, tuple[Request, int]] = OrderedDict()
         self.durable_version = 0
         self.replay_bytes = 0
         self.errors: list[CentroidalError] = []
@@ -77,6 +83,7 @@ class Ledger:
         self.last_ack: BatchAck | None = None
         self.ack_latencies: list[float] = []
         self._kept = ReplayBuffer()  # where the requests are kept
+        self._shared = shared
 
     def full(self) -> bool:
         """No room for another batch: the window is full, or too much awaits a checkpoint."""
@@ -88,21 +95,25 @@ class Ledger:
             f"bytes kept for replay) stayed full for {timeout} s"
         )
 
-    def add(self, X: Any, sample_weight: Any) -> tuple[int, Kept]:
+    def add(self, X: Any, sample_weight: Any) -> tuple[int, Request]:
         """Number and encode the next batch; returns (sequence, request)."""
         points = as_points(X)
         weights = None
         if sample_weight is not None:
             weights = np.asarray(sample_weight, dtype=np.float64).reshape(-1)
         sequence = self.next_sequence
-        request = self._kept.keep(
-            codec.minibatch_request_parts(codec.MiniBatch(self.producer_id, sequence, points, weights))
-        )
+        request: Request
+        if self._shared is not None:
+            request = self._shared.keep(self.producer_id, sequence, points, weights)
+        else:
+            request = self._kept.keep(
+                codec.minibatch_request_parts(codec.MiniBatch(self.producer_id, sequence, points, weights))
+            )
         self.next_sequence += 1
         self.unacked[sequence] = (request, time.monotonic())
         return sequence, request
 
-    def replay(self) -> list[Kept]:
+    def replay(self) -> list[Request]:
         """Every request not yet durable, in sequence order, for a new connection.
 
         The versions acked before are forgotten: after a server crash the same numbers
@@ -128,7 +139,7 @@ class Ledger:
         if sent is not None:
             if len(self.ack_latencies) < _LATENCIES_KEPT:
                 self.ack_latencies.append(now - sent[1])
-            request: Kept | None = sent[0]
+            request: Request | None = sent[0]
         else:  # a replayed batch that was acknowledged before
             previous = self.volatile.get(sequence)
             request = previous[0] if previous is not None else None
@@ -171,6 +182,8 @@ class Ledger:
         """The server ended the stream cleanly after its closing checkpoint. Returns an error
         when batches it acknowledged are still not stored (they stay kept)."""
         self._kept.close()  # no batch follows: the last slab goes back once its requests do
+        if self._shared is not None:
+            self._shared.close()
         if durable_version is None:  # a server that predates the trailer stored everything
             self.volatile.clear()
             self.replay_bytes = 0

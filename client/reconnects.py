@@ -104,6 +104,14 @@ def owner_in(metadata: Any) -> str | None:
     return None
 
 
+def shared_memory_refused(error: Any) -> bool:
+    """The server may not or cannot read the client's shared memory (it is on another host,
+    runs with --no-shared-memory, or sees another /dev/shm): send the rows instead."""
+    if _code(error) not in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.NOT_FOUND):
+        return False
+    return error_from_rpc(error).reason in ("SHARED_MEMORY_NOT_ALLOWED", "SHARED_MEMORY_NOT_FOUND")
+
+
 def idle_timeout(error: Any) -> bool:
     """The server ended a call that sent nothing for its --idle-timeout."""
     if _code(error) != grpc.StatusCode.DEADLINE_EXCEEDED:

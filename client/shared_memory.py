@@ -1,10 +1,13 @@
-"""Predict's rows handed to a server on this host through POSIX shared memory
+"""Rows handed to a server on this host through POSIX shared memory
 (``Client(shared_memory=True)``): the client writes them into an object under /dev/shm,
-mode 600, and sends its name; no bytes travel for the points.
+mode 600, and sends its name; no bytes travel for the points. Predict's rows take an
+object for the length of a call; a stream's batches stay in slabs until the server has
+stored them (``shared_batches``).
 
 Objects are kept and reused from call to call (a page written once costs far less the
 next time than a fresh one), and removed when the client closes, or when the process
-exits if it never does.
+exits if it never does. A process killed outright (SIGKILL) leaves its objects in
+/dev/shm, named centroidal-<pid>-*, for whoever cleans up after it.
 """
 
 from __future__ import annotations
@@ -27,6 +30,10 @@ SHM_DIR = "/dev/shm"
 MIN_REGION_BYTES = 1 << 20
 # Free objects kept for the next calls; more are removed as they are given back.
 KEPT_REGIONS = 4
+# A stream's batches are written into slabs of this size (a larger batch gets one of its own);
+# free slabs up to IDLE_SLAB_BYTES are kept for the next batches, of any stream of the client.
+SLAB_BYTES = 8 << 20
+IDLE_SLAB_BYTES = 64 << 20
 
 
 def shared_memory_available() -> bool:
@@ -69,6 +76,7 @@ class SharedRegions:
             raise OSError(f"shared_memory=True needs a writable {SHM_DIR} (POSIX shared memory on Linux)")
         self._lock = threading.Lock()
         self._free: list[Region] = []
+        self._free_slabs: list[Region] = []
         self._made: list[Region] = []
         self._finalizer = weakref.finalize(self, _remove, self._made)
 
@@ -83,10 +91,30 @@ class SharedRegions:
         finally:
             self._give_back(region)
 
+    def take_slab(self, nbytes: int) -> Region:
+        """A free slab of at least ``nbytes`` (SLAB_BYTES, or a larger object of its own)."""
+        if nbytes <= SLAB_BYTES:
+            with self._lock:
+                if self._free_slabs:
+                    return self._free_slabs.pop()
+        return self._make(max(SLAB_BYTES, nbytes))
+
+    def give_back_slab(self, region: Region) -> None:
+        """A slab none of whose batches is kept any more: kept for the next, or removed."""
+        with self._lock:
+            if region in self._made and region.size == SLAB_BYTES and \
+                    (len(self._free_slabs) + 1) * SLAB_BYTES <= IDLE_SLAB_BYTES:
+                self._free_slabs.append(region)
+                return
+            if region in self._made:
+                self._made.remove(region)
+        _remove([region])
+
     def close(self) -> None:
         """Remove every object; later calls make new ones."""
         with self._lock:
             self._free.clear()
+            self._free_slabs.clear()
             _remove(self._made)
 
     def _take(self, nbytes: int) -> Region:

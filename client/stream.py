@@ -36,7 +36,9 @@ from centroidal import codec
 from .errors import CentroidalError, DeadlineExceeded
 from .ledger import CLOSE, HANG_UP, Ledger, durable_from_trailer, reopening
 from .results import BatchAck
-from .reconnects import Backoff, Route, idle_timeout, owner_in, stream_owner
+from .reconnects import Backoff, Route, idle_timeout, owner_in, shared_memory_refused, stream_owner
+from .shared_batches import SharedBatch, SharedReplay
+from .shared_memory import SharedRegions
 from .transport import SyncTransport
 
 
@@ -62,11 +64,16 @@ class MiniBatchStream:
         reconnect_timeout: float,
         max_replay_bytes: int,
         on_ack: Callable[[BatchAck], None] | None,
+        shared: SharedRegions | None = None,
     ) -> None:
         """on_ack runs on the stream's receiving thread: it must not call send or flush.
-        If it raises, the stream ends and send, flush and close raise that exception."""
+        If it raises, the stream ends and send, flush and close raise that exception.
+        shared: the client's shared memory, where the batches' rows go (``shared_batches``)."""
         self.model = opening.model
-        self._ledger = Ledger(producer_id or uuid.uuid4().hex, first_sequence, window, max_replay_bytes)
+        self._ledger = Ledger(producer_id or uuid.uuid4().hex, first_sequence, window, max_replay_bytes,
+                              None if shared is None else SharedReplay(shared))
+        # The batches name their rows in shared memory, until a server says it cannot read them.
+        self._sending_shared = shared is not None
         self.producer_id = self._ledger.producer_id
         self.reconnect_timeout = reconnect_timeout
         self.reconnects = 0
@@ -203,6 +210,12 @@ class MiniBatchStream:
         return self._ledger.window
 
     @property
+    def shared_memory(self) -> bool:
+        """The batches' rows go through the client's shared memory: it was asked for
+        (``Client(shared_memory=True)``) and the server has not refused it."""
+        return self._sending_shared
+
+    @property
     def redirects(self) -> int:
         """Times a replica sent the stream to the one that owns its model."""
         return self._route.redirects
@@ -291,6 +304,11 @@ class MiniBatchStream:
                     backoff.succeeded()
                     self._route.settle()
             except grpc.RpcError as error:
+                if self._sending_shared and shared_memory_refused(error):
+                    # The server ended the stream at the first batch it could not read, before
+                    # any later one: from there on, everything kept goes again with its rows.
+                    self._sending_shared = False
+                    continue
                 owner = stream_owner(error)
                 if self._route.follow(owner):
                     continue
@@ -352,7 +370,10 @@ class MiniBatchStream:
             item = connection.get()
             if item is CLOSE or item is HANG_UP:
                 return
-            yield bytes(item)  # a kept request: bytes already, or a view of a slab
+            if isinstance(item, SharedBatch):
+                yield item.request if self._sending_shared else item.inline()
+            else:
+                yield bytes(item)  # a kept request: bytes already, or a view of a slab
 
     def _fail(self, error: BaseException) -> None:
         with self._cond:

@@ -123,7 +123,8 @@ class Connection:
         """token, else the first line of token_file, else $CENTROIDAL_TOKEN. TLS is on with
         ``tls=True``, ``root_certificates`` or ``client_certificate`` (or ``credentials``).
         shared_memory: predict and transform hand their rows to a server on this host
-        through /dev/shm instead of sending them (see SharedRows in the .proto)."""
+        through /dev/shm instead of sending them (see SharedRows in the .proto), and so do
+        the streams of the threaded Client."""
         self.target = target or default_target()
         if token is None:
             token = read_token(token_file) if token_file is not None else default_token()

@@ -1,0 +1,115 @@
+"""A stream's batches kept in shared memory (``Client(shared_memory=True)``): each batch's
+rows are written once, into a slab of the client's (``shared_memory.SharedRegions``), and
+its request names them there instead of carrying them, so no bytes travel for the points.
+
+The slab is the batch's kept copy too: the rows stay there until the server has stored
+the batch, for a replay after a crash, as ``replay.ReplayBuffer`` keeps a request. A slab
+goes back to the client's pool once none of its batches is kept any more. When the server
+may not or cannot read the client's shared memory (it runs elsewhere, or with
+--no-shared-memory), the stream sends the kept batches with their rows instead
+(``SharedBatch.inline``).
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+
+import numpy as np
+
+from centroidal import codec
+
+from .shared_memory import Region, SharedRegions
+
+# Each batch's rows start on a cache line of their own.
+ALIGN = 64
+
+
+class _Slab:
+    """A slab being filled, and how many holders it has: its kept batches, and the stream
+    that fills it while it does. The last to go gives it back."""
+
+    __slots__ = ("region", "used", "holders", "lock", "regions")
+
+    def __init__(self, region: Region, regions: SharedRegions) -> None:
+        self.region = region
+        self.regions = regions
+        self.used = 0
+        self.holders = 1  # the stream filling it
+        self.lock = threading.Lock()
+
+    def hold(self) -> None:
+        with self.lock:
+            self.holders += 1
+
+    def let_go(self) -> None:
+        with self.lock:
+            self.holders -= 1
+            free = self.holders == 0
+        if free:
+            self.regions.give_back_slab(self.region)
+
+
+class SharedBatch:
+    """A kept batch whose rows are in a slab: its request naming them, and the rows
+    themselves (a read-only view of the slab) for a request that carries them."""
+
+    __slots__ = ("request", "rows", "weights", "producer_id", "sequence", "__weakref__")
+
+    def __init__(self, request: bytes, rows: np.ndarray, weights: np.ndarray | None, producer_id: str,
+                 sequence: int) -> None:
+        self.request = request
+        self.rows = rows
+        self.weights = weights
+        self.producer_id = producer_id
+        self.sequence = sequence
+
+    def inline(self) -> bytes:
+        """The batch's request with its rows in it, for a server that cannot read them."""
+        return codec.serialize_minibatch_request(
+            codec.MiniBatch(self.producer_id, self.sequence, self.rows, self.weights))
+
+    def __len__(self) -> int:
+        """The bytes kept for it, as a kept request's length counts."""
+        return self.rows.nbytes + len(self.request)
+
+
+class SharedReplay:
+    """One stream's batches, each written into the stream's current slab."""
+
+    def __init__(self, regions: SharedRegions) -> None:
+        self._regions = regions
+        self._slab: _Slab | None = None
+        self._let_go: weakref.finalize[[], SharedReplay] | None = None  # the stream's hold on its slab
+
+    def keep(self, producer_id: str, sequence: int, points: np.ndarray, weights: np.ndarray | None) -> SharedBatch:
+        """Batch ``sequence`` of ``points`` (C-contiguous, float32 or float64) written into a
+        slab, and its request naming them there."""
+        nbytes = points.nbytes
+        slab = self._slab
+        if slab is None or nbytes > slab.region.size - slab.used:
+            slab = _Slab(self._regions.take_slab(nbytes), self._regions)
+            self._switch_to(slab)
+        offset = slab.used
+        rows = np.ndarray(points.shape, dtype=points.dtype.newbyteorder("<"), buffer=slab.region.mapping,
+                          offset=offset)
+        np.copyto(rows, points)  # lets the GIL go for a large batch
+        rows.flags.writeable = False
+        slab.used = -(-(offset + nbytes) // ALIGN) * ALIGN
+        shared = codec.SharedRows(slab.region.name, offset, points.dtype, points.shape[0], points.shape[1])
+        request = codec.serialize_minibatch_request(codec.MiniBatch(producer_id, sequence, None, weights, shared))
+        kept = SharedBatch(request, rows, weights, producer_id, sequence)
+        slab.hold()
+        weakref.finalize(kept, slab.let_go)
+        return kept
+
+    def _switch_to(self, slab: _Slab | None) -> None:
+        if self._let_go is not None:
+            self._let_go()  # once only: a finalizer that ran is dead
+        self._slab = slab
+        self._let_go = None if slab is None else weakref.finalize(self, slab.let_go)
+
+    def close(self) -> None:
+        """No more batches: the current slab goes back once its batches are gone (as it does
+        when this replay is garbage)."""
+        self._switch_to(None)

@@ -1,0 +1,55 @@
+"""A stream's batches through shared memory with the SDK (``Client(shared_memory=True)``),
+against a real server: the model the same as with the rows sent, the slabs removed when the
+client closes, and a server that will not read shared memory getting every batch anyway."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from centroidal.client import Client
+from tests.conftest import ServerFactory
+
+RNG = np.random.default_rng(5)
+# 12 batches of 256 KiB: several fill one 8 MiB slab, and the last batches share one.
+BATCHES = [(RNG.normal(size=(4096, 16)) + 4 * (index % 4)).astype(np.float32) for index in range(12)]
+
+
+def _objects() -> set[str]:
+    return {path.name for path in Path("/dev/shm").glob(f"centroidal-{os.getpid()}-*")}
+
+
+def _streamed(target: str, model: str, shared_memory: bool) -> tuple[np.ndarray, int, bool]:
+    """The centers and points seen after streaming BATCHES into ``model``, and whether the
+    stream still used shared memory at its end."""
+    with Client(target, shared_memory=shared_memory) as client:
+        with client.stream(model, n_clusters=5, seed=0, window=4) as stream:
+            for index, rows in enumerate(BATCHES):
+                stream.send(rows, sample_weight=np.full(rows.shape[0], 1.5) if index == 3 else None)
+            stream.flush()
+            used = stream.shared_memory
+        model_info = client.get_model(model, include_centers=True)
+    assert model_info.centers is not None
+    return model_info.centers, model_info.n_samples_seen, used
+
+
+def test_a_stream_through_shared_memory_makes_the_model_the_rows_sent_make(start_server: ServerFactory) -> None:
+    target = f"127.0.0.1:{start_server().port}"
+    before = _objects()
+    shared, seen, used = _streamed(target, "shared", True)
+    plain, plain_seen, _ = _streamed(target, "plain", False)
+    assert used
+    np.testing.assert_array_equal(shared, plain)
+    assert seen == plain_seen == sum(rows.shape[0] for rows in BATCHES)
+    assert _objects() == before  # the client's slabs went with it
+
+
+def test_a_server_without_shared_memory_gets_every_batch_sent_instead(start_server: ServerFactory) -> None:
+    target = f"127.0.0.1:{start_server(shared_memory=False).port}"
+    shared, seen, used = _streamed(target, "fallback", True)
+    plain, _, _ = _streamed(target, "plain", False)
+    assert not used
+    assert seen == sum(rows.shape[0] for rows in BATCHES)  # each batch applied once
+    np.testing.assert_array_equal(shared, plain)
