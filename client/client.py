@@ -116,7 +116,7 @@ class Client(ModelCalls):
             reconnect_timeout=reconnect_timeout,
             max_replay_bytes=max_replay_bytes,
             on_ack=on_ack,
-            shared=self._regions,
+            shared_memory=self._regions is not None,
         )
 
     # ---- images ----------------------------------------------------------

@@ -1,10 +1,10 @@
 """A stream's batches kept in shared memory (``Client(shared_memory=True)``): each batch's
-rows are written once, into a slab of the client's (``shared_memory.SharedRegions``), and
+rows are written once, into a slab of the process's (``shared_memory.SLABS``), and
 its request names them there instead of carrying them, so no bytes travel for the points.
 
 The slab is the batch's kept copy too: the rows stay there until the server has stored
 the batch, for a replay after a crash, as ``replay.ReplayBuffer`` keeps a request. A slab
-goes back to the client's pool once none of its batches is kept any more. When the server
+goes back to the process's slabs once none of its batches is kept any more. When the server
 may not or cannot read the client's shared memory (it runs elsewhere, or with
 --no-shared-memory), the stream sends the kept batches with their rows instead
 (``SharedBatch.inline``).
@@ -19,7 +19,7 @@ import numpy as np
 
 from centroidal import codec
 
-from .shared_memory import Region, SharedRegions
+from .shared_memory import SLABS, Region
 
 # Each batch's rows start on a cache line of their own.
 ALIGN = 64
@@ -29,11 +29,10 @@ class _Slab:
     """A slab being filled, and how many holders it has: its kept batches, and the stream
     that fills it while it does. The last to go gives it back."""
 
-    __slots__ = ("region", "used", "holders", "lock", "regions")
+    __slots__ = ("region", "used", "holders", "lock")
 
-    def __init__(self, region: Region, regions: SharedRegions) -> None:
+    def __init__(self, region: Region) -> None:
         self.region = region
-        self.regions = regions
         self.used = 0
         self.holders = 1  # the stream filling it
         self.lock = threading.Lock()
@@ -47,7 +46,7 @@ class _Slab:
             self.holders -= 1
             free = self.holders == 0
         if free:
-            self.regions.give_back_slab(self.region)
+            SLABS.give_back(self.region)
 
 
 class SharedBatch:
@@ -77,8 +76,7 @@ class SharedBatch:
 class SharedReplay:
     """One stream's batches, each written into the stream's current slab."""
 
-    def __init__(self, regions: SharedRegions) -> None:
-        self._regions = regions
+    def __init__(self) -> None:
         self._slab: _Slab | None = None
         self._let_go: weakref.finalize[[], SharedReplay] | None = None  # the stream's hold on its slab
 
@@ -88,7 +86,7 @@ class SharedReplay:
         nbytes = points.nbytes
         slab = self._slab
         if slab is None or nbytes > slab.region.size - slab.used:
-            slab = _Slab(self._regions.take_slab(nbytes), self._regions)
+            slab = _Slab(SLABS.take(nbytes))
             self._switch_to(slab)
         offset = slab.used
         rows = np.ndarray(points.shape, dtype=points.dtype.newbyteorder("<"), buffer=slab.region.mapping,

@@ -1,13 +1,14 @@
 """Rows handed to a server on this host through POSIX shared memory
 (``Client(shared_memory=True)``): the client writes them into an object under /dev/shm,
 mode 600, and sends its name; no bytes travel for the points. Predict's rows take an
-object for the length of a call; a stream's batches stay in slabs until the server has
-stored them (``shared_batches``).
+object for the length of a call; a stream's batches stay in slabs of the process's
+(``SLABS``) until the server has stored them (``shared_batches``).
 
 Objects are kept and reused from call to call (a page written once costs far less the
-next time than a fresh one), and removed when the client closes, or when the process
-exits if it never does. A process killed outright (SIGKILL) leaves its objects in
-/dev/shm, named centroidal-<pid>-*, for whoever cleans up after it.
+next time than a fresh one). A client's are removed when it closes, or when the process
+exits if it never does; the process's free slabs when it exits. A process killed outright
+(SIGKILL) leaves its objects in /dev/shm, named centroidal-<pid>-*, for whoever cleans up
+after it.
 """
 
 from __future__ import annotations
@@ -76,7 +77,6 @@ class SharedRegions:
             raise OSError(f"shared_memory=True needs a writable {SHM_DIR} (POSIX shared memory on Linux)")
         self._lock = threading.Lock()
         self._free: list[Region] = []
-        self._free_slabs: list[Region] = []
         self._made: list[Region] = []
         self._finalizer = weakref.finalize(self, _remove, self._made)
 
@@ -91,30 +91,10 @@ class SharedRegions:
         finally:
             self._give_back(region)
 
-    def take_slab(self, nbytes: int) -> Region:
-        """A free slab of at least ``nbytes`` (SLAB_BYTES, or a larger object of its own)."""
-        if nbytes <= SLAB_BYTES:
-            with self._lock:
-                if self._free_slabs:
-                    return self._free_slabs.pop()
-        return self._make(max(SLAB_BYTES, nbytes))
-
-    def give_back_slab(self, region: Region) -> None:
-        """A slab none of whose batches is kept any more: kept for the next, or removed."""
-        with self._lock:
-            if region in self._made and region.size == SLAB_BYTES and \
-                    (len(self._free_slabs) + 1) * SLAB_BYTES <= IDLE_SLAB_BYTES:
-                self._free_slabs.append(region)
-                return
-            if region in self._made:
-                self._made.remove(region)
-        _remove([region])
-
     def close(self) -> None:
         """Remove every object; later calls make new ones."""
         with self._lock:
             self._free.clear()
-            self._free_slabs.clear()
             _remove(self._made)
 
     def _take(self, nbytes: int) -> Region:
@@ -139,18 +119,68 @@ class SharedRegions:
                 _remove([smallest])
 
     def _make(self, size: int) -> Region:
-        name = f"centroidal-{os.getpid()}-{secrets.token_hex(8)}"
-        path = os.path.join(SHM_DIR, name)
-        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        try:
-            os.ftruncate(descriptor, size)
-            mapping = mmap.mmap(descriptor, size)
-        except BaseException:
-            os.unlink(path)
-            raise
-        finally:
-            os.close(descriptor)
-        region = Region(name, size, mapping)
+        region = _new_region(size)
         with self._lock:
             self._made.append(region)
         return region
+
+
+def _new_region(size: int) -> Region:
+    """A new object of ``size`` bytes, mode 600, mapped writable."""
+    name = f"centroidal-{os.getpid()}-{secrets.token_hex(8)}"
+    path = os.path.join(SHM_DIR, name)
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.ftruncate(descriptor, size)
+        mapping = mmap.mmap(descriptor, size)
+    except BaseException:
+        os.unlink(path)
+        raise
+    finally:
+        os.close(descriptor)
+    return Region(name, size, mapping)
+
+
+class _Slabs:
+    """The process's slabs for streamed batches: every stream of every client takes them
+    from here, and the free ones (up to IDLE_SLAB_BYTES) wait for the next batches, as the
+    pages of a slab written once cost far less to write again. All go when the process
+    exits; a child process (fork) starts without its parent's."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._free: list[Region] = []
+        self._made: list[Region] = []
+        weakref.finalize(self, _remove, self._made)
+        os.register_at_fork(after_in_child=self._forget)
+
+    def take(self, nbytes: int) -> Region:
+        """A free slab of at least ``nbytes`` (SLAB_BYTES, or a larger object of its own)."""
+        if nbytes <= SLAB_BYTES:
+            with self._lock:
+                if self._free:
+                    return self._free.pop()
+        region = _new_region(max(SLAB_BYTES, nbytes))
+        with self._lock:
+            self._made.append(region)
+        return region
+
+    def give_back(self, region: Region) -> None:
+        """A slab none of whose batches is kept any more: kept for the next, or removed."""
+        with self._lock:
+            if region not in self._made:  # made before a fork, by the parent
+                return
+            if region.size == SLAB_BYTES and (len(self._free) + 1) * SLAB_BYTES <= IDLE_SLAB_BYTES:
+                self._free.append(region)
+                return
+            self._made.remove(region)
+        _remove([region])
+
+    def _forget(self) -> None:
+        """In a child after fork: the objects are the parent's, to use and remove."""
+        self._lock = threading.Lock()
+        self._free.clear()
+        self._made.clear()
+
+
+SLABS = _Slabs()

@@ -38,7 +38,6 @@ from .ledger import CLOSE, HANG_UP, Ledger, durable_from_trailer, reopening
 from .results import BatchAck
 from .reconnects import Backoff, Route, idle_timeout, owner_in, shared_memory_refused, stream_owner
 from .shared_batches import SharedBatch, SharedReplay
-from .shared_memory import SharedRegions
 from .transport import SyncTransport
 
 
@@ -64,16 +63,16 @@ class MiniBatchStream:
         reconnect_timeout: float,
         max_replay_bytes: int,
         on_ack: Callable[[BatchAck], None] | None,
-        shared: SharedRegions | None = None,
+        shared_memory: bool = False,
     ) -> None:
         """on_ack runs on the stream's receiving thread: it must not call send or flush.
         If it raises, the stream ends and send, flush and close raise that exception.
-        shared: the client's shared memory, where the batches' rows go (``shared_batches``)."""
+        shared_memory: the batches' rows go through shared memory (``shared_batches``)."""
         self.model = opening.model
         self._ledger = Ledger(producer_id or uuid.uuid4().hex, first_sequence, window, max_replay_bytes,
-                              None if shared is None else SharedReplay(shared))
+                              SharedReplay() if shared_memory else None)
         # The batches name their rows in shared memory, until a server says it cannot read them.
-        self._sending_shared = shared is not None
+        self._sending_shared = shared_memory
         self.producer_id = self._ledger.producer_id
         self.reconnect_timeout = reconnect_timeout
         self.reconnects = 0

@@ -1,6 +1,6 @@
 """A stream's batches through shared memory with the SDK (``Client(shared_memory=True)``),
-against a real server: the model the same as with the rows sent, the slabs removed when the
-client closes, and a server that will not read shared memory getting every batch anyway."""
+against a real server: the model the same as with the rows sent, the slabs kept free for the
+next stream, and a server that will not read shared memory getting every batch anyway."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from centroidal.client import Client
+from centroidal.client.shared_memory import IDLE_SLAB_BYTES, SLAB_BYTES, SLABS
 from tests.conftest import ServerFactory
 
 RNG = np.random.default_rng(5)
@@ -37,13 +38,22 @@ def _streamed(target: str, model: str, shared_memory: bool) -> tuple[np.ndarray,
 
 def test_a_stream_through_shared_memory_makes_the_model_the_rows_sent_make(start_server: ServerFactory) -> None:
     target = f"127.0.0.1:{start_server().port}"
-    before = _objects()
     shared, seen, used = _streamed(target, "shared", True)
     plain, plain_seen, _ = _streamed(target, "plain", False)
     assert used
     np.testing.assert_array_equal(shared, plain)
     assert seen == plain_seen == sum(rows.shape[0] for rows in BATCHES)
-    assert _objects() == before  # the client's slabs went with it
+
+
+def test_the_slabs_wait_free_for_the_next_stream(start_server: ServerFactory) -> None:
+    target = f"127.0.0.1:{start_server().port}"
+    _streamed(target, "first", True)
+    left = _objects()
+    free = {region.name for region in SLABS._free}
+    # Every object the stream left is a free slab, within what the process keeps.
+    assert left and left <= free and len(free) * SLAB_BYTES <= IDLE_SLAB_BYTES
+    _streamed(target, "second", True)
+    assert _objects() == left  # the next stream wrote into the same ones
 
 
 def test_a_server_without_shared_memory_gets_every_batch_sent_instead(start_server: ServerFactory) -> None:
