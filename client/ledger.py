@@ -85,6 +85,11 @@ class Ledger:
         self._kept = ReplayBuffer()  # where the requests are kept
         self._shared = shared
 
+    @property
+    def keeps_shared(self) -> bool:
+        """New batches go into shared memory (until it has no room for them)."""
+        return self._shared is not None
+
     def full(self) -> bool:
         """No room for another batch: the window is full, or too much awaits a checkpoint."""
         return len(self.unacked) >= self.window or self.replay_bytes > self.max_replay_bytes
@@ -103,8 +108,12 @@ class Ledger:
             weights = np.asarray(sample_weight, dtype=np.float64).reshape(-1)
         sequence = self.next_sequence
         request: Request
-        if self._shared is not None:
-            request = self._shared.keep(self.producer_id, sequence, points, weights)
+        try:
+            shared = None if self._shared is None else self._shared.keep(self.producer_id, sequence, points, weights)
+        except OSError:  # /dev/shm has no room for a slab: this batch and the next carry their rows
+            self._shared = shared = None
+        if shared is not None:
+            request = shared
         else:
             request = self._kept.keep(
                 codec.minibatch_request_parts(codec.MiniBatch(self.producer_id, sequence, points, weights))

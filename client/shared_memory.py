@@ -131,7 +131,9 @@ def _new_region(size: int) -> Region:
     path = os.path.join(SHM_DIR, name)
     descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
-        os.ftruncate(descriptor, size)
+        # Every page now: a /dev/shm too small for them (a container's is 64 MiB by default)
+        # raises here, instead of killing the process with SIGBUS when the rows are written.
+        os.posix_fallocate(descriptor, 0, size)
         mapping = mmap.mmap(descriptor, size)
     except BaseException:
         os.unlink(path)

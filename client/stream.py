@@ -211,8 +211,9 @@ class MiniBatchStream:
     @property
     def shared_memory(self) -> bool:
         """The batches' rows go through the client's shared memory: it was asked for
-        (``Client(shared_memory=True)``) and the server has not refused it."""
-        return self._sending_shared
+        (``Client(shared_memory=True)``), /dev/shm has had room for them, and the server
+        has not refused it."""
+        return self._sending_shared and self._ledger.keeps_shared
 
     @property
     def redirects(self) -> int:

@@ -63,3 +63,32 @@ def test_a_server_without_shared_memory_gets_every_batch_sent_instead(start_serv
     assert not used
     assert seen == sum(rows.shape[0] for rows in BATCHES)  # each batch applied once
     np.testing.assert_array_equal(shared, plain)
+
+
+_NO_ROOM = """
+import resource, sys
+import numpy as np
+from centroidal.client import Client
+
+# No file of this process may grow past 1 MiB: every slab (8 MiB) is refused, as a full
+# /dev/shm refuses it.
+resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+rng = np.random.default_rng(5)
+with Client(sys.argv[1], shared_memory=True) as client:
+    with client.stream("no-room", n_clusters=5, seed=0, window=4) as stream:
+        for _ in range(6):
+            stream.send(rng.normal(size=(4096, 16)).astype(np.float32))
+        stream.flush()
+        print(stream.shared_memory)
+    print(client.get_model("no-room").n_samples_seen)
+"""
+
+
+def test_a_producer_without_room_in_dev_shm_sends_the_rows(start_server: ServerFactory) -> None:
+    import subprocess
+    import sys
+
+    target = f"127.0.0.1:{start_server().port}"
+    done = subprocess.run([sys.executable, "-c", _NO_ROOM, target], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", str(6 * 4096)]
