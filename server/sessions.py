@@ -32,6 +32,7 @@ from .exceptions import (
 from .limits import check_model_name
 from .runtime import Runtime
 from .live import BatchResult, LiveModel
+from .shared_rows import StreamMaps
 from .streaming import StreamHub
 
 log = logging.getLogger("centroidal.server")
@@ -89,6 +90,7 @@ class StreamSessions:
         in_flight = self._runtime.memory.reservation("this stream's batches on their way in",
                                                      field="batch.points")
         sizes: collections.deque[int] = collections.deque()
+        maps = StreamMaps()  # of the shared-memory objects its batches name
 
         async def take() -> None:
             index = 1
@@ -100,7 +102,7 @@ class StreamSessions:
                     held = _in_flight_bytes(item)
                     try:
                         await in_flight.wait_for(held, self._runtime.config.idle_timeout, stalls=False)
-                        entry = self._queue_batch(live, item, jobs, peer)
+                        entry = self._queue_batch(live, item, jobs, peer, maps)
                     except (Busy, LimitExceeded) as no_room:  # refused in its ack; the stream goes on
                         held, entry = 0, _refused(item, no_room)
                     sizes.append(held)  # given back once its ack is sent
@@ -139,7 +141,7 @@ class StreamSessions:
             taker.cancel()
             # The stream's end runs as a task of its own: a call cancelled again while it
             # runs must not skip it, or the model would count an open stream forever.
-            ending = asyncio.ensure_future(self._end(live, taker, jobs, queued))
+            ending = asyncio.ensure_future(self._end(live, taker, jobs, queued, maps))
             closing = await asyncio.shield(ending)
             if not ended:  # the call already ends with its own status; the close only logs
                 closing.add_done_callback(_log_close_failure)
@@ -166,10 +168,11 @@ class StreamSessions:
 
     async def _end(
         self, live: LiveModel, taker: asyncio.Task[None], jobs: InOrder,
-        queued: asyncio.Queue[_Queued | Exception | None],
+        queued: asyncio.Queue[_Queued | Exception | None], maps: StreamMaps,
     ) -> Future[int]:
         """Stop taking batches, drop the unsent acks, and close the stream once the batch in
-        flight is applied; returns the close (a checkpoint) as it runs."""
+        flight is applied (and unmap what its batches named); returns the close (a
+        checkpoint) as it runs."""
         await asyncio.wait({taker})
         jobs.close()
         while not queued.empty():  # acks nobody will send: their outcomes are not needed
@@ -181,6 +184,7 @@ class StreamSessions:
         jobs.after(lambda: closed.set_result(None))
         await closed
         live.withdraw(jobs)  # batches no job of this stream will apply, nor ack
+        maps.close()
         return self._close(live)
 
     def _close(self, live: LiveModel) -> Future[int]:
@@ -196,6 +200,7 @@ class StreamSessions:
 
     def _queue_batch(
         self, live: LiveModel, batch: codec.MiniBatch | codec.MalformedBatch, jobs: InOrder, peer: str,
+        maps: StreamMaps,
     ) -> _Queued:
         """Queue a batch for its model; a malformed one is refused in order. Shared memory the
         server may not or cannot read ends the stream instead, before a later batch is
@@ -203,7 +208,7 @@ class StreamSessions:
         try:
             if isinstance(batch, codec.MalformedBatch):
                 raise batch.error
-            entry = self._hub.queue(live, batch, jobs, peer)  # the stream's jobs stand for the stream
+            entry = self._hub.queue(live, batch, jobs, peer, maps)  # the stream's jobs stand for the stream
             outcome = jobs.submit(self._hub.apply, live, entry)
         except (SharedMemoryMissing, SharedMemoryRefused):
             raise

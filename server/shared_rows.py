@@ -15,6 +15,8 @@ import mmap
 import os
 import re
 import stat
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,10 +36,13 @@ _POPULATE = getattr(mmap, "MAP_POPULATE", 0)
 
 @dataclass(frozen=True)
 class SharedPoints:
-    """A stream's batch whose rows wait in shared memory: where, and the object's path."""
+    """A stream's batch whose rows wait in shared memory: where, the object's path and
+    inode as the event loop found them, and the stream's mappings to read them through."""
 
     shared: codec.SharedRows
     path: str
+    inode: int
+    maps: StreamMaps
 
 
 def is_local_peer(peer: str) -> bool:
@@ -84,32 +89,104 @@ def check_allowed(shared: codec.SharedRows, peer: str, enabled: bool, points: st
     return os.path.join(SHM_DIR, found.group(1))
 
 
-def check_object(shared: codec.SharedRows, path: str, points: str = "points") -> None:
+def check_object(shared: codec.SharedRows, path: str, points: str = "points") -> int:
     """What ``mapped_rows`` checks of the object, from its path without opening it: cheap
     enough for a stream's event loop, which refuses a batch the server could not read before
-    any later one is queued (``mapped_rows`` checks again when it maps the object)."""
+    any later one is queued (the object is checked again when it is mapped). Returns its
+    inode."""
     try:
         found = os.lstat(path)
     except FileNotFoundError:
         raise _missing(shared, points) from None
     _check_found(found, shared, points)
+    return found.st_ino
 
 
-@contextmanager
-def mapped_rows(shared: codec.SharedRows, path: str, points: str = "points") -> Iterator[np.ndarray]:
-    """The rows, shape (rows, cols) of ``shared.dtype``, read-only, mapped until the block ends."""
-    name = shared.name
+def _open(shared: codec.SharedRows, path: str, points: str) -> int:
+    """A read-only descriptor of the object, never through a symbolic link."""
     try:
-        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        return os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
         raise _missing(shared, points) from None
     except OSError as error:
         if error.errno not in (errno.EACCES, errno.EPERM, errno.ELOOP):
             raise
         raise SharedMemoryRefused(
-            f"the server may not open shared-memory object {name!r}: {error.strerror}",
+            f"the server may not open shared-memory object {shared.name!r}: {error.strerror}",
             field=f"{points}_shared.name",
         ) from None
+
+
+class StreamMaps:
+    """The objects a stream's batches name, each mapped whole (read-only) the first time and
+    kept for its later batches, which a producer writes into the same few slabs: a batch
+    then costs no system call to read. At most MOST are kept, the least recently used
+    unmapped first, and all once the stream ends (``close``). The event loop checks each
+    batch's object by its path first (``check_object``); a mapping is used for the inode it
+    was made of, and for rows within its size."""
+
+    MOST = 16
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._maps: OrderedDict[str, tuple[int, mmap.mmap]] = OrderedDict()  # path -> (inode, mapping)
+
+    @contextmanager
+    def rows(self, shared: codec.SharedRows, path: str, inode: int, points: str) -> Iterator[np.ndarray]:
+        """The rows, as ``mapped_rows`` gives them, from the object's mapping."""
+        if shared.nbytes == 0:
+            yield np.empty((shared.rows, shared.cols), dtype=shared.dtype)
+            return
+        rows = np.frombuffer(self._mapping(shared, path, inode, points), dtype=shared.dtype.newbyteorder("<"),
+                             count=shared.rows * shared.cols, offset=shared.offset).reshape(shared.rows, shared.cols)
+        try:
+            yield rows if rows.dtype.isnative else rows.astype(shared.dtype)
+        finally:
+            del rows
+
+    def _mapping(self, shared: codec.SharedRows, path: str, inode: int, points: str) -> mmap.mmap:
+        end = shared.offset + shared.nbytes
+        with self._lock:
+            kept = self._maps.get(path)
+            if kept is not None and kept[0] == inode and len(kept[1]) >= end:
+                self._maps.move_to_end(path)
+                return kept[1]
+        descriptor = _open(shared, path, points)
+        try:
+            found = os.fstat(descriptor)
+            _check_found(found, shared, points)  # so the object holds the rows: it is not empty
+            mapping = mmap.mmap(descriptor, found.st_size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
+        finally:
+            os.close(descriptor)
+        with self._lock:
+            old = self._maps.pop(path, None)
+            self._maps[path] = (found.st_ino, mapping)
+            dropped = [old[1]] if old is not None else []
+            while len(self._maps) > self.MOST:
+                dropped.append(self._maps.popitem(last=False)[1][1])
+        _unmap(dropped)
+        return mapping
+
+    def close(self) -> None:
+        """Unmap every object (one a batch still reads goes once it is done)."""
+        with self._lock:
+            dropped = [mapping for _, mapping in self._maps.values()]
+            self._maps.clear()
+        _unmap(dropped)
+
+
+def _unmap(mappings: list[mmap.mmap]) -> None:
+    for mapping in mappings:
+        try:
+            mapping.close()
+        except BufferError:  # a batch still reads it: unmapped when its view goes
+            pass
+
+
+@contextmanager
+def mapped_rows(shared: codec.SharedRows, path: str, points: str = "points") -> Iterator[np.ndarray]:
+    """The rows, shape (rows, cols) of ``shared.dtype``, read-only, mapped until the block ends."""
+    descriptor = _open(shared, path, points)
     try:
         region = _map(descriptor, shared, points)
     finally:

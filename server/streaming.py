@@ -42,7 +42,7 @@ from .memory import MemoryBudget
 from .metrics import Metrics
 from .registry import Registry
 from . import replicas
-from .shared_rows import SharedPoints, check_allowed, check_object, mapped_rows
+from .shared_rows import SharedPoints, StreamMaps, check_allowed, check_object
 from .replicas import Owner
 from .snapshots import MINIBATCH_KMEANS, ModelSnapshot
 
@@ -166,12 +166,15 @@ class StreamHub:
         # A model deleted or refitted meanwhile will never be stored: nothing is left to keep.
         return live.snapshot.version if is_stale(self._registry, live) else live.durable_version
 
-    def queue(self, live: LiveModel, batch: codec.MiniBatch, stream: object, peer: str) -> Pending:
+    def queue(
+        self, live: LiveModel, batch: codec.MiniBatch, stream: object, peer: str, maps: StreamMaps | None = None,
+    ) -> Pending:
         """Check one batch of ``stream`` (from ``peer``) and queue it for its model, on the
         event loop as it arrives: every stream's batches wait in one queue, in the order they
         came, and whoever applies one applies all that wait. Raises a domain error for a
         batch the ack refuses, and SharedMemoryRefused or SharedMemoryMissing for rows in
-        shared memory the server may not or cannot read."""
+        shared memory the server may not or cannot read; ``maps`` are the stream's mappings
+        of the objects its batches name (one made for this batch alone without them)."""
         producer = batch.producer_id
         if not producer or len(producer) > MAX_PRODUCER_ID:
             raise InvalidRequest(
@@ -183,7 +186,7 @@ class StreamHub:
         limits = self._config
         points: np.ndarray | SharedPoints
         if batch.shared is not None:
-            points = self._shared_points(batch, peer)
+            points = self._shared_points(batch, peer, maps or StreamMaps())
             rows = batch.shared.rows
         elif batch.points is None:
             raise InvalidRequest("batch.points is required", field="batch.points")
@@ -199,7 +202,7 @@ class StreamHub:
         live.queue.append(entry)
         return entry
 
-    def _shared_points(self, batch: codec.MiniBatch, peer: str) -> SharedPoints:
+    def _shared_points(self, batch: codec.MiniBatch, peer: str, maps: StreamMaps) -> SharedPoints:
         """A batch's rows in shared memory, once the server may read them and has found them."""
         shared = batch.shared
         assert shared is not None
@@ -210,8 +213,7 @@ class StreamHub:
         check_shape((shared.rows, shared.cols), "batch.points", max_rows=limits.max_points,
                     max_cols=limits.max_features)
         path = check_allowed(shared, peer, limits.shared_memory, "batch.points")
-        check_object(shared, path, "batch.points")
-        return SharedPoints(shared, path)
+        return SharedPoints(shared, path, check_object(shared, path, "batch.points"), maps)
 
     def apply(self, live: LiveModel, entry: Pending) -> BatchResult:
         """Apply a queued batch exactly once; raises a domain or engine error for a batch the
@@ -240,10 +242,10 @@ class StreamHub:
 
     def _apply_locked(self, live: LiveModel, entry: Pending) -> BatchResult:
         """Apply one queued batch; the caller holds the model's writer lock. Rows in shared
-        memory are mapped for the length of the step, and read in place."""
+        memory are read in place, through the stream's mapping of their object."""
         points = entry.points
         if isinstance(points, SharedPoints):
-            with mapped_rows(points.shared, points.path, "batch.points") as rows:
+            with points.maps.rows(points.shared, points.path, points.inode, "batch.points") as rows:
                 return self._apply_rows(live, entry, rows)
         return self._apply_rows(live, entry, points)
 

@@ -158,3 +158,41 @@ def test_rows_in_both_places_are_refused_in_the_ack(start_server: ServerFactory,
     assert ended is None and acks[1].HasField("error")
     assert acks[1].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
     assert acks[1].error.field == "batch.points.data"
+
+
+def test_an_object_made_anew_under_the_same_name_is_read_anew(
+    start_server: ServerFactory, objects: list[Path],
+) -> None:
+    """The stream keeps its mapping of an object for the next batches; one that names an
+    object made anew under the same name reads the new one."""
+    import threading
+
+    target = f"127.0.0.1:{start_server().port}"
+    path = _object(objects, BATCHES[0])
+    first_acked = threading.Event()
+
+    def requests() -> Iterator[bytes]:
+        yield codec.serialize_minibatch_request(codec.MiniBatchOpen("anew", CONFIG))
+        yield codec.serialize_minibatch_request(codec.MiniBatch("p", 1, None, None, _shared(path, BATCHES[0])))
+        assert first_acked.wait(30)
+        path.unlink()
+        path.write_bytes(BATCHES[1].tobytes())
+        path.chmod(0o600)
+        yield codec.serialize_minibatch_request(codec.MiniBatch("p", 2, None, None, _shared(path, BATCHES[1])))
+
+    with grpc.insecure_channel(target) as channel:
+        call = channel.stream_stream(_STREAM, response_deserializer=pb.MiniBatchAck.FromString)
+        acks = []
+        for ack in call(requests(), timeout=60):
+            acks.append(ack)
+            first_acked.set()
+    plain, ended = _stream(target, "plain", [codec.MiniBatch("p", 1, BATCHES[0]), codec.MiniBatch("p", 2, BATCHES[1])])
+    assert ended is None and [ack.HasField("error") for ack in acks] == [False, False]
+    assert [ack.batch_inertia for ack in acks] == [ack.batch_inertia for ack in plain]
+    from centroidal.client import Client
+
+    with Client(target) as client:
+        centers = client.get_model("anew", include_centers=True).centers
+        expected = client.get_model("plain", include_centers=True).centers
+    assert centers is not None and expected is not None
+    np.testing.assert_array_equal(centers, expected)
