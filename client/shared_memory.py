@@ -32,7 +32,7 @@ MIN_REGION_BYTES = 1 << 20
 # Free objects kept for the next calls; more are removed as they are given back.
 KEPT_REGIONS = 4
 # A stream's batches are written into slabs of this size (a larger batch gets one of its own);
-# free slabs up to IDLE_SLAB_BYTES are kept for the next batches, of any stream of the client.
+# free slabs up to IDLE_SLAB_BYTES are kept for the next batches, of any stream of the process.
 SLAB_BYTES = 8 << 20
 IDLE_SLAB_BYTES = 64 << 20
 
