@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
 
 import numpy as np
 
@@ -37,6 +38,8 @@ IDLE_BYTES = 64 << 20
 
 # A kept request: bytes, or a view (1-D uint8 ndarray) of a slab.
 Kept = bytes | np.ndarray
+# What a slab's memory is.
+M = TypeVar("M")
 
 
 class _Pool:
@@ -65,63 +68,77 @@ class _Pool:
 POOL = _Pool()
 
 
-class _Slab:
-    """A slab and how many holders it has: its kept requests' views, and the stream that
-    fills it while it does. The last to go gives it back to the pool."""
+class Slab(Generic[M]):
+    """Memory a stream fills with kept requests (a pool's buffer, a shared-memory object),
+    and how many holders it has: its kept requests, and the stream that fills it while it
+    does. The last to go hands the memory to ``give_back``."""
 
-    __slots__ = ("buffer", "used", "holders", "lock")
+    __slots__ = ("memory", "size", "used", "holders", "lock", "_give_back")
 
-    def __init__(self, buffer: np.ndarray) -> None:
-        self.buffer = buffer
+    def __init__(self, memory: M, size: int, give_back: Callable[[M], None]) -> None:
+        self.memory = memory
+        self.size = size
         self.used = 0
         self.holders = 1  # the stream filling it
         self.lock = threading.Lock()
+        self._give_back = give_back
 
-    def hold(self) -> None:
+    def hold(self, kept: object) -> None:
+        """``kept`` (a request kept in the slab) holds it until ``kept`` is garbage."""
         with self.lock:
             self.holders += 1
+        weakref.finalize(kept, self.let_go)
 
     def let_go(self) -> None:
         with self.lock:
             self.holders -= 1
             free = self.holders == 0
         if free:
-            POOL.give_back(self.buffer)
+            self._give_back(self.memory)
 
 
-class ReplayBuffer:
-    """One stream's kept requests: each large one copied into the stream's current slab."""
+class SlabFiller(Generic[M]):
+    """The slab a stream is filling, held until it moves on to a new one or closes."""
 
     def __init__(self) -> None:
-        self._slab: _Slab | None = None
-        self._let_go: weakref.finalize[[], ReplayBuffer] | None = None  # the stream's hold on its slab
+        self._slab: Slab[M] | None = None
+        self._let_go: weakref.finalize[[], SlabFiller[M]] | None = None  # the stream's hold on its slab
 
-    def keep(self, parts: Sequence[bytes | memoryview]) -> Kept:
-        """The request made of ``parts`` (bytes-like, a byte an item), copied out of them."""
-        size = sum(len(part) for part in parts)
-        if size <= SMALL_REQUEST or size > SLAB_BYTES:
-            return b"".join(parts)
+    def _slab_for(self, nbytes: int, new: Callable[[], Slab[M]]) -> Slab[M]:
+        """The current slab when it has ``nbytes`` free, else a ``new`` one, now current."""
         slab = self._slab
-        if slab is None or size > slab.buffer.size - slab.used:
-            slab = _Slab(POOL.take())
+        if slab is None or nbytes > slab.size - slab.used:
+            slab = new()
             self._switch_to(slab)
-        start = stop = slab.used
-        for part in parts:
-            stop += len(part)
-            slab.buffer[stop - len(part):stop] = np.frombuffer(part, dtype=np.uint8)
-        slab.used = stop
-        view = slab.buffer[start:stop]
-        slab.hold()
-        weakref.finalize(view, slab.let_go)
-        return view
+        return slab
 
-    def _switch_to(self, slab: _Slab | None) -> None:
+    def _switch_to(self, slab: Slab[M] | None) -> None:
         if self._let_go is not None:
             self._let_go()  # once only: a finalizer that ran is dead
         self._slab = slab
         self._let_go = None if slab is None else weakref.finalize(self, slab.let_go)
 
     def close(self) -> None:
-        """No more requests: the current slab goes back once its requests are gone (as it
-        does when this buffer is garbage)."""
+        """Nothing more to keep: the current slab goes back once its requests are gone (as
+        it does when this filler is garbage)."""
         self._switch_to(None)
+
+
+class ReplayBuffer(SlabFiller[np.ndarray]):
+    """One stream's kept requests: each large one copied into the stream's current slab."""
+
+    def keep(self, parts: Sequence[bytes | memoryview]) -> Kept:
+        """The request made of ``parts`` (bytes-like, a byte an item), copied out of them."""
+        size = sum(len(part) for part in parts)
+        if size <= SMALL_REQUEST or size > SLAB_BYTES:
+            return b"".join(parts)
+        slab = self._slab_for(size, lambda: Slab(POOL.take(), SLAB_BYTES, POOL.give_back))
+        buffer = slab.memory
+        start = stop = slab.used
+        for part in parts:
+            stop += len(part)
+            buffer[stop - len(part):stop] = np.frombuffer(part, dtype=np.uint8)
+        slab.used = stop
+        view = buffer[start:stop]
+        slab.hold(view)
+        return view

@@ -12,41 +12,15 @@ may not or cannot read the client's shared memory (it runs elsewhere, or with
 
 from __future__ import annotations
 
-import threading
-import weakref
-
 import numpy as np
 
 from centroidal import codec
 
+from .replay import Slab, SlabFiller
 from .shared_memory import SLABS, Region
 
 # Each batch's rows start on a cache line of their own.
 ALIGN = 64
-
-
-class _Slab:
-    """A slab being filled, and how many holders it has: its kept batches, and the stream
-    that fills it while it does. The last to go gives it back."""
-
-    __slots__ = ("region", "used", "holders", "lock")
-
-    def __init__(self, region: Region) -> None:
-        self.region = region
-        self.used = 0
-        self.holders = 1  # the stream filling it
-        self.lock = threading.Lock()
-
-    def hold(self) -> None:
-        with self.lock:
-            self.holders += 1
-
-    def let_go(self) -> None:
-        with self.lock:
-            self.holders -= 1
-            free = self.holders == 0
-        if free:
-            SLABS.give_back(self.region)
 
 
 class SharedBatch:
@@ -73,41 +47,26 @@ class SharedBatch:
         return self.rows.nbytes + len(self.request)
 
 
-class SharedReplay:
+class SharedReplay(SlabFiller[Region]):
     """One stream's batches, each written into the stream's current slab."""
-
-    def __init__(self) -> None:
-        self._slab: _Slab | None = None
-        self._let_go: weakref.finalize[[], SharedReplay] | None = None  # the stream's hold on its slab
 
     def keep(self, producer_id: str, sequence: int, points: np.ndarray, weights: np.ndarray | None) -> SharedBatch:
         """Batch ``sequence`` of ``points`` (C-contiguous, float32 or float64) written into a
         slab, and its request naming them there."""
         nbytes = points.nbytes
-        slab = self._slab
-        if slab is None or nbytes > slab.region.size - slab.used:
-            slab = _Slab(SLABS.take(nbytes))
-            self._switch_to(slab)
-        offset = slab.used
-        rows = np.ndarray(points.shape, dtype=points.dtype.newbyteorder("<"), buffer=slab.region.mapping,
-                          offset=offset)
+        slab = self._slab_for(nbytes, lambda: _new_slab(nbytes))
+        region, offset = slab.memory, slab.used
+        rows = np.ndarray(points.shape, dtype=points.dtype.newbyteorder("<"), buffer=region.mapping, offset=offset)
         np.copyto(rows, points)  # lets the GIL go for a large batch
         rows.flags.writeable = False
         slab.used = -(-(offset + nbytes) // ALIGN) * ALIGN
-        shared = codec.SharedRows(slab.region.name, offset, points.dtype, points.shape[0], points.shape[1])
+        shared = codec.SharedRows(region.name, offset, points.dtype, points.shape[0], points.shape[1])
         request = codec.serialize_minibatch_request(codec.MiniBatch(producer_id, sequence, None, weights, shared))
         kept = SharedBatch(request, rows, weights, producer_id, sequence)
-        slab.hold()
-        weakref.finalize(kept, slab.let_go)
+        slab.hold(kept)
         return kept
 
-    def _switch_to(self, slab: _Slab | None) -> None:
-        if self._let_go is not None:
-            self._let_go()  # once only: a finalizer that ran is dead
-        self._slab = slab
-        self._let_go = None if slab is None else weakref.finalize(self, slab.let_go)
 
-    def close(self) -> None:
-        """No more batches: the current slab goes back once its batches are gone (as it does
-        when this replay is garbage)."""
-        self._switch_to(None)
+def _new_slab(nbytes: int) -> Slab[Region]:
+    region = SLABS.take(nbytes)
+    return Slab(region, region.size, SLABS.give_back)
