@@ -167,14 +167,14 @@ class StreamHub:
         return live.snapshot.version if is_stale(self._registry, live) else live.durable_version
 
     def queue(
-        self, live: LiveModel, batch: codec.MiniBatch, stream: object, peer: str, maps: StreamMaps | None = None,
+        self, live: LiveModel, batch: codec.MiniBatch, stream: object, peer: str, maps: StreamMaps,
     ) -> Pending:
         """Check one batch of ``stream`` (from ``peer``) and queue it for its model, on the
         event loop as it arrives: every stream's batches wait in one queue, in the order they
         came, and whoever applies one applies all that wait. Raises a domain error for a
         batch the ack refuses, and SharedMemoryRefused or SharedMemoryMissing for rows in
         shared memory the server may not or cannot read; ``maps`` are the stream's mappings
-        of the objects its batches name (one made for this batch alone without them)."""
+        of the objects its batches name."""
         producer = batch.producer_id
         if not producer or len(producer) > MAX_PRODUCER_ID:
             raise InvalidRequest(
@@ -186,7 +186,7 @@ class StreamHub:
         limits = self._config
         points: np.ndarray | SharedPoints
         if batch.shared is not None:
-            points = self._shared_points(batch, peer, maps or StreamMaps())
+            points = self._shared_points(batch, peer, maps)
             rows = batch.shared.rows
         elif batch.points is None:
             raise InvalidRequest("batch.points is required", field="batch.points")

@@ -11,12 +11,14 @@ import numpy as np
 
 from centroidal import codec
 from centroidal.engine.minibatch import MiniBatchParams, MiniBatchState
+from centroidal.server.shared_rows import StreamMaps
 from tests.conftest import ServerFactory
 
 RNG = np.random.default_rng(3)
 ROWS = [(RNG.normal(size=(40, 3)) + offset).astype(np.float32) for offset in (0, 5, 10, 15)]
 CONFIG = codec.MiniBatchConfig(n_clusters=3, init_size=40, seed=0)
 PEER = "ipv4:127.0.0.1:50000"  # grpc's address of a client on this host
+MAPS = StreamMaps()  # the streams' mappings of shared memory (these batches name none)
 
 
 def batch(producer: str, sequence: int, rows: np.ndarray) -> codec.MiniBatch:
@@ -28,9 +30,9 @@ def test_whoever_applies_a_batch_applies_every_stream_s_waiting_batches_in_order
 ) -> None:
     hub = start_server().servicer.hub
     live = hub.open("queued", CONFIG)
-    first = hub.queue(live, batch("a", 1, ROWS[0]), "stream a", PEER)
-    second = hub.queue(live, batch("b", 1, ROWS[1]), "stream b", PEER)
-    third = hub.queue(live, batch("a", 2, ROWS[2]), "stream a", PEER)
+    first = hub.queue(live, batch("a", 1, ROWS[0]), "stream a", PEER, MAPS)
+    second = hub.queue(live, batch("b", 1, ROWS[1]), "stream b", PEER, MAPS)
+    third = hub.queue(live, batch("a", 2, ROWS[2]), "stream a", PEER, MAPS)
 
     # Stream b's job applies the batch stream a sent before it, and the one after it.
     assert hub.apply(live, second).version == 2
@@ -52,9 +54,9 @@ def test_whoever_applies_a_batch_applies_every_stream_s_waiting_batches_in_order
 def test_a_stream_that_ended_takes_its_waiting_batches_back(start_server: ServerFactory) -> None:
     hub = start_server().servicer.hub
     live = hub.open("withdrawn", CONFIG)
-    gone = [hub.queue(live, batch("a", 1, ROWS[0]), "stream a", PEER)]
-    kept = hub.queue(live, batch("b", 1, ROWS[1]), "stream b", PEER)
-    gone.append(hub.queue(live, batch("a", 2, ROWS[2]), "stream a", PEER))
+    gone = [hub.queue(live, batch("a", 1, ROWS[0]), "stream a", PEER, MAPS)]
+    kept = hub.queue(live, batch("b", 1, ROWS[1]), "stream b", PEER, MAPS)
+    gone.append(hub.queue(live, batch("a", 2, ROWS[2]), "stream a", PEER, MAPS))
 
     live.withdraw("stream a")
     assert list(live.queue) == [kept]
@@ -68,9 +70,9 @@ def test_a_stream_that_ended_takes_its_waiting_batches_back(start_server: Server
 def test_a_refused_batch_in_the_queue_is_told_to_its_own_stream_alone(start_server: ServerFactory) -> None:
     hub = start_server().servicer.hub
     live = hub.open("refused", CONFIG)
-    good = hub.queue(live, batch("a", 1, ROWS[0]), "stream a", PEER)
-    wide = hub.queue(live, batch("b", 1, np.zeros((5, 4), dtype=np.float32)), "stream b", PEER)
-    after = hub.queue(live, batch("a", 2, ROWS[1]), "stream a", PEER)
+    good = hub.queue(live, batch("a", 1, ROWS[0]), "stream a", PEER, MAPS)
+    wide = hub.queue(live, batch("b", 1, np.zeros((5, 4), dtype=np.float32)), "stream b", PEER, MAPS)
+    after = hub.queue(live, batch("a", 2, ROWS[1]), "stream a", PEER, MAPS)
 
     assert hub.apply(live, good).version == 1
     assert wide.error is not None and "features" in str(wide.error)
