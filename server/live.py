@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -124,7 +125,7 @@ def is_stale(registry: Registry, live: LiveModel) -> bool:
 class Pending:
     """A decoded batch waiting for its model's lock, and what became of it."""
 
-    __slots__ = ("producer", "sequence", "points", "weights", "stream", "result", "error")
+    __slots__ = ("producer", "sequence", "points", "weights", "stream", "result", "error", "applied")
 
     def __init__(
         self, producer: str, sequence: int, points: np.ndarray | SharedPoints, weights: np.ndarray | None,
@@ -137,6 +138,9 @@ class Pending:
         self.weights = weights
         self.result: BatchResult | None = None
         self.error: BaseException | None = None
+        # Called, on the thread that applied it, when another stream's job applied this
+        # batch: its stream need not wait for its own job to run to send the ack.
+        self.applied: Callable[[], None] | None = None
 
 
 @dataclass(frozen=True)

@@ -3,17 +3,18 @@ one ack per batch, and its close, which checkpoints the model.
 
 A task reads and queues batches (up to READ_AHEAD + 1 waiting for their acks) while earlier
 ones are applied on the streams pool (``InOrder``), and acks go out in order. Each batch
-joins its model's queue as it arrives, where whoever applies the model's batches takes it
-with those of every other stream. A refused batch is told in its ack and the stream goes
-on; what ends the stream instead (a model replaced under it, a store that cannot take
-writes, a server that stops) is raised once the client has stopped writing, so its status
-arrives intact.
+joins its model's queue as it arrives, where whoever applies a batch applies those of every
+stream queued ahead of it, and their acks go out without waiting for their own jobs. A
+refused batch is told in its ack and the stream goes on; what ends the stream instead (a
+model replaced under it, a store that cannot take writes, a server that stops) is raised
+once the client has stopped writing, so its status arrives intact.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import traceback
 from collections.abc import AsyncIterator
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from centroidal import codec
 
 from .admission import READ_AHEAD, Incoming
-from .turns import InOrder
+from .turns import InOrder, call_on
 from .errors import refusal
 from .exceptions import (
     Busy, InvalidRequest, LimitExceeded, ModelReplaced, SharedMemoryMissing, SharedMemoryRefused, ShuttingDown,
@@ -31,7 +32,7 @@ from .exceptions import (
 )
 from .limits import check_model_name
 from .runtime import Runtime
-from .live import BatchResult, LiveModel
+from .live import BatchResult, LiveModel, Pending
 from .shared_rows import StreamMaps
 from .streaming import StreamHub
 
@@ -210,6 +211,8 @@ class StreamSessions:
                 raise batch.error
             entry = self._hub.queue(live, batch, jobs, peer, maps)  # the stream's jobs stand for the stream
             outcome = jobs.submit(self._hub.apply, live, entry)
+            # Another stream's job may apply it first: its ack need not wait for this one's.
+            entry.applied = functools.partial(call_on, outcome.get_loop(), functools.partial(_settle, outcome, entry))
         except (SharedMemoryMissing, SharedMemoryRefused):
             raise
         except Exception as exc:  # noqa: BLE001 - told in the batch's ack
@@ -234,6 +237,17 @@ class StreamSessions:
             producer, sequence, result.version, result.batch_inertia, result.n_samples_seen,
             result.durable_version, result.duplicate,
         )
+
+
+def _settle(outcome: asyncio.Future[BatchResult], entry: Pending) -> None:
+    """A batch's outcome, on the event loop, once another stream's job has applied it (its
+    own job, running later, then finds it settled)."""
+    if outcome.done():
+        return
+    if entry.error is not None:
+        outcome.set_exception(entry.error)
+    elif entry.result is not None:
+        outcome.set_result(entry.result)
 
 
 def _refused(batch: codec.MiniBatch | codec.MalformedBatch, failure: Exception) -> _Queued:

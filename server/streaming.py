@@ -171,7 +171,7 @@ class StreamHub:
     ) -> Pending:
         """Check one batch of ``stream`` (from ``peer``) and queue it for its model, on the
         event loop as it arrives: every stream's batches wait in one queue, in the order they
-        came, and whoever applies one applies all that wait. Raises a domain error for a
+        came, and whoever applies one applies those ahead of it too. Raises a domain error for a
         batch the ack refuses, and SharedMemoryRefused or SharedMemoryMissing for rows in
         shared memory the server may not or cannot read; ``maps`` are the stream's mappings
         of the objects its batches name."""
@@ -219,14 +219,21 @@ class StreamHub:
         """Apply a queued batch exactly once; raises a domain or engine error for a batch the
         ack refuses. Runs on a worker thread: it may wait for the model's writer lock.
 
-        Flat combining: whoever holds the model's lock applies every batch queued by then,
-        from any stream, one step each; the others find theirs done. Under many producers
-        this saves a lock hand-over (and a GIL switch) per batch, and the batches of streams
-        still waiting for a pool thread are applied with the rest.
+        Flat combining: whoever holds the model's lock applies the batches queued ahead of
+        its own, from any stream, then its own, one step each; their streams find them done
+        and are told at once (``Pending.applied``). Under many producers this saves a lock
+        hand-over (and a GIL switch) per batch, and the batches of streams still waiting for
+        a pool thread are applied with the rest. It stops at its own batch: those queued
+        after it wait for their own jobs, so that its ack goes out while they are applied.
+        Applying them too held back a lone stream's acks until the queue was empty, and the
+        server then read no batch until its acks were sent: one producer's stream (bench
+        streaming, 8192x16, k=64) took 0.88 of the time stopping here, through shared memory
+        and with the rows sent, and four producers 1.00 and 0.96 (medians of 8 rounds' ratios,
+        taking turns, Xeon host).
         """
         if entry.result is None and entry.error is None:
             with self._registry.writer_lock(live.name):
-                while True:
+                while entry.result is None and entry.error is None:
                     try:
                         pending = live.queue.popleft()
                     except IndexError:  # the queue is empty (or a stream withdrew the last one)
@@ -235,6 +242,8 @@ class StreamHub:
                         pending.result = self._apply_locked(live, pending)
                     except BaseException as exc:  # noqa: BLE001 - belongs to that batch's stream
                         pending.error = exc
+                    if pending is not entry and pending.applied is not None:
+                        pending.applied()
         if entry.error is not None:
             raise entry.error
         assert entry.result is not None, "a batch was applied by nobody"

@@ -1,5 +1,6 @@
 """One queue per streamed model: batches wait there from when they arrive, whoever applies
-one applies every batch waiting, and a stream that ends takes its own back out.
+one applies every batch waiting ahead of it too, and a stream that ends takes its own back
+out.
 
 These drive a real server's StreamHub directly, so that a stream's batch can be queued
 while no pool thread has taken its job yet, which a client cannot arrange on purpose.
@@ -7,11 +8,16 @@ while no pool thread has taken its job yet, which a client cannot arrange on pur
 
 from __future__ import annotations
 
+import asyncio
+import threading
+
 import numpy as np
 
 from centroidal import codec
 from centroidal.engine.minibatch import MiniBatchParams, MiniBatchState
+from centroidal.server.live import BatchResult
 from centroidal.server.shared_rows import StreamMaps
+from centroidal.server.turns import InOrder, TurnPool
 from tests.conftest import ServerFactory
 
 RNG = np.random.default_rng(3)
@@ -25,21 +31,28 @@ def batch(producer: str, sequence: int, rows: np.ndarray) -> codec.MiniBatch:
     return codec.MiniBatch(producer_id=producer, sequence=sequence, points=rows)
 
 
-def test_whoever_applies_a_batch_applies_every_stream_s_waiting_batches_in_order(
+def test_whoever_applies_a_batch_applies_every_stream_s_batches_waiting_ahead_of_it_in_order(
     start_server: ServerFactory,
 ) -> None:
     hub = start_server().servicer.hub
     live = hub.open("queued", CONFIG)
+    told: list[str] = []
     first = hub.queue(live, batch("a", 1, ROWS[0]), "stream a", PEER, MAPS)
+    first.applied = lambda: told.append("a 1")
     second = hub.queue(live, batch("b", 1, ROWS[1]), "stream b", PEER, MAPS)
+    second.applied = lambda: told.append("b 1")
     third = hub.queue(live, batch("a", 2, ROWS[2]), "stream a", PEER, MAPS)
+    third.applied = lambda: told.append("a 2")
 
-    # Stream b's job applies the batch stream a sent before it, and the one after it.
+    # Stream b's job applies the batch stream a sent before it, and tells stream a at once;
+    # its own is told by its job's return. The batch after it waits for its own job.
     assert hub.apply(live, second).version == 2
-    assert not live.queue
     assert first.result is not None and first.result.version == 1
-    assert third.result is not None and third.result.version == 3
-    assert hub.apply(live, third).version == 3  # already applied: its job only reads it
+    assert told == ["a 1"]
+    assert list(live.queue) == [third] and third.result is None
+    assert hub.apply(live, third).version == 3
+    assert told == ["a 1"]  # a job's own batch is told by its return
+    assert hub.apply(live, first).version == 1  # already applied: its job only reads it
     assert live.producers == {"a": 2, "b": 1}
 
     # The same steps as one engine state taking the batches in the order they arrived.
@@ -75,6 +88,38 @@ def test_a_refused_batch_in_the_queue_is_told_to_its_own_stream_alone(start_serv
     after = hub.queue(live, batch("a", 2, ROWS[1]), "stream a", PEER, MAPS)
 
     assert hub.apply(live, good).version == 1
+    assert hub.apply(live, after).version == 2  # after the refused batch, which it applied
     assert wide.error is not None and "features" in str(wide.error)
-    assert after.result is not None and after.result.version == 2
+    assert hub.close(live) == 2
+
+
+def test_a_batch_applied_by_another_stream_s_job_is_acked_before_its_own_job_runs(
+    start_server: ServerFactory,
+) -> None:
+    servicer = start_server().servicer
+    hub = servicer.hub
+    live = hub.open("early", CONFIG)
+    blocked = threading.Event()
+    pool = TurnPool(1, thread_name_prefix="test-blocked")  # its one thread kept busy below
+
+    async def scenario() -> BatchResult:
+        pool.submit(blocked.wait)  # stream b's own job cannot start until this is set
+        jobs = InOrder(pool)
+        # What the stream's task does with a batch as it arrives.
+        _, _, outcome = servicer.sessions._queue_batch(live, batch("b", 1, ROWS[0]), jobs, PEER, MAPS)
+        after = hub.queue(live, batch("a", 1, ROWS[1]), "stream a", PEER, MAPS)
+        # Stream a's job applies b's batch, queued ahead of its own, on a thread of its own.
+        applied = await asyncio.to_thread(hub.apply, live, after)
+        assert applied.version == 2
+        result = await asyncio.wait_for(outcome, 30)
+        assert not blocked.is_set()  # b's job has not run: the ack came from a's
+        return result
+
+    try:
+        result = asyncio.run(scenario())
+    finally:
+        blocked.set()
+        pool.shutdown(wait=True)
+    assert result.version == 1 and not result.duplicate
+    assert live.producers == {"a": 1, "b": 1}
     assert hub.close(live) == 2
