@@ -171,10 +171,10 @@ class StreamHub:
     ) -> Pending:
         """Check one batch of ``stream`` (from ``peer``) and queue it for its model, on the
         event loop as it arrives: every stream's batches wait in one queue, in the order they
-        came, and whoever applies one applies those ahead of it too. Raises a domain error for a
-        batch the ack refuses, and SharedMemoryRefused or SharedMemoryMissing for rows in
-        shared memory the server may not or cannot read; ``maps`` are the stream's mappings
-        of the objects its batches name."""
+        came, and whoever applies one applies those ahead of it too. Raises a domain error
+        for a batch the ack refuses, and SharedMemoryRefused or SharedMemoryMissing for rows
+        in shared memory the server may not or cannot read; ``maps`` are the stream's
+        mappings of the objects its batches name."""
         producer = batch.producer_id
         if not producer or len(producer) > MAX_PRODUCER_ID:
             raise InvalidRequest(
@@ -227,9 +227,9 @@ class StreamHub:
         after it wait for their own jobs, so that its ack goes out while they are applied.
         Applying them too held back a lone stream's acks until the queue was empty, and the
         server then read no batch until its acks were sent: one producer's stream (bench
-        streaming, 8192x16, k=64) took 0.88 of the time stopping here, through shared memory
-        and with the rows sent, and four producers 1.00 and 0.96 (medians of 8 rounds' ratios,
-        taking turns, Xeon host).
+        streaming, 8192x16, k=64) took 0.88 and 0.89 of the time stopping here, through
+        shared memory and with the rows sent, and four producers 1.00 and 0.96 (medians of 8
+        rounds' ratios, taking turns, on an AMD EPYC without AVX-512).
         """
         if entry.result is None and entry.error is None:
             with self._registry.writer_lock(live.name):
