@@ -138,9 +138,9 @@ class Pending:
         self.weights = weights
         self.result: BatchResult | None = None
         self.error: BaseException | None = None
-        # Called, on the thread that applied it, when another stream's job applied this
-        # batch: its stream need not wait for its own job to run to send the ack.
-        self.applied: Callable[[], None] | None = None
+        # Called with this batch, on the thread that applied it, when another stream's job
+        # applied it: its stream need not wait for its own job to run to send the ack.
+        self.applied: Callable[[Pending], None] | None = None
 
 
 @dataclass(frozen=True)

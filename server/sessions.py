@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from centroidal import codec
 
 from .admission import READ_AHEAD, Incoming
-from .turns import InOrder, call_on
+from .turns import InOrder, settle_on
 from .errors import refusal
 from .exceptions import (
     Busy, InvalidRequest, LimitExceeded, ModelReplaced, SharedMemoryMissing, SharedMemoryRefused, ShuttingDown,
@@ -212,7 +212,7 @@ class StreamSessions:
             entry = self._hub.queue(live, batch, jobs, peer, maps)  # the stream's jobs stand for the stream
             outcome = jobs.submit(self._hub.apply, live, entry)
             # Another stream's job may apply it first: its ack need not wait for this one's.
-            entry.applied = functools.partial(call_on, outcome.get_loop(), functools.partial(_settle, outcome, entry))
+            entry.applied = functools.partial(_applied, outcome)
         except (SharedMemoryMissing, SharedMemoryRefused):
             raise
         except Exception as exc:  # noqa: BLE001 - told in the batch's ack
@@ -239,15 +239,11 @@ class StreamSessions:
         )
 
 
-def _settle(outcome: asyncio.Future[BatchResult], entry: Pending) -> None:
-    """A batch's outcome, on the event loop, once another stream's job has applied it (its
-    own job, running later, then finds it settled)."""
-    if outcome.done():
-        return
-    if entry.error is not None:
-        outcome.set_exception(entry.error)
-    elif entry.result is not None:
-        outcome.set_result(entry.result)
+def _applied(outcome: asyncio.Future[BatchResult], entry: Pending) -> None:
+    """Settle a batch's outcome once another stream's job has applied it (its own job,
+    running later, then finds it settled). Given the batch rather than holding it, so that
+    the batch and its rows hold no cycle through their callback."""
+    settle_on(outcome.get_loop(), outcome, value=entry.result, exc=entry.error)
 
 
 def _refused(batch: codec.MiniBatch | codec.MalformedBatch, failure: Exception) -> _Queued:

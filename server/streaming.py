@@ -243,7 +243,7 @@ class StreamHub:
                     except BaseException as exc:  # noqa: BLE001 - belongs to that batch's stream
                         pending.error = exc
                     if pending is not entry and pending.applied is not None:
-                        pending.applied()
+                        pending.applied(pending)
         if entry.error is not None:
             raise entry.error
         assert entry.result is not None, "a batch was applied by nobody"

@@ -3,7 +3,8 @@
 - ``TurnPool`` is a thread pool that counts the jobs waiting for a thread.
 - ``InOrder`` runs one call's jobs in order on such a pool: a turn goes on with the
   call's next job while nobody else waits, and gives way when another call does.
-- ``call_on`` hands a callback to the event loop from a worker thread.
+- ``call_on`` hands a callback to the event loop from a worker thread, and ``settle_on``
+  an outcome to settle there.
 """
 
 from __future__ import annotations
@@ -95,9 +96,9 @@ class InOrder:
             try:
                 value = work(*args)
             except BaseException as exc:  # noqa: BLE001 - handed to the waiting call
-                self._on_loop(outcome, exc=exc)
+                settle_on(self._loop, outcome, exc=exc)
             else:
-                self._on_loop(outcome, value=value)
+                settle_on(self._loop, outcome, value=value)
             ran = True
 
     def _finish(self) -> None:
@@ -106,17 +107,6 @@ class InOrder:
             call_on(self._loop, outcome.cancel)
         self._queue.clear()
         self._turn = None
-
-    def _on_loop(self, outcome: asyncio.Future[Any], *, value: Any = None, exc: BaseException | None = None) -> None:
-        def settle() -> None:
-            if outcome.done():
-                return
-            if exc is not None:
-                outcome.set_exception(exc)
-            else:
-                outcome.set_result(value)
-
-        call_on(self._loop, settle)
 
     def close(self) -> None:
         """Run no more queued jobs; the one running, if any, finishes."""
@@ -137,3 +127,21 @@ def call_on(loop: asyncio.AbstractEventLoop, callback: Callable[[], object]) -> 
     """Run ``callback`` on ``loop`` from another thread; nothing once the loop has closed."""
     with contextlib.suppress(RuntimeError):
         loop.call_soon_threadsafe(callback)
+
+
+def settle_on(
+    loop: asyncio.AbstractEventLoop, outcome: asyncio.Future[Any], *, value: Any = None,
+    exc: BaseException | None = None,
+) -> None:
+    """Set ``outcome``'s result (or ``exc``) on ``loop`` from another thread, unless it is
+    done by then (cancelled, or settled by whoever got there first)."""
+
+    def settle() -> None:
+        if outcome.done():
+            return
+        if exc is not None:
+            outcome.set_exception(exc)
+        else:
+            outcome.set_result(value)
+
+    call_on(loop, settle)

@@ -9,13 +9,15 @@ while no pool thread has taken its job yet, which a client cannot arrange on pur
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 
 import numpy as np
 
 from centroidal import codec
+from centroidal.client import Client
 from centroidal.engine.minibatch import MiniBatchParams, MiniBatchState
-from centroidal.server.live import BatchResult
+from centroidal.server.live import BatchResult, Pending
 from centroidal.server.shared_rows import StreamMaps
 from centroidal.server.turns import InOrder, TurnPool
 from tests.conftest import ServerFactory
@@ -37,12 +39,14 @@ def test_whoever_applies_a_batch_applies_every_stream_s_batches_waiting_ahead_of
     hub = start_server().servicer.hub
     live = hub.open("queued", CONFIG)
     told: list[str] = []
+
+    def tell(entry: Pending) -> None:
+        told.append(f"{entry.producer} {entry.sequence}")
+
     first = hub.queue(live, batch("a", 1, ROWS[0]), "stream a", PEER, MAPS)
-    first.applied = lambda: told.append("a 1")
     second = hub.queue(live, batch("b", 1, ROWS[1]), "stream b", PEER, MAPS)
-    second.applied = lambda: told.append("b 1")
     third = hub.queue(live, batch("a", 2, ROWS[2]), "stream a", PEER, MAPS)
-    third.applied = lambda: told.append("a 2")
+    first.applied = second.applied = third.applied = tell
 
     # Stream b's job applies the batch stream a sent before it, and tells stream a at once;
     # its own is told by its job's return. The batch after it waits for its own job.
@@ -123,3 +127,32 @@ def test_a_batch_applied_by_another_stream_s_job_is_acked_before_its_own_job_run
     assert result.version == 1 and not result.duplicate
     assert live.producers == {"a": 1, "b": 1}
     assert hub.close(live) == 2
+
+
+def test_streamed_batches_are_let_go_once_acked_without_the_cycle_collector(start_server: ServerFactory) -> None:
+    # A queued batch holds its rows: a reference cycle through it would keep every batch's
+    # rows until the cycle collector ran, past the memory budget's count of them.
+    server = start_server()
+    points = RNG.normal(size=(40 * 50, 3)).astype(np.float32)
+    with Client(f"127.0.0.1:{server.port}", timeout=30) as client:
+        with client.stream("let-go", n_clusters=3, seed=0, producer_id="setup") as first:
+            first.send(ROWS[0])
+        gc.collect()
+        gc.disable()
+        try:
+            def produce(index: int) -> None:
+                with client.stream("let-go", producer_id=f"producer-{index}") as stream:
+                    for rows in np.split(points, 50):
+                        stream.send(rows)
+
+            producers = [threading.Thread(target=produce, args=(index,)) for index in range(4)]
+            for producer in producers:
+                producer.start()
+            for producer in producers:
+                producer.join()
+            alive = sum(isinstance(held, Pending) for held in gc.get_objects())
+        finally:
+            gc.enable()
+        seen = client.get_model("let-go").n_samples_seen
+    assert seen == ROWS[0].shape[0] + 4 * points.shape[0]  # every producer's batches applied
+    assert alive == 0
