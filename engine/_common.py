@@ -201,10 +201,28 @@ def put_row(X, i, shift, tile, r):
 def put_narrow_tile(X, start, rows, shift, tile_t):
     """Columns 0..rows-1 of the (NARROW, T) tile = rows start.. of X - shift, for d <= NARROW.
 
-    Written unrolled, with no loop over the features (twice as fast at d = 3). A tile row past
-    the data's features repeats its last feature: the zero centers_s columns cancel it.
+    A tile row past the data's features repeats its last feature: the zero centers_s columns
+    cancel it. The rows are read as one flat run of values, each width read with its own
+    constant stride (_fill_narrow), so that LLVM loads them as vectors and deinterleaves:
+    with X's row stride read at run time the loop stayed scalar, and filling every tile of
+    1e6x3 took 2.1 ms on one thread against 0.55 ms (an AMD EPYC with AVX2).
     """
-    last = X.shape[1] - 1
+    flat = X[start:start + rows].reshape(-1)
+    width = X.shape[1]
+    if width == 3:
+        _fill_narrow(flat, 3, rows, shift, tile_t)
+    elif width == 2:
+        _fill_narrow(flat, 2, rows, shift, tile_t)
+    elif width == 4:
+        _fill_narrow(flat, 4, rows, shift, tile_t)
+    else:
+        _fill_narrow(flat, 1, rows, shift, tile_t)
+
+
+@njit(inline="always", nogil=True, cache=True)
+def _fill_narrow(flat, width, rows, shift, tile_t):
+    """put_narrow_tile for rows of ``width`` features, a constant where it is inlined."""
+    last = width - 1
     f1 = min(1, last)
     f2 = min(2, last)
     f3 = min(3, last)
@@ -213,11 +231,11 @@ def put_narrow_tile(X, start, rows, shift, tile_t):
     s2 = shift[f2]
     s3 = shift[f3]
     for r in range(rows):
-        i = start + r
-        tile_t[0, r] = X[i, 0] - s0
-        tile_t[1, r] = X[i, f1] - s1
-        tile_t[2, r] = X[i, f2] - s2
-        tile_t[3, r] = X[i, f3] - s3
+        at = width * r
+        tile_t[0, r] = flat[at] - s0
+        tile_t[1, r] = flat[at + f1] - s1
+        tile_t[2, r] = flat[at + f2] - s2
+        tile_t[3, r] = flat[at + f3] - s3
 
 
 @njit(nogil=True, cache=True)

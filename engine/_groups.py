@@ -61,21 +61,36 @@ def _scan_mid_group(centers_s, half_sq_norms, tile_t, rows, upper, members, best
         (ja, jb, jc, jd), (half_a, half_b, half_c, half_d), (id_a, id_b, id_c, id_d) = _four_members(
             m, members, half_sq_norms, center_ids
         )
-        ca, cb = _mid_center(centers_s, ja), _mid_center(centers_s, jb)
-        cc, cd = _mid_center(centers_s, jc), _mid_center(centers_s, jd)
-        for r in range(rows):
-            best, second, current = _best_and_second(
-                best_value[r], second_value[r], best_id[r], _mid_value(half_a, ca, tile_t, r, upper), id_a
-            )
-            best, second, current = _best_and_second(
-                best, second, current, _mid_value(half_b, cb, tile_t, r, upper), id_b
-            )
-            best, second, current = _best_and_second(
-                best, second, current, _mid_value(half_c, cc, tile_t, r, upper), id_c
-            )
-            best_value[r], second_value[r], best_id[r] = _best_and_second(
-                best, second, current, _mid_value(half_d, cd, tile_t, r, upper), id_d
-            )
+        centers = (_mid_center(centers_s, ja), _mid_center(centers_s, jb), _mid_center(centers_s, jc),
+                   _mid_center(centers_s, jd))
+        halves, ids = (half_a, half_b, half_c, half_d), (id_a, id_b, id_c, id_d)
+        # One loop for each width: a loop holding the choice keeps LLVM from vectorising it.
+        if upper:
+            _mid_group_pass(centers, halves, ids, tile_t, rows, True, best_value, second_value, best_id)
+        else:
+            _mid_group_pass(centers, halves, ids, tile_t, rows, False, best_value, second_value, best_id)
+
+
+@njit(inline="always", nogil=True, cache=True)
+def _mid_group_pass(centers, halves, ids, tile_t, rows, upper, best_value, second_value, best_id):
+    """One pass of _scan_mid_group over the first rows columns: four centers' coordinates,
+    half squared norms and ids."""
+    ca, cb, cc, cd = centers
+    half_a, half_b, half_c, half_d = halves
+    id_a, id_b, id_c, id_d = ids
+    for r in range(rows):
+        best, second, current = _best_and_second(
+            best_value[r], second_value[r], best_id[r], _mid_value(half_a, ca, tile_t, r, upper), id_a
+        )
+        best, second, current = _best_and_second(
+            best, second, current, _mid_value(half_b, cb, tile_t, r, upper), id_b
+        )
+        best, second, current = _best_and_second(
+            best, second, current, _mid_value(half_c, cc, tile_t, r, upper), id_c
+        )
+        best_value[r], second_value[r], best_id[r] = _best_and_second(
+            best, second, current, _mid_value(half_d, cd, tile_t, r, upper), id_d
+        )
 
 
 @njit(inline="always", nogil=True, cache=True)

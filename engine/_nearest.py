@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from ._blocks import BLOCK_BYTES, LOWER, fmuladd, mid_block_all, mid_block_lower
 from ._common import (
     align_frame,
     is_narrow,
@@ -162,62 +163,84 @@ def _mid_center(centers_s, j):
 
 @njit(inline="always", nogil=True, cache=True)
 def _mid_value(half, c, tile_t, r, upper):
-    """half - (x - s).(c - s) over a mid tile's first 8 rows, or all MID with ``upper``: two
-    chains of multiply-adds (even and odd features), so that those of the four centers of
-    a pass overlap. Products past the data's features are zero: leaving the upper 8 out at
-    d <= 8 changes nothing."""
-    even = c[0] * tile_t[0, r]
-    odd = c[1] * tile_t[1, r]
-    even += c[2] * tile_t[2, r]
-    odd += c[3] * tile_t[3, r]
-    even += c[4] * tile_t[4, r]
-    odd += c[5] * tile_t[5, r]
-    even += c[6] * tile_t[6, r]
-    odd += c[7] * tile_t[7, r]
-    if not upper:
-        return half - (even + odd)
-    even += c[8] * tile_t[8, r]
-    odd += c[9] * tile_t[9, r]
-    even += c[10] * tile_t[10, r]
-    odd += c[11] * tile_t[11, r]
-    even += c[12] * tile_t[12, r]
-    odd += c[13] * tile_t[13, r]
-    even += c[14] * tile_t[14, r]
-    odd += c[15] * tile_t[15, r]
-    return half - (even + odd)
+    """half - (x - s).(c - s) over a mid tile's first LOWER rows, or all MID with ``upper``:
+    one chain of multiply-adds in feature order, as the block (_blocks) forms it, to the
+    bit. Products past the data's features are zero: leaving the upper 8 out at d <= 8
+    changes nothing."""
+    dot = c[0] * tile_t[0, r]
+    dot = fmuladd(c[1], tile_t[1, r], dot)
+    dot = fmuladd(c[2], tile_t[2, r], dot)
+    dot = fmuladd(c[3], tile_t[3, r], dot)
+    dot = fmuladd(c[4], tile_t[4, r], dot)
+    dot = fmuladd(c[5], tile_t[5, r], dot)
+    dot = fmuladd(c[6], tile_t[6, r], dot)
+    dot = fmuladd(c[7], tile_t[7, r], dot)
+    if upper:
+        dot = fmuladd(c[8], tile_t[8, r], dot)
+        dot = fmuladd(c[9], tile_t[9, r], dot)
+        dot = fmuladd(c[10], tile_t[10, r], dot)
+        dot = fmuladd(c[11], tile_t[11, r], dot)
+        dot = fmuladd(c[12], tile_t[12, r], dot)
+        dot = fmuladd(c[13], tile_t[13, r], dot)
+        dot = fmuladd(c[14], tile_t[14, r], dot)
+        dot = fmuladd(c[15], tile_t[15, r], dot)
+    return half - dot
 
 
 @scan
 def _scan_mid(centers_s, half_sq_norms, tile_t, rows, n_features, best_value, best_id, center_ids):
     """_scan_narrow for NARROW < d <= MID features: the products of a center and a column
-    of the (MID, T) tile, summed in the scan (the tile's rows as vector lanes, the center's
-    coordinates held out of the loop), four centers a pass, a short last pass repeating its
-    last center. centers_s (k, MID) is zero past the data's features; the first rows
-    columns are scanned (a small predict's 8 rows, not the tile's 256).
+    of the (MID, T) tile, summed in the scan (the tile's rows as vector lanes), four centers
+    a pass, a short last pass repeating its last center. centers_s (k, MID) is zero past the
+    data's features; the first rows columns are scanned (a small predict's 8 rows, not the
+    tile's 256).
 
-    1e6x16, k=64, one thread, side by side: labelling every row took 30-32 ms through the
-    GEMM and _scan_nearest, 25-28 ms this way; the scan itself runs at about 95 GFLOP/s,
-    the GEMM at 82 with an inner dimension of 16 (a large GEMM reaches 125 here). Those
-    figures came from a frame that happened to be well placed: the scan aligns its frame
-    (align_frame), without which most processes labelled at 24-28 ms.
+    Whole blocks of BLOCK_BYTES of columns go through the block written for LLVM
+    (_blocks.mid_block_all and _lower), the columns after them through the vectorised loop
+    of _mid_value, whose values are the same to the bit. 1e6x16, k=64, one thread: labelling
+    every row took 30-32 ms through the GEMM and _scan_nearest and 25-28 ms by that loop
+    alone on the Xeon host; on an AMD EPYC without AVX-512, 50 ms by the loop and 31 ms by
+    blocks. The loop holds the centers' coordinates out of it, more vector constants than
+    registers, and aligns its frame (align_frame): without, most processes labelled at
+    24-28 ms where others took 18-20.
     """
     align_frame()
     zero = center_ids[0]
-    upper = n_features > 8
+    upper = n_features > LOWER
     n_clusters = centers_s.shape[0]
     _no_best(rows, best_value, best_id, zero)
+    block = BLOCK_BYTES // tile_t.itemsize
+    blocked = rows - rows % block
     for j in range(0, n_clusters, 4):
-        (ja, jb, jc, jd), (half_a, half_b, half_c, half_d), (id_a, id_b, id_c, id_d) = _four_centers(
-            j, half_sq_norms, center_ids
+        rows_of, halves, ids = _four_centers(j, half_sq_norms, center_ids)
+        for r in range(0, blocked, block):
+            if upper:
+                mid_block_all(tile_t, r, centers_s, rows_of, halves, ids, best_value, best_id)
+            else:
+                mid_block_lower(tile_t, r, centers_s, rows_of, halves, ids, best_value, best_id)
+        ja, jb, jc, jd = rows_of
+        centers = (_mid_center(centers_s, ja), _mid_center(centers_s, jb), _mid_center(centers_s, jc),
+                   _mid_center(centers_s, jd))
+        # One loop for each width: a loop holding the choice keeps LLVM from vectorising it.
+        if upper:
+            _mid_pass(centers, halves, ids, tile_t, blocked, rows, True, best_value, best_id)
+        else:
+            _mid_pass(centers, halves, ids, tile_t, blocked, rows, False, best_value, best_id)
+
+
+@njit(inline="always", nogil=True, cache=True)
+def _mid_pass(centers, halves, ids, tile_t, first, rows, upper, best_value, best_id):
+    """One pass of _scan_mid by its vectorised loop, over columns first..rows-1: four
+    centers' coordinates, half squared norms and ids."""
+    ca, cb, cc, cd = centers
+    half_a, half_b, half_c, half_d = halves
+    id_a, id_b, id_c, id_d = ids
+    for r in range(first, rows):
+        best_value[r], best_id[r] = _nearest_of_four(
+            best_value[r], best_id[r], _mid_value(half_a, ca, tile_t, r, upper),
+            _mid_value(half_b, cb, tile_t, r, upper), _mid_value(half_c, cc, tile_t, r, upper),
+            _mid_value(half_d, cd, tile_t, r, upper), id_a, id_b, id_c, id_d,
         )
-        ca, cb = _mid_center(centers_s, ja), _mid_center(centers_s, jb)
-        cc, cd = _mid_center(centers_s, jc), _mid_center(centers_s, jd)
-        for r in range(rows):
-            best_value[r], best_id[r] = _nearest_of_four(
-                best_value[r], best_id[r], _mid_value(half_a, ca, tile_t, r, upper),
-                _mid_value(half_b, cb, tile_t, r, upper), _mid_value(half_c, cc, tile_t, r, upper),
-                _mid_value(half_d, cd, tile_t, r, upper), id_a, id_b, id_c, id_d,
-            )
 
 
 @njit(nogil=True, cache=True)

@@ -136,6 +136,48 @@ def test_mid_scan_groups_match_the_gemm_form(dtype: type, n_features: int) -> No
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_features", [5, 8, 9, 16])
+def test_mid_scan_blocks_loop_and_groups_agree_to_the_bit(dtype: type, n_features: int) -> None:
+    # The mid scan labels whole blocks of columns by the block written for LLVM, the rest by
+    # its vectorised loop, and a bounded step's group scan forms the values again: all three
+    # must give the same values to the bit, so that no path labels a near tie its own way.
+    # Each column scanned alone goes through the loop; the 203 columns are blocks and a rest.
+    X, centers = data(dtype, n=203, d=n_features, k=23, seed=8)
+    k, rows = centers.shape[0], X.shape[0]
+    shift = shift_for(centers)
+    centers_s = np.zeros((k, _common.MID), dtype=dtype)
+    half = np.empty(k, dtype=dtype)
+    _common.shifted_centers(centers, shift, centers_s, half)
+    tile = np.zeros((_common.MID, _common.TILE_ROWS), dtype=dtype)
+    _common.put_mid_tile(X, 0, rows, shift, tile)
+    ids = np.arange(k).astype(dtype)
+    best, best_id = np.empty(_common.TILE_ROWS, dtype=dtype), np.empty(_common.TILE_ROWS, dtype=dtype)
+    _nearest._scan_mid(centers_s, half, tile, rows, n_features, best, best_id, ids)
+    alone_best, alone_id = np.empty(rows, dtype=dtype), np.empty(rows, dtype=dtype)
+    one_best, one_id = np.empty(1, dtype=dtype), np.empty(1, dtype=dtype)
+    for r in range(rows):
+        column = np.ascontiguousarray(tile[:, r:r + 1])
+        _nearest._scan_mid(centers_s, half, column, 1, n_features, one_best, one_id, ids)
+        alone_best[r], alone_id[r] = one_best[0], one_id[0]
+    np.testing.assert_array_equal(best[:rows], alone_best)
+    np.testing.assert_array_equal(best_id[:rows], alone_id)
+    dots = centers_s.astype(np.float64) @ tile.astype(np.float64)
+    expected_best, expected_id, _ = naive.scan_nearest(dots, rows, half)
+    np.testing.assert_array_equal(best_id[:rows].astype(int), expected_id)
+    group = np.arange(k) % 3
+    order = np.argsort(group, kind="stable").astype(np.int64)
+    start = np.searchsorted(group[order], np.arange(4)).astype(np.int64)
+    group_best = np.empty((3, _common.TILE_ROWS), dtype=dtype)
+    group_second = np.empty((3, _common.TILE_ROWS), dtype=dtype)
+    scratch = [np.empty(_common.TILE_ROWS, dtype=dtype) for _ in range(3)]
+    best_group = np.empty(_common.TILE_ROWS, dtype=np.int64)
+    _groups.mid_scan_groups(centers_s, half, tile, rows, n_features, ids, order, start, group_best,
+                            group_second, scratch[0], scratch[1], scratch[2], best_group)
+    np.testing.assert_array_equal(scratch[1][:rows], best[:rows])
+    np.testing.assert_array_equal(scratch[2][:rows], best_id[:rows])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("on_caller", [False, True])
 @pytest.mark.parametrize("n_features", [1, 3, 4, 5, 8, 9, 16])
 def test_assign(dtype: type, on_caller: bool, n_features: int) -> None:
