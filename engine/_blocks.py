@@ -20,10 +20,11 @@ from numba import config, types
 from numba.core import cgutils
 from numba.core.extending import intrinsic
 
-from ._common import MID
+# Imported first, as in _common: numba's CPU features are chosen as the engine is imported.
+from . import threads  # noqa: F401
 
 # The mid scan's lower features: from NARROW + 1 to this many, the tile's upper rows are
-# left out.
+# left out. Rows of this many values are also what one transposed block holds.
 LOWER = 8
 
 
@@ -72,7 +73,7 @@ def fmuladd(typingctx, a, b, c):
     return a(a, b, c), codegen
 
 
-def _make_mid_block(n_features: int):  # type: ignore[no-untyped-def]
+def make_mid_block(n_features: int):  # type: ignore[no-untyped-def]
     """The mid scan's block over the first n_features rows of a mid tile (LOWER or MID)."""
 
     @intrinsic
@@ -141,5 +142,71 @@ def _make_mid_block(n_features: int):  # type: ignore[no-untyped-def]
     return mid_block
 
 
-mid_block_lower = _make_mid_block(LOWER)
-mid_block_all = _make_mid_block(MID)
+
+# An 8 x 8 transpose in three rounds of two-vector shuffles, each one instruction with AVX:
+# pairs of rows interleaved, then pairs of pairs, then the halves.
+_TRANSPOSE_ROUNDS = (
+    ([0, 8, 1, 9, 4, 12, 5, 13], [2, 10, 3, 11, 6, 14, 7, 15], ((0, 1), (2, 3), (4, 5), (6, 7))),
+    ([0, 1, 8, 9, 4, 5, 12, 13], [2, 3, 10, 11, 6, 7, 14, 15], ((0, 2), (1, 3), (4, 6), (5, 7))),
+    ([0, 1, 2, 3, 8, 9, 10, 11], [4, 5, 6, 7, 12, 13, 14, 15], ((0, 4), (1, 5), (2, 6), (3, 7))),
+)
+# A round's outputs are each pair's low and high shuffles, in order; after the third,
+# feature f's values across the eight rows are output _FEATURE_AT[f].
+_FEATURE_AT = (0, 2, 4, 6, 1, 3, 5, 7)
+
+
+@intrinsic
+def put_rows_transposed(typingctx, X, row, shift, tile_t, column):
+    """tile_t[:d, column:column + 8] = (X[row:row + 8] - shift).T for X of d = LOWER or 2 *
+    LOWER features (C-contiguous): eight rows loaded as vectors and transposed by shuffles,
+    each value X[i, f] - shift[f] as the scalar loop subtracts it.
+
+    The scalar loop filled every (16, 256) tile of 1e6x16 in 8.5 ms on one thread of an AMD
+    EPYC, a value at a time; reading the 64 MB alone takes 3.2 ms there."""
+    sig = types.none(X, row, shift, tile_t, column)
+
+    def codegen(context, builder, signature, args):
+        X_a, row_v, shift_a, tile_a, column_v = args
+        dtype = signature.args[0].dtype
+        itemsize = dtype.bitwidth // 8
+        vector = ir.VectorType(context.get_value_type(dtype), LOWER)
+        index = ir.IntType(64)
+        rows = context.make_array(signature.args[0])(context, builder, X_a)
+        shift = context.make_array(signature.args[2])(context, builder, shift_a)
+        tile = context.make_array(signature.args[3])(context, builder, tile_a)
+        width = builder.extract_value(rows.shape, 1)
+        n_columns = builder.extract_value(tile.shape, 1)
+        undef = ir.Constant(vector, ir.Undefined)
+        lane_zero = ir.Constant(ir.IntType(32), 0)
+        everywhere = ir.Constant(ir.VectorType(ir.IntType(32), LOWER), [0] * LOWER)
+
+        def at(pointer, offset):
+            return builder.bitcast(builder.gep(pointer, [offset]), vector.as_pointer())
+
+        def transpose_half(first_feature):
+            values = []
+            for q in range(LOWER):
+                offset = builder.add(builder.mul(builder.add(row_v, ir.Constant(index, q)), width),
+                                     ir.Constant(index, first_feature))
+                values.append(builder.load(at(rows.data, offset), align=itemsize))
+            for low, high, pairs in _TRANSPOSE_ROUNDS:
+                mixed = []
+                for a, b in pairs:
+                    mixed.append(builder.shuffle_vector(values[a], values[b], ir.Constant(
+                        ir.VectorType(ir.IntType(32), LOWER), low)))
+                    mixed.append(builder.shuffle_vector(values[a], values[b], ir.Constant(
+                        ir.VectorType(ir.IntType(32), LOWER), high)))
+                values = mixed
+            for f, held in enumerate(_FEATURE_AT):
+                feature = first_feature + f
+                value = builder.load(builder.gep(shift.data, [ir.Constant(index, feature)]))
+                splat = builder.shuffle_vector(builder.insert_element(undef, value, lane_zero), undef, everywhere)
+                offset = builder.add(builder.mul(ir.Constant(index, feature), n_columns), column_v)
+                builder.store(builder.fsub(values[held], splat), at(tile.data, offset), align=itemsize)
+
+        transpose_half(0)
+        with builder.if_then(builder.icmp_signed(">", width, ir.Constant(index, LOWER))):
+            transpose_half(LOWER)
+        return context.get_dummy_value()
+
+    return sig, codegen

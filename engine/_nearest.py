@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._blocks import BLOCK_BYTES, LOWER, fmuladd, mid_block_all, mid_block_lower
+from ._blocks import BLOCK_BYTES, LOWER, fmuladd, make_mid_block
 from ._common import (
+    MID,
     align_frame,
     is_narrow,
     is_transposed,
@@ -18,6 +19,10 @@ from ._common import (
     tile_dots,
 )
 
+
+# The mid scan's blocks: over all MID features, and over the lower LOWER.
+mid_block_all = make_mid_block(MID)
+mid_block_lower = make_mid_block(LOWER)
 
 @njit(inline="always", nogil=True, cache=True)
 def _nearer(best, current, value, candidate):

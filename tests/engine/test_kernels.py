@@ -136,6 +136,29 @@ def test_mid_scan_groups_match_the_gemm_form(dtype: type, n_features: int) -> No
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_features", [1, 2, 3, 4, 5, 8, 9, 16])
+def test_tiles_hold_the_shifted_rows_a_feature_per_row(dtype: type, n_features: int) -> None:
+    # Narrow rows are read with a constant stride per width, and rows of 8 or 16 features
+    # eight at a time by shuffles: every way gives X - shift transposed, to the bit. Tile
+    # rows past the data's features repeat its last, but the upper 8 of a mid tile at d <= 8,
+    # which are left as they were.
+    X, _ = data(dtype, n=300, d=n_features, seed=9)
+    shift = X[:40].mean(axis=0).astype(dtype)
+    narrow = n_features <= _common.NARROW
+    width = _common.NARROW if narrow else _common.MID
+    put = _common.put_narrow_tile if narrow else _common.put_mid_tile
+    for start, rows in [(0, 256), (37, 203), (291, 9), (5, 7)]:
+        tile = np.full((width, _common.TILE_ROWS), -7.0, dtype=dtype)
+        put(X, start, rows, shift, tile)
+        shifted = (X[start:start + rows] - shift).T
+        np.testing.assert_array_equal(tile[:n_features, :rows], shifted)
+        filled = width if narrow or n_features > 8 else 8
+        for f in range(n_features, filled):
+            np.testing.assert_array_equal(tile[f, :rows], shifted[-1])
+        assert (tile[filled:, :rows] == -7.0).all() and (tile[:, rows:] == -7.0).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n_features", [5, 8, 9, 16])
 def test_mid_scan_blocks_loop_and_groups_agree_to_the_bit(dtype: type, n_features: int) -> None:
     # The mid scan labels whole blocks of columns by the block written for LLVM, the rest by
