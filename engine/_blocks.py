@@ -44,8 +44,9 @@ def _vector_bytes() -> int:
     return 32 if "avx" in enabled else 16
 
 
-# A block of the mid scan: two of the widest vectors of rows.
-BLOCK_BYTES = 2 * _vector_bytes()
+VECTOR_BYTES = _vector_bytes()
+# A block of a scan: two of the widest vectors of rows.
+BLOCK_BYTES = 2 * VECTOR_BYTES
 
 
 def _fmuladd_fn(builder: ir.IRBuilder, value_type: ir.Type, bits: int) -> ir.Function:
@@ -73,15 +74,17 @@ def fmuladd(typingctx, a, b, c):
     return a(a, b, c), codegen
 
 
-def make_mid_block(n_features: int):  # type: ignore[no-untyped-def]
-    """The mid scan's block over the first n_features rows of a mid tile (LOWER or MID)."""
+def make_scan_block(n_features: int):  # type: ignore[no-untyped-def]
+    """A scan's block over the first n_features rows of its tile: a mid tile's LOWER or MID,
+    a narrow tile's 3 or 4."""
 
     @intrinsic
-    def mid_block(typingctx, tile_t, r, centers_s, rows_of, halves, ids, best_value, best_id):
+    def scan_block(typingctx, tile_t, r, centers_s, rows_of, halves, ids, best_value, best_id):
         """For BLOCK_BYTES of the tile's columns from r, the four centers rows_of (a 4-tuple
         of indices into centers_s), half their squared norms and their ids (4-tuples of the
         tile's dtype): best_value and best_id there updated as _nearest._nearest_of_four
-        does, each value half - (x - s).(c - s) formed as _nearest._mid_value forms it."""
+        does, each value half - (x - s).(c - s) formed as _nearest._mid_value and
+        _narrow_value form it."""
         sig = types.none(tile_t, r, centers_s, rows_of, halves, ids, best_value, best_id)
 
         def codegen(context, builder, signature, args):
@@ -139,7 +142,7 @@ def make_mid_block(n_features: int):  # type: ignore[no-untyped-def]
 
         return sig, codegen
 
-    return mid_block
+    return scan_block
 
 
 

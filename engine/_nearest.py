@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._blocks import BLOCK_BYTES, LOWER, fmuladd, make_mid_block
+from ._blocks import BLOCK_BYTES, LOWER, fmuladd, make_scan_block
 from ._common import (
     MID,
+    NARROW,
     align_frame,
     is_narrow,
     is_transposed,
@@ -20,9 +21,12 @@ from ._common import (
 )
 
 
-# The mid scan's blocks: over all MID features, and over the lower LOWER.
-mid_block_all = make_mid_block(MID)
-mid_block_lower = make_mid_block(LOWER)
+# The scans' blocks: over all MID features of a mid tile or its lower LOWER, and over a
+# narrow tile's four features or three.
+mid_block_all = make_scan_block(MID)
+mid_block_lower = make_scan_block(LOWER)
+narrow_block_four = make_scan_block(NARROW)
+narrow_block_three = make_scan_block(NARROW - 1)
 
 @njit(inline="always", nogil=True, cache=True)
 def _nearer(best, current, value, candidate):
@@ -113,12 +117,13 @@ def _four_centers(j, half_sq_norms, center_ids):
 
 @njit(inline="always", nogil=True, cache=True)
 def _narrow_value(half, c0, c1, c2, c3, x0, x1, x2, x3, four):
-    """half - (x - s).(c - s) in a narrow tile. With three features or fewer the fourth
-    product is left out, which changes nothing: c3 is zero there, and c2 * x2 + 0 rounds as
-    c2 * x2. (A chain that takes one product away at a time scanned no faster.)"""
+    """half - (x - s).(c - s) in a narrow tile, one chain of multiply-adds in feature order
+    as the block forms it (_blocks.make_scan_block), to the bit. With three features or
+    fewer the fourth product is left out, which changes nothing: c3 is zero there."""
+    dot = fmuladd(c2, x2, fmuladd(c1, x1, c0 * x0))
     if four:
-        return half - ((c0 * x0 + c1 * x1) + (c2 * x2 + c3 * x3))
-    return half - ((c0 * x0 + c1 * x1) + c2 * x2)
+        dot = fmuladd(c3, x3, dot)
+    return half - dot
 
 
 @scan
@@ -131,31 +136,48 @@ def _scan_narrow(centers_s, half_sq_norms, tile_t, rows, n_features, best_value,
     labelling every row took 7.2 ms through BLAS's GEMM and _scan_nearest, 3.9 ms this way
     a center a pass; four a pass scan 25% faster again.) A last pass short of four centers
     repeats its last one, whose value then ties with itself and changes nothing. The first
-    rows columns are scanned.
+    rows columns are scanned: whole blocks of BLOCK_BYTES of them by the block written for
+    LLVM, as the mid scan (whose twelve coordinates, four half norms and four ids are more
+    vector constants than AVX2's registers), the rest by the vectorised loop.
     """
     zero = center_ids[0]
     four = n_features > 3
     n_clusters = centers_s.shape[0]
     _no_best(rows, best_value, best_id, zero)
+    block = BLOCK_BYTES // tile_t.itemsize
+    blocked = rows - rows % block
     for j in range(0, n_clusters, 4):
-        (ja, jb, jc, jd), (half_a, half_b, half_c, half_d), (id_a, id_b, id_c, id_d) = _four_centers(
-            j, half_sq_norms, center_ids
+        rows_of, halves, ids = _four_centers(j, half_sq_norms, center_ids)
+        for r in range(0, blocked, block):
+            if four:
+                narrow_block_four(tile_t, r, centers_s, rows_of, halves, ids, best_value, best_id)
+            else:
+                narrow_block_three(tile_t, r, centers_s, rows_of, halves, ids, best_value, best_id)
+        if four:
+            _narrow_pass(centers_s, rows_of, halves, ids, tile_t, blocked, rows, True, best_value, best_id)
+        else:
+            _narrow_pass(centers_s, rows_of, halves, ids, tile_t, blocked, rows, False, best_value, best_id)
+
+
+@njit(inline="always", nogil=True, cache=True)
+def _narrow_pass(centers_s, rows_of, halves, ids, tile_t, first, rows, four, best_value, best_id):
+    """One pass of _scan_narrow by its vectorised loop, over columns first..rows-1."""
+    ja, jb, jc, jd = rows_of
+    half_a, half_b, half_c, half_d = halves
+    id_a, id_b, id_c, id_d = ids
+    a0, a1, a2, a3 = centers_s[ja, 0], centers_s[ja, 1], centers_s[ja, 2], centers_s[ja, 3]
+    b0, b1, b2, b3 = centers_s[jb, 0], centers_s[jb, 1], centers_s[jb, 2], centers_s[jb, 3]
+    c0, c1, c2, c3 = centers_s[jc, 0], centers_s[jc, 1], centers_s[jc, 2], centers_s[jc, 3]
+    d0, d1, d2, d3 = centers_s[jd, 0], centers_s[jd, 1], centers_s[jd, 2], centers_s[jd, 3]
+    for r in range(first, rows):
+        x0, x1, x2, x3 = tile_t[0, r], tile_t[1, r], tile_t[2, r], tile_t[3, r]
+        value_a = _narrow_value(half_a, a0, a1, a2, a3, x0, x1, x2, x3, four)
+        value_b = _narrow_value(half_b, b0, b1, b2, b3, x0, x1, x2, x3, four)
+        value_c = _narrow_value(half_c, c0, c1, c2, c3, x0, x1, x2, x3, four)
+        value_d = _narrow_value(half_d, d0, d1, d2, d3, x0, x1, x2, x3, four)
+        best_value[r], best_id[r] = _nearest_of_four(
+            best_value[r], best_id[r], value_a, value_b, value_c, value_d, id_a, id_b, id_c, id_d,
         )
-        a0, a1, a2, a3 = centers_s[ja, 0], centers_s[ja, 1], centers_s[ja, 2], centers_s[ja, 3]
-        b0, b1, b2, b3 = centers_s[jb, 0], centers_s[jb, 1], centers_s[jb, 2], centers_s[jb, 3]
-        c0, c1, c2, c3 = centers_s[jc, 0], centers_s[jc, 1], centers_s[jc, 2], centers_s[jc, 3]
-        d0, d1, d2, d3 = centers_s[jd, 0], centers_s[jd, 1], centers_s[jd, 2], centers_s[jd, 3]
-        for r in range(rows):
-            x0, x1, x2 = tile_t[0, r], tile_t[1, r], tile_t[2, r]
-            x3 = tile_t[3, r] if four else zero
-            value_a = _narrow_value(half_a, a0, a1, a2, a3, x0, x1, x2, x3, four)
-            value_b = _narrow_value(half_b, b0, b1, b2, b3, x0, x1, x2, x3, four)
-            value_c = _narrow_value(half_c, c0, c1, c2, c3, x0, x1, x2, x3, four)
-            value_d = _narrow_value(half_d, d0, d1, d2, d3, x0, x1, x2, x3, four)
-            best_value[r], best_id[r] = _nearest_of_four(
-                best_value[r], best_id[r], value_a, value_b, value_c, value_d, id_a, id_b, id_c,
-                id_d,
-            )
 
 
 @njit(inline="always", nogil=True, cache=True)

@@ -10,6 +10,7 @@ import math
 import numpy as np
 from numba import njit
 
+from ._blocks import VECTOR_BYTES
 from ._common import sq_distance
 from ._nearest import gemm_sq_distance
 
@@ -71,6 +72,13 @@ def _add_if_member(best, cluster, x0, x1, x2, s0, s1, s2, count, one, zero):
     return s0 + member * x0, s1 + member * x1, s2 + member * x2, count + member
 
 
+# Clusters a pass of narrow_tile_sums. Each holds four running sums, as many vector
+# registers: four a pass fit AVX-512's 32, and with AVX2's 16 they spilled. Tiles of 1e6x3
+# at k=16 on one thread of an AMD EPYC (AVX2), the scan and the sums side by side in one
+# process: 6.8-7.1 ms four a pass, 5.9-6.1 two, 6.7 one.
+CLUSTERS_A_PASS = 4 if VECTOR_BYTES == 64 else 2
+
+
 @_lanes
 def narrow_tile_sums(tile_t, rows, best_id, center_ids, totals):
     """Add the first rows columns of a narrow tile (rows of X - shift, a feature per tile row)
@@ -79,20 +87,20 @@ def narrow_tile_sums(tile_t, rows, best_id, center_ids, totals):
 
     Per cluster, a masked sum over the tile's columns in the tile's dtype (256 values at
     most, shifted near the data: float32 rounds them to about 1e-6 of their spread), then
-    one float64 add; four clusters a pass share the loads. 1e6x3, k=16, one thread: 1.1 ms,
-    against 2.5 ms for adding each row to its cluster's float64 sums, and 1.8 ms a cluster
-    a pass. The totals have a fixed width: with stores that depended on d after each pass,
-    LLVM vectorised the pass itself 2.5 times slower. The running sums must stay in the
-    tile's dtype: promoted to float64, they took sixteen lanes' work in eight and a convert
-    per load, and the step (1e6x3, k=16, on the Xeon host) took 4.9 ms on two threads
-    against 4.1.
+    one float64 add; CLUSTERS_A_PASS clusters a pass share the loads. 1e6x3, k=16, one
+    thread on the Xeon host: 1.1 ms four a pass, against 2.5 ms for adding each row to its
+    cluster's float64 sums, and 1.8 ms a cluster a pass. The totals have a fixed width:
+    with stores that depended on d after each pass, LLVM vectorised the pass itself 2.5
+    times slower. The running sums must stay in the tile's dtype: promoted to float64, they
+    took sixteen lanes' work in eight and a convert per load, and the step (1e6x3, k=16, on
+    the Xeon host) took 4.9 ms on two threads against 4.1.
     """
     zero = center_ids[0]  # 0 and 1 in the tile's dtype (zero + 1 would be float64: the
     one = zero**0  # sums then ran in float64, eight lanes a vector and a convert per load)
     n_clusters = totals.shape[0]
-    for j in range(0, n_clusters, 4):
+    for j in range(0, n_clusters, CLUSTERS_A_PASS):
         # Past the last cluster a pass repeats it, and adds only its own totals once.
-        last = min(j + 4, n_clusters) - 1
+        last = min(j + CLUSTERS_A_PASS, n_clusters) - 1
         ca, cb = center_ids[j], center_ids[min(j + 1, last)]
         cc, cd = center_ids[min(j + 2, last)], center_ids[last]
         a0 = a1 = a2 = an = b0 = b1 = b2 = bn = c0 = c1 = c2 = cn = d0 = d1 = d2 = dn = zero
@@ -100,8 +108,9 @@ def narrow_tile_sums(tile_t, rows, best_id, center_ids, totals):
             x0, x1, x2, best = tile_t[0, r], tile_t[1, r], tile_t[2, r], best_id[r]
             a0, a1, a2, an = _add_if_member(best, ca, x0, x1, x2, a0, a1, a2, an, one, zero)
             b0, b1, b2, bn = _add_if_member(best, cb, x0, x1, x2, b0, b1, b2, bn, one, zero)
-            c0, c1, c2, cn = _add_if_member(best, cc, x0, x1, x2, c0, c1, c2, cn, one, zero)
-            d0, d1, d2, dn = _add_if_member(best, cd, x0, x1, x2, d0, d1, d2, dn, one, zero)
+            if CLUSTERS_A_PASS == 4:
+                c0, c1, c2, cn = _add_if_member(best, cc, x0, x1, x2, c0, c1, c2, cn, one, zero)
+                d0, d1, d2, dn = _add_if_member(best, cd, x0, x1, x2, d0, d1, d2, dn, one, zero)
         _add_totals(totals[j], a0, a1, a2, an)
         if j + 1 <= last:
             _add_totals(totals[j + 1], b0, b1, b2, bn)

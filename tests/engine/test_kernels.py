@@ -159,34 +159,40 @@ def test_tiles_hold_the_shifted_rows_a_feature_per_row(dtype: type, n_features: 
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("n_features", [5, 8, 9, 16])
-def test_mid_scan_blocks_loop_and_groups_agree_to_the_bit(dtype: type, n_features: int) -> None:
-    # The mid scan labels whole blocks of columns by the block written for LLVM, the rest by
-    # its vectorised loop, and a bounded step's group scan forms the values again: all three
-    # must give the same values to the bit, so that no path labels a near tie its own way.
-    # Each column scanned alone goes through the loop; the 203 columns are blocks and a rest.
+@pytest.mark.parametrize("n_features", [1, 3, 4, 5, 8, 9, 16])
+def test_scan_blocks_loop_and_groups_agree_to_the_bit(dtype: type, n_features: int) -> None:
+    # The direct scans label whole blocks of columns by the block written for LLVM, the rest
+    # by their vectorised loop, and a bounded step's group scan forms the mid values again:
+    # all must give the same values to the bit, so that no path labels a near tie its own
+    # way. Each column scanned alone goes through the loop; the 203 columns are blocks and a
+    # rest.
     X, centers = data(dtype, n=203, d=n_features, k=23, seed=8)
     k, rows = centers.shape[0], X.shape[0]
     shift = shift_for(centers)
-    centers_s = np.zeros((k, _common.MID), dtype=dtype)
+    narrow = n_features <= _common.NARROW
+    width = _common.NARROW if narrow else _common.MID
+    scan = _nearest._scan_narrow if narrow else _nearest._scan_mid
+    centers_s = np.zeros((k, width), dtype=dtype)
     half = np.empty(k, dtype=dtype)
     _common.shifted_centers(centers, shift, centers_s, half)
-    tile = np.zeros((_common.MID, _common.TILE_ROWS), dtype=dtype)
-    _common.put_mid_tile(X, 0, rows, shift, tile)
+    tile = np.zeros((width, _common.TILE_ROWS), dtype=dtype)
+    (_common.put_narrow_tile if narrow else _common.put_mid_tile)(X, 0, rows, shift, tile)
     ids = np.arange(k).astype(dtype)
     best, best_id = np.empty(_common.TILE_ROWS, dtype=dtype), np.empty(_common.TILE_ROWS, dtype=dtype)
-    _nearest._scan_mid(centers_s, half, tile, rows, n_features, best, best_id, ids)
+    scan(centers_s, half, tile, rows, n_features, best, best_id, ids)
     alone_best, alone_id = np.empty(rows, dtype=dtype), np.empty(rows, dtype=dtype)
     one_best, one_id = np.empty(1, dtype=dtype), np.empty(1, dtype=dtype)
     for r in range(rows):
         column = np.ascontiguousarray(tile[:, r:r + 1])
-        _nearest._scan_mid(centers_s, half, column, 1, n_features, one_best, one_id, ids)
+        scan(centers_s, half, column, 1, n_features, one_best, one_id, ids)
         alone_best[r], alone_id[r] = one_best[0], one_id[0]
     np.testing.assert_array_equal(best[:rows], alone_best)
     np.testing.assert_array_equal(best_id[:rows], alone_id)
     dots = centers_s.astype(np.float64) @ tile.astype(np.float64)
     expected_best, expected_id, _ = naive.scan_nearest(dots, rows, half)
     np.testing.assert_array_equal(best_id[:rows].astype(int), expected_id)
+    if narrow:
+        return  # a bounded step searches narrow rows by the GEMM form
     group = np.arange(k) % 3
     order = np.argsort(group, kind="stable").astype(np.int64)
     start = np.searchsorted(group[order], np.arange(4)).astype(np.int64)
