@@ -1,15 +1,16 @@
-"""Vector code written out for LLVM, where its loop vectoriser left a scan short of the
-host's arithmetic: the mid scan's block of rows, and the fused multiply-add every form of
-that scan's values shares.
+"""Vector code written out for LLVM, where its loop vectoriser left the kernels short of
+the host's arithmetic: the direct scans' blocks of rows, and eight rows transposed into a
+mid tile.
 
 Why by hand: the mid scan holds four centers of up to 16 coordinates, 64 vector constants,
-against 16 vector registers without AVX-512. Vectorised from the scalar loop, LLVM keeps
-them on the stack and reloads each for every use, and spills the tile's columns too: two
-loads for each multiply-add, and the scan ran at 41 GFLOP/s on one core of an AMD EPYC
-(AVX2) whose GEMM reaches 95. A block here takes two vectors of rows at once and loads
-each center coordinate once for both (loads in the loop, so that LLVM cannot hoist them
-into spills): 0.75 loads a multiply-add, and 66 GFLOP/s on the same core (1e6x16, k=64:
-31 ms against 50 to label every row).
+against 16 vector registers without AVX-512. Vectorised from a scalar loop, LLVM kept them
+on the stack and reloaded each for every use, and spilled the tile's columns too: two loads
+for each multiply-add, and the scan ran at 41 GFLOP/s on one core of an AMD EPYC (AVX2)
+whose GEMM reaches 95. A block here takes two vectors of rows at once and loads each center
+coordinate once for both (loads in the block, so that LLVM cannot hoist them into spills):
+0.75 loads a multiply-add, and 66 GFLOP/s on the same core (1e6x16, k=64: 31 ms against 50
+to label every row). A block is straight-line code, with no loop for LLVM to vectorise:
+the scans compile faster than the loops did.
 """
 
 from __future__ import annotations
@@ -49,101 +50,109 @@ VECTOR_BYTES = _vector_bytes()
 BLOCK_BYTES = 2 * VECTOR_BYTES
 
 
-def _fmuladd_fn(builder: ir.IRBuilder, value_type: ir.Type, bits: int) -> ir.Function:
-    """LLVM's multiply-add of value_type (floats of ``bits``, or vectors of them): fused on
-    a host with FMA, as contraction would."""
-    name = f"v{value_type.count}f{bits}" if isinstance(value_type, ir.VectorType) else f"f{bits}"
-    signature = ir.FunctionType(value_type, [value_type] * 3)
-    return cgutils.get_or_insert_function(builder.module, signature, f"llvm.fmuladd.{name}")
+def _fmuladd_fn(builder: ir.IRBuilder, vector: ir.VectorType, bits: int) -> ir.Function:
+    """LLVM's multiply-add of vectors of floats of ``bits``: fused on a host with FMA."""
+    signature = ir.FunctionType(vector, [vector] * 3)
+    return cgutils.get_or_insert_function(builder.module, signature, f"llvm.fmuladd.v{vector.count}f{bits}")
 
 
-@intrinsic
-def fmuladd(typingctx, a, b, c):
-    """a * b + c for floats of one type, as one fused operation on a host with FMA.
-
-    Every form of the mid scan's values (the block, the scalar loop after it, the bounded
-    step's group scan) builds them from this, in the same order, so that all give the same
-    value to the bit: left to contraction, LLVM fused a sum's first two products in
-    whichever order it chose."""
-    if not (isinstance(a, types.Float) and a == b == c):
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.call(_fmuladd_fn(builder, args[0].type, a.bitwidth), list(args))
-
-    return a(a, b, c), codegen
-
-
-def make_scan_block(n_features: int):  # type: ignore[no-untyped-def]
+def make_scan_block(n_features: int, with_second: bool = False):  # type: ignore[no-untyped-def]
     """A scan's block over the first n_features rows of its tile: a mid tile's LOWER or MID,
-    a narrow tile's 3 or 4."""
+    a narrow tile's 3 or 4; with_second, a group scan's, which keeps the second-smallest
+    value too."""
+    codegen = _scan_block_codegen(n_features, with_second)
+    if with_second:
+
+        @intrinsic
+        def group_block(typingctx, tile_t, r, centers_s, rows_of, halves, ids, best_value, best_id,
+                        second_value):
+            """scan_block, also keeping second_value as _groups._best_and_second does."""
+            return types.none(tile_t, r, centers_s, rows_of, halves, ids, best_value, best_id,
+                              second_value), codegen
+
+        return group_block
 
     @intrinsic
     def scan_block(typingctx, tile_t, r, centers_s, rows_of, halves, ids, best_value, best_id):
         """For BLOCK_BYTES of the tile's columns from r, the four centers rows_of (a 4-tuple
         of indices into centers_s), half their squared norms and their ids (4-tuples of the
         tile's dtype): best_value and best_id there updated as _nearest._nearest_of_four
-        does, each value half - (x - s).(c - s) formed as _nearest._mid_value and
-        _narrow_value form it."""
-        sig = types.none(tile_t, r, centers_s, rows_of, halves, ids, best_value, best_id)
-
-        def codegen(context, builder, signature, args):
-            tile_a, column, centers_a, rows_a, halves_a, ids_a, best_a, id_a = args
-            dtype = signature.args[0].dtype
-            itemsize = dtype.bitwidth // 8
-            lanes = BLOCK_BYTES // itemsize
-            vector = ir.VectorType(context.get_value_type(dtype), lanes)
-            index = ir.IntType(64)
-            tile = context.make_array(signature.args[0])(context, builder, tile_a)
-            centers = context.make_array(signature.args[2])(context, builder, centers_a)
-            best_arr = context.make_array(signature.args[6])(context, builder, best_a)
-            id_arr = context.make_array(signature.args[7])(context, builder, id_a)
-            n_columns = builder.extract_value(tile.shape, 1)
-            width = builder.extract_value(centers.shape, 1)
-            # The centers' base through an empty statement LLVM cannot see into: their
-            # loads then stay in the block, next to their two uses, instead of hoisted.
-            opaque = ir.InlineAsm(ir.FunctionType(centers.data.type, [centers.data.type]), "", "=r,0",
-                                  side_effect=True)
-            base = builder.call(opaque, [centers.data])
-            fused = _fmuladd_fn(builder, vector, dtype.bitwidth)
-            undef = ir.Constant(vector, ir.Undefined)
-            lane_zero = ir.Constant(ir.IntType(32), 0)
-            everywhere = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
-
-            def splat(value):
-                return builder.shuffle_vector(builder.insert_element(undef, value, lane_zero), undef, everywhere)
-
-            def at(pointer, offset):
-                return builder.bitcast(builder.gep(pointer, [offset]), vector.as_pointer())
-
-            starts = [builder.mul(builder.extract_value(rows_a, c), width) for c in range(4)]
-            sums = [None] * 4
-            for f in range(n_features):
-                offset = builder.add(builder.mul(ir.Constant(index, f), n_columns), column)
-                x = builder.load(at(tile.data, offset), align=itemsize)
-                for c in range(4):
-                    coordinate = builder.load(builder.gep(base, [builder.add(starts[c], ir.Constant(index, f))]))
-                    if sums[c] is None:
-                        sums[c] = builder.fmul(splat(coordinate), x)
-                    else:
-                        sums[c] = builder.call(fused, [splat(coordinate), x, sums[c]])
-            best_at, id_at = at(best_arr.data, column), at(id_arr.data, column)
-            best = builder.load(best_at, align=itemsize)
-            current = builder.load(id_at, align=itemsize)
-            for c in range(4):
-                value = builder.fsub(splat(builder.extract_value(halves_a, c)), sums[c])
-                # As _nearest_of_four: the id if strictly smaller, then min(value, best).
-                current = builder.select(builder.fcmp_ordered("<", value, best),
-                                         splat(builder.extract_value(ids_a, c)), current)
-                best = builder.select(builder.fcmp_ordered("<", best, value), best, value)
-            builder.store(best, best_at, align=itemsize)
-            builder.store(current, id_at, align=itemsize)
-            return context.get_dummy_value()
-
-        return sig, codegen
+        does. Each value half - (x - s).(c - s) is one chain of multiply-adds in feature
+        order, the same in every block."""
+        return types.none(tile_t, r, centers_s, rows_of, halves, ids, best_value, best_id), codegen
 
     return scan_block
 
+
+def _scan_block_codegen(n_features: int, with_second: bool):  # type: ignore[no-untyped-def]
+    """The code of make_scan_block's blocks."""
+
+    def codegen(context, builder, signature, args):
+        tile_a, column, centers_a, rows_a, halves_a, ids_a, best_a, id_a = args[:8]
+        dtype = signature.args[0].dtype
+        itemsize = dtype.bitwidth // 8
+        lanes = BLOCK_BYTES // itemsize
+        vector = ir.VectorType(context.get_value_type(dtype), lanes)
+        index = ir.IntType(64)
+        tile = context.make_array(signature.args[0])(context, builder, tile_a)
+        centers = context.make_array(signature.args[2])(context, builder, centers_a)
+        best_arr = context.make_array(signature.args[6])(context, builder, best_a)
+        id_arr = context.make_array(signature.args[7])(context, builder, id_a)
+        n_columns = builder.extract_value(tile.shape, 1)
+        width = builder.extract_value(centers.shape, 1)
+        # The centers' base through an empty statement LLVM cannot see into: their loads then
+        # stay in the block, next to their two uses, instead of hoisted into stack slots.
+        opaque = ir.InlineAsm(ir.FunctionType(centers.data.type, [centers.data.type]), "", "=r,0",
+                              side_effect=True)
+        base = builder.call(opaque, [centers.data])
+        fused = _fmuladd_fn(builder, vector, dtype.bitwidth)
+        undef = ir.Constant(vector, ir.Undefined)
+        lane_zero = ir.Constant(ir.IntType(32), 0)
+        everywhere = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
+
+        def splat(value):
+            return builder.shuffle_vector(builder.insert_element(undef, value, lane_zero), undef, everywhere)
+
+        def at(pointer, offset):
+            return builder.bitcast(builder.gep(pointer, [offset]), vector.as_pointer())
+
+        def smaller(a, b):  # numba's min(a, b) of floats: b if b < a, else a
+            return builder.select(builder.fcmp_ordered("<", b, a), b, a)
+
+        starts = [builder.mul(builder.extract_value(rows_a, c), width) for c in range(4)]
+        sums = [None] * 4
+        for f in range(n_features):
+            offset = builder.add(builder.mul(ir.Constant(index, f), n_columns), column)
+            x = builder.load(at(tile.data, offset), align=itemsize)
+            for c in range(4):
+                coordinate = builder.load(builder.gep(base, [builder.add(starts[c], ir.Constant(index, f))]))
+                if sums[c] is None:
+                    sums[c] = builder.fmul(splat(coordinate), x)
+                else:
+                    sums[c] = builder.call(fused, [splat(coordinate), x, sums[c]])
+        best_at, id_at = at(best_arr.data, column), at(id_arr.data, column)
+        best = builder.load(best_at, align=itemsize)
+        current = builder.load(id_at, align=itemsize)
+        if with_second:
+            second_arr = context.make_array(signature.args[8])(context, builder, args[8])
+            second_at = at(second_arr.data, column)
+            second = builder.load(second_at, align=itemsize)
+        for c in range(4):
+            value = builder.fsub(splat(builder.extract_value(halves_a, c)), sums[c])
+            if with_second:  # as _best_and_second: min(second, max(value, best)) first
+                larger = builder.select(builder.fcmp_ordered(">", best, value), best, value)
+                second = smaller(second, larger)
+            # As _nearest_of_four: the id if strictly smaller, then min(value, best).
+            current = builder.select(builder.fcmp_ordered("<", value, best),
+                                     splat(builder.extract_value(ids_a, c)), current)
+            best = smaller(value, best)
+        builder.store(best, best_at, align=itemsize)
+        builder.store(current, id_at, align=itemsize)
+        if with_second:
+            builder.store(second, second_at, align=itemsize)
+        return context.get_dummy_value()
+
+    return codegen
 
 
 # An 8 x 8 transpose in three rounds of two-vector shuffles, each one instruction with AVX:

@@ -11,13 +11,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from llvmlite import ir
 from numba import njit
-from numba.core import cgutils, types
-from numba.core.extending import intrinsic
 
 # Imported first: it chooses the vector width numba compiles for, which only counts before the
-# intrinsic below makes numba's code generator.
+# first intrinsic (in _blocks) makes numba's code generator.
 from . import threads  # noqa: F401
 from ._blocks import LOWER, put_rows_transposed
 
@@ -30,37 +27,11 @@ _PARTIAL_SUMS_BUDGET_BYTES = 8 * 1024 * 1024
 # Every public kernel: a serial function of (first, stop, ...) doing chunks first..stop-1,
 # callable without the GIL and cached on disk; ``chunks.run`` spreads it over threads.
 kernel = njit(nogil=True, cache=True)
-# The nearest-center scans run over a tile's rows with no branch, so LLVM vectorises them.
-# Only contraction into FMAs is allowed: no reassociation, so results still depend on
-# nothing but the input. They are called, not inlined: inlining would drop their fastmath flags.
+# The nearest-center scans run over a tile's rows with no branch, so LLVM vectorises them
+# (or go by blocks written for it, _blocks). Only contraction into FMAs is allowed: no
+# reassociation, so results still depend on nothing but the input. They are called, not
+# inlined: inlining would drop their fastmath flags.
 scan = njit(nogil=True, cache=True, fastmath={"contract"})
-
-
-@intrinsic
-def align_frame(typingctx):
-    """Give the calling function a stack frame aligned to 64 bytes: a scan's first statement.
-
-    A scan holds more vector constants than there are registers (a center's coordinates,
-    four centers a pass), and LLVM keeps the rest in spill slots on the stack, reloaded on
-    every pass over the tile's columns. Without this, the frame is 16-byte aligned and
-    three times in four a 64-byte slot straddles two cache lines, each reload then costing
-    two: labelling 1e6x16 at k=64 on one thread took 18-20 ms or 24-28 ms by where the
-    process's stack happened to start (main thread against worker threads, and one process
-    against the next), and 17.6-19.7 ms in every process with the frame aligned.
-
-    How: a 64-byte-aligned slot, which LLVM can only place by aligning the frame (it then
-    aligns the spill slots too), kept by an empty assembler statement that takes its address.
-    """
-
-    def codegen(context, builder, signature, args):
-        vector = ir.VectorType(ir.FloatType(), 16)
-        slot = cgutils.alloca_once(builder, vector)
-        slot.align = 64
-        keep = ir.InlineAsm(ir.FunctionType(ir.VoidType(), [slot.type]), "", "r", side_effect=True)
-        builder.call(keep, [slot])
-        return context.get_dummy_value()
-
-    return types.none(), codegen
 
 
 def n_chunks_for(n_samples: int, n_clusters: int = 1, n_features: int = 1) -> int:

@@ -6,11 +6,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._blocks import BLOCK_BYTES, LOWER, fmuladd, make_scan_block
+from ._blocks import BLOCK_BYTES, LOWER, make_scan_block
 from ._common import (
     MID,
     NARROW,
-    align_frame,
     is_narrow,
     is_transposed,
     put_mid_tile,
@@ -115,17 +114,6 @@ def _four_centers(j, half_sq_norms, center_ids):
     )
 
 
-@njit(inline="always", nogil=True, cache=True)
-def _narrow_value(half, c0, c1, c2, c3, x0, x1, x2, x3, four):
-    """half - (x - s).(c - s) in a narrow tile, one chain of multiply-adds in feature order
-    as the block forms it (_blocks.make_scan_block), to the bit. With three features or
-    fewer the fourth product is left out, which changes nothing: c3 is zero there."""
-    dot = fmuladd(c2, x2, fmuladd(c1, x1, c0 * x0))
-    if four:
-        dot = fmuladd(c3, x3, dot)
-    return half - dot
-
-
 @scan
 def _scan_narrow(centers_s, half_sq_norms, tile_t, rows, n_features, best_value, best_id, center_ids):
     """_scan_nearest for at most NARROW features, without the GEMM: each center's values
@@ -135,83 +123,23 @@ def _scan_narrow(centers_s, half_sq_norms, tile_t, rows, n_features, best_value,
     centers_s (k, NARROW) is zero past the data's features. (1e6x3, k=16, one thread:
     labelling every row took 7.2 ms through BLAS's GEMM and _scan_nearest, 3.9 ms this way
     a center a pass; four a pass scan 25% faster again.) A last pass short of four centers
-    repeats its last one, whose value then ties with itself and changes nothing. The first
-    rows columns are scanned: whole blocks of BLOCK_BYTES of them by the block written for
-    LLVM, as the mid scan (whose twelve coordinates, four half norms and four ids are more
-    vector constants than AVX2's registers), the rest by the vectorised loop.
+    repeats its last one, whose value then ties with itself and changes nothing.
+
+    The columns go a block at a time through the block written for LLVM (_blocks), as in
+    _scan_mid: the first rows are scanned, and the rest of their last block is scanned too,
+    its results unused, so tile_t, best_value and best_id hold whole blocks (TILE_ROWS
+    columns).
     """
-    zero = center_ids[0]
+    _no_best(rows, best_value, best_id, center_ids[0])
     four = n_features > 3
-    n_clusters = centers_s.shape[0]
-    _no_best(rows, best_value, best_id, zero)
     block = BLOCK_BYTES // tile_t.itemsize
-    blocked = rows - rows % block
-    for j in range(0, n_clusters, 4):
+    for j in range(0, centers_s.shape[0], 4):
         rows_of, halves, ids = _four_centers(j, half_sq_norms, center_ids)
-        for r in range(0, blocked, block):
+        for r in range(0, rows, block):
             if four:
                 narrow_block_four(tile_t, r, centers_s, rows_of, halves, ids, best_value, best_id)
             else:
                 narrow_block_three(tile_t, r, centers_s, rows_of, halves, ids, best_value, best_id)
-        if four:
-            _narrow_pass(centers_s, rows_of, halves, ids, tile_t, blocked, rows, True, best_value, best_id)
-        else:
-            _narrow_pass(centers_s, rows_of, halves, ids, tile_t, blocked, rows, False, best_value, best_id)
-
-
-@njit(inline="always", nogil=True, cache=True)
-def _narrow_pass(centers_s, rows_of, halves, ids, tile_t, first, rows, four, best_value, best_id):
-    """One pass of _scan_narrow by its vectorised loop, over columns first..rows-1."""
-    ja, jb, jc, jd = rows_of
-    half_a, half_b, half_c, half_d = halves
-    id_a, id_b, id_c, id_d = ids
-    a0, a1, a2, a3 = centers_s[ja, 0], centers_s[ja, 1], centers_s[ja, 2], centers_s[ja, 3]
-    b0, b1, b2, b3 = centers_s[jb, 0], centers_s[jb, 1], centers_s[jb, 2], centers_s[jb, 3]
-    c0, c1, c2, c3 = centers_s[jc, 0], centers_s[jc, 1], centers_s[jc, 2], centers_s[jc, 3]
-    d0, d1, d2, d3 = centers_s[jd, 0], centers_s[jd, 1], centers_s[jd, 2], centers_s[jd, 3]
-    for r in range(first, rows):
-        x0, x1, x2, x3 = tile_t[0, r], tile_t[1, r], tile_t[2, r], tile_t[3, r]
-        value_a = _narrow_value(half_a, a0, a1, a2, a3, x0, x1, x2, x3, four)
-        value_b = _narrow_value(half_b, b0, b1, b2, b3, x0, x1, x2, x3, four)
-        value_c = _narrow_value(half_c, c0, c1, c2, c3, x0, x1, x2, x3, four)
-        value_d = _narrow_value(half_d, d0, d1, d2, d3, x0, x1, x2, x3, four)
-        best_value[r], best_id[r] = _nearest_of_four(
-            best_value[r], best_id[r], value_a, value_b, value_c, value_d, id_a, id_b, id_c, id_d,
-        )
-
-
-@njit(inline="always", nogil=True, cache=True)
-def _mid_center(centers_s, j):
-    """Center j's MID shifted coordinates, as values a scan keeps out of its loop."""
-    c = centers_s[j]
-    return (c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10], c[11], c[12],
-            c[13], c[14], c[15])
-
-
-@njit(inline="always", nogil=True, cache=True)
-def _mid_value(half, c, tile_t, r, upper):
-    """half - (x - s).(c - s) over a mid tile's first LOWER rows, or all MID with ``upper``:
-    one chain of multiply-adds in feature order, as the block (_blocks) forms it, to the
-    bit. Products past the data's features are zero: leaving the upper 8 out at d <= 8
-    changes nothing."""
-    dot = c[0] * tile_t[0, r]
-    dot = fmuladd(c[1], tile_t[1, r], dot)
-    dot = fmuladd(c[2], tile_t[2, r], dot)
-    dot = fmuladd(c[3], tile_t[3, r], dot)
-    dot = fmuladd(c[4], tile_t[4, r], dot)
-    dot = fmuladd(c[5], tile_t[5, r], dot)
-    dot = fmuladd(c[6], tile_t[6, r], dot)
-    dot = fmuladd(c[7], tile_t[7, r], dot)
-    if upper:
-        dot = fmuladd(c[8], tile_t[8, r], dot)
-        dot = fmuladd(c[9], tile_t[9, r], dot)
-        dot = fmuladd(c[10], tile_t[10, r], dot)
-        dot = fmuladd(c[11], tile_t[11, r], dot)
-        dot = fmuladd(c[12], tile_t[12, r], dot)
-        dot = fmuladd(c[13], tile_t[13, r], dot)
-        dot = fmuladd(c[14], tile_t[14, r], dot)
-        dot = fmuladd(c[15], tile_t[15, r], dot)
-    return half - dot
 
 
 @scan
@@ -220,54 +148,23 @@ def _scan_mid(centers_s, half_sq_norms, tile_t, rows, n_features, best_value, be
     of the (MID, T) tile, summed in the scan (the tile's rows as vector lanes), four centers
     a pass, a short last pass repeating its last center. centers_s (k, MID) is zero past the
     data's features; the first rows columns are scanned (a small predict's 8 rows, not the
-    tile's 256).
+    tile's 256), a block at a time as in _scan_narrow.
 
-    Whole blocks of BLOCK_BYTES of columns go through the block written for LLVM
-    (_blocks.mid_block_all and _lower), the columns after them through the vectorised loop
-    of _mid_value, whose values are the same to the bit. 1e6x16, k=64, one thread: labelling
-    every row took 30-32 ms through the GEMM and _scan_nearest and 25-28 ms by that loop
-    alone on the Xeon host; on an AMD EPYC without AVX-512, 50 ms by the loop and 31 ms by
-    blocks. The loop holds the centers' coordinates out of it, more vector constants than
-    registers, and aligns its frame (align_frame): without, most processes labelled at
-    24-28 ms where others took 18-20.
+    1e6x16, k=64, one thread: labelling every row took 30-32 ms through the GEMM and
+    _scan_nearest and 25-28 ms by a loop LLVM vectorised on the Xeon host (AVX-512). On an
+    AMD EPYC with AVX2, where that loop spilled its 64 vector constants and reloaded one for
+    every multiply-add, 50 ms by the loop and 31 ms by blocks (_blocks).
     """
-    align_frame()
-    zero = center_ids[0]
+    _no_best(rows, best_value, best_id, center_ids[0])
     upper = n_features > LOWER
-    n_clusters = centers_s.shape[0]
-    _no_best(rows, best_value, best_id, zero)
     block = BLOCK_BYTES // tile_t.itemsize
-    blocked = rows - rows % block
-    for j in range(0, n_clusters, 4):
+    for j in range(0, centers_s.shape[0], 4):
         rows_of, halves, ids = _four_centers(j, half_sq_norms, center_ids)
-        for r in range(0, blocked, block):
+        for r in range(0, rows, block):
             if upper:
                 mid_block_all(tile_t, r, centers_s, rows_of, halves, ids, best_value, best_id)
             else:
                 mid_block_lower(tile_t, r, centers_s, rows_of, halves, ids, best_value, best_id)
-        ja, jb, jc, jd = rows_of
-        centers = (_mid_center(centers_s, ja), _mid_center(centers_s, jb), _mid_center(centers_s, jc),
-                   _mid_center(centers_s, jd))
-        # One loop for each width: a loop holding the choice keeps LLVM from vectorising it.
-        if upper:
-            _mid_pass(centers, halves, ids, tile_t, blocked, rows, True, best_value, best_id)
-        else:
-            _mid_pass(centers, halves, ids, tile_t, blocked, rows, False, best_value, best_id)
-
-
-@njit(inline="always", nogil=True, cache=True)
-def _mid_pass(centers, halves, ids, tile_t, first, rows, upper, best_value, best_id):
-    """One pass of _scan_mid by its vectorised loop, over columns first..rows-1: four
-    centers' coordinates, half squared norms and ids."""
-    ca, cb, cc, cd = centers
-    half_a, half_b, half_c, half_d = halves
-    id_a, id_b, id_c, id_d = ids
-    for r in range(first, rows):
-        best_value[r], best_id[r] = _nearest_of_four(
-            best_value[r], best_id[r], _mid_value(half_a, ca, tile_t, r, upper),
-            _mid_value(half_b, cb, tile_t, r, upper), _mid_value(half_c, cc, tile_t, r, upper),
-            _mid_value(half_d, cd, tile_t, r, upper), id_a, id_b, id_c, id_d,
-        )
 
 
 @njit(nogil=True, cache=True)

@@ -161,11 +161,10 @@ def test_tiles_hold_the_shifted_rows_a_feature_per_row(dtype: type, n_features: 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n_features", [1, 3, 4, 5, 8, 9, 16])
 def test_scan_blocks_loop_and_groups_agree_to_the_bit(dtype: type, n_features: int) -> None:
-    # The direct scans label whole blocks of columns by the block written for LLVM, the rest
-    # by their vectorised loop, and a bounded step's group scan forms the mid values again:
-    # all must give the same values to the bit, so that no path labels a near tie its own
-    # way. Each column scanned alone goes through the loop; the 203 columns are blocks and a
-    # rest.
+    # The direct scans label a block of columns at a time, and a bounded step's group scan
+    # forms the mid values again by its own block: a column's value must not depend on
+    # where it sits in a block, nor on the scan, to the bit, so that no path labels a near
+    # tie its own way. The 203 columns end inside a block; each is also scanned alone.
     X, centers = data(dtype, n=203, d=n_features, k=23, seed=8)
     k, rows = centers.shape[0], X.shape[0]
     shift = shift_for(centers)
@@ -181,9 +180,10 @@ def test_scan_blocks_loop_and_groups_agree_to_the_bit(dtype: type, n_features: i
     best, best_id = np.empty(_common.TILE_ROWS, dtype=dtype), np.empty(_common.TILE_ROWS, dtype=dtype)
     scan(centers_s, half, tile, rows, n_features, best, best_id, ids)
     alone_best, alone_id = np.empty(rows, dtype=dtype), np.empty(rows, dtype=dtype)
-    one_best, one_id = np.empty(1, dtype=dtype), np.empty(1, dtype=dtype)
+    one_best, one_id = np.empty_like(best), np.empty_like(best_id)
     for r in range(rows):
-        column = np.ascontiguousarray(tile[:, r:r + 1])
+        column = np.zeros_like(tile)
+        column[:, 0] = tile[:, r]
         scan(centers_s, half, column, 1, n_features, one_best, one_id, ids)
         alone_best[r], alone_id[r] = one_best[0], one_id[0]
     np.testing.assert_array_equal(best[:rows], alone_best)
@@ -484,25 +484,3 @@ def test_a_batchs_assigned_sums(dtype: type, n: int) -> None:
     np.testing.assert_allclose(totals, expected_totals, rtol=1e-12)
     # Read off the values that chose each row's center: good to the dtype's rounding.
     assert inertia == pytest.approx(expected_inertia, rel=1e-5 if dtype == np.float32 else 1e-12)
-
-
-def test_align_frame_gives_a_function_a_64_byte_aligned_frame() -> None:
-    """The mid scan's spilled vector constants stay within cache lines only in a frame aligned
-    to 64 bytes: align_frame must leave such a slot in the compiled function (the IR after
-    LLVM's passes, so it is not optimised away) and must not change what the function does."""
-    from numba import njit
-
-    @njit
-    def total(values: np.ndarray) -> float:
-        _common.align_frame()
-        return values.sum()
-
-    @njit
-    def plain_total(values: np.ndarray) -> float:
-        return values.sum()
-
-    values = np.arange(100.0)
-    assert total(values) == plain_total(values) == 4950.0
-    (compiled,) = total.inspect_llvm().values()
-    (plain,) = plain_total.inspect_llvm().values()
-    assert "align 64" in compiled and "align 64" not in plain
