@@ -10,7 +10,7 @@ import math
 import numpy as np
 from numba import njit
 
-from ._blocks import VECTOR_BYTES
+from ._blocks import VECTOR_BYTES, add_row
 from ._common import sq_distance
 from ._nearest import gemm_sq_distance
 
@@ -21,9 +21,9 @@ TILE_SUMS_FEATURES = 3
 
 @njit(inline="always", nogil=True, cache=True)
 def add_to_cluster(X, i, best, w, sums, weights):
-    """Add row i, with weight w, to cluster best's running sums."""
-    for f in range(X.shape[1]):
-        sums[best, f] += w * X[i, f]
+    """Add row i, with weight w, to cluster best's running sums (_blocks.add_row: rows of 8
+    and 16 values as vectors)."""
+    add_row(X, i, w, sums, best)
     weights[best] += w
 
 

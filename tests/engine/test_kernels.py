@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from centroidal.engine import (
-    _common, _groups, _lloyd, _nearest, _seeding, _validation, chunks, lloyd, ministep, validation,
+    _common, _groups, _lloyd, _nearest, _seeding, _sums, _validation, chunks, lloyd, ministep, validation,
 )
 from centroidal.engine._sums import TILE_SUMS_FEATURES
 from centroidal.engine.seeding import shift_for
@@ -484,3 +484,27 @@ def test_a_batchs_assigned_sums(dtype: type, n: int) -> None:
     np.testing.assert_allclose(totals, expected_totals, rtol=1e-12)
     # Read off the values that chose each row's center: good to the dtype's rounding.
     assert inertia == pytest.approx(expected_inertia, rel=1e-5 if dtype == np.float32 else 1e-12)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_features", [3, 8, 16, 20])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_rows_added_to_their_clusters_sums_in_order(dtype: type, n_features: int, weighted: bool) -> None:
+    # Rows of 8 and 16 values are added as vectors, others a value at a time: either way each
+    # value is widened, multiplied by the row's weight and added in row order, as a float64
+    # loop does, to the bit.
+    X, centers = data(dtype, n=300, d=n_features, k=5, seed=10)
+    labels = naive.assign(X, centers).astype(np.int32)
+    weights = np.random.default_rng(11).uniform(0.5, 2.0, size=300) if weighted else np.empty(0)
+    sums, totals = np.zeros((5, n_features)), np.zeros(5)
+    tile_sq, best_value = np.zeros(_common.TILE_ROWS, dtype=dtype), np.zeros(_common.TILE_ROWS, dtype=dtype)
+    for start in range(0, 300, _common.TILE_ROWS):
+        rows = min(_common.TILE_ROWS, 300 - start)
+        _sums.accumulate_tile(X, weights, start, rows, labels, centers, sums, totals, tile_sq, best_value)
+    expected, expected_totals = np.zeros((5, n_features)), np.zeros(5)
+    for i in range(300):
+        w = weights[i] if weighted else 1.0
+        expected[labels[i]] += w * X[i].astype(np.float64)
+        expected_totals[labels[i]] += w
+    np.testing.assert_array_equal(sums, expected)
+    np.testing.assert_array_equal(totals, expected_totals)
