@@ -1,6 +1,7 @@
 """Vector code written out for LLVM, where its loop vectoriser left the kernels short of
-the host's arithmetic: the direct scans' blocks of rows, and eight rows transposed into a
-mid tile.
+the host's arithmetic: the direct scans' blocks of rows, eight rows transposed into a mid
+tile, and a row added to its cluster's sums. Every array they take is C-contiguous (the
+typing refuses any other).
 
 Why by hand: the mid scan holds four centers of up to 16 coordinates, 64 vector constants,
 against 16 vector registers without AVX-512. Vectorised from a scalar loop, LLVM kept them
@@ -50,6 +51,11 @@ VECTOR_BYTES = _vector_bytes()
 BLOCK_BYTES = 2 * VECTOR_BYTES
 
 
+def _contiguous(*arrays: types.Type) -> bool:
+    """Whether every one of these numba types is a C-contiguous array."""
+    return all(isinstance(array, types.Array) and array.layout == "C" for array in arrays)
+
+
 def _fmuladd_fn(builder: ir.IRBuilder, vector: ir.VectorType, bits: int) -> ir.Function:
     """LLVM's multiply-add of vectors of floats of ``bits``: fused on a host with FMA."""
     signature = ir.FunctionType(vector, [vector] * 3)
@@ -67,6 +73,8 @@ def make_scan_block(n_features: int, with_second: bool = False):  # type: ignore
         def group_block(typingctx, tile_t, r, centers_s, rows_of, halves, ids, best_value, best_id,
                         second_value):
             """scan_block, also keeping second_value as _groups._best_and_second does."""
+            if not _contiguous(tile_t, centers_s, best_value, best_id, second_value):
+                return None
             return types.none(tile_t, r, centers_s, rows_of, halves, ids, best_value, best_id,
                               second_value), codegen
 
@@ -79,6 +87,8 @@ def make_scan_block(n_features: int, with_second: bool = False):  # type: ignore
         tile's dtype): best_value and best_id there updated as _nearest._nearest_of_four
         does. Each value half - (x - s).(c - s) is one chain of multiply-adds in feature
         order, the same in every block."""
+        if not _contiguous(tile_t, centers_s, best_value, best_id):
+            return None
         return types.none(tile_t, r, centers_s, rows_of, halves, ids, best_value, best_id), codegen
 
     return scan_block
@@ -175,6 +185,8 @@ def put_rows_transposed(typingctx, X, row, shift, tile_t, column):
 
     The scalar loop filled every (16, 256) tile of 1e6x16 in 8.5 ms on one thread of an AMD
     EPYC, a value at a time; reading the 64 MB alone takes 3.2 ms there."""
+    if not _contiguous(X, shift, tile_t):
+        return None
     sig = types.none(X, row, shift, tile_t, column)
 
     def codegen(context, builder, signature, args):
@@ -236,7 +248,7 @@ def add_row(typingctx, X, i, w, sums, best):
     on one thread of the AMD EPYC. One call, whatever the width: numba then keeps no
     reference counts on the arrays around it, which, in a branch for each width, cost
     three atomic operations a row."""
-    if X.layout != "C" or sums.layout != "C":
+    if not _contiguous(X, sums):
         return None
     sig = types.none(X, i, w, sums, best)
 
