@@ -84,9 +84,9 @@ def n_tiles_for(n_samples: int) -> int:
     return (n_samples + TILE_ROWS - 1) // TILE_ROWS
 
 # Up to this many features a tile is not multiplied by BLAS but scanned directly
-# (_nearest._scan_narrow); narrower data is padded with zero features to this width.
+# (_nearest._scan_direct); narrower data is padded with zero features to this width.
 NARROW = 4
-# Past NARROW and up to this many, a tile is scanned directly too (_nearest._scan_mid),
+# Past NARROW and up to this many, a tile is scanned directly too (_nearest._scan_direct),
 # padded to MID features. Both keep a tile transposed: a row per feature, a column per row.
 MID = 16
 
@@ -235,7 +235,8 @@ def put_mid_tile(X, start, rows, shift, tile_t):
         for r in range(0, transposed, LOWER):
             put_rows_transposed(X, start + r, shift, tile_t, r)
         _fill_mid(X, start, transposed, rows, shift, tile_t)
-    else:
+    else:  # from 0 in a call of its own: from a start read at run time, filling 1e6 rows
+        # of 9 or 12 features took 8.0 ms against 6.5 (one thread, one process, AMD EPYC)
         _fill_mid(X, start, 0, rows, shift, tile_t)
 
 

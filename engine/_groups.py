@@ -49,7 +49,7 @@ def _scan_mid_group(centers_s, half_sq_norms, tile_t, rows, upper, members, best
                     center_ids):
     """_scan_group for a mid tile without the GEMM: each column's smallest value among the
     centers ``members`` (ascending indices), its center id, and the second-smallest value
-    (inf if there is none), formed as _nearest._scan_mid forms them, four centers a pass,
+    (inf if there is none), formed as _nearest._scan_direct forms them, four centers a pass,
     by the block that keeps the second value too (_blocks.make_scan_block), a block of
     columns at a time: the arrays hold whole blocks (TILE_ROWS columns).
 
@@ -120,7 +120,7 @@ def mid_scan_groups(
     group_best, group_second, group_id, best_value, best_id, best_group,
 ):
     """scan_groups for a mid tile (NARROW < d <= MID), without the GEMM: each group's
-    values formed as _nearest._scan_mid forms them (_scan_mid_group)."""
+    values formed as _nearest._scan_direct forms them (_scan_mid_group)."""
     upper = n_features > 8
     _no_group(rows, best_value, best_id, best_group)
     for g in range(group_start.shape[0] - 1):

@@ -27,6 +27,7 @@ mid_block_lower = make_scan_block(LOWER)
 narrow_block_four = make_scan_block(NARROW)
 narrow_block_three = make_scan_block(NARROW - 1)
 
+
 @njit(inline="always", nogil=True, cache=True)
 def _nearer(best, current, value, candidate):
     """The best value and its center id after one more candidate, which wins only if strictly
@@ -115,56 +116,39 @@ def _four_centers(j, half_sq_norms, center_ids):
 
 
 @scan
-def _scan_narrow(centers_s, half_sq_norms, tile_t, rows, n_features, best_value, best_id, center_ids):
-    """_scan_nearest for at most NARROW features, without the GEMM: each center's values
-    half_sq_norms[j] - (x - s).(c - s) are formed and compared in one pass over the tile,
-    four centers a pass so that a row's features and best are loaded once for all four.
+def _scan_direct(centers_s, half_sq_norms, tile_t, rows, n_features, best_value, best_id, center_ids):
+    """_scan_nearest without the GEMM, for a transposed tile (a row per feature) of at most
+    MID features: each center's values half_sq_norms[j] - (x - s).(c - s) are formed and
+    compared in one pass over the tile, the tile's rows as vector lanes, four centers a pass
+    so that a row's features and best are loaded once for all four. A last pass short of
+    four centers repeats its last one, whose value then ties with itself and changes
+    nothing. centers_s (k, NARROW or MID) is zero past the data's features.
 
-    centers_s (k, NARROW) is zero past the data's features. (1e6x3, k=16, one thread:
-    labelling every row took 7.2 ms through BLAS's GEMM and _scan_nearest, 3.9 ms this way
-    a center a pass; four a pass scan 25% faster again.) A last pass short of four centers
-    repeats its last one, whose value then ties with itself and changes nothing.
-
-    The columns go a block at a time through the block written for LLVM (_blocks), as in
-    _scan_mid: the first rows are scanned, and the rest of their last block is scanned too,
-    its results unused, so tile_t, best_value and best_id hold whole blocks (TILE_ROWS
+    The columns go a block at a time through the block written for LLVM (_blocks), over the
+    tile's first 3, NARROW, LOWER or MID rows by the data's width: the first rows columns
+    are scanned (a small predict's 8, not the tile's 256), and the rest of their last block
+    too, its results unused, so tile_t, best_value and best_id hold whole blocks (TILE_ROWS
     columns).
+
+    One thread: labelling 1e6x3 at k=16 took 7.2 ms through BLAS's GEMM and _scan_nearest,
+    3.9 ms directly a center a pass, and four a pass scanned 25% faster again. 1e6x16 at
+    k=64: 30-32 ms through the GEMM and 25-28 ms by a loop LLVM vectorised, on the Xeon host
+    (AVX-512); on an AMD EPYC with AVX2, where that loop spilled its 64 vector constants and
+    reloaded one for every multiply-add, 50 ms by the loop and 31 ms by blocks.
     """
     _no_best(rows, best_value, best_id, center_ids[0])
-    four = n_features > 3
     block = BLOCK_BYTES // tile_t.itemsize
     for j in range(0, centers_s.shape[0], 4):
         rows_of, halves, ids = _four_centers(j, half_sq_norms, center_ids)
         for r in range(0, rows, block):
-            if four:
-                narrow_block_four(tile_t, r, centers_s, rows_of, halves, ids, best_value, best_id)
-            else:
+            if n_features < NARROW:
                 narrow_block_three(tile_t, r, centers_s, rows_of, halves, ids, best_value, best_id)
-
-
-@scan
-def _scan_mid(centers_s, half_sq_norms, tile_t, rows, n_features, best_value, best_id, center_ids):
-    """_scan_narrow for NARROW < d <= MID features: the products of a center and a column
-    of the (MID, T) tile, summed in the scan (the tile's rows as vector lanes), four centers
-    a pass, a short last pass repeating its last center. centers_s (k, MID) is zero past the
-    data's features; the first rows columns are scanned (a small predict's 8 rows, not the
-    tile's 256), a block at a time as in _scan_narrow.
-
-    1e6x16, k=64, one thread: labelling every row took 30-32 ms through the GEMM and
-    _scan_nearest and 25-28 ms by a loop LLVM vectorised on the Xeon host (AVX-512). On an
-    AMD EPYC with AVX2, where that loop spilled its 64 vector constants and reloaded one for
-    every multiply-add, 50 ms by the loop and 31 ms by blocks (_blocks).
-    """
-    _no_best(rows, best_value, best_id, center_ids[0])
-    upper = n_features > LOWER
-    block = BLOCK_BYTES // tile_t.itemsize
-    for j in range(0, centers_s.shape[0], 4):
-        rows_of, halves, ids = _four_centers(j, half_sq_norms, center_ids)
-        for r in range(0, rows, block):
-            if upper:
-                mid_block_all(tile_t, r, centers_s, rows_of, halves, ids, best_value, best_id)
-            else:
+            elif n_features == NARROW:
+                narrow_block_four(tile_t, r, centers_s, rows_of, halves, ids, best_value, best_id)
+            elif n_features <= LOWER:
                 mid_block_lower(tile_t, r, centers_s, rows_of, halves, ids, best_value, best_id)
+            else:
+                mid_block_all(tile_t, r, centers_s, rows_of, halves, ids, best_value, best_id)
 
 
 @njit(nogil=True, cache=True)
@@ -173,7 +157,7 @@ def tile_nearest(
     best_id, labels, tile_sq,
 ):
     """Label rows start..start+rows of X with their nearest center: by a direct scan of a
-    transposed tile up to MID features (_scan_narrow, _scan_mid), else by one GEMM.
+    transposed tile up to MID features (_scan_direct), else by one GEMM.
 
     Returns how many of those labels changed. tile (from new_tile) and dots (k, T) are scratch;
     places past ``rows`` hold an earlier tile's rows (or zeros) and their results are unused.
@@ -186,14 +170,9 @@ def tile_nearest(
     if is_transposed(X):
         if is_narrow(X):
             put_narrow_tile(X, start, rows, shift, tile)
-            _scan_narrow(
-                centers_s, half_sq_norms, tile, rows, X.shape[1], best_value, best_id, center_ids
-            )
         else:
             put_mid_tile(X, start, rows, shift, tile)
-            _scan_mid(
-                centers_s, half_sq_norms, tile, rows, X.shape[1], best_value, best_id, center_ids
-            )
+        _scan_direct(centers_s, half_sq_norms, tile, rows, X.shape[1], best_value, best_id, center_ids)
         if with_norms:
             _narrow_sq_norms(tile, X.shape[1], tile_sq)
     else:

@@ -93,6 +93,35 @@ def test_scan_groups(dtype: type) -> None:
         np.testing.assert_allclose(group_second[g, :rows], g_second, rtol=RTOL[dtype])
 
 
+def transposed_tile(X: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """X's rows in a transposed tile, as a direct scan takes them, with the centers shifted
+    as it takes them: (centers_s, half their squared norms, tile)."""
+    dtype, (k, d) = X.dtype, centers.shape
+    width = _common.NARROW if d <= _common.NARROW else _common.MID
+    shift = shift_for(centers)
+    centers_s, half = np.zeros((k, width), dtype=dtype), np.empty(k, dtype=dtype)
+    _common.shifted_centers(centers, shift, centers_s, half)
+    tile = np.zeros((width, _common.TILE_ROWS), dtype=dtype)
+    (_common.put_narrow_tile if d <= _common.NARROW else _common.put_mid_tile)(X, 0, X.shape[0], shift, tile)
+    return centers_s, half, tile
+
+
+def scan_mid_groups(centers_s: np.ndarray, half: np.ndarray, tile: np.ndarray, rows: int, n_features: int,
+                    group: np.ndarray) -> tuple[np.ndarray, ...]:
+    """_groups.mid_scan_groups with center j in group[j] (groups 0..G-1): each group's best
+    and second values (G, T), and each column's best value, center id and group (T,)."""
+    dtype, n_groups = tile.dtype, int(group.max()) + 1
+    order = np.argsort(group, kind="stable").astype(np.int64)
+    start = np.searchsorted(group[order], np.arange(n_groups + 1)).astype(np.int64)
+    group_best = np.empty((n_groups, _common.TILE_ROWS), dtype=dtype)
+    group_second = np.empty((n_groups, _common.TILE_ROWS), dtype=dtype)
+    group_id, best, best_id = (np.empty(_common.TILE_ROWS, dtype=dtype) for _ in range(3))
+    best_group = np.empty(_common.TILE_ROWS, dtype=np.int64)
+    _groups.mid_scan_groups(centers_s, half, tile, rows, n_features, np.arange(len(group)).astype(dtype), order,
+                            start, group_best, group_second, group_id, best, best_id, best_group)
+    return group_best, group_second, best, best_id, best_group
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n_features", [5, 8, 9, 16])
 def test_mid_scan_groups_match_the_gemm_form(dtype: type, n_features: int) -> None:
@@ -103,28 +132,18 @@ def test_mid_scan_groups_match_the_gemm_form(dtype: type, n_features: int) -> No
     X, centers = data(dtype, n=190, d=n_features, k=23, seed=6)
     centers[3] = centers[20] = X[0]  # a tie across groups, row 0's nearest: the lower index must win
     k, rows = centers.shape[0], X.shape[0]
-    shift = shift_for(centers)
-    centers_s = np.zeros((k, _common.MID), dtype=dtype)
-    half = np.empty(k, dtype=dtype)
-    _common.shifted_centers(centers, shift, centers_s, half)
-    tile = np.zeros((_common.MID, _common.TILE_ROWS), dtype=dtype)
-    _common.put_mid_tile(X, 0, rows, shift, tile)
+    centers_s, half, tile = transposed_tile(X, centers)
     group = np.random.default_rng(7).integers(4, size=k)
     group[3], group[20], group[22] = 0, 2, 4
-    order = np.argsort(group, kind="stable").astype(np.int64)
-    start = np.searchsorted(group[order], np.arange(6)).astype(np.int64)
-    group_best = np.empty((5, _common.TILE_ROWS), dtype=dtype)
-    group_second = np.empty((5, _common.TILE_ROWS), dtype=dtype)
-    scratch = [np.empty(_common.TILE_ROWS, dtype=dtype) for _ in range(3)]
-    best_group = np.empty(_common.TILE_ROWS, dtype=np.int64)
-    _groups.mid_scan_groups(centers_s, half, tile, rows, n_features, np.arange(k).astype(dtype), order, start,
-                             group_best, group_second, scratch[0], scratch[1], scratch[2], best_group)
+    group_best, group_second, best, best_id, best_group = scan_mid_groups(
+        centers_s, half, tile, rows, n_features, group
+    )
     dots = centers_s.astype(np.float64) @ tile.astype(np.float64)
     expected_best, expected_id, _ = naive.scan_nearest(dots, rows, half)
     scale = np.abs(expected_best).max()
-    np.testing.assert_allclose(scratch[1][:rows], expected_best, rtol=RTOL[dtype], atol=RTOL[dtype] * scale)
-    np.testing.assert_array_equal(scratch[2][:rows].astype(int), expected_id)
-    assert 3 in expected_id and 20 not in scratch[2][:rows].astype(int)
+    np.testing.assert_allclose(best[:rows], expected_best, rtol=RTOL[dtype], atol=RTOL[dtype] * scale)
+    np.testing.assert_array_equal(best_id[:rows].astype(int), expected_id)
+    assert 3 in expected_id and 20 not in best_id[:rows].astype(int)
     np.testing.assert_array_equal(best_group[:rows], group[expected_id])
     sizes = np.bincount(group)
     assert set(sizes % 4) == {0, 1, 2, 3} and 1 in sizes
@@ -160,22 +179,15 @@ def test_tiles_hold_the_shifted_rows_a_feature_per_row(dtype: type, n_features: 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n_features", [1, 3, 4, 5, 8, 9, 16])
-def test_scan_blocks_loop_and_groups_agree_to_the_bit(dtype: type, n_features: int) -> None:
+def test_scan_blocks_alone_and_by_groups_agree_to_the_bit(dtype: type, n_features: int) -> None:
     # The direct scans label a block of columns at a time, and a bounded step's group scan
     # forms the mid values again by its own block: a column's value must not depend on
     # where it sits in a block, nor on the scan, to the bit, so that no path labels a near
     # tie its own way. The 203 columns end inside a block; each is also scanned alone.
     X, centers = data(dtype, n=203, d=n_features, k=23, seed=8)
     k, rows = centers.shape[0], X.shape[0]
-    shift = shift_for(centers)
-    narrow = n_features <= _common.NARROW
-    width = _common.NARROW if narrow else _common.MID
-    scan = _nearest._scan_narrow if narrow else _nearest._scan_mid
-    centers_s = np.zeros((k, width), dtype=dtype)
-    half = np.empty(k, dtype=dtype)
-    _common.shifted_centers(centers, shift, centers_s, half)
-    tile = np.zeros((width, _common.TILE_ROWS), dtype=dtype)
-    (_common.put_narrow_tile if narrow else _common.put_mid_tile)(X, 0, rows, shift, tile)
+    centers_s, half, tile = transposed_tile(X, centers)
+    scan = _nearest._scan_direct
     ids = np.arange(k).astype(dtype)
     best, best_id = np.empty(_common.TILE_ROWS, dtype=dtype), np.empty(_common.TILE_ROWS, dtype=dtype)
     scan(centers_s, half, tile, rows, n_features, best, best_id, ids)
@@ -191,19 +203,11 @@ def test_scan_blocks_loop_and_groups_agree_to_the_bit(dtype: type, n_features: i
     dots = centers_s.astype(np.float64) @ tile.astype(np.float64)
     expected_best, expected_id, _ = naive.scan_nearest(dots, rows, half)
     np.testing.assert_array_equal(best_id[:rows].astype(int), expected_id)
-    if narrow:
+    if n_features <= _common.NARROW:
         return  # a bounded step searches narrow rows by the GEMM form
-    group = np.arange(k) % 3
-    order = np.argsort(group, kind="stable").astype(np.int64)
-    start = np.searchsorted(group[order], np.arange(4)).astype(np.int64)
-    group_best = np.empty((3, _common.TILE_ROWS), dtype=dtype)
-    group_second = np.empty((3, _common.TILE_ROWS), dtype=dtype)
-    scratch = [np.empty(_common.TILE_ROWS, dtype=dtype) for _ in range(3)]
-    best_group = np.empty(_common.TILE_ROWS, dtype=np.int64)
-    _groups.mid_scan_groups(centers_s, half, tile, rows, n_features, ids, order, start, group_best,
-                            group_second, scratch[0], scratch[1], scratch[2], best_group)
-    np.testing.assert_array_equal(scratch[1][:rows], best[:rows])
-    np.testing.assert_array_equal(scratch[2][:rows], best_id[:rows])
+    _, _, by_groups, by_groups_id, _ = scan_mid_groups(centers_s, half, tile, rows, n_features, np.arange(k) % 3)
+    np.testing.assert_array_equal(by_groups[:rows], best[:rows])
+    np.testing.assert_array_equal(by_groups_id[:rows], best_id[:rows])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
