@@ -356,23 +356,22 @@ class MiniBatchState:
         return state
 
 
-def warmup() -> None:
-    """Configure threads and compile the mini-batch kernels for both float dtypes."""
+def warmup(dtype: np.dtype) -> None:
+    """Configure threads and compile the mini-batch kernels for rows of ``dtype``."""
     configure_threads()
     rng = np.random.default_rng(0)
-    for dtype in (np.float32, np.float64):
-        state = MiniBatchState(MiniBatchParams(n_clusters=2, half_life=2.0), 3, np.dtype(dtype))
-        batch = rng.normal(size=(8, 3)).astype(dtype)
-        frozen = batch.copy()
-        frozen.setflags(write=False)
-        for points in (batch, frozen):
-            state.partial_fit(*state.check_batch(points))
-            state.partial_fit(*state.check_batch(points, np.ones(8)))
-        spherical = MiniBatchState(MiniBatchParams(n_clusters=2, metric="cosine"), 3, np.dtype(dtype))
-        for points in (batch, frozen):
-            spherical.partial_fit(*spherical.check_batch(points))
-        # Steps this small run in one call: the chunks dealt out, as larger steps are, too.
-        centers, counts = state.centers, state.counts
-        for weights in (UNIT_WEIGHTS, np.ones(8)):
-            ministep.moved_centers(frozen, weights, centers, counts, np.empty((2, 3)), np.empty_like(centers),
-                                   np.empty(2), np.empty(2, dtype=np.bool_), in_one_call=False)
+    state = MiniBatchState(MiniBatchParams(n_clusters=2, half_life=2.0), 3, np.dtype(dtype))
+    batch = rng.normal(size=(8, 3)).astype(dtype)
+    frozen = batch.copy()
+    frozen.setflags(write=False)
+    for points in (batch, frozen):
+        state.partial_fit(*state.check_batch(points))
+        state.partial_fit(*state.check_batch(points, np.ones(8)))
+    spherical = MiniBatchState(MiniBatchParams(n_clusters=2, metric="cosine"), 3, np.dtype(dtype))
+    for points in (batch, frozen):
+        spherical.partial_fit(*spherical.check_batch(points))
+    # Steps this small run in one call: the chunks dealt out, as larger steps are, too.
+    centers, counts = state.centers, state.counts
+    for weights in (UNIT_WEIGHTS, np.ones(8)):
+        ministep.moved_centers(frozen, weights, centers, counts, np.empty((2, 3)), np.empty_like(centers),
+                               np.empty(2), np.empty(2, dtype=np.bool_), in_one_call=False)

@@ -227,7 +227,7 @@ class CentroidalServer:
         waits for at most the compilation in progress and its own, and never runs uncompiled.
         """
         started = time.monotonic()
-        log.info("compiling kernels in the background, into numba's cache: about 50 s on 2 "
+        log.info("compiling kernels in the background, into numba's cache: about 35 s on 2 "
                  "cores from an empty cache, seconds from a warm one; until then a call that needs a "
                  "kernel not compiled yet waits for it")
         groups = self.servicer.runtime.kernel_groups

@@ -11,14 +11,21 @@ from pathlib import Path
 
 import pytest
 
+from centroidal.engine import warmup
+from centroidal.engine.validation import FLOAT_DTYPES
+
 SCRIPT = textwrap.dedent(
     """
     import importlib, pkgutil
     from numba.core.registry import CPUDispatcher
     import centroidal.engine
-    from centroidal.engine import warmup
+    from centroidal.engine import _nearest, warmup
 
     warmup.compile_all()
+    # The tile groups' own calls compile the signatures every caller uses: one per dtype.
+    for scan in (_nearest.tile_nearest, _nearest._put_labels, _nearest._wide_sq_norms,
+                 _nearest._scan_nearest, _nearest._narrow_sq_norms, _nearest._scan_direct):
+        assert len(scan.signatures) == 2, scan.signatures
     missing = []
     for module in pkgutil.iter_modules(centroidal.engine.__path__):
         loaded = importlib.import_module(f"centroidal.engine.{module.name}")
@@ -50,8 +57,8 @@ HELPED = textwrap.dedent(
 
     if sys.argv[1] == "helpers":
         assert warmup.cache_is_cold()
-        names = [name for _, _, name in warmup.steps(helpers=2)]
-        assert names == warmup.group_names(), names
+        names = [name for _, _, name in warmup.steps(helpers=2)]  # in the order they finished
+        assert sorted(names) == sorted(warmup.group_names()), names
         assert not warmup.cache_is_cold()
     else:
         warmup.compile_all()
@@ -110,3 +117,30 @@ def test_a_cache_left_by_other_code_is_cold(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-c", STALE], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "True"
+
+
+def test_groups_follow_earlier_groups_and_calls_wait_for_groups_that_exist() -> None:
+    groups = warmup._groups()
+    names = [group.name for group in groups]
+    assert len(set(names)) == len(names)
+    for position, group in enumerate(groups):
+        assert set(group.after) <= set(names[:position]), group
+    for dtype in FLOAT_DTYPES:
+        for fit in (False, True):
+            assert set(warmup.groups_for(dtype, fit)) <= set(names)
+    with pytest.raises(ValueError, match="scoring float32"):
+        warmup._Helpers([groups[0], warmup.Group("scoring float32", print, ("nothing earlier",))], 2)
+
+
+def test_helpers_take_a_group_only_after_the_groups_it_follows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two real helper processes and an empty cache; the quick group follows the slow one, so
+    # without the wait the quick one would be reported first by the other process.
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+    groups = {group.name: group for group in warmup._groups()}
+    slow, quick = groups["seeding float32"], groups["bound groups"]
+    helpers = warmup._Helpers([slow, quick._replace(after=(slow.name,))], 2)
+    try:
+        reported = [helpers.next(None) for _ in range(2)]
+    finally:
+        helpers.stop()
+    assert reported == [slow.name, quick.name]
