@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -144,3 +145,19 @@ def test_helpers_take_a_group_only_after_the_groups_it_follows(tmp_path: Path, m
     finally:
         helpers.stop()
     assert reported == [slow.name, quick.name]
+
+
+def test_groups_of_helpers_that_die_are_left_to_the_caller(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+    groups = warmup._groups()
+    helpers = warmup._Helpers(groups[:3], 2)
+    give_up = threading.Timer(30, (stopping := threading.Event()).set)
+    give_up.start()
+    try:
+        for process in helpers._processes:
+            process.kill()
+        reported = [helpers.next(stopping) for _ in range(3)]
+    finally:
+        give_up.cancel()
+        helpers.stop()
+    assert sorted(map(str, reported)) == sorted(group.name for group in groups[:3])
