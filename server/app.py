@@ -55,7 +55,8 @@ WARMUP_DONE = "warm-up done: every kernel compiled"
 # A first group of kernels that takes longer than this was compiled, not loaded from the cache.
 COLD_GROUP_S = 1.0
 # The later groups each take about this share of the first's time to compile (measured from an
-# empty cache: the first group, float32 predict, holds the shared helpers).
+# empty cache in one process: the first group, float32's tile labelling, 4.1 s, the 20 others
+# 48.5 s).
 LATER_GROUP_SHARE = 0.6
 # Processes that compile kernels from a cold cache, at most (each holds its own numba, about
 # 200 MB, while it runs).
