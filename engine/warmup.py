@@ -159,7 +159,8 @@ def _groups() -> list[Group]:
     ]
     for kind, compile_kind in later:
         for dtype, X in samples.items():
-            groups.append(Group(f"{kind} {dtype.name}", functools.partial(compile_kind, X), (f"tile {dtype.name}",)))
+            after = (f"tile {dtype.name}",)
+            groups.append(Group(f"{kind} {dtype.name}", functools.partial(compile_kind, X), after))
     # Groups of bounds (k >= 20 and d >= 32) are formed by a product on the centers.
     groups.append(Group("bound groups", functools.partial(lloyd.group_centers, rng.normal(size=(40, 32)), 2)))
     return groups
@@ -181,10 +182,10 @@ def steps(helpers: int = 0, stopping: threading.Event | None = None) -> Generato
     name) after each, in the order of ``_groups``, or with helpers in the order they finish.
 
     helpers : compile in this many processes of their own instead, each taking the next
-        group it may (``Group.after``) as it finishes one; each group is loaded here from numba's cache as its
-        process reports it compiled (or compiled here if its process fails). Only worth it
-        on a cache without the kernels: compilation holds one lock per process, so one
-        process compiles on one core.
+        group it may (``Group.after``) as it finishes one; each group is loaded here from
+        numba's cache as its process reports it compiled (or compiled here if its process
+        fails). Only worth it on a cache without the kernels: compilation holds one lock per
+        process, so one process compiles on one core.
     stopping : once set, the steps end (helpers killed) instead of waiting for the next group.
     """
     configure_threads()
@@ -302,9 +303,9 @@ class _Helpers:
             working = self._working.pop(process, None)
             if process in self._idle:
                 self._idle.remove(process)
-            rest = [] if self._working else [group.name for group in self._waiting]
+            rest: list[str] = []
             if not self._working:  # no process is left to deal the rest to
-                self._waiting = []
+                rest, self._waiting = [group.name for group in self._waiting], []
         for name in ([working] if working is not None else []) + rest:
             self._report(name)  # what no process reported is compiled by the caller
 
