@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import kmeans, lloyd, minibatch, nearest, scoring
-from ._common import MID, NARROW, TILE_ROWS
+from ._common import MID, TILE_ROWS, tile_width
 from ._nearest import _narrow_sq_norms, _put_labels, _scan_direct, _scan_nearest, _wide_sq_norms, tile_nearest
 from ._sums import TILE_SUMS_FEATURES
 from .cosine import unit_rows
@@ -34,7 +34,7 @@ def _tile(X: np.ndarray) -> None:
     # arrays as ``_lloyd.assign`` passes them: the one signature every caller uses.
     X = read_only(X)
     dtype, (rows, n_features) = X.dtype, X.shape
-    k, width = 2, NARROW if n_features <= NARROW else MID if n_features <= MID else n_features
+    k, width = 2, tile_width.py_func(n_features)  # the kernel's own rule, run as Python
     tile = np.zeros((width, TILE_ROWS) if n_features <= MID else (TILE_ROWS, n_features), dtype)
     tile_nearest(
         X, 0, rows, np.zeros(n_features, dtype), np.zeros((k, width), dtype), np.zeros(k, dtype),
@@ -48,7 +48,7 @@ def _tile_scans(X: np.ndarray) -> None:
     # it calls them: one helper compiles these while another compiles the labelling from its
     # other end, and the labelling loads those it reaches here already compiled.
     dtype, n_features = X.dtype, X.shape[1]
-    k, width = 2, NARROW if n_features <= NARROW else MID
+    k, width = 2, tile_width.py_func(n_features)
     values, ids = np.empty(TILE_ROWS, dtype), np.empty(TILE_ROWS, dtype)
     tile, centers = np.zeros((width, TILE_ROWS), dtype), np.zeros((k, width), dtype)
     _put_labels(ids, 0, np.empty(0, np.int32))

@@ -97,7 +97,7 @@ def transposed_tile(X: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.
     """X's rows in a transposed tile, as a direct scan takes them, with the centers shifted
     as it takes them: (centers_s, half their squared norms, tile)."""
     dtype, (k, d) = X.dtype, centers.shape
-    width = _common.NARROW if d <= _common.NARROW else _common.MID
+    width = _common.tile_width.py_func(d)
     shift = shift_for(centers)
     centers_s, half = np.zeros((k, width), dtype=dtype), np.empty(k, dtype=dtype)
     _common.shifted_centers(centers, shift, centers_s, half)
@@ -164,7 +164,7 @@ def test_tiles_hold_the_shifted_rows_a_feature_per_row(dtype: type, n_features: 
     X, _ = data(dtype, n=300, d=n_features, seed=9)
     shift = X[:40].mean(axis=0).astype(dtype)
     narrow = n_features <= _common.NARROW
-    width = _common.NARROW if narrow else _common.MID
+    width = _common.tile_width.py_func(n_features)
     put = _common.put_narrow_tile if narrow else _common.put_mid_tile
     for start, rows in [(0, 256), (37, 203), (291, 9), (5, 7)]:
         tile = np.full((width, _common.TILE_ROWS), -7.0, dtype=dtype)
