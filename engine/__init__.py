@@ -1,7 +1,8 @@
 """Numeric engine: k-means kernels and algorithms (numpy + numba, no gRPC, no I/O).
 
-Modules by job: ``kmeans`` (fitting: the public API over ``lloyd``, the Lloyd driver),
-``nearest`` (predicting with a model's centers), ``_lloyd`` (their kernels), ``seeding``
+Modules by job: ``kmeans`` (fitting: the public API over ``lloyd``, the Lloyd driver, and
+``bounds``, when it keeps bounds), ``nearest`` (predicting with a model's centers),
+``_lloyd`` and ``_bounded`` (their kernels), ``seeding``
 and ``_seeding`` (k-means++), ``validation``, ``progress``, ``minibatch`` (the mini-batch
 step and its state), ``scoring`` and ``choosing`` (scores, and k chosen by them),
 ``palette`` (colour fitting), and ``threads`` (``configure_threads``, called once before

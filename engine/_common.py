@@ -1,5 +1,5 @@
 """Kernel helpers the engine's compiled modules share: the decorators, chunking, tiles of
-rows, and the squared distance between two rows.
+rows and a step's scratch for them, and the squared distance between two rows.
 
 Work is split into chunks whose count depends only on the problem size, never on the number
 of threads, and partial results are reduced in chunk order, so that a given input gives
@@ -270,3 +270,39 @@ def _fill_mid(X, start, first, rows, shift, tile_t):
             tile_t[13, r] = X[i, f[13]] - s[13]
             tile_t[14, r] = X[i, f[14]] - s[14]
             tile_t[15, r] = X[i, f[15]] - s[15]
+
+
+@njit(nogil=True, cache=True)
+def assign_setup(X, centers, shift):
+    """The shifted centers and half their squared norms, in X's dtype."""
+    n_clusters, n_features = centers.shape
+    centers_s = np.zeros((n_clusters, tile_width(n_features)), dtype=X.dtype)
+    half_sq_norms = np.empty(n_clusters, dtype=X.dtype)
+    shifted_centers(centers, shift, centers_s, half_sq_norms)
+    return centers_s, half_sq_norms
+
+
+@njit(inline="always", nogil=True, cache=True)
+def step_setup(X, centers, shift):
+    """What every chunk of a step shares: the shifted centers, half their squared norms,
+    and the center ids 0..k-1 in X's dtype."""
+    centers_s, half_sq_norms = assign_setup(X, centers, shift)
+    return centers_s, half_sq_norms, np.arange(centers.shape[0]).astype(X.dtype)
+
+
+@njit(inline="always", nogil=True, cache=True)
+def zeroed(sums, weights):
+    """A chunk's sums and weights set to zero, for a step to add to."""
+    sums[:, :] = 0.0
+    weights[:] = 0.0
+
+
+@njit(inline="always", nogil=True, cache=True)
+def tile_buffers(X, n_clusters, exact_inertia):
+    """A chunk's scratch for labelling its tiles: the tile, its dots (k, T), each column's
+    best value and center id, and (unless the inertia is exact) each row's |x - s|^2."""
+    return (
+        new_tile(X), np.empty((n_clusters, TILE_ROWS), dtype=X.dtype),
+        np.empty(TILE_ROWS, dtype=X.dtype), np.empty(TILE_ROWS, dtype=X.dtype),
+        np.empty(0 if exact_inertia else TILE_ROWS, dtype=X.dtype),
+    )

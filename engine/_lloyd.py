@@ -1,5 +1,6 @@
-"""Compiled k-means kernels: a Lloyd step with its bounds, the nearest-center assignment,
-and the distances and column sums the driver needs.
+"""Compiled k-means kernels: a Lloyd step without bounds (plain, or narrow for few
+features), the nearest-center assignment, and the distances and column sums the driver
+needs. The step that keeps bounds is in ``_bounded``.
 
 Every kernel here fills buffers its caller allocated and does no checking: the public
 functions in ``kmeans.py`` and ``lloyd.py`` validate and prepare the arrays. A kernel does
@@ -16,170 +17,28 @@ from numba import njit
 
 from ._common import (
     TILE_ROWS,
+    assign_setup,
     chunk_bounds,
-    is_narrow,
-    is_transposed,
     kernel,
     new_tile,
-    put_row,
-    shifted_centers,
     sq_distance,
-    tile_dots,
-    tile_width,
+    step_setup,
+    tile_buffers,
+    zeroed,
 )
-from ._groups import mid_scan_groups, scan_groups
-from ._nearest import gemm_sq_distance, tile_nearest
-from ._sums import (
-    accumulate,
-    accumulate_tile,
-    add_to_cluster,
-    narrow_tile_sums,
-    tile_inertia,
-)
+from ._nearest import tile_nearest
+from ._sums import accumulate_tile, move_narrow_rows, move_tile, narrow_tile_sums, tile_inertia, value_sum
 
 # How lloyd.Workspace.step runs a step: plain_step (or narrow_step) keeping no bounds, or
-# bounded_step setting them, or using them.
+# _bounded.bounded_step setting them, or using them.
 MODE_PLAIN = 0
 MODE_SET_BOUNDS = 1
 MODE_USE_BOUNDS = 2
 
 
-@njit(nogil=True, cache=True)
-def _resolve_pending(
-    X, sample_weight, centers, centers_s, half_sq_norms, center_ids, group_order, group_start,
-    rel_margin, exact, tile, dots, group_best, group_second, group_id, best_value, best_id,
-    best_group, pending_rows, pending_sq, pending, labels, lower, sums, weights,
-):
-    """Assign the queued rows by one GEMM (or, for 5 to MID features, the direct scan of each
-    group, mid_scan_groups), and set each one's lower bound per group of centers: from the
-    group's nearest center, or its second-nearest in the row's own group.
-
-    Returns (number of labels changed, weighted inertia of those rows: exact, or with
-    ``exact`` False from the scan's values).
-    """
-    weighted = sample_weight.shape[0] > 0
-    n_groups = group_start.shape[0] - 1
-    if is_transposed(X) and not is_narrow(X):
-        mid_scan_groups(
-            centers_s, half_sq_norms, tile, pending, X.shape[1], center_ids, group_order, group_start,
-            group_best, group_second, group_id, best_value, best_id, best_group,
-        )
-    else:
-        tile_dots(X, centers_s, tile, dots)
-        scan_groups(
-            dots, pending, half_sq_norms, center_ids, group_order, group_start, group_best,
-            group_second, group_id, best_value, best_id, best_group,
-        )
-    max_half = 0.0
-    for j in range(half_sq_norms.shape[0]):
-        max_half = max(max_half, np.float64(half_sq_norms[j]))
-    changed = 0
-    inertia = 0.0
-    for r in range(pending):
-        i = pending_rows[r]
-        best = np.int32(best_id[r])
-        # |x - c|^2 = |x - s|^2 + 2 * value; widen by the rounding error of that sum.
-        margin = rel_margin * (pending_sq[r] + 2.0 * max_half) + 1e-300
-        for g in range(n_groups):
-            value = group_second[g, r] if g == best_group[r] else group_best[g, r]
-            sq = pending_sq[r] + 2.0 * np.float64(value)
-            lower[i, g] = math.sqrt(sq - margin) if sq > margin else 0.0
-        if labels[i] != best:
-            changed += 1
-        labels[i] = best
-        w = sample_weight[i] if weighted else 1.0
-        if exact:
-            inertia += w * accumulate(X, i, best, w, centers, sums, weights)
-        else:
-            add_to_cluster(X, i, best, w, sums, weights)
-            inertia += w * gemm_sq_distance(pending_sq[r], best_value[r])
-    return changed, inertia
-
-
-@njit(nogil=True, cache=True)
-def _bounded_rows(
-    X, sample_weight, centers, centers_s, half_sq_norms, center_ids, shift, half_gaps,
-    group_order, group_start, group_move, rel_margin, use_bounds, exact, start, stop, tile,
-    dots, best_value, best_id, labels, lower, sums, weights,
-):
-    """Rows start..stop of one chunk in a bounded step: with use_bounds, a row whose bounds
-    prove its label keeps it; every other row is queued for a full search that also sets
-    its bounds. Returns (weighted inertia, labels changed, rows searched)."""
-    weighted = sample_weight.shape[0] > 0
-    n_groups = group_start.shape[0] - 1
-    group_best = np.empty((n_groups, TILE_ROWS), dtype=X.dtype)
-    group_second = np.empty((n_groups, TILE_ROWS), dtype=X.dtype)
-    group_id = np.empty(TILE_ROWS, dtype=X.dtype)
-    best_group = np.empty(TILE_ROWS, dtype=np.int64)
-    pending_rows = np.empty(TILE_ROWS, dtype=np.int64)
-    pending_sq = np.empty(TILE_ROWS, dtype=np.float64)
-    pending = 0
-    inertia = 0.0
-    changed = 0
-    computed = 0
-    for i in range(start, stop):
-        current = labels[i]
-        settled = False
-        if use_bounds and current >= 0:
-            bound = np.inf
-            for g in range(n_groups):
-                bound = min(bound, np.float64(lower[i, g]) - group_move[g])
-            dist = sq_distance(X, i, centers, current)
-            if math.sqrt(dist) <= max(bound, half_gaps[current]):
-                settled = True
-                for g in range(n_groups):
-                    lower[i, g] = max(np.float64(lower[i, g]) - group_move[g], 0.0)
-                w = sample_weight[i] if weighted else 1.0
-                add_to_cluster(X, i, current, w, sums, weights)
-                inertia += w * dist
-        if not settled:
-            pending_sq[pending] = put_row(X, i, shift, tile, pending)
-            pending_rows[pending] = i
-            pending += 1
-        if pending == TILE_ROWS or (pending and i == stop - 1):
-            tile_changed, tile_inertia = _resolve_pending(
-                X, sample_weight, centers, centers_s, half_sq_norms, center_ids, group_order,
-                group_start, rel_margin, exact, tile, dots, group_best, group_second,
-                group_id, best_value, best_id, best_group, pending_rows, pending_sq, pending,
-                labels, lower, sums, weights,
-            )
-            changed += tile_changed
-            inertia += tile_inertia
-            computed += pending
-            pending = 0
-    return inertia, changed, computed
-
-
-@njit(inline="always", nogil=True, cache=True)
-def _step_setup(X, centers, shift):
-    """What every chunk of a step shares: the shifted centers, half their squared norms,
-    and the center ids 0..k-1 in X's dtype."""
-    centers_s, half_sq_norms = _assign_setup(X, centers, shift)
-    return centers_s, half_sq_norms, np.arange(centers.shape[0]).astype(X.dtype)
-
-
-@njit(inline="always", nogil=True, cache=True)
-def _zeroed(sums, weights):
-    """A chunk's sums and weights, set to zero for a step to add to."""
-    sums[:, :] = 0.0
-    weights[:] = 0.0
-    return sums, weights
-
-
-@njit(inline="always", nogil=True, cache=True)
-def _tile_buffers(X, n_clusters, exact_inertia):
-    """A chunk's scratch for labelling its tiles: the tile, its dots (k, T), each column's
-    best value and center id, and (unless the inertia is exact) each row's |x - s|^2."""
-    return (
-        new_tile(X), np.empty((n_clusters, TILE_ROWS), dtype=X.dtype),
-        np.empty(TILE_ROWS, dtype=X.dtype), np.empty(TILE_ROWS, dtype=X.dtype),
-        np.empty(0 if exact_inertia else TILE_ROWS, dtype=X.dtype),
-    )
-
-
 @kernel
 def plain_step(
-    first_chunk, stop_chunk, X, sample_weight, centers, shift, exact_inertia, labels,
+    first_chunk, stop_chunk, X, sample_weight, centers, shift, exact_inertia, afresh, labels,
     partial_sums, partial_weights, partial_inertia, partial_changed, partial_computed,
 ):
     """Assign every row to its nearest center, by contiguous tiles, and accumulate per-chunk
@@ -193,119 +52,130 @@ def plain_step(
     Inertia is the float64 sum of w * |x - c|^2: exact with exact_inertia, else with each
     row's term from the values that chose its center, good to the dtype's rounding (a fit's
     iterations report that; its final assignment is exact).
+
+    With afresh the sums are taken anew. Without, partial_sums and partial_weights must hold
+    the sums by the labels as they are, from a step on this X and weights, and only the rows
+    whose label changes are moved (_sums.move_to_cluster): after the first steps a few
+    percent of them (lloyd.Workspace.step chooses).
     """
     n_clusters = centers.shape[0]
     n_chunks = partial_inertia.shape[0]
-    centers_s, half_sq_norms, center_ids = _step_setup(X, centers, shift)
+    centers_s, half_sq_norms, center_ids = step_setup(X, centers, shift)
     for chunk in range(first_chunk, stop_chunk):
         start, stop = chunk_bounds(X.shape[0], chunk, n_chunks)
-        sums, weights = _zeroed(partial_sums[chunk], partial_weights[chunk])
+        sums, weights = partial_sums[chunk], partial_weights[chunk]
+        if afresh:
+            zeroed(sums, weights)
         inertia = 0.0
         changed = 0
-        tile, dots, best_value, best_id, tile_sq = _tile_buffers(X, n_clusters, exact_inertia)
+        tile, dots, best_value, best_id, tile_sq = tile_buffers(X, n_clusters, exact_inertia)
+        previous = np.empty(TILE_ROWS, dtype=np.int32)
         for tile_start in range(start, stop, TILE_ROWS):
             rows = min(TILE_ROWS, stop - tile_start)
+            if not afresh:
+                _copy_labels(labels[tile_start:tile_start + rows], previous)
             changed += tile_nearest(
                 X, tile_start, rows, shift, centers_s, half_sq_norms, center_ids, tile, dots,
                 best_value, best_id, labels, tile_sq,
             )
-            inertia += accumulate_tile(
-                X, sample_weight, tile_start, rows, labels, centers, sums, weights, tile_sq,
-                best_value,
-            )
+            if afresh:
+                inertia += accumulate_tile(
+                    X, sample_weight, tile_start, rows, labels, centers, sums, weights, tile_sq,
+                    best_value,
+                )
+            else:
+                inertia += move_tile(
+                    X, sample_weight, tile_start, rows, previous, labels, centers, sums, weights,
+                    tile_sq, best_value,
+                )
         partial_inertia[chunk] = inertia
         partial_changed[chunk] = changed
         partial_computed[chunk] = stop - start
 
 
-@kernel
-def bounded_step(
-    first_chunk, stop_chunk, X, sample_weight, centers, shift, half_gaps, group_order,
-    group_start, group_move, rel_margin, use_bounds, exact_inertia, labels, lower, partial_sums,
-    partial_weights, partial_inertia, partial_changed, partial_computed,
-):
-    """plain_step, keeping bounds: with use_bounds, the search is skipped for rows whose
-    bounds prove their center unchanged; without, every row is searched to set them. A
-    kernel apart from plain_step, so that a first fit that keeps no bounds does not wait
-    for its compilation.
+@njit(inline="always", nogil=True, cache=True)
+def _copy_labels(labels, previous):
+    """previous[:n] = labels (n,)."""
+    for r in range(labels.shape[0]):
+        previous[r] = labels[r]
 
-    The centers are split into G groups: group g is
-    group_order[group_start[g]:group_start[g + 1]] (int64, ascending within a group).
-    labels (n,) int32 (-1: no bound yet) and lower (n, G), a lower bound on each row's
-    distance to every center of each group but its own center, are read and updated
-    (G = 1 is Hamerly's single bound; more groups are Yinyang's global filter).
-    half_gaps (k,) float64 is half the distance from each center to its nearest other one;
-    group_move (G,) float64 is how far any center of each group moved since the bounds
-    were set. A row whose exact distance to its center is within
-    max(min over g of lower[g] - group_move[g], half_gap) keeps its label unexamined; the rest
-    are queued into tiles, each searched in full (see _resolve_pending), which also resets
-    their bounds. partial_computed counts the rows searched; the rest as in plain_step.
-    """
-    n_clusters = centers.shape[0]
-    n_chunks = partial_inertia.shape[0]
-    centers_s, half_sq_norms, center_ids = _step_setup(X, centers, shift)
-    for chunk in range(first_chunk, stop_chunk):
-        start, stop = chunk_bounds(X.shape[0], chunk, n_chunks)
-        sums, weights = _zeroed(partial_sums[chunk], partial_weights[chunk])
-        tile, dots, best_value, best_id, _ = _tile_buffers(X, n_clusters, exact_inertia)
-        inertia, changed, computed = _bounded_rows(
-            X, sample_weight, centers, centers_s, half_sq_norms, center_ids, shift, half_gaps,
-            group_order, group_start, group_move, rel_margin, use_bounds, exact_inertia, start,
-            stop, tile, dots, best_value, best_id, labels, lower, sums, weights,
-        )
-        partial_inertia[chunk] = inertia
-        partial_changed[chunk] = changed
-        partial_computed[chunk] = computed
+
+@njit(inline="always", nogil=True, cache=True)
+def _ids_of(labels, ids):
+    """ids[:n] = labels (n,) int32 as ids in ids' float dtype (a slice from 0, so that the
+    copy vectorises: indexed from a start read at run time it took 0.65 ms for 1e6 rows)."""
+    for r in range(labels.shape[0]):
+        ids[r] = labels[r]
 
 
 @kernel
 def narrow_step(
-    first_chunk, stop_chunk, X, centers, shift, exact_inertia, labels, partial_sums,
-    partial_weights, partial_inertia, partial_changed, partial_computed,
+    first_chunk, stop_chunk, X, centers, shift, exact_inertia, afresh, labels, totals, sq_totals,
+    partial_sums, partial_weights, partial_inertia, partial_changed, partial_computed,
 ):
     """plain_step for unit-weight rows of at most TILE_SUMS_FEATURES features, the same
     arguments but the weights: each tile of X - shift is summed by cluster, vectorised,
     instead of adding row by row. The sums then depend on the shift (lloyd.Workspace.step
     passes one that stays put). A kernel of its own, so that a server's first fit of wider
     data does not wait for its compilation.
+
+    totals (c, k, 4) float64 hold each chunk's sums of X - shift by cluster, then its counts,
+    for the labels as they are: with afresh they are summed anew; without, they must be a
+    narrow step's with this X and shift, and only the rows whose label changes are moved
+    (move_narrow_rows), which is cheaper once few change (lloyd.Workspace.step chooses).
+
+    sq_totals (c,) float64, when not empty, hold each chunk's sum of |x - shift|^2 over its
+    rows, NaN until a step without exact_inertia sets it: after that, such a step's inertia
+    is that sum plus twice the sum of the scan's values, without each row's norm (the
+    norms and the inertia of 1e6x3 took 0.5 ms of a 5.9 ms step on one thread).
     """
     n_features = X.shape[1]
     n_clusters = centers.shape[0]
     n_chunks = partial_inertia.shape[0]
-    centers_s, half_sq_norms, center_ids = _step_setup(X, centers, shift)
+    centers_s, half_sq_norms, center_ids = step_setup(X, centers, shift)
     for chunk in range(first_chunk, stop_chunk):
         start, stop = chunk_bounds(X.shape[0], chunk, n_chunks)
         changed = 0
         inertia = 0.0
-        tile, dots, best_value, best_id, tile_sq = _tile_buffers(X, n_clusters, exact_inertia)
-        totals = np.zeros((n_clusters, 4), dtype=np.float64)
+        known_sq = sq_totals.shape[0] > 0 and not exact_inertia and not math.isnan(sq_totals[chunk])
+        tile, dots, best_value, best_id, tile_sq = tile_buffers(X, n_clusters, exact_inertia or known_sq)
+        previous_id = np.empty(TILE_ROWS, dtype=X.dtype)
+        chunk_totals = totals[chunk]
+        if afresh:
+            chunk_totals[:, :] = 0.0
+        sq_sum = 0.0
         for tile_start in range(start, stop, TILE_ROWS):
             rows = min(TILE_ROWS, stop - tile_start)
-            changed += tile_nearest(
+            if not afresh:
+                _ids_of(labels[tile_start:tile_start + rows], previous_id)
+            tile_changed = tile_nearest(
                 X, tile_start, rows, shift, centers_s, half_sq_norms, center_ids, tile, dots,
                 best_value, best_id, labels, tile_sq,
             )
-            narrow_tile_sums(tile, rows, best_id, center_ids, totals)
-            inertia += tile_inertia(X, tile_start, rows, labels, centers, tile_sq, best_value)
+            if afresh:
+                narrow_tile_sums(tile, rows, best_id, center_ids, chunk_totals)
+            elif tile_changed:
+                move_narrow_rows(tile, rows, best_id, previous_id, chunk_totals)
+            changed += tile_changed
+            if known_sq:
+                inertia += 2.0 * value_sum(best_value, rows)
+            else:
+                inertia += tile_inertia(X, tile_start, rows, labels, centers, tile_sq, best_value)
+                if tile_sq.shape[0] > 0:
+                    sq_sum += value_sum(tile_sq, rows)
+        if known_sq:
+            inertia += sq_totals[chunk]
+        elif sq_totals.shape[0] > 0 and not exact_inertia:
+            sq_totals[chunk] = sq_sum
         sums = partial_sums[chunk]
         weights = partial_weights[chunk]
         for j in range(n_clusters):  # the tile held X - shift
-            weights[j] = totals[j, 3]
+            weights[j] = chunk_totals[j, 3]
             for f in range(n_features):
-                sums[j, f] = totals[j, f] + totals[j, 3] * shift[f]
+                sums[j, f] = chunk_totals[j, f] + chunk_totals[j, 3] * shift[f]
         partial_inertia[chunk] = inertia
         partial_changed[chunk] = changed
         partial_computed[chunk] = stop - start
-
-
-@njit(nogil=True, cache=True)
-def _assign_setup(X, centers, shift):
-    """The shifted centers and half their squared norms, in X's dtype."""
-    n_clusters, n_features = centers.shape
-    centers_s = np.zeros((n_clusters, tile_width(n_features)), dtype=X.dtype)
-    half_sq_norms = np.empty(n_clusters, dtype=X.dtype)
-    shifted_centers(centers, shift, centers_s, half_sq_norms)
-    return centers_s, half_sq_norms
 
 
 @kernel
@@ -317,7 +187,7 @@ def assign(first_tile, stop_tile, X, centers, shift, labels, min_sq_dist):
     """
     n_samples = X.shape[0]
     n_clusters = centers.shape[0]
-    centers_s, half_sq_norms = _assign_setup(X, centers, shift)
+    centers_s, half_sq_norms = assign_setup(X, centers, shift)
     center_ids = np.arange(n_clusters).astype(X.dtype)
     tile = new_tile(X)
     dots = np.empty((n_clusters, TILE_ROWS), dtype=X.dtype)

@@ -49,7 +49,7 @@ def whole_step(
     if unfit:
         return unfit, math.nan, False
     _lloyd.plain_step(
-        0, partial_sums.shape[0], X, sample_weight, centers, shift, False, labels,
+        0, partial_sums.shape[0], X, sample_weight, centers, shift, False, True, labels,
         partial_sums, partial_weights, partial_inertia, partial_changed, partial_computed,
     )
     inertia, finite = _sums.moved_centers(
@@ -109,8 +109,8 @@ def assigned_sums(
     n_clusters = centers.shape[0]
     n_chunks = _common.n_chunks_for(n_samples, n_clusters, n_features)
     labels, sums, weights, inertia, changed, computed = _buffers(n_samples, n_clusters, n_features, n_chunks)
-    chunks.run(_lloyd.plain_step, n_chunks, X, sample_weight, centers, shift_for(centers), False, labels,
-               sums, weights, inertia, changed, computed)
+    chunks.run(_lloyd.plain_step, n_chunks, X, sample_weight, centers, shift_for(centers), False, True,
+               labels, sums, weights, inertia, changed, computed)
     return sums, weights, inertia
 
 

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import kmeans, lloyd, minibatch, nearest, scoring
+from . import bounds, kmeans, lloyd, minibatch, nearest, scoring
 from ._common import MID, TILE_ROWS, tile_width
 from ._nearest import _narrow_sq_norms, _put_labels, _scan_direct, _scan_nearest, _wide_sq_norms, tile_nearest
 from ._sums import TILE_SUMS_FEATURES
@@ -162,7 +162,7 @@ def _groups() -> list[Group]:
             after = (f"tile {dtype.name}",)
             groups.append(Group(f"{kind} {dtype.name}", functools.partial(compile_kind, X), after))
     # Groups of bounds (k >= 20 and d >= 32) are formed by a product on the centers.
-    groups.append(Group("bound groups", functools.partial(lloyd.group_centers, rng.normal(size=(40, 32)), 2)))
+    groups.append(Group("bound groups", functools.partial(bounds.group_centers, rng.normal(size=(40, 32)), 2)))
     return groups
 
 

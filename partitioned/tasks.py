@@ -129,9 +129,10 @@ def lloyd_sums(source: Piece | PieceRef, centers: np.ndarray, exact: bool,
     float64, and the inertia of the assignment (exact, or good to the dtype's rounding).
 
     With ``kept`` (the fit's key), the partition's workspace stays in this worker between
-    iterations, so its distance bounds let later steps skip most rows, as on one machine;
-    a task that runs elsewhere (its worker died) starts a workspace afresh: the sums are
-    the same either way, only slower.
+    iterations, so its distance bounds let later steps skip most rows, and its sums move
+    with the few rows whose label changed, as on one machine; a task that runs elsewhere
+    (its worker died) starts a workspace afresh: the sums are the same either way, to
+    float64 rounding, only slower.
     """
     piece = _piece(source)
     X = piece.X

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from centroidal.engine import (
-    _common, _groups, _lloyd, _nearest, _seeding, _sums, _validation, chunks, lloyd, ministep, validation,
+    _bounded, _common, _groups, _lloyd, _nearest, _seeding, _sums, _validation, bounds, chunks, ministep,
+    validation,
 )
 from centroidal.engine._sums import TILE_SUMS_FEATURES
 from centroidal.engine.seeding import shift_for
@@ -262,12 +263,14 @@ def _step(X: np.ndarray, weights: np.ndarray, centers: np.ndarray, mode: int, la
     out = (sums, totals, inertia, changed, computed)
     # As lloyd.Workspace.step calls them.
     if mode == _lloyd.MODE_PLAIN and X.shape[1] <= TILE_SUMS_FEATURES and weights.size == 0:
-        chunks.run(_lloyd.narrow_step, n_chunks, X, centers, shift_for(centers), exact, labels, *out)
+        chunks.run(_lloyd.narrow_step, n_chunks, X, centers, shift_for(centers), exact, True, labels,
+                   np.empty((n_chunks, centers.shape[0], 4)), np.empty(0), *out)
     elif mode == _lloyd.MODE_PLAIN:
-        chunks.run(_lloyd.plain_step, n_chunks, X, weights, centers, shift_for(centers), exact, labels, *out)
+        chunks.run(_lloyd.plain_step, n_chunks, X, weights, centers, shift_for(centers), exact, True, labels,
+                   *out)
     else:
-        chunks.run(_lloyd.bounded_step, n_chunks, X, weights, centers, shift_for(centers), gaps, order, start,
-                   group_move, margin, mode == _lloyd.MODE_USE_BOUNDS, exact, labels, lower, *out)
+        chunks.run(_bounded.bounded_step, n_chunks, X, weights, centers, shift_for(centers), gaps, order, start,
+                   group_move, margin, mode == _lloyd.MODE_USE_BOUNDS, exact, True, labels, lower, *out)
     return sums.sum(axis=0), totals.sum(axis=0), inertia.sum(), changed.sum(), computed.sum()
 
 
@@ -290,7 +293,7 @@ def _group_lower_bounds(X: np.ndarray, centers: np.ndarray, labels: np.ndarray,
 def test_lloyd_step_in_every_mode(dtype: type, weighted: bool, n_groups: int, n_features: int) -> None:
     X, centers = data(dtype, d=n_features)
     weights = np.random.default_rng(3).uniform(0.5, 2.0, size=X.shape[0]) if weighted else np.empty(0)
-    groups = lloyd.group_centers(centers.astype(np.float64), n_groups)
+    groups = bounds.group_centers(centers.astype(np.float64), n_groups)
     assert groups[1].size == n_groups + 1
     labels = np.full(X.shape[0], -1, dtype=np.int32)
     lower = np.zeros((X.shape[0], n_groups), dtype=dtype)
@@ -348,7 +351,7 @@ def test_plain_step_sums_narrow_tiles_by_cluster(dtype: type, n_features: int, k
     X, centers = data(dtype, n=70_001, d=n_features, k=k, seed=4)
     centers[-1] = centers[0]
     labels = np.full(X.shape[0], -1, dtype=np.int32)
-    groups = lloyd.group_centers(centers.astype(np.float64), 1)
+    groups = bounds.group_centers(centers.astype(np.float64), 1)
     for exact in (True, False):
         sums, totals, inertia, _, _ = _step(
             X, np.empty(0), centers, _lloyd.MODE_PLAIN, labels, np.zeros((0, 1), dtype), groups,
@@ -370,26 +373,26 @@ def test_group_centers_partitions_the_centers_by_nearness() -> None:
     rng = np.random.default_rng(6)
     sites = rng.normal(scale=100.0, size=(4, 8))
     centers = np.repeat(sites, 10, axis=0) + rng.normal(size=(40, 8))
-    order, start = lloyd.group_centers(centers, 4)
+    order, start = bounds.group_centers(centers, 4)
     assert sorted(order.tolist()) == list(range(40))
     groups = [order[a:b] for a, b in zip(start[:-1], start[1:])]
     assert all((np.diff(g) > 0).all() for g in groups)
     # The four tight sites come out as the four groups.
     assert sorted(np.unique(g // 10).tolist() for g in groups) == [[0], [1], [2], [3]]
-    again = lloyd.group_centers(centers, 4)
+    again = bounds.group_centers(centers, 4)
     np.testing.assert_array_equal(again[0], order)
     # More groups than centers, or one group, still cover every center once.
     for n_groups in (1, 60):
-        order, start = lloyd.group_centers(centers[:5], n_groups)
+        order, start = bounds.group_centers(centers[:5], n_groups)
         assert sorted(order.tolist()) == list(range(5)) and start[0] == 0 and start[-1] == 5
 
 
 def test_n_groups_for_follows_k_and_d() -> None:
-    assert lloyd.n_groups_for(16, 3) == 1
-    assert lloyd.n_groups_for(64, 16) == 1
-    assert lloyd.n_groups_for(256, 64) == 4
-    assert lloyd.n_groups_for(1024, 128) == 8
-    assert lloyd.n_groups_for(20, 1024) == 2
+    assert bounds.n_groups_for(16, 3) == 1
+    assert bounds.n_groups_for(64, 16) == 1
+    assert bounds.n_groups_for(256, 64) == 4
+    assert bounds.n_groups_for(1024, 128) == 8
+    assert bounds.n_groups_for(20, 1024) == 2
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

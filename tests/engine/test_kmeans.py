@@ -8,7 +8,7 @@ import pytest
 from sklearn.cluster import KMeans
 from sklearn.datasets import load_digits, make_blobs
 
-from centroidal.engine import InvalidInputError, kmeans, lloyd
+from centroidal.engine import InvalidInputError, bounds, kmeans, lloyd
 from tests import naive
 from tests.sources.datasets import blobs as blobs_of
 
@@ -81,7 +81,7 @@ def test_result_with_group_bounds_does_not_depend_on_thread_count() -> None:
     # k * d = 1024 and 32 features: the bounds are used, in two groups of centers.
     X, _ = make_blobs(30_000, n_features=32, centers=32, cluster_std=3.0, random_state=2)
     X = X.astype(np.float32)
-    assert lloyd.n_groups_for(32, 32) == 2
+    assert bounds.n_groups_for(32, 32) == 2
     before = numba.get_num_threads()
     results, skipped = [], []
     try:
