@@ -299,8 +299,9 @@ def zeroed(sums, weights):
 
 @njit(inline="always", nogil=True, cache=True)
 def tile_buffers(X, n_clusters, exact_inertia):
-    """A chunk's scratch for labelling its tiles: the tile, its dots (k, T), each column's
-    best value and center id, and (unless the inertia is exact) each row's |x - s|^2."""
+    """Scratch for labelling tiles, kept from chunk to chunk of a call: the tile, its dots
+    (k, T), each column's best value and center id, and (unless the inertia is exact) each
+    row's |x - s|^2."""
     return (
         new_tile(X), np.empty((n_clusters, TILE_ROWS), dtype=X.dtype),
         np.empty(TILE_ROWS, dtype=X.dtype), np.empty(TILE_ROWS, dtype=X.dtype),

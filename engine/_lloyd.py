@@ -61,6 +61,8 @@ def plain_step(
     n_clusters = centers.shape[0]
     n_chunks = partial_inertia.shape[0]
     centers_s, half_sq_norms, center_ids = step_setup(X, centers, shift)
+    tile, dots, best_value, best_id, tile_sq = tile_buffers(X, n_clusters, exact_inertia)
+    previous = np.empty(TILE_ROWS, dtype=np.int32)
     for chunk in range(first_chunk, stop_chunk):
         start, stop = chunk_bounds(X.shape[0], chunk, n_chunks)
         sums, weights = partial_sums[chunk], partial_weights[chunk]
@@ -68,8 +70,6 @@ def plain_step(
             zeroed(sums, weights)
         inertia = 0.0
         changed = 0
-        tile, dots, best_value, best_id, tile_sq = tile_buffers(X, n_clusters, exact_inertia)
-        previous = np.empty(TILE_ROWS, dtype=np.int32)
         for tile_start in range(start, stop, TILE_ROWS):
             rows = min(TILE_ROWS, stop - tile_start)
             if not afresh:
@@ -133,13 +133,14 @@ def narrow_step(
     n_clusters = centers.shape[0]
     n_chunks = partial_inertia.shape[0]
     centers_s, half_sq_norms, center_ids = step_setup(X, centers, shift)
+    tile, dots, best_value, best_id, norms = tile_buffers(X, n_clusters, exact_inertia)
+    previous_id = np.empty(TILE_ROWS, dtype=X.dtype)
     for chunk in range(first_chunk, stop_chunk):
         start, stop = chunk_bounds(X.shape[0], chunk, n_chunks)
         changed = 0
         inertia = 0.0
         known_sq = sq_totals.shape[0] > 0 and not exact_inertia and not math.isnan(sq_totals[chunk])
-        tile, dots, best_value, best_id, tile_sq = tile_buffers(X, n_clusters, exact_inertia or known_sq)
-        previous_id = np.empty(TILE_ROWS, dtype=X.dtype)
+        tile_sq = norms[:0] if known_sq else norms  # empty: no norms taken
         chunk_totals = totals[chunk]
         if afresh:
             chunk_totals[:, :] = 0.0

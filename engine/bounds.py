@@ -29,7 +29,13 @@ _BOUNDS_MIN_WORK = 256
 # steps from random centers (two rounds, per step against scikit-learn's): 1e6x16, k=64,
 # blobs 0.48-0.50 at 1%, 0.51-0.53 at 10%, 0.54-0.55 at 30%, overlapping 0.45-0.48,
 # 0.55-0.57, 0.57-0.61; 1e6x8, k=64, 1e5x16, k=1024 and 1e6x5, k=256 within noise.
-_BOUNDS_MIN_WORK_SCANNED = 1024
+# Once a plain step moved only the rows whose label changed, bounds stopped paying at a k * d
+# of 1024 on the AMD EPYC (AVX2): 30 steps from random centers on one thread, per step,
+# 1e6x16, k=64, blobs 37.8 ms with bounds against 33.6 without (the steps that set them took
+# 52-64 ms, those using them 26-28 against 33), overlapping 34.5 and 34.4 (not set); at 2048,
+# 2.5e5x8, k=256, 16.7 and 16.3 (blobs), 16.3 and 16.5; at 4096, 2.5e5x16, k=256, 20.4
+# and 27.0 (blobs), 27.0 and 27.0.
+_BOUNDS_MIN_WORK_SCANNED = 2048
 _BOUNDS_BELOW_CHANGED_SHARE_SCANNED = 0.01
 # A bounded step that skipped less than this share of the distances cost more than a plain
 # one (overlapping data: 2e5x64, k=256 skipped 7% and ran 1.3x slower than the plain step):

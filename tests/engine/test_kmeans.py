@@ -188,8 +188,8 @@ def test_invalid_arguments_name_the_field(kwargs: dict, field: str) -> None:
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 # Up to 16 features the plain steps scan their tiles directly and bounds start late (k * d
-# from 1024, under 1% of the labels changed); past 16 a GEMM labels the rows.
-@pytest.mark.parametrize(("n_features", "k"), [(16, 64), (17, 20)])
+# from 2048, under 1% of the labels changed); past 16 a GEMM labels the rows.
+@pytest.mark.parametrize(("n_features", "k"), [(16, 128), (17, 20)])
 def test_bounded_steps_assign_like_a_full_search(dtype: type, n_features: int, k: int) -> None:
     X, _ = make_blobs(20_000, n_features=n_features, centers=20, cluster_std=6.0, random_state=3)
     X = X.astype(dtype)
