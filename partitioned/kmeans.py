@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Generator
 from typing import Any
 
 import numpy as np

@@ -71,7 +71,7 @@ def _assert_sums_of(steps: Steps, centers: np.ndarray, rtol: float) -> None:
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n_features", [2, 3])
 def test_narrow_steps_move_the_rows_whose_label_changed(dtype: type, n_features: int) -> None:
-    X, centers = data(dtype, n=20_001, d=n_features, k=9, seed=20)
+    X, centers = data(dtype, n=10_001, d=n_features, k=9, seed=20)
     steps = Steps(X, np.empty(0), 9)
     steps.narrow(centers, afresh=True)
     for seed in range(3):
@@ -92,7 +92,7 @@ def test_narrow_steps_move_the_rows_whose_label_changed(dtype: type, n_features:
 @pytest.mark.parametrize("n_features", [3, 5, 16, 20])  # scanned from 5 to 16, a GEMM past
 @pytest.mark.parametrize("weighted", [False, True])
 def test_plain_steps_move_the_rows_whose_label_changed(dtype: type, n_features: int, weighted: bool) -> None:
-    X, centers = data(dtype, n=20_001, d=n_features, k=9, seed=21)
+    X, centers = data(dtype, n=10_001, d=n_features, k=9, seed=21)
     weights = np.random.default_rng(22).uniform(0.5, 2.0, size=X.shape[0]) if weighted else np.empty(0)
     steps = Steps(X, weights, 9)
     steps.plain(centers, afresh=True)
@@ -110,7 +110,7 @@ def test_plain_steps_move_the_rows_whose_label_changed(dtype: type, n_features: 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n_features", [3, 16, 20])
 def test_bounded_steps_move_the_rows_whose_label_changed(dtype: type, n_features: int) -> None:
-    X, centers = data(dtype, n=20_001, d=n_features, k=9, seed=23)
+    X, centers = data(dtype, n=10_001, d=n_features, k=9, seed=23)
     steps = Steps(X, np.empty(0), 9, n_groups=3)
     steps.plain(centers, afresh=True)
     no_moves = np.zeros(3)
@@ -133,7 +133,7 @@ def test_bounded_steps_move_the_rows_whose_label_changed(dtype: type, n_features
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_narrow_inertia_from_the_rows_norms_taken_once(dtype: type) -> None:
-    X, centers = data(dtype, n=20_001, d=3, k=9, seed=24)
+    X, centers = data(dtype, n=10_001, d=3, k=9, seed=24)
     steps = Steps(X, np.empty(0), 9)
     steps.narrow(centers, afresh=True)
     assert not np.isnan(steps.sq).any()  # each chunk's sum of |x - shift|^2, taken once
@@ -155,12 +155,12 @@ def test_fits_moving_the_sums_match_fits_summing_anew(
 ) -> None:
     # Restarts reuse one workspace, and each fit ends in a step by another shift: the
     # sums kept must be dropped or moved as the workspace's steps change.
-    X, centers = data(np.float32, n=30_000, d=n_features, k=12, seed=25)
+    X, centers = data(np.float32, n=20_000, d=n_features, k=12, seed=25)
     weights = np.random.default_rng(26).uniform(0.5, 2.0, size=X.shape[0]) if weighted else None
-    moving = kmeans.fit(X, 12, seed=3, n_init=3, sample_weight=weights)
+    moving = kmeans.fit(X, 12, seed=3, n_init=2, sample_weight=weights)
     monkeypatch.setattr(lloyd, "_MOVES_BELOW_CHANGED_SHARE", -math.inf)
     monkeypatch.setattr(lloyd, "_NARROW_MOVES_BELOW_CHANGED_SHARE", -math.inf)
-    anew = kmeans.fit(X, 12, seed=3, n_init=3, sample_weight=weights)
+    anew = kmeans.fit(X, 12, seed=3, n_init=2, sample_weight=weights)
     np.testing.assert_array_equal(moving.labels, anew.labels)
     np.testing.assert_allclose(moving.centers, anew.centers, rtol=1e-6)
     assert moving.inertia == pytest.approx(anew.inertia, rel=1e-6)
@@ -171,7 +171,7 @@ def test_fits_moving_the_sums_match_fits_summing_anew(
 def test_workspace_sums_follow_the_labels_through_every_kind_of_step(n_features: int) -> None:
     # Steps whose inertia is exact take another shift than the narrow steps' own: the sums
     # of X - shift a narrow step keeps must not be moved across one.
-    X, centers = data(np.float32, n=20_001, d=n_features, k=9, seed=27)
+    X, centers = data(np.float32, n=10_001, d=n_features, k=9, seed=27)
     centers = kmeans.fit(X, 9, init=centers, n_init=1).centers
     work = lloyd.Workspace(X.shape[0], 9, n_features, X.dtype)
     for seed, exact in enumerate([False, False, True, False, False]):
