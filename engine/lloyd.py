@@ -203,8 +203,8 @@ def working_bytes(n_samples: int, n_clusters: int, n_features: int, dtype: Any) 
 # A narrow step moves the rows whose label changes between its clusters' sums, instead of
 # summing every tile anew, once the last step changed fewer labels than this share. Each
 # changed row costs about 18 ns on one thread of the AMD EPYC, the sums 1.9 ns a row
-# (1e6x3, k=16: per step from the same centers, at 2.8% changed 5.4 ms against 6.1, at
-# 4.6% 5.8 against 5.9, at 17% 8.0 against 6.0).
+# (1e6x3, k=16, per step from the same centers: at 2.8% of the labels changed 5.4 ms
+# against 6.1, at 4.6% 5.8 against 5.9).
 _NARROW_MOVES_BELOW_CHANGED_SHARE = 0.05
 # The same for the other steps, which add a row at a time.
 _MOVES_BELOW_CHANGED_SHARE = 0.25
