@@ -65,9 +65,9 @@ def move_to_cluster(X, i, previous, best, w, sums, weights):
     running sums to the other's, or added to best's when previous is -1 (none); nothing
     when they are the same.
 
-    One call of add_to_cluster for both, in a loop: numba keeps no reference counts on the
-    arrays around a single call, and with two it took three atomic operations a row (a step
-    of 1e6x16 at k=64 on one thread: 55 ms against 35)."""
+    One call site of add_to_cluster serves both, in a loop, as _blocks.add_row keeps one
+    call for every width (its docstring: the reference counts numba keeps around several).
+    """
     if previous != best:
         for turn in range(2 if previous >= 0 else 1):
             add_to_cluster(X, i, best if turn == 0 else previous, w if turn == 0 else -w, sums, weights)
