@@ -1,5 +1,5 @@
 """Threading and code generation set-up for the kernels, done once by ``configure_threads``
-before the first fit.
+before the first fit, with numba's own lazy set-up done on one thread.
 
 The server and ``warmup`` call it explicitly at start; the engine's public entry
 points (``fit``, ``predict``, ``NearestCenters``, ``MiniBatchState``) call it too, so
@@ -57,7 +57,7 @@ prefer_wide_vectors()
 def configure_threads() -> None:
     """Run the BLAS called inside kernels single-threaded: the kernels already use every
     core (``chunks.run``), and a multi-threaded BLAS inside each of them would oversubscribe.
-    numpy's own BLAS is left alone.
+    numpy's own BLAS is left alone. Then do numba's lazy set-up (``set_up_numba``).
 
     Idempotent; takes effect for kernels that have not run yet.
     """
@@ -73,4 +73,25 @@ def configure_threads() -> None:
         for library in ThreadpoolController().lib_controllers:
             if library.user_api == "blas" and "numpy" not in library.filepath:
                 library.set_num_threads(1)
+        set_up_numba()
         _done = True
+
+
+def set_up_numba() -> None:
+    """Do now, on this thread, the set-up numba does lazily as a process first compiles or
+    loads a kernel: it imports its extensions (its own, and those other packages declare,
+    such as ``sparse``), which register the types of their arguments.
+
+    Numba works out a call's argument types outside its compiler lock, through a registry
+    (``functools.singledispatch``) that is not safe to change while another thread reads it.
+    Left lazy, a server's first calls raced its warm-up: a Fit failed with "dictionary
+    changed size during iteration" as the warm-up's first kernel load registered types.
+    Costs about 0.7 s once, which the first kernel would otherwise pay.
+    """
+    from numba.core import entrypoints
+    from numba.core.compiler_lock import global_compiler_lock
+    from numba.core.registry import cpu_target
+
+    with global_compiler_lock:  # as numba itself refreshes: no compilation runs meanwhile
+        entrypoints.init_all()
+        cpu_target.target_context.refresh()

@@ -36,3 +36,22 @@ def test_kernels_compile_for_512_bit_vectors_where_the_cpu_has_them() -> None:
 
 def test_features_named_in_numba_cpu_features_are_left_as_they_are() -> None:
     assert _features(NUMBA_CPU_FEATURES="+sse2,+avx")["used"] == "+sse2,+avx"
+
+
+SETTLED = """
+import json
+import numpy as np
+from numba.core.typing.typeof import typeof_impl
+from centroidal.engine import configure_threads, predict
+configure_threads()
+before = sorted(map(repr, typeof_impl.registry))
+predict(np.eye(2), np.eye(2))  # a process's first kernels, loaded from the cache or compiled
+print(json.dumps({"before": before, "after": sorted(map(repr, typeof_impl.registry))}))
+"""
+
+
+def test_numbas_argument_types_are_all_registered_before_the_first_kernel() -> None:
+    # Registered later, they raced a server's calls typing their arguments (engine/threads.py).
+    run = subprocess.run([sys.executable, "-c", SETTLED], capture_output=True, text=True, check=True)
+    found = json.loads(run.stdout)
+    assert found["after"] == found["before"]

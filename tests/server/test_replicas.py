@@ -137,6 +137,9 @@ def replicas(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Replica
     yield group
     if group.process.poll() is None:
         group.stop()
+    # The supervisor's and its workers' log, which pytest shows with a failing test: an
+    # INTERNAL answer carries only a request id, and its exception is logged here.
+    sys.stderr.write("".join(group.lines))
 
 
 BLOBS = np.random.default_rng(0).normal(size=(600, 3)) + np.repeat(np.eye(3) * 8, 200, axis=0)
