@@ -95,17 +95,11 @@ def plain_step(
 
 @njit(inline="always", nogil=True, cache=True)
 def _copy_labels(labels, previous):
-    """previous[:n] = labels (n,)."""
+    """previous[:n] = labels (n,) int32, in previous's dtype (the narrow step's ids are
+    floats). From a slice that starts at 0, so that the copy vectorises: indexed from a
+    start read at run time it took 0.65 ms for 1e6 rows."""
     for r in range(labels.shape[0]):
         previous[r] = labels[r]
-
-
-@njit(inline="always", nogil=True, cache=True)
-def _ids_of(labels, ids):
-    """ids[:n] = labels (n,) int32 as ids in ids' float dtype (a slice from 0, so that the
-    copy vectorises: indexed from a start read at run time it took 0.65 ms for 1e6 rows)."""
-    for r in range(labels.shape[0]):
-        ids[r] = labels[r]
 
 
 @kernel
@@ -148,7 +142,7 @@ def narrow_step(
         for tile_start in range(start, stop, TILE_ROWS):
             rows = min(TILE_ROWS, stop - tile_start)
             if not afresh:
-                _ids_of(labels[tile_start:tile_start + rows], previous_id)
+                _copy_labels(labels[tile_start:tile_start + rows], previous_id)
             tile_changed = tile_nearest(
                 X, tile_start, rows, shift, centers_s, half_sq_norms, center_ids, tile, dots,
                 best_value, best_id, labels, tile_sq,
