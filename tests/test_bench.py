@@ -117,6 +117,7 @@ def test_learning_and_predicting_floors_answer_every_message(tmp_path: Path) -> 
         assert predicting() == 4 * X.shape[0]
 
 
+@pytest.mark.slow  # the bench rows start servers and clusters of processes: make test-slow
 def test_replica_rows_run() -> None:
     """The replicas rows' parts on tiny work: visibility, ingest and a failover, for real."""
     from bench import replicas
@@ -148,6 +149,7 @@ def test_host_rows_run(postgres_database: str) -> None:
         assert replicas.ingest([a.target, b.target], "tiny", batches=2, rows=100) > 0
 
 
+@pytest.mark.slow  # the bench rows start servers and clusters of processes: make test-slow
 def test_dataset_rows_run() -> None:
     """The Dask rows on tiny data: ours and dask-ml on one LocalCluster of worker processes,
     the out-of-core fit, and the overhead against the local engine."""

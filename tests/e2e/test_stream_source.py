@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from centroidal.client import Client
 from tests.e2e.test_serve import ServeProcess
@@ -28,6 +29,7 @@ def producer(address: str, model: str, source: Path, resume: Path) -> list[str]:
             "--resume-file", str(resume), "--quiet"]
 
 
+@pytest.mark.slow  # over 10 s: in make test-slow
 def test_a_killed_producer_resumes_where_the_server_made_it_durable(tmp_path: Path) -> None:
     source = tmp_path / "points"
     X = blobs(BATCHES * 50, 4, centers=6)

@@ -300,6 +300,7 @@ def undeclared_upload(mib: int, model: str = "refused") -> Iterator[pb.FitReques
             dtype=pb.DTYPE_FLOAT64, rows=chunk.shape[0], cols=16, data=chunk.tobytes()))
 
 
+@pytest.mark.slow  # over 10 s: in make test-slow
 def test_a_refused_upload_gives_its_memory_back(tmp_path: Path) -> None:
     """Five uploads without n_samples, each refused at a 128 MiB budget: the process returns
     near its idle size after each (it kept about the budget for good before, every time).
