@@ -110,7 +110,8 @@ def test_sigkill_loses_nothing_durable_and_producers_resume(tmp_path: Path) -> N
 
 def test_sigterm_stores_every_acked_batch(tmp_path: Path) -> None:
     port = free_port()
-    server = ServeProcess(tmp_path, "--port", str(port), "--checkpoint-interval", "3600")
+    # The stream stays open: a short grace period, not the 10 s default, before the server stops it.
+    server = ServeProcess(tmp_path, "--port", str(port), "--checkpoint-interval", "3600", "--grace-period", "1")
     address = server.wait_for_address()
     with Client(address, timeout=60) as client:
         stream = client.stream("term", n_clusters=4, seed=7, producer_id="p")

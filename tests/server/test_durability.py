@@ -172,7 +172,9 @@ def wait_for_port(process: subprocess.Popen[str]) -> tuple[int, list[str]]:
 
 
 def test_sigterm_with_unstored_batches_exits_non_zero_and_names_them(tmp_path: Path) -> None:
-    process = serve(tmp_path / "data", "--max-store-bytes", "65536", "--checkpoint-interval", "3600")
+    # The stream stays open: a short grace period, not the 10 s default, before the server stops it.
+    process = serve(tmp_path / "data", "--max-store-bytes", "65536", "--checkpoint-interval", "3600",
+                    "--grace-period", "1")
     try:
         port, _ = wait_for_port(process)
         with Client(f"127.0.0.1:{port}", timeout=30) as client:
