@@ -161,6 +161,8 @@ def own_hosts(postgres_database: str, tmp_path: Path) -> Iterator[Hosts]:
     group = Hosts(postgres_database, tmp_path)
     yield group
     group.stop()
+    # Every replica's log, which pytest shows with a failing test (as the replicas fixture does).
+    sys.stderr.write("".join(line for host in group.hosts for line in host.lines))
 
 
 def test_the_compose_file_runs_three_replicas_on_a_healthy_database() -> None:
